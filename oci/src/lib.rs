@@ -1,0 +1,26 @@
+//! What cache-daemon and bench-harness both speak: the OCI distribution protocol's nouns and a
+//! streaming registry client.
+//!
+//! # Layout
+//! - [`digest`]: `sha256:` digests, parsing and streaming verification.
+//! - [`reference`]: repository names, tags, image references.
+//! - [`manifest`]: media types, manifest and index parsing, platform selection, layer compression.
+//! - [`auth`]: `WWW-Authenticate` challenges, credentials, tokens, and where credentials may go.
+//! - [`client`]: the HTTP client: token flow, redirects, timeouts; bodies stay streams.
+//!
+//! A pull of a blob goes: [`reference::ImageRef::parse`] -> [`client::Endpoint`] ->
+//! [`client::RegistryClient::send`] (401 -> [`auth::Challenge`] -> token -> retry) ->
+//! the caller streams the body through a [`digest::Verifier`].
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod client;
+pub mod digest;
+pub mod manifest;
+pub mod reference;
+
+pub use client::{ClientConfig, ClientError, Endpoint, RegistryClient, RegistryRequest};
+pub use digest::{Digest, DigestError, DigestMismatch, Verifier};
+pub use manifest::{Compression, Manifest, ManifestError, Platform};
+pub use reference::{ImageRef, Reference, ReferenceError, RepoName};
