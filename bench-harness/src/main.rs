@@ -1,1 +1,3 @@
+//! The `bench-harness` binary (being written).
+
 fn main() {}

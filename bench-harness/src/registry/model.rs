@@ -1,0 +1,46 @@
+//! The registry model a scenario writes under `[registry]`: shared egress bandwidth, per-node link
+//! bandwidth, added latency per request, and throttling. The embedded registry (`mod.rs`)
+//! enforces it; this file only describes it.
+
+use crate::units::{Bandwidth, Span};
+
+/// How the embedded registry behaves under load.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryModel {
+    /// Egress bandwidth shared by every client of the registry. Unset: unlimited.
+    #[serde(default)]
+    pub egress: Option<Bandwidth>,
+    /// Bandwidth of each node's own link to the registry (applies to that node's traffic,
+    /// including its node-local cache's upstream fetches). Unset: unlimited.
+    #[serde(default)]
+    pub node_link: Option<Bandwidth>,
+    /// Latency added to every request before its response headers are sent.
+    #[serde(default)]
+    pub latency: Span,
+    /// Throttling: above the rate, requests get `429` with `Retry-After`.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+}
+
+/// A token-bucket request limit, as hosted registries apply per client.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    /// Sustained requests per second allowed (all clients together).
+    pub requests_per_second: f64,
+    /// Requests allowed in a burst above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Value of the `Retry-After` header on a 429.
+    #[serde(default = "default_retry_after")]
+    pub retry_after: Span,
+}
+
+fn default_burst() -> u32 {
+    10
+}
+
+fn default_retry_after() -> Span {
+    Span(std::time::Duration::from_secs(1))
+}

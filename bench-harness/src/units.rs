@@ -1,0 +1,322 @@
+//! Quantities as scenario files write them: byte sizes (`"64MiB"`, `"1.5GB"`, `1024`),
+//! bandwidths (`"200Mbit"`, `"25MB/s"`, `"1Gbps"`) and durations (`"250ms"`, `"2m"`).
+//!
+//! Each type parses from a string (or a bare integer for bytes) and prints back in a form that
+//! parses to the same value. This module does no I/O.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A count of bytes. Accepts `B`, `KB`/`MB`/`GB`/`TB` (powers of 1000) and `KiB`/`MiB`/`GiB`/`TiB`
+/// (powers of 1024), with an optional fraction and optional space: `"64MiB"`, `"1.5 GB"`, `"512"`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize(pub u64);
+
+/// A rate in bytes per second. Accepts bit rates with decimal prefixes (`"200Mbit"`, `"1gbit"`,
+/// `"100kbit"`) and byte rates (`"25MB/s"`, `"10MiB/s"`). `"Mbps"` is refused as ambiguous.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bandwidth {
+    /// Bytes per second; never zero.
+    pub bytes_per_sec: u64,
+}
+
+/// A duration written as humantime (`"1s"`, `"250ms"`, `"2m 30s"`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Span(pub Duration);
+
+/// Why a quantity did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {input:?}: {hint}")]
+pub struct UnitError {
+    what: &'static str,
+    input: String,
+    hint: &'static str,
+}
+
+fn split_number(s: &str) -> Option<(f64, &str)> {
+    let s = s.trim();
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let n: f64 = s[..end].parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some((n, s[end..].trim()))
+}
+
+impl FromStr for ByteSize {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || UnitError {
+            what: "byte size",
+            input: s.to_owned(),
+            hint: "write e.g. 512, 64KiB, 1.5MB, 2GiB",
+        };
+        let (n, unit) = split_number(s).ok_or_else(err)?;
+        let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "kb" | "k" => 1e3,
+            "mb" | "m" => 1e6,
+            "gb" | "g" => 1e9,
+            "tb" | "t" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(err()),
+        };
+        let v = (n * mult).round();
+        if v > u64::MAX as f64 {
+            return Err(err());
+        }
+        Ok(Self(v as u64))
+    }
+}
+
+impl FromStr for Bandwidth {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || {
+            UnitError {
+            what: "bandwidth",
+            input: s.to_owned(),
+            hint: "write bits as 200Mbit, 1Gbit, 500kbit or bytes as 25MB/s, 10MiB/s (\"Mbps\" is refused: tc reads it as bytes, people as bits)",
+        }
+        };
+        let (n, unit) = split_number(s).ok_or_else(err)?;
+        let bytes_per_sec = if let Some(bytes_unit) = unit.strip_suffix("/s") {
+            n * ByteSize::from_str(&format!("1{bytes_unit}"))
+                .map_err(|_| err())?
+                .0 as f64
+        } else {
+            let mult = match unit.to_ascii_lowercase().as_str() {
+                "bit" => 1.0,
+                "kbit" => 1e3,
+                "mbit" => 1e6,
+                "gbit" => 1e9,
+                _ => return Err(err()),
+            };
+            n * mult / 8.0
+        };
+        let bytes_per_sec = bytes_per_sec.round();
+        if !(1.0..=u64::MAX as f64).contains(&bytes_per_sec) {
+            return Err(err());
+        }
+        Ok(Self {
+            bytes_per_sec: bytes_per_sec as u64,
+        })
+    }
+}
+
+impl FromStr for Span {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim())
+            .map(Self)
+            .map_err(|_| UnitError {
+                what: "duration",
+                input: s.to_owned(),
+                hint: "write e.g. 0s, 250ms, 30s, 2m",
+            })
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{name}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl ByteSize {
+    /// A human-friendly rounded form for reports (`"63.5 MB"`); unlike `Display`, lossy.
+    pub fn human(self) -> String {
+        let b = self.0 as f64;
+        if b >= 1e9 {
+            format!("{:.2} GB", b / 1e9)
+        } else if b >= 1e6 {
+            format!("{:.1} MB", b / 1e6)
+        } else if b >= 1e3 {
+            format!("{:.1} kB", b / 1e3)
+        } else {
+            format!("{} B", self.0)
+        }
+    }
+}
+
+impl fmt::Display for Bandwidth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bits = self.bytes_per_sec.saturating_mul(8);
+        if bits % 1_000_000_000 == 0 {
+            write!(f, "{}Gbit", bits / 1_000_000_000)
+        } else if bits % 1_000_000 == 0 {
+            write!(f, "{}Mbit", bits / 1_000_000)
+        } else if bits % 1000 == 0 {
+            write!(f, "{}kbit", bits / 1000)
+        } else {
+            write!(f, "{}B/s", self.bytes_per_sec)
+        }
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            return f.write_str("0s");
+        }
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+macro_rules! debug_as_display {
+    ($($t:ty),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{self}")
+            }
+        }
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+debug_as_display!(ByteSize, Bandwidth, Span);
+
+struct QuantityVisitor<T>(std::marker::PhantomData<T>, &'static str);
+
+impl<T: FromStr<Err = UnitError>> serde::de::Visitor<'_> for QuantityVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.1)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        v.parse().map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        if v < 0 {
+            return Err(E::custom(format!("{v} is negative")));
+        }
+        self.visit_str(&v.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QuantityVisitor(
+            std::marker::PhantomData,
+            "a byte size such as \"64MiB\"",
+        ))
+    }
+}
+impl<'de> serde::Deserialize<'de> for Bandwidth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(QuantityVisitor(
+            std::marker::PhantomData,
+            "a bandwidth such as \"200Mbit\"",
+        ))
+    }
+}
+impl<'de> serde::Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(QuantityVisitor(
+            std::marker::PhantomData,
+            "a duration such as \"30s\"",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        let cases = [
+            ("512", Some(512)),
+            ("64MiB", Some(64 << 20)),
+            ("1.5 GB", Some(1_500_000_000)),
+            ("2kib", Some(2048)),
+            ("10 B", Some(10)),
+            ("-1", None),
+            ("1 parsec", None),
+            ("", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(s.parse::<ByteSize>().ok().map(|b| b.0), want, "{s}");
+        }
+        for v in [0, 1, 1024, 64 << 20, 1_000_001] {
+            let b = ByteSize(v);
+            assert_eq!(b.to_string().parse::<ByteSize>().unwrap(), b);
+        }
+    }
+
+    #[test]
+    fn bandwidths() {
+        let cases = [
+            ("200Mbit", Some(25_000_000)),
+            ("200mbit", Some(25_000_000)),
+            ("1Gbps", None),
+            ("1gbit", Some(125_000_000)),
+            ("100kbit", Some(12_500)),
+            ("25MB/s", Some(25_000_000)),
+            ("10MiB/s", Some(10 << 20)),
+            ("0Mbit", None),
+            ("fast", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(
+                s.parse::<Bandwidth>().ok().map(|b| b.bytes_per_sec),
+                want,
+                "{s}"
+            );
+        }
+        let b: Bandwidth = "200Mbit".parse().unwrap();
+        assert_eq!(b.to_string(), "200Mbit");
+        assert_eq!(b.to_string().parse::<Bandwidth>().unwrap(), b);
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!(
+            "250ms".parse::<Span>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "2m 30s".parse::<Span>().unwrap().0,
+            Duration::from_secs(150)
+        );
+        assert!("soon".parse::<Span>().is_err());
+        let s = Span(Duration::from_millis(1500));
+        assert_eq!(s.to_string().parse::<Span>().unwrap(), s);
+    }
+
+    #[test]
+    fn serde_accepts_strings_and_integers() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            a: ByteSize,
+            b: ByteSize,
+            c: Bandwidth,
+            d: Span,
+        }
+        let t: T = toml::from_str("a = 1024\nb = \"1KiB\"\nc = \"8kbit\"\nd = \"1s\"").unwrap();
+        assert_eq!(
+            (t.a.0, t.b.0, t.c.bytes_per_sec, t.d.0),
+            (1024, 1024, 1000, Duration::from_secs(1))
+        );
+    }
+}

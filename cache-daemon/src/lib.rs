@@ -1,0 +1,1 @@
+//! cache-daemon library (being written).
