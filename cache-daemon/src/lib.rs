@@ -1,1 +1,47 @@
-//! cache-daemon library (being written).
+//! cache-daemon: a node-local, content-addressed OCI blob cache that containerd (hosts.toml),
+//! CRI-O/podman (registries.conf) and dockerd (`registry-mirrors`) use as a registry mirror.
+//! Each digest is fetched upstream once however many clients want it, and every waiting client
+//! streams the bytes as they land. Content is verified against its sha256 before it is ever
+//! served as complete.
+//!
+//! # Layout
+//! - [`cli`] / [`config`]: flags and env vars, validated into per-component configs.
+//! - [`server`]: accept loop, connection limit, graceful shutdown; builds the daemon.
+//! - [`route`]: method + path + query parsed into a [`route::Route`]; pure.
+//! - [`handler`]: dispatch; the only place that combines store, flights, manifests, upstreams.
+//! - [`store`]: committed blobs on disk (layout, index), commit by fsync + rename.
+//! - [`flight`]: single-flight and fan-out of fills in progress.
+//! - [`fill`]: one upstream fill: fetch, hash, write, verify, commit or fail.
+//! - [`body`]: response bodies from committed files and from growing fills.
+//! - [`manifests`]: manifests by digest (kept) and tags (TTL, coalesced, stale on outage).
+//! - [`upstream`]: which registry a request means, and the calls to it.
+//! - [`range`]: the `Range` header.
+//! - [`metrics`]: Prometheus counters and gauges.
+//! - [`error`]: errors, their HTTP status and OCI code, in one place.
+//!
+//! # A blob request's path
+//! `server` -> `handler::App::handle` -> `route::Route::parse` -> store hit? `body::from_file`.
+//! Miss: `flight::Flights::claim` -> leader spawns `fill::run` (upstream GET -> hash -> temp file
+//! -> verify -> `store::BlobStore::commit`), and leader and followers alike answer with
+//! `body::from_flight`, which reads the temp file as it grows and sends its last byte only after
+//! the commit.
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fill;
+pub mod flight;
+pub mod handler;
+pub mod manifests;
+pub mod metrics;
+pub mod range;
+pub mod route;
+pub mod server;
+pub mod store;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{start, Daemon, StartError};

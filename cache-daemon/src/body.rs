@@ -1,0 +1,166 @@
+//! Response bodies. The data path of the daemon: committed blobs are streamed from their file in
+//! chunks, and responses following a fill read the growing temp file up to what the writer has
+//! written, waiting on the flight's progress for more.
+//!
+//! The rule that keeps clients safe: while a fill runs, a response never sends its own last byte.
+//! That byte goes out only after the blob's digest verified and it was committed; if the fill
+//! fails instead, the stream ends with an error and hyper closes the connection before
+//! `Content-Length` is reached, so no client takes unverified bytes as a complete blob.
+//! (Without a known length the body is chunked, and the terminating chunk plays that role.)
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+
+use crate::flight::{FillState, Flight};
+use crate::metrics::{Metrics, Source};
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, io::Error>;
+
+/// Largest chunk read and sent at once, in bytes. Bounds memory per response: a response holds
+/// at most one chunk plus what hyper buffers.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// A body of known small bytes.
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(len);
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf.freeze())
+}
+
+/// Streams bytes `[start, end)` of a committed blob. Reads run on the blocking pool: a committed
+/// file may have left the page cache.
+pub fn from_file(file: Arc<File>, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
+    let chunks = stream::unfold((file, start), move |(file, pos)| {
+        let metrics = metrics.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            let len = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(CHUNK_BYTES);
+            let reader = file.clone();
+            let read = tokio::task::spawn_blocking(move || read_at(&reader, pos, len))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+            match read {
+                Ok(bytes) => {
+                    metrics.served(Source::Cache, bytes.len() as u64);
+                    Some((Ok(Frame::data(bytes)), (file, pos + len as u64)))
+                }
+                // Ending the stream with an error makes hyper close the connection short.
+                Err(e) => Some((Err(e), (file, end))),
+            }
+        }
+    });
+    StreamBody::new(chunks).boxed()
+}
+
+/// Counts a response as a fill waiter while it lives.
+struct Waiter(Arc<Metrics>);
+
+impl Waiter {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.fill_waiter(1);
+        Self(metrics)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.0.fill_waiter(-1);
+    }
+}
+
+struct Follow {
+    flight: Arc<Flight>,
+    progress: tokio::sync::watch::Receiver<crate::flight::Progress>,
+    file: Arc<File>,
+    pos: u64,
+    /// Exclusive end of the response; `None` for a whole blob of unknown length.
+    end: Option<u64>,
+    _waiter: Waiter,
+}
+
+/// Streams bytes `[start, end)` of a blob whose fill is in progress, as they land. `end` is
+/// `None` when the whole blob is wanted and its length is unknown.
+///
+/// Reads of the growing file are done inline: those pages were written moments ago and are in
+/// the page cache, so a read is a memory copy of at most [`CHUNK_BYTES`], not disk I/O.
+pub fn from_flight(
+    flight: Arc<Flight>,
+    file: Arc<File>,
+    start: u64,
+    end: Option<u64>,
+    metrics: Arc<Metrics>,
+) -> Body {
+    let progress = flight.subscribe();
+    let state = Follow {
+        flight,
+        progress,
+        file,
+        pos: start,
+        end,
+        _waiter: Waiter::new(metrics.clone()),
+    };
+    let chunks = stream::unfold(Some(state), move |state| {
+        let metrics = metrics.clone();
+        async move {
+            let mut s = state?;
+            loop {
+                let p = s.progress.borrow_and_update().clone();
+                let limit = match (&p.state, s.end) {
+                    (FillState::Failed(f), _) => {
+                        let err =
+                            io::Error::other(format!("fill of {} failed: {f}", s.flight.digest()));
+                        return Some((Err(err), None));
+                    }
+                    (FillState::Done, Some(end)) => end,
+                    (FillState::Done, None) => p.written_bytes,
+                    // Hold back this response's last byte until the digest is verified.
+                    (FillState::Running, Some(end)) => p.written_bytes.min(end.saturating_sub(1)),
+                    (FillState::Running, None) => p.written_bytes,
+                };
+                if s.pos < limit {
+                    let len = usize::try_from(limit - s.pos)
+                        .unwrap_or(usize::MAX)
+                        .min(CHUNK_BYTES);
+                    return match read_at(&s.file, s.pos, len) {
+                        Ok(bytes) => {
+                            metrics.served(Source::Upstream, bytes.len() as u64);
+                            s.pos += len as u64;
+                            Some((Ok(Frame::data(bytes)), Some(s)))
+                        }
+                        Err(e) => Some((Err(e), None)),
+                    };
+                }
+                if p.state == FillState::Done {
+                    return None;
+                }
+                // The flight owns the sender and `s` holds the flight, so this cannot fail.
+                if s.progress.changed().await.is_err() {
+                    return Some((Err(io::Error::other("fill vanished")), None));
+                }
+            }
+        }
+    });
+    StreamBody::new(chunks).boxed()
+}

@@ -1,0 +1,101 @@
+//! The validated configuration, one sub-config per component. Built by `cli.rs` from flags,
+//! environment variables and (later) a config file; each component takes its own part by value.
+//! Nothing here touches the network or the disk.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use stampede_oci::Endpoint;
+
+/// Everything the daemon needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where and how to accept clients.
+    pub server: ServerConfig,
+    /// The on-disk blob store.
+    pub store: StoreConfig,
+    /// The origin registries.
+    pub upstream: UpstreamConfig,
+}
+
+/// Listener and connection limits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Connections served at once; further ones wait in the accept queue.
+    pub max_connections: usize,
+    /// How long graceful shutdown waits for in-flight responses before closing them.
+    pub shutdown_grace: Duration,
+}
+
+/// The content-addressed store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Root directory; `blobs/`, `meta/`, `tmp/` live under it.
+    pub root: PathBuf,
+}
+
+/// Origin registries and how to talk to them.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Used when a request carries no `ns` query, or one not in `registries` while
+    /// `ns_fallback` is true.
+    pub default: Option<Endpoint>,
+    /// Registry host (as containerd writes it in `ns=`, e.g. `docker.io`, `127.0.0.1:5000`) to
+    /// upstream endpoint.
+    pub registries: BTreeMap<String, Endpoint>,
+    /// Send requests whose `ns` names an unlisted registry to `https://<ns>` (off by default:
+    /// an open proxy to every registry is a choice the operator makes).
+    pub allow_any_registry: bool,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for upstream response headers.
+    pub response_timeout: Duration,
+    /// Longest pause allowed between body bytes of an upstream fill.
+    pub body_idle_timeout: Duration,
+    /// How long a tag's resolved digest is used before asking upstream again.
+    pub tag_ttl: Duration,
+    /// Extra CA certificates (PEM) trusted for upstream TLS.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Default listen address: a port that does not collide with a registry's usual 5000.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5050";
+/// Default number of concurrent connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default tag TTL.
+pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(30);
+
+impl UpstreamConfig {
+    /// An upstream config with defaults and only a default registry; handy for tests.
+    pub fn with_default(default: Endpoint) -> Self {
+        Self {
+            default: Some(default),
+            registries: BTreeMap::new(),
+            allow_any_registry: false,
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
+            tag_ttl: DEFAULT_TAG_TTL,
+            ca_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// A config for tests and embedding: listen on `127.0.0.1:0`, store at `root`, one upstream.
+    pub fn for_upstream(root: PathBuf, upstream: Endpoint) -> Self {
+        Self {
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                shutdown_grace: Duration::from_secs(5),
+            },
+            store: StoreConfig { root },
+            upstream: UpstreamConfig::with_default(upstream),
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Dispatch on [`Route`]: the only place that combines the store, the flights, the manifest
+//! cache and the upstreams. Every answer, content or error, is built here with the headers a
+//! registry client expects (`Content-Type`, `Content-Length`, `Docker-Content-Digest`, `ETag`,
+//! `Accept-Ranges`, `Content-Range`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
+    RETRY_AFTER,
+};
+use http::{Method, Request, Response, StatusCode};
+
+use stampede_oci::manifest::OCTET_STREAM;
+use stampede_oci::{Digest, RepoName};
+
+use crate::body::{self, Body};
+use crate::error::{Error, ErrorReply, Fault};
+use crate::fill::{self, FillContext, FillJob};
+use crate::flight::{Claim, FillFailure, Flight, Flights};
+use crate::manifests::Manifests;
+use crate::metrics::{self, Kind, Metrics, Outcome};
+use crate::range::ByteRange;
+use crate::route::{Parsed, Route};
+use crate::store::BlobStore;
+use crate::upstream::Upstreams;
+
+const DIGEST_HEADER: &str = "docker-content-digest";
+const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+
+/// The daemon's shared state; one per daemon, behind an `Arc`.
+#[derive(Debug)]
+pub struct App {
+    /// Committed blobs.
+    pub store: Arc<BlobStore>,
+    /// Fills in progress.
+    pub flights: Arc<Flights>,
+    /// Manifests and tags.
+    pub manifests: Arc<Manifests>,
+    /// Origin registries.
+    pub upstreams: Arc<Upstreams>,
+    /// What to count.
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// Answers one request. Never fails: errors become OCI error responses.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
+        let range = req
+            .headers()
+            .get(RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let parsed = Route::parse(req.method(), req.uri().path(), req.uri().query());
+        let head = req.method() == Method::HEAD;
+        let (kind, answer) = match parsed {
+            Err(e) => (Kind::Other, Err(e.reply())),
+            Ok(Parsed { route, head }) => match route {
+                Route::Base => (Kind::Base, Ok(self.base(head))),
+                Route::Health => (Kind::Other, Ok(text(StatusCode::OK, "ok\n", head))),
+                Route::Metrics => (Kind::Other, Ok(self.metrics_text())),
+                Route::Blob { repo, digest, ns } => (
+                    Kind::Blob,
+                    self.blob(&repo, &digest, ns.as_deref(), head, range.as_deref())
+                        .await,
+                ),
+                Route::Manifest {
+                    repo,
+                    reference,
+                    ns,
+                } => {
+                    let answer = async {
+                        let endpoint = self.upstreams.resolve(ns.as_deref())?;
+                        let m = self.manifests.get(&endpoint, &repo, &reference).await?;
+                        self.metrics.request(Kind::Manifest, m.outcome);
+                        Ok(manifest_response(m.digest, &m.media_type, m.bytes, head))
+                    };
+                    (Kind::Manifest, answer.await)
+                }
+            },
+        };
+        match answer {
+            Ok(resp) => resp,
+            Err(reply) => {
+                self.metrics.request(kind, Outcome::Error);
+                if reply.fault == Fault::Downstream {
+                    tracing::debug!(path = %req.uri().path(), code = reply.code, "request refused");
+                }
+                error_response(&reply, head)
+            }
+        }
+    }
+
+    fn base(&self, head: bool) -> Response<Body> {
+        self.metrics.request(Kind::Base, Outcome::Hit);
+        let mut resp = text(StatusCode::OK, "{}", head);
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+        resp
+    }
+
+    fn metrics_text(&self) -> Response<Body> {
+        let (bytes, blobs) = self.store.usage();
+        let mut resp = Response::new(body::full(Bytes::from(self.metrics.render(bytes, blobs))));
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        resp
+    }
+
+    async fn blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        ns: Option<&str>,
+        head: bool,
+        range: Option<&str>,
+    ) -> Result<Response<Body>, ErrorReply> {
+        let range = range.map(ByteRange::parse).transpose()?.flatten();
+        if let Some(resp) = self.blob_from_store(digest, head, range).await? {
+            self.metrics.request(Kind::Blob, Outcome::Hit);
+            return Ok(resp);
+        }
+        let endpoint = self.upstreams.resolve(ns)?;
+        if head {
+            return self.blob_head_miss(&endpoint, repo, digest).await;
+        }
+        let flight = match self.flights.claim(digest, || self.store.contains(digest)) {
+            Claim::Cached => {
+                return match self.blob_from_store(digest, head, range).await? {
+                    Some(resp) => {
+                        self.metrics.request(Kind::Blob, Outcome::Hit);
+                        Ok(resp)
+                    }
+                    None => Err(Error::BlobUnknown(digest.clone()).reply()),
+                };
+            }
+            Claim::Leader(guard) => {
+                self.metrics.request(Kind::Blob, Outcome::Miss);
+                let flight = guard.flight().clone();
+                let ctx = FillContext {
+                    store: self.store.clone(),
+                    upstreams: self.upstreams.clone(),
+                    metrics: self.metrics.clone(),
+                };
+                let job = FillJob {
+                    guard,
+                    endpoint: endpoint.clone(),
+                    repo: repo.clone(),
+                };
+                tokio::spawn(fill::run(job, ctx));
+                flight
+            }
+            Claim::Follower(flight) => {
+                self.metrics.request(Kind::Blob, Outcome::Coalesced);
+                flight
+            }
+        };
+        self.follow(&endpoint.base_url(), flight, range).await
+    }
+
+    async fn blob_from_store(
+        &self,
+        digest: &Digest,
+        head: bool,
+        range: Option<ByteRange>,
+    ) -> Result<Option<Response<Body>>, ErrorReply> {
+        let open = self.store.open_blob(digest).await.map_err(|e| {
+            tracing::error!(%digest, error = %e, "cannot open committed blob");
+            Error::internal(format!("open blob {digest}"), e).reply()
+        })?;
+        let Some(open) = open else {
+            return Ok(None);
+        };
+        let len = open.size_bytes;
+        let (status, start, end) = span(range, len)?;
+        let mut resp = blob_headers(digest, status, start, end, len);
+        if !head {
+            *resp.body_mut() = body::from_file(open.file, start, end, self.metrics.clone());
+        }
+        Ok(Some(resp))
+    }
+
+    async fn blob_head_miss(
+        &self,
+        endpoint: &stampede_oci::Endpoint,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Response<Body>, ErrorReply> {
+        if let Some(total) = self
+            .flights
+            .get(digest)
+            .and_then(|f| f.started().and_then(|s| s.total_bytes))
+        {
+            self.metrics.request(Kind::Blob, Outcome::Coalesced);
+            return Ok(blob_headers(digest, StatusCode::OK, 0, total, total));
+        }
+        let resp = self
+            .upstreams
+            .blob(endpoint, repo, digest, Method::HEAD)
+            .await
+            .inspect_err(|_| {
+                self.metrics.upstream_request(Kind::Blob, None);
+            })?;
+        self.metrics
+            .upstream_request(Kind::Blob, Some(resp.status()));
+        if resp.status() != StatusCode::OK {
+            return Err(crate::upstream::status_error(
+                endpoint,
+                resp.status(),
+                crate::upstream::retry_after(&resp),
+                Error::BlobUnknown(digest.clone()),
+            )
+            .reply());
+        }
+        let len = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        self.metrics.request(Kind::Blob, Outcome::Miss);
+        Ok(match len {
+            Some(len) => blob_headers(digest, StatusCode::OK, 0, len, len),
+            None => {
+                let mut r = blob_headers(digest, StatusCode::OK, 0, 0, 0);
+                r.headers_mut().remove(CONTENT_LENGTH);
+                r
+            }
+        })
+    }
+
+    async fn follow(
+        &self,
+        upstream: &str,
+        flight: Arc<Flight>,
+        range: Option<ByteRange>,
+    ) -> Result<Response<Body>, ErrorReply> {
+        let digest = flight.digest().clone();
+        let started = flight
+            .wait_started()
+            .await
+            .map_err(|f| failure_error(upstream, &digest, f).reply())?;
+        let file = started.file.clone();
+        match started.total_bytes {
+            Some(len) => {
+                let (status, start, end) = span(range, len)?;
+                let mut resp = blob_headers(&digest, status, start, end, len);
+                *resp.body_mut() =
+                    body::from_flight(flight, file, start, Some(end), self.metrics.clone());
+                Ok(resp)
+            }
+            None => {
+                // Unknown length: the range is ignored (allowed) and the body is chunked.
+                let mut resp = blob_headers(&digest, StatusCode::OK, 0, 0, 0);
+                resp.headers_mut().remove(CONTENT_LENGTH);
+                *resp.body_mut() = body::from_flight(flight, file, 0, None, self.metrics.clone());
+                Ok(resp)
+            }
+        }
+    }
+}
+
+/// `(status, start, end)` for an optional range over `len` bytes.
+fn span(range: Option<ByteRange>, len: u64) -> Result<(StatusCode, u64, u64), ErrorReply> {
+    match range {
+        None => Ok((StatusCode::OK, 0, len)),
+        Some(r) => {
+            let (start, end) = r.resolve(len)?;
+            Ok((StatusCode::PARTIAL_CONTENT, start, end))
+        }
+    }
+}
+
+fn failure_error(upstream: &str, digest: &Digest, failure: FillFailure) -> Error {
+    let upstream = upstream.to_owned();
+    match failure {
+        FillFailure::Status {
+            status,
+            retry_after,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            match status {
+                StatusCode::NOT_FOUND => Error::BlobUnknown(digest.clone()),
+                StatusCode::TOO_MANY_REQUESTS => Error::UpstreamThrottled {
+                    upstream,
+                    retry_after,
+                },
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    Error::UpstreamDenied { upstream, status }
+                }
+                status => Error::UpstreamStatus { upstream, status },
+            }
+        }
+        FillFailure::Timeout => Error::UpstreamTimeout { upstream },
+        other => Error::FillFailed {
+            digest: digest.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn blob_headers(
+    digest: &Digest,
+    status: StatusCode,
+    start: u64,
+    end: u64,
+    len: u64,
+) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let digest_value = HeaderValue::from_str(&digest.to_string()).expect("digest is ASCII");
+    h.insert(
+        ETAG,
+        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ASCII"),
+    );
+    h.insert(DIGEST_HEADER, digest_value);
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{len}", end - 1);
+        h.insert(
+            CONTENT_RANGE,
+            HeaderValue::from_str(&value).expect("numbers are ASCII"),
+        );
+    }
+    resp
+}
+
+fn manifest_response(digest: Digest, media_type: &str, bytes: Bytes, head: bool) -> Response<Body> {
+    let len = bytes.len() as u64;
+    let mut resp = Response::new(if head {
+        body::empty()
+    } else {
+        body::full(bytes)
+    });
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(media_type).unwrap_or(HeaderValue::from_static(OCTET_STREAM)),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        ETAG,
+        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ASCII"),
+    );
+    h.insert(
+        DIGEST_HEADER,
+        HeaderValue::from_str(&digest.to_string()).expect("digest is ASCII"),
+    );
+    resp
+}
+
+fn text(status: StatusCode, s: &'static str, head: bool) -> Response<Body> {
+    let mut resp = Response::new(if head {
+        body::empty()
+    } else {
+        body::full(Bytes::from_static(s.as_bytes()))
+    });
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(s.len()));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn error_response(reply: &ErrorReply, head: bool) -> Response<Body> {
+    let body_bytes = reply.body();
+    let len = body_bytes.len();
+    let mut resp = Response::new(if head {
+        body::empty()
+    } else {
+        body::full(body_bytes)
+    });
+    *resp.status_mut() = reply.status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(after) = reply.retry_after {
+        h.insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+    }
+    resp
+}

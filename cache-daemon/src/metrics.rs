@@ -1,0 +1,315 @@
+//! Prometheus metrics: one method per event, named `cache_daemon_<noun>_<unit|total>`, labels of
+//! low cardinality only (never a digest or repository). Rendered as OpenMetrics text on
+//! `GET /metrics`. Counters on the byte path are resolved once and cloned, so counting a chunk is
+//! one atomic add.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// What kind of request.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Kind {
+    /// `/v2/<name>/blobs/<digest>`.
+    Blob,
+    /// `/v2/<name>/manifests/<ref>`.
+    Manifest,
+    /// `/v2/`.
+    Base,
+    /// Metrics, health, unknown paths.
+    Other,
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// From the store.
+    Hit,
+    /// Started an upstream fetch.
+    Miss,
+    /// Joined a fetch already running.
+    Coalesced,
+    /// Answered with an error.
+    Error,
+}
+
+/// Where served bytes came from.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Source {
+    /// A committed blob.
+    Cache,
+    /// A fill in progress (bytes streamed as they arrived from upstream).
+    Upstream,
+}
+
+/// Label values in Prometheus' lowercase convention.
+macro_rules! label_values {
+    ($($t:ty { $($v:ident => $s:literal),* })*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write as _;
+                encoder.write_str(match self { $(Self::$v => $s),* })
+            }
+        }
+    )*};
+}
+
+label_values! {
+    Kind { Blob => "blob", Manifest => "manifest", Base => "base", Other => "other" }
+    Outcome { Hit => "hit", Miss => "miss", Coalesced => "coalesced", Error => "error" }
+    Source { Cache => "cache", Upstream => "upstream" }
+    FillResult { Committed => "committed", Failed => "failed", Mismatch => "mismatch" }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    kind: Kind,
+    result: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: Source,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    kind: Kind,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FillLabels {
+    result: FillResult,
+}
+
+/// How a fill ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum FillResult {
+    /// Verified and committed.
+    Committed,
+    /// Upstream error, timeout, truncation, local error.
+    Failed,
+    /// Bytes did not match the digest.
+    Mismatch,
+}
+
+/// Every metric the daemon exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    served_cache: Counter,
+    served_upstream: Counter,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_bytes: Counter,
+    fills: Family<FillLabels, Counter>,
+    digest_mismatches: Counter,
+    fills_in_flight: Gauge,
+    fill_waiters: Gauge,
+    store_bytes: Gauge,
+    store_blobs: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cache_daemon");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by kind and how they were answered",
+            requests.clone(),
+        );
+        let served = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "served_bytes",
+            "Body bytes sent to clients, by source",
+            served.clone(),
+        );
+        let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent to upstream registries, by kind and status class",
+            upstream_requests.clone(),
+        );
+        let upstream_bytes = Counter::default();
+        registry.register(
+            "upstream_bytes",
+            "Blob body bytes received from upstream registries",
+            upstream_bytes.clone(),
+        );
+        let fills = Family::<FillLabels, Counter>::default();
+        registry.register(
+            "fills",
+            "Upstream blob fills, by how they ended",
+            fills.clone(),
+        );
+        let digest_mismatches = Counter::default();
+        registry.register(
+            "digest_mismatches",
+            "Upstream blobs or manifests whose bytes did not match their digest",
+            digest_mismatches.clone(),
+        );
+        let fills_in_flight = Gauge::default();
+        registry.register(
+            "fills_in_flight",
+            "Upstream blob fills in progress",
+            fills_in_flight.clone(),
+        );
+        let fill_waiters = Gauge::default();
+        registry.register(
+            "fill_waiters",
+            "Responses currently streaming from a fill in progress",
+            fill_waiters.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_bytes",
+            "Bytes of committed blobs in the store",
+            store_bytes.clone(),
+        );
+        let store_blobs = Gauge::default();
+        registry.register(
+            "store_blobs",
+            "Committed blobs in the store",
+            store_blobs.clone(),
+        );
+        let served_cache = served
+            .get_or_create(&SourceLabels {
+                source: Source::Cache,
+            })
+            .clone();
+        let served_upstream = served
+            .get_or_create(&SourceLabels {
+                source: Source::Upstream,
+            })
+            .clone();
+        Self {
+            registry,
+            requests,
+            served_cache,
+            served_upstream,
+            upstream_requests,
+            upstream_bytes,
+            fills,
+            digest_mismatches,
+            fills_in_flight,
+            fill_waiters,
+            store_bytes,
+            store_blobs,
+        }
+    }
+
+    /// A request of `kind` was answered as `result`.
+    pub fn request(&self, kind: Kind, result: Outcome) {
+        self.requests
+            .get_or_create(&RequestLabels { kind, result })
+            .inc();
+    }
+
+    /// `bytes` of body were sent from `source`.
+    pub fn served(&self, source: Source, bytes: u64) {
+        match source {
+            Source::Cache => self.served_cache.inc_by(bytes),
+            Source::Upstream => self.served_upstream.inc_by(bytes),
+        };
+    }
+
+    /// A request of `kind` to an upstream was answered with `status` (`None`: no answer).
+    pub fn upstream_request(&self, kind: Kind, status: Option<http::StatusCode>) {
+        let status = match status.map(|s| s.as_u16() / 100) {
+            Some(2) => "2xx",
+            Some(3) => "3xx",
+            Some(4) => "4xx",
+            Some(5) => "5xx",
+            Some(_) => "other",
+            None => "error",
+        };
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels {
+                kind,
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `bytes` of blob body arrived from upstream.
+    pub fn upstream_bytes(&self, bytes: u64) {
+        self.upstream_bytes.inc_by(bytes);
+    }
+
+    /// A fill started.
+    pub fn fill_started(&self) {
+        self.fills_in_flight.inc();
+    }
+
+    /// A fill ended.
+    pub fn fill_ended(&self, result: FillResult) {
+        self.fills_in_flight.dec();
+        self.fills.get_or_create(&FillLabels { result }).inc();
+        if result == FillResult::Mismatch {
+            self.digest_mismatches.inc();
+        }
+    }
+
+    /// A manifest from upstream did not match its digest.
+    pub fn manifest_mismatch(&self) {
+        self.digest_mismatches.inc();
+    }
+
+    /// A response began (`+1`) or stopped (`-1`) streaming from a fill in progress.
+    pub fn fill_waiter(&self, delta: i64) {
+        self.fill_waiters.inc_by(delta);
+    }
+
+    /// OpenMetrics text, with store gauges set from `store_bytes` and `store_blobs`.
+    pub fn render(&self, store_bytes: u64, store_blobs: usize) -> String {
+        self.store_bytes
+            .set(i64::try_from(store_bytes).unwrap_or(i64::MAX));
+        self.store_blobs
+            .set(i64::try_from(store_blobs).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_values_render() {
+        let m = Metrics::new();
+        m.request(Kind::Blob, Outcome::Coalesced);
+        m.served(Source::Upstream, 10);
+        m.upstream_request(Kind::Blob, Some(http::StatusCode::OK));
+        m.fill_started();
+        m.fill_ended(FillResult::Mismatch);
+        let text = m.render(42, 2);
+        for line in [
+            "cache_daemon_requests_total{kind=\"blob\",result=\"coalesced\"} 1",
+            "cache_daemon_served_bytes_total{source=\"upstream\"} 10",
+            "cache_daemon_upstream_requests_total{kind=\"blob\",status=\"2xx\"} 1",
+            "cache_daemon_digest_mismatches_total 1",
+            "cache_daemon_fills_in_flight 0",
+            "cache_daemon_store_bytes 42",
+            "cache_daemon_store_blobs 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}

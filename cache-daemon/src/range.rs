@@ -1,0 +1,112 @@
+//! The `Range` request header for blobs: `bytes=N-`, `bytes=N-M` and `bytes=-S` (suffix).
+//! Pure parsing and resolution against a blob's length; no I/O.
+//!
+//! Choices: a unit other than `bytes` is ignored (the whole blob is served, as RFC 9110 allows);
+//! a multi-range request is also answered with the whole blob (registry clients never send one);
+//! a malformed or unsatisfiable `bytes` range is a 416 with the OCI error body.
+
+use crate::error::Error;
+
+/// A byte range as requested, before the blob's length is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=N-` or `bytes=N-M` (inclusive `last`).
+    From {
+        /// First byte.
+        first: u64,
+        /// Last byte, inclusive; `None` for open-ended.
+        last: Option<u64>,
+    },
+    /// `bytes=-S`: the last `S` bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// Parses a `Range` header value; `Ok(None)` when it should be ignored.
+    ///
+    /// # Errors
+    /// [`Error::RangeNotSatisfiable`] (with length 0, filled in later) for a malformed `bytes`
+    /// range.
+    pub fn parse(value: &str) -> Result<Option<Self>, Error> {
+        let bad = || Error::RangeNotSatisfiable { len_bytes: 0 };
+        let Some(spec) = value.trim().strip_prefix("bytes=") else {
+            return Ok(None);
+        };
+        if spec.contains(',') {
+            return Ok(None);
+        }
+        let (a, b) = spec.trim().split_once('-').ok_or_else(bad)?;
+        let num = |s: &str| -> Result<u64, Error> {
+            if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            s.parse().map_err(|_| bad())
+        };
+        let (a, b) = (a.trim(), b.trim());
+        if a.is_empty() {
+            return Ok(Some(Self::Suffix(num(b)?)));
+        }
+        let first = num(a)?;
+        let last = if b.is_empty() { None } else { Some(num(b)?) };
+        if last.is_some_and(|l| l < first) {
+            return Err(bad());
+        }
+        Ok(Some(Self::From { first, last }))
+    }
+
+    /// The half-open span `[start, end)` within a blob of `len_bytes`.
+    ///
+    /// # Errors
+    /// [`Error::RangeNotSatisfiable`] when the range starts at or past the end, or asks for an
+    /// empty suffix.
+    pub fn resolve(self, len_bytes: u64) -> Result<(u64, u64), Error> {
+        let unsatisfiable = Error::RangeNotSatisfiable { len_bytes };
+        match self {
+            Self::From { first, last } => {
+                if first >= len_bytes {
+                    return Err(unsatisfiable);
+                }
+                let end = last.map_or(len_bytes, |l| l.saturating_add(1).min(len_bytes));
+                Ok((first, end))
+            }
+            Self::Suffix(0) => Err(unsatisfiable),
+            Self::Suffix(n) => Ok((len_bytes.saturating_sub(n), len_bytes)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_resolve_table() {
+        // (header, length, expected span or None for "ignored", Err for 416)
+        type Want = Result<Option<(u64, u64)>, ()>;
+        let cases: &[(&str, u64, Want)] = &[
+            ("bytes=0-", 10, Ok(Some((0, 10)))),
+            ("bytes=3-", 10, Ok(Some((3, 10)))),
+            ("bytes=3-5", 10, Ok(Some((3, 6)))),
+            ("bytes=3-500", 10, Ok(Some((3, 10)))),
+            ("bytes=-4", 10, Ok(Some((6, 10)))),
+            ("bytes=-40", 10, Ok(Some((0, 10)))),
+            ("bytes=9-9", 10, Ok(Some((9, 10)))),
+            ("bytes=10-", 10, Err(())),
+            ("bytes=5-3", 10, Err(())),
+            ("bytes=-0", 10, Err(())),
+            ("bytes=a-b", 10, Err(())),
+            ("bytes=1", 10, Err(())),
+            ("bytes=+1-2", 10, Err(())),
+            ("bytes=0-1,3-4", 10, Ok(None)),
+            ("items=0-1", 10, Ok(None)),
+        ];
+        for (header, len, want) in cases {
+            let got = ByteRange::parse(header).and_then(|r| r.map(|r| r.resolve(*len)).transpose());
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, *w, "{header}"),
+                (Err(e), Err(())) => assert_eq!(e.status().as_u16(), 416, "{header}"),
+                (g, w) => panic!("{header}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+}

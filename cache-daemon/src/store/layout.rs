@@ -1,0 +1,93 @@
+//! Where things live under the store root. Paths only; no I/O.
+//!
+//! ```text
+//! <root>/blobs/sha256/<first 2 hex>/<64 hex>      committed, verified blobs (manifests too)
+//! <root>/meta/sha256/<first 2 hex>/<64 hex>.json   what we know about a blob (media type)
+//! <root>/tmp/<64 hex>.<pid>.<n>.partial           fills in progress; removed at start
+//! ```
+//! Hash-prefix directories keep any one directory small on stores with many blobs.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use stampede_oci::Digest;
+
+/// Paths under one store root.
+#[derive(Debug)]
+pub struct Layout {
+    root: PathBuf,
+    next_temp: AtomicU64,
+}
+
+impl Layout {
+    /// Paths under `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            next_temp: AtomicU64::new(0),
+        }
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of committed blobs.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    /// Directory of blob metadata.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.root.join("meta").join("sha256")
+    }
+
+    /// Directory of fills in progress.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Where the committed blob `digest` lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs_dir().join(&hex[..2]).join(hex)
+    }
+
+    /// Where the metadata of `digest` lives.
+    pub fn meta_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.meta_dir().join(&hex[..2]).join(format!("{hex}.json"))
+    }
+
+    /// A fresh temp path for a fill of `digest`, unique within this process and across
+    /// processes sharing the root.
+    pub fn temp_path(&self, digest: &Digest) -> PathBuf {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        self.tmp_dir().join(format!(
+            "{}.{}.{n}.partial",
+            digest.hex(),
+            std::process::id()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_hash_prefixed_and_temp_paths_unique() {
+        let l = Layout::new(PathBuf::from("/s"));
+        let d = Digest::of(b"");
+        assert_eq!(
+            l.blob_path(&d),
+            PathBuf::from("/s/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        );
+        assert!(l
+            .meta_path(&d)
+            .ends_with("e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855.json"));
+        assert_ne!(l.temp_path(&d), l.temp_path(&d));
+        assert!(l.temp_path(&d).starts_with("/s/tmp"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The origin registries: which one a request means (`?ns=` or the default), and the calls the
+//! daemon makes to them (blob and manifest GET/HEAD) through the shared registry client with
+//! its token flow. Never touches disk; turns upstream failures into the daemon's [`Error`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::header::{HeaderValue, ACCEPT, RETRY_AFTER};
+use http::{Method, Response, StatusCode};
+use hyper::body::Incoming;
+
+use stampede_oci::manifest::MANIFEST_ACCEPT;
+use stampede_oci::{
+    ClientConfig, ClientError, Digest, Endpoint, Reference, RegistryClient, RegistryRequest,
+    RepoName,
+};
+
+use crate::config::UpstreamConfig;
+use crate::error::Error;
+
+/// The configured upstreams and the client that talks to them.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    client: RegistryClient,
+    default: Option<Endpoint>,
+    registries: BTreeMap<String, Endpoint>,
+    allow_any_registry: bool,
+    /// Longest pause between body bytes of an upstream response.
+    pub body_idle_timeout: Duration,
+}
+
+impl Upstreams {
+    /// Builds the client (TLS roots, timeouts) for `config`.
+    ///
+    /// # Errors
+    /// The extra CA file cannot be used.
+    pub fn new(config: UpstreamConfig) -> Result<Self, ClientError> {
+        let client = RegistryClient::new(ClientConfig {
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            extra_ca_file: config.ca_file,
+            user_agent: concat!("cache-daemon/", env!("CARGO_PKG_VERSION")).to_owned(),
+            ..ClientConfig::default()
+        })?;
+        Ok(Self {
+            client,
+            default: config.default,
+            registries: config.registries,
+            allow_any_registry: config.allow_any_registry,
+            body_idle_timeout: config.body_idle_timeout,
+        })
+    }
+
+    /// The upstream a request means: the registry named by `ns` if configured, else `https://ns`
+    /// when any registry is allowed, else the default (when `ns` is absent).
+    ///
+    /// # Errors
+    /// [`Error::RegistryNotConfigured`] when neither applies.
+    pub fn resolve(&self, ns: Option<&str>) -> Result<Endpoint, Error> {
+        match ns {
+            None => self.default.clone().ok_or_else(|| {
+                Error::RegistryNotConfigured("(none: no default upstream)".to_owned())
+            }),
+            Some(ns) => {
+                if let Some(e) = self.registries.get(ns) {
+                    return Ok(e.clone());
+                }
+                if self.allow_any_registry {
+                    let host = if ns == "docker.io" {
+                        "registry-1.docker.io"
+                    } else {
+                        ns
+                    };
+                    if let Ok(e) = Endpoint::parse(&format!("https://{host}")) {
+                        return Ok(e);
+                    }
+                }
+                // A single-upstream cache (no map) takes any ns as meaning its upstream: that is
+                // what a hosts.toml for one registry sends.
+                match (&self.default, self.registries.is_empty()) {
+                    (Some(d), true) => Ok(d.clone()),
+                    _ => Err(Error::RegistryNotConfigured(ns.chars().take(253).collect())),
+                }
+            }
+        }
+    }
+
+    /// `GET` or `HEAD` of a blob.
+    ///
+    /// # Errors
+    /// The upstream could not be reached or did not answer in time.
+    pub async fn blob(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        digest: &Digest,
+        method: Method,
+    ) -> Result<Response<Incoming>, Error> {
+        let req =
+            RegistryRequest::pull(method, repo.as_str(), format!("/v2/{repo}/blobs/{digest}"));
+        self.send(endpoint, &req).await
+    }
+
+    /// `GET` or `HEAD` of a manifest, accepting every manifest and index type.
+    ///
+    /// # Errors
+    /// The upstream could not be reached or did not answer in time.
+    pub async fn manifest(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        reference: &Reference,
+        method: Method,
+    ) -> Result<Response<Incoming>, Error> {
+        let req = RegistryRequest::pull(
+            method,
+            repo.as_str(),
+            format!("/v2/{repo}/manifests/{reference}"),
+        )
+        .header(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        self.send(endpoint, &req).await
+    }
+
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        req: &RegistryRequest,
+    ) -> Result<Response<Incoming>, Error> {
+        self.client
+            .send(endpoint, req)
+            .await
+            .map_err(|e| client_error(endpoint, e))
+    }
+}
+
+fn client_error(endpoint: &Endpoint, e: ClientError) -> Error {
+    let upstream = endpoint.base_url();
+    match e {
+        ClientError::Timeout { .. } => Error::UpstreamTimeout { upstream },
+        ClientError::TokenStatus { status, .. }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN =>
+        {
+            Error::UpstreamDenied { upstream, status }
+        }
+        other => Error::UpstreamUnreachable {
+            upstream,
+            source: Box::new(other),
+        },
+    }
+}
+
+/// The error for a non-success upstream answer. `not_found` is what a 404 means here
+/// (blob or manifest unknown).
+pub fn status_error(
+    endpoint: &Endpoint,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    not_found: Error,
+) -> Error {
+    let upstream = endpoint.base_url();
+    match status {
+        StatusCode::NOT_FOUND => not_found,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Error::UpstreamDenied { upstream, status }
+        }
+        StatusCode::TOO_MANY_REQUESTS => Error::UpstreamThrottled {
+            upstream,
+            retry_after,
+        },
+        status => Error::UpstreamStatus { upstream, status },
+    }
+}
+
+/// `Retry-After` in delta-seconds or HTTP-date form.
+pub fn retry_after<B>(resp: &Response<B>) -> Option<Duration> {
+    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstreams(map: &[(&str, &str)], default: Option<&str>, any: bool) -> Upstreams {
+        let mut cfg = UpstreamConfig::with_default(Endpoint::parse("http://127.0.0.1:1").unwrap());
+        cfg.default = default.map(|d| Endpoint::parse(d).unwrap());
+        cfg.registries = map
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Endpoint::parse(v).unwrap()))
+            .collect();
+        cfg.allow_any_registry = any;
+        Upstreams::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn ns_resolution_table() {
+        let mapped = upstreams(
+            &[("127.0.0.1:5000", "http://127.0.0.1:5000")],
+            Some("http://default:1"),
+            false,
+        );
+        assert_eq!(
+            mapped.resolve(Some("127.0.0.1:5000")).unwrap().base_url(),
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(mapped.resolve(None).unwrap().base_url(), "http://default:1");
+        assert_eq!(
+            mapped.resolve(Some("ghcr.io")).unwrap_err().code(),
+            "DENIED"
+        );
+
+        let single = upstreams(&[], Some("http://only:1"), false);
+        assert_eq!(
+            single.resolve(Some("anything.example")).unwrap().base_url(),
+            "http://only:1"
+        );
+
+        let open = upstreams(&[], None, true);
+        assert_eq!(
+            open.resolve(Some("ghcr.io")).unwrap().base_url(),
+            "https://ghcr.io"
+        );
+        assert_eq!(
+            open.resolve(Some("docker.io")).unwrap().base_url(),
+            "https://registry-1.docker.io"
+        );
+        assert_eq!(open.resolve(None).unwrap_err().code(), "DENIED");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let r = |v: &str| Response::builder().header(RETRY_AFTER, v).body(()).unwrap();
+        assert_eq!(retry_after(&r("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&r("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&r("soon")), None);
+    }
+}
