@@ -1,0 +1,344 @@
+//! An in-test upstream registry for fault injection a real registry cannot do: it counts every
+//! request and can delay, pause (gate), cut or corrupt a blob body, answer with any status, omit
+//! `Content-Length`, and require a bearer token. End-to-end tests use the real registry instead.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use stampede_oci::Digest;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A pause point in a body: the upstream stops after `after_bytes` until the gate opens.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub after_bytes: usize,
+    open: watch::Sender<bool>,
+}
+
+impl Gate {
+    pub fn new(after_bytes: usize) -> Self {
+        Self {
+            after_bytes,
+            open: watch::Sender::new(false),
+        }
+    }
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// How the upstream answers for one blob.
+#[derive(Debug, Clone)]
+pub struct Behavior {
+    pub status: Option<StatusCode>,
+    pub retry_after_secs: Option<u64>,
+    pub header_delay: Duration,
+    pub chunk_bytes: usize,
+    pub chunk_delay: Duration,
+    pub corrupt: bool,
+    pub cut_after: Option<usize>,
+    pub gate: Option<Gate>,
+    pub omit_length: bool,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Self {
+            status: None,
+            retry_after_secs: None,
+            header_delay: Duration::ZERO,
+            chunk_bytes: 16 * 1024,
+            chunk_delay: Duration::ZERO,
+            corrupt: false,
+            cut_after: None,
+            gate: None,
+            omit_length: false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    blobs: HashMap<String, (Bytes, Behavior)>,
+    manifests: HashMap<(String, String), (String, Bytes)>,
+    manifest_status: Option<StatusCode>,
+    log: Vec<(Method, String)>,
+    token_requests: Vec<Option<String>>,
+    require_token: bool,
+}
+
+pub struct FakeUpstream {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let st = st.clone();
+                        async move { Ok::<_, Infallible>(serve(st, addr, req).await) }
+                    });
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await
+                        .ok();
+                });
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Adds a blob; returns its digest.
+    pub fn blob(&self, data: impl Into<Bytes>, behavior: Behavior) -> Digest {
+        let data = data.into();
+        let d = Digest::of(&data);
+        self.state
+            .lock()
+            .unwrap()
+            .blobs
+            .insert(d.to_string(), (data, behavior));
+        d
+    }
+
+    /// Changes how an existing blob is answered.
+    pub fn set_behavior(&self, digest: &Digest, behavior: Behavior) {
+        self.state
+            .lock()
+            .unwrap()
+            .blobs
+            .get_mut(&digest.to_string())
+            .unwrap()
+            .1 = behavior;
+    }
+
+    /// Adds a manifest under `repo` by tag (if given) and by digest; returns its digest.
+    pub fn manifest(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        media_type: &str,
+        bytes: impl Into<Bytes>,
+    ) -> Digest {
+        let bytes = bytes.into();
+        let d = Digest::of(&bytes);
+        let mut s = self.state.lock().unwrap();
+        s.manifests.insert(
+            (repo.to_owned(), d.to_string()),
+            (media_type.to_owned(), bytes.clone()),
+        );
+        if let Some(t) = tag {
+            s.manifests.insert(
+                (repo.to_owned(), t.to_owned()),
+                (media_type.to_owned(), bytes),
+            );
+        }
+        d
+    }
+
+    /// Every manifest request answers `status` instead (None: normal).
+    pub fn fail_manifests(&self, status: Option<StatusCode>) {
+        self.state.lock().unwrap().manifest_status = status;
+    }
+
+    pub fn require_token(&self) {
+        self.state.lock().unwrap().require_token = true;
+    }
+
+    /// Requests whose method is `method` and whose path contains `needle`.
+    pub fn count(&self, method: Method, needle: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|(m, p)| *m == method && p.contains(needle))
+            .count()
+    }
+
+    /// `Authorization` headers seen on token requests.
+    pub fn token_requests(&self) -> Vec<Option<String>> {
+        self.state.lock().unwrap().token_requests.clone()
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).map_err(|n| match n {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if path == "/token" {
+        st.lock().unwrap().token_requests.push(auth);
+        return full(StatusCode::OK, r#"{"token":"good-token","expires_in":300}"#);
+    }
+    let require_token = {
+        let mut s = st.lock().unwrap();
+        s.log.push((method.clone(), path.clone()));
+        s.require_token
+    };
+    if require_token && auth.as_deref() != Some("Bearer good-token") {
+        let repo = path
+            .trim_start_matches("/v2/")
+            .split("/blobs/")
+            .next()
+            .unwrap_or("")
+            .split("/manifests/")
+            .next()
+            .unwrap_or("");
+        let mut r = full(StatusCode::UNAUTHORIZED, "{}");
+        r.headers_mut().insert(
+            "www-authenticate",
+            format!(r#"Bearer realm="http://{addr}/token",service="fake",scope="repository:{repo}:pull""#).parse().unwrap(),
+        );
+        return r;
+    }
+    if path == "/v2/" {
+        return full(StatusCode::OK, "{}");
+    }
+    let rest = path.trim_start_matches("/v2/");
+    if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
+        let (status, found) = {
+            let s = st.lock().unwrap();
+            (
+                s.manifest_status,
+                s.manifests
+                    .get(&(repo.to_owned(), reference.to_owned()))
+                    .cloned(),
+            )
+        };
+        if let Some(status) = status {
+            return full(status, "{}");
+        }
+        return match found {
+            None => full(
+                StatusCode::NOT_FOUND,
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#,
+            ),
+            Some((media_type, bytes)) => {
+                let len = bytes.len();
+                let digest = Digest::of(&bytes).to_string();
+                let mut r = full(
+                    StatusCode::OK,
+                    if method == Method::HEAD {
+                        Bytes::new()
+                    } else {
+                        bytes
+                    },
+                );
+                r.headers_mut()
+                    .insert("content-type", media_type.parse().unwrap());
+                r.headers_mut()
+                    .insert("docker-content-digest", digest.parse().unwrap());
+                r.headers_mut().insert("content-length", len.into());
+                r
+            }
+        };
+    }
+    let Some((_, digest)) = rest.rsplit_once("/blobs/") else {
+        return full(StatusCode::NOT_FOUND, "{}");
+    };
+    let Some((data, b)) = st.lock().unwrap().blobs.get(digest).cloned() else {
+        return full(
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+        );
+    };
+    tokio::time::sleep(b.header_delay).await;
+    if let Some(status) = b.status {
+        let mut r = full(status, "{}");
+        if let Some(s) = b.retry_after_secs {
+            r.headers_mut().insert("retry-after", s.into());
+        }
+        return r;
+    }
+    let len = data.len();
+    if method == Method::HEAD {
+        let mut r = full(StatusCode::OK, Bytes::new());
+        r.headers_mut().insert("content-length", len.into());
+        return r;
+    }
+    let mut data = data.to_vec();
+    if b.corrupt {
+        let i = data.len() - 1;
+        data[i] ^= 0xff;
+    }
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut sent = 0;
+        for chunk in data.chunks(b.chunk_bytes.max(1)) {
+            if let Some(g) = &b.gate {
+                if sent >= g.after_bytes {
+                    let mut open = g.open.subscribe();
+                    open.wait_for(|o| *o).await.ok();
+                }
+            }
+            if let Some(cut) = b.cut_after {
+                if sent >= cut {
+                    tx.send(Err(std::io::Error::other("cut"))).await.ok();
+                    return;
+                }
+            }
+            if tx
+                .send(Ok(Frame::data(Bytes::copy_from_slice(chunk))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            sent += chunk.len();
+            tokio::time::sleep(b.chunk_delay).await;
+        }
+    });
+    let body = StreamBody::new(stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }));
+    let mut r = Response::new(body.boxed());
+    if !b.omit_length {
+        r.headers_mut().insert("content-length", len.into());
+    }
+    r
+}

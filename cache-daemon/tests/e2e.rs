@@ -1,0 +1,1 @@
+//! End to end against real parts (written next).

@@ -1,0 +1,8 @@
+//! cache-daemon integration tests: one binary, modules by subject, helpers in `common/`.
+
+mod common;
+
+mod bad_input;
+mod blobs;
+mod e2e;
+mod manifests;
