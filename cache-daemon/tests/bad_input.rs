@@ -8,7 +8,8 @@ async fn malformed_requests_get_oci_errors_and_never_reach_upstream() {
     let up = FakeUpstream::start().await;
     let cache = TestDaemon::start(&up.url()).await;
     let d = format!("sha256:{}", "ab".repeat(32));
-    let cases: Vec<(&str, String, &[(&str, &str)], u16, &str)> = vec![
+    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "GET",
             format!("/v2/UPPER/blobs/{d}"),
