@@ -1,0 +1,422 @@
+//! The harness's own OCI client pull, as a node's container runtime does it: resolve the tag,
+//! pick the node's platform from an index (a missing platform is a reported failure naming what
+//! the index has), fetch and verify the config, then fetch every layer with the runtime's download
+//! concurrency into the node's content store, verifying each digest as bytes stream to disk.
+//!
+//! It times, it does not judge: the caller turns the returned instants into phases from the burst
+//! epoch. Layers already in the node's content store (a base layer shared with another image) are
+//! not fetched again, as containerd would not. Unpacking is `unpack.rs`'s job.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use http::header::{HeaderValue, ACCEPT};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+use stampede_oci::client::{read_body_limited, BodyError};
+use stampede_oci::manifest::{descriptor_digest, select_platform, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
+use stampede_oci::{ClientError, Compression, Digest, Endpoint, Manifest, Platform, Reference, RegistryClient, RegistryRequest, RepoName, Verifier};
+
+/// Attempts per request when the registry answers 429 (Retry-After is honoured between them).
+const MAX_THROTTLED_ATTEMPTS: u32 = 5;
+/// Longest Retry-After honoured; longer waits are capped to keep scenarios bounded.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Bytes gathered before a write to the content file.
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// What kind of failure ended a pull; reports count failures by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Could not connect.
+    Connect,
+    /// No answer, or a stalled body, within the timeout.
+    Timeout,
+    /// A 4xx other than 429.
+    Http4xx,
+    /// A 5xx.
+    Http5xx,
+    /// Still 429 after every retry.
+    Throttled,
+    /// Bytes did not match their digest.
+    DigestMismatch,
+    /// The index has no manifest for the node's platform.
+    PlatformMissing,
+    /// A layer could not be unpacked.
+    Unpack,
+    /// Anything else (malformed manifest, local disk).
+    Other,
+}
+
+impl FailureKind {
+    /// The name reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Http4xx => "http_4xx",
+            Self::Http5xx => "http_5xx",
+            Self::Throttled => "throttled",
+            Self::DigestMismatch => "digest_mismatch",
+            Self::PlatformMissing => "platform_missing",
+            Self::Unpack => "unpack",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Why a pull failed, with what we were doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {detail}")]
+pub struct PullError {
+    /// The kind, for counting.
+    pub kind: FailureKind,
+    /// What we were doing (`GET manifest test/app:v1`).
+    pub what: String,
+    /// Why it failed.
+    pub detail: String,
+}
+
+impl PullError {
+    fn new(kind: FailureKind, what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self {
+            kind,
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// How a node pulls.
+#[derive(Debug, Clone)]
+pub struct PullerConfig {
+    /// Where to send requests (registry, node cache or mirror).
+    pub endpoint: Endpoint,
+    /// The node's content store directory (`<dir>/<hex>` per blob).
+    pub content_dir: PathBuf,
+    /// Layers downloaded at once per image (containerd's default is 3).
+    pub max_concurrent_downloads: usize,
+    /// The node's platform.
+    pub platform: Platform,
+    /// Longest pause allowed inside a body.
+    pub body_idle_timeout: Duration,
+}
+
+/// One fetched layer and its timings.
+#[derive(Debug, Clone)]
+pub struct LayerFetch {
+    /// The layer's digest.
+    pub digest: Digest,
+    /// Its compressed size, in bytes.
+    pub size_bytes: u64,
+    /// How it is compressed.
+    pub compression: Compression,
+    /// Where it is in the content store.
+    pub path: PathBuf,
+    /// Request sent to last byte written (zero if it was already in the store).
+    pub fetch: Duration,
+    /// Time spent hashing, inside `fetch`.
+    pub verify: Duration,
+    /// When the request was sent.
+    pub started: Instant,
+    /// When the first body byte arrived.
+    pub first_byte: Option<Instant>,
+    /// Already in the node's content store: not fetched.
+    pub cached: bool,
+}
+
+/// A completed pull.
+#[derive(Debug, Clone)]
+pub struct PullRecord {
+    /// When the pull began (after any queueing).
+    pub started: Instant,
+    /// When the first body byte of any blob arrived.
+    pub first_byte: Option<Instant>,
+    /// When every layer was fetched and verified.
+    pub fetched: Instant,
+    /// The image manifest pulled (after platform selection).
+    pub manifest_digest: Digest,
+    /// Layers in order, base first.
+    pub layers: Vec<LayerFetch>,
+    /// Blob body bytes received (config and layers).
+    pub bytes_fetched: u64,
+    /// 429 answers waited out.
+    pub throttled: u32,
+}
+
+/// A node's puller; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Puller {
+    client: RegistryClient,
+    config: Arc<PullerConfig>,
+}
+
+impl Puller {
+    /// A puller with its own client (connection pool), as each node has its own runtime.
+    pub fn new(client: RegistryClient, config: PullerConfig) -> Self {
+        Self {
+            client,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Pulls `repo:reference` into the content store.
+    ///
+    /// # Errors
+    /// [`PullError`] with its kind; the content store keeps whatever verified blobs landed.
+    pub async fn pull(&self, repo: &RepoName, reference: &Reference) -> Result<PullRecord, PullError> {
+        let started = Instant::now();
+        let mut throttled = 0;
+        let (bytes, manifest) = self.manifest(repo, reference, &mut throttled).await?;
+        let (manifest_digest, image) = match manifest {
+            Manifest::Image(m) => (Digest::of(&bytes), m),
+            Manifest::Index(index) => {
+                let chosen = select_platform(&index, &self.config.platform)
+                    .map_err(|e| PullError::new(FailureKind::PlatformMissing, format!("pull {repo}:{reference}"), e))?;
+                let digest = descriptor_digest(chosen).map_err(|e| PullError::new(FailureKind::Other, "read index", e))?;
+                let (_, m) = self.manifest(repo, &Reference::Digest(digest.clone()), &mut throttled).await?;
+                match m {
+                    Manifest::Image(m) => (digest, m),
+                    Manifest::Index(_) => {
+                        return Err(PullError::new(FailureKind::Other, format!("pull {repo}@{digest}"), "an index points at another index"));
+                    }
+                }
+            }
+        };
+        let config_digest = descriptor_digest(image.config()).map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
+        let config = self.blob(repo, &config_digest, image.config().size(), Compression::None).await?;
+        throttled += config.1;
+        let mut first_byte = config.0.first_byte;
+        let layers: Vec<_> = image
+            .layers()
+            .iter()
+            .map(|d| {
+                let digest = descriptor_digest(d).map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
+                let compression = Compression::from_media_type(d.media_type().as_ref()).unwrap_or(Compression::Gzip);
+                Ok((digest, d.size(), compression))
+            })
+            .collect::<Result<_, PullError>>()?;
+        let fetched: Vec<(LayerFetch, u32)> = stream::iter(layers)
+            .map(|(digest, size, compression)| async move { self.blob(repo, &digest, size, compression).await })
+            .buffered(self.config.max_concurrent_downloads.max(1))
+            .try_collect()
+            .await?;
+        let mut bytes_fetched = if config.0.cached { 0 } else { config.0.size_bytes };
+        let mut out = Vec::with_capacity(fetched.len());
+        for (layer, t) in fetched {
+            throttled += t;
+            if !layer.cached {
+                bytes_fetched += layer.size_bytes;
+            }
+            first_byte = match (first_byte, layer.first_byte) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            out.push(layer);
+        }
+        Ok(PullRecord {
+            started,
+            first_byte,
+            fetched: Instant::now(),
+            manifest_digest,
+            layers: out,
+            bytes_fetched,
+            throttled,
+        })
+    }
+
+    async fn manifest(&self, repo: &RepoName, reference: &Reference, throttled: &mut u32) -> Result<(Bytes, Manifest), PullError> {
+        let what = format!("GET manifest {repo}:{reference}");
+        let req = RegistryRequest::pull(Method::GET, repo.as_str(), format!("/v2/{repo}/manifests/{reference}"))
+            .header(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let (resp, t) = self.send(&req, &what).await?;
+        *throttled += t;
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let declared = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok());
+        let bytes = read_body_limited(resp.into_body(), MAX_MANIFEST_BYTES).await.map_err(|e| match e {
+            BodyError::TooLarge { .. } => PullError::new(FailureKind::Other, &what, e),
+            BodyError::Read(source) => PullError::new(FailureKind::Connect, &what, source),
+        })?;
+        let actual = Digest::of(&bytes);
+        let expected = match reference {
+            Reference::Digest(d) => Some(d),
+            Reference::Tag(_) => declared.as_ref(),
+        };
+        if let Some(e) = expected.filter(|e| **e != actual) {
+            return Err(PullError::new(FailureKind::DigestMismatch, &what, format!("manifest hashed to {actual}, expected {e}")));
+        }
+        let manifest = Manifest::parse(content_type.as_deref(), &bytes).map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+        Ok((bytes, manifest))
+    }
+
+    /// Sends with 429 retries; returns the response and how many 429s were waited out.
+    async fn send(&self, req: &RegistryRequest, what: &str) -> Result<(http::Response<hyper::body::Incoming>, u32), PullError> {
+        let mut throttled = 0;
+        loop {
+            let resp = self.client.send(&self.config.endpoint, req).await.map_err(|e| client_error(what, e))?;
+            let status = resp.status();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                throttled += 1;
+                if throttled >= MAX_THROTTLED_ATTEMPTS {
+                    return Err(PullError::new(FailureKind::Throttled, what, format!("still 429 after {throttled} attempts")));
+                }
+                let wait = retry_after(&resp).unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if !status.is_success() {
+                let kind = if status.is_server_error() {
+                    FailureKind::Http5xx
+                } else {
+                    FailureKind::Http4xx
+                };
+                return Err(PullError::new(kind, what, format!("answered {status}")));
+            }
+            return Ok((resp, throttled));
+        }
+    }
+
+    /// Fetches one blob into the content store, verifying it; returns its record and 429 count.
+    async fn blob(&self, repo: &RepoName, digest: &Digest, size_bytes: u64, compression: Compression) -> Result<(LayerFetch, u32), PullError> {
+        let path = self.config.content_dir.join(digest.hex());
+        let started = Instant::now();
+        let done = |first_byte, verify, cached| LayerFetch {
+            digest: digest.clone(),
+            size_bytes,
+            compression,
+            path: path.clone(),
+            fetch: started.elapsed(),
+            verify,
+            started,
+            first_byte,
+            cached,
+        };
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok((done(None, Duration::ZERO, true), 0));
+        }
+        let what = format!("GET blob {repo}@{digest}");
+        let req = RegistryRequest::pull(Method::GET, repo.as_str(), format!("/v2/{repo}/blobs/{digest}"));
+        let (resp, throttled) = self.send(&req, &what).await?;
+        let partial = path.with_extension("partial");
+        let file = std::fs::File::create(&partial).map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+        let mut writer = BlockingWriter::new(file);
+        let mut verifier = Verifier::new(digest.clone());
+        let mut verify = Duration::ZERO;
+        let mut first_byte = None;
+        let mut body = resp.into_body();
+        loop {
+            let frame = match tokio::time::timeout(self.config.body_idle_timeout, body.frame()).await {
+                Err(_) => return Err(PullError::new(FailureKind::Timeout, &what, "body stalled")),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(PullError::new(FailureKind::Connect, &what, format!("body cut: {e}"))),
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(data) = frame.into_data() {
+                first_byte.get_or_insert_with(Instant::now);
+                let t = Instant::now();
+                verifier.update(&data);
+                verify += t.elapsed();
+                writer.push(&data).await.map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+            }
+        }
+        writer.finish().await.map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+        let t = Instant::now();
+        let got = verifier.bytes();
+        let verified = verifier.finish();
+        verify += t.elapsed();
+        if let Err(mismatch) = verified {
+            tokio::fs::remove_file(&partial).await.ok();
+            return Err(PullError::new(FailureKind::DigestMismatch, &what, mismatch));
+        }
+        if got != size_bytes {
+            tokio::fs::remove_file(&partial).await.ok();
+            return Err(PullError::new(FailureKind::DigestMismatch, &what, format!("got {got} bytes, descriptor says {size_bytes}")));
+        }
+        tokio::fs::rename(&partial, &path).await.map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+        Ok((done(first_byte, verify, false), throttled))
+    }
+}
+
+fn client_error(what: &str, e: ClientError) -> PullError {
+    let kind = match &e {
+        ClientError::Timeout { .. } => FailureKind::Timeout,
+        ClientError::Transport { .. } => FailureKind::Connect,
+        ClientError::TokenStatus { status, .. } if status.is_server_error() => FailureKind::Http5xx,
+        ClientError::TokenStatus { .. } => FailureKind::Http4xx,
+        _ => FailureKind::Other,
+    };
+    PullError::new(kind, what, format!("{e:#}"))
+}
+
+fn retry_after<B>(resp: &http::Response<B>) -> Option<Duration> {
+    let v = resp.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Gathers body frames into large buffers and writes them on the blocking pool, one write at a
+/// time, so the async side never blocks on disk and the file sees few large writes.
+struct BlockingWriter {
+    file: Option<std::fs::File>,
+    buf: BytesMut,
+    pending: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+}
+
+impl BlockingWriter {
+    fn new(file: std::fs::File) -> Self {
+        Self {
+            file: Some(file),
+            buf: BytesMut::with_capacity(WRITE_BUFFER_BYTES),
+            pending: None,
+        }
+    }
+
+    async fn push(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BUFFER_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn settle(&mut self) -> std::io::Result<()> {
+        if let Some(p) = self.pending.take() {
+            self.file = Some(p.await.map_err(std::io::Error::other)??);
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.settle().await?;
+        let chunk = self.buf.split().freeze();
+        let mut file = self.file.take().expect("file present when no write is pending");
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            file.write_all(&chunk).map(|()| file)
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.flush().await?;
+        }
+        self.settle().await
+    }
+}
+
+/// The content-store path of `digest` under `dir`.
+pub fn content_path(dir: &Path, digest: &Digest) -> PathBuf {
+    dir.join(digest.hex())
+}
