@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod image;
+pub mod machine;
 pub mod recorder;
 pub mod registry;
 pub mod report;
