@@ -480,7 +480,8 @@ impl Repetition {
         self.ready_us.len() as u64
     }
 
-    /// When each ready pod turned ready, in microseconds from the epoch, ascending.
+    /// When each ready pod turned ready, in microseconds from the epoch: ascending once merged
+    /// into [`Recordings`] (a [`Recorder`]'s own are in recording order).
     pub fn ready_offsets_us(&self) -> &[u64] {
         &self.ready_us
     }

@@ -406,48 +406,35 @@ impl Scenario {
     /// `pods_per_node`. `ramp` gives pod `i` of `N` the offset `over * i / N`.
     pub fn schedule(&self) -> Vec<PodSlot> {
         let mut slots = Vec::with_capacity(self.total_pods() as usize);
-        let mut deal = |first_node: u32,
-                        nodes: u32,
-                        pods_per_node: u32,
-                        wave: u32,
-                        at: &dyn Fn(u64, u64) -> Duration| {
-            let count = u64::from(nodes) * u64::from(pods_per_node);
-            for i in 0..count {
-                slots.push(PodSlot {
-                    pod: saturate(slots.len() as u64),
-                    node: first_node + saturate(i % u64::from(nodes)),
-                    offset: at(i, count),
-                    wave,
-                });
-            }
+        let existing = NodeGroup {
+            first_node: 0,
+            nodes: self.nodes,
+            pods_per_node: self.pods_per_node,
+            wave: 0,
         };
         match &self.arrival {
-            Arrival::Burst => deal(0, self.nodes, self.pods_per_node, 0, &|_, _| Duration::ZERO),
-            Arrival::Ramp { over } => {
-                let over_nanos = over.as_nanos();
-                deal(0, self.nodes, self.pods_per_node, 0, &|i, n| {
-                    let nanos = over_nanos * u128::from(i) / u128::from(n.max(1));
-                    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-                });
-            }
+            Arrival::Burst => existing.deal(&mut slots, |_, _| Duration::ZERO),
+            Arrival::Ramp { over } => existing.deal(&mut slots, |i, n| {
+                let nanos = over.as_nanos() * u128::from(i) / u128::from(n.max(1));
+                Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            }),
             Arrival::Waves { waves } => {
                 let mut next_new_node = self.nodes;
                 for (w, wave) in waves.iter().enumerate() {
-                    let first = if wave.new_nodes > 0 {
+                    let first_node = if wave.new_nodes > 0 {
                         let first = next_new_node;
                         next_new_node = next_new_node.saturating_add(wave.new_nodes);
                         first
                     } else {
                         0
                     };
-                    let at = wave.at;
-                    deal(
-                        first,
-                        self.wave_nodes(wave),
-                        wave.pods_per_node,
-                        saturate(w as u64),
-                        &|_, _| at,
-                    );
+                    let group = NodeGroup {
+                        first_node,
+                        nodes: self.wave_nodes(wave),
+                        pods_per_node: wave.pods_per_node,
+                        wave: saturate(w as u64),
+                    };
+                    group.deal(&mut slots, |_, _| wave.at);
                 }
             }
         }
@@ -559,6 +546,31 @@ impl fmt::Display for Arrival {
             Self::Burst => f.write_str("burst"),
             Self::Ramp { over } => write!(f, "ramp over {}", crate::units::Span(*over)),
             Self::Waves { waves } => write!(f, "{} waves", waves.len()),
+        }
+    }
+}
+
+/// Consecutive nodes that get the same number of pods at once: the scenario's nodes, or a
+/// wave's.
+struct NodeGroup {
+    first_node: u32,
+    nodes: u32,
+    pods_per_node: u32,
+    wave: u32,
+}
+
+impl NodeGroup {
+    /// Appends the group's pods to `slots`, dealt round-robin over its nodes; `offset(i, n)` is
+    /// the scheduled offset of the group's pod `i` of `n`.
+    fn deal(&self, slots: &mut Vec<PodSlot>, offset: impl Fn(u64, u64) -> Duration) {
+        let count = u64::from(self.nodes) * u64::from(self.pods_per_node);
+        for i in 0..count {
+            slots.push(PodSlot {
+                pod: saturate(slots.len() as u64),
+                node: self.first_node + saturate(i % u64::from(self.nodes)),
+                offset: offset(i, count),
+                wave: self.wave,
+            });
         }
     }
 }
