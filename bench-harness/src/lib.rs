@@ -9,6 +9,8 @@
 //! - [`registry`]: the embedded registry: serves generated images with the scenario's bandwidth,
 //!   latency and throttling, and counts what it serves.
 //! - [`unpack`]: decompress and untar layers into a snapshot directory, safely.
+//! - [`machine`]: facts about the machine a run measured (cores, CPU, kernel, git revision).
+//! - [`pull`]: the harness's own OCI client pull into a node's content store.
 //! - [`recorder`]: per-phase HDR histograms and timelines.
 //! - [`result`]: `result.json`, its versioned schema.
 //! - [`report`]: Markdown (and later HTML) from a result.
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod image;
+pub mod machine;
 pub mod pull;
 pub mod recorder;
 pub mod registry;

@@ -1,1 +1,879 @@
-//! (being written)
+//! What a burst measured: per-pod phases and per-layer phases in HDR histograms (microseconds, 3
+//! significant digits), failures counted by kind, and when each pod turned ready.
+//!
+//! A worker owns a [`Recorder`] for one run (variant, target, repetition) and only records into
+//! it; after the run the recorders are merged into [`Recordings`], keyed by (variant, target),
+//! which keep each repetition's histograms apart ([`Series`]) and merge them on demand. Every
+//! time a worker hands in is an offset from the burst epoch ([`PodTimes`]), so a phase is measured
+//! from the pod's scheduled time, never from when a worker got to it.
+//!
+//! This module does no I/O and knows nothing of the file format; `result.rs` encodes what is
+//! here, and `report.rs` renders it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Significant decimal digits every histogram keeps: values are exact to 0.1 %.
+pub const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// A per-pod phase. All are durations in microseconds in the histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Scheduled → its node started pulling the image; 0 when the image was already there or
+    /// the pull began before the pod was scheduled.
+    Queue,
+    /// Pull start → every layer fetched and verified; 0 when the image was already there.
+    Pull,
+    /// All layers fetched → all layers unpacked into the snapshot (the part of unpacking not
+    /// overlapped with fetching); 0 when the image was already there or unpacking is off.
+    Unpack,
+    /// Container start → ready (reads, init and probes).
+    StartToReady,
+    /// Scheduled → ready: what a user waits for.
+    EndToEnd,
+    /// Pull start → first byte of the first blob. Only for pods whose node pulled.
+    Ttfb,
+}
+
+/// A per-layer phase, as durations in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LayerPhase {
+    /// Request sent → last byte of the blob received.
+    Fetch,
+    /// Digest verification after (or beyond) the fetch.
+    Verify,
+    /// Decompression.
+    Decompress,
+    /// Writing the tar's entries into the snapshot.
+    Apply,
+}
+
+/// Why a pod did not become ready. One count per failed pod; the names are the JSON keys.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum FailureKind {
+    /// The TCP or TLS connection failed.
+    #[serde(rename = "connect")]
+    Connect,
+    /// A request or the pod's deadline ran out.
+    #[serde(rename = "timeout")]
+    Timeout,
+    /// A 4xx other than 429.
+    #[serde(rename = "http_4xx")]
+    Http4xx,
+    /// A 5xx.
+    #[serde(rename = "http_5xx")]
+    Http5xx,
+    /// 429 Too Many Requests, retries exhausted.
+    #[serde(rename = "throttled")]
+    Throttled,
+    /// A blob or manifest did not match its digest.
+    #[serde(rename = "digest_mismatch")]
+    DigestMismatch,
+    /// The image index has no manifest for the node's platform.
+    #[serde(rename = "platform_missing")]
+    PlatformMissing,
+    /// Decompressing or applying a layer failed.
+    #[serde(rename = "unpack")]
+    Unpack,
+    /// Anything else.
+    #[serde(rename = "other")]
+    Other,
+}
+
+impl Phase {
+    /// Every phase, in pipeline order.
+    pub const ALL: [Phase; 6] = [
+        Phase::Queue,
+        Phase::Pull,
+        Phase::Unpack,
+        Phase::StartToReady,
+        Phase::EndToEnd,
+        Phase::Ttfb,
+    ];
+
+    /// The name used in JSON and reports: `queue`, `pull`, `unpack`, `start_to_ready`,
+    /// `end_to_end`, `ttfb`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queue => "queue",
+            Self::Pull => "pull",
+            Self::Unpack => "unpack",
+            Self::StartToReady => "start_to_ready",
+            Self::EndToEnd => "end_to_end",
+            Self::Ttfb => "ttfb",
+        }
+    }
+
+    /// The phase named `name`, as [`Phase::name`] writes it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl LayerPhase {
+    /// Every layer phase, in pipeline order.
+    pub const ALL: [LayerPhase; 4] = [
+        LayerPhase::Fetch,
+        LayerPhase::Verify,
+        LayerPhase::Decompress,
+        LayerPhase::Apply,
+    ];
+
+    /// The name used in JSON and reports: `fetch`, `verify`, `decompress`, `apply`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fetch => "fetch",
+            Self::Verify => "verify",
+            Self::Decompress => "decompress",
+            Self::Apply => "apply",
+        }
+    }
+
+    /// The layer phase named `name`, as [`LayerPhase::name`] writes it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl FailureKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [FailureKind; 9] = [
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::Http4xx,
+        FailureKind::Http5xx,
+        FailureKind::Throttled,
+        FailureKind::DigestMismatch,
+        FailureKind::PlatformMissing,
+        FailureKind::Unpack,
+        FailureKind::Other,
+    ];
+
+    /// The name used in JSON and reports (`http_4xx`, `platform_missing`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Http4xx => "http_4xx",
+            Self::Http5xx => "http_5xx",
+            Self::Throttled => "throttled",
+            Self::DigestMismatch => "digest_mismatch",
+            Self::PlatformMissing => "platform_missing",
+            Self::Unpack => "unpack",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for LayerPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// When one pod's milestones happened, each as an offset from the burst epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodTimes {
+    /// When the pod was scheduled (its slot's offset in the schedule).
+    pub scheduled: Duration,
+    /// The node's pull of the image this pod waited for; `None` when the image was already on
+    /// the node when the pod was scheduled.
+    pub pull: Option<PullTimes>,
+    /// When the container started (after unpack).
+    pub started: Duration,
+    /// When the readiness probe first passed.
+    pub ready: Duration,
+}
+
+/// The milestones of a node's pull of one image, as offsets from the burst epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullTimes {
+    /// The node started pulling (manifest request sent).
+    pub started: Duration,
+    /// First byte of the first blob arrived; `None` if no blob was fetched (all layers present).
+    pub first_byte: Option<Duration>,
+    /// Every layer fetched and verified.
+    pub fetched: Duration,
+    /// Every layer unpacked; equal to `fetched` when unpacking is off.
+    pub unpacked: Duration,
+}
+
+/// How long each phase of one layer took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayerTimes {
+    /// Request → last byte.
+    pub fetch: Duration,
+    /// Digest verification.
+    pub verify: Duration,
+    /// Decompression.
+    pub decompress: Duration,
+    /// Applying entries to the snapshot.
+    pub apply: Duration,
+}
+
+/// Which run a recorder belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunKey {
+    /// Variant name.
+    pub variant: String,
+    /// Target name.
+    pub target: String,
+    /// Repetition, from 0.
+    pub repetition: u32,
+}
+
+/// A (variant, target) pair: what one [`Series`] measures.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesKey {
+    /// Variant name.
+    pub variant: String,
+    /// Target name.
+    pub target: String,
+}
+
+/// One worker's measurements for one run. Recording allocates nothing per sample once the
+/// histograms have grown to the values seen (ready offsets go into one `Vec`).
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    run: RunKey,
+    data: Repetition,
+}
+
+/// Everything one repetition of one (variant, target) measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repetition {
+    phases: [Histogram<u64>; 6],
+    layers: [Histogram<u64>; 4],
+    failures: BTreeMap<FailureKind, u64>,
+    /// Microseconds from the epoch; sorted once merged into [`Recordings`].
+    ready_us: Vec<u64>,
+}
+
+/// Every repetition of one (variant, target), kept apart; merged histograms on demand.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Series {
+    repetitions: BTreeMap<u32, Repetition>,
+}
+
+/// All runs' measurements after the workers are done, by (variant, target).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recordings {
+    series: BTreeMap<SeriesKey, Series>,
+}
+
+/// Summary numbers of a histogram, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    /// Samples.
+    pub count: u64,
+    /// Smallest sample (0 when empty).
+    pub min_us: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 95th percentile.
+    pub p95_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest sample (0 when empty).
+    pub max_us: u64,
+    /// Arithmetic mean (0 when empty).
+    pub mean_us: f64,
+}
+
+/// Pods ready over time for one repetition: how many of `pods` were ready at each moment.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadyTimeline<'a> {
+    ready_us: &'a [u64],
+    pods: u64,
+}
+
+/// A new, empty histogram: microseconds, [`SIGNIFICANT_DIGITS`], resizing to any value.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new(SIGNIFICANT_DIGITS).expect("3 significant digits is in hdrhistogram's range")
+}
+
+/// `d` in whole microseconds, saturating.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Records `us`; an auto-resizing histogram grows to take it. (`saturating_record` would clamp
+/// to the current range instead of growing.)
+fn record_us(h: &mut Histogram<u64>, us: u64) {
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
+}
+
+fn add_into(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    // Every histogram here auto-resizes (new_histogram, and result.rs turns it on after
+    // decoding), so adding cannot run out of range.
+    into.add(from)
+        .expect("auto-resizing histograms take any value");
+}
+
+impl Recorder {
+    /// An empty recorder for `run`.
+    pub fn new(run: RunKey) -> Self {
+        Self {
+            run,
+            data: Repetition::new(),
+        }
+    }
+
+    /// The run this recorder belongs to.
+    pub fn run(&self) -> &RunKey {
+        &self.run
+    }
+
+    /// Records a pod that became ready: every pod phase from its milestones, and its ready
+    /// offset for the timeline. A milestone before the one it is measured from (a node's pull
+    /// that began before this pod was scheduled) gives 0.
+    pub fn pod(&mut self, t: &PodTimes) {
+        let (queue, pull, unpack) = match &t.pull {
+            Some(p) => (
+                p.started.saturating_sub(t.scheduled),
+                p.fetched.saturating_sub(p.started),
+                p.unpacked.saturating_sub(p.fetched),
+            ),
+            None => (Duration::ZERO, Duration::ZERO, Duration::ZERO),
+        };
+        let d = &mut self.data;
+        d.record(Phase::Queue, queue);
+        d.record(Phase::Pull, pull);
+        d.record(Phase::Unpack, unpack);
+        d.record(Phase::StartToReady, t.ready.saturating_sub(t.started));
+        d.record(Phase::EndToEnd, t.ready.saturating_sub(t.scheduled));
+        if let Some(p) = &t.pull {
+            if let Some(first_byte) = p.first_byte {
+                d.record(Phase::Ttfb, first_byte.saturating_sub(p.started));
+            }
+        }
+        d.ready_us.push(micros(t.ready));
+    }
+
+    /// Records one layer's phases.
+    pub fn layer(&mut self, t: &LayerTimes) {
+        let d = &mut self.data;
+        for (phase, value) in [
+            (LayerPhase::Fetch, t.fetch),
+            (LayerPhase::Verify, t.verify),
+            (LayerPhase::Decompress, t.decompress),
+            (LayerPhase::Apply, t.apply),
+        ] {
+            record_us(&mut d.layers[phase.index()], micros(value));
+        }
+    }
+
+    /// Counts a pod that did not become ready. Call once per failed pod, not per failed
+    /// attempt.
+    pub fn failed(&mut self, kind: FailureKind) {
+        *self.data.failures.entry(kind).or_insert(0) += 1;
+    }
+
+    /// What has been recorded so far (ready offsets in recording order).
+    pub fn data(&self) -> &Repetition {
+        &self.data
+    }
+}
+
+impl Repetition {
+    fn new() -> Self {
+        Self {
+            phases: std::array::from_fn(|_| new_histogram()),
+            layers: std::array::from_fn(|_| new_histogram()),
+            failures: BTreeMap::new(),
+            ready_us: Vec::new(),
+        }
+    }
+
+    /// Rebuilds a repetition from decoded parts (`result.rs`). Histograms are switched to
+    /// auto-resize so they merge with any other; `ready_us` is sorted.
+    pub(crate) fn from_parts(
+        phases: BTreeMap<Phase, Histogram<u64>>,
+        layers: BTreeMap<LayerPhase, Histogram<u64>>,
+        failures: BTreeMap<FailureKind, u64>,
+        mut ready_us: Vec<u64>,
+    ) -> Self {
+        let mut r = Self::new();
+        for (phase, mut h) in phases {
+            h.auto(true);
+            r.phases[phase.index()] = h;
+        }
+        for (phase, mut h) in layers {
+            h.auto(true);
+            r.layers[phase.index()] = h;
+        }
+        r.failures = failures;
+        ready_us.sort_unstable();
+        r.ready_us = ready_us;
+        r
+    }
+
+    fn record(&mut self, phase: Phase, value: Duration) {
+        record_us(&mut self.phases[phase.index()], micros(value));
+    }
+
+    fn merge(&mut self, other: &Repetition) {
+        for (into, from) in self.phases.iter_mut().zip(&other.phases) {
+            add_into(into, from);
+        }
+        for (into, from) in self.layers.iter_mut().zip(&other.layers) {
+            add_into(into, from);
+        }
+        for (kind, n) in &other.failures {
+            *self.failures.entry(*kind).or_insert(0) += n;
+        }
+        self.ready_us.extend_from_slice(&other.ready_us);
+        self.ready_us.sort_unstable();
+    }
+
+    /// The histogram of a pod phase, in microseconds.
+    pub fn phase(&self, phase: Phase) -> &Histogram<u64> {
+        &self.phases[phase.index()]
+    }
+
+    /// The histogram of a layer phase, in microseconds.
+    pub fn layer(&self, phase: LayerPhase) -> &Histogram<u64> {
+        &self.layers[phase.index()]
+    }
+
+    /// Failed pods by kind; kinds that did not occur are absent.
+    pub fn failures(&self) -> &BTreeMap<FailureKind, u64> {
+        &self.failures
+    }
+
+    /// Pods that did not become ready.
+    pub fn failed_pods(&self) -> u64 {
+        self.failures.values().sum()
+    }
+
+    /// Pods that became ready.
+    pub fn ready_pods(&self) -> u64 {
+        self.ready_us.len() as u64
+    }
+
+    /// When each ready pod turned ready, in microseconds from the epoch: ascending once merged
+    /// into [`Recordings`] (a [`Recorder`]'s own are in recording order).
+    pub fn ready_offsets_us(&self) -> &[u64] {
+        &self.ready_us
+    }
+
+    /// Pods ready over time, out of `pods` scheduled (the scenario's pods per repetition; at
+    /// least the pods recorded here, ready or failed).
+    pub fn timeline(&self, pods: u64) -> ReadyTimeline<'_> {
+        ReadyTimeline {
+            ready_us: &self.ready_us,
+            pods: pods.max(self.ready_pods() + self.failed_pods()),
+        }
+    }
+}
+
+impl Series {
+    /// Repetitions in order, with their measurements.
+    pub fn repetitions(&self) -> impl Iterator<Item = (u32, &Repetition)> {
+        self.repetitions.iter().map(|(r, d)| (*r, d))
+    }
+
+    /// One repetition's measurements.
+    pub fn repetition(&self, repetition: u32) -> Option<&Repetition> {
+        self.repetitions.get(&repetition)
+    }
+
+    /// A pod phase over all repetitions.
+    pub fn merged(&self, phase: Phase) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for r in self.repetitions.values() {
+            add_into(&mut h, r.phase(phase));
+        }
+        h
+    }
+
+    /// A layer phase over all repetitions.
+    pub fn merged_layer(&self, phase: LayerPhase) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for r in self.repetitions.values() {
+            add_into(&mut h, r.layer(phase));
+        }
+        h
+    }
+
+    /// Failed pods by kind over all repetitions.
+    pub fn failures(&self) -> BTreeMap<FailureKind, u64> {
+        let mut out = BTreeMap::new();
+        for r in self.repetitions.values() {
+            for (kind, n) in &r.failures {
+                *out.entry(*kind).or_insert(0) += n;
+            }
+        }
+        out
+    }
+
+    /// Failed pods over all repetitions.
+    pub fn failed_pods(&self) -> u64 {
+        self.repetitions.values().map(Repetition::failed_pods).sum()
+    }
+
+    /// The `quantile` (0..=1) of `phase` in each repetition, in repetition order: the input of a
+    /// bootstrap confidence interval. Repetitions without samples are skipped.
+    pub fn per_repetition(&self, phase: Phase, quantile: f64) -> Vec<Duration> {
+        self.repetitions
+            .values()
+            .map(|r| r.phase(phase))
+            .filter(|h| !h.is_empty())
+            .map(|h| Duration::from_micros(h.value_at_quantile(quantile)))
+            .collect()
+    }
+
+    /// Adds a repetition's measurements (merging if it is already there).
+    pub(crate) fn insert(&mut self, repetition: u32, data: Repetition) {
+        match self.repetitions.entry(repetition) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut data = data;
+                data.ready_us.sort_unstable();
+                e.insert(data);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&data),
+        }
+    }
+}
+
+impl Recordings {
+    /// No measurements yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Merges a worker's recorder into its series and repetition.
+    pub fn add(&mut self, recorder: Recorder) {
+        let Recorder { run, data } = recorder;
+        self.series
+            .entry(SeriesKey {
+                variant: run.variant,
+                target: run.target,
+            })
+            .or_default()
+            .insert(run.repetition, data);
+    }
+
+    /// The series of (variant, target).
+    pub fn series(&self, variant: &str, target: &str) -> Option<&Series> {
+        self.series.get(&SeriesKey {
+            variant: variant.to_owned(),
+            target: target.to_owned(),
+        })
+    }
+
+    /// Every series, ordered by (variant, target).
+    pub fn iter(&self) -> impl Iterator<Item = (&SeriesKey, &Series)> {
+        self.series.iter()
+    }
+
+    /// Takes the series out, ordered by (variant, target).
+    pub fn into_series(self) -> BTreeMap<SeriesKey, Series> {
+        self.series
+    }
+}
+
+impl Summary {
+    /// The summary of a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            min_us: h.min(),
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p95_us: h.value_at_quantile(0.95),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        }
+    }
+}
+
+impl ReadyTimeline<'_> {
+    /// Pods scheduled in the repetition (the denominator).
+    pub fn pods(&self) -> u64 {
+        self.pods
+    }
+
+    /// When `fraction` (0..=1) of the scheduled pods were ready, from the epoch; `None` if that
+    /// many never were (failures). `time_to(1.0)` is when the last pod turned ready.
+    pub fn time_to(&self, fraction: f64) -> Option<Duration> {
+        if self.pods == 0 {
+            return None;
+        }
+        let needed = ((fraction.clamp(0.0, 1.0) * self.pods as f64).ceil() as u64).max(1);
+        let index = usize::try_from(needed - 1).ok()?;
+        self.ready_us
+            .get(index)
+            .map(|us| Duration::from_micros(*us))
+    }
+
+    /// Fraction (0..=1) of the scheduled pods ready at `offset` from the epoch (inclusive).
+    pub fn fraction_at(&self, offset: Duration) -> f64 {
+        if self.pods == 0 {
+            return 0.0;
+        }
+        let at = micros(offset);
+        let ready = self.ready_us.partition_point(|us| *us <= at);
+        ready as f64 / self.pods as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn run(rep: u32) -> RunKey {
+        RunKey {
+            variant: "full".into(),
+            target: "direct".into(),
+            repetition: rep,
+        }
+    }
+
+    fn within(got: u64, want: u64) -> bool {
+        // 3 significant digits: within 0.1 % (and one unit for small values).
+        got.abs_diff(want) <= (want / 1000).max(1)
+    }
+
+    #[test]
+    fn percentiles_of_uniform_1_to_10000_us() {
+        let mut h = new_histogram();
+        for v in 1..=10_000 {
+            h.record(v).unwrap();
+        }
+        let s = Summary::of(&h);
+        assert_eq!(s.count, 10_000);
+        assert_eq!(s.min_us, 1);
+        for (got, want) in [
+            (s.p50_us, 5_000),
+            (s.p90_us, 9_000),
+            (s.p95_us, 9_500),
+            (s.p99_us, 9_900),
+            (s.max_us, 10_000),
+        ] {
+            assert!(within(got, want), "{got} vs {want}");
+        }
+        assert!((s.mean_us - 5_000.5).abs() < 5.0, "{}", s.mean_us);
+    }
+
+    #[test]
+    fn percentiles_of_known_distributions() {
+        // 90 % at 1 ms and 10 % at 1 s: p90 is 1 ms, p95 is 1 s.
+        let mut h = new_histogram();
+        h.record_n(1_000, 90).unwrap();
+        h.record_n(1_000_000, 10).unwrap();
+        let s = Summary::of(&h);
+        assert!(within(s.p50_us, 1_000) && within(s.p90_us, 1_000), "{s:?}");
+        assert!(
+            within(s.p95_us, 1_000_000) && within(s.p99_us, 1_000_000),
+            "{s:?}"
+        );
+        // A constant.
+        let mut h = new_histogram();
+        h.record_n(42_000, 7).unwrap();
+        let s = Summary::of(&h);
+        assert!(
+            [s.min_us, s.p50_us, s.p99_us, s.max_us]
+                .iter()
+                .all(|v| within(*v, 42_000)),
+            "{s:?}"
+        );
+        // Values beyond an hour are kept, not clamped.
+        let mut h = new_histogram();
+        h.record(micros(Duration::from_secs(3 * 3600))).unwrap();
+        assert!(within(Summary::of(&h).max_us, 3 * 3600 * 1_000_000));
+        assert_eq!(Summary::of(&new_histogram()), Summary::default());
+    }
+
+    #[test]
+    fn phases_are_measured_from_the_scheduled_time() {
+        let mut rec = Recorder::new(run(0));
+        rec.pod(&PodTimes {
+            scheduled: ms(100),
+            pull: Some(PullTimes {
+                started: ms(300),
+                first_byte: Some(ms(350)),
+                fetched: ms(1_300),
+                unpacked: ms(1_500),
+            }),
+            started: ms(1_600),
+            ready: ms(2_100),
+        });
+        // Same node's pull, but this pod was scheduled after it began: no queue.
+        rec.pod(&PodTimes {
+            scheduled: ms(400),
+            pull: Some(PullTimes {
+                started: ms(300),
+                first_byte: None,
+                fetched: ms(1_300),
+                unpacked: ms(1_500),
+            }),
+            started: ms(1_600),
+            ready: ms(2_000),
+        });
+        // Image already present.
+        rec.pod(&PodTimes {
+            scheduled: ms(5_000),
+            pull: None,
+            started: ms(5_010),
+            ready: ms(5_500),
+        });
+        let d = rec.data();
+        let values = |phase| -> Vec<u64> {
+            d.phase(phase)
+                .iter_recorded()
+                .flat_map(|v| {
+                    std::iter::repeat_n(v.value_iterated_to() / 1000, v.count_at_value() as usize)
+                })
+                .collect()
+        };
+        assert_eq!(values(Phase::Queue), [0, 0, 200]);
+        assert_eq!(values(Phase::Pull), [0, 1_000, 1_000]);
+        assert_eq!(values(Phase::Unpack), [0, 200, 200]);
+        assert_eq!(values(Phase::Ttfb), [50]);
+        assert_eq!(values(Phase::StartToReady), [400, 490, 500]);
+        assert_eq!(values(Phase::EndToEnd), [500, 1_600, 2_000]);
+        assert_eq!(d.ready_offsets_us(), [2_100_000, 2_000_000, 5_500_000]);
+    }
+
+    #[test]
+    fn workers_merge_into_series_and_repetitions_stay_apart() {
+        let mut all = Recordings::new();
+        for (rep, worker_values) in [
+            (0, [[10, 20], [30, 40]]),
+            (1, [[1_000, 2_000], [3_000, 4_000]]),
+            (0, [[50, 60], [70, 80]]),
+        ] {
+            for values in worker_values {
+                let mut rec = Recorder::new(run(rep));
+                for v in values {
+                    rec.pod(&PodTimes {
+                        scheduled: Duration::ZERO,
+                        pull: None,
+                        started: Duration::ZERO,
+                        ready: ms(v),
+                    });
+                    rec.layer(&LayerTimes {
+                        fetch: ms(v),
+                        ..Default::default()
+                    });
+                }
+                rec.failed(FailureKind::Timeout);
+                all.add(rec);
+            }
+        }
+        let mut other = Recorder::new(RunKey {
+            target: "cache-daemon".into(),
+            ..run(0)
+        });
+        other.failed(FailureKind::Http5xx);
+        all.add(other);
+
+        let series = all.series("full", "direct").unwrap();
+        assert_eq!(series.repetitions().count(), 2);
+        let rep0 = series.repetition(0).unwrap();
+        assert_eq!(rep0.phase(Phase::EndToEnd).len(), 8);
+        assert_eq!(
+            rep0.ready_offsets_us(),
+            [10, 20, 30, 40, 50, 60, 70, 80].map(|v| v * 1000)
+        );
+        assert_eq!(series.merged(Phase::EndToEnd).len(), 12);
+        assert_eq!(series.merged_layer(LayerPhase::Fetch).len(), 12);
+        assert_eq!(
+            series.failures(),
+            BTreeMap::from([(FailureKind::Timeout, 6)])
+        );
+        assert_eq!(rep0.failed_pods(), 4);
+        let p50: Vec<u64> = series
+            .per_repetition(Phase::EndToEnd, 0.5)
+            .iter()
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert!(within(p50[0], 40) && within(p50[1], 2_000), "{p50:?}");
+        assert_eq!(
+            all.series("full", "cache-daemon").unwrap().failures(),
+            BTreeMap::from([(FailureKind::Http5xx, 1)])
+        );
+        assert!(all.series("slim", "direct").is_none());
+    }
+
+    #[test]
+    fn ready_timeline_counts_failures_as_never_ready() {
+        let mut rec = Recorder::new(run(0));
+        for v in [100, 200, 300, 400, 500, 600, 700, 800, 900] {
+            rec.pod(&PodTimes {
+                scheduled: Duration::ZERO,
+                pull: None,
+                started: Duration::ZERO,
+                ready: ms(v),
+            });
+        }
+        rec.failed(FailureKind::Throttled);
+        let mut all = Recordings::new();
+        all.add(rec);
+        let rep = all.series("full", "direct").unwrap().repetition(0).unwrap();
+        let t = rep.timeline(10);
+        assert_eq!(t.time_to(0.5), Some(ms(500)));
+        assert_eq!(t.time_to(0.9), Some(ms(900)));
+        assert_eq!(t.time_to(0.95), None);
+        assert_eq!(t.time_to(1.0), None);
+        assert_eq!(t.time_to(0.0), Some(ms(100)));
+        assert_eq!(t.fraction_at(ms(99)), 0.0);
+        assert_eq!(t.fraction_at(ms(450)), 0.4);
+        assert_eq!(t.fraction_at(ms(10_000)), 0.9);
+        // The denominator is never below what was recorded.
+        assert_eq!(rep.timeline(3).pods(), 10);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for p in Phase::ALL {
+            assert_eq!(Phase::from_name(p.name()), Some(p));
+        }
+        for p in LayerPhase::ALL {
+            assert_eq!(LayerPhase::from_name(p.name()), Some(p));
+        }
+        for k in FailureKind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+            assert_eq!(serde_json::from_str::<FailureKind>(&json).unwrap(), k);
+        }
+    }
+}

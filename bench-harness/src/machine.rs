@@ -1,0 +1,115 @@
+//! Facts about the machine a run happened on, for `result.json` and the report header: cores,
+//! CPU model, memory, kernel, and the git revision of the workspace. Read from `/proc` and
+//! `git`; every fact but the core count may be missing (not Linux, no git), and then is `None`.
+//!
+//! This module only collects; it does not judge whether the machine was the bottleneck (the
+//! runner's warnings do that).
+
+use std::path::Path;
+use std::process::Command;
+
+/// The machine a run happened on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Machine {
+    /// Logical CPUs available to this process.
+    pub cores: u32,
+    /// CPU model name (`/proc/cpuinfo`).
+    pub cpu_model: Option<String>,
+    /// Physical memory in bytes (`/proc/meminfo` `MemTotal`).
+    pub memory_bytes: Option<u64>,
+    /// Operating system (`linux`, ...).
+    pub os: String,
+    /// CPU architecture (`x86_64`, `aarch64`, ...).
+    pub arch: String,
+    /// Kernel release (`/proc/sys/kernel/osrelease`).
+    pub kernel: Option<String>,
+    /// `git rev-parse HEAD` of the workspace.
+    pub git_revision: Option<String>,
+    /// Whether tracked files had uncommitted changes.
+    pub git_dirty: Option<bool>,
+}
+
+impl Machine {
+    /// Collects the facts; `workspace` is where `git` is asked for the revision. Blocking: reads
+    /// `/proc` and runs `git` twice, so call it outside the burst.
+    pub fn collect(workspace: &Path) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            cores: std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+            cpu_model: cpu_model(&cpuinfo),
+            memory_bytes: memory_bytes(&meminfo),
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+            git_revision: git(workspace, &["rev-parse", "HEAD"]).map(|s| s.trim().to_owned()),
+            git_dirty: git(
+                workspace,
+                &["status", "--porcelain", "--untracked-files=no"],
+            )
+            .map(|s| !s.trim().is_empty()),
+        }
+    }
+}
+
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| matches!(k.trim(), "model name" | "Model" | "cpu model"))
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn memory_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_files() {
+        let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n";
+        assert_eq!(
+            cpu_model(cpuinfo).as_deref(),
+            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
+        );
+        assert_eq!(cpu_model(""), None);
+        let meminfo = "MemTotal:        8048064 kB\nMemFree:          123 kB\n";
+        assert_eq!(memory_bytes(meminfo), Some(8_048_064 * 1024));
+        assert_eq!(memory_bytes("nothing"), None);
+    }
+
+    #[test]
+    fn collects_at_least_cores_and_platform() {
+        let m = Machine::collect(Path::new(env!("CARGO_MANIFEST_DIR")));
+        assert!(m.cores >= 1);
+        assert!(!m.os.is_empty() && !m.arch.is_empty());
+    }
+}

@@ -1,0 +1,290 @@
+//! The scenario file's shape as TOML writes it: flat tables with optional fields, every table
+//! `deny_unknown_fields`, so serde reports unknown keys and wrong types with their line. Turning
+//! the shape into the typed [`Scenario`] (which field goes with which kind or mode, defaults that
+//! depend on other fields) happens here too, collecting every problem; value checks live in
+//! `validate.rs`.
+
+use stampede_oci::Platform;
+
+use super::{
+    Arrival, ImageSource, Placement, Problem, Problems, Readiness, Runtime, Scenario, Slo, Target,
+    TargetKind, Variant, Wave,
+};
+use crate::image::{LayerSpec, SyntheticImage};
+use crate::registry::RegistryModel;
+use crate::units::{ByteSize, Span};
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScenarioFile {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    nodes: u32,
+    pods_per_node: u32,
+    #[serde(default = "one")]
+    repetitions: u32,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    arrival: ArrivalFile,
+    variants: Vec<VariantFile>,
+    targets: Vec<TargetFile>,
+    #[serde(default)]
+    registry: RegistryModel,
+    #[serde(default)]
+    runtime: Runtime,
+    #[serde(default)]
+    readiness: Readiness,
+    #[serde(default)]
+    slo: Slo,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArrivalFile {
+    #[serde(default)]
+    mode: ArrivalMode,
+    #[serde(default)]
+    over: Option<Span>,
+    #[serde(default)]
+    waves: Option<Vec<Wave>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ArrivalMode {
+    #[default]
+    Burst,
+    Ramp,
+    Waves,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantFile {
+    name: String,
+    #[serde(default)]
+    synthetic: Option<SyntheticImage>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    kind: KindFile,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    placement: Option<Placement>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum KindFile {
+    Direct,
+    CacheDaemon,
+    Mirror,
+    DistributionProxy,
+    Nginx,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ArrivalMode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Burst => "burst",
+            Self::Ramp => "ramp",
+            Self::Waves => "waves",
+        }
+    }
+}
+
+impl KindFile {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::CacheDaemon => "cache-daemon",
+            Self::Mirror => "mirror",
+            Self::DistributionProxy => "distribution-proxy",
+            Self::Nginx => "nginx",
+        }
+    }
+}
+
+impl ScenarioFile {
+    /// The typed scenario, or every problem: those of shape found here (a field that does not go
+    /// with its kind or mode) and those of value from [`Scenario::validate`]. Where a shape
+    /// problem leaves a gap, a valid placeholder stands in so the value checks still run without
+    /// reporting the same mistake twice.
+    pub(super) fn into_scenario(self, default_name: &str) -> Result<Scenario, Problems> {
+        let mut problems = Vec::new();
+        let name = self.name.unwrap_or_else(|| default_name.to_owned());
+        let platform = match self.platform {
+            None => Platform::host(),
+            Some(p) => Platform::parse(&p).unwrap_or_else(|| {
+                problems.push(Problem::new(
+                    "platform",
+                    format!(
+                        "{p:?} is not a platform; write os/arch[/variant], e.g. \"linux/amd64\""
+                    ),
+                ));
+                Platform::host()
+            }),
+        };
+        let arrival = self.arrival.into_arrival(&mut problems);
+        let variants = self
+            .variants
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v.into_variant(i, &mut problems))
+            .collect();
+        let targets = self
+            .targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.into_target(i, &mut problems))
+            .collect();
+        let scenario = Scenario {
+            name,
+            description: self.description,
+            nodes: self.nodes,
+            pods_per_node: self.pods_per_node,
+            repetitions: self.repetitions,
+            seed: self.seed,
+            platform,
+            arrival,
+            variants,
+            targets,
+            registry: self.registry,
+            runtime: self.runtime,
+            readiness: self.readiness,
+            slo: self.slo,
+        };
+        problems.extend(scenario.validate());
+        if problems.is_empty() {
+            Ok(scenario)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+}
+
+impl ArrivalFile {
+    fn into_arrival(self, problems: &mut Vec<Problem>) -> Arrival {
+        let mode = self.mode.name();
+        if self.mode != ArrivalMode::Ramp && self.over.is_some() {
+            problems.push(Problem::new(
+                "arrival.over",
+                format!("only for mode = \"ramp\", not \"{mode}\""),
+            ));
+        }
+        if self.mode != ArrivalMode::Waves && self.waves.is_some() {
+            problems.push(Problem::new(
+                "arrival.waves",
+                format!("only for mode = \"waves\", not \"{mode}\""),
+            ));
+        }
+        match self.mode {
+            ArrivalMode::Burst => Arrival::Burst,
+            ArrivalMode::Ramp => match self.over {
+                Some(over) => Arrival::Ramp { over: over.0 },
+                None => {
+                    problems.push(Problem::new("arrival.over", "required for mode = \"ramp\""));
+                    Arrival::Burst
+                }
+            },
+            ArrivalMode::Waves => match self.waves {
+                Some(waves) => Arrival::Waves { waves },
+                None => {
+                    problems.push(Problem::new(
+                        "arrival.waves",
+                        "required for mode = \"waves\" (one [[arrival.waves]] table per wave)",
+                    ));
+                    Arrival::Burst
+                }
+            },
+        }
+    }
+}
+
+impl VariantFile {
+    fn into_variant(self, index: usize, problems: &mut Vec<Problem>) -> Variant {
+        let source = match self.synthetic {
+            Some(spec) => ImageSource::Synthetic(spec),
+            None => {
+                problems.push(Problem::new(
+                    format!("variants[{index}]"),
+                    "needs an image source: a [variants.synthetic] table",
+                ));
+                ImageSource::Synthetic(placeholder_image())
+            }
+        };
+        Variant {
+            name: self.name,
+            source,
+        }
+    }
+}
+
+fn placeholder_image() -> SyntheticImage {
+    SyntheticImage {
+        layers: vec![LayerSpec {
+            size: ByteSize(1),
+            files: 1,
+            file_sizes: Default::default(),
+            compressibility: 0.5,
+        }],
+        compression: stampede_oci::Compression::Gzip,
+        level: None,
+        platforms: vec!["linux/amd64".to_owned()],
+        format: Default::default(),
+    }
+}
+
+impl TargetFile {
+    fn into_target(self, index: usize, problems: &mut Vec<Problem>) -> Target {
+        let kind = self.kind.name();
+        let mut refuse = |field: &str| {
+            problems.push(Problem::new(
+                format!("targets[{index}].{field}"),
+                format!("not a setting of kind = \"{kind}\""),
+            ));
+        };
+        if self.kind != KindFile::Mirror && self.url.is_some() {
+            refuse("url");
+        }
+        if self.kind != KindFile::CacheDaemon && self.placement.is_some() {
+            refuse("placement");
+        }
+        let kind = match self.kind {
+            KindFile::Direct => TargetKind::Direct,
+            KindFile::CacheDaemon => TargetKind::CacheDaemon {
+                placement: self.placement.unwrap_or_default(),
+            },
+            KindFile::Mirror => match self.url {
+                Some(url) => TargetKind::Mirror { url },
+                None => {
+                    problems.push(Problem::new(
+                        format!("targets[{index}].url"),
+                        "required for kind = \"mirror\"",
+                    ));
+                    TargetKind::Direct
+                }
+            },
+            KindFile::DistributionProxy => TargetKind::DistributionProxy,
+            KindFile::Nginx => TargetKind::Nginx,
+        };
+        Target {
+            name: self.name.unwrap_or_else(|| self.kind.name().to_owned()),
+            kind,
+        }
+    }
+}

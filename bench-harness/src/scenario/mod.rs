@@ -1,0 +1,1090 @@
+//! The scenario file: what a burst looks like (nodes, pods, arrival), which images are pulled
+//! ([`Variant`]), through what ([`Target`]), from a registry behaving how ([`RegistryModel`]), on
+//! nodes modelled how ([`Runtime`], [`Readiness`]), and what counts as success ([`Slo`]).
+//!
+//! This module owns parsing (with line numbers for the file's own mistakes), `--set` overrides
+//! ([`Override`]), validation (every problem at once, each with its field path) and the pod
+//! schedule derived from the arrival mode ([`Scenario::schedule`]). It does not generate images,
+//! start registries or run anything; the runner takes a validated [`Scenario`] and does that.
+//!
+//! Parsing goes in three steps: the TOML text into the file's shape (`file.rs`: flat tables,
+//! every table `deny_unknown_fields`, errors carry `line N`), then each override applied to the
+//! document as a `toml::Table` and the shape deserialized again (an error names the override),
+//! then the shape converted into the typed [`Scenario`] (`file.rs`) and checked (`validate.rs`).
+//! `Scenario` serializes back to the file's shape, so `result.json` carries a scenario that
+//! parses again.
+
+mod file;
+mod overrides;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stampede_oci::Platform;
+
+use crate::image::SyntheticImage;
+use crate::registry::RegistryModel;
+use crate::units::ByteSize;
+
+pub use overrides::{Override, OverrideError};
+pub use validate::{Problem, Problems};
+
+/// Most pods a scenario may schedule in total (all nodes, all waves). One simulated pod costs a
+/// task and a few hundred bytes of bookkeeping; beyond this a run would not fit the machine.
+pub const MAX_PODS: u64 = 1_000_000;
+
+/// A parsed, validated scenario: the runner's whole input besides the CLI.
+///
+/// Serializes to the same shape the file has (durations as `"250ms"`, sizes as `"32MiB"`), so the
+/// effective scenario (file plus overrides) recorded in `result.json` parses back with
+/// [`Scenario::parse`] or `serde_json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Scenario {
+    /// Scenario name; the file stem unless set. `[A-Za-z0-9._-]+`: it names the run directory.
+    pub name: String,
+    /// Free text for the report header.
+    pub description: String,
+    /// Nodes present at the burst epoch. At least 1.
+    pub nodes: u32,
+    /// Pods each node starts, for `burst` and `ramp` arrival. At least 1. `waves` ignores it:
+    /// each wave says its own.
+    pub pods_per_node: u32,
+    /// Bursts run per (variant, target); their samples merge, and per-repetition values are kept
+    /// for confidence intervals. At least 1.
+    pub repetitions: u32,
+    /// Seeds image generation and anything else random, so a scenario is reproducible.
+    pub seed: u64,
+    /// Node platform, picked from image indexes. Defaults to the host's.
+    #[serde(serialize_with = "platform_serde::serialize")]
+    pub platform: Platform,
+    /// When pods are scheduled relative to the burst epoch.
+    pub arrival: Arrival,
+    /// Images pulled; each variant is measured separately against every target. At least one.
+    pub variants: Vec<Variant>,
+    /// Where nodes pull from. At least one.
+    pub targets: Vec<Target>,
+    /// How the embedded registry behaves: egress, per-node link, latency, throttling.
+    pub registry: RegistryModel,
+    /// Container runtime model on each node (containerd and kubelet defaults).
+    pub runtime: Runtime,
+    /// What a started container does before it is ready.
+    pub readiness: Readiness,
+    /// Service-level objectives checked after the run; unset ones are not checked.
+    pub slo: Slo,
+}
+
+/// When pods are scheduled, relative to the burst epoch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Arrival {
+    /// Every pod at the epoch: the worst case for a registry.
+    Burst,
+    /// Pods' scheduled times spread evenly over `[0, over)`, round-robin across nodes.
+    Ramp {
+        /// Length of the ramp; positive.
+        #[serde(with = "span_serde")]
+        over: Duration,
+    },
+    /// Groups of pods at given offsets, optionally on freshly added nodes.
+    Waves {
+        /// At least one; `at` non-decreasing.
+        waves: Vec<Wave>,
+    },
+}
+
+/// One wave of `arrival.mode = "waves"`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wave {
+    /// Offset of the wave from the burst epoch.
+    #[serde(with = "span_serde")]
+    pub at: Duration,
+    /// Pods started on each of the wave's nodes. At least 1.
+    pub pods_per_node: u32,
+    /// `0`: the wave lands on the scenario's `nodes` existing nodes. `> 0`: it lands on that many
+    /// new, empty nodes (a cluster-autoscaler scale-out), numbered after all earlier nodes.
+    #[serde(default)]
+    pub new_nodes: u32,
+}
+
+/// One image to pull, under a repository named after the variant.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Variant {
+    /// `[a-z0-9][a-z0-9._-]*`, unique; becomes the repository name.
+    pub name: String,
+    /// Where the image comes from.
+    #[serde(flatten)]
+    pub source: ImageSource,
+}
+
+/// Where a variant's image comes from. Exactly one per variant; written as the key of its table
+/// (`[variants.synthetic]`). More sources (an existing `image = "registry/repo:tag"`, an OCI
+/// `layout = "dir"`) will join this enum.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ImageSource {
+    /// Generated deterministically from the spec and the scenario's seed.
+    Synthetic(SyntheticImage),
+}
+
+/// Where nodes pull from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Target {
+    /// Unique, `[a-z0-9][a-z0-9._-]*`; defaults to the kind (`"cache-daemon"`).
+    pub name: String,
+    /// What the target is, with its kind-specific settings.
+    #[serde(flatten)]
+    pub kind: TargetKind,
+}
+
+/// What a target is. Written as `kind = "..."` plus the kind's own fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// Nodes pull straight from the embedded registry.
+    Direct,
+    /// Our `cache-daemon`, started by the harness in front of the registry.
+    CacheDaemon {
+        /// One daemon per node (default) or one shared by all nodes.
+        placement: Placement,
+    },
+    /// Any other mirror already running, at `url`, which must front the embedded registry.
+    Mirror {
+        /// Base URL, `http://` or `https://`.
+        url: String,
+    },
+    /// Docker Distribution in proxy (pull-through) mode.
+    DistributionProxy,
+    /// nginx as a caching reverse proxy.
+    Nginx,
+}
+
+/// Where cache-daemon instances run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// One daemon per node, as a DaemonSet deploys it.
+    #[default]
+    PerNode,
+    /// One daemon for all nodes.
+    Shared,
+}
+
+/// The node's container runtime, with containerd's and kubelet's defaults.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Layers of one image downloaded at once (containerd `max_concurrent_downloads`, default 3).
+    /// At least 1.
+    pub max_concurrent_downloads: u32,
+    /// Images a node pulls at once (kubelet `maxParallelImagePulls`; 1 models the default
+    /// `serializeImagePulls: true`). `0` means unlimited.
+    pub max_parallel_image_pulls: u32,
+    /// Decompress and untar layers into a snapshot directory, as containerd's unpacker does.
+    pub unpack: bool,
+    /// Keep each node's snapshot directories after the run (for inspection).
+    pub keep_snapshots: bool,
+}
+
+/// What a started container does before its readiness probe passes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Readiness {
+    /// Fraction of the image's files, by count, the container reads at start, in `[0, 1]`. Which
+    /// files is a deterministic choice; see [`Readiness::files_to_read`].
+    pub read_fraction: f64,
+    /// Application init time after the reads.
+    #[serde(with = "span_serde")]
+    pub init: Duration,
+    /// Readiness probe period (kubelet `periodSeconds`, default 1 s here, 10 s in Kubernetes).
+    /// Positive.
+    #[serde(with = "span_serde")]
+    pub probe_period: Duration,
+    /// Delay from container start to the first probe (kubelet `initialDelaySeconds`, default 0).
+    #[serde(with = "span_serde")]
+    pub probe_initial_delay: Duration,
+}
+
+/// Service-level objectives; unset ones are not checked.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Limit on the 95th percentile of `end_to_end` (scheduled to ready) per (variant, target),
+    /// failed pods counting as never ready. Positive.
+    #[serde(
+        default,
+        with = "opt_span_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub p95_ready: Option<Duration>,
+    /// Limit on the 99th percentile of `pull` per (variant, target), failed pods counting as
+    /// never pulled. Positive.
+    #[serde(
+        default,
+        with = "opt_span_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub p99_pull: Option<Duration>,
+    /// Limit on bytes the registry sends in one repetition of one (variant, target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_registry_egress: Option<ByteSize>,
+}
+
+/// One pod of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSlot {
+    /// Index of the pod, `0..total_pods()`, in schedule order.
+    pub pod: u32,
+    /// Index of its node, `0..total_nodes()`. Nodes `0..nodes` exist at the epoch; nodes added by
+    /// waves with `new_nodes > 0` follow in wave order.
+    pub node: u32,
+    /// When the pod is scheduled, from the burst epoch.
+    pub offset: Duration,
+    /// The wave it belongs to; `0` for `burst` and `ramp`.
+    pub wave: u32,
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("read scenario {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the scenario's shape (unknown field, wrong
+    /// type). `line` and `column` are 1-based.
+    #[error("parse scenario {origin}{}", at_line(*line, *column))]
+    Parse {
+        /// The file name given to [`Scenario::parse`].
+        origin: String,
+        /// 1-based line of the mistake, when the parser located it.
+        line: Option<usize>,
+        /// 1-based column of the mistake, when the parser located it.
+        column: Option<usize>,
+        /// The parser's error, with a snippet of the line.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// An override could not be applied or made the scenario's shape invalid.
+    #[error("apply override to scenario {origin}")]
+    Override {
+        /// The file name given to [`Scenario::parse`].
+        origin: String,
+        /// What was wrong with the override.
+        #[source]
+        source: OverrideError,
+    },
+    /// The scenario has the right shape but wrong values; every problem is listed.
+    #[error("invalid scenario {origin}:\n{problems}")]
+    Invalid {
+        /// The file name given to [`Scenario::parse`].
+        origin: String,
+        /// Every problem found, each with its field path.
+        problems: Problems,
+    },
+}
+
+fn at_line(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" at line {line}, column {column}"),
+        (Some(line), None) => format!(" at line {line}"),
+        _ => String::new(),
+    }
+}
+
+impl Scenario {
+    /// Reads and parses a scenario file; its file name is the origin in messages and its stem the
+    /// default name.
+    ///
+    /// # Errors
+    /// [`ScenarioError::Read`] if the file cannot be read, otherwise as [`Scenario::parse`].
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses a scenario from TOML text, applies `overrides` in order, and validates the result.
+    /// `origin` names the text in messages (a file name); its file stem is the default `name`.
+    ///
+    /// # Errors
+    /// - [`ScenarioError::Parse`] for invalid TOML, unknown fields or wrong types in the text,
+    ///   with the line and column.
+    /// - [`ScenarioError::Override`] for an override that does not fit the document or names an
+    ///   unknown field or gives a wrong type.
+    /// - [`ScenarioError::Invalid`] listing every problem found by validation.
+    pub fn parse(text: &str, origin: &str, overrides: &[Override]) -> Result<Self, ScenarioError> {
+        let parse_error = |source: toml::de::Error| {
+            let (line, column) = match source.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    (Some(line), Some(column))
+                }
+                None => (None, None),
+            };
+            ScenarioError::Parse {
+                origin: origin.to_owned(),
+                line,
+                column,
+                source: Box::new(source),
+            }
+        };
+        let mut shape: file::ScenarioFile = toml::from_str(text).map_err(parse_error)?;
+        if !overrides.is_empty() {
+            let mut table: toml::Table = text.parse().map_err(parse_error)?;
+            for o in overrides {
+                shape = o
+                    .apply(&mut table)
+                    .map_err(|source| ScenarioError::Override {
+                        origin: origin.to_owned(),
+                        source,
+                    })?;
+            }
+        }
+        let default_name = Path::new(origin)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        shape
+            .into_scenario(&default_name)
+            .map_err(|problems| ScenarioError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+    }
+
+    /// Nodes over the whole run: the `nodes` present at the epoch plus every wave's `new_nodes`.
+    pub fn total_nodes(&self) -> u32 {
+        let added: u64 = match &self.arrival {
+            Arrival::Waves { waves } => waves.iter().map(|w| u64::from(w.new_nodes)).sum(),
+            Arrival::Burst | Arrival::Ramp { .. } => 0,
+        };
+        saturate(u64::from(self.nodes) + added)
+    }
+
+    /// Pods per repetition of one (variant, target), over all nodes and waves.
+    pub fn total_pods(&self) -> u32 {
+        saturate(self.total_pods_u64())
+    }
+
+    fn total_pods_u64(&self) -> u64 {
+        match &self.arrival {
+            Arrival::Burst | Arrival::Ramp { .. } => {
+                u64::from(self.nodes) * u64::from(self.pods_per_node)
+            }
+            Arrival::Waves { waves } => waves
+                .iter()
+                .map(|w| u64::from(self.wave_nodes(w)) * u64::from(w.pods_per_node))
+                .sum(),
+        }
+    }
+
+    fn wave_nodes(&self, wave: &Wave) -> u32 {
+        if wave.new_nodes > 0 {
+            wave.new_nodes
+        } else {
+            self.nodes
+        }
+    }
+
+    /// Every pod of one repetition: its node, its scheduled offset from the epoch and its wave,
+    /// ordered by offset (ties by pod index). Deterministic: the same scenario gives the same
+    /// schedule.
+    ///
+    /// Pods are dealt round-robin across the nodes they land on (pod `i` of a group of `n` nodes
+    /// goes to node `i % n`), as a spreading scheduler would, so every node gets its
+    /// `pods_per_node`. `ramp` gives pod `i` of `N` the offset `over * i / N`.
+    pub fn schedule(&self) -> Vec<PodSlot> {
+        let mut slots = Vec::with_capacity(self.total_pods() as usize);
+        let existing = NodeGroup {
+            first_node: 0,
+            nodes: self.nodes,
+            pods_per_node: self.pods_per_node,
+            wave: 0,
+        };
+        match &self.arrival {
+            Arrival::Burst => existing.deal(&mut slots, |_, _| Duration::ZERO),
+            Arrival::Ramp { over } => existing.deal(&mut slots, |i, n| {
+                let nanos = over.as_nanos() * u128::from(i) / u128::from(n.max(1));
+                Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            }),
+            Arrival::Waves { waves } => {
+                let mut next_new_node = self.nodes;
+                for (w, wave) in waves.iter().enumerate() {
+                    let first_node = if wave.new_nodes > 0 {
+                        let first = next_new_node;
+                        next_new_node = next_new_node.saturating_add(wave.new_nodes);
+                        first
+                    } else {
+                        0
+                    };
+                    let group = NodeGroup {
+                        first_node,
+                        nodes: self.wave_nodes(wave),
+                        pods_per_node: wave.pods_per_node,
+                        wave: saturate(w as u64),
+                    };
+                    group.deal(&mut slots, |_, _| wave.at);
+                }
+            }
+        }
+        slots.sort_by_key(|s| (s.offset, s.pod));
+        slots
+    }
+
+    /// The variant named `name`.
+    pub fn variant(&self, name: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.name == name)
+    }
+
+    /// The target named `name`.
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// Every problem with the values, each with its field path (`targets[1].url`). Empty when the
+    /// scenario is valid. [`Scenario::parse`] already calls this; it is public for scenarios built
+    /// or changed in code.
+    pub fn validate(&self) -> Vec<Problem> {
+        validate::problems(self)
+    }
+
+    /// Things that are allowed but probably not meant, for the report's warnings: a scenario
+    /// platform missing from a synthetic image (every pull then fails as `platform_missing`, which
+    /// is what such a scenario measures), a compression level given for uncompressed layers.
+    pub fn warnings(&self) -> Vec<String> {
+        validate::warnings(self)
+    }
+}
+
+impl Target {
+    /// The kind as the file writes it: `"direct"`, `"cache-daemon"`, ...
+    pub fn kind_name(&self) -> &'static str {
+        self.kind.name()
+    }
+}
+
+impl TargetKind {
+    /// The kind as the file writes it: `"direct"`, `"cache-daemon"`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::CacheDaemon { .. } => "cache-daemon",
+            Self::Mirror { .. } => "mirror",
+            Self::DistributionProxy => "distribution-proxy",
+            Self::Nginx => "nginx",
+        }
+    }
+}
+
+impl Runtime {
+    /// `max_parallel_image_pulls` as a limit: `None` when unlimited (`0`).
+    pub fn parallel_image_pulls_limit(&self) -> Option<u32> {
+        (self.max_parallel_image_pulls > 0).then_some(self.max_parallel_image_pulls)
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            max_concurrent_downloads: 3,
+            max_parallel_image_pulls: 1,
+            unpack: true,
+            keep_snapshots: false,
+        }
+    }
+}
+
+impl Readiness {
+    /// How many of an image's `total_files` files the container reads at start:
+    /// `ceil(read_fraction * total_files)`, so any positive fraction reads at least one file.
+    pub fn files_to_read(&self, total_files: u64) -> u64 {
+        let n = (self.read_fraction.clamp(0.0, 1.0) * total_files as f64).ceil() as u64;
+        n.min(total_files)
+    }
+
+    /// When the pod turns ready, as an offset from the epoch: the first probe at or after
+    /// `init_done` (when reads and `init` finished). Probes run at `started +
+    /// probe_initial_delay + k * probe_period`, `k >= 0`.
+    pub fn ready_offset(&self, started: Duration, init_done: Duration) -> Duration {
+        let first = started + self.probe_initial_delay;
+        if init_done <= first || self.probe_period.is_zero() {
+            return first.max(init_done);
+        }
+        let behind = (init_done - first).as_nanos();
+        let period = self.probe_period.as_nanos();
+        let probes = behind.div_ceil(period);
+        let nanos = u64::try_from(probes * period).unwrap_or(u64::MAX);
+        first + Duration::from_nanos(nanos)
+    }
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            read_fraction: 0.0,
+            init: Duration::ZERO,
+            probe_period: Duration::from_secs(1),
+            probe_initial_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl fmt::Display for Arrival {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Burst => f.write_str("burst"),
+            Self::Ramp { over } => write!(f, "ramp over {}", crate::units::Span(*over)),
+            Self::Waves { waves } => write!(f, "{} waves", waves.len()),
+        }
+    }
+}
+
+/// Consecutive nodes that get the same number of pods at once: the scenario's nodes, or a
+/// wave's.
+struct NodeGroup {
+    first_node: u32,
+    nodes: u32,
+    pods_per_node: u32,
+    wave: u32,
+}
+
+impl NodeGroup {
+    /// Appends the group's pods to `slots`, dealt round-robin over its nodes; `offset(i, n)` is
+    /// the scheduled offset of the group's pod `i` of `n`.
+    fn deal(&self, slots: &mut Vec<PodSlot>, offset: impl Fn(u64, u64) -> Duration) {
+        let count = u64::from(self.nodes) * u64::from(self.pods_per_node);
+        for i in 0..count {
+            slots.push(PodSlot {
+                pod: saturate(slots.len() as u64),
+                node: self.first_node + saturate(i % u64::from(self.nodes)),
+                offset: offset(i, count),
+                wave: self.wave,
+            });
+        }
+    }
+}
+
+fn saturate(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// `Duration` as a [`crate::units::Span`] string (`"250ms"`).
+pub(crate) mod span_serde {
+    use std::time::Duration;
+
+    use crate::units::Span;
+
+    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&Span(*d), s)
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
+        <Span as serde::Deserialize>::deserialize(d).map(|s| s.0)
+    }
+}
+
+/// `Option<Duration>` as an optional [`crate::units::Span`] string.
+pub(crate) mod opt_span_serde {
+    use std::time::Duration;
+
+    use crate::units::Span;
+
+    pub(crate) fn serialize<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&d.map(Span), s)
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        <Option<Span> as serde::Deserialize>::deserialize(d).map(|s| s.map(|s| s.0))
+    }
+}
+
+/// `Platform` as its `os/arch[/variant]` string.
+mod platform_serde {
+    use stampede_oci::Platform;
+
+    pub(super) fn serialize<S: serde::Serializer>(p: &Platform, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(p)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scenario {
+    /// Reads the file's shape back (as `result.json` stores it) and validates it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let shape = <file::ScenarioFile as serde::Deserialize>::deserialize(d)?;
+        shape
+            .into_scenario("")
+            .map_err(<D::Error as serde::de::Error>::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+nodes = 2
+pods_per_node = 3
+
+[[variants]]
+name = "app"
+[[variants.synthetic.layers]]
+size = "1MiB"
+files = 4
+
+[[targets]]
+kind = "direct"
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, "dir/minimal.toml", &[])
+    }
+
+    fn with(extra: &str) -> String {
+        format!("{MINIMAL}\n{extra}")
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text) {
+            Err(ScenarioError::Invalid { problems, .. }) => {
+                problems.0.iter().map(ToString::to_string).collect()
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    fn overrides(list: &[&str]) -> Vec<Override> {
+        list.iter().map(|o| Override::parse(o).unwrap()).collect()
+    }
+
+    #[test]
+    fn minimal_scenario_takes_defaults() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.name, "minimal");
+        assert_eq!(s.description, "");
+        assert_eq!(
+            (s.nodes, s.pods_per_node, s.repetitions, s.seed),
+            (2, 3, 1, 0)
+        );
+        assert_eq!(s.platform, Platform::host());
+        assert_eq!(s.arrival, Arrival::Burst);
+        assert_eq!(s.targets[0].name, "direct");
+        assert_eq!(s.runtime, Runtime::default());
+        assert_eq!(s.runtime.parallel_image_pulls_limit(), Some(1));
+        assert_eq!(s.readiness, Readiness::default());
+        assert_eq!(s.slo, Slo::default());
+        assert_eq!(s.registry, RegistryModel::default());
+        assert_eq!((s.total_nodes(), s.total_pods()), (2, 6));
+    }
+
+    #[test]
+    fn shape_errors_name_the_file_and_line() {
+        let cases = [
+            (
+                with("[runtime]\nunpak = false"),
+                15,
+                "unknown field `unpak`",
+            ),
+            (with("[slo]\np95_ready = 30"), 15, "duration"),
+            (
+                MINIMAL.replace("files = 4", "files = \"four\""),
+                9,
+                "invalid type",
+            ),
+            (
+                with("[[targets]]\nkind = \"squid\""),
+                15,
+                "unknown variant `squid`",
+            ),
+            (
+                with("[registry]\negress = \"1Gbps\""),
+                15,
+                "invalid bandwidth \"1Gbps\"",
+            ),
+            (format!("nodes = 3{MINIMAL}"), 2, "duplicate key"),
+        ];
+        for (text, line, needle) in cases {
+            let err = parse(&text).unwrap_err();
+            let shown = format!("{err}");
+            let chain = format!("{:#}", anyhow::Error::from(err));
+            assert!(shown.contains("dir/minimal.toml"), "{shown}");
+            assert!(
+                shown.contains(&format!("line {line}")),
+                "{shown}\n---\n{text}"
+            );
+            assert!(chain.contains(needle), "{chain}");
+        }
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_path() {
+        let text = r#"
+name = "bad name"
+nodes = 0
+pods_per_node = 1
+repetitions = 0
+platform = "linux"
+
+[arrival]
+mode = "ramp"
+
+[[variants]]
+name = "App"
+[variants.synthetic]
+compression = "zstd"
+level = 30
+platforms = ["linux/amd64", "windows"]
+[[variants.synthetic.layers]]
+size = "3B"
+files = 4
+compressibility = 1.5
+
+[[variants]]
+name = "b"
+
+[[variants]]
+name = "b"
+[[variants.synthetic.layers]]
+size = "1KiB"
+files = 0
+
+[[targets]]
+kind = "mirror"
+
+[[targets]]
+kind = "direct"
+url = "http://x"
+
+[[targets]]
+kind = "direct"
+placement = "shared"
+
+[[targets]]
+name = "m2"
+kind = "mirror"
+url = "ftp://x"
+
+[registry.throttle]
+requests_per_second = 0.0
+
+[readiness]
+read_fraction = 1.5
+probe_period = "0s"
+
+[slo]
+p95_ready = "0s"
+"#;
+        let got = problems(text);
+        let want = [
+            "platform: \"linux\" is not a platform",
+            "arrival.over: required for mode = \"ramp\"",
+            "variants[1]: needs an image source",
+            "targets[0].url: required for kind = \"mirror\"",
+            "targets[1].url: not a setting of kind = \"direct\"",
+            "targets[2].placement: not a setting of kind = \"direct\"",
+            "name: \"bad name\"",
+            "nodes: must be at least 1",
+            "repetitions: must be at least 1",
+            "variants[0].name: \"App\"",
+            "variants[0].synthetic.layers[0].size: 3B is less than one byte for each of its 4 files",
+            "variants[0].synthetic.layers[0].compressibility: 1.5 is not in [0, 1]",
+            "variants[0].synthetic.level: 30 is not a zstd level (1-22)",
+            "variants[0].synthetic.platforms[1]: \"windows\" is not a platform",
+            "variants[2].name: \"b\" is used by an earlier variant",
+            "variants[2].synthetic.layers[0].files: must be at least 1",
+            "targets[2].name: \"direct\" is used by an earlier target",
+            "targets[3].url: \"ftp://x\": write http://host[:port]",
+            "registry.throttle.requests_per_second: 0 must be a positive number",
+            "readiness.read_fraction: 1.5 is not in [0, 1]",
+            "readiness.probe_period: must be positive",
+            "slo.p95_ready: must be positive",
+        ];
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in\n{}",
+                got.join("\n")
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{}", got.join("\n"));
+    }
+
+    #[test]
+    fn arrival_fields_must_match_the_mode() {
+        let got = problems(&with(
+            "[arrival]\nover = \"1s\"\n[[arrival.waves]]\nat = \"0s\"\npods_per_node = 1",
+        ));
+        assert_eq!(
+            got,
+            [
+                "arrival.over: only for mode = \"ramp\", not \"burst\"",
+                "arrival.waves: only for mode = \"waves\", not \"burst\""
+            ]
+        );
+        let got = problems(&with(
+            "[arrival]\nmode = \"waves\"\n[[arrival.waves]]\nat = \"5s\"\npods_per_node = 0\n[[arrival.waves]]\nat = \"1s\"\npods_per_node = 1",
+        ));
+        assert_eq!(
+            got,
+            [
+                "arrival.waves[0].pods_per_node: must be at least 1",
+                "arrival.waves[1].at: 1s is before the previous wave's 5s; waves must be in order"
+            ]
+        );
+        assert_eq!(
+            problems(&with("[arrival]\nmode = \"ramp\"\nover = \"0s\"")),
+            ["arrival.over: must be positive (for pods all at once, use mode = \"burst\")"]
+        );
+    }
+
+    #[test]
+    fn overrides_apply_after_the_file_and_keep_its_line_numbers() {
+        let s = Scenario::parse(
+            MINIMAL,
+            "minimal.toml",
+            &overrides(&[
+                "nodes=8",
+                "registry.egress=100Mbit",
+                "arrival.mode=ramp",
+                "arrival.over=10s",
+                "targets[0].name=origin",
+                "slo.p95_ready=30s",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.nodes, 8);
+        assert_eq!(s.registry.egress.unwrap().bytes_per_sec, 12_500_000);
+        assert_eq!(
+            s.arrival,
+            Arrival::Ramp {
+                over: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(s.targets[0].name, "origin");
+        assert_eq!(s.slo.p95_ready, Some(Duration::from_secs(30)));
+
+        // The file's own mistake is reported with its line even when overrides are given.
+        let err =
+            Scenario::parse(&with("bogus = 1"), "m.toml", &overrides(&["nodes=8"])).unwrap_err();
+        assert!(err.to_string().contains("line 14"), "{err}");
+
+        // An unknown key or a wrong type in an override names the override.
+        for (o, needle) in [
+            ("nodez=8", "unknown field `nodez`"),
+            ("runtime.unpak=false", "unknown field `unpak`"),
+            ("nodes=many", "invalid type"),
+            ("registry.egress=fast", "invalid bandwidth"),
+        ] {
+            let err = Scenario::parse(MINIMAL, "m.toml", &overrides(&[o])).unwrap_err();
+            let chain = format!("{:#}", anyhow::Error::from(err));
+            assert!(chain.contains(&format!("--set {o}")), "{chain}");
+            assert!(chain.contains(needle), "{chain}");
+        }
+        // Values an override sets are validated like the file's.
+        let err = Scenario::parse(MINIMAL, "m.toml", &overrides(&["nodes=0"])).unwrap_err();
+        assert!(
+            err.to_string().contains("nodes: must be at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn platform_missing_from_an_image_is_a_warning_not_an_error() {
+        let text = format!("platform = \"linux/s390x\"\n{MINIMAL}");
+        let s = parse(&text).unwrap();
+        let warnings = s.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("no linux/s390x manifest (it has linux/amd64)"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn schedule_burst_and_ramp_deal_pods_round_robin() {
+        let s = parse(MINIMAL).unwrap();
+        let slots = s.schedule();
+        assert_eq!(slots.len(), 6);
+        let nodes: Vec<u32> = slots.iter().map(|p| p.node).collect();
+        assert_eq!(nodes, [0, 1, 0, 1, 0, 1]);
+        assert!(slots.iter().all(|p| p.offset.is_zero() && p.wave == 0));
+
+        let s = Scenario::parse(
+            MINIMAL,
+            "m.toml",
+            &overrides(&["arrival.mode=ramp", "arrival.over=6s"]),
+        )
+        .unwrap();
+        let offsets: Vec<u64> = s.schedule().iter().map(|p| p.offset.as_secs()).collect();
+        assert_eq!(offsets, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn schedule_waves_put_new_nodes_after_existing_ones() {
+        let s = parse(&with(
+            r#"[arrival]
+mode = "waves"
+[[arrival.waves]]
+at = "0s"
+pods_per_node = 1
+[[arrival.waves]]
+at = "30s"
+pods_per_node = 2
+new_nodes = 3
+[[arrival.waves]]
+at = "30s"
+pods_per_node = 1
+new_nodes = 1
+[[arrival.waves]]
+at = "60s"
+pods_per_node = 1"#,
+        ))
+        .unwrap();
+        assert_eq!(s.total_nodes(), 2 + 3 + 1);
+        assert_eq!(s.total_pods(), 2 + 6 + 1 + 2);
+        let got: Vec<(u32, u64, u32)> = s
+            .schedule()
+            .iter()
+            .map(|p| (p.node, p.offset.as_secs(), p.wave))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0, 0),
+                (1, 0, 0),
+                (2, 30, 1),
+                (3, 30, 1),
+                (4, 30, 1),
+                (2, 30, 1),
+                (3, 30, 1),
+                (4, 30, 1),
+                (5, 30, 2),
+                (0, 60, 3),
+                (1, 60, 3),
+            ]
+        );
+        let pods: Vec<u32> = s.schedule().iter().map(|p| p.pod).collect();
+        assert_eq!(pods, (0..11).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn too_many_pods_is_refused() {
+        let got = problems(
+            &MINIMAL
+                .replace("nodes = 2", "nodes = 100000")
+                .replace("pods_per_node = 3", "pods_per_node = 11"),
+        );
+        assert_eq!(
+            got,
+            ["nodes: 1100000 pods in total is more than the 1000000 a run can simulate"]
+        );
+    }
+
+    #[test]
+    fn serializes_back_to_a_scenario_that_parses_the_same() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scenarios/quickstart.toml"
+        ))
+        .unwrap();
+        let mut s = Scenario::parse(&text, "quickstart.toml", &[]).unwrap();
+        s.targets.push(Target {
+            name: "m".into(),
+            kind: TargetKind::Mirror {
+                url: "http://m:5000".into(),
+            },
+        });
+        s.arrival = Arrival::Waves {
+            waves: vec![Wave {
+                at: Duration::from_millis(1500),
+                pods_per_node: 2,
+                new_nodes: 1,
+            }],
+        };
+        let toml_text = toml::to_string(&s).unwrap();
+        assert_eq!(
+            Scenario::parse(&toml_text, "again.toml", &[]).unwrap(),
+            s,
+            "{toml_text}"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Scenario>(&json).unwrap(),
+            s,
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""kind":"cache-daemon","placement":"per-node""#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn readiness_turns_ready_at_the_first_probe_after_init() {
+        let r = Readiness {
+            read_fraction: 0.1,
+            init: Duration::ZERO,
+            probe_period: Duration::from_millis(500),
+            probe_initial_delay: Duration::from_millis(100),
+        };
+        let ms = Duration::from_millis;
+        let cases = [
+            // (started, init_done, ready)
+            (ms(1000), ms(1000), ms(1100)),
+            (ms(1000), ms(1100), ms(1100)),
+            (ms(1000), ms(1101), ms(1600)),
+            (ms(1000), ms(1600), ms(1600)),
+            (ms(1000), ms(2000), ms(2100)),
+        ];
+        for (started, init_done, want) in cases {
+            assert_eq!(
+                r.ready_offset(started, init_done),
+                want,
+                "{started:?} {init_done:?}"
+            );
+        }
+        assert_eq!(r.files_to_read(64), 7);
+        assert_eq!(r.files_to_read(0), 0);
+        assert_eq!(
+            Readiness {
+                read_fraction: 0.0,
+                ..r.clone()
+            }
+            .files_to_read(64),
+            0
+        );
+        assert_eq!(
+            Readiness {
+                read_fraction: 1.0,
+                ..r
+            }
+            .files_to_read(64),
+            64
+        );
+    }
+}

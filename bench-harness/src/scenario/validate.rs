@@ -1,0 +1,365 @@
+//! Value checks on a typed [`Scenario`]: ranges, unique names, sane image specs, SLOs. Every
+//! problem is collected, each with the field path a user would look for (`targets[1].url`,
+//! `variants[0].synthetic.layers[2].files`). Also the softer [`warnings`]: allowed, but probably
+//! not meant. Shape mistakes (unknown fields, a field that does not go with its kind) are caught
+//! earlier, in `file.rs`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use stampede_oci::{Compression, Platform};
+
+use super::{Arrival, ImageSource, Scenario, TargetKind, MAX_PODS};
+use crate::image::SyntheticImage;
+
+/// One thing wrong with a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: a dotted field path with array indices, `targets[1].url`.
+    pub path: String,
+    /// What is wrong, and what would be right.
+    pub message: String,
+}
+
+/// Every problem found in a scenario; displays one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problem {
+    pub(super) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Gzip levels flate2 accepts; 0 stores without compressing.
+const GZIP_LEVELS: std::ops::RangeInclusive<i32> = 0..=9;
+/// Zstandard levels the `zstd` crate accepts (20-22 are the "ultra" levels).
+const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+
+pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut problem = |path: String, message: String| out.push(Problem { path, message });
+
+    if s.name.is_empty()
+        || !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        problem(
+            "name".into(),
+            format!(
+                "{:?}: write letters, digits, '.', '_' or '-' (it names the run directory)",
+                s.name
+            ),
+        );
+    }
+    for (field, value) in [
+        ("nodes", s.nodes),
+        ("pods_per_node", s.pods_per_node),
+        ("repetitions", s.repetitions),
+        (
+            "runtime.max_concurrent_downloads",
+            s.runtime.max_concurrent_downloads,
+        ),
+    ] {
+        if value == 0 {
+            problem(field.into(), "must be at least 1".into());
+        }
+    }
+
+    match &s.arrival {
+        Arrival::Burst => {}
+        Arrival::Ramp { over } => {
+            if over.is_zero() {
+                problem(
+                    "arrival.over".into(),
+                    "must be positive (for pods all at once, use mode = \"burst\")".into(),
+                );
+            }
+        }
+        Arrival::Waves { waves } => {
+            if waves.is_empty() {
+                problem("arrival.waves".into(), "needs at least one wave".into());
+            }
+            let mut previous = Duration::ZERO;
+            for (i, w) in waves.iter().enumerate() {
+                if w.pods_per_node == 0 {
+                    problem(
+                        format!("arrival.waves[{i}].pods_per_node"),
+                        "must be at least 1".into(),
+                    );
+                }
+                if w.at < previous {
+                    problem(
+                        format!("arrival.waves[{i}].at"),
+                        format!(
+                            "{} is before the previous wave's {}; waves must be in order",
+                            crate::units::Span(w.at),
+                            crate::units::Span(previous)
+                        ),
+                    );
+                }
+                previous = previous.max(w.at);
+            }
+        }
+    }
+    let total_pods = s.total_pods_u64();
+    if total_pods > MAX_PODS {
+        problem(
+            "nodes".into(),
+            format!("{total_pods} pods in total is more than the {MAX_PODS} a run can simulate"),
+        );
+    }
+
+    if s.variants.is_empty() {
+        problem(
+            "variants".into(),
+            "needs at least one [[variants]] table".into(),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, v) in s.variants.iter().enumerate() {
+        if !is_repo_component(&v.name) {
+            problem(
+                format!("variants[{i}].name"),
+                format!(
+                    "{:?}: write [a-z0-9][a-z0-9._-]* (it becomes a repository name)",
+                    v.name
+                ),
+            );
+        }
+        if !seen.insert(v.name.as_str()) {
+            problem(
+                format!("variants[{i}].name"),
+                format!("{:?} is used by an earlier variant", v.name),
+            );
+        }
+        match &v.source {
+            ImageSource::Synthetic(spec) => {
+                synthetic(spec, &format!("variants[{i}].synthetic"), &mut problem)
+            }
+        }
+    }
+
+    if s.targets.is_empty() {
+        problem(
+            "targets".into(),
+            "needs at least one [[targets]] table".into(),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, t) in s.targets.iter().enumerate() {
+        if !is_repo_component(&t.name) {
+            problem(
+                format!("targets[{i}].name"),
+                format!("{:?}: write [a-z0-9][a-z0-9._-]*", t.name),
+            );
+        }
+        if !seen.insert(t.name.as_str()) {
+            problem(
+                format!("targets[{i}].name"),
+                format!(
+                    "{:?} is used by an earlier target; give each target of the same kind a name",
+                    t.name
+                ),
+            );
+        }
+        if let TargetKind::Mirror { url } = &t.kind {
+            if let Err(why) = check_url(url) {
+                problem(format!("targets[{i}].url"), format!("{url:?}: {why}"));
+            }
+        }
+    }
+
+    if let Some(throttle) = &s.registry.throttle {
+        if !(throttle.requests_per_second.is_finite() && throttle.requests_per_second > 0.0) {
+            problem(
+                "registry.throttle.requests_per_second".into(),
+                format!("{} must be a positive number", throttle.requests_per_second),
+            );
+        }
+    }
+
+    let fraction = s.readiness.read_fraction;
+    if !(0.0..=1.0).contains(&fraction) {
+        problem(
+            "readiness.read_fraction".into(),
+            format!("{fraction} is not in [0, 1]"),
+        );
+    }
+    if s.readiness.probe_period.is_zero() {
+        problem("readiness.probe_period".into(), "must be positive".into());
+    }
+
+    for (field, value) in [
+        ("slo.p95_ready", s.slo.p95_ready),
+        ("slo.p99_pull", s.slo.p99_pull),
+    ] {
+        if value.is_some_and(|d| d.is_zero()) {
+            problem(field.into(), "must be positive".into());
+        }
+    }
+    out
+}
+
+fn synthetic(spec: &SyntheticImage, path: &str, problem: &mut impl FnMut(String, String)) {
+    if spec.layers.is_empty() {
+        problem(
+            format!("{path}.layers"),
+            "needs at least one [[...layers]] table".into(),
+        );
+    }
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let at = format!("{path}.layers[{i}]");
+        if layer.files == 0 {
+            problem(format!("{at}.files"), "must be at least 1".into());
+        } else if layer.size.0 < u64::from(layer.files) {
+            problem(
+                format!("{at}.size"),
+                format!(
+                    "{} is less than one byte for each of its {} files",
+                    layer.size, layer.files
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&layer.compressibility) {
+            problem(
+                format!("{at}.compressibility"),
+                format!("{} is not in [0, 1]", layer.compressibility),
+            );
+        }
+    }
+    if let Some(level) = spec.level {
+        let range = match spec.compression {
+            Compression::Gzip => Some(GZIP_LEVELS),
+            Compression::Zstd => Some(ZSTD_LEVELS),
+            Compression::None => None,
+        };
+        if let Some(range) = range.filter(|r| !r.contains(&level)) {
+            problem(
+                format!("{path}.level"),
+                format!(
+                    "{level} is not a {} level ({}-{})",
+                    compression_name(spec.compression),
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+    if spec.platforms.is_empty() {
+        problem(
+            format!("{path}.platforms"),
+            "needs at least one platform".into(),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, p) in spec.platforms.iter().enumerate() {
+        match Platform::parse(p) {
+            Some(parsed) if !seen.insert(parsed.to_string()) => problem(
+                format!("{path}.platforms[{i}]"),
+                format!("{p:?} is listed twice"),
+            ),
+            Some(_) => {}
+            None => problem(
+                format!("{path}.platforms[{i}]"),
+                format!("{p:?} is not a platform; write os/arch[/variant]"),
+            ),
+        }
+    }
+}
+
+pub(super) fn warnings(s: &Scenario) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in &s.variants {
+        match &v.source {
+            ImageSource::Synthetic(spec) => {
+                let platforms: Vec<Platform> = spec
+                    .platforms
+                    .iter()
+                    .filter_map(|p| Platform::parse(p))
+                    .collect();
+                if !platforms.iter().any(|p| matches_platform(&s.platform, p)) {
+                    out.push(format!(
+                        "variant {}: the image has no {} manifest (it has {}); every pull will fail as platform_missing",
+                        v.name,
+                        s.platform,
+                        spec.platforms.join(", ")
+                    ));
+                }
+                if spec.compression == Compression::None && spec.level.is_some() {
+                    out.push(format!(
+                        "variant {}: level is ignored for compression = \"none\"",
+                        v.name
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a node of platform `node` would pick an image manifest for `image`, as
+/// `stampede_oci::manifest::select_platform` decides: os and architecture equal, and the variant
+/// equal when both have one.
+fn matches_platform(node: &Platform, image: &Platform) -> bool {
+    node.os == image.os
+        && node.architecture == image.architecture
+        && match (&node.variant, &image.variant) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    }
+}
+
+/// `[a-z0-9][a-z0-9._-]*`: a repository path component, lower case.
+fn is_repo_component(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+fn check_url(url: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| "not a URL")?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("write http://host[:port] or https://host[:port]"),
+    }
+    if uri.authority().is_none() {
+        return Err("has no host");
+    }
+    Ok(())
+}

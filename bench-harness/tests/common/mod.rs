@@ -1,0 +1,184 @@
+//! Shared test helpers: paths into the workspace, and a deterministic [`RunResult`] built from
+//! fixed samples (no clock, no machine facts, no randomness) for the schema and golden tests.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use bench_harness::machine::Machine;
+use bench_harness::recorder::{
+    FailureKind, LayerTimes, PodTimes, PullTimes, Recorder, Recordings, RunKey,
+};
+use bench_harness::result::{ImageFacts, RegistryTotals, RunFacts, RunResult};
+use bench_harness::scenario::Scenario;
+
+/// The crate directory (`bench-harness/`).
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The workspace's `scenarios/` directory.
+pub fn scenarios_dir() -> PathBuf {
+    crate_dir().join("../scenarios")
+}
+
+/// A scenario like the quickstart, with every SLO kind, pinned to one platform so the output
+/// does not depend on the host.
+pub const SAMPLE_SCENARIO: &str = r#"
+name = "sample"
+description = "Deterministic sample for the schema and golden tests"
+nodes = 4
+pods_per_node = 2
+repetitions = 2
+seed = 7
+platform = "linux/amd64"
+
+[[variants]]
+name = "full"
+[variants.synthetic]
+[[variants.synthetic.layers]]
+size = "32MiB"
+files = 64
+
+[[variants]]
+name = "slim"
+[variants.synthetic]
+compression = "zstd"
+level = 3
+[[variants.synthetic.layers]]
+size = "8MiB"
+files = 16
+
+[[targets]]
+kind = "direct"
+
+[[targets]]
+kind = "cache-daemon"
+
+[registry]
+egress = "400Mbit"
+node_link = "1Gbit"
+latency = "5ms"
+
+[readiness]
+read_fraction = 0.1
+init = "200ms"
+probe_period = "500ms"
+
+[slo]
+p95_ready = "3s"
+p99_pull = "2500ms"
+max_registry_egress = "150MB"
+"#;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A fixed result: 2 variants x 2 targets x 2 repetitions of 8 pods, with timings from a
+/// formula, one timeout in full/direct repetition 1, registry totals and image facts filled in,
+/// SLOs evaluated.
+pub fn sample_result() -> RunResult {
+    let scenario = Scenario::parse(SAMPLE_SCENARIO, "sample.toml", &[]).expect("sample scenario");
+    let mut recordings = Recordings::new();
+    let variants = [("full", 1_000u64), ("slim", 300)];
+    let targets = [("direct", 1u64), ("cache-daemon", 2)];
+    for (variant, pull_ms) in variants {
+        for (target, slowdown) in targets {
+            for rep in 0..2u32 {
+                // Two workers per run, each with its own recorder, merged afterwards.
+                for worker in 0..2u64 {
+                    let mut rec = Recorder::new(RunKey {
+                        variant: variant.into(),
+                        target: target.into(),
+                        repetition: rep,
+                    });
+                    for pod in (worker * 4)..(worker * 4 + 4) {
+                        if variant == "full" && target == "direct" && rep == 1 && pod == 7 {
+                            rec.failed(FailureKind::Timeout);
+                            continue;
+                        }
+                        let node = pod % 4;
+                        let started_pull = ms(3 * node + u64::from(rep));
+                        let fetched =
+                            started_pull + ms(pull_ms * slowdown / 2 + 97 * node + 13 * pod);
+                        let unpacked = fetched + ms(pull_ms / 5 + 7 * pod);
+                        let started = unpacked + ms(20);
+                        let ready = started + ms(500 + 500 * ((pod + u64::from(rep)) % 2));
+                        rec.pod(&PodTimes {
+                            scheduled: Duration::ZERO,
+                            pull: (pod < 4).then_some(PullTimes {
+                                started: started_pull,
+                                first_byte: Some(started_pull + ms(8 + node)),
+                                fetched,
+                                unpacked,
+                            }),
+                            started,
+                            ready,
+                        });
+                        if pod < 4 {
+                            for layer in 0..2 {
+                                rec.layer(&LayerTimes {
+                                    fetch: ms(pull_ms * slowdown / 4 + 11 * layer + pod),
+                                    verify: Duration::from_micros(300 + 50 * layer),
+                                    decompress: ms(40 + 3 * pod),
+                                    apply: ms(25 + layer),
+                                });
+                            }
+                        }
+                    }
+                    recordings.add(rec);
+                }
+            }
+        }
+    }
+    let mut result = RunResult::new(
+        RunFacts {
+            scenario,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_323_045),
+            duration: ms(41_250),
+            machine: Machine {
+                cores: 2,
+                cpu_model: Some("Example CPU @ 2.20GHz".into()),
+                memory_bytes: Some(8 << 30),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                kernel: Some("6.1.0-test".into()),
+                git_revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                git_dirty: Some(false),
+            },
+            warnings: vec!["host-bound: CPU above 90 % for 12 s of the run".into()],
+        },
+        recordings,
+    );
+    for (variant, image_bytes) in [("full", 33_554_432u64 / 2), ("slim", 4_194_304)] {
+        result.images.insert(
+            variant.into(),
+            ImageFacts {
+                compressed_bytes: image_bytes,
+                details: serde_json::json!({ "layers": 1 }),
+            },
+        );
+        for (target, fetches) in [("direct", 4u64), ("cache-daemon", 4)] {
+            let series = result.series_mut(variant, target).expect("series");
+            for rep in 0..2 {
+                let blob_gets = [
+                    ("sha256:aaaa".to_owned(), fetches),
+                    ("sha256:bbbb".to_owned(), fetches - u64::from(rep)),
+                ];
+                series.registry.insert(
+                    rep,
+                    RegistryTotals {
+                        bytes_out: image_bytes * fetches + 1_000 * u64::from(rep),
+                        requests: [("blob".to_owned(), 2 * fetches), ("manifest".to_owned(), 8)]
+                            .into(),
+                        blob_gets: blob_gets.into(),
+                        snapshot: None,
+                    },
+                );
+            }
+        }
+    }
+    result.registry = Some(serde_json::json!({ "note": "whole-run snapshot goes here" }));
+    result.evaluate_slo();
+    result
+}
