@@ -18,8 +18,15 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 
 use stampede_oci::client::{read_body_limited, BodyError};
-use stampede_oci::manifest::{descriptor_digest, select_platform, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
-use stampede_oci::{ClientError, Compression, Digest, Endpoint, Manifest, Platform, Reference, RegistryClient, RegistryRequest, RepoName, Verifier};
+
+use crate::recorder::FailureKind;
+use stampede_oci::manifest::{
+    descriptor_digest, select_platform, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES,
+};
+use stampede_oci::{
+    ClientError, Compression, Digest, Endpoint, Manifest, Platform, Reference, RegistryClient,
+    RegistryRequest, RepoName, Verifier,
+};
 
 /// Attempts per request when the registry answers 429 (Retry-After is honoured between them).
 const MAX_THROTTLED_ATTEMPTS: u32 = 5;
@@ -27,47 +34,6 @@ const MAX_THROTTLED_ATTEMPTS: u32 = 5;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Bytes gathered before a write to the content file.
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
-
-/// What kind of failure ended a pull; reports count failures by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// Could not connect.
-    Connect,
-    /// No answer, or a stalled body, within the timeout.
-    Timeout,
-    /// A 4xx other than 429.
-    Http4xx,
-    /// A 5xx.
-    Http5xx,
-    /// Still 429 after every retry.
-    Throttled,
-    /// Bytes did not match their digest.
-    DigestMismatch,
-    /// The index has no manifest for the node's platform.
-    PlatformMissing,
-    /// A layer could not be unpacked.
-    Unpack,
-    /// Anything else (malformed manifest, local disk).
-    Other,
-}
-
-impl FailureKind {
-    /// The name reports use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Connect => "connect",
-            Self::Timeout => "timeout",
-            Self::Http4xx => "http_4xx",
-            Self::Http5xx => "http_5xx",
-            Self::Throttled => "throttled",
-            Self::DigestMismatch => "digest_mismatch",
-            Self::PlatformMissing => "platform_missing",
-            Self::Unpack => "unpack",
-            Self::Other => "other",
-        }
-    }
-}
 
 /// Why a pull failed, with what we were doing.
 #[derive(Debug, thiserror::Error)]
@@ -168,44 +134,76 @@ impl Puller {
     ///
     /// # Errors
     /// [`PullError`] with its kind; the content store keeps whatever verified blobs landed.
-    pub async fn pull(&self, repo: &RepoName, reference: &Reference) -> Result<PullRecord, PullError> {
+    pub async fn pull(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<PullRecord, PullError> {
         let started = Instant::now();
         let mut throttled = 0;
         let (bytes, manifest) = self.manifest(repo, reference, &mut throttled).await?;
         let (manifest_digest, image) = match manifest {
             Manifest::Image(m) => (Digest::of(&bytes), m),
             Manifest::Index(index) => {
-                let chosen = select_platform(&index, &self.config.platform)
-                    .map_err(|e| PullError::new(FailureKind::PlatformMissing, format!("pull {repo}:{reference}"), e))?;
-                let digest = descriptor_digest(chosen).map_err(|e| PullError::new(FailureKind::Other, "read index", e))?;
-                let (_, m) = self.manifest(repo, &Reference::Digest(digest.clone()), &mut throttled).await?;
+                let chosen = select_platform(&index, &self.config.platform).map_err(|e| {
+                    PullError::new(
+                        FailureKind::PlatformMissing,
+                        format!("pull {repo}:{reference}"),
+                        e,
+                    )
+                })?;
+                let digest = descriptor_digest(chosen)
+                    .map_err(|e| PullError::new(FailureKind::Other, "read index", e))?;
+                let (_, m) = self
+                    .manifest(repo, &Reference::Digest(digest.clone()), &mut throttled)
+                    .await?;
                 match m {
                     Manifest::Image(m) => (digest, m),
                     Manifest::Index(_) => {
-                        return Err(PullError::new(FailureKind::Other, format!("pull {repo}@{digest}"), "an index points at another index"));
+                        return Err(PullError::new(
+                            FailureKind::Other,
+                            format!("pull {repo}@{digest}"),
+                            "an index points at another index",
+                        ));
                     }
                 }
             }
         };
-        let config_digest = descriptor_digest(image.config()).map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
-        let config = self.blob(repo, &config_digest, image.config().size(), Compression::None).await?;
+        let config_digest = descriptor_digest(image.config())
+            .map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
+        let config = self
+            .blob(
+                repo,
+                &config_digest,
+                image.config().size(),
+                Compression::None,
+            )
+            .await?;
         throttled += config.1;
         let mut first_byte = config.0.first_byte;
         let layers: Vec<_> = image
             .layers()
             .iter()
             .map(|d| {
-                let digest = descriptor_digest(d).map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
-                let compression = Compression::from_media_type(d.media_type().as_ref()).unwrap_or(Compression::Gzip);
+                let digest = descriptor_digest(d)
+                    .map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
+                let compression = Compression::from_media_type(d.media_type().as_ref())
+                    .unwrap_or(Compression::Gzip);
                 Ok((digest, d.size(), compression))
             })
             .collect::<Result<_, PullError>>()?;
         let fetched: Vec<(LayerFetch, u32)> = stream::iter(layers)
-            .map(|(digest, size, compression)| async move { self.blob(repo, &digest, size, compression).await })
+            .map(|(digest, size, compression)| async move {
+                self.blob(repo, &digest, size, compression).await
+            })
             .buffered(self.config.max_concurrent_downloads.max(1))
             .try_collect()
             .await?;
-        let mut bytes_fetched = if config.0.cached { 0 } else { config.0.size_bytes };
+        let mut bytes_fetched = if config.0.cached {
+            0
+        } else {
+            config.0.size_bytes
+        };
         let mut out = Vec::with_capacity(fetched.len());
         for (layer, t) in fetched {
             throttled += t;
@@ -229,10 +227,19 @@ impl Puller {
         })
     }
 
-    async fn manifest(&self, repo: &RepoName, reference: &Reference, throttled: &mut u32) -> Result<(Bytes, Manifest), PullError> {
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        throttled: &mut u32,
+    ) -> Result<(Bytes, Manifest), PullError> {
         let what = format!("GET manifest {repo}:{reference}");
-        let req = RegistryRequest::pull(Method::GET, repo.as_str(), format!("/v2/{repo}/manifests/{reference}"))
-            .header(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let req = RegistryRequest::pull(
+            Method::GET,
+            repo.as_str(),
+            format!("/v2/{repo}/manifests/{reference}"),
+        )
+        .header(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let (resp, t) = self.send(&req, &what).await?;
         *throttled += t;
         let content_type = resp
@@ -245,34 +252,55 @@ impl Puller {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v).ok());
-        let bytes = read_body_limited(resp.into_body(), MAX_MANIFEST_BYTES).await.map_err(|e| match e {
-            BodyError::TooLarge { .. } => PullError::new(FailureKind::Other, &what, e),
-            BodyError::Read(source) => PullError::new(FailureKind::Connect, &what, source),
-        })?;
+        let bytes = read_body_limited(resp.into_body(), MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { .. } => PullError::new(FailureKind::Other, &what, e),
+                BodyError::Read(source) => PullError::new(FailureKind::Connect, &what, source),
+            })?;
         let actual = Digest::of(&bytes);
         let expected = match reference {
             Reference::Digest(d) => Some(d),
             Reference::Tag(_) => declared.as_ref(),
         };
         if let Some(e) = expected.filter(|e| **e != actual) {
-            return Err(PullError::new(FailureKind::DigestMismatch, &what, format!("manifest hashed to {actual}, expected {e}")));
+            return Err(PullError::new(
+                FailureKind::DigestMismatch,
+                &what,
+                format!("manifest hashed to {actual}, expected {e}"),
+            ));
         }
-        let manifest = Manifest::parse(content_type.as_deref(), &bytes).map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+        let manifest = Manifest::parse(content_type.as_deref(), &bytes)
+            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
         Ok((bytes, manifest))
     }
 
     /// Sends with 429 retries; returns the response and how many 429s were waited out.
-    async fn send(&self, req: &RegistryRequest, what: &str) -> Result<(http::Response<hyper::body::Incoming>, u32), PullError> {
+    async fn send(
+        &self,
+        req: &RegistryRequest,
+        what: &str,
+    ) -> Result<(http::Response<hyper::body::Incoming>, u32), PullError> {
         let mut throttled = 0;
         loop {
-            let resp = self.client.send(&self.config.endpoint, req).await.map_err(|e| client_error(what, e))?;
+            let resp = self
+                .client
+                .send(&self.config.endpoint, req)
+                .await
+                .map_err(|e| client_error(what, e))?;
             let status = resp.status();
             if status == StatusCode::TOO_MANY_REQUESTS {
                 throttled += 1;
                 if throttled >= MAX_THROTTLED_ATTEMPTS {
-                    return Err(PullError::new(FailureKind::Throttled, what, format!("still 429 after {throttled} attempts")));
+                    return Err(PullError::new(
+                        FailureKind::Throttled,
+                        what,
+                        format!("still 429 after {throttled} attempts"),
+                    ));
                 }
-                let wait = retry_after(&resp).unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER);
+                let wait = retry_after(&resp)
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(MAX_RETRY_AFTER);
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -289,7 +317,13 @@ impl Puller {
     }
 
     /// Fetches one blob into the content store, verifying it; returns its record and 429 count.
-    async fn blob(&self, repo: &RepoName, digest: &Digest, size_bytes: u64, compression: Compression) -> Result<(LayerFetch, u32), PullError> {
+    async fn blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size_bytes: u64,
+        compression: Compression,
+    ) -> Result<(LayerFetch, u32), PullError> {
         let path = self.config.content_dir.join(digest.hex());
         let started = Instant::now();
         let done = |first_byte, verify, cached| LayerFetch {
@@ -307,20 +341,33 @@ impl Puller {
             return Ok((done(None, Duration::ZERO, true), 0));
         }
         let what = format!("GET blob {repo}@{digest}");
-        let req = RegistryRequest::pull(Method::GET, repo.as_str(), format!("/v2/{repo}/blobs/{digest}"));
+        let req = RegistryRequest::pull(
+            Method::GET,
+            repo.as_str(),
+            format!("/v2/{repo}/blobs/{digest}"),
+        );
         let (resp, throttled) = self.send(&req, &what).await?;
         let partial = path.with_extension("partial");
-        let file = std::fs::File::create(&partial).map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+        let file = std::fs::File::create(&partial)
+            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
         let mut writer = BlockingWriter::new(file);
         let mut verifier = Verifier::new(digest.clone());
         let mut verify = Duration::ZERO;
         let mut first_byte = None;
         let mut body = resp.into_body();
         loop {
-            let frame = match tokio::time::timeout(self.config.body_idle_timeout, body.frame()).await {
+            let frame = match tokio::time::timeout(self.config.body_idle_timeout, body.frame())
+                .await
+            {
                 Err(_) => return Err(PullError::new(FailureKind::Timeout, &what, "body stalled")),
                 Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(PullError::new(FailureKind::Connect, &what, format!("body cut: {e}"))),
+                Ok(Some(Err(e))) => {
+                    return Err(PullError::new(
+                        FailureKind::Connect,
+                        &what,
+                        format!("body cut: {e}"),
+                    ))
+                }
                 Ok(Some(Ok(f))) => f,
             };
             if let Ok(data) = frame.into_data() {
@@ -328,10 +375,16 @@ impl Puller {
                 let t = Instant::now();
                 verifier.update(&data);
                 verify += t.elapsed();
-                writer.push(&data).await.map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+                writer
+                    .push(&data)
+                    .await
+                    .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
             }
         }
-        writer.finish().await.map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+        writer
+            .finish()
+            .await
+            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
         let t = Instant::now();
         let got = verifier.bytes();
         let verified = verifier.finish();
@@ -342,9 +395,15 @@ impl Puller {
         }
         if got != size_bytes {
             tokio::fs::remove_file(&partial).await.ok();
-            return Err(PullError::new(FailureKind::DigestMismatch, &what, format!("got {got} bytes, descriptor says {size_bytes}")));
+            return Err(PullError::new(
+                FailureKind::DigestMismatch,
+                &what,
+                format!("got {got} bytes, descriptor says {size_bytes}"),
+            ));
         }
-        tokio::fs::rename(&partial, &path).await.map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
         Ok((done(first_byte, verify, false), throttled))
     }
 }
@@ -361,7 +420,11 @@ fn client_error(what: &str, e: ClientError) -> PullError {
 }
 
 fn retry_after<B>(resp: &http::Response<B>) -> Option<Duration> {
-    let v = resp.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
@@ -400,7 +463,10 @@ impl BlockingWriter {
     async fn flush(&mut self) -> std::io::Result<()> {
         self.settle().await?;
         let chunk = self.buf.split().freeze();
-        let mut file = self.file.take().expect("file present when no write is pending");
+        let mut file = self
+            .file
+            .take()
+            .expect("file present when no write is pending");
         self.pending = Some(tokio::task::spawn_blocking(move || {
             use std::io::Write as _;
             file.write_all(&chunk).map(|()| file)

@@ -358,10 +358,12 @@ impl Recorder {
     /// that began before this pod was scheduled) gives 0.
     pub fn pod(&mut self, t: &PodTimes) {
         let (queue, pull, unpack) = match &t.pull {
+            // A pod that joins a pull already under way waits only for what is left of it,
+            // so its phases still add up to its own time from scheduled to started.
             Some(p) => (
                 p.started.saturating_sub(t.scheduled),
-                p.fetched.saturating_sub(p.started),
-                p.unpacked.saturating_sub(p.fetched),
+                p.fetched.saturating_sub(p.started.max(t.scheduled)),
+                p.unpacked.saturating_sub(p.fetched.max(t.scheduled)),
             ),
             None => (Duration::ZERO, Duration::ZERO, Duration::ZERO),
         };
@@ -736,7 +738,8 @@ mod tests {
             started: ms(1_600),
             ready: ms(2_100),
         });
-        // Same node's pull, but this pod was scheduled after it began: no queue.
+        // Same node's pull, but this pod was scheduled after it began: no queue, and only the
+        // rest of the pull (900 ms) counts for it.
         rec.pod(&PodTimes {
             scheduled: ms(400),
             pull: Some(PullTimes {
@@ -765,7 +768,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(values(Phase::Queue), [0, 0, 200]);
-        assert_eq!(values(Phase::Pull), [0, 1_000, 1_000]);
+        assert_eq!(values(Phase::Pull), [0, 900, 1_000]);
         assert_eq!(values(Phase::Unpack), [0, 200, 200]);
         assert_eq!(values(Phase::Ttfb), [50]);
         assert_eq!(values(Phase::StartToReady), [400, 490, 500]);
