@@ -14,16 +14,33 @@
 //! - [`recorder`]: per-phase HDR histograms and timelines.
 //! - [`result`]: `result.json`, its versioned schema.
 //! - [`report`]: Markdown (and later HTML) from a result.
+//! - [`target`]: what nodes pull through (direct, cache-daemon per node or shared, a mirror).
+//! - [`node`]: a simulated node: content store, kubelet's pull queue, one shared pull per image.
+//! - [`container`]: the container start model (file reads, init, readiness probe).
+//! - [`host`]: CPU use during a burst, for the host-bound warning.
+//! - [`run`]: a whole scenario run and each burst in it.
+//! - [`cli`]: flags into settings.
+//!
+//! # One pod's path
+//! `run::run` -> burst epoch -> pod task sleeps to its scheduled offset -> `node::Node::image`
+//! (first pod of the node: queue slot -> `pull::Puller::pull` -> `unpack` per layer) ->
+//! `container::start` -> milestones to the burst's `recorder::Recorder` -> `result` -> `report`.
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod container;
+pub mod host;
 pub mod image;
 pub mod machine;
+pub mod node;
 pub mod pull;
 pub mod recorder;
 pub mod registry;
 pub mod report;
 pub mod result;
+pub mod run;
 pub mod scenario;
+pub mod target;
 pub mod units;
 pub mod unpack;

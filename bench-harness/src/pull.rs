@@ -20,6 +20,7 @@ use http_body_util::BodyExt;
 use stampede_oci::client::{read_body_limited, BodyError};
 
 use crate::recorder::FailureKind;
+use crate::registry::shaping::ByteBucket;
 use stampede_oci::manifest::{
     descriptor_digest, select_platform, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES,
 };
@@ -70,6 +71,9 @@ pub struct PullerConfig {
     pub platform: Platform,
     /// Longest pause allowed inside a body.
     pub body_idle_timeout: Duration,
+    /// The node's link, when the target sits across it and the client must pace what it
+    /// receives (a shared cache or mirror); `None` when the registry already shapes it.
+    pub link: Option<Arc<ByteBucket>>,
 }
 
 /// One fetched layer and its timings.
@@ -372,6 +376,9 @@ impl Puller {
             };
             if let Ok(data) = frame.into_data() {
                 first_byte.get_or_insert_with(Instant::now);
+                if let Some(link) = &self.config.link {
+                    link.take(data.len() as u64).await;
+                }
                 let t = Instant::now();
                 verifier.update(&data);
                 verify += t.elapsed();

@@ -1,0 +1,141 @@
+//! How busy the host's CPUs were during a burst, from `/proc/stat`. The harness measures the
+//! machine it runs on: when the CPUs stay saturated, the figures say more about the host than
+//! about the registry or the cache, and the report must say so.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// Sampling period.
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// Mean busy fraction above which a burst is called host-bound.
+pub const HOST_BOUND_BUSY: f64 = 0.90;
+
+/// CPU time counters (jiffies) from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+fn read_cpu_times() -> Option<CpuTimes> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_line(text.lines().next()?)
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal ...`
+fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    if v.len() < 5 {
+        return None;
+    }
+    let idle = v[3] + v[4];
+    let total: u64 = v.iter().sum();
+    Some(CpuTimes {
+        busy: total - idle,
+        total,
+    })
+}
+
+/// CPU use over a burst.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CpuUse {
+    /// Mean fraction of all CPUs busy, 0..=1.
+    pub mean_busy: f64,
+    /// Fraction of samples with CPUs more than 95 % busy.
+    pub saturated_fraction: f64,
+    /// Samples taken.
+    pub samples: u32,
+}
+
+impl CpuUse {
+    /// Whether the burst was limited by the host's CPUs.
+    pub fn host_bound(&self) -> bool {
+        self.samples > 0 && self.mean_busy >= HOST_BOUND_BUSY
+    }
+}
+
+/// A running sampler; [`CpuSampler::finish`] stops it and summarises.
+#[derive(Debug)]
+pub struct CpuSampler {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<CpuUse>,
+}
+
+impl CpuSampler {
+    /// Starts sampling every 200 ms.
+    pub fn start() -> Self {
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let first = read_cpu_times();
+            let mut prev = first;
+            let mut busy_sum = 0.0;
+            let mut saturated = 0u32;
+            let mut samples = 0u32;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(SAMPLE_EVERY) => {}
+                }
+                let now = read_cpu_times();
+                if let (Some(a), Some(b)) = (prev, now) {
+                    if b.total > a.total {
+                        let f = (b.busy - a.busy) as f64 / (b.total - a.total) as f64;
+                        busy_sum += f;
+                        samples += 1;
+                        if f > 0.95 {
+                            saturated += 1;
+                        }
+                    }
+                }
+                prev = now;
+            }
+            let (mean_busy, saturated_fraction) = match (first, prev) {
+                (Some(a), Some(b)) if b.total > a.total => (
+                    (b.busy - a.busy) as f64 / (b.total - a.total) as f64,
+                    f64::from(saturated) / f64::from(samples.max(1)),
+                ),
+                _ if samples > 0 => (busy_sum / f64::from(samples), f64::from(saturated) / f64::from(samples)),
+                _ => (0.0, 0.0),
+            };
+            CpuUse {
+                mean_busy,
+                saturated_fraction,
+                samples,
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops and returns the summary.
+    pub async fn finish(self) -> CpuUse {
+        self.stop.send(()).ok();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat_cpu_line() {
+        let t = parse_cpu_line("cpu  100 5 50 800 40 1 2 2 0 0").unwrap();
+        assert_eq!(t, CpuTimes { busy: 160, total: 1000 });
+        assert!(parse_cpu_line("cpu0 1 2 3 4 5").is_none());
+        assert!(parse_cpu_line("cpu  x").is_none());
+    }
+
+    #[tokio::test]
+    async fn samples_the_real_host() {
+        let s = CpuSampler::start();
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let u = s.finish().await;
+        assert!(u.samples >= 1, "{u:?}");
+        assert!((0.0..=1.0).contains(&u.mean_busy), "{u:?}");
+    }
+}

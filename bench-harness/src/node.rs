@@ -1,0 +1,224 @@
+//! One simulated node: its container runtime's content store and snapshots, kubelet's image pull
+//! queue, and the rule that pods on the same node share one pull of an image.
+//!
+//! A pod asks its node for an image. The first pod to ask starts the node's pull of it, which
+//! waits for a slot in the node's pull queue (kubelet serialises image pulls unless
+//! `max_parallel_image_pulls` says otherwise), pulls with the runtime's download concurrency,
+//! then unpacks the layers in order into the node's snapshot directory. Every other pod asking
+//! for the same image waits for that same pull. A pod scheduled after the image landed finds it
+//! present and does not pull.
+//!
+//! This module times and shares; the pull itself is `pull.rs`, unpacking is `unpack`, the
+//! container start is `container.rs`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tokio::sync::Semaphore;
+
+use stampede_oci::{Reference, RepoName};
+
+use crate::container::StartFiles;
+use crate::pull::{PullError, Puller};
+use crate::recorder::{FailureKind, LayerTimes, PullTimes};
+use crate::scenario::Readiness;
+use crate::unpack::{unpack_layer_file, UnpackOptions};
+
+/// An image as a node has it after its pull.
+#[derive(Debug)]
+pub struct ImageOnNode {
+    /// The node's pull, as offsets from the epoch.
+    pub pull: PullTimes,
+    /// Per-layer timings of this pull (fetch and verify from the pull, decompress and apply from
+    /// unpacking); layers already present count zero fetch time.
+    pub layers: Vec<LayerTimes>,
+    /// The files containers of this image read at start.
+    pub start_files: Arc<StartFiles>,
+    /// Blob bytes the node received.
+    pub bytes_fetched: u64,
+}
+
+/// Why a node's pull of an image failed.
+#[derive(Debug, Clone)]
+pub struct NodePullFailure {
+    /// The kind, for counting.
+    pub kind: FailureKind,
+    /// What happened, for the run's error samples.
+    pub message: String,
+}
+
+impl From<PullError> for NodePullFailure {
+    fn from(e: PullError) -> Self {
+        Self {
+            kind: e.kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+type PullFuture = Shared<BoxFuture<'static, Result<Arc<ImageOnNode>, NodePullFailure>>>;
+
+/// What a node needs to exist.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node index.
+    pub index: u32,
+    /// The node's directory: `content/` (blobs) and `snapshots/<image>/` live under it.
+    pub dir: PathBuf,
+    /// Images pulled at once; `None` for unlimited.
+    pub max_parallel_image_pulls: Option<u32>,
+    /// Whether layers are unpacked.
+    pub unpack: bool,
+    /// The container start model (to choose start files once per image).
+    pub readiness: Readiness,
+}
+
+/// An image a pod runs: where to pull it from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageName {
+    /// Repository.
+    pub repo: RepoName,
+    /// Tag or digest.
+    pub reference: Reference,
+}
+
+/// One simulated node.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    puller: Puller,
+    epoch: Instant,
+    slots: Option<Arc<Semaphore>>,
+    /// A std `Mutex`: held only to find or insert an entry, never across `.await`.
+    images: Mutex<HashMap<ImageName, PullFuture>>,
+}
+
+/// What a pod got from its node.
+#[derive(Debug, Clone)]
+pub struct PodImage {
+    /// The image, once on the node.
+    pub image: Arc<ImageOnNode>,
+    /// Whether the pod waited for a pull (false: the image was already there when scheduled).
+    pub waited: bool,
+}
+
+impl Node {
+    /// A node whose content store and snapshots live under `config.dir`, pulling with `puller`,
+    /// timing from `epoch`.
+    pub fn new(config: NodeConfig, puller: Puller, epoch: Instant) -> Self {
+        let slots = config
+            .max_parallel_image_pulls
+            .map(|n| Arc::new(Semaphore::new(n as usize)));
+        Self {
+            config,
+            puller,
+            epoch,
+            slots,
+            images: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The node index.
+    pub fn index(&self) -> u32 {
+        self.config.index
+    }
+
+    /// Gets `image` onto this node for a pod, starting the node's pull if it is the first to ask.
+    ///
+    /// # Errors
+    /// The node's pull failed (every pod that waited for it gets the same failure).
+    pub async fn image(self: &Arc<Self>, image: &ImageName) -> Result<PodImage, NodePullFailure> {
+        let fut = {
+            let mut images = self.images.lock().expect("node images mutex poisoned");
+            images
+                .entry(image.clone())
+                .or_insert_with(|| {
+                    let node = self.clone();
+                    let image = image.clone();
+                    async move { node.pull_and_unpack(&image).await.map(Arc::new) }.boxed().shared()
+                })
+                .clone()
+        };
+        let waited = fut.peek().is_none();
+        let image = fut.await?;
+        Ok(PodImage { image, waited })
+    }
+
+    async fn pull_and_unpack(&self, image: &ImageName) -> Result<ImageOnNode, NodePullFailure> {
+        let _slot = match &self.slots {
+            Some(s) => Some(s.clone().acquire_owned().await.expect("pull slots never close")),
+            None => None,
+        };
+        let record = self.puller.pull(&image.repo, &image.reference).await?;
+        let at = |i: Instant| i.saturating_duration_since(self.epoch);
+        let snapshot = self
+            .config
+            .dir
+            .join("snapshots")
+            .join(format!("{}-{}", image.repo.as_str().replace('/', "_"), record.manifest_digest.hex()));
+        let mut layers: Vec<LayerTimes> = record
+            .layers
+            .iter()
+            .map(|l| LayerTimes {
+                fetch: if l.cached { Duration::ZERO } else { l.fetch },
+                verify: l.verify,
+                ..LayerTimes::default()
+            })
+            .collect();
+        if self.config.unpack {
+            std::fs::create_dir_all(&snapshot).map_err(|e| NodePullFailure {
+                kind: FailureKind::Other,
+                message: format!("create snapshot {}: {e}", snapshot.display()),
+            })?;
+            for (i, layer) in record.layers.iter().enumerate() {
+                let (path, compression, root) = (layer.path.clone(), layer.compression, snapshot.clone());
+                let stats = tokio::task::spawn_blocking(move || unpack_layer_file(&path, compression, &root, &UnpackOptions::default()))
+                    .await
+                    .map_err(|e| NodePullFailure {
+                        kind: FailureKind::Unpack,
+                        message: format!("unpack task failed: {e}"),
+                    })?
+                    .map_err(|e| NodePullFailure {
+                        kind: FailureKind::Unpack,
+                        message: format!("unpack layer {} of {}: {e}", layer.digest, image.repo),
+                    })?;
+                layers[i].decompress = stats.decompress;
+                layers[i].apply = stats.apply;
+            }
+        }
+        let unpacked = Instant::now();
+        let readiness = self.config.readiness.clone();
+        let root = snapshot.clone();
+        let unpack = self.config.unpack;
+        let start_files = tokio::task::spawn_blocking(move || {
+            if unpack {
+                StartFiles::choose(&root, &readiness)
+            } else {
+                Ok(StartFiles::default())
+            }
+        })
+        .await
+        .map_err(|e| NodePullFailure {
+            kind: FailureKind::Other,
+            message: format!("list snapshot: {e}"),
+        })?
+        .map_err(|e| NodePullFailure {
+            kind: FailureKind::Other,
+            message: format!("list snapshot {}: {e}", snapshot.display()),
+        })?;
+        Ok(ImageOnNode {
+            pull: PullTimes {
+                started: at(record.started),
+                first_byte: record.first_byte.map(at),
+                fetched: at(record.fetched),
+                unpacked: at(unpacked),
+            },
+            layers,
+            start_files: Arc::new(start_files),
+            bytes_fetched: record.bytes_fetched,
+        })
+    }
+}
