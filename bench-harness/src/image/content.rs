@@ -113,19 +113,11 @@ fn exp(x: f64) -> f64 {
     sum
 }
 
-/// The compressible part of every block: [`TEXT_LINE`] repeated to a block's length.
-static TEXT: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-    TEXT_LINE
-        .iter()
-        .copied()
-        .cycle()
-        .take(BLOCK_BYTES)
-        .collect()
-});
-
 /// The bytes of one file, produced block by block.
 pub struct FileContent {
     rng: ChaCha8Rng,
+    /// The compressible prefix of every block: tagged text lines.
+    text: Box<[u8]>,
     text_bytes: usize,
     remaining_bytes: u64,
     /// One block, generated whole so the random stream never depends on read sizes.
@@ -147,8 +139,19 @@ impl FileContent {
     /// (clamped to 0..=1) of each block repetitive text.
     pub fn new(seed: u64, layer: usize, file: u64, size_bytes: u64, compressibility: f64) -> Self {
         let text_bytes = (compressibility.clamp(0.0, 1.0) * BLOCK_BYTES as f64).round() as usize;
+        let mut rng = ChaCha8Rng::from_seed(stream_seed("file-content", seed, layer, file));
+        let tag = format!("{:016x}", rng.next_u64());
+        let text: Box<[u8]> = tag
+            .as_bytes()
+            .iter()
+            .chain(TEXT_LINE)
+            .copied()
+            .cycle()
+            .take(BLOCK_BYTES)
+            .collect();
         Self {
-            rng: ChaCha8Rng::from_seed(stream_seed("file-content", seed, layer, file)),
+            rng,
+            text,
             text_bytes,
             remaining_bytes: size_bytes,
             block: vec![0; BLOCK_BYTES].into_boxed_slice(),
@@ -173,13 +176,17 @@ impl FileContent {
                     // Whole blocks go straight into the caller's buffer.
                     make_block(
                         &mut self.rng,
-                        self.text_bytes,
+                        &self.text[..self.text_bytes],
                         &mut buf[done..done + BLOCK_BYTES],
                     );
                     done += BLOCK_BYTES;
                     continue;
                 }
-                make_block(&mut self.rng, self.text_bytes, &mut self.block);
+                make_block(
+                    &mut self.rng,
+                    &self.text[..self.text_bytes],
+                    &mut self.block,
+                );
                 self.block_used = 0;
             }
             let n = (BLOCK_BYTES - self.block_used).min(want - done);
@@ -192,10 +199,10 @@ impl FileContent {
     }
 }
 
-/// One block: `text_bytes` of text, then random bytes to the block's end.
-fn make_block(rng: &mut ChaCha8Rng, text_bytes: usize, dst: &mut [u8]) {
-    let (text, random) = dst.split_at_mut(text_bytes);
-    text.copy_from_slice(&TEXT[..text_bytes]);
+/// One block: `text`, then random bytes to the block's end.
+fn make_block(rng: &mut ChaCha8Rng, text: &[u8], dst: &mut [u8]) {
+    let (head, random) = dst.split_at_mut(text.len());
+    head.copy_from_slice(text);
     rng.fill_bytes(random);
 }
 
@@ -262,6 +269,9 @@ mod tests {
         assert_ne!(read_all(FileContent::new(7, 1, 3, size, 0.3), 4096), whole);
         // The text share of each block is as asked.
         let text = (0.3 * BLOCK_BYTES as f64).round() as usize;
-        assert_eq!(&whole[BLOCK_BYTES..BLOCK_BYTES + text], &TEXT[..text]);
+        assert_eq!(&whole[BLOCK_BYTES..BLOCK_BYTES + text], &whole[..text]);
+        assert_eq!(&whole[16..16 + TEXT_LINE.len()], TEXT_LINE);
+        let other_seed = read_all(FileContent::new(8, 1, 2, size, 1.0), 4096);
+        assert_ne!(&other_seed[..text], &whole[..text]);
     }
 }
