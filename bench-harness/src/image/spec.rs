@@ -100,6 +100,9 @@ pub enum SpecError {
         /// Highest accepted.
         max: i32,
     },
+    /// Docker schema2 has no zstd layer media type (skopeo and containers/image refuse one).
+    #[error("format \"docker\" cannot carry zstd layers; use format \"oci\" or gzip")]
+    DockerZstd,
     /// `platforms` is empty.
     #[error("a synthetic image needs at least one platform")]
     NoPlatforms,
@@ -140,6 +143,9 @@ impl SyntheticImage {
                     max,
                 });
             }
+        }
+        if self.format == ManifestFormat::Docker && self.compression == Compression::Zstd {
+            return Err(SpecError::DockerZstd);
         }
         self.parsed_platforms().map(drop)
     }
