@@ -277,8 +277,8 @@ impl Accounting {
         let mut state = self.lock();
         let s = &mut state.snapshot;
         let counts = match body {
-            BodyKind::Blob(d) => s.blobs.entry(d.clone()).or_default(),
-            BodyKind::Manifest(d) => s.manifests.entry(d.clone()).or_default(),
+            BodyKind::Blob(d) => object_counts(&mut s.blobs, d),
+            BodyKind::Manifest(d) => object_counts(&mut s.manifests, d),
             BodyKind::Other => return,
         };
         if head {
@@ -298,11 +298,11 @@ impl Accounting {
         match body {
             BodyKind::Blob(d) => {
                 s.body_bytes.blobs += bytes;
-                s.blobs.entry(d.clone()).or_default().bytes_out += bytes;
+                object_counts(&mut s.blobs, d).bytes_out += bytes;
             }
             BodyKind::Manifest(d) => {
                 s.body_bytes.manifests += bytes;
-                s.manifests.entry(d.clone()).or_default().bytes_out += bytes;
+                object_counts(&mut s.manifests, d).bytes_out += bytes;
             }
             BodyKind::Other => s.body_bytes.other += bytes,
         }
@@ -341,6 +341,17 @@ fn empty_series(bucket: Duration) -> Series {
         bucket_ms: bucket.as_millis() as u64,
         ..Series::default()
     }
+}
+
+/// The counts of `digest`, created on first use; the digest is cloned only then, not per chunk.
+fn object_counts<'a>(
+    map: &'a mut BTreeMap<Digest, ObjectCounts>,
+    digest: &Digest,
+) -> &'a mut ObjectCounts {
+    if !map.contains_key(digest) {
+        map.insert(digest.clone(), ObjectCounts::default());
+    }
+    map.get_mut(digest).expect("inserted above")
 }
 
 fn listener_counts(listeners: &mut ListenerSnapshot, id: ListenerId) -> &mut ListenerCounts {
