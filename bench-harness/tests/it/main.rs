@@ -1,10 +1,16 @@
-//! bench-harness integration tests, one binary: the scenario files parse, `result.json`
-//! validates against the committed schema and round-trips, the Markdown report matches its
-//! golden file. Helpers live in `tests/common/`.
+//! bench-harness integration tests, one binary: each module drives a part of the library
+//! in-process over loopback, with its own temp dir and servers on port 0. Helpers live in
+//! `tests/common/`.
+//!
+//! - `registry`: the embedded registry serving generated images, and its accounting.
+//! - `scenario_files`: every committed scenario parses and validates.
+//! - `result_schema`: `result.json` validates against the committed schema and round-trips.
+//! - `report_golden`: the Markdown report matches its golden file.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod registry;
 mod report_golden;
 mod result_schema;
 mod scenario_files;

@@ -1,0 +1,207 @@
+//! The OCI image layout on disk (`oci-layout`, `index.json`, `blobs/sha256/<hex>`): its paths,
+//! the JSON documents written into it (config, manifest, index) with a fixed field order, and a
+//! writer that hashes and counts bytes as they pass.
+//!
+//! The documents are our own serde structs rather than `oci-spec` builders so their bytes (and so
+//! their digests) depend only on this file: `serde_json`'s map order changes with a feature that
+//! another crate in the build may turn on. Tests parse them back with `oci-spec`.
+//! What goes into the layers and where the layout lives is `generate.rs`'s business.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use stampede_oci::{Digest, Platform};
+
+/// The `oci-layout` file's name.
+pub const OCI_LAYOUT_FILE: &str = "oci-layout";
+/// The `oci-layout` file's content.
+pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// The index file's name.
+pub const INDEX_FILE: &str = "index.json";
+/// Where blobs live, relative to the layout root.
+pub const BLOBS_DIR: &str = "blobs/sha256";
+/// The annotation naming an `index.json` entry, so `skopeo copy oci:DIR:latest` finds it.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// The name given to the image in `index.json`.
+pub const LAYOUT_TAG: &str = "latest";
+/// Timestamp of every generated config and history entry (fixed, for stable digests).
+pub const CREATED: &str = "2024-01-01T00:00:00Z";
+
+/// The path of blob `digest` in the layout rooted at `root`.
+pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+    root.join(BLOBS_DIR).join(digest.hex())
+}
+
+/// A content descriptor as manifests and indexes write it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DescriptorDoc {
+    /// Media type of the referenced content.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its length in bytes.
+    pub size: u64,
+    /// For entries of an index: the platform of the referenced manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformDoc>,
+    /// Annotations (for `index.json`: the ref name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A platform as descriptors write it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlatformDoc {
+    /// GOARCH spelling.
+    pub architecture: String,
+    /// `linux`, ...
+    pub os: String,
+    /// `v8`, ... when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl From<&Platform> for PlatformDoc {
+    fn from(p: &Platform) -> Self {
+        Self {
+            architecture: p.architecture.clone(),
+            os: p.os.clone(),
+            variant: p.variant.clone(),
+        }
+    }
+}
+
+/// An image manifest (OCI or Docker schema2: same shape, different media types).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ManifestDoc {
+    /// Always 2.
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    /// The manifest's own media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// The image config.
+    pub config: DescriptorDoc,
+    /// Layers, base first.
+    pub layers: Vec<DescriptorDoc>,
+}
+
+/// An image index or Docker manifest list; also the shape of `index.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexDoc {
+    /// Always 2.
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    /// The index's own media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// One entry per platform manifest.
+    pub manifests: Vec<DescriptorDoc>,
+}
+
+/// An image config: platform, root filesystem diff IDs, history and a command.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConfigDoc {
+    /// Creation time, fixed at [`CREATED`].
+    pub created: String,
+    /// GOARCH spelling.
+    pub architecture: String,
+    /// `linux`, ...
+    pub os: String,
+    /// CPU variant, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// How to run it.
+    pub config: RunConfigDoc,
+    /// The layers' uncompressed digests.
+    pub rootfs: RootFsDoc,
+    /// One entry per layer.
+    pub history: Vec<HistoryDoc>,
+}
+
+/// The `config` member of an image config.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunConfigDoc {
+    /// Environment.
+    #[serde(rename = "Env")]
+    pub env: Vec<String>,
+    /// Default command.
+    #[serde(rename = "Cmd")]
+    pub cmd: Vec<String>,
+    /// Labels (the generator records its seed here).
+    #[serde(rename = "Labels")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The `rootfs` member of an image config.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RootFsDoc {
+    /// Always `layers`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// sha256 of each layer's uncompressed tar, base first.
+    pub diff_ids: Vec<Digest>,
+}
+
+/// One `history` entry of an image config.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryDoc {
+    /// Fixed at [`CREATED`].
+    pub created: String,
+    /// What made the layer.
+    pub created_by: String,
+}
+
+/// A writer that hashes (sha256) and counts every byte written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W> std::fmt::Debug for HashingWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashingWriter")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The inner writer, the digest of everything written, and its length in bytes.
+    pub fn finish(self) -> (W, Digest, u64) {
+        let hex = hex::encode(self.hasher.finalize());
+        let digest = Digest::parse(&format!("sha256:{hex}")).expect("sha256 hex is a digest");
+        (self.inner, digest, self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
