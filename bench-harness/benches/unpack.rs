@@ -1,0 +1,482 @@
+//! Unpack benchmark: our streaming unpack against GNU tar on the same layer, side by side in
+//! one run. Generates a deterministic layer of many files (random and text-like content),
+//! compresses it to `.tar.gz` and `.tar.zst`, then alternates, for several repetitions, our
+//! `unpack_layer_file` with `tar -xzf`, with `zstd -dc | tar -x`, and with `tar -xf` on the
+//! plain tar, each into a fresh empty directory on the same filesystem, after a `sync` so
+//! that no run pays for the previous run's writeback. Output trees are only removed at the
+//! end (the work dir is a temp dir): ext4 makes creating inodes slow for about 30 s after
+//! many deletions (`recently_deleted` scans in the inode allocator), which would otherwise
+//! dominate both sides. Disk needed: about `2 x 3 x (REPS + 1) x MIB` MiB. Prints medians, throughput of the
+//! uncompressed stream, the ratios, the machine, and the peak RSS of this process during the
+//! timed runs.
+//!
+//! Run: `cargo bench -p bench-harness --bench unpack`. Knobs (environment):
+//! `UNPACK_BENCH_MIB` (layer size, default 100), `UNPACK_BENCH_REPS` (default 7).
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bench_harness::unpack::{unpack_layer_file, Compression, LayerStats, UnpackOptions};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const MIB: u64 = 1024 * 1024;
+const SEED: u64 = 0x5eed_2024;
+/// Large files (shared-library-like) in the layer, each this size.
+const LARGE_FILES: usize = 5;
+const LARGE_FILE_BYTES: usize = 4 * MIB as usize;
+/// The other files are log-uniform between these sizes.
+const SMALL_MIN_BYTES: f64 = 256.0;
+const SMALL_MAX_BYTES: f64 = 256.0 * 1024.0;
+const DIRS: usize = 64;
+
+fn main() -> io::Result<()> {
+    let layer_mib = env_u64("UNPACK_BENCH_MIB", 100);
+    let reps = env_u64("UNPACK_BENCH_REPS", 7) as usize;
+    let work = tempfile::Builder::new()
+        .prefix("stampede-unpack-bench")
+        .tempdir()?;
+    let target_tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let same_fs = fs::metadata(work.path())?.dev() == fs::metadata(target_tmp)?.dev();
+
+    println!("# Unpack benchmark");
+    print_machine();
+    println!(
+        "work dir {} (same filesystem as {}: {same_fs}); blobs and every output dir live in it",
+        work.path().display(),
+        target_tmp.display()
+    );
+
+    let generated = Instant::now();
+    let tar = work.path().join("layer.tar");
+    let layer = generate_layer(&tar, layer_mib * MIB)?;
+    let gz = work.path().join("layer.tar.gz");
+    let zst = work.path().join("layer.tar.zst");
+    compress_gzip(&tar, &gz)?;
+    compress_zstd(&tar, &zst)?;
+    let tar_bytes = fs::metadata(&tar)?.len();
+    println!(
+        "layer: {} files, {} dirs, {} symlinks, {} hard links; tar {:.1} MiB, gzip -6 {:.1} MiB, \
+         zstd -3 {:.1} MiB (generated in {:.1?})",
+        layer.files,
+        layer.dirs,
+        layer.symlinks,
+        layer.hard_links,
+        tar_bytes as f64 / MIB as f64,
+        fs::metadata(&gz)?.len() as f64 / MIB as f64,
+        fs::metadata(&zst)?.len() as f64 / MIB as f64,
+        generated.elapsed()
+    );
+    println!("loadavg before: {}", read_trimmed("/proc/loadavg"));
+
+    let pairs = [
+        Pair {
+            label: "gzip",
+            blob: &gz,
+            compression: Compression::Gzip,
+            theirs_label: "tar -xzf",
+            theirs: &|blob, dir| sh(&format!("tar -xzf {} -C {}", q(blob), q(dir))),
+        },
+        Pair {
+            label: "zstd",
+            blob: &zst,
+            compression: Compression::Zstd,
+            theirs_label: "zstd -dc | tar -x",
+            theirs: &|blob, dir| sh(&format!("zstd -qdc {} | tar -x -C {}", q(blob), q(dir))),
+        },
+        Pair {
+            label: "none",
+            blob: &tar,
+            compression: Compression::None,
+            theirs_label: "tar -xf",
+            theirs: &|blob, dir| sh(&format!("tar -xf {} -C {}", q(blob), q(dir))),
+        },
+    ];
+
+    // Check once that both sides produce the same tree before timing anything.
+    for pair in &pairs {
+        let ours = work.path().join(format!("check-{}-ours", pair.label));
+        let theirs = work.path().join(format!("check-{}-theirs", pair.label));
+        fs::create_dir(&ours)?;
+        fs::create_dir(&theirs)?;
+        unpack_layer_file(
+            pair.blob,
+            pair.compression,
+            &ours,
+            &UnpackOptions::default(),
+        )
+        .map_err(io::Error::other)?;
+        (pair.theirs)(pair.blob, &theirs)?;
+        let (a, b) = (summarize(&ours)?, summarize(&theirs)?);
+        assert_eq!(a, b, "{}: our tree differs from tar's", pair.label);
+    }
+
+    reset_peak_rss();
+    let mut results = Vec::new();
+    for pair in &pairs {
+        let mut ours = Vec::new();
+        let mut ours_cpu = Vec::new();
+        let mut ours_stats = Vec::new();
+        let mut theirs = Vec::new();
+        let mut theirs_cpu = Vec::new();
+        for rep in 0..reps {
+            for side in [rep % 2, 1 - rep % 2] {
+                let dir = work.path().join(format!("out-{}-{rep}-{side}", pair.label));
+                fs::create_dir(&dir)?;
+                sync()?;
+                let cpu = CpuTime::now();
+                let started = Instant::now();
+                if side == 0 {
+                    let stats = unpack_layer_file(
+                        pair.blob,
+                        pair.compression,
+                        &dir,
+                        &UnpackOptions::default(),
+                    )
+                    .map_err(io::Error::other)?;
+                    ours.push(started.elapsed());
+                    ours_cpu.push(CpuTime::now().own_since(&cpu));
+                    ours_stats.push(stats);
+                } else {
+                    (pair.theirs)(pair.blob, &dir)?;
+                    theirs.push(started.elapsed());
+                    theirs_cpu.push(CpuTime::now().children_since(&cpu));
+                }
+            }
+        }
+        results.push(Outcome {
+            label: pair.label,
+            theirs_label: pair.theirs_label,
+            ours: median(&mut ours),
+            ours_cpu: median(&mut ours_cpu),
+            ours_split: split(&ours_stats),
+            theirs: median(&mut theirs),
+            theirs_cpu: median(&mut theirs_cpu),
+        });
+    }
+    let peak_rss_kib = proc_kib("/proc/self/status", "VmHWM");
+
+    println!();
+    println!("{reps} repetitions each, alternating which side runs first; medians:");
+    println!();
+    println!(
+        "| layer | ours: wall | MiB/s | CPU | decompress / apply | theirs | wall | MiB/s | CPU \
+         | speedup (wall) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for o in &results {
+        println!(
+            "| {} | {:.0} ms | {:.0} | {:.0} ms | {:.0} / {:.0} ms | `{}` | {:.0} ms | {:.0} \
+             | {:.0} ms | {:.2}x |",
+            o.label,
+            ms(o.ours),
+            mib_per_s(tar_bytes, o.ours),
+            ms(o.ours_cpu),
+            ms(o.ours_split.0),
+            ms(o.ours_split.1),
+            o.theirs_label,
+            ms(o.theirs),
+            mib_per_s(tar_bytes, o.theirs),
+            ms(o.theirs_cpu),
+            o.theirs.as_secs_f64() / o.ours.as_secs_f64(),
+        );
+    }
+    println!();
+    println!(
+        "MiB/s: uncompressed tar stream per wall second. CPU: user + system time (ours: this \
+         process; theirs: the shell and all it waited for), 10 ms ticks."
+    );
+    println!();
+    println!(
+        "peak RSS of the bench process during the timed runs: {:.1} MiB (layer {:.0} MiB uncompressed)",
+        peak_rss_kib as f64 / 1024.0,
+        tar_bytes as f64 / MIB as f64
+    );
+    println!("loadavg after: {}", read_trimmed("/proc/loadavg"));
+    Ok(())
+}
+
+/// Medians of one comparison.
+struct Outcome {
+    label: &'static str,
+    theirs_label: &'static str,
+    ours: Duration,
+    ours_cpu: Duration,
+    /// Decompress and apply times reported by [`LayerStats`].
+    ours_split: (Duration, Duration),
+    theirs: Duration,
+    theirs_cpu: Duration,
+}
+
+/// CPU time from `/proc/self/stat`: this process's, and its waited-for children's.
+struct CpuTime {
+    own_ticks: u64,
+    children_ticks: u64,
+}
+
+/// `USER_HZ`: the unit of `/proc/*/stat` times on Linux.
+const TICKS_PER_SECOND: u64 = 100;
+
+impl CpuTime {
+    fn now() -> Self {
+        let stat = read_trimmed("/proc/self/stat");
+        // Fields after the command name, which ends with the last `)`: state is field 3.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let field = |n: usize| -> u64 {
+            rest.split_whitespace()
+                .nth(n - 3)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            own_ticks: field(14) + field(15),
+            children_ticks: field(16) + field(17),
+        }
+    }
+
+    fn own_since(&self, earlier: &Self) -> Duration {
+        ticks(self.own_ticks - earlier.own_ticks)
+    }
+
+    fn children_since(&self, earlier: &Self) -> Duration {
+        ticks(self.children_ticks - earlier.children_ticks)
+    }
+}
+
+fn ticks(n: u64) -> Duration {
+    Duration::from_millis(n * 1000 / TICKS_PER_SECOND)
+}
+
+/// One comparison: our unpack of `blob` against an external command doing the same.
+struct Pair<'a> {
+    label: &'static str,
+    blob: &'a Path,
+    compression: Compression,
+    theirs_label: &'static str,
+    theirs: &'a dyn Fn(&Path, &Path) -> io::Result<()>,
+}
+
+#[derive(Debug, Default)]
+struct LayerShape {
+    files: usize,
+    dirs: usize,
+    symlinks: usize,
+    hard_links: usize,
+}
+
+/// Writes a deterministic tar of about `target_bytes` of file data to `path`, streaming.
+fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let words: Vec<Vec<u8>> = (0..512)
+        .map(|_| {
+            let len = rng.random_range(2..11);
+            (0..len).map(|_| rng.random_range(b'a'..=b'z')).collect()
+        })
+        .collect();
+    let mut builder =
+        tar::Builder::new(BufWriter::with_capacity(MIB as usize, File::create(path)?));
+    let mut shape = LayerShape::default();
+    let header = |kind: tar::EntryType, size: u64, mode: u32| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    for d in 0..DIRS {
+        let mut h = header(tar::EntryType::Directory, 0, 0o755);
+        builder.append_data(&mut h, format!("usr/share/d{d:02}/"), io::empty())?;
+        shape.dirs += 1;
+    }
+    let mut data = Vec::with_capacity(LARGE_FILE_BYTES);
+    let mut written = 0u64;
+    let mut index = 0usize;
+    while written < target_bytes {
+        let size = if index < LARGE_FILES {
+            LARGE_FILE_BYTES
+        } else {
+            let log = rng.random_range(SMALL_MIN_BYTES.ln()..SMALL_MAX_BYTES.ln());
+            log.exp() as usize
+        };
+        data.clear();
+        // A third of the files (and the first large one) are incompressible, like already
+        // compressed assets; the rest are text-like and compress about 3x with gzip.
+        if index == 0 || (index >= LARGE_FILES && rng.random_ratio(1, 3)) {
+            data.resize(size, 0);
+            rng.fill_bytes(&mut data);
+        } else {
+            while data.len() < size {
+                data.extend_from_slice(&words[rng.random_range(0..words.len())]);
+                data.push(if rng.random_ratio(1, 12) { b'\n' } else { b' ' });
+            }
+            data.truncate(size);
+        }
+        let mode = if index % 7 == 0 { 0o755 } else { 0o644 };
+        let name = format!("usr/share/d{:02}/f{index:05}.dat", index % DIRS);
+        let mut h = header(tar::EntryType::Regular, size as u64, mode);
+        builder.append_data(&mut h, &name, data.as_slice())?;
+        shape.files += 1;
+        written += size as u64;
+        if index % 50 == 0 {
+            let mut h = header(tar::EntryType::Symlink, 0, 0o777);
+            builder.append_link(
+                &mut h,
+                format!("usr/share/d{:02}/link{index:05}", index % DIRS),
+                format!("f{index:05}.dat"),
+            )?;
+            let mut h = header(tar::EntryType::Link, 0, 0o644);
+            builder.append_link(
+                &mut h,
+                format!("usr/share/d{:02}/hard{index:05}", index % DIRS),
+                &name,
+            )?;
+            shape.symlinks += 1;
+            shape.hard_links += 1;
+        }
+        index += 1;
+    }
+    builder.into_inner()?.flush()?;
+    Ok(shape)
+}
+
+fn compress_gzip(from: &Path, to: &Path) -> io::Result<()> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        BufWriter::with_capacity(MIB as usize, File::create(to)?),
+        flate2::Compression::default(),
+    );
+    io::copy(&mut File::open(from)?, &mut encoder)?;
+    encoder.finish()?.flush()
+}
+
+fn compress_zstd(from: &Path, to: &Path) -> io::Result<()> {
+    let out = BufWriter::with_capacity(MIB as usize, File::create(to)?);
+    let mut encoder = zstd::stream::write::Encoder::new(out, 3)?;
+    io::copy(&mut File::open(from)?, &mut encoder)?;
+    encoder.finish()?.flush()
+}
+
+/// Files, directories, symlinks and total file bytes under `dir`: enough to tell two trees
+/// apart cheaply.
+fn summarize(dir: &Path) -> io::Result<(u64, u64, u64, u64)> {
+    let (mut files, mut dirs, mut links, mut bytes) = (0, 0, 0, 0);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in fs::read_dir(&d)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs += 1;
+                pending.push(entry.path());
+            } else if kind.is_symlink() {
+                links += 1;
+            } else {
+                files += 1;
+                bytes += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok((files, dirs, links, bytes))
+}
+
+fn sh(script: &str) -> io::Result<()> {
+    let status = Command::new("sh").arg("-c").arg(script).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("`{script}` failed: {status}")))
+    }
+}
+
+/// Single-quotes a path for `sh -c`.
+fn q(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+fn sync() -> io::Result<()> {
+    sh("sync")
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Median decompress and apply times of our runs.
+fn split(stats: &[LayerStats]) -> (Duration, Duration) {
+    let mut decompress: Vec<_> = stats.iter().map(|s| s.decompress).collect();
+    let mut apply: Vec<_> = stats.iter().map(|s| s.apply).collect();
+    (median(&mut decompress), median(&mut apply))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / d.as_secs_f64()
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn read_trimmed(path: &str) -> String {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// A `kB` field of a `/proc` file such as `/proc/self/status`.
+fn proc_kib(path: &str, field: &str) -> u64 {
+    read_trimmed(path)
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets `VmHWM` to the current RSS (Linux `clear_refs` value 5), so the peak read later is
+/// the peak of the timed runs alone, not of generating and compressing the layer.
+fn reset_peak_rss() {
+    if fs::write("/proc/self/clear_refs", "5").is_err() {
+        println!("(could not reset VmHWM: peak RSS includes layer generation)");
+    }
+}
+
+fn print_machine() {
+    let cpu = read_trimmed("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split(':')
+                .nth(1)
+                .map(str::trim)
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = proc_kib("/proc/meminfo", "MemTotal") as f64 / 1024.0 / 1024.0;
+    let version = |cmd: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{cmd} 2>&1 | head -1"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    println!(
+        "machine: {cpu}, {cores} cores, {mem_gib:.0} GiB, kernel {}; {}; {}; date {}",
+        read_trimmed("/proc/sys/kernel/osrelease"),
+        version("tar --version"),
+        version("zstd --version"),
+        version("date -u +%Y-%m-%dT%H:%MZ"),
+    );
+}
