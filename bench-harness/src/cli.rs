@@ -33,8 +33,8 @@ pub struct RunArgs {
     /// Write the results into exactly this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Parent of per-run directories `<scenario>-<UTC time>/` when --out is not given.
-    #[arg(long, default_value = "results/runs")]
+    /// Results root: runs go to `<results>/runs/<scenario>-<UTC time>/` unless --out is given.
+    #[arg(long, default_value = "results")]
     pub results: PathBuf,
     /// Run only these targets (by name); repeatable.
     #[arg(long = "target")]
@@ -87,7 +87,12 @@ impl RunArgs {
         let overrides = self
             .overrides
             .iter()
-            .map(|raw| Override::parse(raw).map_err(|source| CliError::Override { raw: raw.clone(), source }))
+            .map(|raw| {
+                Override::parse(raw).map_err(|source| CliError::Override {
+                    raw: raw.clone(),
+                    source,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut scenario = Scenario::load(&self.scenario, &overrides)?;
         if !self.targets.is_empty() {

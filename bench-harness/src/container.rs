@@ -84,7 +84,12 @@ pub fn read_files(files: &StartFiles) -> std::io::Result<u64> {
 ///
 /// # Errors
 /// Reading the files failed.
-pub async fn start(files: std::sync::Arc<StartFiles>, readiness: &Readiness, epoch: Instant, started: Duration) -> std::io::Result<Duration> {
+pub async fn start(
+    files: std::sync::Arc<StartFiles>,
+    readiness: &Readiness,
+    epoch: Instant,
+    started: Duration,
+) -> std::io::Result<Duration> {
     let read = tokio::task::spawn_blocking(move || read_files(&files))
         .await
         .map_err(std::io::Error::other)?;
@@ -120,7 +125,13 @@ mod tests {
         let mut sorted = files.paths.clone();
         sorted.sort();
         assert_eq!(sorted, files.paths);
-        assert_eq!(StartFiles::choose(dir.path(), &readiness(0.0)).unwrap().paths.len(), 0);
+        assert_eq!(
+            StartFiles::choose(dir.path(), &readiness(0.0))
+                .unwrap()
+                .paths
+                .len(),
+            0
+        );
         let all = StartFiles::choose(dir.path(), &readiness(1.0)).unwrap();
         assert_eq!(read_files(&all).unwrap(), (1..=10).sum::<u64>());
     }
@@ -130,7 +141,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = std::sync::Arc::new(StartFiles::choose(dir.path(), &readiness(0.5)).unwrap());
         let epoch = Instant::now();
-        let ready = start(files, &readiness(0.5), epoch, Duration::ZERO).await.unwrap();
+        let ready = start(files, &readiness(0.5), epoch, Duration::ZERO)
+            .await
+            .unwrap();
         // Init takes 300 ms; the probe at 0 s fails, the one at 1 s passes.
         assert_eq!(ready, Duration::from_secs(1));
     }

@@ -29,7 +29,10 @@ fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
     if fields.next()? != "cpu" {
         return None;
     }
-    let v: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
     if v.len() < 5 {
         return None;
     }
@@ -99,7 +102,10 @@ impl CpuSampler {
                     (b.busy - a.busy) as f64 / (b.total - a.total) as f64,
                     f64::from(saturated) / f64::from(samples.max(1)),
                 ),
-                _ if samples > 0 => (busy_sum / f64::from(samples), f64::from(saturated) / f64::from(samples)),
+                _ if samples > 0 => (
+                    busy_sum / f64::from(samples),
+                    f64::from(saturated) / f64::from(samples),
+                ),
                 _ => (0.0, 0.0),
             };
             CpuUse {
@@ -125,7 +131,13 @@ mod tests {
     #[test]
     fn parses_proc_stat_cpu_line() {
         let t = parse_cpu_line("cpu  100 5 50 800 40 1 2 2 0 0").unwrap();
-        assert_eq!(t, CpuTimes { busy: 160, total: 1000 });
+        assert_eq!(
+            t,
+            CpuTimes {
+                busy: 160,
+                total: 1000
+            }
+        );
         assert!(parse_cpu_line("cpu0 1 2 3 4 5").is_none());
         assert!(parse_cpu_line("cpu  x").is_none());
     }

@@ -10,7 +10,10 @@ use bench_harness::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("bench-harness: start runtime: {e}");
@@ -41,7 +44,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             let out = bench_harness::run::run(scenario, options).await?;
             println!("{}", bench_harness::report::summary_table(&out.result));
-            println!("report: {}", out.dir.join(bench_harness::report::MARKDOWN_FILE_NAME).display());
+            println!(
+                "report: {}",
+                out.dir
+                    .join(bench_harness::report::MARKDOWN_FILE_NAME)
+                    .display()
+            );
             Ok(if out.result.passed() {
                 ExitCode::SUCCESS
             } else {
@@ -55,5 +63,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bench_harness=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

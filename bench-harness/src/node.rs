@@ -138,7 +138,9 @@ impl Node {
                 .or_insert_with(|| {
                     let node = self.clone();
                     let image = image.clone();
-                    async move { node.pull_and_unpack(&image).await.map(Arc::new) }.boxed().shared()
+                    async move { node.pull_and_unpack(&image).await.map(Arc::new) }
+                        .boxed()
+                        .shared()
                 })
                 .clone()
         };
@@ -149,16 +151,21 @@ impl Node {
 
     async fn pull_and_unpack(&self, image: &ImageName) -> Result<ImageOnNode, NodePullFailure> {
         let _slot = match &self.slots {
-            Some(s) => Some(s.clone().acquire_owned().await.expect("pull slots never close")),
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .expect("pull slots never close"),
+            ),
             None => None,
         };
         let record = self.puller.pull(&image.repo, &image.reference).await?;
         let at = |i: Instant| i.saturating_duration_since(self.epoch);
-        let snapshot = self
-            .config
-            .dir
-            .join("snapshots")
-            .join(format!("{}-{}", image.repo.as_str().replace('/', "_"), record.manifest_digest.hex()));
+        let snapshot = self.config.dir.join("snapshots").join(format!(
+            "{}-{}",
+            image.repo.as_str().replace('/', "_"),
+            record.manifest_digest.hex()
+        ));
         let mut layers: Vec<LayerTimes> = record
             .layers
             .iter()
@@ -174,17 +181,20 @@ impl Node {
                 message: format!("create snapshot {}: {e}", snapshot.display()),
             })?;
             for (i, layer) in record.layers.iter().enumerate() {
-                let (path, compression, root) = (layer.path.clone(), layer.compression, snapshot.clone());
-                let stats = tokio::task::spawn_blocking(move || unpack_layer_file(&path, compression, &root, &UnpackOptions::default()))
-                    .await
-                    .map_err(|e| NodePullFailure {
-                        kind: FailureKind::Unpack,
-                        message: format!("unpack task failed: {e}"),
-                    })?
-                    .map_err(|e| NodePullFailure {
-                        kind: FailureKind::Unpack,
-                        message: format!("unpack layer {} of {}: {e}", layer.digest, image.repo),
-                    })?;
+                let (path, compression, root) =
+                    (layer.path.clone(), layer.compression, snapshot.clone());
+                let stats = tokio::task::spawn_blocking(move || {
+                    unpack_layer_file(&path, compression, &root, &UnpackOptions::default())
+                })
+                .await
+                .map_err(|e| NodePullFailure {
+                    kind: FailureKind::Unpack,
+                    message: format!("unpack task failed: {e}"),
+                })?
+                .map_err(|e| NodePullFailure {
+                    kind: FailureKind::Unpack,
+                    message: format!("unpack layer {} of {}: {e}", layer.digest, image.repo),
+                })?;
                 layers[i].decompress = stats.decompress;
                 layers[i].apply = stats.apply;
             }

@@ -140,12 +140,14 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     }
     tracing::info!(registry = %registry.url(), nodes, "embedded registry serving");
 
-    let bursts = u64::from(scenario.repetitions) * (scenario.variants.len() * scenario.targets.len()) as u64;
+    let bursts =
+        u64::from(scenario.repetitions) * (scenario.variants.len() * scenario.targets.len()) as u64;
     let progress = Progress::new(options.progress, bursts * u64::from(scenario.total_pods()));
     let mut recordings = Recordings::new();
     let mut totals: BTreeMap<(String, String, u32), RegistryTotals> = BTreeMap::new();
     let mut errors: Vec<String> = Vec::new();
-    std::fs::create_dir_all(&options.work_root).map_err(io(format!("create {}", options.work_root.display())))?;
+    std::fs::create_dir_all(&options.work_root)
+        .map_err(io(format!("create {}", options.work_root.display())))?;
     for rep in 0..scenario.repetitions {
         for variant in &scenario.variants {
             for target in &scenario.targets {
@@ -176,7 +178,10 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                         errors.push(e);
                     }
                 }
-                totals.insert((variant.name.clone(), target.name.clone(), rep), registry_totals(&out.registry));
+                totals.insert(
+                    (variant.name.clone(), target.name.clone(), rep),
+                    registry_totals(&out.registry),
+                );
                 recordings.add(out.recorder);
                 if scenario.runtime.keep_snapshots {
                     let kept = work.keep();
@@ -237,7 +242,10 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     Ok(RunOutput { result, dir })
 }
 
-async fn generate_images(scenario: &Scenario, cache: &Path) -> Result<Vec<GeneratedImage>, RunError> {
+async fn generate_images(
+    scenario: &Scenario,
+    cache: &Path,
+) -> Result<Vec<GeneratedImage>, RunError> {
     let mut images = Vec::new();
     for variant in &scenario.variants {
         let image = match &variant.source {
@@ -265,13 +273,20 @@ async fn generate_images(scenario: &Scenario, cache: &Path) -> Result<Vec<Genera
 
 fn registry_totals(snap: &AccountingSnapshot) -> RegistryTotals {
     let requests = match serde_json::to_value(&snap.requests) {
-        Ok(serde_json::Value::Object(m)) => m.into_iter().filter_map(|(k, v)| Some((k, v.as_u64()?))).collect(),
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_u64()?)))
+            .collect(),
         _ => BTreeMap::new(),
     };
     RegistryTotals {
         bytes_out: snap.bytes_out,
         requests,
-        blob_gets: snap.blobs.iter().map(|(d, c)| (d.to_string(), c.gets)).collect(),
+        blob_gets: snap
+            .blobs
+            .iter()
+            .map(|(d, c)| (d.to_string(), c.gets))
+            .collect(),
         snapshot: serde_json::to_value(snap).ok(),
     }
 }
@@ -295,8 +310,15 @@ struct BurstOutput {
 }
 
 enum PodOutcome {
-    Ready { node: u32, times: PodTimes, image: Arc<crate::node::ImageOnNode> },
-    Failed { kind: FailureKind, message: String },
+    Ready {
+        node: u32,
+        times: PodTimes,
+        image: Arc<crate::node::ImageOnNode>,
+    },
+    Failed {
+        kind: FailureKind,
+        message: String,
+    },
 }
 
 impl Burst<'_> {
@@ -304,13 +326,17 @@ impl Burst<'_> {
         let s = self.scenario;
         let nodes_n = s.total_nodes();
         let deployment = Deployment::up(self.target, self.registry, nodes_n, self.work).await?;
-        let link = s.registry.node_link.filter(|_| deployment.client_paced_links);
+        let link = s
+            .registry
+            .node_link
+            .filter(|_| deployment.client_paced_links);
         let epoch = Instant::now() + EPOCH_LEAD;
         let mut nodes = Vec::with_capacity(nodes_n as usize);
         for n in 0..nodes_n {
             let dir = self.work.join(format!("node-{n}"));
             let content = dir.join("content");
-            std::fs::create_dir_all(&content).map_err(io(format!("create {}", content.display())))?;
+            std::fs::create_dir_all(&content)
+                .map_err(io(format!("create {}", content.display())))?;
             let client = RegistryClient::new(ClientConfig {
                 response_timeout: Duration::from_secs(120),
                 ..ClientConfig::default()
@@ -337,10 +363,11 @@ impl Burst<'_> {
             nodes.push(Arc::new(Node::new(config, puller, epoch)));
         }
         let image = ImageName {
-            repo: RepoName::parse(&variant_repo(self.variant)).expect("variant names are valid repository components"),
+            repo: RepoName::parse(&variant_repo(self.variant))
+                .expect("variant names are valid repository components"),
             reference: Reference::Tag(TAG.to_owned()),
         };
-        self.registry.accounting().reset_at(epoch);
+        self.registry.accounting().reset_at(epoch.into());
         let cpu = CpuSampler::start();
         let pods = s.schedule().into_iter().map(|slot| {
             let node = nodes[slot.node as usize].clone();
@@ -357,7 +384,14 @@ impl Burst<'_> {
                         },
                         Ok(got) => {
                             let started = epoch.elapsed();
-                            match container::start(got.image.start_files.clone(), &readiness, epoch, started).await {
+                            match container::start(
+                                got.image.start_files.clone(),
+                                &readiness,
+                                epoch,
+                                started,
+                            )
+                            .await
+                            {
                                 Ok(ready) => PodOutcome::Ready {
                                     node: node.index(),
                                     times: PodTimes {
@@ -370,7 +404,10 @@ impl Burst<'_> {
                                 },
                                 Err(e) => PodOutcome::Failed {
                                     kind: FailureKind::Other,
-                                    message: format!("container start on node {}: {e}", node.index()),
+                                    message: format!(
+                                        "container start on node {}: {e}",
+                                        node.index()
+                                    ),
                                 },
                             }
                         }
@@ -433,11 +470,16 @@ struct Progress {
 impl Progress {
     fn new(enabled: bool, pods: u64) -> Self {
         let bar = enabled.then(|| {
-            let bar = indicatif::ProgressBar::with_draw_target(Some(pods), indicatif::ProgressDrawTarget::stderr());
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(pods),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} pods ready or failed")
-                    .expect("static template")
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:40}] {pos}/{len} pods ready or failed",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
             );
             bar
         });

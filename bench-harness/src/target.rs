@@ -64,17 +64,28 @@ impl Deployment {
     ///
     /// # Errors
     /// [`TargetError`] naming the target.
-    pub async fn up(target: &Target, registry: &EmbeddedRegistry, nodes: u32, work: &Path) -> Result<Self, TargetError> {
+    pub async fn up(
+        target: &Target,
+        registry: &EmbeddedRegistry,
+        nodes: u32,
+        work: &Path,
+    ) -> Result<Self, TargetError> {
         let url = |u: &str| {
             Endpoint::parse(u).map_err(|source| TargetError::Url {
                 target: target.name.clone(),
                 source,
             })
         };
-        let node_url = |n: u32| registry.node_url(n as usize).unwrap_or_else(|| registry.url());
+        let node_url = |n: u32| {
+            registry
+                .node_url(n as usize)
+                .unwrap_or_else(|| registry.url())
+        };
         match &target.kind {
             TargetKind::Direct => Ok(Self {
-                endpoints: (0..nodes).map(|n| url(&node_url(n))).collect::<Result<_, _>>()?,
+                endpoints: (0..nodes)
+                    .map(|n| url(&node_url(n)))
+                    .collect::<Result<_, _>>()?,
                 client_paced_links: false,
                 daemons: Vec::new(),
             }),
@@ -85,11 +96,16 @@ impl Deployment {
                 };
                 let mut daemons = Vec::with_capacity(upstreams.len());
                 for (i, upstream) in upstreams.iter().enumerate() {
-                    let mut config = cache_daemon::Config::for_upstream(work.join(format!("cache-daemon-{i}")), url(upstream)?);
+                    let mut config = cache_daemon::Config::for_upstream(
+                        work.join(format!("cache-daemon-{i}")),
+                        url(upstream)?,
+                    );
                     config.server.shutdown_grace = Duration::from_secs(1);
-                    let d = cache_daemon::start(config).await.map_err(|source| TargetError::Daemon {
-                        target: target.name.clone(),
-                        source,
+                    let d = cache_daemon::start(config).await.map_err(|source| {
+                        TargetError::Daemon {
+                            target: target.name.clone(),
+                            source,
+                        }
                     })?;
                     daemons.push(d);
                 }

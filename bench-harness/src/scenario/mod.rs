@@ -1039,7 +1039,7 @@ pods_per_node = 1"#,
             "{json}"
         );
         assert!(
-            json.contains(r#""kind":"cache-daemon","placement":"per-node""#),
+            json.contains(r#""kind":"cache-daemon","placement":"shared""#),
             "{json}"
         );
     }

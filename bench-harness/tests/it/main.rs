@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod burst;
 mod registry;
 mod report_golden;
 mod result_schema;

@@ -7,14 +7,14 @@ use hdrhistogram::Histogram;
 
 use crate::common::{crate_dir, sample_result};
 
-fn validator() -> jsonschema::Validator {
+pub fn validator() -> jsonschema::Validator {
     let text = std::fs::read_to_string(crate_dir().join("schema/result.schema.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     jsonschema::meta::validate(&schema).expect("schema is a valid draft 2020-12 schema");
     jsonschema::validator_for(&schema).unwrap()
 }
 
-fn errors(validator: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<String> {
+pub fn errors(validator: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<String> {
     validator
         .iter_errors(doc)
         .map(|e| format!("{}: {e}", e.instance_path()))
