@@ -149,7 +149,10 @@ impl Cli {
                 max_connections: self.max_connections,
                 shutdown_grace: self.shutdown_grace,
             },
-            store: StoreConfig { root: self.root },
+            store: StoreConfig {
+                root: self.root,
+                budget: None,
+            },
             upstream: UpstreamConfig {
                 default,
                 registries,

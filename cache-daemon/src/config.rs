@@ -34,9 +34,41 @@ pub struct ServerConfig {
 /// The content-addressed store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Root directory; `blobs/`, `meta/`, `tmp/` live under it.
+    /// Root directory; `blobs/`, `meta/`, `tmp/`, `state/` live under it.
     pub root: PathBuf,
+    /// The byte budget; `None` keeps everything.
+    pub budget: Option<Budget>,
 }
+
+/// How much the store may hold, and how eviction behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Most bytes of committed blobs to keep.
+    pub max_bytes: u64,
+    /// Eviction starts when usage exceeds this fraction of `max_bytes` (0 < high <= 1).
+    pub high_watermark: f64,
+    /// Eviction stops when usage is at most this fraction of `max_bytes` (0 <= low < high).
+    pub low_watermark: f64,
+    /// Blobs committed more recently than this are not evicted.
+    pub min_age: Duration,
+}
+
+impl Budget {
+    /// Bytes above which eviction starts.
+    pub fn high_bytes(&self) -> u64 {
+        (self.max_bytes as f64 * self.high_watermark) as u64
+    }
+
+    /// Bytes eviction brings usage down to.
+    pub fn low_bytes(&self) -> u64 {
+        (self.max_bytes as f64 * self.low_watermark) as u64
+    }
+}
+
+/// Default high watermark.
+pub const DEFAULT_HIGH_WATERMARK: f64 = 0.90;
+/// Default low watermark.
+pub const DEFAULT_LOW_WATERMARK: f64 = 0.80;
 
 /// Origin registries and how to talk to them.
 #[derive(Debug, Clone)]
@@ -94,7 +126,7 @@ impl Config {
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 shutdown_grace: Duration::from_secs(5),
             },
-            store: StoreConfig { root },
+            store: StoreConfig { root, budget: None },
             upstream: UpstreamConfig::with_default(upstream),
         }
     }

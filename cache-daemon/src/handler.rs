@@ -72,7 +72,11 @@ impl App {
                 } => {
                     let answer = async {
                         let endpoint = self.upstreams.resolve(ns.as_deref())?;
-                        let m = self.manifests.get(&endpoint, &repo, &reference).await?;
+                        let label = self.upstreams.repo_label(ns.as_deref(), &repo);
+                        let m = self
+                            .manifests
+                            .get(&endpoint, &repo, &reference, &label)
+                            .await?;
                         self.metrics.request(Kind::Manifest, m.outcome);
                         Ok(manifest_response(m.digest, &m.media_type, m.bytes, head))
                     };
@@ -104,7 +108,8 @@ impl App {
 
     fn metrics_text(&self) -> Response<Body> {
         let (bytes, blobs) = self.store.usage();
-        let mut resp = Response::new(body::full(Bytes::from(self.metrics.render(bytes, blobs))));
+        let text = self.metrics.render(bytes, blobs, self.store.pinned_bytes());
+        let mut resp = Response::new(body::full(Bytes::from(text)));
         resp.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),
@@ -121,7 +126,8 @@ impl App {
         range: Option<&str>,
     ) -> Result<Response<Body>, ErrorReply> {
         let range = range.map(ByteRange::parse).transpose()?.flatten();
-        if let Some(resp) = self.blob_from_store(digest, head, range).await? {
+        let label = self.upstreams.repo_label(ns, repo);
+        if let Some(resp) = self.blob_from_store(digest, &label, head, range).await? {
             self.metrics.request(Kind::Blob, Outcome::Hit);
             return Ok(resp);
         }
@@ -131,7 +137,7 @@ impl App {
         }
         let flight = match self.flights.claim(digest, || self.store.contains(digest)) {
             Claim::Cached => {
-                return match self.blob_from_store(digest, head, range).await? {
+                return match self.blob_from_store(digest, &label, head, range).await? {
                     Some(resp) => {
                         self.metrics.request(Kind::Blob, Outcome::Hit);
                         Ok(resp)
@@ -166,13 +172,18 @@ impl App {
     async fn blob_from_store(
         &self,
         digest: &Digest,
+        repo_label: &str,
         head: bool,
         range: Option<ByteRange>,
     ) -> Result<Option<Response<Body>>, ErrorReply> {
-        let open = self.store.open_blob(digest).await.map_err(|e| {
-            tracing::error!(%digest, error = %e, "cannot open committed blob");
-            Error::internal(format!("open blob {digest}"), e).reply()
-        })?;
+        let open = self
+            .store
+            .open_blob(digest, Some(repo_label))
+            .await
+            .map_err(|e| {
+                tracing::error!(%digest, error = %e, "cannot open committed blob");
+                Error::internal(format!("open blob {digest}"), e).reply()
+            })?;
         let Some(open) = open else {
             return Ok(None);
         };

@@ -104,10 +104,26 @@ impl Manifests {
         endpoint: &Endpoint,
         repo: &RepoName,
         reference: &Reference,
+        label: &str,
+    ) -> Result<ManifestAnswer, ErrorReply> {
+        let answer = self.get_inner(endpoint, repo, reference, label).await?;
+        if let Reference::Tag(tag) = reference {
+            self.store
+                .note_tag(&answer.digest, &format!("{label}:{tag}"));
+        }
+        Ok(answer)
+    }
+
+    async fn get_inner(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        reference: &Reference,
+        label: &str,
     ) -> Result<ManifestAnswer, ErrorReply> {
         match reference {
             Reference::Digest(digest) => {
-                if let Some(answer) = self.stored(digest).await? {
+                if let Some(answer) = self.stored(digest, label).await? {
                     return Ok(answer);
                 }
                 let (fetched, outcome) = self.fetch(endpoint, repo, reference).await;
@@ -123,7 +139,7 @@ impl Manifests {
                     .cloned();
                 if let Some(entry) = &known {
                     if entry.resolved_at.elapsed() < self.tag_ttl {
-                        if let Some(answer) = self.stored(&entry.digest).await? {
+                        if let Some(answer) = self.stored(&entry.digest, label).await? {
                             return Ok(answer);
                         }
                     }
@@ -136,8 +152,9 @@ impl Manifests {
                             && reply.status != StatusCode::NOT_FOUND =>
                     {
                         match &known {
-                            Some(entry) => match self.stored(&entry.digest).await? {
+                            Some(entry) => match self.stored(&entry.digest, label).await? {
                                 Some(answer) => {
+                                    self.metrics.stale_serve();
                                     tracing::warn!(%repo, tag, digest = %entry.digest, upstream = %endpoint.base_url(), error = reply.message, "upstream failed; serving the last known manifest for this tag (stale)");
                                     Ok(answer)
                                 }
@@ -152,10 +169,14 @@ impl Manifests {
         }
     }
 
-    async fn stored(&self, digest: &Digest) -> Result<Option<ManifestAnswer>, ErrorReply> {
+    async fn stored(
+        &self,
+        digest: &Digest,
+        repo_label: &str,
+    ) -> Result<Option<ManifestAnswer>, ErrorReply> {
         let Some(open) = self
             .store
-            .open_blob(digest)
+            .open_blob(digest, Some(repo_label))
             .await
             .map_err(|e| Error::internal("open manifest", e).reply())?
         else {

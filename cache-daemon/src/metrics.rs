@@ -111,6 +111,12 @@ pub struct Metrics {
     fill_waiters: Gauge,
     store_bytes: Gauge,
     store_blobs: Gauge,
+    pinned_bytes: Gauge,
+    evictions: Counter,
+    evicted_bytes: Counter,
+    stale_serves: Counter,
+    upstream_throttled: Counter,
+    upstream_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -183,6 +189,42 @@ impl Metrics {
             "Committed blobs in the store",
             store_blobs.clone(),
         );
+        let pinned_bytes = Gauge::default();
+        registry.register(
+            "pinned_bytes",
+            "Bytes of committed blobs covered by pins",
+            pinned_bytes.clone(),
+        );
+        let evictions = Counter::default();
+        registry.register(
+            "evictions",
+            "Blobs evicted to keep the byte budget",
+            evictions.clone(),
+        );
+        let evicted_bytes = Counter::default();
+        registry.register(
+            "evicted_bytes",
+            "Bytes evicted to keep the byte budget",
+            evicted_bytes.clone(),
+        );
+        let stale_serves = Counter::default();
+        registry.register(
+            "stale_serves",
+            "Tags answered from the last known manifest because the upstream failed",
+            stale_serves.clone(),
+        );
+        let upstream_throttled = Counter::default();
+        registry.register(
+            "upstream_throttled",
+            "Upstream answers 429 Too Many Requests (and requests held back while its Retry-After runs)",
+            upstream_throttled.clone(),
+        );
+        let upstream_waiting = Gauge::default();
+        registry.register(
+            "upstream_waiting",
+            "Requests queued for an upstream concurrency slot",
+            upstream_waiting.clone(),
+        );
         let served_cache = served
             .get_or_create(&SourceLabels {
                 source: Source::Cache,
@@ -206,7 +248,34 @@ impl Metrics {
             fill_waiters,
             store_bytes,
             store_blobs,
+            pinned_bytes,
+            evictions,
+            evicted_bytes,
+            stale_serves,
+            upstream_throttled,
+            upstream_waiting,
         }
+    }
+
+    /// Blobs were evicted.
+    pub fn evicted(&self, blobs: u64, bytes: u64) {
+        self.evictions.inc_by(blobs);
+        self.evicted_bytes.inc_by(bytes);
+    }
+
+    /// A tag was answered stale because the upstream failed.
+    pub fn stale_serve(&self) {
+        self.stale_serves.inc();
+    }
+
+    /// The upstream answered 429, or a request was held back during its Retry-After.
+    pub fn upstream_throttled(&self) {
+        self.upstream_throttled.inc();
+    }
+
+    /// A request began (`+1`) or stopped (`-1`) waiting for an upstream concurrency slot.
+    pub fn upstream_waiting(&self, delta: i64) {
+        self.upstream_waiting.inc_by(delta);
     }
 
     /// A request of `kind` was answered as `result`.
@@ -271,8 +340,10 @@ impl Metrics {
         self.fill_waiters.inc_by(delta);
     }
 
-    /// OpenMetrics text, with store gauges set from `store_bytes` and `store_blobs`.
-    pub fn render(&self, store_bytes: u64, store_blobs: usize) -> String {
+    /// OpenMetrics text, with store gauges set from the store's usage.
+    pub fn render(&self, store_bytes: u64, store_blobs: usize, pinned_bytes: u64) -> String {
+        self.pinned_bytes
+            .set(i64::try_from(pinned_bytes).unwrap_or(i64::MAX));
         self.store_bytes
             .set(i64::try_from(store_bytes).unwrap_or(i64::MAX));
         self.store_blobs
@@ -299,7 +370,10 @@ mod tests {
         m.upstream_request(Kind::Blob, Some(http::StatusCode::OK));
         m.fill_started();
         m.fill_ended(FillResult::Mismatch);
-        let text = m.render(42, 2);
+        m.evicted(2, 30);
+        m.stale_serve();
+        m.upstream_throttled();
+        let text = m.render(42, 2, 7);
         for line in [
             "cache_daemon_requests_total{kind=\"blob\",result=\"coalesced\"} 1",
             "cache_daemon_served_bytes_total{source=\"upstream\"} 10",
@@ -308,6 +382,11 @@ mod tests {
             "cache_daemon_fills_in_flight 0",
             "cache_daemon_store_bytes 42",
             "cache_daemon_store_blobs 2",
+            "cache_daemon_pinned_bytes 7",
+            "cache_daemon_evictions_total 2",
+            "cache_daemon_evicted_bytes_total 30",
+            "cache_daemon_stale_serves_total 1",
+            "cache_daemon_upstream_throttled_total 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -38,7 +38,7 @@ pub enum StartError {
         root: std::path::PathBuf,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: crate::store::OpenError,
     },
     /// The upstream client could not be built.
     #[error("configure upstream client")]
@@ -66,7 +66,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         .await
         .map_err(|e| StartError::Store {
             root: root.clone(),
-            source: std::io::Error::other(e),
+            source: std::io::Error::other(e).into(),
         })?
         .map_err(|source| StartError::Store {
             root: root.clone(),

@@ -85,6 +85,17 @@ impl Upstreams {
         }
     }
 
+    /// `registry/repository` as the inventory records it: the `ns` the client named, else the
+    /// default upstream's host.
+    pub fn repo_label(&self, ns: Option<&str>, repo: &RepoName) -> String {
+        let registry = ns.map(str::to_owned).unwrap_or_else(|| {
+            self.default
+                .as_ref()
+                .map_or_else(|| "default".to_owned(), |e| e.authority().to_owned())
+        });
+        format!("{registry}/{repo}")
+    }
+
     /// `GET` or `HEAD` of a blob.
     ///
     /// # Errors

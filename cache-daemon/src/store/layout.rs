@@ -4,6 +4,10 @@
 //! <root>/blobs/sha256/<first 2 hex>/<64 hex>      committed, verified blobs (manifests too)
 //! <root>/meta/sha256/<first 2 hex>/<64 hex>.json   what we know about a blob (media type)
 //! <root>/tmp/<64 hex>.<pid>.<n>.partial           fills in progress; removed at start
+//! <root>/state/index.json                          recency, repositories, tags (saved periodically)
+//! <root>/state/pins.json                           pins (saved at every change)
+//! <root>/quarantine/<64 hex>                       blobs `verify` found corrupt; never served
+//! <root>/lock                                      held by the process that owns the store
 //! ```
 //! Hash-prefix directories keep any one directory small on stores with many blobs.
 
@@ -46,6 +50,26 @@ impl Layout {
     /// Directory of fills in progress.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// Directory of state saved across restarts.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// Recency, repositories and tags of blobs.
+    pub fn index_state_path(&self) -> PathBuf {
+        self.state_dir().join("index.json")
+    }
+
+    /// The pins.
+    pub fn pins_path(&self) -> PathBuf {
+        self.state_dir().join("pins.json")
+    }
+
+    /// Where corrupt blobs are moved.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join("quarantine")
     }
 
     /// Where the committed blob `digest` lives.

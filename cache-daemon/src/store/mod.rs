@@ -2,28 +2,39 @@
 //! repository and registry. Fills write a temp file; [`BlobStore::commit`] makes it visible only
 //! after the caller has verified its digest, by fsync + atomic rename (+ fsync of the directory),
 //! so a committed file is always complete and correct. At start, temp files left by a crash are
-//! removed and the index is rebuilt from what is on disk.
+//! removed and the index is rebuilt from what is on disk, with recency and pins from `state/`.
 //!
-//! The store does not fetch anything (`flight.rs` does) and does not verify digests itself
-//! (the fill does, as bytes stream past); it only refuses names that are not digests.
+//! The store keeps a byte budget: [`BlobStore::evict`] removes least-recently-used, unpinned,
+//! old-enough blobs down to the low watermark. Eviction unlinks files; a client streaming a victim
+//! keeps reading its open file, so eviction never waits for readers and never cuts one.
+//!
+//! One process owns a store at a time: `open` takes an exclusive lock on `<root>/lock`.
+//!
+//! The store does not fetch anything (`fill.rs` does) and does not verify digests when
+//! committing (the fill does, as bytes stream past); [`BlobStore::verify`] rehashes on demand.
 //!
 //! # Layout
 //! - `layout`: paths.
-//! - `index`: in-memory bookkeeping (size, media type, recency).
+//! - `index`: in-memory bookkeeping (size, media type, recency, pins) and victim choice.
+//! - `state`: recency, repositories, tags and pins saved across restarts.
 
 pub mod index;
 pub mod layout;
+pub mod state;
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use stampede_oci::Digest;
+use stampede_oci::{Digest, Verifier};
 
-use crate::config::StoreConfig;
-use index::{Entry, Index};
+use crate::config::{Budget, StoreConfig};
+use index::{Entry, Index, Victim};
 use layout::Layout;
+use state::{from_unix_secs, unix_secs, BlobState, Pin};
 
 /// Sidecar metadata of a committed blob.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,26 +76,110 @@ pub struct Recovery {
     pub temp_files_removed: usize,
     /// Files under `blobs/` that are not named by a digest, left alone and not served.
     pub strays: usize,
+    /// Pins loaded.
+    pub pins: usize,
+}
+
+/// One line of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InventoryItem {
+    /// The blob.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// Media type, when known (manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Repositories it was requested under.
+    pub repos: BTreeSet<String>,
+    /// Tags that resolved to it.
+    pub tags: BTreeSet<String>,
+    /// Last access, seconds since the Unix epoch.
+    pub last_access: u64,
+    /// Commit time, seconds since the Unix epoch.
+    pub committed: u64,
+    /// Whether a pin covers it.
+    pub pinned: bool,
+}
+
+/// What a `verify` pass found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyReport {
+    /// Blobs rehashed.
+    pub checked: usize,
+    /// Bytes rehashed.
+    pub bytes: u64,
+    /// Blobs whose content did not match their digest, moved to `quarantine/`.
+    pub quarantined: Vec<Digest>,
+    /// Blobs that vanished or could not be read.
+    pub unreadable: Vec<Digest>,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the store.
+    #[error("store {root} is in use by another process (lock {lock})")]
+    Locked {
+        /// The store root.
+        root: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// A directory or file could not be used.
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// The blob store.
 #[derive(Debug)]
 pub struct BlobStore {
     layout: Layout,
-    /// A std `Mutex`: held only for constant-time index updates, never across `.await` or I/O.
+    budget: Option<Budget>,
+    /// A std `Mutex`: held only for index updates, never across `.await` or I/O.
     index: Mutex<Index>,
+    /// Pins in the order they were made. Held only to read or replace the list; the pins file
+    /// is written after the lock is released.
+    pins: Mutex<Vec<Pin>>,
+    /// Exclusive lock on `<root>/lock`, held for the store's lifetime.
+    _lock: File,
 }
 
 impl BlobStore {
-    /// Opens (creating if needed) the store at `config.root`: removes temp files of interrupted
-    /// fills and rebuilds the index from committed blobs. Blocking; call before serving or from
-    /// `spawn_blocking`.
+    /// Opens (creating if needed) the store at `config.root`: locks it, removes temp files of
+    /// interrupted fills, and rebuilds the index from committed blobs, recency and pins. Blocking;
+    /// call before serving or from `spawn_blocking`.
     ///
     /// # Errors
-    /// The directory cannot be created or read.
-    pub fn open(config: StoreConfig) -> io::Result<(Self, Recovery)> {
+    /// [`OpenError::Locked`] when another process has it; I/O errors otherwise.
+    pub fn open(config: StoreConfig) -> Result<(Self, Recovery), OpenError> {
         let layout = Layout::new(config.root);
-        for dir in [layout.blobs_dir(), layout.meta_dir(), layout.tmp_dir()] {
+        std::fs::create_dir_all(layout.root()).map_err(|e| annotate(e, "create", layout.root()))?;
+        let lock_path = layout.root().join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| annotate(e, "open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked {
+                    root: layout.root().to_owned(),
+                    lock: lock_path,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(annotate(e, "lock", &lock_path).into())
+            }
+        }
+        for dir in [
+            layout.blobs_dir(),
+            layout.meta_dir(),
+            layout.tmp_dir(),
+            layout.state_dir(),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|e| annotate(e, "create", &dir))?;
         }
         let mut recovery = Recovery::default();
@@ -98,7 +193,7 @@ impl BlobStore {
             removed.map_err(|e| annotate(e, "remove stale temp file", &path))?;
             recovery.temp_files_removed += 1;
         }
-        let mut index = Index::default();
+        let saved = state::load_index(&layout.index_state_path());
         let mut found = Vec::new();
         for prefix in read_dir(&layout.blobs_dir())? {
             let prefix_path = prefix.path();
@@ -118,30 +213,37 @@ impl BlobStore {
                 match digest {
                     Some(d) if meta.is_file() => {
                         let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        found.push((modified, d, meta.len()));
+                        let mut entry = Entry::new(meta.len(), None, modified);
+                        if let Some(s) = saved.get(&d) {
+                            entry.last_access = from_unix_secs(s.last_access);
+                            entry.repos = s.repos.clone();
+                            entry.tags = s.tags.clone();
+                        }
+                        found.push((d, entry));
                     }
                     _ => recovery.strays += 1,
                 }
             }
         }
-        // Oldest first, so the index's recency order starts as modification order.
-        found.sort_by_key(|(modified, _, _)| *modified);
-        for (_, digest, size_bytes) in found {
-            let media_type = read_meta(&layout.meta_path(&digest)).and_then(|m| m.media_type);
+        // Oldest access first, so the index's recency order is what it was before the restart.
+        found.sort_by_key(|(_, e)| e.last_access);
+        let mut index = Index::default();
+        for (digest, mut entry) in found {
+            entry.media_type = read_meta(&layout.meta_path(&digest)).and_then(|m| m.media_type);
             recovery.blobs += 1;
-            recovery.bytes += size_bytes;
-            index.insert(
-                digest,
-                Entry {
-                    size_bytes,
-                    media_type,
-                },
-            );
+            recovery.bytes += entry.size_bytes;
+            index.restore(digest, entry);
         }
+        let pins = state::load_pins(&layout.pins_path())?;
+        recovery.pins = pins.len();
+        index.set_pinned(pinned_set(&pins));
         Ok((
             Self {
                 layout,
+                budget: config.budget,
                 index: Mutex::new(index),
+                pins: Mutex::new(pins),
+                _lock: lock,
             },
             recovery,
         ))
@@ -151,9 +253,14 @@ impl BlobStore {
         self.index.lock().expect("store index mutex poisoned")
     }
 
-    /// The index entry of a committed blob, marking it recently used.
-    pub fn lookup(&self, digest: &Digest) -> Option<Entry> {
-        self.index().touch(digest)
+    /// The index entry of a committed blob, marking it used now under `repo` (if given).
+    pub fn lookup(&self, digest: &Digest, repo: Option<&str>) -> Option<Entry> {
+        self.index().touch(digest, SystemTime::now(), repo)
+    }
+
+    /// Notes that `tag` (`registry/repo:tag`) resolved to manifest `digest`.
+    pub fn note_tag(&self, digest: &Digest, tag: &str) {
+        self.index().note_tag(digest, tag);
     }
 
     /// Whether a blob is committed (does not change recency).
@@ -167,13 +274,35 @@ impl BlobStore {
         (index.total_bytes(), index.len())
     }
 
-    /// Opens a committed blob for reading; `None` on a miss. A blob that is indexed but gone
-    /// from disk (removed by hand) is forgotten and reported as a miss.
+    /// Bytes of committed blobs covered by pins.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.index().pinned_bytes()
+    }
+
+    /// The byte budget, if any.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
+    }
+
+    /// Whether usage is above the high watermark.
+    pub fn over_budget(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|b| self.index().total_bytes() > b.high_bytes())
+    }
+
+    /// Opens a committed blob for reading, marking it used under `repo`; `None` on a miss. A
+    /// blob that is indexed but gone from disk (evicted meanwhile, or removed by hand) is
+    /// forgotten and reported as a miss.
     ///
     /// # Errors
     /// The file exists but cannot be opened.
-    pub async fn open_blob(self: &Arc<Self>, digest: &Digest) -> io::Result<Option<OpenBlob>> {
-        let Some(entry) = self.lookup(digest) else {
+    pub async fn open_blob(
+        self: &Arc<Self>,
+        digest: &Digest,
+        repo: Option<&str>,
+    ) -> io::Result<Option<OpenBlob>> {
+        let Some(entry) = self.lookup(digest, repo) else {
             return Ok(None);
         };
         let path = self.layout.blob_path(digest);
@@ -235,10 +364,7 @@ impl BlobStore {
         }
         self.index().insert(
             digest.clone(),
-            Entry {
-                size_bytes,
-                media_type: meta.media_type.clone(),
-            },
+            Entry::new(size_bytes, meta.media_type.clone(), SystemTime::now()),
         );
         Ok(())
     }
@@ -250,7 +376,7 @@ impl BlobStore {
         if *meta != BlobMeta::default() {
             let meta_path = self.layout.meta_path(digest);
             let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-            write_atomically(&meta_path, &json)?;
+            state::write_atomically(&meta_path, &json)?;
         }
         let final_path = self.layout.blob_path(digest);
         let dir = final_path.parent().expect("blob path has a parent");
@@ -290,10 +416,189 @@ impl BlobStore {
         self.commit(digest, &temp, bytes.len() as u64, meta)
     }
 
+    /// Evicts down to `target_bytes` (default: the budget's low watermark; nothing without a
+    /// budget), least recently used first, never pinned or too-young blobs. With `dry_run`,
+    /// only says what would go. Blocking: deletes files after releasing the index lock.
+    pub fn evict(&self, target_bytes: Option<u64>, dry_run: bool) -> Vec<Victim> {
+        let Some(target) = target_bytes.or_else(|| self.budget.as_ref().map(Budget::low_bytes))
+        else {
+            return Vec::new();
+        };
+        let min_age = self.budget.as_ref().map(|b| b.min_age).unwrap_or_default();
+        let victims = self
+            .index()
+            .evict(target, min_age, SystemTime::now(), !dry_run);
+        if !dry_run {
+            for v in &victims {
+                for path in [
+                    self.layout.blob_path(&v.digest),
+                    self.layout.meta_path(&v.digest),
+                ] {
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        if e.kind() != io::ErrorKind::NotFound {
+                            tracing::warn!(path = %path.display(), error = %e, "could not delete evicted blob");
+                        }
+                    }
+                }
+            }
+        }
+        victims
+    }
+
+    /// Every committed blob, least recently used first.
+    pub fn inventory(&self) -> Vec<InventoryItem> {
+        let index = self.index();
+        index
+            .iter_lru()
+            .map(|(d, e)| InventoryItem {
+                digest: d.clone(),
+                size_bytes: e.size_bytes,
+                media_type: e.media_type.clone(),
+                repos: e.repos.clone(),
+                tags: e.tags.clone(),
+                last_access: unix_secs(e.last_access),
+                committed: unix_secs(e.committed),
+                pinned: index.is_pinned(d),
+            })
+            .collect()
+    }
+
+    /// Saves recency, repositories and tags to `state/index.json` if anything changed.
+    /// Blocking.
+    ///
+    /// # Errors
+    /// The state file cannot be written.
+    pub fn save_state(&self) -> io::Result<bool> {
+        let blobs: BTreeMap<Digest, BlobState> = {
+            let mut index = self.index();
+            if !index.is_dirty() {
+                return Ok(false);
+            }
+            index.clear_dirty();
+            index
+                .iter_lru()
+                .map(|(d, e)| {
+                    (
+                        d.clone(),
+                        BlobState {
+                            last_access: unix_secs(e.last_access),
+                            repos: e.repos.clone(),
+                            tags: e.tags.clone(),
+                        },
+                    )
+                })
+                .collect()
+        };
+        state::save_index(&self.layout.index_state_path(), blobs)?;
+        Ok(true)
+    }
+
+    /// The pins, in the order they were made.
+    pub fn pins(&self) -> Vec<Pin> {
+        self.pins.lock().expect("pins mutex poisoned").clone()
+    }
+
+    /// Adds or replaces (same target and platform) a pin, and saves the pins file. Blocking.
+    ///
+    /// # Errors
+    /// The pins file cannot be written; the pin is then not kept.
+    pub fn pin(&self, pin: Pin) -> io::Result<()> {
+        self.update_pins(|pins| {
+            pins.retain(|p| !(p.target == pin.target && p.platform == pin.platform));
+            pins.push(pin);
+            true
+        })
+        .map(|_| ())
+    }
+
+    /// Removes every pin whose target is `target`; returns how many. Blocking.
+    ///
+    /// # Errors
+    /// The pins file cannot be written; the pins are then unchanged.
+    pub fn unpin(&self, target: &str) -> io::Result<usize> {
+        let mut removed = 0;
+        self.update_pins(|pins| {
+            let before = pins.len();
+            pins.retain(|p| p.target != target);
+            removed = before - pins.len();
+            removed > 0
+        })?;
+        Ok(removed)
+    }
+
+    fn update_pins(&self, change: impl FnOnce(&mut Vec<Pin>) -> bool) -> io::Result<bool> {
+        let mut next = self.pins();
+        if !change(&mut next) {
+            return Ok(false);
+        }
+        state::save_pins(&self.layout.pins_path(), &next)?;
+        self.index().set_pinned(pinned_set(&next));
+        *self.pins.lock().expect("pins mutex poisoned") = next;
+        Ok(true)
+    }
+
+    /// Rehashes every committed blob; a blob whose bytes do not match its digest is moved to
+    /// `quarantine/` and forgotten, so it is never served again. Blocking and slow: reads
+    /// everything.
+    pub fn verify(&self) -> VerifyReport {
+        let digests: Vec<(Digest, u64)> = self
+            .index()
+            .iter_lru()
+            .map(|(d, e)| (d.clone(), e.size_bytes))
+            .collect();
+        let mut report = VerifyReport::default();
+        let mut buf = vec![0u8; 1024 * 1024];
+        for (digest, size) in digests {
+            let path = self.layout.blob_path(&digest);
+            let matches = File::open(&path).and_then(|mut f| {
+                let mut v = Verifier::new(digest.clone());
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    v.update(&buf[..n]);
+                }
+                Ok(v.bytes() == size && v.finish().is_ok())
+            });
+            match matches {
+                Ok(true) => {
+                    report.checked += 1;
+                    report.bytes += size;
+                }
+                Ok(false) => {
+                    report.checked += 1;
+                    let dest = self.layout.quarantine_dir().join(digest.hex());
+                    let moved = std::fs::create_dir_all(self.layout.quarantine_dir())
+                        .and_then(|()| std::fs::rename(&path, &dest));
+                    if let Err(e) = moved {
+                        tracing::error!(%digest, error = %e, "could not quarantine corrupt blob; deleting it");
+                        std::fs::remove_file(&path).ok();
+                    }
+                    tracing::error!(%digest, quarantine = %dest.display(), "blob does not match its digest; quarantined");
+                    self.index().remove(&digest);
+                    report.quarantined.push(digest);
+                }
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "blob unreadable during verify; forgetting it");
+                    self.index().remove(&digest);
+                    report.unreadable.push(digest);
+                }
+            }
+        }
+        report
+    }
+
     /// The store's paths.
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
+}
+
+fn pinned_set(pins: &[Pin]) -> HashSet<Digest> {
+    pins.iter()
+        .flat_map(|p| p.digests.iter().cloned())
+        .collect()
 }
 
 fn read_dir(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
@@ -313,17 +618,6 @@ fn read_meta(path: &Path) -> Option<BlobMeta> {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().expect("metadata path has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| annotate(e, "create", dir))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| annotate(e, "create", &tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| annotate(e, "write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(|e| annotate(e, "rename into place", path))
-}
-
 /// Adds what we were doing and the path to an I/O error, keeping its kind.
 pub fn annotate(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
@@ -336,6 +630,7 @@ mod tests {
     fn store(root: &Path) -> (BlobStore, Recovery) {
         BlobStore::open(StoreConfig {
             root: root.to_owned(),
+            budget: None,
         })
         .unwrap()
     }
@@ -369,12 +664,25 @@ mod tests {
         assert_eq!(rec.temp_files_removed, 1);
         assert_eq!(rec.strays, 1);
         assert!(!stale.path.exists());
-        assert_eq!(s.lookup(&d).unwrap().size_bytes, 5);
+        assert_eq!(s.lookup(&d, None).unwrap().size_bytes, 5);
         assert_eq!(
-            s.lookup(&m).unwrap().media_type.as_deref(),
+            s.lookup(&m, None).unwrap().media_type.as_deref(),
             Some("application/vnd.oci.image.manifest.v1+json")
         );
         assert_eq!(std::fs::read(s.layout().blob_path(&d)).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(dir.path());
+        let again = BlobStore::open(StoreConfig {
+            root: dir.path().to_owned(),
+            budget: None,
+        });
+        assert!(matches!(again, Err(OpenError::Locked { .. })), "{again:?}");
+        drop(s);
+        store(dir.path());
     }
 
     #[test]
@@ -389,7 +697,7 @@ mod tests {
         drop(s);
         let (s, rec) = store(dir.path());
         assert_eq!(rec.strays, 1);
-        assert!(s.lookup(&d).is_none());
+        assert!(s.lookup(&d, None).is_none());
     }
 
     #[tokio::test]
@@ -400,7 +708,66 @@ mod tests {
         let d = Digest::of(b"gone");
         s.put_small(&d, b"gone", &BlobMeta::default()).unwrap();
         std::fs::remove_file(s.layout().blob_path(&d)).unwrap();
-        assert!(s.open_blob(&d).await.unwrap().is_none());
+        assert!(s.open_blob(&d, None).await.unwrap().is_none());
         assert!(!s.contains(&d));
+    }
+
+    #[test]
+    fn recency_pins_and_repositories_survive_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(dir.path());
+        let blobs: Vec<Digest> = (0..3u8).map(|i| Digest::of(&[i])).collect();
+        for (i, d) in blobs.iter().enumerate() {
+            s.put_small(d, &[i as u8], &BlobMeta::default()).unwrap();
+        }
+        // Use 0 last so the order becomes 1, 2, 0; pin 1.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        s.lookup(&blobs[0], Some("r/app"));
+        s.pin(Pin {
+            target: blobs[1].to_string(),
+            platform: None,
+            digests: [blobs[1].clone()].into(),
+            pinned_at: 1,
+        })
+        .unwrap();
+        assert!(s.save_state().unwrap());
+        drop(s);
+        let (s, rec) = store(dir.path());
+        assert_eq!(rec.pins, 1);
+        let inv = s.inventory();
+        let order: Vec<&Digest> = inv.iter().map(|i| &i.digest).collect();
+        assert_eq!(order, [&blobs[1], &blobs[2], &blobs[0]]);
+        assert!(inv[0].pinned && !inv[1].pinned);
+        assert!(inv[2].repos.contains("r/app"));
+        // Evict everything evictable: the pin holds.
+        let gone = s.evict(Some(0), false);
+        assert_eq!(
+            gone.iter().map(|v| &v.digest).collect::<Vec<_>>(),
+            [&blobs[2], &blobs[0]]
+        );
+        assert!(s.contains(&blobs[1]) && !s.layout().blob_path(&blobs[2]).exists());
+        assert_eq!(s.unpin(&blobs[1].to_string()).unwrap(), 1);
+        assert_eq!(
+            s.evict(Some(0), true).len(),
+            1,
+            "dry run lists the unpinned blob"
+        );
+        assert!(s.contains(&blobs[1]), "dry run removes nothing");
+    }
+
+    #[test]
+    fn verify_quarantines_corrupt_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(dir.path());
+        let good = Digest::of(b"good");
+        let bad = Digest::of(b"bad");
+        s.put_small(&good, b"good", &BlobMeta::default()).unwrap();
+        s.put_small(&bad, b"bad", &BlobMeta::default()).unwrap();
+        std::fs::write(s.layout().blob_path(&bad), b"BAD").unwrap();
+        let report = s.verify();
+        assert_eq!(report.checked, 2);
+        assert_eq!(report.quarantined, vec![bad.clone()]);
+        assert!(!s.contains(&bad) && s.contains(&good));
+        assert!(s.layout().quarantine_dir().join(bad.hex()).exists());
     }
 }
