@@ -1,34 +1,82 @@
-//! Command-line flags and environment variables, and their validation into a [`Config`].
-//! Every flag has an environment variable (`CACHE_DAEMON_*`) so a DaemonSet can set it.
+//! Command-line flags, environment variables and the config file, merged (flags and env win
+//! over the file, the file over defaults) and validated into a [`Config`] before anything binds.
+//! Every serve flag has an environment variable (`CACHE_DAEMON_*`) so a DaemonSet can set it.
+//!
+//! Commands: `serve` (the default), and the operator tools `ls`, `pin`, `unpin`, `prefetch`,
+//! `gc`, `verify`, which talk to the running daemon's admin endpoint or, when no daemon holds the
+//! store, work on the stopped store directly (`tool.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use stampede_oci::Endpoint;
+use stampede_oci::auth::{
+    load_docker_config, normalise_registry_key, Credentials, DockerConfigError,
+};
+use stampede_oci::{Digest, Endpoint, ImageRef, Platform};
 
 use crate::config::{
-    Config, ServerConfig, StoreConfig, UpstreamConfig, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    Budget, Config, PinRequest, PinTarget, ServerConfig, StoreConfig, UpstreamConfig,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_HIGH_WATERMARK, DEFAULT_LISTEN, DEFAULT_LOW_WATERMARK,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_TAG_TTL, DEFAULT_UPSTREAM_CONCURRENCY,
 };
+use crate::config_file::{FileConfig, FileError};
+
+/// Default store directory.
+pub const DEFAULT_ROOT: &str = "/var/lib/cache-daemon";
 
 /// A node-local, content-addressed OCI blob cache for containerd, CRI-O/podman and dockerd:
 /// each digest is fetched upstream once, and every waiting reader streams it as it lands.
 #[derive(Debug, Parser)]
-#[command(name = "cache-daemon", version)]
+#[command(name = "cache-daemon", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// Address to listen on.
-    #[arg(long, env = "CACHE_DAEMON_LISTEN", default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-    /// Store directory (blobs, metadata, temp files).
-    #[arg(
-        long,
-        env = "CACHE_DAEMON_ROOT",
-        default_value = "/var/lib/cache-daemon"
-    )]
-    pub root: PathBuf,
+    /// Serve (when no command is given).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// An operator tool instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve as a registry mirror (the default).
+    Serve(Box<ServeArgs>),
+    /// List cached blobs: digest, size, media type, repositories and tags, last access, pinned.
+    Ls(LsArgs),
+    /// Pin an image (manifest, config, layers) or a digest so it is never evicted; an image not
+    /// yet cached is fetched first.
+    Pin(PinArgs),
+    /// Remove pins by the target they were made with.
+    Unpin(UnpinArgs),
+    /// Fetch an image into the cache ahead of a burst.
+    Prefetch(PrefetchArgs),
+    /// Run eviction now, down to the low watermark (or --target-bytes).
+    Gc(GcArgs),
+    /// Rehash every cached blob; quarantine any that does not match its digest.
+    Verify(VerifyArgs),
+}
+
+/// Flags of `serve`. All optional here so the config file can supply them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file with any of these settings, registries with credentials, and pins.
+    #[arg(long, env = "CACHE_DAEMON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for registry clients [default: 127.0.0.1:5050].
+    #[arg(long, env = "CACHE_DAEMON_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the admin endpoint (inventory, pins, prefetch, gc, verify), or `off`
+    /// [default: 127.0.0.1:5051].
+    #[arg(long, env = "CACHE_DAEMON_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Store directory (blobs, metadata, state, temp files) [default: /var/lib/cache-daemon].
+    #[arg(long, env = "CACHE_DAEMON_ROOT")]
+    pub root: Option<PathBuf>,
     /// Default upstream registry URL, used when a request names no registry (`?ns=`), e.g.
     /// `https://registry-1.docker.io` or `http://127.0.0.1:5000`.
     #[arg(long, env = "CACHE_DAEMON_UPSTREAM")]
@@ -44,35 +92,136 @@ pub struct Cli {
     /// Forward requests for unlisted registries to `https://<ns>`.
     #[arg(long, env = "CACHE_DAEMON_ALLOW_ANY_REGISTRY")]
     pub allow_any_registry: bool,
-    /// How long a tag's digest is reused before asking upstream again.
-    #[arg(long, env = "CACHE_DAEMON_TAG_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub tag_ttl: Duration,
-    /// Upstream connect timeout.
-    #[arg(long, env = "CACHE_DAEMON_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub connect_timeout: Duration,
-    /// Upstream response-header timeout.
-    #[arg(long, env = "CACHE_DAEMON_RESPONSE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub response_timeout: Duration,
-    /// Longest pause allowed between upstream body bytes during a fill.
-    #[arg(long, env = "CACHE_DAEMON_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub body_idle_timeout: Duration,
+    /// A docker `config.json` whose `auths` supply upstream credentials by registry host.
+    #[arg(long, env = "CACHE_DAEMON_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+    /// How long a tag's digest is reused before asking upstream again [default: 30s].
+    #[arg(long, env = "CACHE_DAEMON_TAG_TTL", value_parser = humantime::parse_duration)]
+    pub tag_ttl: Option<Duration>,
+    /// Upstream connect timeout [default: 10s].
+    #[arg(long, env = "CACHE_DAEMON_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Upstream response-header timeout [default: 30s].
+    #[arg(long, env = "CACHE_DAEMON_RESPONSE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub response_timeout: Option<Duration>,
+    /// Longest pause allowed between upstream body bytes during a fill [default: 60s].
+    #[arg(long, env = "CACHE_DAEMON_BODY_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub body_idle_timeout: Option<Duration>,
     /// Extra CA certificates (PEM) for upstream TLS, besides the system roots.
     #[arg(long, env = "CACHE_DAEMON_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Connections served at once.
-    #[arg(long, env = "CACHE_DAEMON_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
-    /// How long shutdown waits for responses in flight.
-    #[arg(long, env = "CACHE_DAEMON_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
-    /// Log format.
-    #[arg(
-        long,
-        env = "CACHE_DAEMON_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    /// Upstream requests in flight at once per upstream; more queue [default: 32].
+    #[arg(long, env = "CACHE_DAEMON_UPSTREAM_CONCURRENCY")]
+    pub upstream_concurrency: Option<usize>,
+    /// Byte budget of the store, e.g. `50GiB` [default: unlimited].
+    #[arg(long, env = "CACHE_DAEMON_MAX_BYTES")]
+    pub max_bytes: Option<String>,
+    /// Eviction starts above this fraction of --max-bytes [default: 0.9].
+    #[arg(long, env = "CACHE_DAEMON_HIGH_WATERMARK")]
+    pub high_watermark: Option<f64>,
+    /// Eviction stops at this fraction of --max-bytes [default: 0.8].
+    #[arg(long, env = "CACHE_DAEMON_LOW_WATERMARK")]
+    pub low_watermark: Option<f64>,
+    /// Blobs committed more recently than this are never evicted [default: 0s].
+    #[arg(long, env = "CACHE_DAEMON_MIN_AGE", value_parser = humantime::parse_duration)]
+    pub min_age: Option<Duration>,
+    /// Connections served at once [default: 4096].
+    #[arg(long, env = "CACHE_DAEMON_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long shutdown waits for responses in flight [default: 10s].
+    #[arg(long, env = "CACHE_DAEMON_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+    /// Log format [default: text].
+    #[arg(long, env = "CACHE_DAEMON_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Where the operator tools find the store: the config file (for its root, admin address and
+/// upstreams), or explicit flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// The daemon's config file.
+    #[arg(long, env = "CACHE_DAEMON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Store directory.
+    #[arg(long, env = "CACHE_DAEMON_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Admin endpoint of the running daemon, e.g. `http://127.0.0.1:5051`; when absent, the
+    /// stopped store is used directly, or the configured admin address if a daemon holds it.
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Default upstream URL (for prefetch and pin on a stopped store).
+    #[arg(long, env = "CACHE_DAEMON_UPSTREAM")]
+    pub upstream: Option<String>,
+}
+
+/// `ls`.
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pin`.
+#[derive(Debug, Clone, Args)]
+pub struct PinArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// An image reference (`registry/repo:tag`, `@sha256:...`) or a digest.
+    pub target: String,
+    /// For an index, pin only this platform (`os/arch[/variant]`); default: every platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// `unpin`.
+#[derive(Debug, Clone, Args)]
+pub struct UnpinArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The target as it was pinned.
+    pub target: String,
+}
+
+/// `prefetch`.
+#[derive(Debug, Clone, Args)]
+pub struct PrefetchArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// An image reference.
+    pub image: String,
+    /// For an index, fetch only this platform; default: every platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// `gc`.
+#[derive(Debug, Clone, Args)]
+pub struct GcArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only show what would be evicted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Evict down to this many bytes instead of the low watermark, e.g. `10GiB`.
+    #[arg(long)]
+    pub target_bytes: Option<String>,
+}
+
+/// `verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// How logs are written.
@@ -84,14 +233,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// A flag value that does not make a valid configuration.
+/// A setting that does not make a valid configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file is unusable.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A URL is not `http[s]://host[:port]`.
-    #[error("{flag}: {source}")]
+    #[error("{setting}: {source}")]
     Url {
-        /// Which flag.
-        flag: &'static str,
+        /// Which setting.
+        setting: String,
         /// The parse error.
         #[source]
         source: stampede_oci::ClientError,
@@ -100,70 +252,338 @@ pub enum ConfigError {
     #[error("--registry {0:?}: expected HOST=URL, e.g. docker.io=https://registry-1.docker.io")]
     Registry(String),
     /// No way to reach any registry.
-    #[error("no upstream: give --upstream URL, --registry HOST=URL or --allow-any-registry")]
+    #[error("no upstream: set upstream (--upstream URL), a registry (--registry HOST=URL) or allow_any_registry")]
     NoUpstream,
-    /// A numeric limit is zero.
-    #[error("{0} must be greater than zero")]
-    Zero(&'static str),
+    /// A value is out of range.
+    #[error("{setting}: {problem}")]
+    Invalid {
+        /// Which setting.
+        setting: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A credential could not be read.
+    #[error("credentials for {registry}: {problem}")]
+    Credentials {
+        /// Which registry.
+        registry: String,
+        /// What is wrong (never the secret itself).
+        problem: String,
+    },
+    /// The docker config is unusable.
+    #[error(transparent)]
+    DockerConfig(#[from] DockerConfigError),
 }
 
-impl Cli {
-    /// Validates the flags into a [`Config`].
+fn invalid(setting: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The daemon's configuration.
+    pub config: Config,
+    /// How to log.
+    pub log_format: LogFormat,
+}
+
+/// Parses a byte size such as `50GiB`.
+///
+/// # Errors
+/// A message saying how to write one.
+pub fn parse_bytes(setting: &str, s: &str) -> Result<u64, ConfigError> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| {
+            invalid(
+                setting,
+                format!("{s:?} is not a byte size; write e.g. 50GiB, 500MB"),
+            )
+        })
+}
+
+impl ServeArgs {
+    /// Merges flags, environment and the config file (flags win), and validates.
     ///
     /// # Errors
-    /// [`ConfigError`] naming the flag at fault.
-    pub fn into_config(self) -> Result<Config, ConfigError> {
-        let default = self
-            .upstream
-            .as_deref()
-            .map(|u| {
-                Endpoint::parse(u).map_err(|source| ConfigError::Url {
-                    flag: "--upstream",
-                    source,
-                })
-            })
-            .transpose()?;
-        let mut registries = BTreeMap::new();
-        for entry in &self.registries {
-            let (host, url) = entry
-                .split_once('=')
-                .ok_or_else(|| ConfigError::Registry(entry.clone()))?;
-            if host.is_empty() {
-                return Err(ConfigError::Registry(entry.clone()));
+    /// [`ConfigError`] naming the setting at fault.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let root = self
+            .root
+            .clone()
+            .or(file.root.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+        let admin_listen = parse_admin(
+            self.admin_listen
+                .as_deref()
+                .or(file.admin_listen.as_deref()),
+        )?;
+        let log_format = match (self.log_format, file.log_format.as_deref()) {
+            (Some(f), _) => f,
+            (None, None | Some("text")) => LogFormat::Text,
+            (None, Some("json")) => LogFormat::Json,
+            (None, Some(other)) => {
+                return Err(invalid(
+                    "log_format",
+                    format!("{other:?}: expected \"text\" or \"json\""),
+                ))
             }
-            let endpoint = Endpoint::parse(url).map_err(|source| ConfigError::Url {
-                flag: "--registry",
-                source,
-            })?;
-            registries.insert(host.to_owned(), endpoint);
+        };
+        let upstream = upstream_config(&self, &file)?;
+        let budget = match self.max_bytes.as_deref().or(file.max_bytes.as_deref()) {
+            None => None,
+            Some(s) => {
+                let max_bytes = parse_bytes("max_bytes", s)?;
+                let high = self
+                    .high_watermark
+                    .or(file.high_watermark)
+                    .unwrap_or(DEFAULT_HIGH_WATERMARK);
+                let low = self
+                    .low_watermark
+                    .or(file.low_watermark)
+                    .unwrap_or(DEFAULT_LOW_WATERMARK);
+                if !(high > 0.0 && high <= 1.0) {
+                    return Err(invalid(
+                        "high_watermark",
+                        format!("{high} must be in (0, 1]"),
+                    ));
+                }
+                if !(low >= 0.0 && low < high) {
+                    return Err(invalid(
+                        "low_watermark",
+                        format!("{low} must be in [0, high_watermark)"),
+                    ));
+                }
+                Some(Budget {
+                    max_bytes,
+                    high_watermark: high,
+                    low_watermark: low,
+                    min_age: self.min_age.or(file.min_age).unwrap_or_default(),
+                })
+            }
+        };
+        let max_connections = self
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(invalid("max_connections", "must be greater than zero"));
         }
-        if default.is_none() && registries.is_empty() && !self.allow_any_registry {
-            return Err(ConfigError::NoUpstream);
-        }
-        if self.max_connections == 0 {
-            return Err(ConfigError::Zero("--max-connections"));
-        }
-        Ok(Config {
-            server: ServerConfig {
-                listen: self.listen,
-                max_connections: self.max_connections,
-                shutdown_grace: self.shutdown_grace,
+        let pins = file
+            .pins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                pin_request(
+                    &format!("pins[{i}]"),
+                    p.image.as_deref(),
+                    p.digest.as_deref(),
+                    p.platform.as_deref(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Settings {
+            config: Config {
+                server: ServerConfig {
+                    listen: self
+                        .listen
+                        .or(file.listen)
+                        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default address parses")),
+                    admin_listen,
+                    max_connections,
+                    shutdown_grace: self
+                        .shutdown_grace
+                        .or(file.shutdown_grace)
+                        .unwrap_or(Duration::from_secs(10)),
+                },
+                store: StoreConfig { root, budget },
+                upstream,
+                pins,
             },
-            store: StoreConfig {
-                root: self.root,
-                budget: None,
-            },
-            upstream: UpstreamConfig {
-                default,
-                registries,
-                allow_any_registry: self.allow_any_registry,
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.response_timeout,
-                body_idle_timeout: self.body_idle_timeout,
-                tag_ttl: self.tag_ttl,
-                ca_file: self.ca_file,
-            },
+            log_format,
         })
+    }
+}
+
+fn parse_admin(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    match value {
+        Some("off") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid("admin_listen", format!("{s:?} is not host:port or \"off\""))),
+        None => Ok(Some(
+            DEFAULT_ADMIN_LISTEN
+                .parse()
+                .expect("default address parses"),
+        )),
+    }
+}
+
+fn endpoint(setting: &str, url: &str) -> Result<Endpoint, ConfigError> {
+    Endpoint::parse(url).map_err(|source| ConfigError::Url {
+        setting: setting.to_owned(),
+        source,
+    })
+}
+
+fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig, ConfigError> {
+    let docker_creds = match args
+        .docker_config
+        .as_deref()
+        .or(file.docker_config.as_deref())
+    {
+        Some(path) => load_docker_config(path)?,
+        None => Default::default(),
+    };
+    let creds_for = |host: &str| docker_creds.get(&normalise_registry_key(host)).cloned();
+    let default = args
+        .upstream
+        .as_deref()
+        .or(file.upstream.as_deref())
+        .map(|u| endpoint("upstream", u))
+        .transpose()?
+        .map(|e| {
+            let c = creds_for(e.authority());
+            e.with_credentials(c)
+        });
+    let mut registries = BTreeMap::new();
+    for (host, entry) in &file.registries {
+        let e = endpoint(&format!("registries.{host:?}.url"), &entry.url)?;
+        let creds = match &entry.username {
+            Some(username) => Some(Credentials::Basic {
+                username: username.clone(),
+                password: read_secret(
+                    host,
+                    entry.password_file.as_deref(),
+                    entry.password_env.as_deref(),
+                )?,
+            }),
+            None if entry.password_file.is_some() || entry.password_env.is_some() => {
+                return Err(ConfigError::Credentials {
+                    registry: host.clone(),
+                    problem: "a password without a username".into(),
+                })
+            }
+            None => creds_for(host).or_else(|| creds_for(e.authority())),
+        };
+        registries.insert(host.clone(), e.with_credentials(creds));
+    }
+    for entry in &args.registries {
+        let (host, url) = entry
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Registry(entry.clone()))?;
+        if host.is_empty() {
+            return Err(ConfigError::Registry(entry.clone()));
+        }
+        let e = endpoint("--registry", url)?;
+        let creds = creds_for(host).or_else(|| creds_for(e.authority()));
+        registries.insert(host.to_owned(), e.with_credentials(creds));
+    }
+    let allow_any_registry = args.allow_any_registry || file.allow_any_registry.unwrap_or(false);
+    if default.is_none() && registries.is_empty() && !allow_any_registry {
+        return Err(ConfigError::NoUpstream);
+    }
+    let concurrency = args
+        .upstream_concurrency
+        .or(file.upstream_concurrency)
+        .unwrap_or(DEFAULT_UPSTREAM_CONCURRENCY);
+    if concurrency == 0 {
+        return Err(invalid("upstream_concurrency", "must be greater than zero"));
+    }
+    Ok(UpstreamConfig {
+        default,
+        registries,
+        allow_any_registry,
+        connect_timeout: args
+            .connect_timeout
+            .or(file.connect_timeout)
+            .unwrap_or(Duration::from_secs(10)),
+        response_timeout: args
+            .response_timeout
+            .or(file.response_timeout)
+            .unwrap_or(Duration::from_secs(30)),
+        body_idle_timeout: args
+            .body_idle_timeout
+            .or(file.body_idle_timeout)
+            .unwrap_or(Duration::from_secs(60)),
+        tag_ttl: args.tag_ttl.or(file.tag_ttl).unwrap_or(DEFAULT_TAG_TTL),
+        ca_file: args.ca_file.clone().or(file.ca_file.clone()),
+        concurrency,
+        trusted_token_hosts: file.trusted_token_hosts.clone().unwrap_or_default(),
+        any_credentials: docker_creds.into_iter().collect(),
+    })
+}
+
+fn read_secret(
+    registry: &str,
+    file: Option<&Path>,
+    env: Option<&str>,
+) -> Result<String, ConfigError> {
+    let problem = |p: String| ConfigError::Credentials {
+        registry: registry.to_owned(),
+        problem: p,
+    };
+    match (file, env) {
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map(|s| s.lines().next().unwrap_or("").trim().to_owned())
+            .map_err(|e| problem(format!("read password_file {}: {e}", path.display()))),
+        (None, Some(var)) => std::env::var(var)
+            .map_err(|_| problem(format!("environment variable {var} is not set"))),
+        (None, None) => Err(problem(
+            "username without password_file or password_env".into(),
+        )),
+        (Some(_), Some(_)) => Err(problem(
+            "give password_file or password_env, not both".into(),
+        )),
+    }
+}
+
+/// Parses what to pin.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for a bad reference, digest or platform.
+pub fn pin_request(
+    setting: &str,
+    image: Option<&str>,
+    digest: Option<&str>,
+    platform: Option<&str>,
+) -> Result<PinRequest, ConfigError> {
+    let target = match (image, digest) {
+        (Some(i), None) => {
+            PinTarget::Image(ImageRef::parse(i).map_err(|e| invalid(setting, e.to_string()))?)
+        }
+        (None, Some(d)) => {
+            PinTarget::Digest(Digest::parse(d).map_err(|e| invalid(setting, e.to_string()))?)
+        }
+        _ => return Err(invalid(setting, "give exactly one of image or digest")),
+    };
+    let platform = platform
+        .map(|p| {
+            Platform::parse(p)
+                .ok_or_else(|| invalid(setting, format!("platform {p:?} is not os/arch[/variant]")))
+        })
+        .transpose()?;
+    Ok(PinRequest { target, platform })
+}
+
+/// Parses a pin target as the operator writes it: a digest, or an image reference.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] when it is neither.
+pub fn parse_pin_target(target: &str, platform: Option<&str>) -> Result<PinRequest, ConfigError> {
+    if target.starts_with("sha256:") {
+        pin_request("target", None, Some(target), platform)
+    } else {
+        pin_request("target", Some(target), None, platform)
     }
 }
 
@@ -174,7 +594,10 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("cache-daemon").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.into_config().map_err(|e| e.to_string())
+        cli.serve
+            .into_settings()
+            .map(|s| s.config)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -186,6 +609,8 @@ mod tests {
             "docker.io=https://registry-1.docker.io",
             "--tag-ttl",
             "5s",
+            "--max-bytes",
+            "1GiB",
         ])
         .unwrap();
         assert_eq!(
@@ -197,9 +622,14 @@ mod tests {
             "https://registry-1.docker.io"
         );
         assert_eq!(c.upstream.tag_ttl, Duration::from_secs(5));
+        assert_eq!(c.store.budget.unwrap().max_bytes, 1 << 30);
+        assert_eq!(
+            c.server.admin_listen,
+            Some("127.0.0.1:5051".parse().unwrap())
+        );
         for (args, needle) in [
             (vec![], "no upstream"),
-            (vec!["--upstream", "ftp://x"], "--upstream"),
+            (vec!["--upstream", "ftp://x"], "upstream"),
             (vec!["--registry", "docker.io"], "HOST=URL"),
             (
                 vec!["--upstream", "http://x", "--max-connections", "0"],
@@ -209,9 +639,70 @@ mod tests {
                 vec!["--upstream", "http://x", "--tag-ttl", "soon"],
                 "tag-ttl",
             ),
+            (
+                vec!["--upstream", "http://x", "--max-bytes", "lots"],
+                "byte size",
+            ),
+            (
+                vec![
+                    "--upstream",
+                    "http://x",
+                    "--max-bytes",
+                    "1GiB",
+                    "--low-watermark",
+                    "0.95",
+                ],
+                "low_watermark",
+            ),
+            (
+                vec!["--upstream", "http://x", "--admin-listen", "nowhere"],
+                "admin_listen",
+            ),
         ] {
             let err = parse(&args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn config_file_supplies_what_flags_do_not_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+upstream = "http://127.0.0.1:5000"
+tag_ttl = "1m"
+admin_listen = "off"
+[registries."reg.example"]
+url = "https://reg.example"
+username = "me"
+password_file = "{}"
+[[pins]]
+image = "reg.example/app:v1"
+platform = "linux/arm64"
+"#,
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = parse(&["--config", f, "--tag-ttl", "2s"]).unwrap();
+        assert_eq!(c.upstream.tag_ttl, Duration::from_secs(2));
+        assert_eq!(c.server.admin_listen, None);
+        assert_eq!(c.pins.len(), 1);
+        let debug = format!("{:?}", c.upstream.registries["reg.example"]);
+        assert!(debug.contains("me") && !debug.contains("s3cret"), "{debug}");
+        std::fs::write(
+            &file,
+            "upstream = \"http://x\"\n[registries.\"r\"]\nurl = \"http://r\"\nusername = \"me\"\n",
+        )
+        .unwrap();
+        assert!(parse(&["--config", f])
+            .unwrap_err()
+            .contains("password_file or password_env"));
     }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use stampede_oci::Endpoint;
+use stampede_oci::{Digest, Endpoint, ImageRef, Platform};
 
 /// Everything the daemon needs to run.
 #[derive(Debug, Clone)]
@@ -18,13 +18,44 @@ pub struct Config {
     pub store: StoreConfig,
     /// The origin registries.
     pub upstream: UpstreamConfig,
+    /// Content declared pinned in the config file; resolved and fetched at start.
+    pub pins: Vec<PinRequest>,
+}
+
+/// Something to pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRequest {
+    /// An image or a digest.
+    pub target: PinTarget,
+    /// For an index: only this platform; `None`: every platform.
+    pub platform: Option<Platform>,
+}
+
+/// What a pin names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinTarget {
+    /// An image: its manifest (or index and platform manifests), configs and layers.
+    Image(ImageRef),
+    /// One digest (a manifest's children are included when the manifest is cached).
+    Digest(Digest),
+}
+
+impl std::fmt::Display for PinTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Image(i) => write!(f, "{i}"),
+            Self::Digest(d) => write!(f, "{d}"),
+        }
+    }
 }
 
 /// Listener and connection limits.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Address to listen on.
+    /// Address to listen on for registry clients.
     pub listen: SocketAddr,
+    /// Address of the admin endpoint; `None` disables it.
+    pub admin_listen: Option<SocketAddr>,
     /// Connections served at once; further ones wait in the accept queue.
     pub max_connections: usize,
     /// How long graceful shutdown waits for in-flight responses before closing them.
@@ -92,10 +123,21 @@ pub struct UpstreamConfig {
     pub tag_ttl: Duration,
     /// Extra CA certificates (PEM) trusted for upstream TLS.
     pub ca_file: Option<PathBuf>,
+    /// Requests in flight at once per upstream; more wait in a queue.
+    pub concurrency: usize,
+    /// Token realm hosts trusted with credentials beyond the same-domain rule.
+    pub trusted_token_hosts: Vec<String>,
+    /// Credentials by registry host for registries reached through `allow_any_registry`.
+    pub any_credentials: BTreeMap<String, stampede_oci::auth::Credentials>,
 }
+
+/// Default upstream requests in flight per upstream.
+pub const DEFAULT_UPSTREAM_CONCURRENCY: usize = 32;
 
 /// Default listen address: a port that does not collide with a registry's usual 5000.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5050";
+/// Default admin address: loopback only, so only the node itself can run the tools.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:5051";
 /// Default number of concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default tag TTL.
@@ -113,6 +155,9 @@ impl UpstreamConfig {
             body_idle_timeout: Duration::from_secs(60),
             tag_ttl: DEFAULT_TAG_TTL,
             ca_file: None,
+            concurrency: DEFAULT_UPSTREAM_CONCURRENCY,
+            trusted_token_hosts: Vec::new(),
+            any_credentials: BTreeMap::new(),
         }
     }
 }
@@ -123,11 +168,13 @@ impl Config {
         Self {
             server: ServerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                admin_listen: None,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 shutdown_grace: Duration::from_secs(5),
             },
             store: StoreConfig { root, budget: None },
             upstream: UpstreamConfig::with_default(upstream),
+            pins: Vec::new(),
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct FillContext {
     pub upstreams: Arc<Upstreams>,
     /// What to count.
     pub metrics: Arc<Metrics>,
+    /// Wakes the evictor when a commit takes the store over its high watermark.
+    pub evict: Arc<tokio::sync::Notify>,
 }
 
 /// Which blob to fetch from where.
@@ -67,6 +69,9 @@ pub async fn run(job: FillJob, ctx: FillContext) {
             ctx.metrics.fill_ended(FillResult::Committed);
             tracing::info!(%digest, bytes, upstream = %endpoint.base_url(), elapsed_ms = started_at.elapsed().as_millis() as u64, "blob committed");
             guard.done();
+            if ctx.store.over_budget() {
+                ctx.evict.notify_one();
+            }
         }
         Err(failure) => {
             let result = if failure == FillFailure::Mismatch {
@@ -88,12 +93,20 @@ async fn fetch(
     ctx: &FillContext,
 ) -> Result<u64, FillFailure> {
     let digest = guard.flight().digest().clone();
-    let resp = match ctx
+    // The upstream slot is held until the body is read to the end (or the fill fails).
+    let (resp, _slot) = match ctx
         .upstreams
         .blob(endpoint, repo, &digest, Method::GET)
         .await
     {
-        Ok(r) => r,
+        Ok(a) => (a.response, a.slot),
+        Err(Error::UpstreamThrottled { retry_after, .. }) => {
+            // Held back during a Retry-After window: nothing was sent.
+            return Err(FillFailure::Status {
+                status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+                retry_after,
+            });
+        }
         Err(e) => {
             ctx.metrics.upstream_request(Kind::Blob, None);
             tracing::warn!(%digest, error = %e, "upstream blob request failed");

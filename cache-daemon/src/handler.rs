@@ -42,6 +42,10 @@ pub struct App {
     pub upstreams: Arc<Upstreams>,
     /// What to count.
     pub metrics: Arc<Metrics>,
+    /// Wakes the evictor.
+    pub evict: Arc<tokio::sync::Notify>,
+    /// Pins declared in the config file, ensured at start.
+    pub declared_pins: Vec<crate::config::PinRequest>,
 }
 
 impl App {
@@ -152,6 +156,7 @@ impl App {
                     store: self.store.clone(),
                     upstreams: self.upstreams.clone(),
                     metrics: self.metrics.clone(),
+                    evict: self.evict.clone(),
                 };
                 let job = FillJob {
                     guard,
@@ -214,9 +219,12 @@ impl App {
             .upstreams
             .blob(endpoint, repo, digest, Method::HEAD)
             .await
-            .inspect_err(|_| {
-                self.metrics.upstream_request(Kind::Blob, None);
-            })?;
+            .inspect_err(|e| {
+                if !matches!(e, Error::UpstreamThrottled { .. }) {
+                    self.metrics.upstream_request(Kind::Blob, None);
+                }
+            })?
+            .response;
         self.metrics
             .upstream_request(Kind::Blob, Some(resp.status()));
         if resp.status() != StatusCode::OK {

@@ -5,7 +5,8 @@
 //! served as complete.
 //!
 //! # Layout
-//! - [`cli`] / [`config`]: flags and env vars, validated into per-component configs.
+//! - [`cli`] / [`config_file`] / [`config`]: flags, env vars and the TOML file, merged and
+//!   validated into per-component configs.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; builds the daemon.
 //! - [`route`]: method + path + query parsed into a [`route::Route`]; pure.
 //! - [`handler`]: dispatch; the only place that combines store, flights, manifests, upstreams.
@@ -28,9 +29,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod fill;
 pub mod flight;
@@ -41,6 +44,7 @@ pub mod range;
 pub mod route;
 pub mod server;
 pub mod store;
+pub mod tool;
 pub mod upstream;
 
 pub use config::Config;

@@ -1,23 +1,16 @@
-//! The `cache-daemon` binary: flags -> validated config -> tracing -> serve until SIGTERM/SIGINT.
+//! The `cache-daemon` binary: flags + env + config file -> validated settings -> tracing ->
+//! serve until SIGTERM/SIGINT; or one operator tool command (`ls`, `pin`, `prefetch`, ...).
+//! Exit codes: 0 success, 1 a tool found a problem (corrupt blobs, nothing to unpin), 2 error.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use cache_daemon::cli::{Cli, LogFormat};
+use cache_daemon::cli::{Cli, Command, LogFormat, ServeArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_format = cli.log_format;
-    let config = match cli.into_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cache-daemon: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    init_tracing(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,24 +21,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = match cli.command {
+        None => runtime.block_on(serve(cli.serve)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
+        Some(tool) => {
+            init_tracing(LogFormat::Text, "warn");
+            runtime
+                .block_on(cache_daemon::tool::run(tool))
+                .map_err(anyhow::Error::from)
+        }
+    };
+    match outcome {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("cache-daemon: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(2)
         }
     }
 }
 
-async fn serve(config: cache_daemon::config::Config) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.into_settings()?;
+    init_tracing(settings.log_format, "info");
+    let config = settings.config;
     let server = config.server.clone();
-    let listener = tokio::net::TcpListener::bind(server.listen)
-        .await
-        .with_context(|| format!("listen on {}", server.listen))?;
-    let app = cache_daemon::server::build(config).await?;
-    tracing::info!(listen = %listener.local_addr()?, "cache-daemon serving");
-    cache_daemon::server::run(app, server, listener, shutdown_signal()).await;
-    Ok(())
+    let listeners = cache_daemon::server::Listeners::bind(&server).await?;
+    let app = cache_daemon::server::build(config).await.context("start")?;
+    tracing::info!(
+        listen = %listeners.mirror.local_addr()?,
+        admin = ?listeners.admin.as_ref().and_then(|l| l.local_addr().ok()),
+        "cache-daemon serving"
+    );
+    cache_daemon::server::run(app, server, listeners, shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {
@@ -57,9 +65,9 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -262,10 +262,13 @@ impl Manifests {
             .upstreams
             .manifest(endpoint, repo, reference, Method::GET)
             .await;
-        let resp = match resp {
-            Ok(r) => r,
+        // The slot is held until the (small) body is read.
+        let (resp, _slot) = match resp {
+            Ok(a) => (a.response, a.slot),
             Err(e) => {
-                self.metrics.upstream_request(Kind::Manifest, None);
+                if !matches!(e, Error::UpstreamThrottled { .. }) {
+                    self.metrics.upstream_request(Kind::Manifest, None);
+                }
                 return Err(e);
             }
         };

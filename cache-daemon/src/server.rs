@@ -1,4 +1,4 @@
-//! The accept loop: HTTP/1.1 connections, a cap on concurrent connections, header-read timeouts
+//! The accept loops (mirror and admin listeners): HTTP/1.1 connections, a cap on concurrent connections, header-read timeouts
 //! for idle or slow clients, and graceful shutdown (stop accepting, let responses in flight
 //! finish for a grace period, then close). No OCI knowledge: every request goes to
 //! [`App::handle`]. [`start`] assembles the daemon from a [`Config`]; [`run`] serves it on a
@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ServerConfig};
@@ -54,6 +54,11 @@ pub enum StartError {
     },
 }
 
+/// How often recency is saved and the budget checked, besides wake-ups after commits.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
+/// How long a declared pin that failed waits before trying again.
+const PIN_RETRY_EVERY: Duration = Duration::from_secs(60);
+
 /// Opens the store and builds every component from `config`. Blocking parts run on the
 /// blocking pool.
 ///
@@ -76,6 +81,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         root = %root.display(),
         blobs = recovery.blobs,
         bytes = recovery.bytes,
+        pins = recovery.pins,
         temp_files_removed = recovery.temp_files_removed,
         strays = recovery.strays,
         "store opened"
@@ -83,7 +89,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
     let store = Arc::new(store);
     let metrics = Arc::new(Metrics::new());
     let tag_ttl = config.upstream.tag_ttl;
-    let upstreams = Arc::new(Upstreams::new(config.upstream).map_err(StartError::Upstream)?);
+    let upstreams =
+        Arc::new(Upstreams::new(config.upstream, metrics.clone()).map_err(StartError::Upstream)?);
     let manifests = Arc::new(Manifests::new(
         store.clone(),
         upstreams.clone(),
@@ -96,29 +103,120 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         manifests,
         upstreams,
         metrics,
+        evict: Arc::new(tokio::sync::Notify::new()),
+        declared_pins: config.pins,
     }))
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains gracefully.
+/// The sockets the daemon serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Registry clients (the mirror API, `/metrics`, `/healthz`).
+    pub mirror: TcpListener,
+    /// The admin API, if enabled.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `config.listen` and `config.admin_listen`.
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] naming the address.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let mirror = bind(config.listen).await?;
+        let admin = match config.admin_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        Ok(Self { mirror, admin })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Mirror,
+    Admin,
+}
+
+/// Serves `app` on `listeners` until `shutdown` completes, then drains gracefully and saves the
+/// store's state. Background housekeeping (eviction, saving recency, declared pins) runs
+/// meanwhile.
 pub async fn run(
     app: Arc<App>,
     config: ServerConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) {
+    let (stop_tx, stop) = watch::channel(false);
+    let housekeeping = tokio::spawn(housekeep(app.clone(), stop.clone()));
+    for request in app.declared_pins.clone() {
+        tokio::spawn(ensure_declared_pin(app.clone(), request, stop.clone()));
+    }
     let limit = Arc::new(Semaphore::new(config.max_connections));
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut loops = Vec::new();
+    loops.push(tokio::spawn(accept_loop(
+        app.clone(),
+        listeners.mirror,
+        Role::Mirror,
+        limit.clone(),
+        graceful.clone(),
+        stop.clone(),
+    )));
+    if let Some(admin) = listeners.admin {
+        loops.push(tokio::spawn(accept_loop(
+            app.clone(),
+            admin,
+            Role::Admin,
+            limit,
+            graceful.clone(),
+            stop.clone(),
+        )));
+    }
+    shutdown.await;
+    stop_tx.send_replace(true);
+    for l in loops {
+        l.await.ok();
+    }
+    tracing::info!("shutting down: waiting for responses in flight");
+    let graceful =
+        Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("accept loops have ended"));
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!(grace = ?config.shutdown_grace, "grace period over; closing remaining connections"),
+    }
+    housekeeping.await.ok();
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.save_state()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not save store state at shutdown"),
+        Err(e) => tracing::warn!(error = %e, "state saving task failed"),
+    }
+}
+
+async fn accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    role: Role,
+    limit: Arc<Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
-            () = &mut shutdown => break,
+            () = stopped(&mut stop) => break,
             permit = limit.clone().acquire_owned() => permit.expect("semaphore never closed"),
         };
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
+            () = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -133,7 +231,12 @@ pub async fn run(
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(match role {
+                    Role::Mirror => app.handle(req).await,
+                    Role::Admin => app.handle_admin(req).await,
+                })
+            }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -143,11 +246,55 @@ pub async fn run(
             drop(permit);
         });
     }
-    drop(listener);
-    tracing::info!("shutting down: waiting for responses in flight");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!(grace = ?config.shutdown_grace, "grace period over; closing remaining connections"),
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Evicts when woken (a commit went over the high watermark) or periodically, and saves recency
+/// periodically, until stopped.
+async fn housekeep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => return,
+            () = app.evict.notified() => {}
+            () = tokio::time::sleep(HOUSEKEEPING_EVERY) => {
+                let store = app.store.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.save_state()).await {
+                    tracing::warn!(error = %e, "could not save store state");
+                }
+            }
+        }
+        if app.store.over_budget() {
+            let report = crate::admin::gc(&app, None, false).await;
+            tracing::info!(
+                blobs = report.victims.len(),
+                bytes = report.bytes,
+                "evicted to the low watermark"
+            );
+        }
+    }
+}
+
+/// Pins what the config file declares, retrying while the upstream is unavailable.
+async fn ensure_declared_pin(
+    app: Arc<App>,
+    request: crate::config::PinRequest,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match crate::admin::pin(&app, &request).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(target = %request.target, error = e.message, "declared pin not yet in place; retrying")
+            }
+        }
+        tokio::select! {
+            () = stopped(&mut stop) => return,
+            () = tokio::time::sleep(PIN_RETRY_EVERY) => {}
+        }
     }
 }
 
@@ -155,6 +302,7 @@ pub async fn run(
 #[derive(Debug)]
 pub struct Daemon {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -166,23 +314,24 @@ pub struct Daemon {
 /// [`StartError`] when a component cannot be built or the address bound.
 pub async fn start(config: Config) -> Result<Daemon, StartError> {
     let server = config.server.clone();
-    let listener = TcpListener::bind(server.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: server.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: server.listen,
-        source,
-    })?;
+    let listeners = Listeners::bind(&server).await?;
+    let local = |l: &TcpListener, addr: SocketAddr| {
+        l.local_addr()
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let addr = local(&listeners.mirror, server.listen)?;
+    let admin_addr = match (&listeners.admin, server.admin_listen) {
+        (Some(l), Some(a)) => Some(local(l, a)?),
+        _ => None,
+    };
     let app = build(config).await?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run(app.clone(), server, listener, async {
+    let task = tokio::spawn(run(app.clone(), server, listeners, async {
         stopped.await.ok();
     }));
     Ok(Daemon {
         addr,
+        admin_addr,
         app,
         stop: Some(stop),
         task,
@@ -198,6 +347,11 @@ impl Daemon {
     /// `http://<addr>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://<admin addr>`, when the admin listener is enabled.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin_addr.map(|a| format!("http://{a}"))
     }
 
     /// The daemon's state, for inspection in tests.

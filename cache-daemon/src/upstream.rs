@@ -1,9 +1,16 @@
 //! The origin registries: which one a request means (`?ns=` or the default), and the calls the
 //! daemon makes to them (blob and manifest GET/HEAD) through the shared registry client with
-//! its token flow. Never touches disk; turns upstream failures into the daemon's [`Error`].
+//! its token flow and each registry's credentials. Never touches disk; turns upstream failures
+//! into the daemon's [`Error`].
+//!
+//! Politeness towards each upstream: at most `concurrency` requests in flight per upstream
+//! (a blob fill holds its slot until its body is read); further requests queue rather than
+//! fail. After a `429` the upstream is left alone until its `Retry-After` has passed: requests in
+//! that window are answered "throttled" without being sent, so callers can serve stale content.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, ACCEPT, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
@@ -15,18 +22,39 @@ use stampede_oci::{
     RepoName,
 };
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::config::UpstreamConfig;
 use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// `Retry-After` assumed when a 429 carries none.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The configured upstreams and the client that talks to them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Upstreams {
     client: RegistryClient,
     default: Option<Endpoint>,
     registries: BTreeMap<String, Endpoint>,
     allow_any_registry: bool,
+    any_credentials: BTreeMap<String, stampede_oci::auth::Credentials>,
+    concurrency: usize,
+    metrics: Arc<Metrics>,
+    /// std `Mutex`es: held only to look up or insert an entry, never across `.await`.
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    backoff: Mutex<HashMap<String, Instant>>,
     /// Longest pause between body bytes of an upstream response.
     pub body_idle_timeout: Duration,
+}
+
+/// An upstream response and the concurrency slot it holds; drop the slot when done reading.
+#[derive(Debug)]
+pub struct Answer {
+    /// The response, body unread.
+    pub response: Response<Incoming>,
+    /// The upstream slot; the body should be read before it is dropped.
+    pub slot: OwnedSemaphorePermit,
 }
 
 impl Upstreams {
@@ -34,12 +62,13 @@ impl Upstreams {
     ///
     /// # Errors
     /// The extra CA file cannot be used.
-    pub fn new(config: UpstreamConfig) -> Result<Self, ClientError> {
+    pub fn new(config: UpstreamConfig, metrics: Arc<Metrics>) -> Result<Self, ClientError> {
         let client = RegistryClient::new(ClientConfig {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
             extra_ca_file: config.ca_file,
             user_agent: concat!("cache-daemon/", env!("CARGO_PKG_VERSION")).to_owned(),
+            trusted_realm_hosts: config.trusted_token_hosts,
             ..ClientConfig::default()
         })?;
         Ok(Self {
@@ -47,6 +76,11 @@ impl Upstreams {
             default: config.default,
             registries: config.registries,
             allow_any_registry: config.allow_any_registry,
+            any_credentials: config.any_credentials,
+            concurrency: config.concurrency.max(1),
+            metrics,
+            slots: Mutex::new(HashMap::new()),
+            backoff: Mutex::new(HashMap::new()),
             body_idle_timeout: config.body_idle_timeout,
         })
     }
@@ -72,7 +106,7 @@ impl Upstreams {
                         ns
                     };
                     if let Ok(e) = Endpoint::parse(&format!("https://{host}")) {
-                        return Ok(e);
+                        return Ok(e.with_credentials(self.any_credentials.get(ns).cloned()));
                     }
                 }
                 // A single-upstream cache (no map) takes any ns as meaning its upstream: that is
@@ -106,7 +140,7 @@ impl Upstreams {
         repo: &RepoName,
         digest: &Digest,
         method: Method,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Answer, Error> {
         let req =
             RegistryRequest::pull(method, repo.as_str(), format!("/v2/{repo}/blobs/{digest}"));
         self.send(endpoint, &req).await
@@ -122,7 +156,7 @@ impl Upstreams {
         repo: &RepoName,
         reference: &Reference,
         method: Method,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Answer, Error> {
         let req = RegistryRequest::pull(
             method,
             repo.as_str(),
@@ -132,15 +166,66 @@ impl Upstreams {
         self.send(endpoint, &req).await
     }
 
-    async fn send(
-        &self,
-        endpoint: &Endpoint,
-        req: &RegistryRequest,
-    ) -> Result<Response<Incoming>, Error> {
-        self.client
+    async fn send(&self, endpoint: &Endpoint, req: &RegistryRequest) -> Result<Answer, Error> {
+        let key = endpoint.base_url();
+        self.held_back(&key)?;
+        let semaphore = self
+            .slots
+            .lock()
+            .expect("upstream slots mutex poisoned")
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.concurrency)))
+            .clone();
+        let slot = match semaphore.clone().try_acquire_owned() {
+            Ok(s) => s,
+            Err(_) => {
+                self.metrics.upstream_waiting(1);
+                let s = semaphore.acquire_owned().await;
+                self.metrics.upstream_waiting(-1);
+                s.expect("upstream semaphores are never closed")
+            }
+        };
+        // A 429 may have arrived while we queued.
+        self.held_back(&key)?;
+        let response = self
+            .client
             .send(endpoint, req)
             .await
-            .map_err(|e| client_error(endpoint, e))
+            .map_err(|e| client_error(endpoint, e))?;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            self.metrics.upstream_throttled();
+            let wait = retry_after(&response).unwrap_or(DEFAULT_RETRY_AFTER);
+            self.backoff
+                .lock()
+                .expect("upstream backoff mutex poisoned")
+                .insert(key.clone(), Instant::now() + wait);
+            tracing::warn!(upstream = %key, retry_after_ms = wait.as_millis() as u64, "upstream is throttling; holding requests back until Retry-After passes");
+        }
+        Ok(Answer { response, slot })
+    }
+
+    /// `Err(throttled)` while `key` is inside a Retry-After window.
+    fn held_back(&self, key: &str) -> Result<(), Error> {
+        let mut backoff = self
+            .backoff
+            .lock()
+            .expect("upstream backoff mutex poisoned");
+        match backoff.get(key) {
+            Some(until) if *until > Instant::now() => {
+                let remaining = *until - Instant::now();
+                drop(backoff);
+                self.metrics.upstream_throttled();
+                Err(Error::UpstreamThrottled {
+                    upstream: key.to_owned(),
+                    retry_after: Some(remaining),
+                })
+            }
+            Some(_) => {
+                backoff.remove(key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -207,7 +292,7 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), Endpoint::parse(v).unwrap()))
             .collect();
         cfg.allow_any_registry = any;
-        Upstreams::new(cfg).unwrap()
+        Upstreams::new(cfg, Arc::new(Metrics::new())).unwrap()
     }
 
     #[test]

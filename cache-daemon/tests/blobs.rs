@@ -292,11 +292,12 @@ async fn upstream_failures_map_to_statuses() {
         c.upstream.response_timeout = Duration::from_millis(300);
     })
     .await;
+    // Throttled last: after a 429 the daemon holds every request to that upstream back.
     for (d, status, code) in [
         (&missing, 404, "BLOB_UNKNOWN"),
-        (&throttled, 429, "TOOMANYREQUESTS"),
         (&broken, 502, "UNAVAILABLE"),
         (&slow, 504, "UNAVAILABLE"),
+        (&throttled, 429, "TOOMANYREQUESTS"),
     ] {
         let resp = get(&cache.url(&blob_path(d))).await;
         assert_eq!(resp.status(), status, "{d}");
@@ -375,4 +376,52 @@ async fn bearer_token_flow_is_followed_and_token_reused() {
     );
     // One token for the repository scope, fetched anonymously; reused for the second blob.
     assert_eq!(up.token_requests(), vec![None]);
+}
+
+#[tokio::test]
+async fn upstream_retry_after_is_honoured_then_requests_resume() {
+    let up = FakeUpstream::start().await;
+    let throttled = up.blob(
+        data(10, 20),
+        Behavior {
+            status: Some(http::StatusCode::TOO_MANY_REQUESTS),
+            retry_after_secs: Some(1),
+            ..Behavior::default()
+        },
+    );
+    let other = up.blob(data(10, 21), Behavior::default());
+    let cache = TestDaemon::start(&up.url()).await;
+    assert_eq!(get(&cache.url(&blob_path(&throttled))).await.status(), 429);
+    // Inside the Retry-After window nothing is sent upstream, whatever the blob.
+    let held = get(&cache.url(&blob_path(&other))).await;
+    assert_eq!(held.status(), 429);
+    assert_eq!(header(&held, "retry-after"), "1");
+    assert_eq!(up.count(Method::GET, &other.to_string()), 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    up.set_behavior(&throttled, Behavior::default());
+    assert_eq!(
+        body(get(&cache.url(&blob_path(&other))).await)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    assert_eq!(
+        body(get(&cache.url(&blob_path(&throttled))).await)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    let metrics = String::from_utf8(
+        body(get(&cache.url("/metrics")).await)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        metrics.contains("cache_daemon_upstream_throttled_total 2"),
+        "{metrics}"
+    );
 }

@@ -1,0 +1,402 @@
+//! Operator operations on a running daemon (inventory, pin and unpin, prefetch, gc, verify)
+//! and their HTTP endpoints on the admin listener, which is separate from the mirror listener
+//! and loopback-only by default, so that pods pulling images cannot evict or pin anything.
+//!
+//! Endpoints (all answer JSON; errors are OCI-style error documents):
+//!
+//! | method and path | query | does |
+//! | --- | --- | --- |
+//! | `GET /admin/blobs` | | the inventory, least recently used first |
+//! | `GET /admin/pins` | | the pins |
+//! | `POST /admin/pins` | `target`, `platform` | pin an image (fetching it first) or a digest |
+//! | `DELETE /admin/pins` | `target` | remove pins made with `target` |
+//! | `POST /admin/prefetch` | `image`, `platform` | fetch an image into the cache |
+//! | `POST /admin/gc` | `dry_run`, `target_bytes` | evict now |
+//! | `POST /admin/verify` | | rehash every blob, quarantine mismatches |
+//!
+//! The same operations run on a stopped store from `tool.rs`, through an [`App`] built without
+//! listeners.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+
+use stampede_oci::{Digest, Endpoint, ImageRef, Manifest, Platform, Reference, RepoName};
+
+use crate::body::{self, Body};
+use crate::cli::{parse_bytes, parse_pin_target};
+use crate::config::{PinRequest, PinTarget};
+use crate::error::{Error, ErrorReply};
+use crate::fill::{self, FillContext, FillJob};
+use crate::flight::{Claim, FillState};
+use crate::handler::App;
+use crate::store::index::Victim;
+use crate::store::state::{unix_secs, Pin};
+
+/// What a prefetch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PrefetchReport {
+    /// The image as asked for.
+    pub image: String,
+    /// Manifests (and indexes) resolved.
+    pub manifests: Vec<Digest>,
+    /// Blobs (configs and layers) the image needs.
+    pub blobs: usize,
+    /// Of those, fetched from upstream now.
+    pub fetched: usize,
+    /// Bytes of the blobs fetched now.
+    pub fetched_bytes: u64,
+    /// Every digest the image covers (manifests and blobs).
+    pub digests: BTreeSet<Digest>,
+}
+
+/// What a gc did or would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GcReport {
+    /// Whether anything was removed.
+    pub dry_run: bool,
+    /// The blobs evicted (or that would be).
+    pub victims: Vec<Digest>,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The upstream, repository and reference for an image reference, as if containerd had asked
+/// with `?ns=<registry>`.
+fn locate(
+    app: &App,
+    image: &ImageRef,
+) -> Result<(Endpoint, RepoName, Reference, String), ErrorReply> {
+    let endpoint = app.upstreams.resolve(Some(&image.registry))?;
+    let label = app.upstreams.repo_label(Some(&image.registry), &image.repo);
+    Ok((endpoint, image.repo.clone(), image.reference(), label))
+}
+
+/// Fetches `image` (for an index: every platform, or only `platform`) into the cache.
+///
+/// # Errors
+/// The image or one of its blobs could not be fetched.
+pub async fn prefetch(
+    app: &Arc<App>,
+    image: &ImageRef,
+    platform: Option<&Platform>,
+) -> Result<PrefetchReport, ErrorReply> {
+    let (endpoint, repo, reference, label) = locate(app, image)?;
+    let mut report = PrefetchReport {
+        image: image.to_string(),
+        ..PrefetchReport::default()
+    };
+    let top = app
+        .manifests
+        .get(&endpoint, &repo, &reference, &label)
+        .await?;
+    let mut images = Vec::new();
+    report.manifests.push(top.digest.clone());
+    match parse(&top.media_type, &top.bytes)? {
+        Manifest::Image(_) => images.push(top),
+        Manifest::Index(index) => {
+            for child in index.manifests() {
+                let wanted = match (platform, child.platform()) {
+                    (None, _) => true,
+                    (Some(w), Some(p)) => {
+                        p.os().to_string() == w.os
+                            && p.architecture().to_string() == w.architecture
+                            && (w.variant.is_none() || p.variant() == &w.variant)
+                    }
+                    (Some(_), None) => false,
+                };
+                if !wanted {
+                    continue;
+                }
+                let digest = stampede_oci::manifest::descriptor_digest(child)
+                    .map_err(|e| bad_manifest(&e))?;
+                let m = app
+                    .manifests
+                    .get(&endpoint, &repo, &Reference::Digest(digest), &label)
+                    .await?;
+                report.manifests.push(m.digest.clone());
+                images.push(m);
+            }
+            if images.is_empty() {
+                return Err(bad_manifest(&format!(
+                    "the index of {image} has no manifest for platform {}",
+                    platform.map_or_else(String::new, ToString::to_string)
+                )));
+            }
+        }
+    }
+    let mut blobs = BTreeSet::new();
+    for m in &images {
+        match parse(&m.media_type, &m.bytes)? {
+            Manifest::Image(_) => {
+                for (d, _) in Manifest::parse(Some(&m.media_type), &m.bytes)
+                    .and_then(|m| m.children())
+                    .map_err(|e| bad_manifest(&e))?
+                {
+                    blobs.insert(d);
+                }
+            }
+            Manifest::Index(_) => return Err(bad_manifest(&"an index points at another index")),
+        }
+    }
+    report.blobs = blobs.len();
+    for d in &blobs {
+        if let Some(bytes) = ensure_blob(app, &endpoint, &repo, d).await? {
+            report.fetched += 1;
+            report.fetched_bytes += bytes;
+        }
+        app.store.lookup(d, Some(&label));
+    }
+    report.digests = report.manifests.iter().cloned().chain(blobs).collect();
+    tracing::info!(%image, blobs = report.blobs, fetched = report.fetched, fetched_bytes = report.fetched_bytes, "prefetched");
+    Ok(report)
+}
+
+fn parse(media_type: &str, bytes: &[u8]) -> Result<Manifest, ErrorReply> {
+    Manifest::parse(Some(media_type), bytes).map_err(|e| bad_manifest(&e))
+}
+
+fn bad_manifest(e: &dyn std::fmt::Display) -> ErrorReply {
+    ErrorReply {
+        status: StatusCode::BAD_GATEWAY,
+        code: "MANIFEST_INVALID",
+        message: e.to_string(),
+        retry_after: None,
+        fault: crate::error::Fault::Upstream,
+    }
+}
+
+/// Makes sure blob `digest` is committed, joining or starting its fill. Returns the bytes
+/// fetched now, or `None` if it was already cached.
+///
+/// # Errors
+/// The fill failed.
+pub async fn ensure_blob(
+    app: &Arc<App>,
+    endpoint: &Endpoint,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Option<u64>, ErrorReply> {
+    let flight = match app.flights.claim(digest, || app.store.contains(digest)) {
+        Claim::Cached => return Ok(None),
+        Claim::Follower(f) => f,
+        Claim::Leader(guard) => {
+            let flight = guard.flight().clone();
+            let ctx = FillContext {
+                store: app.store.clone(),
+                upstreams: app.upstreams.clone(),
+                metrics: app.metrics.clone(),
+                evict: app.evict.clone(),
+            };
+            tokio::spawn(fill::run(
+                FillJob {
+                    guard,
+                    endpoint: endpoint.clone(),
+                    repo: repo.clone(),
+                },
+                ctx,
+            ));
+            flight
+        }
+    };
+    let mut progress = flight.subscribe();
+    loop {
+        let p = progress.borrow_and_update().clone();
+        match p.state {
+            FillState::Done => return Ok(Some(p.written_bytes)),
+            FillState::Failed(f) => {
+                return Err(Error::FillFailed {
+                    digest: digest.clone(),
+                    reason: f.to_string(),
+                }
+                .reply())
+            }
+            FillState::Running => {}
+        }
+        if progress.changed().await.is_err() {
+            return Err(Error::FillFailed {
+                digest: digest.clone(),
+                reason: "fill vanished".into(),
+            }
+            .reply());
+        }
+    }
+}
+
+/// Pins `request`: an image is fetched first (so that what is pinned is really here), a digest
+/// covers its children when it is a cached manifest.
+///
+/// # Errors
+/// Fetching failed, or the pins file could not be written.
+pub async fn pin(app: &Arc<App>, request: &PinRequest) -> Result<Pin, ErrorReply> {
+    let digests = match &request.target {
+        PinTarget::Image(image) => {
+            prefetch(app, image, request.platform.as_ref())
+                .await?
+                .digests
+        }
+        PinTarget::Digest(d) => {
+            let mut all = BTreeSet::from([d.clone()]);
+            let mut queue = vec![d.clone()];
+            while let Some(next) = queue.pop() {
+                let Some(entry) = app.store.lookup(&next, None) else {
+                    continue;
+                };
+                let Some(media_type) = entry.media_type else {
+                    continue;
+                };
+                let path = app.store.layout().blob_path(&next);
+                let Ok(bytes) = tokio::fs::read(&path).await else {
+                    continue;
+                };
+                if let Ok(children) =
+                    Manifest::parse(Some(&media_type), &bytes).and_then(|m| m.children())
+                {
+                    for (c, _) in children {
+                        if all.insert(c.clone()) {
+                            queue.push(c);
+                        }
+                    }
+                }
+            }
+            all
+        }
+    };
+    let pin = Pin {
+        target: request.target.to_string(),
+        platform: request.platform.as_ref().map(ToString::to_string),
+        digests,
+        pinned_at: unix_secs(std::time::SystemTime::now()),
+    };
+    let store = app.store.clone();
+    let p = pin.clone();
+    tokio::task::spawn_blocking(move || store.pin(p))
+        .await
+        .map_err(|e| Error::internal("pin", std::io::Error::other(e)).reply())?
+        .map_err(|e| Error::internal("write pins file", e).reply())?;
+    tracing::info!(target = %pin.target, digests = pin.digests.len(), "pinned");
+    Ok(pin)
+}
+
+/// Evicts now (or, with `dry_run`, says what would go).
+pub async fn gc(app: &Arc<App>, target_bytes: Option<u64>, dry_run: bool) -> GcReport {
+    let store = app.store.clone();
+    let victims: Vec<Victim> =
+        tokio::task::spawn_blocking(move || store.evict(target_bytes, dry_run))
+            .await
+            .unwrap_or_default();
+    let bytes = victims.iter().map(|v| v.size_bytes).sum();
+    if !dry_run {
+        app.metrics.evicted(victims.len() as u64, bytes);
+    }
+    GcReport {
+        dry_run,
+        victims: victims.into_iter().map(|v| v.digest).collect(),
+        bytes,
+    }
+}
+
+impl App {
+    /// Answers one request on the admin listener.
+    pub async fn handle_admin<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
+        let query: Vec<(String, String)> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let result: Result<Bytes, ErrorReply> = match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz") => Ok(Bytes::from_static(b"\"ok\"")),
+            (&Method::GET, "/metrics") => return self.handle(req).await,
+            (&Method::GET, "/admin/blobs") => json(&self.store.inventory()),
+            (&Method::GET, "/admin/pins") => json(&self.store.pins()),
+            (&Method::POST, "/admin/pins") => match param("target") {
+                None => Err(bad_request("target is required")),
+                Some(t) => match parse_pin_target(t, param("platform")) {
+                    Ok(request) => pin(&self, &request).await.and_then(|p| json(&p)),
+                    Err(e) => Err(bad_request(&e.to_string())),
+                },
+            },
+            (&Method::DELETE, "/admin/pins") => match param("target") {
+                None => Err(bad_request("target is required")),
+                Some(t) => {
+                    let (store, t) = (self.store.clone(), t.to_owned());
+                    match tokio::task::spawn_blocking(move || store.unpin(&t)).await {
+                        Ok(Ok(n)) => json(&serde_json::json!({ "removed": n })),
+                        Ok(Err(e)) => Err(Error::internal("write pins file", e).reply()),
+                        Err(e) => Err(Error::internal("unpin", std::io::Error::other(e)).reply()),
+                    }
+                }
+            },
+            (&Method::POST, "/admin/prefetch") => match param("image").map(ImageRef::parse) {
+                None => Err(bad_request("image is required")),
+                Some(Err(e)) => Err(bad_request(&e.to_string())),
+                Some(Ok(image)) => match param("platform").map(|p| Platform::parse(p).ok_or(p)) {
+                    Some(Err(p)) => Err(bad_request(&format!(
+                        "platform {p:?} is not os/arch[/variant]"
+                    ))),
+                    Some(Ok(p)) => prefetch(&self, &image, Some(&p))
+                        .await
+                        .and_then(|r| json(&r)),
+                    None => prefetch(&self, &image, None).await.and_then(|r| json(&r)),
+                },
+            },
+            (&Method::POST, "/admin/gc") => {
+                let dry_run = matches!(param("dry_run"), Some("1" | "true" | "yes"));
+                match param("target_bytes")
+                    .map(|b| parse_bytes("target_bytes", b))
+                    .transpose()
+                {
+                    Err(e) => Err(bad_request(&e.to_string())),
+                    Ok(target) => json(&gc(&self, target, dry_run).await),
+                }
+            }
+            (&Method::POST, "/admin/verify") => {
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.verify()).await {
+                    Ok(report) => json(&report),
+                    Err(e) => Err(Error::internal("verify", std::io::Error::other(e)).reply()),
+                }
+            }
+            _ => Err(Error::NotFound.reply()),
+        };
+        match result {
+            Ok(bytes) => {
+                let mut resp = Response::new(body::full(bytes));
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp
+            }
+            Err(reply) => {
+                let mut resp = Response::new(body::full(reply.body()));
+                *resp.status_mut() = reply.status;
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp
+            }
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, ErrorReply> {
+    serde_json::to_vec_pretty(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::internal("encode JSON", std::io::Error::other(e)).reply())
+}
+
+fn bad_request(message: &str) -> ErrorReply {
+    ErrorReply {
+        status: StatusCode::BAD_REQUEST,
+        code: "UNSUPPORTED",
+        message: message.to_owned(),
+        retry_after: None,
+        fault: crate::error::Fault::Downstream,
+    }
+}

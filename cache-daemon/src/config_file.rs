@@ -1,0 +1,238 @@
+//! The TOML config file (`--config`): every flag, plus per-registry upstreams with credentials
+//! and declared pins. Unknown keys and bad values are refused with the file name and line
+//! number. This module only reads and checks the file's shape; `cli.rs` merges it with flags and
+//! environment variables (flags win) and validates the result before anything binds.
+//!
+//! ```toml
+//! listen = "0.0.0.0:5050"
+//! admin_listen = "127.0.0.1:5051"
+//! root = "/var/lib/cache-daemon"
+//! upstream = "https://registry-1.docker.io"
+//! max_bytes = "50GiB"
+//! high_watermark = 0.9
+//! low_watermark = 0.8
+//! min_age = "1h"
+//! docker_config = "/root/.docker/config.json"
+//!
+//! [registries."ghcr.io"]
+//! url = "https://ghcr.io"
+//! username = "me"
+//! password_file = "/etc/cache-daemon/ghcr-token"
+//!
+//! [[pins]]
+//! image = "ghcr.io/acme/api:v1.42.0"
+//! platform = "linux/amd64"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file's shape. Every field is optional; absent ones fall back to flags or defaults.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Mirror listen address.
+    pub listen: Option<SocketAddr>,
+    /// Admin listen address, or `"off"`.
+    pub admin_listen: Option<String>,
+    /// Store directory.
+    pub root: Option<PathBuf>,
+    /// Default upstream URL.
+    pub upstream: Option<String>,
+    /// Forward unlisted registries to `https://<ns>`.
+    pub allow_any_registry: Option<bool>,
+    /// Tag TTL.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub tag_ttl: Option<Duration>,
+    /// Upstream connect timeout.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Upstream response-header timeout.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub response_timeout: Option<Duration>,
+    /// Longest pause between upstream body bytes.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub body_idle_timeout: Option<Duration>,
+    /// Extra CA file for upstream TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// Graceful shutdown grace period.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub shutdown_grace: Option<Duration>,
+    /// `"text"` or `"json"`.
+    pub log_format: Option<String>,
+    /// Byte budget, e.g. `"50GiB"`.
+    pub max_bytes: Option<String>,
+    /// Eviction starts above this fraction of `max_bytes`.
+    pub high_watermark: Option<f64>,
+    /// Eviction stops at this fraction of `max_bytes`.
+    pub low_watermark: Option<f64>,
+    /// Blobs younger than this are not evicted.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub min_age: Option<Duration>,
+    /// Requests in flight at once per upstream.
+    pub upstream_concurrency: Option<usize>,
+    /// Token realm hosts trusted with credentials beyond the same-domain rule.
+    pub trusted_token_hosts: Option<Vec<String>>,
+    /// A docker `config.json` whose `auths` supply credentials by registry host.
+    pub docker_config: Option<PathBuf>,
+    /// Upstreams by registry host (as containerd names it in `?ns=`).
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryEntry>,
+    /// Content that is never evicted.
+    #[serde(default)]
+    pub pins: Vec<PinEntry>,
+}
+
+/// One registry's upstream and credentials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryEntry {
+    /// `http[s]://host[:port]`.
+    pub url: String,
+    /// User name for basic auth or the token flow.
+    pub username: Option<String>,
+    /// File holding the password or access token (first line, trimmed).
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password or access token.
+    pub password_env: Option<String>,
+}
+
+/// A declared pin: an image reference or a digest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinEntry {
+    /// `registry/repo:tag` or `registry/repo@sha256:...`.
+    pub image: Option<String>,
+    /// `sha256:...` of any blob or manifest.
+    pub digest: Option<String>,
+    /// For an index: pin only this platform (`os/arch[/variant]`).
+    pub platform: Option<String>,
+}
+
+/// Why the config file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Unreadable.
+    #[error("read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not the expected TOML; the message names the line and column.
+    #[error("config file {path}, line {line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    ///
+    /// # Errors
+    /// [`FileError`] with the line number of the first problem.
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text`, naming `path` in errors.
+    ///
+    /// # Errors
+    /// [`FileError::Parse`] with the line number of the first problem.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, FileError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e.span().map_or(0, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            FileError::Parse {
+                path: path.to_owned(),
+                line,
+                message: e.message().to_owned(),
+            }
+        })
+    }
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    humantime::parse_duration(&s).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\""
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+listen = "0.0.0.0:5050"
+root = "/var/lib/cache-daemon"
+upstream = "https://registry-1.docker.io"
+tag_ttl = "45s"
+max_bytes = "50GiB"
+high_watermark = 0.9
+
+[registries."ghcr.io"]
+url = "https://ghcr.io"
+username = "me"
+password_env = "GHCR_TOKEN"
+
+[[pins]]
+image = "ghcr.io/acme/api:v1"
+platform = "linux/amd64"
+"#;
+        let f = FileConfig::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(f.tag_ttl, Some(Duration::from_secs(45)));
+        assert_eq!(
+            f.registries["ghcr.io"].password_env.as_deref(),
+            Some("GHCR_TOKEN")
+        );
+        assert_eq!(f.pins[0].platform.as_deref(), Some("linux/amd64"));
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_their_line() {
+        let cases = [
+            (
+                "listen = \"127.0.0.1:5050\"\nlisten_port = 5\n",
+                2,
+                "unknown field",
+            ),
+            ("tag_ttl = \"soon\"\n", 1, "invalid duration"),
+            (
+                "\n\n[registries.\"x\"]\nurl = \"http://x\"\npassword = \"in the clear\"\n",
+                5,
+                "unknown field",
+            ),
+            ("max_connections = \"many\"\n", 1, "invalid type"),
+        ];
+        for (text, line, needle) in cases {
+            let err = FileConfig::parse(text, Path::new("c.toml")).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, FileError::Parse { line: l, .. } if l == line),
+                "{text:?}: {msg}"
+            );
+            assert!(msg.contains(needle) && msg.contains("c.toml"), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The operator tools (`ls`, `pin`, `unpin`, `prefetch`, `gc`, `verify`) as commands: each
+//! talks to the running daemon's admin endpoint, or, when no daemon holds the store, opens the
+//! stopped store itself and runs the same operation in-process (`admin.rs` has the operations).
+//! Which one is decided by the store lock, so the two never touch a store at once.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use stampede_oci::{ImageRef, Platform};
+
+use crate::admin::{self, GcReport, PrefetchReport};
+use crate::cli::{parse_bytes, parse_pin_target, Command, ServeArgs, StoreArgs};
+use crate::handler::App;
+use crate::server::{build, StartError};
+use crate::store::state::Pin;
+use crate::store::{InventoryItem, OpenError, VerifyReport};
+
+/// Why a tool command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The settings are invalid.
+    #[error(transparent)]
+    Config(#[from] crate::cli::ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The admin endpoint could not be reached.
+    #[error("admin endpoint {url}: {message}")]
+    Admin {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The daemon (or the offline operation) refused.
+    #[error("{0}")]
+    Refused(String),
+}
+
+enum Mode {
+    Online(String),
+    Offline(Arc<App>),
+}
+
+async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
+    if let Some(url) = &args.admin {
+        return Ok(Mode::Online(url.trim_end_matches('/').to_owned()));
+    }
+    let serve = ServeArgs {
+        config: args.config.clone(),
+        root: args.root.clone(),
+        upstream: args.upstream.clone(),
+        ..ServeArgs::default()
+    };
+    let settings = match serve.clone().into_settings() {
+        // With no upstream configured, an image reference still names its registry.
+        Err(crate::cli::ConfigError::NoUpstream) => ServeArgs {
+            allow_any_registry: true,
+            ..serve
+        }
+        .into_settings()?,
+        other => other?,
+    };
+    let admin = settings.config.server.admin_listen;
+    match build(settings.config).await {
+        Ok(app) => Ok(Mode::Offline(app)),
+        Err(StartError::Store {
+            source: OpenError::Locked { .. },
+            ..
+        }) => match admin {
+            Some(a) => Ok(Mode::Online(format!("http://{a}"))),
+            None => Err(ToolError::Refused(
+                "a daemon holds the store and its admin endpoint is off; stop it or enable admin_listen".into(),
+            )),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn call<T: serde::de::DeserializeOwned>(
+    base: &str,
+    method: Method,
+    path_and_query: &str,
+) -> Result<T, ToolError> {
+    let url = format!("{base}{path_and_query}");
+    let admin_err = |message: String| ToolError::Admin {
+        url: base.to_owned(),
+        message,
+    };
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::builder()
+        .method(method)
+        .uri(&url)
+        .body(Empty::new())
+        .map_err(|e| admin_err(e.to_string()))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| admin_err(format!("{e}")))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| admin_err(e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(ToolError::Refused(format!("{status}: {message}")));
+    }
+    serde_json::from_slice(&body).map_err(|e| admin_err(format!("unexpected answer: {e}")))
+}
+
+fn q(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Runs a tool command and prints its answer.
+///
+/// # Errors
+/// [`ToolError`]; the binary prints it and exits 2.
+pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
+    match command {
+        Command::Serve(_) => unreachable!("serve is not a tool"),
+        Command::Ls(a) => {
+            let items: Vec<InventoryItem> = match mode(&a.store).await? {
+                Mode::Online(url) => call(&url, Method::GET, "/admin/blobs").await?,
+                Mode::Offline(app) => app.store.inventory(),
+            };
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).expect("inventory serialises")
+                );
+            } else {
+                print!("{}", inventory_table(&items));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pin(a) => {
+            let request = parse_pin_target(&a.target, a.platform.as_deref())?;
+            let pin: Pin = match mode(&a.store).await? {
+                Mode::Online(url) => {
+                    let mut path = format!("/admin/pins?target={}", q(&a.target));
+                    if let Some(p) = &a.platform {
+                        path.push_str(&format!("&platform={}", q(p)));
+                    }
+                    call(&url, Method::POST, &path).await?
+                }
+                Mode::Offline(app) => admin::pin(&app, &request)
+                    .await
+                    .map_err(|e| ToolError::Refused(e.message))?,
+            };
+            println!("pinned {} ({} digests)", pin.target, pin.digests.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unpin(a) => {
+            let removed = match mode(&a.store).await? {
+                Mode::Online(url) => {
+                    let v: serde_json::Value = call(
+                        &url,
+                        Method::DELETE,
+                        &format!("/admin/pins?target={}", q(&a.target)),
+                    )
+                    .await?;
+                    v["removed"].as_u64().unwrap_or(0) as usize
+                }
+                Mode::Offline(app) => app
+                    .store
+                    .unpin(&a.target)
+                    .map_err(|e| ToolError::Refused(format!("write pins file: {e}")))?,
+            };
+            if removed == 0 {
+                eprintln!("cache-daemon: no pin with target {}", a.target);
+                return Ok(ExitCode::from(1));
+            }
+            println!("unpinned {} ({removed} pins)", a.target);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prefetch(a) => {
+            let image = ImageRef::parse(&a.image)
+                .map_err(|e| ToolError::Refused(format!("{}: {e}", a.image)))?;
+            let platform = a
+                .platform
+                .as_deref()
+                .map(|p| {
+                    Platform::parse(p).ok_or_else(|| {
+                        ToolError::Refused(format!("platform {p:?} is not os/arch[/variant]"))
+                    })
+                })
+                .transpose()?;
+            let report: PrefetchReport = match mode(&a.store).await? {
+                Mode::Online(url) => {
+                    let mut path = format!("/admin/prefetch?image={}", q(&a.image));
+                    if let Some(p) = &a.platform {
+                        path.push_str(&format!("&platform={}", q(p)));
+                    }
+                    call(&url, Method::POST, &path).await?
+                }
+                Mode::Offline(app) => admin::prefetch(&app, &image, platform.as_ref())
+                    .await
+                    .map_err(|e| ToolError::Refused(e.message))?,
+            };
+            println!(
+                "prefetched {}: {} manifests, {} blobs, {} fetched now ({} bytes)",
+                report.image,
+                report.manifests.len(),
+                report.blobs,
+                report.fetched,
+                report.fetched_bytes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc(a) => {
+            let target = a
+                .target_bytes
+                .as_deref()
+                .map(|b| parse_bytes("--target-bytes", b))
+                .transpose()?;
+            let report: GcReport = match mode(&a.store).await? {
+                Mode::Online(url) => {
+                    let mut path = format!("/admin/gc?dry_run={}", a.dry_run);
+                    if let Some(t) = target {
+                        path.push_str(&format!("&target_bytes={t}"));
+                    }
+                    call(&url, Method::POST, &path).await?
+                }
+                Mode::Offline(app) => admin::gc(&app, target, a.dry_run).await,
+            };
+            let verb = if report.dry_run {
+                "would evict"
+            } else {
+                "evicted"
+            };
+            for d in &report.victims {
+                println!("{verb} {d}");
+            }
+            println!(
+                "{verb} {} blobs, {} bytes",
+                report.victims.len(),
+                report.bytes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(a) => {
+            let report: VerifyReport = match mode(&a.store).await? {
+                Mode::Online(url) => call(&url, Method::POST, "/admin/verify").await?,
+                Mode::Offline(app) => {
+                    let store = app.store.clone();
+                    tokio::task::spawn_blocking(move || store.verify())
+                        .await
+                        .map_err(|e| ToolError::Refused(e.to_string()))?
+                }
+            };
+            for d in &report.quarantined {
+                println!("quarantined {d}: content does not match its digest");
+            }
+            for d in &report.unreadable {
+                println!("unreadable {d}: forgotten");
+            }
+            println!(
+                "verified {} blobs ({} bytes): {} quarantined, {} unreadable",
+                report.checked,
+                report.bytes,
+                report.quarantined.len(),
+                report.unreadable.len()
+            );
+            Ok(
+                if report.quarantined.is_empty() && report.unreadable.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
+        }
+    }
+}
+
+/// The inventory as an aligned text table.
+pub fn inventory_table(items: &[InventoryItem]) -> String {
+    let mut rows = vec![[
+        "DIGEST".to_owned(),
+        "SIZE".to_owned(),
+        "MEDIA TYPE".to_owned(),
+        "LAST ACCESS (UTC)".to_owned(),
+        "PINNED".to_owned(),
+        "SEEN AS".to_owned(),
+    ]];
+    for i in items {
+        let seen: Vec<&str> = i
+            .tags
+            .iter()
+            .chain(i.repos.iter())
+            .map(String::as_str)
+            .collect();
+        rows.push([
+            i.digest.to_string().chars().take(19).collect(),
+            bytesize::ByteSize(i.size_bytes).to_string(),
+            i.media_type.clone().unwrap_or_else(|| "-".into()),
+            humantime::format_rfc3339_seconds(crate::store::state::from_unix_secs(i.last_access))
+                .to_string(),
+            if i.pinned { "yes" } else { "no" }.to_owned(),
+            if seen.is_empty() {
+                "-".to_owned()
+            } else {
+                seen.join(", ")
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
