@@ -151,11 +151,16 @@ impl Manifests {
                         if reply.fault == Fault::Upstream
                             && reply.status != StatusCode::NOT_FOUND =>
                     {
-                        match &known {
-                            Some(entry) => match self.stored(&entry.digest, label).await? {
+                        // The last digest this tag resolved to: in memory, else as the store
+                        // recorded it (which survives restarts).
+                        let last = known
+                            .map(|e| e.digest)
+                            .or_else(|| self.store.find_tag(&format!("{label}:{tag}")));
+                        match last {
+                            Some(digest) => match self.stored(&digest, label).await? {
                                 Some(answer) => {
                                     self.metrics.stale_serve();
-                                    tracing::warn!(%repo, tag, digest = %entry.digest, upstream = %endpoint.base_url(), error = reply.message, "upstream failed; serving the last known manifest for this tag (stale)");
+                                    tracing::warn!(%repo, tag, %digest, upstream = %endpoint.base_url(), error = reply.message, "upstream failed; serving the last known manifest for this tag (stale)");
                                     Ok(answer)
                                 }
                                 None => Err(reply),

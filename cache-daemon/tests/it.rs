@@ -6,3 +6,4 @@ mod bad_input;
 mod blobs;
 mod e2e;
 mod manifests;
+mod operations;

@@ -263,6 +263,18 @@ impl BlobStore {
         self.index().note_tag(digest, tag);
     }
 
+    /// The most recently used committed manifest that `tag` (`registry/repo:tag`) resolved to.
+    /// A scan: only for the outage path.
+    pub fn find_tag(&self, tag: &str) -> Option<Digest> {
+        let index = self.index();
+        let found = index
+            .iter_lru()
+            .filter(|(_, e)| e.tags.contains(tag))
+            .max_by_key(|(_, e)| e.last_access)
+            .map(|(d, _)| d.clone());
+        found
+    }
+
     /// Whether a blob is committed (does not change recency).
     pub fn contains(&self, digest: &Digest) -> bool {
         self.index().peek(digest).is_some()

@@ -79,6 +79,7 @@ struct State {
     log: Vec<(Method, String)>,
     token_requests: Vec<Option<String>>,
     require_token: bool,
+    realm: Option<String>,
 }
 
 pub struct FakeUpstream {
@@ -180,6 +181,11 @@ impl FakeUpstream {
         self.state.lock().unwrap().require_token = true;
     }
 
+    /// Advertise this token realm instead of our own `/token`.
+    pub fn set_realm(&self, realm: &str) {
+        self.state.lock().unwrap().realm = Some(realm.to_owned());
+    }
+
     /// Requests whose method is `method` and whose path contains `needle`.
     pub fn count(&self, method: Method, needle: &str) -> usize {
         self.state
@@ -215,10 +221,15 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
         st.lock().unwrap().token_requests.push(auth);
         return full(StatusCode::OK, r#"{"token":"good-token","expires_in":300}"#);
     }
-    let require_token = {
+    let (require_token, realm) = {
         let mut s = st.lock().unwrap();
         s.log.push((method.clone(), path.clone()));
-        s.require_token
+        (
+            s.require_token,
+            s.realm
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}/token")),
+        )
     };
     if require_token && auth.as_deref() != Some("Bearer good-token") {
         let repo = path
@@ -232,7 +243,9 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
         let mut r = full(StatusCode::UNAUTHORIZED, "{}");
         r.headers_mut().insert(
             "www-authenticate",
-            format!(r#"Bearer realm="http://{addr}/token",service="fake",scope="repository:{repo}:pull""#).parse().unwrap(),
+            format!(r#"Bearer realm="{realm}",service="fake",scope="repository:{repo}:pull""#)
+                .parse()
+                .unwrap(),
         );
         return r;
     }
