@@ -129,7 +129,7 @@ impl fmt::Display for ByteSize {
             ("KiB", 1 << 10),
         ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{name}", self.0 / size);
             }
         }
@@ -156,11 +156,11 @@ impl ByteSize {
 impl fmt::Display for Bandwidth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bits = self.bytes_per_sec.saturating_mul(8);
-        if bits % 1_000_000_000 == 0 {
+        if bits.is_multiple_of(1_000_000_000) {
             write!(f, "{}Gbit", bits / 1_000_000_000)
-        } else if bits % 1_000_000 == 0 {
+        } else if bits.is_multiple_of(1_000_000) {
             write!(f, "{}Mbit", bits / 1_000_000)
-        } else if bits % 1000 == 0 {
+        } else if bits.is_multiple_of(1000) {
             write!(f, "{}kbit", bits / 1000)
         } else {
             write!(f, "{}B/s", self.bytes_per_sec)
