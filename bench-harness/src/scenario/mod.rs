@@ -22,10 +22,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stampede_oci::Platform;
+use stampede_oci::{ImageRef, Platform, ReferenceError};
 
 use crate::image::SyntheticImage;
 use crate::registry::RegistryModel;
+use crate::remote::RegistryAccess;
 use crate::units::ByteSize;
 
 pub use overrides::{Override, OverrideError};
@@ -120,14 +121,57 @@ pub struct Variant {
 }
 
 /// Where a variant's image comes from. Exactly one per variant; written as the key of its table
-/// (`[variants.synthetic]`). More sources (an existing `image = "registry/repo:tag"`, an OCI
-/// `layout = "dir"`) will join this enum.
+/// (`[variants.synthetic]`, `[variants.registry]`, `[variants.layout]`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum ImageSource {
     /// Generated deterministically from the spec and the scenario's seed.
     Synthetic(SyntheticImage),
+    /// An image in a real registry.
+    Registry(RegistrySource),
+    /// An OCI image layout directory (`skopeo copy ... oci:DIR:tag`, `umoci`).
+    Layout(LayoutSource),
+}
+
+/// `[variants.registry]`: an image in a real registry, pulled over HTTPS (or HTTP when
+/// `insecure`), anonymously or with credentials, with the Bearer token flow when the registry
+/// asks for it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RegistrySource {
+    /// `registry/repo:tag` or `registry/repo@sha256:<hex>`, with Docker's normalisation
+    /// (`alpine` is `docker.io/library/alpine:latest`).
+    pub image: String,
+    /// `true` (default): fetch the image once (digests verified) into the image cache and serve
+    /// it from the embedded registry, so bursts do not hammer the real registry and registry-side
+    /// accounting works. `false`: nodes (or the target in front of them) pull straight from the
+    /// real registry; registry-side accounting is then unavailable.
+    pub mirror: bool,
+    /// How to reach the registry and who we are there.
+    #[serde(flatten)]
+    pub access: RegistryAccess,
+}
+
+impl RegistrySource {
+    /// The image reference, normalised.
+    ///
+    /// # Errors
+    /// [`ReferenceError`] when `image` is not a reference (validation reports it first).
+    pub fn reference(&self) -> Result<ImageRef, ReferenceError> {
+        ImageRef::parse(&self.image)
+    }
+}
+
+/// `[variants.layout]`: an OCI image layout directory, served in place.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayoutSource {
+    /// The layout directory (holding `oci-layout` and `index.json`). [`Scenario::load`] makes a
+    /// relative path relative to the scenario file's directory.
+    pub path: PathBuf,
+    /// The `index.json` entry to use, by its `org.opencontainers.image.ref.name`; unset, the
+    /// layout must hold exactly one image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// Where nodes pull from.
@@ -306,12 +350,36 @@ impl Scenario {
     ///
     /// # Errors
     /// [`ScenarioError::Read`] if the file cannot be read, otherwise as [`Scenario::parse`].
+    /// Relative paths in image sources (`layout.path`, `registry.ca_file`,
+    /// `registry.docker_config`) are made relative to the file's directory; `~/` is left for
+    /// when the path is used.
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string(), overrides)
+        let mut scenario = Self::parse(&text, &path.display().to_string(), overrides)?;
+        scenario.anchor_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(scenario)
+    }
+
+    /// Joins every relative, non-`~` path of the variants' image sources onto `base`.
+    pub fn anchor_paths(&mut self, base: &Path) {
+        let anchor = |p: &mut PathBuf| {
+            if p.is_relative() && !p.starts_with("~") {
+                *p = base.join(&*p);
+            }
+        };
+        for v in &mut self.variants {
+            match &mut v.source {
+                ImageSource::Synthetic(_) => {}
+                ImageSource::Layout(l) => anchor(&mut l.path),
+                ImageSource::Registry(r) => {
+                    r.access.ca_file.iter_mut().for_each(anchor);
+                    r.access.docker_config.iter_mut().for_each(anchor);
+                }
+            }
+        }
     }
 
     /// Parses a scenario from TOML text, applies `overrides` in order, and validates the result.
@@ -459,9 +527,11 @@ impl Scenario {
         validate::problems(self)
     }
 
-    /// Things that are allowed but probably not meant, for the report's warnings: a scenario
-    /// platform missing from a synthetic image (every pull then fails as `platform_missing`, which
-    /// is what such a scenario measures), a compression level given for uncompressed layers.
+    /// Things that are allowed but probably not meant, or that limit what a run can report, for
+    /// the report's warnings: a scenario platform missing from a synthetic image (every pull then
+    /// fails as `platform_missing`, which is what such a scenario measures), a compression level
+    /// given for uncompressed layers, a registry variant pulled without mirroring (no
+    /// registry-side accounting for it).
     pub fn warnings(&self) -> Vec<String> {
         validate::warnings(self)
     }
