@@ -8,6 +8,7 @@
 //! - [`image`]: images on disk as OCI layouts: synthetic ones (spec, deterministic generation),
 //!   imported layouts, and real-registry images mirrored into the cache.
 //! - [`remote`]: a real registry as a source: endpoint, TLS, credentials.
+//! - [`inspect`]: what an image costs to pull and start, read from its layers; two compared.
 //! - [`registry`]: the embedded registry: serves generated images with the scenario's bandwidth,
 //!   latency and throttling, and counts what it serves.
 //! - [`unpack`]: decompress and untar layers into a snapshot directory, safely.
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod container;
 pub mod host;
 pub mod image;
+pub mod inspect;
 pub mod machine;
 pub mod node;
 pub mod pull;
