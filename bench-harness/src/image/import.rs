@@ -244,8 +244,9 @@ fn config_platform(layout: &OciLayout, config: &Descriptor) -> Result<Platform, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::generate;
+    use crate::image::layout::LAYOUT_TAG;
     use crate::image::spec::{FileSizes, LayerSpec, ManifestFormat, SyntheticImage};
-    use crate::image::{generate, LAYOUT_TAG};
     use crate::units::ByteSize;
 
     fn spec(platforms: &[&str]) -> SyntheticImage {

@@ -144,10 +144,10 @@ impl Overlay {
                 | MemberKind::Symlink
                 | MemberKind::HardLink
                 | MemberKind::Other => {
+                    // Nothing can be under a non-directory, whether its directory was declared
+                    // or only implied by the paths below it.
+                    self.remove_under_any(&m.path, layer);
                     if let Some(n) = self.nodes.get(&m.path).copied() {
-                        if n.dir {
-                            self.remove_under_any(&m.path, layer);
-                        }
                         self.kill(m.path.clone(), n, layer, Removal::Overwritten);
                     }
                     self.nodes.insert(

@@ -1115,6 +1115,139 @@ pods_per_node = 1"#,
     }
 
     #[test]
+    fn registry_and_layout_sources_parse_validate_and_round_trip() {
+        let text = r#"
+nodes = 1
+pods_per_node = 1
+
+[[variants]]
+name = "app"
+[variants.registry]
+image = "127.0.0.1:5000/test/app:v1"
+insecure = true
+username = "bench"
+password_env = "APP_PASSWORD"
+
+[[variants]]
+name = "pinned"
+[variants.registry]
+image = "ghcr.io/o/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+mirror = false
+ca_file = "certs/ca.pem"
+docker_config = "~/.docker/config.json"
+
+[[variants]]
+name = "local"
+[variants.layout]
+path = "layouts/app"
+tag = "v2"
+
+[[targets]]
+kind = "direct"
+"#;
+        let mut s = parse(text).unwrap();
+        let ImageSource::Registry(app) = &s.variants[0].source else {
+            panic!("registry source");
+        };
+        assert!(app.mirror, "mirror defaults to true");
+        assert_eq!(
+            app.reference().unwrap().to_string(),
+            "127.0.0.1:5000/test/app:v1"
+        );
+        assert_eq!(app.access.password_env.as_deref(), Some("APP_PASSWORD"));
+        let warnings = s.warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("variant pinned") && w.contains("accounting")),
+            "{warnings:?}"
+        );
+        let toml_text = toml::to_string(&s).unwrap();
+        assert_eq!(
+            Scenario::parse(&toml_text, "again.toml", &[]).unwrap(),
+            s,
+            "{toml_text}"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Scenario>(&json).unwrap(),
+            s,
+            "{json}"
+        );
+
+        s.anchor_paths(Path::new("/scenarios"));
+        let ImageSource::Registry(pinned) = &s.variants[1].source else {
+            panic!("registry source");
+        };
+        assert_eq!(
+            pinned.access.ca_file.as_deref(),
+            Some(Path::new("/scenarios/certs/ca.pem"))
+        );
+        assert_eq!(
+            pinned.access.docker_config.as_deref(),
+            Some(Path::new("~/.docker/config.json")),
+            "~ is expanded when used, not anchored"
+        );
+        let ImageSource::Layout(local) = &s.variants[2].source else {
+            panic!("layout source");
+        };
+        assert_eq!(local.path, Path::new("/scenarios/layouts/app"));
+    }
+
+    #[test]
+    fn image_source_mistakes_are_named() {
+        let base = "nodes = 1\npods_per_node = 1\n[[targets]]\nkind = \"direct\"\n[[variants]]\nname = \"a\"\n";
+        let cases = [
+            (
+                "[variants.registry]\nimage = \"r:5000/a:v1\"\nusername = \"u\"\npassword = \"hunter2\"",
+                vec![
+                    "variants[0].registry.password: never write a password",
+                    "variants[0].registry: username and password_env go together",
+                ],
+            ),
+            (
+                "[variants.registry]\nimage = \"Bad/Name\"\ninsecure = true\nca_file = \"ca.pem\"",
+                vec![
+                    "variants[0].registry.image: \"Bad/Name\"",
+                    "variants[0].registry: insecure (plain HTTP) and ca_file",
+                ],
+            ),
+            (
+                "[variants.registry]\nimage = \"r/a\"\nusername = \"u\"\npassword_env = \"not a var\"",
+                vec!["variants[0].registry.password_env: \"not a var\" is not an environment variable name"],
+            ),
+            (
+                "[variants.layout]\npath = \"x\"\n[[variants.synthetic.layers]]\nsize = 1\nfiles = 1",
+                vec!["variants[0]: has 2 image sources (synthetic, layout)"],
+            ),
+            (
+                "[variants.layout]\npath = \"x\"\ntag = \"-bad\"",
+                vec!["variants[0].layout.tag: \"-bad\" is not a tag"],
+            ),
+        ];
+        for (source, want) in cases {
+            let got = problems(&format!("{base}{source}"));
+            for w in &want {
+                assert!(
+                    got.iter().any(|g| g.starts_with(w)),
+                    "missing {w:?} in {got:#?}"
+                );
+            }
+            assert_eq!(got.len(), want.len(), "{got:#?}");
+            assert!(!got.iter().any(|g| g.contains("hunter2")), "{got:#?}");
+        }
+        let err = parse(&format!(
+            "{base}[variants.registry]\nimage = \"r/a\"\nmirorr = false"
+        ))
+        .unwrap_err();
+        let shown = format!("{:#}", anyhow::Error::from(err));
+        assert!(
+            shown.contains("line 9") && shown.contains("unknown field `mirorr`"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn readiness_turns_ready_at_the_first_probe_after_init() {
         let r = Readiness {
             read_fraction: 0.1,
