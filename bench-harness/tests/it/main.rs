@@ -6,11 +6,13 @@
 //! - `scenario_files`: every committed scenario parses and validates.
 //! - `result_schema`: `result.json` validates against the committed schema and round-trips.
 //! - `report_golden`: the Markdown report matches its golden file.
+//! - `inspect`: `inspect` on crafted layouts reports exact numbers; A/B diffs; missing platforms.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod burst;
+mod inspect;
 mod registry;
 mod report_golden;
 mod result_schema;
