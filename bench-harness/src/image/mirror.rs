@@ -162,7 +162,7 @@ pub async fn mirror(
             });
         }
     }
-    let blobs = dir.join(BLOBS_DIR).join("sha256");
+    let blobs = dir.join(BLOBS_DIR);
     std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
     let mut fetched_bytes = 0;
     let platform_digest = match &chosen {

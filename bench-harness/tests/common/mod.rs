@@ -3,6 +3,7 @@
 //! Crafted OCI layouts live in `layout.rs`, real registries and image tools in `real.rs`.
 
 pub mod layout;
+pub mod real;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
