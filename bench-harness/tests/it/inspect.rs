@@ -73,8 +73,8 @@ fn crafted() -> Crafted {
     b.tag("zstd", &app_zstd);
     let other = b.image("linux/amd64", &[base.clone(), extra.clone()]);
     b.tag("other", &other);
-    let arm = b.image("linux/arm64/v8", &[base.clone()]);
-    let s390x = b.image("linux/s390x", &[base.clone()]);
+    let arm = b.image("linux/arm64/v8", std::slice::from_ref(&base));
+    let s390x = b.image("linux/s390x", std::slice::from_ref(&base));
     let multi = b.index(&[(&arm, "linux/arm64/v8"), (&s390x, "linux/s390x")]);
     b.tag("multi", &multi);
     Crafted {
@@ -298,7 +298,7 @@ async fn the_command_prints_tables_and_json() {
     let c = crafted();
     let a = format!("oci:{}:v1", c.dir.path().display());
     let b = format!("oci:{}:other", c.dir.path().display());
-    let table = args(&[a.clone()], false).run().await.unwrap();
+    let table = args(std::slice::from_ref(&a), false).run().await.unwrap();
     for needle in [
         "platform  linux/amd64",
         "final filesystem: 4 files, 6.2 kB; shipped: 9 files, 38.3 kB",

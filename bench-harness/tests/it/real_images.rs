@@ -65,7 +65,7 @@ async fn setup() -> Option<Real> {
         let wrongarch = root.join("wrongarch");
         let mut b = LayoutBuilder::new(&wrongarch);
         let base = b.layer(&[Entry::File("bin/tool", 1_000)], Compression::Gzip);
-        let arm = b.image("linux/arm64/v8", &[base.clone()]);
+        let arm = b.image("linux/arm64/v8", std::slice::from_ref(&base));
         let s390x = b.image("linux/s390x", &[base]);
         let multi = b.index(&[(&arm, "linux/arm64/v8"), (&s390x, "linux/s390x")]);
         b.tag("v1", &multi);
