@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use stampede_oci::{Platform, ReferenceError};
 
 use crate::image::generate::{generate, GenerateError};
-use crate::image::layout_image::LayoutImage;
+use crate::image::layout_image::{platform_matches, LayoutImage};
 use crate::image::mirror::{mirror, resolve_remote, MirrorError};
 use crate::image::{import_layout, ImportError};
 use crate::remote::{Remote, RemoteError};
@@ -207,6 +207,15 @@ fn held(
         .iter()
         .map(|why| platform_warning(variant, &what, why))
         .collect();
+    let mut warnings: Vec<String> = warnings;
+    if let Ok(p) = &chosen {
+        if !platform_matches(platform, &p.platform) {
+            warnings.push(format!(
+                "variant {}: {what} is a single {} manifest, not {platform}: nodes pull it, but a real {platform} node could not run it",
+                variant.name, p.platform
+            ));
+        }
+    }
     let mut details = serde_json::to_value(&image).unwrap_or_default();
     set_source(&mut details, source);
     VariantImage {

@@ -88,20 +88,24 @@ impl LayoutImage {
             .collect()
     }
 
-    /// The platform a node of platform `wanted` pulls, by the rule
-    /// [`stampede_oci::manifest::select_platform`] applies to an index.
+    /// The platform a node of platform `wanted` pulls: from an index, by the rule
+    /// [`stampede_oci::manifest::select_platform`] applies; a plain manifest is pulled whatever
+    /// its platform, as the harness's puller (and a registry client) does.
     ///
     /// # Errors
     /// [`ManifestError::PlatformMissing`] naming every platform listed, when none matches or
     /// the matching one is not held in the layout.
     pub fn select(&self, wanted: &Platform) -> Result<&PlatformManifest, ManifestError> {
-        self.platforms
-            .iter()
-            .find(|p| platform_matches(wanted, &p.platform))
-            .ok_or_else(|| ManifestError::PlatformMissing {
-                wanted: wanted.to_string(),
-                available: self.listed.iter().map(ToString::to_string).collect(),
-            })
+        let only = (!self.is_index()).then(|| self.platforms.first()).flatten();
+        only.or_else(|| {
+            self.platforms
+                .iter()
+                .find(|p| platform_matches(wanted, &p.platform))
+        })
+        .ok_or_else(|| ManifestError::PlatformMissing {
+            wanted: wanted.to_string(),
+            available: self.listed.iter().map(ToString::to_string).collect(),
+        })
     }
 
     /// Compressed layer bytes of `platform`: what a node downloads besides the small documents.

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use stampede_oci::{Compression, Digest, ManifestError, Platform};
 
-use crate::image::layout_image::Descriptor;
+use crate::image::layout_image::{platform_matches, Descriptor};
 use crate::units::Bandwidth;
 
 pub use args::InspectArgs;
@@ -539,6 +539,12 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
     let pull_seconds = pull_bytes as f64 / bandwidth;
 
     let mut warnings = Vec::new();
+    if !platform_matches(&options.platform, &opened.platform) {
+        warnings.push(format!(
+            "a single {} manifest, not {}: a node pulls it, but a {} node could not run it",
+            opened.platform, options.platform, options.platform
+        ));
+    }
     if let Some(declared) = declared_diff_ids {
         let actual: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
         if declared != actual {

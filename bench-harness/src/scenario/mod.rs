@@ -346,13 +346,12 @@ fn at_line(line: Option<usize>, column: Option<usize>) -> String {
 
 impl Scenario {
     /// Reads and parses a scenario file; its file name is the origin in messages and its stem the
-    /// default name.
+    /// default name. Relative paths in image sources (`layout.path`, `registry.ca_file`,
+    /// `registry.docker_config`) are made relative to the file's directory; `~/` is left for
+    /// when the path is used.
     ///
     /// # Errors
     /// [`ScenarioError::Read`] if the file cannot be read, otherwise as [`Scenario::parse`].
-    /// Relative paths in image sources (`layout.path`, `registry.ca_file`,
-    /// `registry.docker_config`) are made relative to the file's directory; `~/` is left for
-    /// when the path is used.
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             path: path.to_owned(),

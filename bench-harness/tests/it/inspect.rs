@@ -30,7 +30,7 @@ struct Crafted {
 /// 6,000), whiteouts `usr/lib/libbig.so` (20,000) and makes `var/cache` opaque (hiding a: 3,000
 /// and b: 4,000) while adding `var/cache/c` (10), then a layer rewriting `etc/config` (100) and
 /// adding `tmp/x` (50). `app:zstd` is the same with its middle layer recompressed as zstd.
-/// `other:v1` is the base plus one zstd layer. `multi:v1` is an index for arm64 and s390x only.
+/// `other:v1` is the base plus one zstd layer. `multi` is an index for arm64 and s390x only; `arm` its arm64 manifest alone.
 fn crafted() -> Crafted {
     use Entry::*;
     let dir = tempfile::tempdir().unwrap();
@@ -77,6 +77,7 @@ fn crafted() -> Crafted {
     let s390x = b.image("linux/s390x", std::slice::from_ref(&base));
     let multi = b.index(&[(&arm, "linux/arm64/v8"), (&s390x, "linux/s390x")]);
     b.tag("multi", &multi);
+    b.tag("arm", &arm);
     Crafted {
         dir,
         base,
@@ -272,6 +273,21 @@ async fn an_index_without_the_platform_names_the_platforms_it_has() {
     assert_eq!(cost.platform, "linux/arm64/v8");
     assert_eq!(cost.platforms, ["linux/arm64/v8", "linux/s390x"]);
     assert!(cost.prediction.pull_bytes > cost.totals.compressed_bytes);
+
+    // A plain manifest is read whatever its platform (a puller fetches it), with a warning.
+    let single = ImageInput::Layout {
+        path: c.dir.path().to_owned(),
+        tag: Some("arm".to_owned()),
+    };
+    let cost = inspect(&single, &options(c.dir.path(), false))
+        .await
+        .unwrap();
+    assert_eq!(cost.platform, "linux/arm64/v8");
+    assert!(
+        cost.warnings[0].contains("a single linux/arm64/v8 manifest, not linux/amd64"),
+        "{:?}",
+        cost.warnings
+    );
 }
 
 fn args(images: &[String], json: bool) -> InspectArgs {
@@ -324,5 +340,5 @@ async fn the_command_prints_tables_and_json() {
         .unwrap_err();
     let chain = format!("{:#}", anyhow::Error::from(err));
     assert!(chain.contains("no image tagged \"nope\""), "{chain}");
-    assert!(chain.contains("v1, zstd, other, multi"), "{chain}");
+    assert!(chain.contains("v1, zstd, other, multi, arm"), "{chain}");
 }
