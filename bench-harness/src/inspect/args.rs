@@ -16,7 +16,8 @@ use crate::units::Bandwidth;
 /// manifest and layers; with a second image, what changed between them.
 ///
 /// IMAGE is `oci:DIR[:TAG]` or a layout directory, `variant:NAME` of `--scenario`, or a
-/// registry reference `[docker://]REGISTRY/REPO[:TAG|@sha256:...]`.
+/// registry reference `[docker://]REGISTRY/REPO[:TAG|@sha256:...]`. The registry flags apply to
+/// references; a scenario's registry variant brings its own settings.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// The image, and optionally a second one to compare it with.

@@ -157,8 +157,6 @@ impl ImageInput {
                     reference: r.reference().map_err(|e| bad(e.to_string()))?,
                     access: r.access.clone(),
                 }),
-                #[allow(unreachable_patterns)]
-                _ => Err(bad("this kind of image source cannot be inspected".into())),
             };
         }
         let looks_like_path = ["/", "./", "../", "~/"].iter().any(|p| arg.starts_with(p))
