@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a scenario file and write result.json and report.md.
     Run(RunArgs),
+    /// Explain what an image costs to pull and start, or what changed between two images.
+    Inspect(crate::inspect::InspectArgs),
 }
 
 /// `bench-harness run`.
@@ -123,7 +125,8 @@ impl RunArgs {
     }
 }
 
-fn default_image_cache() -> PathBuf {
+/// `$XDG_CACHE_HOME/stampede/images`, else `~/.cache/stampede/images`.
+pub(crate) fn default_image_cache() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))

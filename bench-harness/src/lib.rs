@@ -5,7 +5,10 @@
 //! # Layout
 //! - [`units`]: byte sizes, bandwidths, durations as scenario files write them.
 //! - [`scenario`]: the scenario file: parsing, validation, overrides.
-//! - [`image`]: synthetic images: the spec and its deterministic generation into an OCI layout.
+//! - [`image`]: images on disk as OCI layouts: synthetic ones (spec, deterministic generation),
+//!   imported layouts, and real-registry images mirrored into the cache.
+//! - [`remote`]: a real registry as a source: endpoint, TLS, credentials.
+//! - [`inspect`]: what an image costs to pull and start, read from its layers; two compared.
 //! - [`registry`]: the embedded registry: serves generated images with the scenario's bandwidth,
 //!   latency and throttling, and counts what it serves.
 //! - [`unpack`]: decompress and untar layers into a snapshot directory, safely.
@@ -18,6 +21,7 @@
 //! - [`node`]: a simulated node: content store, kubelet's pull queue, one shared pull per image.
 //! - [`container`]: the container start model (file reads, init, readiness probe).
 //! - [`host`]: CPU use during a burst, for the host-bound warning.
+//! - [`variant_image`]: each variant's image made ready: generated, imported, mirrored or resolved.
 //! - [`run`]: a whole scenario run and each burst in it.
 //! - [`cli`]: flags into settings.
 //!
@@ -32,11 +36,13 @@ pub mod cli;
 pub mod container;
 pub mod host;
 pub mod image;
+pub mod inspect;
 pub mod machine;
 pub mod node;
 pub mod pull;
 pub mod recorder;
 pub mod registry;
+pub mod remote;
 pub mod report;
 pub mod result;
 pub mod run;
@@ -44,3 +50,4 @@ pub mod scenario;
 pub mod target;
 pub mod units;
 pub mod unpack;
+pub mod variant_image;

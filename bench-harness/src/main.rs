@@ -57,6 +57,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Inspect(args) => {
+            println!("{}", args.run().await?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -118,6 +118,19 @@ pub struct PullRecord {
     pub throttled: u32,
 }
 
+/// A manifest or index as fetched: its bytes, parsed form, digest and served media type.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// The document, byte for byte.
+    pub bytes: Bytes,
+    /// The `Content-Type` it was served with, if any.
+    pub media_type: Option<String>,
+    /// Its digest (verified against the reference or `Docker-Content-Digest`).
+    pub digest: Digest,
+    /// The parsed document.
+    pub manifest: Manifest,
+}
+
 /// A node's puller; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Puller {
@@ -145,9 +158,9 @@ impl Puller {
     ) -> Result<PullRecord, PullError> {
         let started = Instant::now();
         let mut throttled = 0;
-        let (bytes, manifest) = self.manifest(repo, reference, &mut throttled).await?;
-        let (manifest_digest, image) = match manifest {
-            Manifest::Image(m) => (Digest::of(&bytes), m),
+        let fetched = self.manifest(repo, reference, &mut throttled).await?;
+        let (manifest_digest, image) = match fetched.manifest {
+            Manifest::Image(m) => (fetched.digest, m),
             Manifest::Index(index) => {
                 let chosen = select_platform(&index, &self.config.platform).map_err(|e| {
                     PullError::new(
@@ -158,10 +171,10 @@ impl Puller {
                 })?;
                 let digest = descriptor_digest(chosen)
                     .map_err(|e| PullError::new(FailureKind::Other, "read index", e))?;
-                let (_, m) = self
+                let child = self
                     .manifest(repo, &Reference::Digest(digest.clone()), &mut throttled)
                     .await?;
-                match m {
+                match child.manifest {
                     Manifest::Image(m) => (digest, m),
                     Manifest::Index(_) => {
                         return Err(PullError::new(
@@ -231,12 +244,25 @@ impl Puller {
         })
     }
 
+    /// Fetches the manifest or index `reference` names in `repo`, as it is served (no platform
+    /// is picked), verifying its digest against the reference or `Docker-Content-Digest`.
+    ///
+    /// # Errors
+    /// [`PullError`] with its kind.
+    pub async fn fetch_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<FetchedManifest, PullError> {
+        self.manifest(repo, reference, &mut 0).await
+    }
+
     async fn manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
         throttled: &mut u32,
-    ) -> Result<(Bytes, Manifest), PullError> {
+    ) -> Result<FetchedManifest, PullError> {
         let what = format!("GET manifest {repo}:{reference}");
         let req = RegistryRequest::pull(
             Method::GET,
@@ -276,7 +302,12 @@ impl Puller {
         }
         let manifest = Manifest::parse(content_type.as_deref(), &bytes)
             .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
-        Ok((bytes, manifest))
+        Ok(FetchedManifest {
+            bytes,
+            media_type: content_type,
+            digest: actual,
+            manifest,
+        })
     }
 
     /// Sends with 429 retries; returns the response and how many 429s were waited out.

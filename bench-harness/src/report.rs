@@ -51,6 +51,7 @@ pub fn write_markdown(result: &RunResult, dir: &Path) -> Result<PathBuf, ReportE
 pub fn markdown(r: &RunResult) -> String {
     let mut out = String::new();
     header(&mut out, r);
+    image_sources_section(&mut out, r);
     summary_section(&mut out, r);
     slo_section(&mut out, r);
     for s in &r.series {
@@ -260,6 +261,57 @@ fn readiness_line(sc: &Scenario) -> String {
         Span(rd.probe_period),
         Span(rd.probe_initial_delay)
     )
+}
+
+/// Where each variant's image came from and the digest it resolved to, from
+/// `images[variant].details.source` (written by `variant_image.rs`). Nothing when no image has a
+/// recorded source (results written before sources were recorded).
+fn image_sources_section(out: &mut String, r: &RunResult) {
+    let sourced: Vec<_> = r
+        .images
+        .iter()
+        .filter(|(_, f)| f.details.get("source").is_some_and(|s| s.is_object()))
+        .collect();
+    if sourced.is_empty() {
+        return;
+    }
+    out.push_str("## Images\n\n");
+    out.push_str("| variant | source | digest | platform manifest | served by | layer bytes |\n");
+    out.push_str("|---|---|---|---|---|--:|\n");
+    for (variant, facts) in sourced {
+        let s = &facts.details["source"];
+        let text = |key: &str| s.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        let code = |key: &str| match text(key) {
+            "" => "-".to_owned(),
+            t => format!("`{t}`"),
+        };
+        let (source, served) = match text("kind") {
+            "registry" if s["mirrored"] == true => (
+                format!("registry `{}`", text("reference")),
+                "embedded registry (mirrored once)",
+            ),
+            "registry" => (
+                format!("registry `{}`", text("reference")),
+                "the real registry (no registry-side accounting)",
+            ),
+            "layout" => (
+                match text("tag") {
+                    "" => format!("OCI layout `{}`", text("path")),
+                    tag => format!("OCI layout `{}` tag `{tag}`", text("path")),
+                },
+                "embedded registry",
+            ),
+            kind => (kind.to_owned(), "embedded registry"),
+        };
+        let _ = writeln!(
+            out,
+            "| {variant} | {source} | {} | {} | {served} | {} |",
+            code("digest"),
+            code("platform_digest"),
+            ByteSize(facts.compressed_bytes).human()
+        );
+    }
+    out.push('\n');
 }
 
 fn summary_section(out: &mut String, r: &RunResult) {

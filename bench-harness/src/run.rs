@@ -1,5 +1,6 @@
-//! A whole scenario run: generate the variants' images, start the embedded registry, then for
-//! every repetition, variant and target run one burst, and write `result.json` and `report.md`.
+//! A whole scenario run: make the variants' images ready (generate, import, mirror or resolve:
+//! `variant_image.rs`), start the embedded registry, then for every repetition, variant and
+//! target run one burst, and write `result.json` and `report.md`.
 //!
 //! Bursts are interleaved (repetition-major: rep 0 of every variant and target, then rep 1, ...)
 //! so slow drift of a shared machine spreads over all series instead of biasing one. Each burst
@@ -23,7 +24,6 @@ use stampede_oci::{ClientConfig, Reference, RegistryClient, RepoName};
 
 use crate::container;
 use crate::host::{CpuSampler, CpuUse};
-use crate::image::generate::{generate, GenerateError, GeneratedImage};
 use crate::machine::Machine;
 use crate::node::{ImageName, Node, NodeConfig};
 use crate::pull::{Puller, PullerConfig};
@@ -32,9 +32,10 @@ use crate::registry::accounting::AccountingSnapshot;
 use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
 use crate::report;
-use crate::result::{ImageFacts, RegistryTotals, ResultError, RunFacts, RunResult};
-use crate::scenario::{ImageSource, Scenario, Target, Variant};
-use crate::target::{Deployment, TargetError};
+use crate::result::{RegistryTotals, ResultError, RunFacts, RunResult};
+use crate::scenario::{Scenario, Target, Variant};
+use crate::target::{Deployment, TargetError, Upstream};
+use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
 
 /// Time the coordinator gives itself to spawn every pod before the epoch.
 const EPOCH_LEAD: Duration = Duration::from_millis(200);
@@ -65,14 +66,14 @@ pub struct RunOptions {
 /// Why a run could not complete. Failed pulls are not errors: they are counted in the result.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// An image could not be generated.
-    #[error("generate image for variant {variant}")]
-    Generate {
+    /// A variant's image could not be made ready (generated, imported, mirrored or resolved).
+    #[error("prepare image for variant {variant}")]
+    Image {
         /// The variant.
         variant: String,
         /// The cause.
         #[source]
-        source: GenerateError,
+        source: VariantImageError,
     },
     /// The embedded registry failed.
     #[error("embedded registry")]
@@ -128,15 +129,20 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     let started = Instant::now();
     let mut warnings = Vec::new();
 
-    let images = generate_images(&scenario, &options.image_cache).await?;
+    let images = prepare_all(&scenario, &options.image_cache)
+        .await
+        .map_err(|(variant, source)| RunError::Image { variant, source })?;
     let nodes = scenario.total_nodes();
     let registry = EmbeddedRegistry::start(scenario.registry.clone(), nodes as usize)
         .await
         .map_err(RunError::Registry)?;
     for (variant, image) in scenario.variants.iter().zip(&images) {
-        registry
-            .add_image(&variant_repo(variant), TAG, image)
-            .map_err(RunError::Registry)?;
+        warnings.extend(image.warnings.iter().cloned());
+        if let PullFrom::Embedded(layout) = &image.pull {
+            registry
+                .add_image(&variant_repo(variant), TAG, layout)
+                .map_err(RunError::Registry)?;
+        }
     }
     tracing::info!(registry = %registry.url(), nodes, "embedded registry serving");
 
@@ -149,7 +155,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     std::fs::create_dir_all(&options.work_root)
         .map_err(io(format!("create {}", options.work_root.display())))?;
     for rep in 0..scenario.repetitions {
-        for variant in &scenario.variants {
+        for (variant, image) in scenario.variants.iter().zip(&images) {
             for target in &scenario.targets {
                 let work = tempfile::Builder::new()
                     .prefix(&format!("burst-{rep}-{}-{}-", variant.name, target.name))
@@ -158,6 +164,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                 let burst = Burst {
                     scenario: &scenario,
                     variant,
+                    image,
                     target,
                     repetition: rep,
                     registry: &registry,
@@ -178,10 +185,12 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                         errors.push(e);
                     }
                 }
-                totals.insert(
-                    (variant.name.clone(), target.name.clone(), rep),
-                    registry_totals(&out.registry),
-                );
+                if let Some(snapshot) = &out.registry {
+                    totals.insert(
+                        (variant.name.clone(), target.name.clone(), rep),
+                        registry_totals(snapshot),
+                    );
+                }
                 recordings.add(out.recorder);
                 if scenario.runtime.keep_snapshots {
                     let kept = work.keep();
@@ -218,19 +227,20 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
             s.registry.insert(rep, t);
         }
     }
-    for (variant, image) in scenario.variants.iter().zip(&images) {
-        result.images.insert(
-            variant.name.clone(),
-            ImageFacts {
-                compressed_bytes: image.totals.compressed_bytes,
-                details: serde_json::to_value(image).unwrap_or_default(),
-            },
-        );
+    let mut repositories = Vec::new();
+    let mut remote = Vec::new();
+    for (variant, image) in scenario.variants.iter().zip(images) {
+        match &image.pull {
+            PullFrom::Embedded(_) => repositories.push(format!("{}:{TAG}", variant_repo(variant))),
+            PullFrom::Remote(r) => remote.push(r.reference.to_string()),
+        }
+        result.images.insert(variant.name.clone(), image.facts);
     }
     result.registry = Some(serde_json::json!({
         "kind": "embedded",
         "model": scenario.registry,
-        "repositories": scenario.variants.iter().map(|v| format!("{}:{TAG}", variant_repo(v))).collect::<Vec<_>>(),
+        "repositories": repositories,
+        "remote_without_accounting": remote,
     }));
     result.evaluate_slo();
     let dir = options
@@ -240,35 +250,6 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     result.write(&dir)?;
     report::write_markdown(&result, &dir)?;
     Ok(RunOutput { result, dir })
-}
-
-async fn generate_images(
-    scenario: &Scenario,
-    cache: &Path,
-) -> Result<Vec<GeneratedImage>, RunError> {
-    let mut images = Vec::new();
-    for variant in &scenario.variants {
-        let image = match &variant.source {
-            ImageSource::Synthetic(spec) => {
-                let (spec, seed, cache) = (spec.clone(), scenario.seed, cache.to_owned());
-                let t = Instant::now();
-                let image = tokio::task::spawn_blocking(move || generate(&spec, seed, &cache))
-                    .await
-                    .map_err(|e| RunError::Io {
-                        what: "image generation task".into(),
-                        source: std::io::Error::other(e),
-                    })?
-                    .map_err(|source| RunError::Generate {
-                        variant: variant.name.clone(),
-                        source,
-                    })?;
-                tracing::info!(variant = %variant.name, compressed_bytes = image.totals.compressed_bytes, elapsed_ms = t.elapsed().as_millis() as u64, "image ready");
-                image
-            }
-        };
-        images.push(image);
-    }
-    Ok(images)
 }
 
 fn registry_totals(snap: &AccountingSnapshot) -> RegistryTotals {
@@ -295,6 +276,7 @@ fn registry_totals(snap: &AccountingSnapshot) -> RegistryTotals {
 struct Burst<'a> {
     scenario: &'a Scenario,
     variant: &'a Variant,
+    image: &'a VariantImage,
     target: &'a Target,
     repetition: u32,
     registry: &'a EmbeddedRegistry,
@@ -304,7 +286,8 @@ struct Burst<'a> {
 
 struct BurstOutput {
     recorder: Recorder,
-    registry: AccountingSnapshot,
+    /// What the embedded registry served; `None` when the variant is pulled from a real one.
+    registry: Option<AccountingSnapshot>,
     cpu: CpuUse,
     errors: Vec<String>,
 }
@@ -325,7 +308,11 @@ impl Burst<'_> {
     async fn run(&self) -> Result<BurstOutput, RunError> {
         let s = self.scenario;
         let nodes_n = s.total_nodes();
-        let deployment = Deployment::up(self.target, self.registry, nodes_n, self.work).await?;
+        let upstream = match &self.image.pull {
+            PullFrom::Embedded(_) => Upstream::Embedded(self.registry),
+            PullFrom::Remote(remote) => Upstream::Remote(remote),
+        };
+        let deployment = Deployment::up(self.target, upstream, nodes_n, self.work).await?;
         let link = s
             .registry
             .node_link
@@ -339,6 +326,7 @@ impl Burst<'_> {
                 .map_err(io(format!("create {}", content.display())))?;
             let client = RegistryClient::new(ClientConfig {
                 response_timeout: Duration::from_secs(120),
+                extra_ca_file: deployment.ca_file.clone(),
                 ..ClientConfig::default()
             })
             .map_err(RunError::Client)?;
@@ -362,10 +350,16 @@ impl Burst<'_> {
             };
             nodes.push(Arc::new(Node::new(config, puller, epoch)));
         }
-        let image = ImageName {
-            repo: RepoName::parse(&variant_repo(self.variant))
-                .expect("variant names are valid repository components"),
-            reference: Reference::Tag(TAG.to_owned()),
+        let image = match &self.image.pull {
+            PullFrom::Embedded(_) => ImageName {
+                repo: RepoName::parse(&variant_repo(self.variant))
+                    .expect("variant names are valid repository components"),
+                reference: Reference::Tag(TAG.to_owned()),
+            },
+            PullFrom::Remote(remote) => ImageName {
+                repo: remote.reference.repo.clone(),
+                reference: remote.reference.reference(),
+            },
         };
         self.registry.accounting().reset_at(epoch.into());
         let cpu = CpuSampler::start();
@@ -424,7 +418,8 @@ impl Burst<'_> {
         });
         let outcomes = join_all(pods).await;
         let cpu = cpu.finish().await;
-        let registry = self.registry.accounting().snapshot();
+        let registry = matches!(self.image.pull, PullFrom::Embedded(_))
+            .then(|| self.registry.accounting().snapshot());
         deployment.down().await;
 
         let mut recorder = Recorder::new(RunKey {

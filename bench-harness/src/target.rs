@@ -7,16 +7,31 @@
 //!   node links are then between the nodes and the daemon, and the harness's client paces them.
 //! - `mirror`: a URL the user runs; node links paced by the client as for a shared cache.
 //!
+//! A variant pulled straight from a real registry (`mirror = false`) has that registry as the
+//! upstream instead of the embedded one ([`Upstream::Remote`]): `direct` nodes talk to it, and a
+//! `cache-daemon` fills from it with the variant's credentials and CA file. It has no per-node
+//! ports, so node links are paced by the nodes' clients.
+//!
 //! The harness talks to every target over HTTP only; running our daemon in-process is a
 //! convenience (the same binary, no build step), not a back door.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stampede_oci::Endpoint;
 
 use crate::registry::EmbeddedRegistry;
+use crate::remote::Remote;
 use crate::scenario::{Placement, Target, TargetKind};
+
+/// The registry a target fronts.
+#[derive(Debug, Clone, Copy)]
+pub enum Upstream<'a> {
+    /// The embedded registry: one port per node, one shared.
+    Embedded(&'a EmbeddedRegistry),
+    /// A real registry (a variant with `mirror = false`).
+    Remote(&'a Remote),
+}
 
 /// A target set up for one burst.
 #[derive(Debug)]
@@ -25,6 +40,8 @@ pub struct Deployment {
     pub endpoints: Vec<Endpoint>,
     /// Whether node links must be paced by the client (the target sits across the node link).
     pub client_paced_links: bool,
+    /// Extra CA file the nodes' clients must trust (a real registry with a private CA).
+    pub ca_file: Option<PathBuf>,
     daemons: Vec<cache_daemon::Daemon>,
 }
 
@@ -60,13 +77,14 @@ pub enum TargetError {
 }
 
 impl Deployment {
-    /// Sets `target` up for `nodes` nodes in front of `registry`; daemon stores go under `work`.
+    /// Sets `target` up for `nodes` nodes in front of `upstream`; daemon stores go under
+    /// `work`.
     ///
     /// # Errors
     /// [`TargetError`] naming the target.
     pub async fn up(
         target: &Target,
-        registry: &EmbeddedRegistry,
+        upstream: Upstream<'_>,
         nodes: u32,
         work: &Path,
     ) -> Result<Self, TargetError> {
@@ -76,31 +94,42 @@ impl Deployment {
                 source,
             })
         };
-        let node_url = |n: u32| {
-            registry
-                .node_url(n as usize)
-                .unwrap_or_else(|| registry.url())
+        // The upstream endpoint for node `n` (its own port of the embedded registry), or the
+        // shared one with `None`.
+        let upstream_for = |n: Option<u32>| match upstream {
+            Upstream::Embedded(registry) => url(&n
+                .and_then(|n| registry.node_url(n as usize))
+                .unwrap_or_else(|| registry.url())),
+            Upstream::Remote(remote) => Ok(remote.endpoint.clone()),
+        };
+        let (remote_paced, remote_ca) = match upstream {
+            Upstream::Embedded(_) => (false, None),
+            Upstream::Remote(remote) => (true, remote.ca_file.clone()),
         };
         match &target.kind {
             TargetKind::Direct => Ok(Self {
                 endpoints: (0..nodes)
-                    .map(|n| url(&node_url(n)))
+                    .map(|n| upstream_for(Some(n)))
                     .collect::<Result<_, _>>()?,
-                client_paced_links: false,
+                client_paced_links: remote_paced,
+                ca_file: remote_ca,
                 daemons: Vec::new(),
             }),
             TargetKind::CacheDaemon { placement } => {
-                let upstreams: Vec<String> = match placement {
-                    Placement::PerNode => (0..nodes).map(node_url).collect(),
-                    Placement::Shared => vec![registry.url()],
+                let upstreams: Vec<Endpoint> = match placement {
+                    Placement::PerNode => (0..nodes)
+                        .map(|n| upstream_for(Some(n)))
+                        .collect::<Result<_, _>>()?,
+                    Placement::Shared => vec![upstream_for(None)?],
                 };
                 let mut daemons = Vec::with_capacity(upstreams.len());
-                for (i, upstream) in upstreams.iter().enumerate() {
+                for (i, upstream) in upstreams.into_iter().enumerate() {
                     let mut config = cache_daemon::Config::for_upstream(
                         work.join(format!("cache-daemon-{i}")),
-                        url(upstream)?,
+                        upstream,
                     );
                     config.server.shutdown_grace = Duration::from_secs(1);
+                    config.upstream.ca_file = remote_ca.clone();
                     let d = cache_daemon::start(config).await.map_err(|source| {
                         TargetError::Daemon {
                             target: target.name.clone(),
@@ -114,13 +143,15 @@ impl Deployment {
                     .collect::<Result<_, _>>()?;
                 Ok(Self {
                     endpoints,
-                    client_paced_links: matches!(placement, Placement::Shared),
+                    client_paced_links: remote_paced || matches!(placement, Placement::Shared),
+                    ca_file: None,
                     daemons,
                 })
             }
             TargetKind::Mirror { url: mirror } => Ok(Self {
                 endpoints: (0..nodes).map(|_| url(mirror)).collect::<Result<_, _>>()?,
                 client_paced_links: true,
+                ca_file: None,
                 daemons: Vec::new(),
             }),
             TargetKind::DistributionProxy => Err(TargetError::Unsupported {

@@ -6,6 +6,7 @@
 //! - [`reference`]: repository names, tags, image references.
 //! - [`manifest`]: media types, manifest and index parsing, platform selection, layer compression.
 //! - [`auth`]: `WWW-Authenticate` challenges, credentials, tokens, and where credentials may go.
+//! - [`layout`]: reading OCI image layouts on disk (`skopeo copy ... oci:DIR`, `umoci`).
 //! - [`client`]: the HTTP client: token flow, redirects, timeouts; bodies stay streams.
 //!
 //! A pull of a blob goes: [`reference::ImageRef::parse`] -> [`client::Endpoint`] ->
@@ -17,10 +18,12 @@
 pub mod auth;
 pub mod client;
 pub mod digest;
+pub mod layout;
 pub mod manifest;
 pub mod reference;
 
 pub use client::{ClientConfig, ClientError, Endpoint, RegistryClient, RegistryRequest};
 pub use digest::{Digest, DigestError, DigestMismatch, Verifier};
+pub use layout::{LayoutError, OciLayout};
 pub use manifest::{Compression, Manifest, ManifestError, Platform};
 pub use reference::{ImageRef, Reference, ReferenceError, RepoName};

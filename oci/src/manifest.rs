@@ -266,7 +266,8 @@ impl std::fmt::Display for Platform {
     }
 }
 
-fn descriptor_platform(d: &Descriptor) -> Option<Platform> {
+/// The platform a descriptor (an index entry) declares, if any.
+pub fn descriptor_platform(d: &Descriptor) -> Option<Platform> {
     d.platform().as_ref().map(|p| Platform {
         os: p.os().to_string(),
         architecture: p.architecture().to_string(),

@@ -38,7 +38,10 @@ use super::layout::{
     PlatformDoc, RootFsDoc, RunConfigDoc, BLOBS_DIR, CREATED, INDEX_FILE, LAYOUT_TAG,
     OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
 };
+use super::layout_image::{LayoutImage, PlatformManifest};
 use super::spec::{ManifestFormat, SpecError, SyntheticImage};
+
+pub use super::layout_image::Descriptor;
 
 /// Part of every cache key: bump it whenever the bytes generated for a spec and seed change.
 pub const GENERATOR_VERSION: &str = "stampede-synthetic-1";
@@ -56,17 +59,6 @@ const FILL_BUFFER_BYTES: usize = 256 * 1024;
 const FILE_BUFFER_BYTES: usize = 1024 * 1024;
 /// A tar block.
 const TAR_BLOCK_BYTES: u64 = 512;
-
-/// Content (a manifest, index, config or layer) as a descriptor points at it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Descriptor {
-    /// Its digest; also its file name under `blobs/sha256/`.
-    pub digest: Digest,
-    /// Its media type.
-    pub media_type: String,
-    /// Its length in bytes.
-    pub size_bytes: u64,
-}
 
 /// One platform's image within a generated layout.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -175,6 +167,34 @@ impl GeneratedImage {
         out
     }
 
+    /// The image as any layout image: every platform with every layer.
+    pub fn layout_image(&self) -> LayoutImage {
+        let layers: Vec<Descriptor> = self
+            .layers
+            .iter()
+            .map(|l| Descriptor {
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                size_bytes: l.compressed_bytes,
+            })
+            .collect();
+        LayoutImage {
+            layout_dir: self.layout_dir.clone(),
+            top: self.top.clone(),
+            listed: self.platforms.iter().map(|p| p.platform.clone()).collect(),
+            platforms: self
+                .platforms
+                .iter()
+                .map(|p| PlatformManifest {
+                    platform: p.platform.clone(),
+                    manifest: p.manifest.clone(),
+                    config: p.config.clone(),
+                    layers: layers.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// Bytes a pull of platform `platform` (an index into [`GeneratedImage::platforms`])
     /// downloads: the index if any, the manifest, the config and every layer.
     /// `None` if there is no such platform.
@@ -186,6 +206,12 @@ impl GeneratedImage {
             0
         };
         Some(index + p.manifest.size_bytes + p.config.size_bytes + self.totals.compressed_bytes)
+    }
+}
+
+impl From<&GeneratedImage> for LayoutImage {
+    fn from(image: &GeneratedImage) -> Self {
+        image.layout_image()
     }
 }
 

@@ -1,16 +1,23 @@
-//! Synthetic images: the spec a scenario writes ([`spec`]), the bytes inside their layers
-//! ([`content`]), the OCI layout they are written as ([`layout`]), and their deterministic,
-//! cached generation ([`generate`]).
+//! Images on disk: synthetic ones (the spec a scenario writes, [`spec`]; the bytes inside their
+//! layers, [`content`]; the OCI layout they are written as, [`layout`]; their deterministic,
+//! cached generation, [`generate`]), OCI layouts made elsewhere ([`import`]), and images of real
+//! registries fetched once into the cache ([`mirror`]). Each ends as a [`LayoutImage`].
 //!
 //! Serving them is the embedded registry's business (`crate::registry`).
 
 pub mod content;
 pub mod generate;
+pub mod import;
 pub mod layout;
+pub mod layout_image;
+pub mod mirror;
 pub mod spec;
 
 pub use generate::{
-    cache_key, generate, Descriptor, GenerateError, GeneratedImage, GeneratedLayer, PlatformImage,
-    Totals, GENERATOR_VERSION,
+    cache_key, generate, GenerateError, GeneratedImage, GeneratedLayer, PlatformImage, Totals,
+    GENERATOR_VERSION,
 };
+pub use import::{import_layout, ImportError};
+pub use layout_image::{Descriptor, LayoutImage, PlatformManifest};
+pub use mirror::{mirror, MirrorError, MirroredImage};
 pub use spec::{FileSizes, LayerSpec, ManifestFormat, SpecError, SyntheticImage};

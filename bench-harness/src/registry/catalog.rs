@@ -1,5 +1,5 @@
 //! What the embedded registry holds: repositories, their tags, and the manifests and blobs each
-//! repository may serve, pointing into generated image layouts.
+//! repository may serve, pointing into OCI image layouts (generated, imported or mirrored).
 //!
 //! Manifests (a few KiB each) are kept in memory; blobs stay files and are only located here,
 //! never read. Lookups clone an `Arc` under a read lock and release it before any I/O. This
@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use stampede_oci::{Digest, Reference, RepoName};
 
-use crate::image::GeneratedImage;
+use crate::image::LayoutImage;
 
 /// A manifest or index as served: its bytes and media type.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ pub struct ManifestEntry {
 /// A blob as served: where its bytes are.
 #[derive(Debug)]
 pub struct BlobEntry {
-    /// The file in a generated layout.
+    /// The file in an image layout.
     pub path: PathBuf,
     /// Its length in bytes.
     pub size_bytes: u64,
@@ -87,12 +87,7 @@ impl Catalog {
     ///
     /// # Errors
     /// [`CatalogError`] when the layout on disk does not match the image.
-    pub fn add(
-        &self,
-        repo: RepoName,
-        tag: &str,
-        image: &GeneratedImage,
-    ) -> Result<(), CatalogError> {
+    pub fn add(&self, repo: RepoName, tag: &str, image: &LayoutImage) -> Result<(), CatalogError> {
         let mut manifests = Vec::new();
         for d in image.manifests() {
             let path = image.blob_path(&d.digest);

@@ -1,6 +1,7 @@
 //! The embedded registry: the harness's default upstream (no Docker, no network). An in-process
-//! OCI distribution pull API on 127.0.0.1 that serves generated synthetic images with the
-//! scenario's bandwidth, latency and throttling, and counts what it serves.
+//! OCI distribution pull API on 127.0.0.1 that serves images from OCI layouts (generated
+//! synthetic images, imported layouts, mirrors of real registries) with the scenario's
+//! bandwidth, latency and throttling, and counts what it serves.
 //!
 //! It listens on one shared port and one port per simulated node: the shared egress limit
 //! applies to all of them, each node port also has its own link limit. A request goes:
@@ -47,7 +48,7 @@ pub use accounting::{
 pub use catalog::CatalogError;
 pub use model::{RegistryModel, Throttle};
 
-use crate::image::GeneratedImage;
+use crate::image::LayoutImage;
 use catalog::Catalog;
 use handler::Handler;
 
@@ -198,8 +199,9 @@ impl EmbeddedRegistry {
         })
     }
 
-    /// Serves `image` as `repo:tag` on every listener (a tag already there is moved). Reads the
-    /// image's manifests into memory and checks its blob files: a little blocking I/O.
+    /// Serves `image` (a [`LayoutImage`], or anything that describes itself as one, such as a
+    /// `&GeneratedImage`) as `repo:tag` on every listener (a tag already there is moved). Reads
+    /// the image's manifests into memory and checks its blob files: a little blocking I/O.
     ///
     /// # Errors
     /// [`RegistryError::Repo`] or [`RegistryError::Tag`] for invalid names,
@@ -208,14 +210,15 @@ impl EmbeddedRegistry {
         &self,
         repo: &str,
         tag: &str,
-        image: &GeneratedImage,
+        image: impl Into<LayoutImage>,
     ) -> Result<(), RegistryError> {
+        let image = image.into();
         let repo = RepoName::parse(repo).map_err(RegistryError::Repo)?;
         if !is_tag(tag) {
             return Err(RegistryError::Tag(tag.to_owned()));
         }
         self.catalog
-            .add(repo.clone(), tag, image)
+            .add(repo.clone(), tag, &image)
             .map_err(|source| RegistryError::Catalog {
                 repo,
                 tag: tag.to_owned(),

@@ -6,12 +6,15 @@
 
 use stampede_oci::Platform;
 
+use std::path::PathBuf;
+
 use super::{
-    Arrival, ImageSource, Placement, Problem, Problems, Readiness, Runtime, Scenario, Slo, Target,
-    TargetKind, Variant, Wave,
+    Arrival, ImageSource, LayoutSource, Placement, Problem, Problems, Readiness, RegistrySource,
+    Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
 };
 use crate::image::{LayerSpec, SyntheticImage};
 use crate::registry::RegistryModel;
+use crate::remote::RegistryAccess;
 use crate::units::{ByteSize, Span};
 
 #[derive(Debug, serde::Deserialize)]
@@ -69,6 +72,41 @@ struct VariantFile {
     name: String,
     #[serde(default)]
     synthetic: Option<SyntheticImage>,
+    #[serde(default)]
+    registry: Option<RegistryFile>,
+    #[serde(default)]
+    layout: Option<LayoutFile>,
+}
+
+/// `[variants.registry]` as written; [`RegistrySource`] once checked. Flat (no `flatten`), so
+/// `deny_unknown_fields` keeps reporting typos with their line.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    image: String,
+    #[serde(default = "yes")]
+    mirror: bool,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    docker_config: Option<PathBuf>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    /// Refused with a pointer to `password_env`: secrets never live in scenario files.
+    #[serde(default)]
+    password: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayoutFile {
+    path: PathBuf,
+    #[serde(default)]
+    tag: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -95,6 +133,10 @@ enum KindFile {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ArrivalMode {
@@ -217,15 +259,55 @@ impl ArrivalFile {
 
 impl VariantFile {
     fn into_variant(self, index: usize, problems: &mut Vec<Problem>) -> Variant {
-        let source = match self.synthetic {
-            Some(spec) => ImageSource::Synthetic(spec),
-            None => {
+        let given: Vec<&str> = [
+            ("synthetic", self.synthetic.is_some()),
+            ("registry", self.registry.is_some()),
+            ("layout", self.layout.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if given.len() > 1 {
+            problems.push(Problem::new(
+                format!("variants[{index}]"),
+                format!(
+                    "has {} image sources ({}); give exactly one",
+                    given.len(),
+                    given.join(", ")
+                ),
+            ));
+        }
+        let source = if let Some(spec) = self.synthetic {
+            ImageSource::Synthetic(spec)
+        } else if let Some(r) = self.registry {
+            if r.password.is_some() {
                 problems.push(Problem::new(
-                    format!("variants[{index}]"),
-                    "needs an image source: a [variants.synthetic] table",
+                    format!("variants[{index}].registry.password"),
+                    "never write a password in a scenario file: put it in an environment variable and name that variable with password_env",
                 ));
-                ImageSource::Synthetic(placeholder_image())
             }
+            ImageSource::Registry(RegistrySource {
+                image: r.image,
+                mirror: r.mirror,
+                access: RegistryAccess {
+                    insecure: r.insecure,
+                    ca_file: r.ca_file,
+                    docker_config: r.docker_config,
+                    username: r.username,
+                    password_env: r.password_env,
+                },
+            })
+        } else if let Some(l) = self.layout {
+            ImageSource::Layout(LayoutSource {
+                path: l.path,
+                tag: l.tag,
+            })
+        } else {
+            problems.push(Problem::new(
+                format!("variants[{index}]"),
+                "needs an image source: a [variants.synthetic], [variants.registry] or [variants.layout] table",
+            ));
+            ImageSource::Synthetic(placeholder_image())
         };
         Variant {
             name: self.name,

@@ -22,10 +22,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stampede_oci::Platform;
+use stampede_oci::{ImageRef, Platform, ReferenceError};
 
 use crate::image::SyntheticImage;
 use crate::registry::RegistryModel;
+use crate::remote::RegistryAccess;
 use crate::units::ByteSize;
 
 pub use overrides::{Override, OverrideError};
@@ -120,14 +121,57 @@ pub struct Variant {
 }
 
 /// Where a variant's image comes from. Exactly one per variant; written as the key of its table
-/// (`[variants.synthetic]`). More sources (an existing `image = "registry/repo:tag"`, an OCI
-/// `layout = "dir"`) will join this enum.
+/// (`[variants.synthetic]`, `[variants.registry]`, `[variants.layout]`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum ImageSource {
     /// Generated deterministically from the spec and the scenario's seed.
     Synthetic(SyntheticImage),
+    /// An image in a real registry.
+    Registry(RegistrySource),
+    /// An OCI image layout directory (`skopeo copy ... oci:DIR:tag`, `umoci`).
+    Layout(LayoutSource),
+}
+
+/// `[variants.registry]`: an image in a real registry, pulled over HTTPS (or HTTP when
+/// `insecure`), anonymously or with credentials, with the Bearer token flow when the registry
+/// asks for it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RegistrySource {
+    /// `registry/repo:tag` or `registry/repo@sha256:<hex>`, with Docker's normalisation
+    /// (`alpine` is `docker.io/library/alpine:latest`).
+    pub image: String,
+    /// `true` (default): fetch the image once (digests verified) into the image cache and serve
+    /// it from the embedded registry, so bursts do not hammer the real registry and registry-side
+    /// accounting works. `false`: nodes (or the target in front of them) pull straight from the
+    /// real registry; registry-side accounting is then unavailable.
+    pub mirror: bool,
+    /// How to reach the registry and who we are there.
+    #[serde(flatten)]
+    pub access: RegistryAccess,
+}
+
+impl RegistrySource {
+    /// The image reference, normalised.
+    ///
+    /// # Errors
+    /// [`ReferenceError`] when `image` is not a reference (validation reports it first).
+    pub fn reference(&self) -> Result<ImageRef, ReferenceError> {
+        ImageRef::parse(&self.image)
+    }
+}
+
+/// `[variants.layout]`: an OCI image layout directory, served in place.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayoutSource {
+    /// The layout directory (holding `oci-layout` and `index.json`). [`Scenario::load`] makes a
+    /// relative path relative to the scenario file's directory.
+    pub path: PathBuf,
+    /// The `index.json` entry to use, by its `org.opencontainers.image.ref.name`; unset, the
+    /// layout must hold exactly one image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// Where nodes pull from.
@@ -302,7 +346,9 @@ fn at_line(line: Option<usize>, column: Option<usize>) -> String {
 
 impl Scenario {
     /// Reads and parses a scenario file; its file name is the origin in messages and its stem the
-    /// default name.
+    /// default name. Relative paths in image sources (`layout.path`, `registry.ca_file`,
+    /// `registry.docker_config`) are made relative to the file's directory; `~/` is left for
+    /// when the path is used.
     ///
     /// # Errors
     /// [`ScenarioError::Read`] if the file cannot be read, otherwise as [`Scenario::parse`].
@@ -311,7 +357,28 @@ impl Scenario {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string(), overrides)
+        let mut scenario = Self::parse(&text, &path.display().to_string(), overrides)?;
+        scenario.anchor_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(scenario)
+    }
+
+    /// Joins every relative, non-`~` path of the variants' image sources onto `base`.
+    pub fn anchor_paths(&mut self, base: &Path) {
+        let anchor = |p: &mut PathBuf| {
+            if p.is_relative() && !p.starts_with("~") {
+                *p = base.join(&*p);
+            }
+        };
+        for v in &mut self.variants {
+            match &mut v.source {
+                ImageSource::Synthetic(_) => {}
+                ImageSource::Layout(l) => anchor(&mut l.path),
+                ImageSource::Registry(r) => {
+                    r.access.ca_file.iter_mut().for_each(anchor);
+                    r.access.docker_config.iter_mut().for_each(anchor);
+                }
+            }
+        }
     }
 
     /// Parses a scenario from TOML text, applies `overrides` in order, and validates the result.
@@ -459,9 +526,11 @@ impl Scenario {
         validate::problems(self)
     }
 
-    /// Things that are allowed but probably not meant, for the report's warnings: a scenario
-    /// platform missing from a synthetic image (every pull then fails as `platform_missing`, which
-    /// is what such a scenario measures), a compression level given for uncompressed layers.
+    /// Things that are allowed but probably not meant, or that limit what a run can report, for
+    /// the report's warnings: a scenario platform missing from a synthetic image (every pull then
+    /// fails as `platform_missing`, which is what such a scenario measures), a compression level
+    /// given for uncompressed layers, a registry variant pulled without mirroring (no
+    /// registry-side accounting for it).
     pub fn warnings(&self) -> Vec<String> {
         validate::warnings(self)
     }
@@ -1041,6 +1110,139 @@ pods_per_node = 1"#,
         assert!(
             json.contains(r#""kind":"cache-daemon","placement":"shared""#),
             "{json}"
+        );
+    }
+
+    #[test]
+    fn registry_and_layout_sources_parse_validate_and_round_trip() {
+        let text = r#"
+nodes = 1
+pods_per_node = 1
+
+[[variants]]
+name = "app"
+[variants.registry]
+image = "127.0.0.1:5000/test/app:v1"
+insecure = true
+username = "bench"
+password_env = "APP_PASSWORD"
+
+[[variants]]
+name = "pinned"
+[variants.registry]
+image = "ghcr.io/o/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+mirror = false
+ca_file = "certs/ca.pem"
+docker_config = "~/.docker/config.json"
+
+[[variants]]
+name = "local"
+[variants.layout]
+path = "layouts/app"
+tag = "v2"
+
+[[targets]]
+kind = "direct"
+"#;
+        let mut s = parse(text).unwrap();
+        let ImageSource::Registry(app) = &s.variants[0].source else {
+            panic!("registry source");
+        };
+        assert!(app.mirror, "mirror defaults to true");
+        assert_eq!(
+            app.reference().unwrap().to_string(),
+            "127.0.0.1:5000/test/app:v1"
+        );
+        assert_eq!(app.access.password_env.as_deref(), Some("APP_PASSWORD"));
+        let warnings = s.warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("variant pinned") && w.contains("accounting")),
+            "{warnings:?}"
+        );
+        let toml_text = toml::to_string(&s).unwrap();
+        assert_eq!(
+            Scenario::parse(&toml_text, "again.toml", &[]).unwrap(),
+            s,
+            "{toml_text}"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Scenario>(&json).unwrap(),
+            s,
+            "{json}"
+        );
+
+        s.anchor_paths(Path::new("/scenarios"));
+        let ImageSource::Registry(pinned) = &s.variants[1].source else {
+            panic!("registry source");
+        };
+        assert_eq!(
+            pinned.access.ca_file.as_deref(),
+            Some(Path::new("/scenarios/certs/ca.pem"))
+        );
+        assert_eq!(
+            pinned.access.docker_config.as_deref(),
+            Some(Path::new("~/.docker/config.json")),
+            "~ is expanded when used, not anchored"
+        );
+        let ImageSource::Layout(local) = &s.variants[2].source else {
+            panic!("layout source");
+        };
+        assert_eq!(local.path, Path::new("/scenarios/layouts/app"));
+    }
+
+    #[test]
+    fn image_source_mistakes_are_named() {
+        let base = "nodes = 1\npods_per_node = 1\n[[targets]]\nkind = \"direct\"\n[[variants]]\nname = \"a\"\n";
+        let cases = [
+            (
+                "[variants.registry]\nimage = \"r:5000/a:v1\"\nusername = \"u\"\npassword = \"hunter2\"",
+                vec![
+                    "variants[0].registry.password: never write a password",
+                    "variants[0].registry: username and password_env go together",
+                ],
+            ),
+            (
+                "[variants.registry]\nimage = \"Bad/Name\"\ninsecure = true\nca_file = \"ca.pem\"",
+                vec![
+                    "variants[0].registry.image: \"Bad/Name\"",
+                    "variants[0].registry: insecure (plain HTTP) and ca_file",
+                ],
+            ),
+            (
+                "[variants.registry]\nimage = \"r/a\"\nusername = \"u\"\npassword_env = \"not a var\"",
+                vec!["variants[0].registry.password_env: \"not a var\" is not an environment variable name"],
+            ),
+            (
+                "[variants.layout]\npath = \"x\"\n[[variants.synthetic.layers]]\nsize = 1\nfiles = 1",
+                vec!["variants[0]: has 2 image sources (synthetic, layout)"],
+            ),
+            (
+                "[variants.layout]\npath = \"x\"\ntag = \"-bad\"",
+                vec!["variants[0].layout.tag: \"-bad\" is not a tag"],
+            ),
+        ];
+        for (source, want) in cases {
+            let got = problems(&format!("{base}{source}"));
+            for w in &want {
+                assert!(
+                    got.iter().any(|g| g.starts_with(w)),
+                    "missing {w:?} in {got:#?}"
+                );
+            }
+            assert_eq!(got.len(), want.len(), "{got:#?}");
+            assert!(!got.iter().any(|g| g.contains("hunter2")), "{got:#?}");
+        }
+        let err = parse(&format!(
+            "{base}[variants.registry]\nimage = \"r/a\"\nmirorr = false"
+        ))
+        .unwrap_err();
+        let shown = format!("{:#}", anyhow::Error::from(err));
+        assert!(
+            shown.contains("line 9") && shown.contains("unknown field `mirorr`"),
+            "{shown}"
         );
     }
 

@@ -8,9 +8,10 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
-use stampede_oci::{Compression, Platform};
+use stampede_oci::reference::is_tag;
+use stampede_oci::{Compression, ImageRef, Platform};
 
-use super::{Arrival, ImageSource, Scenario, TargetKind, MAX_PODS};
+use super::{Arrival, ImageSource, RegistrySource, Scenario, TargetKind, MAX_PODS};
 use crate::image::SyntheticImage;
 
 /// One thing wrong with a scenario.
@@ -161,6 +162,23 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             ImageSource::Synthetic(spec) => {
                 synthetic(spec, &format!("variants[{i}].synthetic"), &mut problem)
             }
+            ImageSource::Registry(r) => {
+                registry(r, &format!("variants[{i}].registry"), &mut problem)
+            }
+            ImageSource::Layout(l) => {
+                if l.path.as_os_str().is_empty() {
+                    problem(
+                        format!("variants[{i}].layout.path"),
+                        "must name the layout directory".into(),
+                    );
+                }
+                if let Some(tag) = l.tag.as_deref().filter(|t| !is_tag(t)) {
+                    problem(
+                        format!("variants[{i}].layout.tag"),
+                        format!("{tag:?} is not a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})"),
+                    );
+                }
+            }
         }
     }
 
@@ -292,6 +310,45 @@ fn synthetic(spec: &SyntheticImage, path: &str, problem: &mut impl FnMut(String,
     }
 }
 
+fn registry(r: &RegistrySource, path: &str, problem: &mut impl FnMut(String, String)) {
+    if let Err(e) = ImageRef::parse(&r.image) {
+        problem(
+            format!("{path}.image"),
+            format!(
+                "{:?}: {e}; write registry/repo:tag or registry/repo@sha256:<hex>",
+                r.image
+            ),
+        );
+    }
+    if let Err(e) = r.access.check() {
+        problem(path.to_owned(), e.to_string());
+    }
+    if let Some(var) = &r.access.password_env {
+        let mut chars = var.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            problem(
+                format!("{path}.password_env"),
+                format!("{var:?} is not an environment variable name (the password goes in the variable, not here)"),
+            );
+        }
+    }
+    if let Some(user) = r
+        .access
+        .username
+        .as_deref()
+        .filter(|u| u.is_empty() || u.contains(':'))
+    {
+        problem(
+            format!("{path}.username"),
+            format!("{user:?}: must be non-empty and without ':'"),
+        );
+    }
+}
+
 pub(super) fn warnings(s: &Scenario) -> Vec<String> {
     let mut out = Vec::new();
     for v in &s.variants {
@@ -317,6 +374,11 @@ pub(super) fn warnings(s: &Scenario) -> Vec<String> {
                     ));
                 }
             }
+            ImageSource::Registry(r) if !r.mirror => out.push(format!(
+                "variant {}: nodes pull straight from {} (mirror = false): registry-side accounting (egress, requests, blob GETs) is unavailable for it, and [registry] egress, latency and throttle do not apply (node_link is paced by the nodes)",
+                v.name, r.image
+            )),
+            ImageSource::Registry(_) | ImageSource::Layout(_) => {}
         }
     }
     out

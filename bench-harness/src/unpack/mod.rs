@@ -25,9 +25,9 @@
 //! - `apply`: per-entry changeset semantics and counters.
 
 mod apply;
-mod name;
+pub(crate) mod name;
 mod root;
-mod stream;
+pub(crate) mod stream;
 
 use std::fmt;
 use std::fs::File;

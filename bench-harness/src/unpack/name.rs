@@ -22,7 +22,7 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 ///
 /// [`Refusal::AbsoluteName`] for a name starting with `/`; [`Refusal::EscapingName`] when a
 /// `..` climbs above the root.
-pub(super) fn clean(raw: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+pub(crate) fn clean(raw: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
     out.clear();
     if raw.first() == Some(&b'/') {
         return Err(Refusal::AbsoluteName);
@@ -49,7 +49,7 @@ pub(super) fn clean(raw: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
 }
 
 /// Splits a cleaned, non-empty name into its parent (possibly empty: the root) and base name.
-pub(super) fn split_parent(clean: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split_parent(clean: &[u8]) -> (&[u8], &[u8]) {
     match clean.iter().rposition(|b| *b == b'/') {
         Some(i) => (&clean[..i], &clean[i + 1..]),
         None => (&[], clean),
@@ -58,7 +58,7 @@ pub(super) fn split_parent(clean: &[u8]) -> (&[u8], &[u8]) {
 
 /// What a base name means in the whiteout convention.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Whiteout<'a> {
+pub(crate) enum Whiteout<'a> {
     /// An ordinary name: not a whiteout.
     None,
     /// `.wh..wh..opq`: the directory is opaque.
@@ -74,7 +74,7 @@ pub(super) enum Whiteout<'a> {
 /// # Errors
 ///
 /// [`Refusal::InvalidWhiteout`] for `.wh.` followed by nothing, `.` or `..`.
-pub(super) fn whiteout(base: &[u8]) -> Result<Whiteout<'_>, Refusal> {
+pub(crate) fn whiteout(base: &[u8]) -> Result<Whiteout<'_>, Refusal> {
     if base == OPAQUE_MARKER {
         return Ok(Whiteout::Opaque);
     }

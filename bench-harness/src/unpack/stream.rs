@@ -66,7 +66,7 @@ impl<R: BufRead> Read for Decoder<R> {
 
 /// The uncompressed tar stream of a layer, with its counters.
 #[derive(Debug)]
-pub(super) struct LayerStream<R: Read> {
+pub(crate) struct LayerStream<R: Read> {
     decoder: Decoder<BufReader<Counted<R>>>,
     uncompressed_bytes: u64,
     decompress: Duration,
@@ -78,7 +78,7 @@ impl<R: Read> LayerStream<R> {
     /// # Errors
     ///
     /// The zstd decoder cannot be created (allocation failure in libzstd).
-    pub(super) fn new(blob: R, compression: Compression, buffer_bytes: usize) -> io::Result<Self> {
+    pub(crate) fn new(blob: R, compression: Compression, buffer_bytes: usize) -> io::Result<Self> {
         let buffered = BufReader::with_capacity(
             buffer_bytes.max(8 * 1024),
             Counted {
@@ -99,17 +99,17 @@ impl<R: Read> LayerStream<R> {
     }
 
     /// Bytes read from the blob so far (compressed).
-    pub(super) fn compressed_bytes(&self) -> u64 {
+    pub(crate) fn compressed_bytes(&self) -> u64 {
         self.decoder.get_ref().get_ref().bytes
     }
 
     /// Bytes of tar stream produced so far (uncompressed).
-    pub(super) fn uncompressed_bytes(&self) -> u64 {
+    pub(crate) fn uncompressed_bytes(&self) -> u64 {
         self.uncompressed_bytes
     }
 
     /// Time spent inside the decoder (including reading the blob) so far.
-    pub(super) fn decompress(&self) -> Duration {
+    pub(crate) fn decompress(&self) -> Duration {
         self.decompress
     }
 }

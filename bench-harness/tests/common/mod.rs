@@ -1,5 +1,9 @@
 //! Shared test helpers: paths into the workspace, and a deterministic [`RunResult`] built from
 //! fixed samples (no clock, no machine facts, no randomness) for the schema and golden tests.
+//! Crafted OCI layouts live in `layout.rs`, real registries and image tools in `real.rs`.
+
+pub mod layout;
+pub mod real;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};

@@ -6,11 +6,16 @@
 //! - `scenario_files`: every committed scenario parses and validates.
 //! - `result_schema`: `result.json` validates against the committed schema and round-trips.
 //! - `report_golden`: the Markdown report matches its golden file.
+//! - `inspect`: `inspect` on crafted layouts reports exact numbers; A/B diffs; missing platforms.
+//! - `real_images`: images built with umoci, pushed with skopeo into docker-registry (plain,
+//!   htpasswd, token auth, TLS), pulled by a scenario and read by `inspect`.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod burst;
+mod inspect;
+mod real_images;
 mod registry;
 mod report_golden;
 mod result_schema;

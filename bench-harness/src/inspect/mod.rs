@@ -1,0 +1,618 @@
+//! `bench-harness inspect`: what an image costs to pull and start, read from its manifest and
+//! layers before any burst. Per layer: compressed and uncompressed size, compression format and
+//! ratio, files, what it ships for nothing (files a later layer overwrites or a whiteout
+//! deletes); for the image: platforms, largest files, the wasted bytes, and a predicted pull
+//! time at a given bandwidth plus an unpack time from a throughput measured on this machine.
+//! Given two images, [`diff`] says what changed layer by layer and what that does to the bytes
+//! on the wire, including what a node already holding the first saves on the second.
+//!
+//! # Layout
+//! - `args`: the command's flags into inputs and options.
+//! - `input`: the argument (`oci:DIR[:TAG]`, a layout path, `variant:NAME`, a reference), the
+//!   platform pick, and streaming blobs from a layout or a registry.
+//! - `scan`: one layer read once: digest verified, decompressed, tar members listed.
+//! - `overlay`: the layers' members applied in order: what is visible, what was shipped for
+//!   nothing.
+//! - `measure`: the unpack throughput of this machine, on one of the image's layers.
+//! - `diff`: two images side by side.
+//! - `render`: the tables.
+//!
+//! Each layer is streamed exactly once (two at a time) and never held in memory: only member
+//! paths and sizes are kept. Nothing is written but the sample layers kept for the unpack
+//! measurement (under `work_dir`, removed afterwards).
+
+mod args;
+mod diff;
+mod input;
+mod measure;
+mod overlay;
+mod render;
+mod scan;
+
+use std::path::PathBuf;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use stampede_oci::{Compression, Digest, ManifestError, Platform};
+
+use crate::image::layout_image::{platform_matches, Descriptor};
+use crate::units::Bandwidth;
+
+pub use args::InspectArgs;
+pub use diff::{diff, Change, LayerRow, Side, VariantDiff, Wire};
+pub use input::{Blobs, ImageInput, InputContext, Opened};
+pub use measure::{Throughput, SAMPLE_MAX_COMPRESSED_BYTES};
+pub use overlay::{Count, DeadFile, LayerWaste, Removal, VisibleFile};
+pub use render::{diff_table, image_table};
+pub use scan::{Member, MemberKind, ScanError};
+
+/// The bandwidth predictions assume unless told otherwise: a node's share of a busy registry or
+/// NAT gateway in a scale-out, well below a data-centre link.
+pub const DEFAULT_BANDWIDTH: &str = "200Mbit";
+/// Files listed in "largest" and "wasted" lists unless told otherwise.
+pub const DEFAULT_TOP_FILES: usize = 10;
+/// Layers scanned at once (each is CPU-bound decompression; the machines here have 2 cores).
+const SCAN_CONCURRENCY: usize = 2;
+
+/// How to inspect.
+#[derive(Debug, Clone)]
+pub struct InspectOptions {
+    /// The node platform picked from an index.
+    pub platform: Platform,
+    /// Bandwidth the pull prediction assumes.
+    pub bandwidth: Bandwidth,
+    /// How many largest and wasted files to list.
+    pub top_files: usize,
+    /// Measure this machine's unpack throughput (on a sample layer per format) to predict unpack
+    /// time; without it, no unpack time is predicted.
+    pub measure_unpack: bool,
+    /// Where sample layers and the measurement's snapshot go (removed afterwards).
+    pub work_dir: PathBuf,
+}
+
+/// What an image costs, as `inspect --json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageCost {
+    /// The image as given on the command line.
+    pub source: String,
+    /// What the tag or reference resolved to (an index or a manifest).
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Every platform the image offers.
+    pub platforms: Vec<String>,
+    /// The platform inspected.
+    pub platform: String,
+    /// Its manifest.
+    pub manifest_digest: Digest,
+    /// Its config.
+    pub config_digest: Digest,
+    /// Sums over the layers.
+    pub totals: Totals,
+    /// Bytes shipped for nothing.
+    pub waste: Waste,
+    /// Per layer, base first.
+    pub layers: Vec<LayerCost>,
+    /// The largest files of the final filesystem, largest first.
+    pub largest_files: Vec<VisibleFile>,
+    /// The largest files shipped for nothing, largest first.
+    pub wasted_files: Vec<DeadFile>,
+    /// Predicted pull and unpack time.
+    pub prediction: Prediction,
+    /// Unpack throughput measured on this machine, per compression format.
+    pub unpack_throughput: Vec<Throughput>,
+    /// Things that look wrong (a config whose diff IDs do not match its layers).
+    pub warnings: Vec<String>,
+}
+
+/// Sums over an image's layers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Totals {
+    /// Number of layers.
+    pub layers: usize,
+    /// Layer blob bytes (compressed, as downloaded).
+    pub compressed_bytes: u64,
+    /// Tar stream bytes (uncompressed).
+    pub uncompressed_bytes: u64,
+    /// `uncompressed_bytes / compressed_bytes` (2.5 means the blobs are 40 % of the tar).
+    pub compression_ratio: f64,
+    /// Bytes one pull downloads: index (if any), manifest, config and layers.
+    pub pull_bytes: u64,
+    /// Regular files the layers ship, counting every copy.
+    pub shipped: Count,
+    /// Regular files of the final filesystem.
+    pub visible: Count,
+}
+
+/// What an image ships for nothing: regular files not in its final filesystem.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Waste {
+    /// Files replaced by a later entry at the same path.
+    pub overwritten: Count,
+    /// Files deleted by a later whiteout or opaque directory.
+    pub deleted: Count,
+    /// `overwritten.bytes + deleted.bytes` (uncompressed file content).
+    pub wasted_bytes: u64,
+    /// The same, on the wire: each file's bytes scaled by its layer's compressed/uncompressed
+    /// ratio (an estimate: compression is not uniform within a layer).
+    pub wasted_compressed_bytes_estimate: u64,
+}
+
+/// One layer's cost.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerCost {
+    /// Position, 0 = base.
+    pub index: usize,
+    /// Blob digest.
+    pub digest: Digest,
+    /// Media type.
+    pub media_type: String,
+    /// Compression format.
+    pub compression: Compression,
+    /// Blob bytes.
+    pub compressed_bytes: u64,
+    /// Tar stream bytes.
+    pub uncompressed_bytes: u64,
+    /// `uncompressed_bytes / compressed_bytes`.
+    pub compression_ratio: f64,
+    /// sha256 of the tar stream.
+    pub diff_id: Digest,
+    /// Regular files and their bytes.
+    pub files: Count,
+    /// Directories.
+    pub directories: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Hard links.
+    pub hard_links: u64,
+    /// `.wh.` whiteouts.
+    pub whiteouts: u64,
+    /// Opaque directory markers.
+    pub opaque_dirs: u64,
+    /// Device nodes, fifos and the like.
+    pub other: u64,
+    /// This layer's files that are not in the final filesystem.
+    pub wasted: Count,
+    /// Files this layer's entries overwrite.
+    pub overwrites: Count,
+    /// Files of lower layers this layer's whiteouts delete.
+    pub deletes: Count,
+    /// Predicted download time at the bandwidth, in seconds.
+    pub fetch_seconds: f64,
+    /// Predicted unpack time from the measured throughput, in seconds.
+    pub unpack_seconds: Option<f64>,
+}
+
+/// Predicted pull and start cost.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    /// The bandwidth assumed (`"200Mbit"`).
+    pub bandwidth: String,
+    /// The same in bytes per second.
+    pub bandwidth_bytes_per_sec: u64,
+    /// Bytes one pull downloads.
+    pub pull_bytes: u64,
+    /// `pull_bytes` at the bandwidth, in seconds (no latency, no contention).
+    pub pull_seconds: f64,
+    /// Sum of the layers' predicted unpack times, in seconds (layers unpack one after another).
+    pub unpack_seconds: Option<f64>,
+    /// `pull_seconds + unpack_seconds`: fetch everything, then unpack, as this harness's nodes
+    /// do. A runtime that unpacks while fetching lands between the larger of the two and this.
+    pub total_seconds: Option<f64>,
+}
+
+/// Why an image could not be inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The argument names nothing inspectable.
+    #[error("image {arg:?}: {why}")]
+    Input {
+        /// The argument.
+        arg: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The scenario named by `--scenario` could not be loaded.
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    /// A layout could not be read.
+    #[error(transparent)]
+    Import(#[from] crate::image::ImportError),
+    /// A synthetic variant could not be generated.
+    #[error(transparent)]
+    Generate(#[from] crate::image::GenerateError),
+    /// Registry access could not be resolved (credentials, CA file).
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    /// A registry client could not be built.
+    #[error("registry client")]
+    Client(#[source] stampede_oci::ClientError),
+    /// A manifest could not be fetched.
+    #[error("fetch {reference}")]
+    Fetch {
+        /// The image.
+        reference: String,
+        /// The cause.
+        #[source]
+        source: crate::pull::PullError,
+    },
+    /// A registry request got no answer.
+    #[error("{what}")]
+    Request {
+        /// The request.
+        what: String,
+        /// The cause.
+        #[source]
+        source: stampede_oci::ClientError,
+    },
+    /// A registry answered with an error status.
+    #[error("{what}: answered {status}")]
+    Status {
+        /// The request.
+        what: String,
+        /// The status.
+        status: http::StatusCode,
+    },
+    /// A registry body could not be read.
+    #[error("{what}")]
+    Body {
+        /// The request.
+        what: String,
+        /// The cause.
+        #[source]
+        source: stampede_oci::client::BodyError,
+    },
+    /// A manifest is unusable, or the index has no manifest for the platform (the message names
+    /// every platform it has).
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A layer could not be read.
+    #[error("layer {index} ({digest})")]
+    Scan {
+        /// Position of the layer.
+        index: usize,
+        /// Its digest.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: ScanError,
+    },
+    /// The unpack measurement failed.
+    #[error("measure unpack of layer {digest}")]
+    Measure {
+        /// The sample layer.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: crate::unpack::UnpackError,
+    },
+    /// A local file operation failed.
+    #[error("{what}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task died.
+    #[error("inspect task")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl InspectError {
+    /// Whether the image lacks the platform asked for.
+    pub fn is_platform_missing(&self) -> bool {
+        matches!(self, Self::Manifest(ManifestError::PlatformMissing { .. }))
+    }
+}
+
+/// Reads `input` for `options.platform` and works out what it costs.
+///
+/// # Errors
+/// [`InspectError`]: unreadable input, a registry failure, a missing platform, a corrupt layer.
+pub async fn inspect(
+    input: &ImageInput,
+    options: &InspectOptions,
+) -> Result<ImageCost, InspectError> {
+    let opened = input.open(&options.platform).await?;
+    let config = opened.blobs.read_small(&opened.config).await?;
+    let declared_diff_ids = config_diff_ids(&config);
+
+    let formats: Vec<(Compression, u64)> = opened
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                declared_compression(l).unwrap_or(Compression::Gzip),
+                l.size_bytes,
+            )
+        })
+        .collect();
+    let samples = if options.measure_unpack {
+        measure::pick_samples(&formats)
+    } else {
+        Vec::new()
+    };
+    std::fs::create_dir_all(&options.work_dir).map_err(|source| InspectError::Io {
+        what: format!("create {}", options.work_dir.display()),
+        source,
+    })?;
+    let tee_dir = tempfile::Builder::new()
+        .prefix("stampede-inspect-")
+        .tempdir_in(&options.work_dir)
+        .map_err(|source| InspectError::Io {
+            what: format!("create a directory in {}", options.work_dir.display()),
+            source,
+        })?;
+    let tee_path = |d: &Descriptor| tee_dir.path().join(d.digest.hex());
+
+    let scans: Vec<scan::LayerScan> = stream::iter(opened.layers.iter().enumerate())
+        .map(|(index, layer)| {
+            let keep = (samples.contains(&index) && matches!(opened.blobs, Blobs::Remote { .. }))
+                .then(|| tee_path(layer));
+            let (digest, declared) = (layer.digest.clone(), declared_compression(layer));
+            opened.blobs.with_reader(layer, move |reader| {
+                let mut tee =
+                    match &keep {
+                        Some(path) => Some(std::fs::File::create(path).map_err(|source| {
+                            InspectError::Io {
+                                what: format!("create {}", path.display()),
+                                source,
+                            }
+                        })?),
+                        None => None,
+                    };
+                scan::scan_layer(
+                    reader,
+                    &digest,
+                    declared,
+                    tee.as_mut().map(|f| f as &mut dyn std::io::Write),
+                )
+                .map_err(|source| InspectError::Scan {
+                    index,
+                    digest: digest.clone(),
+                    source,
+                })
+            })
+        })
+        .buffered(SCAN_CONCURRENCY)
+        .try_collect()
+        .await?;
+
+    let mut throughput = Vec::new();
+    for &index in &samples {
+        let layer = &opened.layers[index];
+        let blob = match &opened.blobs {
+            Blobs::Disk(image) => image.blob_path(&layer.digest),
+            Blobs::Remote { .. } => tee_path(layer),
+        };
+        let (digest, compression, work) = (
+            layer.digest.clone(),
+            scans[index].compression,
+            options.work_dir.clone(),
+        );
+        let measured = tokio::task::spawn_blocking(move || {
+            measure::measure(&blob, &digest, compression, &work)
+                .map_err(|source| InspectError::Measure { digest, source })
+        })
+        .await
+        .map_err(InspectError::Task)??;
+        throughput.push(measured);
+    }
+    drop(tee_dir);
+
+    Ok(cost(CostInputs {
+        source: input.describe(),
+        opened: &opened,
+        scans: &scans,
+        declared_diff_ids,
+        throughput,
+        options,
+    }))
+}
+
+/// What [`cost`] adds up.
+struct CostInputs<'a> {
+    source: String,
+    opened: &'a Opened,
+    scans: &'a [scan::LayerScan],
+    declared_diff_ids: Option<Vec<String>>,
+    throughput: Vec<Throughput>,
+    options: &'a InspectOptions,
+}
+
+fn cost(inputs: CostInputs<'_>) -> ImageCost {
+    let CostInputs {
+        source,
+        opened,
+        scans,
+        declared_diff_ids,
+        throughput,
+        options,
+    } = inputs;
+    let mut overlay = overlay::Overlay::new();
+    for (i, s) in scans.iter().enumerate() {
+        overlay.apply(i, &s.members);
+    }
+    let mut fs = overlay.finish();
+    fs.layers.resize(scans.len(), LayerWaste::default());
+    let bandwidth = options.bandwidth.bytes_per_sec as f64;
+    let rate_of = |c: Compression| {
+        throughput
+            .iter()
+            .find(|t| t.compression == c)
+            .map(|t| t.bytes_per_sec)
+    };
+    let ratio = |compressed: u64, uncompressed: u64| {
+        if compressed == 0 {
+            0.0
+        } else {
+            uncompressed as f64 / compressed as f64
+        }
+    };
+
+    let mut shipped = Count::default();
+    let layers: Vec<LayerCost> = scans
+        .iter()
+        .zip(&opened.layers)
+        .enumerate()
+        .map(|(index, (s, d))| {
+            let mut c = LayerCost {
+                index,
+                digest: d.digest.clone(),
+                media_type: d.media_type.clone(),
+                compression: s.compression,
+                compressed_bytes: s.compressed_bytes,
+                uncompressed_bytes: s.uncompressed_bytes,
+                compression_ratio: ratio(s.compressed_bytes, s.uncompressed_bytes),
+                diff_id: s.diff_id.clone(),
+                files: Count::default(),
+                directories: 0,
+                symlinks: 0,
+                hard_links: 0,
+                whiteouts: 0,
+                opaque_dirs: 0,
+                other: 0,
+                wasted: fs.layers[index].wasted,
+                overwrites: fs.layers[index].overwrites,
+                deletes: fs.layers[index].deletes,
+                fetch_seconds: s.compressed_bytes as f64 / bandwidth,
+                unpack_seconds: rate_of(s.compression).map(|r| s.uncompressed_bytes as f64 / r),
+            };
+            for m in &s.members {
+                match m.kind {
+                    MemberKind::File => {
+                        c.files.files += 1;
+                        c.files.bytes += m.size_bytes;
+                    }
+                    MemberKind::Dir => c.directories += 1,
+                    MemberKind::Symlink => c.symlinks += 1,
+                    MemberKind::HardLink => c.hard_links += 1,
+                    MemberKind::Whiteout => c.whiteouts += 1,
+                    MemberKind::Opaque => c.opaque_dirs += 1,
+                    MemberKind::Other => c.other += 1,
+                }
+            }
+            shipped.files += c.files.files;
+            shipped.bytes += c.files.bytes;
+            c
+        })
+        .collect();
+
+    let mut waste = Waste {
+        overwritten: Count::default(),
+        deleted: Count::default(),
+        wasted_bytes: 0,
+        wasted_compressed_bytes_estimate: 0,
+    };
+    let mut estimate = 0.0;
+    for dead in &fs.dead {
+        match dead.how {
+            Removal::Overwritten => {
+                waste.overwritten.files += 1;
+                waste.overwritten.bytes += dead.size_bytes;
+            }
+            Removal::Deleted => {
+                waste.deleted.files += 1;
+                waste.deleted.bytes += dead.size_bytes;
+            }
+        }
+        let l = &layers[dead.layer];
+        if l.uncompressed_bytes > 0 {
+            estimate +=
+                dead.size_bytes as f64 * l.compressed_bytes as f64 / l.uncompressed_bytes as f64;
+        }
+    }
+    waste.wasted_bytes = waste.overwritten.bytes + waste.deleted.bytes;
+    waste.wasted_compressed_bytes_estimate = estimate.round() as u64;
+
+    let compressed_bytes: u64 = layers.iter().map(|l| l.compressed_bytes).sum();
+    let uncompressed_bytes: u64 = layers.iter().map(|l| l.uncompressed_bytes).sum();
+    let index_bytes = if opened.top.digest == opened.manifest.digest {
+        0
+    } else {
+        opened.top.size_bytes
+    };
+    let pull_bytes =
+        index_bytes + opened.manifest.size_bytes + opened.config.size_bytes + compressed_bytes;
+    let unpack_seconds: Option<f64> = layers.iter().map(|l| l.unpack_seconds).sum();
+    let pull_seconds = pull_bytes as f64 / bandwidth;
+
+    let mut warnings = Vec::new();
+    if !platform_matches(&options.platform, &opened.platform) {
+        warnings.push(format!(
+            "a single {} manifest, not {}: a node pulls it, but a {} node could not run it",
+            opened.platform, options.platform, options.platform
+        ));
+    }
+    if let Some(declared) = declared_diff_ids {
+        let actual: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
+        if declared != actual {
+            warnings.push(format!(
+                "the config's rootfs.diff_ids ({} entries) do not match the layers' tar digests ({} layers): a runtime verifying them refuses this image",
+                declared.len(),
+                actual.len()
+            ));
+        }
+    }
+
+    fs.visible_files
+        .sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.path.cmp(&b.path)));
+    fs.visible_files.truncate(options.top_files);
+    fs.dead
+        .sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.path.cmp(&b.path)));
+    fs.dead.truncate(options.top_files);
+
+    ImageCost {
+        source,
+        digest: opened.top.digest.clone(),
+        media_type: opened.top.media_type.clone(),
+        platforms: opened.listed.iter().map(ToString::to_string).collect(),
+        platform: opened.platform.to_string(),
+        manifest_digest: opened.manifest.digest.clone(),
+        config_digest: opened.config.digest.clone(),
+        totals: Totals {
+            layers: layers.len(),
+            compressed_bytes,
+            uncompressed_bytes,
+            compression_ratio: ratio(compressed_bytes, uncompressed_bytes),
+            pull_bytes,
+            shipped,
+            visible: fs.visible,
+        },
+        waste,
+        layers,
+        largest_files: fs.visible_files,
+        wasted_files: fs.dead,
+        prediction: Prediction {
+            bandwidth: options.bandwidth.to_string(),
+            bandwidth_bytes_per_sec: options.bandwidth.bytes_per_sec,
+            pull_bytes,
+            pull_seconds,
+            unpack_seconds,
+            total_seconds: unpack_seconds.map(|u| pull_seconds + u),
+        },
+        unpack_throughput: throughput,
+        warnings,
+    }
+}
+
+/// The compression a layer's media type names, if it names one.
+fn declared_compression(d: &Descriptor) -> Option<Compression> {
+    Compression::from_media_type(&d.media_type)
+}
+
+/// `rootfs.diff_ids` of an image config, if it has them.
+fn config_diff_ids(config: &[u8]) -> Option<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        diff_ids: Vec<String>,
+    }
+    serde_json::from_slice::<Config>(config)
+        .ok()
+        .map(|c| c.rootfs.diff_ids)
+}

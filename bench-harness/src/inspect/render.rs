@@ -1,0 +1,400 @@
+//! `inspect`'s tables for a terminal: one image ([`image_table`]) or two compared
+//! ([`diff_table`]). Sizes in decimal units, times in ms or s, digests shortened to 12 hex
+//! digits (`--json` has them whole). Renders only; every number comes from the cost it is given.
+
+use std::fmt::Write as _;
+
+use stampede_oci::{Compression, Digest};
+
+use super::diff::{Change, LayerSide, VariantDiff};
+use super::{Count, ImageCost, Removal};
+use crate::units::ByteSize;
+
+/// The report for one image.
+pub fn image_table(c: &ImageCost) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "image     {}", c.source);
+    let _ = writeln!(out, "digest    {} ({})", c.digest, c.media_type);
+    let others: Vec<&str> = c
+        .platforms
+        .iter()
+        .map(String::as_str)
+        .filter(|p| *p != c.platform)
+        .collect();
+    let _ = writeln!(
+        out,
+        "platform  {}{}",
+        c.platform,
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(" (the image also has {})", others.join(", "))
+        }
+    );
+    let _ = writeln!(
+        out,
+        "manifest  {}  config {}\n",
+        c.manifest_digest, c.config_digest
+    );
+
+    let mut t = Table::new(
+        &[
+            "layer",
+            "digest",
+            "format",
+            "compressed",
+            "uncompressed",
+            "ratio",
+            "files",
+            "file bytes",
+            "wasted",
+            "removes below",
+            "fetch",
+            "unpack",
+        ],
+        3,
+    );
+    for l in &c.layers {
+        t.row(vec![
+            l.index.to_string(),
+            short(&l.digest),
+            format_name(l.compression).to_owned(),
+            bytes(l.compressed_bytes),
+            bytes(l.uncompressed_bytes),
+            format!("{:.1}x", l.compression_ratio),
+            l.files.files.to_string(),
+            bytes(l.files.bytes),
+            count(l.wasted),
+            count(Count {
+                files: l.overwrites.files + l.deletes.files,
+                bytes: l.overwrites.bytes + l.deletes.bytes,
+            }),
+            seconds(l.fetch_seconds),
+            l.unpack_seconds.map_or_else(|| "-".to_owned(), seconds),
+        ]);
+    }
+    let tot = &c.totals;
+    t.row(vec![
+        "total".to_owned(),
+        String::new(),
+        String::new(),
+        bytes(tot.compressed_bytes),
+        bytes(tot.uncompressed_bytes),
+        format!("{:.1}x", tot.compression_ratio),
+        tot.shipped.files.to_string(),
+        bytes(tot.shipped.bytes),
+        count(Count {
+            files: c.waste.overwritten.files + c.waste.deleted.files,
+            bytes: c.waste.wasted_bytes,
+        }),
+        String::new(),
+        seconds(c.layers.iter().map(|l| l.fetch_seconds).sum()),
+        c.prediction
+            .unpack_seconds
+            .map_or_else(|| "-".to_owned(), seconds),
+    ]);
+    out.push_str(&t.render());
+    let _ = writeln!(
+        out,
+        "(fetch at {}; \"wasted\": the layer's files not in the final filesystem; \"removes below\": files it overwrites or deletes)\n",
+        c.prediction.bandwidth
+    );
+
+    let _ = writeln!(
+        out,
+        "final filesystem: {} files, {}; shipped: {} files, {}",
+        tot.visible.files,
+        bytes(tot.visible.bytes),
+        tot.shipped.files,
+        bytes(tot.shipped.bytes)
+    );
+    let _ = writeln!(
+        out,
+        "shipped for nothing: {} ({} files overwritten by later entries, {}; {} deleted by whiteouts, {}), about {} compressed\n",
+        bytes(c.waste.wasted_bytes),
+        c.waste.overwritten.files,
+        bytes(c.waste.overwritten.bytes),
+        c.waste.deleted.files,
+        bytes(c.waste.deleted.bytes),
+        bytes(c.waste.wasted_compressed_bytes_estimate)
+    );
+
+    if !c.largest_files.is_empty() {
+        out.push_str("largest files\n");
+        let mut t = Table::new(&["size", "layer", "path"], 0);
+        for f in &c.largest_files {
+            t.row(vec![
+                bytes(f.size_bytes),
+                f.layer.to_string(),
+                f.path.clone(),
+            ]);
+        }
+        out.push_str(&indent(&t.render_right_then_left(2)));
+        out.push('\n');
+    }
+    if !c.wasted_files.is_empty() {
+        out.push_str("largest files shipped for nothing\n");
+        let mut t = Table::new(&["size", "layer", "removed by", "how", "path"], 0);
+        for f in &c.wasted_files {
+            t.row(vec![
+                bytes(f.size_bytes),
+                f.layer.to_string(),
+                f.removed_by.to_string(),
+                match f.how {
+                    Removal::Overwritten => "overwritten",
+                    Removal::Deleted => "deleted",
+                }
+                .to_owned(),
+                f.path.clone(),
+            ]);
+        }
+        out.push_str(&indent(&t.render_right_then_left(3)));
+        out.push('\n');
+    }
+
+    let p = &c.prediction;
+    let _ = write!(
+        out,
+        "predicted at {}: pull {} ({})",
+        p.bandwidth,
+        seconds(p.pull_seconds),
+        bytes(p.pull_bytes)
+    );
+    match (p.unpack_seconds, p.total_seconds) {
+        (Some(u), Some(total)) => {
+            let _ = writeln!(
+                out,
+                ", unpack {}, pull then unpack {} (a runtime unpacking while it fetches: from {})",
+                seconds(u),
+                seconds(total),
+                seconds(p.pull_seconds.max(u))
+            );
+        }
+        _ => out.push_str(", unpack not measured\n"),
+    }
+    for m in &c.unpack_throughput {
+        let _ = writeln!(
+            out,
+            "unpack on this machine: {} {}/s (layer {}: {} tar, {} files in {}, {} of it decompressing)",
+            format_name(m.compression),
+            bytes(m.bytes_per_sec as u64),
+            short(&m.sample_layer),
+            bytes(m.sample_uncompressed_bytes),
+            m.sample_files,
+            seconds(m.seconds),
+            seconds(m.decompress_seconds)
+        );
+    }
+    for w in &c.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
+
+/// The comparison of two images.
+pub fn diff_table(d: &VariantDiff) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "A  {}  {}", d.a.source, d.a.digest);
+    let _ = writeln!(out, "B  {}  {}\n", d.b.source, d.b.digest);
+    let mut t = Table::new(
+        &[
+            "layer",
+            "change",
+            "A digest",
+            "A format",
+            "A compressed",
+            "B digest",
+            "B format",
+            "B compressed",
+            "B held by A",
+        ],
+        2,
+    );
+    let side = |s: &Option<LayerSide>| match s {
+        Some(l) => (
+            short(&l.digest),
+            format_name(l.compression).to_owned(),
+            bytes(l.compressed_bytes),
+        ),
+        None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+    };
+    for r in &d.layers {
+        let (ad, af, ac) = side(&r.a);
+        let (bd, bf, bc) = side(&r.b);
+        t.row(vec![
+            r.position.to_string(),
+            match r.change {
+                Change::Same => "same",
+                Change::Recompressed => "recompressed",
+                Change::Changed => "changed",
+                Change::Added => "added",
+                Change::Removed => "removed",
+            }
+            .to_owned(),
+            ad,
+            af,
+            ac,
+            bd,
+            bf,
+            bc,
+            if r.b.is_none() {
+                String::new()
+            } else if r.b_held_by_a {
+                "yes".to_owned()
+            } else {
+                "no".to_owned()
+            },
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push('\n');
+    let mut t = Table::new(&["", "A", "B", "B - A"], 1);
+    let signed = |a: u64, b: u64| {
+        let (d, sign) = if b >= a { (b - a, "+") } else { (a - b, "-") };
+        format!("{sign}{}", bytes(d))
+    };
+    let signed_count = |a: u64, b: u64| format!("{:+}", b as i64 - a as i64);
+    let (a, b) = (&d.a, &d.b);
+    t.row(vec![
+        "layers".into(),
+        a.layers.to_string(),
+        b.layers.to_string(),
+        signed_count(a.layers as u64, b.layers as u64),
+    ]);
+    for (name, x, y) in [
+        ("compressed", a.compressed_bytes, b.compressed_bytes),
+        ("uncompressed", a.uncompressed_bytes, b.uncompressed_bytes),
+        ("file bytes", a.file_bytes, b.file_bytes),
+        ("shipped for nothing", a.wasted_bytes, b.wasted_bytes),
+        ("cold pull", a.pull_bytes, b.pull_bytes),
+    ] {
+        t.row(vec![name.into(), bytes(x), bytes(y), signed(x, y)]);
+    }
+    t.row(vec![
+        "files".into(),
+        a.files.to_string(),
+        b.files.to_string(),
+        signed_count(a.files, b.files),
+    ]);
+    t.row(vec![
+        format!("pull at {}", d.bandwidth),
+        seconds(a.pull_seconds),
+        seconds(b.pull_seconds),
+        format!("{:+.2} s", b.pull_seconds - a.pull_seconds),
+    ]);
+    if let (Some(ua), Some(ub)) = (a.unpack_seconds, b.unpack_seconds) {
+        t.row(vec![
+            "unpack".into(),
+            seconds(ua),
+            seconds(ub),
+            format!("{:+.2} s", ub - ua),
+        ]);
+    }
+    out.push_str(&t.render());
+    let w = &d.wire;
+    let _ = writeln!(
+        out,
+        "\nshared layers: {} ({}); B on a node already holding A downloads {} in {} at {} (saves {}); A on a node holding B downloads {}",
+        w.shared_layers,
+        bytes(w.shared_bytes),
+        bytes(w.b_after_a_bytes),
+        seconds(w.b_after_a_seconds),
+        d.bandwidth,
+        bytes(w.b_after_a_saved_bytes),
+        bytes(w.a_after_b_bytes)
+    );
+    out
+}
+
+fn format_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    }
+}
+
+fn short(d: &Digest) -> String {
+    format!("{}:{}", d.algorithm(), &d.hex()[..12])
+}
+
+fn bytes(n: u64) -> String {
+    ByteSize(n).human()
+}
+
+fn count(c: Count) -> String {
+    if c.files == 0 {
+        "-".to_owned()
+    } else {
+        format!("{} ({})", bytes(c.bytes), c.files)
+    }
+}
+
+fn seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1e3)
+    } else if s < 100.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// A plain text table: the first `left` columns left-aligned, the rest right-aligned.
+struct Table {
+    rows: Vec<Vec<String>>,
+    left: usize,
+}
+
+impl Table {
+    fn new(header: &[&str], left: usize) -> Self {
+        Self {
+            rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
+            left,
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        self.render_with(|i| i < self.left)
+    }
+
+    /// Right-aligned numbers first, then left-aligned text from column `from`.
+    fn render_right_then_left(&self, from: usize) -> String {
+        self.render_with(|i| i >= from)
+    }
+
+    fn render_with(&self, left_aligned: impl Fn(usize) -> bool) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut widths = vec![0; columns];
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                if left_aligned(i) {
+                    let _ = write!(line, "{cell:<w$}");
+                } else {
+                    let _ = write!(line, "{cell:>w$}");
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}

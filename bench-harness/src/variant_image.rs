@@ -1,0 +1,242 @@
+//! Each variant's image made ready for bursts, whatever its source: a synthetic spec generated
+//! into the image cache, an OCI layout imported in place, a real-registry image mirrored into the
+//! cache, or a real-registry image only resolved (`mirror = false`: nodes pull it straight from
+//! there). Also the facts `result.json` records about it: where it came from, the digest the
+//! reference resolved to, the bytes a node downloads.
+//!
+//! This module does not serve (the runner adds [`PullFrom::Embedded`] images to the embedded
+//! registry) and does not pull for nodes.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use stampede_oci::{Platform, ReferenceError};
+
+use crate::image::generate::{generate, GenerateError};
+use crate::image::layout_image::{platform_matches, LayoutImage};
+use crate::image::mirror::{mirror, resolve_remote, MirrorError};
+use crate::image::{import_layout, ImportError};
+use crate::remote::{Remote, RemoteError};
+use crate::result::ImageFacts;
+use crate::scenario::{ImageSource, LayoutSource, RegistrySource, Scenario, Variant};
+
+/// Where nodes pull a variant's image from.
+#[derive(Debug, Clone)]
+pub enum PullFrom {
+    /// The embedded registry, which serves this layout under the variant's repository.
+    Embedded(LayoutImage),
+    /// A real registry, straight (`mirror = false`).
+    Remote(Remote),
+}
+
+/// A variant's image, ready.
+#[derive(Debug, Clone)]
+pub struct VariantImage {
+    /// Where nodes pull it from.
+    pub pull: PullFrom,
+    /// What `result.json` records about it.
+    pub facts: ImageFacts,
+    /// Things the report should say (a platform the image lacks).
+    pub warnings: Vec<String>,
+}
+
+/// Why a variant's image could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum VariantImageError {
+    /// Generation of a synthetic image failed.
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    /// An OCI layout could not be imported.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// The image reference is invalid.
+    #[error("image reference")]
+    Reference(#[from] ReferenceError),
+    /// The registry access could not be resolved (credentials, CA file).
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The real registry could not be read or mirrored.
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// A blocking task died.
+    #[error("image preparation task")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Makes every variant of `scenario` ready, in order, using `cache` for generated and mirrored
+/// images.
+///
+/// # Errors
+/// The first variant that fails, with its name.
+pub async fn prepare_all(
+    scenario: &Scenario,
+    cache: &Path,
+) -> Result<Vec<VariantImage>, (String, VariantImageError)> {
+    let mut out = Vec::with_capacity(scenario.variants.len());
+    for variant in &scenario.variants {
+        let t = Instant::now();
+        let image = prepare(scenario, variant, cache)
+            .await
+            .map_err(|e| (variant.name.clone(), e))?;
+        tracing::info!(
+            variant = %variant.name,
+            compressed_bytes = image.facts.compressed_bytes,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "image ready"
+        );
+        out.push(image);
+    }
+    Ok(out)
+}
+
+/// Makes `variant`'s image ready.
+///
+/// # Errors
+/// [`VariantImageError`] naming what failed.
+pub async fn prepare(
+    scenario: &Scenario,
+    variant: &Variant,
+    cache: &Path,
+) -> Result<VariantImage, VariantImageError> {
+    let platform = &scenario.platform;
+    match &variant.source {
+        ImageSource::Synthetic(spec) => {
+            let (spec, seed, cache) = (spec.clone(), scenario.seed, cache.to_owned());
+            let image = tokio::task::spawn_blocking(move || generate(&spec, seed, &cache))
+                .await
+                .map_err(VariantImageError::Task)??;
+            let mut details = serde_json::to_value(&image).unwrap_or_default();
+            set_source(
+                &mut details,
+                json!({ "kind": "synthetic", "digest": image.top.digest }),
+            );
+            Ok(VariantImage {
+                facts: ImageFacts {
+                    compressed_bytes: image.totals.compressed_bytes,
+                    details,
+                },
+                pull: PullFrom::Embedded(image.layout_image()),
+                warnings: Vec::new(),
+            })
+        }
+        ImageSource::Layout(LayoutSource { path, tag }) => {
+            let (dir, tag_owned) = (path.clone(), tag.clone());
+            let image =
+                tokio::task::spawn_blocking(move || import_layout(&dir, tag_owned.as_deref()))
+                    .await
+                    .map_err(VariantImageError::Task)??;
+            let source = json!({
+                "kind": "layout",
+                "path": path,
+                "tag": tag,
+            });
+            Ok(held(variant, image, source, platform, None))
+        }
+        ImageSource::Registry(r) => registry(variant, r, platform, cache).await,
+    }
+}
+
+async fn registry(
+    variant: &Variant,
+    source: &RegistrySource,
+    platform: &Platform,
+    cache: &Path,
+) -> Result<VariantImage, VariantImageError> {
+    let reference = source.reference()?;
+    let remote = source.access.resolve(&reference)?;
+    if source.mirror {
+        let m = mirror(&remote, platform, cache).await?;
+        let source = json!({
+            "kind": "registry",
+            "reference": reference.to_string(),
+            "mirrored": true,
+            "credentials": remote.credentials_from,
+            "fetched_bytes": m.fetched_bytes,
+        });
+        return Ok(held(variant, m.image, source, platform, m.platform_missing));
+    }
+    let r = resolve_remote(&remote, platform).await?;
+    let details = json!({
+        "source": {
+            "kind": "registry",
+            "reference": reference.to_string(),
+            "mirrored": false,
+            "credentials": remote.credentials_from,
+            "digest": r.digest,
+            "platform_digest": r.platform_digest,
+            "media_type": r.media_type,
+        },
+        "listed": r.listed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "config_bytes": r.config_bytes,
+    });
+    let warnings = r
+        .platform_missing
+        .iter()
+        .map(|why| platform_warning(variant, &reference.to_string(), why))
+        .collect();
+    Ok(VariantImage {
+        facts: ImageFacts {
+            compressed_bytes: r.layer_bytes,
+            details,
+        },
+        pull: PullFrom::Remote(remote),
+        warnings,
+    })
+}
+
+/// A layout-held image (imported or mirrored): facts and warnings for the nodes' platform.
+fn held(
+    variant: &Variant,
+    image: LayoutImage,
+    mut source: Value,
+    platform: &Platform,
+    missing: Option<String>,
+) -> VariantImage {
+    let chosen = image.select(platform);
+    source["digest"] = json!(image.top.digest);
+    source["platform_digest"] = json!(chosen.as_ref().ok().map(|p| &p.manifest.digest));
+    let compressed_bytes = chosen.as_ref().map_or(0, |p| LayoutImage::layer_bytes(p));
+    let missing = missing.or_else(|| chosen.as_ref().err().map(ToString::to_string));
+    let what = source["reference"]
+        .as_str()
+        .or(source["path"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let warnings = missing
+        .iter()
+        .map(|why| platform_warning(variant, &what, why))
+        .collect();
+    let mut warnings: Vec<String> = warnings;
+    if let Ok(p) = &chosen {
+        if !platform_matches(platform, &p.platform) {
+            warnings.push(format!(
+                "variant {}: {what} is a single {} manifest, not {platform}: nodes pull it, but a real {platform} node could not run it",
+                variant.name, p.platform
+            ));
+        }
+    }
+    let mut details = serde_json::to_value(&image).unwrap_or_default();
+    set_source(&mut details, source);
+    VariantImage {
+        facts: ImageFacts {
+            compressed_bytes,
+            details,
+        },
+        pull: PullFrom::Embedded(image),
+        warnings,
+    }
+}
+
+fn platform_warning(variant: &Variant, what: &str, why: &str) -> String {
+    format!(
+        "variant {}: {what}: {why}; every pull will fail as platform_missing",
+        variant.name
+    )
+}
+
+fn set_source(details: &mut Value, source: Value) {
+    if let Value::Object(map) = details {
+        map.insert("source".to_owned(), source);
+    }
+}
