@@ -13,12 +13,13 @@
 //! same reason, leave a minute between runs. Disk needed: about `8 x (REPS + 1) x MIB` MiB.
 //!
 //! Run: `cargo bench -p bench-harness --bench unpack`. Knobs (environment):
-//! `UNPACK_BENCH_MIB` (layer size, default 100), `UNPACK_BENCH_REPS` (default 7).
+//! `UNPACK_BENCH_MIB` (layer size, default 100), `UNPACK_BENCH_REPS` (default 7),
+//! `UNPACK_BENCH_LAYER` (an existing plain tar to use instead of the generated layer).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -54,16 +55,24 @@ fn main() -> io::Result<()> {
     );
 
     let generated = Instant::now();
-    let tar = work.path().join("layer.tar");
-    let layer = generate_layer(&tar, layer_mib * MIB)?;
+    let tar = match std::env::var_os("UNPACK_BENCH_LAYER") {
+        Some(given) => PathBuf::from(given),
+        None => {
+            let tar = work.path().join("layer.tar");
+            generate_layer(&tar, layer_mib * MIB)?;
+            tar
+        }
+    };
+    let layer = shape_of(&tar)?;
     let gz = work.path().join("layer.tar.gz");
     let zst = work.path().join("layer.tar.zst");
     compress_gzip(&tar, &gz)?;
     compress_zstd(&tar, &zst)?;
     let tar_bytes = fs::metadata(&tar)?.len();
     println!(
-        "layer: {} files, {} dirs, {} symlinks, {} hard links; tar {:.1} MiB, gzip -6 {:.1} MiB, \
-         zstd -3 {:.1} MiB (generated in {:.1?})",
+        "layer {}: {} files, {} dirs, {} symlinks, {} hard links; tar {:.1} MiB, gzip -6 {:.1} \
+         MiB, zstd -3 {:.1} MiB (prepared in {:.1?})",
+        tar.display(),
         layer.files,
         layer.dirs,
         layer.symlinks,
@@ -314,8 +323,24 @@ struct LayerShape {
     hard_links: usize,
 }
 
+/// Counts the members of the tar at `path` by kind, streaming.
+fn shape_of(path: &Path) -> io::Result<LayerShape> {
+    let mut shape = LayerShape::default();
+    let mut archive = tar::Archive::new(io::BufReader::new(File::open(path)?));
+    for entry in archive.entries()? {
+        match entry?.header().entry_type() {
+            tar::EntryType::Directory => shape.dirs += 1,
+            tar::EntryType::Symlink => shape.symlinks += 1,
+            tar::EntryType::Link => shape.hard_links += 1,
+            tar::EntryType::Regular | tar::EntryType::Continuous => shape.files += 1,
+            _ => {}
+        }
+    }
+    Ok(shape)
+}
+
 /// Writes a deterministic tar of about `target_bytes` of file data to `path`, streaming.
-fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
+fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let words: Vec<Vec<u8>> = (0..512)
         .map(|_| {
@@ -325,7 +350,6 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
         .collect();
     let mut builder =
         tar::Builder::new(BufWriter::with_capacity(MIB as usize, File::create(path)?));
-    let mut shape = LayerShape::default();
     let header = |kind: tar::EntryType, size: u64, mode: u32| {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
@@ -337,7 +361,6 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
     for d in 0..DIRS {
         let mut h = header(tar::EntryType::Directory, 0, 0o755);
         builder.append_data(&mut h, format!("usr/share/d{d:02}/"), io::empty())?;
-        shape.dirs += 1;
     }
     let mut data = Vec::with_capacity(LARGE_FILE_BYTES);
     let mut written = 0u64;
@@ -366,7 +389,6 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
         let name = format!("usr/share/d{:02}/f{index:05}.dat", index % DIRS);
         let mut h = header(tar::EntryType::Regular, size as u64, mode);
         builder.append_data(&mut h, &name, data.as_slice())?;
-        shape.files += 1;
         written += size as u64;
         if index % 50 == 0 {
             let mut h = header(tar::EntryType::Symlink, 0, 0o777);
@@ -381,13 +403,10 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
                 format!("usr/share/d{:02}/hard{index:05}", index % DIRS),
                 &name,
             )?;
-            shape.symlinks += 1;
-            shape.hard_links += 1;
         }
         index += 1;
     }
-    builder.into_inner()?.flush()?;
-    Ok(shape)
+    builder.into_inner()?.flush()
 }
 
 fn compress_gzip(from: &Path, to: &Path) -> io::Result<()> {
