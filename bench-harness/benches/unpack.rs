@@ -1,8 +1,8 @@
 //! Unpack benchmark: our streaming unpack against GNU tar on the same layer, side by side in
 //! one run. Generates a deterministic layer of many files (random and text-like content),
-//! compresses it to `.tar.gz` and `.tar.zst`, then for several repetitions rotates our
-//! `unpack_layer_file` (with and without its decoder thread) with `tar -xzf`, with
-//! `zstd -dc | tar -x`, and with `tar -xf` on the plain tar. Each run goes into a fresh empty
+//! compresses it to `.tar.gz` and `.tar.zst`, then for several repetitions runs, in rotating
+//! order, our `unpack_layer_file` (with and without its decoder thread) and `tar -xzf`,
+//! `zstd -dc | tar -x` and `tar -xf` on the matching blob. Each run goes into a fresh empty
 //! directory on the same filesystem, after a `sync` so that no run pays for the previous
 //! run's writeback. Prints medians, throughput of the uncompressed stream, CPU time, the
 //! ratios, the machine, and the peak RSS of this process during the timed runs.
@@ -127,61 +127,71 @@ fn main() -> io::Result<()> {
     }
 
     reset_peak_rss();
-    let mut rows: Vec<Row> = Vec::new();
+    // Every (layer, unpacker) combination runs once per repetition, in an order rotated each
+    // time, so that load from elsewhere drifting during the run hits all of them alike.
+    let mut runs: Vec<(&Pair<'_>, Side)> = Vec::new();
     for pair in &pairs {
-        let mut sides = vec![Side::Ours {
-            decode_thread: true,
-        }];
+        runs.push((
+            pair,
+            Side::Ours {
+                decode_thread: true,
+            },
+        ));
         if pair.compression != Compression::None {
-            sides.push(Side::Ours {
-                decode_thread: false,
-            });
+            runs.push((
+                pair,
+                Side::Ours {
+                    decode_thread: false,
+                },
+            ));
         }
-        sides.push(Side::Theirs);
-        let mut samples: Vec<Vec<Sample>> = sides.iter().map(|_| Vec::new()).collect();
-        for rep in 0..reps {
-            // Rotate which side goes first, so none always runs after the same neighbour.
-            for k in 0..sides.len() {
-                let i = (rep + k) % sides.len();
-                let dir = work.path().join(format!("out-{}-{rep}-{i}", pair.label));
-                fs::create_dir(&dir)?;
-                sync()?;
-                let cpu = CpuTime::now();
-                let started = Instant::now();
-                let sample = match sides[i] {
-                    Side::Ours { decode_thread } => {
-                        let opts = UnpackOptions {
-                            decode_thread,
-                            ..UnpackOptions::default()
-                        };
-                        let stats = unpack_layer_file(pair.blob, pair.compression, &dir, &opts)
-                            .map_err(io::Error::other)?;
-                        Sample {
-                            wall: started.elapsed(),
-                            cpu: CpuTime::now().own_since(&cpu),
-                            stats: Some(stats),
-                        }
+        runs.push((pair, Side::Theirs));
+    }
+    let mut samples: Vec<Vec<Sample>> = runs.iter().map(|_| Vec::new()).collect();
+    for rep in 0..reps {
+        for k in 0..runs.len() {
+            let i = (rep * 3 + k) % runs.len();
+            let (pair, side) = runs[i];
+            let dir = work.path().join(format!("out-{rep}-{i}"));
+            fs::create_dir(&dir)?;
+            sync()?;
+            let cpu = CpuTime::now();
+            let started = Instant::now();
+            let sample = match side {
+                Side::Ours { decode_thread } => {
+                    let opts = UnpackOptions {
+                        decode_thread,
+                        ..UnpackOptions::default()
+                    };
+                    let stats = unpack_layer_file(pair.blob, pair.compression, &dir, &opts)
+                        .map_err(io::Error::other)?;
+                    Sample {
+                        wall: started.elapsed(),
+                        cpu: CpuTime::now().own_since(&cpu),
+                        stats: Some(stats),
                     }
-                    Side::Theirs => {
-                        (pair.theirs)(pair.blob, &dir)?;
-                        Sample {
-                            wall: started.elapsed(),
-                            cpu: CpuTime::now().children_since(&cpu),
-                            stats: None,
-                        }
+                }
+                Side::Theirs => {
+                    (pair.theirs)(pair.blob, &dir)?;
+                    Sample {
+                        wall: started.elapsed(),
+                        cpu: CpuTime::now().children_since(&cpu),
+                        stats: None,
                     }
-                };
-                samples[i].push(sample);
-            }
-        }
-        for (side, samples) in sides.iter().zip(samples) {
-            rows.push(Row::new(pair, *side, samples));
+                }
+            };
+            samples[i].push(sample);
         }
     }
+    let rows: Vec<Row> = runs
+        .iter()
+        .zip(samples)
+        .map(|((pair, side), samples)| Row::new(pair, *side, samples))
+        .collect();
     let peak_rss_kib = proc_kib("/proc/self/status", "VmHWM");
 
     println!();
-    println!("{reps} repetitions each, rotating which side runs first:");
+    println!("{reps} repetitions of every combination, in rotating order:");
     println!();
     println!("| layer | unpacker | wall | MiB/s | CPU | decompress / apply | speedup vs tar |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
