@@ -348,6 +348,7 @@ impl Applier {
             });
         }
         self.stats.directories += 1;
+        self.root.remember(cleaned, &path);
         self.created.insert(path);
         Ok(())
     }
