@@ -16,7 +16,9 @@
 //! apply nor `tar -x` syncs per file; a snapshot is only as durable as the page cache until
 //! the kernel writes it back); defend against another process changing the root while a
 //! layer is applied; clean up after an error (the root is then half-applied and belongs in
-//! the bin).
+//! the bin). Not running as root, a directory a lower layer left without owner write
+//! permission (say 0555) cannot take entries from a later layer: that fails with
+//! [`UnpackError::Apply`].
 //!
 //! # Layout
 //! - `stream`: blob -> read buffer -> decoder, with byte counters and the decoder's time.
