@@ -804,6 +804,7 @@ mod tests {
             Mode(EntryType::Regular, "suid", 0o4755),
             Mode(EntryType::Regular, "group-writable", 0o664),
             Mode(EntryType::Directory, "sticky/", 0o1777),
+            Mode(EntryType::Directory, "setgid/", 0o2755),
         ]);
         let tmp = tempfile::tempdir().unwrap();
         for preserve_mtime in [false, true] {
@@ -822,6 +823,7 @@ mod tests {
                 ("suid", 0o4755),
                 ("group-writable", 0o664),
                 ("sticky", 0o1777),
+                ("setgid", 0o2755),
             ] {
                 assert_eq!(meta(path).permissions().mode() & 0o7777, mode, "{path}");
             }
