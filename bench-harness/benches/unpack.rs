@@ -1,22 +1,25 @@
 //! Unpack benchmark: our streaming unpack against GNU tar on the same layer, side by side in
 //! one run. Generates a deterministic layer of many files (random and text-like content),
-//! compresses it to `.tar.gz` and `.tar.zst`, then alternates, for several repetitions, our
-//! `unpack_layer_file` with `tar -xzf`, with `zstd -dc | tar -x`, and with `tar -xf` on the
-//! plain tar, each into a fresh empty directory on the same filesystem, after a `sync` so
-//! that no run pays for the previous run's writeback. Output trees are only removed at the
-//! end (the work dir is a temp dir): ext4 makes creating inodes slow for about 30 s after
-//! many deletions (`recently_deleted` scans in the inode allocator), which would otherwise
-//! dominate both sides. Disk needed: about `2 x 3 x (REPS + 1) x MIB` MiB. Prints medians, throughput of the
-//! uncompressed stream, the ratios, the machine, and the peak RSS of this process during the
-//! timed runs.
+//! compresses it to `.tar.gz` and `.tar.zst`, then for several repetitions runs, in rotating
+//! order, our `unpack_layer_file` (with and without its decoder thread) and `tar -xzf`,
+//! `zstd -dc | tar -x` and `tar -xf` on the matching blob. Each run goes into a fresh empty
+//! directory on the same filesystem, after a `sync` so that no run pays for the previous
+//! run's writeback. Prints medians, throughput of the uncompressed stream, CPU time, the
+//! ratios, the machine, and the peak RSS of this process during the timed runs.
+//!
+//! Output trees are only removed at the end (the work dir is a temp dir): on ext4 without a
+//! journal, creating inodes is slow for a minute after many deletions (the allocator skips
+//! recently deleted inodes one by one), which would otherwise dominate both sides. For the
+//! same reason, leave a minute between runs. Disk needed: about `8 x (REPS + 1) x MIB` MiB.
 //!
 //! Run: `cargo bench -p bench-harness --bench unpack`. Knobs (environment):
-//! `UNPACK_BENCH_MIB` (layer size, default 100), `UNPACK_BENCH_REPS` (default 7).
+//! `UNPACK_BENCH_MIB` (layer size, default 100), `UNPACK_BENCH_REPS` (default 7),
+//! `UNPACK_BENCH_LAYER` (an existing plain tar to use instead of the generated layer).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -52,16 +55,24 @@ fn main() -> io::Result<()> {
     );
 
     let generated = Instant::now();
-    let tar = work.path().join("layer.tar");
-    let layer = generate_layer(&tar, layer_mib * MIB)?;
+    let tar = match std::env::var_os("UNPACK_BENCH_LAYER") {
+        Some(given) => PathBuf::from(given),
+        None => {
+            let tar = work.path().join("layer.tar");
+            generate_layer(&tar, layer_mib * MIB)?;
+            tar
+        }
+    };
+    let layer = shape_of(&tar)?;
     let gz = work.path().join("layer.tar.gz");
     let zst = work.path().join("layer.tar.zst");
     compress_gzip(&tar, &gz)?;
     compress_zstd(&tar, &zst)?;
     let tar_bytes = fs::metadata(&tar)?.len();
     println!(
-        "layer: {} files, {} dirs, {} symlinks, {} hard links; tar {:.1} MiB, gzip -6 {:.1} MiB, \
-         zstd -3 {:.1} MiB (generated in {:.1?})",
+        "layer {}: {} files, {} dirs, {} symlinks, {} hard links; tar {:.1} MiB, gzip -6 {:.1} \
+         MiB, zstd -3 {:.1} MiB (prepared in {:.1?})",
+        tar.display(),
         layer.files,
         layer.dirs,
         layer.symlinks,
@@ -116,79 +127,99 @@ fn main() -> io::Result<()> {
     }
 
     reset_peak_rss();
-    let mut results = Vec::new();
+    // Every (layer, unpacker) combination runs once per repetition, in an order rotated each
+    // time, so that load from elsewhere drifting during the run hits all of them alike.
+    let mut runs: Vec<(&Pair<'_>, Side)> = Vec::new();
     for pair in &pairs {
-        let mut ours = Vec::new();
-        let mut ours_cpu = Vec::new();
-        let mut ours_stats = Vec::new();
-        let mut theirs = Vec::new();
-        let mut theirs_cpu = Vec::new();
-        for rep in 0..reps {
-            for side in [rep % 2, 1 - rep % 2] {
-                let dir = work.path().join(format!("out-{}-{rep}-{side}", pair.label));
-                fs::create_dir(&dir)?;
-                sync()?;
-                let cpu = CpuTime::now();
-                let started = Instant::now();
-                if side == 0 {
-                    let stats = unpack_layer_file(
-                        pair.blob,
-                        pair.compression,
-                        &dir,
-                        &UnpackOptions::default(),
-                    )
-                    .map_err(io::Error::other)?;
-                    ours.push(started.elapsed());
-                    ours_cpu.push(CpuTime::now().own_since(&cpu));
-                    ours_stats.push(stats);
-                } else {
-                    (pair.theirs)(pair.blob, &dir)?;
-                    theirs.push(started.elapsed());
-                    theirs_cpu.push(CpuTime::now().children_since(&cpu));
-                }
-            }
+        runs.push((
+            pair,
+            Side::Ours {
+                decode_thread: true,
+            },
+        ));
+        if pair.compression != Compression::None {
+            runs.push((
+                pair,
+                Side::Ours {
+                    decode_thread: false,
+                },
+            ));
         }
-        results.push(Outcome {
-            label: pair.label,
-            theirs_label: pair.theirs_label,
-            ours: median(&mut ours),
-            ours_cpu: median(&mut ours_cpu),
-            ours_split: split(&ours_stats),
-            theirs: median(&mut theirs),
-            theirs_cpu: median(&mut theirs_cpu),
-        });
+        runs.push((pair, Side::Theirs));
     }
+    let mut samples: Vec<Vec<Sample>> = runs.iter().map(|_| Vec::new()).collect();
+    for rep in 0..reps {
+        for k in 0..runs.len() {
+            let i = (rep * 3 + k) % runs.len();
+            let (pair, side) = runs[i];
+            let dir = work.path().join(format!("out-{rep}-{i}"));
+            fs::create_dir(&dir)?;
+            sync()?;
+            let cpu = CpuTime::now();
+            let started = Instant::now();
+            let sample = match side {
+                Side::Ours { decode_thread } => {
+                    let opts = UnpackOptions {
+                        decode_thread,
+                        ..UnpackOptions::default()
+                    };
+                    let stats = unpack_layer_file(pair.blob, pair.compression, &dir, &opts)
+                        .map_err(io::Error::other)?;
+                    Sample {
+                        wall: started.elapsed(),
+                        cpu: CpuTime::now().own_since(&cpu),
+                        stats: Some(stats),
+                    }
+                }
+                Side::Theirs => {
+                    (pair.theirs)(pair.blob, &dir)?;
+                    Sample {
+                        wall: started.elapsed(),
+                        cpu: CpuTime::now().children_since(&cpu),
+                        stats: None,
+                    }
+                }
+            };
+            samples[i].push(sample);
+        }
+    }
+    let rows: Vec<Row> = runs
+        .iter()
+        .zip(samples)
+        .map(|((pair, side), samples)| Row::new(pair, *side, samples))
+        .collect();
     let peak_rss_kib = proc_kib("/proc/self/status", "VmHWM");
 
     println!();
-    println!("{reps} repetitions each, alternating which side runs first; medians:");
+    println!("{reps} repetitions of every combination, in rotating order:");
     println!();
-    println!(
-        "| layer | ours: wall | MiB/s | CPU | decompress / apply | theirs | wall | MiB/s | CPU \
-         | speedup (wall) |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for o in &results {
+    println!("| layer | unpacker | wall | MiB/s | CPU | decompress / apply | speedup vs tar |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for row in &rows {
+        let theirs = rows
+            .iter()
+            .find(|r| r.layer == row.layer && r.side == Side::Theirs)
+            .map_or(row.wall, |r| r.wall);
+        let split = row.split.map_or("".into(), |(decompress, apply)| {
+            format!("{:.0} / {:.0} ms", ms(decompress), ms(apply))
+        });
         println!(
-            "| {} | {:.0} ms | {:.0} | {:.0} ms | {:.0} / {:.0} ms | `{}` | {:.0} ms | {:.0} \
-             | {:.0} ms | {:.2}x |",
-            o.label,
-            ms(o.ours),
-            mib_per_s(tar_bytes, o.ours),
-            ms(o.ours_cpu),
-            ms(o.ours_split.0),
-            ms(o.ours_split.1),
-            o.theirs_label,
-            ms(o.theirs),
-            mib_per_s(tar_bytes, o.theirs),
-            ms(o.theirs_cpu),
-            o.theirs.as_secs_f64() / o.ours.as_secs_f64(),
+            "| {} | {} | {:.0} ms | {:.0} | {:.0} ms | {} | {:.2}x |",
+            row.layer,
+            row.unpacker,
+            ms(row.wall),
+            mib_per_s(tar_bytes, row.wall),
+            ms(row.cpu),
+            split,
+            theirs.as_secs_f64() / row.wall.as_secs_f64(),
         );
     }
     println!();
     println!(
-        "MiB/s: uncompressed tar stream per wall second. CPU: user + system time (ours: this \
-         process; theirs: the shell and all it waited for), 10 ms ticks."
+        "Medians. MiB/s: uncompressed tar stream per wall second. CPU: user + system \
+         time (ours: this process, all threads; theirs: the shell and all it waited for), 10 ms \
+         ticks. decompress / apply: as reported in LayerStats (they overlap with a decoder \
+         thread)."
     );
     println!();
     println!(
@@ -200,16 +231,50 @@ fn main() -> io::Result<()> {
     Ok(())
 }
 
-/// Medians of one comparison.
-struct Outcome {
-    label: &'static str,
-    theirs_label: &'static str,
-    ours: Duration,
-    ours_cpu: Duration,
-    /// Decompress and apply times reported by [`LayerStats`].
-    ours_split: (Duration, Duration),
-    theirs: Duration,
-    theirs_cpu: Duration,
+/// Who unpacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Ours { decode_thread: bool },
+    Theirs,
+}
+
+/// One timed unpack.
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+    stats: Option<LayerStats>,
+}
+
+/// Medians of one side on one layer.
+struct Row {
+    layer: &'static str,
+    side: Side,
+    unpacker: String,
+    wall: Duration,
+    cpu: Duration,
+    /// Median decompress and apply times from [`LayerStats`] (ours only).
+    split: Option<(Duration, Duration)>,
+}
+
+impl Row {
+    fn new(pair: &Pair<'_>, side: Side, samples: Vec<Sample>) -> Self {
+        let unpacker = match side {
+            Side::Ours {
+                decode_thread: true,
+            } if pair.compression != Compression::None => "ours, decoder thread".to_owned(),
+            Side::Ours { .. } => "ours, one thread".to_owned(),
+            Side::Theirs => format!("`{}`", pair.theirs_label),
+        };
+        let stats: Vec<LayerStats> = samples.iter().filter_map(|s| s.stats.clone()).collect();
+        Self {
+            layer: pair.label,
+            side,
+            unpacker,
+            wall: median(&mut samples.iter().map(|s| s.wall).collect::<Vec<_>>()),
+            cpu: median(&mut samples.iter().map(|s| s.cpu).collect::<Vec<_>>()),
+            split: (!stats.is_empty()).then(|| split(&stats)),
+        }
+    }
 }
 
 /// CPU time from `/proc/self/stat`: this process's, and its waited-for children's.
@@ -268,8 +333,24 @@ struct LayerShape {
     hard_links: usize,
 }
 
+/// Counts the members of the tar at `path` by kind, streaming.
+fn shape_of(path: &Path) -> io::Result<LayerShape> {
+    let mut shape = LayerShape::default();
+    let mut archive = tar::Archive::new(io::BufReader::new(File::open(path)?));
+    for entry in archive.entries()? {
+        match entry?.header().entry_type() {
+            tar::EntryType::Directory => shape.dirs += 1,
+            tar::EntryType::Symlink => shape.symlinks += 1,
+            tar::EntryType::Link => shape.hard_links += 1,
+            tar::EntryType::Regular | tar::EntryType::Continuous => shape.files += 1,
+            _ => {}
+        }
+    }
+    Ok(shape)
+}
+
 /// Writes a deterministic tar of about `target_bytes` of file data to `path`, streaming.
-fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
+fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let words: Vec<Vec<u8>> = (0..512)
         .map(|_| {
@@ -279,7 +360,6 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
         .collect();
     let mut builder =
         tar::Builder::new(BufWriter::with_capacity(MIB as usize, File::create(path)?));
-    let mut shape = LayerShape::default();
     let header = |kind: tar::EntryType, size: u64, mode: u32| {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
@@ -291,7 +371,6 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
     for d in 0..DIRS {
         let mut h = header(tar::EntryType::Directory, 0, 0o755);
         builder.append_data(&mut h, format!("usr/share/d{d:02}/"), io::empty())?;
-        shape.dirs += 1;
     }
     let mut data = Vec::with_capacity(LARGE_FILE_BYTES);
     let mut written = 0u64;
@@ -320,7 +399,6 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
         let name = format!("usr/share/d{:02}/f{index:05}.dat", index % DIRS);
         let mut h = header(tar::EntryType::Regular, size as u64, mode);
         builder.append_data(&mut h, &name, data.as_slice())?;
-        shape.files += 1;
         written += size as u64;
         if index.is_multiple_of(50) {
             let mut h = header(tar::EntryType::Symlink, 0, 0o777);
@@ -335,13 +413,10 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<LayerShape> {
                 format!("usr/share/d{:02}/hard{index:05}", index % DIRS),
                 &name,
             )?;
-            shape.symlinks += 1;
-            shape.hard_links += 1;
         }
         index += 1;
     }
-    builder.into_inner()?.flush()?;
-    Ok(shape)
+    builder.into_inner()?.flush()
 }
 
 fn compress_gzip(from: &Path, to: &Path) -> io::Result<()> {

@@ -27,6 +27,8 @@ use super::{EntryName, LayerStats, Refusal, UnpackError, UnpackOptions};
 
 /// Permission bits we restore: rwx for all, setuid, setgid, sticky.
 const MODE_MASK: u32 = 0o7777;
+/// setuid and setgid, which mkdir(2) does not set.
+const SETID_BITS: u32 = 0o6000;
 /// Owner rwx: a directory is created with these so its children can be written, and gets its
 /// exact mode at the end of the layer.
 const OWNER_RWX: u32 = 0o700;
@@ -329,7 +331,11 @@ impl Applier {
             }
             Err(e) => return Err(self.failed(index, "create directory", &path, e)),
         };
-        let exact = fresh && mode & OWNER_RWX == OWNER_RWX && !self.umask_interferes(mode);
+        // mkdir(2) honours the sticky bit but not setuid/setgid, and applies the umask.
+        let exact = fresh
+            && mode & OWNER_RWX == OWNER_RWX
+            && mode & SETID_BITS == 0
+            && !self.umask_interferes(mode);
         let mut deferred_mode = None;
         if !exact {
             if mode & OWNER_RWX == OWNER_RWX {
@@ -348,6 +354,7 @@ impl Applier {
             });
         }
         self.stats.directories += 1;
+        self.root.remember(cleaned, &path);
         self.created.insert(path);
         Ok(())
     }

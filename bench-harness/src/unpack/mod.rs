@@ -16,15 +16,19 @@
 //! apply nor `tar -x` syncs per file; a snapshot is only as durable as the page cache until
 //! the kernel writes it back); defend against another process changing the root while a
 //! layer is applied; clean up after an error (the root is then half-applied and belongs in
-//! the bin).
+//! the bin). Not running as root, a directory a lower layer left without owner write
+//! permission (say 0555) cannot take entries from a later layer: that fails with
+//! [`UnpackError::Apply`].
 //!
 //! # Layout
 //! - `stream`: blob -> read buffer -> decoder, with byte counters and the decoder's time.
+//! - `chunks`: the decoder on its own thread, handing bounded chunks to the applier.
 //! - `name`: lexical cleaning of member names, whiteout names, symlink target checks.
 //! - `root`: the root as a chroot: symlink-safe resolution of parent directories.
 //! - `apply`: per-entry changeset semantics and counters.
 
 mod apply;
+mod chunks;
 pub(crate) mod name;
 mod root;
 pub(crate) mod stream;
@@ -48,8 +52,8 @@ pub const DEFAULT_DECODE_BUFFER_BYTES: usize = 256 * 1024;
 pub const DEFAULT_COPY_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// How to unpack. Memory per unpack in flight is about `read_buffer_bytes +
-/// decode_buffer_bytes + copy_buffer_bytes` plus the decoder's window, whatever the layer's
-/// size.
+/// decode_buffer_bytes (x 6 with decode_thread) + copy_buffer_bytes` plus the decoder's
+/// window, whatever the layer's size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackOptions {
     /// Restore the mtime of files and directories (not symlinks). Off by default: it costs one
@@ -57,11 +61,15 @@ pub struct UnpackOptions {
     pub preserve_mtime: bool,
     /// Read buffer around the compressed blob, in bytes (at least 8 KiB is used).
     pub read_buffer_bytes: usize,
-    /// Buffer the decoder fills with uncompressed tar, in bytes (at least 8 KiB is used).
-    /// Tar reads in 512-byte headers and small files; without this buffer each would be one
-    /// decoder call, and small outputs cost gzip dearly (2.5x slower at 512 bytes than at
-    /// 256 KiB here). Reads of file data at least this large bypass it.
+    /// Buffer the decoder fills with uncompressed tar, in bytes (at least 8 KiB is used); with
+    /// `decode_thread`, the size of each of the chunks in flight. Tar reads in 512-byte
+    /// headers and small files; without this buffer each would be one decoder call, and
+    /// small outputs cost gzip dearly (2.5x slower at 512 bytes than at 256 KiB here).
     pub decode_buffer_bytes: usize,
+    /// Decompress on a thread of its own, overlapping file creation (on by default; ignored
+    /// for [`Compression::None`]). Memory then grows to 6 decode buffers. Off, everything
+    /// runs on the calling thread; worth it when many unpacks already keep every core busy.
+    pub decode_thread: bool,
     /// Buffer the uncompressed file data is copied through, in bytes (at least 4 KiB is used).
     pub copy_buffer_bytes: usize,
 }
@@ -72,6 +80,7 @@ impl Default for UnpackOptions {
             preserve_mtime: false,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             decode_buffer_bytes: DEFAULT_DECODE_BUFFER_BYTES,
+            decode_thread: true,
             copy_buffer_bytes: DEFAULT_COPY_BUFFER_BYTES,
         }
     }
@@ -108,11 +117,16 @@ pub struct LayerStats {
     /// Bytes of tar stream decoded from the blob (uncompressed), padding and trailer included.
     pub uncompressed_bytes: u64,
     /// Time spent inside the decoder's `read`, reading the blob included (for
-    /// [`Compression::None`] that is only the reading).
+    /// [`Compression::None`] that is only the reading). On the decoder thread when
+    /// [`UnpackOptions::decode_thread`] is on.
     pub decompress: Duration,
-    /// The rest of the wall time: tar parsing, path resolution, creating, writing and
-    /// removing entries. `decompress + apply` is the wall time of the call.
+    /// Time the applying thread spent on tar parsing, path resolution, creating, writing and
+    /// removing entries: the wall time minus decoding done inline and minus waiting for the
+    /// decoder thread.
     pub apply: Duration,
+    /// Wall time of the whole call. Without a decoder thread, `decompress + apply`; with one,
+    /// the two overlap and `elapsed` is less than their sum.
+    pub elapsed: Duration,
 }
 
 /// Which member of a layer an error is about: its 0-based position in the tar stream and its
@@ -257,31 +271,60 @@ pub enum UnpackError {
 /// [`UnpackError::Refused`] for a member that would escape the root (absolute or `..` name,
 /// hard link or relative symlink target outside it) or is malformed;
 /// [`UnpackError::Apply`] when a filesystem call fails. Each names the member and why.
-pub fn unpack_layer<R: Read>(
+pub fn unpack_layer<R: Read + Send>(
     blob: R,
     compression: Compression,
     root: &Path,
     opts: &UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
     let started = Instant::now();
+    let mut stream = LayerStream::new(blob, compression, opts.read_buffer_bytes)
+        .map_err(|source| UnpackError::Stream { entries: 0, source })?;
+    let applier = Applier::new(root, opts)?;
+    let decode_bytes = opts.decode_buffer_bytes.max(8 * 1024);
+    let threaded = opts.decode_thread && compression != Compression::None;
+    let (mut stats, stream, waited) = if threaded {
+        std::thread::scope(|scope| {
+            let (handoff, mut decoded) = chunks::channel();
+            let decoder = scope.spawn(move || chunks::decode_into(stream, handoff, decode_bytes));
+            let applied = apply_all(applier, &mut decoded);
+            let waited = decoded.waited();
+            drop(decoded); // hang up, so a decoder still running after an error stops
+            let stream = decoder.join().map_err(|_| UnpackError::Stream {
+                entries: 0,
+                source: io::Error::other("layer decoder thread panicked"),
+            })?;
+            Ok::<_, UnpackError>((applied?, stream, waited))
+        })?
+    } else {
+        let stats = apply_all(applier, BufReader::with_capacity(decode_bytes, &mut stream))?;
+        (stats, stream, Duration::ZERO)
+    };
+    stats.compressed_bytes = stream.compressed_bytes();
+    stats.uncompressed_bytes = stream.uncompressed_bytes();
+    stats.decompress = stream.decompress();
+    stats.elapsed = started.elapsed();
+    let inline_decompress = if threaded {
+        Duration::ZERO
+    } else {
+        stats.decompress
+    };
+    stats.apply = stats.elapsed.saturating_sub(inline_decompress + waited);
+    Ok(stats)
+}
+
+/// Applies every entry of the uncompressed tar in `decoded`, then reads past the end of the
+/// archive so that the decoder checks the blob's trailer.
+fn apply_all(mut applier: Applier, decoded: impl Read) -> Result<LayerStats, UnpackError> {
     let stream_error = |entries| move |source| UnpackError::Stream { entries, source };
-    let mut stream =
-        LayerStream::new(blob, compression, opts.read_buffer_bytes).map_err(stream_error(0))?;
-    let mut applier = Applier::new(root, opts)?;
-    let decoded = BufReader::with_capacity(opts.decode_buffer_bytes.max(8 * 1024), &mut stream);
     let mut archive = tar::Archive::new(decoded);
     for entry in archive.entries().map_err(stream_error(0))? {
         let index = applier.stats().entries;
         let mut entry = entry.map_err(stream_error(index))?;
         applier.apply(index, &mut entry)?;
     }
-    let mut stats = applier.finish()?;
-    // Read past the end of the archive so the decoder checks the blob's trailer.
+    let stats = applier.finish()?;
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(stream_error(stats.entries))?;
-    stats.compressed_bytes = stream.compressed_bytes();
-    stats.uncompressed_bytes = stream.uncompressed_bytes();
-    stats.decompress = stream.decompress();
-    stats.apply = started.elapsed().saturating_sub(stats.decompress);
     Ok(stats)
 }
 
@@ -685,6 +728,7 @@ mod tests {
         use Member::*;
         let big = "0123456789abcdef".repeat(100_000);
         let layer = tar_of(&[
+            Special(EntryType::XGlobalHeader, "pax_global_header"),
             Dir("./"),
             Dir("etc/"),
             File("etc/os-release", "ID=stampede\n"),
@@ -703,17 +747,24 @@ mod tests {
         let zst = zstd::encode_all(layer.as_slice(), 3).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let mut trees = Vec::new();
-        for (compression, blob) in [
+        for ((compression, blob), decode_thread) in [
             (Compression::None, &layer),
             (Compression::Gzip, &gz),
             (Compression::Zstd, &zst),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|c| [(c, false), (c, true)])
+        {
             assert_eq!(Compression::sniff(blob), compression);
-            let root = tmp.path().join(format!("{compression:?}"));
-            let path = tmp.path().join(format!("{compression:?}.blob"));
+            let case = format!("{compression:?}-{decode_thread}");
+            let root = tmp.path().join(&case);
+            let path = tmp.path().join(format!("{case}.blob"));
             fs::write(&path, blob).unwrap();
-            let stats =
-                unpack_layer_file(&path, compression, &root, &UnpackOptions::default()).unwrap();
+            let opts = UnpackOptions {
+                decode_thread,
+                ..UnpackOptions::default()
+            };
+            let stats = unpack_layer_file(&path, compression, &root, &opts).unwrap();
             let kinds = (
                 stats.regular_files,
                 stats.directories,
@@ -723,19 +774,19 @@ mod tests {
                 stats.opaque_dirs,
                 stats.skipped,
             );
-            assert_eq!(kinds, (2, 2, 1, 1, 1, 1, 3), "{compression:?}");
+            assert_eq!(kinds, (2, 2, 1, 1, 1, 1, 4), "{case}");
             assert_eq!(
                 stats.entries,
                 kinds.0 + kinds.1 + kinds.2 + kinds.3 + kinds.4 + kinds.5 + kinds.6
             );
             assert_eq!(stats.file_bytes, (big.len() + "ID=stampede\n".len()) as u64);
-            assert_eq!(stats.compressed_bytes, blob.len() as u64, "{compression:?}");
-            assert_eq!(
-                stats.uncompressed_bytes,
-                layer.len() as u64,
-                "{compression:?}"
-            );
+            assert_eq!(stats.compressed_bytes, blob.len() as u64, "{case}");
+            assert_eq!(stats.uncompressed_bytes, layer.len() as u64, "{case}");
             assert!(stats.decompress > Duration::ZERO && stats.apply > Duration::ZERO);
+            assert!(stats.apply <= stats.elapsed, "{case}");
+            if !decode_thread || compression == Compression::None {
+                assert_eq!(stats.decompress + stats.apply, stats.elapsed, "{case}");
+            }
             trees.push(tree(&root));
         }
         assert_eq!(trees[0].len(), 5);
@@ -753,6 +804,7 @@ mod tests {
             Mode(EntryType::Regular, "suid", 0o4755),
             Mode(EntryType::Regular, "group-writable", 0o664),
             Mode(EntryType::Directory, "sticky/", 0o1777),
+            Mode(EntryType::Directory, "setgid/", 0o2755),
         ]);
         let tmp = tempfile::tempdir().unwrap();
         for preserve_mtime in [false, true] {
@@ -771,6 +823,7 @@ mod tests {
                 ("suid", 0o4755),
                 ("group-writable", 0o664),
                 ("sticky", 0o1777),
+                ("setgid", 0o2755),
             ] {
                 assert_eq!(meta(path).permissions().mode() & 0o7777, mode, "{path}");
             }
@@ -796,34 +849,36 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&layer).unwrap();
         let gz = gz.finish().unwrap();
-        let opts = UnpackOptions::default();
 
-        let truncated = unpack_layer(
-            &gz[..gz.len() / 2],
-            Compression::Gzip,
-            &tmp.path().join("t"),
-            &opts,
-        );
-        assert!(
-            matches!(
-                truncated,
-                Err(UnpackError::Stream { .. } | UnpackError::EntryData { .. })
-            ),
-            "{truncated:?}"
-        );
-        let mut bad_crc = gz.clone();
-        let crc_at = bad_crc.len() - 8;
-        bad_crc[crc_at] ^= 0xff;
-        let crc = unpack_layer(
-            bad_crc.as_slice(),
-            Compression::Gzip,
-            &tmp.path().join("c"),
-            &opts,
-        );
-        assert!(
-            matches!(crc, Err(UnpackError::Stream { entries: 2, .. })),
-            "{crc:?}"
-        );
+        let threaded = UnpackOptions {
+            decode_thread: true,
+            ..UnpackOptions::default()
+        };
+        let inline = UnpackOptions {
+            decode_thread: false,
+            ..UnpackOptions::default()
+        };
+        for opts in [&threaded, &inline] {
+            let mut bad_crc = gz.clone();
+            let crc_at = bad_crc.len() - 8;
+            bad_crc[crc_at] ^= 0xff;
+            let root = tmp.path().join(format!("c{}", opts.decode_thread));
+            let crc = unpack_layer(bad_crc.as_slice(), Compression::Gzip, &root, opts);
+            assert!(
+                matches!(crc, Err(UnpackError::Stream { entries: 2, .. })),
+                "{crc:?}"
+            );
+            let root = tmp.path().join(format!("t{}", opts.decode_thread));
+            let truncated = unpack_layer(&gz[..gz.len() / 2], Compression::Gzip, &root, opts);
+            assert!(
+                matches!(
+                    truncated,
+                    Err(UnpackError::Stream { .. } | UnpackError::EntryData { .. })
+                ),
+                "{truncated:?}"
+            );
+        }
+        let opts = UnpackOptions::default();
         let wrong = unpack_layer(
             gz.as_slice(),
             Compression::Zstd,

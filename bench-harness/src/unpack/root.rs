@@ -77,6 +77,14 @@ impl RootDir {
         &self.host
     }
 
+    /// Records that the cleaned name `rel` is the real directory `host` inside the root, as
+    /// the caller has just created or checked it, so its children resolve without `lstat`.
+    pub(super) fn remember(&mut self, rel: &[u8], host: &Path) {
+        if !self.dirs.contains_key(rel) {
+            self.dirs.insert(rel.to_vec(), host.to_path_buf());
+        }
+    }
+
     /// Forgets every resolved directory; call after removing or replacing anything.
     pub(super) fn invalidate(&mut self) {
         self.dirs.clear();
@@ -119,11 +127,20 @@ impl RootDir {
         missing: Missing,
         created: &mut dyn FnMut(&Path),
     ) -> Result<Option<PathBuf>, ResolveError> {
-        let mut current = self.host.clone();
-        let mut depth = 0usize;
+        // Start from the deepest ancestor already resolved, if any.
+        let (mut current, rest) = rel
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, b)| **b == b'/')
+            .find_map(|(i, _)| Some((self.dirs.get(&rel[..i])?.clone(), &rel[i + 1..])))
+            .unwrap_or_else(|| (self.host.clone(), rel));
+        let mut depth = current
+            .strip_prefix(&self.host)
+            .map_or(0, |inside| inside.components().count());
         let mut symlinks = 0u32;
         // Components still to walk, last one first; symlink targets are spliced in.
-        let mut pending: Vec<Vec<u8>> = rel.rsplit(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+        let mut pending: Vec<Vec<u8>> = rest.rsplit(|b| *b == b'/').map(<[u8]>::to_vec).collect();
         while let Some(component) = pending.pop() {
             match component.as_slice() {
                 b"" | b"." => continue,
