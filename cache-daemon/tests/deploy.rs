@@ -21,7 +21,8 @@ use cache_daemon::Config;
 
 use crate::common::real::{deploy_dir, have, output_within, run_within};
 use crate::common::shipped::{
-    configmap_entry, container, env, manifests, object, write_hosts, yaml_documents,
+    configmap_entry, container, env, manifests, object, write_hosts, write_hosts_with,
+    yaml_documents,
 };
 
 fn workspace() -> PathBuf {
@@ -280,6 +281,19 @@ fn init_container_writes_the_committed_hosts_files() {
     assert_eq!(read(&foreign), "server = \"https://quay.io\"\n");
     let (ok, out) = write_hosts(dir.path(), mirror, "docker.io");
     assert!(!ok && out.contains("expected HOST=URL"), "{out}");
+
+    // The init container's shell is busybox's: the same files from it, where it is installed.
+    if Command::new("busybox").arg("true").output().is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, out) = write_hosts_with("busybox", dir.path(), mirror, registries);
+        assert!(ok, "{out}");
+        assert_eq!(files_under(dir.path()), written);
+        for rel in &written {
+            assert!(read(&dir.path().join(rel)) == read(&committed.join(rel)));
+        }
+    } else {
+        eprintln!("busybox not installed: write-hosts.sh checked with sh only");
+    }
 }
 
 #[test]

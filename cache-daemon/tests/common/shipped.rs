@@ -67,13 +67,26 @@ pub fn env<'a>(container: &'a Yaml, name: &str) -> &'a str {
 /// `containerd-hosts` init container does, with its `MIRROR` and `REGISTRIES` set to these
 /// values. Returns the script's output (stdout and stderr) and whether it succeeded.
 pub fn write_hosts(certs_dir: &Path, mirror: &str, registries: &str) -> (bool, String) {
+    write_hosts_with("sh", certs_dir, mirror, registries)
+}
+
+/// [`write_hosts`] with another shell, e.g. `busybox` (`busybox sh`), the init container's.
+pub fn write_hosts_with(
+    shell: &str,
+    certs_dir: &Path,
+    mirror: &str,
+    registries: &str,
+) -> (bool, String) {
     let mount = tempfile::tempdir().unwrap();
     for key in ["write-hosts.sh", "hosts.toml.tmpl"] {
         std::fs::write(mount.path().join(key), configmap_entry(key)).unwrap();
     }
+    let mut cmd = Command::new(shell);
+    if shell == "busybox" {
+        cmd.arg("sh");
+    }
     let out = output_within(
-        Command::new("sh")
-            .arg(mount.path().join("write-hosts.sh"))
+        cmd.arg(mount.path().join("write-hosts.sh"))
             .arg(mount.path().join("hosts.toml.tmpl"))
             .arg(certs_dir)
             .env("MIRROR", mirror)
