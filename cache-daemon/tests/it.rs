@@ -4,6 +4,8 @@ mod common;
 
 mod bad_input;
 mod blobs;
+mod clients;
+mod deploy;
 mod e2e;
 mod manifests;
 mod operations;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod real;
+pub mod shipped;
 pub mod upstream;
 
 use std::future::Future;

@@ -1,6 +1,8 @@
 //! Real parts for end-to-end tests: Debian's `docker-registry` (distribution) started on a free
-//! loopback port with its access log captured, `skopeo` to push and pull, and a small OCI image
-//! layout writer so tests need no network and no prebuilt image.
+//! loopback port with its access log captured, `skopeo` to push and pull, a small OCI image
+//! layout writer so tests need no network and no prebuilt image, the `cache-daemon` binary run
+//! from a config file, `containerd` on a temp root with `ctr`, and `podman` on temp storage.
+//! Every process started here is stopped by a `Drop` guard, and every wait is bounded.
 //!
 //! When a program is missing, tests skip with a message, unless `STAMPEDE_REQUIRE_REAL=1` (set by
 //! `.ci/run`), in which case they fail: CI must never pass by skipping.
@@ -25,6 +27,10 @@ pub fn have(program: &str) -> bool {
         let hint = match program {
             "docker-registry" => "apt-get install docker-registry",
             "skopeo" => "apt-get install skopeo",
+            "containerd" | "ctr" => "apt-get install containerd",
+            "podman" => "apt-get install podman",
+            "docker-compose" => "apt-get install docker-compose",
+            "systemd-analyze" => "apt-get install systemd",
             _ => "install it",
         };
         assert!(
@@ -224,4 +230,348 @@ pub fn verify_dir_pull(dir: &Path) -> usize {
         }
     }
     checked
+}
+
+/// The workspace's `deploy/` directory.
+pub fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cache-daemon sits in the workspace")
+        .join("deploy")
+}
+
+/// Runs a command to completion within `limit`, panicking with its output if it fails or
+/// overruns (the command is killed then). Returns stdout.
+pub fn run_within(cmd: &mut Command, limit: Duration) -> String {
+    let out = output_within(cmd, limit);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command within `limit` and returns its output whatever its status; panics (after
+/// killing it) when it overruns.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    use std::io::Read as _;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).ok();
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            let err = stderr.join().unwrap_or_default();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}: {}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Pushes the OCI layout at `layout` (tag `v1`) to `reference` (`host:port/repo:tag`) over plain
+/// HTTP with skopeo.
+pub fn push_layout(layout: &Path, reference: &str) {
+    run_within(
+        Command::new("skopeo").args([
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{reference}"),
+        ]),
+        Duration::from_secs(60),
+    );
+}
+
+/// Sends SIGTERM, waits up to `grace`, then SIGKILL.
+fn stop(child: &mut Child, grace: Duration) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .ok();
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().ok();
+    child.wait().ok();
+}
+
+/// The real `cache-daemon` binary serving from a config file, stopped on drop.
+pub struct DaemonBinary {
+    child: Child,
+    /// The mirror port (`listen` in the config).
+    pub port: u16,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl DaemonBinary {
+    /// Starts `cache-daemon --config <config>` and waits for `/healthz` on `port`.
+    pub fn start(config: &Path, port: u16, log: &Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_cache-daemon"))
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start cache-daemon");
+        let daemon = Self {
+            child,
+            port,
+            log: log.to_owned(),
+        };
+        wait_http(&daemon.url("/healthz"), Duration::from_secs(15));
+        daemon
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The value of one series in `/metrics`, e.g. `cache_daemon_fills_total{result="committed"}`;
+    /// 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = run_within(
+            Command::new("curl").args(["-sf", "--max-time", "5", &self.url("/metrics")]),
+            Duration::from_secs(10),
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().expect("metric value"))
+    }
+
+    /// Stops it with SIGTERM and returns its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        stop(&mut self.child, Duration::from_secs(15));
+        self.child.wait().expect("cache-daemon status")
+    }
+}
+
+impl Drop for DaemonBinary {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// `containerd` on a temp root, state dir and socket (CRI plugin off), stopped on drop together
+/// with any shim it started.
+pub struct Containerd {
+    child: Child,
+    /// The gRPC socket.
+    pub socket: PathBuf,
+    /// The root directory (content, snapshots, metadata).
+    pub root: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Starts containerd and waits until `ctr version` answers.
+    pub fn start() -> Self {
+        // Short path: the socket's must fit in sun_path.
+        let dir = tempfile::Builder::new()
+            .prefix("ctrd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let root = dir.path().join("root");
+        let socket = dir.path().join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n[grpc]\n  address = \"{socket}\"\n\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
+            root = root.display(),
+            state = dir.path().join("state").display(),
+            socket = socket.display(),
+            opt = dir.path().join("opt").display(),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let log = dir.path().join("containerd.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start containerd");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "containerd exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let up = socket.exists()
+                && output_within(
+                    Command::new("ctr").arg("--address").arg(&socket).args([
+                        "--timeout",
+                        "1s",
+                        "version",
+                    ]),
+                    Duration::from_secs(5),
+                )
+                .status
+                .success();
+            if up {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                child.kill().ok();
+                child.wait().ok();
+                panic!(
+                    "containerd did not answer within 20 s: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            socket,
+            root,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `ctr --address <socket> -n <namespace>`, ready for a subcommand.
+    pub fn ctr(&self, namespace: &str) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .args(["-n", namespace]);
+        cmd
+    }
+
+    /// Shims started by this containerd: their command line names its socket.
+    fn shims(&self) -> Vec<u32> {
+        let socket = self.socket.to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("containerd-shim") && cmdline.contains(&socket)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let shims = self.shims();
+        stop(&mut self.child, Duration::from_secs(5));
+        for pid in shims {
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .ok();
+        }
+    }
+}
+
+/// `podman` with its own storage (vfs), run and tmp dirs under a temp dir, and the given
+/// registries.conf as its only registry configuration.
+pub struct Podman {
+    dir: tempfile::TempDir,
+    registries_conf: PathBuf,
+}
+
+impl Podman {
+    /// Podman reading `registries_conf` (through `CONTAINERS_REGISTRIES_CONF`).
+    pub fn new(registries_conf: &Path) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            registries_conf: registries_conf.to_owned(),
+        }
+    }
+
+    /// The storage root (`--root`).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// `podman` with the temp storage flags, ready for a subcommand.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.env("CONTAINERS_REGISTRIES_CONF", &self.registries_conf)
+            .arg("--root")
+            .arg(self.root())
+            .arg("--runroot")
+            .arg(self.dir.path().join("run"))
+            .arg("--tmpdir")
+            .arg(self.dir.path().join("tmp"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--events-backend",
+                "none",
+                "--cgroup-manager",
+                "cgroupfs",
+            ]);
+        cmd
+    }
+}
+
+/// Files named `name` anywhere under `dir`.
+pub fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() && entry.file_name() == name {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
 }
