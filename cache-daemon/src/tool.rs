@@ -43,6 +43,14 @@ pub enum ToolError {
     Refused(String),
 }
 
+/// Writes a line to stdout, ignoring a closed pipe (`cache-daemon ls | head` must not panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 enum Mode {
     Online(String),
     Offline(Arc<App>),
@@ -137,12 +145,12 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 Mode::Offline(app) => app.store.inventory(),
             };
             if a.json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&items).expect("inventory serialises")
                 );
             } else {
-                print!("{}", inventory_table(&items));
+                say!("{}", inventory_table(&items).trim_end());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -160,7 +168,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     .await
                     .map_err(|e| ToolError::Refused(e.message))?,
             };
-            println!("pinned {} ({} digests)", pin.target, pin.digests.len());
+            say!("pinned {} ({} digests)", pin.target, pin.digests.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Unpin(a) => {
@@ -180,10 +188,10 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     .map_err(|e| ToolError::Refused(format!("write pins file: {e}")))?,
             };
             if removed == 0 {
-                eprintln!("cache-daemon: no pin with target {}", a.target);
+                esay!("cache-daemon: no pin with target {}", a.target);
                 return Ok(ExitCode::from(1));
             }
-            println!("unpinned {} ({removed} pins)", a.target);
+            say!("unpinned {} ({removed} pins)", a.target);
             Ok(ExitCode::SUCCESS)
         }
         Command::Prefetch(a) => {
@@ -210,7 +218,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     .await
                     .map_err(|e| ToolError::Refused(e.message))?,
             };
-            println!(
+            say!(
                 "prefetched {}: {} manifests, {} blobs, {} fetched now ({} bytes)",
                 report.image,
                 report.manifests.len(),
@@ -242,9 +250,9 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 "evicted"
             };
             for d in &report.victims {
-                println!("{verb} {d}");
+                say!("{verb} {d}");
             }
-            println!(
+            say!(
                 "{verb} {} blobs, {} bytes",
                 report.victims.len(),
                 report.bytes
@@ -262,12 +270,12 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 }
             };
             for d in &report.quarantined {
-                println!("quarantined {d}: content does not match its digest");
+                say!("quarantined {d}: content does not match its digest");
             }
             for d in &report.unreadable {
-                println!("unreadable {d}: forgotten");
+                say!("unreadable {d}: forgotten");
             }
-            println!(
+            say!(
                 "verified {} blobs ({} bytes): {} quarantined, {} unreadable",
                 report.checked,
                 report.bytes,
