@@ -188,7 +188,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     .map_err(|e| ToolError::Refused(format!("write pins file: {e}")))?,
             };
             if removed == 0 {
-                esay!("cache-daemon: no pin with target {}", a.target);
+                eprintln!("cache-daemon: no pin with target {}", a.target);
                 return Ok(ExitCode::from(1));
             }
             say!("unpinned {} ({removed} pins)", a.target);
