@@ -53,3 +53,11 @@ fn readme_examples_parse_and_the_main_one_is_the_quickstart() {
         "README has no complete quickstart example"
     );
 }
+
+#[test]
+fn the_compose_scenario_parses_and_validates() {
+    let path = crate::common::crate_dir().join("../deploy/compose/scenario.toml");
+    let s = Scenario::load(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(s.validate().is_empty(), "{:?}", s.validate());
+    assert_eq!(s.targets.len(), 2);
+}
