@@ -1,5 +1,6 @@
 //! A whole scenario run: generate the variants' images, start the embedded registry, then for
-//! every repetition, variant and target run one burst, and write `result.json` and `report.md`.
+//! every repetition, variant and target run one burst, and write `result.json`, `report.md` and
+//! `report.html`.
 //!
 //! Bursts are interleaved (repetition-major: rep 0 of every variant and target, then rep 1, ...)
 //! so slow drift of a shared machine spreads over all series instead of biasing one. Each burst
@@ -239,6 +240,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         .unwrap_or_else(|| RunResult::run_dir(&options.results_root, &scenario.name, started_at));
     result.write(&dir)?;
     report::write_markdown(&result, &dir)?;
+    report::write_html(&result, &dir)?;
     Ok(RunOutput { result, dir })
 }
 

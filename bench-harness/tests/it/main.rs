@@ -5,12 +5,19 @@
 //! - `registry`: the embedded registry serving generated images, and its accounting.
 //! - `scenario_files`: every committed scenario parses and validates.
 //! - `result_schema`: `result.json` validates against the committed schema and round-trips.
-//! - `report_golden`: the Markdown report matches its golden file.
+//! - `report_golden`: the Markdown and HTML reports and the comparison match their golden files.
+//! - `compare`: bootstrap comparisons find known differences and not noise; gates.
+//! - `exit_codes`: the binary's exit codes for `run`, `report` and `compare`.
+//! - `html_chromium`: the HTML reports in headless Chromium: no errors, no fetches, charts with
+//!   data, screenshots.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod burst;
+mod compare;
+mod exit_codes;
+mod html_chromium;
 mod registry;
 mod report_golden;
 mod result_schema;
