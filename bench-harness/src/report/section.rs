@@ -13,7 +13,7 @@ use super::human;
 use super::table::{Align, Cell, Emphasis, Table};
 use crate::recorder::{LayerPhase, Phase, Summary};
 use crate::result::{RunResult, SeriesResult, SloCheck, READY_FRACTIONS};
-use crate::scenario::{Arrival, Scenario};
+use crate::scenario::{Arrival, ImageSource, Placement, Scenario, TargetKind};
 use crate::units::Span;
 
 /// Rows of the "ready % over time" table, at most.
@@ -49,6 +49,8 @@ pub fn facts(r: &RunResult) -> Vec<Fact> {
         ("machine", machine.join(", ").into()),
         ("revision", revision),
         ("pods", pods_line(sc).into()),
+        ("variants", variants_line(r).into()),
+        ("targets", targets_line(sc).into()),
         ("registry", registry_line(sc).into()),
         ("runtime", runtime_line(sc).into()),
         ("readiness", readiness_line(sc).into()),
@@ -586,6 +588,50 @@ fn pods_line(sc: &Scenario) -> String {
         "{shape}, {}, {} repetitions, seed {}, {}",
         sc.arrival, sc.repetitions, sc.seed, sc.platform
     )
+}
+
+fn variants_line(r: &RunResult) -> String {
+    r.scenario
+        .variants
+        .iter()
+        .map(|v| {
+            let ImageSource::Synthetic(spec) = &v.source;
+            let layers = spec.layers.len();
+            let compression = format!("{:?}", spec.compression).to_lowercase();
+            let size = r
+                .images
+                .get(&v.name)
+                .filter(|i| i.compressed_bytes > 0)
+                .map_or_else(String::new, |i| {
+                    format!(", {} to pull", human::bytes(i.compressed_bytes))
+                });
+            let s = if layers == 1 { "" } else { "s" };
+            format!("{} ({layers} {compression} layer{s}{size})", v.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn targets_line(sc: &Scenario) -> String {
+    sc.targets
+        .iter()
+        .map(|t| {
+            let what = match &t.kind {
+                TargetKind::Direct => "straight from the registry".to_owned(),
+                TargetKind::CacheDaemon {
+                    placement: Placement::Shared,
+                } => "one cache-daemon shared by all nodes".to_owned(),
+                TargetKind::CacheDaemon {
+                    placement: Placement::PerNode,
+                } => "a cache-daemon per node".to_owned(),
+                TargetKind::Mirror { url } => format!("mirror at {url}"),
+                TargetKind::DistributionProxy => "Docker Distribution pull-through proxy".to_owned(),
+                TargetKind::Nginx => "nginx caching proxy".to_owned(),
+            };
+            format!("{} ({what})", t.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn registry_line(sc: &Scenario) -> String {
