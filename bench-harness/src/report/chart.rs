@@ -142,7 +142,8 @@ pub fn phase_cdfs(r: &RunResult) -> Vec<Figure> {
             id: format!("cdf-{}", phase.name()),
             title,
             how_to_read: format!(
-                "A point (x, y) means y % of the pods had a {} of at most x; further left is faster, and the gap between curves at 95 % is the p95 difference.{failures_note}",
+                "A point (x, y) means y % of the pods had {} {} of at most x; further left is faster, and the gap between curves at 95 % is the p95 difference.{failures_note}",
+                if matches!(phase, Phase::Unpack | Phase::EndToEnd) { "an" } else { "a" },
                 phase_title(phase)
             ),
             svg: chart.render(),

@@ -305,7 +305,7 @@ fn forest(c: &Comparison, p: &PairComparison, index: usize) -> Option<Figure> {
     })
 }
 
-/// One line per gate and significant difference, for the terminal.
+/// For the terminal: one line per significant difference, then notes and gates.
 pub fn summary(c: &Comparison) -> String {
     let mut rows = vec![[
         "pair".to_owned(),
@@ -314,8 +314,13 @@ pub fn summary(c: &Comparison) -> String {
         format!("{} interval", confidence(c)),
         "verdict".to_owned(),
     ]];
+    let mut quiet = 0;
     for p in &c.pairs {
         for d in &p.differences {
+            if !d.significant() {
+                quiet += 1;
+                continue;
+            }
             rows.push([
                 p.label.clone(),
                 d.metric.name(),
@@ -329,7 +334,17 @@ pub fn summary(c: &Comparison) -> String {
             ]);
         }
     }
-    let mut out = super::markdown::aligned(&rows, 2);
+    let mut out = if rows.len() > 1 {
+        super::markdown::aligned(&rows, 2)
+    } else {
+        "No significant difference.\n".to_owned()
+    };
+    if quiet > 0 {
+        let _ = writeln!(
+            out,
+            "({quiet} more rows without a significant difference or without data: see {MARKDOWN_FILE_NAME})"
+        );
+    }
     for n in &c.notes {
         let _ = writeln!(out, "note: {n}");
     }

@@ -625,7 +625,9 @@ fn targets_line(sc: &Scenario) -> String {
                     placement: Placement::PerNode,
                 } => "a cache-daemon per node".to_owned(),
                 TargetKind::Mirror { url } => format!("mirror at {url}"),
-                TargetKind::DistributionProxy => "Docker Distribution pull-through proxy".to_owned(),
+                TargetKind::DistributionProxy => {
+                    "Docker Distribution pull-through proxy".to_owned()
+                }
                 TargetKind::Nginx => "nginx caching proxy".to_owned(),
             };
             format!("{} ({what})", t.name)

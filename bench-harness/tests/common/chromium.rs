@@ -151,21 +151,24 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         };
         let stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(250)))
-            .unwrap();
+        // A long timeout for the handshake (a busy machine answers slowly); reads after it
+        // poll with a short one so deadlines are checked.
+        stream.set_read_timeout(Some(STARTUP)).unwrap();
         stream
             .set_write_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let config = WebSocketConfig::default()
             .max_message_size(Some(512 << 20))
             .max_frame_size(Some(512 << 20));
-        let (ws, _) = tungstenite::client::client_with_config(
+        let (mut ws, _) = tungstenite::client::client_with_config(
             format!("ws://127.0.0.1:{port}{path}"),
             stream,
             Some(config),
         )
         .unwrap_or_else(|e| panic!("DevTools handshake: {e}"));
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
         Self {
             child: browser_child.0.take().expect("child"),
             ws,
