@@ -34,6 +34,9 @@ pub const FEW_REPETITIONS: usize = 5;
 /// Bootstrap resamples per row unless told otherwise.
 pub const DEFAULT_RESAMPLES: u32 = 10_000;
 
+/// Fewest bootstrap resamples that give an interval worth printing.
+pub const MIN_RESAMPLES: u32 = 100;
+
 /// Seed of the bootstrap RNG unless told otherwise.
 pub const DEFAULT_SEED: u64 = 1;
 
@@ -130,7 +133,7 @@ pub struct Settings {
     pub quantiles: Vec<Quantile>,
     /// Regression thresholds.
     pub gates: Vec<Gate>,
-    /// Bootstrap resamples per row, at least 100.
+    /// Bootstrap resamples per row, at least [`MIN_RESAMPLES`].
     pub resamples: u32,
     /// Confidence level of the intervals, in (0, 1).
     pub confidence: f64,
@@ -148,7 +151,7 @@ pub struct Input<'a> {
 }
 
 /// Why the comparison could not be made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CompareError {
     /// A variant named in the pairing is not in the run.
     #[error("variant {name:?} is not in {run}; it has {}", available.join(", "))]
@@ -190,9 +193,12 @@ pub enum CompareError {
         /// Candidate repetitions with data.
         candidate: usize,
     },
-    /// Settings out of range.
-    #[error("{0}")]
-    Settings(String),
+    /// The confidence level is not strictly between 0 and 1.
+    #[error("confidence {0} is not between 0 and 1 (e.g. 0.95)")]
+    Confidence(f64),
+    /// Too few bootstrap resamples for an interval.
+    #[error("{0} resamples are too few for an interval; use at least {MIN_RESAMPLES}")]
+    Resamples(u32),
 }
 
 /// What is compared in a row.
@@ -753,16 +759,10 @@ pub fn compare(
     settings: &Settings,
 ) -> Result<Comparison, CompareError> {
     if !(settings.confidence > 0.0 && settings.confidence < 1.0) {
-        return Err(CompareError::Settings(format!(
-            "confidence {} is not between 0 and 1",
-            settings.confidence
-        )));
+        return Err(CompareError::Confidence(settings.confidence));
     }
-    if settings.resamples < 100 {
-        return Err(CompareError::Settings(format!(
-            "{} resamples are too few for an interval; use at least 100",
-            settings.resamples
-        )));
+    if settings.resamples < MIN_RESAMPLES {
+        return Err(CompareError::Resamples(settings.resamples));
     }
     let mut settings = settings.clone();
     for g in &settings.gates.clone() {

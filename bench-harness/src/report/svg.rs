@@ -4,6 +4,8 @@
 //! the number of data points it draws, so a test can tell a chart with data from an empty frame.
 //!
 //! Values arrive already in display units (seconds, %, Mbit/s); the axis label names the unit.
+//! The `<svg>` elements are meant for inline use in HTML, whose parser puts them in the SVG
+//! namespace, so they carry no `xmlns` (and the page holds no URL at all).
 //! This module knows nothing of results or reports; `html.rs` decides what to plot. Output is
 //! deterministic: the same chart gives the same bytes.
 
@@ -256,7 +258,7 @@ fn svg_open(out: &mut String, title: &str, height: f64) {
     );
 }
 
-fn text(out: &mut String, x: f64, y: f64, anchor: &str, class: &str, content: &str) {
+fn text(out: &mut String, (x, y): (f64, f64), anchor: &str, class: &str, content: &str) {
     let _ = writeln!(
         out,
         "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" class=\"{class}\">{}</text>",
@@ -308,7 +310,7 @@ fn legend(entries: &[LegendEntry], left: f64, top: f64, swatch: Swatch) -> (Stri
                 );
             }
         }
-        text(&mut out, x + 32.0, y + 4.0, "start", "legend", &e.label);
+        text(&mut out, (x + 32.0, y + 4.0), "start", "legend", &e.label);
         x += width;
     }
     (out, rows * LEGEND_ROW)
@@ -320,19 +322,39 @@ enum Swatch {
     Block,
 }
 
-fn grid_x(out: &mut String, axis: &Axis, left: f64, right: f64, top: f64, bottom: f64) {
+/// The plotting area's edges, in SVG units.
+#[derive(Clone, Copy)]
+struct Frame {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+}
+
+fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
+    let Frame {
+        left,
+        right,
+        top,
+        bottom,
+    } = frame;
     for t in axis.ticks() {
         let x = axis.scale(t, left, right);
         let _ = writeln!(
             out,
             "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>"
         );
-        text(out, x, bottom + 16.0, "middle", "tick", &axis.tick_label(t));
+        text(
+            out,
+            (x, bottom + 16.0),
+            "middle",
+            "tick",
+            &axis.tick_label(t),
+        );
     }
     text(
         out,
-        (left + right) / 2.0,
-        bottom + 36.0,
+        ((left + right) / 2.0, bottom + 36.0),
         "middle",
         "axis-label",
         &axis.label,
@@ -372,8 +394,7 @@ impl LineChart {
             );
             text(
                 &mut out,
-                left - 6.0,
-                y + 4.0,
+                (left - 6.0, y + 4.0),
                 "end",
                 "tick",
                 &self.y.tick_label(t),
@@ -385,7 +406,16 @@ impl LineChart {
             "<text x=\"16\" y=\"{ly:.1}\" text-anchor=\"middle\" class=\"axis-label\" transform=\"rotate(-90 16 {ly:.1})\">{}</text>",
             escape(&self.y.label)
         );
-        grid_x(&mut out, &self.x, left, right, top, bottom);
+        grid_x(
+            &mut out,
+            &self.x,
+            Frame {
+                left,
+                right,
+                top,
+                bottom,
+            },
+        );
         let _ = writeln!(
             out,
             "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
@@ -429,7 +459,7 @@ impl LineChart {
                         "start"
                     };
                     let dx = if anchor == "end" { -4.0 } else { 4.0 };
-                    text(&mut out, x + dx, top + 12.0, anchor, "rule-label", label);
+                    text(&mut out, (x + dx, top + 12.0), anchor, "rule-label", label);
                 }
                 Rule::Y(v, label) => {
                     let y = self.y.scale(*v, bottom, top);
@@ -437,7 +467,13 @@ impl LineChart {
                         out,
                         "<line class=\"rule\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
                     );
-                    text(&mut out, left + 4.0, y - 4.0, "start", "rule-label", label);
+                    text(
+                        &mut out,
+                        (left + 4.0, y - 4.0),
+                        "start",
+                        "rule-label",
+                        label,
+                    );
                 }
             }
         }
@@ -475,13 +511,21 @@ impl StackedBars {
         let height = bottom + 52.0 + legend_height + 6.0;
         let mut out = String::new();
         svg_open(&mut out, &self.title, height);
-        grid_x(&mut out, &self.x, left, right, top, bottom);
+        grid_x(
+            &mut out,
+            &self.x,
+            Frame {
+                left,
+                right,
+                top,
+                bottom,
+            },
+        );
         for (i, bar) in self.bars.iter().enumerate() {
             let y = top + ROW * i as f64 + (ROW - BAR) / 2.0;
             text(
                 &mut out,
-                left - 8.0,
-                y + BAR / 2.0 + 4.0,
+                (left - 8.0, y + BAR / 2.0 + 4.0),
                 "end",
                 "bar-label",
                 &bar.label,
@@ -528,7 +572,16 @@ impl IntervalChart {
         let height = bottom + 52.0 + LEGEND_ROW + 6.0;
         let mut out = String::new();
         svg_open(&mut out, &self.title, height);
-        grid_x(&mut out, &self.x, left, right, top, bottom);
+        grid_x(
+            &mut out,
+            &self.x,
+            Frame {
+                left,
+                right,
+                top,
+                bottom,
+            },
+        );
         let zero = self.x.scale(0.0, left, right);
         let _ = writeln!(
             out,
@@ -536,7 +589,13 @@ impl IntervalChart {
         );
         for (i, r) in self.rows.iter().enumerate() {
             let y = top + ROW * i as f64 + ROW / 2.0;
-            text(&mut out, left - 8.0, y + 4.0, "end", "bar-label", &r.label);
+            text(
+                &mut out,
+                (left - 8.0, y + 4.0),
+                "end",
+                "bar-label",
+                &r.label,
+            );
             let (x0, x1) = (
                 self.x.scale(r.low, left, right),
                 self.x.scale(r.high, left, right),
@@ -566,8 +625,7 @@ impl IntervalChart {
         );
         text(
             &mut out,
-            left + 16.0,
-            ly + 4.0,
+            (left + 16.0, ly + 4.0),
             "start",
             "legend",
             "significant",
@@ -579,8 +637,7 @@ impl IntervalChart {
         );
         text(
             &mut out,
-            left + 126.0,
-            ly + 4.0,
+            (left + 126.0, ly + 4.0),
             "start",
             "legend",
             "not significant (interval includes 0)",

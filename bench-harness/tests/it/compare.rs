@@ -245,3 +245,27 @@ fn runs_with_different_scenarios_say_so() {
         c.notes
     );
 }
+
+#[test]
+fn settings_out_of_range_are_refused() {
+    let a = run(&[full(1_000)], 4, 1);
+    for (settings, want) in [
+        (
+            Settings {
+                confidence: 1.0,
+                ..Settings::default()
+            },
+            "confidence 1 is not between 0 and 1",
+        ),
+        (
+            Settings {
+                resamples: 10,
+                ..Settings::default()
+            },
+            "10 resamples are too few",
+        ),
+    ] {
+        let err = runs(&a, &a, &settings).unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}
