@@ -395,7 +395,11 @@ fn generate_layer(path: &Path, target_bytes: u64) -> io::Result<()> {
             }
             data.truncate(size);
         }
-        let mode = if index.is_multiple_of(7) { 0o755 } else { 0o644 };
+        let mode = if index.is_multiple_of(7) {
+            0o755
+        } else {
+            0o644
+        };
         let name = format!("usr/share/d{:02}/f{index:05}.dat", index % DIRS);
         let mut h = header(tar::EntryType::Regular, size as u64, mode);
         builder.append_data(&mut h, &name, data.as_slice())?;

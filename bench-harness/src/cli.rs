@@ -1,10 +1,14 @@
-//! Command-line interface: raw flags become validated settings for one command. `main.rs` prints
-//! the error chain once and maps outcomes to exit codes (0 pass, 1 SLO missed, 2 error).
+//! Command-line interface: raw flags become validated settings for one command (`run`,
+//! `report`, `compare`). `main.rs` prints the error chain once and maps outcomes to exit codes
+//! (0 pass, 1 SLO missed or regression gate crossed, 2 error).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+use crate::compare::{Gate, Pairing, Quantile, Settings as CompareSettings};
+use crate::recorder::Phase;
+use crate::result::{ResultError, RunResult};
 use crate::run::RunOptions;
 use crate::scenario::{Override, Scenario, ScenarioError};
 
@@ -21,10 +25,105 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a scenario file and write result.json and report.md.
+    /// Run a scenario file and write result.json, report.md and report.html.
     Run(RunArgs),
     /// Explain what an image costs to pull and start, or what changed between two images.
     Inspect(crate::inspect::InspectArgs),
+    /// Re-render report.md and report.html from a stored result.json (exit 1 if it missed an
+    /// SLO).
+    Report(ReportArgs),
+    /// Compare runs, variants or targets: differences of p50/p95/p99 per phase with bootstrap
+    /// confidence intervals over repetitions; exit 1 when a --fail-if-slower gate is crossed.
+    Compare(CompareArgs),
+}
+
+/// `bench-harness report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A result.json written by `bench-harness run`.
+    pub result: PathBuf,
+    /// Write report.md and report.html into this directory (default: next to the result).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `bench-harness compare`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bench-harness compare base/result.json new/result.json --fail-if-slower p95:end_to_end:10%\n  bench-harness compare run/result.json --variants full,slim --fail-if-slower p95:end_to_end:0%\n  bench-harness compare run/result.json --targets direct,cache-daemon --out cmp/"
+)]
+pub struct CompareArgs {
+    /// The baseline result.json, then optionally the candidate's. With one file, name what to
+    /// compare within it with --variants or --targets.
+    #[arg(num_args = 1..=2, required = true, value_name = "RESULT")]
+    pub results: Vec<PathBuf>,
+    /// Compare variant BASELINE against variant CANDIDATE, per target.
+    #[arg(long, value_name = "BASELINE,CANDIDATE", conflicts_with = "targets")]
+    pub variants: Option<String>,
+    /// Compare target BASELINE against target CANDIDATE, per variant.
+    #[arg(long, value_name = "BASELINE,CANDIDATE")]
+    pub targets: Option<String>,
+    /// Phases to compare (default: end_to_end, pull, unpack, queue, ttfb, start_to_ready).
+    #[arg(long, value_delimiter = ',', value_name = "PHASE,...", value_parser = parse_phase)]
+    pub phases: Vec<Phase>,
+    /// Quantiles to compare per phase.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "Q,...",
+        default_value = "p50,p95,p99"
+    )]
+    pub quantiles: Vec<Quantile>,
+    /// Exit 1 when the candidate is significantly slower at QUANTILE of PHASE by more than
+    /// LIMIT (a percentage of the baseline, `10%`, or a duration, `200ms`); repeatable.
+    #[arg(long = "fail-if-slower", value_name = "QUANTILE:PHASE:LIMIT")]
+    pub gates: Vec<Gate>,
+    /// Bootstrap resamples per row.
+    #[arg(long, default_value_t = crate::compare::DEFAULT_RESAMPLES)]
+    pub resamples: u32,
+    /// Confidence level of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Seed of the bootstrap RNG (same inputs and seed, same intervals).
+    #[arg(long, default_value_t = crate::compare::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Write compare.md and compare.html into this directory; without it the Markdown goes to
+    /// stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_phase(raw: &str) -> Result<Phase, String> {
+    Phase::from_name(raw.trim()).ok_or_else(|| {
+        format!(
+            "{raw:?} is not a phase; phases are {}",
+            Phase::ALL.map(Phase::name).join(", ")
+        )
+    })
+}
+
+/// A loaded result and the name the output gives it.
+#[derive(Debug)]
+pub struct NamedResult {
+    /// The path as given.
+    pub name: String,
+    /// The result.
+    pub result: RunResult,
+}
+
+/// A comparison ready to compute: what `compare` flags resolve to.
+#[derive(Debug)]
+pub struct CompareJob {
+    /// The baseline run.
+    pub baseline: NamedResult,
+    /// The candidate run, when it is another file.
+    pub candidate: Option<NamedResult>,
+    /// What pairs with what.
+    pub pairing: Pairing,
+    /// Metrics, gates and bootstrap settings.
+    pub settings: CompareSettings,
+    /// Where to write compare.md and compare.html, if anywhere.
+    pub out: Option<PathBuf>,
 }
 
 /// `bench-harness run`.
@@ -70,6 +169,20 @@ pub enum CliError {
     /// The scenario is unreadable or invalid.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// A result file could not be loaded.
+    #[error(transparent)]
+    Result(#[from] ResultError),
+    /// `--variants` or `--targets` is not two names.
+    #[error("{flag} {raw:?}: give two names, BASELINE,CANDIDATE")]
+    Pair {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        raw: String,
+    },
+    /// One result file and nothing to compare within it.
+    #[error("one result file: say what to compare within it with --variants BASELINE,CANDIDATE or --targets BASELINE,CANDIDATE, or give a second result file")]
+    NothingToCompare,
     /// `--target` names a target the scenario does not have.
     #[error("--target {name:?}: the scenario has targets {}", available.join(", "))]
     UnknownTarget {
@@ -122,6 +235,90 @@ impl RunArgs {
                 progress: !self.no_progress,
             },
         ))
+    }
+}
+
+impl ReportArgs {
+    /// Loads the result and picks the output directory (the result's own by default).
+    ///
+    /// # Errors
+    /// [`CliError::Result`] when the file cannot be read or decoded.
+    pub fn into_settings(self) -> Result<(RunResult, PathBuf), CliError> {
+        let result = RunResult::load(&self.result)?;
+        let out = self.out.unwrap_or_else(|| parent_dir(&self.result));
+        Ok((result, out))
+    }
+}
+
+fn parent_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn split_pair(flag: &'static str, raw: &str) -> Result<(String, String), CliError> {
+    match raw.split(',').map(str::trim).collect::<Vec<_>>()[..] {
+        [a, b] if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
+        _ => Err(CliError::Pair {
+            flag,
+            raw: raw.to_owned(),
+        }),
+    }
+}
+
+impl CompareArgs {
+    /// Loads the results and resolves the pairing and settings.
+    ///
+    /// # Errors
+    /// [`CliError`] when a file cannot be loaded, `--variants`/`--targets` is malformed, or a
+    /// single file comes without either.
+    pub fn into_job(self) -> Result<CompareJob, CliError> {
+        let pairing = match (&self.variants, &self.targets) {
+            (Some(v), _) => {
+                let (baseline, candidate) = split_pair("--variants", v)?;
+                Pairing::Variants {
+                    baseline,
+                    candidate,
+                }
+            }
+            (None, Some(t)) => {
+                let (baseline, candidate) = split_pair("--targets", t)?;
+                Pairing::Targets {
+                    baseline,
+                    candidate,
+                }
+            }
+            (None, None) if self.results.len() < 2 => return Err(CliError::NothingToCompare),
+            (None, None) => Pairing::SameSeries,
+        };
+        let load = |path: &PathBuf| -> Result<NamedResult, CliError> {
+            Ok(NamedResult {
+                name: path.display().to_string(),
+                result: RunResult::load(path)?,
+            })
+        };
+        let baseline = load(&self.results[0])?;
+        let candidate = self.results.get(1).map(load).transpose()?;
+        let defaults = CompareSettings::default();
+        Ok(CompareJob {
+            baseline,
+            candidate,
+            pairing,
+            settings: CompareSettings {
+                phases: if self.phases.is_empty() {
+                    defaults.phases
+                } else {
+                    self.phases
+                },
+                quantiles: self.quantiles,
+                gates: self.gates,
+                resamples: self.resamples,
+                confidence: self.confidence,
+                seed: self.seed,
+            },
+            out: self.out,
+        })
     }
 }
 

@@ -16,7 +16,10 @@
 //! - [`pull`]: the harness's own OCI client pull into a node's content store.
 //! - [`recorder`]: per-phase HDR histograms and timelines.
 //! - [`result`]: `result.json`, its versioned schema.
-//! - [`report`]: Markdown (and later HTML) from a result.
+//! - [`report`]: `report.md` and the self-contained `report.html` (inline SVG charts) from a
+//!   result, capacity answers, and the comparison's Markdown and HTML.
+//! - [`compare`]: differences between runs or variants with bootstrap confidence intervals over
+//!   repetitions, and regression gates.
 //! - [`target`]: what nodes pull through (direct, cache-daemon per node or shared, a mirror).
 //! - [`node`]: a simulated node: content store, kubelet's pull queue, one shared pull per image.
 //! - [`container`]: the container start model (file reads, init, readiness probe).
@@ -28,11 +31,14 @@
 //! # One pod's path
 //! `run::run` -> burst epoch -> pod task sleeps to its scheduled offset -> `node::Node::image`
 //! (first pod of the node: queue slot -> `pull::Puller::pull` -> `unpack` per layer) ->
-//! `container::start` -> milestones to the burst's `recorder::Recorder` -> `result` -> `report`.
+//! `container::start` -> milestones to the burst's `recorder::Recorder` -> `result` -> `report`
+//! (later `bench-harness report` re-renders from `result.json`, and `bench-harness compare`
+//! sets two results side by side through `compare`).
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod compare;
 pub mod container;
 pub mod host;
 pub mod image;

@@ -1,11 +1,15 @@
-//! The `bench-harness` binary: flags -> settings -> tracing -> run -> exit code
-//! (0 pass, 1 SLO missed, 2 error; the error chain printed once).
+//! The `bench-harness` binary: flags -> settings -> tracing -> run, report or compare -> exit
+//! code (0 pass, 1 SLO missed or regression gate crossed, 2 error; the error chain printed
+//! once).
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use bench_harness::cli::{Cli, Command};
+use bench_harness::cli::{Cli, Command, CompareJob};
+use bench_harness::compare::{self, Input};
+use bench_harness::report;
+use bench_harness::result::RunResult;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,25 +47,62 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 scenario.repetitions
             );
             let out = bench_harness::run::run(scenario, options).await?;
-            println!("{}", bench_harness::report::summary_table(&out.result));
-            println!(
-                "report: {}",
-                out.dir
-                    .join(bench_harness::report::MARKDOWN_FILE_NAME)
-                    .display()
-            );
-            Ok(if out.result.passed() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("bench-harness: SLO missed (see the report)");
-                ExitCode::from(1)
-            })
+            Ok(run_outcome(&out.result, &out.dir))
         }
         Command::Inspect(args) => {
             println!("{}", args.run().await?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report(args) => {
+            let (result, dir) = args.into_settings()?;
+            report::write_all(&result, &dir)?;
+            Ok(run_outcome(&result, &dir))
+        }
+        Command::Compare(args) => run_compare(args.into_job()?),
     }
+}
+
+/// Prints the summary and where the reports are; 1 when an SLO was missed.
+fn run_outcome(result: &RunResult, dir: &std::path::Path) -> ExitCode {
+    println!("{}", report::summary_table(result));
+    for name in [report::MARKDOWN_FILE_NAME, report::HTML_FILE_NAME] {
+        println!("report: {}", dir.join(name).display());
+    }
+    if result.passed() {
+        ExitCode::SUCCESS
+    } else {
+        let missed = result.slo.iter().filter(|o| !o.pass).count();
+        eprintln!("bench-harness: {missed} SLO outcome(s) missed (see the report's SLO section)");
+        ExitCode::from(1)
+    }
+}
+
+fn run_compare(job: CompareJob) -> anyhow::Result<ExitCode> {
+    let baseline = Input {
+        name: &job.baseline.name,
+        result: &job.baseline.result,
+    };
+    let candidate = job.candidate.as_ref().map_or(baseline, |c| Input {
+        name: &c.name,
+        result: &c.result,
+    });
+    let comparison = compare::compare(&baseline, &candidate, &job.pairing, &job.settings)?;
+    match &job.out {
+        Some(dir) => {
+            print!("{}", report::comparison::summary(&comparison));
+            for path in report::write_comparison(&comparison, dir)? {
+                println!("comparison: {}", path.display());
+            }
+        }
+        None => print!("{}", report::comparison::markdown(&comparison)),
+    }
+    Ok(if comparison.passed() {
+        ExitCode::SUCCESS
+    } else {
+        let crossed = comparison.gates.iter().filter(|g| g.crossed).count();
+        eprintln!("bench-harness: {crossed} regression gate(s) crossed");
+        ExitCode::from(1)
+    })
 }
 
 fn init_tracing() {

@@ -1,6 +1,6 @@
 //! A whole scenario run: make the variants' images ready (generate, import, mirror or resolve:
 //! `variant_image.rs`), start the embedded registry, then for every repetition, variant and
-//! target run one burst, and write `result.json` and `report.md`.
+//! target run one burst, and write `result.json`, `report.md` and `report.html`.
 //!
 //! Bursts are interleaved (repetition-major: rep 0 of every variant and target, then rep 1, ...)
 //! so slow drift of a shared machine spreads over all series instead of biasing one. Each burst
@@ -249,6 +249,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         .unwrap_or_else(|| RunResult::run_dir(&options.results_root, &scenario.name, started_at));
     result.write(&dir)?;
     report::write_markdown(&result, &dir)?;
+    report::write_html(&result, &dir)?;
     Ok(RunOutput { result, dir })
 }
 

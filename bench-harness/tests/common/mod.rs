@@ -1,7 +1,10 @@
-//! Shared test helpers: paths into the workspace, and a deterministic [`RunResult`] built from
-//! fixed samples (no clock, no machine facts, no randomness) for the schema and golden tests.
-//! Crafted OCI layouts live in `layout.rs`, real registries and image tools in `real.rs`.
+//! Shared test helpers: paths into the workspace, a deterministic [`RunResult`] built from fixed
+//! samples (no clock, no machine facts, no randomness) for the schema and golden tests,
+//! synthetic runs with a chosen difference for the comparison tests, and headless Chromium
+//! ([`chromium`]) for the HTML report tests. Crafted OCI layouts live in `layout.rs`, real
+//! registries and image tools in `real.rs`.
 
+pub mod chromium;
 pub mod layout;
 pub mod real;
 
@@ -76,6 +79,30 @@ max_registry_egress = "150MB"
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// A registry accounting snapshot with only its time series: `bytes` spread over 100 ms
+/// buckets as a ramp up and down (longer for later repetitions), `requests` in the first ones.
+fn traffic_snapshot(bytes: u64, requests: u64, rep: u32) -> serde_json::Value {
+    let weights: Vec<u64> = match rep {
+        0 => vec![1, 3, 4, 4, 4, 3, 1],
+        _ => vec![1, 2, 3, 3, 3, 3, 2, 1],
+    };
+    let sum: u64 = weights.iter().sum();
+    let mut bytes_out: Vec<u64> = weights.iter().map(|w| bytes * w / sum).collect();
+    let given: u64 = bytes_out.iter().sum();
+    *bytes_out.last_mut().expect("buckets") += bytes - given;
+    let mut per_bucket = vec![0u64; bytes_out.len()];
+    per_bucket[0] = requests / 2;
+    per_bucket[1] = requests - requests / 2;
+    serde_json::json!({
+        "series": {
+            "bucket_ms": 100,
+            "bytes_out": bytes_out,
+            "requests": per_bucket,
+            "throttled": vec![0u64; bytes_out.len()],
+        }
+    })
 }
 
 /// A fixed result: 2 variants x 2 targets x 2 repetitions of 8 pods, with timings from a
@@ -169,20 +196,118 @@ pub fn sample_result() -> RunResult {
                     ("sha256:aaaa".to_owned(), fetches),
                     ("sha256:bbbb".to_owned(), fetches - u64::from(rep)),
                 ];
+                let bytes_out = image_bytes * fetches + 1_000 * u64::from(rep);
                 series.registry.insert(
                     rep,
                     RegistryTotals {
-                        bytes_out: image_bytes * fetches + 1_000 * u64::from(rep),
+                        bytes_out,
                         requests: [("blob".to_owned(), 2 * fetches), ("manifest".to_owned(), 8)]
                             .into(),
                         blob_gets: blob_gets.into(),
-                        snapshot: None,
+                        snapshot: Some(traffic_snapshot(bytes_out, 2 * fetches + 8, rep)),
                     },
                 );
             }
         }
     }
     result.registry = Some(serde_json::json!({ "note": "whole-run snapshot goes here" }));
+    result.evaluate_slo();
+    result
+}
+
+/// How a [`synthetic_run`] series behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct SyntheticSeries {
+    /// Variant name.
+    pub variant: &'static str,
+    /// Median end-to-end time of a pod, before noise.
+    pub end_to_end_ms: u64,
+    /// Registry egress per repetition, before noise.
+    pub egress_bytes: u64,
+}
+
+/// A run of `repetitions` x 8 pods per series on one `direct` target, with timings from
+/// `series` plus a few percent of deterministic noise from `seed` (an LCG: no clock, no
+/// randomness between test runs). Phases scale with `end_to_end_ms`; registry totals carry
+/// egress with noise. For the comparison tests: a known difference between series or runs.
+pub fn synthetic_run(series: &[SyntheticSeries], repetitions: u32, seed: u64) -> RunResult {
+    let variants: String = series
+        .iter()
+        .map(|s| {
+            format!(
+                "[[variants]]\nname = \"{}\"\n[[variants.synthetic.layers]]\nsize = \"1MiB\"\nfiles = 4\n",
+                s.variant
+            )
+        })
+        .collect();
+    let text = format!(
+        "name = \"synthetic\"\nnodes = 4\npods_per_node = 2\nrepetitions = {repetitions}\nseed = {seed}\nplatform = \"linux/amd64\"\n{variants}[[targets]]\nkind = \"direct\"\n"
+    );
+    let scenario = Scenario::parse(&text, "synthetic.toml", &[]).expect("synthetic scenario");
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut noise = move || {
+        // +-4 % around 1.
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        0.96 + ((state >> 33) % 8_001) as f64 / 100_000.0
+    };
+    let mut recordings = Recordings::new();
+    let mut egress = Vec::new();
+    for s in series {
+        for rep in 0..repetitions {
+            let mut rec = Recorder::new(RunKey {
+                variant: s.variant.into(),
+                target: "direct".into(),
+                repetition: rep,
+            });
+            let rep_factor = noise();
+            for pod in 0..8u64 {
+                let e2e = s.end_to_end_ms as f64 * rep_factor * (0.9 + 0.025 * pod as f64);
+                let pull = Duration::from_micros((e2e * 600.0) as u64);
+                let unpack = Duration::from_micros((e2e * 200.0) as u64);
+                let started = pull + unpack;
+                rec.pod(&PodTimes {
+                    scheduled: Duration::ZERO,
+                    pull: Some(PullTimes {
+                        started: Duration::ZERO,
+                        first_byte: Some(ms(5)),
+                        fetched: pull,
+                        unpacked: started,
+                    }),
+                    started,
+                    ready: Duration::from_micros((e2e * 1_000.0) as u64),
+                });
+            }
+            recordings.add(rec);
+            egress.push((s.variant, rep, (s.egress_bytes as f64 * noise()) as u64));
+        }
+    }
+    let mut result = RunResult::new(
+        RunFacts {
+            scenario,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_323_045),
+            duration: ms(60_000),
+            machine: Machine {
+                cores: 2,
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                ..Machine::default()
+            },
+            warnings: vec![],
+        },
+        recordings,
+    );
+    for (variant, rep, bytes_out) in egress {
+        let s = result.series_mut(variant, "direct").expect("series");
+        s.registry.insert(
+            rep,
+            RegistryTotals {
+                bytes_out,
+                ..Default::default()
+            },
+        );
+    }
     result.evaluate_slo();
     result
 }

@@ -9,11 +9,19 @@
 //! - `inspect`: `inspect` on crafted layouts reports exact numbers; A/B diffs; missing platforms.
 //! - `real_images`: images built with umoci, pushed with skopeo into docker-registry (plain,
 //!   htpasswd, token auth, TLS), pulled by a scenario and read by `inspect`.
+//! - `report_golden`: the Markdown and HTML reports and the comparison match their golden files.
+//! - `compare`: bootstrap comparisons find known differences and not noise; gates.
+//! - `exit_codes`: the binary's exit codes for `run`, `report` and `compare`.
+//! - `html_chromium`: the HTML reports in headless Chromium: no errors, no fetches, charts with
+//!   data, screenshots.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod burst;
+mod compare;
+mod exit_codes;
+mod html_chromium;
 mod inspect;
 mod real_images;
 mod registry;

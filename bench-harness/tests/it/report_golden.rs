@@ -1,10 +1,13 @@
-//! The Markdown report of a fixed result matches `tests/golden/report.md`. On a mismatch the
-//! test prints a unified diff; `UPDATE_GOLDEN=1 cargo test -p bench-harness report` rewrites
-//! the golden file after an intended change.
+//! The Markdown and HTML reports of a fixed result match `tests/golden/report.md` and
+//! `report.html`, and the comparison of two fixed synthetic results matches `compare.md` and
+//! `compare.html`. On a mismatch the test prints a unified diff; `UPDATE_GOLDEN=1 cargo test -p
+//! bench-harness golden` rewrites the golden files after an intended change.
 
+use bench_harness::compare::{self, Input, Pairing, Settings};
 use bench_harness::report;
+use bench_harness::result::RunResult;
 
-use crate::common::{crate_dir, sample_result};
+use crate::common::{crate_dir, sample_result, synthetic_run, SyntheticSeries};
 
 fn check_golden(name: &str, rendered: &str) {
     let path = crate_dir().join("tests/golden").join(name);
@@ -32,4 +35,66 @@ fn markdown_report_matches_golden() {
 #[test]
 fn summary_table_matches_golden() {
     check_golden("summary.txt", &report::summary_table(&sample_result()));
+}
+
+#[test]
+fn html_report_matches_golden() {
+    check_golden("report.html", &report::html(&sample_result()));
+}
+
+#[test]
+fn markdown_report_reads_back_the_same_from_result_json() {
+    // `bench-harness report` renders from the stored encodings: the same report as the run's.
+    let dir = tempfile::tempdir().unwrap();
+    let original = sample_result();
+    let loaded = RunResult::load(&original.write(dir.path()).unwrap()).unwrap();
+    assert_eq!(report::markdown(&loaded), report::markdown(&original));
+    assert_eq!(report::html(&loaded), report::html(&original));
+}
+
+fn fixed_comparison() -> compare::Comparison {
+    let baseline = synthetic_run(
+        &[SyntheticSeries {
+            variant: "full",
+            end_to_end_ms: 1_000,
+            egress_bytes: 40_000_000,
+        }],
+        6,
+        1,
+    );
+    let candidate = synthetic_run(
+        &[SyntheticSeries {
+            variant: "full",
+            end_to_end_ms: 1_150,
+            egress_bytes: 40_000_000,
+        }],
+        6,
+        2,
+    );
+    compare::compare(
+        &Input {
+            name: "baseline/result.json",
+            result: &baseline,
+        },
+        &Input {
+            name: "candidate/result.json",
+            result: &candidate,
+        },
+        &Pairing::SameSeries,
+        &Settings {
+            gates: vec![
+                "p95:end_to_end:10%".parse().unwrap(),
+                "p50:pull:500ms".parse().unwrap(),
+            ],
+            ..Settings::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn comparison_matches_golden() {
+    let c = fixed_comparison();
+    check_golden("compare.md", &report::comparison::markdown(&c));
+    check_golden("compare.html", &report::comparison::html(&c));
 }

@@ -1,0 +1,1015 @@
+//! `bench-harness compare`: is the candidate really faster than the baseline, or is it noise?
+//!
+//! A comparison pairs series: the same (variant, target) in two runs ([`Pairing::SameSeries`]),
+//! or two variants or two targets within one run ([`Pairing::Variants`], [`Pairing::Targets`]).
+//! For every pair and metric (p50 / p95 / p99 of each phase, time to 50 / 95 / 100 % ready,
+//! registry egress) each repetition gives one observation (its own quantile, from its own
+//! stored histogram: [`Series::per_repetition`](crate::recorder::Series::per_repetition)). The
+//! difference is the mean over the candidate's repetitions minus the mean over the baseline's,
+//! and its confidence interval is a percentile bootstrap that resamples the repetitions of both
+//! sides independently, so it reflects both runs' repetition-to-repetition variability. The RNG
+//! is seeded per row from `seed` and the row's name: the same inputs give the same intervals.
+//!
+//! A difference is significant when its interval excludes zero. A [`Gate`] (`--fail-if-slower
+//! p95:end_to_end:10%`) is crossed when the candidate is significantly slower and the estimate
+//! exceeds the limit. With fewer than two repetitions on a side there is no interval and no
+//! verdict (a gate on such a pair is an error); with fewer than [`FEW_REPETITIONS`] the
+//! comparison says its intervals are rough.
+//!
+//! This module computes; `report/comparison.rs` renders Markdown and HTML.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::recorder::Phase;
+use crate::result::{RunResult, SeriesResult, READY_FRACTIONS};
+
+/// Below this many repetitions on a side, the output warns that intervals are rough.
+pub const FEW_REPETITIONS: usize = 5;
+
+/// Bootstrap resamples per row unless told otherwise.
+pub const DEFAULT_RESAMPLES: u32 = 10_000;
+
+/// Fewest bootstrap resamples that give an interval worth printing.
+pub const MIN_RESAMPLES: u32 = 100;
+
+/// Seed of the bootstrap RNG unless told otherwise.
+pub const DEFAULT_SEED: u64 = 1;
+
+/// Phases compared by default, most telling first.
+pub const DEFAULT_PHASES: [Phase; 6] = [
+    Phase::EndToEnd,
+    Phase::Pull,
+    Phase::Unpack,
+    Phase::Queue,
+    Phase::Ttfb,
+    Phase::StartToReady,
+];
+
+/// A quantile written as `p50`, `p95`, `p99.9`: a fraction in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantile(f64);
+
+/// How much slower the candidate may be before a gate fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// A fraction of the baseline (`10%` is 0.1).
+    Relative(f64),
+    /// An absolute duration (`200ms`).
+    Absolute(Duration),
+}
+
+/// A regression threshold: `p95:end_to_end:10%`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gate {
+    /// Which quantile.
+    pub quantile: Quantile,
+    /// Of which phase.
+    pub phase: Phase,
+    /// How much slower is allowed.
+    pub limit: Limit,
+}
+
+/// Why a quantile or gate did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    /// Not `QUANTILE:PHASE:LIMIT`.
+    #[error("{raw:?} is not QUANTILE:PHASE:LIMIT (e.g. p95:end_to_end:10%)")]
+    Shape {
+        /// The text given.
+        raw: String,
+    },
+    /// Not `p` followed by a number in (0, 100].
+    #[error("{raw:?} is not a quantile like p50, p95, p99.9")]
+    Quantile {
+        /// The text given.
+        raw: String,
+    },
+    /// Not a phase name.
+    #[error("{raw:?} is not a phase; phases are {}", Phase::ALL.map(Phase::name).join(", "))]
+    Phase {
+        /// The text given.
+        raw: String,
+    },
+    /// Not a percentage or a duration.
+    #[error("{raw:?} is not a limit like 10% or 200ms")]
+    Limit {
+        /// The text given.
+        raw: String,
+    },
+}
+
+/// What to compare with what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pairing {
+    /// The same (variant, target) in the baseline run and the candidate run.
+    SameSeries,
+    /// Within one run: variant `baseline` against variant `candidate`, per target.
+    Variants {
+        /// Baseline variant.
+        baseline: String,
+        /// Candidate variant.
+        candidate: String,
+    },
+    /// Within one run: target `baseline` against target `candidate`, per variant.
+    Targets {
+        /// Baseline target.
+        baseline: String,
+        /// Candidate target.
+        candidate: String,
+    },
+}
+
+/// How to compare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Phases whose quantiles are compared (gated phases are added).
+    pub phases: Vec<Phase>,
+    /// Quantiles compared per phase (gated quantiles are added).
+    pub quantiles: Vec<Quantile>,
+    /// Regression thresholds.
+    pub gates: Vec<Gate>,
+    /// Bootstrap resamples per row, at least [`MIN_RESAMPLES`].
+    pub resamples: u32,
+    /// Confidence level of the intervals, in (0, 1).
+    pub confidence: f64,
+    /// Seed of the bootstrap RNG.
+    pub seed: u64,
+}
+
+/// A result to compare and what to call it in the output.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// How the output names it (usually its path).
+    pub name: &'a str,
+    /// The result.
+    pub result: &'a RunResult,
+}
+
+/// Why the comparison could not be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CompareError {
+    /// A variant named in the pairing is not in the run.
+    #[error("variant {name:?} is not in {run}; it has {}", available.join(", "))]
+    UnknownVariant {
+        /// The name given.
+        name: String,
+        /// The run's name.
+        run: String,
+        /// The run's variants.
+        available: Vec<String>,
+    },
+    /// A target named in the pairing is not in the run.
+    #[error("target {name:?} is not in {run}; it has {}", available.join(", "))]
+    UnknownTarget {
+        /// The name given.
+        name: String,
+        /// The run's name.
+        run: String,
+        /// The run's targets.
+        available: Vec<String>,
+    },
+    /// No pair of series with data on both sides.
+    #[error("nothing to compare: no (variant, target) has data on both sides (baseline: {}; candidate: {})", baseline.join(", "), candidate.join(", "))]
+    NothingInCommon {
+        /// Series with data in the baseline.
+        baseline: Vec<String>,
+        /// Series with data in the candidate.
+        candidate: Vec<String>,
+    },
+    /// A gate applies to a pair without enough repetitions to judge it.
+    #[error("--fail-if-slower {gate}: {pair} has {baseline} baseline and {candidate} candidate repetitions; judging a regression needs at least 2 on each side")]
+    TooFewRepetitions {
+        /// The gate.
+        gate: String,
+        /// The pair.
+        pair: String,
+        /// Baseline repetitions with data.
+        baseline: usize,
+        /// Candidate repetitions with data.
+        candidate: usize,
+    },
+    /// The confidence level is not strictly between 0 and 1.
+    #[error("confidence {0} is not between 0 and 1 (e.g. 0.95)")]
+    Confidence(f64),
+    /// Too few bootstrap resamples for an interval.
+    #[error("{0} resamples are too few for an interval; use at least {MIN_RESAMPLES}")]
+    Resamples(u32),
+}
+
+/// What is compared in a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    /// A quantile of a pod phase, per repetition (microseconds).
+    Phase {
+        /// The phase.
+        phase: Phase,
+        /// The quantile.
+        quantile: Quantile,
+    },
+    /// Time from the epoch to this fraction of pods ready, per repetition (microseconds);
+    /// repetitions that never got there are left out.
+    TimeToReady(f64),
+    /// Registry egress per repetition (bytes).
+    Egress,
+}
+
+/// The unit of a metric's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Microseconds.
+    Micros,
+    /// Bytes.
+    Bytes,
+}
+
+/// A confidence interval of a difference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    /// Low end, metric units.
+    pub low: f64,
+    /// High end, metric units.
+    pub high: f64,
+    /// The same interval relative to the baseline mean, when that is positive.
+    pub relative: Option<(f64, f64)>,
+}
+
+/// What a row concludes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The candidate is significantly higher (slower, more bytes).
+    Higher,
+    /// The candidate is significantly lower (faster, fewer bytes).
+    Lower,
+    /// The interval includes zero.
+    NotSignificant,
+    /// Fewer than two repetitions on a side: no interval.
+    TooFewRepetitions,
+    /// No observation on a side.
+    NoData,
+}
+
+/// One row: a metric's per-repetition values on both sides and their difference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    /// What is compared.
+    pub metric: Metric,
+    /// Baseline observations, one per repetition with data.
+    pub baseline: Vec<f64>,
+    /// Candidate observations.
+    pub candidate: Vec<f64>,
+    /// Mean of the candidate minus mean of the baseline (0 without data).
+    pub estimate: f64,
+    /// The estimate relative to the baseline mean, when that is positive.
+    pub relative: Option<f64>,
+    /// Bootstrap interval, with at least 2 observations per side.
+    pub interval: Option<Interval>,
+    /// The conclusion.
+    pub verdict: Verdict,
+}
+
+/// All rows of one pair of series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairComparison {
+    /// `full / direct` for the same series in two runs, else `full / direct → slim / direct`.
+    pub label: String,
+    /// Baseline (variant, target).
+    pub baseline: (String, String),
+    /// Candidate (variant, target).
+    pub candidate: (String, String),
+    /// Repetitions of the baseline series.
+    pub baseline_repetitions: usize,
+    /// Repetitions of the candidate series.
+    pub candidate_repetitions: usize,
+    /// Failed pods in the baseline series.
+    pub baseline_failed: u64,
+    /// Failed pods in the candidate series.
+    pub candidate_failed: u64,
+    /// The rows.
+    pub differences: Vec<Difference>,
+}
+
+/// A gate checked against one pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateOutcome {
+    /// The gate.
+    pub gate: Gate,
+    /// The pair's label.
+    pub pair: String,
+    /// The row the gate judged.
+    pub difference: Difference,
+    /// Whether the candidate regressed beyond the limit.
+    pub crossed: bool,
+}
+
+/// A whole comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// What is compared with what: `a.json → b.json`, `run.json: variant full → slim`.
+    pub title: String,
+    /// The baseline's name.
+    pub baseline: String,
+    /// The candidate's name.
+    pub candidate: String,
+    /// One line describing each side (scenario, date, repetitions, revision).
+    pub sides: [String; 2],
+    /// How it was compared.
+    pub settings: Settings,
+    /// Per pair of series.
+    pub pairs: Vec<PairComparison>,
+    /// Every gate against every pair.
+    pub gates: Vec<GateOutcome>,
+    /// What the reader should know: few repetitions, failures, differing scenarios.
+    pub notes: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            phases: DEFAULT_PHASES.to_vec(),
+            quantiles: vec![Quantile(0.5), Quantile(0.95), Quantile(0.99)],
+            gates: Vec::new(),
+            resamples: DEFAULT_RESAMPLES,
+            confidence: 0.95,
+            seed: DEFAULT_SEED,
+        }
+    }
+}
+
+impl Quantile {
+    /// The quantile `fraction` (0, 1].
+    ///
+    /// # Errors
+    /// [`GateError::Quantile`] when out of range.
+    pub fn new(fraction: f64) -> Result<Self, GateError> {
+        if fraction > 0.0 && fraction <= 1.0 {
+            Ok(Self(fraction))
+        } else {
+            Err(GateError::Quantile {
+                raw: fraction.to_string(),
+            })
+        }
+    }
+
+    /// The fraction, (0, 1].
+    pub fn fraction(self) -> f64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Quantile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.0 * 100.0;
+        if (p - p.round()).abs() < 1e-9 {
+            write!(f, "p{p:.0}")
+        } else {
+            write!(f, "p{}", (p * 1000.0).round() / 1000.0)
+        }
+    }
+}
+
+impl FromStr for Quantile {
+    type Err = GateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || GateError::Quantile { raw: s.to_owned() };
+        let number = s
+            .trim()
+            .strip_prefix(['p', 'P'])
+            .ok_or_else(err)?
+            .parse::<f64>()
+            .map_err(|_| err())?;
+        Self::new(number / 100.0).map_err(|_| err())
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Relative(r) => write!(f, "{}%", (r * 100.0 * 1000.0).round() / 1000.0),
+            Self::Absolute(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl fmt::Display for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.quantile, self.phase, self.limit)
+    }
+}
+
+impl FromStr for Gate {
+    type Err = GateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').map(str::trim).collect();
+        let [q, phase, limit] = parts[..] else {
+            return Err(GateError::Shape { raw: s.to_owned() });
+        };
+        let quantile = q.parse()?;
+        let phase = Phase::from_name(phase).ok_or_else(|| GateError::Phase {
+            raw: phase.to_owned(),
+        })?;
+        let limit_err = || GateError::Limit {
+            raw: limit.to_owned(),
+        };
+        let limit = if let Some(p) = limit.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| limit_err())?;
+            if !(p.is_finite() && p >= 0.0) {
+                return Err(limit_err());
+            }
+            Limit::Relative(p / 100.0)
+        } else {
+            Limit::Absolute(humantime::parse_duration(limit).map_err(|_| limit_err())?)
+        };
+        Ok(Self {
+            quantile,
+            phase,
+            limit,
+        })
+    }
+}
+
+impl Metric {
+    /// How the row is named: `p95 end_to_end`, `time to 95 % ready`, `registry egress`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Phase { phase, quantile } => format!("{quantile} {phase}"),
+            Self::TimeToReady(f) => format!("time to {:.0} % ready", f * 100.0),
+            Self::Egress => "registry egress".to_owned(),
+        }
+    }
+
+    /// The unit of its values.
+    pub fn unit(&self) -> Unit {
+        match self {
+            Self::Phase { .. } | Self::TimeToReady(_) => Unit::Micros,
+            Self::Egress => Unit::Bytes,
+        }
+    }
+
+    /// One observation per repetition of `s` that has one.
+    pub fn observations(&self, s: &SeriesResult) -> Vec<f64> {
+        match self {
+            Self::Phase { phase, quantile } => s
+                .data
+                .per_repetition(*phase, quantile.fraction())
+                .into_iter()
+                .map(|d| d.as_micros() as f64)
+                .collect(),
+            Self::TimeToReady(f) => s
+                .data
+                .repetitions()
+                .filter_map(|(_, r)| r.timeline(s.pods_per_repetition).time_to(*f))
+                .map(|d| d.as_micros() as f64)
+                .collect(),
+            Self::Egress => s.registry.values().map(|t| t.bytes_out as f64).collect(),
+        }
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn resampled_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
+    let mut sum = 0.0;
+    for _ in 0..v.len() {
+        sum += v[rng.random_range(0..v.len())];
+    }
+    sum / v.len() as f64
+}
+
+/// The value at `q` (0..=1) of sorted `v`, interpolating linearly between ranks.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let at = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
+}
+
+/// Percentile-bootstrap interval of `mean(candidate) - mean(baseline)` at `confidence`,
+/// resampling each side's observations with replacement `resamples` times. Both sides need at
+/// least one observation.
+pub fn bootstrap(
+    baseline: &[f64],
+    candidate: &[f64],
+    resamples: u32,
+    confidence: f64,
+    rng: &mut impl Rng,
+) -> Interval {
+    let base_mean = mean(baseline);
+    let mut diffs = Vec::with_capacity(resamples as usize);
+    let mut ratios = Vec::with_capacity(resamples as usize);
+    for _ in 0..resamples {
+        let b = resampled_mean(baseline, rng);
+        let c = resampled_mean(candidate, rng);
+        diffs.push(c - b);
+        if b > 0.0 {
+            ratios.push((c - b) / b);
+        }
+    }
+    diffs.sort_by(f64::total_cmp);
+    ratios.sort_by(f64::total_cmp);
+    let tail = (1.0 - confidence) / 2.0;
+    let relative = (base_mean > 0.0 && !ratios.is_empty())
+        .then(|| (percentile(&ratios, tail), percentile(&ratios, 1.0 - tail)));
+    Interval {
+        low: percentile(&diffs, tail),
+        high: percentile(&diffs, 1.0 - tail),
+        relative,
+    }
+}
+
+/// FNV-1a: a stable hash of a row's name, to seed its RNG independently of row order.
+fn row_seed(seed: u64, name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    seed ^ h
+}
+
+impl Difference {
+    fn of(
+        metric: Metric,
+        baseline: &SeriesResult,
+        candidate: &SeriesResult,
+        row: &str,
+        settings: &Settings,
+    ) -> Self {
+        let b = metric.observations(baseline);
+        let c = metric.observations(candidate);
+        if b.is_empty() || c.is_empty() {
+            return Self {
+                metric,
+                baseline: b,
+                candidate: c,
+                estimate: 0.0,
+                relative: None,
+                interval: None,
+                verdict: Verdict::NoData,
+            };
+        }
+        let base_mean = mean(&b);
+        let estimate = mean(&c) - base_mean;
+        let relative = (base_mean > 0.0).then(|| estimate / base_mean);
+        let (interval, verdict) = if b.len() < 2 || c.len() < 2 {
+            (None, Verdict::TooFewRepetitions)
+        } else {
+            let mut rng = ChaCha8Rng::seed_from_u64(row_seed(settings.seed, row));
+            let i = bootstrap(&b, &c, settings.resamples, settings.confidence, &mut rng);
+            let verdict = if i.low > 0.0 {
+                Verdict::Higher
+            } else if i.high < 0.0 {
+                Verdict::Lower
+            } else {
+                Verdict::NotSignificant
+            };
+            (Some(i), verdict)
+        };
+        Self {
+            metric,
+            baseline: b,
+            candidate: c,
+            estimate,
+            relative,
+            interval,
+            verdict,
+        }
+    }
+
+    /// Mean of the baseline observations.
+    pub fn baseline_mean(&self) -> f64 {
+        mean(&self.baseline)
+    }
+
+    /// Mean of the candidate observations.
+    pub fn candidate_mean(&self) -> f64 {
+        mean(&self.candidate)
+    }
+
+    /// Whether the verdict is significant either way.
+    pub fn significant(&self) -> bool {
+        matches!(self.verdict, Verdict::Higher | Verdict::Lower)
+    }
+}
+
+impl Gate {
+    /// Whether `d` (this gate's row) crosses the limit: significantly slower, and the estimate
+    /// beyond the limit.
+    pub fn crossed_by(&self, d: &Difference) -> bool {
+        if d.verdict != Verdict::Higher {
+            return false;
+        }
+        match self.limit {
+            Limit::Relative(r) => d.relative.is_none_or(|x| x > r),
+            Limit::Absolute(limit) => d.estimate > limit.as_micros() as f64,
+        }
+    }
+
+    fn metric(&self) -> Metric {
+        Metric::Phase {
+            phase: self.phase,
+            quantile: self.quantile,
+        }
+    }
+}
+
+fn side_line(input: &Input<'_>) -> String {
+    let r = input.result;
+    let revision = r.machine.git_revision.as_deref().map_or_else(
+        || "unknown revision".to_owned(),
+        |v| format!("revision {}", &v[..v.len().min(12)]),
+    );
+    format!(
+        "{}: scenario {}, started {}, {} repetitions, {}",
+        input.name,
+        r.scenario.name,
+        humantime::format_rfc3339_seconds(r.started_at),
+        r.scenario.repetitions,
+        revision
+    )
+}
+
+fn has_data(s: &SeriesResult) -> bool {
+    s.data.repetitions().next().is_some()
+}
+
+fn names(r: &RunResult, pick: impl Fn(&SeriesResult) -> &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for s in &r.series {
+        let n = pick(s).to_owned();
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    v
+}
+
+/// The pairs of series `pairing` asks for.
+fn pairs<'a>(
+    baseline: &Input<'a>,
+    candidate: &Input<'a>,
+    pairing: &Pairing,
+) -> Result<Vec<(&'a SeriesResult, &'a SeriesResult)>, CompareError> {
+    let (b, c) = (baseline.result, candidate.result);
+    let found: Vec<(&SeriesResult, &SeriesResult)> = match pairing {
+        Pairing::SameSeries => b
+            .series
+            .iter()
+            .filter_map(|s| Some((s, c.series(&s.variant, &s.target)?)))
+            .collect(),
+        Pairing::Variants {
+            baseline: bv,
+            candidate: cv,
+        } => {
+            for (name, input) in [(bv, baseline), (cv, candidate)] {
+                let available = names(input.result, |s| &s.variant);
+                if !available.contains(name) {
+                    return Err(CompareError::UnknownVariant {
+                        name: name.clone(),
+                        run: input.name.to_owned(),
+                        available,
+                    });
+                }
+            }
+            b.series
+                .iter()
+                .filter(|s| &s.variant == bv)
+                .filter_map(|s| Some((s, c.series(cv, &s.target)?)))
+                .collect()
+        }
+        Pairing::Targets {
+            baseline: bt,
+            candidate: ct,
+        } => {
+            for (name, input) in [(bt, baseline), (ct, candidate)] {
+                let available = names(input.result, |s| &s.target);
+                if !available.contains(name) {
+                    return Err(CompareError::UnknownTarget {
+                        name: name.clone(),
+                        run: input.name.to_owned(),
+                        available,
+                    });
+                }
+            }
+            b.series
+                .iter()
+                .filter(|s| &s.target == bt)
+                .filter_map(|s| Some((s, c.series(&s.variant, ct)?)))
+                .collect()
+        }
+    };
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|(x, y)| has_data(x) && has_data(y))
+        .collect();
+    if found.is_empty() {
+        let list = |r: &RunResult| {
+            r.series
+                .iter()
+                .filter(|s| has_data(s))
+                .map(|s| format!("{}/{}", s.variant, s.target))
+                .collect()
+        };
+        return Err(CompareError::NothingInCommon {
+            baseline: list(b),
+            candidate: list(c),
+        });
+    }
+    Ok(found)
+}
+
+/// Scenario fields (top-level keys) that differ between two runs, name and description aside.
+fn scenario_differences(a: &RunResult, b: &RunResult) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(x)), Ok(serde_json::Value::Object(y))) = (
+        serde_json::to_value(&a.scenario),
+        serde_json::to_value(&b.scenario),
+    ) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !matches!(k.as_str(), "name" | "description" | "variants" | "targets"))
+        .filter(|k| x.get(*k) != y.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// Compares `candidate` against `baseline` (the same input twice for a within-run pairing).
+///
+/// # Errors
+/// [`CompareError`] when the pairing names an unknown variant or target, nothing pairs up, a
+/// gated pair has fewer than 2 repetitions on a side, or the settings are out of range.
+pub fn compare(
+    baseline: &Input<'_>,
+    candidate: &Input<'_>,
+    pairing: &Pairing,
+    settings: &Settings,
+) -> Result<Comparison, CompareError> {
+    if !(settings.confidence > 0.0 && settings.confidence < 1.0) {
+        return Err(CompareError::Confidence(settings.confidence));
+    }
+    if settings.resamples < MIN_RESAMPLES {
+        return Err(CompareError::Resamples(settings.resamples));
+    }
+    let mut settings = settings.clone();
+    for g in &settings.gates.clone() {
+        if !settings.phases.contains(&g.phase) {
+            settings.phases.push(g.phase);
+        }
+        if !settings.quantiles.contains(&g.quantile) {
+            settings.quantiles.push(g.quantile);
+        }
+    }
+    let mut metrics: Vec<Metric> = Vec::new();
+    for phase in &settings.phases {
+        for quantile in &settings.quantiles {
+            metrics.push(Metric::Phase {
+                phase: *phase,
+                quantile: *quantile,
+            });
+        }
+    }
+    metrics.extend(READY_FRACTIONS.map(Metric::TimeToReady));
+    metrics.push(Metric::Egress);
+
+    let mut out_pairs = Vec::new();
+    let mut gates = Vec::new();
+    for (b, c) in pairs(baseline, candidate, pairing)? {
+        let label = if (&b.variant, &b.target) == (&c.variant, &c.target) {
+            format!("{} / {}", b.variant, b.target)
+        } else {
+            format!(
+                "{} / {} \u{2192} {} / {}",
+                b.variant, b.target, c.variant, c.target
+            )
+        };
+        let differences: Vec<Difference> = metrics
+            .iter()
+            .map(|m| Difference::of(*m, b, c, &format!("{label}|{}", m.name()), &settings))
+            .collect();
+        for gate in &settings.gates {
+            let Some(d) = differences.iter().find(|d| d.metric == gate.metric()) else {
+                continue;
+            };
+            if d.verdict == Verdict::TooFewRepetitions {
+                return Err(CompareError::TooFewRepetitions {
+                    gate: gate.to_string(),
+                    pair: label,
+                    baseline: d.baseline.len(),
+                    candidate: d.candidate.len(),
+                });
+            }
+            gates.push(GateOutcome {
+                gate: *gate,
+                pair: label.clone(),
+                difference: d.clone(),
+                crossed: gate.crossed_by(d),
+            });
+        }
+        out_pairs.push(PairComparison {
+            label,
+            baseline: (b.variant.clone(), b.target.clone()),
+            candidate: (c.variant.clone(), c.target.clone()),
+            baseline_repetitions: b.data.repetitions().count(),
+            candidate_repetitions: c.data.repetitions().count(),
+            baseline_failed: b.data.failed_pods(),
+            candidate_failed: c.data.failed_pods(),
+            differences,
+        });
+    }
+
+    let same_run = std::ptr::eq(baseline.result, candidate.result);
+    let mut notes = Vec::new();
+    let fewest = out_pairs
+        .iter()
+        .flat_map(|p| [p.baseline_repetitions, p.candidate_repetitions])
+        .min()
+        .unwrap_or(0);
+    if fewest < 2 {
+        notes.push(format!(
+            "Only {fewest} repetition on a side: without repetitions to resample there is no confidence interval and no verdict. Run the scenario with repetitions >= {FEW_REPETITIONS}."
+        ));
+    } else if fewest < FEW_REPETITIONS {
+        notes.push(format!(
+            "Only {fewest} repetitions on a side: a bootstrap over so few repetitions can only return a handful of distinct means, so the intervals are rough and a verdict is weak evidence. Use repetitions >= {FEW_REPETITIONS} (10 is better) before trusting a verdict."
+        ));
+    }
+    for p in &out_pairs {
+        if p.baseline_failed + p.candidate_failed > 0 {
+            notes.push(format!(
+                "{}: {} baseline and {} candidate pods failed; phase quantiles cover only the pods that became ready, time to ready counts failures as never ready.",
+                p.label, p.baseline_failed, p.candidate_failed
+            ));
+        }
+    }
+    if !same_run {
+        let differing = scenario_differences(baseline.result, candidate.result);
+        if !differing.is_empty() {
+            notes.push(format!(
+                "The two runs' scenarios differ in: {}. A difference may come from that rather than from the change under test.",
+                differing.join(", ")
+            ));
+        }
+        let (mb, mc) = (&baseline.result.machine, &candidate.result.machine);
+        if (mb.cores, &mb.cpu_model) != (mc.cores, &mc.cpu_model) {
+            notes.push(
+                "The two runs happened on different machines (cores or CPU model differ)."
+                    .to_owned(),
+            );
+        }
+    }
+    let title = match pairing {
+        Pairing::SameSeries => format!("{} \u{2192} {}", baseline.name, candidate.name),
+        Pairing::Variants {
+            baseline: b,
+            candidate: c,
+        }
+        | Pairing::Targets {
+            baseline: b,
+            candidate: c,
+        } => {
+            let what = if matches!(pairing, Pairing::Variants { .. }) {
+                "variant"
+            } else {
+                "target"
+            };
+            if same_run {
+                format!("{}: {what} {b} \u{2192} {c}", baseline.name)
+            } else {
+                format!(
+                    "{} ({what} {b}) \u{2192} {} ({what} {c})",
+                    baseline.name, candidate.name
+                )
+            }
+        }
+    };
+    Ok(Comparison {
+        title,
+        baseline: baseline.name.to_owned(),
+        candidate: candidate.name.to_owned(),
+        sides: [side_line(baseline), side_line(candidate)],
+        settings,
+        pairs: out_pairs,
+        gates,
+        notes,
+    })
+}
+
+impl Comparison {
+    /// Whether no gate was crossed.
+    pub fn passed(&self) -> bool {
+        self.gates.iter().all(|g| !g.crossed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_parse_and_print_back() {
+        let cases = [
+            ("p95:end_to_end:10%", "p95:end_to_end:10%"),
+            ("p99.9:pull:200ms", "p99.9:pull:200ms"),
+            ("P50:ttfb:0%", "p50:ttfb:0%"),
+            ("p95:pull:2.5%", "p95:pull:2.5%"),
+        ];
+        for (raw, back) in cases {
+            let g: Gate = raw.parse().unwrap();
+            assert_eq!(g.to_string(), back);
+        }
+        let g: Gate = "p95:end_to_end:10%".parse().unwrap();
+        assert_eq!(g.quantile.fraction(), 0.95);
+        assert_eq!(g.phase, Phase::EndToEnd);
+        assert_eq!(g.limit, Limit::Relative(0.1));
+    }
+
+    #[test]
+    fn bad_gates_say_what_is_wrong() {
+        let kind = |e: &GateError| match e {
+            GateError::Shape { .. } => "shape",
+            GateError::Quantile { .. } => "quantile",
+            GateError::Phase { .. } => "phase",
+            GateError::Limit { .. } => "limit",
+        };
+        let cases = [
+            ("p95:end_to_end", "shape"),
+            ("95:end_to_end:10%", "quantile"),
+            ("p0:end_to_end:10%", "quantile"),
+            ("p101:end_to_end:10%", "quantile"),
+            ("p95:e2e:10%", "phase"),
+            ("p95:pull:ten", "limit"),
+            ("p95:pull:-5%", "limit"),
+        ];
+        for (raw, want) in cases {
+            let e = raw.parse::<Gate>().unwrap_err();
+            assert_eq!(kind(&e), want, "{raw}: {e}");
+        }
+        assert!(GateError::Phase { raw: "x".into() }
+            .to_string()
+            .contains("end_to_end"));
+    }
+
+    #[test]
+    fn bootstrap_of_a_clear_shift_excludes_zero() {
+        let base = [100.0, 104.0, 98.0, 101.0, 99.0, 102.0];
+        let cand = [130.0, 128.0, 133.0, 131.0, 129.0, 132.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let i = bootstrap(&base, &cand, 5_000, 0.95, &mut rng);
+        assert!(i.low > 25.0 && i.high < 35.0, "{i:?}");
+        let (lo, hi) = i.relative.unwrap();
+        assert!(lo > 0.25 && hi < 0.35, "{lo} {hi}");
+        // The same inputs on both sides: the interval straddles zero.
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let i = bootstrap(&base, &base, 5_000, 0.95, &mut rng);
+        assert!(i.low < 0.0 && i.high > 0.0, "{i:?}");
+        // Constant and equal: a point at zero, not significant either way.
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let i = bootstrap(&[5.0, 5.0], &[5.0, 5.0], 1_000, 0.95, &mut rng);
+        assert_eq!((i.low, i.high), (0.0, 0.0));
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&v, 0.5), 3.0);
+        assert_eq!(percentile(&v, 0.125), 1.5);
+        assert_eq!(percentile(&v, 1.0), 5.0);
+        assert_eq!(percentile(&[7.0], 0.975), 7.0);
+    }
+
+    #[test]
+    fn gate_needs_a_significant_slowdown_beyond_its_limit() {
+        let d = |estimate: f64, verdict| Difference {
+            metric: Metric::Egress,
+            baseline: vec![100.0, 100.0],
+            candidate: vec![100.0 + estimate; 2],
+            estimate,
+            relative: Some(estimate / 100.0),
+            interval: None,
+            verdict,
+        };
+        let g: Gate = "p95:end_to_end:10%".parse().unwrap();
+        assert!(g.crossed_by(&d(12.0, Verdict::Higher)));
+        assert!(!g.crossed_by(&d(8.0, Verdict::Higher)));
+        assert!(!g.crossed_by(&d(12.0, Verdict::NotSignificant)));
+        assert!(!g.crossed_by(&d(-12.0, Verdict::Lower)));
+        let g: Gate = "p95:end_to_end:5us".parse().unwrap();
+        assert!(g.crossed_by(&d(6.0, Verdict::Higher)));
+        assert!(!g.crossed_by(&d(5.0, Verdict::Higher)));
+    }
+}

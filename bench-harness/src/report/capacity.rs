@@ -1,0 +1,327 @@
+//! The capacity planner's answers, computed from a [`RunResult`]: per (variant, target) the
+//! time until 50, 95 and 100 % of the pods are ready (per repetition, typical and worst),
+//! registry egress per repetition and per pod, its peak and mean bandwidth and peak request
+//! rate from the registry's time series, and what each cache or mirror target saves in egress
+//! and time against the direct pulls of the same variant.
+//!
+//! The registry's time series lives inside each repetition's `RegistryTotals.snapshot` (the
+//! embedded registry's accounting snapshot, `series{bucket_ms, bytes_out[], requests[],
+//! throttled[]}`); [`registry_series`] reads it from there. This module only computes; the
+//! Markdown and HTML renderers show what it returns.
+
+use std::time::Duration;
+
+use crate::registry::accounting::Series as TrafficSeries;
+use crate::result::{RegistryTotals, RunResult, SeriesResult, READY_FRACTIONS};
+use crate::scenario::TargetKind;
+
+/// Every capacity answer of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    /// One per (variant, target) with at least one repetition, in the result's order.
+    pub series: Vec<SeriesCapacity>,
+    /// One per (variant, non-direct target) whose variant also ran direct.
+    pub savings: Vec<CacheSaving>,
+}
+
+/// What one (variant, target) needed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesCapacity {
+    /// Variant name.
+    pub variant: String,
+    /// Target name.
+    pub target: String,
+    /// Pods scheduled per repetition.
+    pub pods_per_repetition: u64,
+    /// Time to 50 %, 95 %, 100 % ready ([`READY_FRACTIONS`]).
+    pub time_to_ready: [ReadyTimes; 3],
+    /// Registry egress, when the run recorded registry totals.
+    pub egress: Option<Egress>,
+}
+
+/// Time from the burst epoch until `fraction` of the scheduled pods were ready, per repetition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyTimes {
+    /// The fraction, 0..=1.
+    pub fraction: f64,
+    /// Per repetition in order; `None` when failures kept that fraction from ever being ready.
+    pub per_repetition: Vec<Option<Duration>>,
+}
+
+/// Registry egress of one (variant, target).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Egress {
+    /// Response body bytes per repetition, in repetition order.
+    pub per_repetition_bytes: Vec<u64>,
+    /// Bytes one node downloads to pull the image (compressed), if known.
+    pub image_bytes: Option<u64>,
+    /// Pods scheduled per repetition (for bytes per pod).
+    pub pods: u64,
+    /// From the registry's time series, when recorded.
+    pub traffic: Option<Traffic>,
+}
+
+/// Peaks and means from the registry's time series, worst repetition for peaks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Traffic {
+    /// Width of one time-series bucket: peaks are averages over this window.
+    pub bucket: Duration,
+    /// Highest egress of any bucket, bytes per second.
+    pub peak_bytes_per_sec: f64,
+    /// Egress over the active period (epoch to the last bucket with bytes), bytes per second,
+    /// mean over repetitions.
+    pub mean_bytes_per_sec: f64,
+    /// Highest request rate of any bucket, requests per second.
+    pub peak_requests_per_sec: f64,
+    /// Requests answered 429, all repetitions.
+    pub throttled: u64,
+}
+
+/// What one cache or mirror target saved against direct pulls of the same variant (typical
+/// repetition: mean egress, median times).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSaving {
+    /// Variant name.
+    pub variant: String,
+    /// The cache or mirror target.
+    pub target: String,
+    /// The direct target it is measured against.
+    pub direct: String,
+    /// Mean registry egress per repetition direct, and through the target, in bytes.
+    pub egress_bytes: Option<(f64, f64)>,
+    /// Median time to 50, 95, 100 % ready direct and through the target.
+    pub time_to_ready: [(Option<Duration>, Option<Duration>); 3],
+}
+
+/// The registry time series stored in a repetition's totals, if any.
+pub fn registry_series(t: &RegistryTotals) -> Option<TrafficSeries> {
+    let value = t.snapshot.as_ref()?.get("series")?;
+    let series: TrafficSeries = serde_json::from_value(value.clone()).ok()?;
+    (series.bucket_ms > 0).then_some(series)
+}
+
+impl Capacity {
+    /// Computes every answer for `r`.
+    pub fn of(r: &RunResult) -> Self {
+        let series: Vec<SeriesCapacity> = r
+            .series
+            .iter()
+            .filter(|s| s.data.repetitions().next().is_some())
+            .map(|s| SeriesCapacity::of(r, s))
+            .collect();
+        let is_direct = |target: &str| match r.scenario.target(target) {
+            Some(t) => matches!(t.kind, TargetKind::Direct),
+            None => target == "direct",
+        };
+        let mut savings = Vec::new();
+        for other in series.iter().filter(|s| !is_direct(&s.target)) {
+            // The first direct target of the variant is the baseline.
+            let Some(direct) = series
+                .iter()
+                .find(|s| s.variant == other.variant && is_direct(&s.target))
+            else {
+                continue;
+            };
+            let egress = direct
+                .egress
+                .as_ref()
+                .zip(other.egress.as_ref())
+                .map(|(d, o)| (d.mean_bytes(), o.mean_bytes()));
+            savings.push(CacheSaving {
+                variant: other.variant.clone(),
+                target: other.target.clone(),
+                direct: direct.target.clone(),
+                egress_bytes: egress,
+                time_to_ready: std::array::from_fn(|i| {
+                    (
+                        direct.time_to_ready[i].median(),
+                        other.time_to_ready[i].median(),
+                    )
+                }),
+            });
+        }
+        Self { series, savings }
+    }
+}
+
+impl SeriesCapacity {
+    fn of(r: &RunResult, s: &SeriesResult) -> Self {
+        let time_to_ready = READY_FRACTIONS.map(|fraction| ReadyTimes {
+            fraction,
+            per_repetition: s
+                .data
+                .repetitions()
+                .map(|(_, rep)| rep.timeline(s.pods_per_repetition).time_to(fraction))
+                .collect(),
+        });
+        let egress = (!s.registry.is_empty()).then(|| Egress {
+            per_repetition_bytes: s.registry.values().map(|t| t.bytes_out).collect(),
+            image_bytes: r
+                .images
+                .get(&s.variant)
+                .map(|i| i.compressed_bytes)
+                .filter(|b| *b > 0),
+            pods: s.pods_per_repetition,
+            traffic: traffic(s.registry.values()),
+        });
+        Self {
+            variant: s.variant.clone(),
+            target: s.target.clone(),
+            pods_per_repetition: s.pods_per_repetition,
+            time_to_ready,
+            egress,
+        }
+    }
+}
+
+fn traffic<'a>(totals: impl Iterator<Item = &'a RegistryTotals>) -> Option<Traffic> {
+    let all: Vec<(TrafficSeries, u64)> = totals
+        .filter_map(|t| registry_series(t).map(|s| (s, t.bytes_out)))
+        .collect();
+    let bucket_ms = all.iter().map(|(s, _)| s.bucket_ms).max()?;
+    let per_sec = |count: u64, bucket_ms: u64| count as f64 * 1000.0 / bucket_ms as f64;
+    let mut t = Traffic {
+        bucket: Duration::from_millis(bucket_ms),
+        peak_bytes_per_sec: 0.0,
+        mean_bytes_per_sec: 0.0,
+        peak_requests_per_sec: 0.0,
+        throttled: 0,
+    };
+    let mut means = Vec::new();
+    for (s, bytes_out) in &all {
+        let peak_bytes = s.bytes_out.iter().copied().max().unwrap_or(0);
+        let peak_requests = s.requests.iter().copied().max().unwrap_or(0);
+        t.peak_bytes_per_sec = t.peak_bytes_per_sec.max(per_sec(peak_bytes, s.bucket_ms));
+        t.peak_requests_per_sec = t
+            .peak_requests_per_sec
+            .max(per_sec(peak_requests, s.bucket_ms));
+        t.throttled += s.throttled.iter().sum::<u64>();
+        if let Some(last) = s.bytes_out.iter().rposition(|b| *b > 0) {
+            let active_ms = (last as u64 + 1) * s.bucket_ms;
+            means.push(*bytes_out as f64 * 1000.0 / active_ms as f64);
+        }
+    }
+    if !means.is_empty() {
+        t.mean_bytes_per_sec = means.iter().sum::<f64>() / means.len() as f64;
+    }
+    Some(t)
+}
+
+impl ReadyTimes {
+    /// The median over repetitions (mean of the middle two for an even count); a repetition
+    /// that never got there counts as longer than any other. `None` when the median is such a
+    /// repetition or there is none.
+    pub fn median(&self) -> Option<Duration> {
+        let mut v: Vec<Option<Duration>> = self.per_repetition.clone();
+        v.sort_by_key(|d| d.unwrap_or(Duration::MAX));
+        let n = v.len();
+        if n == 0 {
+            return None;
+        }
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            let (a, b) = (v[n / 2 - 1]?, v[n / 2]?);
+            Some((a + b) / 2)
+        }
+    }
+
+    /// The slowest repetition; `None` when any repetition never got there.
+    pub fn worst(&self) -> Option<Duration> {
+        self.per_repetition
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
+    }
+
+    /// Repetitions that never got there.
+    pub fn never(&self) -> usize {
+        self.per_repetition.iter().filter(|d| d.is_none()).count()
+    }
+}
+
+impl Egress {
+    /// Mean bytes per repetition.
+    pub fn mean_bytes(&self) -> f64 {
+        if self.per_repetition_bytes.is_empty() {
+            return 0.0;
+        }
+        self.per_repetition_bytes.iter().sum::<u64>() as f64
+            / self.per_repetition_bytes.len() as f64
+    }
+
+    /// Largest bytes of any repetition.
+    pub fn max_bytes(&self) -> u64 {
+        self.per_repetition_bytes.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Mean bytes per scheduled pod.
+    pub fn per_pod_bytes(&self) -> f64 {
+        if self.pods == 0 {
+            0.0
+        } else {
+            self.mean_bytes() / self.pods as f64
+        }
+    }
+
+    /// Mean egress in image copies (egress / compressed image size), if the size is known.
+    pub fn image_copies(&self) -> Option<f64> {
+        self.image_bytes.map(|b| self.mean_bytes() / b as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Option<Duration> {
+        Some(Duration::from_millis(n))
+    }
+
+    #[test]
+    fn median_and_worst_treat_never_as_longest() {
+        // (per repetition, median, worst)
+        type Case<'a> = (&'a [Option<Duration>], Option<Duration>, Option<Duration>);
+        let cases: [Case<'_>; 5] = [
+            (&[], None, None),
+            (&[ms(3), ms(1), ms(2)], ms(2), ms(3)),
+            (&[ms(4), ms(2)], ms(3), ms(4)),
+            (&[ms(1), None, ms(2)], ms(2), None),
+            (&[ms(1), None], None, None),
+        ];
+        for (per_repetition, median, worst) in cases {
+            let t = ReadyTimes {
+                fraction: 0.95,
+                per_repetition: per_repetition.to_vec(),
+            };
+            assert_eq!(t.median(), median, "{per_repetition:?}");
+            assert_eq!(t.worst(), worst, "{per_repetition:?}");
+        }
+    }
+
+    #[test]
+    fn traffic_peaks_come_from_the_busiest_bucket() {
+        let totals = |bytes: Vec<u64>, requests: Vec<u64>| RegistryTotals {
+            bytes_out: bytes.iter().sum(),
+            snapshot: Some(serde_json::json!({"series": {
+                "bucket_ms": 100,
+                "bytes_out": bytes,
+                "requests": requests,
+                "throttled": [0, 1, 0, 0],
+            }})),
+            ..Default::default()
+        };
+        let a = totals(vec![1_000, 5_000, 0, 0], vec![3, 1, 0, 0]);
+        let b = totals(vec![2_000, 2_000, 2_000, 0], vec![1, 1, 1, 0]);
+        let t = traffic([&a, &b].into_iter()).unwrap();
+        assert_eq!(t.bucket, Duration::from_millis(100));
+        assert_eq!(t.peak_bytes_per_sec, 50_000.0);
+        assert_eq!(t.peak_requests_per_sec, 30.0);
+        assert_eq!(t.throttled, 2);
+        // a: 6000 B over 200 ms; b: 6000 B over 300 ms.
+        assert_eq!(t.mean_bytes_per_sec, (30_000.0 + 20_000.0) / 2.0);
+        assert!(traffic([&RegistryTotals::default()].into_iter()).is_none());
+    }
+}

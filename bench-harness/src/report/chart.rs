@@ -1,0 +1,507 @@
+//! Which charts a run report has and what each plots, drawn from the stored histograms and
+//! timelines: per phase CDFs (one line per variant and target), pods ready over time since the
+//! burst epoch, registry egress and requests over time, and per-layer stacked bars of fetch,
+//! verify, decompress and apply. Each [`Figure`] carries its SVG, a title and a "how to read
+//! this" line.
+//!
+//! Drawing primitives live in `svg.rs`; page layout in `html.rs`. Nothing here re-samples: CDFs
+//! walk the histograms' recorded values, timelines the stored ready offsets, traffic the
+//! registry's stored buckets.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use super::capacity::registry_series;
+use super::human;
+use super::svg::{Axis, Bar, LegendEntry, Line, LineChart, Rule, StackedBars, Style};
+use crate::recorder::{LayerPhase, Phase};
+use crate::result::{RunResult, SeriesResult};
+
+/// A chart ready for the page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// Anchor id, unique within the page.
+    pub id: String,
+    /// Caption.
+    pub title: String,
+    /// One sentence on how to read it.
+    pub how_to_read: String,
+    /// The `<svg>` element.
+    pub svg: String,
+}
+
+/// A SLO or link limit is drawn only if it is within this factor of the data, so a generous
+/// limit does not squash the curves against the axis.
+const RULE_REACH: f64 = 1.5;
+
+/// The unit a time axis uses: ms below a second of data, else s.
+#[derive(Debug, Clone, Copy)]
+struct TimeScale {
+    us_per_unit: f64,
+    unit: &'static str,
+}
+
+impl TimeScale {
+    fn for_max_us(max_us: f64) -> Self {
+        if max_us < 1e6 {
+            Self {
+                us_per_unit: 1e3,
+                unit: "ms",
+            }
+        } else {
+            Self {
+                us_per_unit: 1e6,
+                unit: "s",
+            }
+        }
+    }
+
+    fn of(self, us: f64) -> f64 {
+        us / self.us_per_unit
+    }
+}
+
+fn series_label(s: &SeriesResult) -> String {
+    format!("{} / {}", s.variant, s.target)
+}
+
+fn recorded(r: &RunResult) -> impl Iterator<Item = (usize, &SeriesResult)> {
+    r.series
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.data.repetitions().next().is_some())
+}
+
+/// One CDF per pod phase with a line per (variant, target), merged over repetitions; the SLO
+/// limits on `end_to_end` and `pull` as vertical rules.
+pub fn phase_cdfs(r: &RunResult) -> Vec<Figure> {
+    let mut out = Vec::new();
+    for phase in Phase::ALL {
+        let hists: Vec<(usize, &SeriesResult, Histogram<u64>)> = recorded(r)
+            .map(|(i, s)| (i, s, s.data.merged(phase)))
+            .filter(|(_, _, h)| !h.is_empty())
+            .collect();
+        if hists.is_empty() {
+            continue;
+        }
+        let counts_failures = phase != Phase::Ttfb;
+        let limit = match phase {
+            Phase::EndToEnd => r.scenario.slo.p95_ready.map(|d| (d, 95.0, "SLO p95 ready")),
+            Phase::Pull => r.scenario.slo.p99_pull.map(|d| (d, 99.0, "SLO p99 pull")),
+            _ => None,
+        };
+        let data_max_us = hists.iter().map(|(_, _, h)| h.max()).max().unwrap_or(0) as f64;
+        let limit_us = limit
+            .map(|(d, _, _)| d.as_micros() as f64)
+            .filter(|l| *l <= data_max_us * RULE_REACH);
+        let scale = TimeScale::for_max_us(data_max_us.max(limit_us.unwrap_or(0.0)));
+        let x = Axis::from_zero(
+            format!("{} ({})", phase_axis(phase), scale.unit),
+            scale.of(data_max_us.max(limit_us.unwrap_or(0.0))),
+        );
+        let lines = hists
+            .iter()
+            .map(|(i, s, h)| {
+                let failed = if counts_failures {
+                    s.data.failed_pods()
+                } else {
+                    0
+                };
+                Line {
+                    label: series_label(s),
+                    style: Style { color: *i, dash: 0 },
+                    step: true,
+                    points: cdf_points(h, failed, scale, x.max()),
+                }
+            })
+            .collect();
+        let mut rules = Vec::new();
+        if let (Some((limit, q, name)), Some(us)) = (limit, limit_us) {
+            rules.push(Rule::X(
+                scale.of(us),
+                format!("{name} {}", human::duration(limit)),
+            ));
+            rules.push(Rule::Y(q, format!("{q:.0} %")));
+        }
+        let title = format!("{} CDF", phase_title(phase));
+        let chart = LineChart {
+            title: title.clone(),
+            x,
+            y: Axis::fixed("pods (%)", 0.0, 100.0, 20.0),
+            lines,
+            rules,
+            legend: Vec::new(),
+        };
+        let failures_note = if counts_failures {
+            " Failed pods count as never done, so a curve that ends below 100 % shows failures."
+        } else {
+            " Only pods whose node fetched a blob have a time to first byte."
+        };
+        out.push(Figure {
+            id: format!("cdf-{}", phase.name()),
+            title,
+            how_to_read: format!(
+                "A point (x, y) means y % of the pods had {} {} of at most x; further left is faster, and the gap between curves at 95 % is the p95 difference.{failures_note}",
+                if matches!(phase, Phase::Unpack | Phase::EndToEnd) { "an" } else { "a" },
+                phase_title(phase)
+            ),
+            svg: chart.render(),
+        });
+    }
+    out
+}
+
+fn phase_title(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Queue => "queue time",
+        Phase::Pull => "pull time",
+        Phase::Unpack => "unpack time",
+        Phase::StartToReady => "start-to-ready time",
+        Phase::EndToEnd => "end-to-end time (scheduled to ready)",
+        Phase::Ttfb => "time to first byte",
+    }
+}
+
+fn phase_axis(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Queue => "scheduled to pull start",
+        Phase::Pull => "pull start to layers fetched",
+        Phase::Unpack => "layers fetched to unpacked",
+        Phase::StartToReady => "container start to ready",
+        Phase::EndToEnd => "scheduled to ready",
+        Phase::Ttfb => "pull start to first blob byte",
+    }
+}
+
+/// Step points of the CDF of `h` in percent of `h.len() + failed`, starting at (0, 0) and
+/// ending at `x_end`.
+fn cdf_points(h: &Histogram<u64>, failed: u64, scale: TimeScale, x_end: f64) -> Vec<(f64, f64)> {
+    let total = (h.len() + failed) as f64;
+    let mut points = vec![(0.0, 0.0)];
+    let mut seen = 0u64;
+    for v in h.iter_recorded() {
+        seen += v.count_at_value();
+        points.push((
+            scale.of(v.value_iterated_to() as f64),
+            seen as f64 * 100.0 / total,
+        ));
+    }
+    let last = points.last().map_or(0.0, |p| p.1);
+    points.push((x_end, last));
+    points
+}
+
+/// Per variant: pods ready over time since the burst epoch, a line per target and repetition.
+pub fn ready_over_time(r: &RunResult) -> Vec<Figure> {
+    let mut out = Vec::new();
+    for (variant, series) in by_variant(r) {
+        let max_us = series
+            .iter()
+            .flat_map(|(_, s)| s.data.repetitions())
+            .filter_map(|(_, d)| d.ready_offsets_us().last().copied())
+            .max()
+            .unwrap_or(0) as f64;
+        if max_us == 0.0 {
+            continue;
+        }
+        let scale = TimeScale::for_max_us(max_us);
+        let x = Axis::from_zero(
+            format!("time since burst epoch ({})", scale.unit),
+            scale.of(max_us),
+        );
+        let mut lines = Vec::new();
+        let mut reps = 0;
+        for (i, s) in &series {
+            for (k, (rep, data)) in s.data.repetitions().enumerate() {
+                reps = reps.max(k + 1);
+                let t = data.timeline(s.pods_per_repetition);
+                let mut points = vec![(0.0, 0.0)];
+                for (n, us) in data.ready_offsets_us().iter().enumerate() {
+                    points.push((
+                        scale.of(*us as f64),
+                        (n + 1) as f64 * 100.0 / t.pods() as f64,
+                    ));
+                }
+                let last = points.last().map_or(0.0, |p| p.1);
+                points.push((x.max(), last));
+                lines.push(Line {
+                    label: format!("{} rep {rep}", series_label(s)),
+                    style: Style { color: *i, dash: k },
+                    step: true,
+                    points,
+                });
+            }
+        }
+        let legend = legend_with_repetitions(&series, reps);
+        let title = format!("Pods ready over time: {variant}");
+        out.push(Figure {
+            id: format!("ready-{variant}"),
+            title: title.clone(),
+            how_to_read: "Share of the scheduled pods ready at each moment after the burst epoch; read across at 50 % or 95 % for the time to that share. Each repetition is its own line; failed pods never count as ready.".to_owned(),
+            svg: LineChart {
+                title,
+                x,
+                y: Axis::fixed("pods ready (%)", 0.0, 100.0, 20.0),
+                lines,
+                rules: vec![Rule::Y(95.0, "95 % ready".to_owned())],
+                legend,
+            }
+            .render(),
+        });
+    }
+    out
+}
+
+/// Series with data grouped by variant, in the result's order, each with its colour index.
+fn by_variant(r: &RunResult) -> Vec<(String, Vec<(usize, &SeriesResult)>)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<(usize, &SeriesResult)>> = BTreeMap::new();
+    for (i, s) in recorded(r) {
+        if !groups.contains_key(&s.variant) {
+            order.push(s.variant.clone());
+        }
+        groups.entry(s.variant.clone()).or_default().push((i, s));
+    }
+    order
+        .into_iter()
+        .map(|v| {
+            let g = groups.remove(&v).unwrap_or_default();
+            (v, g)
+        })
+        .collect()
+}
+
+/// One entry per series (its colour) and, with several repetitions, one per repetition (its
+/// dash, in grey).
+fn legend_with_repetitions(series: &[(usize, &SeriesResult)], reps: usize) -> Vec<LegendEntry> {
+    let mut legend: Vec<LegendEntry> = series
+        .iter()
+        .map(|(i, s)| LegendEntry {
+            label: series_label(s),
+            style: Style { color: *i, dash: 0 },
+        })
+        .collect();
+    if reps > 1 {
+        legend.extend((0..reps).map(|k| LegendEntry {
+            label: format!("repetition {k}"),
+            style: Style { color: 7, dash: k },
+        }));
+    }
+    legend
+}
+
+/// What a registry traffic chart plots per bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrafficView {
+    /// Egress rate, Mbit/s.
+    Bandwidth,
+    /// Egress since the epoch, MB.
+    Cumulative,
+    /// Requests per second.
+    Requests,
+}
+
+/// Per variant: registry egress rate, cumulative egress and request rate over time, a line
+/// per target and repetition, from the registry's stored time series.
+pub fn registry_traffic(r: &RunResult) -> Vec<Figure> {
+    let mut out = Vec::new();
+    for (variant, series) in by_variant(r) {
+        let mut traffic = Vec::new();
+        for (i, s) in &series {
+            for (k, (rep, totals)) in s.registry.iter().enumerate() {
+                if let Some(t) = registry_series(totals) {
+                    traffic.push((*i, k, *rep, *s, t));
+                }
+            }
+        }
+        if traffic.is_empty() {
+            continue;
+        }
+        let end_s = traffic
+            .iter()
+            .map(|(.., t)| (t.bytes_out.len() as u64 * t.bucket_ms) as f64 / 1e3)
+            .fold(0.0, f64::max);
+        let bucket_ms = traffic.iter().map(|(.., t)| t.bucket_ms).max().unwrap_or(0);
+        let reps = traffic.iter().map(|(_, k, ..)| k + 1).max().unwrap_or(0);
+        let legend = legend_with_repetitions(&series, reps);
+        for view in [
+            TrafficView::Bandwidth,
+            TrafficView::Cumulative,
+            TrafficView::Requests,
+        ] {
+            let x = Axis::from_zero("time since burst epoch (s)", end_s);
+            let mut data_max: f64 = 0.0;
+            let lines: Vec<Line> = traffic
+                .iter()
+                .map(|(i, k, rep, s, t)| {
+                    let bucket_s = t.bucket_ms as f64 / 1e3;
+                    let mut points = Vec::with_capacity(t.bytes_out.len() + 3);
+                    let mut total = 0u64;
+                    if view == TrafficView::Cumulative {
+                        points.push((0.0, 0.0));
+                    }
+                    for (b, bytes) in t.bytes_out.iter().enumerate() {
+                        total += bytes;
+                        let requests = t.requests.get(b).copied().unwrap_or(0) as f64;
+                        // Rates hold over their bucket (a step from its start); the running
+                        // total is reached at the bucket's end.
+                        let point = match view {
+                            TrafficView::Bandwidth => {
+                                (b as f64 * bucket_s, *bytes as f64 * 8.0 / 1e6 / bucket_s)
+                            }
+                            TrafficView::Requests => (b as f64 * bucket_s, requests / bucket_s),
+                            TrafficView::Cumulative => {
+                                ((b + 1) as f64 * bucket_s, total as f64 / 1e6)
+                            }
+                        };
+                        data_max = data_max.max(point.1);
+                        points.push(point);
+                    }
+                    let end = t.bytes_out.len() as f64 * bucket_s;
+                    let last = match view {
+                        TrafficView::Cumulative => total as f64 / 1e6,
+                        TrafficView::Bandwidth | TrafficView::Requests => {
+                            points.push((end, points.last().map_or(0.0, |p| p.1)));
+                            points.push((end, 0.0));
+                            0.0
+                        }
+                    };
+                    points.push((x.max(), last));
+                    Line {
+                        label: format!("{} rep {rep}", series_label(s)),
+                        style: Style {
+                            color: *i,
+                            dash: *k,
+                        },
+                        step: matches!(view, TrafficView::Bandwidth | TrafficView::Requests),
+                        points,
+                    }
+                })
+                .collect();
+            let mut rules = Vec::new();
+            let (id, title, y_label, how) = match view {
+                TrafficView::Bandwidth => {
+                    if let Some(limit) = r.scenario.registry.egress {
+                        let mbit = limit.bytes_per_sec as f64 * 8.0 / 1e6;
+                        if mbit <= data_max * RULE_REACH {
+                            data_max = data_max.max(mbit);
+                            rules.push(Rule::Y(mbit, format!("registry egress limit {limit}")));
+                        }
+                    }
+                    (
+                        "egress",
+                        format!("Registry egress bandwidth: {variant}"),
+                        "egress (Mbit/s)",
+                        format!(
+                            "Bytes the registry sent in each {bucket_ms} ms bucket, as a rate; a flat top at the limit means the registry's link was the bottleneck. The highest bucket is the peak bandwidth the scale-out needs."
+                        ),
+                    )
+                }
+                TrafficView::Cumulative => (
+                    "egress-total",
+                    format!("Registry egress since the burst: {variant}"),
+                    "egress since epoch (MB)",
+                    "Bytes the registry has sent since the burst epoch; the final height is the egress one scale-out costs, and a cache's curve stops near one image size.".to_owned(),
+                ),
+                TrafficView::Requests => (
+                    "requests",
+                    format!("Registry requests: {variant}"),
+                    "requests (per s)",
+                    format!(
+                        "Requests the registry received per {bucket_ms} ms bucket, as a rate (throttled ones included); this is what a hosted registry's rate limit sees."
+                    ),
+                ),
+            };
+            out.push(Figure {
+                id: format!("{id}-{variant}"),
+                title: title.clone(),
+                how_to_read: how,
+                svg: LineChart {
+                    title,
+                    x,
+                    y: Axis::from_zero(y_label, data_max),
+                    lines,
+                    rules,
+                    legend: legend.clone(),
+                }
+                .render(),
+            });
+        }
+    }
+    out
+}
+
+/// Per (variant, target): mean time per layer in fetch, verify, decompress and apply, stacked.
+pub fn layer_phases(r: &RunResult) -> Option<Figure> {
+    let rows: Vec<(&SeriesResult, [Histogram<u64>; 4])> = recorded(r)
+        .map(|(_, s)| (s, LayerPhase::ALL.map(|p| s.data.merged_layer(p))))
+        .filter(|(_, h)| h.iter().any(|h| !h.is_empty()))
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let max_us = rows
+        .iter()
+        .map(|(_, h)| h.iter().map(Histogram::mean).sum::<f64>())
+        .fold(0.0, f64::max);
+    let scale = TimeScale::for_max_us(max_us);
+    let bars = rows
+        .iter()
+        .map(|(s, h)| Bar {
+            label: format!("{} ({} layers)", series_label(s), h[0].len()),
+            values: h.iter().map(|h| scale.of(h.mean())).collect(),
+            tooltips: LayerPhase::ALL
+                .iter()
+                .zip(h)
+                .map(|(p, h)| {
+                    format!(
+                        "{p} mean {}, p95 {}",
+                        human::us(h.mean().round() as u64),
+                        human::us_if(h.len(), h.value_at_quantile(0.95))
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let title = "Time per layer by phase".to_owned();
+    Some(Figure {
+        id: "layers".to_owned(),
+        title: title.clone(),
+        how_to_read: "Mean time one layer spent in each phase, over every layer pulled in every repetition. Phases of a layer overlap in time (decompression streams behind the fetch), so a bar is work per layer, not wall-clock time; hover a segment for its mean and p95.".to_owned(),
+        svg: StackedBars {
+            title,
+            x: Axis::from_zero(format!("mean time per layer ({})", scale.unit), scale.of(max_us)),
+            segments: LayerPhase::ALL.iter().map(|p| p.name().to_owned()).collect(),
+            bars,
+        }
+        .render(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::new_histogram;
+
+    #[test]
+    fn cdf_counts_failures_in_the_denominator() {
+        let mut h = new_histogram();
+        // Below 2048 us a 3-digit histogram is exact.
+        for v in [100, 200, 300] {
+            h.record(v).unwrap();
+        }
+        let scale = TimeScale::for_max_us(300.0);
+        let points = cdf_points(&h, 1, scale, 0.4);
+        assert_eq!(
+            points,
+            [
+                (0.0, 0.0),
+                (0.1, 25.0),
+                (0.2, 50.0),
+                (0.3, 75.0),
+                (0.4, 75.0)
+            ]
+        );
+    }
+}

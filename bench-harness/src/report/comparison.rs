@@ -1,0 +1,365 @@
+//! A [`Comparison`] as Markdown (`compare.md`) and as a self-contained HTML page
+//! (`compare.html`, with one interval plot per pair), plus a compact terminal table. Every
+//! number carries its unit; every interval says its confidence level.
+//!
+//! This module only renders; `compare.rs` computes the differences and verdicts.
+
+use std::fmt::Write as _;
+
+use super::chart::Figure;
+use super::html::{escape, figure, page};
+use super::human;
+use super::svg::{Axis, IntervalChart, IntervalRow};
+use super::table::{Align, Cell, Emphasis, Table};
+use crate::compare::{Comparison, Difference, GateOutcome, PairComparison, Unit, Verdict};
+
+/// File name of the Markdown comparison in its output directory.
+pub const MARKDOWN_FILE_NAME: &str = "compare.md";
+/// File name of the HTML comparison in its output directory.
+pub const HTML_FILE_NAME: &str = "compare.html";
+
+fn value(unit: Unit, v: f64) -> String {
+    match unit {
+        Unit::Micros => human::us(v.max(0.0).round() as u64),
+        Unit::Bytes => human::bytes(v.max(0.0).round() as u64),
+    }
+}
+
+fn signed(unit: Unit, v: f64) -> String {
+    match unit {
+        Unit::Micros => human::signed_us(v),
+        Unit::Bytes => human::signed_bytes(v),
+    }
+}
+
+fn difference_cell(d: &Difference) -> String {
+    let unit = d.metric.unit();
+    match d.relative {
+        Some(r) => format!(
+            "{} ({})",
+            signed(unit, d.estimate),
+            human::signed_percent(r)
+        ),
+        None => signed(unit, d.estimate),
+    }
+}
+
+fn interval_cell(d: &Difference) -> String {
+    let unit = d.metric.unit();
+    match &d.interval {
+        None => "-".to_owned(),
+        Some(i) => {
+            let abs = format!("{} to {}", signed(unit, i.low), signed(unit, i.high));
+            match i.relative {
+                Some((lo, hi)) => format!(
+                    "{abs} ({} to {})",
+                    human::signed_percent(lo),
+                    human::signed_percent(hi)
+                ),
+                None => abs,
+            }
+        }
+    }
+}
+
+fn verdict_cell(d: &Difference) -> Cell {
+    let (higher, lower) = match d.metric.unit() {
+        Unit::Micros => ("slower", "faster"),
+        Unit::Bytes => ("more", "less"),
+    };
+    match d.verdict {
+        Verdict::Higher => Cell::with(higher, Emphasis::Strong),
+        Verdict::Lower => Cell::with(lower, Emphasis::Strong),
+        Verdict::NotSignificant => "not significant".into(),
+        Verdict::TooFewRepetitions => "too few repetitions".into(),
+        Verdict::NoData => "no data".into(),
+    }
+}
+
+fn confidence(c: &Comparison) -> String {
+    format!("{:.0} %", c.settings.confidence * 100.0)
+}
+
+fn method(c: &Comparison) -> String {
+    format!(
+        "Each repetition's quantile (or time to ready, or egress) is one observation; baseline and candidate are the means over repetitions, the difference is candidate minus baseline. Intervals: percentile bootstrap, {} resamples of both sides' repetitions, {} confidence, seed {}. Significant when the interval excludes 0.",
+        c.settings.resamples,
+        confidence(c),
+        c.settings.seed
+    )
+}
+
+fn pair_table(c: &Comparison, p: &PairComparison) -> Table {
+    let ci = format!("{} interval", confidence(c));
+    let mut t = Table::new(&[
+        ("metric", Align::Left),
+        ("n", Align::Right),
+        ("baseline", Align::Right),
+        ("candidate", Align::Right),
+        ("difference", Align::Right),
+        (ci.as_str(), Align::Right),
+        ("verdict", Align::Left),
+    ]);
+    for d in &p.differences {
+        let unit = d.metric.unit();
+        let (base, cand) = if d.verdict == Verdict::NoData {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (
+                value(unit, d.baseline_mean()),
+                value(unit, d.candidate_mean()),
+            )
+        };
+        t.row([
+            d.metric.name().into(),
+            format!("{}/{}", d.baseline.len(), d.candidate.len()).into(),
+            base.into(),
+            cand.into(),
+            if d.verdict == Verdict::NoData {
+                "-".to_owned().into()
+            } else {
+                difference_cell(d).into()
+            },
+            interval_cell(d).into(),
+            verdict_cell(d),
+        ]);
+    }
+    t
+}
+
+fn gate_table(c: &Comparison) -> Table {
+    let ci = format!("{} interval", confidence(c));
+    let mut t = Table::new(&[
+        ("gate", Align::Left),
+        ("pair", Align::Left),
+        ("difference", Align::Right),
+        (ci.as_str(), Align::Right),
+        ("result", Align::Left),
+    ]);
+    for g in &c.gates {
+        t.row([
+            Cell::with(format!("--fail-if-slower {}", g.gate), Emphasis::Code),
+            g.pair.as_str().into(),
+            difference_cell(&g.difference).into(),
+            interval_cell(&g.difference).into(),
+            gate_result(g),
+        ]);
+    }
+    t
+}
+
+fn gate_result(g: &GateOutcome) -> Cell {
+    if g.crossed {
+        Cell::with("FAIL: regression", Emphasis::Fail)
+    } else {
+        Cell::with("pass", Emphasis::Pass)
+    }
+}
+
+fn gate_line(c: &Comparison) -> String {
+    let crossed = c.gates.iter().filter(|g| g.crossed).count();
+    if crossed == 0 {
+        format!("{} of {} gates passed.", c.gates.len(), c.gates.len())
+    } else {
+        format!(
+            "{crossed} of {} gates crossed: the candidate is significantly slower than the limit allows.",
+            c.gates.len()
+        )
+    }
+}
+
+fn gate_semantics() -> &'static str {
+    "A gate fails when the candidate is significantly slower (the interval lies above 0) and the estimated difference exceeds the limit."
+}
+
+/// The comparison as Markdown. Deterministic for given inputs and seed.
+pub fn markdown(c: &Comparison) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Comparison: {}\n", c.title);
+    out.push_str("| | |\n|---|---|\n");
+    let _ = writeln!(out, "| baseline | {} |", c.sides[0]);
+    let _ = writeln!(out, "| candidate | {} |", c.sides[1]);
+    let _ = writeln!(out, "| method | {} |\n", method(c));
+    if !c.notes.is_empty() {
+        out.push_str("**Notes**\n\n");
+        for n in &c.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+        out.push('\n');
+    }
+    out.push_str("## Gates\n\n");
+    if c.gates.is_empty() {
+        out.push_str("No gate set (`--fail-if-slower QUANTILE:PHASE:LIMIT`).\n\n");
+    } else {
+        let _ = writeln!(out, "{} {}\n", gate_line(c), gate_semantics());
+        out.push_str(&gate_table(c).markdown());
+    }
+    for p in &c.pairs {
+        let _ = writeln!(out, "## {}\n", p.label);
+        let _ = writeln!(out, "{}\n", pair_line(p));
+        out.push_str(&pair_table(c, p).markdown());
+    }
+    out
+}
+
+fn pair_line(p: &PairComparison) -> String {
+    format!(
+        "Repetitions: {} baseline, {} candidate. Failed pods: {} baseline, {} candidate. n = observations per side (baseline/candidate).",
+        p.baseline_repetitions, p.candidate_repetitions, p.baseline_failed, p.candidate_failed
+    )
+}
+
+/// The comparison as a self-contained HTML page, with an interval plot per pair.
+pub fn html(c: &Comparison) -> String {
+    let mut b = String::new();
+    let _ = writeln!(b, "<header>\n<h1>Comparison: {}</h1>", escape(&c.title));
+    b.push_str("<table class=\"facts\">\n");
+    for (k, v) in [
+        ("baseline", &c.sides[0]),
+        ("candidate", &c.sides[1]),
+        ("method", &method(c)),
+    ] {
+        let _ = writeln!(b, "<tr><th>{k}</th><td>{}</td></tr>", escape(v));
+    }
+    b.push_str("</table>\n");
+    if !c.notes.is_empty() {
+        b.push_str("<div class=\"warnings\">\n<h2>Notes</h2>\n<ul>\n");
+        for n in &c.notes {
+            let _ = writeln!(b, "<li>{}</li>", escape(n));
+        }
+        b.push_str("</ul>\n</div>\n");
+    }
+    b.push_str("</header>\n<h2 id=\"gates\">Gates</h2>\n");
+    if c.gates.is_empty() {
+        b.push_str("<p>No gate set (<code>--fail-if-slower QUANTILE:PHASE:LIMIT</code>).</p>\n");
+    } else {
+        let class = if c.passed() {
+            "verdict-ok"
+        } else {
+            "verdict-bad"
+        };
+        let _ = writeln!(
+            b,
+            "<p class=\"{class}\">{} {}</p>",
+            escape(&gate_line(c)),
+            escape(gate_semantics())
+        );
+        b.push_str(&gate_table(c).html());
+    }
+    for (i, p) in c.pairs.iter().enumerate() {
+        let _ = writeln!(b, "<h2 id=\"pair-{i}\">{}</h2>", escape(&p.label));
+        let _ = writeln!(b, "<p>{}</p>", escape(&pair_line(p)));
+        if let Some(f) = forest(c, p, i) {
+            b.push_str("<div class=\"figures\">\n");
+            b.push_str(&figure(&f));
+            b.push_str("</div>\n");
+        }
+        b.push_str(&pair_table(c, p).html());
+    }
+    b.push_str("<footer>Rendered by bench-harness compare from stored result.json files; per-repetition quantiles come from the stored HdrHistogram encodings.</footer>\n");
+    page(&format!("Comparison: {}", c.title), &b)
+}
+
+/// Relative differences with their intervals, one row per metric that has both.
+fn forest(c: &Comparison, p: &PairComparison, index: usize) -> Option<Figure> {
+    let rows: Vec<IntervalRow> = p
+        .differences
+        .iter()
+        .filter_map(|d| {
+            let r = d.relative?;
+            let (lo, hi) = d.interval?.relative?;
+            Some(IntervalRow {
+                label: d.metric.name(),
+                estimate: r * 100.0,
+                low: lo * 100.0,
+                high: hi * 100.0,
+                significant: d.significant(),
+                tooltip: format!(
+                    "{}: {} [{}]",
+                    d.metric.name(),
+                    difference_cell(d),
+                    interval_cell(d)
+                ),
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let low = rows.iter().map(|r| r.low).fold(0.0, f64::min);
+    let high = rows.iter().map(|r| r.high).fold(0.0, f64::max);
+    let title = format!("Candidate vs baseline: {}", p.label);
+    Some(Figure {
+        id: format!("forest-{index}"),
+        title: title.clone(),
+        how_to_read: format!(
+            "Each row is the candidate's difference from the baseline in % of the baseline, with its {} bootstrap interval; right of 0 is slower (or more bytes). A filled dot's interval excludes 0.",
+            confidence(c)
+        ),
+        svg: IntervalChart {
+            title,
+            x: Axis::around_zero("candidate \u{2212} baseline (% of baseline)", low, high),
+            rows,
+        }
+        .render(),
+    })
+}
+
+/// For the terminal: one line per significant difference, then notes and gates.
+pub fn summary(c: &Comparison) -> String {
+    let mut rows = vec![[
+        "pair".to_owned(),
+        "metric".to_owned(),
+        "difference".to_owned(),
+        format!("{} interval", confidence(c)),
+        "verdict".to_owned(),
+    ]];
+    let mut quiet = 0;
+    for p in &c.pairs {
+        for d in &p.differences {
+            if !d.significant() {
+                quiet += 1;
+                continue;
+            }
+            rows.push([
+                p.label.clone(),
+                d.metric.name(),
+                if d.verdict == Verdict::NoData {
+                    "-".to_owned()
+                } else {
+                    difference_cell(d)
+                },
+                interval_cell(d),
+                verdict_cell(d).text,
+            ]);
+        }
+    }
+    let mut out = if rows.len() > 1 {
+        super::markdown::aligned(&rows, 2)
+    } else {
+        "No significant difference.\n".to_owned()
+    };
+    if quiet > 0 {
+        let _ = writeln!(
+            out,
+            "({quiet} more rows without a significant difference or without data: see {MARKDOWN_FILE_NAME})"
+        );
+    }
+    for n in &c.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    for g in &c.gates {
+        let _ = writeln!(
+            out,
+            "gate {} on {}: {}",
+            g.gate,
+            g.pair,
+            if g.crossed {
+                "FAIL (regression)"
+            } else {
+                "pass"
+            }
+        );
+    }
+    out
+}

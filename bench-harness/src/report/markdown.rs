@@ -1,0 +1,175 @@
+//! `report.md`: the run as Markdown (facts, warnings, summary, SLO, capacity, then per
+//! (variant, target) details), and the compact summary the CLI prints after a run.
+//!
+//! Only layout lives here; the tables come from `section.rs`, so the HTML report shows the
+//! same numbers. Charts are in the HTML report only.
+
+use std::fmt::Write as _;
+
+use super::capacity::Capacity;
+use super::section;
+use super::HTML_FILE_NAME;
+use crate::result::RunResult;
+
+/// The Markdown report. Deterministic for a given result.
+pub fn render(r: &RunResult) -> String {
+    let mut out = String::new();
+    let sc = &r.scenario;
+    let _ = writeln!(out, "# {}: burst pull report\n", sc.name);
+    if !sc.description.is_empty() {
+        let _ = writeln!(out, "{}\n", sc.description);
+    }
+    let _ = writeln!(
+        out,
+        "Charts (pods ready over time, latency CDFs, registry traffic, layer phases): [{HTML_FILE_NAME}]({HTML_FILE_NAME}).\n"
+    );
+    out.push_str("| | |\n|---|---|\n");
+    for (k, v) in section::facts(r) {
+        let text = match v.emphasis {
+            super::table::Emphasis::Code => format!("`{}`", v.text),
+            _ => v.text,
+        };
+        let _ = writeln!(out, "| {k} | {text} |");
+    }
+    out.push('\n');
+    let warnings = section::warnings(r);
+    if !warnings.is_empty() {
+        out.push_str("**Warnings**\n\n");
+        for w in &warnings {
+            let _ = writeln!(out, "- {w}");
+        }
+        out.push('\n');
+    }
+
+    if let Some(t) = section::image_sources(r) {
+        out.push_str("## Images\n\n");
+        out.push_str(&t.markdown());
+    }
+
+    out.push_str("## Summary\n\n");
+    out.push_str(&section::summary(r).markdown());
+
+    out.push_str("## SLO\n\n");
+    match section::slo(r) {
+        None => out.push_str("No SLO checked.\n\n"),
+        Some(t) => {
+            let _ = writeln!(out, "{}\n", section::slo_line(r));
+            out.push_str(&t.markdown());
+        }
+    }
+
+    capacity(&mut out, &Capacity::of(r));
+
+    for s in &r.series {
+        let _ = writeln!(out, "## {} / {}\n", s.variant, s.target);
+        if s.data.repetitions().next().is_none() {
+            out.push_str("Nothing recorded.\n\n");
+            continue;
+        }
+        out.push_str("### Latency\n\n");
+        out.push_str(&section::latency(s).markdown());
+        out.push_str("### Per repetition\n\n");
+        out.push_str(&section::repetitions(s).markdown());
+        out.push_str("### Pods ready over time\n\n");
+        out.push_str(&section::ready_times(s).markdown());
+        if let Some(t) = section::ready_over_time(s) {
+            out.push_str(&t.markdown());
+        }
+        out.push_str("### Registry\n\n");
+        match section::registry(r, s) {
+            Some(t) => out.push_str(&t.markdown()),
+            None => out.push_str("No registry accounting recorded.\n\n"),
+        }
+        out.push_str("### Failures\n\n");
+        match section::failures(s) {
+            Some(t) => out.push_str(&t.markdown()),
+            None => out.push_str("None.\n\n"),
+        }
+    }
+    out
+}
+
+fn capacity(out: &mut String, c: &Capacity) {
+    out.push_str("## Capacity\n\n");
+    out.push_str("### Time to ready\n\n");
+    out.push_str(
+        "From the burst epoch until that share of the scheduled pods was ready; median over repetitions, worst repetition in brackets. Failed pods never count as ready.\n\n",
+    );
+    out.push_str(&section::time_to_ready(c).markdown());
+    out.push_str("### Registry egress\n\n");
+    let window = section::peak_window(c).map_or_else(
+        || "no time series recorded".to_owned(),
+        |w| format!("averaged over {} windows", super::human::duration(w)),
+    );
+    let _ = writeln!(
+        out,
+        "Bytes the registry sent per repetition (mean, max in brackets), per scheduled pod and in copies of the compressed image. Peak bandwidth and requests are {window}; mean bandwidth is over the epoch to the last byte.\n"
+    );
+    out.push_str(&section::egress(c).markdown());
+    out.push_str("### Cache saving against direct pulls\n\n");
+    match section::savings(c) {
+        Some(t) => {
+            out.push_str("Direct \u{2192} through the target, same variant; registry egress is the mean per repetition, times the median over repetitions.\n\n");
+            out.push_str(&t.markdown());
+        }
+        None => out.push_str("No variant ran both direct and through a cache or mirror.\n\n"),
+    }
+}
+
+/// One line per (variant, target): pods ready, end-to-end p50 and p95, pull p95, failures;
+/// columns aligned for a terminal.
+pub fn summary_table(r: &RunResult) -> String {
+    let mut rows = vec![[
+        "variant".to_owned(),
+        "target".to_owned(),
+        "ready".to_owned(),
+        "e2e p50".to_owned(),
+        "e2e p95".to_owned(),
+        "pull p95".to_owned(),
+        "failures".to_owned(),
+    ]];
+    for s in &r.series {
+        let e2e = crate::recorder::Summary::of(&s.data.merged(crate::recorder::Phase::EndToEnd));
+        let pull = crate::recorder::Summary::of(&s.data.merged(crate::recorder::Phase::Pull));
+        rows.push([
+            s.variant.clone(),
+            s.target.clone(),
+            section::ready_fraction(s),
+            super::human::us_if(e2e.count, e2e.p50_us),
+            super::human::us_if(e2e.count, e2e.p95_us),
+            super::human::us_if(pull.count, pull.p95_us),
+            s.data.failed_pods().to_string(),
+        ]);
+    }
+    aligned(&rows, 2)
+}
+
+/// Rows as space-aligned columns: the first `left` columns left-aligned, the rest right.
+pub(crate) fn aligned<const N: usize>(rows: &[[String; N]], left: usize) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = w - cell.chars().count();
+            if i < left {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,133 @@
+//! Human-readable views of a [`RunResult`] and of a [`Comparison`]: `report.md`, the
+//! self-contained `report.html` with inline SVG charts, `compare.md` / `compare.html`, and the
+//! compact tables the CLI prints. Durations read in ms or s, sizes in decimal units, rates in
+//! bit/s or per second; every number carries its unit.
+//!
+//! This module renders what `result.rs` and `compare.rs` hold. The only things it computes are
+//! the capacity answers ([`capacity`]), and those only from stored data: percentiles come from
+//! the stored histograms (merged, never re-sampled), SLO outcomes from
+//! [`RunResult::evaluate_slo`], traffic from the registry's stored time series.
+//!
+//! # Layout
+//! - [`human`]: how numbers read (durations, sizes, bandwidths, percentages).
+//! - [`table`]: a format-neutral table that renders as Markdown or HTML.
+//! - [`section`]: the report's content as tables (facts, summary, SLO, capacity, details).
+//! - [`capacity`]: time to 50/95/100 % ready, egress and bandwidth, cache savings.
+//! - [`svg`]: chart drawing (line charts, stacked bars, interval plots).
+//! - [`chart`]: which charts a run report has and what each plots.
+//! - [`markdown`], [`html`]: the two run reports' layout.
+//! - [`comparison`]: the comparison's Markdown and HTML.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::compare::Comparison;
+use crate::result::RunResult;
+
+pub mod capacity;
+pub mod chart;
+pub mod comparison;
+pub mod html;
+pub mod human;
+pub mod markdown;
+pub mod section;
+pub mod svg;
+pub mod table;
+
+/// File name of the Markdown report inside a run directory.
+pub const MARKDOWN_FILE_NAME: &str = "report.md";
+
+/// File name of the HTML report inside a run directory.
+pub const HTML_FILE_NAME: &str = "report.html";
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("write report {path}")]
+pub struct ReportError {
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn write(path: PathBuf, text: &str) -> Result<PathBuf, ReportError> {
+    std::fs::write(&path, text).map_err(|source| ReportError {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+fn create_dir(dir: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// The Markdown report: header (scenario, date, machine, warnings), summary, SLO outcomes,
+/// capacity answers, then per (variant, target) latency percentiles per phase, pods ready over
+/// time, registry egress and requests, and failures by kind. Deterministic for a given result.
+pub fn markdown(r: &RunResult) -> String {
+    markdown::render(r)
+}
+
+/// The HTML report: the Markdown report's content plus charts, in one self-contained page.
+/// Deterministic for a given result.
+pub fn html(r: &RunResult) -> String {
+    html::render(r)
+}
+
+/// One line per (variant, target): pods ready, end-to-end p50 and p95, pull p95, failures;
+/// columns aligned for a terminal.
+pub fn summary_table(r: &RunResult) -> String {
+    markdown::summary_table(r)
+}
+
+/// A duration for people: `0.25 ms`, `4.2 ms`, `123 ms`, `1.23 s`, `12.3 s`, `123 s`.
+pub fn human_duration(d: Duration) -> String {
+    human::duration(d)
+}
+
+/// Writes `report.md` into `dir` and returns its path.
+///
+/// # Errors
+/// [`ReportError`] if the file cannot be written.
+pub fn write_markdown(result: &RunResult, dir: &Path) -> Result<PathBuf, ReportError> {
+    write(dir.join(MARKDOWN_FILE_NAME), &markdown(result))
+}
+
+/// Writes `report.html` into `dir` and returns its path.
+///
+/// # Errors
+/// [`ReportError`] if the file cannot be written.
+pub fn write_html(result: &RunResult, dir: &Path) -> Result<PathBuf, ReportError> {
+    write(dir.join(HTML_FILE_NAME), &html(result))
+}
+
+/// Writes `report.md` and `report.html` into `dir` (created if missing) and returns their
+/// paths.
+///
+/// # Errors
+/// [`ReportError`] if the directory or a file cannot be written.
+pub fn write_all(result: &RunResult, dir: &Path) -> Result<[PathBuf; 2], ReportError> {
+    create_dir(dir)?;
+    Ok([write_markdown(result, dir)?, write_html(result, dir)?])
+}
+
+/// Writes `compare.md` and `compare.html` into `dir` (created if missing) and returns their
+/// paths.
+///
+/// # Errors
+/// [`ReportError`] if the directory or a file cannot be written.
+pub fn write_comparison(c: &Comparison, dir: &Path) -> Result<[PathBuf; 2], ReportError> {
+    create_dir(dir)?;
+    Ok([
+        write(
+            dir.join(comparison::MARKDOWN_FILE_NAME),
+            &comparison::markdown(c),
+        )?,
+        write(dir.join(comparison::HTML_FILE_NAME), &comparison::html(c))?,
+    ])
+}

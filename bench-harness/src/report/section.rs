@@ -1,0 +1,803 @@
+//! The report's content as format-neutral [`Table`]s and lines: run facts, warnings, summary,
+//! SLO outcomes, capacity answers and per (variant, target) details. `markdown.rs` and
+//! `html.rs` lay the same sections out, so both reports always show the same numbers, each with
+//! its unit.
+//!
+//! Percentiles come from the stored histograms, SLO outcomes from
+//! [`RunResult::evaluate_slo`], capacity answers from [`Capacity`]; nothing is re-sampled.
+
+use std::time::Duration;
+
+use super::capacity::{Capacity, ReadyTimes};
+use super::human;
+use super::table::{Align, Cell, Emphasis, Table};
+use crate::recorder::{LayerPhase, Phase, Summary};
+use crate::result::{RunResult, SeriesResult, SloCheck, READY_FRACTIONS};
+use crate::scenario::{Arrival, ImageSource, Placement, Scenario, TargetKind};
+use crate::units::Span;
+
+/// Rows of the "ready % over time" table, at most.
+const TIMELINE_ROWS: u64 = 10;
+
+/// One line of run facts: a label and its value.
+pub type Fact = (&'static str, Cell);
+
+/// The run's facts for the top of a report: when, how long, where, what was run.
+pub fn facts(r: &RunResult) -> Vec<Fact> {
+    let sc = &r.scenario;
+    let m = &r.machine;
+    let mut machine = vec![format!("{} cores", m.cores)];
+    machine.extend(m.cpu_model.clone());
+    machine.extend(m.memory_bytes.map(|b| format!("{} RAM", human::bytes(b))));
+    machine.push(format!("{} {}", m.os, m.arch));
+    machine.extend(m.kernel.as_ref().map(|k| format!("kernel {k}")));
+    let revision = match (&m.git_revision, m.git_dirty) {
+        (Some(rev), Some(true)) => {
+            Cell::with(format!("{rev} (uncommitted changes)"), Emphasis::Code)
+        }
+        (Some(rev), _) => Cell::with(rev.clone(), Emphasis::Code),
+        (None, _) => Cell::from("unknown"),
+    };
+    vec![
+        (
+            "started",
+            humantime::format_rfc3339_seconds(r.started_at)
+                .to_string()
+                .into(),
+        ),
+        ("duration", human::duration(r.duration).into()),
+        ("machine", machine.join(", ").into()),
+        ("revision", revision),
+        ("pods", pods_line(sc).into()),
+        ("variants", variants_line(r).into()),
+        ("targets", targets_line(sc).into()),
+        ("registry", registry_line(sc).into()),
+        ("runtime", runtime_line(sc).into()),
+        ("readiness", readiness_line(sc).into()),
+    ]
+}
+
+/// What the reader must know before trusting the numbers: the run's own warnings (host-bound
+/// bursts, error samples, scenario warnings), then one line per (variant, target) with failed
+/// pods.
+pub fn warnings(r: &RunResult) -> Vec<String> {
+    let mut out = r.warnings.clone();
+    for s in &r.series {
+        let failures = s.data.failures();
+        if failures.is_empty() {
+            continue;
+        }
+        let kinds: Vec<String> = failures.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        out.push(format!(
+            "errors: {} of {} pods failed in {}/{} ({})",
+            s.data.failed_pods(),
+            scheduled_pods(s),
+            s.variant,
+            s.target,
+            kinds.join(", ")
+        ));
+    }
+    out
+}
+
+/// Pods ready of scheduled, over all repetitions of a series (`15/16`).
+pub fn ready_fraction(s: &SeriesResult) -> String {
+    let ready: u64 = s.data.repetitions().map(|(_, r)| r.ready_pods()).sum();
+    format!("{ready}/{}", scheduled_pods(s))
+}
+
+fn scheduled_pods(s: &SeriesResult) -> u64 {
+    s.data
+        .repetitions()
+        .map(|(_, r)| r.timeline(s.pods_per_repetition).pods())
+        .sum()
+}
+
+/// One row per (variant, target): pods ready, end-to-end p50 and p95, pull p95, failures.
+pub fn summary(r: &RunResult) -> Table {
+    let mut t = Table::new(&[
+        ("variant", Align::Left),
+        ("target", Align::Left),
+        ("ready", Align::Right),
+        ("end-to-end p50", Align::Right),
+        ("end-to-end p95", Align::Right),
+        ("pull p95", Align::Right),
+        ("failures", Align::Right),
+    ]);
+    for s in &r.series {
+        let e2e = Summary::of(&s.data.merged(Phase::EndToEnd));
+        let pull = Summary::of(&s.data.merged(Phase::Pull));
+        let failed = s.data.failed_pods();
+        t.row([
+            s.variant.as_str().into(),
+            s.target.as_str().into(),
+            ready_fraction(s).into(),
+            human::us_if(e2e.count, e2e.p50_us).into(),
+            human::us_if(e2e.count, e2e.p95_us).into(),
+            human::us_if(pull.count, pull.p95_us).into(),
+            if failed > 0 {
+                Cell::with(failed.to_string(), Emphasis::Fail)
+            } else {
+                Cell::from("0")
+            },
+        ]);
+    }
+    t
+}
+
+/// SLO outcomes per (variant, target), or `None` when the scenario sets no SLO.
+pub fn slo(r: &RunResult) -> Option<Table> {
+    if r.slo.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        ("objective", Align::Left),
+        ("variant", Align::Left),
+        ("target", Align::Left),
+        ("limit", Align::Right),
+        ("observed", Align::Right),
+        ("result", Align::Left),
+    ]);
+    for o in &r.slo {
+        let not_reached = || "not reached (failures)".to_owned();
+        let (name, limit, observed) = match &o.check {
+            SloCheck::P95Ready { limit, observed } => (
+                "p95 ready",
+                human::duration(*limit),
+                observed.map_or_else(not_reached, human::duration),
+            ),
+            SloCheck::P99Pull { limit, observed } => (
+                "p99 pull",
+                human::duration(*limit),
+                observed.map_or_else(not_reached, human::duration),
+            ),
+            SloCheck::MaxRegistryEgress {
+                limit_bytes,
+                observed_bytes,
+            } => (
+                "max registry egress",
+                human::bytes(*limit_bytes),
+                human::bytes(*observed_bytes),
+            ),
+        };
+        t.row([
+            name.into(),
+            o.variant.as_str().into(),
+            o.target.as_str().into(),
+            limit.into(),
+            observed.into(),
+            if o.pass {
+                Cell::with("pass", Emphasis::Pass)
+            } else {
+                Cell::with("FAIL", Emphasis::Fail)
+            },
+        ]);
+    }
+    Some(t)
+}
+
+/// "N of M passed."
+pub fn slo_line(r: &RunResult) -> String {
+    let passed = r.slo.iter().filter(|o| o.pass).count();
+    format!("{passed} of {} passed.", r.slo.len())
+}
+
+/// Time to 50 / 95 / 100 % ready per (variant, target): median over repetitions, and the worst
+/// repetition when there are several.
+pub fn time_to_ready(c: &Capacity) -> Table {
+    let mut t = Table::new(&[
+        ("variant", Align::Left),
+        ("target", Align::Left),
+        ("50 % ready", Align::Right),
+        ("95 % ready", Align::Right),
+        ("100 % ready", Align::Right),
+    ]);
+    for s in &c.series {
+        let [a, b, d] = &s.time_to_ready;
+        t.row([
+            s.variant.as_str().into(),
+            s.target.as_str().into(),
+            ready_cell(a),
+            ready_cell(b),
+            ready_cell(d),
+        ]);
+    }
+    t
+}
+
+fn ready_cell(t: &ReadyTimes) -> Cell {
+    let n = t.per_repetition.len();
+    let never = t.never();
+    match (t.median(), t.worst()) {
+        (Some(median), Some(worst)) if n > 1 && worst != median => format!(
+            "{} (worst {})",
+            human::duration(median),
+            human::duration(worst)
+        )
+        .into(),
+        (Some(median), Some(_)) => human::duration(median).into(),
+        (Some(median), None) => Cell::with(
+            format!(
+                "{} (never in {never} of {n} repetitions)",
+                human::duration(median)
+            ),
+            Emphasis::Fail,
+        ),
+        (None, _) => Cell::with(
+            format!("never (in {never} of {n} repetitions)"),
+            Emphasis::Fail,
+        ),
+    }
+}
+
+/// Registry egress per (variant, target): per repetition, per pod, in image copies, and the
+/// bandwidth and request rate it took.
+pub fn egress(c: &Capacity) -> Table {
+    let mut t = Table::new(&[
+        ("variant", Align::Left),
+        ("target", Align::Left),
+        ("egress per repetition", Align::Right),
+        ("per pod", Align::Right),
+        ("image copies", Align::Right),
+        ("peak bandwidth", Align::Right),
+        ("mean bandwidth", Align::Right),
+        ("peak requests", Align::Right),
+        ("throttled", Align::Right),
+    ]);
+    for s in &c.series {
+        let Some(e) = &s.egress else {
+            t.row([
+                s.variant.as_str().into(),
+                s.target.as_str().into(),
+                "not recorded".into(),
+            ]);
+            continue;
+        };
+        let (mean, max) = (
+            human::bytes(e.mean_bytes().round() as u64),
+            human::bytes(e.max_bytes()),
+        );
+        let per_rep = if mean == max {
+            max
+        } else {
+            format!("{mean} (max {max})")
+        };
+        let dash = || "-".to_owned();
+        let traffic = e.traffic.as_ref();
+        t.row([
+            s.variant.as_str().into(),
+            s.target.as_str().into(),
+            per_rep.into(),
+            human::bytes(e.per_pod_bytes().round() as u64).into(),
+            e.image_copies()
+                .map_or_else(dash, |x| format!("{x:.2} x"))
+                .into(),
+            traffic
+                .map_or_else(dash, |t| human::bandwidth(t.peak_bytes_per_sec))
+                .into(),
+            traffic
+                .map_or_else(dash, |t| human::bandwidth(t.mean_bytes_per_sec))
+                .into(),
+            traffic
+                .map_or_else(dash, |t| {
+                    human::requests_per_second(t.peak_requests_per_sec)
+                })
+                .into(),
+            traffic
+                .map_or_else(dash, |t| t.throttled.to_string())
+                .into(),
+        ]);
+    }
+    t
+}
+
+/// The window peaks are averaged over, if any series recorded a time series.
+pub fn peak_window(c: &Capacity) -> Option<Duration> {
+    c.series
+        .iter()
+        .filter_map(|s| s.egress.as_ref()?.traffic.map(|t| t.bucket))
+        .max()
+}
+
+/// What each cache or mirror target saves against direct pulls of the same variant, or `None`
+/// when no variant ran both direct and through another target.
+pub fn savings(c: &Capacity) -> Option<Table> {
+    if c.savings.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        ("variant", Align::Left),
+        ("target", Align::Left),
+        ("registry egress", Align::Right),
+        ("time to 95 % ready", Align::Right),
+        ("time to 100 % ready", Align::Right),
+    ]);
+    for s in &c.savings {
+        let egress = s.egress_bytes.map_or_else(
+            || "-".to_owned(),
+            |(direct, other)| {
+                change(
+                    human::bytes(direct.round() as u64),
+                    human::bytes(other.round() as u64),
+                    direct,
+                    other,
+                )
+            },
+        );
+        let time = |i: usize| -> String {
+            match s.time_to_ready[i] {
+                (Some(d), Some(o)) => change(
+                    human::duration(d),
+                    human::duration(o),
+                    d.as_secs_f64(),
+                    o.as_secs_f64(),
+                ),
+                (d, o) => format!(
+                    "{} \u{2192} {}",
+                    d.map_or_else(|| "never".to_owned(), human::duration),
+                    o.map_or_else(|| "never".to_owned(), human::duration)
+                ),
+            }
+        };
+        t.row([
+            s.variant.as_str().into(),
+            format!("{} vs {}", s.target, s.direct).into(),
+            egress.into(),
+            time(1).into(),
+            time(2).into(),
+        ]);
+    }
+    Some(t)
+}
+
+fn change(from: String, to: String, a: f64, b: f64) -> String {
+    if a > 0.0 {
+        format!(
+            "{from} \u{2192} {to} ({})",
+            human::signed_percent((b - a) / a)
+        )
+    } else {
+        format!("{from} \u{2192} {to}")
+    }
+}
+
+/// Percentiles of every pod phase and layer phase of a series, over all repetitions.
+pub fn latency(s: &SeriesResult) -> Table {
+    let mut t = Table::new(&[
+        ("phase", Align::Left),
+        ("n", Align::Right),
+        ("p50", Align::Right),
+        ("p90", Align::Right),
+        ("p95", Align::Right),
+        ("p99", Align::Right),
+        ("max", Align::Right),
+    ]);
+    let rows = Phase::ALL
+        .iter()
+        .map(|p| (p.name().to_owned(), s.data.merged(*p)))
+        .chain(
+            LayerPhase::ALL
+                .iter()
+                .map(|p| (format!("layer {}", p.name()), s.data.merged_layer(*p))),
+        );
+    for (name, h) in rows {
+        let sum = Summary::of(&h);
+        let cell = |us| Cell::from(human::us_if(sum.count, us));
+        t.row([
+            name.into(),
+            sum.count.to_string().into(),
+            cell(sum.p50_us),
+            cell(sum.p90_us),
+            cell(sum.p95_us),
+            cell(sum.p99_us),
+            cell(sum.max_us),
+        ]);
+    }
+    t
+}
+
+/// Per repetition of a series: ready and failed pods, end-to-end percentiles, pull p95.
+pub fn repetitions(s: &SeriesResult) -> Table {
+    let mut t = Table::new(&[
+        ("repetition", Align::Right),
+        ("ready", Align::Right),
+        ("failed", Align::Right),
+        ("end-to-end p50", Align::Right),
+        ("end-to-end p95", Align::Right),
+        ("end-to-end p99", Align::Right),
+        ("pull p95", Align::Right),
+    ]);
+    for (rep, data) in s.data.repetitions() {
+        let e2e = Summary::of(data.phase(Phase::EndToEnd));
+        let pull = Summary::of(data.phase(Phase::Pull));
+        t.row([
+            rep.to_string().into(),
+            data.ready_pods().to_string().into(),
+            data.failed_pods().to_string().into(),
+            human::us_if(e2e.count, e2e.p50_us).into(),
+            human::us_if(e2e.count, e2e.p95_us).into(),
+            human::us_if(e2e.count, e2e.p99_us).into(),
+            human::us_if(pull.count, pull.p95_us).into(),
+        ]);
+    }
+    t
+}
+
+/// Per repetition of a series: when 50, 95, 100 % of its pods were ready.
+pub fn ready_times(s: &SeriesResult) -> Table {
+    let mut t = Table::new(&[
+        ("repetition", Align::Right),
+        ("50 % ready", Align::Right),
+        ("95 % ready", Align::Right),
+        ("100 % ready", Align::Right),
+    ]);
+    for (rep, data) in s.data.repetitions() {
+        let timeline = data.timeline(s.pods_per_repetition);
+        let [a, b, c] = READY_FRACTIONS.map(|f| {
+            timeline
+                .time_to(f)
+                .map_or_else(|| "never".to_owned(), human::duration)
+        });
+        t.row([rep.to_string().into(), a.into(), b.into(), c.into()]);
+    }
+    t
+}
+
+/// Percentage of a series' pods ready at round times since the epoch, one column per
+/// repetition; `None` when no pod became ready.
+pub fn ready_over_time(s: &SeriesResult) -> Option<Table> {
+    let last_us = s
+        .data
+        .repetitions()
+        .filter_map(|(_, d)| d.ready_offsets_us().last().copied())
+        .max()
+        .unwrap_or(0);
+    if last_us == 0 {
+        return None;
+    }
+    let step_us = nice_step(last_us.div_ceil(TIMELINE_ROWS));
+    let reps: Vec<_> = s.data.repetitions().collect();
+    let names: Vec<String> = reps.iter().map(|(r, _)| format!("rep {r}")).collect();
+    let mut columns = vec![("since epoch", Align::Right)];
+    columns.extend(names.iter().map(|n| (n.as_str(), Align::Right)));
+    let mut t = Table::new(&columns);
+    let mut at = step_us;
+    loop {
+        let mut row = vec![Cell::from(human::us(at))];
+        for (_, d) in &reps {
+            let f = d
+                .timeline(s.pods_per_repetition)
+                .fraction_at(Duration::from_micros(at));
+            row.push(human::percent(f).into());
+        }
+        t.row(row);
+        if at >= last_us {
+            break;
+        }
+        at += step_us;
+    }
+    Some(t)
+}
+
+/// The smallest of 1, 2, 5 x 10^k microseconds (at least 1 ms) that is >= `us`.
+fn nice_step(us: u64) -> u64 {
+    let mut base = 1_000;
+    loop {
+        for m in [1, 2, 5] {
+            if base * m >= us {
+                return base * m;
+            }
+        }
+        base *= 10;
+    }
+}
+
+/// Registry accounting per repetition of a series, or `None` when none was recorded.
+pub fn registry(r: &RunResult, s: &SeriesResult) -> Option<Table> {
+    if s.registry.is_empty() {
+        return None;
+    }
+    let image_bytes = r
+        .images
+        .get(&s.variant)
+        .map(|i| i.compressed_bytes)
+        .filter(|b| *b > 0);
+    let mut t = Table::new(&[
+        ("repetition", Align::Right),
+        ("egress", Align::Right),
+        ("egress / image size", Align::Right),
+        ("requests", Align::Left),
+        ("blob GETs per blob", Align::Left),
+    ]);
+    for (rep, totals) in &s.registry {
+        let ratio = image_bytes.map_or_else(
+            || "-".to_owned(),
+            |b| format!("{:.2} x", totals.bytes_out as f64 / b as f64),
+        );
+        t.row([
+            rep.to_string().into(),
+            human::bytes(totals.bytes_out).into(),
+            ratio.into(),
+            requests_line(&totals.requests).into(),
+            blob_gets_line(totals.blob_gets.values().copied().collect()).into(),
+        ]);
+    }
+    Some(t)
+}
+
+/// Where each variant's image came from, for variants not generated here (a real registry or an
+/// OCI layout): the source, its digests, and who served it. `None` when every image is synthetic.
+pub fn image_sources(r: &RunResult) -> Option<Table> {
+    let sourced: Vec<_> = r
+        .images
+        .iter()
+        .filter(|(_, f)| {
+            f.details
+                .get("source")
+                .is_some_and(serde_json::Value::is_object)
+        })
+        .collect();
+    if sourced.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        ("variant", Align::Left),
+        ("source", Align::Left),
+        ("digest", Align::Left),
+        ("platform manifest", Align::Left),
+        ("served by", Align::Left),
+        ("layer bytes", Align::Right),
+    ]);
+    for (variant, facts) in sourced {
+        let s = &facts.details["source"];
+        let text = |key: &str| s.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let code = |key: &str| match text(key).as_str() {
+            "" => Cell::from("-"),
+            t => Cell::with(t, Emphasis::Code),
+        };
+        let (source, served) = match text("kind").as_str() {
+            "registry" if s["mirrored"] == true => (
+                format!("registry {}", text("reference")),
+                "embedded registry (mirrored once)",
+            ),
+            "registry" => (
+                format!("registry {}", text("reference")),
+                "the real registry (no registry-side accounting)",
+            ),
+            "layout" => (
+                match text("tag").as_str() {
+                    "" => format!("OCI layout {}", text("path")),
+                    tag => format!("OCI layout {} tag {tag}", text("path")),
+                },
+                "embedded registry",
+            ),
+            kind => (kind.to_owned(), "embedded registry"),
+        };
+        t.row([
+            variant.clone().into(),
+            source.into(),
+            code("digest"),
+            code("platform_digest"),
+            served.into(),
+            human::bytes(facts.compressed_bytes).into(),
+        ]);
+    }
+    Some(t)
+}
+
+/// `28 (blob_get 20, manifest_get 8)`: the total, then the non-zero kinds.
+fn requests_line(requests: &std::collections::BTreeMap<String, u64>) -> String {
+    let kinds: Vec<String> = requests
+        .iter()
+        .filter(|(k, n)| **n > 0 && k.as_str() != "total")
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let total = requests
+        .get("total")
+        .copied()
+        .unwrap_or_else(|| requests.values().sum());
+    if kinds.is_empty() {
+        total.to_string()
+    } else {
+        format!("{total} ({})", kinds.join(", "))
+    }
+}
+
+fn blob_gets_line(mut gets: Vec<u64>) -> String {
+    if gets.is_empty() {
+        return "-".to_owned();
+    }
+    gets.sort_unstable();
+    let (min, max) = (gets[0], gets[gets.len() - 1]);
+    let median = gets[(gets.len() - 1) / 2];
+    if min == max {
+        format!("{} blobs x {min}", gets.len())
+    } else {
+        format!("{} blobs, {min} to {max} (median {median})", gets.len())
+    }
+}
+
+/// Failed pods of a series by kind, or `None` when every pod became ready.
+pub fn failures(s: &SeriesResult) -> Option<Table> {
+    let failures = s.data.failures();
+    if failures.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[("kind", Align::Left), ("pods", Align::Right)]);
+    for (kind, n) in failures {
+        t.row([kind.name().into(), n.to_string().into()]);
+    }
+    Some(t)
+}
+
+fn pods_line(sc: &Scenario) -> String {
+    let shape = match &sc.arrival {
+        Arrival::Burst | Arrival::Ramp { .. } => format!(
+            "{} nodes x {} pods = {} per repetition",
+            sc.nodes,
+            sc.pods_per_node,
+            sc.total_pods()
+        ),
+        Arrival::Waves { .. } => format!(
+            "{} pods on {} nodes per repetition",
+            sc.total_pods(),
+            sc.total_nodes()
+        ),
+    };
+    format!(
+        "{shape}, {}, {} repetitions, seed {}, {}",
+        sc.arrival, sc.repetitions, sc.seed, sc.platform
+    )
+}
+
+fn variants_line(r: &RunResult) -> String {
+    r.scenario
+        .variants
+        .iter()
+        .map(|v| {
+            let size = r
+                .images
+                .get(&v.name)
+                .filter(|i| i.compressed_bytes > 0)
+                .map_or_else(String::new, |i| {
+                    format!(", {} to pull", human::bytes(i.compressed_bytes))
+                });
+            match &v.source {
+                ImageSource::Synthetic(spec) => {
+                    let layers = spec.layers.len();
+                    let compression = format!("{:?}", spec.compression).to_lowercase();
+                    let s = if layers == 1 { "" } else { "s" };
+                    format!("{} ({layers} {compression} layer{s}{size})", v.name)
+                }
+                ImageSource::Registry(src) => format!("{} (registry {}{size})", v.name, src.image),
+                ImageSource::Layout(src) => {
+                    format!("{} (OCI layout {}{size})", v.name, src.path.display())
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn targets_line(sc: &Scenario) -> String {
+    sc.targets
+        .iter()
+        .map(|t| {
+            let what = match &t.kind {
+                TargetKind::Direct => "straight from the registry".to_owned(),
+                TargetKind::CacheDaemon {
+                    placement: Placement::Shared,
+                } => "one cache-daemon shared by all nodes".to_owned(),
+                TargetKind::CacheDaemon {
+                    placement: Placement::PerNode,
+                } => "a cache-daemon per node".to_owned(),
+                TargetKind::Mirror { url } => format!("mirror at {url}"),
+                TargetKind::DistributionProxy => {
+                    "Docker Distribution pull-through proxy".to_owned()
+                }
+                TargetKind::Nginx => "nginx caching proxy".to_owned(),
+            };
+            format!("{} ({what})", t.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn registry_line(sc: &Scenario) -> String {
+    let reg = &sc.registry;
+    let egress = reg
+        .egress
+        .map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+    let link = reg
+        .node_link
+        .map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+    let throttle = match &reg.throttle {
+        Some(t) => format!(
+            "throttled above {} req/s (burst {})",
+            t.requests_per_second, t.burst
+        ),
+        None => "no throttling".to_owned(),
+    };
+    format!(
+        "egress {egress}, node link {link}, latency {}, {throttle}",
+        Span(reg.latency.0)
+    )
+}
+
+fn runtime_line(sc: &Scenario) -> String {
+    let rt = &sc.runtime;
+    let pulls = match rt.parallel_image_pulls_limit() {
+        Some(1) => "serialized image pulls".to_owned(),
+        Some(n) => format!("{n} parallel image pulls"),
+        None => "unlimited parallel image pulls".to_owned(),
+    };
+    format!(
+        "{} concurrent layer downloads, {pulls}, unpack {}",
+        rt.max_concurrent_downloads,
+        if rt.unpack { "on" } else { "off" }
+    )
+}
+
+fn readiness_line(sc: &Scenario) -> String {
+    let rd = &sc.readiness;
+    format!(
+        "reads {} of files, init {}, probe every {} from {}",
+        human::percent(rd.read_fraction),
+        Span(rd.init),
+        Span(rd.probe_period),
+        Span(rd.probe_initial_delay)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_steps_are_round() {
+        let cases = [
+            (1, 1_000),
+            (1_001, 2_000),
+            (2_500, 5_000),
+            (120_000, 200_000),
+            (5_000_000, 5_000_000),
+        ];
+        for (us, want) in cases {
+            assert_eq!(nice_step(us), want, "{us}");
+        }
+    }
+
+    #[test]
+    fn blob_gets_summarised() {
+        assert_eq!(blob_gets_line(vec![]), "-");
+        assert_eq!(blob_gets_line(vec![4, 4, 4]), "3 blobs x 4");
+        assert_eq!(
+            blob_gets_line(vec![1, 8, 4, 4]),
+            "4 blobs, 1 to 8 (median 4)"
+        );
+    }
+
+    #[test]
+    fn requests_show_total_then_non_zero_kinds() {
+        let m = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(k, n)| ((*k).to_owned(), *n))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            requests_line(&m(&[
+                ("total", 28),
+                ("blob_get", 20),
+                ("manifest_get", 8),
+                ("ping", 0)
+            ])),
+            "28 (blob_get 20, manifest_get 8)"
+        );
+        assert_eq!(
+            requests_line(&m(&[("blob", 8), ("manifest", 8)])),
+            "16 (blob 8, manifest 8)"
+        );
+        assert_eq!(requests_line(&m(&[])), "0");
+    }
+}

@@ -1,0 +1,731 @@
+//! Inline SVG charts drawn in Rust: line charts (straight or step lines, reference rules),
+//! horizontal stacked bars and interval (forest) plots, each with labelled axes, tick values, a
+//! legend and a `<title>`. Every element that carries data has a `data-points` attribute with
+//! the number of data points it draws, so a test can tell a chart with data from an empty frame.
+//!
+//! Values arrive already in display units (seconds, %, Mbit/s); the axis label names the unit.
+//! The `<svg>` elements are meant for inline use in HTML, whose parser puts them in the SVG
+//! namespace, so they carry no `xmlns` (and the page holds no URL at all).
+//! This module knows nothing of results or reports; `html.rs` decides what to plot. Output is
+//! deterministic: the same chart gives the same bytes.
+
+use std::fmt::Write as _;
+
+use super::html::escape;
+
+/// Line colours (Okabe-Ito, readable for colour-blind readers), by index modulo the length.
+pub const PALETTE: [&str; 8] = [
+    "#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#999999",
+];
+
+/// Dash patterns, by index modulo the length: solid, dashed, dotted, dash-dot.
+pub const DASHES: [&str; 4] = ["", "7 4", "2 3", "10 3 2 3"];
+
+/// Width of every chart's view box, in SVG units.
+const WIDTH: f64 = 720.0;
+/// Height of a line chart's plotting area.
+const PLOT_HEIGHT: f64 = 240.0;
+const MARGIN_LEFT: f64 = 70.0;
+const MARGIN_RIGHT: f64 = 24.0;
+const MARGIN_TOP: f64 = 14.0;
+/// Approximate width of one character of 13 px sans-serif text (the page's chart font), for
+/// layout.
+const CHAR_WIDTH: f64 = 7.4;
+const LEGEND_ROW: f64 = 20.0;
+
+/// How a line or bar segment is drawn: colour and dash by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Style {
+    /// Index into [`PALETTE`].
+    pub color: usize,
+    /// Index into [`DASHES`].
+    pub dash: usize,
+}
+
+/// A value axis: its label (with unit) and range; ticks fall on round values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    label: String,
+    min: f64,
+    max: f64,
+    step: f64,
+}
+
+/// A line of a [`LineChart`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Legend text (and the line's tooltip).
+    pub label: String,
+    /// Colour and dash.
+    pub style: Style,
+    /// Step line: each value holds until the next point's x (CDFs, counts over time).
+    pub step: bool,
+    /// Points in axis units, x ascending.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A labelled reference line across the plot (an SLO limit, the 95 % mark).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    /// Vertical, at this x.
+    X(f64, String),
+    /// Horizontal, at this y.
+    Y(f64, String),
+}
+
+/// One legend entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegendEntry {
+    /// Text.
+    pub label: String,
+    /// Swatch.
+    pub style: Style,
+}
+
+/// A line chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineChart {
+    /// What the chart shows (the SVG `<title>`).
+    pub title: String,
+    /// Horizontal axis.
+    pub x: Axis,
+    /// Vertical axis.
+    pub y: Axis,
+    /// The data.
+    pub lines: Vec<Line>,
+    /// Reference lines.
+    pub rules: Vec<Rule>,
+    /// Legend entries; when empty, one per line.
+    pub legend: Vec<LegendEntry>,
+}
+
+/// Horizontal bars, each a stack of segments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackedBars {
+    /// What the chart shows.
+    pub title: String,
+    /// The value axis (horizontal).
+    pub x: Axis,
+    /// Segment names, in stacking order (the legend).
+    pub segments: Vec<String>,
+    /// The bars, top to bottom.
+    pub bars: Vec<Bar>,
+}
+
+/// One stacked bar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    /// Label left of the bar.
+    pub label: String,
+    /// One value per segment, in axis units.
+    pub values: Vec<f64>,
+    /// One tooltip per segment (value with unit).
+    pub tooltips: Vec<String>,
+}
+
+/// Estimates with intervals, one row each, around a zero line (a forest plot).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalChart {
+    /// What the chart shows.
+    pub title: String,
+    /// The value axis (horizontal).
+    pub x: Axis,
+    /// The rows, top to bottom.
+    pub rows: Vec<IntervalRow>,
+}
+
+/// One estimate with its interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalRow {
+    /// Label left of the row.
+    pub label: String,
+    /// Point estimate, axis units.
+    pub estimate: f64,
+    /// Interval low end.
+    pub low: f64,
+    /// Interval high end.
+    pub high: f64,
+    /// Filled marker when true, hollow otherwise.
+    pub significant: bool,
+    /// Tooltip text.
+    pub tooltip: String,
+}
+
+impl Axis {
+    /// From 0 to a round value at or above `data_max` (1 when there is no positive data).
+    pub fn from_zero(label: impl Into<String>, data_max: f64) -> Self {
+        let max = if data_max.is_finite() && data_max > 0.0 {
+            data_max
+        } else {
+            1.0
+        };
+        let step = nice_step(max);
+        Self {
+            label: label.into(),
+            min: 0.0,
+            max: (max / step).ceil() * step,
+            step,
+        }
+    }
+
+    /// Round bounds around `low..=high`, always including 0.
+    pub fn around_zero(label: impl Into<String>, low: f64, high: f64) -> Self {
+        let (low, high) = (low.min(0.0), high.max(0.0));
+        let span = if high - low > 0.0 { high - low } else { 1.0 };
+        let step = nice_step(span);
+        Self {
+            label: label.into(),
+            min: (low / step).floor() * step,
+            max: (high / step).ceil() * step,
+            step,
+        }
+    }
+
+    /// Exactly `min..=max` with ticks every `step`.
+    pub fn fixed(label: impl Into<String>, min: f64, max: f64, step: f64) -> Self {
+        Self {
+            label: label.into(),
+            min,
+            max,
+            step,
+        }
+    }
+
+    /// The upper bound.
+    pub fn max(&self) -> f64 {
+        self.max
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        let n = ((self.max - self.min) / self.step).round() as i64;
+        (0..=n.max(0))
+            .map(|i| self.min + i as f64 * self.step)
+            .collect()
+    }
+
+    fn tick_label(&self, v: f64) -> String {
+        // As many decimals as the step needs: 2.5 -> 1, 0.2 -> 1, 0.25 -> 2, 50 -> 0.
+        let decimals = (0..4)
+            .find(|d| {
+                let scaled = self.step * 10f64.powi(*d);
+                (scaled - scaled.round()).abs() < 1e-6
+            })
+            .unwrap_or(4) as usize;
+        let text = format!("{v:.decimals$}");
+        if text.starts_with('-') && text.trim_start_matches(['-', '0', '.']).is_empty() {
+            text[1..].to_owned()
+        } else {
+            text.replace('-', "\u{2212}")
+        }
+    }
+
+    /// Maps `v` to `[from, to]`, clamped to the axis.
+    fn scale(&self, v: f64, from: f64, to: f64) -> f64 {
+        let span = self.max - self.min;
+        let t = if span > 0.0 {
+            ((v - self.min) / span).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        from + t * (to - from)
+    }
+}
+
+/// The smallest of 1, 2, 2.5, 5 x 10^k giving at most about six ticks over `span`.
+fn nice_step(span: f64) -> f64 {
+    let raw = span / 5.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let n = raw / magnitude;
+    let m = if n <= 1.0 {
+        1.0
+    } else if n <= 2.0 {
+        2.0
+    } else if n <= 2.5 {
+        2.5
+    } else if n <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    m * magnitude
+}
+
+fn svg_open(out: &mut String, title: &str, height: f64) {
+    let _ = write!(
+        out,
+        "<svg class=\"chart\" viewBox=\"0 0 {WIDTH:.0} {height:.0}\" role=\"img\" aria-label=\"{t}\">\n<title>{t}</title>\n",
+        t = escape(title)
+    );
+}
+
+fn text(out: &mut String, (x, y): (f64, f64), anchor: &str, class: &str, content: &str) {
+    let _ = writeln!(
+        out,
+        "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\" class=\"{class}\">{}</text>",
+        escape(content)
+    );
+}
+
+fn dash_attr(style: Style) -> String {
+    let d = DASHES[style.dash % DASHES.len()];
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(" stroke-dasharray=\"{d}\"")
+    }
+}
+
+fn color(style: Style) -> &'static str {
+    PALETTE[style.color % PALETTE.len()]
+}
+
+/// Lays legend entries out in rows below `top`; returns the SVG and the height used.
+fn legend(entries: &[LegendEntry], left: f64, top: f64, swatch: Swatch) -> (String, f64) {
+    let mut out = String::new();
+    let (mut x, mut y) = (left, top + LEGEND_ROW / 2.0);
+    let mut rows = if entries.is_empty() { 0.0 } else { 1.0 };
+    for e in entries {
+        let width = 34.0 + e.label.chars().count() as f64 * CHAR_WIDTH + 18.0;
+        if x + width > WIDTH - MARGIN_RIGHT && x > left {
+            x = left;
+            y += LEGEND_ROW;
+            rows += 1.0;
+        }
+        match swatch {
+            Swatch::Line => {
+                let _ = writeln!(
+                    out,
+                    "<line x1=\"{x:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{}\" stroke-width=\"2.5\"{}/>",
+                    x + 26.0,
+                    color(e.style),
+                    dash_attr(e.style)
+                );
+            }
+            Swatch::Block => {
+                let _ = writeln!(
+                    out,
+                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"26\" height=\"10\" fill=\"{}\"/>",
+                    y - 5.0,
+                    color(e.style)
+                );
+            }
+        }
+        text(&mut out, (x + 32.0, y + 4.0), "start", "legend", &e.label);
+        x += width;
+    }
+    (out, rows * LEGEND_ROW)
+}
+
+#[derive(Clone, Copy)]
+enum Swatch {
+    Line,
+    Block,
+}
+
+/// The plotting area's edges, in SVG units.
+#[derive(Clone, Copy)]
+struct Frame {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+}
+
+fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
+    let Frame {
+        left,
+        right,
+        top,
+        bottom,
+    } = frame;
+    for t in axis.ticks() {
+        let x = axis.scale(t, left, right);
+        let _ = writeln!(
+            out,
+            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>"
+        );
+        text(
+            out,
+            (x, bottom + 16.0),
+            "middle",
+            "tick",
+            &axis.tick_label(t),
+        );
+    }
+    text(
+        out,
+        ((left + right) / 2.0, bottom + 36.0),
+        "middle",
+        "axis-label",
+        &axis.label,
+    );
+}
+
+impl LineChart {
+    /// The chart as an `<svg>` element.
+    pub fn render(&self) -> String {
+        let (left, right) = (MARGIN_LEFT, WIDTH - MARGIN_RIGHT);
+        let (top, bottom) = (MARGIN_TOP, MARGIN_TOP + PLOT_HEIGHT);
+        let entries: Vec<LegendEntry> = if self.legend.is_empty() {
+            self.lines
+                .iter()
+                .map(|l| LegendEntry {
+                    label: l.label.clone(),
+                    style: l.style,
+                })
+                .collect()
+        } else {
+            self.legend.clone()
+        };
+        let (legend_svg, legend_height) = legend(&entries, left, bottom + 48.0, Swatch::Line);
+        let height = bottom + 52.0 + legend_height + 6.0;
+        let mut out = String::new();
+        svg_open(&mut out, &self.title, height);
+        let _ = writeln!(
+            out,
+            "<rect class=\"plot\" x=\"{left:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{PLOT_HEIGHT:.1}\"/>",
+            right - left
+        );
+        for t in self.y.ticks() {
+            let y = self.y.scale(t, bottom, top);
+            let _ = writeln!(
+                out,
+                "<line class=\"grid\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
+            );
+            text(
+                &mut out,
+                (left - 6.0, y + 4.0),
+                "end",
+                "tick",
+                &self.y.tick_label(t),
+            );
+        }
+        let ly = (top + bottom) / 2.0;
+        let _ = writeln!(
+            out,
+            "<text x=\"16\" y=\"{ly:.1}\" text-anchor=\"middle\" class=\"axis-label\" transform=\"rotate(-90 16 {ly:.1})\">{}</text>",
+            escape(&self.y.label)
+        );
+        grid_x(
+            &mut out,
+            &self.x,
+            Frame {
+                left,
+                right,
+                top,
+                bottom,
+            },
+        );
+        let _ = writeln!(
+            out,
+            "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
+        );
+        for line in &self.lines {
+            if line.points.is_empty() {
+                continue;
+            }
+            let mut d = String::new();
+            for (i, (x, y)) in line.points.iter().enumerate() {
+                let px = self.x.scale(*x, left, right);
+                let py = self.y.scale(*y, bottom, top);
+                if i == 0 {
+                    let _ = write!(d, "M{px:.1} {py:.1}");
+                } else if line.step {
+                    let _ = write!(d, "H{px:.1}V{py:.1}");
+                } else {
+                    let _ = write!(d, "L{px:.1} {py:.1}");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "<path class=\"series\" data-points=\"{}\" d=\"{d}\" stroke=\"{}\"{}><title>{}</title></path>",
+                line.points.len(),
+                color(line.style),
+                dash_attr(line.style),
+                escape(&line.label)
+            );
+        }
+        for rule in &self.rules {
+            match rule {
+                Rule::X(v, label) => {
+                    let x = self.x.scale(*v, left, right);
+                    let _ = writeln!(
+                        out,
+                        "<line class=\"rule\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>"
+                    );
+                    let anchor = if x > (left + right) / 2.0 {
+                        "end"
+                    } else {
+                        "start"
+                    };
+                    let dx = if anchor == "end" { -4.0 } else { 4.0 };
+                    text(&mut out, (x + dx, top + 12.0), anchor, "rule-label", label);
+                }
+                Rule::Y(v, label) => {
+                    let y = self.y.scale(*v, bottom, top);
+                    let _ = writeln!(
+                        out,
+                        "<line class=\"rule\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
+                    );
+                    text(
+                        &mut out,
+                        (left + 4.0, y - 4.0),
+                        "start",
+                        "rule-label",
+                        label,
+                    );
+                }
+            }
+        }
+        out.push_str(&legend_svg);
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+/// Left margin that fits the longest of `labels`.
+fn label_margin(labels: impl Iterator<Item = usize>) -> f64 {
+    let longest = labels.max().unwrap_or(0) as f64;
+    (longest * CHAR_WIDTH + 16.0).clamp(80.0, 300.0)
+}
+
+impl StackedBars {
+    /// The chart as an `<svg>` element.
+    pub fn render(&self) -> String {
+        const ROW: f64 = 28.0;
+        const BAR: f64 = 18.0;
+        let left = label_margin(self.bars.iter().map(|b| b.label.chars().count()));
+        let right = WIDTH - MARGIN_RIGHT;
+        let top = MARGIN_TOP;
+        let bottom = top + ROW * self.bars.len().max(1) as f64;
+        let entries: Vec<LegendEntry> = self
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| LegendEntry {
+                label: s.clone(),
+                style: Style { color: i, dash: 0 },
+            })
+            .collect();
+        let (legend_svg, legend_height) = legend(&entries, left, bottom + 48.0, Swatch::Block);
+        let height = bottom + 52.0 + legend_height + 6.0;
+        let mut out = String::new();
+        svg_open(&mut out, &self.title, height);
+        grid_x(
+            &mut out,
+            &self.x,
+            Frame {
+                left,
+                right,
+                top,
+                bottom,
+            },
+        );
+        for (i, bar) in self.bars.iter().enumerate() {
+            let y = top + ROW * i as f64 + (ROW - BAR) / 2.0;
+            text(
+                &mut out,
+                (left - 8.0, y + BAR / 2.0 + 4.0),
+                "end",
+                "bar-label",
+                &bar.label,
+            );
+            let _ = writeln!(
+                out,
+                "<g class=\"bar\" data-points=\"{}\">",
+                bar.values.len()
+            );
+            let mut at = 0.0;
+            for (j, v) in bar.values.iter().enumerate() {
+                let x0 = self.x.scale(at, left, right);
+                at += v.max(0.0);
+                let x1 = self.x.scale(at, left, right);
+                let tip = bar.tooltips.get(j).map_or("", String::as_str);
+                let _ = writeln!(
+                    out,
+                    "<rect x=\"{x0:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{BAR:.1}\" fill=\"{}\"><title>{}</title></rect>",
+                    (x1 - x0).max(0.0),
+                    color(Style { color: j, dash: 0 }),
+                    escape(&format!("{}: {tip}", bar.label))
+                );
+            }
+            out.push_str("</g>\n");
+        }
+        let _ = writeln!(
+            out,
+            "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
+        );
+        out.push_str(&legend_svg);
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+impl IntervalChart {
+    /// The chart as an `<svg>` element.
+    pub fn render(&self) -> String {
+        const ROW: f64 = 24.0;
+        let left = label_margin(self.rows.iter().map(|r| r.label.chars().count()));
+        let right = WIDTH - MARGIN_RIGHT;
+        let top = MARGIN_TOP;
+        let bottom = top + ROW * self.rows.len().max(1) as f64;
+        let height = bottom + 52.0 + LEGEND_ROW + 6.0;
+        let mut out = String::new();
+        svg_open(&mut out, &self.title, height);
+        grid_x(
+            &mut out,
+            &self.x,
+            Frame {
+                left,
+                right,
+                top,
+                bottom,
+            },
+        );
+        let zero = self.x.scale(0.0, left, right);
+        let _ = writeln!(
+            out,
+            "<line class=\"zero\" x1=\"{zero:.1}\" y1=\"{top:.1}\" x2=\"{zero:.1}\" y2=\"{bottom:.1}\"/>"
+        );
+        for (i, r) in self.rows.iter().enumerate() {
+            let y = top + ROW * i as f64 + ROW / 2.0;
+            text(
+                &mut out,
+                (left - 8.0, y + 4.0),
+                "end",
+                "bar-label",
+                &r.label,
+            );
+            let (x0, x1) = (
+                self.x.scale(r.low, left, right),
+                self.x.scale(r.high, left, right),
+            );
+            let xe = self.x.scale(r.estimate, left, right);
+            let fill = if r.significant { PALETTE[1] } else { "#ffffff" };
+            let _ = writeln!(
+                out,
+                "<g class=\"interval\" data-points=\"1\"><title>{}</title><line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\"/><line x1=\"{x0:.1}\" y1=\"{:.1}\" x2=\"{x0:.1}\" y2=\"{:.1}\"/><line x1=\"{x1:.1}\" y1=\"{:.1}\" x2=\"{x1:.1}\" y2=\"{:.1}\"/><circle cx=\"{xe:.1}\" cy=\"{y:.1}\" r=\"4.5\" fill=\"{fill}\"/></g>",
+                escape(&r.tooltip),
+                y - 5.0,
+                y + 5.0,
+                y - 5.0,
+                y + 5.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
+        );
+        let ly = bottom + 48.0 + LEGEND_ROW / 2.0;
+        let _ = writeln!(
+            out,
+            "<circle cx=\"{:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"{}\" class=\"marker\"/>",
+            left + 6.0,
+            PALETTE[1]
+        );
+        text(
+            &mut out,
+            (left + 16.0, ly + 4.0),
+            "start",
+            "legend",
+            "significant",
+        );
+        let _ = writeln!(
+            out,
+            "<circle cx=\"{:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"#ffffff\" class=\"marker\"/>",
+            left + 116.0
+        );
+        text(
+            &mut out,
+            (left + 126.0, ly + 4.0),
+            "start",
+            "legend",
+            "not significant (interval includes 0)",
+        );
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_end_on_round_values() {
+        let cases = [
+            (6.52, 0.0, 8.0, 2.0),
+            (0.93, 0.0, 1.0, 0.2),
+            (100.0, 0.0, 100.0, 20.0),
+            (0.0, 0.0, 1.0, 0.2),
+            (339.0, 0.0, 400.0, 100.0),
+            (11.0, 0.0, 12.5, 2.5),
+        ];
+        for (data_max, min, max, step) in cases {
+            let a = Axis::from_zero("x", data_max);
+            assert_eq!((a.min, a.max, a.step), (min, max, step), "{data_max}");
+        }
+        let a = Axis::around_zero("d", -31.0, 4.0);
+        assert_eq!((a.min, a.max, a.step), (-40.0, 10.0, 10.0));
+        assert_eq!(a.tick_label(-40.0), "\u{2212}40");
+        assert_eq!(Axis::from_zero("x", 0.93).tick_label(0.4), "0.4");
+        assert_eq!(Axis::from_zero("x", 11.0).tick_label(7.5), "7.5");
+        assert_eq!(Axis::from_zero("x", 11.0).tick_label(10.0), "10.0");
+    }
+
+    #[test]
+    fn line_chart_marks_data_and_clamps_to_the_plot() {
+        let chart = LineChart {
+            title: "t <1>".into(),
+            x: Axis::from_zero("time (s)", 2.0),
+            y: Axis::fixed("ready (%)", 0.0, 100.0, 20.0),
+            lines: vec![Line {
+                label: "a".into(),
+                style: Style::default(),
+                step: true,
+                points: vec![(0.0, 0.0), (1.0, 50.0), (9.0, 100.0)],
+            }],
+            rules: vec![Rule::Y(95.0, "95 %".into())],
+            legend: vec![],
+        };
+        let svg = chart.render();
+        assert!(svg.starts_with("<svg class=\"chart\""), "{svg}");
+        assert!(svg.contains("<title>t &lt;1&gt;</title>"));
+        assert!(svg.contains("data-points=\"3\""));
+        // x = 9 is beyond the axis (0..2) and drawn at its right edge.
+        assert!(svg.contains("H696.0V14.0"), "{svg}");
+        assert!(svg.contains(">ready (%)</text>"));
+        assert!(svg.contains(">95 %</text>"));
+    }
+
+    #[test]
+    fn bars_and_intervals_carry_data_points() {
+        let bars = StackedBars {
+            title: "b".into(),
+            x: Axis::from_zero("ms", 10.0),
+            segments: vec!["fetch".into(), "apply".into()],
+            bars: vec![Bar {
+                label: "full / direct".into(),
+                values: vec![6.0, 4.0],
+                tooltips: vec!["6 ms".into(), "4 ms".into()],
+            }],
+        }
+        .render();
+        assert!(bars.contains("<g class=\"bar\" data-points=\"2\">"));
+        assert!(bars.contains("<title>full / direct: 6 ms</title>"));
+        let forest = IntervalChart {
+            title: "f".into(),
+            x: Axis::around_zero("%", -10.0, 20.0),
+            rows: vec![IntervalRow {
+                label: "p95 pull".into(),
+                estimate: 12.0,
+                low: 4.0,
+                high: 20.0,
+                significant: true,
+                tooltip: "+12 %".into(),
+            }],
+        }
+        .render();
+        assert!(forest.contains("class=\"interval\" data-points=\"1\""));
+    }
+}
