@@ -6,7 +6,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::real::{free_port, have, run, verify_dir_pull, wait_http, write_layout, Registry};
+use crate::common::real::{
+    free_port, have, run, verify_dir_pull, wait_http, write_layout, Registry,
+};
 
 const PULLERS: usize = 4;
 
@@ -59,7 +61,10 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
             .spawn()
             .expect("start cache-daemon"),
     );
-    wait_http(&format!("http://127.0.0.1:{port}/healthz"), Duration::from_secs(10));
+    wait_http(
+        &format!("http://127.0.0.1:{port}/healthz"),
+        Duration::from_secs(10),
+    );
     let before = registry.count("GET", "/blobs/");
 
     let pull = |repo: &str, n: usize| -> Vec<std::process::Child> {
@@ -71,7 +76,12 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
                         "-q",
                         "--src-tls-verify=false",
                         &format!("docker://127.0.0.1:{port}/{repo}:v1"),
-                        &format!("dir:{}", work.path().join(format!("{}-{i}", repo.replace('/', "_"))).display()),
+                        &format!(
+                            "dir:{}",
+                            work.path()
+                                .join(format!("{}-{i}", repo.replace('/', "_")))
+                                .display()
+                        ),
                     ])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -82,21 +92,36 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
     };
     for child in pull("test/app", PULLERS) {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "skopeo pull failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skopeo pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for i in 0..PULLERS {
         // Config + 3 layers, each hashed against its name.
-        assert_eq!(verify_dir_pull(&work.path().join(format!("test_app-{i}"))), 4);
+        assert_eq!(
+            verify_dir_pull(&work.path().join(format!("test_app-{i}"))),
+            4
+        );
     }
     for d in image.layers.iter().chain([&image.config]) {
-        assert_eq!(registry.count("GET", &d.to_string()), 1, "upstream GETs of {d}");
+        assert_eq!(
+            registry.count("GET", &d.to_string()),
+            1,
+            "upstream GETs of {d}"
+        );
     }
     assert_eq!(registry.count("GET", "/blobs/") - before, 4);
 
     // Another repository with the same blobs: served from the shared store, no blob GETs.
     for child in pull("test/app-docker", 2) {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "skopeo pull failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skopeo pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_eq!(verify_dir_pull(&work.path().join("test_app-docker-0")), 4);
     assert_eq!(registry.count("GET", "/blobs/") - before, 4);

@@ -38,7 +38,11 @@ pub fn have(program: &str) -> bool {
 
 /// A free loopback port (bound then released; the tiny race is acceptable in tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until `url` answers (any HTTP status), or panics after `limit`.
@@ -85,7 +89,10 @@ impl Registry {
             .stderr(out)
             .spawn()
             .expect("start docker-registry");
-        wait_http(&format!("http://127.0.0.1:{port}/v2/"), Duration::from_secs(15));
+        wait_http(
+            &format!("http://127.0.0.1:{port}/v2/"),
+            Duration::from_secs(15),
+        );
         Self {
             child,
             port,
@@ -154,7 +161,8 @@ pub fn write_layout(dir: &Path, tag: &str, layer_bytes: &[usize], seed: u8) -> I
         header.set_mode(0o644);
         header.set_mtime(0);
         header.set_cksum();
-        tar.append_data(&mut header, format!("data/layer{i}.bin"), &content[..]).unwrap();
+        tar.append_data(&mut header, format!("data/layer{i}.bin"), &content[..])
+            .unwrap();
         let tar = tar.into_inner().unwrap();
         diff_ids.push(Digest::of(&tar).to_string());
         let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -169,7 +177,11 @@ pub fn write_layout(dir: &Path, tag: &str, layer_bytes: &[usize], seed: u8) -> I
     }
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
-        diff_ids.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(",")
+        diff_ids
+            .iter()
+            .map(|d| format!("\"{d}\""))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let config_digest = put(config.as_bytes());
     let manifest = format!(
@@ -202,7 +214,12 @@ pub fn verify_dir_pull(dir: &Path) -> usize {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Ok(d) = Digest::parse(&format!("sha256:{name}")) {
             let bytes = std::fs::read(entry.path()).unwrap();
-            assert_eq!(Digest::of(&bytes), d, "{} does not match its digest", entry.path().display());
+            assert_eq!(
+                Digest::of(&bytes),
+                d,
+                "{} does not match its digest",
+                entry.path().display()
+            );
             checked += 1;
         }
     }
