@@ -10,9 +10,11 @@
 //! # Layout
 //! - `layout`: paths.
 //! - `index`: in-memory bookkeeping (size, media type, recency).
+//! - `page_cache`: opens and reads that succeed only without waiting on the disk.
 
 pub mod index;
 pub mod layout;
+pub mod page_cache;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -168,7 +170,8 @@ impl BlobStore {
     }
 
     /// Opens a committed blob for reading; `None` on a miss. A blob that is indexed but gone
-    /// from disk (removed by hand) is forgotten and reported as a miss.
+    /// from disk (removed by hand) is forgotten and reported as a miss. The open runs inline when
+    /// the kernel can resolve the path from its caches, else on the blocking pool.
     ///
     /// # Errors
     /// The file exists but cannot be opened.
@@ -177,11 +180,15 @@ impl BlobStore {
             return Ok(None);
         };
         let path = self.layout.blob_path(digest);
-        let opened = tokio::task::spawn_blocking(move || {
-            File::open(&path).map_err(|e| annotate(e, "open", &path))
-        })
-        .await
-        .map_err(io::Error::other)?;
+        // A hot blob's path is in the dentry cache: open it here, without a blocking-pool trip.
+        let opened = match page_cache::open(&path) {
+            Some(file) => Ok(file),
+            None => tokio::task::spawn_blocking(move || {
+                File::open(&path).map_err(|e| annotate(e, "open", &path))
+            })
+            .await
+            .map_err(io::Error::other)?,
+        };
         match opened {
             Ok(file) => Ok(Some(OpenBlob {
                 file: Arc::new(file),
