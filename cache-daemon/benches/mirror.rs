@@ -24,12 +24,14 @@
 //! - `upstream`: the origin registry and its access-log counts.
 //! - `target`: cache-daemon, nginx, distribution, direct: started fresh per measurement.
 //! - `client`: the timed burst client; registry pushes.
-//! - `wrk`, `rss`: the hot-path load tool and the memory sampler.
+//! - `wrk`, `rss`, `cpu`: the hot-path load tool, the memory sampler, CPU time per process.
 //! - `scenario`: the four measurements.
 //! - `machine`, `report`: what the summary says about where and what.
 
 #[path = "mirror/client.rs"]
 mod client;
+#[path = "mirror/cpu.rs"]
+mod cpu;
 #[path = "mirror/data.rs"]
 mod data;
 #[path = "mirror/lab.rs"]

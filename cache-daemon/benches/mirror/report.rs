@@ -265,11 +265,13 @@ fn render_big(out: &mut String, i: &Inputs<'_>) {
         i.big_bytes as f64 / 1048576.0
     );
     let _ = writeln!(out, "\"direct\" is the origin registry serving the client itself: the ceiling for any cache in front of it on this machine. \
-        The client counts bytes and does not hash them. \"hot\" is the same pull repeated once the blob is cached.\n");
-    let _ = writeln!(out, "| target | runs | cold s | cold GB/s | cold time ÷ cache-daemon's | hot s | hot GB/s | upstream GETs (cold + hot) | failed |");
+        The client counts bytes and does not hash them. \"hot\" is the same pull repeated once the blob is cached. \
+        CPU columns are seconds of CPU used during the cold pull by the target's processes, the origin registry and the client (this process), medians over runs; \
+        their sum divided by the cores is the shortest the pull could take if nothing else ran.\n");
+    let _ = writeln!(out, "| target | runs | cold s | cold GB/s | cold time ÷ cache-daemon's | CPU s target / origin / client | CPU-bound floor s | hot s | hot GB/s | upstream GETs (cold + hot) | failed |");
     let _ = writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let gb = |s: f64| i.big_bytes as f64 / s / 1e9;
     let cold_of = |kind: Kind| {
@@ -297,14 +299,22 @@ fn render_big(out: &mut String, i: &Inputs<'_>) {
             .iter()
             .map(|r| usize::from(r.cold.is_err()) + usize::from(r.hot.is_err()))
             .sum::<usize>();
+        let cpu: Vec<f64> = (0..3)
+            .map(|j| median(runs.iter().map(|r| r.cpu[j]).collect()).unwrap_or(f64::NAN))
+            .collect();
+        let floor = cpu.iter().sum::<f64>() / i.machine.cores.max(1) as f64;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} |",
             kind.name(),
             runs.len(),
             f(cold, 2),
             f(gb(cold), 2),
             f(cold / daemon, 2),
+            f(cpu[0], 2),
+            f(cpu[1], 2),
+            f(cpu[2], 2),
+            f(floor, 2),
             f(hot, 2),
             f(gb(hot), 2),
             f(gets, 0),

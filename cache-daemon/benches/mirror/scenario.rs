@@ -16,6 +16,7 @@ use anyhow::{bail, Context as _};
 use stampede_oci::Digest;
 
 use crate::client::{self, BurstSpec, Pull, PullError};
+use crate::cpu::{Counted, CpuClock};
 use crate::data::BlobFile;
 use crate::rss::{self, RssSampler};
 use crate::target::{Kind, Target};
@@ -87,6 +88,7 @@ async fn measure_burst(
         clients,
         size_bytes: blob.size_bytes,
         digest: blob.digest.clone(),
+        verify: true,
         limit: BURST_LIMIT,
     })
     .await;
@@ -151,6 +153,9 @@ pub struct BigRun {
     pub hot: Result<Duration, PullError>,
     /// Upstream GETs of the blob.
     pub upstream_gets: usize,
+    /// CPU seconds during the cold pull: the target's processes (0 for direct), the origin,
+    /// and this process (the client).
+    pub cpu: [f64; 3],
 }
 
 /// The big unshaped cold pull over loopback.
@@ -169,6 +174,7 @@ pub async fn big(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
                 clients: 1,
                 size_bytes: blob.size_bytes,
                 digest: blob.digest.clone(),
+                verify: false,
                 limit: BURST_LIMIT,
             };
             let one = |r: Vec<Result<Pull, PullError>>| {
@@ -177,22 +183,34 @@ pub async fn big(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
                     .unwrap_or(Err(PullError::Connect))
                     .map(|p| p.done - p.start)
             };
+            let clock = CpuClock::start(vec![
+                target.pid().map_or(Counted::Nothing, Counted::Tree),
+                Counted::Process(origin.pid()),
+                Counted::Process(std::process::id()),
+            ]);
             let cold = one(client::burst(&spec).await);
+            let used = clock.read();
+            let cpu = [used[0], used[1], used[2]];
             origin.wait_quiet().await;
             let hot = one(client::burst(&spec).await);
+            origin.wait_quiet().await;
             let run = BigRun {
                 kind,
                 cold,
                 hot,
                 upstream_gets: origin.count_since(offset, "GET", &blob.digest),
+                cpu,
             };
             target.stop();
             progress(format_args!(
-                "{:<12} 1 GiB cold {:?} hot {:?}, upstream GETs {}",
+                "{:<12} big cold {:?} hot {:?}, upstream GETs {}, cold CPU s target/origin/client {:.2}/{:.2}/{:.2}",
                 kind.name(),
                 run.cold,
                 run.hot,
-                run.upstream_gets
+                run.upstream_gets,
+                cpu[0],
+                cpu[1],
+                cpu[2]
             ));
             runs.push(run);
         }
@@ -363,6 +381,7 @@ pub async fn rss(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
                     clients: RSS_CLIENTS,
                     size_bytes: blob.size_bytes,
                     digest: blob.digest.clone(),
+                    verify: true,
                     limit: BURST_LIMIT,
                 })
                 .await;

@@ -66,6 +66,11 @@ impl Origin {
         Ok(Self { proc, addr, log })
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// `http://addr`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
