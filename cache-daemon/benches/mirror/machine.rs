@@ -60,6 +60,8 @@ impl Machine {
         ]
         .iter()
         .filter_map(|(p, flag)| first_line(p, &[flag]))
+        // wrk appends its copyright to the version line.
+        .map(|l| l.split(" Copyright").next().unwrap_or_default().to_owned())
         .collect();
         Self {
             cpu,
