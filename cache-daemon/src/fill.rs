@@ -1,11 +1,12 @@
 //! One upstream blob fill, start to finish: GET the blob upstream, write it to a temp file while
 //! hashing it, then commit it (verified) or fail the flight (nothing committed, followers cut).
 //!
-//! Two stages run in parallel so neither caps throughput alone: this task receives frames from
-//! the upstream connection and hashes them; a blocking writer thread writes them to the temp
-//! file with positional writes and reports progress to followers, batching wake-ups (every
-//! [`NOTIFY_BYTES`], or whenever it has caught up with the network) so a hundred followers are
-//! not woken per packet.
+//! Three stages run in parallel so none caps throughput alone: this task receives frames from
+//! the upstream connection and hands each (shared, not copied) to a blocking hasher thread and
+//! a blocking writer thread; the writer writes them to the temp file with positional writes and
+//! reports progress to followers, batching wake-ups (every [`NOTIFY_BYTES`], or whenever it has
+//! caught up with the network) so a hundred followers are not woken per packet. Followers never
+//! wait for the hash; only the commit (and so every response's last byte) does.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::upstream::{retry_after, Upstreams};
 
 /// Followers are woken at least every this many bytes written.
 pub const NOTIFY_BYTES: u64 = 64 * 1024;
-/// Frames queued between the network stage and the writer.
+/// Frames queued between the network stage and the writer, and again before the hasher.
 const WRITE_QUEUE_FRAMES: usize = 64;
 
 /// What a fill needs besides its guard: shared daemon parts.
@@ -189,21 +190,28 @@ async fn fetch(
     }
 }
 
-/// Receives the body, hashes it here, writes it on a blocking thread. Returns bytes written and
-/// the verifier (not yet finished).
+/// Receives the body and hands every frame to two blocking threads: one hashes it, one writes
+/// it to the temp file (the frames are shared, not copied). Returns bytes written and the
+/// verifier (not yet finished).
+///
+/// Hashing here, inline, kept the upstream connection from reading while a frame was hashed
+/// (hyper reads the next frame only once this one is taken), so receive and sha256 ran in
+/// series; on their own thread they overlap.
 async fn stream_to_disk(
     mut body: hyper::body::Incoming,
     temp: &Arc<TempBlob>,
     progress: ProgressWriter,
-    mut verifier: Verifier,
+    verifier: Verifier,
     ctx: &FillContext,
 ) -> Result<(u64, Verifier), FillFailure> {
     let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
+    let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
     let file = temp.file.clone();
     let path = temp.path.clone();
     let writer = tokio::task::spawn_blocking(move || {
         write_frames(&file, rx, &progress).map_err(|e| (e, path))
     });
+    let hasher = tokio::task::spawn_blocking(move || hash_frames(hash_rx, verifier));
     let idle = ctx.upstreams.body_idle_timeout;
     let received: Result<(), FillFailure> = async {
         loop {
@@ -218,9 +226,9 @@ async fn stream_to_disk(
             };
             if let Ok(data) = frame.into_data() {
                 ctx.metrics.upstream_bytes(data.len() as u64);
-                verifier.update(&data);
-                if tx.send(data).await.is_err() {
-                    // The writer stopped: its own error says why.
+                // Either stage stopping ends the fill: the writer's own error says why, and
+                // the hasher stops only if it died.
+                if hash_tx.send(data.clone()).await.is_err() || tx.send(data).await.is_err() {
                     return Ok(());
                 }
             }
@@ -228,7 +236,9 @@ async fn stream_to_disk(
     }
     .await;
     drop(tx);
+    drop(hash_tx);
     let written = writer.await.map_err(|_| FillFailure::Local)?;
+    let verifier = hasher.await.map_err(|_| FillFailure::Local)?;
     received?;
     match written {
         Ok(n) if n == verifier.bytes() => Ok((n, verifier)),
@@ -238,6 +248,13 @@ async fn stream_to_disk(
             Err(FillFailure::Local)
         }
     }
+}
+
+fn hash_frames(mut rx: mpsc::Receiver<Bytes>, mut verifier: Verifier) -> Verifier {
+    while let Some(chunk) = rx.blocking_recv() {
+        verifier.update(&chunk);
+    }
+    verifier
 }
 
 fn write_frames(

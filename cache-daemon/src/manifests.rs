@@ -25,7 +25,7 @@ use stampede_oci::{Digest, Endpoint, Manifest, Reference, RepoName};
 
 use crate::error::{Error, ErrorReply, Fault};
 use crate::metrics::{Kind, Metrics, Outcome};
-use crate::store::{BlobMeta, BlobStore};
+use crate::store::{page_cache, BlobMeta, BlobStore};
 use crate::upstream::{retry_after, status_error, Upstreams};
 
 /// A manifest ready to serve.
@@ -189,18 +189,22 @@ impl Manifests {
         };
         let size = open.size_bytes;
         let file = open.file.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
-            file.read_exact_at(&mut buf, 0).map(|()| buf)
-        })
-        .await
-        .map_err(|e| Error::internal("read manifest", std::io::Error::other(e)).reply())?
-        .map_err(|e| Error::internal("read manifest", e).reply())?;
+        let len = usize::try_from(size).unwrap_or(0);
+        let bytes = match page_cache::read(&file, 0, len).filter(|b| b.len() == len) {
+            Some(bytes) => bytes,
+            None => tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, 0).map(|()| Bytes::from(buf))
+            })
+            .await
+            .map_err(|e| Error::internal("read manifest", std::io::Error::other(e)).reply())?
+            .map_err(|e| Error::internal("read manifest", e).reply())?,
+        };
         Ok(Some(ManifestAnswer {
             digest: digest.clone(),
             media_type: open.media_type.unwrap_or_else(|| guess_media_type(&bytes)),
-            bytes: Bytes::from(bytes),
+            bytes,
             outcome: Outcome::Hit,
         }))
     }

@@ -27,6 +27,11 @@ use crate::upstream::Upstreams;
 
 /// Clients must finish sending request headers within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// hyper's per-connection buffer limit (`max_buf_size`), in bytes: request headers must fit, and
+/// hyper stops asking a response body for more once this much is queued unsent. Its default
+/// (~400 KiB) let a connection hold two [`crate::body::CHUNK_BYTES`] chunks at once, which is
+/// what made 256 clients of a hot blob cost over 100 MiB.
+pub const HTTP_BUF_BYTES: usize = 64 * 1024;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +214,8 @@ async fn accept_loop(
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(HTTP_BUF_BYTES);
     loop {
         let permit = tokio::select! {
             () = stopped(&mut stop) => break,

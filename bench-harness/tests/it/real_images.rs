@@ -381,7 +381,10 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
     assert!(report.contains("## Images"), "{report}");
     assert!(report.contains(&format!("`{}`", r.app_digest)), "{report}");
     assert!(report.contains("the real registry (no registry-side accounting)"));
-    assert!(report.contains(&format!("OCI layout {} tag v1", r.layout.display())), "{report}");
+    assert!(
+        report.contains(&format!("OCI layout {} tag v1", r.layout.display())),
+        "{report}"
+    );
     let json = std::fs::read_to_string(out.dir.join("result.json")).unwrap();
     for secret in [BASIC_PASSWORD, TOKEN_PASSWORD] {
         assert!(!json.contains(secret) && !report.contains(secret));

@@ -16,10 +16,12 @@
 //! # Layout
 //! - `layout`: paths.
 //! - `index`: in-memory bookkeeping (size, media type, recency, pins) and victim choice.
+//! - `page_cache`: opens and reads that succeed only without waiting on the disk.
 //! - `state`: recency, repositories, tags and pins saved across restarts.
 
 pub mod index;
 pub mod layout;
+pub mod page_cache;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -305,7 +307,8 @@ impl BlobStore {
 
     /// Opens a committed blob for reading, marking it used under `repo`; `None` on a miss. A
     /// blob that is indexed but gone from disk (evicted meanwhile, or removed by hand) is
-    /// forgotten and reported as a miss.
+    /// forgotten and reported as a miss. The open runs inline when the kernel can resolve the
+    /// path from its caches, else on the blocking pool.
     ///
     /// # Errors
     /// The file exists but cannot be opened.
@@ -318,11 +321,15 @@ impl BlobStore {
             return Ok(None);
         };
         let path = self.layout.blob_path(digest);
-        let opened = tokio::task::spawn_blocking(move || {
-            File::open(&path).map_err(|e| annotate(e, "open", &path))
-        })
-        .await
-        .map_err(io::Error::other)?;
+        // A hot blob's path is in the dentry cache: open it here, without a blocking-pool trip.
+        let opened = match page_cache::open(&path) {
+            Some(file) => Ok(file),
+            None => tokio::task::spawn_blocking(move || {
+                File::open(&path).map_err(|e| annotate(e, "open", &path))
+            })
+            .await
+            .map_err(io::Error::other)?,
+        };
         match opened {
             Ok(file) => Ok(Some(OpenBlob {
                 file: Arc::new(file),

@@ -1,0 +1,395 @@
+//! `cargo bench -p cache-daemon --bench mirror`: cache-daemon measured side by side with nginx
+//! (`proxy_cache_lock`), distribution in proxy mode and the origin itself ("direct"), against the
+//! goals of the cache-daemon issue, on this machine, in one run. Needs root (network namespace,
+//! `tc`), Debian's `docker-registry`, and `wrk`; nginx is optional (a missing peer is skipped).
+//!
+//! Topology: the origin `docker-registry` runs in its own network namespace, reached from the
+//! host namespace over a veth pair whose namespace end is shaped with `tc tbf rate 200mbit`;
+//! the caches and this process's clients stay in the host namespace. A second origin process on
+//! the host's loopback serves the same store unshaped, for the hot and 1 GiB runs.
+//!
+//! Scenarios are chosen by name on the command line (`cold`, `big`, `hot`, `rss`; default all),
+//! e.g. `cargo bench -p cache-daemon --bench mirror -- hot`. Environment: `MIRROR_REPS` (3),
+//! `MIRROR_SLOW_REPS` (1: distribution and direct at 64 clients), `MIRROR_TARGETS`
+//! (`cache-daemon,nginx,distribution,direct`), `MIRROR_HOT_SECS` (5), `MIRROR_BURST_MIB` (32),
+//! `MIRROR_BIG_MIB` (1024), `MIRROR_RATE_MBIT` (200).
+//!
+//! The Markdown summary goes to stdout and to `target/tmp/mirror-report.md`; progress to stderr.
+//! Every process and namespace it creates is removed on exit, on error, on panic and on
+//! SIGINT/SIGTERM (guards in `lab`).
+//!
+//! # Layout
+//! - `lab`: processes and the shaped namespace, and their cleanup.
+//! - `data`: test blobs and the manifest.
+//! - `upstream`: the origin registry and its access-log counts.
+//! - `target`: cache-daemon, nginx, distribution, direct: started fresh per measurement.
+//! - `client`: the timed burst client; registry pushes.
+//! - `wrk`, `rss`, `cpu`: the hot-path load tool, the memory sampler, CPU time per process.
+//! - `scenario`: the four measurements.
+//! - `machine`, `report`: what the summary says about where and what.
+
+#[path = "mirror/client.rs"]
+mod client;
+#[path = "mirror/cpu.rs"]
+mod cpu;
+#[path = "mirror/data.rs"]
+mod data;
+#[path = "mirror/lab.rs"]
+mod lab;
+#[path = "mirror/machine.rs"]
+mod machine;
+#[path = "mirror/report.rs"]
+mod report;
+#[path = "mirror/rss.rs"]
+mod rss;
+#[path = "mirror/scenario.rs"]
+mod scenario;
+#[path = "mirror/target.rs"]
+mod target;
+#[path = "mirror/upstream.rs"]
+mod upstream;
+#[path = "mirror/wrk.rs"]
+mod wrk;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use lab::{ShapedLink, Shaping};
+use machine::Machine;
+use scenario::{Bed, HotPaths, REPO};
+use target::Kind;
+use upstream::Origin;
+
+/// Size of the 8.6 MB hot blob, as in the test bed's wrk measurements.
+const LARGE_HOT_BYTES: u64 = 8_600_000;
+/// Size of the small hot blob.
+const SMALL_HOT_BYTES: u64 = 1024;
+/// Port of the origin inside the namespace.
+const SHAPED_ORIGIN_PORT: u16 = 5000;
+/// Bytes hashed to measure sha256 speed.
+const SHA_PROBE_BYTES: usize = 256 << 20;
+
+/// Which measurements to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Cold,
+    Big,
+    Hot,
+    Rss,
+}
+
+/// Validated settings from arguments and environment.
+#[derive(Debug)]
+struct Settings {
+    scenarios: Vec<Scenario>,
+    kinds: Vec<Kind>,
+    reps: usize,
+    slow_reps: usize,
+    hot_duration: Duration,
+    burst_bytes: u64,
+    big_bytes: u64,
+    rate_mbit: u32,
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Self> {
+        let mut scenarios = Vec::new();
+        // cargo bench passes `--bench`; flags are not ours.
+        for arg in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
+            scenarios.push(match arg.as_str() {
+                "cold" => Scenario::Cold,
+                "big" => Scenario::Big,
+                "hot" => Scenario::Hot,
+                "rss" => Scenario::Rss,
+                other => bail!("unknown scenario {other:?}: expected cold, big, hot or rss"),
+            });
+        }
+        if scenarios.is_empty() {
+            scenarios = vec![Scenario::Cold, Scenario::Hot, Scenario::Big, Scenario::Rss];
+        }
+        let kinds = match std::env::var("MIRROR_TARGETS") {
+            Ok(list) => list
+                .split(',')
+                .map(|name| {
+                    Kind::ALL
+                        .into_iter()
+                        .find(|k| k.name() == name.trim())
+                        .with_context(|| format!("MIRROR_TARGETS: unknown target {name:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            Err(_) => Kind::ALL.to_vec(),
+        };
+        let reps = env_num("MIRROR_REPS", 3usize)?.max(1);
+        Ok(Self {
+            scenarios,
+            kinds,
+            reps,
+            slow_reps: env_num("MIRROR_SLOW_REPS", 1usize)?.min(reps),
+            hot_duration: Duration::from_secs(env_num("MIRROR_HOT_SECS", 5u64)?.max(1)),
+            burst_bytes: env_num("MIRROR_BURST_MIB", 32u64)?.max(1) << 20,
+            big_bytes: env_num("MIRROR_BIG_MIB", 1024u64)?.max(1) << 20,
+            rate_mbit: env_num("MIRROR_RATE_MBIT", 200u32)?.max(1),
+        })
+    }
+
+    fn wants(&self, s: Scenario) -> bool {
+        self.scenarios.contains(&s)
+    }
+}
+
+/// The content every scenario uses.
+#[derive(Debug)]
+struct Content {
+    burst: data::BlobFile,
+    large: data::BlobFile,
+    small: data::BlobFile,
+    big: Option<data::BlobFile>,
+    manifest: stampede_oci::Digest,
+}
+
+fn make_content(
+    dir: &std::path::Path,
+    burst_bytes: u64,
+    big_bytes: Option<u64>,
+) -> anyhow::Result<(Content, Vec<data::BlobFile>, bytes::Bytes)> {
+    std::fs::create_dir_all(dir)?;
+    let burst = data::random_blob(dir, "burst", burst_bytes, 1)?;
+    let large = data::random_blob(dir, "large", LARGE_HOT_BYTES, 2)?;
+    let small = data::random_blob(dir, "small", SMALL_HOT_BYTES, 3)?;
+    let config = data::fixed_blob(
+        dir,
+        "config",
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    )?;
+    let big = big_bytes
+        .map(|n| data::random_blob(dir, "big", n, 4))
+        .transpose()?;
+    let (manifest_bytes, manifest) = data::manifest(&config, &[&small, &large]);
+    let mut all = vec![burst.clone(), large.clone(), small.clone(), config];
+    all.extend(big.clone());
+    Ok((
+        Content {
+            burst,
+            large,
+            small,
+            big,
+            manifest,
+        },
+        all,
+        manifest_bytes,
+    ))
+}
+
+async fn run(settings: Settings) -> anyhow::Result<String> {
+    let machine = Machine::probe();
+    eprintln!(
+        "mirror: {} x {} cores, Linux {}, load average {}",
+        machine.cpu, machine.cores, machine.kernel, machine.load
+    );
+    if machine::load_1m() > 1.5 {
+        eprintln!(
+            "mirror: warning: the machine is busy (load {}); numbers will be noisy",
+            machine.load
+        );
+    }
+    if !lab::have("docker-registry") {
+        bail!("Debian's docker-registry is required as the origin: apt-get install -y docker-registry");
+    }
+    if settings.wants(Scenario::Hot) && !lab::have("wrk") {
+        bail!("wrk is required for the hot scenario: apt-get install -y wrk");
+    }
+    let mut skipped = Vec::new();
+    let kinds: Vec<Kind> = settings
+        .kinds
+        .iter()
+        .copied()
+        .filter(|k| {
+            let ok = k.available();
+            if !ok {
+                skipped.push(*k);
+            }
+            ok
+        })
+        .collect();
+    let work = tempfile::Builder::new().prefix("mirror-bench-").tempdir()?;
+    eprintln!(
+        "mirror: writing test content under {}",
+        work.path().display()
+    );
+    let content_dir = work.path().join("content");
+    let (content, blobs, manifest_bytes) = {
+        let dir = content_dir.clone();
+        let burst_bytes = settings.burst_bytes;
+        let big_bytes = settings.wants(Scenario::Big).then_some(settings.big_bytes);
+        tokio::task::spawn_blocking(move || make_content(&dir, burst_bytes, big_bytes)).await??
+    };
+    let origin_data = work.path().join("origin-data");
+    let loopback = Origin::start(
+        &work.path().join("origin-lo"),
+        &origin_data,
+        target::free_addr()?,
+        None,
+    )
+    .await?;
+    for b in &blobs {
+        client::push_blob(loopback.addr, REPO, &b.path, &b.digest).await?;
+    }
+    client::push_manifest(
+        loopback.addr,
+        REPO,
+        "v1",
+        data::MANIFEST_TYPE,
+        manifest_bytes,
+    )
+    .await?;
+    for b in &blobs {
+        std::fs::remove_file(&b.path).ok();
+    }
+
+    let needs_shaping = settings.wants(Scenario::Cold) || settings.wants(Scenario::Rss);
+    let shaped = if needs_shaping {
+        let link = ShapedLink::create(Shaping {
+            rate_mbit: settings.rate_mbit,
+        })
+        .context("set up the shaped namespace (needs root, ip, tc)")?;
+        let addr: SocketAddr = format!("{}:{SHAPED_ORIGIN_PORT}", link.upstream_ip).parse()?;
+        let origin = Origin::start(
+            &work.path().join("origin-shaped"),
+            &origin_data,
+            addr,
+            Some(&link),
+        )
+        .await?;
+        eprintln!(
+            "mirror: shaped origin at {} ({} Mbit/s), loopback origin at {}",
+            origin.url(),
+            settings.rate_mbit,
+            loopback.url()
+        );
+        Some((link, origin))
+    } else {
+        None
+    };
+
+    let bed = Bed {
+        work: work.path().to_owned(),
+        kinds,
+        reps: settings.reps,
+        slow_reps: settings.slow_reps,
+        hot_duration: settings.hot_duration,
+    };
+    let sha256_bps =
+        tokio::task::spawn_blocking(|| scenario::sha256_speed(SHA_PROBE_BYTES)).await?;
+    let (mut cold, mut big, mut hot, mut rss) = (vec![], vec![], vec![], vec![]);
+    if let Some((_, origin)) = shaped.as_ref().filter(|_| settings.wants(Scenario::Cold)) {
+        eprintln!("mirror: cold bursts (load {})", machine::load_average());
+        cold = scenario::cold(&bed, origin, &content.burst).await?;
+    }
+    if settings.wants(Scenario::Hot) {
+        eprintln!("mirror: hot (load {})", machine::load_average());
+        let paths = HotPaths {
+            large: content.large.path_in(REPO),
+            small: content.small.path_in(REPO),
+            manifest: format!("/v2/{REPO}/manifests/{}", content.manifest),
+        };
+        hot = scenario::hot(&bed, &loopback, &paths).await?;
+    }
+    if let Some(blob) = content.big.as_ref() {
+        eprintln!("mirror: big cold pull (load {})", machine::load_average());
+        big = scenario::big(&bed, &loopback, blob).await?;
+    }
+    if let Some((_, origin)) = shaped.as_ref().filter(|_| settings.wants(Scenario::Rss)) {
+        eprintln!("mirror: memory (load {})", machine::load_average());
+        rss = scenario::rss(&bed, origin, &content.burst).await?;
+    }
+    if let Some((link, origin)) = shaped {
+        origin.stop();
+        drop(link);
+    }
+    loopback.stop();
+
+    Ok(report::render(&report::Inputs {
+        machine: &machine,
+        load_end: machine::load_average(),
+        reps: settings.reps,
+        slow_reps: settings.slow_reps,
+        rate_mbit: settings.rate_mbit,
+        burst_bytes: settings.burst_bytes,
+        big_bytes: settings.big_bytes,
+        hot_duration: settings.hot_duration,
+        sha256_bps,
+        cold: &cold,
+        big: &big,
+        hot: &hot,
+        rss: &rss,
+        skipped: &skipped,
+    }))
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mirror: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mirror: start runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // On a signal the run future is dropped, and with it every guard: processes are stopped
+    // and the namespace deleted before we exit.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(settings) => r,
+            sig = interrupted() => Err(anyhow::anyhow!("{sig} received; cleaned up")),
+        }
+    });
+    match outcome {
+        Ok(report) => {
+            println!("{report}");
+            let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mirror-report.md");
+            match std::fs::write(&path, &report) {
+                Ok(()) => eprintln!("mirror: report written to {}", path.display()),
+                Err(e) => eprintln!("mirror: could not write {}: {e}", path.display()),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mirror: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The four measurements the issue asks for, each interleaving the targets within every
+//! repetition (the order rotates per repetition) and starting each target fresh:
+//! - [`cold`]: 1, 16 and 64 clients on one uncached blob behind the shaped origin;
+//! - [`big`]: one client, a 1 GiB uncached blob, unshaped loopback origin; then the same again hot;
+//! - [`hot`]: wrk on a cached 8.6 MB blob, a 1 KiB blob and a manifest by digest;
+//! - [`rss`]: 256 clients streaming one blob, cold then hot, while RSS is sampled.
+//!
+//! Scenarios only measure and return runs; `report.rs` computes statistics and renders them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use stampede_oci::Digest;
+
+use crate::client::{self, BurstSpec, Pull, PullError};
+use crate::cpu::{Counted, CpuClock};
+use crate::data::BlobFile;
+use crate::rss::{self, RssSampler};
+use crate::target::{Kind, Target};
+use crate::upstream::Origin;
+use crate::wrk::{self, WrkResult, WrkSpec};
+
+/// Repository the test content is pushed to.
+pub const REPO: &str = "bench/app";
+
+/// Bound on one burst (the slowest is distribution or direct with 64 clients on 200 Mbit/s).
+const BURST_LIMIT: Duration = Duration::from_secs(300);
+
+/// Shared setup every scenario reads.
+#[derive(Debug)]
+pub struct Bed {
+    /// Scratch directory for targets' state.
+    pub work: PathBuf,
+    /// Targets to measure, daemon first.
+    pub kinds: Vec<Kind>,
+    /// Repetitions.
+    pub reps: usize,
+    /// Repetitions for distribution and direct at 64 clients (each takes minutes).
+    pub slow_reps: usize,
+    /// wrk run length.
+    pub hot_duration: Duration,
+}
+
+impl Bed {
+    /// The targets in the order of repetition `rep`.
+    fn order(&self, rep: usize) -> Vec<Kind> {
+        let mut kinds = self.kinds.clone();
+        let n = kinds.len().max(1);
+        kinds.rotate_left(rep % n);
+        kinds
+    }
+}
+
+fn progress(what: std::fmt::Arguments<'_>) {
+    eprintln!("mirror: {what}");
+}
+
+/// One burst through one fresh target.
+#[derive(Debug, Clone)]
+pub struct BurstRun {
+    /// Target.
+    pub kind: Kind,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// One entry per client.
+    pub pulls: Vec<Result<Pull, PullError>>,
+    /// Upstream GETs of the blob during the run.
+    pub upstream_gets: usize,
+    /// Upstream HEADs of the blob during the run.
+    pub upstream_heads: usize,
+}
+
+async fn measure_burst(
+    bed: &Bed,
+    kind: Kind,
+    origin: &Origin,
+    blob: &BlobFile,
+    clients: usize,
+) -> anyhow::Result<BurstRun> {
+    let target = Target::start(kind, origin.addr, &bed.work).await?;
+    let offset = origin.log_offset();
+    let pulls = client::burst(&BurstSpec {
+        addr: target.addr,
+        path: blob.path_in(REPO),
+        clients,
+        size_bytes: blob.size_bytes,
+        digest: blob.digest.clone(),
+        verify: true,
+        limit: BURST_LIMIT,
+    })
+    .await;
+    origin.wait_quiet().await;
+    let run = BurstRun {
+        kind,
+        clients,
+        pulls,
+        upstream_gets: origin.count_since(offset, "GET", &blob.digest),
+        upstream_heads: origin.count_since(offset, "HEAD", &blob.digest),
+    };
+    target.stop();
+    let ok = run.pulls.iter().filter(|p| p.is_ok()).count();
+    let last = run
+        .pulls
+        .iter()
+        .flatten()
+        .map(|p| p.done)
+        .max()
+        .unwrap_or_default();
+    progress(format_args!(
+        "{:<12} {:>2} clients: {ok}/{clients} ok, last done {:.3} s, upstream GETs {}",
+        kind.name(),
+        clients,
+        last.as_secs_f64(),
+        run.upstream_gets
+    ));
+    Ok(run)
+}
+
+/// Client counts of the cold scenario; 1 is the single cold pull the bursts are compared to.
+pub const COLD_CLIENTS: [usize; 3] = [1, 16, 64];
+
+/// Cold bursts behind the shaped origin.
+///
+/// # Errors
+/// A target cannot be started.
+pub async fn cold(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<Vec<BurstRun>> {
+    let mut runs = Vec::new();
+    for rep in 0..bed.reps {
+        for kind in bed.order(rep) {
+            for clients in COLD_CLIENTS {
+                let slow = matches!(kind, Kind::Distribution | Kind::Direct);
+                if slow && clients == 64 && rep >= bed.slow_reps {
+                    continue;
+                }
+                runs.push(measure_burst(bed, kind, origin, blob, clients).await?);
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// One client pulling the big blob, cold then hot, through one fresh target.
+#[derive(Debug, Clone)]
+pub struct BigRun {
+    /// Target.
+    pub kind: Kind,
+    /// Cold pull, first request byte to last body byte.
+    pub cold: Result<Duration, PullError>,
+    /// The same pull again, now cached.
+    pub hot: Result<Duration, PullError>,
+    /// Upstream GETs of the blob.
+    pub upstream_gets: usize,
+    /// CPU seconds during the cold pull: the target's processes (0 for direct), the origin,
+    /// and this process (the client).
+    pub cpu: [f64; 3],
+}
+
+/// The big unshaped cold pull over loopback.
+///
+/// # Errors
+/// A target cannot be started.
+pub async fn big(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<Vec<BigRun>> {
+    let mut runs = Vec::new();
+    for rep in 0..bed.reps {
+        for kind in bed.order(rep) {
+            let target = Target::start(kind, origin.addr, &bed.work).await?;
+            let offset = origin.log_offset();
+            let spec = BurstSpec {
+                addr: target.addr,
+                path: blob.path_in(REPO),
+                clients: 1,
+                size_bytes: blob.size_bytes,
+                digest: blob.digest.clone(),
+                verify: false,
+                limit: BURST_LIMIT,
+            };
+            let one = |r: Vec<Result<Pull, PullError>>| {
+                r.into_iter()
+                    .next()
+                    .unwrap_or(Err(PullError::Connect))
+                    .map(|p| p.done - p.start)
+            };
+            let clock = CpuClock::start(vec![
+                target.pid().map_or(Counted::Nothing, Counted::Tree),
+                Counted::Process(origin.pid()),
+                Counted::Process(std::process::id()),
+            ]);
+            let cold = one(client::burst(&spec).await);
+            let used = clock.read();
+            let cpu = [used[0], used[1], used[2]];
+            origin.wait_quiet().await;
+            let hot = one(client::burst(&spec).await);
+            origin.wait_quiet().await;
+            let run = BigRun {
+                kind,
+                cold,
+                hot,
+                upstream_gets: origin.count_since(offset, "GET", &blob.digest),
+                cpu,
+            };
+            target.stop();
+            progress(format_args!(
+                "{:<12} big cold {:?} hot {:?}, upstream GETs {}, cold CPU s target/origin/client {:.2}/{:.2}/{:.2}",
+                kind.name(),
+                run.cold,
+                run.hot,
+                run.upstream_gets,
+                cpu[0],
+                cpu[1],
+                cpu[2]
+            ));
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// What a hot wrk run fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HotTest {
+    /// The 8.6 MB blob over 8 connections.
+    LargeBlob,
+    /// The 1 KiB blob over 16 connections.
+    SmallBlob,
+    /// The manifest by digest over 16 connections.
+    Manifest,
+}
+
+impl HotTest {
+    /// Every test, in run order.
+    pub const ALL: [HotTest; 3] = [HotTest::LargeBlob, HotTest::SmallBlob, HotTest::Manifest];
+
+    /// wrk connections.
+    pub fn connections(self) -> usize {
+        match self {
+            HotTest::LargeBlob => 8,
+            HotTest::SmallBlob | HotTest::Manifest => 16,
+        }
+    }
+
+    /// Name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            HotTest::LargeBlob => "8.6 MB blob, 8 conns",
+            HotTest::SmallBlob => "1 KiB blob, 16 conns",
+            HotTest::Manifest => "manifest by digest, 16 conns",
+        }
+    }
+}
+
+/// The hot paths to fetch.
+#[derive(Debug, Clone)]
+pub struct HotPaths {
+    /// The 8.6 MB blob.
+    pub large: String,
+    /// The 1 KiB blob.
+    pub small: String,
+    /// The manifest by digest.
+    pub manifest: String,
+}
+
+impl HotPaths {
+    fn of(&self, test: HotTest) -> &str {
+        match test {
+            HotTest::LargeBlob => &self.large,
+            HotTest::SmallBlob => &self.small,
+            HotTest::Manifest => &self.manifest,
+        }
+    }
+}
+
+/// One wrk run.
+#[derive(Debug, Clone)]
+pub struct HotRun {
+    /// Target.
+    pub kind: Kind,
+    /// What was fetched.
+    pub test: HotTest,
+    /// wrk's numbers.
+    pub wrk: WrkResult,
+}
+
+async fn warm(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    // Twice: nginx answers the first request as a MISS and caches it on the way.
+    for _ in 0..2 {
+        let (status, _, _) = client::drain(addr, path).await?;
+        if status != http::StatusCode::OK {
+            bail!("warm-up GET {path}: {status}");
+        }
+    }
+    Ok(())
+}
+
+/// wrk against every target, content cached first.
+///
+/// # Errors
+/// A target cannot be started or warmed, or wrk fails.
+pub async fn hot(bed: &Bed, origin: &Origin, paths: &HotPaths) -> anyhow::Result<Vec<HotRun>> {
+    let mut runs = Vec::new();
+    for rep in 0..bed.reps {
+        for kind in bed.order(rep) {
+            let target = Target::start(kind, origin.addr, &bed.work).await?;
+            for test in HotTest::ALL {
+                warm(target.addr, paths.of(test))
+                    .await
+                    .with_context(|| format!("{}: {}", kind.name(), test.name()))?;
+            }
+            for test in HotTest::ALL {
+                let spec = WrkSpec {
+                    addr: target.addr,
+                    path: paths.of(test).to_owned(),
+                    connections: test.connections(),
+                    threads: 2,
+                    duration: bed.hot_duration,
+                };
+                let work = bed.work.clone();
+                let result = tokio::task::spawn_blocking(move || wrk::run(&spec, &work)).await??;
+                progress(format_args!(
+                    "{:<12} {:<30} {:>9.0} req/s {:>7.0} MB/s errors {}",
+                    kind.name(),
+                    test.name(),
+                    result.requests_per_s,
+                    result.bytes_per_s / 1e6,
+                    result.errors
+                ));
+                runs.push(HotRun {
+                    kind,
+                    test,
+                    wrk: result,
+                });
+            }
+            target.stop();
+        }
+    }
+    Ok(runs)
+}
+
+/// Concurrent clients of the memory scenario.
+pub const RSS_CLIENTS: usize = 256;
+
+/// Memory while many clients stream one blob.
+#[derive(Debug, Clone)]
+pub struct RssRun {
+    /// Target.
+    pub kind: Kind,
+    /// Whether the blob was cached before the burst.
+    pub hot: bool,
+    /// Peak RSS summed over the target's processes, sampled.
+    pub peak_rss_bytes: u64,
+    /// The kernel's peak RSS of the target's main process since it started.
+    pub high_water_bytes: Option<u64>,
+    /// Clients that got the whole blob.
+    pub ok: usize,
+    /// Wall time of the burst.
+    pub wall: Duration,
+}
+
+/// 256 clients on one blob, cold (shaped origin) then hot, RSS sampled throughout. Only the
+/// caches are measured: without coalescing, 256 upstream copies at 200 Mbit/s take many minutes.
+///
+/// # Errors
+/// A target cannot be started.
+pub async fn rss(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<Vec<RssRun>> {
+    let mut runs = Vec::new();
+    for rep in 0..bed.reps {
+        for kind in bed.order(rep) {
+            if !matches!(kind, Kind::Daemon | Kind::Nginx) {
+                continue;
+            }
+            let target = Target::start(kind, origin.addr, &bed.work).await?;
+            let pid = target.pid().context("a cache has a process")?;
+            for hot in [false, true] {
+                let sampler = RssSampler::start(pid);
+                let started = Instant::now();
+                let pulls = client::burst(&BurstSpec {
+                    addr: target.addr,
+                    path: blob.path_in(REPO),
+                    clients: RSS_CLIENTS,
+                    size_bytes: blob.size_bytes,
+                    digest: blob.digest.clone(),
+                    verify: true,
+                    limit: BURST_LIMIT,
+                })
+                .await;
+                let wall = started.elapsed();
+                let peak = sampler.stop();
+                let run = RssRun {
+                    kind,
+                    hot,
+                    peak_rss_bytes: peak,
+                    high_water_bytes: rss::high_water_bytes(pid),
+                    ok: pulls.iter().filter(|p| p.is_ok()).count(),
+                    wall,
+                };
+                progress(format_args!(
+                    "{:<12} {} clients {}: peak RSS {:.1} MiB, {}/{} ok in {:.2} s",
+                    kind.name(),
+                    RSS_CLIENTS,
+                    if hot { "hot" } else { "cold" },
+                    peak as f64 / 1048576.0,
+                    run.ok,
+                    RSS_CLIENTS,
+                    wall.as_secs_f64()
+                ));
+                runs.push(run);
+            }
+            target.stop();
+        }
+    }
+    Ok(runs)
+}
+
+/// Single-core sha256 speed on this machine, bytes per second, over `bytes` of buffer.
+pub fn sha256_speed(bytes: usize) -> f64 {
+    let buf = vec![0x5Au8; bytes];
+    let start = Instant::now();
+    let d = Digest::of(&buf);
+    let secs = start.elapsed().as_secs_f64();
+    std::hint::black_box(d);
+    bytes as f64 / secs
+}
