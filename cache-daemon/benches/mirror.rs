@@ -16,10 +16,11 @@
 //!
 //! The Markdown summary goes to stdout and to `target/tmp/mirror-report.md`; progress to stderr.
 //! Every process and namespace it creates is removed on exit, on error, on panic and on
-//! SIGINT/SIGTERM (guards in `lab`).
+//! SIGINT/SIGTERM (guards in `stampede_lab`).
 //!
 //! # Layout
-//! - `lab`: processes and the shaped namespace, and their cleanup.
+//! - `stampede_lab` (the workspace's lab crate): processes and the shaped namespace, and their
+//!   cleanup; the origin's and the peers' configurations.
 //! - `data`: test blobs and the manifest.
 //! - `upstream`: the origin registry and its access-log counts.
 //! - `target`: cache-daemon, nginx, distribution, direct: started fresh per measurement.
@@ -34,8 +35,6 @@ mod client;
 mod cpu;
 #[path = "mirror/data.rs"]
 mod data;
-#[path = "mirror/lab.rs"]
-mod lab;
 #[path = "mirror/machine.rs"]
 mod machine;
 #[path = "mirror/report.rs"]
@@ -57,7 +56,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use lab::{ShapedLink, Shaping};
+use stampede_lab::{ShapedLink, Shaping};
 use machine::Machine;
 use scenario::{Bed, HotPaths, REPO};
 use target::Kind;
@@ -69,6 +68,8 @@ const LARGE_HOT_BYTES: u64 = 8_600_000;
 const SMALL_HOT_BYTES: u64 = 1024;
 /// Port of the origin inside the namespace.
 const SHAPED_ORIGIN_PORT: u16 = 5000;
+/// Prefix of the shaped namespace's name (`mirror-bench-<pid>-<n>`).
+const NETNS_PREFIX: &str = "mirror-bench-";
 /// Bytes hashed to measure sha256 speed.
 const SHA_PROBE_BYTES: usize = 256 << 20;
 
@@ -204,11 +205,9 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
             machine.load
         );
     }
-    if !lab::have("docker-registry") {
-        bail!("Debian's docker-registry is required as the origin: apt-get install -y docker-registry");
-    }
-    if settings.wants(Scenario::Hot) && !lab::have("wrk") {
-        bail!("wrk is required for the hot scenario: apt-get install -y wrk");
+    stampede_lab::find("docker-registry").context("the origin needs Debian's docker-registry")?;
+    if settings.wants(Scenario::Hot) {
+        stampede_lab::find("wrk").context("the hot scenario needs wrk")?;
     }
     let mut skipped = Vec::new();
     let kinds: Vec<Kind> = settings
@@ -241,8 +240,7 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
         &origin_data,
         target::free_addr()?,
         None,
-    )
-    .await?;
+    )?;
     for b in &blobs {
         client::push_blob(loopback.addr, REPO, &b.path, &b.digest).await?;
     }
@@ -260,18 +258,20 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
 
     let needs_shaping = settings.wants(Scenario::Cold) || settings.wants(Scenario::Rss);
     let shaped = if needs_shaping {
-        let link = ShapedLink::create(Shaping {
-            rate_mbit: settings.rate_mbit,
-        })
+        let link = ShapedLink::create(
+            NETNS_PREFIX,
+            Shaping {
+                rate_bits_per_sec: u64::from(settings.rate_mbit) * 1_000_000,
+            },
+        )
         .context("set up the shaped namespace (needs root, ip, tc)")?;
-        let addr: SocketAddr = format!("{}:{SHAPED_ORIGIN_PORT}", link.upstream_ip).parse()?;
+        let addr = SocketAddr::from((link.upstream_ip(), SHAPED_ORIGIN_PORT));
         let origin = Origin::start(
             &work.path().join("origin-shaped"),
             &origin_data,
             addr,
             Some(&link),
-        )
-        .await?;
+        )?;
         eprintln!(
             "mirror: shaped origin at {} ({} Mbit/s), loopback origin at {}",
             origin.url(),

@@ -3,7 +3,7 @@
 //! start, first-body-byte and completion times relative to that epoch. Workers only time and
 //! record; statistics are computed elsewhere. A failed pull is data: it is returned, classified.
 //!
-//! It also has the few registry calls the setup needs: readiness probe, drain a GET, and the
+//! It also has the few registry calls the setup needs: drain a GET, and the
 //! blob upload (POST + streamed PUT) and manifest PUT of the distribution API.
 
 use std::net::SocketAddr;
@@ -84,24 +84,6 @@ pub async fn drain(
         }
     }
     Ok((parts.status, parts.headers, bytes))
-}
-
-/// Waits until `addr` answers `GET /v2/` with any HTTP status.
-///
-/// # Errors
-/// No answer within `limit`.
-pub async fn wait_ready(addr: SocketAddr, limit: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut last = None;
-    while start.elapsed() < limit {
-        match tokio::time::timeout(Duration::from_secs(2), drain(addr, "/v2/")).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => last = Some(e),
-            Err(_) => {}
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{addr} not ready within {limit:?}: {last:?}")
 }
 
 /// Pushes a blob file with the monolithic upload of the distribution API: `POST` an upload

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::lab::descendants;
+use stampede_lab::process::descendants;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times.
 fn ticks_per_second() -> f64 {

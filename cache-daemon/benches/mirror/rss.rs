@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::lab::descendants;
+use stampede_lab::process::descendants;
 
 /// Time between samples.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);

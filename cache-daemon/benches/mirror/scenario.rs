@@ -80,7 +80,7 @@ async fn measure_burst(
     blob: &BlobFile,
     clients: usize,
 ) -> anyhow::Result<BurstRun> {
-    let target = Target::start(kind, origin.addr, &bed.work).await?;
+    let target = Target::start(kind, origin.addr, &bed.work)?;
     let offset = origin.log_offset();
     let pulls = client::burst(&BurstSpec {
         addr: target.addr,
@@ -92,7 +92,7 @@ async fn measure_burst(
         limit: BURST_LIMIT,
     })
     .await;
-    origin.wait_quiet().await;
+    origin.wait_quiet();
     let run = BurstRun {
         kind,
         clients,
@@ -166,7 +166,7 @@ pub async fn big(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
     let mut runs = Vec::new();
     for rep in 0..bed.reps {
         for kind in bed.order(rep) {
-            let target = Target::start(kind, origin.addr, &bed.work).await?;
+            let target = Target::start(kind, origin.addr, &bed.work)?;
             let offset = origin.log_offset();
             let spec = BurstSpec {
                 addr: target.addr,
@@ -191,9 +191,9 @@ pub async fn big(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
             let cold = one(client::burst(&spec).await);
             let used = clock.read();
             let cpu = [used[0], used[1], used[2]];
-            origin.wait_quiet().await;
+            origin.wait_quiet();
             let hot = one(client::burst(&spec).await);
-            origin.wait_quiet().await;
+            origin.wait_quiet();
             let run = BigRun {
                 kind,
                 cold,
@@ -302,7 +302,7 @@ pub async fn hot(bed: &Bed, origin: &Origin, paths: &HotPaths) -> anyhow::Result
     let mut runs = Vec::new();
     for rep in 0..bed.reps {
         for kind in bed.order(rep) {
-            let target = Target::start(kind, origin.addr, &bed.work).await?;
+            let target = Target::start(kind, origin.addr, &bed.work)?;
             for test in HotTest::ALL {
                 warm(target.addr, paths.of(test))
                     .await
@@ -370,7 +370,7 @@ pub async fn rss(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
             if !matches!(kind, Kind::Daemon | Kind::Nginx) {
                 continue;
             }
-            let target = Target::start(kind, origin.addr, &bed.work).await?;
+            let target = Target::start(kind, origin.addr, &bed.work)?;
             let pid = target.pid().context("a cache has a process")?;
             for hot in [false, true] {
                 let sampler = RssSampler::start(pid);

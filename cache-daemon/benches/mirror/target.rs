@@ -2,18 +2,16 @@
 //! measurement and stopped after it: our `cache-daemon` binary, nginx with the test bed's
 //! `proxy_cache_lock` config (lock timeout and age raised to 600 s; manifests by digest cached
 //! too, so the manifest comparison is cache against cache), distribution in proxy mode, and
-//! "direct", the origin itself with no cache in between. A peer whose program is not installed
-//! is reported and skipped.
+//! "direct", the origin itself with no cache in between. The peers' configurations and process
+//! guards are `stampede_lab`'s; a peer whose program is not installed is reported and skipped.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
-use crate::client;
-use crate::lab::{have, Proc};
+use stampede_lab::probe::{free_loopback_addr, wait_ready};
+use stampede_lab::{DockerRegistry, NginxCache, NginxConfig, Proc, RegistryConfig};
 
 /// Which server answers the clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +49,11 @@ impl Kind {
         }
     }
 
-    /// Whether it can run here; prints why not.
+    /// Whether it can run here; prints why not, naming the package to install.
     pub fn available(self) -> bool {
-        match self.program() {
-            Some(p) if !have(p) => {
-                eprintln!("mirror: {} skipped: `{p}` is not installed", self.name());
+        match self.program().map(stampede_lab::find) {
+            Some(Err(e)) => {
+                eprintln!("mirror: {} skipped: {e}", self.name());
                 false
             }
             _ => true,
@@ -63,21 +61,32 @@ impl Kind {
     }
 }
 
+/// The process behind a started target.
+#[derive(Debug)]
+enum Server {
+    Daemon(Proc),
+    Nginx(NginxCache),
+    Distribution(DockerRegistry),
+}
+
 /// A started target.
 #[derive(Debug)]
 pub struct Target {
     /// Where clients connect.
     pub addr: SocketAddr,
-    proc: Option<Proc>,
+    server: Option<Server>,
     _dir: tempfile::TempDir,
 }
+
+/// How long a target gets to answer after start.
+const START_LIMIT: Duration = Duration::from_secs(20);
 
 /// A free loopback port (bound, then released).
 ///
 /// # Errors
 /// No port could be bound.
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(free_loopback_addr()?)
 }
 
 impl Target {
@@ -86,141 +95,59 @@ impl Target {
     ///
     /// # Errors
     /// It does not start or answer within 20 s.
-    pub async fn start(kind: Kind, origin: SocketAddr, work: &Path) -> anyhow::Result<Self> {
+    pub fn start(kind: Kind, origin: SocketAddr, work: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(kind.name())
             .tempdir_in(work)?;
-        let (proc, addr) = match kind {
-            Kind::Direct => (None, origin),
-            Kind::Daemon => {
-                let addr = free_addr()?;
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_cache-daemon"));
-                cmd.arg("--listen")
-                    .arg(addr.to_string())
-                    .arg("--root")
-                    .arg(dir.path().join("store"))
-                    .arg("--upstream")
-                    .arg(format!("http://{origin}"));
-                let log = dir.path().join("daemon.log");
-                (Some(Proc::spawn(kind.name(), cmd, &log)?), addr)
-            }
-            Kind::Nginx => {
-                let addr = free_addr()?;
-                let conf = write_nginx_conf(dir.path(), addr, origin)?;
-                let mut cmd = Command::new("nginx");
-                cmd.arg("-c")
-                    .arg(&conf)
-                    .arg("-p")
-                    .arg(dir.path())
-                    .args(["-g", "daemon off;"]);
-                let log = dir.path().join("logs/stdout.log");
-                (Some(Proc::spawn(kind.name(), cmd, &log)?), addr)
-            }
-            Kind::Distribution => {
-                let addr = free_addr()?;
-                let config = dir.path().join("config.yml");
-                std::fs::write(
-                    &config,
-                    format!(
-                        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nproxy:\n  remoteurl: http://{origin}\n",
-                        dir.path().join("data").display()
-                    ),
-                )?;
-                let mut cmd = Command::new("docker-registry");
-                cmd.arg("serve").arg(&config);
-                let log = dir.path().join("registry.log");
-                (Some(Proc::spawn(kind.name(), cmd, &log)?), addr)
-            }
-        };
-        let mut target = Self {
+        let d = dir.path();
+        let (server, addr) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+            Ok(match kind {
+                Kind::Direct => (None, origin),
+                Kind::Daemon => {
+                    let addr = free_addr()?;
+                    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cache-daemon"));
+                    cmd.arg("--listen")
+                        .arg(addr.to_string())
+                        .arg("--root")
+                        .arg(d.join("store"))
+                        .arg("--upstream")
+                        .arg(format!("http://{origin}"));
+                    let log = d.join("daemon.log");
+                    let mut proc = Proc::spawn(kind.name(), cmd, &log)?;
+                    wait_ready(&mut proc, addr, &log, START_LIMIT)?;
+                    (Some(Server::Daemon(proc)), addr)
+                }
+                Kind::Nginx => {
+                    let cache = NginxCache::start(NginxConfig::new(free_addr()?, origin, d))?;
+                    let addr = cache.addr();
+                    (Some(Server::Nginx(cache)), addr)
+                }
+                Kind::Distribution => {
+                    let config =
+                        RegistryConfig::proxy(free_addr()?, d.join("data"), &format!("http://{origin}"));
+                    let registry = DockerRegistry::start(d, &config, None)?;
+                    (Some(Server::Distribution(registry)), config.addr)
+                }
+            })
+        })?;
+        Ok(Self {
             addr,
-            proc,
+            server,
             _dir: dir,
-        };
-        client::wait_ready(addr, Duration::from_secs(20))
-            .await
-            .with_context(|| format!("{} did not come up", kind.name()))?;
-        if let Some(p) = target.proc.as_mut() {
-            p.check_running()?;
-        }
-        Ok(target)
+        })
     }
 
     /// The process serving requests (nginx: the master; its workers are its children).
     pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().map(Proc::pid)
+        self.server.as_ref().map(|s| match s {
+            Server::Daemon(p) => p.pid(),
+            Server::Nginx(n) => n.pid(),
+            Server::Distribution(r) => r.pid(),
+        })
     }
 
     /// Stops it and removes its state.
     pub fn stop(self) {
-        if let Some(p) = self.proc {
-            p.stop();
-        }
+        drop(self.server);
     }
-}
-
-/// The test bed's nginx blob cache (section 5) with the lock timeout and age raised, plus a
-/// cached location for manifests by digest (content-addressed, so caching is safe).
-fn write_nginx_conf(
-    dir: &Path,
-    listen: SocketAddr,
-    origin: SocketAddr,
-) -> anyhow::Result<std::path::PathBuf> {
-    for sub in ["cache", "tmp", "logs"] {
-        std::fs::create_dir_all(dir.join(sub))?;
-    }
-    let d = dir.display();
-    let conf = format!(
-        r#"user root;
-worker_processes 2;
-error_log {d}/logs/error.log info;
-pid {d}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-  access_log {d}/logs/access.log;
-  client_body_temp_path {d}/tmp/body;
-  proxy_temp_path       {d}/tmp/proxy;
-  fastcgi_temp_path     {d}/tmp/fastcgi;
-  uwsgi_temp_path       {d}/tmp/uwsgi;
-  scgi_temp_path        {d}/tmp/scgi;
-  proxy_cache_path {d}/cache levels=1:2 keys_zone=blobs:10m max_size=10g inactive=7d use_temp_path=off;
-  map $uri $blob_digest {{ "~/blobs/(?<d>sha256:[0-9a-f]{{64}})$" $d; default $uri; }}
-  upstream reg {{ server {origin}; keepalive 16; }}
-  server {{
-    listen {listen};
-    client_max_body_size 0;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host $http_host;
-    location ~ "^/v2/.+/blobs/sha256:[0-9a-f]{{64}}$" {{
-      proxy_pass http://reg;
-      proxy_cache blobs;
-      proxy_cache_key $blob_digest;
-      proxy_cache_valid 200 7d;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 600s;
-      proxy_cache_lock_age 600s;
-      proxy_ignore_headers Cache-Control Expires Set-Cookie;
-      add_header X-Cache-Status $upstream_cache_status always;
-    }}
-    location ~ "^/v2/.+/manifests/sha256:[0-9a-f]{{64}}$" {{
-      proxy_pass http://reg;
-      proxy_cache blobs;
-      proxy_cache_valid 200 7d;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 600s;
-      proxy_cache_lock_age 600s;
-      proxy_ignore_headers Cache-Control Expires Set-Cookie;
-      add_header X-Cache-Status $upstream_cache_status always;
-    }}
-    location /v2/ {{
-      proxy_pass http://reg;
-    }}
-  }}
-}}
-"#
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    Ok(path)
 }

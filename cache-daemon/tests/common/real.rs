@@ -1,8 +1,10 @@
-//! Real parts for end-to-end tests: Debian's `docker-registry` (distribution) started on a free
-//! loopback port with its access log captured, `skopeo` to push and pull, a small OCI image
-//! layout writer so tests need no network and no prebuilt image, the `cache-daemon` binary run
-//! from a config file, `containerd` on a temp root with `ctr`, and `podman` on temp storage.
-//! Every process started here is stopped by a `Drop` guard, and every wait is bounded.
+//! Real parts for end-to-end tests: Debian's `docker-registry` (distribution) on a free loopback
+//! port with its access log captured, `skopeo` to push and pull, a small OCI image layout writer
+//! so tests need no network and no prebuilt image, the `cache-daemon` binary run from a config
+//! file, `containerd` on a temp root with `ctr`, and `podman` on temp storage. The registry and
+//! containerd come from the workspace's lab crate (`stampede_lab`), as the benchmarks' and the
+//! harness's do. Every process started here is stopped by a `Drop` guard, and every wait is
+//! bounded.
 //!
 //! When a program is missing, tests skip with a message, unless `STAMPEDE_REQUIRE_REAL=1` (set by
 //! `.ci/run`), in which case they fail: CI must never pass by skipping.
@@ -18,26 +20,31 @@ use stampede_oci::Digest;
 
 /// Whether `program` is on PATH; panics when it is not and real parts are required.
 pub fn have(program: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    if program == "systemd-analyze" {
+        return have_systemd_analyze();
+    }
+    match stampede_lab::find(program) {
+        Ok(_) => true,
+        Err(missing) => {
+            assert!(
+                std::env::var("STAMPEDE_REQUIRE_REAL").as_deref() != Ok("1"),
+                "{program} is required (STAMPEDE_REQUIRE_REAL=1): {missing}"
+            );
+            eprintln!("SKIPPED: {missing}");
+            false
+        }
+    }
+}
+
+/// `systemd-analyze` ships with the `systemd` package, which the lab does not know.
+fn have_systemd_analyze() -> bool {
+    let found = stampede_lab::find("systemd-analyze").is_ok();
     if !found {
-        let hint = match program {
-            "docker-registry" => "apt-get install docker-registry",
-            "skopeo" => "apt-get install skopeo",
-            "containerd" | "ctr" => "apt-get install containerd",
-            "podman" => "apt-get install podman",
-            "docker-compose" => "apt-get install docker-compose",
-            "systemd-analyze" => "apt-get install systemd",
-            _ => "install it",
-        };
         assert!(
             std::env::var("STAMPEDE_REQUIRE_REAL").as_deref() != Ok("1"),
-            "{program} is required (STAMPEDE_REQUIRE_REAL=1) but not installed: {hint}"
+            "systemd-analyze is required (STAMPEDE_REQUIRE_REAL=1) but not installed: apt-get install systemd"
         );
-        eprintln!("SKIPPED: {program} not installed ({hint})");
+        eprintln!("SKIPPED: systemd-analyze not installed (apt-get install systemd)");
     }
     found
 }
@@ -67,9 +74,9 @@ pub fn wait_http(url: &str, limit: Duration) {
     panic!("{url} did not come up within {limit:?}");
 }
 
-/// A running `docker-registry serve`, killed on drop.
+/// A running `docker-registry serve` (`stampede_lab`), stopped on drop.
 pub struct Registry {
-    child: Child,
+    registry: stampede_lab::DockerRegistry,
     pub port: u16,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
@@ -79,52 +86,35 @@ impl Registry {
     /// A plain registry with filesystem storage, or a pull-through proxy of `proxy_of`.
     pub fn start(proxy_of: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let proxy = proxy_of.map_or(String::new(), |url| format!("proxy:\n  remoteurl: {url}\n"));
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{proxy}",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = dir.path().join("registry.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start docker-registry");
-        wait_http(
-            &format!("http://127.0.0.1:{port}/v2/"),
-            Duration::from_secs(15),
-        );
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let storage = dir.path().join("data");
+        let config = match proxy_of {
+            Some(url) => stampede_lab::RegistryConfig::proxy(addr, storage, url),
+            None => stampede_lab::RegistryConfig::plain(addr, storage),
+        };
+        let registry = stampede_lab::DockerRegistry::start(dir.path(), &config, None)
+            .unwrap_or_else(|e| panic!("{e}"));
         Self {
-            child,
-            port,
-            log,
+            port: addr.port(),
+            log: registry.log_path().to_owned(),
+            registry,
             _dir: dir,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.registry.url()
     }
 
-    /// Access-log requests with this method whose path contains `needle`.
+    /// Access-log requests with this method whose line contains `needle`.
     pub fn count(&self, method: &str, needle: &str) -> usize {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
-            .filter(|l| l.starts_with("127.0.0.1 - - ["))
-            .filter(|l| l.contains(&format!("\"{method} ")) && l.contains(needle))
+            .filter(|l| {
+                stampede_lab::AccessEntry::parse(l).is_some_and(|e| e.method == method)
+                    && l.contains(needle)
+            })
             .count()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
     }
 }
 
@@ -390,124 +380,31 @@ impl Drop for DaemonBinary {
     }
 }
 
-/// `containerd` on a temp root, state dir and socket (CRI plugin off), stopped on drop together
-/// with any shim it started.
+/// `containerd` on a temp root (`stampede_lab`), stopped on drop together with any shim it
+/// started.
 pub struct Containerd {
-    child: Child,
-    /// The gRPC socket.
-    pub socket: PathBuf,
+    containerd: stampede_lab::Containerd,
     /// The root directory (content, snapshots, metadata).
     pub root: PathBuf,
-    /// Its log.
-    pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Containerd {
     /// Starts containerd and waits until `ctr version` answers.
     pub fn start() -> Self {
-        // Short path: the socket's must fit in sun_path.
-        let dir = tempfile::Builder::new()
-            .prefix("ctrd")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let root = dir.path().join("root");
-        let socket = dir.path().join("containerd.sock");
-        let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n[grpc]\n  address = \"{socket}\"\n\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
-            root = root.display(),
-            state = dir.path().join("state").display(),
-            socket = socket.display(),
-            opt = dir.path().join("opt").display(),
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let log = dir.path().join("containerd.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start containerd");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "containerd exited with {status}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            let up = socket.exists()
-                && output_within(
-                    Command::new("ctr").arg("--address").arg(&socket).args([
-                        "--timeout",
-                        "1s",
-                        "version",
-                    ]),
-                    Duration::from_secs(5),
-                )
-                .status
-                .success();
-            if up {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                child.kill().ok();
-                child.wait().ok();
-                panic!(
-                    "containerd did not answer within 20 s: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let containerd =
+            stampede_lab::Containerd::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         Self {
-            child,
-            socket,
-            root,
-            log,
+            root: containerd.root().join("root"),
+            containerd,
             _dir: dir,
         }
     }
 
     /// `ctr --address <socket> -n <namespace>`, ready for a subcommand.
     pub fn ctr(&self, namespace: &str) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address")
-            .arg(&self.socket)
-            .args(["-n", namespace]);
-        cmd
-    }
-
-    /// Shims started by this containerd: their command line names its socket.
-    fn shims(&self) -> Vec<u32> {
-        let socket = self.socket.to_string_lossy().into_owned();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                cmdline.contains("containerd-shim") && cmdline.contains(&socket)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let shims = self.shims();
-        stop(&mut self.child, Duration::from_secs(5));
-        for pid in shims {
-            Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .ok();
-        }
+        self.containerd.ctr(namespace)
     }
 }
 

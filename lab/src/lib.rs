@@ -1,0 +1,50 @@
+//! stampede-lab: the real parts that benchmarks and tests start and stop, in one place. Debian's
+//! `docker-registry` (distribution 2.8) as a plain origin or in pull-through proxy mode, nginx as
+//! a digest-keyed blob cache with `proxy_cache_lock`, a network namespace behind a veth pair
+//! shaped with `tc tbf`, and the guards that take every process and namespace down again. The
+//! configurations are the ones `../shared/testbed.md` measured on this kind of machine.
+//!
+//! It knows nothing of the cache daemon or the load generator: both use it, it uses neither. It
+//! runs programs and reads their logs; it does not speak the registry protocol beyond a readiness
+//! probe.
+//!
+//! # Layout
+//! - [`program`]: finding a program on `PATH`, or an error naming the Debian package to install;
+//!   whether we are root.
+//! - [`process`]: [`Proc`], a child process stopped by PID (with its descendants) on drop; short
+//!   commands run to completion.
+//! - [`probe`]: waiting until a server answers HTTP.
+//! - [`netns`]: [`ShapedLink`], a namespace joined to the host by a tbf-shaped veth pair, with
+//!   listeners bound inside it.
+//! - [`access_log`]: the Apache-style access log lines both servers write, parsed and counted by
+//!   request kind, digest and bytes.
+//! - [`distribution`]: [`DockerRegistry`], plain or proxy, configured from [`RegistryConfig`].
+//! - [`nginx`]: [`NginxCache`], the blob cache, configured from [`NginxConfig`].
+//! - [`containerd`]: [`Containerd`] on a temp root, for `ctr` pulls.
+//! - [`error`]: [`LabError`].
+//!
+//! # One peer's life
+//! `program::find("nginx")` -> [`NginxConfig::write`] into a temp dir -> [`NginxCache::start`]
+//! ([`Proc::spawn`], then [`probe::wait_ready`]) -> clients pull through it -> its
+//! [`AccessLog`] is counted -> drop (SIGTERM by PID, SIGKILL to stragglers and their children).
+
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod containerd;
+pub mod distribution;
+pub mod error;
+pub mod netns;
+pub mod nginx;
+pub mod probe;
+pub mod process;
+pub mod program;
+
+pub use access_log::{AccessCounts, AccessEntry, AccessLog, BlobCounts, RequestKind};
+pub use containerd::Containerd;
+pub use distribution::{DockerRegistry, RegistryAuth, RegistryConfig, RegistryTls};
+pub use error::LabError;
+pub use netns::{ShapedLink, Shaping};
+pub use nginx::{NginxCache, NginxConfig};
+pub use process::Proc;
+pub use program::{debian_package, find, is_root};

@@ -1,0 +1,117 @@
+//! Waiting until a server answers HTTP: a plain `GET /v2/` over a fresh TCP connection, any
+//! status counts, every attempt and the whole wait bounded. While waiting, the server's process
+//! is watched, so one that exits (a port taken, a bad config) fails at once with its log instead
+//! of after the timeout. Blocking; async callers run it on a blocking thread.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::LabError;
+use crate::process::Proc;
+
+/// Longest wait for one connect or one answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The HTTP status `addr` answers `GET path` with, if it answers within [`ATTEMPT_TIMEOUT`].
+pub fn status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, ATTEMPT_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(ATTEMPT_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(ATTEMPT_TIMEOUT)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 64];
+    let mut got = 0;
+    // "HTTP/1.1 200" is 12 bytes; read until we have them or the peer closes.
+    while got < 12 {
+        match stream.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    std::str::from_utf8(&head[..got])
+        .ok()?
+        .strip_prefix("HTTP/1.")?
+        .get(2..5)?
+        .parse()
+        .ok()
+}
+
+/// Waits until `proc` answers `GET /v2/` on `addr`.
+///
+/// # Errors
+/// [`LabError::Exited`] when the process exits first, [`LabError::NotReady`] when it does not
+/// answer within `limit`; both name `log`.
+pub fn wait_ready(
+    proc: &mut Proc,
+    addr: SocketAddr,
+    log: &Path,
+    limit: Duration,
+) -> Result<(), LabError> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = proc.exited() {
+            return Err(LabError::Exited {
+                what: proc.name().to_owned(),
+                status,
+                log: log.to_owned(),
+            });
+        }
+        if status(addr, "/v2/").is_some() {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(LabError::NotReady {
+                what: proc.name().to_owned(),
+                addr,
+                waited: limit,
+                log: log.to_owned(),
+            });
+        }
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, then released: another process could take it in between,
+/// which a server then reports by exiting, and [`wait_ready`] by failing at once).
+///
+/// # Errors
+/// [`LabError::Socket`] when no port can be bound.
+pub fn free_loopback_addr() -> Result<SocketAddr, LabError> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| LabError::Socket {
+            what: "bind 127.0.0.1:0 to find a free port".into(),
+            source,
+        })?;
+    listener.local_addr().map_err(|source| LabError::Socket {
+        what: "read a bound port".into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_status_line() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf).unwrap();
+            s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        });
+        assert_eq!(status(addr, "/v2/"), Some(401));
+        server.join().unwrap();
+        assert_eq!(status(free_loopback_addr().unwrap(), "/v2/"), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! Finding the programs the lab runs, and saying which Debian package to install when one is
+//! missing. Programs are looked up on this process's `PATH` once per start and then run by their
+//! full path, so a caller that narrows `PATH` (a test simulating a machine without nginx) sees
+//! exactly what that machine would.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+
+use crate::error::LabError;
+
+/// The Debian package that ships `program` (`"nginx"` for nginx, `"iproute2"` for `ip` and
+/// `tc`); the program's own name when we know of no other.
+pub fn debian_package(program: &str) -> &'static str {
+    match program {
+        "docker-registry" => "docker-registry",
+        "nginx" => "nginx",
+        "skopeo" => "skopeo",
+        "umoci" => "umoci",
+        "containerd" | "ctr" | "containerd-shim-runc-v2" => "containerd",
+        "podman" => "podman",
+        "ip" | "tc" => "iproute2",
+        "curl" => "curl",
+        "wrk" => "wrk",
+        "runc" => "runc",
+        _ => "the package that provides it",
+    }
+}
+
+/// The full path of `program` on `PATH`.
+///
+/// # Errors
+/// [`LabError::Missing`] naming the package to install.
+pub fn find(program: &str) -> Result<PathBuf, LabError> {
+    let missing = || LabError::Missing {
+        program: program.to_owned(),
+        package: debian_package(program),
+    };
+    let path = std::env::var_os("PATH").ok_or_else(missing)?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(missing)
+}
+
+/// Whether this process runs as root (effective user id 0).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Fails with [`LabError::NotRoot`] unless root, naming `what` needed it.
+///
+/// # Errors
+/// Not root.
+pub fn require_root(what: &str) -> Result<(), LabError> {
+    if is_root() {
+        Ok(())
+    } else {
+        Err(LabError::NotRoot {
+            what: what.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_names_its_package() {
+        for (program, package) in [
+            ("nginx", "nginx"),
+            ("docker-registry", "docker-registry"),
+            ("ctr", "containerd"),
+            ("tc", "iproute2"),
+        ] {
+            assert_eq!(debian_package(program), package);
+        }
+        let err = find("stampede-no-such-program").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`stampede-no-such-program` is not installed: apt-get install -y the package that provides it"
+        );
+    }
+
+    #[test]
+    fn finds_a_program_every_machine_has() {
+        let sh = find("sh").unwrap();
+        assert!(sh.is_absolute(), "{}", sh.display());
+    }
+}
