@@ -20,7 +20,12 @@
 //!   result, capacity answers, and the comparison's Markdown and HTML.
 //! - [`compare`]: differences between runs or variants with bootstrap confidence intervals over
 //!   repetitions, and regression gates.
-//! - [`target`]: what nodes pull through (direct, cache-daemon per node or shared, a mirror).
+//! - [`target`]: what nodes pull through (direct, cache-daemon per node or shared, a mirror, a
+//!   peer).
+//! - [`peer`]: the peers the harness starts itself: distribution's proxy mode and an nginx cache.
+//! - [`origin`]: the embedded registry as every target's upstream, on loopback or behind a
+//!   kernel-shaped link in its own network namespace.
+//! - [`real_puller`]: node pulls done by real clients (skopeo, ctr).
 //! - [`node`]: a simulated node: content store, kubelet's pull queue, one shared pull per image.
 //! - [`container`]: the container start model (file reads, init, readiness probe).
 //! - [`host`]: CPU use during a burst, for the host-bound warning.
@@ -30,7 +35,8 @@
 //!
 //! # One pod's path
 //! `run::run` -> burst epoch -> pod task sleeps to its scheduled offset -> `node::Node::image`
-//! (first pod of the node: queue slot -> `pull::Puller::pull` -> `unpack` per layer) ->
+//! (first pod of the node: queue slot -> `pull::Puller::pull` (or a real client through
+//! `real_puller`) -> `unpack` per layer) ->
 //! `container::start` -> milestones to the burst's `recorder::Recorder` -> `result` -> `report`
 //! (later `bench-harness report` re-renders from `result.json`, and `bench-harness compare`
 //! sets two results side by side through `compare`).
@@ -45,7 +51,10 @@ pub mod image;
 pub mod inspect;
 pub mod machine;
 pub mod node;
+pub mod origin;
+pub mod peer;
 pub mod pull;
+pub mod real_puller;
 pub mod recorder;
 pub mod registry;
 pub mod remote;

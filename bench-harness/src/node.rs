@@ -8,8 +8,8 @@
 //! for the same image waits for that same pull. A pod scheduled after the image landed finds it
 //! present and does not pull.
 //!
-//! This module times and shares; the pull itself is `pull.rs`, unpacking is `unpack`, the
-//! container start is `container.rs`.
+//! This module times and shares; the pull itself is `pull.rs` (the harness's own client) or
+//! `real_puller.rs` (skopeo, ctr), unpacking is `unpack`, the container start is `container.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,7 +22,8 @@ use tokio::sync::Semaphore;
 use stampede_oci::{Reference, RepoName};
 
 use crate::container::StartFiles;
-use crate::pull::{PullError, Puller};
+use crate::pull::{PullError, PullRecord, Puller};
+use crate::real_puller::RealPuller;
 use crate::recorder::{FailureKind, LayerTimes, PullTimes};
 use crate::scenario::Readiness;
 use crate::unpack::{unpack_layer_file, UnpackOptions};
@@ -39,6 +40,30 @@ pub struct ImageOnNode {
     pub start_files: Arc<StartFiles>,
     /// Blob bytes the node received.
     pub bytes_fetched: u64,
+    /// Whether `layers` carry the fetch and verify times of each layer (the harness's own
+    /// client); a real client reports only the whole pull.
+    pub layers_timed: bool,
+    /// Request to first body byte of every blob fetched (config and layers; empty for a real
+    /// client, which does not report it).
+    pub blob_first_bytes: Vec<Duration>,
+}
+
+/// Who does a node's pulls.
+#[derive(Debug)]
+pub enum NodePuller {
+    /// The harness's own client.
+    Harness(Puller),
+    /// A real client (skopeo, ctr).
+    Real(RealPuller),
+}
+
+impl NodePuller {
+    async fn pull(&self, repo: &RepoName, reference: &Reference) -> Result<PullRecord, PullError> {
+        match self {
+            Self::Harness(p) => p.pull(repo, reference).await,
+            Self::Real(p) => p.pull(repo, reference).await,
+        }
+    }
 }
 
 /// Why a node's pull of an image failed.
@@ -89,7 +114,7 @@ pub struct ImageName {
 #[derive(Debug)]
 pub struct Node {
     config: NodeConfig,
-    puller: Puller,
+    puller: NodePuller,
     epoch: Instant,
     slots: Option<Arc<Semaphore>>,
     /// A std `Mutex`: held only to find or insert an entry, never across `.await`.
@@ -108,7 +133,7 @@ pub struct PodImage {
 impl Node {
     /// A node whose content store and snapshots live under `config.dir`, pulling with `puller`,
     /// timing from `epoch`.
-    pub fn new(config: NodeConfig, puller: Puller, epoch: Instant) -> Self {
+    pub fn new(config: NodeConfig, puller: NodePuller, epoch: Instant) -> Self {
         let slots = config
             .max_parallel_image_pulls
             .map(|n| Arc::new(Semaphore::new(n as usize)));
@@ -175,7 +200,8 @@ impl Node {
                 ..LayerTimes::default()
             })
             .collect();
-        if self.config.unpack {
+        let unpack = self.config.unpack && !record.unpacked_by_client;
+        if unpack {
             std::fs::create_dir_all(&snapshot).map_err(|e| NodePullFailure {
                 kind: FailureKind::Other,
                 message: format!("create snapshot {}: {e}", snapshot.display()),
@@ -202,7 +228,6 @@ impl Node {
         let unpacked = Instant::now();
         let readiness = self.config.readiness.clone();
         let root = snapshot.clone();
-        let unpack = self.config.unpack;
         let start_files = tokio::task::spawn_blocking(move || {
             if unpack {
                 StartFiles::choose(&root, &readiness)
@@ -229,6 +254,8 @@ impl Node {
             layers,
             start_files: Arc::new(start_files),
             bytes_fetched: record.bytes_fetched,
+            layers_timed: matches!(self.puller, NodePuller::Harness(_)),
+            blob_first_bytes: record.blob_first_bytes.clone(),
         })
     }
 }

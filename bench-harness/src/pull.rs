@@ -49,7 +49,12 @@ pub struct PullError {
 }
 
 impl PullError {
-    fn new(kind: FailureKind, what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+    /// A failure of `kind` while doing `what`, because of `detail`.
+    pub(crate) fn new(
+        kind: FailureKind,
+        what: impl Into<String>,
+        detail: impl std::fmt::Display,
+    ) -> Self {
         Self {
             kind,
             what: what.into(),
@@ -116,6 +121,12 @@ pub struct PullRecord {
     pub bytes_fetched: u64,
     /// 429 answers waited out.
     pub throttled: u32,
+    /// The client unpacked the image itself as it pulled (`ctr`), so `fetched` includes the
+    /// unpack and the node must not unpack again.
+    pub unpacked_by_client: bool,
+    /// Request to first body byte of every blob fetched (the config, then each layer not
+    /// already in the store); empty when the client does not observe it.
+    pub blob_first_bytes: Vec<Duration>,
 }
 
 /// A manifest or index as fetched: its bytes, parsed form, digest and served media type.
@@ -221,6 +232,10 @@ impl Puller {
         } else {
             config.0.size_bytes
         };
+        let first_byte_after =
+            |l: &LayerFetch| Some(l.first_byte?.saturating_duration_since(l.started));
+        let mut blob_first_bytes: Vec<Duration> = first_byte_after(&config.0).into_iter().collect();
+        blob_first_bytes.extend(fetched.iter().filter_map(|(l, _)| first_byte_after(l)));
         let mut out = Vec::with_capacity(fetched.len());
         for (layer, t) in fetched {
             throttled += t;
@@ -241,6 +256,8 @@ impl Puller {
             layers: out,
             bytes_fetched,
             throttled,
+            unpacked_by_client: false,
+            blob_first_bytes,
         })
     }
 

@@ -7,6 +7,10 @@
 //! time a worker hands in is an offset from the burst epoch ([`PodTimes`]), so a phase is measured
 //! from the pod's scheduled time, never from when a worker got to it.
 //!
+//! A scenario whose pods arrive in waves is also recorded per wave ([`WaveData`]): the pull, time
+//! to first byte, end-to-end and blob first-byte histograms of that wave's pods and nodes, and
+//! when its last pod turned ready, so a cold first wave and a warm second one read apart.
+//!
 //! This module does no I/O and knows nothing of the file format; `result.rs` encodes what is
 //! here, and `report.rs` renders it.
 
@@ -49,6 +53,11 @@ pub enum LayerPhase {
     Decompress,
     /// Writing the tar's entries into the snapshot.
     Apply,
+    /// Request sent → first body byte, for every blob a node fetched: each layer (inside its
+    /// `fetch`) and the image config. What a cache that coalesces misses makes its followers
+    /// wait: one that streams keeps it near the leader's, one that holds followers until its
+    /// fill is complete makes it the leader's whole download.
+    FirstByte,
 }
 
 /// Why a pod did not become ready. One count per failed pod; the names are the JSON keys.
@@ -120,21 +129,33 @@ impl Phase {
 }
 
 impl LayerPhase {
-    /// Every layer phase, in pipeline order.
-    pub const ALL: [LayerPhase; 4] = [
+    /// Every layer phase, in pipeline order (`first_byte`, part of `fetch`, last).
+    pub const ALL: [LayerPhase; 5] = [
+        LayerPhase::Fetch,
+        LayerPhase::Verify,
+        LayerPhase::Decompress,
+        LayerPhase::Apply,
+        LayerPhase::FirstByte,
+    ];
+
+    /// The phases that follow one another in a layer's life, without overlap: what a stacked
+    /// bar of the time per layer shows (`first_byte` is inside `fetch`).
+    pub const STACKED: [LayerPhase; 4] = [
         LayerPhase::Fetch,
         LayerPhase::Verify,
         LayerPhase::Decompress,
         LayerPhase::Apply,
     ];
 
-    /// The name used in JSON and reports: `fetch`, `verify`, `decompress`, `apply`.
+    /// The name used in JSON and reports: `fetch`, `verify`, `decompress`, `apply`,
+    /// `first_byte`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Fetch => "fetch",
             Self::Verify => "verify",
             Self::Decompress => "decompress",
             Self::Apply => "apply",
+            Self::FirstByte => "first_byte",
         }
     }
 
@@ -208,6 +229,8 @@ pub struct PodTimes {
     pub started: Duration,
     /// When the readiness probe first passed.
     pub ready: Duration,
+    /// The arrival wave the pod belongs to (`0` unless the scenario has waves).
+    pub wave: u32,
 }
 
 /// The milestones of a node's pull of one image, as offsets from the burst epoch.
@@ -268,10 +291,103 @@ pub struct Recorder {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Repetition {
     phases: [Histogram<u64>; 6],
-    layers: [Histogram<u64>; 4],
+    layers: [Histogram<u64>; 5],
     failures: BTreeMap<FailureKind, u64>,
     /// Microseconds from the epoch; sorted once merged into [`Recordings`].
     ready_us: Vec<u64>,
+    waves: BTreeMap<u32, WaveData>,
+}
+
+/// What the pods of one arrival wave measured in one repetition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaveData {
+    /// Earliest scheduled offset of the wave's pods, microseconds from the epoch (its `at`).
+    pub at_us: u64,
+    /// Pull phase of the wave's pods.
+    pub pull: Histogram<u64>,
+    /// Time to first byte of the wave's pods' pulls.
+    pub ttfb: Histogram<u64>,
+    /// End to end of the wave's pods.
+    pub end_to_end: Histogram<u64>,
+    /// Request to first byte of every blob (config and layers) the wave's nodes fetched.
+    pub first_byte: Histogram<u64>,
+    /// Pods ready.
+    pub ready_pods: u64,
+    /// Pods failed.
+    pub failed_pods: u64,
+    /// When its last pod turned ready, microseconds from the epoch (0: none did).
+    pub last_ready_us: u64,
+}
+
+impl WaveData {
+    fn new(at_us: u64) -> Self {
+        Self {
+            at_us,
+            pull: new_histogram(),
+            ttfb: new_histogram(),
+            end_to_end: new_histogram(),
+            first_byte: new_histogram(),
+            ready_pods: 0,
+            failed_pods: 0,
+            last_ready_us: 0,
+        }
+    }
+
+    /// A wave rebuilt from decoded parts (`result.rs`); histograms auto-resize.
+    pub(crate) fn from_parts(
+        at_us: u64,
+        counts: (u64, u64, u64),
+        mut hists: [Histogram<u64>; 4],
+    ) -> Self {
+        for h in &mut hists {
+            h.auto(true);
+        }
+        let [pull, ttfb, end_to_end, first_byte] = hists;
+        let (ready_pods, failed_pods, last_ready_us) = counts;
+        Self {
+            at_us,
+            pull,
+            ttfb,
+            end_to_end,
+            first_byte,
+            ready_pods,
+            failed_pods,
+            last_ready_us,
+        }
+    }
+
+    /// From the wave's start until its last pod was ready; `None` when a pod failed or none was
+    /// ready.
+    pub fn time_to_all_ready(&self) -> Option<Duration> {
+        (self.failed_pods == 0 && self.ready_pods > 0)
+            .then(|| Duration::from_micros(self.last_ready_us.saturating_sub(self.at_us)))
+    }
+
+    /// The spread of blob first bytes: slowest minus fastest request-to-first-byte among the
+    /// wave's blob fetches; `None` without at least one.
+    pub fn first_byte_spread(&self) -> Option<Duration> {
+        spread(&self.first_byte)
+    }
+
+    fn merge(&mut self, other: &WaveData) {
+        self.at_us = self.at_us.min(other.at_us);
+        for (into, from) in [
+            (&mut self.pull, &other.pull),
+            (&mut self.ttfb, &other.ttfb),
+            (&mut self.end_to_end, &other.end_to_end),
+            (&mut self.first_byte, &other.first_byte),
+        ] {
+            add_into(into, from);
+        }
+        self.ready_pods += other.ready_pods;
+        self.failed_pods += other.failed_pods;
+        self.last_ready_us = self.last_ready_us.max(other.last_ready_us);
+    }
+}
+
+/// Largest minus smallest value of `h`; `None` when it is empty.
+pub fn spread(h: &Histogram<u64>) -> Option<Duration> {
+    (!h.is_empty()).then(|| Duration::from_micros(h.max().saturating_sub(h.min())))
 }
 
 /// Every repetition of one (variant, target), kept apart; merged histograms on demand.
@@ -373,15 +489,27 @@ impl Recorder {
         d.record(Phase::Unpack, unpack);
         d.record(Phase::StartToReady, t.ready.saturating_sub(t.started));
         d.record(Phase::EndToEnd, t.ready.saturating_sub(t.scheduled));
-        if let Some(p) = &t.pull {
-            if let Some(first_byte) = p.first_byte {
-                d.record(Phase::Ttfb, first_byte.saturating_sub(p.started));
-            }
+        let ttfb = t
+            .pull
+            .and_then(|p| Some(p.first_byte?.saturating_sub(p.started)));
+        if let Some(ttfb) = ttfb {
+            d.record(Phase::Ttfb, ttfb);
         }
         d.ready_us.push(micros(t.ready));
+        let w = d.wave(t.wave, t.scheduled);
+        record_us(&mut w.pull, micros(pull));
+        if let Some(ttfb) = ttfb {
+            record_us(&mut w.ttfb, micros(ttfb));
+        }
+        record_us(
+            &mut w.end_to_end,
+            micros(t.ready.saturating_sub(t.scheduled)),
+        );
+        w.ready_pods += 1;
+        w.last_ready_us = w.last_ready_us.max(micros(t.ready));
     }
 
-    /// Records one layer's phases.
+    /// Records one layer's phases (not attributed to a wave).
     pub fn layer(&mut self, t: &LayerTimes) {
         let d = &mut self.data;
         for (phase, value) in [
@@ -394,10 +522,41 @@ impl Recorder {
         }
     }
 
+    /// Records the layers one node unpacked after a pull whose client reports only the whole
+    /// pull (a real client): `decompress` and `apply`, no fetch or verify.
+    pub fn layer_unpacked(&mut self, t: &LayerTimes) {
+        let d = &mut self.data;
+        record_us(
+            &mut d.layers[LayerPhase::Decompress.index()],
+            micros(t.decompress),
+        );
+        record_us(&mut d.layers[LayerPhase::Apply.index()], micros(t.apply));
+    }
+
+    /// Records the request-to-first-byte of every blob one node fetched for a pod of `wave`
+    /// (scheduled at `scheduled`), in the repetition and in the wave.
+    pub fn blob_first_bytes(&mut self, wave: u32, scheduled: Duration, first_bytes: &[Duration]) {
+        for d in first_bytes {
+            record_us(
+                &mut self.data.layers[LayerPhase::FirstByte.index()],
+                micros(*d),
+            );
+            let w = self.data.wave(wave, scheduled);
+            record_us(&mut w.first_byte, micros(*d));
+        }
+    }
+
     /// Counts a pod that did not become ready. Call once per failed pod, not per failed
     /// attempt.
     pub fn failed(&mut self, kind: FailureKind) {
         *self.data.failures.entry(kind).or_insert(0) += 1;
+    }
+
+    /// Counts a pod of `wave` (scheduled at `scheduled`) that did not become ready, in the
+    /// repetition and in its wave.
+    pub fn failed_in_wave(&mut self, wave: u32, scheduled: Duration, kind: FailureKind) {
+        self.failed(kind);
+        self.data.wave(wave, scheduled).failed_pods += 1;
     }
 
     /// What has been recorded so far (ready offsets in recording order).
@@ -413,7 +572,16 @@ impl Repetition {
             layers: std::array::from_fn(|_| new_histogram()),
             failures: BTreeMap::new(),
             ready_us: Vec::new(),
+            waves: BTreeMap::new(),
         }
+    }
+
+    /// Wave `wave`'s data, created (starting at `scheduled`) on first use.
+    fn wave(&mut self, wave: u32, scheduled: Duration) -> &mut WaveData {
+        let at = micros(scheduled);
+        let w = self.waves.entry(wave).or_insert_with(|| WaveData::new(at));
+        w.at_us = w.at_us.min(at);
+        w
     }
 
     /// Rebuilds a repetition from decoded parts (`result.rs`). Histograms are switched to
@@ -423,6 +591,7 @@ impl Repetition {
         layers: BTreeMap<LayerPhase, Histogram<u64>>,
         failures: BTreeMap<FailureKind, u64>,
         mut ready_us: Vec<u64>,
+        waves: BTreeMap<u32, WaveData>,
     ) -> Self {
         let mut r = Self::new();
         for (phase, mut h) in phases {
@@ -436,6 +605,7 @@ impl Repetition {
         r.failures = failures;
         ready_us.sort_unstable();
         r.ready_us = ready_us;
+        r.waves = waves;
         r
     }
 
@@ -455,6 +625,20 @@ impl Repetition {
         }
         self.ready_us.extend_from_slice(&other.ready_us);
         self.ready_us.sort_unstable();
+        for (wave, data) in &other.waves {
+            match self.waves.get_mut(wave) {
+                Some(w) => w.merge(data),
+                None => {
+                    self.waves.insert(*wave, data.clone());
+                }
+            }
+        }
+    }
+
+    /// Per arrival wave, what its pods measured (a scenario without waves has only wave 0; a
+    /// result read back has waves only when the scenario had several).
+    pub fn waves(&self) -> &BTreeMap<u32, WaveData> {
+        &self.waves
     }
 
     /// The histogram of a pod phase, in microseconds.
@@ -525,6 +709,31 @@ impl Series {
             add_into(&mut h, r.layer(phase));
         }
         h
+    }
+
+    /// The arrival waves any repetition recorded, in order.
+    pub fn wave_numbers(&self) -> Vec<u32> {
+        let mut waves: Vec<u32> = self
+            .repetitions
+            .values()
+            .flat_map(|r| r.waves.keys().copied())
+            .collect();
+        waves.sort_unstable();
+        waves.dedup();
+        waves
+    }
+
+    /// Wave `wave` over all repetitions (histograms merged, counts summed; `at` the earliest,
+    /// `last_ready` the latest), or `None` if no repetition has it.
+    pub fn merged_wave(&self, wave: u32) -> Option<WaveData> {
+        let mut out: Option<WaveData> = None;
+        for w in self.repetitions.values().filter_map(|r| r.waves.get(&wave)) {
+            match &mut out {
+                Some(o) => o.merge(w),
+                None => out = Some(w.clone()),
+            }
+        }
+        out
     }
 
     /// Failed pods by kind over all repetitions.
@@ -737,6 +946,7 @@ mod tests {
             }),
             started: ms(1_600),
             ready: ms(2_100),
+            wave: 0,
         });
         // Same node's pull, but this pod was scheduled after it began: no queue, and only the
         // rest of the pull (900 ms) counts for it.
@@ -750,6 +960,7 @@ mod tests {
             }),
             started: ms(1_600),
             ready: ms(2_000),
+            wave: 0,
         });
         // Image already present.
         rec.pod(&PodTimes {
@@ -757,6 +968,7 @@ mod tests {
             pull: None,
             started: ms(5_010),
             ready: ms(5_500),
+            wave: 0,
         });
         let d = rec.data();
         let values = |phase| -> Vec<u64> {
@@ -792,6 +1004,7 @@ mod tests {
                         pull: None,
                         started: Duration::ZERO,
                         ready: ms(v),
+                        wave: 0,
                     });
                     rec.layer(&LayerTimes {
                         fetch: ms(v),
@@ -846,6 +1059,7 @@ mod tests {
                 pull: None,
                 started: Duration::ZERO,
                 ready: ms(v),
+                wave: 0,
             });
         }
         rec.failed(FailureKind::Throttled);

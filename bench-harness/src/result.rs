@@ -23,7 +23,9 @@ use hdrhistogram::serialization::{
 use hdrhistogram::Histogram;
 
 use crate::machine::Machine;
-use crate::recorder::{FailureKind, LayerPhase, Phase, Recordings, Repetition, Series, Summary};
+use crate::recorder::{
+    FailureKind, LayerPhase, Phase, Recordings, Repetition, Series, Summary, WaveData,
+};
 use crate::scenario::Scenario;
 
 /// Version of the `result.json` format this code writes and reads.
@@ -89,6 +91,10 @@ pub struct RegistryTotals {
     /// The registry's full snapshot, any JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<serde_json::Value>,
+    /// With `registry.netns_rate`: bytes the shaped link's tbf qdisc sent toward the host during
+    /// the repetition, by the kernel's count (response bodies plus headers and TCP/IP overhead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_bytes: Option<u64>,
 }
 
 /// Facts about a variant's generated image.
@@ -509,6 +515,69 @@ struct RepetitionWire {
     ready_offsets_us: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     registry: Option<RegistryTotals>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    waves: Vec<WaveWire>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WaveWire {
+    wave: u32,
+    at_us: u64,
+    ready_pods: u64,
+    failed_pods: u64,
+    last_ready_us: u64,
+    pull: HistogramWire,
+    ttfb: HistogramWire,
+    end_to_end: HistogramWire,
+    first_byte: HistogramWire,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HistogramWire {
+    summary: Summary,
+    histogram: String,
+}
+
+impl HistogramWire {
+    fn of<E: serde::ser::Error>(h: &Histogram<u64>) -> Result<Self, E> {
+        Ok(Self {
+            summary: Summary::of(h),
+            histogram: encoded(h)?,
+        })
+    }
+}
+
+impl WaveWire {
+    fn of<E: serde::ser::Error>(wave: u32, w: &WaveData) -> Result<Self, E> {
+        Ok(Self {
+            wave,
+            at_us: w.at_us,
+            ready_pods: w.ready_pods,
+            failed_pods: w.failed_pods,
+            last_ready_us: w.last_ready_us,
+            pull: HistogramWire::of(&w.pull)?,
+            ttfb: HistogramWire::of(&w.ttfb)?,
+            end_to_end: HistogramWire::of(&w.end_to_end)?,
+            first_byte: HistogramWire::of(&w.first_byte)?,
+        })
+    }
+
+    fn into_wave(self) -> Result<(u32, WaveData), HistogramDecodeError> {
+        let hists = [
+            decode_histogram(&self.pull.histogram)?,
+            decode_histogram(&self.ttfb.histogram)?,
+            decode_histogram(&self.end_to_end.histogram)?,
+            decode_histogram(&self.first_byte.histogram)?,
+        ];
+        Ok((
+            self.wave,
+            WaveData::from_parts(
+                self.at_us,
+                (self.ready_pods, self.failed_pods, self.last_ready_us),
+                hists,
+            ),
+        ))
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -560,7 +629,7 @@ impl SeriesResult {
                 let timeline = rep.timeline(self.pods_per_repetition);
                 let [p50, p95, p100] =
                     READY_FRACTIONS.map(|f| timeline.time_to(f).map(crate::recorder::micros));
-                RepetitionWire {
+                Ok(RepetitionWire {
                     repetition,
                     ready_pods: rep.ready_pods(),
                     failed_pods: rep.failed_pods(),
@@ -568,9 +637,14 @@ impl SeriesResult {
                     time_to_ready_us: TimeToReadyWire { p50, p95, p100 },
                     ready_offsets_us: rep.ready_offsets_us().to_vec(),
                     registry: self.registry.get(&repetition).cloned(),
-                }
+                    waves: rep
+                        .waves()
+                        .iter()
+                        .map(|(wave, w)| WaveWire::of(*wave, w))
+                        .collect::<Result<_, E>>()?,
+                })
             })
-            .collect();
+            .collect::<Result<_, E>>()?;
         Ok(SeriesWire {
             variant: self.variant.clone(),
             target: self.target.clone(),
@@ -617,11 +691,23 @@ impl SeriesResult {
         let mut data = Series::default();
         let mut registry = BTreeMap::new();
         for r in w.repetitions {
+            let waves = r
+                .waves
+                .into_iter()
+                .map(WaveWire::into_wave)
+                .collect::<Result<_, _>>()
+                .map_err(|e| {
+                    format!(
+                        "series {}/{}, waves of repetition {}: {e}",
+                        w.variant, w.target, r.repetition
+                    )
+                })?;
             let rep = Repetition::from_parts(
                 phases.remove(&r.repetition).unwrap_or_default(),
                 layers.remove(&r.repetition).unwrap_or_default(),
                 r.failures,
                 r.ready_offsets_us,
+                waves,
             );
             data.insert(r.repetition, rep);
             if let Some(totals) = r.registry {
@@ -811,6 +897,7 @@ mod tests {
                 }),
                 started: Duration::from_millis(*ms / 2),
                 ready: Duration::from_millis(*ms),
+                wave: 0,
             });
         }
         for _ in 0..failed {

@@ -1,6 +1,9 @@
 //! A whole scenario run: make the variants' images ready (generate, import, mirror or resolve:
-//! `variant_image.rs`), start the embedded registry, then for every repetition, variant and
-//! target run one burst, and write `result.json`, `report.md` and `report.html`.
+//! `variant_image.rs`), start the embedded registry (behind a kernel-shaped link when asked:
+//! `origin.rs`), check that every peer and real client the scenario names is installed (a
+//! missing peer is skipped with a message naming its package; the other targets still run),
+//! then for every repetition, variant and target run one burst, and write `result.json`,
+//! `report.md`, `report.html` and the peers' logs (`logs/<target>-<variant>-rep<N>.*`).
 //!
 //! Bursts are interleaved (repetition-major: rep 0 of every variant and target, then rep 1, ...)
 //! so slow drift of a shared machine spreads over all series instead of biasing one. Each burst
@@ -25,15 +28,18 @@ use stampede_oci::{ClientConfig, Reference, RegistryClient, RepoName};
 use crate::container;
 use crate::host::{CpuSampler, CpuUse};
 use crate::machine::Machine;
-use crate::node::{ImageName, Node, NodeConfig};
+use crate::node::{ImageName, Node, NodeConfig, NodePuller};
+use crate::origin::{Origin, OriginError};
+use crate::peer::PeerKind;
 use crate::pull::{Puller, PullerConfig};
+use crate::real_puller::{RealPuller, RealPullerConfig, RealPullerError};
 use crate::recorder::{FailureKind, PodTimes, Recorder, Recordings, RunKey};
 use crate::registry::accounting::AccountingSnapshot;
 use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
 use crate::report;
 use crate::result::{RegistryTotals, ResultError, RunFacts, RunResult};
-use crate::scenario::{Scenario, Target, Variant};
+use crate::scenario::{PodSlot, PullerKind, Scenario, Target, Variant};
 use crate::target::{Deployment, TargetError, Upstream};
 use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
 
@@ -45,6 +51,13 @@ const POD_DEADLINE: Duration = Duration::from_secs(15 * 60);
 const ERROR_SAMPLES: usize = 10;
 /// Tag under which every variant is served.
 pub const TAG: &str = "latest";
+/// Where peers' logs go inside the run directory.
+pub const LOGS_DIR: &str = "logs";
+/// A peer's upstream traffic counts as finished once the registry has seen nothing new for this
+/// long (distribution's proxy keeps filling its store after its clients are served).
+const UPSTREAM_QUIET: Duration = Duration::from_secs(1);
+/// Longest wait for a peer's upstream traffic to finish after the burst.
+const UPSTREAM_QUIET_LIMIT: Duration = Duration::from_secs(60);
 
 /// What a run needs besides the scenario.
 #[derive(Debug, Clone)]
@@ -78,6 +91,21 @@ pub enum RunError {
     /// The embedded registry failed.
     #[error("embedded registry")]
     Registry(#[source] RegistryError),
+    /// The registry could not be started where the scenario puts it.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    /// The real client the scenario names is not installed (the message names the package).
+    #[error("runtime.puller = \"{puller}\"")]
+    PullerMissing {
+        /// The puller.
+        puller: &'static str,
+        /// What is missing.
+        #[source]
+        source: stampede_lab::LabError,
+    },
+    /// A node's real client could not be set up.
+    #[error(transparent)]
+    RealPuller(#[from] RealPullerError),
     /// A target could not be set up.
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -129,13 +157,31 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     let started = Instant::now();
     let mut warnings = Vec::new();
 
+    RealPuller::check(scenario.runtime.puller).map_err(|source| RunError::PullerMissing {
+        puller: scenario.runtime.puller.name(),
+        source,
+    })?;
+    let skipped = missing_peers(&scenario);
+    for (target, why) in &skipped {
+        tracing::warn!(%target, "target skipped: {why:#}");
+        warnings.push(format!("target {target} not run: {why}"));
+    }
+    if scenario.runtime.puller != PullerKind::Harness && scenario.registry.node_link.is_some() {
+        warnings.push(format!(
+            "puller = \"{}\": node_link is applied by the registry's per-node listeners (direct, per-node caches) but not to a real client's pulls from a shared target, which the harness cannot pace",
+            scenario.runtime.puller.name()
+        ));
+    }
     let images = prepare_all(&scenario, &options.image_cache)
         .await
         .map_err(|(variant, source)| RunError::Image { variant, source })?;
     let nodes = scenario.total_nodes();
-    let registry = EmbeddedRegistry::start(scenario.registry.clone(), nodes as usize)
-        .await
-        .map_err(RunError::Registry)?;
+    let origin = Origin::start(&scenario.registry, nodes as usize).await?;
+    let registry = origin.registry();
+    let dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| RunResult::run_dir(&options.results_root, &scenario.name, started_at));
     for (variant, image) in scenario.variants.iter().zip(&images) {
         warnings.extend(image.warnings.iter().cloned());
         if let PullFrom::Embedded(layout) = &image.pull {
@@ -156,7 +202,11 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         .map_err(io(format!("create {}", options.work_root.display())))?;
     for rep in 0..scenario.repetitions {
         for (variant, image) in scenario.variants.iter().zip(&images) {
-            for target in &scenario.targets {
+            for target in scenario
+                .targets
+                .iter()
+                .filter(|t| !skipped.contains_key(&t.name))
+            {
                 let work = tempfile::Builder::new()
                     .prefix(&format!("burst-{rep}-{}-{}-", variant.name, target.name))
                     .tempdir_in(&options.work_root)
@@ -167,8 +217,9 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                     image,
                     target,
                     repetition: rep,
-                    registry: &registry,
+                    origin: &origin,
                     work: work.path(),
+                    logs: &dir.join(LOGS_DIR),
                     progress: &progress,
                 };
                 let out = burst.run().await?;
@@ -188,7 +239,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                 if let Some(snapshot) = &out.registry {
                     totals.insert(
                         (variant.name.clone(), target.name.clone(), rep),
-                        registry_totals(snapshot),
+                        registry_totals(snapshot, out.link_bytes),
                     );
                 }
                 recordings.add(out.recorder);
@@ -200,7 +251,8 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         }
     }
     progress.finish();
-    registry.shutdown().await;
+    let link = origin.link_facts();
+    origin.shutdown().await;
     for e in &errors {
         warnings.push(format!("pull error sample: {e}"));
     }
@@ -241,19 +293,28 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         "model": scenario.registry,
         "repositories": repositories,
         "remote_without_accounting": remote,
+        "shaped_link": link,
     }));
     result.evaluate_slo();
-    let dir = options
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| RunResult::run_dir(&options.results_root, &scenario.name, started_at));
     result.write(&dir)?;
     report::write_markdown(&result, &dir)?;
     report::write_html(&result, &dir)?;
     Ok(RunOutput { result, dir })
 }
 
-fn registry_totals(snap: &AccountingSnapshot) -> RegistryTotals {
+/// Targets whose peer program is not installed, with why; the runner skips them.
+fn missing_peers(scenario: &Scenario) -> BTreeMap<String, stampede_lab::LabError> {
+    scenario
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let why = PeerKind::of(&t.kind)?.check().err()?;
+            Some((t.name.clone(), why))
+        })
+        .collect()
+}
+
+fn registry_totals(snap: &AccountingSnapshot, link_bytes: Option<u64>) -> RegistryTotals {
     let requests = match serde_json::to_value(&snap.requests) {
         Ok(serde_json::Value::Object(m)) => m
             .into_iter()
@@ -270,6 +331,7 @@ fn registry_totals(snap: &AccountingSnapshot) -> RegistryTotals {
             .map(|(d, c)| (d.to_string(), c.gets))
             .collect(),
         snapshot: serde_json::to_value(snap).ok(),
+        link_bytes,
     }
 }
 
@@ -280,8 +342,10 @@ struct Burst<'a> {
     image: &'a VariantImage,
     target: &'a Target,
     repetition: u32,
-    registry: &'a EmbeddedRegistry,
+    origin: &'a Origin,
     work: &'a Path,
+    /// Where peers' logs are kept.
+    logs: &'a Path,
     progress: &'a Progress,
 }
 
@@ -289,6 +353,8 @@ struct BurstOutput {
     recorder: Recorder,
     /// What the embedded registry served; `None` when the variant is pulled from a real one.
     registry: Option<AccountingSnapshot>,
+    /// Bytes the shaped link carried toward the host during the burst, by the kernel's count.
+    link_bytes: Option<u64>,
     cpu: CpuUse,
     errors: Vec<String>,
 }
@@ -296,10 +362,12 @@ struct BurstOutput {
 enum PodOutcome {
     Ready {
         node: u32,
+        slot: PodSlot,
         times: PodTimes,
         image: Arc<crate::node::ImageOnNode>,
     },
     Failed {
+        slot: PodSlot,
         kind: FailureKind,
         message: String,
     },
@@ -309,42 +377,19 @@ impl Burst<'_> {
     async fn run(&self) -> Result<BurstOutput, RunError> {
         let s = self.scenario;
         let nodes_n = s.total_nodes();
+        let registry = self.origin.registry();
         let upstream = match &self.image.pull {
-            PullFrom::Embedded(_) => Upstream::Embedded(self.registry),
+            PullFrom::Embedded(_) => Upstream::Embedded(registry),
             PullFrom::Remote(remote) => Upstream::Remote(remote),
         };
         let deployment = Deployment::up(self.target, upstream, nodes_n, self.work).await?;
-        let link = s
-            .registry
-            .node_link
-            .filter(|_| deployment.client_paced_links);
+        let pullers = self.pullers(&deployment).await?;
         let epoch = Instant::now() + EPOCH_LEAD;
         let mut nodes = Vec::with_capacity(nodes_n as usize);
-        for n in 0..nodes_n {
-            let dir = self.work.join(format!("node-{n}"));
-            let content = dir.join("content");
-            std::fs::create_dir_all(&content)
-                .map_err(io(format!("create {}", content.display())))?;
-            let client = RegistryClient::new(ClientConfig {
-                response_timeout: Duration::from_secs(120),
-                extra_ca_file: deployment.ca_file.clone(),
-                ..ClientConfig::default()
-            })
-            .map_err(RunError::Client)?;
-            let puller = Puller::new(
-                client,
-                PullerConfig {
-                    endpoint: deployment.endpoints[n as usize].clone(),
-                    content_dir: content,
-                    max_concurrent_downloads: s.runtime.max_concurrent_downloads as usize,
-                    platform: s.platform.clone(),
-                    body_idle_timeout: Duration::from_secs(120),
-                    link: link.map(|rate| Arc::new(ByteBucket::new(rate, 64 * 1024))),
-                },
-            );
+        for (n, puller) in (0..nodes_n).zip(pullers) {
             let config = NodeConfig {
                 index: n,
-                dir,
+                dir: self.node_dir(n),
                 max_parallel_image_pulls: s.runtime.parallel_image_pulls_limit(),
                 unpack: s.runtime.unpack,
                 readiness: s.readiness.clone(),
@@ -362,7 +407,8 @@ impl Burst<'_> {
                 reference: remote.reference.reference(),
             },
         };
-        self.registry.accounting().reset_at(epoch.into());
+        let link_before = self.origin.link_sent_bytes();
+        registry.accounting().reset_at(epoch.into());
         let cpu = CpuSampler::start();
         let pods = s.schedule().into_iter().map(|slot| {
             let node = nodes[slot.node as usize].clone();
@@ -371,12 +417,14 @@ impl Burst<'_> {
             let progress = self.progress;
             async move {
                 tokio::time::sleep_until((epoch + slot.offset).into()).await;
+                let failed = |kind, message| PodOutcome::Failed {
+                    slot,
+                    kind,
+                    message,
+                };
                 let outcome = tokio::time::timeout(POD_DEADLINE, async {
                     match node.image(&image).await {
-                        Err(f) => PodOutcome::Failed {
-                            kind: f.kind,
-                            message: f.message,
-                        },
+                        Err(f) => failed(f.kind, f.message),
                         Ok(got) => {
                             let started = epoch.elapsed();
                             match container::start(
@@ -389,29 +437,30 @@ impl Burst<'_> {
                             {
                                 Ok(ready) => PodOutcome::Ready {
                                     node: node.index(),
+                                    slot,
                                     times: PodTimes {
                                         scheduled: slot.offset,
                                         pull: got.waited.then_some(got.image.pull),
                                         started,
                                         ready,
+                                        wave: slot.wave,
                                     },
                                     image: got.image,
                                 },
-                                Err(e) => PodOutcome::Failed {
-                                    kind: FailureKind::Other,
-                                    message: format!(
-                                        "container start on node {}: {e}",
-                                        node.index()
-                                    ),
-                                },
+                                Err(e) => failed(
+                                    FailureKind::Other,
+                                    format!("container start on node {}: {e}", node.index()),
+                                ),
                             }
                         }
                     }
                 })
                 .await
-                .unwrap_or(PodOutcome::Failed {
-                    kind: FailureKind::Timeout,
-                    message: format!("pod not ready within {POD_DEADLINE:?}"),
+                .unwrap_or_else(|_| {
+                    failed(
+                        FailureKind::Timeout,
+                        format!("pod not ready within {POD_DEADLINE:?}"),
+                    )
                 });
                 progress.pod_done();
                 outcome
@@ -419,9 +468,24 @@ impl Burst<'_> {
         });
         let outcomes = join_all(pods).await;
         let cpu = cpu.finish().await;
-        let registry = matches!(self.image.pull, PullFrom::Embedded(_))
-            .then(|| self.registry.accounting().snapshot());
+        let embedded = matches!(self.image.pull, PullFrom::Embedded(_));
+        if embedded && PeerKind::of(&self.target.kind).is_some() {
+            settle(registry).await;
+        }
+        let snapshot = embedded.then(|| registry.accounting().snapshot());
+        let link_bytes = match (link_before, self.origin.link_sent_bytes()) {
+            (Some(before), Some(after)) if embedded => Some(after.saturating_sub(before)),
+            _ => None,
+        };
+        let stem = format!(
+            "{}-{}-rep{}",
+            self.target.name, self.variant.name, self.repetition
+        );
+        for kept in deployment.keep_logs(self.logs, &stem) {
+            tracing::debug!(log = %kept.display(), "kept a peer log");
+        }
         deployment.down().await;
+        drop(nodes);
 
         let mut recorder = Recorder::new(RunKey {
             variant: self.variant.name.clone(),
@@ -432,16 +496,30 @@ impl Burst<'_> {
         let mut errors = Vec::new();
         for outcome in outcomes {
             match outcome {
-                PodOutcome::Ready { node, times, image } => {
+                PodOutcome::Ready {
+                    node,
+                    slot,
+                    times,
+                    image,
+                } => {
                     recorder.pod(&times);
                     if layers_recorded.insert(node) {
                         for l in &image.layers {
-                            recorder.layer(l);
+                            if image.layers_timed {
+                                recorder.layer(l);
+                            } else {
+                                recorder.layer_unpacked(l);
+                            }
                         }
+                        recorder.blob_first_bytes(slot.wave, slot.offset, &image.blob_first_bytes);
                     }
                 }
-                PodOutcome::Failed { kind, message } => {
-                    recorder.failed(kind);
+                PodOutcome::Failed {
+                    slot,
+                    kind,
+                    message,
+                } => {
+                    recorder.failed_in_wave(slot.wave, slot.offset, kind);
                     if !errors.contains(&message) {
                         errors.push(message);
                     }
@@ -450,11 +528,91 @@ impl Burst<'_> {
         }
         Ok(BurstOutput {
             recorder,
-            registry,
+            registry: snapshot,
+            link_bytes,
             cpu,
             errors,
         })
     }
+
+    fn node_dir(&self, n: u32) -> PathBuf {
+        self.work.join(format!("node-{n}"))
+    }
+
+    /// Every node's puller, in node order: the harness's own client, or a real one (for `ctr`,
+    /// each node's containerd is started here, all at once, before the epoch).
+    async fn pullers(&self, deployment: &Deployment) -> Result<Vec<NodePuller>, RunError> {
+        let s = self.scenario;
+        let mut pullers = Vec::new();
+        let mut starting = Vec::new();
+        for n in 0..s.total_nodes() {
+            let dir = self.node_dir(n);
+            let content = dir.join("content");
+            std::fs::create_dir_all(&content)
+                .map_err(io(format!("create {}", content.display())))?;
+            let endpoint = deployment.endpoints[n as usize].clone();
+            if s.runtime.puller != PullerKind::Harness {
+                let config = RealPullerConfig {
+                    client: s.runtime.puller,
+                    endpoint,
+                    dir,
+                    platform: s.platform.clone(),
+                    unpack: s.runtime.unpack,
+                };
+                starting.push(tokio::task::spawn_blocking(move || {
+                    RealPuller::new(n, config)
+                }));
+                continue;
+            }
+            let client = RegistryClient::new(ClientConfig {
+                response_timeout: Duration::from_secs(120),
+                extra_ca_file: deployment.ca_file.clone(),
+                ..ClientConfig::default()
+            })
+            .map_err(RunError::Client)?;
+            let link = s
+                .registry
+                .node_link
+                .filter(|_| deployment.client_paced_links);
+            pullers.push(NodePuller::Harness(Puller::new(
+                client,
+                PullerConfig {
+                    endpoint,
+                    content_dir: content,
+                    max_concurrent_downloads: s.runtime.max_concurrent_downloads as usize,
+                    platform: s.platform.clone(),
+                    body_idle_timeout: Duration::from_secs(120),
+                    link: link.map(|rate| Arc::new(ByteBucket::new(rate, 64 * 1024))),
+                },
+            )));
+        }
+        for started in join_all(starting).await {
+            let puller = started.map_err(|e| RunError::Io {
+                what: "start a node's real client".into(),
+                source: std::io::Error::other(e),
+            })??;
+            pullers.push(NodePuller::Real(puller));
+        }
+        Ok(pullers)
+    }
+}
+
+/// Waits until the registry has served nothing new for [`UPSTREAM_QUIET`] (at most
+/// [`UPSTREAM_QUIET_LIMIT`]), so a peer's fills that outlive its clients are counted.
+async fn settle(registry: &EmbeddedRegistry) {
+    let started = Instant::now();
+    let seen = |s: &AccountingSnapshot| (s.bytes_out, s.requests.total);
+    let mut last = (seen(&registry.accounting().snapshot()), Instant::now());
+    while started.elapsed() < UPSTREAM_QUIET_LIMIT {
+        tokio::time::sleep(UPSTREAM_QUIET / 4).await;
+        let now = seen(&registry.accounting().snapshot());
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= UPSTREAM_QUIET {
+            return;
+        }
+    }
+    tracing::warn!("registry traffic still going {UPSTREAM_QUIET_LIMIT:?} after the burst; counting what was served so far");
 }
 
 /// A progress bar on stderr (only when asked for and stderr is a terminal).

@@ -6,6 +6,9 @@
 //! - `cache-daemon`, shared: one daemon for every node, filling over the registry's shared port;
 //!   node links are then between the nodes and the daemon, and the harness's client paces them.
 //! - `mirror`: a URL the user runs; node links paced by the client as for a shared cache.
+//! - `distribution-proxy`, `nginx`: peers the harness starts itself (`peer.rs`), one instance for
+//!   all nodes in front of the registry's shared listener, like a shared cache-daemon; node links
+//!   paced by the client. Their logs can be kept next to the results ([`Deployment::keep_logs`]).
 //!
 //! A variant pulled straight from a real registry (`mirror = false`) has that registry as the
 //! upstream instead of the embedded one ([`Upstream::Remote`]): `direct` nodes talk to it, and a
@@ -20,6 +23,7 @@ use std::time::Duration;
 
 use stampede_oci::Endpoint;
 
+use crate::peer::{Peer, PeerKind};
 use crate::registry::EmbeddedRegistry;
 use crate::remote::Remote;
 use crate::scenario::{Placement, Target, TargetKind};
@@ -43,6 +47,7 @@ pub struct Deployment {
     /// Extra CA file the nodes' clients must trust (a real registry with a private CA).
     pub ca_file: Option<PathBuf>,
     daemons: Vec<cache_daemon::Daemon>,
+    peer: Option<Peer>,
 }
 
 /// Why a target could not be set up.
@@ -66,13 +71,33 @@ pub enum TargetError {
         #[source]
         source: cache_daemon::StartError,
     },
-    /// A peer this build cannot run yet.
-    #[error("target {target}: kind {kind} is not available in this build")]
-    Unsupported {
+    /// A peer did not start (or its program is missing: the message names the package).
+    #[error("target {target}: start {kind}")]
+    Peer {
         /// Target name.
         target: String,
         /// Its kind.
         kind: &'static str,
+        /// The cause.
+        #[source]
+        source: stampede_lab::LabError,
+    },
+    /// A peer was asked to front a registry other than the embedded one.
+    #[error("target {target}: {kind} is started in front of the embedded registry only; the variant is pulled straight from a real registry (mirror = false)")]
+    PeerUpstream {
+        /// Target name.
+        target: String,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// A blocking start or stop task died.
+    #[error("target {target}: start task")]
+    Task {
+        /// Target name.
+        target: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
     },
 }
 
@@ -114,6 +139,7 @@ impl Deployment {
                 client_paced_links: remote_paced,
                 ca_file: remote_ca,
                 daemons: Vec::new(),
+                peer: None,
             }),
             TargetKind::CacheDaemon { placement } => {
                 let upstreams: Vec<Endpoint> = match placement {
@@ -146,6 +172,7 @@ impl Deployment {
                     client_paced_links: remote_paced || matches!(placement, Placement::Shared),
                     ca_file: None,
                     daemons,
+                    peer: None,
                 })
             }
             TargetKind::Mirror { url: mirror } => Ok(Self {
@@ -153,22 +180,59 @@ impl Deployment {
                 client_paced_links: true,
                 ca_file: None,
                 daemons: Vec::new(),
+                peer: None,
             }),
-            TargetKind::DistributionProxy => Err(TargetError::Unsupported {
-                target: target.name.clone(),
-                kind: "distribution-proxy",
-            }),
-            TargetKind::Nginx => Err(TargetError::Unsupported {
-                target: target.name.clone(),
-                kind: "nginx",
-            }),
+            TargetKind::DistributionProxy | TargetKind::Nginx => {
+                let kind = target.kind.name();
+                let Upstream::Embedded(registry) = upstream else {
+                    return Err(TargetError::PeerUpstream {
+                        target: target.name.clone(),
+                        kind,
+                    });
+                };
+                let peer_kind = PeerKind::of(&target.kind).expect("a peer kind");
+                let (shared, dir) = (registry.addr(), work.join(&target.name));
+                let peer =
+                    tokio::task::spawn_blocking(move || Peer::start(peer_kind, shared, &dir))
+                        .await
+                        .map_err(|source| TargetError::Task {
+                            target: target.name.clone(),
+                            source,
+                        })?
+                        .map_err(|source| TargetError::Peer {
+                            target: target.name.clone(),
+                            kind,
+                            source,
+                        })?;
+                let endpoint = url(&peer.url())?;
+                Ok(Self {
+                    endpoints: vec![endpoint; nodes as usize],
+                    client_paced_links: true,
+                    ca_file: None,
+                    daemons: Vec::new(),
+                    peer: Some(peer),
+                })
+            }
         }
+    }
+
+    /// Copies a peer's logs into `dir` as `<stem>.*`; nothing for other targets.
+    pub fn keep_logs(&self, dir: &Path, stem: &str) -> Vec<PathBuf> {
+        self.peer
+            .as_ref()
+            .map(|p| p.keep_logs(dir, stem))
+            .unwrap_or_default()
     }
 
     /// Stops whatever `up` started.
     pub async fn down(self) {
         for d in self.daemons {
             d.shutdown().await;
+        }
+        if let Some(peer) = self.peer {
+            if let Err(error) = tokio::task::spawn_blocking(move || peer.stop()).await {
+                tracing::warn!(%error, "stopping a peer failed");
+            }
         }
     }
 }

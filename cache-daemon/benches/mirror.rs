@@ -56,9 +56,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use stampede_lab::{ShapedLink, Shaping};
 use machine::Machine;
 use scenario::{Bed, HotPaths, REPO};
+use stampede_lab::{ShapedLink, Shaping};
 use target::Kind;
 use upstream::Origin;
 

@@ -53,7 +53,12 @@ impl RequestKind {
         if !path.starts_with("/v2/") {
             return Self::Other;
         }
-        match (blob_digest(path).is_some(), path.contains("/manifests/"), get, head) {
+        match (
+            blob_digest(path).is_some(),
+            path.contains("/manifests/"),
+            get,
+            head,
+        ) {
             (true, _, true, _) => Self::BlobGet,
             (true, _, _, true) => Self::BlobHead,
             (false, true, true, _) => Self::ManifestGet,
@@ -220,7 +225,9 @@ impl AccessLog {
     /// Every access-log entry written at or after byte `offset` (an unreadable log has none).
     pub fn since(&self, offset: u64) -> Vec<AccessEntry> {
         let text = std::fs::read(&self.path).unwrap_or_default();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(text.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(text.len());
         String::from_utf8_lossy(&text[start..])
             .lines()
             .filter_map(AccessEntry::parse)
@@ -303,7 +310,11 @@ mod tests {
             ("GET", "/v2/", RequestKind::Ping),
             ("HEAD", "/v2/", RequestKind::Ping),
             ("GET", "/v2/a/manifests/v1", RequestKind::ManifestGet),
-            ("HEAD", "/v2/a/manifests/sha256:00", RequestKind::ManifestHead),
+            (
+                "HEAD",
+                "/v2/a/manifests/sha256:00",
+                RequestKind::ManifestHead,
+            ),
             ("GET", blob.as_str(), RequestKind::BlobGet),
             ("HEAD", blob.as_str(), RequestKind::BlobHead),
             ("POST", "/v2/a/blobs/uploads/", RequestKind::Other),

@@ -164,7 +164,8 @@ impl DockerRegistry {
         let program = find("docker-registry")?;
         std::fs::create_dir_all(dir).map_err(LabError::io("create", dir))?;
         let file = dir.join("config.yml");
-        std::fs::write(&file, config.yaml()).map_err(LabError::io("write registry config", &file))?;
+        std::fs::write(&file, config.yaml())
+            .map_err(LabError::io("write registry config", &file))?;
         let mut cmd = match netns {
             Some(link) => link.command(&program),
             None => Command::new(&program),
@@ -231,7 +232,10 @@ mod tests {
         let y = RegistryConfig::proxy(addr, "/tmp/x/data", "http://10.231.4.1:5000").yaml();
         assert!(y.contains("http:\n  addr: 127.0.0.1:5001\n"), "{y}");
         assert!(y.contains("rootdirectory: /tmp/x/data\n"), "{y}");
-        assert!(y.ends_with("proxy:\n  remoteurl: http://10.231.4.1:5000\n"), "{y}");
+        assert!(
+            y.ends_with("proxy:\n  remoteurl: http://10.231.4.1:5000\n"),
+            "{y}"
+        );
         assert!(y.contains("accesslog:\n    disabled: false"), "{y}");
         let plain = RegistryConfig {
             http_secret: Some("s".into()),
@@ -241,6 +245,9 @@ mod tests {
         .yaml();
         assert!(!plain.contains("proxy:"), "{plain}");
         assert!(plain.contains("  secret: s\n"), "{plain}");
-        assert!(plain.contains("htpasswd:\n    realm: stampede\n    path: /h\n"), "{plain}");
+        assert!(
+            plain.contains("htpasswd:\n    realm: stampede\n    path: /h\n"),
+            "{plain}"
+        );
     }
 }

@@ -70,7 +70,9 @@ impl ShapedLink {
         require_root("a shaped network namespace")?;
         find("ip")?;
         find("tc")?;
-        let _serial = CREATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = CREATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         sweep_stale(prefix);
         let pid = std::process::id();
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +102,9 @@ impl ShapedLink {
         run("ip", &["netns", "add", ns])?;
         run(
             "ip",
-            &["link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+            &[
+                "link", "add", host_if, "type", "veth", "peer", "name", ns_if,
+            ],
         )?;
         run("ip", &["link", "set", ns_if, "netns", ns])?;
         run("ip", &["addr", "add", &host_cidr, "dev", host_if])?;
@@ -178,10 +182,8 @@ impl ShapedLink {
                 )
                 .map_err(|e| socket(format!("enter namespace {}", self.netns))(e.into()))?;
                 // This thread ends here; its namespace change dies with it.
-                TcpListener::bind(addr).map_err(socket(format!(
-                    "bind {addr} in namespace {}",
-                    self.netns
-                )))
+                TcpListener::bind(addr)
+                    .map_err(socket(format!("bind {addr} in namespace {}", self.netns)))
             })
             .join()
             .unwrap_or_else(|_| {
@@ -211,9 +213,14 @@ impl ShapedLink {
 }
 
 fn parse_sent_bytes(tc_output: &str) -> Option<u64> {
-    tc_output
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Sent ")?.split(' ').next()?.parse().ok())
+    tc_output.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Sent ")?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 impl Drop for ShapedLink {
@@ -230,7 +237,10 @@ impl Drop for ShapedLink {
 
 fn delete_namespace(name: &str) {
     if let Ok(pids) = run("ip", &["netns", "pids", name]) {
-        for pid in pids.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
             kill(pid);
         }
     }
@@ -254,7 +264,10 @@ fn sweep_stale(prefix: &str) {
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = owner {
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                tracing::warn!(namespace = name, "removing a namespace left by a dead process");
+                tracing::warn!(
+                    namespace = name,
+                    "removing a namespace left by a dead process"
+                );
                 delete_namespace(name);
             }
         }

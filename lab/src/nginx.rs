@@ -215,6 +215,10 @@ mod tests {
         ] {
             assert!(t.contains(needle), "missing {needle:?} in\n{t}");
         }
-        assert_eq!(t.matches("proxy_cache_lock on;").count(), 2, "blobs and manifests");
+        assert_eq!(
+            t.matches("proxy_cache_lock on;").count(),
+            2,
+            "blobs and manifests"
+        );
     }
 }

@@ -209,8 +209,7 @@ mod tests {
         drop(proc);
         assert!(!is_alive(pid));
         let start = Instant::now();
-        while children.iter().any(|c| is_alive(*c)) && start.elapsed() < Duration::from_secs(5)
-        {
+        while children.iter().any(|c| is_alive(*c)) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(children.iter().all(|c| !is_alive(*c)), "{children:?}");

@@ -1,6 +1,8 @@
 //! The registry model a scenario writes under `[registry]`: shared egress bandwidth, per-node link
-//! bandwidth, added latency per request, and throttling. The embedded registry (`mod.rs`)
-//! enforces it; this file only describes it.
+//! bandwidth, added latency per request, throttling, and optionally a kernel-shaped link in front
+//! of it all. The embedded registry (`mod.rs`) enforces the first four in its own code; the
+//! runner (`run.rs`) puts the registry behind the shaped link (`netns_rate`). This file only
+//! describes them.
 
 use crate::units::{Bandwidth, Span};
 
@@ -21,6 +23,11 @@ pub struct RegistryModel {
     /// Throttling: above the rate, requests get `429` with `Retry-After`.
     #[serde(default)]
     pub throttle: Option<Throttle>,
+    /// When set, the registry listens in its own network namespace, reached over a veth pair
+    /// whose namespace end `tc tbf` shapes to this rate: every client and every cache reaches it
+    /// over one kernel-shaped link, independent of the harness's own shaping. Needs root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_rate: Option<Bandwidth>,
 }
 
 /// A token-bucket request limit, as hosted registries apply per client.

@@ -435,7 +435,7 @@ pub fn registry_traffic(r: &RunResult) -> Vec<Figure> {
 /// Per (variant, target): mean time per layer in fetch, verify, decompress and apply, stacked.
 pub fn layer_phases(r: &RunResult) -> Option<Figure> {
     let rows: Vec<(&SeriesResult, [Histogram<u64>; 4])> = recorded(r)
-        .map(|(_, s)| (s, LayerPhase::ALL.map(|p| s.data.merged_layer(p))))
+        .map(|(_, s)| (s, LayerPhase::STACKED.map(|p| s.data.merged_layer(p))))
         .filter(|(_, h)| h.iter().any(|h| !h.is_empty()))
         .collect();
     if rows.is_empty() {
@@ -451,7 +451,7 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
         .map(|(s, h)| Bar {
             label: format!("{} ({} layers)", series_label(s), h[0].len()),
             values: h.iter().map(|h| scale.of(h.mean())).collect(),
-            tooltips: LayerPhase::ALL
+            tooltips: LayerPhase::STACKED
                 .iter()
                 .zip(h)
                 .map(|(p, h)| {
@@ -472,7 +472,7 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
         svg: StackedBars {
             title,
             x: Axis::from_zero(format!("mean time per layer ({})", scale.unit), scale.of(max_us)),
-            segments: LayerPhase::ALL.iter().map(|p| p.name().to_owned()).collect(),
+            segments: LayerPhase::STACKED.iter().map(|p| p.name().to_owned()).collect(),
             bars,
         }
         .render(),

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use super::capacity::Capacity;
 use super::chart::{self, Figure};
 use super::section;
+use super::side_by_side::SideBySide;
 use super::table::Emphasis;
 use super::MARKDOWN_FILE_NAME;
 use crate::result::RunResult;
@@ -135,9 +136,15 @@ pub fn render(r: &RunResult) -> String {
         }
         b.push_str("</ul>\n</div>\n");
     }
+    let sbs = SideBySide::of(r);
+    let side_by_side_link = if sbs.is_some() {
+        "<a href=\"#side-by-side\">Side by side</a>"
+    } else {
+        ""
+    };
     let _ = writeln!(
         b,
-        "<nav><a href=\"#summary\">Summary</a><a href=\"#slo\">SLO</a><a href=\"#capacity\">Capacity</a><a href=\"#ready\">Pods ready</a><a href=\"#latency\">Latency CDFs</a><a href=\"#layers\">Layers</a><a href=\"#registry\">Registry traffic</a><a href=\"#details\">Details</a> \u{b7} same numbers as Markdown: <a href=\"{MARKDOWN_FILE_NAME}\">{MARKDOWN_FILE_NAME}</a></nav>\n</header>"
+        "<nav><a href=\"#summary\">Summary</a>{side_by_side_link}<a href=\"#slo\">SLO</a><a href=\"#capacity\">Capacity</a><a href=\"#ready\">Pods ready</a><a href=\"#latency\">Latency CDFs</a><a href=\"#layers\">Layers</a><a href=\"#registry\">Registry traffic</a><a href=\"#details\">Details</a> \u{b7} same numbers as Markdown: <a href=\"{MARKDOWN_FILE_NAME}\">{MARKDOWN_FILE_NAME}</a></nav>\n</header>"
     );
 
     if let Some(t) = section::image_sources(r) {
@@ -147,6 +154,26 @@ pub fn render(r: &RunResult) -> String {
 
     b.push_str("<h2 id=\"summary\">Summary</h2>\n");
     b.push_str(&section::summary(r).html());
+
+    if let Some(sbs) = sbs {
+        let waves = SideBySide::has_waves(r);
+        b.push_str("<h2 id=\"side-by-side\">Targets side by side</h2>\n");
+        let _ = writeln!(b, "<p>{}</p>", escape(section::SIDE_BY_SIDE_HOW));
+        for v in &sbs.variants {
+            let _ = writeln!(b, "<h3>{}</h3>", escape(&v.variant));
+            b.push_str(&section::side_by_side(v, waves).html());
+            let _ = writeln!(b, "<p>{}</p>", escape(section::UPSTREAM_HOW));
+            b.push_str(&section::side_by_side_upstream(v).html());
+            if let Some(t) = section::side_by_side_ratios(v, waves) {
+                let _ = writeln!(
+                    b,
+                    "<p>Each target against {} (the same wave): above 1.00 x it is slower, or spreads first bytes more.</p>",
+                    escape(v.baseline.as_deref().unwrap_or("cache-daemon"))
+                );
+                b.push_str(&t.html());
+            }
+        }
+    }
 
     b.push_str("<h2 id=\"slo\">SLO</h2>\n");
     match section::slo(r) {

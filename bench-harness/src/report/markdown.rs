@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use super::capacity::Capacity;
 use super::section;
+use super::side_by_side::SideBySide;
 use super::HTML_FILE_NAME;
 use crate::result::RunResult;
 
@@ -48,6 +49,26 @@ pub fn render(r: &RunResult) -> String {
 
     out.push_str("## Summary\n\n");
     out.push_str(&section::summary(r).markdown());
+
+    if let Some(sbs) = SideBySide::of(r) {
+        let waves = SideBySide::has_waves(r);
+        out.push_str("## Targets side by side\n\n");
+        let _ = writeln!(out, "{}\n", section::SIDE_BY_SIDE_HOW);
+        for v in &sbs.variants {
+            let _ = writeln!(out, "### {}\n", v.variant);
+            out.push_str(&section::side_by_side(v, waves).markdown());
+            let _ = writeln!(out, "{}\n", section::UPSTREAM_HOW);
+            out.push_str(&section::side_by_side_upstream(v).markdown());
+            if let Some(t) = section::side_by_side_ratios(v, waves) {
+                let _ = writeln!(
+                    out,
+                    "Each target against {} (the same wave): above 1.00 x it is slower, or spreads first bytes more.\n",
+                    v.baseline.as_deref().unwrap_or("cache-daemon")
+                );
+                out.push_str(&t.markdown());
+            }
+        }
+    }
 
     out.push_str("## SLO\n\n");
     match section::slo(r) {

@@ -13,6 +13,8 @@
 //! - [`table`]: a format-neutral table that renders as Markdown or HTML.
 //! - [`section`]: the report's content as tables (facts, summary, SLO, capacity, details).
 //! - [`capacity`]: time to 50/95/100 % ready, egress and bandwidth, cache savings.
+//! - [`side_by_side`]: targets side by side per variant (and wave), the registry's counts, and
+//!   each target's ratio to cache-daemon.
 //! - [`svg`]: chart drawing (line charts, stacked bars, interval plots).
 //! - [`chart`]: which charts a run report has and what each plots.
 //! - [`markdown`], [`html`]: the two run reports' layout.
@@ -31,6 +33,7 @@ pub mod html;
 pub mod human;
 pub mod markdown;
 pub mod section;
+pub mod side_by_side;
 pub mod svg;
 pub mod table;
 

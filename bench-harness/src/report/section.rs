@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::capacity::{Capacity, ReadyTimes};
 use super::human;
+use super::side_by_side::{ratio, TargetRow, VariantRows, WaveRow};
 use super::table::{Align, Cell, Emphasis, Table};
 use crate::recorder::{LayerPhase, Phase, Summary};
 use crate::result::{RunResult, SeriesResult, SloCheck, READY_FRACTIONS};
@@ -359,6 +360,204 @@ fn change(from: String, to: String, a: f64, b: f64) -> String {
     } else {
         format!("{from} \u{2192} {to}")
     }
+}
+
+/// How the side-by-side tables read, for the paragraph above them.
+pub const SIDE_BY_SIDE_HOW: &str = "Pull and TTFB are per pod, from its node's pull start (TTFB: to the first byte of the first blob), every repetition merged. First-byte spread is the slowest minus the fastest request-to-first-byte over every blob (config and layers) the wave's nodes fetched: a cache that streams one upstream fetch to every waiter keeps it near zero, one that holds waiters until its fill is complete makes it the leader's whole download. All ready is from the wave's start until its last pod was ready. Spread and all-ready are medians over repetitions. A real client (skopeo, ctr) reports neither first bytes nor per-layer times: those read \"not observed\".";
+
+/// How the upstream table reads.
+pub const UPSTREAM_HOW: &str = "The registry's own counts for the whole burst (every wave), medians over repetitions: blob GETs per blob (mean, then smallest to largest over every blob and repetition), bytes it sent in copies of the compressed image, requests it answered, with a shaped link the bytes the kernel's tbf qdisc carried (in image copies), and the time from the epoch until every pod of the burst was ready.";
+
+fn wave_label(w: &WaveRow) -> String {
+    format!("{} at {}", w.wave + 1, human::duration(w.at))
+}
+
+fn never_or(d: Option<Duration>) -> Cell {
+    match d {
+        Some(d) => human::duration(d).into(),
+        None => Cell::with("never", Emphasis::Fail),
+    }
+}
+
+fn observed(count: u64, us: u64) -> Cell {
+    if count == 0 {
+        Cell::from("not observed")
+    } else {
+        human::us(us).into()
+    }
+}
+
+/// One row per target (and wave, when `waves`): pull and TTFB p50 / p95 / p99, first-byte
+/// spread, time until the wave's pods were all ready.
+pub fn side_by_side(v: &VariantRows, waves: bool) -> Table {
+    let mut columns = vec![("target", Align::Left)];
+    if waves {
+        columns.push(("wave", Align::Left));
+    }
+    columns.extend([
+        ("pull p50", Align::Right),
+        ("pull p95", Align::Right),
+        ("pull p99", Align::Right),
+        ("TTFB p50", Align::Right),
+        ("TTFB p95", Align::Right),
+        ("TTFB p99", Align::Right),
+        ("first-byte spread", Align::Right),
+        ("all ready after", Align::Right),
+    ]);
+    let mut t = Table::new(&columns);
+    for row in &v.targets {
+        for w in &row.waves {
+            let mut cells = vec![Cell::from(row.target.as_str())];
+            if waves {
+                cells.push(wave_label(w).into());
+            }
+            cells.extend([
+                human::us_if(w.pull.count, w.pull.p50_us).into(),
+                human::us_if(w.pull.count, w.pull.p95_us).into(),
+                human::us_if(w.pull.count, w.pull.p99_us).into(),
+                observed(w.ttfb.count, w.ttfb.p50_us),
+                observed(w.ttfb.count, w.ttfb.p95_us),
+                observed(w.ttfb.count, w.ttfb.p99_us),
+                w.first_byte_spread
+                    .map_or_else(|| Cell::from("not observed"), |d| human::duration(d).into()),
+                never_or(w.all_ready),
+            ]);
+            t.row(cells);
+        }
+    }
+    t
+}
+
+/// One row per target: the registry's own counts per burst, the bytes against the baseline's
+/// (cache-daemon), and when every pod of the burst was ready.
+pub fn side_by_side_upstream(v: &VariantRows) -> Table {
+    let vs = v.baseline.as_deref().unwrap_or("cache-daemon");
+    let bytes_vs = format!("bytes vs {vs}");
+    let mut t = Table::new(&[
+        ("target", Align::Left),
+        ("upstream GETs per blob", Align::Right),
+        ("upstream bytes / image", Align::Right),
+        ("upstream requests", Align::Right),
+        ("shaped link bytes / image", Align::Right),
+        (bytes_vs.as_str(), Align::Right),
+        ("all pods ready", Align::Right),
+    ]);
+    let base = v
+        .baseline
+        .as_deref()
+        .and_then(|b| v.targets.iter().find(|r| r.target == b));
+    let dash = || Cell::from("-");
+    for row in &v.targets {
+        let (gets, copies, requests, link) = match &row.upstream {
+            None => (Cell::from("not recorded"), dash(), dash(), dash()),
+            Some(u) => {
+                let (mean, min, max) = u.gets_per_blob;
+                let gets = if min == max {
+                    format!("{min}")
+                } else {
+                    format!("{mean:.2} ({min} to {max})")
+                };
+                (
+                    gets.into(),
+                    u.image_copies
+                        .map_or_else(dash, |c| format!("{c:.2} x").into()),
+                    u.requests.to_string().into(),
+                    u.link_image_copies
+                        .map_or_else(dash, |c| format!("{c:.2} x").into()),
+                )
+            }
+        };
+        let bytes = |r: &TargetRow| r.upstream.as_ref().map(|u| u.bytes as f64);
+        let bytes_vs = match base {
+            Some(b) if b.target != row.target => ratio_cell(ratio(bytes(row), bytes(b))),
+            _ => dash(),
+        };
+        t.row([
+            row.target.as_str().into(),
+            gets,
+            copies,
+            requests,
+            link,
+            bytes_vs,
+            never_or(row.all_ready),
+        ]);
+    }
+    t
+}
+
+fn ratio_cell(r: Option<f64>) -> Cell {
+    r.map_or_else(|| Cell::from("-"), |r| format!("{r:.2} x").into())
+}
+
+/// Each target's figures divided by the baseline's (cache-daemon) for the same wave: above
+/// 1.00 x it is slower (or spreads first bytes more) than our cache. `None` without a baseline
+/// or another target.
+pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
+    let base = v
+        .targets
+        .iter()
+        .find(|r| Some(&r.target) == v.baseline.as_ref())?;
+    let others: Vec<&TargetRow> = v
+        .targets
+        .iter()
+        .filter(|r| r.target != base.target)
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    let mut columns = vec![("target", Align::Left)];
+    if waves {
+        columns.push(("wave", Align::Left));
+    }
+    columns.extend([
+        ("pull p50", Align::Right),
+        ("pull p95", Align::Right),
+        ("pull p99", Align::Right),
+        ("TTFB p50", Align::Right),
+        ("TTFB p95", Align::Right),
+        ("first-byte spread", Align::Right),
+        ("all ready after", Align::Right),
+    ]);
+    let mut t = Table::new(&columns);
+    let us = |count: u64, v: u64| (count > 0).then_some(v as f64);
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    for row in others {
+        for w in &row.waves {
+            let Some(b) = base.waves.iter().find(|b| b.wave == w.wave) else {
+                continue;
+            };
+            let mut cells = vec![Cell::from(row.target.as_str())];
+            if waves {
+                cells.push(wave_label(w).into());
+            }
+            cells.extend([
+                ratio_cell(ratio(
+                    us(w.pull.count, w.pull.p50_us),
+                    us(b.pull.count, b.pull.p50_us),
+                )),
+                ratio_cell(ratio(
+                    us(w.pull.count, w.pull.p95_us),
+                    us(b.pull.count, b.pull.p95_us),
+                )),
+                ratio_cell(ratio(
+                    us(w.pull.count, w.pull.p99_us),
+                    us(b.pull.count, b.pull.p99_us),
+                )),
+                ratio_cell(ratio(
+                    us(w.ttfb.count, w.ttfb.p50_us),
+                    us(b.ttfb.count, b.ttfb.p50_us),
+                )),
+                ratio_cell(ratio(
+                    us(w.ttfb.count, w.ttfb.p95_us),
+                    us(b.ttfb.count, b.ttfb.p95_us),
+                )),
+                ratio_cell(ratio(secs(w.first_byte_spread), secs(b.first_byte_spread))),
+                ratio_cell(ratio(secs(w.all_ready), secs(b.all_ready))),
+            ]);
+            t.row(cells);
+        }
+    }
+    Some(t)
 }
 
 /// Percentiles of every pod phase and layer phase of a series, over all repetitions.

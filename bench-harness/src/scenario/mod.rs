@@ -231,6 +231,37 @@ pub struct Runtime {
     pub unpack: bool,
     /// Keep each node's snapshot directories after the run (for inspection).
     pub keep_snapshots: bool,
+    /// Who does each node's pull: the harness's own client, or a real one.
+    pub puller: PullerKind,
+}
+
+/// Who pulls for a node (`[runtime] puller`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullerKind {
+    /// The harness's own client (`pull.rs`): every phase timed, first byte included.
+    #[default]
+    Harness,
+    /// `skopeo copy docker://... dir:...` per node pull; the harness unpacks what it wrote.
+    /// Only the whole pull is timed: skopeo does not report a first byte.
+    Skopeo,
+    /// `ctr images pull` against a containerd of the node's own (one per node, at most
+    /// [`MAX_CTR_NODES`]); containerd unpacks as it pulls, so the pull includes the unpack.
+    Ctr,
+}
+
+/// Most nodes a scenario with `puller = "ctr"` may have: each runs its own containerd.
+pub const MAX_CTR_NODES: u32 = 16;
+
+impl PullerKind {
+    /// `harness`, `skopeo`, `ctr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Harness => "harness",
+            Self::Skopeo => "skopeo",
+            Self::Ctr => "ctr",
+        }
+    }
 }
 
 /// What a started container does before its readiness probe passes.
@@ -570,6 +601,7 @@ impl Default for Runtime {
             max_parallel_image_pulls: 1,
             unpack: true,
             keep_snapshots: false,
+            puller: PullerKind::Harness,
         }
     }
 }

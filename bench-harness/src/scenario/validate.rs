@@ -11,7 +11,10 @@ use std::time::Duration;
 use stampede_oci::reference::is_tag;
 use stampede_oci::{Compression, ImageRef, Platform};
 
-use super::{Arrival, ImageSource, RegistrySource, Scenario, TargetKind, MAX_PODS};
+use super::{
+    Arrival, ImageSource, PullerKind, RegistrySource, Scenario, TargetKind, Variant, MAX_CTR_NODES,
+    MAX_PODS,
+};
 use crate::image::SyntheticImage;
 
 /// One thing wrong with a scenario.
@@ -210,6 +213,44 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
                 problem(format!("targets[{i}].url"), format!("{url:?}: {why}"));
             }
         }
+        if matches!(t.kind, TargetKind::DistributionProxy | TargetKind::Nginx) {
+            for v in s.variants.iter().filter(|v| pulled_straight(v)) {
+                problem(
+                    format!("targets[{i}].kind"),
+                    format!(
+                        "{} is started in front of the embedded registry, but variant {} is pulled straight from a real registry (mirror = false); set mirror = true",
+                        t.kind.name(),
+                        v.name
+                    ),
+                );
+            }
+        }
+    }
+
+    match s.runtime.puller {
+        PullerKind::Harness => {}
+        PullerKind::Skopeo | PullerKind::Ctr => {
+            for (i, v) in s.variants.iter().enumerate() {
+                if pulled_straight(v) {
+                    problem(
+                        format!("variants[{i}].registry.mirror"),
+                        format!(
+                            "puller = \"{}\" pulls from the embedded registry or a target in front of it, without credentials; set mirror = true",
+                            s.runtime.puller.name()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if s.runtime.puller == PullerKind::Ctr && s.total_nodes() > MAX_CTR_NODES {
+        problem(
+            "runtime.puller".into(),
+            format!(
+                "\"ctr\" runs one containerd per node; this scenario has {} nodes, at most {MAX_CTR_NODES} are allowed",
+                s.total_nodes()
+            ),
+        );
     }
 
     if let Some(throttle) = &s.registry.throttle {
@@ -380,8 +421,20 @@ pub(super) fn warnings(s: &Scenario) -> Vec<String> {
             )),
             ImageSource::Registry(_) | ImageSource::Layout(_) => {}
         }
+        if pulled_straight(v) && s.registry.netns_rate.is_some() {
+            out.push(format!(
+                "variant {}: registry.netns_rate shapes only the embedded registry's link; this variant is pulled straight from its registry",
+                v.name
+            ));
+        }
     }
     out
+}
+
+/// Whether nodes pull `v` straight from a real registry (`mirror = false`), not from the
+/// embedded one.
+fn pulled_straight(v: &Variant) -> bool {
+    matches!(&v.source, ImageSource::Registry(r) if !r.mirror)
 }
 
 /// Whether a node of platform `node` would pick an image manifest for `image`, as

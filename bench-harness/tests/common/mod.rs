@@ -145,8 +145,15 @@ pub fn sample_result() -> RunResult {
                             }),
                             started,
                             ready,
+                            wave: 0,
                         });
                         if pod < 4 {
+                            let spread = if target == "direct" { 1 } else { 5 };
+                            rec.blob_first_bytes(
+                                0,
+                                Duration::ZERO,
+                                &[ms(2 + node), ms(3 + spread * node), ms(4 + node)],
+                            );
                             for layer in 0..2 {
                                 rec.layer(&LayerTimes {
                                     fetch: ms(pull_ms * slowdown / 4 + 11 * layer + pod),
@@ -277,6 +284,7 @@ pub fn synthetic_run(series: &[SyntheticSeries], repetitions: u32, seed: u64) ->
                     }),
                     started,
                     ready: Duration::from_micros((e2e * 1_000.0) as u64),
+                    wave: 0,
                 });
             }
             recordings.add(rec);

@@ -123,8 +123,11 @@ impl Target {
                     (Some(Server::Nginx(cache)), addr)
                 }
                 Kind::Distribution => {
-                    let config =
-                        RegistryConfig::proxy(free_addr()?, d.join("data"), &format!("http://{origin}"));
+                    let config = RegistryConfig::proxy(
+                        free_addr()?,
+                        d.join("data"),
+                        &format!("http://{origin}"),
+                    );
                     let registry = DockerRegistry::start(d, &config, None)?;
                     (Some(Server::Distribution(registry)), config.addr)
                 }

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use stampede_lab::{access_log, AccessLog, DockerRegistry, RegistryConfig, RequestKind, ShapedLink};
+use stampede_lab::{
+    access_log, AccessLog, DockerRegistry, RegistryConfig, RequestKind, ShapedLink,
+};
 use stampede_oci::Digest;
 
 /// Bound on waiting for the log to go quiet (distribution's proxy finishes background fills
