@@ -158,16 +158,19 @@ pub fn render(r: &RunResult) -> String {
     if let Some(sbs) = sbs {
         let waves = SideBySide::has_waves(r);
         b.push_str("<h2 id=\"side-by-side\">Targets side by side</h2>\n");
-        let _ = writeln!(b, "<p>{}</p>", escape(section::SIDE_BY_SIDE_HOW));
+        for how in section::side_by_side_how() {
+            let _ = writeln!(b, "<p>{}</p>", escape(&how));
+        }
         for v in &sbs.variants {
             let _ = writeln!(b, "<h3>{}</h3>", escape(&v.variant));
+            b.push_str("<p>Pulls:</p>\n");
             b.push_str(&section::side_by_side(v, waves).html());
-            let _ = writeln!(b, "<p>{}</p>", escape(section::UPSTREAM_HOW));
+            b.push_str("<p>Registry, per burst:</p>\n");
             b.push_str(&section::side_by_side_upstream(v).html());
             if let Some(t) = section::side_by_side_ratios(v, waves) {
                 let _ = writeln!(
                     b,
-                    "<p>Each target against {} (the same wave): above 1.00 x it is slower, or spreads first bytes more.</p>",
+                    "<p>Against {}:</p>",
                     escape(v.baseline.as_deref().unwrap_or("cache-daemon"))
                 );
                 b.push_str(&t.html());

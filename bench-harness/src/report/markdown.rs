@@ -53,16 +53,19 @@ pub fn render(r: &RunResult) -> String {
     if let Some(sbs) = SideBySide::of(r) {
         let waves = SideBySide::has_waves(r);
         out.push_str("## Targets side by side\n\n");
-        let _ = writeln!(out, "{}\n", section::SIDE_BY_SIDE_HOW);
+        for how in section::side_by_side_how() {
+            let _ = writeln!(out, "{how}\n");
+        }
         for v in &sbs.variants {
             let _ = writeln!(out, "### {}\n", v.variant);
+            out.push_str("Pulls:\n\n");
             out.push_str(&section::side_by_side(v, waves).markdown());
-            let _ = writeln!(out, "{}\n", section::UPSTREAM_HOW);
+            out.push_str("Registry, per burst:\n\n");
             out.push_str(&section::side_by_side_upstream(v).markdown());
             if let Some(t) = section::side_by_side_ratios(v, waves) {
                 let _ = writeln!(
                     out,
-                    "Each target against {} (the same wave): above 1.00 x it is slower, or spreads first bytes more.\n",
+                    "Against {}:\n",
                     v.baseline.as_deref().unwrap_or("cache-daemon")
                 );
                 out.push_str(&t.markdown());

@@ -362,11 +362,14 @@ fn change(from: String, to: String, a: f64, b: f64) -> String {
     }
 }
 
-/// How the side-by-side tables read, for the paragraph above them.
-pub const SIDE_BY_SIDE_HOW: &str = "Pull and TTFB are per pod, from its node's pull start (TTFB: to the first byte of the first blob), every repetition merged. First-byte spread is the slowest minus the fastest request-to-first-byte over every blob (config and layers) the wave's nodes fetched: a cache that streams one upstream fetch to every waiter keeps it near zero, one that holds waiters until its fill is complete makes it the leader's whole download. All ready is from the wave's start until its last pod was ready. Spread and all-ready are medians over repetitions. A real client (skopeo, ctr) reports neither first bytes nor per-layer times: those read \"not observed\".";
-
-/// How the upstream table reads.
-pub const UPSTREAM_HOW: &str = "The registry's own counts for the whole burst (every wave), medians over repetitions: blob GETs per blob (mean, then smallest to largest over every blob and repetition), bytes it sent in copies of the compressed image, requests it answered, with a shaped link the bytes the kernel's tbf qdisc carried (in image copies), and the time from the epoch until every pod of the burst was ready.";
+/// How the side-by-side tables read: one paragraph per table kind.
+pub fn side_by_side_how() -> [String; 3] {
+    [
+        "Pulls: pull and TTFB are per pod, from its node's pull start (TTFB: to the first byte of the first blob), every repetition merged. First-byte spread is the slowest minus the fastest request-to-first-byte over every blob (config and layers) the wave's nodes fetched: a cache that streams one upstream fetch to every waiter keeps it near zero, one that holds waiters until its fill is complete makes it the leader's whole download. All ready after is from the wave's start until its last pod was ready. Spread and all-ready are medians over repetitions. A real client (skopeo, ctr) reports neither first bytes nor per-layer times: those read \"not observed\".".to_owned(),
+        "Registry, per burst: the registry's own counts for the whole burst (every wave), medians over repetitions: blob GETs per blob (mean, then smallest to largest over every blob and repetition), bytes it sent in copies of the compressed image, requests it answered, with a shaped link the bytes the kernel's tbf qdisc carried (in image copies), and the time from the epoch until every pod of the burst was ready.".to_owned(),
+        "Against cache-daemon: each target's figure divided by cache-daemon's for the same wave; above 1.00 x it is slower, or spreads first bytes more.".to_owned(),
+    ]
+}
 
 fn wave_label(w: &WaveRow) -> String {
     format!("{} at {}", w.wave + 1, human::duration(w.at))
@@ -574,11 +577,14 @@ pub fn latency(s: &SeriesResult) -> Table {
     let rows = Phase::ALL
         .iter()
         .map(|p| (p.name().to_owned(), s.data.merged(*p)))
-        .chain(
-            LayerPhase::ALL
-                .iter()
-                .map(|p| (format!("layer {}", p.name()), s.data.merged_layer(*p))),
-        );
+        .chain(LayerPhase::ALL.iter().map(|p| {
+            let what = if *p == LayerPhase::FirstByte {
+                "blob"
+            } else {
+                "layer"
+            };
+            (format!("{what} {}", p.name()), s.data.merged_layer(*p))
+        }));
     for (name, h) in rows {
         let sum = Summary::of(&h);
         let cell = |us| Cell::from(human::us_if(sum.count, us));

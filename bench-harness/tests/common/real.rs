@@ -1,18 +1,19 @@
-//! Real parts for end-to-end tests of image sources: Debian's `docker-registry` (distribution)
-//! on a free loopback port, plain, behind htpasswd basic auth, behind token auth with a small
-//! in-test token server (ES256 JWTs, as distribution verifies them), or over TLS with a CA made
-//! in the test; `umoci` to build images offline and `skopeo` to push them.
+//! Real parts for end-to-end tests of image sources: Debian's `docker-registry` (distribution,
+//! started through the workspace's lab crate) on a free loopback port, plain, behind htpasswd
+//! basic auth, behind token auth with a small in-test token server (ES256 JWTs, as distribution
+//! verifies them), or over TLS with a CA made in the test; `umoci` to build images offline and
+//! `skopeo` to push them.
 //!
 //! When a program is missing, tests skip with a message, unless `STAMPEDE_REQUIRE_REAL=1` (set by
 //! `.ci/run`), in which case they fail: CI must never pass by skipping.
 
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -24,21 +25,20 @@ pub const TOKEN_SERVICE: &str = "stampede-test-registry";
 /// The token issuer the registry trusts.
 const TOKEN_ISSUER: &str = "stampede-test-token-server";
 
-/// Whether `program` is on PATH; panics when it is not and real parts are required.
+/// Whether `program` is on PATH; panics when it is not and real parts are required. The
+/// message names the Debian package (`stampede_lab`).
 pub fn have(program: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("STAMPEDE_REQUIRE_REAL").as_deref() != Ok("1"),
-            "{program} is required (STAMPEDE_REQUIRE_REAL=1) but not installed: apt-get install {program}"
-        );
-        eprintln!("SKIPPED: {program} not installed (apt-get install {program})");
+    match stampede_lab::find(program) {
+        Ok(_) => true,
+        Err(missing) => {
+            assert!(
+                std::env::var("STAMPEDE_REQUIRE_REAL").as_deref() != Ok("1"),
+                "{program} is required (STAMPEDE_REQUIRE_REAL=1): {missing}"
+            );
+            eprintln!("SKIPPED: {missing}");
+            false
+        }
     }
-    found
 }
 
 /// A free loopback port (bound then released; the tiny race is acceptable in tests).
@@ -78,10 +78,9 @@ pub enum Auth {
     },
 }
 
-/// A running `docker-registry serve`, killed on drop.
+/// A running `docker-registry serve` (`stampede_lab`), stopped on drop.
 pub struct Registry {
-    child: Child,
-    pub port: u16,
+    registry: stampede_lab::DockerRegistry,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -91,84 +90,48 @@ impl Registry {
     /// TLS when `tls` is given.
     pub fn start(storage: &Path, auth: &Auth, tls: Option<&Tls>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let auth = match auth {
-            Auth::None => String::new(),
-            Auth::Htpasswd(file) => format!(
-                "auth:\n  htpasswd:\n    realm: stampede\n    path: {}\n",
-                file.display()
-            ),
-            Auth::Token { realm, cert } => format!(
-                "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
-                cert.display()
-            ),
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = stampede_lab::RegistryConfig {
+            http_secret: Some("stampede-test".into()),
+            tls: tls.map(|t| stampede_lab::RegistryTls {
+                certificate: t.cert.clone(),
+                key: t.key.clone(),
+            }),
+            auth: match auth {
+                Auth::None => stampede_lab::RegistryAuth::None,
+                Auth::Htpasswd(file) => stampede_lab::RegistryAuth::Htpasswd(file.clone()),
+                Auth::Token { realm, cert } => stampede_lab::RegistryAuth::Token {
+                    realm: realm.clone(),
+                    service: TOKEN_SERVICE.to_owned(),
+                    issuer: TOKEN_ISSUER.to_owned(),
+                    root_cert_bundle: cert.clone(),
+                },
+            },
+            ..stampede_lab::RegistryConfig::plain(addr, storage)
         };
-        let tls = tls.map_or(String::new(), |t| {
-            format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                t.cert.display(),
-                t.key.display()
-            )
-        });
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: stampede-test\n{tls}{auth}",
-            storage.display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = dir.path().join("registry.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start docker-registry");
-        let registry = Self {
-            child,
-            port,
-            log,
+        let registry = stampede_lab::DockerRegistry::start(dir.path(), &config, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            log: registry.log_path().to_owned(),
+            registry,
             _dir: dir,
-        };
-        registry.wait_listening(Duration::from_secs(15));
-        registry
-    }
-
-    fn wait_listening(&self, limit: Duration) {
-        let start = Instant::now();
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        while start.elapsed() < limit {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "docker-registry on port {} did not come up within {limit:?}:\n{}",
-            self.port,
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
     }
 
     /// `127.0.0.1:<port>`, as image references write the registry.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.registry.host()
     }
 
-    /// Access-log requests with this method whose path contains `needle`.
+    /// Access-log requests with this method whose line contains `needle`.
     pub fn count(&self, method: &str, needle: &str) -> usize {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
-            .filter(|l| l.starts_with("127.0.0.1 - "))
-            .filter(|l| l.contains(&format!("\"{method} ")) && l.contains(needle))
+            .filter(|l| {
+                stampede_lab::AccessEntry::parse(l).is_some_and(|e| e.method == method)
+                    && l.contains(needle)
+            })
             .count()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
     }
 }
 

@@ -14,6 +14,9 @@
 //! - `exit_codes`: the binary's exit codes for `run`, `report` and `compare`.
 //! - `html_chromium`: the HTML reports in headless Chromium: no errors, no fetches, charts with
 //!   data, screenshots.
+//! - `peers`: distribution's proxy mode and nginx started by the harness, counted by the
+//!   registry behind them (and by nginx's own log); a missing peer program; the registry behind
+//!   a tbf-shaped namespace; skopeo and ctr as pullers.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -23,6 +26,7 @@ mod compare;
 mod exit_codes;
 mod html_chromium;
 mod inspect;
+mod peers;
 mod real_images;
 mod registry;
 mod report_golden;
