@@ -78,9 +78,9 @@ pub enum TargetError {
         target: String,
         /// Its kind.
         kind: &'static str,
-        /// The cause.
+        /// The cause (boxed: it is large, and this error is rare).
         #[source]
-        source: stampede_lab::LabError,
+        source: Box<stampede_lab::LabError>,
     },
     /// A peer was asked to front a registry other than the embedded one.
     #[error("target {target}: {kind} is started in front of the embedded registry only; the variant is pulled straight from a real registry (mirror = false)")]
@@ -202,7 +202,7 @@ impl Deployment {
                         .map_err(|source| TargetError::Peer {
                             target: target.name.clone(),
                             kind,
-                            source,
+                            source: Box::new(source),
                         })?;
                 let endpoint = url(&peer.url())?;
                 Ok(Self {

@@ -265,13 +265,15 @@ mod tests {
 
     #[test]
     fn parses_distribution_and_nginx_lines() {
-        let cases: [(String, Option<(&str, &str, u16, u64, Option<&str>)>); 5] = [
+        /// method, path prefix, status, bytes, cache status
+        type Want<'a> = Option<(&'a str, &'a str, u16, u64, Option<&'a str>)>;
+        let cases: [(String, Want<'_>); 5] = [
             (
                 format!("127.0.0.1 - - [27/Nov/2026:00:01:31 +0000] \"GET /v2/test/app/blobs/{D} HTTP/1.1\" 200 21524541 \"\" \"Go-http-client/1.1\""),
                 Some(("GET", "/v2/test/app/blobs/", 200, 21_524_541, None)),
             ),
             (
-                format!("10.231.7.2 - - [27/Nov/2026:00:01:31 +0000] \"HEAD /v2/test/app/manifests/v1 HTTP/1.1\" 200 0 \"-\" \"skopeo\" cache=-"),
+                "10.231.7.2 - - [27/Nov/2026:00:01:31 +0000] \"HEAD /v2/test/app/manifests/v1 HTTP/1.1\" 200 0 \"-\" \"skopeo\" cache=-".to_owned(),
                 Some(("HEAD", "/v2/test/app/manifests/v1", 200, 0, None)),
             ),
             (

@@ -21,7 +21,7 @@
 //! - [`distribution`]: [`DockerRegistry`], plain or proxy, configured from [`RegistryConfig`].
 //! - [`nginx`]: [`NginxCache`], the blob cache, configured from [`NginxConfig`].
 //! - [`containerd`]: [`Containerd`] on a temp root, for `ctr` pulls.
-//! - [`error`]: [`LabError`].
+//! - [`error`]: [`LabError`], what went wrong and doing what.
 //!
 //! # One peer's life
 //! `program::find("nginx")` -> [`NginxConfig::write`] into a temp dir -> [`NginxCache::start`]
