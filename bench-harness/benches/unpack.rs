@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench_harness::unpack::{unpack_layer_file, Compression, LayerStats, UnpackOptions};
+use bench_harness::unpack::{
+    unpack_layer_file, Compression, DecodeThread, LayerStats, UnpackOptions,
+};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -160,7 +162,11 @@ fn main() -> io::Result<()> {
             let sample = match side {
                 Side::Ours { decode_thread } => {
                     let opts = UnpackOptions {
-                        decode_thread,
+                        decode_thread: if decode_thread {
+                            DecodeThread::Always
+                        } else {
+                            DecodeThread::Never
+                        },
                         ..UnpackOptions::default()
                     };
                     let stats = unpack_layer_file(pair.blob, pair.compression, &dir, &opts)

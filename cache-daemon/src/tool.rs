@@ -76,6 +76,13 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
         other => other?,
     };
     let admin = settings.config.server.admin_listen;
+    let root = settings.config.store.root.clone();
+    if !root.join("blobs").is_dir() {
+        return Err(ToolError::Refused(format!(
+            "no cache-daemon store at {} (give --root or --config, or --admin for a running daemon)",
+            root.display()
+        )));
+    }
     match build(settings.config).await {
         Ok(app) => Ok(Mode::Offline(app)),
         Err(StartError::Store {
