@@ -1051,6 +1051,61 @@ mod tests {
     }
 
     #[test]
+    fn waves_are_recorded_apart() {
+        let mut rec = Recorder::new(run(0));
+        let pod = |scheduled: u64, pull_ms: u64, ready: u64, wave: u32| PodTimes {
+            scheduled: ms(scheduled),
+            pull: Some(PullTimes {
+                started: ms(scheduled),
+                first_byte: Some(ms(scheduled + 5)),
+                fetched: ms(scheduled + pull_ms),
+                unpacked: ms(scheduled + pull_ms),
+            }),
+            started: ms(scheduled + pull_ms),
+            ready: ms(ready),
+            wave,
+        };
+        rec.pod(&pod(0, 1_000, 1_100, 0));
+        rec.pod(&pod(0, 2_000, 2_100, 0));
+        rec.blob_first_bytes(0, ms(0), &[ms(3), ms(40), ms(9)]);
+        rec.pod(&pod(10_000, 300, 10_400, 1));
+        rec.blob_first_bytes(1, ms(10_000), &[ms(2), ms(4)]);
+        rec.failed_in_wave(1, ms(10_000), FailureKind::Timeout);
+
+        let d = rec.data();
+        assert_eq!(d.layer(LayerPhase::FirstByte).len(), 5);
+        assert_eq!(d.failed_pods(), 1);
+        let cold = &d.waves()[&0];
+        assert_eq!(cold.at_us, 0);
+        assert_eq!((cold.pull.len(), cold.ttfb.len()), (2, 2));
+        assert_eq!(cold.time_to_all_ready(), Some(ms(2_100)));
+        assert!(within(micros(cold.first_byte_spread().unwrap()), 37_000));
+        let warm = &d.waves()[&1];
+        assert_eq!(
+            (warm.at_us, warm.ready_pods, warm.failed_pods),
+            (10_000_000, 1, 1)
+        );
+        assert_eq!(
+            warm.time_to_all_ready(),
+            None,
+            "a failed pod is never ready"
+        );
+        assert!(within(micros(warm.first_byte_spread().unwrap()), 2_000));
+
+        let mut all = Recordings::new();
+        all.add(rec.clone());
+        let mut again = Recorder::new(run(1));
+        again.pod(&pod(0, 500, 600, 0));
+        all.add(again);
+        let series = all.series("full", "direct").unwrap();
+        assert_eq!(series.wave_numbers(), [0, 1]);
+        let merged = series.merged_wave(0).unwrap();
+        assert_eq!((merged.pull.len(), merged.ready_pods), (3, 3));
+        assert_eq!(merged.last_ready_us, 2_100_000);
+        assert!(series.merged_wave(2).is_none());
+    }
+
+    #[test]
     fn ready_timeline_counts_failures_as_never_ready() {
         let mut rec = Recorder::new(run(0));
         for v in [100, 200, 300, 400, 500, 600, 700, 800, 900] {

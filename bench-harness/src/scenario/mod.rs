@@ -936,6 +936,51 @@ p95_ready = "0s"
     }
 
     #[test]
+    fn peers_shaping_and_real_pullers_are_checked() {
+        let s = parse(&with(
+            "[registry]\nnetns_rate = \"200Mbit\"\n[runtime]\npuller = \"skopeo\"\n[[targets]]\nkind = \"nginx\"\n[[targets]]\nkind = \"distribution-proxy\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            s.registry.netns_rate,
+            Some("200Mbit".parse::<crate::units::Bandwidth>().unwrap())
+        );
+        assert_eq!(s.runtime.puller, PullerKind::Skopeo);
+        assert_eq!(
+            s.targets.iter().map(|t| t.kind.name()).collect::<Vec<_>>(),
+            ["direct", "nginx", "distribution-proxy"]
+        );
+        let straight = "[[variants]]\nname = \"remote\"\n[variants.registry]\nimage = \"127.0.0.1:5000/a:b\"\ninsecure = true\nmirror = false";
+        assert_eq!(
+            problems(&with(&format!(
+                "{straight}\n[[targets]]\nkind = \"nginx\"\n[runtime]\npuller = \"ctr\""
+            ))),
+            [
+                "targets[1].kind: nginx is started in front of the embedded registry, but variant remote is pulled straight from a real registry (mirror = false); set mirror = true",
+                "variants[1].registry.mirror: puller = \"ctr\" pulls from the embedded registry or a target in front of it, without credentials; set mirror = true",
+            ]
+        );
+        assert_eq!(
+            problems(&with("[runtime]\npuller = \"ctr\"").replace("nodes = 2", "nodes = 17")),
+            ["runtime.puller: \"ctr\" runs one containerd per node; this scenario has 17 nodes, at most 16 are allowed"]
+        );
+        let warned = parse(&with(&format!(
+            "{straight}\n[registry]\nnetns_rate = \"1Gbit\""
+        )))
+        .unwrap();
+        assert!(
+            warned
+                .warnings()
+                .iter()
+                .any(|w| w.starts_with("variant remote: registry.netns_rate shapes only")),
+            "{:?}",
+            warned.warnings()
+        );
+        let err = parse(&with("[runtime]\npuller = \"docker\"")).unwrap_err();
+        assert!(format!("{:#}", anyhow::Error::from(err)).contains("unknown variant `docker`"));
+    }
+
+    #[test]
     fn arrival_fields_must_match_the_mode() {
         let got = problems(&with(
             "[arrival]\nover = \"1s\"\n[[arrival.waves]]\nat = \"0s\"\npods_per_node = 1",
