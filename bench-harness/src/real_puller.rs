@@ -110,15 +110,19 @@ impl RealPuller {
         })
     }
 
-    /// Checks that the programs `client` needs are installed.
+    /// Checks that the programs `client` needs are installed (and for `ctr`, that we are root:
+    /// containerd's snapshotter mounts).
     ///
     /// # Errors
-    /// [`LabError::Missing`] naming the package.
+    /// [`LabError::Missing`] naming the package, [`LabError::NotRoot`].
     pub fn check(client: PullerKind) -> Result<(), LabError> {
         let programs: &[&str] = match client {
             PullerKind::Harness => &[],
             PullerKind::Skopeo => &["skopeo"],
-            PullerKind::Ctr => &["containerd", "ctr"],
+            PullerKind::Ctr => {
+                stampede_lab::program::require_root("puller = \"ctr\" (a containerd per node)")?;
+                &["containerd", "ctr"]
+            }
         };
         programs
             .iter()

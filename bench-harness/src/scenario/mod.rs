@@ -200,9 +200,11 @@ pub enum TargetKind {
         /// Base URL, `http://` or `https://`.
         url: String,
     },
-    /// Docker Distribution in proxy (pull-through) mode.
+    /// Debian's `docker-registry` (distribution 2.8) in pull-through proxy mode, started by the
+    /// harness for each burst in front of the embedded registry (`peer.rs`).
     DistributionProxy,
-    /// nginx as a caching reverse proxy.
+    /// nginx `proxy_cache` with `proxy_cache_lock`, started by the harness for each burst in front
+    /// of the embedded registry (`peer.rs`).
     Nginx,
 }
 
