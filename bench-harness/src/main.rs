@@ -1,6 +1,7 @@
 //! The `bench-harness` binary: flags -> settings -> tracing -> run, report or compare -> exit
 //! code (0 pass, 1 SLO missed or regression gate crossed, 2 error; the error chain printed
-//! once).
+//! once). SIGINT or SIGTERM during `run` drops the run, so everything it started is cleaned up
+//! before the process exits with 2.
 
 use std::process::ExitCode;
 
@@ -46,7 +47,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 scenario.targets.len(),
                 scenario.repetitions
             );
-            let out = bench_harness::run::run(scenario, options).await?;
+            // On a signal the run future is dropped, and with it every guard: peers and
+            // containerds are stopped by PID, the shaped namespace is deleted.
+            let out = tokio::select! {
+                out = bench_harness::run::run(scenario, options) => out?,
+                signal = interrupted() => anyhow::bail!(
+                    "{signal} received: run stopped; its peers, containerds and network namespace were cleaned up"
+                ),
+            };
             Ok(run_outcome(&out.result, &out.dir))
         }
         Command::Inspect(args) => {
@@ -103,6 +111,18 @@ fn run_compare(job: CompareJob) -> anyhow::Result<ExitCode> {
         eprintln!("bench-harness: {crossed} regression gate(s) crossed");
         ExitCode::from(1)
     })
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
 }
 
 fn init_tracing() {

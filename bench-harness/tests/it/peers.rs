@@ -405,3 +405,120 @@ async fn ctr_pulls_with_a_containerd_per_node() {
         }
     }
 }
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
+}
+
+#[test]
+fn interrupting_a_run_stops_its_peers_and_deletes_its_namespace() {
+    if !stampede_lab::is_root() {
+        eprintln!("SKIPPED: the shaped link needs root (network namespaces, tc)");
+        return;
+    }
+    if !(have("nginx") && have("ip") && have("tc")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("interrupted.toml");
+    // Slow enough (8 Mbit/s for 3 repetitions of 2 MiB) to be interrupted mid-run.
+    std::fs::write(
+        &file,
+        "nodes = 2\npods_per_node = 1\nrepetitions = 3\nplatform = \"linux/amd64\"\n[[variants]]\nname = \"tiny\"\n[[variants.synthetic.layers]]\nsize = \"2MiB\"\nfiles = 2\ncompressibility = 0.0\n[[targets]]\nkind = \"nginx\"\n[registry]\nnetns_rate = \"8Mbit\"\n[runtime]\nunpack = false\n",
+    )
+    .unwrap();
+    let work = dir.path().join("work");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bench-harness"))
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--image-cache")
+        .arg(dir.path().join("images"))
+        .arg("--work-dir")
+        .arg(&work)
+        .arg("--no-progress")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let harness = child.id();
+    let netns_prefix = format!("stampede-up-{harness}-");
+    let work_path = work.to_string_lossy().into_owned();
+    let started = Instant::now();
+    let nginx = loop {
+        let found: Vec<u32> = processes_mentioning(&work_path)
+            .into_iter()
+            .filter(|p| *p != harness)
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("bench-harness exited with {status} before nginx started");
+        }
+        if started.elapsed() > RUN_LIMIT {
+            child.kill().ok();
+            panic!("nginx never started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The master and its workers (whose command lines do not name the directory).
+    let mut peers = nginx.clone();
+    for pid in &nginx {
+        peers.extend(stampede_lab::process::descendants(*pid));
+    }
+    let list = || {
+        String::from_utf8(
+            Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
+    if !list().contains(&netns_prefix) {
+        child.kill().ok();
+        panic!("no namespace {netns_prefix}*: {}", list());
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < RUN_LIMIT,
+            "bench-harness ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    let left: Vec<u32> = peers
+        .into_iter()
+        .filter(|p| stampede_lab::process::is_alive(*p))
+        .collect();
+    for pid in &left {
+        stampede_lab::process::kill(*pid);
+    }
+    assert!(left.is_empty(), "peer processes left running: {left:?}");
+    assert!(
+        !list().contains(&netns_prefix),
+        "namespace left behind: {}",
+        list()
+    );
+}
