@@ -24,7 +24,7 @@ use stampede_oci::{Reference, RepoName};
 use crate::container::StartFiles;
 use crate::pull::{PullError, PullRecord, Puller};
 use crate::real_puller::RealPuller;
-use crate::recorder::{FailureKind, LayerTimes, PullTimes};
+use crate::recorder::{BlobFirstByte, FailureKind, LayerTimes, PullTimes};
 use crate::scenario::Readiness;
 use crate::unpack::{unpack_layer_file, UnpackOptions};
 
@@ -43,9 +43,9 @@ pub struct ImageOnNode {
     /// Whether `layers` carry the fetch and verify times of each layer (the harness's own
     /// client); a real client reports only the whole pull.
     pub layers_timed: bool,
-    /// Request to first body byte of every blob fetched (config and layers; empty for a real
-    /// client, which does not report it).
-    pub blob_first_bytes: Vec<Duration>,
+    /// Every blob fetched (config and layers) with its request and first byte, from the epoch;
+    /// empty for a real client, which does not report them.
+    pub blob_timings: Vec<BlobFirstByte>,
 }
 
 /// Who does a node's pulls.
@@ -255,7 +255,15 @@ impl Node {
             start_files: Arc::new(start_files),
             bytes_fetched: record.bytes_fetched,
             layers_timed: matches!(self.puller, NodePuller::Harness(_)),
-            blob_first_bytes: record.blob_first_bytes.clone(),
+            blob_timings: record
+                .blob_timings
+                .iter()
+                .map(|b| BlobFirstByte {
+                    digest: b.digest.clone(),
+                    requested: at(b.requested),
+                    first_byte: at(b.first_byte),
+                })
+                .collect(),
         })
     }
 }

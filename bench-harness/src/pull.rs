@@ -124,9 +124,20 @@ pub struct PullRecord {
     /// The client unpacked the image itself as it pulled (`ctr`), so `fetched` includes the
     /// unpack and the node must not unpack again.
     pub unpacked_by_client: bool,
-    /// Request to first body byte of every blob fetched (the config, then each layer not
-    /// already in the store); empty when the client does not observe it.
-    pub blob_first_bytes: Vec<Duration>,
+    /// Every blob fetched (the config, then each layer not already in the store) with when it
+    /// was asked for and its first body byte arrived; empty when the client does not observe it.
+    pub blob_timings: Vec<BlobTiming>,
+}
+
+/// When one blob was asked for and when its first body byte arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobTiming {
+    /// The blob.
+    pub digest: Digest,
+    /// Request sent.
+    pub requested: Instant,
+    /// First body byte received.
+    pub first_byte: Instant,
 }
 
 /// A manifest or index as fetched: its bytes, parsed form, digest and served media type.
@@ -232,10 +243,17 @@ impl Puller {
         } else {
             config.0.size_bytes
         };
-        let first_byte_after =
-            |l: &LayerFetch| Some(l.first_byte?.saturating_duration_since(l.started));
-        let mut blob_first_bytes: Vec<Duration> = first_byte_after(&config.0).into_iter().collect();
-        blob_first_bytes.extend(fetched.iter().filter_map(|(l, _)| first_byte_after(l)));
+        let timing = |l: &LayerFetch| {
+            Some(BlobTiming {
+                digest: l.digest.clone(),
+                requested: l.started,
+                first_byte: l.first_byte?,
+            })
+        };
+        let blob_timings = std::iter::once(&config.0)
+            .chain(fetched.iter().map(|(l, _)| l))
+            .filter_map(timing)
+            .collect();
         let mut out = Vec::with_capacity(fetched.len());
         for (layer, t) in fetched {
             throttled += t;
@@ -257,7 +275,7 @@ impl Puller {
             bytes_fetched,
             throttled,
             unpacked_by_client: false,
-            blob_first_bytes,
+            blob_timings,
         })
     }
 

@@ -207,7 +207,7 @@ impl RealPuller {
             bytes_fetched,
             throttled: 0,
             unpacked_by_client: false,
-            blob_first_bytes: Vec::new(),
+            blob_timings: Vec::new(),
         })
     }
 
@@ -253,7 +253,7 @@ impl RealPuller {
             bytes_fetched: 0,
             throttled: 0,
             unpacked_by_client: self.config.unpack,
-            blob_first_bytes: Vec::new(),
+            blob_timings: Vec::new(),
         })
     }
 }

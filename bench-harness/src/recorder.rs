@@ -311,6 +311,10 @@ pub struct WaveData {
     pub end_to_end: Histogram<u64>,
     /// Request to first byte of every blob (config and layers) the wave's nodes fetched.
     pub first_byte: Histogram<u64>,
+    /// Per blob and puller: how long after that blob's first bytes reached any of the wave's
+    /// pullers (or after its own request, if it asked later) this puller got its first byte.
+    /// The first puller of a blob counts 0.
+    pub first_byte_lag: Histogram<u64>,
     /// Pods ready.
     pub ready_pods: u64,
     /// Pods failed.
@@ -327,6 +331,7 @@ impl WaveData {
             ttfb: new_histogram(),
             end_to_end: new_histogram(),
             first_byte: new_histogram(),
+            first_byte_lag: new_histogram(),
             ready_pods: 0,
             failed_pods: 0,
             last_ready_us: 0,
@@ -337,12 +342,12 @@ impl WaveData {
     pub(crate) fn from_parts(
         at_us: u64,
         counts: (u64, u64, u64),
-        mut hists: [Histogram<u64>; 4],
+        mut hists: [Histogram<u64>; 5],
     ) -> Self {
         for h in &mut hists {
             h.auto(true);
         }
-        let [pull, ttfb, end_to_end, first_byte] = hists;
+        let [pull, ttfb, end_to_end, first_byte, first_byte_lag] = hists;
         let (ready_pods, failed_pods, last_ready_us) = counts;
         Self {
             at_us,
@@ -350,6 +355,7 @@ impl WaveData {
             ttfb,
             end_to_end,
             first_byte,
+            first_byte_lag,
             ready_pods,
             failed_pods,
             last_ready_us,
@@ -363,10 +369,10 @@ impl WaveData {
             .then(|| Duration::from_micros(self.last_ready_us.saturating_sub(self.at_us)))
     }
 
-    /// The spread of blob first bytes: slowest minus fastest request-to-first-byte among the
-    /// wave's blob fetches; `None` without at least one.
-    pub fn first_byte_spread(&self) -> Option<Duration> {
-        spread(&self.first_byte)
+    /// The longest any puller of the wave waited for a blob's first bytes after they had reached
+    /// another puller (see [`WaveData::first_byte_lag`]); `None` when no first byte was observed.
+    pub fn first_byte_lag_max(&self) -> Option<Duration> {
+        (!self.first_byte_lag.is_empty()).then(|| Duration::from_micros(self.first_byte_lag.max()))
     }
 
     fn merge(&mut self, other: &WaveData) {
@@ -376,6 +382,7 @@ impl WaveData {
             (&mut self.ttfb, &other.ttfb),
             (&mut self.end_to_end, &other.end_to_end),
             (&mut self.first_byte, &other.first_byte),
+            (&mut self.first_byte_lag, &other.first_byte_lag),
         ] {
             add_into(into, from);
         }
@@ -385,9 +392,16 @@ impl WaveData {
     }
 }
 
-/// Largest minus smallest value of `h`; `None` when it is empty.
-pub fn spread(h: &Histogram<u64>) -> Option<Duration> {
-    (!h.is_empty()).then(|| Duration::from_micros(h.max().saturating_sub(h.min())))
+/// One blob one node fetched: when it asked and when the first body byte arrived, as offsets
+/// from the burst epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobFirstByte {
+    /// The blob.
+    pub digest: stampede_oci::Digest,
+    /// Request sent.
+    pub requested: Duration,
+    /// First body byte received.
+    pub first_byte: Duration,
 }
 
 /// Every repetition of one (variant, target), kept apart; merged histograms on demand.
@@ -533,16 +547,25 @@ impl Recorder {
         record_us(&mut d.layers[LayerPhase::Apply.index()], micros(t.apply));
     }
 
-    /// Records the request-to-first-byte of every blob one node fetched for a pod of `wave`
-    /// (scheduled at `scheduled`), in the repetition and in the wave.
-    pub fn blob_first_bytes(&mut self, wave: u32, scheduled: Duration, first_bytes: &[Duration]) {
-        for d in first_bytes {
-            record_us(
-                &mut self.data.layers[LayerPhase::FirstByte.index()],
-                micros(*d),
-            );
+    /// Records the blobs every node of `wave` (scheduled at `scheduled`) fetched, all nodes
+    /// together: each fetch's request-to-first-byte (in the repetition and the wave), and each
+    /// puller's first-byte lag: its first byte of a blob minus the later of its own request and
+    /// the earliest first byte of that blob among the wave's pullers.
+    pub fn wave_blobs(&mut self, wave: u32, scheduled: Duration, blobs: &[BlobFirstByte]) {
+        let mut earliest: std::collections::HashMap<&stampede_oci::Digest, Duration> =
+            std::collections::HashMap::new();
+        for b in blobs {
+            let e = earliest.entry(&b.digest).or_insert(b.first_byte);
+            *e = (*e).min(b.first_byte);
+        }
+        for b in blobs {
+            let ttfb = micros(b.first_byte.saturating_sub(b.requested));
+            let first = earliest[&b.digest];
+            let lag = micros(b.first_byte.saturating_sub(b.requested.max(first)));
+            record_us(&mut self.data.layers[LayerPhase::FirstByte.index()], ttfb);
             let w = self.data.wave(wave, scheduled);
-            record_us(&mut w.first_byte, micros(*d));
+            record_us(&mut w.first_byte, ttfb);
+            record_us(&mut w.first_byte_lag, lag);
         }
     }
 
@@ -1065,21 +1088,49 @@ mod tests {
             ready: ms(ready),
             wave,
         };
+        let blob = |n: u8, requested: u64, first_byte: u64| BlobFirstByte {
+            digest: stampede_oci::Digest::of(&[n]),
+            requested: ms(requested),
+            first_byte: ms(first_byte),
+        };
         rec.pod(&pod(0, 1_000, 1_100, 0));
         rec.pod(&pod(0, 2_000, 2_100, 0));
-        rec.blob_first_bytes(0, ms(0), &[ms(3), ms(40), ms(9)]);
+        // Blob 1: two pullers at once, the second gets its first byte 37 ms after the first;
+        // a third asks after the bytes are there and waits 5 ms for its own. Blob 2: one puller.
+        rec.wave_blobs(
+            0,
+            ms(0),
+            &[
+                blob(1, 0, 3),
+                blob(1, 0, 40),
+                blob(1, 100, 105),
+                blob(2, 10, 19),
+            ],
+        );
         rec.pod(&pod(10_000, 300, 10_400, 1));
-        rec.blob_first_bytes(1, ms(10_000), &[ms(2), ms(4)]);
+        rec.wave_blobs(
+            1,
+            ms(10_000),
+            &[blob(1, 10_000, 10_002), blob(1, 10_000, 10_004)],
+        );
         rec.failed_in_wave(1, ms(10_000), FailureKind::Timeout);
 
         let d = rec.data();
-        assert_eq!(d.layer(LayerPhase::FirstByte).len(), 5);
+        assert_eq!(d.layer(LayerPhase::FirstByte).len(), 6);
         assert_eq!(d.failed_pods(), 1);
         let cold = &d.waves()[&0];
         assert_eq!(cold.at_us, 0);
         assert_eq!((cold.pull.len(), cold.ttfb.len()), (2, 2));
         assert_eq!(cold.time_to_all_ready(), Some(ms(2_100)));
-        assert!(within(micros(cold.first_byte_spread().unwrap()), 37_000));
+        let lags: Vec<u64> = cold
+            .first_byte_lag
+            .iter_recorded()
+            .flat_map(|v| {
+                std::iter::repeat_n(v.value_iterated_to() / 1000, v.count_at_value() as usize)
+            })
+            .collect();
+        assert_eq!(lags, [0, 0, 5, 37]);
+        assert!(within(micros(cold.first_byte_lag_max().unwrap()), 37_000));
         let warm = &d.waves()[&1];
         assert_eq!(
             (warm.at_us, warm.ready_pods, warm.failed_pods),
@@ -1090,7 +1141,7 @@ mod tests {
             None,
             "a failed pod is never ready"
         );
-        assert!(within(micros(warm.first_byte_spread().unwrap()), 2_000));
+        assert!(within(micros(warm.first_byte_lag_max().unwrap()), 2_000));
 
         let mut all = Recordings::new();
         all.add(rec.clone());

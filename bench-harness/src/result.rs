@@ -530,6 +530,7 @@ struct WaveWire {
     ttfb: HistogramWire,
     end_to_end: HistogramWire,
     first_byte: HistogramWire,
+    first_byte_lag: HistogramWire,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -559,6 +560,7 @@ impl WaveWire {
             ttfb: HistogramWire::of(&w.ttfb)?,
             end_to_end: HistogramWire::of(&w.end_to_end)?,
             first_byte: HistogramWire::of(&w.first_byte)?,
+            first_byte_lag: HistogramWire::of(&w.first_byte_lag)?,
         })
     }
 
@@ -568,6 +570,7 @@ impl WaveWire {
             decode_histogram(&self.ttfb.histogram)?,
             decode_histogram(&self.end_to_end.histogram)?,
             decode_histogram(&self.first_byte.histogram)?,
+            decode_histogram(&self.first_byte_lag.histogram)?,
         ];
         Ok((
             self.wave,

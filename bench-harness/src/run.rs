@@ -33,7 +33,7 @@ use crate::origin::{Origin, OriginError};
 use crate::peer::PeerKind;
 use crate::pull::{Puller, PullerConfig};
 use crate::real_puller::{RealPuller, RealPullerConfig, RealPullerError};
-use crate::recorder::{FailureKind, PodTimes, Recorder, Recordings, RunKey};
+use crate::recorder::{BlobFirstByte, FailureKind, PodTimes, Recorder, Recordings, RunKey};
 use crate::registry::accounting::AccountingSnapshot;
 use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
@@ -493,6 +493,7 @@ impl Burst<'_> {
             repetition: self.repetition,
         });
         let mut layers_recorded = HashSet::new();
+        let mut wave_blobs: BTreeMap<u32, (Duration, Vec<BlobFirstByte>)> = BTreeMap::new();
         let mut errors = Vec::new();
         for outcome in outcomes {
             match outcome {
@@ -511,7 +512,10 @@ impl Burst<'_> {
                                 recorder.layer_unpacked(l);
                             }
                         }
-                        recorder.blob_first_bytes(slot.wave, slot.offset, &image.blob_first_bytes);
+                        let (_, blobs) = wave_blobs
+                            .entry(slot.wave)
+                            .or_insert((slot.offset, Vec::new()));
+                        blobs.extend(image.blob_timings.iter().cloned());
                     }
                 }
                 PodOutcome::Failed {
@@ -525,6 +529,9 @@ impl Burst<'_> {
                     }
                 }
             }
+        }
+        for (wave, (scheduled, blobs)) in wave_blobs {
+            recorder.wave_blobs(wave, scheduled, &blobs);
         }
         Ok(BurstOutput {
             recorder,

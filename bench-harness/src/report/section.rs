@@ -365,9 +365,9 @@ fn change(from: String, to: String, a: f64, b: f64) -> String {
 /// How the side-by-side tables read: one paragraph per table kind.
 pub fn side_by_side_how() -> [String; 3] {
     [
-        "Pulls: pull and TTFB are per pod, from its node's pull start (TTFB: to the first byte of the first blob), every repetition merged. First-byte spread is the slowest minus the fastest request-to-first-byte over every blob (config and layers) the wave's nodes fetched: a cache that streams one upstream fetch to every waiter keeps it near zero, one that holds waiters until its fill is complete makes it the leader's whole download. All ready after is from the wave's start until its last pod was ready. Spread and all-ready are medians over repetitions. A real client (skopeo, ctr) reports neither first bytes nor per-layer times: those read \"not observed\".".to_owned(),
+        "Pulls: pull and TTFB are per pod, from its node's pull start (TTFB: to the first byte of the first blob), every repetition merged. First-byte lag is, for every blob (config and layers) and every node of the wave that fetched it, how long after that blob's first bytes reached the first of them this node got its own (or after its own request, if it asked later); the column shows the longest: a cache that streams one upstream fetch to every waiter keeps it near zero, one that holds waiters until its fill is complete makes it the leader's whole download. All ready after is from the wave's start until its last pod was ready. Lag and all-ready are medians over repetitions. A real client (skopeo, ctr) reports neither first bytes nor per-layer times: those read \"not observed\".".to_owned(),
         "Registry, per burst: the registry's own counts for the whole burst (every wave), medians over repetitions: blob GETs per blob (mean, then smallest to largest over every blob and repetition), bytes it sent in copies of the compressed image, requests it answered, with a shaped link the bytes the kernel's tbf qdisc carried (in image copies), and the time from the epoch until every pod of the burst was ready.".to_owned(),
-        "Against cache-daemon: each target's figure divided by cache-daemon's for the same wave; above 1.00 x it is slower, or spreads first bytes more.".to_owned(),
+        "Against cache-daemon: each target's figure divided by cache-daemon's for the same wave; above 1.00 x it is slower, or lags first bytes more.".to_owned(),
     ]
 }
 
@@ -390,8 +390,8 @@ fn observed(count: u64, us: u64) -> Cell {
     }
 }
 
-/// One row per target (and wave, when `waves`): pull and TTFB p50 / p95 / p99, first-byte
-/// spread, time until the wave's pods were all ready.
+/// One row per target (and wave, when `waves`): pull and TTFB p50 / p95 / p99, the longest
+/// first-byte lag, time until the wave's pods were all ready.
 pub fn side_by_side(v: &VariantRows, waves: bool) -> Table {
     let mut columns = vec![("target", Align::Left)];
     if waves {
@@ -404,7 +404,7 @@ pub fn side_by_side(v: &VariantRows, waves: bool) -> Table {
         ("TTFB p50", Align::Right),
         ("TTFB p95", Align::Right),
         ("TTFB p99", Align::Right),
-        ("first-byte spread", Align::Right),
+        ("first-byte lag", Align::Right),
         ("all ready after", Align::Right),
     ]);
     let mut t = Table::new(&columns);
@@ -421,7 +421,7 @@ pub fn side_by_side(v: &VariantRows, waves: bool) -> Table {
                 observed(w.ttfb.count, w.ttfb.p50_us),
                 observed(w.ttfb.count, w.ttfb.p95_us),
                 observed(w.ttfb.count, w.ttfb.p99_us),
-                w.first_byte_spread
+                w.first_byte_lag
                     .map_or_else(|| Cell::from("not observed"), |d| human::duration(d).into()),
                 never_or(w.all_ready),
             ]);
@@ -493,7 +493,7 @@ fn ratio_cell(r: Option<f64>) -> Cell {
 }
 
 /// Each target's figures divided by the baseline's (cache-daemon) for the same wave: above
-/// 1.00 x it is slower (or spreads first bytes more) than our cache. `None` without a baseline
+/// 1.00 x it is slower (or lags first bytes more) than our cache. `None` without a baseline
 /// or another target.
 pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
     let base = v
@@ -518,7 +518,7 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
         ("pull p99", Align::Right),
         ("TTFB p50", Align::Right),
         ("TTFB p95", Align::Right),
-        ("first-byte spread", Align::Right),
+        ("first-byte lag", Align::Right),
         ("all ready after", Align::Right),
     ]);
     let mut t = Table::new(&columns);
@@ -554,7 +554,7 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
                     us(w.ttfb.count, w.ttfb.p95_us),
                     us(b.ttfb.count, b.ttfb.p95_us),
                 )),
-                ratio_cell(ratio(secs(w.first_byte_spread), secs(b.first_byte_spread))),
+                ratio_cell(ratio(secs(w.first_byte_lag), secs(b.first_byte_lag))),
                 ratio_cell(ratio(secs(w.all_ready), secs(b.all_ready))),
             ]);
             t.row(cells);

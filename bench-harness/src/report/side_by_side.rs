@@ -1,14 +1,15 @@
 //! Targets side by side, as a node operator asks "is this cache better than what I would pick
 //! instead?": per variant and target (and per arrival wave, so a cold first wave and a warm
-//! second one read apart) the pull and time-to-first-byte percentiles, the spread of blob first
-//! bytes, when the wave's last pod was ready; per burst the registry's own counts (GETs per
+//! second one read apart) the pull and time-to-first-byte percentiles, the longest first-byte
+//! lag (how long any node waited for a blob's bytes after another already had them), when the
+//! wave's last pod was ready; per burst the registry's own counts (GETs per
 //! blob, bytes in image copies, the shaped link's kernel byte count); and each target's ratio to
 //! cache-daemon. Computed from stored data only: merged histograms, per-repetition wave
 //! records, registry totals. `section.rs` turns this into tables.
 
 use std::time::Duration;
 
-use crate::recorder::{spread, LayerPhase, Phase, Summary, WaveData};
+use crate::recorder::{Phase, Summary, WaveData};
 use crate::result::{RunResult, SeriesResult};
 use crate::scenario::{Arrival, TargetKind};
 
@@ -56,8 +57,9 @@ pub struct WaveRow {
     /// Its pods' time to first byte (pull start to the first blob byte), all repetitions merged;
     /// empty when the client does not report it.
     pub ttfb: Summary,
-    /// Median over repetitions of the blob first-byte spread; `None` when not observed.
-    pub first_byte_spread: Option<Duration>,
+    /// Median over repetitions of the longest first-byte lag of any puller of any blob in the
+    /// wave ([`WaveData::first_byte_lag`]); `None` when not observed.
+    pub first_byte_lag: Option<Duration>,
     /// Median over repetitions of the time from the wave's start until its last pod was ready;
     /// `None` when failures kept the median repetition from getting there.
     pub all_ready: Option<Duration>,
@@ -119,19 +121,15 @@ impl SideBySide {
 impl TargetRow {
     fn of(r: &RunResult, s: &SeriesResult) -> Self {
         let numbers = s.data.wave_numbers();
-        let mut waves = if numbers.is_empty() {
+        let waves = if numbers.is_empty() {
             // A result written before waves were recorded: the whole repetition is one wave.
             vec![WaveRow {
                 wave: 0,
                 at: Duration::ZERO,
                 pull: Summary::of(&s.data.merged(Phase::Pull)),
                 ttfb: Summary::of(&s.data.merged(Phase::Ttfb)),
-                first_byte_spread: median(
-                    s.data
-                        .repetitions()
-                        .map(|(_, rep)| spread(rep.layer(LayerPhase::FirstByte)))
-                        .collect(),
-                ),
+                // Not recorded before waves were.
+                first_byte_lag: None,
                 all_ready: median(
                     s.data
                         .repetitions()
@@ -142,17 +140,6 @@ impl TargetRow {
         } else {
             numbers.iter().map(|w| WaveRow::of(s, *w)).collect()
         };
-        if let [only] = waves.as_mut_slice() {
-            // One wave: layers recorded outside a wave still count for it.
-            if only.first_byte_spread.is_none() {
-                only.first_byte_spread = median(
-                    s.data
-                        .repetitions()
-                        .map(|(_, rep)| spread(rep.layer(LayerPhase::FirstByte)))
-                        .collect(),
-                );
-            }
-        }
         let all_ready = median(
             s.data
                 .repetitions()
@@ -184,7 +171,7 @@ impl WaveRow {
             at: Duration::from_micros(merged.at_us),
             pull: Summary::of(&merged.pull),
             ttfb: Summary::of(&merged.ttfb),
-            first_byte_spread: per_rep(&WaveData::first_byte_spread),
+            first_byte_lag: per_rep(&WaveData::first_byte_lag_max),
             all_ready: per_rep(&WaveData::time_to_all_ready),
         }
     }

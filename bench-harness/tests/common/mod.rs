@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use bench_harness::machine::Machine;
 use bench_harness::recorder::{
-    FailureKind, LayerTimes, PodTimes, PullTimes, Recorder, Recordings, RunKey,
+    BlobFirstByte, FailureKind, LayerTimes, PodTimes, PullTimes, Recorder, Recordings, RunKey,
 };
 use bench_harness::result::{ImageFacts, RegistryTotals, RunFacts, RunResult};
 use bench_harness::scenario::Scenario;
@@ -123,6 +123,7 @@ pub fn sample_result() -> RunResult {
                         target: target.into(),
                         repetition: rep,
                     });
+                    let mut blobs: Vec<BlobFirstByte> = Vec::new();
                     for pod in (worker * 4)..(worker * 4 + 4) {
                         if variant == "full" && target == "direct" && rep == 1 && pod == 7 {
                             rec.failed(FailureKind::Timeout);
@@ -148,12 +149,12 @@ pub fn sample_result() -> RunResult {
                             wave: 0,
                         });
                         if pod < 4 {
-                            let spread = if target == "direct" { 1 } else { 5 };
-                            rec.blob_first_bytes(
-                                0,
-                                Duration::ZERO,
-                                &[ms(2 + node), ms(3 + spread * node), ms(4 + node)],
-                            );
+                            let lag = if target == "direct" { 1 } else { 5 };
+                            blobs.extend((0..3u8).map(|b| BlobFirstByte {
+                                digest: stampede_oci::Digest::of(&[b]),
+                                requested: started_pull + ms(u64::from(b)),
+                                first_byte: started_pull + ms(u64::from(b) + 2 + lag * node),
+                            }));
                             for layer in 0..2 {
                                 rec.layer(&LayerTimes {
                                     fetch: ms(pull_ms * slowdown / 4 + 11 * layer + pod),
@@ -164,6 +165,7 @@ pub fn sample_result() -> RunResult {
                             }
                         }
                     }
+                    rec.wave_blobs(0, Duration::ZERO, &blobs);
                     recordings.add(rec);
                 }
             }

@@ -135,6 +135,24 @@ async fn nginx_fetches_each_blob_once_and_its_own_log_agrees() {
         );
     }
     assert_eq!(totals.requests["blob_get"], digests.len() as u64);
+    // Every node's first byte of every blob is recorded, and its lag behind the first puller's.
+    let wave = &r
+        .series("tiny", "nginx")
+        .unwrap()
+        .data
+        .repetition(0)
+        .unwrap()
+        .waves()[&0];
+    assert_eq!(
+        wave.first_byte.len(),
+        digests.len() as u64 * u64::from(nodes)
+    );
+    assert_eq!(wave.first_byte_lag.len(), wave.first_byte.len());
+    assert_eq!(
+        wave.first_byte_lag.min(),
+        0,
+        "the first puller of a blob lags 0"
+    );
     // Manifests by tag pass through uncached: one per node.
     assert_eq!(totals.requests["manifest_get"], u64::from(nodes));
 
