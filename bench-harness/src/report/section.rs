@@ -14,7 +14,7 @@ use super::side_by_side::{ratio, TargetRow, VariantRows, WaveRow};
 use super::table::{Align, Cell, Emphasis, Table};
 use crate::recorder::{LayerPhase, Phase, Summary};
 use crate::result::{RunResult, SeriesResult, SloCheck, READY_FRACTIONS};
-use crate::scenario::{Arrival, ImageSource, Placement, Scenario, TargetKind};
+use crate::scenario::{Arrival, ImageSource, Placement, PullerKind, Scenario, TargetKind};
 use crate::units::Span;
 
 /// Rows of the "ready % over time" table, at most.
@@ -923,8 +923,11 @@ fn registry_line(sc: &Scenario) -> String {
         ),
         None => "no throttling".to_owned(),
     };
+    let kernel = reg.netns_rate.map_or_else(String::new, |r| {
+        format!(", behind a {r} tc tbf-shaped link in its own network namespace")
+    });
     format!(
-        "egress {egress}, node link {link}, latency {}, {throttle}",
+        "egress {egress}, node link {link}, latency {}, {throttle}{kernel}",
         Span(reg.latency.0)
     )
 }
@@ -937,9 +940,14 @@ fn runtime_line(sc: &Scenario) -> String {
         None => "unlimited parallel image pulls".to_owned(),
     };
     format!(
-        "{} concurrent layer downloads, {pulls}, unpack {}",
+        "{} concurrent layer downloads, {pulls}, unpack {}, pulled by {}",
         rt.max_concurrent_downloads,
-        if rt.unpack { "on" } else { "off" }
+        if rt.unpack { "on" } else { "off" },
+        match rt.puller {
+            PullerKind::Harness => "the harness's client",
+            PullerKind::Skopeo => "skopeo copy",
+            PullerKind::Ctr => "ctr images pull",
+        }
     )
 }
 
@@ -1004,5 +1012,28 @@ mod tests {
             "16 (blob 8, manifest 8)"
         );
         assert_eq!(requests_line(&m(&[])), "0");
+    }
+
+    #[test]
+    fn header_names_the_shaped_link_and_the_puller() {
+        let base = "nodes = 2\npods_per_node = 1\n[[variants]]\nname = \"app\"\n[[variants.synthetic.layers]]\nsize = \"1MiB\"\nfiles = 4\n[[targets]]\nkind = \"direct\"\n";
+        let plain = Scenario::parse(base, "test", &[]).unwrap();
+        assert!(!registry_line(&plain).contains("tbf"));
+        assert!(runtime_line(&plain).ends_with("pulled by the harness's client"));
+        let shaped = Scenario::parse(
+            &format!(
+                "{base}[registry]\nnetns_rate = \"200Mbit\"\n[runtime]\npuller = \"skopeo\"\n"
+            ),
+            "test",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            registry_line(&shaped)
+                .ends_with("behind a 200Mbit tc tbf-shaped link in its own network namespace"),
+            "{}",
+            registry_line(&shaped)
+        );
+        assert!(runtime_line(&shaped).ends_with("pulled by skopeo copy"));
     }
 }
