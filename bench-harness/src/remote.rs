@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use stampede_oci::auth::{load_docker_config, Credentials, DockerConfigError};
+use stampede_oci::auth::{Credentials, DockerConfig, DockerConfigError};
 use stampede_oci::{ClientConfig, ClientError, Endpoint, ImageRef, RegistryClient};
 
 /// How to reach a registry and authenticate to it, as a scenario's `[variants.registry]` or
@@ -138,9 +138,8 @@ impl RegistryAccess {
             _ => match &self.docker_config {
                 Some(path) => {
                     let path = expand_home(path);
-                    let mut all = load_docker_config(&path)?;
-                    match all.remove(&reference.registry) {
-                        Some(c) => (Some(c), format!("docker config {}", path.display())),
+                    match DockerConfig::load(&path)?.credentials_for(&reference.registry)? {
+                        Some(found) => (Some(found.credentials), found.from),
                         None => (
                             None,
                             format!(

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use stampede_oci::auth::{
-    load_docker_config, normalise_registry_key, Credentials, DockerConfigError,
-};
+use stampede_oci::auth::{Credentials, DockerConfig, DockerConfigError};
 use stampede_oci::{Digest, Endpoint, ImageRef, Platform};
 
 use crate::config::{
@@ -441,20 +439,26 @@ fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig
         .as_deref()
         .or(file.docker_config.as_deref())
     {
-        Some(path) => load_docker_config(path)?,
-        None => Default::default(),
+        Some(path) => Some(DockerConfig::load(path)?),
+        None => None,
     };
-    let creds_for = |host: &str| docker_creds.get(&normalise_registry_key(host)).cloned();
+    let creds_for = |host: &str| -> Result<Option<Credentials>, DockerConfigError> {
+        Ok(match &docker_creds {
+            Some(config) => config.credentials_for(host)?.map(|f| f.credentials),
+            None => None,
+        })
+    };
     let default = args
         .upstream
         .as_deref()
         .or(file.upstream.as_deref())
         .map(|u| endpoint("upstream", u))
         .transpose()?
-        .map(|e| {
-            let c = creds_for(e.authority());
-            e.with_credentials(c)
-        });
+        .map(|e| -> Result<Endpoint, ConfigError> {
+            let c = creds_for(e.authority())?;
+            Ok(e.with_credentials(c))
+        })
+        .transpose()?;
     let mut registries = BTreeMap::new();
     for (host, entry) in &file.registries {
         let e = endpoint(&format!("registries.{host:?}.url"), &entry.url)?;
@@ -473,7 +477,10 @@ fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig
                     problem: "a password without a username".into(),
                 })
             }
-            None => creds_for(host).or_else(|| creds_for(e.authority())),
+            None => match creds_for(host)? {
+                Some(c) => Some(c),
+                None => creds_for(e.authority())?,
+            },
         };
         registries.insert(host.clone(), e.with_credentials(creds));
     }
@@ -485,7 +492,10 @@ fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig
             return Err(ConfigError::Registry(entry.clone()));
         }
         let e = endpoint("--registry", url)?;
-        let creds = creds_for(host).or_else(|| creds_for(e.authority()));
+        let creds = match creds_for(host)? {
+            Some(c) => Some(c),
+            None => creds_for(e.authority())?,
+        };
         registries.insert(host.to_owned(), e.with_credentials(creds));
     }
     let allow_any_registry = args.allow_any_registry || file.allow_any_registry.unwrap_or(false);
@@ -519,7 +529,18 @@ fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig
         ca_file: args.ca_file.clone().or(file.ca_file.clone()),
         concurrency,
         trusted_token_hosts: file.trusted_token_hosts.clone().unwrap_or_default(),
-        any_credentials: docker_creds.into_iter().collect(),
+        any_credentials: match (&docker_creds, allow_any_registry) {
+            (Some(config), true) => {
+                let mut all = BTreeMap::new();
+                for host in config.named_registries() {
+                    if let Some(found) = config.credentials_for(&host)? {
+                        all.insert(host, found.credentials);
+                    }
+                }
+                all
+            }
+            _ => BTreeMap::new(),
+        },
     })
 }
 

@@ -131,3 +131,158 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
     let status = daemon.0.wait().unwrap();
     assert!(status.success(), "cache-daemon exited with {status}");
 }
+
+/// A private upstream (docker-registry behind htpasswd) whose credentials come from a docker
+/// credential helper named in `credHelpers`: the daemon runs the helper at start, pulls through
+/// it work, the helper's secret is never logged, and a helper that is not installed stops the
+/// start with a message naming it.
+#[test]
+fn credentials_from_a_docker_credential_helper_reach_a_private_upstream() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !have("docker-registry") || !have("skopeo") {
+        return;
+    }
+    const USER: &str = "node";
+    const PASSWORD: &str = "helper-Secret-2207";
+    let work = tempfile::tempdir().unwrap();
+    let storage = work.path().join("storage");
+    let layout = work.path().join("layout");
+    let image = write_layout(&layout, "v1", &[256 << 10, 64 << 10], 7);
+    // Push into an open registry, then serve the same storage behind htpasswd.
+    {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let open = stampede_lab::DockerRegistry::start(
+            &work.path().join("open"),
+            &stampede_lab::RegistryConfig::plain(addr, &storage),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        crate::common::real::push_layout(&layout, &format!("{addr}/private/app:v1"));
+        open.stop();
+    }
+    let hash = bcrypt::hash_with_result(PASSWORD, 5)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    let htpasswd = work.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut config = stampede_lab::RegistryConfig::plain(addr, &storage);
+    config.auth = stampede_lab::RegistryAuth::Htpasswd(htpasswd);
+    let private = stampede_lab::DockerRegistry::start(&work.path().join("private"), &config, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // The helper answers docker's protocol for this registry only, and records that it ran.
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-stampede-test");
+    let ran = work.path().join("helper-ran");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 9\nserver=$(cat)\necho \"$server\" >> {ran}\n\
+             if [ \"$server\" = \"{addr}\" ]; then\n  echo '{{\"ServerURL\":\"{addr}\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n\
+             else\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+            ran = ran.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker_config = work.path().join("config.json");
+    std::fs::write(
+        &docker_config,
+        format!(r#"{{"credHelpers":{{"{addr}":"stampede-test"}}}}"#),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let port = free_port();
+    let log = work.path().join("daemon.log");
+    let daemon = |config: &std::path::Path, log: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_cache-daemon"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--root")
+            .arg(work.path().join("store"))
+            .args(["--upstream", &format!("http://{addr}")])
+            .arg("--docker-config")
+            .arg(config)
+            .env("PATH", &path)
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start cache-daemon")
+    };
+    let mut running = DaemonProcess(daemon(&docker_config, &log));
+    wait_http(
+        &format!("http://127.0.0.1:{port}/healthz"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap().trim(),
+        addr.to_string()
+    );
+    let dest = work.path().join("pulled");
+    let out = crate::common::real::output_within(
+        Command::new("skopeo").args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            &format!("docker://127.0.0.1:{port}/private/app:v1"),
+            &format!("dir:{}", dest.display()),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "pull through the daemon: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(verify_dir_pull(&dest), 1 + image.layers.len());
+    // The registry served every blob to the daemon once, authorized by the helper's credentials.
+    let access = std::fs::read_to_string(private.log_path()).unwrap();
+    let served = access
+        .lines()
+        .filter(|l| {
+            l.contains("\"GET /v2/private/app/blobs/")
+                && l.contains("HTTP/1.1\" 200 ")
+                && l.ends_with(&format!("\"cache-daemon/{}\"", env!("CARGO_PKG_VERSION")))
+        })
+        .count();
+    assert_eq!(served, 1 + image.layers.len(), "{access}");
+    assert!(access.contains("msg=\"authorized request\""), "{access}");
+    run(Command::new("kill").args(["-TERM", &running.0.id().to_string()]));
+    running.0.wait().unwrap();
+    assert!(!std::fs::read_to_string(&log).unwrap().contains(PASSWORD));
+
+    // A helper that is not installed: the daemon does not start, and says which.
+    let missing = work.path().join("missing.json");
+    std::fs::write(
+        &missing,
+        format!(r#"{{"credHelpers":{{"{addr}":"not-installed"}}}}"#),
+    )
+    .unwrap();
+    let missing_log = work.path().join("missing.log");
+    let mut child = daemon(&missing, &missing_log);
+    let status = {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "cache-daemon started with a missing credential helper"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&missing_log).unwrap();
+    assert!(
+        text.contains("docker-credential-not-installed") && text.contains("not installed"),
+        "{text}"
+    );
+}

@@ -1,16 +1,17 @@
-//! Registry authentication facts: `WWW-Authenticate` challenges, credentials (explicit or from a
-//! docker `config.json`), bearer tokens with their expiry, and the trust rule that decides where
+//! Registry authentication facts: `WWW-Authenticate` challenges, credentials (explicit, from a
+//! docker `config.json` or from the credential helpers it names), bearer tokens with their expiry, and the trust rule that decides where
 //! credentials may be sent.
 //!
 //! The trust rule: credentials go to the registry host itself, and to a token realm only when the
 //! realm is on the same trust boundary, meaning the same host, or a host under the same registrable
 //! domain (`registry-1.docker.io` and `auth.docker.io` share `docker.io`), or a host the operator
 //! listed explicitly. An `https` registry never sends credentials to an `http` realm. Anything else
-//! gets an anonymous token request. This module does no network I/O; `client.rs` does.
+//! gets an anonymous token request. This module does no network I/O; `client.rs` does. The only process it starts is a
+//! credential helper a docker config names.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -141,7 +142,7 @@ pub enum DockerConfigError {
     #[error("read docker config {path}")]
     Read {
         /// The file.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// The cause.
         #[source]
         source: std::io::Error,
@@ -150,7 +151,7 @@ pub enum DockerConfigError {
     #[error("parse docker config {path}")]
     Parse {
         /// The file.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// The cause.
         #[source]
         source: serde_json::Error,
@@ -159,9 +160,21 @@ pub enum DockerConfigError {
     #[error("docker config {path}: the auth entry for {registry} is not base64 of user:password")]
     Entry {
         /// The file.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// The registry key whose entry is bad.
         registry: String,
+    },
+    /// A credential helper named by `credHelpers` or `credsStore` could not be used.
+    #[error("docker config {path}: credential helper `{program}` for {registry}: {problem}")]
+    Helper {
+        /// The file naming the helper.
+        path: PathBuf,
+        /// The helper program (`docker-credential-<name>`).
+        program: String,
+        /// The registry whose credentials were asked for.
+        registry: String,
+        /// What went wrong: not installed, failed with its message, timed out, bad output.
+        problem: String,
     },
 }
 
@@ -169,6 +182,10 @@ pub enum DockerConfigError {
 struct DockerConfigFile {
     #[serde(default)]
     auths: HashMap<String, DockerAuthEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -179,51 +196,308 @@ struct DockerAuthEntry {
     identitytoken: Option<String>,
 }
 
-/// Reads every registry's credentials from a docker `config.json` (`auths` only; credential
-/// helpers are not run). Keys are normalised to the bare host (`https://index.docker.io/v1/`
-/// becomes `docker.io`).
+/// How long a credential helper may take before it is killed (a helper that prompts, say for a
+/// GPG passphrase, would otherwise hang the caller).
+pub const DEFAULT_HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A docker `config.json`: inline `auths`, per-registry `credHelpers` and the default
+/// `credsStore`, keys normalised to the bare host (`https://index.docker.io/v1/` becomes
+/// `docker.io`).
 ///
-/// # Errors
-/// [`DockerConfigError`] when the file is unreadable or malformed.
-pub fn load_docker_config(path: &Path) -> Result<HashMap<String, Credentials>, DockerConfigError> {
-    let text = std::fs::read(path).map_err(|source| DockerConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let file: DockerConfigFile =
-        serde_json::from_slice(&text).map_err(|source| DockerConfigError::Parse {
+/// [`DockerConfig::credentials_for`] looks a registry up the way docker does, except that an
+/// inline entry is not hidden by `credsStore`: a `credHelpers` entry for the registry decides
+/// alone (its helper's "not found" means anonymous); otherwise an `auths` entry with credentials;
+/// otherwise the `credsStore` helper. Helpers are run as `docker-credential-<name> get` with the
+/// server address on stdin (docker's protocol: `https://index.docker.io/v1/` for Docker Hub, the
+/// host otherwise) and answer `{"Username": ..., "Secret": ...}`; a `<token>` user name means the
+/// secret is an identity (refresh) token.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    path: PathBuf,
+    auths: HashMap<String, Credentials>,
+    helpers: HashMap<String, String>,
+    store: Option<String>,
+    search_path: Option<Vec<PathBuf>>,
+    helper_timeout: Duration,
+}
+
+/// Credentials found for a registry, and where from (for reports; never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundCredentials {
+    /// The credentials.
+    pub credentials: Credentials,
+    /// `docker config <path>` or `credential helper docker-credential-<name> (docker config <path>)`.
+    pub from: String,
+}
+
+impl DockerConfig {
+    /// Reads and checks the file; runs no helper yet.
+    ///
+    /// # Errors
+    /// [`DockerConfigError`] when the file is unreadable or malformed.
+    pub fn load(path: &Path) -> Result<Self, DockerConfigError> {
+        let text = std::fs::read(path).map_err(|source| DockerConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-    let mut out = HashMap::new();
-    for (key, entry) in file.auths {
-        let host = normalise_registry_key(&key);
-        let creds = if let Some(token) = entry.identitytoken.filter(|t| !t.is_empty()) {
-            Credentials::IdentityToken {
-                identity_token: token,
-            }
-        } else if let Some(auth) = entry.auth.filter(|a| !a.is_empty()) {
-            let bad = || DockerConfigError::Entry {
+        let file: DockerConfigFile =
+            serde_json::from_slice(&text).map_err(|source| DockerConfigError::Parse {
                 path: path.to_owned(),
-                registry: key.clone(),
-            };
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(auth.trim())
-                .map_err(|_| bad())?;
-            let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-            let (username, password) = decoded.split_once(':').ok_or_else(bad)?;
-            Credentials::Basic {
-                username: username.to_owned(),
-                password: password.to_owned(),
+                source,
+            })?;
+        let mut auths = HashMap::new();
+        for (key, entry) in file.auths {
+            if let Some(creds) = auth_entry(path, &key, entry)? {
+                auths.insert(normalise_registry_key(&key), creds);
             }
-        } else if let (Some(username), Some(password)) = (entry.username, entry.password) {
-            Credentials::Basic { username, password }
-        } else {
-            continue;
-        };
-        out.insert(host, creds);
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            auths,
+            helpers: file
+                .cred_helpers
+                .into_iter()
+                .filter(|(_, h)| !h.is_empty())
+                .map(|(k, h)| (normalise_registry_key(&k), h))
+                .collect(),
+            store: file.creds_store.filter(|s| !s.is_empty()),
+            search_path: None,
+            helper_timeout: DEFAULT_HELPER_TIMEOUT,
+        })
     }
-    Ok(out)
+
+    /// Looks helpers up in these directories instead of `$PATH`.
+    #[must_use]
+    pub fn with_helper_search_path(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.search_path = Some(dirs);
+        self
+    }
+
+    /// Kills a helper that has not answered after `timeout` (default [`DEFAULT_HELPER_TIMEOUT`]).
+    #[must_use]
+    pub fn with_helper_timeout(mut self, timeout: Duration) -> Self {
+        self.helper_timeout = timeout;
+        self
+    }
+
+    /// Every registry the file names (inline `auths` entries with credentials and `credHelpers`
+    /// keys), sorted. Registries that only `credsStore` knows are not listed.
+    pub fn named_registries(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .auths
+            .keys()
+            .chain(self.helpers.keys())
+            .cloned()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The credentials for `registry` (a host, optionally with port; `docker.io` for Docker
+    /// Hub), running a credential helper if the file says so; `None` when there are none.
+    /// Blocks for as long as the helper runs (at most the helper timeout).
+    ///
+    /// # Errors
+    /// [`DockerConfigError::Helper`] when a helper is missing, fails, times out or answers
+    /// something that is not its JSON.
+    pub fn credentials_for(
+        &self,
+        registry: &str,
+    ) -> Result<Option<FoundCredentials>, DockerConfigError> {
+        let host = normalise_registry_key(registry);
+        let helper = match self.helpers.get(&host) {
+            Some(h) => Some(h),
+            None => {
+                if let Some(c) = self.auths.get(&host) {
+                    return Ok(Some(FoundCredentials {
+                        credentials: c.clone(),
+                        from: format!("docker config {}", self.path.display()),
+                    }));
+                }
+                self.store.as_ref()
+            }
+        };
+        let Some(helper) = helper else {
+            return Ok(None);
+        };
+        let program = format!("docker-credential-{helper}");
+        let server = if host == crate::reference::DOCKER_HUB {
+            "https://index.docker.io/v1/".to_owned()
+        } else {
+            host.clone()
+        };
+        let err = |problem: String| DockerConfigError::Helper {
+            path: self.path.clone(),
+            program: program.clone(),
+            registry: host.clone(),
+            problem,
+        };
+        let found = run_helper(
+            &program,
+            self.search_path.as_deref(),
+            &server,
+            self.helper_timeout,
+        )
+        .map_err(err)?;
+        Ok(found.map(|credentials| FoundCredentials {
+            credentials,
+            from: format!(
+                "credential helper {program} (docker config {})",
+                self.path.display()
+            ),
+        }))
+    }
+}
+
+fn auth_entry(
+    path: &Path,
+    key: &str,
+    entry: DockerAuthEntry,
+) -> Result<Option<Credentials>, DockerConfigError> {
+    if let Some(token) = entry.identitytoken.filter(|t| !t.is_empty()) {
+        return Ok(Some(Credentials::IdentityToken {
+            identity_token: token,
+        }));
+    }
+    if let Some(auth) = entry.auth.filter(|a| !a.is_empty()) {
+        let bad = || DockerConfigError::Entry {
+            path: path.to_owned(),
+            registry: key.to_owned(),
+        };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|_| bad())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+        let (username, password) = decoded.split_once(':').ok_or_else(bad)?;
+        return Ok(Some(Credentials::Basic {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }));
+    }
+    Ok(match (entry.username, entry.password) {
+        (Some(username), Some(password)) => Some(Credentials::Basic { username, password }),
+        _ => None,
+    })
+}
+
+/// What a helper's `get` prints.
+#[derive(serde::Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
+}
+
+/// Runs `<program> get` with `server` on stdin. `Ok(None)` when the helper says it has no
+/// credentials for the server; `Err` with a message that never contains the secret.
+fn run_helper(
+    program: &str,
+    search_path: Option<&[PathBuf]>,
+    server: &str,
+    timeout: Duration,
+) -> Result<Option<Credentials>, String> {
+    use std::io::{Read as _, Write as _};
+    use std::process::{Command, Stdio};
+
+    let not_installed =
+        || format!("not installed (no `{program}` on the PATH); install it or remove the entry");
+    let exe = match search_path {
+        Some(dirs) => dirs
+            .iter()
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+            .ok_or_else(not_installed)?,
+        None => PathBuf::from(program),
+    };
+    let spawn = || {
+        Command::new(&exe)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    // ETXTBSY (26): the helper was just written and another thread forked meanwhile; brief.
+    let mut attempt = 0;
+    let mut child = loop {
+        match spawn() {
+            Err(e) if e.raw_os_error() == Some(26) && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => {
+                break other.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => not_installed(),
+                    _ => format!("cannot start it: {e}"),
+                })?
+            }
+        }
+    };
+    // Readers on their own threads, so a chatty helper never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut p) = pipe {
+                // At most 1 MiB: an answer is a few hundred bytes.
+                let _ = p.by_ref().take(1 << 20).read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading gives EPIPE; its exit status tells the rest.
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "no answer after {} s; killed (does it prompt for a passphrase?)",
+                    timeout.as_secs_f64()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("wait for it: {e}")),
+        }
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    if !status.success() {
+        let message = String::from_utf8_lossy(if out.is_empty() { &err } else { &out })
+            .trim()
+            .to_owned();
+        // docker-credential-helpers' answer for an unknown server.
+        if message.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(format!("failed ({status}): {message}"));
+    }
+    let answer: HelperAnswer = serde_json::from_slice(&out).map_err(|e| {
+        format!("answered something that is not {{\"Username\", \"Secret\"}} JSON: {e}")
+    })?;
+    Ok(Some(if answer.username == "<token>" {
+        Credentials::IdentityToken {
+            identity_token: answer.secret,
+        }
+    } else {
+        Credentials::Basic {
+            username: answer.username,
+            password: answer.secret,
+        }
+    }))
 }
 
 /// `https://index.docker.io/v1/` -> `docker.io`; `http://host:5000/x` -> `host:5000`.
@@ -398,10 +672,16 @@ mod tests {
         assert!(t("https", "reg.shop.co.uk", "https", "auth.shop.co.uk"));
     }
 
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("stampede-auth-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn docker_config_entries() {
-        let dir = std::env::temp_dir().join(format!("stampede-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("entries");
         let path = dir.join("config.json");
         std::fs::write(
             &path,
@@ -412,25 +692,151 @@ mod tests {
             }}"#,
         )
         .unwrap();
-        let creds = load_docker_config(&path).unwrap();
+        let config = DockerConfig::load(&path).unwrap();
+        let creds = |r: &str| config.credentials_for(r).unwrap().map(|f| f.credentials);
         assert_eq!(
-            creds["docker.io"],
-            Credentials::Basic {
+            creds("docker.io"),
+            Some(Credentials::Basic {
                 username: "user".into(),
                 password: "pa:ss".into()
-            }
+            })
+        );
+        assert_eq!(
+            config
+                .credentials_for("index.docker.io")
+                .unwrap()
+                .unwrap()
+                .from,
+            format!("docker config {}", path.display())
         );
         assert!(matches!(
-            creds["ghcr.io"],
-            Credentials::IdentityToken { .. }
+            creds("ghcr.io"),
+            Some(Credentials::IdentityToken { .. })
         ));
-        assert!(!creds.contains_key("empty.example"));
-        assert!(!format!("{:?}", creds["docker.io"]).contains("pa:ss"));
+        assert_eq!(creds("empty.example"), None);
+        assert_eq!(creds("other.example"), None);
+        assert!(!format!("{:?}", creds("docker.io")).contains("pa:ss"));
         std::fs::write(&path, r#"{"auths":{"x":{"auth":"!!"}}}"#).unwrap();
         assert!(matches!(
-            load_docker_config(&path),
+            DockerConfig::load(&path),
             Err(DockerConfigError::Entry { .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn credential_helpers_are_run_with_docker_s_protocol() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = temp_dir("helpers");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let script = |name: &str, body: &str| {
+            let p = bin.join(format!("docker-credential-{name}"));
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        // Answers only what docker would ask for, and only to `get`.
+        script(
+            "good",
+            r#"[ "$1" = get ] || exit 9
+server=$(cat)
+case "$server" in
+  reg.example:5000) echo '{"ServerURL":"reg.example:5000","Username":"u","Secret":"s3cret"}' ;;
+  https://index.docker.io/v1/) echo '{"ServerURL":"https://index.docker.io/v1/","Username":"<token>","Secret":"refresh"}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac"#,
+        );
+        script("broken", "echo 'error: keyring is locked' >&2; exit 3");
+        script("hang", "exec sleep 10");
+        script("garbage", "cat >/dev/null; echo hello");
+        let path = dir.join("config.json");
+        std::fs::write(
+            &path,
+            r#"{
+              "auths": {"inline.example": {"auth": "YTpi"}, "both.example": {"auth": "YTpi"}},
+              "credHelpers": {
+                "reg.example:5000": "good", "both.example": "good",
+                "https://index.docker.io/v1/": "good", "broken.example": "broken",
+                "hang.example": "hang", "garbage.example": "garbage", "missing.example": "nope"
+              },
+              "credsStore": "good"
+            }"#,
+        )
+        .unwrap();
+        let config = DockerConfig::load(&path)
+            .unwrap()
+            .with_helper_search_path(vec![bin.clone()])
+            .with_helper_timeout(Duration::from_millis(300));
+        let found = |r: &str| config.credentials_for(r).unwrap();
+        let helper = found("reg.example:5000").unwrap();
+        assert_eq!(
+            helper.credentials,
+            Credentials::Basic {
+                username: "u".into(),
+                password: "s3cret".into()
+            }
+        );
+        assert_eq!(
+            helper.from,
+            format!(
+                "credential helper docker-credential-good (docker config {})",
+                path.display()
+            )
+        );
+        assert_eq!(
+            found("docker.io").unwrap().credentials,
+            Credentials::IdentityToken {
+                identity_token: "refresh".into()
+            }
+        );
+        // credHelpers decides alone; its "not found" is anonymous, not the inline entry.
+        assert_eq!(found("both.example"), None);
+        // An inline entry is used before credsStore; credsStore answers for the rest.
+        assert_eq!(
+            found("inline.example").unwrap().credentials,
+            Credentials::Basic {
+                username: "a".into(),
+                password: "b".into()
+            }
+        );
+        assert_eq!(found("other.example"), None);
+        assert_eq!(
+            config.named_registries(),
+            [
+                "both.example",
+                "broken.example",
+                "docker.io",
+                "garbage.example",
+                "hang.example",
+                "inline.example",
+                "missing.example",
+                "reg.example:5000"
+            ]
+        );
+
+        let problem = |r: &str| match config.credentials_for(r) {
+            Err(DockerConfigError::Helper {
+                program, problem, ..
+            }) => format!("{program}: {problem}"),
+            other => panic!("{r}: {other:?}"),
+        };
+        assert_eq!(
+            problem("broken.example"),
+            "docker-credential-broken: failed (exit status: 3): error: keyring is locked"
+        );
+        let started = Instant::now();
+        assert!(problem("hang.example").contains("no answer after 0.3 s; killed"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(problem("garbage.example").contains("is not {\"Username\", \"Secret\"} JSON"));
+        assert_eq!(
+            problem("missing.example"),
+            "docker-credential-nope: not installed (no `docker-credential-nope` on the PATH); install it or remove the entry"
+        );
+        let full = config
+            .credentials_for("missing.example")
+            .unwrap_err()
+            .to_string();
+        assert!(full.contains("for missing.example"), "{full}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
