@@ -1,6 +1,7 @@
 //! Response bodies. The data path of the daemon: committed blobs are streamed from their file in
-//! chunks, and responses following a fill read the growing temp file up to what the writer has
-//! written, waiting on the flight's progress for more.
+//! chunks, and responses following a fill send what the writer has written (from the flight's
+//! in-memory window of recent frames, or the growing temp file), waiting on the flight's
+//! progress for more.
 //!
 //! The rule that keeps clients safe: while a fill runs, a response never sends its own last byte.
 //! That byte goes out only after the blob's digest verified and it was committed; if the fill
@@ -114,7 +115,8 @@ struct Follow {
 /// Streams bytes `[start, end)` of a blob whose fill is in progress, as they land. `end` is
 /// `None` when the whole blob is wanted and its length is unknown.
 ///
-/// Reads of the growing file are done inline: those pages were written moments ago and are in
+/// Bytes still in the flight's in-memory window are sent as the upstream's own frames; older
+/// ones are read from the growing file inline: those pages were written moments ago and are in
 /// the page cache, so a read is a memory copy of at most [`CHUNK_BYTES`], not disk I/O.
 pub fn from_flight(
     flight: Arc<Flight>,
@@ -154,10 +156,14 @@ pub fn from_flight(
                     let len = usize::try_from(limit - s.pos)
                         .unwrap_or(usize::MAX)
                         .min(CHUNK_BYTES);
-                    return match read_at(&s.file, s.pos, len) {
+                    let read = match s.flight.recent(s.pos, len) {
+                        Some(bytes) => Ok(bytes),
+                        None => read_at(&s.file, s.pos, len),
+                    };
+                    return match read {
                         Ok(bytes) => {
                             metrics.served(Source::Upstream, bytes.len() as u64);
-                            s.pos += len as u64;
+                            s.pos += bytes.len() as u64;
                             Some((Ok(Frame::data(bytes)), Some(s)))
                         }
                         Err(e) => Some((Err(e), None)),

@@ -267,7 +267,9 @@ fn write_frames(
     let mut next = rx.blocking_recv();
     while let Some(chunk) = next {
         file.write_all_at(&chunk, written)?;
-        written += chunk.len() as u64;
+        let len = chunk.len() as u64;
+        progress.remember(written, chunk);
+        written += len;
         next = match rx.try_recv() {
             Ok(more) => {
                 if written - notified >= NOTIFY_BYTES {

@@ -6,17 +6,29 @@
 //! If the fill task dies without finishing, the guard's `Drop` marks the flight failed, so no
 //! follower waits forever, and removes it, so the next request retries.
 //!
+//! Followers that keep up with the fill are served from memory: the flight keeps the last
+//! [`WINDOW_BYTES`] the writer put in the file as the very frames that came off the upstream
+//! connection (shared, not copied), so a burst's followers send them without reading the file
+//! back. A follower that falls further behind reads the file.
+//!
 //! This module knows nothing of HTTP or upstreams: `fill.rs` drives a fill, `body.rs` turns a
 //! flight into a response body.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use stampede_oci::Digest;
+
+/// Bytes of a fill kept in memory behind the writer, per flight.
+pub const WINDOW_BYTES: u64 = 4 << 20;
+/// A window slice shorter than this is gathered with the frames after it into one chunk, so a
+/// follower does not send a trickle of small frames (frames off a slow link are small).
+const GATHER_BELOW: usize = 32 * 1024;
 
 /// What a request for a blob gets.
 #[derive(Debug)]
@@ -96,12 +108,21 @@ pub struct Started {
     pub total_bytes: Option<u64>,
 }
 
+/// The most recent frames written, by file offset, in order and contiguous.
+#[derive(Debug, Default)]
+struct Window {
+    frames: VecDeque<(u64, Bytes)>,
+    bytes: u64,
+}
+
 /// One fill in progress.
 #[derive(Debug)]
 pub struct Flight {
     digest: Digest,
     started: OnceLock<Started>,
     progress: watch::Sender<Progress>,
+    /// A std `Mutex`: held to push, pop or slice a frame; never across `.await`.
+    window: Mutex<Window>,
 }
 
 impl Flight {
@@ -113,7 +134,36 @@ impl Flight {
                 written_bytes: 0,
                 state: FillState::Running,
             }),
+            window: Mutex::new(Window::default()),
         }
+    }
+
+    /// Up to `max` bytes at `pos` from the in-memory window, when it still holds `pos`: the
+    /// frame's own bytes when it has at least `GATHER_BELOW` of them (or all `max`), else a copy
+    /// gathered from it and the frames after it. `None` when `pos` is behind the window or not
+    /// written yet. The caller must not ask beyond what progress says was written.
+    pub fn recent(&self, pos: u64, max: usize) -> Option<Bytes> {
+        let w = self.window.lock().expect("window mutex poisoned");
+        let i = w.frames.partition_point(|(off, _)| *off <= pos);
+        let (off, frame) = w.frames.get(i.checked_sub(1)?)?;
+        let rel = usize::try_from(pos - off).ok()?;
+        if rel >= frame.len() {
+            return None;
+        }
+        let here = frame.len() - rel;
+        if here >= max.min(GATHER_BELOW) {
+            return Some(frame.slice(rel..rel + here.min(max)));
+        }
+        let mut out = BytesMut::with_capacity(max);
+        out.extend_from_slice(&frame[rel..]);
+        for (_, next) in w.frames.range(i..) {
+            let take = next.len().min(max - out.len());
+            out.extend_from_slice(&next[..take]);
+            if out.len() == max {
+                break;
+            }
+        }
+        Some(out.freeze())
     }
 
     /// The blob being filled.
@@ -256,6 +306,8 @@ impl FillGuard {
 
     fn finish(&mut self, state: FillState) {
         self.finished = true;
+        // Readers left read the file; the frames' memory goes now.
+        *self.flight.window.lock().expect("window mutex poisoned") = Window::default();
         self.flight.progress.send_modify(|p| p.state = state);
         self.flights.remove(&self.flight);
     }
@@ -266,6 +318,24 @@ impl FillGuard {
 pub struct ProgressWriter(Arc<Flight>);
 
 impl ProgressWriter {
+    /// Keeps `frame`, just written at `offset` (right after the previous one), in the flight's
+    /// in-memory window, dropping the oldest frames beyond [`WINDOW_BYTES`]. Call before
+    /// [`ProgressWriter::wrote`] reports those bytes.
+    pub fn remember(&self, offset: u64, frame: Bytes) {
+        let mut w = self.0.window.lock().expect("window mutex poisoned");
+        debug_assert!(w
+            .frames
+            .back()
+            .is_none_or(|(o, f)| o + f.len() as u64 == offset));
+        w.bytes += frame.len() as u64;
+        w.frames.push_back((offset, frame));
+        while w.bytes > WINDOW_BYTES && w.frames.len() > 1 {
+            if let Some((_, old)) = w.frames.pop_front() {
+                w.bytes -= old.len() as u64;
+            }
+        }
+    }
+
     /// Records that `written_bytes` are now in the temp file. Followers are woken when `notify`
     /// is true (the writer batches notifications so many followers are not woken per packet).
     pub fn wrote(&self, written_bytes: u64, notify: bool) {
@@ -354,5 +424,56 @@ mod tests {
         assert_eq!(flights.get(&d).unwrap().progress().written_bytes, 2);
         g.fail(FillFailure::Mismatch);
         assert!(flights.get(&d).is_none());
+    }
+
+    #[test]
+    fn recent_bytes_come_from_the_window_until_they_fall_out() {
+        let flights = Arc::new(Flights::default());
+        let d = Digest::of(b"x");
+        let g = leader(flights.claim(&d, || false));
+        let f = g.flight().clone();
+        let w = g.progress_writer();
+        assert_eq!(f.recent(0, 10), None);
+        // Three frames: 40 KiB, 8 KiB, 1 MiB; byte i of the fill is (i % 251).
+        let byte = |i: u64| (i % 251) as u8;
+        let frame = |at: u64, len: u64| Bytes::from((at..at + len).map(byte).collect::<Vec<_>>());
+        let sizes = [40 * 1024, 8 * 1024, 1 << 20];
+        let mut at = 0;
+        for len in sizes {
+            w.remember(at, frame(at, len));
+            at += len;
+        }
+        let check = |pos: u64, max: usize, want_len: usize| {
+            let got = f.recent(pos, max).unwrap();
+            assert_eq!(got.len(), want_len, "at {pos} max {max}");
+            assert!(got
+                .iter()
+                .enumerate()
+                .all(|(k, b)| *b == byte(pos + k as u64)));
+        };
+        // Inside the first frame: its own bytes, up to max or its end.
+        check(100, 1000, 1000);
+        check(100, 128 * 1024, 40 * 1024 - 100);
+        // 4 KiB left in the first frame: gathered across the 8 KiB frame into the third.
+        check(36 * 1024, 64 * 1024, 64 * 1024);
+        // The 8 KiB frame alone is short too: gathered with the next.
+        check(40 * 1024, 128 * 1024, 128 * 1024);
+        // Near the end: what there is.
+        check(at - 10, 128 * 1024, 10);
+        assert_eq!(f.recent(at, 10), None);
+        // Past the window: the oldest frames go once more than WINDOW_BYTES are held.
+        while at < 2 * WINDOW_BYTES {
+            w.remember(at, frame(at, 1 << 20));
+            at += 1 << 20;
+        }
+        assert_eq!(f.recent(0, 10), None);
+        check(at - WINDOW_BYTES, 10, 10);
+        assert_eq!(f.recent(at - WINDOW_BYTES - 1, 10), None);
+        g.done();
+        assert_eq!(
+            f.recent(at - 10, 10),
+            None,
+            "the window is dropped when the fill ends"
+        );
     }
 }

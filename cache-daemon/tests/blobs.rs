@@ -244,6 +244,68 @@ async fn ranges_on_hits_and_mid_fill() {
     assert_eq!(up.count(Method::GET, &d.to_string()), 1);
 }
 
+/// A blob bigger than the fill's in-memory window: readers that join late start behind the
+/// window (read from the temp file) and catch up into it (served from memory); every byte is
+/// the upstream's, whole bodies and ranges alike.
+#[tokio::test]
+async fn late_readers_behind_the_in_memory_window_read_the_file() {
+    const BIG: usize = 12 << 20;
+    let window = usize::try_from(cache_daemon::flight::WINDOW_BYTES).unwrap();
+    let up = FakeUpstream::start().await;
+    let content = data(BIG, 11);
+    let gate = Gate::new(window + (6 << 20));
+    let d = up.blob(
+        content.clone(),
+        Behavior {
+            gate: Some(gate.clone()),
+            ..Behavior::default()
+        },
+    );
+    let cache = TestDaemon::start(&up.url()).await;
+    let url = cache.url(&blob_path(&d));
+    let mut leader = get(&url).await.into_body();
+    let first = first_chunk(&mut leader).await;
+    // Wait until the writer has passed the window's size: byte 0 has left memory.
+    let app = cache.daemon.app().clone();
+    eventually(|| {
+        app.flights
+            .get(&d)
+            .is_some_and(|f| f.progress().written_bytes >= gate.after_bytes as u64)
+    })
+    .await;
+    let flight = app.flights.get(&d).unwrap();
+    assert!(
+        flight.recent(0, 1).is_none(),
+        "byte 0 should be out of the window"
+    );
+    assert!(flight.recent(gate.after_bytes as u64 - 1, 1).is_some());
+    let whole = get(&url).await;
+    let behind = request("GET", &url, &[("range", "bytes=100-")]).await;
+    let inside = format!("bytes={}-", gate.after_bytes - 1000);
+    let inside_resp = request("GET", &url, &[("range", &inside)]).await;
+    let closed = request("GET", &url, &[("range", "bytes=1000-1999")]).await;
+    for r in [&whole, &behind, &inside_resp, &closed] {
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    gate.open();
+    let (whole, behind, inside_body, closed, rest_of_leader) = within(async {
+        (
+            body(whole).await.unwrap(),
+            body(behind).await.unwrap(),
+            body(inside_resp).await.unwrap(),
+            body(closed).await.unwrap(),
+            rest(leader, first.to_vec()).await.unwrap(),
+        )
+    })
+    .await;
+    assert!(whole[..] == content[..]);
+    assert!(behind[..] == content[100..]);
+    assert!(inside_body[..] == content[gate.after_bytes - 1000..]);
+    assert!(closed[..] == content[1000..2000]);
+    assert!(rest_of_leader[..] == content[..]);
+    assert_eq!(up.count(Method::GET, &d.to_string()), 1);
+}
+
 #[tokio::test]
 async fn unknown_length_upstream_is_streamed_chunked() {
     let up = FakeUpstream::start().await;

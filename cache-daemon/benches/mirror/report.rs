@@ -48,6 +48,7 @@ struct BurstStats {
     failed: usize,
     gets: usize,
     heads: usize,
+    cpu: f64,
 }
 
 fn burst_stats(run: &BurstRun) -> BurstStats {
@@ -68,6 +69,7 @@ fn burst_stats(run: &BurstRun) -> BurstStats {
         failed: run.pulls.len() - ok.len(),
         gets: run.upstream_gets,
         heads: run.upstream_heads,
+        cpu: run.target_cpu,
     }
 }
 
@@ -84,6 +86,7 @@ struct ColdCell {
     gets: f64,
     gets_max: usize,
     heads: f64,
+    cpu: f64,
 }
 
 fn cold_cells(runs: &[BurstRun]) -> BTreeMap<(usize, usize), ColdCell> {
@@ -110,6 +113,7 @@ fn cold_cells(runs: &[BurstRun]) -> BTreeMap<(usize, usize), ColdCell> {
                     gets: med(|s| s.gets as f64),
                     gets_max: s.iter().map(|s| s.gets).max().unwrap_or(0),
                     heads: med(|s| s.heads as f64),
+                    cpu: med(|s| s.cpu),
                 },
             )
         })
@@ -216,11 +220,11 @@ fn render_cold(out: &mut String, i: &Inputs<'_>) {
     );
     let _ = writeln!(out, "Times are seconds from the common epoch at which every client sent its request (medians over runs). \
         \"first byte\" is the earliest client's; \"spread\" is the latest client's first byte minus the earliest's (worst run in brackets). \
-        \"p95 ÷ single\" divides by the same target's median single cold pull.\n");
-    let _ = writeln!(out, "| target | clients | runs | first byte ms | spread ms | p50 s | p95 s | p95 ÷ single | p95 ÷ cache-daemon's | upstream GETs (max) | upstream HEADs | failed pulls |");
+        \"p95 ÷ single\" divides by the same target's median single cold pull. \"CPU s\" is what the target's processes used during the burst.\n");
+    let _ = writeln!(out, "| target | clients | runs | first byte ms | spread ms | p50 s | p95 s | p95 ÷ single | p95 ÷ cache-daemon's | upstream GETs (max) | upstream HEADs | failed pulls | CPU s |");
     let _ = writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for clients in COLD_CLIENTS {
         for kind in Kind::ALL {
@@ -235,7 +239,7 @@ fn render_cold(out: &mut String, i: &Inputs<'_>) {
                 .map_or(f64::NAN, |s| s.p95);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} ({}) | {} | {} |",
+                "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
                 kind.name(),
                 clients,
                 c.runs,
@@ -249,7 +253,8 @@ fn render_cold(out: &mut String, i: &Inputs<'_>) {
                 f(c.gets, 0),
                 c.gets_max,
                 f(c.heads, 0),
-                c.failed
+                c.failed,
+                f(c.cpu, 2)
             );
         }
     }

@@ -71,6 +71,8 @@ pub struct BurstRun {
     pub upstream_gets: usize,
     /// Upstream HEADs of the blob during the run.
     pub upstream_heads: usize,
+    /// CPU seconds the target's processes used during the burst (0 for direct).
+    pub target_cpu: f64,
 }
 
 async fn measure_burst(
@@ -82,6 +84,7 @@ async fn measure_burst(
 ) -> anyhow::Result<BurstRun> {
     let target = Target::start(kind, origin.addr, &bed.work)?;
     let offset = origin.log_offset();
+    let clock = CpuClock::start(vec![target.pid().map_or(Counted::Nothing, Counted::Tree)]);
     let pulls = client::burst(&BurstSpec {
         addr: target.addr,
         path: blob.path_in(REPO),
@@ -92,10 +95,12 @@ async fn measure_burst(
         limit: BURST_LIMIT,
     })
     .await;
+    let target_cpu = clock.read()[0];
     origin.wait_quiet();
     let run = BurstRun {
         kind,
         clients,
+        target_cpu,
         pulls,
         upstream_gets: origin.count_since(offset, "GET", &blob.digest),
         upstream_heads: origin.count_since(offset, "HEAD", &blob.digest),
@@ -110,11 +115,12 @@ async fn measure_burst(
         .max()
         .unwrap_or_default();
     progress(format_args!(
-        "{:<12} {:>2} clients: {ok}/{clients} ok, last done {:.3} s, upstream GETs {}",
+        "{:<12} {:>2} clients: {ok}/{clients} ok, last done {:.3} s, upstream GETs {}, target CPU {:.2} s",
         kind.name(),
         clients,
         last.as_secs_f64(),
-        run.upstream_gets
+        run.upstream_gets,
+        run.target_cpu
     ));
     Ok(run)
 }
