@@ -199,13 +199,23 @@ async fn client_disconnect_does_not_cancel_the_fill() {
     assert_eq!(up.count(Method::GET, &d.to_string()), 1);
 }
 
-#[tokio::test]
-async fn ranges_on_hits_and_mid_fill() {
+/// A blob whose upstream stops after `gate_at` bytes until the gate opens, a daemon in front,
+/// and a leader that has started the fill and read its first chunk.
+struct GatedFill {
+    up: FakeUpstream,
+    gate: Gate,
+    d: stampede_oci::Digest,
+    cache: TestDaemon,
+    url: String,
+    leader: hyper::body::Incoming,
+    first: bytes::Bytes,
+}
+
+async fn gated_fill(content: &[u8], gate_at: usize) -> GatedFill {
     let up = FakeUpstream::start().await;
-    let content = data(BLOB_BYTES, 6);
-    let gate = Gate::new(BLOB_BYTES / 2);
+    let gate = Gate::new(gate_at);
     let d = up.blob(
-        content.clone(),
+        content.to_vec(),
         Behavior {
             gate: Some(gate.clone()),
             ..Behavior::default()
@@ -213,9 +223,32 @@ async fn ranges_on_hits_and_mid_fill() {
     );
     let cache = TestDaemon::start(&up.url()).await;
     let url = cache.url(&blob_path(&d));
-    // Start the fill, then ask for ranges while it runs.
     let mut leader = get(&url).await.into_body();
-    first_chunk(&mut leader).await;
+    let first = first_chunk(&mut leader).await;
+    GatedFill {
+        up,
+        gate,
+        d,
+        cache,
+        url,
+        leader,
+        first,
+    }
+}
+
+#[tokio::test]
+async fn ranges_on_hits_and_mid_fill() {
+    let content = data(BLOB_BYTES, 6);
+    // Start the fill, then ask for ranges while it runs.
+    let GatedFill {
+        up,
+        gate,
+        d,
+        cache,
+        url,
+        leader: _leader,
+        ..
+    } = gated_fill(&content, BLOB_BYTES / 2).await;
     let mid = request("GET", &url, &[("range", "bytes=100-")]).await;
     assert_eq!(mid.status(), 206);
     assert_eq!(
@@ -251,20 +284,16 @@ async fn ranges_on_hits_and_mid_fill() {
 async fn late_readers_behind_the_in_memory_window_read_the_file() {
     const BIG: usize = 12 << 20;
     let window = usize::try_from(cache_daemon::flight::WINDOW_BYTES).unwrap();
-    let up = FakeUpstream::start().await;
     let content = data(BIG, 11);
-    let gate = Gate::new(window + (6 << 20));
-    let d = up.blob(
-        content.clone(),
-        Behavior {
-            gate: Some(gate.clone()),
-            ..Behavior::default()
-        },
-    );
-    let cache = TestDaemon::start(&up.url()).await;
-    let url = cache.url(&blob_path(&d));
-    let mut leader = get(&url).await.into_body();
-    let first = first_chunk(&mut leader).await;
+    let GatedFill {
+        up,
+        gate,
+        d,
+        cache,
+        url,
+        leader,
+        first,
+    } = gated_fill(&content, window + (6 << 20)).await;
     // Wait until the writer has passed the window's size: byte 0 has left memory.
     let app = cache.daemon.app().clone();
     eventually(|| {
