@@ -157,15 +157,9 @@ pub struct RunArgs {
 /// Why the flags do not make a runnable command.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// An override is malformed.
-    #[error("--set {raw:?}")]
-    Override {
-        /// The flag value.
-        raw: String,
-        /// The cause.
-        #[source]
-        source: crate::scenario::OverrideError,
-    },
+    /// An override is malformed (its message names the flag).
+    #[error(transparent)]
+    Override(crate::scenario::OverrideError),
     /// The scenario is unreadable or invalid.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
@@ -202,12 +196,7 @@ impl RunArgs {
         let overrides = self
             .overrides
             .iter()
-            .map(|raw| {
-                Override::parse(raw).map_err(|source| CliError::Override {
-                    raw: raw.clone(),
-                    source,
-                })
-            })
+            .map(|raw| Override::parse(raw).map_err(CliError::Override))
             .collect::<Result<Vec<_>, _>>()?;
         let mut scenario = Scenario::load(&self.scenario, &overrides)?;
         if !self.targets.is_empty() {
@@ -231,7 +220,12 @@ impl RunArgs {
                 out_dir: self.out,
                 image_cache,
                 work_root,
-                workspace: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+                // The scenario's own checkout names the revision, wherever the binary runs.
+                workspace: std::fs::canonicalize(&self.scenario)
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .or_else(|| std::env::current_dir().ok())
+                    .unwrap_or_else(|| PathBuf::from(".")),
                 progress: !self.no_progress,
             },
         ))

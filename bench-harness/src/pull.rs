@@ -181,8 +181,8 @@ impl Puller {
         let started = Instant::now();
         let mut throttled = 0;
         let fetched = self.manifest(repo, reference, &mut throttled).await?;
-        let (manifest_digest, image) = match fetched.manifest {
-            Manifest::Image(m) => (fetched.digest, m),
+        let (manifest_digest, image, single) = match fetched.manifest {
+            Manifest::Image(m) => (fetched.digest, m, true),
             Manifest::Index(index) => {
                 let chosen = select_platform(&index, &self.config.platform).map_err(|e| {
                     PullError::new(
@@ -197,7 +197,7 @@ impl Puller {
                     .manifest(repo, &Reference::Digest(digest.clone()), &mut throttled)
                     .await?;
                 match child.manifest {
-                    Manifest::Image(m) => (digest, m),
+                    Manifest::Image(m) => (digest, m, false),
                     Manifest::Index(_) => {
                         return Err(PullError::new(
                             FailureKind::Other,
@@ -219,6 +219,12 @@ impl Puller {
             )
             .await?;
         throttled += config.1;
+        if single {
+            // A manifest without an index is one platform's image; its config says which.
+            // containerd refuses one built for another platform, and so does a node here.
+            self.check_config_platform(&config.0.path, &format!("pull {repo}:{reference}"))
+                .await?;
+        }
         let mut first_byte = config.0.first_byte;
         let layers: Vec<_> = image
             .layers()
@@ -277,6 +283,33 @@ impl Puller {
             unpacked_by_client: false,
             blob_timings,
         })
+    }
+
+    /// Fails as [`FailureKind::PlatformMissing`] when the image config at `path` declares a
+    /// platform the nodes cannot run. A config naming no platform passes.
+    async fn check_config_platform(
+        &self,
+        path: &std::path::Path,
+        what: &str,
+    ) -> Result<(), PullError> {
+        let bytes = tokio::fs::read(path).await.map_err(|e| {
+            PullError::new(
+                FailureKind::Other,
+                format!("read config {}", path.display()),
+                e,
+            )
+        })?;
+        match Platform::of_config(&bytes) {
+            Some(built) if !built.runs_on(&self.config.platform) => Err(PullError::new(
+                FailureKind::PlatformMissing,
+                what,
+                format!(
+                    "the image is a single-platform manifest for {built}; the nodes are {}",
+                    self.config.platform
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Fetches the manifest or index `reference` names in `repo`, as it is served (no platform
@@ -489,7 +522,23 @@ fn client_error(what: &str, e: ClientError) -> PullError {
         ClientError::TokenStatus { .. } => FailureKind::Http4xx,
         _ => FailureKind::Other,
     };
-    PullError::new(kind, what, format!("{e:#}"))
+    PullError::new(kind, what, error_chain(&e))
+}
+
+/// `e` and its causes, `a: b: c`, each cause once: connection refused, DNS and TLS reasons live
+/// in the sources, and a pull failure would be undiagnosable without them.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn retry_after<B>(resp: &http::Response<B>) -> Option<Duration> {
@@ -558,4 +607,36 @@ impl BlockingWriter {
 /// The content-store path of `digest` under `dir`.
 pub fn content_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join(digest.hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        // A port nothing listens on: bind, take the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let client = RegistryClient::new(stampede_oci::ClientConfig::default()).unwrap();
+        let e = client
+            .send(
+                &endpoint,
+                &stampede_oci::RegistryRequest::pull(http::Method::GET, "x", "/v2/".into()),
+            )
+            .await
+            .unwrap_err();
+        let p = client_error("GET /v2/", e);
+        assert_eq!(p.kind, FailureKind::Connect);
+        assert!(
+            p.detail.to_lowercase().contains("connection refused"),
+            "{}",
+            p.detail
+        );
+        assert_eq!(p.detail.matches(&format!("127.0.0.1:{port}")).count(), 1);
+    }
 }

@@ -28,8 +28,9 @@ pub struct RegistryAccess {
     /// PEM file of extra CA certificates to trust (a registry with a private or self-signed CA).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// A docker `config.json` whose `auths` entry for the registry's host gives the credentials
-    /// (credential helpers are not run).
+    /// A docker `config.json` giving the registry host's credentials: its `credHelpers` entry
+    /// for the host (a `docker-credential-<name>` program is run), else its `auths` entry, else
+    /// its `credsStore` helper.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker_config: Option<PathBuf>,
     /// User name; the password is read from the environment variable `password_env`.

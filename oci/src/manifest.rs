@@ -256,6 +256,40 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Whether an image built for `self` runs on a `node` platform: same OS and architecture,
+    /// and the same variant when both name one (containerd's rule for picking from an index).
+    pub fn runs_on(&self, node: &Platform) -> bool {
+        self.os == node.os
+            && self.architecture == node.architecture
+            && match (&node.variant, &self.variant) {
+                (Some(w), Some(v)) => w == v,
+                _ => true,
+            }
+    }
+
+    /// The platform an image config (`application/vnd.oci.image.config.v1+json` or Docker's)
+    /// declares in its `os`, `architecture` and `variant`; `None` when it names no OS or
+    /// architecture or is not JSON.
+    pub fn of_config(config: &[u8]) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            #[serde(default)]
+            os: String,
+            #[serde(default)]
+            architecture: String,
+            #[serde(default)]
+            variant: Option<String>,
+        }
+        let f: Fields = serde_json::from_slice(config).ok()?;
+        (!f.os.is_empty() && !f.architecture.is_empty()).then(|| Self {
+            os: f.os,
+            architecture: f.architecture,
+            variant: f.variant.filter(|v| !v.is_empty()),
+        })
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -287,16 +321,7 @@ pub fn select_platform<'a>(
     index
         .manifests()
         .iter()
-        .find(|d| {
-            descriptor_platform(d).is_some_and(|p| {
-                p.os == wanted.os
-                    && p.architecture == wanted.architecture
-                    && match (&wanted.variant, &p.variant) {
-                        (Some(w), Some(v)) => w == v,
-                        _ => true,
-                    }
-            })
-        })
+        .find(|d| descriptor_platform(d).is_some_and(|p| p.runs_on(wanted)))
         .ok_or_else(|| ManifestError::PlatformMissing {
             wanted: wanted.to_string(),
             available: index
@@ -399,5 +424,24 @@ mod tests {
             Compression::Zstd
         );
         assert_eq!(Compression::sniff(b"ustar"), Compression::None);
+    }
+
+    #[test]
+    fn config_platforms_and_what_runs_where() {
+        let arm = Platform::of_config(
+            br#"{"os":"linux","architecture":"arm64","variant":"v8","rootfs":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(arm.to_string(), "linux/arm64/v8");
+        let amd = Platform::of_config(br#"{"architecture":"amd64","os":"linux"}"#).unwrap();
+        assert!(amd.runs_on(&Platform::parse("linux/amd64").unwrap()));
+        assert!(!arm.runs_on(&Platform::parse("linux/amd64").unwrap()));
+        assert!(arm.runs_on(&Platform::parse("linux/arm64").unwrap()));
+        assert!(!arm.runs_on(&Platform::parse("linux/arm64/v7").unwrap()));
+        assert!(Platform::parse("linux/arm64")
+            .unwrap()
+            .runs_on(&Platform::parse("linux/arm64/v8").unwrap()));
+        assert_eq!(Platform::of_config(br#"{"rootfs":{}}"#), None);
+        assert_eq!(Platform::of_config(b"not json"), None);
     }
 }

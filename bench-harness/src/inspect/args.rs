@@ -48,7 +48,7 @@ pub struct InspectArgs {
     /// Registry: PEM file of extra CA certificates to trust.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
-    /// Registry: docker config.json whose `auths` entry gives the credentials.
+    /// Registry: docker config.json giving the credentials (`credHelpers`, `auths`, `credsStore`).
     #[arg(long)]
     pub docker_config: Option<PathBuf>,
     /// Registry: user name; the password is read from the variable `--password-env` names.

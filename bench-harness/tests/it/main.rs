@@ -14,6 +14,7 @@
 //! - `exit_codes`: the binary's exit codes for `run`, `report` and `compare`.
 //! - `html_chromium`: the HTML reports in headless Chromium: no errors, no fetches, charts with
 //!   data, screenshots.
+//! - `platform`: a single-platform image for another platform fails every pull.
 //! - `peers`: distribution's proxy mode and nginx started by the harness, counted by the
 //!   registry behind them (and by nginx's own log); a missing peer program; the registry behind
 //!   a tbf-shaped namespace; skopeo and ctr as pullers.
@@ -27,6 +28,7 @@ mod exit_codes;
 mod html_chromium;
 mod inspect;
 mod peers;
+mod platform;
 mod real_images;
 mod registry;
 mod report_golden;
