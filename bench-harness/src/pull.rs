@@ -522,23 +522,7 @@ fn client_error(what: &str, e: ClientError) -> PullError {
         ClientError::TokenStatus { .. } => FailureKind::Http4xx,
         _ => FailureKind::Other,
     };
-    PullError::new(kind, what, error_chain(&e))
-}
-
-/// `e` and its causes, `a: b: c`, each cause once: connection refused, DNS and TLS reasons live
-/// in the sources, and a pull failure would be undiagnosable without them.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
+    PullError::new(kind, what, stampede_oci::error_chain(&e))
 }
 
 fn retry_after<B>(resp: &http::Response<B>) -> Option<Duration> {

@@ -2,7 +2,9 @@
 //! and their HTTP endpoints on the admin listener, which is separate from the mirror listener
 //! and loopback-only by default, so that pods pulling images cannot evict or pin anything.
 //!
-//! Endpoints (all answer JSON; errors are OCI-style error documents):
+//! Endpoints (all answer JSON; errors are OCI-style error documents). Parameters go in the
+//! query string; a request body or a parameter the endpoint does not take is refused with 400
+//! and nothing is done:
 //!
 //! | method and path | query | does |
 //! | --- | --- | --- |
@@ -166,6 +168,7 @@ fn bad_manifest(e: &dyn std::fmt::Display) -> ErrorReply {
         message: e.to_string(),
         retry_after: None,
         fault: crate::error::Fault::Upstream,
+        complete_length: None,
     }
 }
 
@@ -312,6 +315,11 @@ impl App {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
+        // A body or a misspelt parameter is refused, never ignored: `{"dry_run": true}` or
+        // `?dryrun=1` must not run a real eviction.
+        if let Err(reply) = check_request(&req, &query) {
+            return reply_response(Err(reply));
+        }
         let result: Result<Bytes, ErrorReply> = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => Ok(Bytes::from_static(b"\"ok\"")),
             (&Method::GET, "/metrics") => return self.handle(req).await,
@@ -349,13 +357,22 @@ impl App {
                 },
             },
             (&Method::POST, "/admin/gc") => {
-                let dry_run = matches!(param("dry_run"), Some("1" | "true" | "yes"));
-                match param("target_bytes")
-                    .map(|b| parse_bytes("target_bytes", b))
-                    .transpose()
-                {
-                    Err(e) => Err(bad_request(&e.to_string())),
-                    Ok(target) => json(&gc(&self, target, dry_run).await),
+                let dry_run = match param("dry_run") {
+                    None | Some("0" | "false" | "no") => Ok(false),
+                    Some("" | "1" | "true" | "yes") => Ok(true),
+                    Some(other) => Err(bad_request(&format!(
+                        "dry_run={other:?}: expected true or false"
+                    ))),
+                };
+                match (
+                    dry_run,
+                    param("target_bytes")
+                        .map(|b| parse_bytes("target_bytes", b))
+                        .transpose(),
+                ) {
+                    (Err(reply), _) => Err(reply),
+                    (_, Err(e)) => Err(bad_request(&e.to_string())),
+                    (Ok(dry_run), Ok(target)) => json(&gc(&self, target, dry_run).await),
                 }
             }
             (&Method::POST, "/admin/verify") => {
@@ -367,22 +384,64 @@ impl App {
             }
             _ => Err(Error::NotFound.reply()),
         };
-        match result {
-            Ok(bytes) => {
-                let mut resp = Response::new(body::full(bytes));
-                resp.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                resp
-            }
-            Err(reply) => {
-                let mut resp = Response::new(body::full(reply.body()));
-                *resp.status_mut() = reply.status;
-                resp.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                resp
-            }
-        }
+        reply_response(result)
     }
+}
+
+/// The query parameters each admin endpoint takes.
+fn allowed_params(method: &Method, path: &str) -> &'static [&'static str] {
+    match (method, path) {
+        (&Method::POST, "/admin/pins") => &["target", "platform"],
+        (&Method::DELETE, "/admin/pins") => &["target"],
+        (&Method::POST, "/admin/prefetch") => &["image", "platform"],
+        (&Method::POST, "/admin/gc") => &["dry_run", "target_bytes"],
+        _ => &[],
+    }
+}
+
+/// Refuses a request body (parameters go in the query) and parameters the endpoint does not
+/// take, naming what it does take.
+fn check_request<B>(req: &Request<B>, query: &[(String, String)]) -> Result<(), ErrorReply> {
+    let headers = req.headers();
+    let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let path = req.uri().path();
+    if path == "/metrics" || path == "/healthz" {
+        return Ok(());
+    }
+    let allowed = allowed_params(req.method(), path);
+    let takes = if allowed.is_empty() {
+        "no parameters".to_owned()
+    } else {
+        format!("the query parameters {}", allowed.join(", "))
+    };
+    if has_body {
+        return Err(bad_request(&format!(
+            "{} {path} takes {takes} and no request body (the body was not read; nothing was done)",
+            req.method()
+        )));
+    }
+    if let Some((k, _)) = query.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        return Err(bad_request(&format!(
+            "{} {path}: unknown parameter {k:?}; it takes {takes} (nothing was done)",
+            req.method()
+        )));
+    }
+    Ok(())
+}
+
+fn reply_response(result: Result<Bytes, ErrorReply>) -> Response<Body> {
+    let (status, bytes) = match result {
+        Ok(bytes) => (StatusCode::OK, bytes),
+        Err(reply) => (reply.status, reply.body()),
+    };
+    let mut resp = Response::new(body::full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, ErrorReply> {
@@ -398,5 +457,6 @@ fn bad_request(message: &str) -> ErrorReply {
         message: message.to_owned(),
         retry_after: None,
         fault: crate::error::Fault::Downstream,
+        complete_length: None,
     }
 }

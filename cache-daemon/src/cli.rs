@@ -90,7 +90,8 @@ pub struct ServeArgs {
     /// Forward requests for unlisted registries to `https://<ns>`.
     #[arg(long, env = "CACHE_DAEMON_ALLOW_ANY_REGISTRY")]
     pub allow_any_registry: bool,
-    /// A docker `config.json` whose `auths` supply upstream credentials by registry host.
+    /// A docker `config.json` supplying upstream credentials by registry host: `credHelpers`
+    /// (its `docker-credential-<name>` is run at start), `auths`, then `credsStore`.
     #[arg(long, env = "CACHE_DAEMON_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
     /// How long a tag's digest is reused before asking upstream again [default: 30s].

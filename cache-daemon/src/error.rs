@@ -52,10 +52,10 @@ pub enum Error {
     #[error("manifest {0} unknown")]
     ManifestUnknown(String),
     /// The `Range` header cannot be satisfied or parsed.
-    #[error("range not satisfiable for {len_bytes} bytes")]
+    #[error("range not satisfiable{}", len_bytes.map_or_else(|| " (malformed bytes range)".to_owned(), |n| format!(" for a blob of {n} bytes")))]
     RangeNotSatisfiable {
-        /// Size of the blob.
-        len_bytes: u64,
+        /// Size of the blob, when known (a malformed range is refused before it is looked up).
+        len_bytes: Option<u64>,
     },
     /// The manifest is larger than we accept.
     #[error("manifest exceeds {limit_bytes} bytes")]
@@ -197,7 +197,7 @@ impl Error {
             Self::RegistryNotConfigured(_) | Self::UpstreamDenied { .. } => "DENIED",
             Self::BlobUnknown(_) => "BLOB_UNKNOWN",
             Self::ManifestUnknown(_) => "MANIFEST_UNKNOWN",
-            Self::RangeNotSatisfiable { .. } => "BLOB_UNKNOWN",
+            Self::RangeNotSatisfiable { .. } => "RANGE_INVALID",
             Self::ManifestTooLarge { .. } | Self::ManifestMismatch { .. } => "MANIFEST_INVALID",
             Self::UpstreamThrottled { .. } => "TOOMANYREQUESTS",
             Self::UpstreamStatus { .. }
@@ -239,6 +239,10 @@ impl Error {
             message: self.public_message(),
             retry_after: self.retry_after(),
             fault: self.fault(),
+            complete_length: match self {
+                Self::RangeNotSatisfiable { len_bytes } => *len_bytes,
+                _ => None,
+            },
         }
     }
 }
@@ -256,6 +260,8 @@ pub struct ErrorReply {
     pub retry_after: Option<Duration>,
     /// Who caused it.
     pub fault: Fault,
+    /// For a 416: the blob's length, sent as `Content-Range: bytes */<len>` (RFC 9110).
+    pub complete_length: Option<u64>,
 }
 
 impl ErrorReply {
@@ -288,9 +294,9 @@ mod tests {
             (Error::BlobUnknown(d.clone()), 404, "BLOB_UNKNOWN"),
             (Error::ManifestUnknown("v1".into()), 404, "MANIFEST_UNKNOWN"),
             (
-                Error::RangeNotSatisfiable { len_bytes: 3 },
+                Error::RangeNotSatisfiable { len_bytes: Some(3) },
                 416,
-                "BLOB_UNKNOWN",
+                "RANGE_INVALID",
             ),
             (
                 Error::ManifestTooLarge { limit_bytes: 4 },

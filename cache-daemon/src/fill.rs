@@ -110,7 +110,7 @@ async fn fetch(
         }
         Err(e) => {
             ctx.metrics.upstream_request(Kind::Blob, None);
-            tracing::warn!(%digest, error = %e, "upstream blob request failed");
+            tracing::warn!(%digest, error = %stampede_oci::error_chain(&e), "upstream blob request failed");
             return Err(match e {
                 Error::UpstreamTimeout { .. } => FillFailure::Timeout,
                 Error::UpstreamDenied { status, .. } => FillFailure::Status {

@@ -406,5 +406,10 @@ fn error_response(reply: &ErrorReply, head: bool) -> Response<Body> {
     if let Some(after) = reply.retry_after {
         h.insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
     }
+    if let Some(n) = reply.complete_length {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{n}")) {
+            h.insert(http::header::CONTENT_RANGE, v);
+        }
+    }
     resp
 }

@@ -235,7 +235,7 @@ impl Manifests {
                     let fut = async move {
                         let result = this.fetch_upstream(&endpoint, &repo, &reference).await.map_err(|e| {
                             if e.fault() != Fault::Downstream {
-                                tracing::warn!(%repo, %reference, upstream = %endpoint.base_url(), error = %e, "manifest fetch failed");
+                                tracing::warn!(%repo, %reference, upstream = %endpoint.base_url(), error = %stampede_oci::error_chain(&e), "manifest fetch failed");
                             }
                             e.reply()
                         });

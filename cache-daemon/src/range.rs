@@ -25,10 +25,9 @@ impl ByteRange {
     /// Parses a `Range` header value; `Ok(None)` when it should be ignored.
     ///
     /// # Errors
-    /// [`Error::RangeNotSatisfiable`] (with length 0, filled in later) for a malformed `bytes`
-    /// range.
+    /// [`Error::RangeNotSatisfiable`] (without a length) for a malformed `bytes` range.
     pub fn parse(value: &str) -> Result<Option<Self>, Error> {
-        let bad = || Error::RangeNotSatisfiable { len_bytes: 0 };
+        let bad = || Error::RangeNotSatisfiable { len_bytes: None };
         let Some(spec) = value.trim().strip_prefix("bytes=") else {
             return Ok(None);
         };
@@ -60,7 +59,9 @@ impl ByteRange {
     /// [`Error::RangeNotSatisfiable`] when the range starts at or past the end, or asks for an
     /// empty suffix.
     pub fn resolve(self, len_bytes: u64) -> Result<(u64, u64), Error> {
-        let unsatisfiable = Error::RangeNotSatisfiable { len_bytes };
+        let unsatisfiable = Error::RangeNotSatisfiable {
+            len_bytes: Some(len_bytes),
+        };
         match self {
             Self::From { first, last } => {
                 if first >= len_bytes {

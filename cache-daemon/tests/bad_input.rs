@@ -66,7 +66,7 @@ async fn malformed_requests_get_oci_errors_and_never_reach_upstream() {
             format!("/v2/a/blobs/{d}"),
             &[("range", "bytes=zz")],
             416,
-            "BLOB_UNKNOWN",
+            "RANGE_INVALID",
         ),
     ];
     for (method, path, headers, status, code) in cases {

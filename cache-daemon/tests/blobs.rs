@@ -274,6 +274,15 @@ async fn ranges_on_hits_and_mid_fill() {
     }
     let bad = request("GET", &url, &[("range", &format!("bytes={BLOB_BYTES}-"))]).await;
     assert_eq!(bad.status(), 416);
+    assert_eq!(
+        header(&bad, "content-range"),
+        format!("bytes */{BLOB_BYTES}")
+    );
+    let text = body(bad).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&text).contains(&format!("for a blob of {BLOB_BYTES} bytes")),
+        "{text:?}"
+    );
     assert_eq!(up.count(Method::GET, &d.to_string()), 1);
 }
 

@@ -302,6 +302,37 @@ async fn operator_tools_work_online_and_on_a_stopped_store() {
         "{m}"
     );
 
+    // The admin API takes its parameters in the query: a JSON body or a misspelt parameter is
+    // refused with 400, naming what the endpoint takes, and nothing runs.
+    let gc_url = format!("{admin}/admin/gc");
+    let misspelt = format!("{gc_url}?dryrun=1&target_bytes=0");
+    let bad_value = format!("{gc_url}?dry_run=maybe");
+    let body_json = r#"{"dry_run":true,"target_bytes":0}"#;
+    for (args, needle) in [
+        (
+            vec![
+                "-H",
+                "content-type: application/json",
+                "-d",
+                body_json,
+                gc_url.as_str(),
+            ],
+            "no request body",
+        ),
+        (vec![misspelt.as_str()], "unknown parameter \\\"dryrun"),
+        (vec![bad_value.as_str()], "expected true or false"),
+    ] {
+        let out = Command::new("curl")
+            .args(["-sS", "-X", "POST", "-w", "\n%{http_code}"])
+            .args(&args)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.ends_with("\n400"), "{args:?}: {text}");
+        assert!(text.contains(needle), "{args:?}: {text}");
+    }
+    assert_eq!(cache.daemon.app().store.inventory().len(), 4);
+
     // Stopped store: gc --dry-run lists nothing (all pinned), verify finds a corrupted blob.
     let dir = cache.stop().await;
     let (code, out, err) = tool(&["gc", "--dry-run", "--target-bytes", "0", "--root", &root]);

@@ -27,3 +27,19 @@ pub use digest::{Digest, DigestError, DigestMismatch, Verifier};
 pub use layout::{LayoutError, OciLayout};
 pub use manifest::{Compression, Manifest, ManifestError, Platform};
 pub use reference::{ImageRef, Reference, ReferenceError, RepoName};
+
+/// `e` and its causes, `a: b: c`, each said once (a cause already in the text is skipped):
+/// connection refused, DNS and TLS reasons live in the sources, and logs and reports need them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

@@ -535,10 +535,16 @@ impl BlobStore {
     /// # Errors
     /// The pins file cannot be written; the pins are then unchanged.
     pub fn unpin(&self, target: &str) -> io::Result<usize> {
+        // Pins record images fully qualified (`docker.io/library/app:v1`); accept the name
+        // as the operator gave it to `pin` (`library/app:v1`, `app:v1`) too.
+        let qualified = (!target.starts_with("sha256:"))
+            .then(|| stampede_oci::ImageRef::parse(target).ok())
+            .flatten()
+            .map(|r| r.to_string());
         let mut removed = 0;
         self.update_pins(|pins| {
             let before = pins.len();
-            pins.retain(|p| p.target != target);
+            pins.retain(|p| p.target != target && qualified.as_deref() != Some(p.target.as_str()));
             removed = before - pins.len();
             removed > 0
         })?;
@@ -772,6 +778,19 @@ mod tests {
             "dry run lists the unpinned blob"
         );
         assert!(s.contains(&blobs[1]), "dry run removes nothing");
+        // An image pin is recorded fully qualified; unpin takes the short name `pin` was given.
+        let pin_image = |target: &str| Pin {
+            target: target.into(),
+            platform: None,
+            digests: [blobs[1].clone()].into(),
+            pinned_at: 2,
+        };
+        s.pin(pin_image("docker.io/library/app:v1")).unwrap();
+        s.pin(pin_image("docker.io/library/other:v1")).unwrap();
+        assert_eq!(s.unpin("app:v1").unwrap(), 1);
+        assert_eq!(s.unpin("library/app:v1").unwrap(), 0);
+        assert_eq!(s.unpin("docker.io/library/other:v1").unwrap(), 1);
+        assert!(s.pins().is_empty());
     }
 
     #[test]
