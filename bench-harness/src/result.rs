@@ -892,12 +892,12 @@ mod tests {
         for ms in ready_ms {
             rec.pod(&PodTimes {
                 scheduled: Duration::ZERO,
-                pull: Some(crate::recorder::PullTimes {
-                    started: Duration::ZERO,
-                    first_byte: None,
-                    fetched: Duration::from_millis(*ms / 2),
-                    unpacked: Duration::from_millis(*ms / 2),
-                }),
+                pull: Some(crate::recorder::PullTimes::one(
+                    Duration::ZERO,
+                    None,
+                    Duration::from_millis(*ms / 2),
+                    Duration::from_millis(*ms / 2),
+                )),
                 started: Duration::from_millis(*ms / 2),
                 ready: Duration::from_millis(*ms),
                 wave: 0,
