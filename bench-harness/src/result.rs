@@ -290,6 +290,21 @@ impl RunResult {
         }
     }
 
+    /// Compressed bytes a pod of `variant` pulls: its image's and each sidecar's, the unit of
+    /// "image copies" in reports. `None` when a size is unknown (an image not mirrored here).
+    pub fn pod_image_bytes(&self, variant: &str) -> Option<u64> {
+        let v = self.scenario.variants.iter().find(|v| v.name == variant)?;
+        std::iter::once(&v.name)
+            .chain(&v.sidecars)
+            .map(|name| {
+                self.images
+                    .get(name)
+                    .map(|i| i.compressed_bytes)
+                    .filter(|b| *b > 0)
+            })
+            .sum()
+    }
+
     /// The series of (variant, target).
     pub fn series(&self, variant: &str, target: &str) -> Option<&SeriesResult> {
         self.series

@@ -214,6 +214,13 @@ async fn run_sidecars(pulls: u32) -> (Duration, Duration) {
     let problems = crate::result_schema::errors(&crate::result_schema::validator(), &doc);
     assert!(problems.is_empty(), "{problems:#?}");
     assert_eq!(doc["scenario"]["variants"][0]["sidecars"][0], "proxy");
+    // Reports count image copies in a pod's images, and say which sidecars a variant has.
+    assert_eq!(
+        r.pod_image_bytes("app"),
+        Some(app.compressed_bytes + proxy.compressed_bytes)
+    );
+    let report = std::fs::read_to_string(out.dir.join("report.md")).unwrap();
+    assert!(report.contains("with sidecars proxy"), "{report}");
     (
         Duration::from_micros(queue.min()),
         Duration::from_micros(queue.max()),
