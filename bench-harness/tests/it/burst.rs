@@ -141,6 +141,11 @@ files = 4
 [[targets]]
 kind = "direct"
 
+[[targets]]
+name = "shared-cache"
+kind = "cache-daemon"
+placement = "shared"
+
 [registry]
 latency = "100ms"
 
@@ -156,8 +161,8 @@ probe_period = "10ms"
 const APP_PULL_AT_LEAST: Duration = Duration::from_millis(200);
 
 /// Runs [`SIDECARS`] with `pulls` image pulls at once per node; checks that every pod of `app`
-/// got ready and that each node fetched both images' blobs exactly once; returns the `app`
-/// pods' smallest and largest queue time.
+/// got ready and that each node fetched both images' blobs exactly once (directly; once in all
+/// through a shared cache); returns the direct `app` pods' smallest and largest queue time.
 async fn run_sidecars(pulls: u32) -> (Duration, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let text = SIDECARS.replace("PULLS", &pulls.to_string());
@@ -201,6 +206,19 @@ async fn run_sidecars(pulls: u32) -> (Duration, Duration) {
         "{} > {}",
         queue.max(),
         pull.max()
+    );
+    // Through one shared cache, the registry serves each blob of both images once.
+    let cached = &r.series("app", "shared-cache").unwrap().registry[&0];
+    assert_eq!(cached.blob_gets.len(), 5, "{:?}", cached.blob_gets);
+    assert!(cached.blob_gets.values().all(|&g| g == 1));
+    assert_eq!(
+        r.series("app", "shared-cache")
+            .unwrap()
+            .data
+            .repetition(0)
+            .unwrap()
+            .ready_pods(),
+        4
     );
     // The proxy's own burst: one image per pod, nothing to queue behind.
     let alone = r.series("proxy", "direct").unwrap();
