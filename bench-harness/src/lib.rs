@@ -34,9 +34,9 @@
 //! - [`cli`]: flags into settings.
 //!
 //! # One pod's path
-//! `run::run` -> burst epoch -> pod task sleeps to its scheduled offset -> `node::Node::image`
-//! (first pod of the node: queue slot -> `pull::Puller::pull` (or a real client through
-//! `real_puller`) -> `unpack` per layer) ->
+//! `run::run` -> burst epoch -> pod task sleeps to its scheduled offset -> `node::Node::images`
+//! (the variant's image, then its sidecars'; for each, the first pod of the node: queue slot ->
+//! `pull::Puller::pull` (or a real client through `real_puller`) -> `unpack` per layer) ->
 //! `container::start` -> milestones to the burst's `recorder::Recorder` -> `result` -> `report`
 //! (later `bench-harness report` re-renders from `result.json`, and `bench-harness compare`
 //! sets two results side by side through `compare`).

@@ -1,12 +1,13 @@
 //! One simulated node: its container runtime's content store and snapshots, kubelet's image pull
 //! queue, and the rule that pods on the same node share one pull of an image.
 //!
-//! A pod asks its node for an image. The first pod to ask starts the node's pull of it, which
-//! waits for a slot in the node's pull queue (kubelet serialises image pulls unless
+//! A pod asks its node for its images: the variant's own, then its sidecars', all at once and in
+//! that order. The first pod to ask for an image starts the node's pull of it, which waits for a
+//! slot in the node's pull queue (kubelet serialises image pulls unless
 //! `max_parallel_image_pulls` says otherwise), pulls with the runtime's download concurrency,
 //! then unpacks the layers in order into the node's snapshot directory. Every other pod asking
-//! for the same image waits for that same pull. A pod scheduled after the image landed finds it
-//! present and does not pull.
+//! for the same image waits for that same pull. A pod scheduled after an image landed finds it
+//! present and does not pull it. The pod starts once all its images are on the node.
 //!
 //! This module times and shares; the pull itself is `pull.rs` (the harness's own client) or
 //! `real_puller.rs` (skopeo, ctr), unpacking is `unpack`, the container start is `container.rs`.
@@ -174,6 +175,22 @@ impl Node {
         Ok(PodImage { image, waited })
     }
 
+    /// Gets every image of a pod onto this node: asks for all of them at once, in the order
+    /// given (the main image, then its sidecars), as kubelet hands a pod's image pulls to the
+    /// node's pull queue one after another, and waits until all are there. With serialized
+    /// pulls a later image waits for its slot while the earlier ones are pulled.
+    ///
+    /// # Errors
+    /// The first of the node's pulls to fail; the pod does not start.
+    pub async fn images(
+        self: &Arc<Self>,
+        images: &[ImageName],
+    ) -> Result<Vec<PodImage>, NodePullFailure> {
+        // `try_join_all` polls a short list in order on its first poll, so the pulls this pod
+        // starts queue for their slots in the listed order (the semaphore is fair).
+        futures_util::future::try_join_all(images.iter().map(|i| self.image(i))).await
+    }
+
     async fn pull_and_unpack(&self, image: &ImageName) -> Result<ImageOnNode, NodePullFailure> {
         let _slot = match &self.slots {
             Some(s) => Some(
@@ -245,12 +262,12 @@ impl Node {
             message: format!("list snapshot {}: {e}", snapshot.display()),
         })?;
         Ok(ImageOnNode {
-            pull: PullTimes {
-                started: at(record.started),
-                first_byte: record.first_byte.map(at),
-                fetched: at(record.fetched),
-                unpacked: at(unpacked),
-            },
+            pull: PullTimes::one(
+                at(record.started),
+                record.first_byte.map(at),
+                at(record.fetched),
+                at(unpacked),
+            ),
             layers,
             start_files: Arc::new(start_files),
             bytes_fetched: record.bytes_fetched,

@@ -26,10 +26,13 @@ pub const SIGNIFICANT_DIGITS: u8 = 3;
 /// A per-pod phase. All are durations in microseconds in the histograms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
-    /// Scheduled → its node started pulling the image; 0 when the image was already there or
-    /// the pull began before the pod was scheduled.
+    /// Scheduled → its node began the last of the pulls this pod waits for: the wait for a slot
+    /// in the node's pull queue. With several images (sidecars) under serialized pulls it
+    /// overlaps the pulls of the images before it. 0 when the images were already there or the
+    /// pulls began before the pod was scheduled.
     Queue,
-    /// Pull start → every layer fetched and verified; 0 when the image was already there.
+    /// First pull start → every layer of every image fetched and verified; 0 when the images
+    /// were already there.
     Pull,
     /// All layers fetched → all layers unpacked into the snapshot (the part of unpacking not
     /// overlapped with fetching); 0 when the image was already there or unpacking is off.
@@ -222,8 +225,8 @@ impl fmt::Display for FailureKind {
 pub struct PodTimes {
     /// When the pod was scheduled (its slot's offset in the schedule).
     pub scheduled: Duration,
-    /// The node's pull of the image this pod waited for; `None` when the image was already on
-    /// the node when the pod was scheduled.
+    /// The node's pulls this pod waited for, taken together ([`PullTimes::spanning`]); `None`
+    /// when its images were already on the node when it asked.
     pub pull: Option<PullTimes>,
     /// When the container started (after unpack).
     pub started: Duration,
@@ -233,17 +236,53 @@ pub struct PodTimes {
     pub wave: u32,
 }
 
-/// The milestones of a node's pull of one image, as offsets from the burst epoch.
+/// The milestones of a node's pull of one image (or of a pod's images together), as offsets
+/// from the burst epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PullTimes {
-    /// The node started pulling (manifest request sent).
+    /// The node started pulling (manifest request sent, after its slot in the pull queue).
     pub started: Duration,
+    /// The node started the last of the pulls taken together; `started` for one image.
+    pub last_started: Duration,
     /// First byte of the first blob arrived; `None` if no blob was fetched (all layers present).
     pub first_byte: Option<Duration>,
     /// Every layer fetched and verified.
     pub fetched: Duration,
     /// Every layer unpacked; equal to `fetched` when unpacking is off.
     pub unpacked: Duration,
+}
+
+impl PullTimes {
+    /// The milestones of one image's pull, which started at `started`.
+    pub fn one(
+        started: Duration,
+        first_byte: Option<Duration>,
+        fetched: Duration,
+        unpacked: Duration,
+    ) -> Self {
+        Self {
+            started,
+            last_started: started,
+            first_byte,
+            fetched,
+            unpacked,
+        }
+    }
+
+    /// Several pulls (a pod's images) as one: from the earliest start (and first byte) to the
+    /// latest fetch and unpack, with the latest start as `last_started`; `None` for no pulls.
+    pub fn spanning(pulls: impl IntoIterator<Item = PullTimes>) -> Option<Self> {
+        pulls.into_iter().reduce(|a, b| Self {
+            started: a.started.min(b.started),
+            last_started: a.last_started.max(b.last_started),
+            first_byte: match (a.first_byte, b.first_byte) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            },
+            fetched: a.fetched.max(b.fetched),
+            unpacked: a.unpacked.max(b.unpacked),
+        })
+    }
 }
 
 /// How long each phase of one layer took.
@@ -491,7 +530,7 @@ impl Recorder {
             // A pod that joins a pull already under way waits only for what is left of it,
             // so its phases still add up to its own time from scheduled to started.
             Some(p) => (
-                p.started.saturating_sub(t.scheduled),
+                p.last_started.saturating_sub(t.scheduled),
                 p.fetched.saturating_sub(p.started.max(t.scheduled)),
                 p.unpacked.saturating_sub(p.fetched.max(t.scheduled)),
             ),
@@ -961,12 +1000,7 @@ mod tests {
         let mut rec = Recorder::new(run(0));
         rec.pod(&PodTimes {
             scheduled: ms(100),
-            pull: Some(PullTimes {
-                started: ms(300),
-                first_byte: Some(ms(350)),
-                fetched: ms(1_300),
-                unpacked: ms(1_500),
-            }),
+            pull: Some(PullTimes::one(ms(300), Some(ms(350)), ms(1_300), ms(1_500))),
             started: ms(1_600),
             ready: ms(2_100),
             wave: 0,
@@ -975,12 +1009,7 @@ mod tests {
         // rest of the pull (900 ms) counts for it.
         rec.pod(&PodTimes {
             scheduled: ms(400),
-            pull: Some(PullTimes {
-                started: ms(300),
-                first_byte: None,
-                fetched: ms(1_300),
-                unpacked: ms(1_500),
-            }),
+            pull: Some(PullTimes::one(ms(300), None, ms(1_300), ms(1_500))),
             started: ms(1_600),
             ready: ms(2_000),
             wave: 0,
@@ -1009,6 +1038,41 @@ mod tests {
         assert_eq!(values(Phase::StartToReady), [400, 490, 500]);
         assert_eq!(values(Phase::EndToEnd), [500, 1_600, 2_000]);
         assert_eq!(d.ready_offsets_us(), [2_100_000, 2_000_000, 5_500_000]);
+    }
+
+    #[test]
+    fn a_pods_images_pulled_one_after_another_show_the_wait_as_queue() {
+        // Serialized pulls: the main image 100-600 ms (unpacked at 700), the sidecar waits for
+        // the slot and pulls 700-900 ms.
+        let main = PullTimes::one(ms(100), Some(ms(120)), ms(600), ms(700));
+        let sidecar = PullTimes::one(ms(700), Some(ms(710)), ms(900), ms(950));
+        let both = PullTimes::spanning([main, sidecar]).unwrap();
+        assert_eq!(
+            both,
+            PullTimes {
+                started: ms(100),
+                last_started: ms(700),
+                first_byte: Some(ms(120)),
+                fetched: ms(900),
+                unpacked: ms(950),
+            }
+        );
+        assert_eq!(PullTimes::spanning([main]), Some(main));
+        assert_eq!(PullTimes::spanning([]), None);
+        let mut rec = Recorder::new(run(0));
+        rec.pod(&PodTimes {
+            scheduled: ms(100),
+            pull: Some(both),
+            started: ms(950),
+            ready: ms(1_000),
+            wave: 0,
+        });
+        let d = rec.data();
+        let only = |phase| d.phase(phase).max() / 1000;
+        assert_eq!(only(Phase::Queue), 600);
+        assert_eq!(only(Phase::Pull), 800);
+        assert_eq!(only(Phase::Unpack), 50);
+        assert_eq!(only(Phase::Ttfb), 20);
     }
 
     #[test]
@@ -1078,12 +1142,12 @@ mod tests {
         let mut rec = Recorder::new(run(0));
         let pod = |scheduled: u64, pull_ms: u64, ready: u64, wave: u32| PodTimes {
             scheduled: ms(scheduled),
-            pull: Some(PullTimes {
-                started: ms(scheduled),
-                first_byte: Some(ms(scheduled + 5)),
-                fetched: ms(scheduled + pull_ms),
-                unpacked: ms(scheduled + pull_ms),
-            }),
+            pull: Some(PullTimes::one(
+                ms(scheduled),
+                Some(ms(scheduled + 5)),
+                ms(scheduled + pull_ms),
+                ms(scheduled + pull_ms),
+            )),
             started: ms(scheduled + pull_ms),
             ready: ms(ready),
             wave,

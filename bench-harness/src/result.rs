@@ -290,6 +290,21 @@ impl RunResult {
         }
     }
 
+    /// Compressed bytes a pod of `variant` pulls: its image's and each sidecar's, the unit of
+    /// "image copies" in reports. `None` when a size is unknown (an image not mirrored here).
+    pub fn pod_image_bytes(&self, variant: &str) -> Option<u64> {
+        let v = self.scenario.variants.iter().find(|v| v.name == variant)?;
+        std::iter::once(&v.name)
+            .chain(&v.sidecars)
+            .map(|name| {
+                self.images
+                    .get(name)
+                    .map(|i| i.compressed_bytes)
+                    .filter(|b| *b > 0)
+            })
+            .sum()
+    }
+
     /// The series of (variant, target).
     pub fn series(&self, variant: &str, target: &str) -> Option<&SeriesResult> {
         self.series
@@ -892,12 +907,12 @@ mod tests {
         for ms in ready_ms {
             rec.pod(&PodTimes {
                 scheduled: Duration::ZERO,
-                pull: Some(crate::recorder::PullTimes {
-                    started: Duration::ZERO,
-                    first_byte: None,
-                    fetched: Duration::from_millis(*ms / 2),
-                    unpacked: Duration::from_millis(*ms / 2),
-                }),
+                pull: Some(crate::recorder::PullTimes::one(
+                    Duration::ZERO,
+                    None,
+                    Duration::from_millis(*ms / 2),
+                    Duration::from_millis(*ms / 2),
+                )),
                 started: Duration::from_millis(*ms / 2),
                 ready: Duration::from_millis(*ms),
                 wave: 0,

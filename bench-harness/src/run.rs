@@ -12,8 +12,8 @@
 //!
 //! # One burst
 //! Every pod of the schedule is a task that sleeps until its scheduled offset from the epoch,
-//! asks its node for the image (`node.rs` shares one pull per node and queues pulls as kubelet
-//! does), starts its container (`container.rs`), and hands back its milestones. The burst's
+//! asks its node for its images (the variant's, then its sidecars': `node.rs` shares one pull
+//! per image and node and queues pulls as kubelet does), starts its container (`container.rs`), and hands back its milestones. The burst's
 //! coordinator records them into the burst's [`Recorder`] once every pod is done.
 
 use std::collections::{BTreeMap, HashSet};
@@ -33,7 +33,9 @@ use crate::origin::{Origin, OriginError};
 use crate::peer::PeerKind;
 use crate::pull::{Puller, PullerConfig};
 use crate::real_puller::{RealPuller, RealPullerConfig, RealPullerError};
-use crate::recorder::{BlobFirstByte, FailureKind, PodTimes, Recorder, Recordings, RunKey};
+use crate::recorder::{
+    BlobFirstByte, FailureKind, PodTimes, PullTimes, Recorder, Recordings, RunKey,
+};
 use crate::registry::accounting::AccountingSnapshot;
 use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
@@ -215,6 +217,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                     scenario: &scenario,
                     variant,
                     image,
+                    pod_images: pod_images(&scenario, &images, variant),
                     target,
                     repetition: rep,
                     origin: &origin,
@@ -335,11 +338,46 @@ fn registry_totals(snap: &AccountingSnapshot, link_bytes: Option<u64>) -> Regist
     }
 }
 
+/// Where nodes pull a variant's image from: its repository in the embedded registry, or the
+/// real registry it names (`mirror = false`).
+fn image_name(variant: &Variant, image: &VariantImage) -> ImageName {
+    match &image.pull {
+        PullFrom::Embedded(_) => ImageName {
+            repo: RepoName::parse(&variant_repo(variant))
+                .expect("variant names are valid repository components"),
+            reference: Reference::Tag(TAG.to_owned()),
+        },
+        PullFrom::Remote(remote) => ImageName {
+            repo: remote.reference.repo.clone(),
+            reference: remote.reference.reference(),
+        },
+    }
+}
+
+/// Every image a pod of `variant` needs, in the order its node is asked for them: the variant's
+/// own, then each sidecar's (validation made them all embedded when there are sidecars).
+fn pod_images(scenario: &Scenario, images: &[VariantImage], variant: &Variant) -> Vec<ImageName> {
+    let find = |name: &str| {
+        scenario
+            .variants
+            .iter()
+            .zip(images)
+            .find(|(v, _)| v.name == name)
+            .map(|(v, image)| image_name(v, image))
+    };
+    std::iter::once(variant.name.as_str())
+        .chain(variant.sidecars.iter().map(String::as_str))
+        .map(|name| find(name).expect("validation: sidecars name variants of the scenario"))
+        .collect()
+}
+
 /// One burst of one (variant, target, repetition).
 struct Burst<'a> {
     scenario: &'a Scenario,
     variant: &'a Variant,
     image: &'a VariantImage,
+    /// The pod's images: the variant's own first, then its sidecars'.
+    pod_images: Vec<ImageName>,
     target: &'a Target,
     repetition: u32,
     origin: &'a Origin,
@@ -364,7 +402,8 @@ enum PodOutcome {
         node: u32,
         slot: PodSlot,
         times: PodTimes,
-        image: Arc<crate::node::ImageOnNode>,
+        /// The pod's images as on its node, in the order of [`Burst::pod_images`].
+        images: Vec<Arc<crate::node::ImageOnNode>>,
     },
     Failed {
         slot: PodSlot,
@@ -396,23 +435,12 @@ impl Burst<'_> {
             };
             nodes.push(Arc::new(Node::new(config, puller, epoch)));
         }
-        let image = match &self.image.pull {
-            PullFrom::Embedded(_) => ImageName {
-                repo: RepoName::parse(&variant_repo(self.variant))
-                    .expect("variant names are valid repository components"),
-                reference: Reference::Tag(TAG.to_owned()),
-            },
-            PullFrom::Remote(remote) => ImageName {
-                repo: remote.reference.repo.clone(),
-                reference: remote.reference.reference(),
-            },
-        };
         let link_before = self.origin.link_sent_bytes();
         registry.accounting().reset_at(epoch.into());
         let cpu = CpuSampler::start();
         let pods = s.schedule().into_iter().map(|slot| {
             let node = nodes[slot.node as usize].clone();
-            let image = image.clone();
+            let images = &self.pod_images;
             let readiness = s.readiness.clone();
             let progress = self.progress;
             async move {
@@ -423,29 +451,27 @@ impl Burst<'_> {
                     message,
                 };
                 let outcome = tokio::time::timeout(POD_DEADLINE, async {
-                    match node.image(&image).await {
+                    match node.images(images).await {
                         Err(f) => failed(f.kind, f.message),
                         Ok(got) => {
                             let started = epoch.elapsed();
-                            match container::start(
-                                got.image.start_files.clone(),
-                                &readiness,
-                                epoch,
-                                started,
-                            )
-                            .await
-                            {
+                            // Readiness reads the main container's image.
+                            let start_files = got[0].image.start_files.clone();
+                            let pull = PullTimes::spanning(
+                                got.iter().filter(|g| g.waited).map(|g| g.image.pull),
+                            );
+                            match container::start(start_files, &readiness, epoch, started).await {
                                 Ok(ready) => PodOutcome::Ready {
                                     node: node.index(),
                                     slot,
                                     times: PodTimes {
                                         scheduled: slot.offset,
-                                        pull: got.waited.then_some(got.image.pull),
+                                        pull,
                                         started,
                                         ready,
                                         wave: slot.wave,
                                     },
-                                    image: got.image,
+                                    images: got.into_iter().map(|g| g.image).collect(),
                                 },
                                 Err(e) => failed(
                                     FailureKind::Other,
@@ -501,10 +527,15 @@ impl Burst<'_> {
                     node,
                     slot,
                     times,
-                    image,
+                    images,
                 } => {
                     recorder.pod(&times);
-                    if layers_recorded.insert(node) {
+                    // Each image a node pulled is recorded once for the node, in the wave of
+                    // its first ready pod (every pod has the same images, in the same order).
+                    for (i, image) in images.iter().enumerate() {
+                        if !layers_recorded.insert((node, i)) {
+                            continue;
+                        }
                         for l in &image.layers {
                             if image.layers_timed {
                                 recorder.layer(l);

@@ -156,11 +156,7 @@ impl SeriesCapacity {
         });
         let egress = (!s.registry.is_empty()).then(|| Egress {
             per_repetition_bytes: s.registry.values().map(|t| t.bytes_out).collect(),
-            image_bytes: r
-                .images
-                .get(&s.variant)
-                .map(|i| i.compressed_bytes)
-                .filter(|b| *b > 0),
+            image_bytes: r.pod_image_bytes(&s.variant),
             pods: s.pods_per_repetition,
             traffic: traffic(s.registry.values()),
         });

@@ -702,11 +702,7 @@ pub fn registry(r: &RunResult, s: &SeriesResult) -> Option<Table> {
     if s.registry.is_empty() {
         return None;
     }
-    let image_bytes = r
-        .images
-        .get(&s.variant)
-        .map(|i| i.compressed_bytes)
-        .filter(|b| *b > 0);
+    let image_bytes = r.pod_image_bytes(&s.variant);
     let mut t = Table::new(&[
         ("repetition", Align::Right),
         ("egress", Align::Right),
@@ -867,16 +863,33 @@ fn variants_line(r: &RunResult) -> String {
                 .map_or_else(String::new, |i| {
                     format!(", {} to pull", human::bytes(i.compressed_bytes))
                 });
+            let sidecars = if v.sidecars.is_empty() {
+                String::new()
+            } else {
+                let per_pod = r
+                    .pod_image_bytes(&v.name)
+                    .map_or_else(String::new, |b| format!(", {} per pod", human::bytes(b)));
+                format!(", with sidecars {}{per_pod}", v.sidecars.join(", "))
+            };
             match &v.source {
                 ImageSource::Synthetic(spec) => {
                     let layers = spec.layers.len();
                     let compression = format!("{:?}", spec.compression).to_lowercase();
                     let s = if layers == 1 { "" } else { "s" };
-                    format!("{} ({layers} {compression} layer{s}{size})", v.name)
+                    format!(
+                        "{} ({layers} {compression} layer{s}{size}{sidecars})",
+                        v.name
+                    )
                 }
-                ImageSource::Registry(src) => format!("{} (registry {}{size})", v.name, src.image),
+                ImageSource::Registry(src) => {
+                    format!("{} (registry {}{size}{sidecars})", v.name, src.image)
+                }
                 ImageSource::Layout(src) => {
-                    format!("{} (OCI layout {}{size})", v.name, src.path.display())
+                    format!(
+                        "{} (OCI layout {}{size}{sidecars})",
+                        v.name,
+                        src.path.display()
+                    )
                 }
             }
         })

@@ -195,11 +195,7 @@ impl Upstream {
             ),
             _ => (0.0, 0, 0),
         };
-        let image = r
-            .images
-            .get(&s.variant)
-            .map(|i| i.compressed_bytes)
-            .filter(|b| *b > 0);
+        let image = r.pod_image_bytes(&s.variant);
         let bytes = median_u64(s.registry.values().map(|t| t.bytes_out).collect());
         let requests = median_u64(
             s.registry

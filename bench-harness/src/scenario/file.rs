@@ -76,6 +76,8 @@ struct VariantFile {
     registry: Option<RegistryFile>,
     #[serde(default)]
     layout: Option<LayoutFile>,
+    #[serde(default)]
+    sidecars: Vec<String>,
 }
 
 /// `[variants.registry]` as written; [`RegistrySource`] once checked. Flat (no `flatten`), so
@@ -312,6 +314,7 @@ impl VariantFile {
         Variant {
             name: self.name,
             source,
+            sidecars: self.sidecars,
         }
     }
 }

@@ -118,6 +118,11 @@ pub struct Variant {
     /// Where the image comes from.
     #[serde(flatten)]
     pub source: ImageSource,
+    /// Other variants whose images every pod of this variant also needs (sidecars, init
+    /// containers), pulled through the same node after this variant's own image, in this order.
+    /// Their own `sidecars` are not pulled. Empty (and not written) when the pod has one image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<String>,
 }
 
 /// Where a variant's image comes from. Exactly one per variant; written as the key of its table
@@ -987,6 +992,44 @@ p95_ready = "0s"
         );
         let err = parse(&with("[runtime]\npuller = \"docker\"")).unwrap_err();
         assert!(format!("{:#}", anyhow::Error::from(err)).contains("unknown variant `docker`"));
+    }
+
+    #[test]
+    fn sidecars_name_other_embedded_variants_once() {
+        let variant = |name: &str, sidecars: &str| {
+            format!("[[variants]]\nname = \"{name}\"\nsidecars = {sidecars}\n[[variants.synthetic.layers]]\nsize = \"1MiB\"\nfiles = 4\n")
+        };
+        let straight = "[[variants]]\nname = \"remote\"\n[variants.registry]\nimage = \"127.0.0.1:5000/a:b\"\nmirror = false\n";
+        let ok = parse(&with(&variant("mesh", "[\"app\"]"))).unwrap();
+        assert_eq!(ok.variants[1].sidecars, ["app"]);
+        assert!(ok.variants[0].sidecars.is_empty());
+        for (extra, expected) in [
+            (
+                variant("mesh", "[\"proxy\"]"),
+                "variants[1].sidecars[0]: \"proxy\" is not a variant of this scenario (variants: app, mesh)",
+            ),
+            (
+                variant("mesh", "[\"mesh\"]"),
+                "variants[1].sidecars[0]: \"mesh\" is this variant itself; name other variants (its own image is pulled anyway)",
+            ),
+            (
+                variant("mesh", "[\"app\", \"app\"]"),
+                "variants[1].sidecars[1]: \"app\" is listed twice",
+            ),
+            (
+                format!("{straight}{}", variant("mesh", "[\"remote\"]")),
+                "variants[2].sidecars[0]: variant remote is pulled straight from its registry (mirror = false), but a sidecar's image must come through the burst's target from the embedded registry like the main image; set mirror = true on remote",
+            ),
+            (
+                straight.replace("\"remote\"\n", "\"remote\"\nsidecars = [\"app\"]\n"),
+                "variants[1].sidecars: variant remote is pulled straight from its registry (mirror = false), but a pod's images must all come through the burst's target from the embedded registry; set mirror = true",
+            ),
+        ] {
+            assert_eq!(problems(&with(&extra)), [expected], "{extra}");
+        }
+        // A typo in the field's name is a shape error with its line.
+        let err = parse(&with("[[variants]]\nname = \"mesh\"\nsidecar = [\"app\"]")).unwrap_err();
+        assert!(err.to_string().contains("line"), "{err}");
     }
 
     #[test]

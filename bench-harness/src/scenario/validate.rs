@@ -185,6 +185,10 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
         }
     }
 
+    for (i, v) in s.variants.iter().enumerate() {
+        sidecars(s, i, v, &mut problem);
+    }
+
     if s.targets.is_empty() {
         problem(
             "targets".into(),
@@ -282,6 +286,58 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
         }
     }
     out
+}
+
+/// `variants[i].sidecars`: each names another variant, once; the pod's images all come from the
+/// embedded registry, so that in every burst they reach the node through the same target (a
+/// `mirror = false` variant is pulled straight from its own registry instead).
+fn sidecars(s: &Scenario, i: usize, v: &Variant, problem: &mut impl FnMut(String, String)) {
+    if v.sidecars.is_empty() {
+        return;
+    }
+    if pulled_straight(v) {
+        problem(
+            format!("variants[{i}].sidecars"),
+            format!(
+                "variant {} is pulled straight from its registry (mirror = false), but a pod's images must all come through the burst's target from the embedded registry; set mirror = true",
+                v.name
+            ),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (j, name) in v.sidecars.iter().enumerate() {
+        let path = format!("variants[{i}].sidecars[{j}]");
+        if !seen.insert(name.as_str()) {
+            problem(path, format!("{name:?} is listed twice"));
+            continue;
+        }
+        if *name == v.name {
+            problem(
+                path,
+                format!("{name:?} is this variant itself; name other variants (its own image is pulled anyway)"),
+            );
+            continue;
+        }
+        match s.variants.iter().find(|other| other.name == *name) {
+            None => {
+                let names: Vec<&str> = s.variants.iter().map(|o| o.name.as_str()).collect();
+                problem(
+                    path,
+                    format!(
+                        "{name:?} is not a variant of this scenario (variants: {})",
+                        names.join(", ")
+                    ),
+                );
+            }
+            Some(other) if pulled_straight(other) => problem(
+                path,
+                format!(
+                    "variant {name} is pulled straight from its registry (mirror = false), but a sidecar's image must come through the burst's target from the embedded registry like the main image; set mirror = true on {name}"
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 fn synthetic(spec: &SyntheticImage, path: &str, problem: &mut impl FnMut(String, String)) {

@@ -138,12 +138,12 @@ pub fn sample_result() -> RunResult {
                         let ready = started + ms(500 + 500 * ((pod + u64::from(rep)) % 2));
                         rec.pod(&PodTimes {
                             scheduled: Duration::ZERO,
-                            pull: (pod < 4).then_some(PullTimes {
-                                started: started_pull,
-                                first_byte: Some(started_pull + ms(8 + node)),
+                            pull: (pod < 4).then_some(PullTimes::one(
+                                started_pull,
+                                Some(started_pull + ms(8 + node)),
                                 fetched,
                                 unpacked,
-                            }),
+                            )),
                             started,
                             ready,
                             wave: 0,
@@ -279,12 +279,7 @@ pub fn synthetic_run(series: &[SyntheticSeries], repetitions: u32, seed: u64) ->
                 let started = pull + unpack;
                 rec.pod(&PodTimes {
                     scheduled: Duration::ZERO,
-                    pull: Some(PullTimes {
-                        started: Duration::ZERO,
-                        first_byte: Some(ms(5)),
-                        fetched: pull,
-                        unpacked: started,
-                    }),
+                    pull: Some(PullTimes::one(Duration::ZERO, Some(ms(5)), pull, started)),
                     started,
                     ready: Duration::from_micros((e2e * 1_000.0) as u64),
                     wave: 0,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use bench_harness::recorder::Phase;
 use bench_harness::run::{run, RunOptions};
 use bench_harness::scenario::Scenario;
 
@@ -108,4 +109,160 @@ fn config_bytes(image: &bench_harness::result::ImageFacts) -> u64 {
     image.details["platforms"][0]["config"]["size_bytes"]
         .as_u64()
         .unwrap()
+}
+
+/// A pod of `app` also runs `proxy`; every registry request waits 100 ms, so `app`'s pull takes
+/// at least two round trips (manifest, then its blobs).
+const SIDECARS: &str = r#"
+name = "sidecars"
+nodes = 2
+pods_per_node = 2
+seed = 9
+platform = "linux/amd64"
+
+[[variants]]
+name = "app"
+sidecars = ["proxy"]
+[variants.synthetic]
+[[variants.synthetic.layers]]
+size = "256KiB"
+files = 8
+[[variants.synthetic.layers]]
+size = "128KiB"
+files = 4
+
+[[variants]]
+name = "proxy"
+[variants.synthetic]
+[[variants.synthetic.layers]]
+size = "64KiB"
+files = 4
+
+[[targets]]
+kind = "direct"
+
+[[targets]]
+name = "shared-cache"
+kind = "cache-daemon"
+placement = "shared"
+
+[registry]
+latency = "100ms"
+
+[runtime]
+max_parallel_image_pulls = PULLS
+
+[readiness]
+init = "0s"
+probe_period = "10ms"
+"#;
+
+/// Lower bound of `app`'s pull on a node: the manifest's round trip, then its blobs'.
+const APP_PULL_AT_LEAST: Duration = Duration::from_millis(200);
+
+/// Runs [`SIDECARS`] with `pulls` image pulls at once per node; checks that every pod of `app`
+/// got ready and that each node fetched both images' blobs exactly once (directly; once in all
+/// through a shared cache); returns the direct `app` pods' smallest and largest queue time.
+async fn run_sidecars(pulls: u32) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = SIDECARS.replace("PULLS", &pulls.to_string());
+    let scenario = Scenario::parse(&text, "sidecars.toml", &[]).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), run(scenario, options(dir.path())))
+        .await
+        .expect("run timed out")
+        .unwrap();
+    let r = &out.result;
+    let s = r.series("app", "direct").unwrap();
+    let data = s.data.repetition(0).unwrap();
+    assert_eq!(s.data.failed_pods(), 0);
+    assert_eq!(data.ready_pods(), 4);
+    let t = &s.registry[&0];
+    // Both images' blobs (config + layers each), once per node; both manifests, once per node.
+    let (app, proxy) = (&r.images["app"], &r.images["proxy"]);
+    assert_eq!(t.blob_gets.len(), (1 + 2) + (1 + 1), "{:?}", t.blob_gets);
+    assert!(t.blob_gets.values().all(|&g| g == 2), "{:?}", t.blob_gets);
+    assert!(t.blob_gets.contains_key(&proxy_config(proxy)));
+    assert_eq!(t.requests["manifest_get"], 2 * 2);
+    let manifest_bytes = t.snapshot.as_ref().unwrap()["body_bytes"]["manifests"]
+        .as_u64()
+        .unwrap();
+    let images_bytes =
+        app.compressed_bytes + config_bytes(app) + proxy.compressed_bytes + config_bytes(proxy);
+    assert_eq!(t.bytes_out, 2 * images_bytes + manifest_bytes);
+    // Layers of both images, recorded once per node.
+    let layers = data.layer(bench_harness::recorder::LayerPhase::Fetch).len();
+    assert_eq!(layers, 2 * (2 + 1));
+    // The pull phase covers every image of the pod, and ends after the queue.
+    let queue = data.phase(Phase::Queue);
+    let pull = data.phase(Phase::Pull);
+    assert_eq!(queue.len(), 4);
+    assert!(
+        pull.min() >= APP_PULL_AT_LEAST.as_micros() as u64,
+        "{}",
+        pull.min()
+    );
+    assert!(
+        queue.max() <= pull.max(),
+        "{} > {}",
+        queue.max(),
+        pull.max()
+    );
+    // Through one shared cache, the registry serves each blob of both images once.
+    let cached = &r.series("app", "shared-cache").unwrap().registry[&0];
+    assert_eq!(cached.blob_gets.len(), 5, "{:?}", cached.blob_gets);
+    assert!(cached.blob_gets.values().all(|&g| g == 1));
+    assert_eq!(
+        r.series("app", "shared-cache")
+            .unwrap()
+            .data
+            .repetition(0)
+            .unwrap()
+            .ready_pods(),
+        4
+    );
+    // The proxy's own burst: one image per pod, nothing to queue behind.
+    let alone = r.series("proxy", "direct").unwrap();
+    let alone = alone.data.repetition(0).unwrap();
+    assert_eq!(alone.ready_pods(), 4);
+    assert!(alone.phase(Phase::Queue).max() < 50_000);
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.dir.join("result.json")).unwrap())
+            .unwrap();
+    let problems = crate::result_schema::errors(&crate::result_schema::validator(), &doc);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(doc["scenario"]["variants"][0]["sidecars"][0], "proxy");
+    // Reports count image copies in a pod's images, and say which sidecars a variant has.
+    assert_eq!(
+        r.pod_image_bytes("app"),
+        Some(app.compressed_bytes + proxy.compressed_bytes)
+    );
+    let report = std::fs::read_to_string(out.dir.join("report.md")).unwrap();
+    assert!(report.contains("with sidecars proxy"), "{report}");
+    (
+        Duration::from_micros(queue.min()),
+        Duration::from_micros(queue.max()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialized_pulls_make_a_sidecar_wait_for_the_main_image() {
+    let (queue_min, _) = run_sidecars(1).await;
+    // Every pod waits for the slot while its node pulls app (at least two round trips).
+    assert!(queue_min >= APP_PULL_AT_LEAST, "{queue_min:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_pulls_let_a_sidecar_start_at_once() {
+    let (_, queue_max) = run_sidecars(2).await;
+    // Both images pulled at once: no pod waits for a slot (well under half of the serialized
+    // case's least wait).
+    assert!(queue_max < APP_PULL_AT_LEAST / 2, "{queue_max:?}");
+}
+
+fn proxy_config(image: &bench_harness::result::ImageFacts) -> String {
+    image.details["platforms"][0]["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
