@@ -176,9 +176,10 @@ impl Node {
     }
 
     /// Gets every image of a pod onto this node: asks for all of them at once, in the order
-    /// given (the main image, then its sidecars), as kubelet hands a pod's image pulls to the
-    /// node's pull queue one after another, and waits until all are there. With serialized
-    /// pulls a later image waits for its slot while the earlier ones are pulled.
+    /// given (the main image, then its sidecars), and waits until all are there. With serialized
+    /// pulls a later image waits for its slot while the earlier ones are pulled, as under
+    /// kubelet; with parallel pulls they download side by side, where kubelet (starting a
+    /// pod's containers in turn) would pull them one after another: a lower bound.
     ///
     /// # Errors
     /// The first of the node's pulls to fail; the pod does not start.

@@ -1029,7 +1029,8 @@ p95_ready = "0s"
         }
         // A typo in the field's name is a shape error with its line.
         let err = parse(&with("[[variants]]\nname = \"mesh\"\nsidecar = [\"app\"]")).unwrap_err();
-        assert!(err.to_string().contains("line"), "{err}");
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert!(chain.contains("line"), "{chain}");
     }
 
     #[test]
