@@ -239,7 +239,7 @@ pub enum ConfigError {
     #[error(transparent)]
     File(#[from] FileError),
     /// A URL is not `http[s]://host[:port]`.
-    #[error("{setting}: {source}")]
+    #[error("{setting}")]
     Url {
         /// Which setting.
         setting: String,
@@ -337,30 +337,32 @@ impl ServeArgs {
             }
         };
         let upstream = upstream_config(&self, &file)?;
+        // Watermarks are checked even without a budget: a wrong pair is a mistake whenever
+        // max_bytes is added later.
+        let high = self
+            .high_watermark
+            .or(file.high_watermark)
+            .unwrap_or(DEFAULT_HIGH_WATERMARK);
+        let low = self
+            .low_watermark
+            .or(file.low_watermark)
+            .unwrap_or(DEFAULT_LOW_WATERMARK);
+        if !(high > 0.0 && high <= 1.0) {
+            return Err(invalid(
+                "high_watermark",
+                format!("{high} must be in (0, 1]"),
+            ));
+        }
+        if !(low >= 0.0 && low < high) {
+            return Err(invalid(
+                "low_watermark",
+                format!("{low} must be in [0, high_watermark = {high})"),
+            ));
+        }
         let budget = match self.max_bytes.as_deref().or(file.max_bytes.as_deref()) {
             None => None,
             Some(s) => {
                 let max_bytes = parse_bytes("max_bytes", s)?;
-                let high = self
-                    .high_watermark
-                    .or(file.high_watermark)
-                    .unwrap_or(DEFAULT_HIGH_WATERMARK);
-                let low = self
-                    .low_watermark
-                    .or(file.low_watermark)
-                    .unwrap_or(DEFAULT_LOW_WATERMARK);
-                if !(high > 0.0 && high <= 1.0) {
-                    return Err(invalid(
-                        "high_watermark",
-                        format!("{high} must be in (0, 1]"),
-                    ));
-                }
-                if !(low >= 0.0 && low < high) {
-                    return Err(invalid(
-                        "low_watermark",
-                        format!("{low} must be in [0, high_watermark)"),
-                    ));
-                }
                 Some(Budget {
                     max_bytes,
                     high_watermark: high,
@@ -673,6 +675,18 @@ mod tests {
                     "1GiB",
                     "--low-watermark",
                     "0.95",
+                ],
+                "low_watermark",
+            ),
+            (
+                // Checked without a budget too.
+                vec![
+                    "--upstream",
+                    "http://x",
+                    "--high-watermark",
+                    "0.5",
+                    "--low-watermark",
+                    "0.9",
                 ],
                 "low_watermark",
             ),

@@ -63,12 +63,16 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "de_duration")]
     pub shutdown_grace: Option<Duration>,
     /// `"text"` or `"json"`.
+    #[serde(default, deserialize_with = "de_log_format")]
     pub log_format: Option<String>,
     /// Byte budget, e.g. `"50GiB"`.
+    #[serde(default, deserialize_with = "de_byte_size")]
     pub max_bytes: Option<String>,
     /// Eviction starts above this fraction of `max_bytes`.
+    #[serde(default, deserialize_with = "de_fraction")]
     pub high_watermark: Option<f64>,
     /// Eviction stops at this fraction of `max_bytes`.
+    #[serde(default, deserialize_with = "de_fraction")]
     pub low_watermark: Option<f64>,
     /// Blobs younger than this are not evicted.
     #[serde(default, deserialize_with = "de_duration")]
@@ -177,6 +181,41 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
     })
 }
 
+// Values are checked while the file is parsed, so a bad one is reported with its line; `cli.rs`
+// checks what spans settings (low below high) after merging with flags.
+
+fn de_byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    s.parse::<bytesize::ByteSize>()
+        .map(|_| Some(s.clone()))
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a byte size; write e.g. \"50GiB\", \"500MB\""
+            ))
+        })
+}
+
+fn de_log_format<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    match s.as_str() {
+        "text" | "json" => Ok(Some(s)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{s:?}: expected \"text\" or \"json\""
+        ))),
+    }
+}
+
+fn de_fraction<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = <f64 as serde::Deserialize>::deserialize(d)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(Some(v))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v} is not a fraction of max_bytes between 0 and 1"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +263,18 @@ platform = "linux/amd64"
                 "unknown field",
             ),
             ("max_connections = \"many\"\n", 1, "invalid type"),
+            (
+                "root = \"/r\"\nmax_bytes = \"lots\"\n",
+                2,
+                "is not a byte size",
+            ),
+            (
+                "\nlog_format = \"xml\"\n",
+                2,
+                "expected \"text\" or \"json\"",
+            ),
+            ("high_watermark = 1.5\n", 1, "between 0 and 1"),
+            ("\n\n\nlow_watermark = -0.1\n", 4, "between 0 and 1"),
         ];
         for (text, line, needle) in cases {
             let err = FileConfig::parse(text, Path::new("c.toml")).unwrap_err();

@@ -368,3 +368,52 @@ async fn operator_tools_work_online_and_on_a_stopped_store() {
     assert!(err.contains("target"), "{err}");
     drop(dir);
 }
+
+/// With `upstream_concurrency = 1`, a second fill waits for the first one's slot instead of
+/// failing: it is queued (the `upstream_waiting` gauge says so, and the upstream has not seen
+/// it), then runs once the first fill ends; both clients get their whole blob.
+#[tokio::test]
+async fn upstream_requests_beyond_the_limit_queue_instead_of_failing() {
+    use crate::common::upstream::Gate;
+    let up = FakeUpstream::start().await;
+    let first = data(256 * 1024, 81);
+    let second = data(64 * 1024, 82);
+    let gate = Gate::new(64 * 1024);
+    let a = up.blob(
+        first.clone(),
+        Behavior {
+            gate: Some(gate.clone()),
+            ..Behavior::default()
+        },
+    );
+    let b = up.blob(second.clone(), Behavior::default());
+    let cache = TestDaemon::start_in(tempfile::tempdir().unwrap(), &up.url(), |c| {
+        c.upstream.concurrency = 1;
+    })
+    .await;
+    let mut holder = get(&cache.url(&blob_path(&a))).await.into_body();
+    let head = first_chunk(&mut holder).await;
+    let waiting = tokio::spawn({
+        let url = cache.url(&blob_path(&b));
+        async move { body(get(&url).await).await.unwrap() }
+    });
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = metrics(&cache).await;
+        if text.contains("cache_daemon_upstream_waiting 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(text.contains("cache_daemon_upstream_waiting 1"), "{text}");
+    assert_eq!(up.count(Method::GET, &b.to_string()), 0, "queued, not sent");
+    gate.open();
+    let got = within(rest(holder, head.to_vec())).await.unwrap();
+    assert!(got[..] == first[..]);
+    let got = within(waiting).await.unwrap();
+    assert!(got[..] == second[..]);
+    assert_eq!(up.count(Method::GET, &b.to_string()), 1);
+    assert!(metrics(&cache)
+        .await
+        .contains("cache_daemon_upstream_waiting 0"));
+}
