@@ -101,15 +101,9 @@ pub async fn prefetch(
         Manifest::Image(_) => images.push(top),
         Manifest::Index(index) => {
             for child in index.manifests() {
-                let wanted = match (platform, child.platform()) {
-                    (None, _) => true,
-                    (Some(w), Some(p)) => {
-                        p.os().to_string() == w.os
-                            && p.architecture().to_string() == w.architecture
-                            && (w.variant.is_none() || p.variant() == &w.variant)
-                    }
-                    (Some(_), None) => false,
-                };
+                let wanted = platform.is_none_or(|w| {
+                    stampede_oci::manifest::descriptor_platform(child).is_some_and(|p| p.runs_on(w))
+                });
                 if !wanted {
                     continue;
                 }
@@ -123,10 +117,28 @@ pub async fn prefetch(
                 images.push(m);
             }
             if images.is_empty() {
-                return Err(bad_manifest(&format!(
-                    "the index of {image} has no manifest for platform {}",
-                    platform.map_or_else(String::new, ToString::to_string)
-                )));
+                // The operator asked for a platform the image does not have: their request, not
+                // the upstream's answer, is at fault.
+                let has: Vec<String> = index
+                    .manifests()
+                    .iter()
+                    .map(|d| {
+                        stampede_oci::manifest::descriptor_platform(d)
+                            .map_or_else(|| "(no platform)".to_owned(), |p| p.to_string())
+                    })
+                    .collect();
+                return Err(ErrorReply {
+                    status: StatusCode::NOT_FOUND,
+                    code: "MANIFEST_UNKNOWN",
+                    message: format!(
+                        "the index of {image} has no manifest for platform {}; it has: {}",
+                        platform.map_or_else(String::new, ToString::to_string),
+                        has.join(", ")
+                    ),
+                    retry_after: None,
+                    fault: crate::error::Fault::Downstream,
+                    complete_length: None,
+                });
             }
         }
     }

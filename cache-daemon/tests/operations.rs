@@ -417,3 +417,64 @@ async fn upstream_requests_beyond_the_limit_queue_instead_of_failing() {
         .await
         .contains("cache_daemon_upstream_waiting 0"));
 }
+
+/// Pinning an index: one chosen platform pins that platform's manifest, config and layers and
+/// not the other's; a platform the index lacks is the operator's mistake (404 naming the
+/// platforms it has), not an upstream failure.
+#[tokio::test]
+async fn pinning_an_index_for_one_platform_pins_only_its_content() {
+    use stampede_oci::manifest::OCI_INDEX;
+    let up = FakeUpstream::start().await;
+    let mut children = Vec::new();
+    let mut layers_of = Vec::new();
+    for (i, platform) in [("amd64", None), ("arm64", Some("v8"))].iter().enumerate() {
+        let config = up.blob(format!("{{\"n\":{i}}}").into_bytes(), Behavior::default());
+        let layer = up.blob(data(3000, 60 + i as u8), Behavior::default());
+        let m = image(
+            &up,
+            &format!("only-{}", platform.0),
+            &config,
+            &[(layer.clone(), 3000)],
+        );
+        let variant = platform
+            .1
+            .map_or_else(String::new, |v| format!(r#","variant":"{v}""#));
+        children.push(format!(
+            r#"{{"mediaType":"{DOCKER_MANIFEST}","size":{},"digest":"{m}","platform":{{"os":"linux","architecture":"{}"{variant}}}}}"#,
+            up.manifest_len("test/app", &m),
+            platform.0
+        ));
+        layers_of.push((config, layer));
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        children.join(",")
+    );
+    up.manifest("test/app", Some("multi"), OCI_INDEX, index);
+    let cache = TestDaemon::start(&up.url()).await;
+    let target = format!("{}/test/app:multi", up.url().trim_start_matches("http://"));
+    let app = cache.daemon.app().clone();
+
+    let request = cache_daemon::cli::parse_pin_target(&target, Some("linux/arm64")).unwrap();
+    let pin = within(cache_daemon::admin::pin(&app, &request))
+        .await
+        .unwrap();
+    let (arm_config, arm_layer) = &layers_of[1];
+    let (amd_config, amd_layer) = &layers_of[0];
+    assert!(pin.digests.contains(arm_layer) && pin.digests.contains(arm_config));
+    assert!(!pin.digests.contains(amd_layer) && !pin.digests.contains(amd_config));
+    assert!(app.store.contains(arm_layer));
+    assert_eq!(up.count(Method::GET, &amd_layer.to_string()), 0);
+
+    let request = cache_daemon::cli::parse_pin_target(&target, Some("linux/s390x")).unwrap();
+    let err = within(cache_daemon::admin::pin(&app, &request))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, http::StatusCode::NOT_FOUND);
+    assert!(
+        err.message.ends_with("it has: linux/amd64, linux/arm64/v8"),
+        "{}",
+        err.message
+    );
+    assert_eq!(app.store.pins().len(), 1);
+}

@@ -149,6 +149,13 @@ impl FakeUpstream {
     }
 
     /// Adds a manifest under `repo` by tag (if given) and by digest; returns its digest.
+    /// Size in bytes of a manifest added with [`FakeUpstream::manifest`].
+    pub fn manifest_len(&self, repo: &str, digest: &Digest) -> usize {
+        self.state.lock().unwrap().manifests[&(repo.to_owned(), digest.to_string())]
+            .1
+            .len()
+    }
+
     pub fn manifest(
         &self,
         repo: &str,
