@@ -298,6 +298,49 @@ pub struct LayerTimes {
     pub apply: Duration,
 }
 
+/// One layer of one image, its phases summed over the nodes that pulled it: what the report's
+/// per-layer bars show (mean = sum / count). Phases a node did not time (a real client's fetch)
+/// count zero.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct LayerSums {
+    /// The image: the variant's name (a pod's sidecars are their own variants).
+    pub image: String,
+    /// The layer's position in the image's manifest, from 0.
+    pub position: u32,
+    /// Nodes that recorded it.
+    pub count: u64,
+    /// Summed fetch, microseconds.
+    pub fetch_us: u64,
+    /// Summed verify, microseconds.
+    pub verify_us: u64,
+    /// Summed decompress, microseconds.
+    pub decompress_us: u64,
+    /// Summed apply, microseconds.
+    pub apply_us: u64,
+}
+
+impl LayerSums {
+    fn add(&mut self, other: &LayerSums) {
+        self.count += other.count;
+        self.fetch_us += other.fetch_us;
+        self.verify_us += other.verify_us;
+        self.decompress_us += other.decompress_us;
+        self.apply_us += other.apply_us;
+    }
+
+    /// Mean microseconds per node in `phase` (`first_byte` is not summed: 0).
+    pub fn mean_us(&self, phase: LayerPhase) -> f64 {
+        let sum = match phase {
+            LayerPhase::Fetch => self.fetch_us,
+            LayerPhase::Verify => self.verify_us,
+            LayerPhase::Decompress => self.decompress_us,
+            LayerPhase::Apply => self.apply_us,
+            LayerPhase::FirstByte => 0,
+        };
+        sum as f64 / self.count.max(1) as f64
+    }
+}
+
 /// Which run a recorder belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunKey {
@@ -335,6 +378,8 @@ pub struct Repetition {
     /// Microseconds from the epoch; sorted once merged into [`Recordings`].
     ready_us: Vec<u64>,
     waves: BTreeMap<u32, WaveData>,
+    /// Per image and layer position, in the order first recorded.
+    by_layer: Vec<LayerSums>,
 }
 
 /// What the pods of one arrival wave measured in one repetition.
@@ -562,8 +607,9 @@ impl Recorder {
         w.last_ready_us = w.last_ready_us.max(micros(t.ready));
     }
 
-    /// Records one layer's phases (not attributed to a wave).
-    pub fn layer(&mut self, t: &LayerTimes) {
+    /// Records the phases of layer `position` of `image` on one node (not attributed to a
+    /// wave).
+    pub fn layer(&mut self, image: &str, position: usize, t: &LayerTimes) {
         let d = &mut self.data;
         for (phase, value) in [
             (LayerPhase::Fetch, t.fetch),
@@ -573,17 +619,34 @@ impl Recorder {
         ] {
             record_us(&mut d.layers[phase.index()], micros(value));
         }
+        d.add_layer_sums(&LayerSums {
+            image: image.to_owned(),
+            position: u32::try_from(position).unwrap_or(u32::MAX),
+            count: 1,
+            fetch_us: micros(t.fetch),
+            verify_us: micros(t.verify),
+            decompress_us: micros(t.decompress),
+            apply_us: micros(t.apply),
+        });
     }
 
-    /// Records the layers one node unpacked after a pull whose client reports only the whole
+    /// Records a layer one node unpacked after a pull whose client reports only the whole
     /// pull (a real client): `decompress` and `apply`, no fetch or verify.
-    pub fn layer_unpacked(&mut self, t: &LayerTimes) {
+    pub fn layer_unpacked(&mut self, image: &str, position: usize, t: &LayerTimes) {
         let d = &mut self.data;
         record_us(
             &mut d.layers[LayerPhase::Decompress.index()],
             micros(t.decompress),
         );
         record_us(&mut d.layers[LayerPhase::Apply.index()], micros(t.apply));
+        d.add_layer_sums(&LayerSums {
+            image: image.to_owned(),
+            position: u32::try_from(position).unwrap_or(u32::MAX),
+            count: 1,
+            decompress_us: micros(t.decompress),
+            apply_us: micros(t.apply),
+            ..LayerSums::default()
+        });
     }
 
     /// Records the blobs every node of `wave` (scheduled at `scheduled`) fetched, all nodes
@@ -635,7 +698,25 @@ impl Repetition {
             failures: BTreeMap::new(),
             ready_us: Vec::new(),
             waves: BTreeMap::new(),
+            by_layer: Vec::new(),
         }
+    }
+
+    fn add_layer_sums(&mut self, sums: &LayerSums) {
+        match self
+            .by_layer
+            .iter_mut()
+            .find(|l| l.image == sums.image && l.position == sums.position)
+        {
+            Some(l) => l.add(sums),
+            None => self.by_layer.push(sums.clone()),
+        }
+    }
+
+    /// Per image and layer position, the phases summed over the nodes that pulled it, in the
+    /// order first recorded (an image's layers in manifest order).
+    pub fn by_layer(&self) -> &[LayerSums] {
+        &self.by_layer
     }
 
     /// Wave `wave`'s data, created (starting at `scheduled`) on first use.
@@ -654,6 +735,7 @@ impl Repetition {
         failures: BTreeMap<FailureKind, u64>,
         mut ready_us: Vec<u64>,
         waves: BTreeMap<u32, WaveData>,
+        by_layer: Vec<LayerSums>,
     ) -> Self {
         let mut r = Self::new();
         for (phase, mut h) in phases {
@@ -668,6 +750,7 @@ impl Repetition {
         ready_us.sort_unstable();
         r.ready_us = ready_us;
         r.waves = waves;
+        r.by_layer = by_layer;
         r
     }
 
@@ -687,6 +770,9 @@ impl Repetition {
         }
         self.ready_us.extend_from_slice(&other.ready_us);
         self.ready_us.sort_unstable();
+        for l in &other.by_layer {
+            self.add_layer_sums(l);
+        }
         for (wave, data) in &other.waves {
             match self.waves.get_mut(wave) {
                 Some(w) => w.merge(data),
@@ -771,6 +857,18 @@ impl Series {
             add_into(&mut h, r.layer(phase));
         }
         h
+    }
+
+    /// Per image and layer position, summed over every repetition, in the order first
+    /// recorded.
+    pub fn merged_by_layer(&self) -> Vec<LayerSums> {
+        let mut all = Repetition::new();
+        for r in self.repetitions.values() {
+            for l in &r.by_layer {
+                all.add_layer_sums(l);
+            }
+        }
+        all.by_layer
     }
 
     /// The arrival waves any repetition recorded, in order.
@@ -1093,10 +1191,14 @@ mod tests {
                         ready: ms(v),
                         wave: 0,
                     });
-                    rec.layer(&LayerTimes {
-                        fetch: ms(v),
-                        ..Default::default()
-                    });
+                    rec.layer(
+                        "app",
+                        0,
+                        &LayerTimes {
+                            fetch: ms(v),
+                            ..Default::default()
+                        },
+                    );
                 }
                 rec.failed(FailureKind::Timeout);
                 all.add(rec);
@@ -1135,6 +1237,51 @@ mod tests {
             BTreeMap::from([(FailureKind::Http5xx, 1)])
         );
         assert!(all.series("slim", "direct").is_none());
+    }
+
+    #[test]
+    fn layers_are_summed_per_image_and_position_across_nodes_and_repetitions() {
+        let mut all = Recordings::new();
+        for rep in 0..2 {
+            for node in 0..3u64 {
+                let mut rec = Recorder::new(run(rep));
+                for position in 0..2usize {
+                    let t = LayerTimes {
+                        fetch: ms(100 * (position as u64 + 1) + node),
+                        verify: ms(1),
+                        decompress: ms(10),
+                        apply: ms(5),
+                    };
+                    rec.layer("app", position, &t);
+                }
+                rec.layer_unpacked(
+                    "proxy",
+                    0,
+                    &LayerTimes {
+                        fetch: ms(999),
+                        decompress: ms(4),
+                        apply: ms(2),
+                        ..Default::default()
+                    },
+                );
+                all.add(rec);
+            }
+        }
+        let series = all.series("full", "direct").unwrap();
+        let layers = series.merged_by_layer();
+        let keys: Vec<(&str, u32, u64)> = layers
+            .iter()
+            .map(|l| (l.image.as_str(), l.position, l.count))
+            .collect();
+        assert_eq!(keys, [("app", 0, 6), ("app", 1, 6), ("proxy", 0, 6)]);
+        // Nodes 0, 1, 2 fetched layer 0 in 100, 101, 102 ms: mean 101 ms.
+        assert_eq!(layers[0].mean_us(LayerPhase::Fetch), 101_000.0);
+        assert_eq!(layers[1].mean_us(LayerPhase::Fetch), 201_000.0);
+        assert_eq!(layers[1].mean_us(LayerPhase::Apply), 5_000.0);
+        // A real client's layer: the fetch was not timed and counts zero.
+        assert_eq!(layers[2].mean_us(LayerPhase::Fetch), 0.0);
+        assert_eq!(layers[2].mean_us(LayerPhase::Decompress), 4_000.0);
+        assert_eq!(series.repetition(0).unwrap().by_layer()[0].count, 3);
     }
 
     #[test]

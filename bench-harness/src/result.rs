@@ -532,6 +532,9 @@ struct RepetitionWire {
     registry: Option<RegistryTotals>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     waves: Vec<WaveWire>,
+    /// Per image and layer position: phases summed over the nodes that pulled it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    layers: Vec<crate::recorder::LayerSums>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -660,6 +663,7 @@ impl SeriesResult {
                         .iter()
                         .map(|(wave, w)| WaveWire::of(*wave, w))
                         .collect::<Result<_, E>>()?,
+                    layers: rep.by_layer().to_vec(),
                 })
             })
             .collect::<Result<_, E>>()?;
@@ -726,6 +730,7 @@ impl SeriesResult {
                 r.failures,
                 r.ready_offsets_us,
                 waves,
+                r.layers,
             );
             data.insert(r.repetition, rep);
             if let Some(totals) = r.registry {

@@ -536,11 +536,16 @@ impl Burst<'_> {
                         if !layers_recorded.insert((node, i)) {
                             continue;
                         }
-                        for l in &image.layers {
+                        // Image 0 is the variant's own, then its sidecars in order.
+                        let name = match i.checked_sub(1) {
+                            None => self.variant.name.as_str(),
+                            Some(k) => self.variant.sidecars.get(k).map_or("?", String::as_str),
+                        };
+                        for (position, l) in image.layers.iter().enumerate() {
                             if image.layers_timed {
-                                recorder.layer(l);
+                                recorder.layer(name, position, l);
                             } else {
-                                recorder.layer_unpacked(l);
+                                recorder.layer_unpacked(name, position, l);
                             }
                         }
                         let (_, blobs) = wave_blobs

@@ -432,7 +432,9 @@ pub fn registry_traffic(r: &RunResult) -> Vec<Figure> {
     out
 }
 
-/// Per (variant, target): mean time per layer in fetch, verify, decompress and apply, stacked.
+/// Per (variant, target): mean time per layer in fetch, verify, decompress and apply, stacked;
+/// then, when the result has them, one bar per layer of each image (in manifest order), so a
+/// slow layer stands out.
 pub fn layer_phases(r: &RunResult) -> Option<Figure> {
     let rows: Vec<(&SeriesResult, [Histogram<u64>; 4])> = recorded(r)
         .map(|(_, s)| (s, LayerPhase::STACKED.map(|p| s.data.merged_layer(p))))
@@ -441,15 +443,24 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
     if rows.is_empty() {
         return None;
     }
+    let per_layer: Vec<Vec<crate::recorder::LayerSums>> =
+        rows.iter().map(|(s, _)| s.data.merged_by_layer()).collect();
+    let layer_total = |l: &crate::recorder::LayerSums| {
+        LayerPhase::STACKED
+            .iter()
+            .map(|p| l.mean_us(*p))
+            .sum::<f64>()
+    };
     let max_us = rows
         .iter()
         .map(|(_, h)| h.iter().map(Histogram::mean).sum::<f64>())
+        .chain(per_layer.iter().flatten().map(layer_total))
         .fold(0.0, f64::max);
     let scale = TimeScale::for_max_us(max_us);
-    let bars = rows
-        .iter()
-        .map(|(s, h)| Bar {
-            label: format!("{} ({} layers)", series_label(s), h[0].len()),
+    let mut bars = Vec::new();
+    for ((s, h), layers) in rows.iter().zip(&per_layer) {
+        bars.push(Bar {
+            label: format!("{} ({} layer pulls, mean)", series_label(s), h[0].len()),
             values: h.iter().map(|h| scale.of(h.mean())).collect(),
             tooltips: LayerPhase::STACKED
                 .iter()
@@ -462,13 +473,39 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
                     )
                 })
                 .collect(),
-        })
-        .collect();
+        });
+        for l in layers {
+            let size = layer_size(r, &l.image, l.position)
+                .map_or_else(String::new, |b| format!(", {}", human::bytes(b)));
+            bars.push(Bar {
+                label: format!(
+                    "{}: {} layer {}{size}",
+                    series_label(s),
+                    l.image,
+                    l.position + 1
+                ),
+                values: LayerPhase::STACKED
+                    .iter()
+                    .map(|p| scale.of(l.mean_us(*p)))
+                    .collect(),
+                tooltips: LayerPhase::STACKED
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{p} mean {} over {} nodes",
+                            human::us(l.mean_us(*p).round() as u64),
+                            l.count
+                        )
+                    })
+                    .collect(),
+            });
+        }
+    }
     let title = "Time per layer by phase".to_owned();
     Some(Figure {
         id: "layers".to_owned(),
         title: title.clone(),
-        how_to_read: "Mean time one layer spent in each phase, over every layer pulled in every repetition. Phases of a layer overlap in time (decompression streams behind the fetch), so a bar is work per layer, not wall-clock time; hover a segment for its mean and p95.".to_owned(),
+        how_to_read: "For each series, first the mean over every layer pulled in every repetition, then each layer of each image in manifest order (mean over the nodes that pulled it). Phases of a layer overlap in time (decompression streams behind the fetch), so a bar is work per layer, not wall-clock time; hover a segment for its numbers.".to_owned(),
         svg: StackedBars {
             title,
             x: Axis::from_zero(format!("mean time per layer ({})", scale.unit), scale.of(max_us)),
@@ -477,6 +514,16 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
         }
         .render(),
     })
+}
+
+/// Compressed size of layer `position` of variant `image`, from the image facts when they have
+/// it (synthetic images list `layers`, real ones their platform manifests' layers).
+fn layer_size(r: &RunResult, image: &str, position: u32) -> Option<u64> {
+    let details = &r.images.get(image)?.details;
+    let i = position as usize;
+    details["layers"][i]["compressed_bytes"]
+        .as_u64()
+        .or_else(|| details["platforms"][0]["layers"][i]["size_bytes"].as_u64())
 }
 
 #[cfg(test)]

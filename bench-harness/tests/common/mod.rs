@@ -156,12 +156,16 @@ pub fn sample_result() -> RunResult {
                                 first_byte: started_pull + ms(u64::from(b) + 2 + lag * node),
                             }));
                             for layer in 0..2 {
-                                rec.layer(&LayerTimes {
-                                    fetch: ms(pull_ms * slowdown / 4 + 11 * layer + pod),
-                                    verify: Duration::from_micros(300 + 50 * layer),
-                                    decompress: ms(40 + 3 * pod),
-                                    apply: ms(25 + layer),
-                                });
+                                rec.layer(
+                                    variant,
+                                    layer as usize,
+                                    &LayerTimes {
+                                        fetch: ms(pull_ms * slowdown / 4 + 11 * layer + pod),
+                                        verify: Duration::from_micros(300 + 50 * layer),
+                                        decompress: ms(40 + 3 * pod),
+                                        apply: ms(25 + layer),
+                                    },
+                                );
                             }
                         }
                     }
