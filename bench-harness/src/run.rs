@@ -644,11 +644,10 @@ impl Burst<'_> {
 /// [`UPSTREAM_QUIET_LIMIT`]), so a peer's fills that outlive its clients are counted.
 async fn settle(registry: &EmbeddedRegistry) {
     let started = Instant::now();
-    let seen = |s: &AccountingSnapshot| (s.bytes_out, s.requests.total);
-    let mut last = (seen(&registry.accounting().snapshot()), Instant::now());
+    let mut last = (registry.accounting().progress(), Instant::now());
     while started.elapsed() < UPSTREAM_QUIET_LIMIT {
         tokio::time::sleep(UPSTREAM_QUIET / 4).await;
-        let now = seen(&registry.accounting().snapshot());
+        let now = registry.accounting().progress();
         if now != last.0 {
             last = (now, Instant::now());
         } else if last.1.elapsed() >= UPSTREAM_QUIET {

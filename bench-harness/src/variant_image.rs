@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use stampede_oci::{Platform, ReferenceError};
 
 use crate::image::generate::{generate, GenerateError};
-use crate::image::layout_image::{platform_matches, LayoutImage};
+use crate::image::layout_image::LayoutImage;
 use crate::image::mirror::{mirror, resolve_remote, MirrorError};
 use crate::image::{import_layout, ImportError};
 use crate::remote::{Remote, RemoteError};
@@ -209,10 +209,14 @@ fn held(
         .collect();
     let mut warnings: Vec<String> = warnings;
     if let Ok(p) = &chosen {
-        if !platform_matches(platform, &p.platform) {
-            warnings.push(format!(
-                "variant {}: {what} is a single {} manifest, not {platform}: nodes pull it, but a real {platform} node could not run it",
-                variant.name, p.platform
+        if !p.platform.runs_on(platform) {
+            warnings.push(platform_warning(
+                variant,
+                &what,
+                &format!(
+                    "a single-platform manifest for {}, not {platform}",
+                    p.platform
+                ),
             ));
         }
     }

@@ -32,7 +32,6 @@ use crate::body::{self, Body};
 use crate::cli::{parse_bytes, parse_pin_target};
 use crate::config::{PinRequest, PinTarget};
 use crate::error::{Error, ErrorReply};
-use crate::fill::{self, FillContext, FillJob};
 use crate::flight::{Claim, FillState};
 use crate::handler::App;
 use crate::store::index::Victim;
@@ -144,16 +143,12 @@ pub async fn prefetch(
     }
     let mut blobs = BTreeSet::new();
     for m in &images {
-        match parse(&m.media_type, &m.bytes)? {
-            Manifest::Image(_) => {
-                for (d, _) in Manifest::parse(Some(&m.media_type), &m.bytes)
-                    .and_then(|m| m.children())
-                    .map_err(|e| bad_manifest(&e))?
-                {
-                    blobs.insert(d);
-                }
-            }
-            Manifest::Index(_) => return Err(bad_manifest(&"an index points at another index")),
+        let manifest = parse(&m.media_type, &m.bytes)?;
+        if matches!(manifest, Manifest::Index(_)) {
+            return Err(bad_manifest(&"an index points at another index"));
+        }
+        for (d, _) in manifest.children().map_err(|e| bad_manifest(&e))? {
+            blobs.insert(d);
         }
     }
     report.blobs = blobs.len();
@@ -198,24 +193,7 @@ pub async fn ensure_blob(
     let flight = match app.flights.claim(digest, || app.store.contains(digest)) {
         Claim::Cached => return Ok(None),
         Claim::Follower(f) => f,
-        Claim::Leader(guard) => {
-            let flight = guard.flight().clone();
-            let ctx = FillContext {
-                store: app.store.clone(),
-                upstreams: app.upstreams.clone(),
-                metrics: app.metrics.clone(),
-                evict: app.evict.clone(),
-            };
-            tokio::spawn(fill::run(
-                FillJob {
-                    guard,
-                    endpoint: endpoint.clone(),
-                    repo: repo.clone(),
-                },
-                ctx,
-            ));
-            flight
-        }
+        Claim::Leader(guard) => app.start_fill(guard, endpoint, repo),
     };
     let mut progress = flight.subscribe();
     loop {

@@ -359,17 +359,18 @@ impl ServeArgs {
                 format!("{low} must be in [0, high_watermark = {high})"),
             ));
         }
-        let budget = match self.max_bytes.as_deref().or(file.max_bytes.as_deref()) {
+        let max_bytes = match self.max_bytes.as_deref() {
+            Some(s) => Some(parse_bytes("max_bytes", s)?),
+            None => file.max_bytes,
+        };
+        let budget = match max_bytes {
             None => None,
-            Some(s) => {
-                let max_bytes = parse_bytes("max_bytes", s)?;
-                Some(Budget {
-                    max_bytes,
-                    high_watermark: high,
-                    low_watermark: low,
-                    min_age: self.min_age.or(file.min_age).unwrap_or_default(),
-                })
-            }
+            Some(max_bytes) => Some(Budget {
+                max_bytes,
+                high_watermark: high,
+                low_watermark: low,
+                min_age: self.min_age.or(file.min_age).unwrap_or_default(),
+            }),
         };
         let max_connections = self
             .max_connections

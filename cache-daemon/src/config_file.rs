@@ -67,7 +67,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Byte budget, e.g. `"50GiB"`.
     #[serde(default, deserialize_with = "de_byte_size")]
-    pub max_bytes: Option<String>,
+    pub max_bytes: Option<u64>,
     /// Eviction starts above this fraction of `max_bytes`.
     #[serde(default, deserialize_with = "de_fraction")]
     pub high_watermark: Option<f64>,
@@ -184,10 +184,10 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
 // Values are checked while the file is parsed, so a bad one is reported with its line; `cli.rs`
 // checks what spans settings (low below high) after merging with flags.
 
-fn de_byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+fn de_byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let s = <String as serde::Deserialize>::deserialize(d)?;
     s.parse::<bytesize::ByteSize>()
-        .map(|_| Some(s.clone()))
+        .map(|b| Some(b.as_u64()))
         .map_err(|_| {
             serde::de::Error::custom(format!(
                 "{s:?} is not a byte size; write e.g. \"50GiB\", \"500MB\""
@@ -241,6 +241,7 @@ platform = "linux/amd64"
 "#;
         let f = FileConfig::parse(text, Path::new("c.toml")).unwrap();
         assert_eq!(f.tag_ttl, Some(Duration::from_secs(45)));
+        assert_eq!(f.max_bytes, Some(50 << 30));
         assert_eq!(
             f.registries["ghcr.io"].password_env.as_deref(),
             Some("GHCR_TOKEN")

@@ -13,12 +13,12 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 
 use stampede_oci::manifest::OCTET_STREAM;
-use stampede_oci::{Digest, RepoName};
+use stampede_oci::{Digest, Endpoint, RepoName};
 
 use crate::body::{self, Body};
 use crate::error::{Error, ErrorReply, Fault};
 use crate::fill::{self, FillContext, FillJob};
-use crate::flight::{Claim, FillFailure, Flight, Flights};
+use crate::flight::{Claim, FillFailure, FillGuard, Flight, Flights};
 use crate::manifests::Manifests;
 use crate::metrics::{self, Kind, Metrics, Outcome};
 use crate::range::ByteRange;
@@ -49,6 +49,30 @@ pub struct App {
 }
 
 impl App {
+    /// Starts the upstream fill a leader claimed, owned by the daemon (a spawned task), and
+    /// returns its flight for the caller to follow.
+    pub fn start_fill(
+        &self,
+        guard: FillGuard,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+    ) -> Arc<Flight> {
+        let flight = guard.flight().clone();
+        let ctx = FillContext {
+            store: self.store.clone(),
+            upstreams: self.upstreams.clone(),
+            metrics: self.metrics.clone(),
+            evict: self.evict.clone(),
+        };
+        let job = FillJob {
+            guard,
+            endpoint: endpoint.clone(),
+            repo: repo.clone(),
+        };
+        tokio::spawn(fill::run(job, ctx));
+        flight
+    }
+
     /// Answers one request. Never fails: errors become OCI error responses.
     pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
         let range = req
@@ -151,20 +175,7 @@ impl App {
             }
             Claim::Leader(guard) => {
                 self.metrics.request(Kind::Blob, Outcome::Miss);
-                let flight = guard.flight().clone();
-                let ctx = FillContext {
-                    store: self.store.clone(),
-                    upstreams: self.upstreams.clone(),
-                    metrics: self.metrics.clone(),
-                    evict: self.evict.clone(),
-                };
-                let job = FillJob {
-                    guard,
-                    endpoint: endpoint.clone(),
-                    repo: repo.clone(),
-                };
-                tokio::spawn(fill::run(job, ctx));
-                flight
+                self.start_fill(guard, &endpoint, repo)
             }
             Claim::Follower(flight) => {
                 self.metrics.request(Kind::Blob, Outcome::Coalesced);

@@ -265,11 +265,12 @@ fn credentials_from_a_docker_credential_helper_reach_a_private_upstream() {
     )
     .unwrap();
     let missing_log = work.path().join("missing.log");
-    let mut child = daemon(&missing, &missing_log);
+    // Guarded: a daemon that wrongly starts is killed when the assertion below fails.
+    let mut child = DaemonProcess(daemon(&missing, &missing_log));
     let status = {
         let start = std::time::Instant::now();
         loop {
-            if let Some(s) = child.try_wait().unwrap() {
+            if let Some(s) = child.0.try_wait().unwrap() {
                 break s;
             }
             assert!(

@@ -47,4 +47,4 @@ pub use error::LabError;
 pub use netns::{ShapedLink, Shaping};
 pub use nginx::{NginxCache, NginxConfig};
 pub use process::Proc;
-pub use program::{debian_package, find, is_root};
+pub use program::{debian_package, find, have_or_skip, is_root, real_parts_required, root_or_skip};

@@ -77,8 +77,9 @@ impl ShapedLink {
         let pid = std::process::id();
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let subnet = free_subnet(pid + n)?;
-        // Interface names are at most 15 bytes: "st" + h|u + hex pid (<= 6) + hex n.
-        let id = format!("{pid:x}{n:x}");
+        // Interface names are at most 15 bytes: "st" + h|u + hex pid padded to 6 (pids fit in
+        // 22 bits, so no two (pid, n) pairs collide) + hex n.
+        let id = format!("{pid:06x}{n:x}");
         let link = Self {
             netns: format!("{prefix}{pid}-{n}"),
             host_if: format!("sth{id}"),

@@ -22,6 +22,8 @@ pub fn debian_package(program: &str) -> &'static str {
         "curl" => "curl",
         "wrk" => "wrk",
         "runc" => "runc",
+        "systemd-analyze" => "systemd",
+        "chromium" => "chromium",
         _ => "the package that provides it",
     }
 }
@@ -62,6 +64,42 @@ pub fn require_root(what: &str) -> Result<(), LabError> {
             what: what.to_owned(),
         })
     }
+}
+
+/// Whether a test that needs real parts must fail rather than skip when they are missing:
+/// `STAMPEDE_REQUIRE_REAL=1` (set by `.ci/run`).
+pub fn real_parts_required() -> bool {
+    std::env::var("STAMPEDE_REQUIRE_REAL").as_deref() == Ok("1")
+}
+
+/// For tests: whether `program` is on `PATH`. When it is not, the test skips (false, with a
+/// message naming the package), or panics when [`real_parts_required`].
+pub fn have_or_skip(program: &str) -> bool {
+    match find(program) {
+        Ok(_) => true,
+        Err(missing) => {
+            assert!(
+                !real_parts_required(),
+                "{program} is required (STAMPEDE_REQUIRE_REAL=1): {missing}"
+            );
+            eprintln!("SKIPPED: {missing}");
+            false
+        }
+    }
+}
+
+/// For tests: whether this process is root; `why` says what needs it. When not, the test
+/// skips, or panics when [`real_parts_required`].
+pub fn root_or_skip(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        !real_parts_required(),
+        "root is required (STAMPEDE_REQUIRE_REAL=1): {why}"
+    );
+    eprintln!("SKIPPED: {why} needs root");
+    false
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -219,6 +220,8 @@ pub struct DockerConfig {
     store: Option<String>,
     search_path: Option<Vec<PathBuf>>,
     helper_timeout: Duration,
+    /// Helper answers by registry host: each helper runs at most once per host.
+    answered: Arc<Mutex<HashMap<String, Option<FoundCredentials>>>>,
 }
 
 /// Credentials found for a registry, and where from (for reports; never the secret).
@@ -263,6 +266,7 @@ impl DockerConfig {
             store: file.creds_store.filter(|s| !s.is_empty()),
             search_path: None,
             helper_timeout: DEFAULT_HELPER_TIMEOUT,
+            answered: Arc::default(),
         })
     }
 
@@ -301,7 +305,8 @@ impl DockerConfig {
 
     /// The credentials for `registry` (a host, optionally with port; `docker.io` for Docker
     /// Hub), running a credential helper if the file says so; `None` when there are none.
-    /// Blocks for as long as the helper runs (at most the helper timeout).
+    /// Blocks for as long as the helper runs (at most the helper timeout); a helper's answer
+    /// for a host is remembered, so asking again (or through a clone) does not run it again.
     ///
     /// # Errors
     /// [`DockerConfigError::Helper`] when a helper is missing, fails, times out or answers
@@ -326,6 +331,14 @@ impl DockerConfig {
         let Some(helper) = helper else {
             return Ok(None);
         };
+        if let Some(known) = self
+            .answered
+            .lock()
+            .expect("helper answers poisoned")
+            .get(&host)
+        {
+            return Ok(known.clone());
+        }
         let program = format!("docker-credential-{helper}");
         let server = if host == crate::reference::DOCKER_HUB {
             "https://index.docker.io/v1/".to_owned()
@@ -345,13 +358,18 @@ impl DockerConfig {
             self.helper_timeout,
         )
         .map_err(err)?;
-        Ok(found.map(|credentials| FoundCredentials {
+        let found = found.map(|credentials| FoundCredentials {
             credentials,
             from: format!(
                 "credential helper {program} (docker config {})",
                 self.path.display()
             ),
-        }))
+        });
+        self.answered
+            .lock()
+            .expect("helper answers poisoned")
+            .insert(host, found.clone());
+        Ok(found)
     }
 }
 
@@ -736,15 +754,20 @@ mod tests {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
         // Answers only what docker would ask for, and only to `get`.
+        let calls = dir.join("calls");
         script(
             "good",
-            r#"[ "$1" = get ] || exit 9
+            &format!(
+                r#"[ "$1" = get ] || exit 9
 server=$(cat)
+echo "$server" >> {}
 case "$server" in
-  reg.example:5000) echo '{"ServerURL":"reg.example:5000","Username":"u","Secret":"s3cret"}' ;;
-  https://index.docker.io/v1/) echo '{"ServerURL":"https://index.docker.io/v1/","Username":"<token>","Secret":"refresh"}' ;;
+  reg.example:5000) echo '{{"ServerURL":"reg.example:5000","Username":"u","Secret":"s3cret"}}' ;;
+  https://index.docker.io/v1/) echo '{{"ServerURL":"https://index.docker.io/v1/","Username":"<token>","Secret":"refresh"}}' ;;
   *) echo "credentials not found in native keychain"; exit 1 ;;
 esac"#,
+                calls.display()
+            ),
         );
         script("broken", "echo 'error: keyring is locked' >&2; exit 3");
         script("hang", "exec sleep 10");
@@ -800,6 +823,28 @@ esac"#,
             }
         );
         assert_eq!(found("other.example"), None);
+        // Each host's helper ran once, however often it was asked (and through a clone).
+        let again = config.clone();
+        assert_eq!(
+            again.credentials_for("reg.example:5000").unwrap(),
+            Some(helper.clone())
+        );
+        assert_eq!(found("other.example"), None);
+        let mut asked: Vec<String> = std::fs::read_to_string(&calls)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [
+                "both.example",
+                "https://index.docker.io/v1/",
+                "other.example",
+                "reg.example:5000"
+            ]
+        );
         assert_eq!(
             config.named_registries(),
             [

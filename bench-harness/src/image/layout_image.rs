@@ -88,24 +88,21 @@ impl LayoutImage {
             .collect()
     }
 
-    /// The platform a node of platform `wanted` pulls: from an index, by the rule
-    /// [`stampede_oci::manifest::select_platform`] applies; a plain manifest is pulled whatever
-    /// its platform, as the harness's puller (and a registry client) does.
+    /// The platform manifest a node of platform `wanted` would use: from an index, by the rule
+    /// [`stampede_oci::manifest::select_platform`] applies; a plain manifest is returned
+    /// whatever its platform (its costs can be read and it can be mirrored), but a node's pull
+    /// refuses it when its config names another platform, as containerd does.
     ///
     /// # Errors
     /// [`ManifestError::PlatformMissing`] naming every platform listed, when none matches or
     /// the matching one is not held in the layout.
     pub fn select(&self, wanted: &Platform) -> Result<&PlatformManifest, ManifestError> {
         let only = (!self.is_index()).then(|| self.platforms.first()).flatten();
-        only.or_else(|| {
-            self.platforms
-                .iter()
-                .find(|p| platform_matches(wanted, &p.platform))
-        })
-        .ok_or_else(|| ManifestError::PlatformMissing {
-            wanted: wanted.to_string(),
-            available: self.listed.iter().map(ToString::to_string).collect(),
-        })
+        only.or_else(|| self.platforms.iter().find(|p| p.platform.runs_on(wanted)))
+            .ok_or_else(|| ManifestError::PlatformMissing {
+                wanted: wanted.to_string(),
+                available: self.listed.iter().map(ToString::to_string).collect(),
+            })
     }
 
     /// Compressed layer bytes of `platform`: what a node downloads besides the small documents.
@@ -132,18 +129,6 @@ impl From<&LayoutImage> for LayoutImage {
     fn from(image: &LayoutImage) -> Self {
         image.clone()
     }
-}
-
-/// Whether a node of platform `node` would pick an image manifest for `image`, as
-/// [`stampede_oci::manifest::select_platform`] decides: os and architecture equal, and the
-/// variant equal when both have one.
-pub fn platform_matches(node: &Platform, image: &Platform) -> bool {
-    node.os == image.os
-        && node.architecture == image.architecture
-        && match (&node.variant, &image.variant) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        }
 }
 
 #[cfg(test)]

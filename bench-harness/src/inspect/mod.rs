@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use stampede_oci::{Compression, Digest, ManifestError, Platform};
 
-use crate::image::layout_image::{platform_matches, Descriptor};
+use crate::image::layout_image::Descriptor;
 use crate::units::Bandwidth;
 
 pub use args::InspectArgs;
@@ -539,9 +539,9 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
     let pull_seconds = pull_bytes as f64 / bandwidth;
 
     let mut warnings = Vec::new();
-    if !platform_matches(&options.platform, &opened.platform) {
+    if !opened.platform.runs_on(&options.platform) {
         warnings.push(format!(
-            "a single {} manifest, not {}: a node pulls it, but a {} node could not run it",
+            "a single {} manifest, not {}: a {} node refuses it (its pulls fail as platform_missing)",
             opened.platform, options.platform, options.platform
         ));
     }

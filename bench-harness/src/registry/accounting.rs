@@ -229,6 +229,13 @@ impl Accounting {
         snapshot
     }
 
+    /// Body bytes sent and requests answered so far: what a quiet-wait polls, without copying
+    /// the per-digest maps and the time series that [`Accounting::snapshot`] copies.
+    pub fn progress(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.snapshot.bytes_out, state.snapshot.requests.total)
+    }
+
     /// A request of `kind` arrived on `listener` at `at` and will be served.
     pub fn request(&self, listener: ListenerId, kind: RequestKind, at: Instant) {
         let mut state = self.lock();

@@ -42,7 +42,7 @@ pub fn find_or_skip(test: &str) -> Option<PathBuf> {
                 .find(|p| p.is_file())
         });
     if found.is_none() {
-        if std::env::var("STAMPEDE_REQUIRE_REAL").is_ok_and(|v| v == "1") {
+        if stampede_lab::real_parts_required() {
             panic!(
                 "{test}: chromium not found (apt-get install chromium) and STAMPEDE_REQUIRE_REAL=1"
             );

@@ -8,7 +8,7 @@
 //! `.ci/run`), in which case they fail: CI must never pass by skipping.
 
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,28 +25,12 @@ pub const TOKEN_SERVICE: &str = "stampede-test-registry";
 /// The token issuer the registry trusts.
 const TOKEN_ISSUER: &str = "stampede-test-token-server";
 
-/// Whether `program` is on PATH; panics when it is not and real parts are required. The
-/// message names the Debian package (`stampede_lab`).
-pub fn have(program: &str) -> bool {
-    match stampede_lab::find(program) {
-        Ok(_) => true,
-        Err(missing) => {
-            assert!(
-                std::env::var("STAMPEDE_REQUIRE_REAL").as_deref() != Ok("1"),
-                "{program} is required (STAMPEDE_REQUIRE_REAL=1): {missing}"
-            );
-            eprintln!("SKIPPED: {missing}");
-            false
-        }
-    }
-}
+pub use stampede_lab::have_or_skip as have;
 
 /// A free loopback port (bound then released; the tiny race is acceptable in tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    stampede_lab::probe::free_loopback_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
         .port()
 }
 

@@ -299,8 +299,7 @@ fn a_missing_peer_names_its_package_and_the_other_targets_still_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shaped_upstream_carries_every_byte_over_its_tbf_link() {
-    if !stampede_lab::is_root() {
-        eprintln!("SKIPPED: the shaped link needs root (network namespaces, tc)");
+    if !stampede_lab::root_or_skip("the shaped link (network namespaces, tc)") {
         return;
     }
     if !(have("ip") && have("tc")) {
@@ -393,8 +392,7 @@ async fn skopeo_pulls_for_the_nodes_and_the_registry_counts_its_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctr_pulls_with_a_containerd_per_node() {
-    if !stampede_lab::is_root() {
-        eprintln!("SKIPPED: containerd's snapshotter needs root");
+    if !stampede_lab::root_or_skip("containerd's snapshotter") {
         return;
     }
     if !(have("containerd") && have("ctr")) {
@@ -439,8 +437,7 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 
 #[test]
 fn interrupting_a_run_stops_its_peers_and_deletes_its_namespace() {
-    if !stampede_lab::is_root() {
-        eprintln!("SKIPPED: the shaped link needs root (network namespaces, tc)");
+    if !stampede_lab::root_or_skip("the shaped link (network namespaces, tc)") {
         return;
     }
     if !(have("nginx") && have("ip") && have("tc")) {

@@ -5,6 +5,9 @@
 use std::time::Duration;
 
 use bench_harness::recorder::FailureKind;
+use stampede_oci::Compression;
+
+use crate::common::layout::{Entry, LayoutBuilder};
 use bench_harness::run::{run, RunOptions};
 use bench_harness::scenario::Scenario;
 
@@ -41,7 +44,17 @@ probe_period = "20ms"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_platform_image_for_another_platform_fails_every_pull() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = Scenario::parse(SCENARIO, "platforms.toml", &[]).unwrap();
+    // The same through an OCI layout holding one linux/arm64 manifest (no index).
+    let layout = dir.path().join("arm-layout");
+    let mut b = LayoutBuilder::new(&layout);
+    let base = b.layer(&[Entry::File("bin/tool", 1_000)], Compression::Gzip);
+    let arm = b.image("linux/arm64", &[base]);
+    b.tag("v1", &arm);
+    let text = format!(
+        "{SCENARIO}\n[[variants]]\nname = \"arm-layout\"\n[variants.layout]\npath = \"{}\"\ntag = \"v1\"\n",
+        layout.display()
+    );
+    let scenario = Scenario::parse(&text, "platforms.toml", &[]).unwrap();
     let options = RunOptions {
         results_root: dir.path().join("results"),
         out_dir: Some(dir.path().join("out")),
@@ -72,6 +85,34 @@ async fn a_single_platform_image_for_another_platform_fails_every_pull() {
         r.warnings.iter().any(|w| w.contains(
             "the image is a single-platform manifest for linux/arm64; the nodes are linux/amd64"
         )),
+        "{:#?}",
+        r.warnings
+    );
+    // Said up front too, and consistently: the prepared image is one nodes refuse.
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.starts_with("variant arm-only: ")
+                && w.contains("linux/arm64")
+                && w.ends_with("every pull will fail as platform_missing")),
+        "{:#?}",
+        r.warnings
+    );
+    let layout_series = r.series("arm-layout", "direct").unwrap();
+    assert_eq!(
+        layout_series
+            .data
+            .failures()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(FailureKind::PlatformMissing, 4)]
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.starts_with("variant arm-layout: ")
+                && w.contains("a single-platform manifest for linux/arm64, not linux/amd64")
+                && w.ends_with("every pull will fail as platform_missing")),
         "{:#?}",
         r.warnings
     );

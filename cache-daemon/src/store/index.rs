@@ -30,6 +30,15 @@ pub struct Entry {
     pub tags: BTreeSet<String>,
 }
 
+/// What a lookup that serves a blob needs from its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// Size on disk, in bytes.
+    pub size_bytes: u64,
+    /// Media type for manifests; `None` for plain blobs.
+    pub media_type: Option<String>,
+}
+
 impl Entry {
     /// A blob committed at `now`.
     pub fn new(size_bytes: u64, media_type: Option<String>, now: SystemTime) -> Self {
@@ -91,8 +100,9 @@ impl Index {
     }
 
     /// Looks a blob up, marks it most recently used at `now`, and notes the repository it was
-    /// asked for under (if any).
-    pub fn touch(&mut self, digest: &Digest, now: SystemTime, repo: Option<&str>) -> Option<Entry> {
+    /// asked for under (if any). Returns only what serving needs: this runs on every hit,
+    /// under the index lock, and an entry's repository and tag sets can be large.
+    pub fn touch(&mut self, digest: &Digest, now: SystemTime, repo: Option<&str>) -> Option<Hit> {
         let e = self.entries.get_mut(digest)?;
         e.last_access = now;
         if let Some(r) = repo {
@@ -101,13 +111,17 @@ impl Index {
             }
         }
         self.dirty = true;
-        Some(e.clone())
+        Some(Hit {
+            size_bytes: e.size_bytes,
+            media_type: e.media_type.clone(),
+        })
     }
 
     /// Notes that `tag` resolved to `digest`.
     pub fn note_tag(&mut self, digest: &Digest, tag: &str) {
         if let Some(e) = self.entries.peek_mut(digest) {
-            if e.tags.insert(tag.to_owned()) {
+            if !e.tags.contains(tag) {
+                e.tags.insert(tag.to_owned());
                 self.dirty = true;
             }
         }
@@ -238,7 +252,13 @@ mod tests {
         assert_eq!(i.remove(&b), Some(e(5)));
         assert_eq!(i.remove(&b), None);
         assert_eq!((i.total_bytes(), i.len()), (7, 1));
-        assert_eq!(i.touch(&a, t(0), None), Some(e(7)));
+        assert_eq!(
+            i.touch(&a, t(0), None),
+            Some(Hit {
+                size_bytes: 7,
+                media_type: e(7).media_type
+            })
+        );
         assert!(i.peek(&b).is_none());
     }
 

@@ -255,8 +255,8 @@ impl BlobStore {
         self.index.lock().expect("store index mutex poisoned")
     }
 
-    /// The index entry of a committed blob, marking it used now under `repo` (if given).
-    pub fn lookup(&self, digest: &Digest, repo: Option<&str>) -> Option<Entry> {
+    /// Size and media type of a committed blob, marking it used now under `repo` (if given).
+    pub fn lookup(&self, digest: &Digest, repo: Option<&str>) -> Option<index::Hit> {
         self.index().touch(digest, SystemTime::now(), repo)
     }
 
@@ -551,14 +551,18 @@ impl BlobStore {
         Ok(removed)
     }
 
+    /// Read, change, save, publish, all under the pins lock: two pins made at once (declared
+    /// pins start in parallel, admin requests overlap) both land, and one temp file is written
+    /// at a time. Readers of `pins()` wait only while the small file is written.
     fn update_pins(&self, change: impl FnOnce(&mut Vec<Pin>) -> bool) -> io::Result<bool> {
-        let mut next = self.pins();
+        let mut pins = self.pins.lock().expect("pins mutex poisoned");
+        let mut next = pins.clone();
         if !change(&mut next) {
             return Ok(false);
         }
         state::save_pins(&self.layout.pins_path(), &next)?;
         self.index().set_pinned(pinned_set(&next));
-        *self.pins.lock().expect("pins mutex poisoned") = next;
+        *pins = next;
         Ok(true)
     }
 

@@ -10,7 +10,6 @@
 //! `.ci/run`), in which case they fail: CI must never pass by skipping.
 
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,43 +17,12 @@ use std::time::{Duration, Instant};
 use flate2::write::GzEncoder;
 use stampede_oci::Digest;
 
-/// Whether `program` is on PATH; panics when it is not and real parts are required.
-pub fn have(program: &str) -> bool {
-    if program == "systemd-analyze" {
-        return have_systemd_analyze();
-    }
-    match stampede_lab::find(program) {
-        Ok(_) => true,
-        Err(missing) => {
-            assert!(
-                std::env::var("STAMPEDE_REQUIRE_REAL").as_deref() != Ok("1"),
-                "{program} is required (STAMPEDE_REQUIRE_REAL=1): {missing}"
-            );
-            eprintln!("SKIPPED: {missing}");
-            false
-        }
-    }
-}
-
-/// `systemd-analyze` ships with the `systemd` package, which the lab does not know.
-fn have_systemd_analyze() -> bool {
-    let found = stampede_lab::find("systemd-analyze").is_ok();
-    if !found {
-        assert!(
-            std::env::var("STAMPEDE_REQUIRE_REAL").as_deref() != Ok("1"),
-            "systemd-analyze is required (STAMPEDE_REQUIRE_REAL=1) but not installed: apt-get install systemd"
-        );
-        eprintln!("SKIPPED: systemd-analyze not installed (apt-get install systemd)");
-    }
-    found
-}
+pub use stampede_lab::have_or_skip as have;
 
 /// A free loopback port (bound then released; the tiny race is acceptable in tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    stampede_lab::probe::free_loopback_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
         .port()
 }
 

@@ -148,7 +148,6 @@ impl FakeUpstream {
             .1 = behavior;
     }
 
-    /// Adds a manifest under `repo` by tag (if given) and by digest; returns its digest.
     /// Size in bytes of a manifest added with [`FakeUpstream::manifest`].
     pub fn manifest_len(&self, repo: &str, digest: &Digest) -> usize {
         self.state.lock().unwrap().manifests[&(repo.to_owned(), digest.to_string())]
@@ -156,6 +155,7 @@ impl FakeUpstream {
             .len()
     }
 
+    /// Adds a manifest under `repo` by tag (if given) and by digest; returns its digest.
     pub fn manifest(
         &self,
         repo: &str,
