@@ -798,6 +798,36 @@ mod tests {
     }
 
     #[test]
+    fn pins_made_at_once_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(dir.path());
+        let s = std::sync::Arc::new(s);
+        let threads: Vec<_> = (0..8u8)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let d = Digest::of(&[i]);
+                    s.pin(Pin {
+                        target: d.to_string(),
+                        platform: None,
+                        digests: [d].into(),
+                        pinned_at: u64::from(i),
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(s.pins().len(), 8);
+        assert_eq!(
+            state::load_pins(&s.layout().pins_path()).unwrap().len(),
+            8,
+            "the file holds every pin too"
+        );
+    }
+
+    #[test]
     fn verify_quarantines_corrupt_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = store(dir.path());
