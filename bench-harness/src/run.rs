@@ -511,7 +511,9 @@ impl Burst<'_> {
             tracing::debug!(log = %kept.display(), "kept a peer log");
         }
         deployment.down().await;
-        drop(nodes);
+        // Nodes with a real containerd stop it on drop (scanning /proc, waiting for exit):
+        // blocking work, kept off the runtime's threads.
+        tokio::task::spawn_blocking(move || drop(nodes)).await.ok();
 
         let mut recorder = Recorder::new(RunKey {
             variant: self.variant.name.clone(),

@@ -262,19 +262,31 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Evicts when woken (a commit went over the high watermark) or periodically, and saves recency
 /// periodically, until stopped.
 async fn housekeep(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    // An interval, not a fresh sleep per loop: eviction wake-ups must not push the state save
+    // back indefinitely.
+    let mut save = tokio::time::interval(HOUSEKEEPING_EVERY);
+    save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    save.tick().await;
+    // Usage when an eviction last freed nothing (everything left pinned or too young): the
+    // LRU scan is not repeated, under the index lock, until usage grows past it.
+    let mut fruitless_at: Option<u64> = None;
     loop {
         tokio::select! {
             () = stopped(&mut stop) => return,
             () = app.evict.notified() => {}
-            () = tokio::time::sleep(HOUSEKEEPING_EVERY) => {
+            _ = save.tick() => {
                 let store = app.store.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.save_state()).await {
                     tracing::warn!(error = %e, "could not save store state");
                 }
+                // Blobs age past min_age and pins are removed: look again at every save.
+                fruitless_at = None;
             }
         }
-        if app.store.over_budget() {
+        let used = app.store.used_bytes();
+        if app.store.over_budget() && fruitless_at.is_none_or(|at| used > at) {
             let report = crate::admin::gc(&app, None, false).await;
+            fruitless_at = report.victims.is_empty().then_some(used);
             tracing::info!(
                 blobs = report.victims.len(),
                 bytes = report.bytes,

@@ -105,8 +105,17 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            // Read the whole request first: closing with unread bytes sends a reset, which can
+            // reach the client before the answer does.
+            let mut req = Vec::new();
             let mut buf = [0u8; 256];
-            let _ = s.read(&mut buf).unwrap();
+            while !req.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
             s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
                 .unwrap();
         });

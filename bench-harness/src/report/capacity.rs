@@ -208,18 +208,7 @@ impl ReadyTimes {
     /// that never got there counts as longer than any other. `None` when the median is such a
     /// repetition or there is none.
     pub fn median(&self) -> Option<Duration> {
-        let mut v: Vec<Option<Duration>> = self.per_repetition.clone();
-        v.sort_by_key(|d| d.unwrap_or(Duration::MAX));
-        let n = v.len();
-        if n == 0 {
-            return None;
-        }
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            let (a, b) = (v[n / 2 - 1]?, v[n / 2]?);
-            Some((a + b) / 2)
-        }
+        super::side_by_side::median(self.per_repetition.clone())
     }
 
     /// The slowest repetition; `None` when any repetition never got there.

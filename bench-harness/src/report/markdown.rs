@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use super::capacity::Capacity;
 use super::section;
 use super::side_by_side::SideBySide;
+use super::table::Align;
 use super::HTML_FILE_NAME;
 use crate::result::RunResult;
 
@@ -141,59 +142,15 @@ fn capacity(out: &mut String, c: &Capacity) {
 }
 
 /// One line per (variant, target): pods ready, end-to-end p50 and p95, pull p95, failures;
-/// columns aligned for a terminal.
+/// the report's summary table with columns aligned for a terminal.
 pub fn summary_table(r: &RunResult) -> String {
-    let mut rows = vec![[
-        "variant".to_owned(),
-        "target".to_owned(),
-        "ready".to_owned(),
-        "e2e p50".to_owned(),
-        "e2e p95".to_owned(),
-        "pull p95".to_owned(),
-        "failures".to_owned(),
-    ]];
-    for s in &r.series {
-        let e2e = crate::recorder::Summary::of(&s.data.merged(crate::recorder::Phase::EndToEnd));
-        let pull = crate::recorder::Summary::of(&s.data.merged(crate::recorder::Phase::Pull));
-        rows.push([
-            s.variant.clone(),
-            s.target.clone(),
-            section::ready_fraction(s),
-            super::human::us_if(e2e.count, e2e.p50_us),
-            super::human::us_if(e2e.count, e2e.p95_us),
-            super::human::us_if(pull.count, pull.p95_us),
-            s.data.failed_pods().to_string(),
-        ]);
-    }
-    aligned(&rows, 2)
+    section::summary(r).plain()
 }
 
 /// Rows as space-aligned columns: the first `left` columns left-aligned, the rest right.
 pub(crate) fn aligned<const N: usize>(rows: &[[String; N]], left: usize) -> String {
-    let mut widths = [0; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = w - cell.chars().count();
-            if i < left {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
-            } else {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    let aligns: Vec<Align> = (0..N)
+        .map(|i| if i < left { Align::Left } else { Align::Right })
+        .collect();
+    super::table::aligned_text(rows, &aligns)
 }

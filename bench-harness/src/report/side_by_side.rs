@@ -121,6 +121,12 @@ impl SideBySide {
 impl TargetRow {
     fn of(r: &RunResult, s: &SeriesResult) -> Self {
         let numbers = s.data.wave_numbers();
+        let all_ready = median(
+            s.data
+                .repetitions()
+                .map(|(_, rep)| rep.timeline(s.pods_per_repetition).time_to(1.0))
+                .collect(),
+        );
         let waves = if numbers.is_empty() {
             // A result written before waves were recorded: the whole repetition is one wave.
             vec![WaveRow {
@@ -130,22 +136,11 @@ impl TargetRow {
                 ttfb: Summary::of(&s.data.merged(Phase::Ttfb)),
                 // Not recorded before waves were.
                 first_byte_lag: None,
-                all_ready: median(
-                    s.data
-                        .repetitions()
-                        .map(|(_, rep)| rep.timeline(s.pods_per_repetition).time_to(1.0))
-                        .collect(),
-                ),
+                all_ready,
             }]
         } else {
             numbers.iter().map(|w| WaveRow::of(s, *w)).collect()
         };
-        let all_ready = median(
-            s.data
-                .repetitions()
-                .map(|(_, rep)| rep.timeline(s.pods_per_repetition).time_to(1.0))
-                .collect(),
-        );
         Self {
             target: s.target.clone(),
             waves,

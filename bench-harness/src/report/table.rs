@@ -95,6 +95,21 @@ impl Table {
         self.rows.is_empty()
     }
 
+    /// Plain text for a terminal: the header and the rows as space-aligned columns, each
+    /// aligned as its column says.
+    pub fn plain(&self) -> String {
+        let header: Vec<String> = self.columns.iter().map(|(n, _)| n.clone()).collect();
+        let rows: Vec<Vec<String>> = std::iter::once(header)
+            .chain(
+                self.rows
+                    .iter()
+                    .map(|r| r.iter().map(|c| c.text.clone()).collect()),
+            )
+            .collect();
+        let aligns: Vec<Align> = self.columns.iter().map(|(_, a)| *a).collect();
+        aligned_text(&rows, &aligns)
+    }
+
     /// A Markdown pipe table, ending with a blank line.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
@@ -160,6 +175,40 @@ fn align_attr(align: Align) -> &'static str {
         Align::Left => "",
         Align::Right => " class=\"num\"",
     }
+}
+
+/// Rows as space-aligned columns, two spaces apart, each aligned as `aligns` says (right when
+/// not said); trailing spaces trimmed.
+pub(crate) fn aligned_text<R: AsRef<[String]>>(rows: &[R], aligns: &[Align]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            if widths.len() <= i {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.as_ref().iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(w - cell.chars().count());
+            if aligns.get(i) == Some(&Align::Left) {
+                line.push_str(cell);
+                line.push_str(&pad);
+            } else {
+                line.push_str(&pad);
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -298,6 +298,11 @@ impl BlobStore {
         self.budget.as_ref()
     }
 
+    /// Bytes of committed blobs.
+    pub fn used_bytes(&self) -> u64 {
+        self.index().total_bytes()
+    }
+
     /// Whether usage is above the high watermark.
     pub fn over_budget(&self) -> bool {
         self.budget
