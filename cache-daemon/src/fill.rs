@@ -22,7 +22,7 @@ use stampede_oci::{Endpoint, RepoName, Verifier};
 
 use crate::error::Error;
 use crate::flight::{FillFailure, FillGuard, ProgressWriter, Started};
-use crate::metrics::{FillResult, Kind, Metrics};
+use crate::metrics::{FillResult, Metrics};
 use crate::store::{BlobMeta, BlobStore, TempBlob};
 use crate::upstream::{retry_after, Upstreams};
 
@@ -109,7 +109,6 @@ async fn fetch(
             });
         }
         Err(e) => {
-            ctx.metrics.upstream_request(Kind::Blob, None);
             tracing::warn!(%digest, error = %stampede_oci::error_chain(&e), "upstream blob request failed");
             return Err(match e {
                 Error::UpstreamTimeout { .. } => FillFailure::Timeout,
@@ -121,8 +120,6 @@ async fn fetch(
             });
         }
     };
-    ctx.metrics
-        .upstream_request(Kind::Blob, Some(resp.status()));
     if resp.status() != StatusCode::OK {
         return Err(FillFailure::Status {
             status: resp.status().as_u16(),

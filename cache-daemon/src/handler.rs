@@ -229,15 +229,8 @@ impl App {
         let resp = self
             .upstreams
             .blob(endpoint, repo, digest, Method::HEAD)
-            .await
-            .inspect_err(|e| {
-                if !matches!(e, Error::UpstreamThrottled { .. }) {
-                    self.metrics.upstream_request(Kind::Blob, None);
-                }
-            })?
+            .await?
             .response;
-        self.metrics
-            .upstream_request(Kind::Blob, Some(resp.status()));
         if resp.status() != StatusCode::OK {
             return Err(crate::upstream::status_error(
                 endpoint,

@@ -24,7 +24,7 @@ use stampede_oci::manifest::{
 use stampede_oci::{Digest, Endpoint, Manifest, Reference, RepoName};
 
 use crate::error::{Error, ErrorReply, Fault};
-use crate::metrics::{Kind, Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome};
 use crate::store::{page_cache, BlobMeta, BlobStore};
 use crate::upstream::{retry_after, status_error, Upstreams};
 
@@ -272,17 +272,8 @@ impl Manifests {
             .manifest(endpoint, repo, reference, Method::GET)
             .await;
         // The slot is held until the (small) body is read.
-        let (resp, _slot) = match resp {
-            Ok(a) => (a.response, a.slot),
-            Err(e) => {
-                if !matches!(e, Error::UpstreamThrottled { .. }) {
-                    self.metrics.upstream_request(Kind::Manifest, None);
-                }
-                return Err(e);
-            }
-        };
-        self.metrics
-            .upstream_request(Kind::Manifest, Some(resp.status()));
+        let answer = resp?;
+        let (resp, _slot) = (answer.response, answer.slot);
         if resp.status() != StatusCode::OK {
             return Err(status_error(
                 endpoint,

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::UpstreamConfig;
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::metrics::{Kind, Metrics};
 
 /// `Retry-After` assumed when a 429 carries none.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -143,7 +143,7 @@ impl Upstreams {
     ) -> Result<Answer, Error> {
         let req =
             RegistryRequest::pull(method, repo.as_str(), format!("/v2/{repo}/blobs/{digest}"));
-        self.send(endpoint, &req).await
+        self.send(endpoint, &req, Kind::Blob).await
     }
 
     /// `GET` or `HEAD` of a manifest, accepting every manifest and index type.
@@ -163,10 +163,18 @@ impl Upstreams {
             format!("/v2/{repo}/manifests/{reference}"),
         )
         .header(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
-        self.send(endpoint, &req).await
+        self.send(endpoint, &req, Kind::Manifest).await
     }
 
-    async fn send(&self, endpoint: &Endpoint, req: &RegistryRequest) -> Result<Answer, Error> {
+    /// Sends `req` within the upstream's concurrency limit and Retry-After window, and counts
+    /// it in `upstream_requests_total` (by status, or none when no answer came); a request held
+    /// back by a Retry-After window was never sent and is not counted.
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        req: &RegistryRequest,
+        kind: Kind,
+    ) -> Result<Answer, Error> {
         let key = endpoint.base_url();
         self.held_back(&key)?;
         let semaphore = self
@@ -187,11 +195,14 @@ impl Upstreams {
         };
         // A 429 may have arrived while we queued.
         self.held_back(&key)?;
-        let response = self
-            .client
-            .send(endpoint, req)
-            .await
-            .map_err(|e| client_error(endpoint, e))?;
+        let response = match self.client.send(endpoint, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.upstream_request(kind, None);
+                return Err(client_error(endpoint, e));
+            }
+        };
+        self.metrics.upstream_request(kind, Some(response.status()));
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             self.metrics.upstream_throttled();
             let wait = retry_after(&response).unwrap_or(DEFAULT_RETRY_AFTER);

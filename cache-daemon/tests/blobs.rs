@@ -56,6 +56,11 @@ async fn concurrent_misses_fetch_upstream_once() {
         metrics.contains(r#"cache_daemon_requests_total{kind="blob",result="coalesced"} 31"#),
         "{metrics}"
     );
+    // Counted where requests are sent: one upstream GET, answered 2xx.
+    assert!(
+        metrics.contains(r#"cache_daemon_upstream_requests_total{kind="blob",status="2xx"} 1"#),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"cache_daemon_requests_total{kind="blob",result="hit"} 1"#),
         "{metrics}"
