@@ -63,15 +63,7 @@ pub fn from_file(file: Arc<File>, start: u64, end: u64, metrics: Arc<Metrics>) -
             let len = usize::try_from(end - pos)
                 .unwrap_or(usize::MAX)
                 .min(CHUNK_BYTES);
-            let read = match page_cache::read(&file, pos, len) {
-                Some(bytes) => Ok(bytes),
-                None => {
-                    let reader = file.clone();
-                    tokio::task::spawn_blocking(move || read_at(&reader, pos, len))
-                        .await
-                        .unwrap_or_else(|e| Err(io::Error::other(e)))
-                }
-            };
+            let read = page_cache::read_at(&file, pos, len, false).await;
             match read {
                 Ok(bytes) => {
                     let next = pos + bytes.len() as u64;

@@ -190,17 +190,9 @@ impl Manifests {
         let size = open.size_bytes;
         let file = open.file.clone();
         let len = usize::try_from(size).unwrap_or(0);
-        let bytes = match page_cache::read(&file, 0, len).filter(|b| b.len() == len) {
-            Some(bytes) => bytes,
-            None => tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; len];
-                file.read_exact_at(&mut buf, 0).map(|()| Bytes::from(buf))
-            })
+        let bytes = page_cache::read_at(&file, 0, len, true)
             .await
-            .map_err(|e| Error::internal("read manifest", std::io::Error::other(e)).reply())?
-            .map_err(|e| Error::internal("read manifest", e).reply())?,
-        };
+            .map_err(|e| Error::internal("read manifest", e).reply())?;
         Ok(Some(ManifestAnswer {
             digest: digest.clone(),
             media_type: open.media_type.unwrap_or_else(|| guess_media_type(&bytes)),

@@ -10,12 +10,15 @@
 //! errors with their context.
 
 use std::fs::File;
-use std::io::IoSliceMut;
+use std::io::{self, IoSliceMut};
+use std::os::unix::fs::FileExt as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
-use rustix::io::ReadWriteFlags;
+use rustix::io::{Errno, ReadWriteFlags};
 
 /// Opens `path` read-only if every step of its resolution is in the dentry cache.
 pub fn open(path: &Path) -> Option<File> {
@@ -30,23 +33,54 @@ pub fn open(path: &Path) -> Option<File> {
     .map(File::from)
 }
 
-/// Reads up to `len` bytes at `offset` from the page cache only. `None` when not even the first
-/// byte is cached (or at end of file); otherwise the bytes that were cached, possibly fewer
-/// than `len`.
-pub fn read(file: &File, offset: u64, len: usize) -> Option<Bytes> {
-    let mut buf = BytesMut::zeroed(len);
-    let n = rustix::io::preadv2(
+/// Set once `RWF_NOWAIT` reads fail as unsupported here (kernel or filesystem): every later
+/// read then goes straight to the blocking pool instead of paying a failed syscall first.
+static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Reads up to `len` bytes at `offset` from the page cache only, into `buf` (`len` bytes
+/// long). The count read: 0 when not even the first byte is cached, at end of file, or when
+/// the fast path is unavailable.
+fn read_cached(file: &File, offset: u64, buf: &mut [u8]) -> usize {
+    if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+        return 0;
+    }
+    match rustix::io::preadv2(
         file,
-        &mut [IoSliceMut::new(&mut buf)],
+        &mut [IoSliceMut::new(buf)],
         offset,
         ReadWriteFlags::NOWAIT,
-    )
-    .ok()?;
-    if n == 0 {
-        return None;
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            if e == Errno::OPNOTSUPP || e == Errno::INVAL {
+                NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+            }
+            0
+        }
     }
-    buf.truncate(n);
-    Some(buf.freeze())
+}
+
+/// Reads `len` bytes at `offset` of `file` (which holds them) without a runtime thread ever
+/// waiting on the disk: inline when the page cache has them, else on the blocking pool, reusing
+/// the same buffer. With `whole = false` a cached prefix is returned as it is (a streaming
+/// caller asks for the rest next); with `whole = true` only all `len` bytes count as cached.
+///
+/// # Errors
+/// The blocking read fails (including a file shorter than `offset + len`).
+pub async fn read_at(file: &Arc<File>, offset: u64, len: usize, whole: bool) -> io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(len);
+    let n = read_cached(file, offset, &mut buf);
+    if n > 0 && (!whole || n == len) {
+        buf.truncate(n);
+        return Ok(buf.freeze());
+    }
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || {
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf.freeze())
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 #[cfg(test)]
@@ -54,8 +88,8 @@ mod tests {
     use super::*;
     use std::io::Write as _;
 
-    #[test]
-    fn reads_what_was_just_written_and_opens_a_cached_path() {
+    #[tokio::test]
+    async fn reads_what_was_just_written_and_opens_a_cached_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
         std::fs::File::create(&path)
@@ -63,12 +97,19 @@ mod tests {
             .write_all(b"hello world")
             .unwrap();
         // Just created: its dentry is cached. (Kernels without RESOLVE_CACHED say None.)
-        let file = open(&path).unwrap_or_else(|| File::open(&path).unwrap());
-        // Just written: in the page cache. (Filesystems without RWF_NOWAIT say None.)
-        if let Some(bytes) = read(&file, 6, 100) {
-            assert_eq!(&bytes[..], b"world");
-        }
-        assert!(read(&file, 11, 4).is_none(), "end of file is not data");
+        let file = Arc::new(open(&path).unwrap_or_else(|| File::open(&path).unwrap()));
+        // Just written: in the page cache, or read on the blocking pool; the same bytes.
+        let mut buf = [0u8; 5];
+        let n = read_cached(&file, 6, &mut buf);
+        assert!(n == 0 || &buf[..n] == b"world");
+        assert_eq!(&read_at(&file, 6, 5, true).await.unwrap()[..], b"world");
+        assert_eq!(&read_at(&file, 0, 5, false).await.unwrap()[..], b"hello");
+        assert_eq!(
+            read_cached(&file, 11, &mut buf),
+            0,
+            "end of file is not data"
+        );
+        assert!(read_at(&file, 8, 10, true).await.is_err(), "past the end");
         assert!(open(&dir.path().join("missing")).is_none());
     }
 }
