@@ -224,11 +224,15 @@ impl AccessLog {
 
     /// Every access-log entry written at or after byte `offset` (an unreadable log has none).
     pub fn since(&self, offset: u64) -> Vec<AccessEntry> {
-        let text = std::fs::read(&self.path).unwrap_or_default();
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(text.len());
-        String::from_utf8_lossy(&text[start..])
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        // Only the part written since: earlier bursts' lines are not read again.
+        let mut text = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.path) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = f.read_to_end(&mut text);
+            }
+        }
+        String::from_utf8_lossy(&text)
             .lines()
             .filter_map(AccessEntry::parse)
             .collect()
