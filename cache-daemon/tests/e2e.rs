@@ -7,19 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::real::{
-    free_port, have, run, verify_dir_pull, wait_http, write_layout, Registry,
+    free_port, have, run, verify_dir_pull, write_layout, DaemonBinary, Registry,
 };
 
 const PULLERS: usize = 4;
-
-struct DaemonProcess(std::process::Child);
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 #[test]
 fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
@@ -51,20 +42,12 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
 
     let port = free_port();
     let store = work.path().join("store");
-    let mut daemon = DaemonProcess(
-        Command::new(env!("CARGO_BIN_EXE_cache-daemon"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--root")
-            .arg(&store)
-            .args(["--upstream", &registry.url()])
-            .stderr(std::fs::File::create(work.path().join("daemon.log")).unwrap())
-            .spawn()
-            .expect("start cache-daemon"),
-    );
-    wait_http(
-        &format!("http://127.0.0.1:{port}/healthz"),
-        Duration::from_secs(10),
-    );
+    let mut cmd = DaemonBinary::command();
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--root")
+        .arg(&store)
+        .args(["--upstream", &registry.url()]);
+    let daemon = DaemonBinary::start_with(cmd, port, &work.path().join("daemon.log"));
     let before = registry.count("GET", "/blobs/");
 
     let pull = |repo: &str, n: usize| -> Vec<std::process::Child> {
@@ -127,8 +110,7 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
     assert_eq!(registry.count("GET", "/blobs/") - before, 4);
 
     // SIGTERM: graceful exit with status 0.
-    run(Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]));
-    let status = daemon.0.wait().unwrap();
+    let status = daemon.terminate();
     assert!(status.success(), "cache-daemon exited with {status}");
 }
 
@@ -201,24 +183,18 @@ fn credentials_from_a_docker_credential_helper_reach_a_private_upstream() {
 
     let port = free_port();
     let log = work.path().join("daemon.log");
-    let daemon = |config: &std::path::Path, log: &std::path::Path| {
-        Command::new(env!("CARGO_BIN_EXE_cache-daemon"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+    let daemon = |config: &std::path::Path| {
+        let mut cmd = DaemonBinary::command();
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--root")
             .arg(work.path().join("store"))
             .args(["--upstream", &format!("http://{addr}")])
             .arg("--docker-config")
             .arg(config)
-            .env("PATH", &path)
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("start cache-daemon")
+            .env("PATH", &path);
+        cmd
     };
-    let mut running = DaemonProcess(daemon(&docker_config, &log));
-    wait_http(
-        &format!("http://127.0.0.1:{port}/healthz"),
-        Duration::from_secs(10),
-    );
+    let running = DaemonBinary::start_with(daemon(&docker_config), port, &log);
     assert_eq!(
         std::fs::read_to_string(&ran).unwrap().trim(),
         addr.to_string()
@@ -253,8 +229,7 @@ fn credentials_from_a_docker_credential_helper_reach_a_private_upstream() {
         .count();
     assert_eq!(served, 1 + image.layers.len(), "{access}");
     assert!(access.contains("msg=\"authorized request\""), "{access}");
-    run(Command::new("kill").args(["-TERM", &running.0.id().to_string()]));
-    running.0.wait().unwrap();
+    running.terminate();
     assert!(!std::fs::read_to_string(&log).unwrap().contains(PASSWORD));
 
     // A helper that is not installed: the daemon does not start, and says which.
@@ -265,21 +240,11 @@ fn credentials_from_a_docker_credential_helper_reach_a_private_upstream() {
     )
     .unwrap();
     let missing_log = work.path().join("missing.log");
-    // Guarded: a daemon that wrongly starts is killed when the assertion below fails.
-    let mut child = DaemonProcess(daemon(&missing, &missing_log));
-    let status = {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(s) = child.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "cache-daemon started with a missing credential helper"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    // A daemon that wrongly starts is killed on drop when the assertion fails.
+    let mut refused = DaemonBinary::spawn(daemon(&missing), port, &missing_log);
+    let status = refused
+        .exited_within(Duration::from_secs(10))
+        .expect("cache-daemon started with a missing credential helper");
     assert!(!status.success());
     let text = std::fs::read_to_string(&missing_log).unwrap();
     assert!(

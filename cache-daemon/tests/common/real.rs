@@ -26,15 +26,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until `url` answers (any HTTP status), or panics after `limit`.
+/// Waits until `url` (`http://127.0.0.1:<port>/<path>`) answers (any HTTP status), or panics
+/// after `limit`. Each attempt is `stampede_lab::probe::status`.
 pub fn wait_http(url: &str, limit: Duration) {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: std::net::SocketAddr = authority.parse().expect("an ip:port authority");
+    let path = if path.is_empty() { "/" } else { path };
     let start = Instant::now();
     while start.elapsed() < limit {
-        let ok = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "--max-time", "1", url])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
+        if stampede_lab::probe::status(addr, path).is_some() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -299,22 +300,52 @@ pub struct DaemonBinary {
 }
 
 impl DaemonBinary {
-    /// Starts `cache-daemon --config <config>` and waits for `/healthz` on `port`.
-    pub fn start(config: &Path, port: u16, log: &Path) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_cache-daemon"))
-            .arg("--config")
-            .arg(config)
+    /// The `cache-daemon` binary, as a command to add arguments (and environment) to.
+    pub fn command() -> Command {
+        Command::new(env!("CARGO_BIN_EXE_cache-daemon"))
+    }
+
+    /// Starts `cmd` (from [`DaemonBinary::command`]) with its stderr in `log`, without waiting
+    /// for it to serve: a test of a refused start watches [`DaemonBinary::exited_within`].
+    pub fn spawn(mut cmd: Command, port: u16, log: &Path) -> Self {
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("start cache-daemon");
-        let daemon = Self {
+        Self {
             child,
             port,
             log: log.to_owned(),
-        };
+        }
+    }
+
+    /// Starts `cmd` and waits for `/healthz` on `port`.
+    pub fn start_with(cmd: Command, port: u16, log: &Path) -> Self {
+        let daemon = Self::spawn(cmd, port, log);
         wait_http(&daemon.url("/healthz"), Duration::from_secs(15));
         daemon
+    }
+
+    /// Starts `cache-daemon --config <config>` and waits for `/healthz` on `port`.
+    pub fn start(config: &Path, port: u16, log: &Path) -> Self {
+        let mut cmd = Self::command();
+        cmd.arg("--config").arg(config);
+        Self::start_with(cmd, port, log)
+    }
+
+    /// Its exit status if it exits within `limit`; `None` while it still runs.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("cache-daemon status") {
+                return Some(s);
+            }
+            if start.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `http://127.0.0.1:<port><path>`.
