@@ -32,37 +32,15 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Clock ticks per second for `/proc/self/stat` times.
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Seconds of CPU used by this process and its waited-for children.
-fn cpu_seconds(tck: f64) -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // utime, stime, cutime, cstime are fields 14..=17 overall, i.e. 11..=14 after the name.
-    (f[11] + f[12] + f[13] + f[14]) / tck
+/// Seconds of CPU used by this process and its waited-for children (`stampede_lab`).
+fn cpu_seconds() -> f64 {
+    stampede_lab::process::cpu_times(std::process::id())
+        .map_or(0.0, |t| (t.own + t.children).as_secs_f64())
 }
 
 fn vm_hwm_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    stampede_lab::process::status_kib(std::process::id(), "VmHWM")
+        .map_or(0.0, |kb| kb as f64 / 1024.0)
 }
 
 fn scenario_text(nodes: u64, layer_mib: u64, unpack: bool) -> String {
@@ -93,7 +71,7 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-async fn harness(scenario: Scenario, work: &Path, tck: f64) -> (f64, f64, f64) {
+async fn harness(scenario: Scenario, work: &Path) -> (f64, f64, f64) {
     let options = RunOptions {
         results_root: work.join("results"),
         out_dir: Some(work.join("out")),
@@ -102,11 +80,11 @@ async fn harness(scenario: Scenario, work: &Path, tck: f64) -> (f64, f64, f64) {
         workspace: work.to_owned(),
         progress: false,
     };
-    let cpu0 = cpu_seconds(tck);
+    let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let out = run(scenario, options).await.expect("harness run");
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(tck) - cpu0;
+    let cpu = cpu_seconds() - cpu0;
     let series = &out.result.series[0];
     assert_eq!(series.data.failed_pods(), 0, "pulls failed");
     let bytes = series.registry[&0].snapshot.as_ref().unwrap()["body_bytes"]["blobs"]
@@ -115,7 +93,7 @@ async fn harness(scenario: Scenario, work: &Path, tck: f64) -> (f64, f64, f64) {
     (cpu, wall, bytes as f64 / 1e9)
 }
 
-async fn curl(scenario: &Scenario, nodes: u64, work: &Path, tck: f64) -> (f64, f64, f64) {
+async fn curl(scenario: &Scenario, nodes: u64, work: &Path) -> (f64, f64, f64) {
     let ImageSource::Synthetic(spec) = &scenario.variants[0].source else {
         unreachable!("the overhead scenario is synthetic")
     };
@@ -131,7 +109,7 @@ async fn curl(scenario: &Scenario, nodes: u64, work: &Path, tck: f64) -> (f64, f
         .iter()
         .map(|l| format!("{}/v2/stampede/big/blobs/{}", registry.url(), l.digest))
         .collect();
-    let cpu0 = cpu_seconds(tck);
+    let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let children: Vec<_> = (0..nodes)
         .map(|_| {
@@ -157,7 +135,7 @@ async fn curl(scenario: &Scenario, nodes: u64, work: &Path, tck: f64) -> (f64, f
     });
     children.await.unwrap();
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(tck) - cpu0;
+    let cpu = cpu_seconds() - cpu0;
     let bytes = registry.accounting().snapshot().body_bytes.blobs;
     registry.shutdown().await;
     (cpu, wall, bytes as f64 / 1e9)
@@ -167,7 +145,6 @@ fn main() {
     let nodes = env_num("OVERHEAD_NODES", 4);
     let layer_mib = env_num("OVERHEAD_LAYER_MIB", 64);
     let reps = env_num("OVERHEAD_REPS", 3);
-    let tck = clk_tck();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -182,7 +159,7 @@ fn main() {
     let unpack =
         Scenario::parse(&scenario_text(nodes, layer_mib, true), "overhead.toml", &[]).unwrap();
     // Generate once outside the timed runs.
-    rt.block_on(harness(pull.clone(), work.path(), tck));
+    rt.block_on(harness(pull.clone(), work.path()));
     let names = ["curl", "harness pull", "harness pull+unpack"];
     let mut samples: Vec<Samples> = (0..3).map(|_| Samples::default()).collect();
     for rep in 0..reps {
@@ -190,9 +167,9 @@ fn main() {
             let which = (k + rep as usize) % 3;
             std::fs::write("/proc/self/clear_refs", "5").ok();
             let (cpu, wall, gb) = match which {
-                0 => rt.block_on(curl(&pull, nodes, work.path(), tck)),
-                1 => rt.block_on(harness(pull.clone(), work.path(), tck)),
-                _ => rt.block_on(harness(unpack.clone(), work.path(), tck)),
+                0 => rt.block_on(curl(&pull, nodes, work.path())),
+                1 => rt.block_on(harness(pull.clone(), work.path())),
+                _ => rt.block_on(harness(unpack.clone(), work.path())),
             };
             let s = &mut samples[which];
             s.cpu_per_gb.push(cpu / gb);
@@ -206,19 +183,12 @@ fn main() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let machine = bench_harness::machine::Machine::collect(Path::new(env!("CARGO_MANIFEST_DIR")));
     println!(
-        "machine: {} cores, {cpu_model}, kernel {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel.trim()
+        "machine: {} cores, {}, kernel {}",
+        machine.cores,
+        machine.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        machine.kernel.as_deref().unwrap_or("unknown")
     );
     println!("{nodes} nodes x 4 layers of {layer_mib} MiB content, {reps} repetitions, medians\n");
     println!("| measurement | GB pulled | CPU s per GB | wall s per GB | CPU vs curl | peak RSS (VmHWM) |");

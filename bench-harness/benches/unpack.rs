@@ -194,7 +194,7 @@ fn main() -> io::Result<()> {
         .zip(samples)
         .map(|((pair, side), samples)| Row::new(pair, *side, samples))
         .collect();
-    let peak_rss_kib = proc_kib("/proc/self/status", "VmHWM");
+    let peak_rss_kib = stampede_lab::process::status_kib(std::process::id(), "VmHWM").unwrap_or(0);
 
     println!();
     println!("{reps} repetitions of every combination, in rotating order:");
@@ -283,43 +283,21 @@ impl Row {
     }
 }
 
-/// CPU time from `/proc/self/stat`: this process's, and its waited-for children's.
-struct CpuTime {
-    own_ticks: u64,
-    children_ticks: u64,
-}
-
-/// `USER_HZ`: the unit of `/proc/*/stat` times on Linux.
-const TICKS_PER_SECOND: u64 = 100;
+/// CPU time of this process and of its waited-for children (`stampede_lab`).
+struct CpuTime(stampede_lab::process::CpuTimes);
 
 impl CpuTime {
     fn now() -> Self {
-        let stat = read_trimmed("/proc/self/stat");
-        // Fields after the command name, which ends with the last `)`: state is field 3.
-        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let field = |n: usize| -> u64 {
-            rest.split_whitespace()
-                .nth(n - 3)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        Self {
-            own_ticks: field(14) + field(15),
-            children_ticks: field(16) + field(17),
-        }
+        Self(stampede_lab::process::cpu_times(std::process::id()).unwrap_or_default())
     }
 
     fn own_since(&self, earlier: &Self) -> Duration {
-        ticks(self.own_ticks - earlier.own_ticks)
+        self.0.own.saturating_sub(earlier.0.own)
     }
 
     fn children_since(&self, earlier: &Self) -> Duration {
-        ticks(self.children_ticks - earlier.children_ticks)
+        self.0.children.saturating_sub(earlier.0.children)
     }
-}
-
-fn ticks(n: u64) -> Duration {
-    Duration::from_millis(n * 1000 / TICKS_PER_SECOND)
 }
 
 /// One comparison: our unpack of `blob` against an external command doing the same.
@@ -519,15 +497,6 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A `kB` field of a `/proc` file such as `/proc/self/status`.
-fn proc_kib(path: &str, field: &str) -> u64 {
-    read_trimmed(path)
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Resets `VmHWM` to the current RSS (Linux `clear_refs` value 5), so the peak read later is
 /// the peak of the timed runs alone, not of generating and compressing the layer.
 fn reset_peak_rss() {
@@ -537,18 +506,7 @@ fn reset_peak_rss() {
 }
 
 fn print_machine() {
-    let cpu = read_trimmed("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split(':')
-                .nth(1)
-                .map(str::trim)
-                .map(String::from)
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = proc_kib("/proc/meminfo", "MemTotal") as f64 / 1024.0 / 1024.0;
+    let machine = bench_harness::machine::Machine::collect(Path::new(env!("CARGO_MANIFEST_DIR")));
     let version = |cmd: &str| {
         Command::new("sh")
             .arg("-c")
@@ -558,8 +516,11 @@ fn print_machine() {
             .unwrap_or_default()
     };
     println!(
-        "machine: {cpu}, {cores} cores, {mem_gib:.0} GiB, kernel {}; {}; {}; date {}",
-        read_trimmed("/proc/sys/kernel/osrelease"),
+        "machine: {}, {} cores, {:.0} GiB, kernel {}; {}; {}; date {}",
+        machine.cpu_model.as_deref().unwrap_or("unknown"),
+        machine.cores,
+        machine.memory_bytes.unwrap_or(0) as f64 / f64::from(1u32 << 30),
+        machine.kernel.as_deref().unwrap_or("unknown"),
         version("tar --version"),
         version("zstd --version"),
         version("date -u +%Y-%m-%dT%H:%MZ"),

@@ -112,6 +112,43 @@ pub fn kill(pid: u32) {
     signal(pid, Signal::KILL);
 }
 
+/// CPU time a process has used, from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// `utime + stime`: the process itself, every thread.
+    pub own: Duration,
+    /// `cutime + cstime`: its children that it waited for.
+    pub children: Duration,
+}
+
+/// The CPU time `pid` has used (`std::process::id()` for this process); `None` once it is gone.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command (in parentheses, possibly with spaces) comes the state, field 3;
+    // utime, stime, cutime, cstime are fields 14 to 17.
+    let rest = stat.rsplit_once(") ")?.1;
+    let field = |n: usize| -> Option<u64> { rest.split(' ').nth(n - 3)?.parse().ok() };
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    let time = |ticks: u64| Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_second);
+    Some(CpuTimes {
+        own: time(field(14)? + field(15)?),
+        children: time(field(16)? + field(17)?),
+    })
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB; `None` when the process or
+/// the field is gone.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Whether `pid` is a live process (a zombie counts as gone).
 pub fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -189,6 +226,22 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_this_process_cpu_and_memory() {
+        let me = std::process::id();
+        let before = cpu_times(me).unwrap();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        std::hint::black_box(x);
+        assert!(cpu_times(me).unwrap().own >= before.own);
+        assert!(status_kib(me, "VmHWM").unwrap() >= status_kib(me, "VmRSS").unwrap() / 2);
+        assert!(status_kib(me, "NoSuchField").is_none());
+        assert!(cpu_times(u32::MAX).is_none());
+    }
 
     #[test]
     fn dropping_a_proc_stops_it_and_its_children() {

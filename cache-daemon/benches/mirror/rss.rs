@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use stampede_lab::process::descendants;
+use stampede_lab::process::{descendants, status_kib};
 
 /// Time between samples.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
@@ -29,7 +29,7 @@ impl RssSampler {
         let thread = std::thread::spawn(move || {
             let mut peak = 0u64;
             while !flag.load(Ordering::Relaxed) {
-                let sum: u64 = pids.iter().filter_map(|&p| status_kib(p, "VmRSS:")).sum();
+                let sum: u64 = pids.iter().filter_map(|&p| status_kib(p, "VmRSS")).sum();
                 peak = peak.max(sum * 1024);
                 std::thread::sleep(SAMPLE_EVERY);
             }
@@ -47,16 +47,5 @@ impl RssSampler {
 
 /// `VmHWM` (peak RSS) of one process, in bytes.
 pub fn high_water_bytes(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmHWM:").map(|k| k * 1024)
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    status_kib(pid, "VmHWM").map(|k| k * 1024)
 }
