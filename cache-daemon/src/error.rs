@@ -85,6 +85,14 @@ pub enum Error {
         /// Its `Retry-After`, if any.
         retry_after: Option<Duration>,
     },
+    /// The upstream answered `503` with a `Retry-After`: it is down for a known while.
+    #[error("upstream {upstream} is unavailable")]
+    UpstreamUnavailable {
+        /// Which upstream.
+        upstream: String,
+        /// Its `Retry-After`.
+        retry_after: Option<Duration>,
+    },
     /// The upstream answered with an unexpected status.
     #[error("upstream {upstream} answered {status}")]
     UpstreamStatus {
@@ -153,6 +161,7 @@ impl Error {
             | Self::ManifestMismatch { .. }
             | Self::UpstreamDenied { .. }
             | Self::UpstreamThrottled { .. }
+            | Self::UpstreamUnavailable { .. }
             | Self::UpstreamStatus { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
@@ -178,6 +187,7 @@ impl Error {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamStatus { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::FillFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -201,6 +211,7 @@ impl Error {
             Self::ManifestTooLarge { .. } | Self::ManifestMismatch { .. } => "MANIFEST_INVALID",
             Self::UpstreamThrottled { .. } => "TOOMANYREQUESTS",
             Self::UpstreamStatus { .. }
+            | Self::UpstreamUnavailable { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::FillFailed { .. }
@@ -220,7 +231,8 @@ impl Error {
     /// `Retry-After` to send, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::UpstreamThrottled { retry_after, .. } => *retry_after,
+            Self::UpstreamThrottled { retry_after, .. }
+            | Self::UpstreamUnavailable { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -310,6 +322,14 @@ mod tests {
                 },
                 429,
                 "TOOMANYREQUESTS",
+            ),
+            (
+                Error::UpstreamUnavailable {
+                    upstream: "u".into(),
+                    retry_after: Some(Duration::from_secs(2)),
+                },
+                503,
+                "UNAVAILABLE",
             ),
             (
                 Error::UpstreamTimeout {

@@ -7,29 +7,45 @@
 //! reports progress to followers, batching wake-ups (every [`NOTIFY_BYTES`], or whenever it has
 //! caught up with the network) so a hundred followers are not woken per packet. Followers never
 //! wait for the hash; only the commit (and so every response's last byte) does.
+//!
+//! When the upstream body breaks (connection reset, early end) or stalls past the idle timeout,
+//! the fill is not given up at once: it asks again from the offset it has received, which the
+//! writer and the hasher hold in order (`Range: bytes=<received>-`). A `206` from that offset
+//! continues the same file and the same running hash. A `200` (an upstream that ignores ranges)
+//! sends the blob from its start: the bytes the file already has are compared with it, not
+//! written again, and any difference fails the fill as a mismatch, since followers have already
+//! read them. Anything else fails the fill. At most [`RESUME_ATTEMPTS`] resumes per fill. Since
+//! the writer writes every byte at its own offset exactly once, followers see neither a gap nor
+//! a repeat across a resume.
 
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
+use hyper::body::Incoming;
+use tokio::sync::{mpsc, oneshot};
 
-use stampede_oci::{Endpoint, RepoName, Verifier};
+use stampede_oci::{Digest, Endpoint, RepoName, Verifier};
 
 use crate::error::Error;
 use crate::flight::{FillFailure, FillGuard, ProgressWriter, Started};
-use crate::metrics::{FillResult, Metrics};
+use crate::metrics::{FillResult, Metrics, Resume};
 use crate::store::{BlobMeta, BlobStore, TempBlob};
-use crate::upstream::{retry_after, Upstreams};
+use crate::upstream::{content_range, retry_after, Answer, Upstreams};
 
 /// Followers are woken at least every this many bytes written.
 pub const NOTIFY_BYTES: u64 = 64 * 1024;
 /// Frames queued between the network stage and the writer, and again before the hasher.
 const WRITE_QUEUE_FRAMES: usize = 64;
+/// Times one fill asks the upstream again after its body broke or stalled, at most.
+pub const RESUME_ATTEMPTS: u32 = 3;
+/// Pause before the first resume of a fill; doubled before each further one.
+const RESUME_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a fill needs besides its guard: shared daemon parts.
 #[derive(Debug, Clone)]
@@ -95,42 +111,18 @@ async fn fetch(
 ) -> Result<u64, FillFailure> {
     let digest = guard.flight().digest().clone();
     // The upstream slot is held until the body is read to the end (or the fill fails).
-    let (resp, _slot) = match ctx
+    let answer = ctx
         .upstreams
         .blob(endpoint, repo, &digest, Method::GET)
         .await
-    {
-        Ok(a) => (a.response, a.slot),
-        Err(Error::UpstreamThrottled { retry_after, .. }) => {
-            // Held back during a Retry-After window: nothing was sent.
-            return Err(FillFailure::Status {
-                status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
-                retry_after,
-            });
-        }
-        Err(e) => {
-            tracing::warn!(%digest, error = %stampede_oci::error_chain(&e), "upstream blob request failed");
-            return Err(match e {
-                Error::UpstreamTimeout { .. } => FillFailure::Timeout,
-                Error::UpstreamDenied { status, .. } => FillFailure::Status {
-                    status: status.as_u16(),
-                    retry_after: None,
-                },
-                _ => FillFailure::Unreachable,
-            });
-        }
-    };
-    if resp.status() != StatusCode::OK {
+        .map_err(|e| request_failure(&digest, e))?;
+    if answer.response.status() != StatusCode::OK {
         return Err(FillFailure::Status {
-            status: resp.status().as_u16(),
-            retry_after: retry_after(&resp),
+            status: answer.response.status().as_u16(),
+            retry_after: retry_after(&answer.response),
         });
     }
-    let total_bytes = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let total_bytes = content_length(&answer.response);
 
     let store = ctx.store.clone();
     let d = digest.clone();
@@ -147,8 +139,15 @@ async fn fetch(
         total_bytes,
     });
 
+    let source = Source {
+        endpoint,
+        repo,
+        digest: &digest,
+        total_bytes,
+    };
     let outcome = stream_to_disk(
-        resp.into_body(),
+        answer,
+        &source,
         &temp,
         guard.progress_writer(),
         Verifier::new(digest.clone()),
@@ -187,21 +186,72 @@ async fn fetch(
     }
 }
 
+/// The failure a fill reports when an upstream request got no usable answer.
+fn request_failure(digest: &Digest, e: Error) -> FillFailure {
+    match e {
+        // Held back during a Retry-After window: nothing was sent.
+        Error::UpstreamThrottled { retry_after, .. } => FillFailure::Status {
+            status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+            retry_after,
+        },
+        Error::UpstreamUnavailable { retry_after, .. } => FillFailure::Status {
+            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+            retry_after,
+        },
+        e => {
+            tracing::warn!(%digest, error = %stampede_oci::error_chain(&e), "upstream blob request failed");
+            match e {
+                Error::UpstreamTimeout { .. } => FillFailure::Timeout,
+                Error::UpstreamDenied { status, .. } => FillFailure::Status {
+                    status: status.as_u16(),
+                    retry_after: None,
+                },
+                _ => FillFailure::Unreachable,
+            }
+        }
+    }
+}
+
+fn content_length<B>(resp: &http::Response<B>) -> Option<u64> {
+    resp.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Where a fill's bytes come from, for resumes and logs.
+struct Source<'a> {
+    endpoint: &'a Endpoint,
+    repo: &'a RepoName,
+    digest: &'a Digest,
+    /// `Content-Length` of the first answer, when it had one.
+    total_bytes: Option<u64>,
+}
+
+/// What the network stage hands the writer.
+enum ToWriter {
+    /// The next bytes of the blob, to write right after the previous ones.
+    Frame(Bytes),
+    /// Answer with the bytes written so far once everything before this is in the file.
+    Flush(oneshot::Sender<u64>),
+}
+
 /// Receives the body and hands every frame to two blocking threads: one hashes it, one writes
-/// it to the temp file (the frames are shared, not copied). Returns bytes written and the
-/// verifier (not yet finished).
+/// it to the temp file (the frames are shared, not copied). Resumes a broken body (see the
+/// module doc). Returns bytes written and the verifier (not yet finished).
 ///
 /// Hashing here, inline, kept the upstream connection from reading while a frame was hashed
 /// (hyper reads the next frame only once this one is taken), so receive and sha256 ran in
 /// series; on their own thread they overlap.
 async fn stream_to_disk(
-    mut body: hyper::body::Incoming,
+    answer: Answer,
+    source: &Source<'_>,
     temp: &Arc<TempBlob>,
     progress: ProgressWriter,
     verifier: Verifier,
     ctx: &FillContext,
 ) -> Result<(u64, Verifier), FillFailure> {
-    let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
+    let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_QUEUE_FRAMES);
     let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
     let file = temp.file.clone();
     let path = temp.path.clone();
@@ -209,41 +259,229 @@ async fn stream_to_disk(
         write_frames(&file, rx, &progress).map_err(|e| (e, path))
     });
     let hasher = tokio::task::spawn_blocking(move || hash_frames(hash_rx, verifier));
-    let idle = ctx.upstreams.body_idle_timeout;
-    let received: Result<(), FillFailure> = async {
+    let mut transfer = Transfer {
+        source,
+        ctx,
+        file: temp.file.clone(),
+        to_writer: tx,
+        to_hasher: hash_tx,
+        received_bytes: 0,
+    };
+    let received = transfer.receive(answer).await;
+    drop(transfer);
+    let written = writer.await.map_err(|_| FillFailure::Local)?;
+    let verifier = hasher.await.map_err(|_| FillFailure::Local)?;
+    let written = match written {
+        Ok(n) => n,
+        Err((e, path)) => {
+            tracing::error!(path = %path.display(), error = %e, "write to temp file failed");
+            return Err(FillFailure::Local);
+        }
+    };
+    received?;
+    if written == verifier.bytes() {
+        Ok((written, verifier))
+    } else {
+        Err(FillFailure::Local)
+    }
+}
+
+/// How one upstream body ended.
+enum Pumped {
+    /// It ended where it should (or a stage stopped; joining it says why).
+    Ended,
+    /// It broke or stalled: worth asking again from where we are.
+    Broke(FillFailure),
+    /// The fill cannot go on.
+    Failed(FillFailure),
+}
+
+/// The network stage of a fill: feeds the writer and the hasher, and resumes broken bodies.
+struct Transfer<'a> {
+    source: &'a Source<'a>,
+    ctx: &'a FillContext,
+    file: Arc<File>,
+    to_writer: mpsc::Sender<ToWriter>,
+    to_hasher: mpsc::Sender<Bytes>,
+    /// Bytes handed to both the writer and the hasher, in order: the offset a resume asks for.
+    received_bytes: u64,
+}
+
+impl Transfer<'_> {
+    /// Receives `first`'s body to its end, resuming it at most [`RESUME_ATTEMPTS`] times.
+    async fn receive(&mut self, first: Answer) -> Result<(), FillFailure> {
+        let mut answer = first;
+        // Bytes at the start of the current body that the file already has (after a restart).
+        let mut again_bytes = 0;
+        let mut resumes = 0;
+        loop {
+            let Answer { response, slot } = answer;
+            let broke = match self.pump(response.into_body(), again_bytes).await {
+                Pumped::Ended => return Ok(()),
+                Pumped::Failed(f) => return Err(f),
+                Pumped::Broke(f) => f,
+            };
+            // The next request needs a slot of its own; with one slot per upstream, holding this
+            // one would wait for ever.
+            drop(slot);
+            if resumes == RESUME_ATTEMPTS {
+                tracing::warn!(digest = %self.source.digest, upstream = %self.source.endpoint.base_url(), received_bytes = self.received_bytes, resumes, %broke, "upstream blob body broke again; giving up");
+                return Err(broke);
+            }
+            tokio::time::sleep(RESUME_PAUSE * 2u32.pow(resumes)).await;
+            resumes += 1;
+            (answer, again_bytes) = self.resume(broke, resumes).await?;
+        }
+    }
+
+    /// Hands on one body's bytes, comparing its first `again_bytes` with the file instead.
+    async fn pump(&mut self, mut body: Incoming, again_bytes: u64) -> Pumped {
+        let idle = self.ctx.upstreams.body_idle_timeout;
+        let mut compared_bytes = 0;
         loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => return Err(FillFailure::Timeout),
-                Ok(None) => return Ok(()),
+                Err(_) => return Pumped::Broke(FillFailure::Timeout),
+                Ok(None) => {
+                    // hyper reports a body short of its Content-Length as an error; this is an
+                    // upstream that closed early without one while we know the length.
+                    let short = self
+                        .source
+                        .total_bytes
+                        .is_some_and(|t| self.received_bytes < t);
+                    return if short {
+                        Pumped::Broke(FillFailure::Truncated)
+                    } else {
+                        Pumped::Ended
+                    };
+                }
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "upstream body failed");
-                    return Err(FillFailure::Truncated);
+                    tracing::warn!(digest = %self.source.digest, error = %e, received_bytes = self.received_bytes, "upstream body failed");
+                    return Pumped::Broke(FillFailure::Truncated);
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
-            if let Ok(data) = frame.into_data() {
-                ctx.metrics.upstream_bytes(data.len() as u64);
-                // Either stage stopping ends the fill: the writer's own error says why, and
-                // the hasher stops only if it died.
-                if hash_tx.send(data.clone()).await.is_err() || tx.send(data).await.is_err() {
-                    return Ok(());
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            self.ctx.metrics.upstream_bytes(data.len() as u64);
+            if compared_bytes < again_bytes {
+                let n = usize::try_from(again_bytes - compared_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                let seen = data.split_to(n);
+                match self.same_as_file(compared_bytes, seen).await {
+                    Ok(true) => compared_bytes += n as u64,
+                    Ok(false) => {
+                        tracing::error!(digest = %self.source.digest, upstream = %self.source.endpoint.base_url(), offset_bytes = compared_bytes, "upstream sent different bytes when asked again; the blob is not what followers already read");
+                        return Pumped::Failed(FillFailure::Mismatch);
+                    }
+                    Err(f) => return Pumped::Failed(f),
                 }
+                if data.is_empty() {
+                    continue;
+                }
+            }
+            let len = data.len() as u64;
+            // Either stage stopping ends the fill: the writer's own error says why, and the
+            // hasher stops only if it died.
+            if self.to_hasher.send(data.clone()).await.is_err()
+                || self.to_writer.send(ToWriter::Frame(data)).await.is_err()
+            {
+                return Pumped::Ended;
+            }
+            self.received_bytes += len;
+        }
+    }
+
+    /// Asks the upstream for the rest of the blob after its body broke (`broke`). Returns the
+    /// new answer and how many of its first bytes the file already has.
+    async fn resume(
+        &mut self,
+        broke: FillFailure,
+        attempt: u32,
+    ) -> Result<(Answer, u64), FillFailure> {
+        let Source {
+            endpoint,
+            repo,
+            digest,
+            total_bytes,
+        } = *self.source;
+        let offset = self.received_bytes;
+        let upstream = endpoint.base_url();
+        let answer = self
+            .ctx
+            .upstreams
+            .blob_from(endpoint, repo, digest, offset)
+            .await
+            .map_err(|e| request_failure(digest, e))?;
+        let resp = &answer.response;
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let range = content_range(resp);
+                let fits = range.is_some_and(|r| {
+                    r.first_bytes == offset
+                        && total_bytes
+                            .is_none_or(|t| r.complete_bytes == Some(t) && r.last_bytes + 1 == t)
+                });
+                if !fits {
+                    tracing::warn!(%digest, %upstream, offset_bytes = offset, ?range, ?total_bytes, "upstream answered a resume with a range that does not continue the blob; giving up");
+                    return Err(broke);
+                }
+                self.ctx.metrics.fill_resumed(Resume::Range);
+                tracing::warn!(%digest, %upstream, offset_bytes = offset, attempt, %broke, "upstream blob body broke; resumed with a range request");
+                Ok((answer, 0))
+            }
+            StatusCode::OK => {
+                let len = content_length(resp);
+                if let (Some(t), Some(l)) = (total_bytes, len) {
+                    if t != l {
+                        tracing::warn!(%digest, %upstream, first_bytes = t, again_bytes = l, "upstream sent the blob again with another length; giving up");
+                        return Err(broke);
+                    }
+                }
+                // The bytes received so far must be in the file before the new body's are
+                // compared with them.
+                self.flush().await?;
+                self.ctx.metrics.fill_resumed(Resume::Restart);
+                tracing::warn!(%digest, %upstream, offset_bytes = offset, attempt, %broke, "upstream blob body broke and the upstream ignores ranges; restarted, comparing what we have");
+                Ok((answer, offset))
+            }
+            status => {
+                tracing::warn!(%digest, %upstream, offset_bytes = offset, status = status.as_u16(), "upstream refused to resume a broken blob body");
+                Err(FillFailure::Status {
+                    status: status.as_u16(),
+                    retry_after: retry_after(resp),
+                })
             }
         }
     }
-    .await;
-    drop(tx);
-    drop(hash_tx);
-    let written = writer.await.map_err(|_| FillFailure::Local)?;
-    let verifier = hasher.await.map_err(|_| FillFailure::Local)?;
-    received?;
-    match written {
-        Ok(n) if n == verifier.bytes() => Ok((n, verifier)),
-        Ok(_) => Err(FillFailure::Local),
-        Err((e, path)) => {
-            tracing::error!(path = %path.display(), error = %e, "write to temp file failed");
-            Err(FillFailure::Local)
+
+    /// Waits until the writer has put every byte received so far in the file.
+    async fn flush(&self) -> Result<(), FillFailure> {
+        let (tx, rx) = oneshot::channel();
+        if self.to_writer.send(ToWriter::Flush(tx)).await.is_err() {
+            return Err(FillFailure::Local);
         }
+        match rx.await {
+            Ok(written) if written == self.received_bytes => Ok(()),
+            _ => Err(FillFailure::Local),
+        }
+    }
+
+    /// Whether `bytes` are what the file holds at `offset_bytes`.
+    async fn same_as_file(&self, offset_bytes: u64, bytes: Bytes) -> Result<bool, FillFailure> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut have = vec![0; bytes.len()];
+            file.read_exact_at(&mut have, offset_bytes)
+                .map(|()| have[..] == bytes[..])
+        })
+        .await
+        .map_err(|_| FillFailure::Local)?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read back the temp file");
+            FillFailure::Local
+        })
     }
 }
 
@@ -256,13 +494,23 @@ fn hash_frames(mut rx: mpsc::Receiver<Bytes>, mut verifier: Verifier) -> Verifie
 
 fn write_frames(
     file: &std::fs::File,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<ToWriter>,
     progress: &ProgressWriter,
 ) -> std::io::Result<u64> {
     let mut written = 0u64;
     let mut notified = 0u64;
     let mut next = rx.blocking_recv();
-    while let Some(chunk) = next {
+    while let Some(msg) = next {
+        let chunk = match msg {
+            ToWriter::Frame(chunk) => chunk,
+            ToWriter::Flush(done) => {
+                progress.wrote(written, true);
+                notified = written;
+                done.send(written).ok();
+                next = rx.blocking_recv();
+                continue;
+            }
+        };
         file.write_all_at(&chunk, written)?;
         let len = chunk.len() as u64;
         progress.remember(written, chunk);

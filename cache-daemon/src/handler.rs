@@ -315,6 +315,12 @@ fn failure_error(upstream: &str, digest: &Digest, failure: FillFailure) -> Error
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     Error::UpstreamDenied { upstream, status }
                 }
+                StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => {
+                    Error::UpstreamUnavailable {
+                        upstream,
+                        retry_after,
+                    }
+                }
                 status => Error::UpstreamStatus { upstream, status },
             }
         }

@@ -61,6 +61,7 @@ label_values! {
     Outcome { Hit => "hit", Miss => "miss", Coalesced => "coalesced", Error => "error" }
     Source { Cache => "cache", Upstream => "upstream" }
     FillResult { Committed => "committed", Failed => "failed", Mismatch => "mismatch" }
+    Resume { Range => "range", Restart => "restart" }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +86,20 @@ struct FillLabels {
     result: FillResult,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResumeLabels {
+    how: Resume,
+}
+
+/// How a fill went on after its upstream body broke or stalled.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Resume {
+    /// A `Range` request from the verified offset, answered `206`.
+    Range,
+    /// The upstream ignored the range and sent the whole blob again (`200`).
+    Restart,
+}
+
 /// How a fill ended.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum FillResult {
@@ -107,6 +122,7 @@ pub struct Metrics {
     upstream_bytes: Counter,
     fills: Family<FillLabels, Counter>,
     digest_mismatches: Counter,
+    fill_resumes: Family<ResumeLabels, Counter>,
     fills_in_flight: Gauge,
     fill_waiters: Gauge,
     store_bytes: Gauge,
@@ -165,6 +181,12 @@ impl Metrics {
             "Upstream blobs or manifests whose bytes did not match their digest",
             digest_mismatches.clone(),
         );
+        let fill_resumes = Family::<ResumeLabels, Counter>::default();
+        registry.register(
+            "fill_resumes",
+            "Upstream blob bodies that broke or stalled mid-fill and were resumed, by how",
+            fill_resumes.clone(),
+        );
         let fills_in_flight = Gauge::default();
         registry.register(
             "fills_in_flight",
@@ -216,7 +238,7 @@ impl Metrics {
         let upstream_throttled = Counter::default();
         registry.register(
             "upstream_throttled",
-            "Upstream answers 429 Too Many Requests (and requests held back while its Retry-After runs)",
+            "Upstream answers 429 Too Many Requests or 503 with Retry-After (and requests held back while that Retry-After runs)",
             upstream_throttled.clone(),
         );
         let upstream_waiting = Gauge::default();
@@ -244,6 +266,7 @@ impl Metrics {
             upstream_bytes,
             fills,
             digest_mismatches,
+            fill_resumes,
             fills_in_flight,
             fill_waiters,
             store_bytes,
@@ -328,6 +351,11 @@ impl Metrics {
         if result == FillResult::Mismatch {
             self.digest_mismatches.inc();
         }
+    }
+
+    /// A fill's upstream body broke or stalled and the fill went on `how`.
+    pub fn fill_resumed(&self, how: Resume) {
+        self.fill_resumes.get_or_create(&ResumeLabels { how }).inc();
     }
 
     /// A manifest from upstream did not match its digest.

@@ -5,14 +5,16 @@
 //!
 //! Politeness towards each upstream: at most `concurrency` requests in flight per upstream
 //! (a blob fill holds its slot until its body is read); further requests queue rather than
-//! fail. After a `429` the upstream is left alone until its `Retry-After` has passed: requests in
-//! that window are answered "throttled" without being sent, so callers can serve stale content.
+//! fail. After a `429` (or a `503` that carries `Retry-After`) the upstream is left alone until
+//! its `Retry-After` has passed: requests in that window are answered "throttled" (or
+//! "unavailable") without being sent, so callers can serve stale content. A `503` without
+//! `Retry-After` fails only the request it answered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, ACCEPT, RETRY_AFTER};
+use http::header::{HeaderValue, ACCEPT, CONTENT_RANGE, RANGE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -43,7 +45,8 @@ pub struct Upstreams {
     metrics: Arc<Metrics>,
     /// std `Mutex`es: held only to look up or insert an entry, never across `.await`.
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    backoff: Mutex<HashMap<String, Instant>>,
+    /// Per upstream: until when requests are held back, and the status that started the window.
+    backoff: Mutex<HashMap<String, (Instant, StatusCode)>>,
     /// Longest pause between body bytes of an upstream response.
     pub body_idle_timeout: Duration,
 }
@@ -146,6 +149,30 @@ impl Upstreams {
         self.send(endpoint, &req, Kind::Blob).await
     }
 
+    /// `GET` of a blob from byte `offset_bytes` on (`Range: bytes=<offset>-`), to resume a fill
+    /// whose body broke. The upstream may answer `206` with that range or ignore the header and
+    /// answer `200` with the whole blob; the caller checks which.
+    ///
+    /// # Errors
+    /// The upstream could not be reached or did not answer in time.
+    pub async fn blob_from(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        digest: &Digest,
+        offset_bytes: u64,
+    ) -> Result<Answer, Error> {
+        let range = HeaderValue::from_str(&format!("bytes={offset_bytes}-"))
+            .expect("a number is a valid header value");
+        let req = RegistryRequest::pull(
+            Method::GET,
+            repo.as_str(),
+            format!("/v2/{repo}/blobs/{digest}"),
+        )
+        .header(RANGE, range);
+        self.send(endpoint, &req, Kind::Blob).await
+    }
+
     /// `GET` or `HEAD` of a manifest, accepting every manifest and index type.
     ///
     /// # Errors
@@ -203,32 +230,50 @@ impl Upstreams {
             }
         };
         self.metrics.upstream_request(kind, Some(response.status()));
-        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        let window = match response.status() {
+            StatusCode::TOO_MANY_REQUESTS => {
+                Some(retry_after(&response).unwrap_or(DEFAULT_RETRY_AFTER))
+            }
+            // A 503 without Retry-After says nothing about when to come back: it fails only
+            // this request.
+            StatusCode::SERVICE_UNAVAILABLE => retry_after(&response),
+            _ => None,
+        };
+        if let Some(wait) = window {
             self.metrics.upstream_throttled();
-            let wait = retry_after(&response).unwrap_or(DEFAULT_RETRY_AFTER);
             self.backoff
                 .lock()
                 .expect("upstream backoff mutex poisoned")
-                .insert(key.clone(), Instant::now() + wait);
-            tracing::warn!(upstream = %key, retry_after_ms = wait.as_millis() as u64, "upstream is throttling; holding requests back until Retry-After passes");
+                .insert(key.clone(), (Instant::now() + wait, response.status()));
+            tracing::warn!(upstream = %key, status = response.status().as_u16(), retry_after_ms = wait.as_millis() as u64, "upstream is throttling or unavailable; holding requests back until Retry-After passes");
         }
         Ok(Answer { response, slot })
     }
 
-    /// `Err(throttled)` while `key` is inside a Retry-After window.
+    /// `Err(throttled)` (or `Err(unavailable)` after a 503) while `key` is inside a Retry-After
+    /// window.
     fn held_back(&self, key: &str) -> Result<(), Error> {
         let mut backoff = self
             .backoff
             .lock()
             .expect("upstream backoff mutex poisoned");
         match backoff.get(key) {
-            Some(until) if *until > Instant::now() => {
-                let remaining = *until - Instant::now();
+            Some((until, status)) if *until > Instant::now() => {
+                let retry_after = Some(*until - Instant::now());
+                let status = *status;
                 drop(backoff);
                 self.metrics.upstream_throttled();
-                Err(Error::UpstreamThrottled {
-                    upstream: key.to_owned(),
-                    retry_after: Some(remaining),
+                let upstream = key.to_owned();
+                Err(if status == StatusCode::SERVICE_UNAVAILABLE {
+                    Error::UpstreamUnavailable {
+                        upstream,
+                        retry_after,
+                    }
+                } else {
+                    Error::UpstreamThrottled {
+                        upstream,
+                        retry_after,
+                    }
                 })
             }
             Some(_) => {
@@ -274,8 +319,42 @@ pub fn status_error(
             upstream,
             retry_after,
         },
+        StatusCode::SERVICE_UNAVAILABLE if retry_after.is_some() => Error::UpstreamUnavailable {
+            upstream,
+            retry_after,
+        },
         status => Error::UpstreamStatus { upstream, status },
     }
+}
+
+/// A `Content-Range: bytes <first>-<last>/<complete>` of a `206`; `complete` is `None` for `*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    /// Offset of the first byte sent.
+    pub first_bytes: u64,
+    /// Offset of the last byte sent (inclusive).
+    pub last_bytes: u64,
+    /// Length of the whole blob, when the upstream says.
+    pub complete_bytes: Option<u64>,
+}
+
+/// The `Content-Range` of a response, if it has a well-formed byte range.
+pub fn content_range<B>(resp: &Response<B>) -> Option<ContentRange> {
+    let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?.trim();
+    let (span, complete) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let first_bytes = first.parse::<u64>().ok()?;
+    let last_bytes = last.parse::<u64>().ok()?;
+    let complete_bytes = match complete {
+        "*" => None,
+        n => Some(n.parse::<u64>().ok()?),
+    };
+    let fits = first_bytes <= last_bytes && complete_bytes.is_none_or(|c| last_bytes < c);
+    fits.then_some(ContentRange {
+        first_bytes,
+        last_bytes,
+        complete_bytes,
+    })
 }
 
 /// `Retry-After` in delta-seconds or HTTP-date form.
@@ -350,5 +429,36 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after(&r("soon")), None);
+    }
+
+    #[test]
+    fn content_range_forms() {
+        let r = |v: &str| {
+            Response::builder()
+                .header(CONTENT_RANGE, v)
+                .body(())
+                .unwrap()
+        };
+        let cr = |first_bytes, last_bytes, complete_bytes| {
+            Some(ContentRange {
+                first_bytes,
+                last_bytes,
+                complete_bytes,
+            })
+        };
+        assert_eq!(content_range(&r("bytes 5-9/10")), cr(5, 9, Some(10)));
+        assert_eq!(content_range(&r("bytes 0-0/*")), cr(0, 0, None));
+        for bad in [
+            "bytes 5-9/9",
+            "bytes 9-5/10",
+            "bytes */10",
+            "items 0-1/2",
+            "bytes 5-/10",
+            "bytes -1-2/3",
+            "bytes 0-1/x",
+        ] {
+            assert_eq!(content_range(&r(bad)), None, "{bad}");
+        }
+        assert_eq!(content_range(&Response::builder().body(()).unwrap()), None);
     }
 }

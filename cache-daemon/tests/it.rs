@@ -9,3 +9,4 @@ mod deploy;
 mod e2e;
 mod manifests;
 mod operations;
+mod upstream_faults;

@@ -1,6 +1,7 @@
 //! An in-test upstream registry for fault injection a real registry cannot do: it counts every
-//! request and can delay, pause (gate), cut or corrupt a blob body, answer with any status, omit
-//! `Content-Length`, and require a bearer token. End-to-end tests use the real registry instead.
+//! request and can delay, pause (gate), cut, stall or corrupt a blob body, answer with any status
+//! (or a status per attempt), omit or misstate `Content-Length`, honour or ignore `Range`, and
+//! require a bearer token. End-to-end tests use the real registry instead.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -41,18 +42,34 @@ impl Gate {
     }
 }
 
-/// How the upstream answers for one blob.
+/// How the upstream answers for one blob. A blob `GET` is an attempt; attempts are counted per
+/// blob from 0. `Range: bytes=N-` is honoured (`206`) unless `ignore_range`.
 #[derive(Debug, Clone)]
 pub struct Behavior {
     pub status: Option<StatusCode>,
+    /// Sent with `status` and with the non-200 entries of `statuses`.
     pub retry_after_secs: Option<u64>,
     pub header_delay: Duration,
     pub chunk_bytes: usize,
     pub chunk_delay: Duration,
     pub corrupt: bool,
+    /// Break the connection once the blob offset reaches this (absolute, so a ranged request
+    /// from at or past it breaks before sending anything).
     pub cut_after: Option<usize>,
     pub gate: Option<Gate>,
     pub omit_length: bool,
+    /// Stop sending (connection open) once the blob offset reaches this.
+    pub stall_after: Option<usize>,
+    /// `cut_after` and `stall_after` apply to the first this many attempts only (None: all).
+    pub fault_attempts: Option<usize>,
+    /// Answer `200` with the whole blob even to a `Range` request.
+    pub ignore_range: bool,
+    /// Added to the `Content-Length` of a `200` (the body stays the blob).
+    pub length_delta: i64,
+    /// Attempts after the first send the blob with its first byte flipped.
+    pub differ_after_first: bool,
+    /// Status of attempt i (past the end, or 200: answer normally).
+    pub statuses: Vec<u16>,
 }
 
 impl Default for Behavior {
@@ -67,16 +84,31 @@ impl Default for Behavior {
             cut_after: None,
             gate: None,
             omit_length: false,
+            stall_after: None,
+            fault_attempts: None,
+            ignore_range: false,
+            length_delta: 0,
+            differ_after_first: false,
+            statuses: Vec::new(),
         }
     }
+}
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub range: Option<String>,
 }
 
 #[derive(Default)]
 struct State {
     blobs: HashMap<String, (Bytes, Behavior)>,
+    attempts: HashMap<String, usize>,
     manifests: HashMap<(String, String), (String, Bytes)>,
     manifest_status: Option<StatusCode>,
-    log: Vec<(Method, String)>,
+    log: Vec<Seen>,
     token_requests: Vec<Option<String>>,
     require_token: bool,
     realm: Option<String>,
@@ -200,8 +232,20 @@ impl FakeUpstream {
             .unwrap()
             .log
             .iter()
-            .filter(|(m, p)| *m == method && p.contains(needle))
+            .filter(|s| s.method == method && s.path.contains(needle))
             .count()
+    }
+
+    /// The `Range` header of every `GET` whose path contains `needle`, in order.
+    pub fn ranges(&self, needle: &str) -> Vec<Option<String>> {
+        self.state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|s| s.method == Method::GET && s.path.contains(needle))
+            .map(|s| s.range.clone())
+            .collect()
     }
 
     /// `Authorization` headers seen on token requests.
@@ -224,13 +268,22 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let range = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if path == "/token" {
         st.lock().unwrap().token_requests.push(auth);
         return full(StatusCode::OK, r#"{"token":"good-token","expires_in":300}"#);
     }
     let (require_token, realm) = {
         let mut s = st.lock().unwrap();
-        s.log.push((method.clone(), path.clone()));
+        s.log.push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            range: range.clone(),
+        });
         (
             s.require_token,
             s.realm
@@ -301,14 +354,31 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
     let Some((_, digest)) = rest.rsplit_once("/blobs/") else {
         return full(StatusCode::NOT_FOUND, "{}");
     };
-    let Some((data, b)) = st.lock().unwrap().blobs.get(digest).cloned() else {
-        return full(
-            StatusCode::NOT_FOUND,
-            r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
-        );
+    let (data, b, attempt) = {
+        let mut s = st.lock().unwrap();
+        let Some((data, b)) = s.blobs.get(digest).cloned() else {
+            return full(
+                StatusCode::NOT_FOUND,
+                r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+            );
+        };
+        let attempt = if method == Method::GET {
+            let n = s.attempts.entry(digest.to_owned()).or_default();
+            *n += 1;
+            *n - 1
+        } else {
+            0
+        };
+        (data, b, attempt)
     };
     tokio::time::sleep(b.header_delay).await;
-    if let Some(status) = b.status {
+    let status = match b.statuses.get(attempt) {
+        Some(&code) if method == Method::GET && code != 200 => {
+            Some(StatusCode::from_u16(code).unwrap())
+        }
+        _ => b.status,
+    };
+    if let Some(status) = status {
         let mut r = full(status, "{}");
         if let Some(s) = b.retry_after_secs {
             r.headers_mut().insert("retry-after", s.into());
@@ -326,19 +396,44 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
         let i = data.len() - 1;
         data[i] ^= 0xff;
     }
+    if b.differ_after_first && attempt > 0 {
+        data[0] ^= 0xff;
+    }
+    let from = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
+        Some(r) if !b.ignore_range => {
+            let from: usize = r.trim_end_matches('-').parse().unwrap();
+            if from >= len {
+                let mut r = full(StatusCode::RANGE_NOT_SATISFIABLE, "{}");
+                r.headers_mut()
+                    .insert("content-range", format!("bytes */{len}").parse().unwrap());
+                return r;
+            }
+            Some(from)
+        }
+        _ => None,
+    };
+    let start = from.unwrap_or(0);
+    let faulty = b.fault_attempts.is_none_or(|k| attempt < k);
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::spawn(async move {
-        let mut sent = 0;
-        for chunk in data.chunks(b.chunk_bytes.max(1)) {
+        let mut sent = start;
+        for chunk in data[start..].chunks(b.chunk_bytes.max(1)) {
             if let Some(g) = &b.gate {
                 if sent >= g.after_bytes {
                     let mut open = g.open.subscribe();
                     open.wait_for(|o| *o).await.ok();
                 }
             }
-            if let Some(cut) = b.cut_after {
+            if let Some(cut) = b.cut_after.filter(|_| faulty) {
                 if sent >= cut {
                     tx.send(Err(std::io::Error::other("cut"))).await.ok();
+                    return;
+                }
+            }
+            if let Some(stall) = b.stall_after.filter(|_| faulty) {
+                if sent >= stall {
+                    // Silent, connection open, until the reader gives up.
+                    tx.closed().await;
                     return;
                 }
             }
@@ -357,8 +452,21 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
         rx.recv().await.map(|x| (x, rx))
     }));
     let mut r = Response::new(body.boxed());
-    if !b.omit_length {
-        r.headers_mut().insert("content-length", len.into());
+    match from {
+        Some(from) => {
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            r.headers_mut().insert(
+                "content-range",
+                format!("bytes {from}-{}/{len}", len - 1).parse().unwrap(),
+            );
+            r.headers_mut()
+                .insert("content-length", (len - from).into());
+        }
+        None if !b.omit_length => {
+            let declared = (len as i64 + b.length_delta).max(0);
+            r.headers_mut().insert("content-length", declared.into());
+        }
+        None => {}
     }
     r
 }
