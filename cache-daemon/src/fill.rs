@@ -139,21 +139,13 @@ async fn fetch(
         total_bytes,
     });
 
-    let source = Source {
+    let origin = Origin {
         endpoint,
         repo,
         digest: &digest,
         total_bytes,
     };
-    let outcome = stream_to_disk(
-        answer,
-        &source,
-        &temp,
-        guard.progress_writer(),
-        Verifier::new(digest.clone()),
-        ctx,
-    )
-    .await;
+    let outcome = stream_to_disk(answer, &origin, &temp, guard.progress_writer(), ctx).await;
     let outcome = outcome.and_then(|(written, verifier)| {
         if total_bytes.is_some_and(|t| t != written) {
             return Err(FillFailure::Truncated);
@@ -220,7 +212,7 @@ fn content_length<B>(resp: &http::Response<B>) -> Option<u64> {
 }
 
 /// Where a fill's bytes come from, for resumes and logs.
-struct Source<'a> {
+struct Origin<'a> {
     endpoint: &'a Endpoint,
     repo: &'a RepoName,
     digest: &'a Digest,
@@ -245,12 +237,12 @@ enum ToWriter {
 /// series; on their own thread they overlap.
 async fn stream_to_disk(
     answer: Answer,
-    source: &Source<'_>,
+    origin: &Origin<'_>,
     temp: &Arc<TempBlob>,
     progress: ProgressWriter,
-    verifier: Verifier,
     ctx: &FillContext,
 ) -> Result<(u64, Verifier), FillFailure> {
+    let verifier = Verifier::new(origin.digest.clone());
     let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_QUEUE_FRAMES);
     let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
     let file = temp.file.clone();
@@ -260,7 +252,7 @@ async fn stream_to_disk(
     });
     let hasher = tokio::task::spawn_blocking(move || hash_frames(hash_rx, verifier));
     let mut transfer = Transfer {
-        source,
+        origin,
         ctx,
         file: temp.file.clone(),
         to_writer: tx,
@@ -298,7 +290,7 @@ enum Pumped {
 
 /// The network stage of a fill: feeds the writer and the hasher, and resumes broken bodies.
 struct Transfer<'a> {
-    source: &'a Source<'a>,
+    origin: &'a Origin<'a>,
     ctx: &'a FillContext,
     file: Arc<File>,
     to_writer: mpsc::Sender<ToWriter>,
@@ -325,7 +317,7 @@ impl Transfer<'_> {
             // one would wait for ever.
             drop(slot);
             if resumes == RESUME_ATTEMPTS {
-                tracing::warn!(digest = %self.source.digest, upstream = %self.source.endpoint.base_url(), received_bytes = self.received_bytes, resumes, %broke, "upstream blob body broke again; giving up");
+                tracing::warn!(digest = %self.origin.digest, upstream = %self.origin.endpoint.base_url(), received_bytes = self.received_bytes, resumes, %broke, "upstream blob body broke again; giving up");
                 return Err(broke);
             }
             tokio::time::sleep(RESUME_PAUSE * 2u32.pow(resumes)).await;
@@ -345,7 +337,7 @@ impl Transfer<'_> {
                     // hyper reports a body short of its Content-Length as an error; this is an
                     // upstream that closed early without one while we know the length.
                     let short = self
-                        .source
+                        .origin
                         .total_bytes
                         .is_some_and(|t| self.received_bytes < t);
                     return if short {
@@ -355,7 +347,7 @@ impl Transfer<'_> {
                     };
                 }
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(digest = %self.source.digest, error = %e, received_bytes = self.received_bytes, "upstream body failed");
+                    tracing::warn!(digest = %self.origin.digest, error = %e, received_bytes = self.received_bytes, "upstream body failed");
                     return Pumped::Broke(FillFailure::Truncated);
                 }
                 Ok(Some(Ok(frame))) => frame,
@@ -372,7 +364,7 @@ impl Transfer<'_> {
                 match self.same_as_file(compared_bytes, seen).await {
                     Ok(true) => compared_bytes += n as u64,
                     Ok(false) => {
-                        tracing::error!(digest = %self.source.digest, upstream = %self.source.endpoint.base_url(), offset_bytes = compared_bytes, "upstream sent different bytes when asked again; the blob is not what followers already read");
+                        tracing::error!(digest = %self.origin.digest, upstream = %self.origin.endpoint.base_url(), offset_bytes = compared_bytes, "upstream sent different bytes when asked again; the blob is not what followers already read");
                         return Pumped::Failed(FillFailure::Mismatch);
                     }
                     Err(f) => return Pumped::Failed(f),
@@ -400,12 +392,12 @@ impl Transfer<'_> {
         broke: FillFailure,
         attempt: u32,
     ) -> Result<(Answer, u64), FillFailure> {
-        let Source {
+        let Origin {
             endpoint,
             repo,
             digest,
             total_bytes,
-        } = *self.source;
+        } = *self.origin;
         let offset = self.received_bytes;
         let upstream = endpoint.base_url();
         let answer = self

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use cache_daemon::fill::RESUME_ATTEMPTS;
 use stampede_oci::Digest;
 
+use crate::common::real::{free_port, have, push_layout, write_layout, Registry};
 use crate::common::upstream::{Behavior, FakeUpstream, Gate};
 use crate::common::{body, data, eventually, first_chunk, get, header, rest, within, TestDaemon};
 
@@ -243,6 +244,107 @@ async fn restart_with_different_bytes_fails_as_mismatch_and_cuts_every_reader() 
     up.set_behavior(&d, Behavior::default());
     assert_eq!(body(get(&url).await).await.unwrap().len(), BLOB_BYTES);
     assert!(cache.daemon.app().store.contains(&d));
+}
+
+/// With one upstream slot, the resume must not wait for the slot its own broken body held.
+#[tokio::test]
+async fn resume_with_one_upstream_slot_does_not_wait_for_itself() {
+    let up = FakeUpstream::start().await;
+    let content = data(BLOB_BYTES, 111);
+    let d = up.blob(
+        content.clone(),
+        Behavior {
+            cut_after: Some(BLOB_BYTES / 2),
+            fault_attempts: Some(1),
+            ..Behavior::default()
+        },
+    );
+    let cache = TestDaemon::start_in(tempfile::tempdir().unwrap(), &up.url(), |c| {
+        c.upstream.concurrency = 1;
+    })
+    .await;
+    assert!(body(get(&cache.url(&blob_path(&d))).await).await.unwrap() == content);
+    assert_eq!(up.count(Method::GET, &d.to_string()), 2);
+}
+
+/// A TCP relay to `target` that breaks the first connection whose answer passes `cut_bytes`
+/// (closing it after exactly that many response bytes) and relays every other one whole.
+async fn cutting_relay(target: std::net::SocketAddr, cut_bytes: usize) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut_done = std::sync::Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let cut_done = cut_done.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut upstream_read, mut upstream_write) = upstream.into_split();
+                let requests = tokio::spawn(async move {
+                    tokio::io::copy(&mut client_read, &mut upstream_write)
+                        .await
+                        .ok();
+                });
+                let mut buf = vec![0; 16 * 1024];
+                let mut relayed = 0;
+                loop {
+                    let n = match upstream_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if relayed + n > cut_bytes && !cut_done.swap(true, Ordering::SeqCst) {
+                        client_write
+                            .write_all(&buf[..cut_bytes - relayed])
+                            .await
+                            .ok();
+                        break;
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    relayed += n;
+                }
+                requests.abort();
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The real registry (Debian's `docker-registry`) honours the resume's `Range` with a `206`
+/// whose `Content-Range` the daemon accepts: a connection broken mid-blob costs one ranged
+/// request, and the client gets the exact blob.
+#[tokio::test]
+async fn reset_mid_blob_against_the_real_registry_resumes_with_a_range() {
+    if !have("docker-registry") || !have("skopeo") {
+        return;
+    }
+    let (registry, layer, _work) = tokio::task::spawn_blocking(|| {
+        let registry = Registry::start(None);
+        let work = tempfile::tempdir().unwrap();
+        let layout = work.path().join("layout");
+        let image = write_layout(&layout, "v1", &[BLOB_BYTES], 112);
+        push_layout(&layout, &format!("127.0.0.1:{}/test/app:v1", registry.port));
+        (registry, image.layers[0].clone(), work)
+    })
+    .await
+    .unwrap();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], registry.port));
+    let relay = cutting_relay(target, BLOB_BYTES / 3).await;
+    let cache = TestDaemon::start(&relay).await;
+    let before = registry.count("GET", &layer.to_string());
+    let got = body(get(&cache.url(&blob_path(&layer))).await)
+        .await
+        .unwrap();
+    assert_eq!(Digest::of(&got), layer);
+    assert_eq!(registry.count("GET", &layer.to_string()) - before, 2);
+    let m = metrics(&cache).await;
+    assert_metric(&m, r#"cache_daemon_fill_resumes_total{how="range"} 1"#);
+    assert_metric(&m, r#"cache_daemon_fills_total{result="committed"} 1"#);
 }
 
 #[tokio::test]
@@ -560,10 +662,7 @@ async fn self_signed_server() -> SelfSignedServer {
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let child = std::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
@@ -595,7 +694,7 @@ async fn self_signed_server() -> SelfSignedServer {
 
 #[tokio::test]
 async fn tls_with_an_untrusted_certificate_fails_fast() {
-    if !stampede_lab::have_or_skip("openssl") {
+    if !have("openssl") {
         return;
     }
     let server = self_signed_server().await;
