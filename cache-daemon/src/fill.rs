@@ -36,7 +36,7 @@ use crate::error::Error;
 use crate::flight::{FillFailure, FillGuard, ProgressWriter, Started};
 use crate::metrics::{FillResult, Metrics, Resume};
 use crate::store::{BlobMeta, BlobStore, TempBlob};
-use crate::upstream::{content_range, retry_after, Answer, Upstreams};
+use crate::upstream::{content_range, retry_after, Answer, ContentRange, Upstreams};
 
 /// Followers are woken at least every this many bytes written.
 pub const NOTIFY_BYTES: u64 = 64 * 1024;
@@ -410,12 +410,7 @@ impl Transfer<'_> {
         match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let range = content_range(resp);
-                let fits = range.is_some_and(|r| {
-                    r.first_bytes == offset
-                        && total_bytes
-                            .is_none_or(|t| r.complete_bytes == Some(t) && r.last_bytes + 1 == t)
-                });
-                if !fits {
+                if !continues(range, offset, total_bytes) {
                     tracing::warn!(%digest, %upstream, offset_bytes = offset, ?range, ?total_bytes, "upstream answered a resume with a range that does not continue the blob; giving up");
                     return Err(broke);
                 }
@@ -477,6 +472,15 @@ impl Transfer<'_> {
     }
 }
 
+/// Whether a `206` with `range` continues a blob of `total_bytes` (when known) from
+/// `offset_bytes` to its end.
+fn continues(range: Option<ContentRange>, offset_bytes: u64, total_bytes: Option<u64>) -> bool {
+    range.is_some_and(|r| {
+        r.first_bytes == offset_bytes
+            && total_bytes.is_none_or(|t| r.complete_bytes == Some(t) && r.last_bytes + 1 == t)
+    })
+}
+
 fn hash_frames(mut rx: mpsc::Receiver<Bytes>, mut verifier: Verifier) -> Verifier {
     while let Some(chunk) = rx.blocking_recv() {
         verifier.update(&chunk);
@@ -526,4 +530,38 @@ fn write_frames(
         };
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_partial_answers_continue_a_blob() {
+        let r = |first_bytes, last_bytes, complete_bytes| {
+            Some(ContentRange {
+                first_bytes,
+                last_bytes,
+                complete_bytes,
+            })
+        };
+        let cases = [
+            (r(5, 9, Some(10)), 5, Some(10), true),
+            (r(5, 9, None), 5, None, true),
+            (r(5, 9, Some(10)), 5, None, true),
+            (r(4, 9, Some(10)), 5, Some(10), false),
+            (r(6, 9, Some(10)), 5, Some(10), false),
+            (r(5, 9, Some(11)), 5, Some(10), false),
+            (r(5, 8, Some(10)), 5, Some(10), false),
+            (r(5, 9, None), 5, Some(10), false),
+            (None, 5, Some(10), false),
+        ];
+        for (range, offset, total, want) in cases {
+            assert_eq!(
+                continues(range, offset, total),
+                want,
+                "{range:?} from {offset} of {total:?}"
+            );
+        }
+    }
 }

@@ -246,6 +246,39 @@ async fn restart_with_different_bytes_fails_as_mismatch_and_cuts_every_reader() 
     assert!(cache.daemon.app().store.contains(&d));
 }
 
+/// A `206` that starts elsewhere than asked would put bytes at the wrong offsets: the fill fails,
+/// readers are cut, nothing is committed, and the next request starts afresh.
+#[tokio::test]
+async fn partial_answer_from_the_wrong_offset_fails_the_fill() {
+    let up = FakeUpstream::start().await;
+    let content = data(BLOB_BYTES, 113);
+    let gate = Gate::new(BLOB_BYTES / 8);
+    let d = up.blob(
+        content.clone(),
+        Behavior {
+            cut_after: Some(BLOB_BYTES / 2),
+            fault_attempts: Some(1),
+            range_early: true,
+            gate: Some(gate.clone()),
+            ..Behavior::default()
+        },
+    );
+    let cache = TestDaemon::start(&up.url()).await;
+    let url = cache.url(&blob_path(&d));
+    let readers = held_readers(&url, 3).await;
+    gate.open();
+    assert_all_cut(readers).await;
+    eventually(|| cache.daemon.app().flights.is_empty()).await;
+    assert_nothing_committed(&cache, &d);
+    // Asked once, refused: no further resume from a source that does not continue.
+    assert_eq!(up.count(Method::GET, &d.to_string()), 2);
+    let m = metrics(&cache).await;
+    assert!(!m.contains("cache_daemon_fill_resumes_total{"), "{m}");
+    assert_metric(&m, r#"cache_daemon_fills_total{result="failed"} 1"#);
+    up.set_behavior(&d, Behavior::default());
+    assert!(body(get(&url).await).await.unwrap() == content);
+}
+
 /// With one upstream slot, the resume must not wait for the slot its own broken body held.
 #[tokio::test]
 async fn resume_with_one_upstream_slot_does_not_wait_for_itself() {

@@ -70,6 +70,8 @@ pub struct Behavior {
     pub differ_after_first: bool,
     /// Status of attempt i (past the end, or 200: answer normally).
     pub statuses: Vec<u16>,
+    /// Answer a `Range: bytes=N-` from N-1 instead (a `206` that does not continue).
+    pub range_early: bool,
 }
 
 impl Default for Behavior {
@@ -90,6 +92,7 @@ impl Default for Behavior {
             length_delta: 0,
             differ_after_first: false,
             statuses: Vec::new(),
+            range_early: false,
         }
     }
 }
@@ -408,7 +411,11 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
                     .insert("content-range", format!("bytes */{len}").parse().unwrap());
                 return r;
             }
-            Some(from)
+            Some(if b.range_early {
+                from.saturating_sub(1)
+            } else {
+                from
+            })
         }
         _ => None,
     };
