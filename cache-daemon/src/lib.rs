@@ -10,6 +10,8 @@
 //! - [`server`]: accept loop, connection limit, graceful shutdown; builds the daemon.
 //! - [`route`]: method + path + query parsed into a [`route::Route`]; pure.
 //! - [`handler`]: dispatch; the only place that combines store, flights, manifests, upstreams.
+//! - [`access`]: caller checks (off by default): the caller's own credentials tried upstream
+//!   before private content is served.
 //! - [`store`]: committed blobs on disk (layout, index), commit by fsync + rename.
 //! - [`flight`]: single-flight and fan-out of fills in progress.
 //! - [`fill`]: one upstream fill: fetch, hash, write, verify, commit or fail.
@@ -29,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod body;
 pub mod cli;
