@@ -309,8 +309,11 @@ fn skopeo_needs_its_own_credentials_to_pull_a_private_image_through_a_checking_d
     if !have("docker-registry") || !have("skopeo") {
         return;
     }
-    const USER: &str = "puller";
-    const PASSWORD: &str = "pull-Secret-4411";
+    // The node's own account (the daemon's credentials) and a pod's.
+    const USER: &str = "node";
+    const PASSWORD: &str = "node-Secret-4411";
+    const POD: &str = "pod";
+    const POD_PASSWORD: &str = "pod-Secret-7310";
     let work = tempfile::tempdir().unwrap();
     let storage = work.path().join("storage");
     let layout = work.path().join("layout");
@@ -326,15 +329,21 @@ fn skopeo_needs_its_own_credentials_to_pull_a_private_image_through_a_checking_d
         push_layout(&layout, &format!("{addr}/private/app:v1"));
         open.stop();
     }
-    let hash = bcrypt::hash_with_result(PASSWORD, 5)
-        .unwrap()
-        .format_for_version(bcrypt::Version::TwoY);
+    let hash = |p: &str| {
+        bcrypt::hash_with_result(p, 5)
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoY)
+    };
     let htpasswd = work.path().join("htpasswd");
-    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+    std::fs::write(
+        &htpasswd,
+        format!("{USER}:{}\n{POD}:{}\n", hash(PASSWORD), hash(POD_PASSWORD)),
+    )
+    .unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut config = stampede_lab::RegistryConfig::plain(addr, &storage);
     config.auth = stampede_lab::RegistryAuth::Htpasswd(htpasswd);
-    let _private = stampede_lab::DockerRegistry::start(&work.path().join("private"), &config, None)
+    let private = stampede_lab::DockerRegistry::start(&work.path().join("private"), &config, None)
         .unwrap_or_else(|e| panic!("{e}"));
 
     // The daemon's own credentials, as `docker login` would have written them.
@@ -389,8 +398,8 @@ fn skopeo_needs_its_own_credentials_to_pull_a_private_image_through_a_checking_d
             .arg(format!("dir:{}", work.path().join(dest).display()));
         output_within(&mut cmd, Duration::from_secs(60))
     };
-    let right = format!("{USER}:{PASSWORD}");
-    let wrong = format!("{USER}:not-the-password");
+    let right = format!("{POD}:{POD_PASSWORD}");
+    let wrong = format!("{POD}:not-the-password");
 
     let port = free_port();
     let checking = daemon(true, port);
@@ -406,6 +415,20 @@ fn skopeo_needs_its_own_credentials_to_pull_a_private_image_through_a_checking_d
         1 + image.layers.len()
     );
     assert!(inspect(port, Some(&right)).status.success());
+    // The daemon's checks reached the registry as HEADs (skopeo talks only to the daemon, and
+    // the daemon's own fetches are GETs), and the pod's account passed them.
+    let heads = |status: &str| {
+        std::fs::read_to_string(private.log_path())
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.contains("\"HEAD /v2/private/app/")
+                    && l.contains(&format!("HTTP/1.1\" {status} "))
+            })
+            .count()
+    };
+    assert!(heads("200") >= 1);
+    assert_eq!(heads("401"), 0);
     // Everything is cached now; still, wrong credentials or none read nothing.
     for (creds, dest) in [(Some(wrong.as_str()), "wrong"), (None, "none")] {
         let out = copy(port, creds, dest);
@@ -426,6 +449,10 @@ fn skopeo_needs_its_own_credentials_to_pull_a_private_image_through_a_checking_d
     assert!(
         checking.metric(r#"cache_daemon_access_checks_total{result="denied",source="upstream"}"#)
             >= 1.0
+    );
+    assert!(
+        heads("401") >= 1,
+        "the registry refused the wrong credentials itself"
     );
     checking.terminate();
 
