@@ -177,6 +177,28 @@ async fn a_caller_without_rights_gets_the_upstreams_challenge_even_for_cached_co
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(p.heads(), before);
+
+    // A client answers the challenge as it would a registry's: a token from the upstream's
+    // realm, for the scope it names, presented to the daemon.
+    let (_, challenge, _) = status_as(&blob, None).await;
+    let param = |name: &str| {
+        challenge
+            .split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned()
+    };
+    let token_url = format!(
+        "{}?service={}&scope={}",
+        param("realm"),
+        param("service"),
+        param("scope")
+    );
+    let token = body(request("GET", &token_url, &[]).await).await.unwrap();
+    let token: serde_json::Value = serde_json::from_slice(&token).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    assert_eq!(status_as(&blob, Some(&bearer)).await.0, StatusCode::OK);
     d.stop().await;
 }
 
