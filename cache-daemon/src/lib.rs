@@ -23,7 +23,8 @@
 //! - [`error`]: errors, their HTTP status and OCI code, in one place.
 //!
 //! # A blob request's path
-//! `server` -> `handler::App::handle` -> `route::Route::parse` -> store hit? `body::from_file`.
+//! `server` -> `handler::App::handle` -> `route::Route::parse` -> (with caller checks on:
+//! `access::Access::admit`, allowed or refused) -> store hit? `body::from_file`.
 //! Miss: `flight::Flights::claim` -> leader spawns `fill::run` (upstream GET -> hash -> temp file
 //! -> verify -> `store::BlobStore::commit`), and leader and followers alike answer with
 //! `body::from_flight`, which reads the temp file as it grows and sends its last byte only after
