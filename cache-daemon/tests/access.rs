@@ -77,7 +77,7 @@ impl Private {
 /// Lets the daemon record the repository a just-committed fill came through (a task woken by
 /// the commit, racing the response's last byte).
 async fn settle() {
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 async fn status_as(url: &str, auth: Option<&str>) -> (StatusCode, String, String) {
@@ -235,14 +235,14 @@ async fn rights_to_one_repository_do_not_read_another_repositorys_blob_through_i
 #[tokio::test]
 async fn identical_checks_share_one_head_and_decisions_expire() {
     let p = Private::start().await;
-    let ttl = Duration::from_millis(400);
+    let ttl = Duration::from_millis(1500);
     let d = p
         .daemon(|c| {
             c.access.allow_ttl = ttl;
         })
         .await;
     // Make the check slow enough that all requests arrive while it runs.
-    p.upstream.stall(Duration::from_millis(300));
+    p.upstream.stall(Duration::from_millis(1000));
     let manifest = d.url("/v2/team/a/manifests/v1");
     let answers = join_all((0..8).map(|_| status_as(&manifest, Some(ALICE)))).await;
     assert!(
