@@ -20,7 +20,11 @@
 //! repository A must not read repository B's blob through `/v2/A/blobs/<digest>`. The same goes
 //! for upstreams without daemon credentials (public, otherwise not checked): the store is shared
 //! by every upstream. A digest neither held nor being filled needs no such check: its fill
-//! fetches it from that very repository, and the repository is recorded once it is committed.
+//! fetches it from that very repository, and the repository is recorded once it is committed;
+//! nor does one being filled through that very repository. A request admitted for a miss that
+//! then finds a fill of its digest in progress (one started meanwhile, through any repository)
+//! is asked again by the handler before it follows, which makes it an exact check unless the
+//! fill comes from the same repository.
 //!
 //! Callers are told apart by the sha256 of their `Authorization` value (no header: anonymous).
 //! Identical checks in progress share one `HEAD`. This module decides; `handler.rs` asks it
@@ -170,6 +174,9 @@ pub struct Access {
     in_flight: Mutex<HashMap<Key, Check>>,
     /// Each upstream's `/v2/` challenge to anonymous callers, and when it was asked.
     base_challenges: Mutex<HashMap<String, (Option<HeaderValue>, Instant)>>,
+    /// Fills this daemon leads, by digest: the repository (`registry/repository`) each fetches
+    /// from. Removed when the fill ends.
+    filling: Mutex<HashMap<Digest, String>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -199,31 +206,49 @@ impl Access {
             decisions: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             base_challenges: Mutex::new(HashMap::new()),
+            filling: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Records repository `label` (`registry/repository`) on the blob a fill this daemon leads
-    /// through it brings, once committed: the store records repositories on hits, and until
-    /// the first hit the next caller would need a `HEAD` of the exact blob. A failed fill
-    /// records nothing; only a leader's fill counts (a follower may be reading a fill started
-    /// through another repository).
-    pub fn note_fill(&self, flight: &Arc<Flight>, label: &str) {
+    /// Notes that this daemon leads a fill of the flight's blob from repository `label`
+    /// (`registry/repository`): while it runs, followers asking through the same repository need
+    /// no exact check, and once committed the store records the repository (it records
+    /// repositories on hits, so until the first hit the next caller would need a `HEAD` of the
+    /// exact blob). A failed fill records nothing. Only a leader's fill counts: a follower may be
+    /// reading a fill started through another repository.
+    pub fn note_fill(self: &Arc<Self>, flight: &Arc<Flight>, label: &str) {
         if !self.config.check_callers {
             return;
         }
         let mut progress = flight.subscribe();
         let digest = flight.digest().clone();
-        let store = self.store.clone();
         let label = label.to_owned();
+        self.filling
+            .lock()
+            .expect("filling mutex poisoned")
+            .insert(digest.clone(), label.clone());
+        let this = self.clone();
         tokio::spawn(async move {
             let done = progress
                 .wait_for(|p| p.state != FillState::Running)
                 .await
                 .is_ok_and(|p| p.state == FillState::Done);
             if done {
-                store.lookup(&digest, Some(&label));
+                this.store.lookup(&digest, Some(&label));
+            }
+            let mut filling = this.filling.lock().expect("filling mutex poisoned");
+            if filling.get(&digest) == Some(&label) {
+                filling.remove(&digest);
             }
         });
+    }
+
+    fn filling_through(&self, digest: &Digest, label: &str) -> bool {
+        self.filling
+            .lock()
+            .expect("filling mutex poisoned")
+            .get(digest)
+            .is_some_and(|l| l == label)
     }
 
     /// Whether callers are checked at all.
@@ -256,6 +281,7 @@ impl Access {
         let exact = target.digest().is_some_and(|d| {
             (self.store.contains(d) || self.flights.get(d).is_some())
                 && !self.store.seen_under(d, label)
+                && !self.filling_through(d, label)
         });
         if !private && !exact {
             return Ok(());

@@ -105,8 +105,15 @@ impl App {
                     }
                     (
                         Kind::Blob,
-                        self.blob(&repo, &digest, ns.as_deref(), head, range.as_deref())
-                            .await,
+                        self.blob(
+                            &repo,
+                            &digest,
+                            ns.as_deref(),
+                            head,
+                            range.as_deref(),
+                            caller.as_ref(),
+                        )
+                        .await,
                     )
                 }
                 Route::Manifest {
@@ -229,6 +236,7 @@ impl App {
         ns: Option<&str>,
         head: bool,
         range: Option<&str>,
+        caller: Option<&HeaderValue>,
     ) -> Result<Response<Body>, ErrorReply> {
         let range = range.map(ByteRange::parse).transpose()?.flatten();
         let label = self.upstreams.repo_label(ns, repo);
@@ -256,6 +264,11 @@ impl App {
                 self.start_fill(guard, &endpoint, repo)
             }
             Claim::Follower(flight) => {
+                // Admitted as a miss, but a fill started meanwhile, maybe through another
+                // repository: ask again (an exact check unless it is this repository's fill).
+                if let Err(r) = self.admit(caller, ns, repo, Target::Blob(digest)).await {
+                    return Err(r.reply);
+                }
                 self.metrics.request(Kind::Blob, Outcome::Coalesced);
                 flight
             }

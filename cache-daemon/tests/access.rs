@@ -15,8 +15,8 @@ use cache_daemon::Config;
 use stampede_oci::auth::Credentials;
 use stampede_oci::Endpoint;
 
-use crate::common::upstream::FakeUpstream;
-use crate::common::{body, header, request, TestDaemon};
+use crate::common::upstream::{Behavior, FakeUpstream, Gate};
+use crate::common::{body, first_chunk, header, request, TestDaemon};
 
 const ALICE: &str = "Bearer alice-token";
 const BOB: &str = "Bearer bob-token";
@@ -228,6 +228,61 @@ async fn rights_to_one_repository_do_not_read_another_repositorys_blob_through_i
     assert_eq!(
         status_as(&through_b, Some(ALICE)).await.0,
         StatusCode::UNAUTHORIZED
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_fill_in_progress_is_followed_only_through_its_own_repository() {
+    let p = Private::start().await;
+    let d = p.daemon(|_| {}).await;
+    p.upstream.grant("Bearer carol-token", "team/b");
+    assert_eq!(
+        status_as(&d.url("/v2/team/a/manifests/v1"), Some(ALICE))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Bob's fill of team/b's blob stops half-way until the gate opens.
+    let gate = Gate::new(25_000);
+    p.upstream.set_behavior(
+        &p.blob_b,
+        Behavior {
+            gate: Some(gate.clone()),
+            chunk_bytes: 5_000,
+            ..Behavior::default()
+        },
+    );
+    let through_b = d.url(&format!("/v2/team/b/blobs/{}", p.blob_b));
+    let leader = request("GET", &through_b, &[("authorization", BOB)]).await;
+    assert_eq!(leader.status(), StatusCode::OK);
+    let mut leader = leader.into_body();
+    let first = first_chunk(&mut leader).await;
+    let heads = p.heads();
+
+    // Bob again, following his own fill through team/b: his repository decision is enough (the
+    // fill proves the blob is in team/b), no new HEAD.
+    let follower = request("GET", &through_b, &[("authorization", BOB)]).await;
+    assert_eq!(follower.status(), StatusCode::OK);
+    assert_eq!(p.heads(), heads);
+    // Alice, allowed in team/a, asks for it through team/a while it fills: an exact check,
+    // which the upstream answers 404.
+    let through_a = d.url(&format!("/v2/team/a/blobs/{}", p.blob_b));
+    assert_eq!(
+        status_as(&through_a, Some(ALICE)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        p.upstream
+            .count(Method::HEAD, &format!("/v2/team/a/blobs/{}", p.blob_b)),
+        1
+    );
+    gate.open();
+    let want = crate::common::data(50_000, 2);
+    assert_eq!(body(follower).await.unwrap().as_ref(), &want[..]);
+    assert_eq!(
+        crate::common::rest(leader, first.to_vec()).await.unwrap(),
+        want
     );
     d.stop().await;
 }
