@@ -17,11 +17,12 @@ use stampede_oci::auth::{Credentials, DockerConfig, DockerConfigError};
 use stampede_oci::{Digest, Endpoint, ImageRef, Platform};
 
 use crate::config::{
-    Budget, Config, PinRequest, PinTarget, ServerConfig, StoreConfig, UpstreamConfig,
+    AccessConfig, Budget, Config, PinRequest, PinTarget, ServerConfig, StoreConfig, UpstreamConfig,
     DEFAULT_ADMIN_LISTEN, DEFAULT_HIGH_WATERMARK, DEFAULT_LISTEN, DEFAULT_LOW_WATERMARK,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_TAG_TTL, DEFAULT_UPSTREAM_CONCURRENCY,
 };
-use crate::config_file::{FileConfig, FileError};
+use crate::config::{DEFAULT_ACCESS_ALLOW_TTL, DEFAULT_ACCESS_DENY_TTL, DEFAULT_ACCESS_GRACE};
+use crate::config_file::{AccessEntry, FileConfig, FileError};
 
 /// Default store directory.
 pub const DEFAULT_ROOT: &str = "/var/lib/cache-daemon";
@@ -133,6 +134,21 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "CACHE_DAEMON_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Serve content of repositories whose upstream the daemon holds credentials for only to
+    /// callers whose own credentials the upstream accepts (one HEAD per caller and repository
+    /// per --access-allow-ttl) [default: off: anyone reaching the port reads the cache].
+    #[arg(long, env = "CACHE_DAEMON_CHECK_CALLERS")]
+    pub check_callers: bool,
+    /// How long an "allowed" caller check is reused [default: 60s].
+    #[arg(long, env = "CACHE_DAEMON_ACCESS_ALLOW_TTL", value_parser = humantime::parse_duration)]
+    pub access_allow_ttl: Option<Duration>,
+    /// How long a "denied" caller check is reused [default: 5s].
+    #[arg(long, env = "CACHE_DAEMON_ACCESS_DENY_TTL", value_parser = humantime::parse_duration)]
+    pub access_deny_ttl: Option<Duration>,
+    /// How long past its TTL an "allowed" check still serves while the upstream cannot be
+    /// asked [default: 5m].
+    #[arg(long, env = "CACHE_DAEMON_ACCESS_GRACE", value_parser = humantime::parse_duration)]
+    pub access_grace: Option<Duration>,
 }
 
 /// Where the operator tools find the store: the config file (for its root, admin address and
@@ -409,10 +425,36 @@ impl ServeArgs {
                 store: StoreConfig { root, budget },
                 upstream,
                 pins,
+                access: access_config(&self, &file.access)?,
             },
             log_format,
         })
     }
+}
+
+fn access_config(args: &ServeArgs, file: &AccessEntry) -> Result<AccessConfig, ConfigError> {
+    let config = AccessConfig {
+        check_callers: args.check_callers || file.check_callers.unwrap_or(false),
+        allow_ttl: args
+            .access_allow_ttl
+            .or(file.allow_ttl)
+            .unwrap_or(DEFAULT_ACCESS_ALLOW_TTL),
+        deny_ttl: args
+            .access_deny_ttl
+            .or(file.deny_ttl)
+            .unwrap_or(DEFAULT_ACCESS_DENY_TTL),
+        grace: args
+            .access_grace
+            .or(file.grace)
+            .unwrap_or(DEFAULT_ACCESS_GRACE),
+    };
+    if config.allow_ttl.is_zero() {
+        return Err(invalid(
+            "access.allow_ttl",
+            "must be greater than zero (every request would cost an upstream HEAD and the grace would never apply)",
+        ));
+    }
+    Ok(config)
 }
 
 fn parse_admin(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
@@ -699,6 +741,41 @@ mod tests {
             let err = parse(&args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn caller_checks_are_off_by_default_and_set_by_file_or_flags() {
+        let c = parse(&["--upstream", "http://x"]).unwrap();
+        assert_eq!(c.access, AccessConfig::default());
+        assert!(!c.access.check_callers);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://x\"\n[access]\ncheck_callers = true\nallow_ttl = \"2m\"\ngrace = \"10s\"\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let c = parse(&["--config", file]).unwrap();
+        assert!(c.access.check_callers);
+        assert_eq!(c.access.allow_ttl, Duration::from_secs(120));
+        assert_eq!(c.access.deny_ttl, DEFAULT_ACCESS_DENY_TTL);
+        assert_eq!(c.access.grace, Duration::from_secs(10));
+        let c = parse(&["--config", file, "--access-allow-ttl", "30s"]).unwrap();
+        assert_eq!(c.access.allow_ttl, Duration::from_secs(30));
+
+        let c = parse(&["--upstream", "http://x", "--check-callers"]).unwrap();
+        assert!(c.access.check_callers);
+        let err = parse(&["--upstream", "http://x", "--access-allow-ttl", "0s"]).unwrap_err();
+        assert!(err.contains("access.allow_ttl"), "{err}");
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            "upstream = \"http://x\"\n[access]\ncheck_caller = true\n",
+        )
+        .unwrap();
+        let err = parse(&["--config", dir.path().join("bad.toml").to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]

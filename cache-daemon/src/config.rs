@@ -20,6 +20,41 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Content declared pinned in the config file; resolved and fetched at start.
     pub pins: Vec<PinRequest>,
+    /// Whether callers' own credentials are checked before private content is served.
+    pub access: AccessConfig,
+}
+
+/// Caller checks (`access.rs`): before content of a repository whose upstream the daemon holds
+/// credentials for is served, the caller's own `Authorization` is tried upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessConfig {
+    /// Check callers at all (off: anyone who reaches the port reads whatever is cached).
+    pub check_callers: bool,
+    /// How long an "allowed" answer for (caller, upstream, repository) is reused.
+    pub allow_ttl: Duration,
+    /// How long a "denied" or "not found" answer is reused.
+    pub deny_ttl: Duration,
+    /// How long past `allow_ttl` an "allowed" answer still serves while the upstream cannot be
+    /// asked (unreachable, timing out, failing, throttling).
+    pub grace: Duration,
+}
+
+/// Default reuse of an "allowed" decision.
+pub const DEFAULT_ACCESS_ALLOW_TTL: Duration = Duration::from_secs(60);
+/// Default reuse of a "denied" decision: short, so a caller just granted rights waits little.
+pub const DEFAULT_ACCESS_DENY_TTL: Duration = Duration::from_secs(5);
+/// Default grace for "allowed" decisions during an upstream outage.
+pub const DEFAULT_ACCESS_GRACE: Duration = Duration::from_secs(300);
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            check_callers: false,
+            allow_ttl: DEFAULT_ACCESS_ALLOW_TTL,
+            deny_ttl: DEFAULT_ACCESS_DENY_TTL,
+            grace: DEFAULT_ACCESS_GRACE,
+        }
+    }
 }
 
 /// Something to pin.
@@ -175,6 +210,7 @@ impl Config {
             store: StoreConfig { root, budget: None },
             upstream: UpstreamConfig::with_default(upstream),
             pins: Vec::new(),
+            access: AccessConfig::default(),
         }
     }
 }

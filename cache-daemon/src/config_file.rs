@@ -22,6 +22,12 @@
 //! [[pins]]
 //! image = "ghcr.io/acme/api:v1.42.0"
 //! platform = "linux/amd64"
+//!
+//! [access]
+//! check_callers = true   # private repositories only to callers the upstream accepts
+//! allow_ttl = "60s"
+//! deny_ttl = "5s"
+//! grace = "5m"
 //! ```
 
 use std::collections::BTreeMap;
@@ -89,6 +95,26 @@ pub struct FileConfig {
     /// Content that is never evicted.
     #[serde(default)]
     pub pins: Vec<PinEntry>,
+    /// Caller checks.
+    #[serde(default)]
+    pub access: AccessEntry,
+}
+
+/// `[access]`: checking callers' own credentials before private content is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessEntry {
+    /// Check callers against the upstream (default false).
+    pub check_callers: Option<bool>,
+    /// Reuse of an "allowed" decision.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub allow_ttl: Option<Duration>,
+    /// Reuse of a "denied" decision.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub deny_ttl: Option<Duration>,
+    /// How long past `allow_ttl` an "allowed" decision serves while the upstream cannot be asked.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub grace: Option<Duration>,
 }
 
 /// One registry's upstream and credentials.

@@ -124,6 +124,27 @@ pub enum Error {
         /// What went wrong, for the log.
         reason: String,
     },
+    /// Caller checks: the caller presented no credential, or one the upstream refused for this
+    /// repository.
+    #[error("{}", if *presented { format!("the upstream refused the presented credentials for {repo}") } else { format!("{repo} is private: present credentials the upstream accepts for it") })]
+    CallerUnauthorized {
+        /// `registry/repository`.
+        repo: String,
+        /// Whether the caller sent an `Authorization` header.
+        presented: bool,
+        /// 401 (a challenge goes with it) or 403 (the upstream gave none).
+        status: StatusCode,
+    },
+    /// Caller checks: the upstream could not be asked and no recent decision allows the caller.
+    #[error("cannot check the caller's access to {repo} with upstream {upstream} ({reason}), and no recent decision allows it")]
+    CallerUnverifiable {
+        /// `registry/repository`.
+        repo: String,
+        /// Which upstream.
+        upstream: String,
+        /// What went wrong asking it.
+        reason: String,
+    },
     /// Disk or other local failure.
     #[error("{what}")]
     Internal {
@@ -156,7 +177,8 @@ impl Error {
             | Self::RegistryNotConfigured(_)
             | Self::RangeNotSatisfiable { .. }
             | Self::BlobUnknown(_)
-            | Self::ManifestUnknown(_) => Fault::Downstream,
+            | Self::ManifestUnknown(_)
+            | Self::CallerUnauthorized { .. } => Fault::Downstream,
             Self::ManifestTooLarge { .. }
             | Self::ManifestMismatch { .. }
             | Self::UpstreamDenied { .. }
@@ -165,7 +187,8 @@ impl Error {
             | Self::UpstreamStatus { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
-            | Self::FillFailed { .. } => Fault::Upstream,
+            | Self::FillFailed { .. }
+            | Self::CallerUnverifiable { .. } => Fault::Upstream,
             Self::Internal { .. } => Fault::Internal,
         }
     }
@@ -193,6 +216,8 @@ impl Error {
             | Self::FillFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::CallerUnauthorized { status, .. } => *status,
+            Self::CallerUnverifiable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -215,7 +240,14 @@ impl Error {
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::FillFailed { .. }
-            | Self::Internal { .. } => "UNAVAILABLE",
+            | Self::Internal { .. }
+            | Self::CallerUnverifiable { .. } => "UNAVAILABLE",
+            Self::CallerUnauthorized {
+                presented: false, ..
+            } => "UNAUTHORIZED",
+            Self::CallerUnauthorized {
+                presented: true, ..
+            } => "DENIED",
         }
     }
 
@@ -341,6 +373,33 @@ mod tests {
             (
                 Error::internal("write", std::io::Error::other("disk on fire")),
                 500,
+                "UNAVAILABLE",
+            ),
+            (
+                Error::CallerUnauthorized {
+                    repo: "r/a".into(),
+                    presented: false,
+                    status: StatusCode::UNAUTHORIZED,
+                },
+                401,
+                "UNAUTHORIZED",
+            ),
+            (
+                Error::CallerUnauthorized {
+                    repo: "r/a".into(),
+                    presented: true,
+                    status: StatusCode::FORBIDDEN,
+                },
+                403,
+                "DENIED",
+            ),
+            (
+                Error::CallerUnverifiable {
+                    repo: "r/a".into(),
+                    upstream: "u".into(),
+                    reason: "timed out".into(),
+                },
+                503,
                 "UNAVAILABLE",
             ),
         ];

@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
-    RETRY_AFTER,
+    HeaderValue, ACCEPT_RANGES, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
 
 use stampede_oci::manifest::OCTET_STREAM;
 use stampede_oci::{Digest, Endpoint, RepoName};
 
+use crate::access::{Access, Refusal, Target};
 use crate::body::{self, Body};
 use crate::error::{Error, ErrorReply, Fault};
 use crate::fill::{self, FillContext, FillJob};
@@ -46,6 +47,8 @@ pub struct App {
     pub evict: Arc<tokio::sync::Notify>,
     /// Pins declared in the config file, ensured at start.
     pub declared_pins: Vec<crate::config::PinRequest>,
+    /// Caller checks (off by default).
+    pub access: Arc<Access>,
 }
 
 impl App {
@@ -80,24 +83,51 @@ impl App {
             .get(RANGE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let caller = req.headers().get(AUTHORIZATION).cloned();
         let parsed = Route::parse(req.method(), req.uri().path(), req.uri().query());
         let head = req.method() == Method::HEAD;
         let (kind, answer) = match parsed {
             Err(e) => (Kind::Other, Err(e.reply())),
             Ok(Parsed { route, head }) => match route {
-                Route::Base => (Kind::Base, Ok(self.base(head))),
+                Route::Base => match self.base_challenge(caller.as_ref()).await {
+                    Some(refusal) => return self.refuse(Kind::Base, refusal, head),
+                    None => (Kind::Base, Ok(self.base(head))),
+                },
                 Route::Health => (Kind::Other, Ok(text(StatusCode::OK, "ok\n", head))),
                 Route::Metrics => (Kind::Other, Ok(self.metrics_text())),
-                Route::Blob { repo, digest, ns } => (
-                    Kind::Blob,
-                    self.blob(&repo, &digest, ns.as_deref(), head, range.as_deref())
+                Route::Blob { repo, digest, ns } => {
+                    let target = Target::Blob(&digest);
+                    if let Err(r) = self
+                        .admit(caller.as_ref(), ns.as_deref(), &repo, target)
+                        .await
+                    {
+                        return self.refuse(Kind::Blob, r, head);
+                    }
+                    (
+                        Kind::Blob,
+                        self.blob(
+                            &repo,
+                            &digest,
+                            ns.as_deref(),
+                            head,
+                            range.as_deref(),
+                            caller.as_ref(),
+                        )
                         .await,
-                ),
+                    )
+                }
                 Route::Manifest {
                     repo,
                     reference,
                     ns,
                 } => {
+                    let target = Target::Manifest(&reference);
+                    if let Err(r) = self
+                        .admit(caller.as_ref(), ns.as_deref(), &repo, target)
+                        .await
+                    {
+                        return self.refuse(Kind::Manifest, r, head);
+                    }
                     let answer = async {
                         let endpoint = self.upstreams.resolve(ns.as_deref())?;
                         let label = self.upstreams.repo_label(ns.as_deref(), &repo);
@@ -122,6 +152,60 @@ impl App {
                 error_response(&reply, head)
             }
         }
+    }
+
+    /// With caller checks on: whether the caller may read `target` in `repo` (see `access.rs`);
+    /// a registry this cache does not serve is refused here, before the store is consulted.
+    async fn admit(
+        &self,
+        caller: Option<&HeaderValue>,
+        ns: Option<&str>,
+        repo: &RepoName,
+        target: Target<'_>,
+    ) -> Result<(), Refusal> {
+        if !self.access.enabled() {
+            return Ok(());
+        }
+        let endpoint = self.upstreams.resolve(ns)?;
+        let label = self.upstreams.repo_label(ns, repo);
+        self.access
+            .admit(caller, &endpoint, repo, &label, target)
+            .await
+    }
+
+    /// With caller checks on and a private default upstream: `/v2/` answers a caller without
+    /// credentials as the upstream does (401 and its challenge), so clients that decide from
+    /// the ping whether to send credentials (containers/image: skopeo, podman, CRI-O) send them.
+    async fn base_challenge(&self, caller: Option<&HeaderValue>) -> Option<Refusal> {
+        if !self.access.enabled() || caller.is_some() {
+            return None;
+        }
+        let endpoint = self.upstreams.resolve(None).ok()?;
+        let challenge = self.access.base_challenge(&endpoint).await?;
+        Some(Refusal {
+            reply: Error::CallerUnauthorized {
+                repo: endpoint.authority().to_owned(),
+                presented: false,
+                status: StatusCode::UNAUTHORIZED,
+            }
+            .reply(),
+            challenge: Some(challenge),
+        })
+    }
+
+    /// The answer to a refused caller: the OCI error and, for a 401, the challenge.
+    fn refuse(&self, kind: Kind, refusal: Refusal, head: bool) -> Response<Body> {
+        self.metrics.request(kind, Outcome::Error);
+        let mut resp = error_response(&refusal.reply, head);
+        if let Some(c) = refusal.challenge {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, c);
+        }
+        if kind == Kind::Base {
+            // Clients tell a v2 registry from anything else by this header, 401 or not.
+            resp.headers_mut()
+                .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+        }
+        resp
     }
 
     fn base(&self, head: bool) -> Response<Body> {
@@ -152,6 +236,7 @@ impl App {
         ns: Option<&str>,
         head: bool,
         range: Option<&str>,
+        caller: Option<&HeaderValue>,
     ) -> Result<Response<Body>, ErrorReply> {
         let range = range.map(ByteRange::parse).transpose()?.flatten();
         let label = self.upstreams.repo_label(ns, repo);
@@ -175,9 +260,15 @@ impl App {
             }
             Claim::Leader(guard) => {
                 self.metrics.request(Kind::Blob, Outcome::Miss);
+                self.access.note_fill(guard.flight(), &label);
                 self.start_fill(guard, &endpoint, repo)
             }
             Claim::Follower(flight) => {
+                // Admitted as a miss, but a fill started meanwhile, maybe through another
+                // repository: ask again (an exact check unless it is this repository's fill).
+                if let Err(r) = self.admit(caller, ns, repo, Target::Blob(digest)).await {
+                    return Err(r.reply);
+                }
                 self.metrics.request(Kind::Blob, Outcome::Coalesced);
                 flight
             }

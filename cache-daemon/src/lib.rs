@@ -10,6 +10,8 @@
 //! - [`server`]: accept loop, connection limit, graceful shutdown; builds the daemon.
 //! - [`route`]: method + path + query parsed into a [`route::Route`]; pure.
 //! - [`handler`]: dispatch; the only place that combines store, flights, manifests, upstreams.
+//! - [`access`]: caller checks (off by default): the caller's own credentials tried upstream
+//!   before private content is served.
 //! - [`store`]: committed blobs on disk (layout, index), commit by fsync + rename.
 //! - [`flight`]: single-flight and fan-out of fills in progress.
 //! - [`fill`]: one upstream fill: fetch, hash, write, verify, commit or fail.
@@ -21,7 +23,8 @@
 //! - [`error`]: errors, their HTTP status and OCI code, in one place.
 //!
 //! # A blob request's path
-//! `server` -> `handler::App::handle` -> `route::Route::parse` -> store hit? `body::from_file`.
+//! `server` -> `handler::App::handle` -> `route::Route::parse` -> (with caller checks on:
+//! `access::Access::admit`, allowed or refused) -> store hit? `body::from_file`.
 //! Miss: `flight::Flights::claim` -> leader spawns `fill::run` (upstream GET -> hash -> temp file
 //! -> verify -> `store::BlobStore::commit`), and leader and followers alike answer with
 //! `body::from_flight`, which reads the temp file as it grows and sends its last byte only after
@@ -29,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod body;
 pub mod cli;

@@ -62,6 +62,40 @@ label_values! {
     Source { Cache => "cache", Upstream => "upstream" }
     FillResult { Committed => "committed", Failed => "failed", Mismatch => "mismatch" }
     Resume { Range => "range", Restart => "restart" }
+    AccessResult { Allowed => "allowed", Denied => "denied", NotFound => "not_found", Error => "error" }
+    AccessSource { Upstream => "upstream", Cache => "cache", Coalesced => "coalesced", Grace => "grace" }
+}
+
+/// What a caller check decided.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AccessResult {
+    /// The caller may read it.
+    Allowed,
+    /// The upstream refused the caller (or it presented nothing).
+    Denied,
+    /// The object is not in that repository for this caller.
+    NotFound,
+    /// The upstream could not be asked and nothing recent allowed the caller.
+    Error,
+}
+
+/// Where a caller check's decision came from.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AccessSource {
+    /// A `HEAD` upstream with the caller's credential.
+    Upstream,
+    /// A decision still within its TTL.
+    Cache,
+    /// Joined an identical check already running.
+    Coalesced,
+    /// An "allowed" past its TTL but within the grace, because the upstream could not be asked.
+    Grace,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccessLabels {
+    result: AccessResult,
+    source: AccessSource,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +167,7 @@ pub struct Metrics {
     stale_serves: Counter,
     upstream_throttled: Counter,
     upstream_waiting: Gauge,
+    access_checks: Family<AccessLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -247,6 +282,12 @@ impl Metrics {
             "Requests queued for an upstream concurrency slot",
             upstream_waiting.clone(),
         );
+        let access_checks = Family::<AccessLabels, Counter>::default();
+        registry.register(
+            "access_checks",
+            "Caller checks before serving private content, by decision and where it came from",
+            access_checks.clone(),
+        );
         let served_cache = served
             .get_or_create(&SourceLabels {
                 source: Source::Cache,
@@ -277,7 +318,15 @@ impl Metrics {
             stale_serves,
             upstream_throttled,
             upstream_waiting,
+            access_checks,
         }
+    }
+
+    /// A caller check decided `result`, from `source`.
+    pub fn access_check(&self, result: AccessResult, source: AccessSource) {
+        self.access_checks
+            .get_or_create(&AccessLabels { result, source })
+            .inc();
     }
 
     /// Blobs were evicted.

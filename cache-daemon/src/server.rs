@@ -102,14 +102,26 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         metrics.clone(),
         tag_ttl,
     ));
+    let flights = Arc::new(Flights::default());
+    if config.access.check_callers {
+        tracing::info!(allow_ttl = ?config.access.allow_ttl, deny_ttl = ?config.access.deny_ttl, grace = ?config.access.grace, "caller checks on: private repositories are served only to callers the upstream accepts");
+    }
+    let access = Arc::new(crate::access::Access::new(
+        config.access,
+        upstreams.clone(),
+        store.clone(),
+        flights.clone(),
+        metrics.clone(),
+    ));
     Ok(Arc::new(App {
         store,
-        flights: Arc::new(Flights::default()),
+        flights,
         manifests,
         upstreams,
         metrics,
         evict: Arc::new(tokio::sync::Notify::new()),
         declared_pins: config.pins,
+        access,
     }))
 }
 

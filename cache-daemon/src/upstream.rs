@@ -229,14 +229,48 @@ impl Upstreams {
                 return Err(client_error(endpoint, e));
             }
         };
+        self.note_answer(&key, kind, &response);
+        Ok(Answer { response, slot })
+    }
+
+    /// Sends `req` once with the caller's own `Authorization` (or none) instead of ours: no
+    /// token flow, no redirect followed. Outside the concurrency slots (a check must not queue
+    /// behind fills that hold their slots while bodies stream) but inside the Retry-After
+    /// window, and counted in `upstream_requests_total` like every other request.
+    ///
+    /// # Errors
+    /// The upstream is throttling us, could not be reached or did not answer in time.
+    pub async fn send_as_caller(
+        &self,
+        endpoint: &Endpoint,
+        req: &RegistryRequest,
+        kind: Kind,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Response<Incoming>, Error> {
+        let key = endpoint.base_url();
+        self.held_back(&key)?;
+        match self.client.send_once(endpoint, req, authorization).await {
+            Ok(response) => {
+                self.note_answer(&key, kind, &response);
+                Ok(response)
+            }
+            Err(e) => {
+                self.metrics.upstream_request(kind, None);
+                Err(client_error(endpoint, e))
+            }
+        }
+    }
+
+    /// Counts an answer, and after a 429 holds requests to `key` back until its Retry-After.
+    fn note_answer(&self, key: &str, kind: Kind, response: &Response<Incoming>) {
         self.metrics.upstream_request(kind, Some(response.status()));
         let window = match response.status() {
             StatusCode::TOO_MANY_REQUESTS => {
-                Some(retry_after(&response).unwrap_or(DEFAULT_RETRY_AFTER))
+                Some(retry_after(response).unwrap_or(DEFAULT_RETRY_AFTER))
             }
             // A 503 without Retry-After says nothing about when to come back: it fails only
             // this request.
-            StatusCode::SERVICE_UNAVAILABLE => retry_after(&response),
+            StatusCode::SERVICE_UNAVAILABLE => retry_after(response),
             _ => None,
         };
         if let Some(wait) = window {
@@ -244,10 +278,9 @@ impl Upstreams {
             self.backoff
                 .lock()
                 .expect("upstream backoff mutex poisoned")
-                .insert(key.clone(), (Instant::now() + wait, response.status()));
+                .insert(key.to_owned(), (Instant::now() + wait, response.status()));
             tracing::warn!(upstream = %key, status = response.status().as_u16(), retry_after_ms = wait.as_millis() as u64, "upstream is throttling or unavailable; holding requests back until Retry-After passes");
         }
-        Ok(Answer { response, slot })
     }
 
     /// `Err(throttled)` (or `Err(unavailable)` after a 503) while `key` is inside a Retry-After

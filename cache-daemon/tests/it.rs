@@ -2,6 +2,7 @@
 
 mod common;
 
+mod access;
 mod bad_input;
 mod blobs;
 mod clients;

@@ -98,6 +98,12 @@ impl Endpoint {
         self
     }
 
+    /// Whether requests to this endpoint carry credentials of their own (content fetched with
+    /// them may be private).
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
     /// `host[:port]`.
     pub fn authority(&self) -> &str {
         self.authority.as_str()
@@ -343,6 +349,38 @@ impl RegistryClient {
                 );
             auth = Some(value);
         }
+    }
+
+    /// Sends `req` to `endpoint` once, with exactly `authorization` (someone else's credential,
+    /// passed through as given) or none: no token flow, no token cache, no redirect followed
+    /// (a redirect is returned as the answer). For asking the registry what *that* credential
+    /// may do.
+    ///
+    /// # Errors
+    /// [`ClientError`] when no response was had: transport failures, timeouts.
+    pub async fn send_once(
+        &self,
+        endpoint: &Endpoint,
+        req: &RegistryRequest,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let uri = endpoint.uri(&req.path_and_query)?;
+        let mut builder = Request::builder()
+            .method(req.method.clone())
+            .uri(uri.clone());
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        builder = builder.header(USER_AGENT, self.config.user_agent.as_str());
+        if let Some(a) = authorization {
+            builder = builder.header(AUTHORIZATION, a.clone());
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| ClientError::Url {
+                url: uri.to_string(),
+            })?;
+        self.request(request).await
     }
 
     fn cached_auth(&self, key: &TokenKey) -> Option<HeaderValue> {

@@ -277,6 +277,14 @@ impl BlobStore {
         found
     }
 
+    /// Whether a committed blob was ever requested under `repo` (`registry/repository`); does
+    /// not change recency.
+    pub fn seen_under(&self, digest: &Digest, repo: &str) -> bool {
+        self.index()
+            .peek(digest)
+            .is_some_and(|e| e.repos.contains(repo))
+    }
+
     /// Whether a blob is committed (does not change recency).
     pub fn contains(&self, digest: &Digest) -> bool {
         self.index().peek(digest).is_some()

@@ -115,6 +115,13 @@ struct State {
     token_requests: Vec<Option<String>>,
     require_token: bool,
     realm: Option<String>,
+    /// `Authorization` value -> repositories it may pull (besides "Bearer good-token", which
+    /// may pull everything), when a token is required.
+    grants: HashMap<String, Vec<String>>,
+    /// Blobs found only under these repositories (others: in every repository).
+    blob_repos: HashMap<String, Vec<String>>,
+    /// Every request waits this long before it is answered.
+    stall: Duration,
 }
 
 pub struct FakeUpstream {
@@ -228,6 +235,35 @@ impl FakeUpstream {
         self.state.lock().unwrap().realm = Some(realm.to_owned());
     }
 
+    /// Lets requests carrying `authorization` pull from `repo` (with [`Self::require_token`]).
+    pub fn grant(&self, authorization: &str, repo: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .grants
+            .entry(authorization.to_owned())
+            .or_default()
+            .push(repo.to_owned());
+    }
+
+    /// Adds a blob found only under `repo`; returns its digest.
+    pub fn blob_in(&self, repo: &str, data: impl Into<Bytes>) -> Digest {
+        let d = self.blob(data, Behavior::default());
+        self.state
+            .lock()
+            .unwrap()
+            .blob_repos
+            .entry(d.to_string())
+            .or_default()
+            .push(repo.to_owned());
+        d
+    }
+
+    /// Every request waits `stall` before it is answered (a hung upstream).
+    pub fn stall(&self, stall: Duration) {
+        self.state.lock().unwrap().stall = stall;
+    }
+
     /// Requests whose method is `method` and whose path contains `needle`.
     pub fn count(&self, method: Method, needle: &str) -> usize {
         self.state
@@ -280,21 +316,28 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
         st.lock().unwrap().token_requests.push(auth);
         return full(StatusCode::OK, r#"{"token":"good-token","expires_in":300}"#);
     }
-    let (require_token, realm) = {
+    let (require_token, realm, granted, stall) = {
         let mut s = st.lock().unwrap();
         s.log.push(Seen {
             method: method.clone(),
             path: path.clone(),
             range: range.clone(),
         });
+        let granted = auth
+            .as_deref()
+            .and_then(|a| s.grants.get(a))
+            .is_some_and(|repos| repos.iter().any(|r| path.starts_with(&format!("/v2/{r}/"))));
         (
             s.require_token,
             s.realm
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}/token")),
+            granted,
+            s.stall,
         )
     };
-    if require_token && auth.as_deref() != Some("Bearer good-token") {
+    tokio::time::sleep(stall).await;
+    if require_token && auth.as_deref() != Some("Bearer good-token") && !granted {
         let repo = path
             .trim_start_matches("/v2/")
             .split("/blobs/")
@@ -357,9 +400,19 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
     let Some((_, digest)) = rest.rsplit_once("/blobs/") else {
         return full(StatusCode::NOT_FOUND, "{}");
     };
+    let elsewhere = st
+        .lock()
+        .unwrap()
+        .blob_repos
+        .get(digest)
+        .is_some_and(|repos| {
+            !repos
+                .iter()
+                .any(|r| rest.starts_with(&format!("{r}/blobs/")))
+        });
     let (data, b, attempt) = {
         let mut s = st.lock().unwrap();
-        let Some((data, b)) = s.blobs.get(digest).cloned() else {
+        let Some((data, b)) = s.blobs.get(digest).cloned().filter(|_| !elsewhere) else {
             return full(
                 StatusCode::NOT_FOUND,
                 r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,

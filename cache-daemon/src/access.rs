@@ -1,0 +1,575 @@
+//! Caller checks: private images stay private. Off by default, the daemon serves whatever it
+//! has cached to anyone who reaches its port; content it fetched with its own credentials may
+//! come from a private repository. With `check_callers` on, before content of a repository whose
+//! upstream the daemon holds credentials for is served (a store hit as much as a miss, which
+//! would otherwise be filled with the daemon's credentials), the caller's own `Authorization`
+//! header is passed as-is on a `HEAD` of the requested manifest or blob in that repository
+//! upstream, once, outside the daemon's token flow:
+//!
+//! - 2xx or 3xx: allowed; reused for (caller, upstream, repository) for `allow_ttl`.
+//! - 401/403: denied for `deny_ttl`; the caller gets `401` with the upstream's own challenge
+//!   (scoped to the repository), so it can fetch a token from the upstream's realm, or send
+//!   Basic credentials, and try again.
+//! - 404 for a digest: not in that repository for this caller; answered 404.
+//! - no answer, 429, 5xx: served only on an "allowed" decision still within `allow_ttl + grace`,
+//!   else 503. Never open silently.
+//!
+//! A content-addressed request (blob, manifest by digest) for a digest the store holds, or is
+//! filling, but never recorded under that repository is checked with a `HEAD` of that exact
+//! object in that repository, even when the caller is allowed in the repository: rights to
+//! repository A must not read repository B's blob through `/v2/A/blobs/<digest>`. The same goes
+//! for upstreams without daemon credentials (public, otherwise not checked): the store is shared
+//! by every upstream. A digest neither held nor being filled needs no such check: its fill
+//! fetches it from that very repository, and the repository is recorded once it is committed;
+//! nor does one being filled through that very repository. A request admitted for a miss that
+//! then finds a fill of its digest in progress (one started meanwhile, through any repository)
+//! is asked again by the handler before it follows, which makes it an exact check unless the
+//! fill comes from the same repository.
+//!
+//! Callers are told apart by the sha256 of their `Authorization` value (no header: anonymous).
+//! Identical checks in progress share one `HEAD`. This module decides; `handler.rs` asks it
+//! before dispatching and turns a [`Refusal`] into the answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use http::header::{HeaderMap, HeaderValue, ACCEPT, WWW_AUTHENTICATE};
+use http::{Method, StatusCode};
+
+use stampede_oci::auth::Challenge;
+use stampede_oci::manifest::MANIFEST_ACCEPT;
+use stampede_oci::{Digest, Endpoint, Reference, RegistryRequest, RepoName};
+
+use crate::config::AccessConfig;
+use crate::error::{Error, ErrorReply};
+use crate::flight::{FillState, Flight, Flights};
+use crate::metrics::{AccessResult, AccessSource, Kind, Metrics};
+use crate::store::BlobStore;
+use crate::upstream::Upstreams;
+
+/// Decisions kept at most; past this, expired ones are dropped, and if that is not enough,
+/// all (they are only a cache of upstream answers).
+const MAX_DECISIONS: usize = 65_536;
+
+/// What a request wants to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A manifest by tag or digest.
+    Manifest(&'a Reference),
+    /// A blob.
+    Blob(&'a Digest),
+}
+
+impl Target<'_> {
+    fn digest(&self) -> Option<&Digest> {
+        match *self {
+            Self::Manifest(Reference::Digest(d)) | Self::Blob(d) => Some(d),
+            Self::Manifest(Reference::Tag(_)) => None,
+        }
+    }
+
+    fn object(&self) -> String {
+        match self {
+            Self::Manifest(r) => format!("manifests/{r}"),
+            Self::Blob(d) => format!("blobs/{d}"),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Self::Manifest(_) => Kind::Manifest,
+            Self::Blob(_) => Kind::Blob,
+        }
+    }
+
+    fn not_found(&self) -> Error {
+        match self {
+            Self::Manifest(r) => Error::ManifestUnknown(r.to_string()),
+            Self::Blob(d) => Error::BlobUnknown((*d).clone()),
+        }
+    }
+
+    fn head(&self, repo: &RepoName) -> RegistryRequest {
+        let mut headers = HeaderMap::new();
+        if let Self::Manifest(_) = self {
+            headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        }
+        RegistryRequest {
+            method: Method::HEAD,
+            path_and_query: format!("/v2/{repo}/{}", self.object()),
+            scope: None,
+            headers,
+        }
+    }
+}
+
+/// Whose question about what: a repository as a whole (`object: None`) or one object in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    /// sha256 of the caller's `Authorization` value (of nothing, for anonymous callers).
+    caller: Digest,
+    upstream: String,
+    repo: String,
+    object: Option<String>,
+}
+
+/// What the upstream said about a caller.
+#[derive(Debug, Clone)]
+enum Verdict {
+    Allowed,
+    Denied { challenge: Option<HeaderValue> },
+    NotFound,
+    Unverifiable(String),
+}
+
+impl Verdict {
+    fn result(&self) -> AccessResult {
+        match self {
+            Self::Allowed => AccessResult::Allowed,
+            Self::Denied { .. } => AccessResult::Denied,
+            Self::NotFound => AccessResult::NotFound,
+            Self::Unverifiable(_) => AccessResult::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Decision {
+    verdict: Verdict,
+    decided_at: Instant,
+}
+
+/// Why a request is not served: the error to send and, for a 401, the challenge to send with
+/// it (`WWW-Authenticate`).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Status, code and message.
+    pub reply: ErrorReply,
+    /// The upstream's challenge, scoped to the repository.
+    pub challenge: Option<HeaderValue>,
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Self {
+            reply: e.reply(),
+            challenge: None,
+        }
+    }
+}
+
+type Check = Shared<BoxFuture<'static, Verdict>>;
+
+/// Caller checks and their decisions.
+pub struct Access {
+    config: AccessConfig,
+    upstreams: Arc<Upstreams>,
+    store: Arc<BlobStore>,
+    flights: Arc<Flights>,
+    metrics: Arc<Metrics>,
+    /// std `Mutex`es: held only to read or update an entry, never across `.await`.
+    decisions: Mutex<HashMap<Key, Decision>>,
+    in_flight: Mutex<HashMap<Key, Check>>,
+    /// Each upstream's `/v2/` challenge to anonymous callers, and when it was asked.
+    base_challenges: Mutex<HashMap<String, (Option<HeaderValue>, Instant)>>,
+    /// Fills this daemon leads, by digest: the repository (`registry/repository`) each fetches
+    /// from. Removed when the fill ends.
+    filling: Mutex<HashMap<Digest, String>>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    /// Caller checks as `config` says, asking `upstreams`, knowing what `store` holds under
+    /// which repository and what `flights` are filling.
+    pub fn new(
+        config: AccessConfig,
+        upstreams: Arc<Upstreams>,
+        store: Arc<BlobStore>,
+        flights: Arc<Flights>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            upstreams,
+            store,
+            flights,
+            metrics,
+            decisions: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            base_challenges: Mutex::new(HashMap::new()),
+            filling: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes that this daemon leads a fill of the flight's blob from repository `label`
+    /// (`registry/repository`): while it runs, followers asking through the same repository need
+    /// no exact check, and once committed the store records the repository (it records
+    /// repositories on hits, so until the first hit the next caller would need a `HEAD` of the
+    /// exact blob). A failed fill records nothing. Only a leader's fill counts: a follower may be
+    /// reading a fill started through another repository.
+    pub fn note_fill(self: &Arc<Self>, flight: &Arc<Flight>, label: &str) {
+        if !self.config.check_callers {
+            return;
+        }
+        let mut progress = flight.subscribe();
+        let digest = flight.digest().clone();
+        let label = label.to_owned();
+        self.filling
+            .lock()
+            .expect("filling mutex poisoned")
+            .insert(digest.clone(), label.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            let done = progress
+                .wait_for(|p| p.state != FillState::Running)
+                .await
+                .is_ok_and(|p| p.state == FillState::Done);
+            if done {
+                this.store.lookup(&digest, Some(&label));
+            }
+            let mut filling = this.filling.lock().expect("filling mutex poisoned");
+            if filling.get(&digest) == Some(&label) {
+                filling.remove(&digest);
+            }
+        });
+    }
+
+    fn filling_through(&self, digest: &Digest, label: &str) -> bool {
+        self.filling
+            .lock()
+            .expect("filling mutex poisoned")
+            .get(digest)
+            .is_some_and(|l| l == label)
+    }
+
+    /// Whether callers are checked at all.
+    pub fn enabled(&self) -> bool {
+        self.config.check_callers
+    }
+
+    /// `Ok` when the caller (its `Authorization` value, if any) may read `target` in `repo` at
+    /// `endpoint`; `label` is `registry/repository` as the store records it.
+    ///
+    /// # Errors
+    /// The [`Refusal`] to answer with: 401 (with the upstream's challenge) or 403 when the
+    /// upstream refuses the caller, 404 when the object is not in that repository for it, 503
+    /// when the upstream cannot be asked and no recent decision allows the caller.
+    pub async fn admit(
+        self: &Arc<Self>,
+        caller: Option<&HeaderValue>,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        label: &str,
+        target: Target<'_>,
+    ) -> Result<(), Refusal> {
+        if !self.config.check_callers {
+            return Ok(());
+        }
+        let private = endpoint.has_credentials();
+        // Neither in the store nor being filled: the fill will fetch it from this very
+        // repository, which proves it belongs there; else only the store's record of it under
+        // this repository does.
+        let exact = target.digest().is_some_and(|d| {
+            (self.store.contains(d) || self.flights.get(d).is_some())
+                && !self.store.seen_under(d, label)
+                && !self.filling_through(d, label)
+        });
+        if !private && !exact {
+            return Ok(());
+        }
+        let key = Key {
+            caller: Digest::of(caller.map_or(&[][..], HeaderValue::as_bytes)),
+            upstream: endpoint.base_url(),
+            repo: repo.to_string(),
+            object: exact.then(|| target.object()),
+        };
+        let verdict = match self.fresh(&key) {
+            Some(v) => {
+                self.metrics.access_check(v.result(), AccessSource::Cache);
+                v
+            }
+            None => self.ask(&key, endpoint, repo, target, caller).await,
+        };
+        match verdict {
+            Verdict::Allowed => Ok(()),
+            Verdict::Denied { challenge } => {
+                tracing::debug!(
+                    repo = label,
+                    object = key.object,
+                    presented = caller.is_some(),
+                    "caller refused by the upstream"
+                );
+                Err(Refusal {
+                    reply: Error::CallerUnauthorized {
+                        repo: label.to_owned(),
+                        presented: caller.is_some(),
+                        status: if challenge.is_some() {
+                            StatusCode::UNAUTHORIZED
+                        } else {
+                            StatusCode::FORBIDDEN
+                        },
+                    }
+                    .reply(),
+                    challenge,
+                })
+            }
+            Verdict::NotFound => Err(target.not_found().into()),
+            Verdict::Unverifiable(reason) => {
+                if self.allowed_within_grace(&key) {
+                    self.metrics
+                        .access_check(AccessResult::Allowed, AccessSource::Grace);
+                    tracing::warn!(repo = label, upstream = key.upstream, reason, "cannot check the caller upstream; serving on its last allow decision (grace)");
+                    return Ok(());
+                }
+                tracing::warn!(
+                    repo = label,
+                    upstream = key.upstream,
+                    reason,
+                    "cannot check the caller upstream and no recent decision allows it; refusing"
+                );
+                Err(Error::CallerUnverifiable {
+                    repo: label.to_owned(),
+                    upstream: key.upstream,
+                    reason,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// The challenge `/v2/` should answer an anonymous caller with when callers are checked
+    /// and `endpoint` is private: the upstream's own, asked anonymously and kept for
+    /// `allow_ttl`. `None` when not checking, when the upstream sends none, or cannot be asked
+    /// (`/v2/` itself reveals nothing).
+    pub async fn base_challenge(&self, endpoint: &Endpoint) -> Option<HeaderValue> {
+        if !self.config.check_callers || !endpoint.has_credentials() {
+            return None;
+        }
+        let upstream = endpoint.base_url();
+        if let Some((challenge, at)) = self
+            .base_challenges
+            .lock()
+            .expect("base challenge mutex poisoned")
+            .get(&upstream)
+        {
+            if at.elapsed() < self.config.allow_ttl {
+                return challenge.clone();
+            }
+        }
+        let req = RegistryRequest {
+            method: Method::GET,
+            path_and_query: "/v2/".to_owned(),
+            scope: None,
+            headers: HeaderMap::new(),
+        };
+        let resp = self
+            .upstreams
+            .send_as_caller(endpoint, &req, Kind::Base, None)
+            .await
+            .ok()?;
+        let challenge = match resp.status() {
+            StatusCode::UNAUTHORIZED => resp.headers().get(WWW_AUTHENTICATE).cloned(),
+            _ => None,
+        };
+        self.base_challenges
+            .lock()
+            .expect("base challenge mutex poisoned")
+            .insert(upstream, (challenge.clone(), Instant::now()));
+        challenge
+    }
+
+    /// A decision for `key` still within its TTL.
+    fn fresh(&self, key: &Key) -> Option<Verdict> {
+        let decisions = self.decisions.lock().expect("decisions mutex poisoned");
+        let d = decisions.get(key)?;
+        let ttl = match d.verdict {
+            Verdict::Allowed => self.config.allow_ttl,
+            _ => self.config.deny_ttl,
+        };
+        (d.decided_at.elapsed() < ttl).then(|| d.verdict.clone())
+    }
+
+    fn allowed_within_grace(&self, key: &Key) -> bool {
+        self.decisions
+            .lock()
+            .expect("decisions mutex poisoned")
+            .get(key)
+            .is_some_and(|d| {
+                matches!(d.verdict, Verdict::Allowed)
+                    && d.decided_at.elapsed() < self.config.allow_ttl + self.config.grace
+            })
+    }
+
+    /// Asks the upstream, or joins the identical question already asked. The check runs in its
+    /// own task, so a caller that goes away neither cancels it for the others nor leaves it
+    /// registered forever.
+    async fn ask(
+        self: &Arc<Self>,
+        key: &Key,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        target: Target<'_>,
+        caller: Option<&HeaderValue>,
+    ) -> Verdict {
+        let (check, joined) = {
+            let mut in_flight = self.in_flight.lock().expect("in-flight mutex poisoned");
+            match in_flight.get(key) {
+                Some(c) => (c.clone(), true),
+                None => {
+                    let this = self.clone();
+                    let key = key.clone();
+                    let endpoint = endpoint.clone();
+                    let req = target.head(repo);
+                    let kind = target.kind();
+                    let caller = caller.cloned();
+                    let repo = repo.clone();
+                    let task_key = key.clone();
+                    let task = tokio::spawn(async move {
+                        let verdict = this
+                            .head(&endpoint, &repo, &req, kind, caller.as_ref())
+                            .await;
+                        this.metrics
+                            .access_check(verdict.result(), AccessSource::Upstream);
+                        this.record(&task_key, &verdict);
+                        this.in_flight
+                            .lock()
+                            .expect("in-flight mutex poisoned")
+                            .remove(&task_key);
+                        verdict
+                    });
+                    let check: Check = async move {
+                        task.await.unwrap_or_else(|e| {
+                            Verdict::Unverifiable(format!("caller check task failed: {e}"))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(key, check.clone());
+                    (check, false)
+                }
+            }
+        };
+        let verdict = check.await;
+        if joined {
+            self.metrics
+                .access_check(verdict.result(), AccessSource::Coalesced);
+        }
+        verdict
+    }
+
+    async fn head(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        req: &RegistryRequest,
+        kind: Kind,
+        caller: Option<&HeaderValue>,
+    ) -> Verdict {
+        let resp = match self
+            .upstreams
+            .send_as_caller(endpoint, req, kind, caller)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Verdict::Unverifiable(stampede_oci::error_chain(&e)),
+        };
+        let status = resp.status();
+        if status.is_success() || status.is_redirection() {
+            return Verdict::Allowed;
+        }
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Verdict::Denied {
+                challenge: scoped_challenge(resp.headers().get(WWW_AUTHENTICATE), repo),
+            },
+            StatusCode::NOT_FOUND => Verdict::NotFound,
+            status => Verdict::Unverifiable(format!("the upstream answered {status}")),
+        }
+    }
+
+    /// Remembers what the upstream said. An object allowed proves the repository allowed too;
+    /// a 404 is about the object only, never the repository (a missing tag says nothing about
+    /// the caller's rights).
+    fn record(&self, key: &Key, verdict: &Verdict) {
+        let now = Instant::now();
+        let mut decisions = self.decisions.lock().expect("decisions mutex poisoned");
+        if decisions.len() >= MAX_DECISIONS {
+            let keep = self.config.allow_ttl + self.config.grace;
+            decisions.retain(|_, d| d.decided_at.elapsed() < keep);
+            if decisions.len() >= MAX_DECISIONS {
+                decisions.clear();
+            }
+        }
+        let decision = |verdict: &Verdict| Decision {
+            verdict: verdict.clone(),
+            decided_at: now,
+        };
+        match verdict {
+            Verdict::Unverifiable(_) => {}
+            Verdict::NotFound if key.object.is_none() => {}
+            Verdict::Allowed if key.object.is_some() => {
+                decisions.insert(key.clone(), decision(verdict));
+                let repo = Key {
+                    object: None,
+                    ..key.clone()
+                };
+                decisions.insert(repo, decision(verdict));
+            }
+            v => {
+                decisions.insert(key.clone(), decision(v));
+            }
+        }
+    }
+}
+
+/// The upstream's challenge as the caller should get it: Bearer re-scoped to pulling `repo`
+/// (the scope the daemon will need the caller's token to carry), Basic as the upstream sent it.
+fn scoped_challenge(header: Option<&HeaderValue>, repo: &RepoName) -> Option<HeaderValue> {
+    let raw = header?.to_str().ok()?;
+    match Challenge::parse(raw)? {
+        Challenge::Bearer { realm, service, .. } => {
+            let mut value = format!("Bearer realm=\"{}\"", quoted(&realm));
+            if let Some(s) = service {
+                value.push_str(&format!(",service=\"{}\"", quoted(&s)));
+            }
+            value.push_str(&format!(",scope=\"repository:{repo}:pull\""));
+            HeaderValue::from_str(&value).ok()
+        }
+        Challenge::Basic => HeaderValue::from_str(raw).ok(),
+    }
+}
+
+fn quoted(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenges_are_scoped_to_the_repository() {
+        let repo = RepoName::parse("team/app").unwrap();
+        let h = HeaderValue::from_static(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:other:pull",error="insufficient_scope""#,
+        );
+        let got = scoped_challenge(Some(&h), &repo).unwrap();
+        assert_eq!(
+            got.to_str().unwrap(),
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:team/app:pull""#
+        );
+        let basic = HeaderValue::from_static(r#"Basic realm="Registry Realm""#);
+        assert_eq!(scoped_challenge(Some(&basic), &repo), Some(basic.clone()));
+        assert_eq!(scoped_challenge(None, &repo), None);
+        let odd = HeaderValue::from_static("Negotiate abc");
+        assert_eq!(scoped_challenge(Some(&odd), &repo), None);
+    }
+}
