@@ -241,6 +241,7 @@ async fn stream_to_disk(
         Ok(n) if n == verifier.bytes() => Ok((n, verifier)),
         Ok(_) => Err(FillFailure::Local),
         Err((e, path)) => {
+            ctx.store.write_failed(&e, temp);
             tracing::error!(path = %path.display(), error = %e, "write to temp file failed");
             Err(FillFailure::Local)
         }
