@@ -8,4 +8,5 @@ mod clients;
 mod deploy;
 mod e2e;
 mod manifests;
+mod node_faults;
 mod operations;
