@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use http::Method;
+use stampede_oci::manifest::DOCKER_MANIFEST;
 use stampede_oci::Digest;
 
 use crate::common::real::{free_port, output_within, DaemonBinary};
@@ -504,4 +505,17 @@ async fn verify_on_read_cuts_a_corrupted_blob_quarantines_it_and_refetches() {
     assert!(metrics(&cache)
         .await
         .contains("cache_daemon_read_mismatches_total 2"));
+
+    // A manifest (kept in the store by digest) is checked whole before it is sent.
+    let manifest = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","layers":[]}}"#);
+    let m = up.manifest("test/app", None, DOCKER_MANIFEST, manifest.clone());
+    let url = cache.url(&format!("/v2/test/app/manifests/{m}"));
+    for _ in 0..2 {
+        assert!(body(get(&url).await).await.unwrap()[..] == *manifest.as_bytes());
+    }
+    assert_eq!(up.count(Method::GET, &m.to_string()), 1);
+    flip_byte(&stored_path(&root, &m), 3);
+    assert!(body(get(&url).await).await.unwrap()[..] == *manifest.as_bytes());
+    assert_eq!(up.count(Method::GET, &m.to_string()), 2);
+    assert!(root.join("quarantine").join(m.hex()).exists());
 }
