@@ -256,7 +256,7 @@ impl Metrics {
         let store_full = Gauge::default();
         registry.register(
             "store_full",
-            "1 while the store is full and misses are streamed from upstream without storing",
+            "1 while the store cannot take blobs (disk full, temp files cannot be created) and misses are streamed from upstream without storing",
             store_full.clone(),
         );
         let read_mismatches = Counter::default();

@@ -367,6 +367,42 @@ async fn disk_full_during_a_fill_commits_nothing_and_misses_pass_through_until_s
     drop(tmpfs);
 }
 
+/// Temp files that cannot be created (a read-only tmpfs mounted over `tmp/` under the running
+/// daemon): the fill fails without storing anything (502), the store is marked as unable to take
+/// blobs, and the retry streams through from upstream, whole and exact, without storing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_files_that_cannot_be_created_make_misses_pass_through() {
+    if !stampede_lab::root_or_skip("mount a read-only tmpfs over the store's tmp/") {
+        return;
+    }
+    let up = FakeUpstream::start().await;
+    let content = data(300 * 1024, 99);
+    let d = up.blob(content.clone(), Behavior::default());
+    let cache = TestDaemon::start(&up.url()).await;
+    let store = cache.daemon.app().store.clone();
+    let tmp = Tmpfs::mount(&cache.dir.path().join("store/tmp"), "ro,size=1m");
+    let url = cache.url(&blob_path(&d));
+    assert_eq!(get(&url).await.status(), 502);
+    assert_eq!(up.count(Method::GET, &d.to_string()), 1);
+    let got = body(get(&url).await).await.unwrap();
+    assert!(got[..] == content[..]);
+    assert_eq!(up.count(Method::GET, &d.to_string()), 2);
+    assert!(!store.contains(&d));
+    let m = metrics(&cache).await;
+    assert!(m.contains("cache_daemon_store_full 1"), "{m}");
+    assert!(
+        m.contains("cache_daemon_store_write_errors_total{kind=\"other\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("cache_daemon_requests_total{kind=\"blob\",result=\"passthrough\"} 1"),
+        "{m}"
+    );
+    drop(tmp);
+    drop(store);
+    cache.stop().await;
+}
+
 /// A store directory that cannot be written (under a regular file; a read-only mount): the
 /// real binary exits 2 promptly, naming the path and the cause.
 #[test]

@@ -1,6 +1,7 @@
-//! Whether the store can take new blobs. A fill whose temp file cannot be created or written
-//! because the disk is full (`ENOSPC`, or `EDQUOT` for a quota) marks the store *full*; while it
-//! is, the handler serves misses by streaming them from upstream without storing them
+//! Whether the store can take new blobs. A fill whose temp file cannot be written because the
+//! disk is full (`ENOSPC`, or `EDQUOT` for a quota), or cannot be created at all (for any
+//! reason: full, remounted read-only, permissions), marks the store *full*; while it is, the
+//! handler serves misses by streaming them from upstream without storing them
 //! (`passthrough.rs`), instead of starting fills that would fail and cut their readers.
 //!
 //! The full state is checked again, so the store takes blobs once there is room:
@@ -12,8 +13,8 @@
 //! - [`RECHECK_AFTER`] has passed: the next miss tries to store again (and marks the store full
 //!   again if the disk still is).
 //!
-//! Other write errors (`EIO`, `EROFS`, ...) are counted but do not mark the store full: they
-//! fail the one fill, whose readers retry.
+//! Other errors while writing or committing a fill (`EIO`, ...) are counted but do not mark the
+//! store full: they fail the one fill, whose readers retry.
 //!
 //! This module only keeps the state; `mod.rs` feeds it, the handler asks it.
 
@@ -77,28 +78,36 @@ impl Health {
     /// Records a failed write; `freed_bytes` is what the failed temp file held (it is about to
     /// be removed). Returns its kind. Logs once when the store becomes full.
     pub fn write_failed(&self, e: &io::Error, root: &Path, freed_bytes: u64) -> WriteFailure {
+        self.failed(e, root, freed_bytes, false)
+    }
+
+    /// Records that a temp file could not be created: whatever the cause, the store cannot
+    /// take blobs now.
+    pub fn create_failed(&self, e: &io::Error, root: &Path) -> WriteFailure {
+        self.failed(e, root, 0, true)
+    }
+
+    fn failed(&self, e: &io::Error, root: &Path, freed_bytes: u64, create: bool) -> WriteFailure {
         let kind = WriteFailure::of(e);
         match kind {
-            WriteFailure::Other => {
-                self.other_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            WriteFailure::NoSpace => {
-                self.no_space_errors.fetch_add(1, Ordering::Relaxed);
-                let available_bytes = available_bytes(root).map(|a| a + freed_bytes);
-                let now = Instant::now();
-                let was = self.full().replace(Full {
-                    since: now,
+            WriteFailure::Other => self.other_errors.fetch_add(1, Ordering::Relaxed),
+            WriteFailure::NoSpace => self.no_space_errors.fetch_add(1, Ordering::Relaxed),
+        };
+        if kind == WriteFailure::NoSpace || create {
+            let available_bytes = available_bytes(root).map(|a| a + freed_bytes);
+            let now = Instant::now();
+            let was = self.full().replace(Full {
+                since: now,
+                available_bytes,
+                checked: now,
+            });
+            if was.is_none() {
+                tracing::error!(
+                    root = %root.display(),
                     available_bytes,
-                    checked: now,
-                });
-                if was.is_none() {
-                    tracing::error!(
-                        root = %root.display(),
-                        available_bytes,
-                        error = %e,
-                        "store is full: misses are streamed from upstream without being stored until space frees up"
-                    );
-                }
+                    error = %e,
+                    "store cannot take blobs (disk full, or temp files cannot be created): misses are streamed from upstream without being stored until it can"
+                );
             }
         }
         kind
@@ -172,7 +181,10 @@ mod tests {
         assert!(h.accepts_fills(dir.path()));
         let eio = io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error());
         assert_eq!(h.write_failed(&eio, dir.path(), 0), WriteFailure::Other);
-        assert!(h.accepts_fills(dir.path()));
+        assert!(
+            h.accepts_fills(dir.path()),
+            "one failed write is not a full store"
+        );
         let enospc = io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
         // Annotated errors keep their kind.
         let annotated = super::super::annotate(enospc, "write", Path::new("/x"));
@@ -185,5 +197,10 @@ mod tests {
         assert_eq!(h.write_errors(), (1, 1));
         h.room_made("test");
         assert!(h.accepts_fills(dir.path()));
+        // A temp file that cannot be created (read-only, say) stops fills whatever the cause.
+        let erofs = io::Error::from_raw_os_error(rustix::io::Errno::ROFS.raw_os_error());
+        assert_eq!(h.create_failed(&erofs, dir.path()), WriteFailure::Other);
+        assert!(!h.accepts_fills(dir.path()));
+        assert_eq!(h.write_errors(), (1, 2));
     }
 }

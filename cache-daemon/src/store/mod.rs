@@ -384,7 +384,7 @@ impl BlobStore {
             .create_new(true)
             .open(&path)
             .map_err(|e| {
-                self.health.write_failed(&e, self.layout.root(), 0);
+                self.health.create_failed(&e, self.layout.root());
                 annotate(e, "create temp file", &path)
             })?;
         Ok(TempBlob {
