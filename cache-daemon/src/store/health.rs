@@ -5,8 +5,8 @@
 //! (`passthrough.rs`), instead of starting fills that would fail and cut their readers.
 //!
 //! The full state is checked again, so the store takes blobs once there is room:
-//! - a commit succeeds (a fill that was already running found room), or eviction, `gc` or
-//!   `verify` removed files;
+//! - a commit of at least [`RECOVER_FREE_BYTES`] succeeds (a fill that was already running
+//!   found room), or eviction, `gc` or `verify` removed files;
 //! - the filesystem has at least [`RECOVER_FREE_BYTES`] more available than when the store was
 //!   marked full (after the failed fill's temp file is gone), checked with `statvfs` at most
 //!   every [`STATVFS_EVERY`];
