@@ -8,6 +8,10 @@
 //! fails instead, the stream ends with an error and hyper closes the connection before
 //! `Content-Length` is reached, so no client takes unverified bytes as a complete blob.
 //! (Without a known length the body is chunked, and the terminating chunk plays that role.)
+//!
+//! With `verify_on_read`, a whole committed blob is rehashed as it is sent
+//! ([`from_file_verified`]) and its last chunk goes out only once the digest matched; a blob
+//! that no longer matches (bit rot, a hand edit) is cut short and quarantined.
 
 use std::fs::File;
 use std::io;
@@ -22,7 +26,8 @@ use hyper::body::Frame;
 
 use crate::flight::{FillState, Flight};
 use crate::metrics::{Metrics, Source};
-use crate::store::page_cache;
+use crate::store::{page_cache, BlobStore};
+use stampede_oci::{Digest, Verifier};
 
 /// The body type of every response.
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -74,6 +79,76 @@ pub fn from_file(file: Arc<File>, start: u64, end: u64, metrics: Arc<Metrics>) -
                 Err(e) => Some((Err(e), (file, end))),
             }
         }
+    });
+    StreamBody::new(chunks).boxed()
+}
+
+/// Streams a whole committed blob of `size_bytes`, hashing it as it goes, and sends the last
+/// chunk only if the digest matches. On a mismatch the blob is quarantined in `store` (so the
+/// next request fetches it anew), counted, and the response cut short. Hashing runs inline, a
+/// chunk at a time, like the copy it follows.
+pub fn from_file_verified(
+    file: Arc<File>,
+    size_bytes: u64,
+    digest: Digest,
+    store: Arc<BlobStore>,
+    metrics: Arc<Metrics>,
+) -> Body {
+    struct Check {
+        file: Arc<File>,
+        pos: u64,
+        verifier: Verifier,
+        store: Arc<BlobStore>,
+        metrics: Arc<Metrics>,
+    }
+    let check = Check {
+        file,
+        pos: 0,
+        verifier: Verifier::new(digest),
+        store,
+        metrics,
+    };
+    let chunks = stream::unfold(Some(check), move |check| async move {
+        let mut c = check?;
+        let mut chunk = Bytes::new();
+        if c.pos < size_bytes {
+            let len = usize::try_from(size_bytes - c.pos)
+                .unwrap_or(usize::MAX)
+                .min(CHUNK_BYTES);
+            chunk = match page_cache::read_at(&c.file, c.pos, len, false).await {
+                Ok(bytes) => bytes,
+                Err(e) => return Some((Err(e), None)),
+            };
+            c.verifier.update(&chunk);
+            c.pos += chunk.len() as u64;
+            if c.pos < size_bytes {
+                c.metrics.served(Source::Cache, chunk.len() as u64);
+                return Some((Ok(Frame::data(chunk)), Some(c)));
+            }
+        }
+        // The last chunk (or an empty blob): only if the whole blob matched.
+        let Check {
+            verifier,
+            store,
+            metrics,
+            ..
+        } = c;
+        let digest = verifier.expected().clone();
+        if verifier.finish().is_err() {
+            metrics.read_mismatch();
+            let d = digest.clone();
+            tokio::task::spawn_blocking(move || store.quarantine(&d))
+                .await
+                .ok();
+            let err =
+                io::Error::other(format!("committed blob {digest} does not match its digest"));
+            return Some((Err(err), None));
+        }
+        if chunk.is_empty() {
+            return None;
+        }
+        metrics.served(Source::Cache, chunk.len() as u64);
+        Some((Ok(Frame::data(chunk)), None))
     });
     StreamBody::new(chunks).boxed()
 }

@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// Blobs committed more recently than this are never evicted [default: 0s].
     #[arg(long, env = "CACHE_DAEMON_MIN_AGE", value_parser = humantime::parse_duration)]
     pub min_age: Option<Duration>,
+    /// Rehash committed blobs as they are served: a blob that no longer matches its digest is
+    /// cut off, quarantined and fetched again on the next request. Costs a sha256 pass per hit.
+    #[arg(long, env = "CACHE_DAEMON_VERIFY_ON_READ")]
+    pub verify_on_read: bool,
     /// Connections served at once [default: 4096].
     #[arg(long, env = "CACHE_DAEMON_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -422,7 +426,11 @@ impl ServeArgs {
                         .or(file.shutdown_grace)
                         .unwrap_or(Duration::from_secs(10)),
                 },
-                store: StoreConfig { root, budget },
+                store: StoreConfig {
+                    root,
+                    budget,
+                    verify_on_read: self.verify_on_read || file.verify_on_read.unwrap_or(false),
+                },
                 upstream,
                 pins,
                 access: access_config(&self, &file.access)?,

@@ -104,6 +104,10 @@ pub struct StoreConfig {
     pub root: PathBuf,
     /// The byte budget; `None` keeps everything.
     pub budget: Option<Budget>,
+    /// Rehash committed blobs as they are served, cutting a response whose blob no longer
+    /// matches its digest and quarantining the blob (off by default: it costs a sha256 pass
+    /// per hit).
+    pub verify_on_read: bool,
 }
 
 /// How much the store may hold, and how eviction behaves.
@@ -207,7 +211,11 @@ impl Config {
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 shutdown_grace: Duration::from_secs(5),
             },
-            store: StoreConfig { root, budget: None },
+            store: StoreConfig {
+                root,
+                budget: None,
+                verify_on_read: false,
+            },
             upstream: UpstreamConfig::with_default(upstream),
             pins: Vec::new(),
             access: AccessConfig::default(),

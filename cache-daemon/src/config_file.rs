@@ -12,6 +12,7 @@
 //! high_watermark = 0.9
 //! low_watermark = 0.8
 //! min_age = "1h"
+//! verify_on_read = false
 //! docker_config = "/root/.docker/config.json"
 //!
 //! [registries."ghcr.io"]
@@ -83,6 +84,8 @@ pub struct FileConfig {
     /// Blobs younger than this are not evicted.
     #[serde(default, deserialize_with = "de_duration")]
     pub min_age: Option<Duration>,
+    /// Rehash committed blobs as they are served.
+    pub verify_on_read: Option<bool>,
     /// Requests in flight at once per upstream.
     pub upstream_concurrency: Option<usize>,
     /// Token realm hosts trusted with credentials beyond the same-domain rule.
@@ -255,6 +258,7 @@ upstream = "https://registry-1.docker.io"
 tag_ttl = "45s"
 max_bytes = "50GiB"
 high_watermark = 0.9
+verify_on_read = true
 
 [registries."ghcr.io"]
 url = "https://ghcr.io"
@@ -268,6 +272,7 @@ platform = "linux/amd64"
         let f = FileConfig::parse(text, Path::new("c.toml")).unwrap();
         assert_eq!(f.tag_ttl, Some(Duration::from_secs(45)));
         assert_eq!(f.max_bytes, Some(50 << 30));
+        assert_eq!(f.verify_on_read, Some(true));
         assert_eq!(
             f.registries["ghcr.io"].password_env.as_deref(),
             Some("GHCR_TOKEN")

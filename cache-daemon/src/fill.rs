@@ -266,6 +266,7 @@ async fn stream_to_disk(
     let written = match written {
         Ok(n) => n,
         Err((e, path)) => {
+            ctx.store.write_failed(&e, temp);
             tracing::error!(path = %path.display(), error = %e, "write to temp file failed");
             return Err(FillFailure::Local);
         }

@@ -22,6 +22,7 @@ use crate::fill::{self, FillContext, FillJob};
 use crate::flight::{Claim, FillFailure, FillGuard, Flight, Flights};
 use crate::manifests::Manifests;
 use crate::metrics::{self, Kind, Metrics, Outcome};
+use crate::passthrough;
 use crate::range::ByteRange;
 use crate::route::{Parsed, Route};
 use crate::store::BlobStore;
@@ -220,6 +221,9 @@ impl App {
 
     fn metrics_text(&self) -> Response<Body> {
         let (bytes, blobs) = self.store.usage();
+        let health = self.store.health();
+        self.metrics
+            .store_health(health.is_full(), health.write_errors());
         let text = self.metrics.render(bytes, blobs, self.store.pinned_bytes());
         let mut resp = Response::new(body::full(Bytes::from(text)));
         resp.headers_mut().insert(
@@ -247,6 +251,11 @@ impl App {
         let endpoint = self.upstreams.resolve(ns)?;
         if head {
             return self.blob_head_miss(&endpoint, repo, digest).await;
+        }
+        // The store is full: stream the miss from upstream without storing it, unless a fill
+        // of it (started before) is running anyway.
+        if self.flights.get(digest).is_none() && !self.store.accepts_fills() {
+            return self.blob_passthrough(&endpoint, repo, digest, range).await;
         }
         let flight = match self.flights.claim(digest, || self.store.contains(digest)) {
             Claim::Cached => {
@@ -296,11 +305,75 @@ impl App {
         };
         let len = open.size_bytes;
         let (status, start, end) = span(range, len)?;
+        if !head
+            && range.is_some()
+            && self.store.verify_on_read()
+            && !self.recheck(digest, len).await?
+        {
+            return Ok(None);
+        }
         let mut resp = blob_headers(digest, status, start, end, len);
         if !head {
-            *resp.body_mut() = body::from_file(open.file, start, end, self.metrics.clone());
+            *resp.body_mut() = if self.store.verify_on_read() && range.is_none() {
+                body::from_file_verified(
+                    open.file,
+                    len,
+                    digest.clone(),
+                    self.store.clone(),
+                    self.metrics.clone(),
+                )
+            } else {
+                body::from_file(open.file, start, end, self.metrics.clone())
+            };
         }
         Ok(Some(resp))
+    }
+
+    /// `verify_on_read` for a range: rehashes the whole blob on the blocking pool before any
+    /// byte goes out (a range cannot be checked on its own). `false`: it did not match and was
+    /// quarantined, so the caller treats the request as a miss.
+    async fn recheck(&self, digest: &Digest, len: u64) -> Result<bool, ErrorReply> {
+        let store = self.store.clone();
+        let d = digest.clone();
+        let matched = tokio::task::spawn_blocking(move || store.recheck(&d, len))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| Error::internal(format!("recheck blob {digest}"), e).reply())?;
+        if !matched {
+            self.metrics.read_mismatch();
+        }
+        Ok(matched)
+    }
+
+    /// A miss while the store is full: the blob streamed from upstream without storing it
+    /// (`passthrough.rs`), its last byte held back until its digest matched.
+    async fn blob_passthrough(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<Response<Body>, ErrorReply> {
+        let through = passthrough::open(&self.upstreams, endpoint, repo, digest).await?;
+        self.metrics.request(Kind::Blob, Outcome::Passthrough);
+        let idle = self.upstreams.body_idle_timeout;
+        let metrics = self.metrics.clone();
+        Ok(match through.total_bytes() {
+            Some(len) => {
+                let (status, start, end) = span(range, len)?;
+                let mut resp = blob_headers(digest, status, start, end, len);
+                *resp.body_mut() = through.body(start, Some(end), idle, metrics);
+                resp
+            }
+            None => {
+                // Unknown length: the range is ignored (allowed) and the body is chunked.
+                let mut resp = blob_headers(digest, StatusCode::OK, 0, 0, 0);
+                resp.headers_mut().remove(CONTENT_LENGTH);
+                *resp.body_mut() = through.body(0, None, idle, metrics);
+                resp
+            }
+        })
     }
 
     async fn blob_head_miss(

@@ -16,6 +16,7 @@
 //! - [`flight`]: single-flight and fan-out of fills in progress.
 //! - [`fill`]: one upstream fill: fetch, hash, write, verify, commit or fail.
 //! - [`body`]: response bodies from committed files and from growing fills.
+//! - [`passthrough`]: misses streamed from upstream without storing, while the store is full.
 //! - [`manifests`]: manifests by digest (kept) and tags (TTL, coalesced, stale on outage).
 //! - [`upstream`]: which registry a request means, and the calls to it.
 //! - [`range`]: the `Range` header.
@@ -44,6 +45,7 @@ pub mod flight;
 pub mod handler;
 pub mod manifests;
 pub mod metrics;
+pub mod passthrough;
 pub mod range;
 pub mod route;
 pub mod server;

@@ -193,6 +193,16 @@ impl Manifests {
         let bytes = page_cache::read_at(&file, 0, len, true)
             .await
             .map_err(|e| Error::internal("read manifest", e).reply())?;
+        // verify_on_read: a manifest is read whole, so it is checked before anything is sent;
+        // a corrupted one is quarantined and fetched again, as a miss.
+        if self.store.verify_on_read() && Digest::of(&bytes) != *digest {
+            self.metrics.read_mismatch();
+            let (store, d) = (self.store.clone(), digest.clone());
+            tokio::task::spawn_blocking(move || store.quarantine(&d))
+                .await
+                .ok();
+            return Ok(None);
+        }
         Ok(Some(ManifestAnswer {
             digest: digest.clone(),
             media_type: open.media_type.unwrap_or_else(|| guess_media_type(&bytes)),

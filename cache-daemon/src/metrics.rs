@@ -31,6 +31,8 @@ pub enum Outcome {
     Miss,
     /// Joined a fetch already running.
     Coalesced,
+    /// Streamed from upstream without storing (the store is full).
+    Passthrough,
     /// Answered with an error.
     Error,
 }
@@ -42,6 +44,8 @@ pub enum Source {
     Cache,
     /// A fill in progress (bytes streamed as they arrived from upstream).
     Upstream,
+    /// Streamed from upstream without storing (the store is full).
+    Passthrough,
 }
 
 /// Label values in Prometheus' lowercase convention.
@@ -58,8 +62,9 @@ macro_rules! label_values {
 
 label_values! {
     Kind { Blob => "blob", Manifest => "manifest", Base => "base", Other => "other" }
-    Outcome { Hit => "hit", Miss => "miss", Coalesced => "coalesced", Error => "error" }
-    Source { Cache => "cache", Upstream => "upstream" }
+    Outcome { Hit => "hit", Miss => "miss", Coalesced => "coalesced", Passthrough => "passthrough", Error => "error" }
+    Source { Cache => "cache", Upstream => "upstream", Passthrough => "passthrough" }
+    WriteKind { NoSpace => "no_space", Other => "other" }
     FillResult { Committed => "committed", Failed => "failed", Mismatch => "mismatch" }
     Resume { Range => "range", Restart => "restart" }
     AccessResult { Allowed => "allowed", Denied => "denied", NotFound => "not_found", Error => "error" }
@@ -115,6 +120,18 @@ struct UpstreamLabels {
     status: String,
 }
 
+/// Why a store write failed, as a label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+enum WriteKind {
+    NoSpace,
+    Other,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    kind: WriteKind,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FillLabels {
     result: FillResult,
@@ -152,6 +169,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     served_cache: Counter,
     served_upstream: Counter,
+    served_passthrough: Counter,
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_bytes: Counter,
     fills: Family<FillLabels, Counter>,
@@ -168,6 +186,10 @@ pub struct Metrics {
     upstream_throttled: Counter,
     upstream_waiting: Gauge,
     access_checks: Family<AccessLabels, Counter>,
+    store_write_no_space: Counter,
+    store_write_other: Counter,
+    store_full: Gauge,
+    read_mismatches: Counter,
 }
 
 impl Default for Metrics {
@@ -288,6 +310,39 @@ impl Metrics {
             "Caller checks before serving private content, by decision and where it came from",
             access_checks.clone(),
         );
+        let store_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "store_write_errors",
+            "Failed writes to the store (temp file create, write, commit), by kind: no_space is a full disk or quota",
+            store_writes.clone(),
+        );
+        let store_full = Gauge::default();
+        registry.register(
+            "store_full",
+            "1 while the store cannot take blobs (disk full, temp files cannot be created) and misses are streamed from upstream without storing",
+            store_full.clone(),
+        );
+        let read_mismatches = Counter::default();
+        registry.register(
+            "read_mismatches",
+            "Committed blobs that no longer matched their digest when served (verify_on_read); cut and quarantined",
+            read_mismatches.clone(),
+        );
+        let store_write_no_space = store_writes
+            .get_or_create(&WriteLabels {
+                kind: WriteKind::NoSpace,
+            })
+            .clone();
+        let store_write_other = store_writes
+            .get_or_create(&WriteLabels {
+                kind: WriteKind::Other,
+            })
+            .clone();
+        let served_passthrough = served
+            .get_or_create(&SourceLabels {
+                source: Source::Passthrough,
+            })
+            .clone();
         let served_cache = served
             .get_or_create(&SourceLabels {
                 source: Source::Cache,
@@ -303,6 +358,7 @@ impl Metrics {
             requests,
             served_cache,
             served_upstream,
+            served_passthrough,
             upstream_requests,
             upstream_bytes,
             fills,
@@ -319,6 +375,10 @@ impl Metrics {
             upstream_throttled,
             upstream_waiting,
             access_checks,
+            store_write_no_space,
+            store_write_other,
+            store_full,
+            read_mismatches,
         }
     }
 
@@ -327,6 +387,26 @@ impl Metrics {
         self.access_checks
             .get_or_create(&AccessLabels { result, source })
             .inc();
+    }
+
+    /// Brings the store's health into the metrics before rendering: whether it is full, and
+    /// its write errors so far (`no_space`, `other`; counted by the store, monotonic).
+    pub fn store_health(&self, full: bool, write_errors: (u64, u64)) {
+        self.store_full.set(i64::from(full));
+        for (counter, total) in [
+            (&self.store_write_no_space, write_errors.0),
+            (&self.store_write_other, write_errors.1),
+        ] {
+            // fetch_max, not inc_by(delta): two scrapes at once must not both add the delta.
+            counter
+                .inner()
+                .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A committed blob did not match its digest when served.
+    pub fn read_mismatch(&self) {
+        self.read_mismatches.inc();
     }
 
     /// Blobs were evicted.
@@ -362,6 +442,7 @@ impl Metrics {
         match source {
             Source::Cache => self.served_cache.inc_by(bytes),
             Source::Upstream => self.served_upstream.inc_by(bytes),
+            Source::Passthrough => self.served_passthrough.inc_by(bytes),
         };
     }
 
@@ -407,6 +488,11 @@ impl Metrics {
         self.fill_resumes.get_or_create(&ResumeLabels { how }).inc();
     }
 
+    /// A blob streamed from upstream without storing did not match its digest.
+    pub fn digest_mismatch(&self) {
+        self.digest_mismatches.inc();
+    }
+
     /// A manifest from upstream did not match its digest.
     pub fn manifest_mismatch(&self) {
         self.digest_mismatches.inc();
@@ -450,6 +536,9 @@ mod tests {
         m.evicted(2, 30);
         m.stale_serve();
         m.upstream_throttled();
+        m.store_health(true, (2, 1));
+        m.store_health(true, (3, 1));
+        m.read_mismatch();
         let text = m.render(42, 2, 7);
         for line in [
             "cache_daemon_requests_total{kind=\"blob\",result=\"coalesced\"} 1",
@@ -464,6 +553,10 @@ mod tests {
             "cache_daemon_evicted_bytes_total 30",
             "cache_daemon_stale_serves_total 1",
             "cache_daemon_upstream_throttled_total 1",
+            "cache_daemon_store_write_errors_total{kind=\"no_space\"} 3",
+            "cache_daemon_store_write_errors_total{kind=\"other\"} 1",
+            "cache_daemon_store_full 1",
+            "cache_daemon_read_mismatches_total 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

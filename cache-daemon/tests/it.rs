@@ -9,5 +9,6 @@ mod clients;
 mod deploy;
 mod e2e;
 mod manifests;
+mod node_faults;
 mod operations;
 mod upstream_faults;

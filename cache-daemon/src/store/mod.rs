@@ -13,12 +13,19 @@
 //! The store does not fetch anything (`fill.rs` does) and does not verify digests when
 //! committing (the fill does, as bytes stream past); [`BlobStore::verify`] rehashes on demand.
 //!
+//! A write that fails because the disk is full marks the store full ([`health`]); the handler
+//! then streams misses from upstream without storing them until there is room again.
+//! With `verify_on_read`, the handler rehashes committed blobs as it serves them and
+//! [`BlobStore::quarantine`]s one that no longer matches.
+//!
 //! # Layout
+//! - `health`: full or not, write errors counted.
 //! - `layout`: paths.
 //! - `index`: in-memory bookkeeping (size, media type, recency, pins) and victim choice.
 //! - `page_cache`: opens and reads that succeed only without waiting on the disk.
 //! - `state`: recency, repositories, tags and pins saved across restarts.
 
+pub mod health;
 pub mod index;
 pub mod layout;
 pub mod page_cache;
@@ -34,6 +41,7 @@ use std::time::SystemTime;
 use stampede_oci::{Digest, Verifier};
 
 use crate::config::{Budget, StoreConfig};
+use health::{Health, WriteFailure};
 use index::{Entry, Index, Victim};
 use layout::Layout;
 use state::{from_unix_secs, unix_secs, BlobState, Pin};
@@ -143,6 +151,10 @@ pub struct BlobStore {
     /// Pins in the order they were made. Held only to read or replace the list; the pins file
     /// is written after the lock is released.
     pins: Mutex<Vec<Pin>>,
+    /// Full or not; write errors.
+    health: Health,
+    /// Rehash committed blobs as they are served.
+    verify_on_read: bool,
     /// Exclusive lock on `<root>/lock`, held for the store's lifetime.
     _lock: File,
 }
@@ -195,6 +207,14 @@ impl BlobStore {
             removed.map_err(|e| annotate(e, "remove stale temp file", &path))?;
             recovery.temp_files_removed += 1;
         }
+        // A store we can lock but not write to (a read-only bind mount of `tmp/`) would fail
+        // every fill later; say so now.
+        let probe = layout
+            .tmp_dir()
+            .join(format!("write-probe.{}", std::process::id()));
+        File::create(&probe)
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| annotate(e, "create file", &probe))?;
         let saved = state::load_index(&layout.index_state_path());
         let mut found = Vec::new();
         for prefix in read_dir(&layout.blobs_dir())? {
@@ -245,6 +265,8 @@ impl BlobStore {
                 budget: config.budget,
                 index: Mutex::new(index),
                 pins: Mutex::new(pins),
+                health: Health::default(),
+                verify_on_read: config.verify_on_read,
                 _lock: lock,
             },
             recovery,
@@ -369,7 +391,10 @@ impl BlobStore {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| annotate(e, "create temp file", &path))?;
+            .map_err(|e| {
+                self.health.create_failed(&e, self.layout.root());
+                annotate(e, "create temp file", &path)
+            })?;
         Ok(TempBlob {
             path,
             file: Arc::new(file),
@@ -390,7 +415,9 @@ impl BlobStore {
         meta: &BlobMeta,
     ) -> io::Result<()> {
         let result = self.commit_inner(digest, temp, meta);
-        if result.is_err() {
+        if let Err(e) = &result {
+            self.health
+                .write_failed(e, self.layout.root(), allocated_bytes(&temp.file));
             std::fs::remove_file(&temp.path).ok();
             return result;
         }
@@ -398,6 +425,10 @@ impl BlobStore {
             digest.clone(),
             Entry::new(size_bytes, meta.media_type.clone(), SystemTime::now()),
         );
+        // A manifest squeezed into the last free blocks is no sign of room for layers.
+        if size_bytes >= health::RECOVER_FREE_BYTES {
+            self.health.room_made("a blob was committed");
+        }
         Ok(())
     }
 
@@ -418,6 +449,29 @@ impl BlobStore {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| annotate(e, "fsync directory", dir))
+    }
+
+    /// Records that writing the fill's `temp` failed with `e` (the disk may be full: see
+    /// [`health`]); call before discarding it. Returns the kind of failure.
+    pub fn write_failed(&self, e: &io::Error, temp: &TempBlob) -> WriteFailure {
+        self.health
+            .write_failed(e, self.layout.root(), allocated_bytes(&temp.file))
+    }
+
+    /// Whether a new fill should write to the store; `false` while it is full (rechecked as
+    /// [`health`] says). The handler streams misses from upstream without storing them then.
+    pub fn accepts_fills(&self) -> bool {
+        self.health.accepts_fills(self.layout.root())
+    }
+
+    /// Full or not, and write errors so far.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Whether committed blobs are rehashed as they are served (`verify_on_read`).
+    pub fn verify_on_read(&self) -> bool {
+        self.verify_on_read
     }
 
     /// Removes a temp file of a failed fill. Blocking; errors are logged, not returned.
@@ -442,6 +496,7 @@ impl BlobStore {
             .write_all(bytes)
             .map_err(|e| annotate(e, "write", &temp.path));
         if let Err(e) = written {
+            self.write_failed(&e, &temp);
             self.discard(&temp);
             return Err(e);
         }
@@ -472,6 +527,9 @@ impl BlobStore {
                         }
                     }
                 }
+            }
+            if !victims.is_empty() {
+                self.health.room_made("blobs were evicted");
             }
         }
         victims
@@ -580,8 +638,8 @@ impl BlobStore {
     }
 
     /// Rehashes every committed blob; a blob whose bytes do not match its digest is moved to
-    /// `quarantine/` and forgotten, so it is never served again. Blocking and slow: reads
-    /// everything.
+    /// `quarantine/` and forgotten, so it is never served again (the next request fetches it
+    /// anew). Blocking and slow: reads everything.
     pub fn verify(&self) -> VerifyReport {
         let digests: Vec<(Digest, u64)> = self
             .index()
@@ -591,34 +649,14 @@ impl BlobStore {
         let mut report = VerifyReport::default();
         let mut buf = vec![0u8; 1024 * 1024];
         for (digest, size) in digests {
-            let path = self.layout.blob_path(&digest);
-            let matches = File::open(&path).and_then(|mut f| {
-                let mut v = Verifier::new(digest.clone());
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    v.update(&buf[..n]);
-                }
-                Ok(v.bytes() == size && v.finish().is_ok())
-            });
-            match matches {
+            match self.matches(&digest, size, &mut buf) {
                 Ok(true) => {
                     report.checked += 1;
                     report.bytes += size;
                 }
                 Ok(false) => {
                     report.checked += 1;
-                    let dest = self.layout.quarantine_dir().join(digest.hex());
-                    let moved = std::fs::create_dir_all(self.layout.quarantine_dir())
-                        .and_then(|()| std::fs::rename(&path, &dest));
-                    if let Err(e) = moved {
-                        tracing::error!(%digest, error = %e, "could not quarantine corrupt blob; deleting it");
-                        std::fs::remove_file(&path).ok();
-                    }
-                    tracing::error!(%digest, quarantine = %dest.display(), "blob does not match its digest; quarantined");
-                    self.index().remove(&digest);
+                    self.quarantine(&digest);
                     report.quarantined.push(digest);
                 }
                 Err(e) => {
@@ -628,13 +666,72 @@ impl BlobStore {
                 }
             }
         }
+        if !report.quarantined.is_empty() || !report.unreadable.is_empty() {
+            self.health.room_made("verify removed blobs");
+        }
         report
+    }
+
+    /// Rehashes one committed blob of `size_bytes`; quarantines it when it does not match.
+    /// Returns whether it matched. Blocking: reads the whole file.
+    ///
+    /// # Errors
+    /// The file cannot be read (it is then left alone).
+    pub fn recheck(&self, digest: &Digest, size_bytes: u64) -> io::Result<bool> {
+        let mut buf = vec![0u8; 1024 * 1024];
+        let matched = self.matches(digest, size_bytes, &mut buf)?;
+        if !matched {
+            self.quarantine(digest);
+        }
+        Ok(matched)
+    }
+
+    fn matches(&self, digest: &Digest, size_bytes: u64, buf: &mut [u8]) -> io::Result<bool> {
+        let path = self.layout.blob_path(digest);
+        let mut f = File::open(&path).map_err(|e| annotate(e, "open", &path))?;
+        let mut v = Verifier::new(digest.clone());
+        loop {
+            let n = f.read(buf).map_err(|e| annotate(e, "read", &path))?;
+            if n == 0 {
+                break;
+            }
+            v.update(&buf[..n]);
+        }
+        Ok(v.bytes() == size_bytes && v.finish().is_ok())
+    }
+
+    /// Moves committed blob `digest`, found corrupt, to `quarantine/<hex>` (deleting it if it
+    /// cannot be moved) and forgets it, so it is never served again and the next request
+    /// fetches it anew. Returns where it went. Blocking.
+    pub fn quarantine(&self, digest: &Digest) -> PathBuf {
+        let path = self.layout.blob_path(digest);
+        let dest = self.layout.quarantine_dir().join(digest.hex());
+        self.index().remove(digest);
+        let moved = std::fs::create_dir_all(self.layout.quarantine_dir())
+            .and_then(|()| std::fs::rename(&path, &dest));
+        match moved {
+            Ok(()) => {
+                tracing::error!(%digest, quarantine = %dest.display(), "blob does not match its digest; quarantined");
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(%digest, error = %e, "could not quarantine corrupt blob; deleting it");
+                std::fs::remove_file(&path).ok();
+            }
+        }
+        dest
     }
 
     /// The store's paths.
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
+}
+
+/// Bytes the file occupies on disk (what removing it frees).
+fn allocated_bytes(file: &File) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    file.metadata().map_or(0, |m| m.blocks() * 512)
 }
 
 fn pinned_set(pins: &[Pin]) -> HashSet<Digest> {
@@ -673,6 +770,7 @@ mod tests {
         BlobStore::open(StoreConfig {
             root: root.to_owned(),
             budget: None,
+            verify_on_read: false,
         })
         .unwrap()
     }
@@ -721,6 +819,7 @@ mod tests {
         let again = BlobStore::open(StoreConfig {
             root: dir.path().to_owned(),
             budget: None,
+            verify_on_read: false,
         });
         assert!(matches!(again, Err(OpenError::Locked { .. })), "{again:?}");
         drop(s);

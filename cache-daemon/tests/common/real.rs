@@ -365,6 +365,13 @@ impl DaemonBinary {
             .map_or(0.0, |v| v.trim().parse().expect("metric value"))
     }
 
+    /// Kills it with SIGKILL, as a crash or the OOM killer would (no shutdown, nothing saved),
+    /// and returns its exit status.
+    pub fn kill(mut self) -> std::process::ExitStatus {
+        self.child.kill().ok();
+        self.child.wait().expect("cache-daemon status")
+    }
+
     /// Stops it with SIGTERM and returns its exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         stop(&mut self.child, Duration::from_secs(15));
