@@ -14,7 +14,9 @@
 //! continues the same file and the same running hash. A `200` (an upstream that ignores ranges)
 //! sends the blob from its start: the bytes the file already has are compared with it, not
 //! written again, and any difference fails the fill as a mismatch, since followers have already
-//! read them. Anything else fails the fill. At most [`RESUME_ATTEMPTS`] resumes per fill. Since
+//! read them. Anything else fails the fill. At most [`RESUME_ATTEMPTS`] resumes per fill, and
+//! none after a resumed body that stalled before its first new byte (a hung upstream would
+//! otherwise hold readers for one idle timeout per attempt). Since
 //! the writer writes every byte at its own offset exactly once, followers see neither a gap nor
 //! a repeat across a resume.
 
@@ -309,6 +311,7 @@ impl Transfer<'_> {
         let mut resumes = 0;
         loop {
             let Answer { response, slot } = answer;
+            let before_bytes = self.received_bytes;
             let broke = match self.pump(response.into_body(), again_bytes).await {
                 Pumped::Ended => return Ok(()),
                 Pumped::Failed(f) => return Err(f),
@@ -317,8 +320,12 @@ impl Transfer<'_> {
             // The next request needs a slot of its own; with one slot per upstream, holding this
             // one would wait for ever.
             drop(slot);
-            if resumes == RESUME_ATTEMPTS {
-                tracing::warn!(digest = %self.origin.digest, upstream = %self.origin.endpoint.base_url(), received_bytes = self.received_bytes, resumes, %broke, "upstream blob body broke again; giving up");
+            // A resumed body that stalled before its first new byte: the upstream is hung, and
+            // every further attempt would keep the readers waiting another idle timeout.
+            let hung =
+                resumes > 0 && broke == FillFailure::Timeout && self.received_bytes == before_bytes;
+            if resumes == RESUME_ATTEMPTS || hung {
+                tracing::warn!(digest = %self.origin.digest, upstream = %self.origin.endpoint.base_url(), received_bytes = self.received_bytes, resumes, hung, %broke, "upstream blob body broke again; giving up");
                 return Err(broke);
             }
             tokio::time::sleep(RESUME_PAUSE * 2u32.pow(resumes)).await;
