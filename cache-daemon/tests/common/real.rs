@@ -26,23 +26,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until `url` (`http://127.0.0.1:<port>/<path>`) answers (any HTTP status), or panics
-/// after `limit`. Each attempt is `stampede_lab::probe::status`.
-pub fn wait_http(url: &str, limit: Duration) {
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let addr: std::net::SocketAddr = authority.parse().expect("an ip:port authority");
-    let path = if path.is_empty() { "/" } else { path };
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if stampede_lab::probe::status(addr, path).is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{url} did not come up within {limit:?}");
-}
-
 /// A running `docker-registry serve` (`stampede_lab`), stopped on drop.
 pub struct Registry {
     registry: stampede_lab::DockerRegistry,
@@ -320,11 +303,29 @@ impl DaemonBinary {
         }
     }
 
-    /// Starts `cmd` and waits for `/healthz` on `port`.
+    /// Starts `cmd` and waits for `/healthz` on `port`; a daemon that exits first (a taken
+    /// port, a refused config) fails the test at once with its log, instead of after the limit.
     pub fn start_with(cmd: Command, port: u16, log: &Path) -> Self {
-        let daemon = Self::spawn(cmd, port, log);
-        wait_http(&daemon.url("/healthz"), Duration::from_secs(15));
-        daemon
+        const LIMIT: Duration = Duration::from_secs(30);
+        let mut daemon = Self::spawn(cmd, port, log);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        loop {
+            if stampede_lab::probe::status(addr, "/healthz").is_some() {
+                return daemon;
+            }
+            if let Some(status) = daemon.child.try_wait().expect("cache-daemon status") {
+                let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+                panic!("cache-daemon on port {port} exited ({status}) before serving:\n{log}");
+            }
+            if start.elapsed() >= LIMIT {
+                let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+                panic!(
+                    "cache-daemon on port {port} did not answer /healthz within {LIMIT:?}:\n{log}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Starts `cache-daemon --config <config>` and waits for `/healthz` on `port`.
