@@ -7,5 +7,6 @@ mod blobs;
 mod clients;
 mod deploy;
 mod e2e;
+mod load;
 mod manifests;
 mod operations;
