@@ -96,6 +96,18 @@ fn start_daemon(upstream: &str, dir: &Path, extra: &[&str]) -> (DaemonBinary, So
     )
 }
 
+/// The accept backlog of the listener on `port`, from `ss` (its Send-Q column for a listener).
+fn listen_backlog(port: u16) -> u32 {
+    let out = crate::common::real::run_within(
+        std::process::Command::new("ss").args(["-Hltn", &format!("sport = :{port}")]),
+        Duration::from_secs(10),
+    );
+    out.split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener on {port} in `ss` output {out:?}"))
+}
+
 fn addr(daemon: &DaemonBinary) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], daemon.port))
 }
@@ -280,6 +292,9 @@ async fn a_thousand_held_connections_cost_one_descriptor_each_and_healthz_answer
     let (daemon, _) = start_daemon(&up.url(), dir.path(), &[]);
     let (pid, addr) = (daemon.pid(), addr(&daemon));
     let base = fds(pid);
+    // A thousand handshakes at once fit the kernel's accept queue (tokio's default of 128 did
+    // not: dropped handshakes were retried after 1 s).
+    assert!(listen_backlog(daemon.port) >= HELD_CONNECTIONS as u32);
     let health = HealthWatch::start(addr);
     let fd_watch = FdWatch::start(pid);
 
