@@ -39,6 +39,14 @@ pub const HTTP_BUF_BYTES: usize = 64 * 1024;
 /// after 1 s, then 2 s (`/healthz` included). Connections past `max_connections` wait here too.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
+/// Kernel send buffer of each client connection (`SO_SNDBUF`; Linux doubles it, so 256 KiB).
+/// Left to autotuning, the kernel let every connection queue up to `net.ipv4.tcp_wmem`'s
+/// maximum (4 MiB) however slowly its client read: 256 slow readers of one blob held 988 MiB of
+/// kernel memory, and copying it in stalled the daemon for a second. Fixed, a slow reader holds
+/// 256 KiB in the kernel; a fast one on the node (loopback or pod network, RTT well under 1 ms)
+/// still gets well over 1 GB/s from it.
+pub const SEND_BUFFER_BYTES: u32 = 128 * 1024;
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -150,7 +158,8 @@ impl Listeners {
     }
 }
 
-/// Binds `addr` and listens with [`LISTEN_BACKLOG`], address reuse on (as tokio's own `bind`).
+/// Binds `addr` and listens with [`LISTEN_BACKLOG`], address reuse on (as tokio's own `bind`),
+/// and [`SEND_BUFFER_BYTES`] for the connections it accepts (they inherit it).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -158,6 +167,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER_BYTES)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
