@@ -91,7 +91,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Address of the admin endpoint; `None` disables it.
     pub admin_listen: Option<SocketAddr>,
-    /// Connections served at once; further ones wait in the accept queue.
+    /// Connections the mirror listener serves at once; further ones wait in the accept queue.
     pub max_connections: usize,
     /// How long graceful shutdown waits for in-flight responses before closing them.
     pub shutdown_grace: Duration,

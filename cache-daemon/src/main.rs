@@ -43,6 +43,7 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = args.into_settings()?;
     init_tracing(settings.log_format, "info");
+    raise_fd_limit();
     let config = settings.config;
     let server = config.server.clone();
     let listeners = cache_daemon::server::Listeners::bind(&server).await?;
@@ -54,6 +55,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     cache_daemon::server::run(app, server, listeners, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Linux's default `fs.nr_open`, the most files a process may ever have open.
+const NR_OPEN_DEFAULT: u64 = 1 << 20;
+
+/// Raises the soft limit on open files to the hard limit, as servers commonly do: every client
+/// connection, upstream connection and blob being read or filled is a file descriptor, and the
+/// soft limit's usual default (1024) is below `max_connections`' default. Failure is logged, not
+/// fatal: the daemon still serves within the old limit (accept errors back off, see `server`).
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let old = getrlimit(Resource::Nofile);
+    if old.current == old.maximum {
+        tracing::info!(limit = ?old.current, "open file limit");
+        return;
+    }
+    // An unlimited hard limit cannot be the soft one for files (the kernel caps it at
+    // fs.nr_open): take the kernel's default cap then.
+    let target = old.maximum.unwrap_or(NR_OPEN_DEFAULT);
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: old.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::info!(from = ?old.current, to = target, "raised the open file limit to its hard limit")
+        }
+        Err(e) => {
+            tracing::warn!(limit = ?old.current, error = %e, "could not raise the open file limit")
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -13,7 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -32,6 +32,20 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// (~400 KiB) let a connection hold two [`crate::body::CHUNK_BYTES`] chunks at once, which is
 /// what made 256 clients of a hot blob cost over 100 MiB.
 pub const HTTP_BUF_BYTES: usize = 64 * 1024;
+
+/// Connections the kernel queues on a listener until they are accepted (it caps this at
+/// `net.core.somaxconn`, 4096 by default). `TcpListener::bind` uses 128, and a thousand clients
+/// connecting at once overflowed that: the kernel dropped handshakes, which clients retried only
+/// after 1 s, then 2 s (`/healthz` included). Connections past `max_connections` wait here too.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Kernel send buffer of each client connection (`SO_SNDBUF`; Linux doubles it, so 256 KiB).
+/// Left to autotuning, the kernel let every connection queue up to `net.ipv4.tcp_wmem`'s
+/// maximum (4 MiB) however slowly its client read: 256 slow readers of one blob held 988 MiB of
+/// kernel memory, and copying it in stalled the daemon for a second. Fixed, a slow reader holds
+/// 256 KiB in the kernel; a fast one on the node (loopback or pod network, RTT well under 1 ms)
+/// still gets well over 1 GB/s from it.
+pub const SEND_BUFFER_BYTES: u32 = 128 * 1024;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +72,10 @@ pub enum StartError {
         source: std::io::Error,
     },
 }
+
+/// Connections the admin listener serves at once (operators and scrapers, not clients); the
+/// mirror listener's cap is `max_connections`.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How often recency is saved and the budget checked, besides wake-ups after commits.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
@@ -141,9 +159,7 @@ impl Listeners {
     /// [`StartError::Bind`] naming the address.
     pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
+            listen(addr).map_err(|source| StartError::Bind { addr, source })
         };
         let mirror = bind(config.listen).await?;
         let admin = match config.admin_listen {
@@ -152,6 +168,20 @@ impl Listeners {
         };
         Ok(Self { mirror, admin })
     }
+}
+
+/// Binds `addr` and listens with [`LISTEN_BACKLOG`], address reuse on (as tokio's own `bind`),
+/// and [`SEND_BUFFER_BYTES`] for the connections it accepts (they inherit it).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER_BYTES)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,23 +204,26 @@ pub async fn run(
     for request in app.declared_pins.clone() {
         tokio::spawn(ensure_declared_pin(app.clone(), request, stop.clone()));
     }
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let limit = Semaphore::new(config.max_connections);
     let graceful = Arc::new(GracefulShutdown::new());
     let mut loops = Vec::new();
     loops.push(tokio::spawn(accept_loop(
         app.clone(),
         listeners.mirror,
         Role::Mirror,
-        limit.clone(),
+        Arc::new(limit),
         graceful.clone(),
         stop.clone(),
     )));
     if let Some(admin) = listeners.admin {
+        // Its own cap: a loop holds a permit while it waits in accept, so a shared cap served
+        // one mirror connection fewer than configured, and clients filling the mirror port
+        // would lock the operator out of the admin API.
         loops.push(tokio::spawn(accept_loop(
             app.clone(),
             admin,
             Role::Admin,
-            limit,
+            Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
             graceful.clone(),
             stop.clone(),
         )));

@@ -349,6 +349,11 @@ impl DaemonBinary {
         }
     }
 
+    /// Its process id, for reading `/proc/<pid>/status` and `/proc/<pid>/fd`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
