@@ -7,5 +7,6 @@ mod blobs;
 mod clients;
 mod deploy;
 mod e2e;
+mod hostile;
 mod manifests;
 mod operations;
