@@ -67,7 +67,7 @@ impl ByteRange {
     ///
     /// # Errors
     /// [`Error::RangeNotSatisfiable`] when the range starts at or past the end, or asks for an
-    /// empty suffix.
+    /// empty suffix, or the blob is empty. A span returned is never empty.
     pub fn resolve(self, len_bytes: u64) -> Result<(u64, u64), Error> {
         let unsatisfiable = Error::RangeNotSatisfiable {
             len_bytes: Some(len_bytes),
@@ -80,7 +80,10 @@ impl ByteRange {
                 let end = last.map_or(len_bytes, |l| l.saturating_add(1).min(len_bytes));
                 Ok((first, end))
             }
+            // An empty blob satisfies no range, a suffix included (RFC 9110 section 14.1.1);
+            // `(0, 0)` here once became `Content-Range: bytes 0-{0 - 1}/0` (found by fuzzing).
             Self::Suffix(0) => Err(unsatisfiable),
+            Self::Suffix(_) if len_bytes == 0 => Err(unsatisfiable),
             Self::Suffix(n) => Ok((len_bytes.saturating_sub(n), len_bytes)),
         }
     }
@@ -118,6 +121,9 @@ mod tests {
             ("bytes=", 10, Err(())),
             ("bytes=-", 10, Err(())),
             ("bytes=1-2-3", 10, Err(())),
+            ("bytes=-1", 0, Err(())),
+            ("bytes=0-", 0, Err(())),
+            ("bytes=-18446744073709551616", 0, Err(())),
             ("bytes=\u{0660}-1", 10, Err(())),
         ];
         for (header, len, want) in cases {

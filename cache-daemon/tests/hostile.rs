@@ -520,6 +520,28 @@ async fn absurd_ranges_get_416_or_the_whole_blob_and_never_a_panic() {
         }
     }
     assert_eq!(upstream_requests(&up), before, "a range went upstream");
+
+    // An empty blob satisfies no range, not even a suffix (found by fuzzing: it was answered
+    // as the span 0..0, whose Content-Range computed `0 - 1`): on the miss, then on the hit.
+    let empty = up.blob(Vec::new(), Behavior::default());
+    let path = format!("/v2/a/blobs/{empty}");
+    for attempt in ["miss", "hit"] {
+        for range in ["bytes=-1", "bytes=0-", "bytes=-18446744073709551616"] {
+            let resp = request("GET", &cache.url(&path), &[("range", range)]).await;
+            assert_eq!(resp.status(), 416, "{attempt} {range}");
+            assert_eq!(
+                resp.headers()["content-range"],
+                "bytes */0",
+                "{attempt} {range}"
+            );
+            body(resp).await.unwrap();
+        }
+        if attempt == "miss" {
+            let resp = get(&cache.url(&path)).await;
+            assert_eq!(resp.status(), 200);
+            assert!(body(resp).await.unwrap().is_empty());
+        }
+    }
     assert_healthy(&cache).await;
 }
 
