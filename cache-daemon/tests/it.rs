@@ -7,6 +7,7 @@ mod blobs;
 mod clients;
 mod deploy;
 mod e2e;
+mod fuzzing;
 mod hostile;
 mod manifests;
 mod operations;
