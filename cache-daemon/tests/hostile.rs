@@ -229,38 +229,56 @@ async fn a_trickled_request_body_is_answered_and_the_connection_then_closed() {
     let up = FakeUpstream::start().await;
     let cache = daemon_with_short_header_timeout(&up).await;
     let addr = cache.daemon.addr();
-    let mut s = within(TcpStream::connect(addr)).await.unwrap();
-    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n0123456789")
-        .await
-        .unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    // Keeps trickling a byte every 50 ms for up to 10 s, whatever the daemon does.
-    let trickle = tokio::spawn(async move {
-        for _ in 0..200 {
-            if wr.write_all(b"x").await.is_err() {
-                return;
+    let d = format!("sha256:{}", "ab".repeat(32));
+    // (request head, is HEAD, status): a declared 1 MB body, and a chunked one that never ends.
+    let cases = [
+        ("GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n".to_owned(), false, 200),
+        (
+            format!("HEAD /v2/a/blobs/{d} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nRange: bytes=x\r\n\r\n"),
+            true,
+            416,
+        ),
+        ("GET /v2/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\n".to_owned(), false, 200),
+    ];
+    for (head, is_head, status) in cases {
+        let mut s = within(TcpStream::connect(addr)).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(b"0123456789").await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        // Keeps trickling a byte every 50 ms for up to 10 s, whatever the daemon does.
+        let trickle = tokio::spawn(async move {
+            for _ in 0..200 {
+                if wr.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    let started = Instant::now();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
-            Err(_) => break false,
-            Ok(Ok(0) | Err(_)) => break true,
-            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
-        }
-    };
-    let elapsed = started.elapsed();
-    trickle.abort();
-    let answers = parse_answers(&raw, &[]);
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    assert_eq!(answers[0].status, 200);
-    assert_eq!(answers[0].header("connection"), "close");
-    assert!(closed, "connection with an unread body stayed open");
-    assert!(elapsed < Duration::from_secs(3), "closed after {elapsed:?}");
+        });
+        let started = Instant::now();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+                Err(_) => break false,
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+            }
+        };
+        let elapsed = started.elapsed();
+        trickle.abort();
+        let answers = parse_answers(&raw, &[is_head]);
+        assert_eq!(answers.len(), 1, "{head:?}: {answers:?}");
+        assert_eq!(answers[0].status, status, "{head:?}");
+        assert_eq!(answers[0].header("connection"), "close", "{head:?}");
+        assert!(
+            closed,
+            "{head:?}: connection with an unread body stayed open"
+        );
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "{head:?}: closed after {elapsed:?}"
+        );
+    }
     assert_eq!(upstream_requests(&up), 0);
     assert_healthy(&cache).await;
 }
