@@ -135,6 +135,9 @@ pub struct ServeArgs {
     /// How long shutdown waits for responses in flight [default: 10s].
     #[arg(long, env = "CACHE_DAEMON_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Option<Duration>,
+    /// How long a client has to send request headers before it is disconnected [default: 30s].
+    #[arg(long, env = "CACHE_DAEMON_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
     /// Log format [default: text].
     #[arg(long, env = "CACHE_DAEMON_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -399,6 +402,13 @@ impl ServeArgs {
         if max_connections == 0 {
             return Err(invalid("max_connections", "must be greater than zero"));
         }
+        let header_read_timeout = self
+            .header_read_timeout
+            .or(file.header_read_timeout)
+            .unwrap_or(crate::config::DEFAULT_HEADER_READ_TIMEOUT);
+        if header_read_timeout.is_zero() {
+            return Err(invalid("header_read_timeout", "must be greater than zero"));
+        }
         let pins = file
             .pins
             .iter()
@@ -425,6 +435,7 @@ impl ServeArgs {
                         .shutdown_grace
                         .or(file.shutdown_grace)
                         .unwrap_or(Duration::from_secs(10)),
+                    header_read_timeout,
                 },
                 store: StoreConfig {
                     root,
@@ -826,5 +837,25 @@ platform = "linux/arm64"
         assert!(parse(&["--config", f])
             .unwrap_err()
             .contains("password_file or password_env"));
+    }
+
+    #[test]
+    fn header_read_timeout_default_file_and_flag() {
+        let c = parse(&["--upstream", "http://x"]).unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(30));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://x\"\nheader_read_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = parse(&["--config", f]).unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(5));
+        let c = parse(&["--config", f, "--header-read-timeout", "2s"]).unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(2));
+        let err = parse(&["--upstream", "http://x", "--header-read-timeout", "0s"]).unwrap_err();
+        assert!(err.contains("header_read_timeout"), "{err}");
     }
 }

@@ -95,6 +95,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long graceful shutdown waits for in-flight responses before closing them.
     pub shutdown_grace: Duration,
+    /// How long a client has to send a request's headers (slowloris bound); also bounds how
+    /// long an unread request body may keep a connection open.
+    pub header_read_timeout: Duration,
 }
 
 /// The content-addressed store.
@@ -179,6 +182,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5050";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:5051";
 /// Default number of concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default [`ServerConfig::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default tag TTL.
 pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(30);
 
@@ -210,6 +215,7 @@ impl Config {
                 admin_listen: None,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 shutdown_grace: Duration::from_secs(5),
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             },
             store: StoreConfig {
                 root,

@@ -69,6 +69,9 @@ pub struct FileConfig {
     /// Graceful shutdown grace period.
     #[serde(default, deserialize_with = "de_duration")]
     pub shutdown_grace: Option<Duration>,
+    /// Time a client has to send request headers.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub header_read_timeout: Option<Duration>,
     /// `"text"` or `"json"`.
     #[serde(default, deserialize_with = "de_log_format")]
     pub log_format: Option<String>,

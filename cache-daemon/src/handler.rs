@@ -577,6 +577,9 @@ fn error_response(reply: &ErrorReply, head: bool) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if reply.status == StatusCode::METHOD_NOT_ALLOWED {
+        h.insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
     if let Some(after) = reply.retry_after {
         h.insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
     }

@@ -352,7 +352,9 @@ impl Fetched {
 }
 
 /// The media type a manifest declares in its own `mediaType`, or the OCI type its shape says.
-fn guess_media_type(bytes: &[u8]) -> String {
+/// Used on upstream bytes whose `Content-Type` names no manifest type; public for the fuzz
+/// targets.
+pub fn guess_media_type(bytes: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Declared {
         #[serde(rename = "mediaType")]

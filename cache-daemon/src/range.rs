@@ -1,9 +1,18 @@
 //! The `Range` request header for blobs: `bytes=N-`, `bytes=N-M` and `bytes=-S` (suffix).
 //! Pure parsing and resolution against a blob's length; no I/O.
 //!
-//! Choices: a unit other than `bytes` is ignored (the whole blob is served, as RFC 9110 allows);
-//! a multi-range request is also answered with the whole blob (registry clients never send one);
-//! a malformed or unsatisfiable `bytes` range is a 416 with the OCI error body.
+//! Choices (RFC 9110 section 14), one rule per shape:
+//! - a unit other than `bytes`, or a header that is not `<unit>=...`, is ignored: 200 with the
+//!   whole blob (section 14.2: MUST ignore an unknown unit);
+//! - a multi-range request is answered with the whole blob too (allowed; registry clients never
+//!   send one);
+//! - a malformed `bytes` range (not `N-`, `N-M` or `-S` in digits, or `M < N`) is a 416 with the
+//!   OCI error body, refused before the blob is looked up, so without `Content-Range`;
+//! - a well-formed range the blob cannot satisfy (first byte at or past the end, `-0`) is a 416
+//!   with `Content-Range: bytes */<len>`;
+//! - numbers too large for a u64 are taken as u64::MAX, which is what they mean against any
+//!   real blob: a first byte past the end (416), a last byte clamped to the end, a suffix
+//!   covering the whole blob (206 of everything).
 
 use crate::error::Error;
 
@@ -39,7 +48,8 @@ impl ByteRange {
             if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(bad());
             }
-            s.parse().map_err(|_| bad())
+            // Only digits: the one way to fail is overflow.
+            Ok(s.parse().unwrap_or(u64::MAX))
         };
         let (a, b) = (a.trim(), b.trim());
         if a.is_empty() {
@@ -57,7 +67,7 @@ impl ByteRange {
     ///
     /// # Errors
     /// [`Error::RangeNotSatisfiable`] when the range starts at or past the end, or asks for an
-    /// empty suffix.
+    /// empty suffix, or the blob is empty. A span returned is never empty.
     pub fn resolve(self, len_bytes: u64) -> Result<(u64, u64), Error> {
         let unsatisfiable = Error::RangeNotSatisfiable {
             len_bytes: Some(len_bytes),
@@ -70,7 +80,10 @@ impl ByteRange {
                 let end = last.map_or(len_bytes, |l| l.saturating_add(1).min(len_bytes));
                 Ok((first, end))
             }
+            // An empty blob satisfies no range, a suffix included (RFC 9110 section 14.1.1);
+            // `(0, 0)` here once became `Content-Range: bytes 0-{0 - 1}/0` (found by fuzzing).
             Self::Suffix(0) => Err(unsatisfiable),
+            Self::Suffix(_) if len_bytes == 0 => Err(unsatisfiable),
             Self::Suffix(n) => Ok((len_bytes.saturating_sub(n), len_bytes)),
         }
     }
@@ -100,6 +113,18 @@ mod tests {
             ("bytes=+1-2", 10, Err(())),
             ("bytes=0-1,3-4", 10, Ok(None)),
             ("items=0-1", 10, Ok(None)),
+            ("bytes=999999999999999999999-", 10, Err(())),
+            ("bytes=18446744073709551615-", 10, Err(())),
+            ("bytes=-18446744073709551616", 10, Ok(Some((0, 10)))),
+            ("bytes=0-18446744073709551616", 10, Ok(Some((0, 10)))),
+            ("bytes=18446744073709551616-1", 10, Err(())),
+            ("bytes=", 10, Err(())),
+            ("bytes=-", 10, Err(())),
+            ("bytes=1-2-3", 10, Err(())),
+            ("bytes=-1", 0, Err(())),
+            ("bytes=0-", 0, Err(())),
+            ("bytes=-18446744073709551616", 0, Err(())),
+            ("bytes=\u{0660}-1", 10, Err(())),
         ];
         for (header, len, want) in cases {
             let got = ByteRange::parse(header).and_then(|r| r.map(|r| r.resolve(*len)).transpose());

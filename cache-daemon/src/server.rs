@@ -1,14 +1,28 @@
 //! The accept loops (mirror and admin listeners): HTTP/1.1 connections, a cap on concurrent connections, header-read timeouts
 //! for idle or slow clients, and graceful shutdown (stop accepting, let responses in flight
-//! finish for a grace period, then close). No OCI knowledge: every request goes to
-//! [`App::handle`]. [`start`] assembles the daemon from a [`Config`]; [`run`] serves it on a
-//! listener the caller bound, until the caller's shutdown signal, so tests bind port 0.
+//! finish for a grace period, then close).
+//!
+//! No OCI knowledge: every request goes to [`App::handle`]. [`start`] assembles the daemon from
+//! a [`Config`]; [`run`] serves it on a listener the caller bound, until the caller's shutdown
+//! signal, so tests bind port 0.
+//!
+//! Hostile clients: headers must arrive within [`ServerConfig::header_read_timeout`] (also the
+//! longest a kept-alive connection idles); a request head beyond [`MAX_HEADER_BYTES`] or
+//! [`MAX_HEADERS`] fields gets a 431 (a long URL included), and framing hyper cannot trust (two
+//! different `Content-Length`s, a `Transfer-Encoding` not ending in `chunked`, obs-fold, a bare
+//! CR) a 400 and a close. The mirror never reads a request body (only GET and HEAD are served):
+//! a request that has one is answered with `Connection: close`, so the body is never waited for
+//! and whatever follows it on the connection is never taken as another request. hyper itself
+//! closes after a request carrying both `Content-Length` and `Transfer-Encoding` (RFC 9112
+//! section 6.1, which TE wins), and accepts a bare LF as a line end (section 2.2 allows it).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{HeaderValue, CONNECTION};
+use hyper::body::Body as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,13 +39,18 @@ use crate::metrics::Metrics;
 use crate::store::BlobStore;
 use crate::upstream::Upstreams;
 
-/// Clients must finish sending request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// hyper's per-connection buffer limit (`max_buf_size`), in bytes: request headers must fit, and
 /// hyper stops asking a response body for more once this much is queued unsent. Its default
 /// (~400 KiB) let a connection hold two [`crate::body::CHUNK_BYTES`] chunks at once, which is
 /// what made 256 clients of a hot blob cost over 100 MiB.
 pub const HTTP_BUF_BYTES: usize = 64 * 1024;
+/// Largest request head (request line and headers) accepted, in bytes; a larger one gets a 431
+/// and the connection is closed. Set explicitly: `max_buf_size` alone is not a hard bound (a
+/// 70 KiB header arriving in one read was accepted). Registry requests are a short path and a
+/// few headers; 32 KiB leaves room for large bearer tokens.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most header fields in a request (hyper's default, stated here); more get a 431.
+pub const MAX_HEADERS: usize = 100;
 
 /// Connections the kernel queues on a listener until they are accepted (it caps this at
 /// `net.core.somaxconn`, 4096 by default). `TcpListener::bind` uses 128, and a thousand clients
@@ -211,6 +230,7 @@ pub async fn run(
         app.clone(),
         listeners.mirror,
         Role::Mirror,
+        config.header_read_timeout,
         Arc::new(limit),
         graceful.clone(),
         stop.clone(),
@@ -223,6 +243,7 @@ pub async fn run(
             app.clone(),
             admin,
             Role::Admin,
+        config.header_read_timeout,
             Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
             graceful.clone(),
             stop.clone(),
@@ -253,14 +274,17 @@ async fn accept_loop(
     app: Arc<App>,
     listener: TcpListener,
     role: Role,
+    header_read_timeout: Duration,
     limit: Arc<Semaphore>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(HTTP_BUF_BYTES);
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(HTTP_BUF_BYTES)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     loop {
         let permit = tokio::select! {
             () = stopped(&mut stop) => break,
@@ -280,11 +304,20 @@ async fn accept_loop(
         };
         stream.set_nodelay(true).ok();
         let app = app.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let app = app.clone();
             async move {
                 Ok::<_, std::convert::Infallible>(match role {
-                    Role::Mirror => app.handle(req).await,
+                    Role::Mirror => {
+                        let has_body = !req.body().is_end_stream();
+                        let mut resp = app.handle(req).await;
+                        if has_body {
+                            // Never read: answer now and close instead of draining it.
+                            resp.headers_mut()
+                                .insert(CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        resp
+                    }
                     Role::Admin => app.handle_admin(req).await,
                 })
             }

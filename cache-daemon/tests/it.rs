@@ -8,6 +8,7 @@ mod blobs;
 mod clients;
 mod deploy;
 mod e2e;
+mod hostile;
 mod load;
 mod manifests;
 mod node_faults;
