@@ -243,7 +243,7 @@ pub async fn run(
             app.clone(),
             admin,
             Role::Admin,
-        config.header_read_timeout,
+            config.header_read_timeout,
             Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
             graceful.clone(),
             stop.clone(),
