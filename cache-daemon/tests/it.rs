@@ -13,4 +13,5 @@ mod load;
 mod manifests;
 mod node_faults;
 mod operations;
+mod reliability_doc;
 mod upstream_faults;
