@@ -29,6 +29,9 @@ mod data;
 #[allow(dead_code)]
 #[path = "mirror/machine.rs"]
 mod machine;
+#[allow(dead_code)]
+#[path = "mirror/rss.rs"]
+mod rss;
 #[path = "load/scenario.rs"]
 mod scenario;
 #[allow(dead_code)]
@@ -119,23 +122,6 @@ impl Settings {
     }
 }
 
-/// Raises this process's soft limit on open files to its hard limit.
-fn raise_nofile() -> Option<u64> {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let old = getrlimit(Resource::Nofile);
-    if let Some(max) = old.maximum {
-        setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: Some(max),
-                maximum: old.maximum,
-            },
-        )
-        .ok();
-    }
-    getrlimit(Resource::Nofile).current
-}
-
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
     v[v.len() / 2]
@@ -207,7 +193,9 @@ async fn push_content(
 
 async fn run(s: Settings) -> anyhow::Result<String> {
     let m = machine::Machine::probe();
-    let nofile = raise_nofile();
+    let nofile = cache_daemon::server::raise_open_file_limit()
+        .ok()
+        .and_then(|l| l.after);
     eprintln!(
         "load: {} x {} cores, Linux {}, load average {}, open file limit {nofile:?}",
         m.cpu, m.cores, m.kernel, m.load

@@ -57,34 +57,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Linux's default `fs.nr_open`, the most files a process may ever have open.
-const NR_OPEN_DEFAULT: u64 = 1 << 20;
-
-/// Raises the soft limit on open files to the hard limit, as servers commonly do: every client
-/// connection, upstream connection and blob being read or filled is a file descriptor, and the
-/// soft limit's usual default (1024) is below `max_connections`' default. Failure is logged, not
-/// fatal: the daemon still serves within the old limit (accept errors back off, see `server`).
+/// Raises the open file limit (see [`cache_daemon::server::raise_open_file_limit`]) and says so;
+/// failure is logged, not fatal: the daemon still serves within the old limit (accept errors
+/// back off, see `server`).
 fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let old = getrlimit(Resource::Nofile);
-    if old.current == old.maximum {
-        tracing::info!(limit = ?old.current, "open file limit");
-        return;
-    }
-    // An unlimited hard limit cannot be the soft one for files (the kernel caps it at
-    // fs.nr_open): take the kernel's default cap then.
-    let target = old.maximum.unwrap_or(NR_OPEN_DEFAULT);
-    let raised = Rlimit {
-        current: Some(target),
-        maximum: old.maximum,
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => {
-            tracing::info!(from = ?old.current, to = target, "raised the open file limit to its hard limit")
+    match cache_daemon::server::raise_open_file_limit() {
+        Ok(l) if l.before == l.after => tracing::info!(limit = ?l.after, "open file limit"),
+        Ok(l) => {
+            tracing::info!(from = ?l.before, to = ?l.after, "raised the open file limit to its hard limit")
         }
-        Err(e) => {
-            tracing::warn!(limit = ?old.current, error = %e, "could not raise the open file limit")
-        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
     }
 }
 

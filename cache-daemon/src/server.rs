@@ -394,6 +394,42 @@ async fn ensure_declared_pin(
     }
 }
 
+/// Linux's default `fs.nr_open`, the most files a process may ever have open.
+const NR_OPEN_DEFAULT: u64 = 1 << 20;
+
+/// The soft open-file limit before and after [`raise_open_file_limit`] (`None`: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFileLimit {
+    /// Before.
+    pub before: Option<u64>,
+    /// After.
+    pub after: Option<u64>,
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as servers commonly do:
+/// every client connection, upstream connection and blob being read or filled is a descriptor,
+/// and the soft limit's usual default (1024) is below `max_connections`' default. An unlimited
+/// hard limit cannot be the soft one for files (the kernel caps it at `fs.nr_open`), so the
+/// kernel's default cap is taken then. Also used by the load tests and bench for themselves.
+///
+/// # Errors
+/// The kernel refused the new limit.
+pub fn raise_open_file_limit() -> std::io::Result<OpenFileLimit> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let old = getrlimit(Resource::Nofile);
+    if old.current != old.maximum {
+        let raised = Rlimit {
+            current: Some(old.maximum.unwrap_or(NR_OPEN_DEFAULT)),
+            maximum: old.maximum,
+        };
+        setrlimit(Resource::Nofile, raised)?;
+    }
+    Ok(OpenFileLimit {
+        before: old.current,
+        after: getrlimit(Resource::Nofile).current,
+    })
+}
+
 /// A daemon running in this process (tests, embedding in the bench harness).
 #[derive(Debug)]
 pub struct Daemon {

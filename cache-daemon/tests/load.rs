@@ -45,22 +45,12 @@ const FD_MARGIN: usize = 64;
 // ---------------------------------------------------------------------------------------------
 // Measuring the daemon process.
 
-/// Raises this test process's soft limit on open files to its hard limit: the tests hold over a
-/// thousand sockets at once.
+/// Raises this test process's soft limit on open files to its hard limit (as the daemon does
+/// for itself): the tests hold over a thousand sockets at once.
 fn raise_nofile(needed: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let old = getrlimit(Resource::Nofile);
-    if let Some(max) = old.maximum {
-        setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: Some(max),
-                maximum: old.maximum,
-            },
-        )
-        .ok();
-    }
-    let now = getrlimit(Resource::Nofile).current;
+    let now = cache_daemon::server::raise_open_file_limit()
+        .expect("raise the open file limit")
+        .after;
     assert!(
         now.is_none_or(|n| n >= needed),
         "open file limit {now:?} is below the {needed} this test needs"

@@ -1,8 +1,7 @@
-//! What a server costs and whether it stays responsive while loaded: a thread samples resident
-//! memory and open descriptors of a process and its descendants (nginx's workers), and another
-//! polls a health path on fresh connections and keeps the slowest answer. Only `/proc` and
-//! loopback sockets are used; both run on threads of their own so the load client's busy runtime
-//! does not delay them.
+//! Whether a server stays responsive while loaded: a thread polls a health path on fresh
+//! connections and keeps the slowest answer, on a thread of its own so the load client's busy
+//! runtime does not delay it. What the server costs (memory, descriptors) is sampled by
+//! `mirror/rss.rs`, re-exported here.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,65 +9,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use stampede_lab::process::{descendants, status_kib};
-
-/// Time between two samples of memory and descriptors.
-const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 /// Time between two health polls.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
-/// Open descriptors of `pid`; 0 once it is gone.
-pub fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-/// Peaks of a server process tree over a sampled period.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Peaks {
-    /// Summed `VmRSS`, in bytes.
-    pub rss_bytes: u64,
-    /// Summed open descriptors.
-    pub fds: usize,
-}
-
-/// A running sampler of a process tree; [`Sampler::stop`] returns the peaks.
-#[derive(Debug)]
-pub struct Sampler {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Peaks>,
-}
-
-impl Sampler {
-    /// Samples `pid` and the descendants it has now.
-    pub fn start(pid: u32) -> Self {
-        let mut pids = vec![pid];
-        pids.extend(descendants(pid));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut peaks = Peaks::default();
-            let sample = |peaks: &mut Peaks| {
-                let rss: u64 = pids.iter().filter_map(|&p| status_kib(p, "VmRSS")).sum();
-                let fd: usize = pids.iter().map(|&p| fds(p)).sum();
-                peaks.rss_bytes = peaks.rss_bytes.max(rss * 1024);
-                peaks.fds = peaks.fds.max(fd);
-            };
-            while !flag.load(Ordering::Relaxed) {
-                sample(&mut peaks);
-                std::thread::sleep(SAMPLE_EVERY);
-            }
-            sample(&mut peaks);
-            peaks
-        });
-        Self { stop, thread }
-    }
-
-    /// Stops sampling.
-    pub fn stop(self) -> Peaks {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
-    }
-}
+pub use crate::rss::{fds, Peaks, Sampler};
 
 /// What the health poller saw.
 #[derive(Debug, Clone, Copy, Default)]

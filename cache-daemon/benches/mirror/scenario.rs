@@ -18,7 +18,7 @@ use stampede_oci::Digest;
 use crate::client::{self, BurstSpec, Pull, PullError};
 use crate::cpu::{Counted, CpuClock};
 use crate::data::BlobFile;
-use crate::rss::{self, RssSampler};
+use crate::rss::{self, Sampler};
 use crate::target::{Kind, Target};
 use crate::upstream::Origin;
 use crate::wrk::{self, WrkResult, WrkSpec};
@@ -379,7 +379,7 @@ pub async fn rss(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
             let target = Target::start(kind, origin.addr, &bed.work)?;
             let pid = target.pid().context("a cache has a process")?;
             for hot in [false, true] {
-                let sampler = RssSampler::start(pid);
+                let sampler = Sampler::start(pid);
                 let started = Instant::now();
                 let pulls = client::burst(&BurstSpec {
                     addr: target.addr,
@@ -392,7 +392,7 @@ pub async fn rss(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
                 })
                 .await;
                 let wall = started.elapsed();
-                let peak = sampler.stop();
+                let peak = sampler.stop().rss_bytes;
                 let run = RssRun {
                     kind,
                     hot,
