@@ -26,6 +26,8 @@ mod client;
 #[allow(dead_code)]
 #[path = "mirror/data.rs"]
 mod data;
+#[path = "mirror/entry.rs"]
+mod entry;
 #[allow(dead_code)]
 #[path = "mirror/machine.rs"]
 mod machine;
@@ -328,52 +330,11 @@ async fn run(s: Settings) -> anyhow::Result<String> {
     Ok(out)
 }
 
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
-}
-
 fn main() -> ExitCode {
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("load: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let report = match entry::run_bench("load", Settings::from_env(), run) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("load: start runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    // On a signal the run future is dropped, and with it every process guard.
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            r = run(settings) => r,
-            sig = interrupted() => Err(anyhow::anyhow!("{sig} received; cleaned up")),
-        }
-    });
-    match outcome {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("load: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    println!("{report}");
+    ExitCode::SUCCESS
 }

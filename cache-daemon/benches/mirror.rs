@@ -35,6 +35,8 @@ mod client;
 mod cpu;
 #[path = "mirror/data.rs"]
 mod data;
+#[path = "mirror/entry.rs"]
+mod entry;
 #[path = "mirror/machine.rs"]
 mod machine;
 #[path = "mirror/report.rs"]
@@ -338,58 +340,16 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
     }))
 }
 
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
-}
-
 fn main() -> ExitCode {
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mirror: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let report = match entry::run_bench("mirror", Settings::from_env(), run) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("mirror: start runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    // On a signal the run future is dropped, and with it every guard: processes are stopped
-    // and the namespace deleted before we exit.
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            r = run(settings) => r,
-            sig = interrupted() => Err(anyhow::anyhow!("{sig} received; cleaned up")),
-        }
-    });
-    match outcome {
-        Ok(report) => {
-            println!("{report}");
-            let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mirror-report.md");
-            match std::fs::write(&path, &report) {
-                Ok(()) => eprintln!("mirror: report written to {}", path.display()),
-                Err(e) => eprintln!("mirror: could not write {}: {e}", path.display()),
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("mirror: {e:#}");
-            ExitCode::from(1)
-        }
+    println!("{report}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mirror-report.md");
+    match std::fs::write(&path, &report) {
+        Ok(()) => eprintln!("mirror: report written to {}", path.display()),
+        Err(e) => eprintln!("mirror: could not write {}: {e}", path.display()),
     }
+    ExitCode::SUCCESS
 }
