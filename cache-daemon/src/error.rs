@@ -338,6 +338,7 @@ mod tests {
         let d = Digest::of(b"x");
         let cases: Vec<(Error, u16, &str)> = vec![
             (Error::NameInvalid("A".into()), 400, "NAME_INVALID"),
+            (Error::NsInvalid("reg/team".into()), 400, "NAME_INVALID"),
             (Error::DigestInvalid("x".into()), 400, "DIGEST_INVALID"),
             (Error::Unsupported("md5".into()), 400, "UNSUPPORTED"),
             (Error::BlobUnknown(d.clone()), 404, "BLOB_UNKNOWN"),
