@@ -6,7 +6,10 @@
 //! header is passed as-is on a `HEAD` of the requested manifest or blob in that repository
 //! upstream, once, outside the daemon's token flow:
 //!
-//! - 2xx or 3xx: allowed; reused for (caller, upstream, repository) for `allow_ttl`.
+//! - 2xx (after following redirects, at most 5 hops, the caller's `Authorization` sent only to
+//!   the upstream's own host): allowed; reused for (caller, upstream, repository) for
+//!   `allow_ttl`. A redirect that cannot be followed (too many hops, no `Location`) or a `304`
+//!   is no answer: treated as below, never as allowed.
 //! - 401/403: denied for `deny_ttl`; the caller gets `401` with the upstream's own challenge
 //!   (scoped to the repository), so it can fetch a token from the upstream's realm, or send
 //!   Basic credentials, and try again.
@@ -19,7 +22,13 @@
 //! object in that repository, even when the caller is allowed in the repository: rights to
 //! repository A must not read repository B's blob through `/v2/A/blobs/<digest>`. The same goes
 //! for upstreams without daemon credentials (public, otherwise not checked): the store is shared
-//! by every upstream. A digest neither held nor being filled needs no such check: its fill
+//! by every upstream. Only the upstream the content came from may answer that check: a
+//! digest the store holds, or is filling, but never recorded under any repository of the
+//! requested upstream (`host[:port]`) is answered 404 without asking and without serving from
+//! the store, since another upstream (any host at all, with `allow_any_registry`) could claim
+//! to hold any digest. The caller then pulls it from that upstream itself. Repository labels
+//! are `host[:port]/repository` of the resolved upstream, never the raw `ns`, so they cannot
+//! be aliased. A digest neither held nor being filled needs no such check: its fill
 //! fetches it from that very repository, and the repository is recorded once it is committed;
 //! nor does one being filled through that very repository. A request admitted for a miss that
 //! then finds a fill of its digest in progress (one started meanwhile, through any repository)
@@ -27,10 +36,15 @@
 //! fill comes from the same repository.
 //!
 //! Callers are told apart by the sha256 of their `Authorization` value (no header: anonymous).
-//! Identical checks in progress share one `HEAD`. This module decides; `handler.rs` asks it
+//! Identical checks in progress share one `HEAD`; at most 16 checks per upstream are in flight
+//! (`upstream.rs`), and their answers (a 429 for one caller) never hold back the daemon's own
+//! requests. Decisions are kept in two LRUs: allows, and refusals (denied, not found), so a
+//! flood of distinct refused callers evicts only refusals, never the allows that the grace
+//! period serves on. This module decides; `handler.rs` asks it
 //! before dispatching and turns a [`Refusal`] into the answer.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -49,9 +63,12 @@ use crate::metrics::{AccessResult, AccessSource, Kind, Metrics};
 use crate::store::BlobStore;
 use crate::upstream::Upstreams;
 
-/// Decisions kept at most; past this, expired ones are dropped, and if that is not enough,
-/// all (they are only a cache of upstream answers).
-const MAX_DECISIONS: usize = 65_536;
+/// Allow decisions kept at most; past this the least recently used one is dropped (they are
+/// only a cache of upstream answers).
+const MAX_ALLOWS: usize = 65_536;
+/// Refusals (denied, not found) kept at most, apart from the allows, so that refused callers
+/// only ever evict each other.
+const MAX_REFUSALS: usize = 16_384;
 
 /// What a request wants to read.
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +158,45 @@ struct Decision {
     decided_at: Instant,
 }
 
+/// Decisions by key: allows and refusals in separate LRUs (see the module doc).
+struct Decisions {
+    allows: lru::LruCache<Key, Decision>,
+    refusals: lru::LruCache<Key, Decision>,
+}
+
+impl Decisions {
+    fn new(max_allows: usize, max_refusals: usize) -> Self {
+        let cap = |n: usize| NonZeroUsize::new(n.max(1)).expect("at least 1");
+        Self {
+            allows: lru::LruCache::new(cap(max_allows)),
+            refusals: lru::LruCache::new(cap(max_refusals)),
+        }
+    }
+
+    /// The decision for `key`, marking it recently used.
+    fn get(&mut self, key: &Key) -> Option<&Decision> {
+        if self.allows.contains(key) {
+            return self.allows.get(key);
+        }
+        self.refusals.get(key)
+    }
+
+    /// The allow decision for `key`, if any, without marking it used.
+    fn allow(&self, key: &Key) -> Option<&Decision> {
+        self.allows.peek(key)
+    }
+
+    fn insert(&mut self, key: Key, decision: Decision) {
+        if matches!(decision.verdict, Verdict::Allowed) {
+            self.refusals.pop(&key);
+            self.allows.put(key, decision);
+        } else {
+            self.allows.pop(&key);
+            self.refusals.put(key, decision);
+        }
+    }
+}
+
 /// Why a request is not served: the error to send and, for a 401, the challenge to send with
 /// it (`WWW-Authenticate`).
 #[derive(Debug, Clone)]
@@ -170,7 +226,7 @@ pub struct Access {
     flights: Arc<Flights>,
     metrics: Arc<Metrics>,
     /// std `Mutex`es: held only to read or update an entry, never across `.await`.
-    decisions: Mutex<HashMap<Key, Decision>>,
+    decisions: Mutex<Decisions>,
     in_flight: Mutex<HashMap<Key, Check>>,
     /// Each upstream's `/v2/` challenge to anonymous callers, and when it was asked.
     base_challenges: Mutex<HashMap<String, (Option<HeaderValue>, Instant)>>,
@@ -203,7 +259,7 @@ impl Access {
             store,
             flights,
             metrics,
-            decisions: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(Decisions::new(MAX_ALLOWS, MAX_REFUSALS)),
             in_flight: Mutex::new(HashMap::new()),
             base_challenges: Mutex::new(HashMap::new()),
             filling: Mutex::new(HashMap::new()),
@@ -241,6 +297,15 @@ impl Access {
                 filling.remove(&digest);
             }
         });
+    }
+
+    /// Whether this daemon leads a fill of `digest` from a repository of `registry`.
+    fn filling_from(&self, digest: &Digest, registry: &str) -> bool {
+        self.filling
+            .lock()
+            .expect("filling mutex poisoned")
+            .get(digest)
+            .is_some_and(|l| l.split_once('/').is_some_and(|(reg, _)| reg == registry))
     }
 
     fn filling_through(&self, digest: &Digest, label: &str) -> bool {
@@ -285,6 +350,15 @@ impl Access {
         });
         if !private && !exact {
             return Ok(());
+        }
+        if let (true, Some(d)) = (exact, target.digest()) {
+            // Only the upstream the content came from may vouch for it in one of its
+            // repositories; any other could claim any digest.
+            let registry = endpoint.authority();
+            if !self.store.seen_from(d, registry) && !self.filling_from(d, registry) {
+                tracing::debug!(repo = label, digest = %d, "digest held but not from this upstream; answering 404");
+                return Err(target.not_found().into());
+            }
         }
         let key = Key {
             caller: Digest::of(caller.map_or(&[][..], HeaderValue::as_bytes)),
@@ -389,7 +463,7 @@ impl Access {
 
     /// A decision for `key` still within its TTL.
     fn fresh(&self, key: &Key) -> Option<Verdict> {
-        let decisions = self.decisions.lock().expect("decisions mutex poisoned");
+        let mut decisions = self.decisions.lock().expect("decisions mutex poisoned");
         let d = decisions.get(key)?;
         let ttl = match d.verdict {
             Verdict::Allowed => self.config.allow_ttl,
@@ -402,7 +476,7 @@ impl Access {
         self.decisions
             .lock()
             .expect("decisions mutex poisoned")
-            .get(key)
+            .allow(key)
             .is_some_and(|d| {
                 matches!(d.verdict, Verdict::Allowed)
                     && d.decided_at.elapsed() < self.config.allow_ttl + self.config.grace
@@ -483,7 +557,9 @@ impl Access {
             Err(e) => return Verdict::Unverifiable(stampede_oci::error_chain(&e)),
         };
         let status = resp.status();
-        if status.is_success() || status.is_redirection() {
+        // Only a final 2xx allows: redirects were followed, so a 3xx left here (a 304, or
+        // one without a usable `Location`) says nothing about the caller.
+        if status.is_success() {
             return Verdict::Allowed;
         }
         match status {
@@ -501,13 +577,6 @@ impl Access {
     fn record(&self, key: &Key, verdict: &Verdict) {
         let now = Instant::now();
         let mut decisions = self.decisions.lock().expect("decisions mutex poisoned");
-        if decisions.len() >= MAX_DECISIONS {
-            let keep = self.config.allow_ttl + self.config.grace;
-            decisions.retain(|_, d| d.decided_at.elapsed() < keep);
-            if decisions.len() >= MAX_DECISIONS {
-                decisions.clear();
-            }
-        }
         let decision = |verdict: &Verdict| Decision {
             verdict: verdict.clone(),
             decided_at: now,
@@ -554,6 +623,67 @@ fn quoted(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(caller: &str, object: Option<&str>) -> Key {
+        Key {
+            caller: Digest::of(caller.as_bytes()),
+            upstream: "https://registry.example".to_owned(),
+            repo: "team/app".to_owned(),
+            object: object.map(str::to_owned),
+        }
+    }
+
+    fn decided(verdict: Verdict) -> Decision {
+        Decision {
+            verdict,
+            decided_at: Instant::now(),
+        }
+    }
+
+    /// A flood of distinct refused callers (more than the refusals kept) must not evict the
+    /// allows the grace period serves on; allows evict the least recently used allow.
+    #[test]
+    fn refused_callers_never_evict_allows() {
+        let mut d = Decisions::new(3, 4);
+        for who in ["alice", "bob", "carol"] {
+            d.insert(key(who, None), decided(Verdict::Allowed));
+        }
+        for i in 0..100 {
+            let verdict = if i % 2 == 0 {
+                Verdict::Denied { challenge: None }
+            } else {
+                Verdict::NotFound
+            };
+            d.insert(
+                key(&format!("garbage-{i}"), Some("blobs/x")),
+                decided(verdict),
+            );
+        }
+        for who in ["alice", "bob", "carol"] {
+            assert!(
+                d.allow(&key(who, None)).is_some(),
+                "{who}'s allow was evicted"
+            );
+        }
+        assert_eq!(d.refusals.len(), 4);
+        assert!(d.get(&key("garbage-99", Some("blobs/x"))).is_some());
+        assert!(d.get(&key("garbage-0", Some("blobs/x"))).is_none());
+        // alice used recently: dave's allow evicts bob, the least recently used.
+        assert!(d.get(&key("alice", None)).is_some());
+        d.insert(key("dave", None), decided(Verdict::Allowed));
+        assert!(d.allow(&key("bob", None)).is_none());
+        assert!(d.allow(&key("alice", None)).is_some());
+        // A refusal replaces the same key's allow (and the other way round).
+        d.insert(
+            key("alice", None),
+            decided(Verdict::Denied { challenge: None }),
+        );
+        assert!(d.allow(&key("alice", None)).is_none());
+        assert!(matches!(
+            d.get(&key("alice", None)).map(|x| &x.verdict),
+            Some(Verdict::Denied { .. })
+        ));
+    }
 
     #[test]
     fn bearer_challenges_are_scoped_to_the_repository() {

@@ -42,6 +42,9 @@ pub enum Error {
     /// Only GET and HEAD are served.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The `ns` query is not a plain `host[:port]`.
+    #[error("invalid ns {0:?}: expected a registry host[:port]")]
+    NsInvalid(String),
     /// The `ns` query names a registry this cache is not configured for.
     #[error("registry {0:?} is not configured on this cache")]
     RegistryNotConfigured(String),
@@ -169,6 +172,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Self::NameInvalid(_)
+            | Self::NsInvalid(_)
             | Self::DigestInvalid(_)
             | Self::Unsupported(_)
             | Self::ReferenceInvalid(_)
@@ -196,9 +200,10 @@ impl Error {
     /// The HTTP status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NameInvalid(_) | Self::DigestInvalid(_) | Self::ReferenceInvalid(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::NameInvalid(_)
+            | Self::NsInvalid(_)
+            | Self::DigestInvalid(_)
+            | Self::ReferenceInvalid(_) => StatusCode::BAD_REQUEST,
             Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::BlobUnknown(_) | Self::ManifestUnknown(_) => {
                 StatusCode::NOT_FOUND
@@ -224,7 +229,7 @@ impl Error {
     /// The OCI distribution error code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NameInvalid(_) => "NAME_INVALID",
+            Self::NameInvalid(_) | Self::NsInvalid(_) => "NAME_INVALID",
             Self::DigestInvalid(_) => "DIGEST_INVALID",
             Self::ReferenceInvalid(_) => "MANIFEST_INVALID",
             Self::Unsupported(_) | Self::MethodNotAllowed => "UNSUPPORTED",
@@ -333,6 +338,7 @@ mod tests {
         let d = Digest::of(b"x");
         let cases: Vec<(Error, u16, &str)> = vec![
             (Error::NameInvalid("A".into()), 400, "NAME_INVALID"),
+            (Error::NsInvalid("reg/team".into()), 400, "NAME_INVALID"),
             (Error::DigestInvalid("x".into()), 400, "DIGEST_INVALID"),
             (Error::Unsupported("md5".into()), 400, "UNSUPPORTED"),
             (Error::BlobUnknown(d.clone()), 404, "BLOB_UNKNOWN"),

@@ -275,8 +275,9 @@ impl App {
             Claim::Follower(flight) => {
                 // Admitted as a miss, but a fill started meanwhile, maybe through another
                 // repository: ask again (an exact check unless it is this repository's fill).
+                // A refusal keeps its challenge (`WWW-Authenticate`), as on the first check.
                 if let Err(r) = self.admit(caller, ns, repo, Target::Blob(digest)).await {
-                    return Err(r.reply);
+                    return Ok(self.refuse(Kind::Blob, r, head));
                 }
                 self.metrics.request(Kind::Blob, Outcome::Coalesced);
                 flight

@@ -70,7 +70,7 @@ impl Route {
                 else {
                     return Err(Error::NotFound);
                 };
-                let ns = query.and_then(ns_param);
+                let ns = query.and_then(ns_param).map(checked_ns).transpose()?;
                 match kind {
                     "manifests" => Self::Manifest {
                         repo: parse_name(name)?,
@@ -108,6 +108,60 @@ fn reference_error(e: ReferenceError) -> Error {
             Error::ReferenceInvalid(s)
         }
     }
+}
+
+/// Longest `ns` accepted: a DNS name (253) and a port.
+const MAX_NS_CHARS: usize = 253 + 6;
+
+/// `ns` when it is a plain `host[:port]` (a DNS name or IPv4 address, or a bracketed IPv6
+/// address): no path, user info or other punctuation, so that it names one registry and a
+/// repository label built from it cannot be spelled two ways.
+///
+/// # Errors
+/// [`Error::NsInvalid`] otherwise.
+fn checked_ns(ns: String) -> Result<String, Error> {
+    let (host, port) = match ns.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after))
+                if !v6.is_empty()
+                    && v6
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') =>
+            {
+                match after {
+                    "" => (None, None),
+                    p => (None, Some(p.strip_prefix(':'))),
+                }
+            }
+            _ => return Err(ns_invalid(&ns)),
+        },
+        None => match ns.split_once(':') {
+            Some((h, p)) => (Some(h), Some(Some(p))),
+            None => (Some(ns.as_str()), None),
+        },
+    };
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty()
+            && h.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+    });
+    let port_ok = port.is_none_or(|p| {
+        p.is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
+    });
+    if host_ok && port_ok && ns.len() <= MAX_NS_CHARS {
+        Ok(ns)
+    } else {
+        Err(ns_invalid(&ns))
+    }
+}
+
+fn ns_invalid(ns: &str) -> Error {
+    Error::NsInvalid(ns.chars().take(160).collect())
 }
 
 /// The decoded `ns` query parameter, if present and non-empty.
@@ -206,13 +260,66 @@ mod tests {
                 "MANIFEST_INVALID",
             ),
             (Method::GET, "/v2/a/tags/list".into(), "NAME_UNKNOWN"),
+            (
+                Method::GET,
+                format!("/v2/a/blobs/{d}?ns=reg/team"),
+                "NAME_INVALID",
+            ),
             (Method::GET, "/v2/blobs".into(), "NAME_UNKNOWN"),
             (Method::GET, "/etc/passwd".into(), "NAME_UNKNOWN"),
             (Method::HEAD, "/metrics".into(), "NAME_UNKNOWN"),
         ];
         for (method, path, code) in cases {
-            let err = Route::parse(&method, &path, None).expect_err(&path);
+            let (path, query) = match path.split_once('?') {
+                Some((p, q)) => (p.to_owned(), Some(q)),
+                None => (path.clone(), None),
+            };
+            let err = Route::parse(&method, &path, query).expect_err(&path);
             assert_eq!(err.code(), code, "{method} {path}: {err}");
         }
+    }
+
+    /// `ns` names one registry as `host[:port]`; anything that could alias a repository label
+    /// (`reg/team` + `app` is `reg` + `team/app`) or smuggle other parts is refused.
+    #[test]
+    fn ns_must_be_a_plain_host_and_port() {
+        for good in [
+            "docker.io",
+            "registry-1.docker.io",
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+            "[::1]",
+            "my-registry.example.com",
+        ] {
+            assert_eq!(checked_ns(good.to_owned()).unwrap(), good, "{good}");
+        }
+        for bad in [
+            "reg/team",
+            "reg:5000/team",
+            "user@reg",
+            "reg:",
+            "reg:http",
+            "reg:123456",
+            ":5000",
+            "reg..example",
+            ".reg",
+            "-reg.example",
+            "reg example",
+            "reg?x",
+            "reg#x",
+            "[::1",
+            "[]:1",
+            "[::1]x",
+            "reg\\team",
+            "re%2fg",
+        ] {
+            let err = checked_ns(bad.to_owned()).expect_err(bad);
+            assert_eq!(err.code(), "NAME_INVALID", "{bad}");
+            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let long = format!("{}.example", "a".repeat(300));
+        assert!(checked_ns(long).is_err());
     }
 }

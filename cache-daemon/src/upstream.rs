@@ -9,6 +9,11 @@
 //! its `Retry-After` has passed: requests in that window are answered "throttled" (or
 //! "unavailable") without being sent, so callers can serve stale content. A `503` without
 //! `Retry-After` fails only the request it answered.
+//!
+//! Caller checks (`access.rs`) are sent with the caller's own credential and answered about
+//! that caller: they are counted like every request and held back inside a Retry-After window,
+//! but their answers never start one (one caller's 429 must not stop fills for everyone), and
+//! at most [`CALLER_CHECKS_PER_UPSTREAM`] run at once per upstream, apart from the fill slots.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -33,6 +38,10 @@ use crate::metrics::{Kind, Metrics};
 /// `Retry-After` assumed when a 429 carries none.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Caller checks in flight at once per upstream; more wait for a slot (each is bounded by the
+/// response timeout), so distinct callers cannot open unbounded upstream connections.
+pub const CALLER_CHECKS_PER_UPSTREAM: usize = 16;
+
 /// The configured upstreams and the client that talks to them.
 #[derive(Debug)]
 pub struct Upstreams {
@@ -45,6 +54,8 @@ pub struct Upstreams {
     metrics: Arc<Metrics>,
     /// std `Mutex`es: held only to look up or insert an entry, never across `.await`.
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per upstream: slots for caller checks (see [`CALLER_CHECKS_PER_UPSTREAM`]).
+    check_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Per upstream: until when requests are held back, and the status that started the window.
     backoff: Mutex<HashMap<String, (Instant, StatusCode)>>,
     /// Longest pause between body bytes of an upstream response.
@@ -83,6 +94,7 @@ impl Upstreams {
             concurrency: config.concurrency.max(1),
             metrics,
             slots: Mutex::new(HashMap::new()),
+            check_slots: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
             body_idle_timeout: config.body_idle_timeout,
         })
@@ -122,14 +134,16 @@ impl Upstreams {
         }
     }
 
-    /// `registry/repository` as the inventory records it: the `ns` the client named, else the
-    /// default upstream's host.
+    /// `registry/repository` as the inventory records it and caller checks compare it: the
+    /// `host[:port]` of the upstream `ns` resolves to (not `ns` itself, which several spellings
+    /// could alias), so one label names one repository of one upstream. An `ns` that resolves to
+    /// nothing keeps its own name (such requests are refused before content is served when
+    /// callers are checked).
     pub fn repo_label(&self, ns: Option<&str>, repo: &RepoName) -> String {
-        let registry = ns.map(str::to_owned).unwrap_or_else(|| {
-            self.default
-                .as_ref()
-                .map_or_else(|| "default".to_owned(), |e| e.authority().to_owned())
-        });
+        let registry = match self.resolve(ns) {
+            Ok(e) => e.authority().to_owned(),
+            Err(_) => ns.unwrap_or("default").to_owned(),
+        };
         format!("{registry}/{repo}")
     }
 
@@ -233,10 +247,12 @@ impl Upstreams {
         Ok(Answer { response, slot })
     }
 
-    /// Sends `req` once with the caller's own `Authorization` (or none) instead of ours: no
-    /// token flow, no redirect followed. Outside the concurrency slots (a check must not queue
-    /// behind fills that hold their slots while bodies stream) but inside the Retry-After
-    /// window, and counted in `upstream_requests_total` like every other request.
+    /// Sends `req` with the caller's own `Authorization` (or none) instead of ours: no token
+    /// flow; redirects followed as for our own requests (the caller's `Authorization` goes only
+    /// to the upstream's own host). Outside the fill slots (a check must not queue behind fills
+    /// that hold their slots while bodies stream) but within the caller-check slots and the
+    /// Retry-After window, and counted in `upstream_requests_total` like every other request;
+    /// its answer never starts a Retry-After window (it is about one caller).
     ///
     /// # Errors
     /// The upstream is throttling us, could not be reached or did not answer in time.
@@ -249,9 +265,20 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, Error> {
         let key = endpoint.base_url();
         self.held_back(&key)?;
+        let semaphore = self
+            .check_slots
+            .lock()
+            .expect("caller check slots mutex poisoned")
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(CALLER_CHECKS_PER_UPSTREAM)))
+            .clone();
+        let _slot = semaphore
+            .acquire_owned()
+            .await
+            .expect("caller check semaphores are never closed");
         match self.client.send_once(endpoint, req, authorization).await {
             Ok(response) => {
-                self.note_answer(&key, kind, &response);
+                self.metrics.upstream_request(kind, Some(response.status()));
                 Ok(response)
             }
             Err(e) => {
@@ -451,6 +478,42 @@ mod tests {
             "https://registry-1.docker.io"
         );
         assert_eq!(open.resolve(None).unwrap_err().code(), "DENIED");
+    }
+
+    /// Labels name the resolved upstream, so two spellings of one upstream share a label and
+    /// an `ns` cannot pose as another registry's name.
+    #[test]
+    fn repo_labels_name_the_resolved_upstream() {
+        let repo = RepoName::parse("team/app").unwrap();
+        let single = upstreams(&[], Some("http://only:1"), false);
+        assert_eq!(single.repo_label(None, &repo), "only:1/team/app");
+        assert_eq!(
+            single.repo_label(Some("anything.example"), &repo),
+            "only:1/team/app"
+        );
+        let open = upstreams(&[], None, true);
+        assert_eq!(
+            open.repo_label(Some("docker.io"), &repo),
+            "registry-1.docker.io/team/app"
+        );
+        assert_eq!(
+            open.repo_label(Some("registry-1.docker.io"), &repo),
+            "registry-1.docker.io/team/app"
+        );
+        let mapped = upstreams(
+            &[("mirror.example", "http://127.0.0.1:5000")],
+            Some("http://default:1"),
+            false,
+        );
+        assert_eq!(
+            mapped.repo_label(Some("mirror.example"), &repo),
+            "127.0.0.1:5000/team/app"
+        );
+        // Unresolvable: its own name (refused before anything is served under it).
+        assert_eq!(
+            mapped.repo_label(Some("ghcr.io"), &repo),
+            "ghcr.io/team/app"
+        );
     }
 
     #[test]

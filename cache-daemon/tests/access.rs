@@ -544,3 +544,269 @@ fn skopeo_needs_its_own_credentials_to_pull_a_private_image_through_a_checking_d
     );
     open.terminate();
 }
+
+/// A daemon with caller checks on whose default upstream is `url`, public (no credentials).
+async fn public_daemon(url: &str, tweak: impl FnOnce(&mut Config)) -> TestDaemon {
+    TestDaemon::start_in(tempfile::tempdir().unwrap(), url, |c| {
+        c.access.check_callers = true;
+        tweak(c);
+    })
+    .await
+}
+
+/// Waits (bounded) until `upstream` has seen `n` requests `method` whose path contains `needle`.
+async fn seen(upstream: &FakeUpstream, method: Method, needle: &str, n: usize) {
+    crate::common::within(async {
+        while upstream.count(method.clone(), needle) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redirected_check_is_followed_and_only_a_final_2xx_allows() {
+    // A public upstream whose blob of team/a is in the store, recorded under team/a.
+    let public = FakeUpstream::start().await;
+    let want = crate::common::data(30_000, 4);
+    let digest = public.blob_in("team/a", want.clone());
+    let d = public_daemon(&public.url(), |_| {}).await;
+    let via = |repo: &str| d.url(&format!("/v2/{repo}/blobs/{digest}"));
+    assert_eq!(status_as(&via("team/a"), None).await.0, StatusCode::OK);
+    settle().await;
+
+    // The upstream now redirects every HEAD, unchecked, to a registry that does not hold it
+    // (registry.k8s.io does this): the redirect is followed and the final 404 answers.
+    let elsewhere = FakeUpstream::start().await;
+    public.redirect_heads_to(Some(&elsewhere.url()));
+    let (status, _, text) = status_as(&via("team/b"), Some(ALICE)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    assert!(text.contains("BLOB_UNKNOWN"), "{text}");
+    assert_eq!(
+        elsewhere.count(Method::HEAD, &format!("/v2/team/b/blobs/{digest}")),
+        1,
+        "the check followed the redirect"
+    );
+
+    // Followed to a registry that holds it in team/d: a final 200 allows, served from the store.
+    elsewhere.blob_in("team/d", want.clone());
+    let resp = request("GET", &via("team/d"), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body(resp).await.unwrap().as_ref(), &want[..]);
+
+    // A redirect loop is never followed to an answer: no allow, 503 (no earlier decision).
+    public.redirect_heads_to(Some(&public.url()));
+    let (status, _, text) = status_as(&via("team/c"), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(text.contains("cannot check the caller"), "{text}");
+    assert_eq!(
+        public.count(Method::HEAD, &format!("/v2/team/c/blobs/{digest}")),
+        6,
+        "the first HEAD and five redirect hops"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_the_content_did_not_come_from_cannot_vouch_for_it() {
+    let p = Private::start().await;
+    // Another configured upstream, which claims to hold everything (stands in for a host of the
+    // attacker's choosing with allow_any_registry).
+    let evil = FakeUpstream::start().await;
+    let claimed = evil.blob(crate::common::data(40_000, 1), Behavior::default());
+    assert_eq!(claimed, p.blob_a);
+    let evil_ns = evil.url().trim_start_matches("http://").to_owned();
+    let own = evil.blob(crate::common::data(10_000, 9), Behavior::default());
+    let d = p
+        .daemon(|c| {
+            let private = c.upstream.default.clone().unwrap();
+            let ns = private.authority().to_owned();
+            c.upstream.registries.insert(ns, private);
+            c.upstream
+                .registries
+                .insert(evil_ns.clone(), Endpoint::parse(&evil.url()).unwrap());
+        })
+        .await;
+    // Alice brings team/a's private blob to the node.
+    let blob = d.url(&format!("/v2/team/a/blobs/{}", p.blob_a));
+    assert_eq!(status_as(&blob, Some(ALICE)).await.0, StatusCode::OK);
+    settle().await;
+
+    // Anyone asks for it through the other upstream: 404, the other upstream is not asked and
+    // nothing is served from the store.
+    let through_evil = d.url(&format!("/v2/x/blobs/{}?ns={evil_ns}", p.blob_a));
+    let (status, _, text) = status_as(&through_evil, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    assert!(text.contains("BLOB_UNKNOWN"), "{text}");
+    assert_eq!(evil.count(Method::HEAD, "/v2/"), 0);
+    assert_eq!(evil.count(Method::GET, "/v2/"), 0);
+
+    // Its own content is still cached and served through it.
+    let own_url = d.url(&format!("/v2/x/blobs/{own}?ns={evil_ns}"));
+    assert_eq!(status_as(&own_url, None).await.0, StatusCode::OK);
+    settle().await;
+    assert_eq!(status_as(&own_url, None).await.0, StatusCode::OK);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn an_ns_that_is_not_a_plain_host_cannot_alias_a_repository() {
+    let p = Private::start().await;
+    let d = p.daemon(|_| {}).await;
+    let registry = p.upstream.url().trim_start_matches("http://").to_owned();
+    // Alice may pull repository `b`; bob brings team/b's blob to the node (label
+    // `<registry>/team/b`).
+    p.upstream.grant(ALICE, "b");
+    let in_b = p.upstream.blob_in("b", crate::common::data(20_000, 5));
+    let mine = d.url(&format!("/v2/b/blobs/{in_b}"));
+    assert_eq!(status_as(&mine, Some(ALICE)).await.0, StatusCode::OK);
+    let through_b = d.url(&format!("/v2/team/b/blobs/{}", p.blob_b));
+    assert_eq!(status_as(&through_b, Some(BOB)).await.0, StatusCode::OK);
+    settle().await;
+
+    // `ns=<registry>/team` + `b` spelled `<registry>/team/b`: refused as a bad ns.
+    let alias = d.url(&format!("/v2/b/blobs/{}?ns={registry}%2Fteam", p.blob_b));
+    let (status, _, text) = status_as(&alias, Some(ALICE)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("NAME_INVALID"), "{text}");
+    // A plain host (the one upstream takes any) labels by the upstream's own authority:
+    // team/b's blob through `b` is an exact check, which the upstream answers 404.
+    let other = d.url(&format!("/v2/b/blobs/{}?ns=anything.example", p.blob_b));
+    assert_eq!(
+        status_as(&other, Some(ALICE)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // And a plain `?ns=<host:port>` keeps working.
+    let plain = d.url(&format!("/v2/b/blobs/{in_b}?ns={registry}"));
+    assert_eq!(status_as(&plain, Some(ALICE)).await.0, StatusCode::OK);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn one_callers_throttled_check_does_not_hold_the_upstream_back_for_others() {
+    let p = Private::start().await;
+    let d = p.daemon(|_| {}).await;
+    // Mallory may pull team/x, whose blob the upstream answers 429 + Retry-After: 30.
+    p.upstream.grant("Bearer mallory-token", "team/x");
+    let x = p.upstream.blob_in("team/x", crate::common::data(1_000, 6));
+    p.upstream.set_behavior(
+        &x,
+        Behavior {
+            status: Some(StatusCode::TOO_MANY_REQUESTS),
+            retry_after_secs: Some(30),
+            ..Behavior::default()
+        },
+    );
+    let mallory = d.url(&format!("/v2/team/x/blobs/{x}"));
+    let (status, _, text) = status_as(&mallory, Some("Bearer mallory-token")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    // Alice's check and fill still go to the upstream.
+    let blob = d.url(&format!("/v2/team/a/blobs/{}", p.blob_a));
+    let (status, _, text) = status_as(&blob, Some(ALICE)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // The fill went upstream (401 to the untokened GET, then the GET with the daemon's token).
+    assert_eq!(
+        p.upstream
+            .count(Method::GET, &format!("/blobs/{}", p.blob_a)),
+        2
+    );
+    let metrics = String::from_utf8_lossy(
+        &body(request("GET", &d.url("/metrics"), &[]).await)
+            .await
+            .unwrap(),
+    )
+    .into_owned();
+    assert!(
+        metrics.contains(r#"cache_daemon_upstream_requests_total{kind="blob",status="4xx"} 1"#),
+        "the 429 is counted: {metrics}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn caller_checks_in_flight_are_capped_per_upstream() {
+    let p = Private::start().await;
+    let d = p.daemon(|_| {}).await;
+    let stall = Duration::from_secs(2);
+    p.upstream.stall(stall);
+    let blob = d.url(&format!("/v2/team/a/blobs/{}", p.blob_a));
+    // 40 distinct garbage tokens at once: 16 checks reach the upstream, the rest wait.
+    let tokens: Vec<String> = (0..40).map(|i| format!("Bearer garbage-{i}")).collect();
+    let all = tokio::spawn({
+        let blob = blob.clone();
+        async move { join_all(tokens.iter().map(|t| status_as(&blob, Some(t)))).await }
+    });
+    seen(&p.upstream, Method::HEAD, "/v2/", 16).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(p.heads(), 16, "at most 16 caller checks in flight");
+    let answers = crate::common::within(all).await.unwrap();
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _, _)| *s == StatusCode::UNAUTHORIZED),
+        "{answers:?}"
+    );
+    assert_eq!(p.heads(), 40);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_follower_refused_on_its_recheck_gets_the_challenge() {
+    let p = Private::start().await;
+    let d = p.daemon(|_| {}).await;
+    p.upstream.grant("Bearer carol-token", "team/c");
+    // A blob in every repository whose answers (HEAD and GET) take 700 ms, and whose fill
+    // stops part-way until the gate opens.
+    let gate = Gate::new(5_000);
+    let want = crate::common::data(20_000, 7);
+    let x = p.upstream.blob(
+        want.clone(),
+        Behavior {
+            header_delay: Duration::from_millis(700),
+            gate: Some(gate.clone()),
+            chunk_bytes: 1_000,
+            ..Behavior::default()
+        },
+    );
+    // Bob asks through team/b; carol, while bob's check runs, through team/c: both are misses
+    // with no fill yet. Bob's fill starts first; carol's check answers after it, so she finds
+    // his fill and is asked again, now about that exact blob in team/c, with her rights gone.
+    let bob_url = d.url(&format!("/v2/team/b/blobs/{x}"));
+    let bob =
+        tokio::spawn(async move { request("GET", &bob_url, &[("authorization", BOB)]).await });
+    seen(
+        &p.upstream,
+        Method::HEAD,
+        &format!("/v2/team/b/blobs/{x}"),
+        1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let carol_url = d.url(&format!("/v2/team/c/blobs/{x}"));
+    let carol =
+        tokio::spawn(async move { status_as(&carol_url, Some("Bearer carol-token")).await });
+    seen(
+        &p.upstream,
+        Method::HEAD,
+        &format!("/v2/team/c/blobs/{x}"),
+        1,
+    )
+    .await;
+    p.upstream.revoke("Bearer carol-token");
+    let (status, challenge, text) = crate::common::within(carol).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(
+        challenge.contains(r#"scope="repository:team/c:pull""#),
+        "the re-check's refusal carries the challenge: {challenge:?}"
+    );
+    assert_eq!(
+        p.upstream
+            .count(Method::HEAD, &format!("/v2/team/c/blobs/{x}")),
+        2
+    );
+    gate.open();
+    let bob = crate::common::within(bob).await.unwrap();
+    assert_eq!(bob.status(), StatusCode::OK);
+    assert_eq!(body(bob).await.unwrap().as_ref(), &want[..]);
+    d.stop().await;
+}

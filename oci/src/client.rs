@@ -351,13 +351,16 @@ impl RegistryClient {
         }
     }
 
-    /// Sends `req` to `endpoint` once, with exactly `authorization` (someone else's credential,
-    /// passed through as given) or none: no token flow, no token cache, no redirect followed
-    /// (a redirect is returned as the answer). For asking the registry what *that* credential
+    /// Sends `req` to `endpoint` with exactly `authorization` (someone else's credential,
+    /// passed through as given) or none: no token flow, no token cache. Redirects are followed
+    /// as [`RegistryClient::send`] follows them (at most 5 hops, `authorization` sent only to
+    /// the original host), so the answer is the final one; a chain that is too long or points
+    /// nowhere is an error, never an answer. For asking the registry what *that* credential
     /// may do.
     ///
     /// # Errors
-    /// [`ClientError`] when no response was had: transport failures, timeouts.
+    /// [`ClientError`] when no final response was had: transport failures, timeouts, bad
+    /// redirects.
     pub async fn send_once(
         &self,
         endpoint: &Endpoint,
@@ -365,22 +368,8 @@ impl RegistryClient {
         authorization: Option<&HeaderValue>,
     ) -> Result<Response<Incoming>, ClientError> {
         let uri = endpoint.uri(&req.path_and_query)?;
-        let mut builder = Request::builder()
-            .method(req.method.clone())
-            .uri(uri.clone());
-        for (name, value) in &req.headers {
-            builder = builder.header(name, value);
-        }
-        builder = builder.header(USER_AGENT, self.config.user_agent.as_str());
-        if let Some(a) = authorization {
-            builder = builder.header(AUTHORIZATION, a.clone());
-        }
-        let request = builder
-            .body(Full::new(Bytes::new()))
-            .map_err(|_| ClientError::Url {
-                url: uri.to_string(),
-            })?;
-        self.request(request).await
+        self.send_following(&req.method, uri, &req.headers, authorization.cloned())
+            .await
     }
 
     fn cached_auth(&self, key: &TokenKey) -> Option<HeaderValue> {

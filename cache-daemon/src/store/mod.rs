@@ -307,6 +307,17 @@ impl BlobStore {
             .is_some_and(|e| e.repos.contains(repo))
     }
 
+    /// Whether a committed blob was ever requested under a repository of `registry`
+    /// (`host[:port]`, the part of a `registry/repository` label before its first `/`); does
+    /// not change recency.
+    pub fn seen_from(&self, digest: &Digest, registry: &str) -> bool {
+        self.index().peek(digest).is_some_and(|e| {
+            e.repos
+                .iter()
+                .any(|r| r.split_once('/').is_some_and(|(reg, _)| reg == registry))
+        })
+    }
+
     /// Whether a blob is committed (does not change recency).
     pub fn contains(&self, digest: &Digest) -> bool {
         self.index().peek(digest).is_some()

@@ -122,6 +122,8 @@ struct State {
     blob_repos: HashMap<String, Vec<String>>,
     /// Every request waits this long before it is answered.
     stall: Duration,
+    /// Answer every `HEAD` under `/v2/` with a `307` to this base URL plus the same path.
+    redirect_heads: Option<String>,
 }
 
 pub struct FakeUpstream {
@@ -246,6 +248,17 @@ impl FakeUpstream {
             .push(repo.to_owned());
     }
 
+    /// Takes back every grant of `authorization`.
+    pub fn revoke(&self, authorization: &str) {
+        self.state.lock().unwrap().grants.remove(authorization);
+    }
+
+    /// Answers every `HEAD` under `/v2/` with `307` to `base` + the same path, before any
+    /// authorization check (as registry.k8s.io does), or no longer (`None`).
+    pub fn redirect_heads_to(&self, base: Option<&str>) {
+        self.state.lock().unwrap().redirect_heads = base.map(str::to_owned);
+    }
+
     /// Adds a blob found only under `repo`; returns its digest.
     pub fn blob_in(&self, repo: &str, data: impl Into<Bytes>) -> Digest {
         let d = self.blob(data, Behavior::default());
@@ -323,6 +336,12 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
             path: path.clone(),
             range: range.clone(),
         });
+        if let (Some(base), true) = (&s.redirect_heads, method == Method::HEAD) {
+            let mut r = full(StatusCode::TEMPORARY_REDIRECT, "");
+            r.headers_mut()
+                .insert("location", format!("{base}{path}").parse().unwrap());
+            return r;
+        }
         let granted = auth
             .as_deref()
             .and_then(|a| s.grants.get(a))
