@@ -26,6 +26,7 @@ use hyper::body::Frame;
 
 use crate::flight::{FillState, Flight};
 use crate::metrics::{Metrics, Source};
+use crate::store::read_checks::FileIdentity;
 use crate::store::{page_cache, BlobStore};
 use stampede_oci::{Digest, Verifier};
 
@@ -85,12 +86,14 @@ pub fn from_file(file: Arc<File>, start: u64, end: u64, metrics: Arc<Metrics>) -
 
 /// Streams a whole committed blob of `size_bytes`, hashing it as it goes, and sends the last
 /// chunk only if the digest matches. On a mismatch the blob is quarantined in `store` (so the
-/// next request fetches it anew), counted, and the response cut short. Hashing runs inline, a
-/// chunk at a time, like the copy it follows.
+/// next request fetches it anew), counted, and the response cut short; on a match the file
+/// (`identity`) is remembered as verified, so ranges of it skip their rehash for a while
+/// (`store::read_checks`). Hashing runs inline, a chunk at a time, like the copy it follows.
 pub fn from_file_verified(
     file: Arc<File>,
     size_bytes: u64,
     digest: Digest,
+    identity: FileIdentity,
     store: Arc<BlobStore>,
     metrics: Arc<Metrics>,
 ) -> Body {
@@ -144,6 +147,7 @@ pub fn from_file_verified(
                 io::Error::other(format!("committed blob {digest} does not match its digest"));
             return Some((Err(err), None));
         }
+        store.read_checks().note_verified(&digest, identity);
         if chunk.is_empty() {
             return None;
         }

@@ -37,6 +37,7 @@ use stampede_oci::{Digest, Endpoint, RepoName, Verifier};
 use crate::error::Error;
 use crate::flight::{FillFailure, FillGuard, ProgressWriter, Started};
 use crate::metrics::{FillResult, Metrics, Resume};
+use crate::store::health::WriteFailure;
 use crate::store::{BlobMeta, BlobStore, TempBlob};
 use crate::upstream::{content_range, retry_after, Answer, ContentRange, Upstreams};
 
@@ -133,7 +134,12 @@ async fn fetch(
         .map_err(|_| FillFailure::Local)?
         .map_err(|e| {
             tracing::error!(%digest, error = %e, "cannot create temp file for fill");
-            FillFailure::Local
+            // Before any byte went out: the handler streams it from upstream instead.
+            if WriteFailure::of(&e).marks_full() {
+                FillFailure::StoreFull
+            } else {
+                FillFailure::Local
+            }
         })?;
     let temp = Arc::new(temp);
     guard.start(Started {

@@ -61,6 +61,9 @@ pub enum FillFailure {
     Truncated,
     /// Our disk failed.
     Local,
+    /// The temp file could not be created because the store cannot take blobs (full,
+    /// read-only): nothing was sent, so readers may stream the blob from upstream instead.
+    StoreFull,
     /// The fill task ended without saying why (it panicked or was cancelled).
     Abandoned,
 }
@@ -74,6 +77,7 @@ impl std::fmt::Display for FillFailure {
             Self::Mismatch => f.write_str("digest mismatch"),
             Self::Truncated => f.write_str("upstream body ended early"),
             Self::Local => f.write_str("local storage error"),
+            Self::StoreFull => f.write_str("store cannot take blobs"),
             Self::Abandoned => f.write_str("fill abandoned"),
         }
     }

@@ -25,6 +25,7 @@ use crate::metrics::{self, Kind, Metrics, Outcome};
 use crate::passthrough;
 use crate::range::ByteRange;
 use crate::route::{Parsed, Route};
+use crate::store::read_checks::FileIdentity;
 use crate::store::BlobStore;
 use crate::upstream::Upstreams;
 
@@ -255,7 +256,9 @@ impl App {
         // The store is full: stream the miss from upstream without storing it, unless a fill
         // of it (started before) is running anyway.
         if self.flights.get(digest).is_none() && !self.store.accepts_fills() {
-            return self.blob_passthrough(&endpoint, repo, digest, range).await;
+            return self
+                .blob_passthrough(&endpoint, repo, digest, range, true)
+                .await;
         }
         let flight = match self.flights.claim(digest, || self.store.contains(digest)) {
             Claim::Cached => {
@@ -283,6 +286,15 @@ impl App {
                 flight
             }
         };
+        // The fill found the store unable to take blobs before it sent a byte: this request
+        // (and every other waiting on the same fill) streams the blob from upstream instead of
+        // failing. At most one extra upstream GET per waiting request, once per flight; later
+        // misses pass through directly.
+        if matches!(flight.wait_started().await, Err(FillFailure::StoreFull)) {
+            return self
+                .blob_passthrough(&endpoint, repo, digest, range, false)
+                .await;
+        }
         self.follow(&endpoint.base_url(), flight, range).await
     }
 
@@ -306,58 +318,89 @@ impl App {
         };
         let len = open.size_bytes;
         let (status, start, end) = span(range, len)?;
-        if !head
-            && range.is_some()
-            && self.store.verify_on_read()
-            && !self.recheck(digest, len).await?
-        {
-            return Ok(None);
+        let verify = !head && self.store.verify_on_read();
+        // The file's identity: what a verification is remembered for (`store::read_checks`).
+        let identity = if verify {
+            let id = FileIdentity::of(&open.file)
+                .map_err(|e| Error::internal(format!("stat blob {digest}"), e).reply())?;
+            Some(id)
+        } else {
+            None
+        };
+        if let (Some(id), Some(_)) = (identity, range) {
+            if !self.recheck(digest, &open.file, len, id).await? {
+                return Ok(None);
+            }
         }
         let mut resp = blob_headers(digest, status, start, end, len);
         if !head {
-            *resp.body_mut() = if self.store.verify_on_read() && range.is_none() {
-                body::from_file_verified(
+            *resp.body_mut() = match identity {
+                Some(id) if range.is_none() => body::from_file_verified(
                     open.file,
                     len,
                     digest.clone(),
+                    id,
                     self.store.clone(),
                     self.metrics.clone(),
-                )
-            } else {
-                body::from_file(open.file, start, end, self.metrics.clone())
+                ),
+                _ => body::from_file(open.file, start, end, self.metrics.clone()),
             };
         }
         Ok(Some(resp))
     }
 
-    /// `verify_on_read` for a range: rehashes the whole blob on the blocking pool before any
-    /// byte goes out (a range cannot be checked on its own). `false`: it did not match and was
-    /// quarantined, so the caller treats the request as a miss.
-    async fn recheck(&self, digest: &Digest, len: u64) -> Result<bool, ErrorReply> {
-        let store = self.store.clone();
-        let d = digest.clone();
-        let matched = tokio::task::spawn_blocking(move || store.recheck(&d, len))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| Error::internal(format!("recheck blob {digest}"), e).reply())?;
-        if !matched {
-            self.metrics.read_mismatch();
+    /// `verify_on_read` for a range: the whole blob rehashed on the blocking pool before any
+    /// byte goes out (a range cannot be checked on its own), unless this file verified
+    /// recently; concurrent requests share one rehash (`store::read_checks`). `false`: it did
+    /// not match and was quarantined, so the caller treats the request as a miss.
+    async fn recheck(
+        &self,
+        digest: &Digest,
+        file: &Arc<std::fs::File>,
+        len: u64,
+        id: FileIdentity,
+    ) -> Result<bool, ErrorReply> {
+        let checks = self.store.read_checks();
+        if checks.is_verified(digest, id) {
+            return Ok(true);
         }
-        Ok(matched)
+        let (store, metrics, file, d) = (
+            self.store.clone(),
+            self.metrics.clone(),
+            file.clone(),
+            digest.clone(),
+        );
+        let check = checks.join_or_start(digest, id, move || async move {
+            metrics.read_recheck();
+            let matched = tokio::task::spawn_blocking(move || store.recheck(&d, &file, len))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            if !matched {
+                metrics.read_mismatch();
+            }
+            Ok(matched)
+        });
+        check.await.map_err(|e| {
+            Error::internal(format!("recheck blob {digest}"), std::io::Error::other(e)).reply()
+        })
     }
 
     /// A miss while the store is full: the blob streamed from upstream without storing it
-    /// (`passthrough.rs`), its last byte held back until its digest matched.
+    /// (`passthrough.rs`), its last byte held back until its digest matched. `count`: counted
+    /// as a pass-through request (not when it was already counted as a miss that fell back).
     async fn blob_passthrough(
         &self,
         endpoint: &Endpoint,
         repo: &RepoName,
         digest: &Digest,
         range: Option<ByteRange>,
+        count: bool,
     ) -> Result<Response<Body>, ErrorReply> {
         let through = passthrough::open(&self.upstreams, endpoint, repo, digest).await?;
-        self.metrics.request(Kind::Blob, Outcome::Passthrough);
+        if count {
+            self.metrics.request(Kind::Blob, Outcome::Passthrough);
+        }
         let idle = self.upstreams.body_idle_timeout;
         let metrics = self.metrics.clone();
         Ok(match through.total_bytes() {

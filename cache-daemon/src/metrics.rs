@@ -190,6 +190,7 @@ pub struct Metrics {
     store_write_other: Counter,
     store_full: Gauge,
     read_mismatches: Counter,
+    read_rechecks: Counter,
 }
 
 impl Default for Metrics {
@@ -328,6 +329,12 @@ impl Metrics {
             "Committed blobs that no longer matched their digest when served (verify_on_read); cut and quarantined",
             read_mismatches.clone(),
         );
+        let read_rechecks = Counter::default();
+        registry.register(
+            "read_rechecks",
+            "Whole-blob rehashes before serving a range (verify_on_read); shared by concurrent requests and skipped for files verified recently",
+            read_rechecks.clone(),
+        );
         let store_write_no_space = store_writes
             .get_or_create(&WriteLabels {
                 kind: WriteKind::NoSpace,
@@ -379,6 +386,7 @@ impl Metrics {
             store_write_other,
             store_full,
             read_mismatches,
+            read_rechecks,
         }
     }
 
@@ -407,6 +415,11 @@ impl Metrics {
     /// A committed blob did not match its digest when served.
     pub fn read_mismatch(&self) {
         self.read_mismatches.inc();
+    }
+
+    /// A committed blob was rehashed whole before a range of it was served (`verify_on_read`).
+    pub fn read_recheck(&self) {
+        self.read_rechecks.inc();
     }
 
     /// Blobs were evicted.

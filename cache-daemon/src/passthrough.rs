@@ -13,6 +13,13 @@
 //! A range is cut from the whole blob: the upstream sends everything (it must all be hashed),
 //! the client gets only its range, and the range's last byte waits for the digest like a whole
 //! blob's.
+//!
+//! The upstream body is read by a task of its own, not by the client's response: a client that
+//! stops reading would otherwise hold the upstream's concurrency slot (`upstream.rs`) for as
+//! long as it keeps its connection open, and `concurrency` such clients would stall every
+//! later request to that upstream. The task queues a few pieces for the client; when one waits
+//! longer than the body idle timeout for the client to take it, the task gives up, releasing
+//! the slot and cutting the response.
 
 use std::io;
 use std::sync::Arc;
@@ -24,7 +31,7 @@ use http::header::CONTENT_LENGTH;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use stampede_oci::{Digest, Endpoint, RepoName, Verifier};
 
@@ -76,8 +83,23 @@ pub async fn open(
     })
 }
 
+/// Pieces queued between the upstream reader and the client's body: small, so a client that
+/// stops reading is noticed within one idle timeout.
+const QUEUE_PIECES: usize = 4;
+
+/// What the upstream reader hands the client's body.
+enum Piece {
+    /// The next bytes of the client's range.
+    Data(Bytes),
+    /// The blob verified and everything was sent: end the body cleanly.
+    End,
+    /// Cut the response.
+    Cut(io::Error),
+}
+
 struct Relay {
     body: Incoming,
+    /// Held until the task ends: the upstream body is read or given up.
     _slot: OwnedSemaphorePermit,
     verifier: Verifier,
     total_bytes: Option<u64>,
@@ -100,7 +122,14 @@ impl Passthrough {
 
     /// The response body: bytes `[start, end)` of the blob (`end = None`: to its end), the
     /// last piece held back until the whole blob verified. `idle` is the longest pause allowed
-    /// between upstream frames.
+    /// between upstream frames, and also the longest a piece may wait for the client to take
+    /// it.
+    ///
+    /// The upstream body is read by a task of its own, which holds the upstream slot and
+    /// queues at most [`QUEUE_PIECES`] pieces for the client. A client that stops reading (the
+    /// queue stays full for `idle`) or goes away makes the task give up: the slot is released
+    /// and the client's response is cut. So a stalled client holds an upstream slot for at
+    /// most one idle timeout, not for as long as it keeps its connection open.
     pub fn body(self, start: u64, end: Option<u64>, idle: Duration, metrics: Arc<Metrics>) -> Body {
         let relay = Relay {
             body: self.body,
@@ -114,33 +143,21 @@ impl Passthrough {
             idle,
             metrics,
         };
-        StreamBody::new(stream::unfold(Some(relay), |relay| async move {
-            let mut r = relay?;
-            loop {
-                let frame = match tokio::time::timeout(r.idle, r.body.frame()).await {
-                    Err(_) => return Some((Err(io::Error::other("upstream stalled")), None)),
-                    Ok(Some(Err(e))) => return Some((Err(io::Error::other(e)), None)),
-                    Ok(None) => return r.finish().map(|last| (last, None)),
-                    Ok(Some(Ok(frame))) => frame,
-                };
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                r.metrics.upstream_bytes(data.len() as u64);
-                r.verifier.update(&data);
-                let from = r.pos;
-                r.pos += data.len() as u64;
-                if r.total_bytes.is_some_and(|t| r.pos > t) {
-                    return Some((Err(io::Error::other("upstream sent too many bytes")), None));
-                }
-                let (lo, hi) = (r.start.max(from), r.end.min(r.pos));
-                if lo < hi {
-                    let piece = data.slice((lo - from) as usize..(hi - from) as usize);
-                    if let Some(prev) = r.held.replace(piece) {
-                        r.metrics.served(Source::Passthrough, prev.len() as u64);
-                        return Some((Ok(Frame::data(prev)), Some(r)));
-                    }
-                }
+        let (tx, rx) = mpsc::channel(QUEUE_PIECES);
+        tokio::spawn(relay.run(tx));
+        StreamBody::new(stream::unfold(Some(rx), |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(Piece::Data(bytes)) => Some((Ok(Frame::data(bytes)), Some(rx))),
+                Some(Piece::End) => None,
+                Some(Piece::Cut(e)) => Some((Err(e), None)),
+                // The reader gave up without a word (its queue was full): cut.
+                None => Some((
+                    Err(io::Error::other(
+                        "upstream relay gave up: client not reading",
+                    )),
+                    None,
+                )),
             }
         }))
         .boxed()
@@ -148,19 +165,78 @@ impl Passthrough {
 }
 
 impl Relay {
-    /// The upstream body ended: the held piece if the blob verified, else the error that cuts
-    /// the response; `None` when nothing is left to send.
-    fn finish(self) -> Option<io::Result<Frame<Bytes>>> {
-        if self.total_bytes.is_some_and(|t| t != self.pos) {
-            return Some(Err(io::Error::other("upstream body ended early")));
+    /// Reads the upstream body to its end, queueing the client's pieces. Returns (dropping the
+    /// slot) at the end, on an upstream failure, or when the client stopped taking pieces.
+    async fn run(mut self, tx: mpsc::Sender<Piece>) {
+        let last = loop {
+            let frame = match tokio::time::timeout(self.idle, self.body.frame()).await {
+                Err(_) => break Piece::Cut(io::Error::other("upstream stalled")),
+                Ok(Some(Err(e))) => break Piece::Cut(io::Error::other(e)),
+                Ok(None) => break self.finish(),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            self.metrics.upstream_bytes(data.len() as u64);
+            self.verifier.update(&data);
+            let from = self.pos;
+            self.pos += data.len() as u64;
+            if self.total_bytes.is_some_and(|t| self.pos > t) {
+                break Piece::Cut(io::Error::other("upstream sent too many bytes"));
+            }
+            let (lo, hi) = (self.start.max(from), self.end.min(self.pos));
+            if lo < hi {
+                let piece = data.slice((lo - from) as usize..(hi - from) as usize);
+                if let Some(prev) = self.held.replace(piece) {
+                    let len = prev.len() as u64;
+                    if !self.send(&tx, Piece::Data(prev)).await {
+                        return;
+                    }
+                    self.metrics.served(Source::Passthrough, len);
+                }
+            }
+        };
+        if let Piece::Data(ref last) = last {
+            let len = last.len() as u64;
+            if self.send(&tx, Piece::Data(last.clone())).await {
+                self.metrics.served(Source::Passthrough, len);
+                self.send(&tx, Piece::End).await;
+            }
+            return;
         }
-        if let Err(mismatch) = self.verifier.finish() {
+        self.send(&tx, last).await;
+    }
+
+    /// Queues `piece` for the client; `false` when the client went away or did not take a
+    /// piece within the idle timeout (the body then ends with an error once it reads again).
+    async fn send(&self, tx: &mpsc::Sender<Piece>, piece: Piece) -> bool {
+        match tokio::time::timeout(self.idle, tx.send(piece)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(digest = %self.verifier.expected(), received_bytes = self.pos, idle_ms = self.idle.as_millis() as u64, "client stopped reading a blob streamed without storing; upstream slot released, response cut");
+                false
+            }
+        }
+    }
+
+    /// The upstream body ended: the held piece if the blob verified (`Data`, or `End` when
+    /// nothing is left to send), else the error that cuts the response.
+    fn finish(&mut self) -> Piece {
+        if self.total_bytes.is_some_and(|t| t != self.pos) {
+            return Piece::Cut(io::Error::other("upstream body ended early"));
+        }
+        let fresh = Verifier::new(self.verifier.expected().clone());
+        let verifier = std::mem::replace(&mut self.verifier, fresh);
+        if let Err(mismatch) = verifier.finish() {
             tracing::error!(expected = %mismatch.expected, actual = %mismatch.actual, "upstream blob streamed without storing does not match its digest; response cut");
             self.metrics.digest_mismatch();
-            return Some(Err(io::Error::other("digest mismatch")));
+            return Piece::Cut(io::Error::other("digest mismatch"));
         }
-        let last = self.held?;
-        self.metrics.served(Source::Passthrough, last.len() as u64);
-        Some(Ok(Frame::data(last)))
+        match self.held.take() {
+            Some(last) => Piece::Data(last),
+            None => Piece::End,
+        }
     }
 }

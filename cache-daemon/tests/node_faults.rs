@@ -368,8 +368,10 @@ async fn disk_full_during_a_fill_commits_nothing_and_misses_pass_through_until_s
 }
 
 /// Temp files that cannot be created (a read-only tmpfs mounted over `tmp/` under the running
-/// daemon): the fill fails without storing anything (502), the store is marked as unable to take
-/// blobs, and the retry streams through from upstream, whole and exact, without storing.
+/// daemon): the fill fails before sending a byte and stores nothing, the store is marked as
+/// unable to take blobs, and the request whose fill found that out falls back to streaming the
+/// blob from upstream (200, whole and exact) instead of a 502; the next miss passes through
+/// directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temp_files_that_cannot_be_created_make_misses_pass_through() {
     if !stampede_lab::root_or_skip("mount a read-only tmpfs over the store's tmp/") {
@@ -382,16 +384,27 @@ async fn temp_files_that_cannot_be_created_make_misses_pass_through() {
     let store = cache.daemon.app().store.clone();
     let tmp = Tmpfs::mount(&cache.dir.path().join("store/tmp"), "ro,size=1m");
     let url = cache.url(&blob_path(&d));
-    assert_eq!(get(&url).await.status(), 502);
-    assert_eq!(up.count(Method::GET, &d.to_string()), 1);
+    let resp = get(&url).await;
+    assert_eq!(resp.status(), 200, "the fill's own request falls back");
+    let got = body(resp).await.unwrap();
+    assert!(got[..] == content[..]);
+    assert_eq!(
+        up.count(Method::GET, &d.to_string()),
+        2,
+        "the fill's GET, then the fallback's"
+    );
     let got = body(get(&url).await).await.unwrap();
     assert!(got[..] == content[..]);
-    assert_eq!(up.count(Method::GET, &d.to_string()), 2);
+    assert_eq!(up.count(Method::GET, &d.to_string()), 3);
     assert!(!store.contains(&d));
     let m = metrics(&cache).await;
     assert!(m.contains("cache_daemon_store_full 1"), "{m}");
     assert!(
         m.contains("cache_daemon_store_write_errors_total{kind=\"other\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("cache_daemon_requests_total{kind=\"blob\",result=\"miss\"} 1"),
         "{m}"
     );
     assert!(
@@ -401,6 +414,142 @@ async fn temp_files_that_cannot_be_created_make_misses_pass_through() {
     drop(tmp);
     drop(store);
     cache.stop().await;
+}
+
+/// A client that starts a pass-through miss and stops reading (a raw socket with a 4 KiB
+/// receive buffer that never reads a 24 MiB blob) holds the upstream's only slot
+/// (`concurrency = 1`) for about one body idle timeout (500 ms), not for as long as it keeps its
+/// connection: another miss (another digest) through the same upstream is served within 10 s,
+/// and the stalled client's response is cut short, never complete. The store is a tmpfs marked
+/// full (its free space does not move under the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_passthrough_client_does_not_hold_the_upstream_slot() {
+    if !stampede_lab::root_or_skip("mount a small tmpfs as the store") {
+        return;
+    }
+    let up = FakeUpstream::start().await;
+    let big_len = 24 * MIB;
+    let big = up.blob(
+        data(big_len, 100),
+        Behavior {
+            chunk_bytes: 64 * 1024,
+            ..Behavior::default()
+        },
+    );
+    let small = data(64 * 1024, 101);
+    let other = up.blob(small.clone(), Behavior::default());
+    let mnt = tempfile::tempdir().unwrap();
+    let root = mnt.path().to_owned();
+    let tmpfs = Tmpfs::mount(&root, "size=4m");
+    let cache = TestDaemon::start_in(tempfile::tempdir().unwrap(), &up.url(), |c| {
+        c.store.root = root.clone();
+        c.upstream.concurrency = 1;
+        c.upstream.body_idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let store = cache.daemon.app().store.clone();
+    let enospc = std::io::Error::from(std::io::ErrorKind::StorageFull);
+    store.health().write_failed(&enospc, &root, 0);
+    assert!(!store.accepts_fills());
+
+    let addr = cache
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = within(socket.connect(addr)).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let req = format!("GET {} HTTP/1.1\r\nHost: cache\r\n\r\n", blob_path(&big));
+    stalled.write_all(req.as_bytes()).await.unwrap();
+    eventually(|| up.count(Method::GET, &big.to_string()) == 1).await;
+
+    let started = std::time::Instant::now();
+    let served = tokio::time::timeout(Duration::from_secs(10), async {
+        body(get(&cache.url(&blob_path(&other))).await).await
+    })
+    .await
+    .expect("another miss waited for the slot a stalled client held");
+    assert!(served.unwrap()[..] == small[..]);
+    eprintln!(
+        "other miss served {} ms after the stalled client's request",
+        started.elapsed().as_millis()
+    );
+
+    // The stalled client, reading at last, gets less than the blob and then the cut.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled client's response was not cut");
+    assert!(got < big_len, "got {got} bytes of a {big_len}-byte blob");
+
+    drop(store);
+    cache.stop().await;
+    drop(tmpfs);
+}
+
+/// With `verify_on_read`, 20 concurrent `Range: bytes=0-0` GETs of a committed 8 MiB blob cost
+/// one whole-blob rehash (`read_rechecks_total` 1), and a later range of the same unchanged
+/// file none. A corruption after that remembered verification is still caught by a whole GET,
+/// which always hashes as it streams: cut, quarantined, counted, and refetched next time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_on_read_ranges_share_one_recheck_and_whole_gets_still_catch_corruption() {
+    let up = FakeUpstream::start().await;
+    let content = data(8 * MIB, 102);
+    let d = up.blob(content.clone(), Behavior::default());
+    let cache = TestDaemon::start_in(tempfile::tempdir().unwrap(), &up.url(), |c| {
+        c.store.verify_on_read = true;
+    })
+    .await;
+    let root = cache.dir.path().join("store");
+    let url = cache.url(&blob_path(&d));
+    assert!(body(get(&url).await).await.unwrap()[..] == content[..]);
+    assert_eq!(up.count(Method::GET, &d.to_string()), 1);
+
+    let ranges = (0..20).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let resp = request("GET", &url, &[("range", "bytes=0-0")]).await;
+            assert_eq!(resp.status(), 206);
+            body(resp).await.unwrap()
+        })
+    });
+    for r in futures_util::future::join_all(ranges).await {
+        assert_eq!(within(async { r }).await.unwrap()[..], content[..1]);
+    }
+    let m = metrics(&cache).await;
+    assert!(m.contains("cache_daemon_read_rechecks_total 1\n"), "{m}");
+    let resp = request("GET", &url, &[("range", "bytes=100-199")]).await;
+    assert_eq!(resp.status(), 206);
+    assert!(body(resp).await.unwrap()[..] == content[100..200]);
+    let m = metrics(&cache).await;
+    assert!(
+        m.contains("cache_daemon_read_rechecks_total 1\n"),
+        "a range of a file verified moments ago is not rehashed: {m}"
+    );
+    assert_eq!(up.count(Method::GET, &d.to_string()), 1);
+
+    // Verified whole (and remembered), then corrupted: the next whole GET still catches it.
+    assert!(body(get(&url).await).await.unwrap()[..] == content[..]);
+    flip_byte(&stored_path(&root, &d), 4 * MIB as u64);
+    let resp = get(&url).await;
+    assert_eq!(resp.status(), 200);
+    assert!(body(resp).await.is_err(), "a corrupted hit is cut");
+    assert!(root.join("quarantine").join(d.hex()).exists());
+    let m = metrics(&cache).await;
+    assert!(m.contains("cache_daemon_read_mismatches_total 1"), "{m}");
+    assert!(body(get(&url).await).await.unwrap()[..] == content[..]);
+    assert_eq!(up.count(Method::GET, &d.to_string()), 2);
 }
 
 /// A store directory that cannot be written (under a regular file; a read-only mount): the

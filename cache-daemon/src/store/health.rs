@@ -1,8 +1,11 @@
-//! Whether the store can take new blobs. A fill whose temp file cannot be written because the
-//! disk is full (`ENOSPC`, or `EDQUOT` for a quota), or cannot be created at all (for any
-//! reason: full, remounted read-only, permissions), marks the store *full*; while it is, the
-//! handler serves misses by streaming them from upstream without storing them
-//! (`passthrough.rs`), instead of starting fills that would fail and cut their readers.
+//! Whether the store can take new blobs. A fill whose temp file cannot be created or written
+//! because the disk is full (`ENOSPC`, or `EDQUOT` for a quota), remounted read-only (`EROFS`)
+//! or not writable to us (`EACCES`, `EPERM`) marks the store *full*; while it is, the handler
+//! serves misses by streaming them from upstream without storing them (`passthrough.rs`),
+//! instead of starting fills that would fail and cut their readers. Other errors (out of file
+//! descriptors under connection load, `EMFILE`/`ENFILE`; `EIO`; ...) fail only the fill they
+//! hit: they say nothing about the store's room, and switching every miss to pass-through for
+//! [`RECHECK_AFTER`] over a passing descriptor shortage would cost more than it saves.
 //!
 //! The full state is checked again, so the store takes blobs once there is room:
 //! - a commit of at least [`RECOVER_FREE_BYTES`] succeeds (a fill that was already running
@@ -13,8 +16,8 @@
 //! - [`RECHECK_AFTER`] has passed: the next miss tries to store again (and marks the store full
 //!   again if the disk still is).
 //!
-//! Other errors while writing or committing a fill (`EIO`, ...) are counted but do not mark the
-//! store full: they fail the one fill, whose readers retry.
+//! Other errors while creating, writing or committing a fill (`EIO`, `EMFILE`, ...) are counted
+//! but do not mark the store full: they fail the one fill, whose readers retry.
 //!
 //! This module only keeps the state; `mod.rs` feeds it, the handler asks it.
 
@@ -36,7 +39,10 @@ pub const STATVFS_EVERY: Duration = Duration::from_millis(100);
 pub enum WriteFailure {
     /// The filesystem (or the quota) is full.
     NoSpace,
-    /// Anything else: an I/O error, a read-only filesystem, a permission.
+    /// The store cannot be written at all: a read-only filesystem, a permission. Counted with
+    /// `Other` in the metrics, but marks the store full like `NoSpace`.
+    Unwritable,
+    /// Anything else: an I/O error, out of file descriptors, ...
     Other,
 }
 
@@ -46,8 +52,15 @@ impl WriteFailure {
         // By kind, not errno: errors annotated with a path (`store::annotate`) keep only it.
         match e.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Self::NoSpace,
+            // EACCES and EPERM both map to PermissionDenied.
+            io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => Self::Unwritable,
             _ => Self::Other,
         }
+    }
+
+    /// Whether this failure means the store cannot take blobs now.
+    pub fn marks_full(self) -> bool {
+        matches!(self, Self::NoSpace | Self::Unwritable)
     }
 }
 
@@ -78,22 +91,24 @@ impl Health {
     /// Records a failed write; `freed_bytes` is what the failed temp file held (it is about to
     /// be removed). Returns its kind. Logs once when the store becomes full.
     pub fn write_failed(&self, e: &io::Error, root: &Path, freed_bytes: u64) -> WriteFailure {
-        self.failed(e, root, freed_bytes, false)
+        self.failed(e, root, freed_bytes)
     }
 
-    /// Records that a temp file could not be created: whatever the cause, the store cannot
-    /// take blobs now.
+    /// Records that a temp file could not be created; marks the store full only for the
+    /// causes the module doc names.
     pub fn create_failed(&self, e: &io::Error, root: &Path) -> WriteFailure {
-        self.failed(e, root, 0, true)
+        self.failed(e, root, 0)
     }
 
-    fn failed(&self, e: &io::Error, root: &Path, freed_bytes: u64, create: bool) -> WriteFailure {
+    fn failed(&self, e: &io::Error, root: &Path, freed_bytes: u64) -> WriteFailure {
         let kind = WriteFailure::of(e);
         match kind {
-            WriteFailure::Other => self.other_errors.fetch_add(1, Ordering::Relaxed),
+            WriteFailure::Other | WriteFailure::Unwritable => {
+                self.other_errors.fetch_add(1, Ordering::Relaxed)
+            }
             WriteFailure::NoSpace => self.no_space_errors.fetch_add(1, Ordering::Relaxed),
         };
-        if kind == WriteFailure::NoSpace || create {
+        if kind.marks_full() {
             let available_bytes = available_bytes(root).map(|a| a + freed_bytes);
             let now = Instant::now();
             let was = self.full().replace(Full {
@@ -197,10 +212,50 @@ mod tests {
         assert_eq!(h.write_errors(), (1, 1));
         h.room_made("test");
         assert!(h.accepts_fills(dir.path()));
-        // A temp file that cannot be created (read-only, say) stops fills whatever the cause.
+        // A temp file that cannot be created on a read-only store stops fills.
         let erofs = io::Error::from_raw_os_error(rustix::io::Errno::ROFS.raw_os_error());
-        assert_eq!(h.create_failed(&erofs, dir.path()), WriteFailure::Other);
+        assert_eq!(
+            h.create_failed(&erofs, dir.path()),
+            WriteFailure::Unwritable
+        );
         assert!(!h.accepts_fills(dir.path()));
         assert_eq!(h.write_errors(), (1, 2));
+    }
+
+    #[test]
+    fn only_full_read_only_or_forbidden_stores_are_marked_full() {
+        use rustix::io::Errno;
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (Errno::NOSPC, WriteFailure::NoSpace),
+            (Errno::DQUOT, WriteFailure::NoSpace),
+            (Errno::ROFS, WriteFailure::Unwritable),
+            (Errno::ACCESS, WriteFailure::Unwritable),
+            (Errno::PERM, WriteFailure::Unwritable),
+            (Errno::MFILE, WriteFailure::Other),
+            (Errno::NFILE, WriteFailure::Other),
+            (Errno::IO, WriteFailure::Other),
+            (Errno::NOMEM, WriteFailure::Other),
+        ];
+        for (errno, want) in cases {
+            let e = io::Error::from_raw_os_error(errno.raw_os_error());
+            // Annotated as `create_temp` does: the kind is kept.
+            let e = super::super::annotate(e, "create temp file", Path::new("/x"));
+            let h = Health::default();
+            assert_eq!(h.create_failed(&e, dir.path()), want, "{errno:?}");
+            assert_eq!(
+                h.is_full(),
+                want != WriteFailure::Other,
+                "{errno:?} marks the store full: {}",
+                want != WriteFailure::Other
+            );
+            let h = Health::default();
+            h.write_failed(&e, dir.path(), 0);
+            assert_eq!(
+                h.is_full(),
+                want != WriteFailure::Other,
+                "{errno:?} (write)"
+            );
+        }
     }
 }

@@ -23,17 +23,20 @@
 //! - `layout`: paths.
 //! - `index`: in-memory bookkeeping (size, media type, recency, pins) and victim choice.
 //! - `page_cache`: opens and reads that succeed only without waiting on the disk.
+//! - `read_checks`: `verify_on_read` rechecks shared between requests, results remembered.
 //! - `state`: recency, repositories, tags and pins saved across restarts.
 
 pub mod health;
 pub mod index;
 pub mod layout;
 pub mod page_cache;
+pub mod read_checks;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -44,6 +47,7 @@ use crate::config::{Budget, StoreConfig};
 use health::{Health, WriteFailure};
 use index::{Entry, Index, Victim};
 use layout::Layout;
+use read_checks::ReadChecks;
 use state::{from_unix_secs, unix_secs, BlobState, Pin};
 
 /// Sidecar metadata of a committed blob.
@@ -155,6 +159,8 @@ pub struct BlobStore {
     health: Health,
     /// Rehash committed blobs as they are served.
     verify_on_read: bool,
+    /// `verify_on_read` rechecks running and files remembered as verified.
+    read_checks: Arc<ReadChecks>,
     /// Exclusive lock on `<root>/lock`, held for the store's lifetime.
     _lock: File,
 }
@@ -267,6 +273,7 @@ impl BlobStore {
                 pins: Mutex::new(pins),
                 health: Health::default(),
                 verify_on_read: config.verify_on_read,
+                read_checks: Arc::default(),
                 _lock: lock,
             },
             recovery,
@@ -485,6 +492,11 @@ impl BlobStore {
         self.verify_on_read
     }
 
+    /// `verify_on_read` rechecks running, and files remembered as verified.
+    pub fn read_checks(&self) -> &Arc<ReadChecks> {
+        &self.read_checks
+    }
+
     /// Removes a temp file of a failed fill. Blocking; errors are logged, not returned.
     pub fn discard(&self, temp: &TempBlob) {
         if let Err(e) = std::fs::remove_file(&temp.path) {
@@ -683,14 +695,27 @@ impl BlobStore {
         report
     }
 
-    /// Rehashes one committed blob of `size_bytes`; quarantines it when it does not match.
-    /// Returns whether it matched. Blocking: reads the whole file.
+    /// Rehashes committed blob `digest` of `size_bytes` through its open `file` (the file a
+    /// response is about to read); quarantines it when it does not match. Returns whether it
+    /// matched. Blocking: reads the whole file.
     ///
     /// # Errors
     /// The file cannot be read (it is then left alone).
-    pub fn recheck(&self, digest: &Digest, size_bytes: u64) -> io::Result<bool> {
+    pub fn recheck(&self, digest: &Digest, file: &File, size_bytes: u64) -> io::Result<bool> {
         let mut buf = vec![0u8; 1024 * 1024];
-        let matched = self.matches(digest, size_bytes, &mut buf)?;
+        let mut v = Verifier::new(digest.clone());
+        let mut pos = 0u64;
+        loop {
+            let n = file
+                .read_at(&mut buf, pos)
+                .map_err(|e| annotate(e, "read", &self.layout.blob_path(digest)))?;
+            if n == 0 {
+                break;
+            }
+            v.update(&buf[..n]);
+            pos += n as u64;
+        }
+        let matched = v.bytes() == size_bytes && v.finish().is_ok();
         if !matched {
             self.quarantine(digest);
         }
@@ -718,6 +743,7 @@ impl BlobStore {
         let path = self.layout.blob_path(digest);
         let dest = self.layout.quarantine_dir().join(digest.hex());
         self.index().remove(digest);
+        self.read_checks.forget(digest);
         let moved = std::fs::create_dir_all(self.layout.quarantine_dir())
             .and_then(|()| std::fs::rename(&path, &dest));
         match moved {
