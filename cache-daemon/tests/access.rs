@@ -381,7 +381,7 @@ async fn with_checks_off_or_a_public_upstream_nothing_is_checked() {
 #[test]
 fn skopeo_needs_its_own_credentials_to_pull_a_private_image_through_a_checking_daemon() {
     use crate::common::real::{
-        free_port, have, output_within, push_layout, write_layout, DaemonBinary,
+        free_port, have, output_within, private_registry, write_layout, DaemonBinary,
     };
     if !have("docker-registry") || !have("skopeo") {
         return;
@@ -392,36 +392,13 @@ fn skopeo_needs_its_own_credentials_to_pull_a_private_image_through_a_checking_d
     const POD: &str = "pod";
     const POD_PASSWORD: &str = "pod-Secret-7310";
     let work = tempfile::tempdir().unwrap();
-    let storage = work.path().join("storage");
     let layout = work.path().join("layout");
     let image = write_layout(&layout, "v1", &[128 << 10, 32 << 10], 9);
-    {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let open = stampede_lab::DockerRegistry::start(
-            &work.path().join("open"),
-            &stampede_lab::RegistryConfig::plain(addr, &storage),
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        push_layout(&layout, &format!("{addr}/private/app:v1"));
-        open.stop();
-    }
-    let hash = |p: &str| {
-        bcrypt::hash_with_result(p, 5)
-            .unwrap()
-            .format_for_version(bcrypt::Version::TwoY)
-    };
-    let htpasswd = work.path().join("htpasswd");
-    std::fs::write(
-        &htpasswd,
-        format!("{USER}:{}\n{POD}:{}\n", hash(PASSWORD), hash(POD_PASSWORD)),
-    )
-    .unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut config = stampede_lab::RegistryConfig::plain(addr, &storage);
-    config.auth = stampede_lab::RegistryAuth::Htpasswd(htpasswd);
-    let private = stampede_lab::DockerRegistry::start(&work.path().join("private"), &config, None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (private, addr) = private_registry(
+        work.path(),
+        &layout,
+        &[(USER, PASSWORD), (POD, POD_PASSWORD)],
+    );
 
     // The daemon's own credentials, as `docker login` would have written them.
     let auth = Credentials::Basic {

@@ -5,16 +5,13 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use http::Method;
 
+use crate::common::blob_path;
 use crate::common::upstream::{Behavior, FakeUpstream, Gate};
 use crate::common::{
     body, data, eventually, first_chunk, get, header, request, rest, within, TestDaemon,
 };
 
 const BLOB_BYTES: usize = 1024 * 1024;
-
-fn blob_path(d: &stampede_oci::Digest) -> String {
-    format!("/v2/test/app/blobs/{d}")
-}
 
 #[tokio::test]
 async fn concurrent_misses_fetch_upstream_once() {

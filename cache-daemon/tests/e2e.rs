@@ -127,31 +127,11 @@ fn credentials_from_a_docker_credential_helper_reach_a_private_upstream() {
     const USER: &str = "node";
     const PASSWORD: &str = "helper-Secret-2207";
     let work = tempfile::tempdir().unwrap();
-    let storage = work.path().join("storage");
     let layout = work.path().join("layout");
     let image = write_layout(&layout, "v1", &[256 << 10, 64 << 10], 7);
-    // Push into an open registry, then serve the same storage behind htpasswd.
-    {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let open = stampede_lab::DockerRegistry::start(
-            &work.path().join("open"),
-            &stampede_lab::RegistryConfig::plain(addr, &storage),
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        crate::common::real::push_layout(&layout, &format!("{addr}/private/app:v1"));
-        open.stop();
-    }
-    let hash = bcrypt::hash_with_result(PASSWORD, 5)
-        .unwrap()
-        .format_for_version(bcrypt::Version::TwoY);
-    let htpasswd = work.path().join("htpasswd");
-    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut config = stampede_lab::RegistryConfig::plain(addr, &storage);
-    config.auth = stampede_lab::RegistryAuth::Htpasswd(htpasswd);
-    let private = stampede_lab::DockerRegistry::start(&work.path().join("private"), &config, None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    // Pushed into an open registry, then the same storage served behind htpasswd.
+    let (private, addr) =
+        crate::common::real::private_registry(work.path(), &layout, &[(USER, PASSWORD)]);
 
     // The helper answers docker's protocol for this registry only, and records that it ran.
     let bin = work.path().join("bin");

@@ -19,15 +19,12 @@ use stampede_oci::Digest;
 
 use crate::common::real::{free_port, output_within, DaemonBinary};
 use crate::common::upstream::{Behavior, FakeUpstream, Gate};
+use crate::common::{blob_path, metrics};
 use crate::common::{
     body, data, eventually, first_chunk, get, header, request, rest, within, TestDaemon,
 };
 
 const MIB: usize = 1 << 20;
-
-fn blob_path(d: &Digest) -> String {
-    format!("/v2/test/app/blobs/{d}")
-}
 
 fn stored_path(root: &Path, d: &Digest) -> PathBuf {
     root.join("blobs/sha256").join(&d.hex()[..2]).join(d.hex())
@@ -78,16 +75,6 @@ fn tool(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn metrics(cache: &TestDaemon) -> String {
-    String::from_utf8(
-        body(get(&cache.url("/metrics")).await)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap()
 }
 
 /// A tmpfs mounted at a directory, unmounted on drop (lazily if something still holds it).

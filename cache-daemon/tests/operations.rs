@@ -12,23 +12,10 @@ use stampede_oci::manifest::{DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST};
 use stampede_oci::{Digest, Endpoint};
 
 use crate::common::upstream::{Behavior, FakeUpstream};
+use crate::common::{blob_path, metrics};
 use crate::common::{body, data, eventually, first_chunk, get, rest, within, TestDaemon};
 
 const MIB: usize = 1 << 20;
-
-fn blob_path(d: &Digest) -> String {
-    format!("/v2/test/app/blobs/{d}")
-}
-
-async fn metrics(cache: &TestDaemon) -> String {
-    String::from_utf8(
-        body(get(&cache.url("/metrics")).await)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap()
-}
 
 /// A Docker manifest for `config` and `layers` under `repo:tag`; returns its digest.
 fn image(up: &FakeUpstream, tag: &str, config: &Digest, layers: &[(Digest, usize)]) -> Digest {

@@ -16,23 +16,10 @@ use stampede_oci::Digest;
 
 use crate::common::real::{free_port, have, push_layout, write_layout, Registry};
 use crate::common::upstream::{Behavior, FakeUpstream, Gate};
+use crate::common::{blob_path, metrics};
 use crate::common::{body, data, eventually, first_chunk, get, header, rest, within, TestDaemon};
 
 const BLOB_BYTES: usize = 1024 * 1024;
-
-fn blob_path(d: &Digest) -> String {
-    format!("/v2/test/app/blobs/{d}")
-}
-
-async fn metrics(cache: &TestDaemon) -> String {
-    String::from_utf8(
-        body(get(&cache.url("/metrics")).await)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap()
-}
 
 fn assert_metric(text: &str, line: &str) {
     assert!(

@@ -146,3 +146,19 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) {
     })
     .await;
 }
+
+/// The path of blob `d` in the repository most tests use.
+pub fn blob_path(d: &stampede_oci::Digest) -> String {
+    format!("/v2/test/app/blobs/{d}")
+}
+
+/// The daemon's `/metrics` text.
+pub async fn metrics(cache: &TestDaemon) -> String {
+    String::from_utf8(
+        body(get(&cache.url("/metrics")).await)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
+}

@@ -273,6 +273,45 @@ fn stop(child: &mut Child, grace: Duration) {
     child.wait().ok();
 }
 
+/// A private upstream: `layout`'s `v1` pushed as `private/app:v1` into an open registry, whose
+/// storage is then served behind htpasswd with `users` (name, password). Returns the running
+/// registry and its address.
+pub fn private_registry(
+    work: &Path,
+    layout: &Path,
+    users: &[(&str, &str)],
+) -> (stampede_lab::DockerRegistry, std::net::SocketAddr) {
+    let storage = work.join("storage");
+    {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let open = stampede_lab::DockerRegistry::start(
+            &work.join("open"),
+            &stampede_lab::RegistryConfig::plain(addr, &storage),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        push_layout(layout, &format!("{addr}/private/app:v1"));
+        open.stop();
+    }
+    let lines: String = users
+        .iter()
+        .map(|(user, password)| {
+            let hash = bcrypt::hash_with_result(password, 5)
+                .unwrap()
+                .format_for_version(bcrypt::Version::TwoY);
+            format!("{user}:{hash}\n")
+        })
+        .collect();
+    let htpasswd = work.join("htpasswd");
+    std::fs::write(&htpasswd, lines).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut config = stampede_lab::RegistryConfig::plain(addr, &storage);
+    config.auth = stampede_lab::RegistryAuth::Htpasswd(htpasswd);
+    let private = stampede_lab::DockerRegistry::start(&work.join("private"), &config, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (private, addr)
+}
+
 /// The real `cache-daemon` binary serving from a config file, stopped on drop.
 pub struct DaemonBinary {
     child: Child,
