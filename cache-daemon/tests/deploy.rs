@@ -134,13 +134,20 @@ fn daemonset_runs_non_root_on_the_host_loopback_with_probes_limits_and_a_hostpat
     let port = &daemon["ports"][0];
     assert_eq!(port["containerPort"].as_i64(), Some(listen.port().into()));
     assert_eq!(port["hostPort"].as_i64(), Some(listen.port().into()));
-    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+    // Startup and readiness ask the mirror port itself; liveness asks the admin port, whose own
+    // connection cap keeps it answering when the mirror port is full (a full mirror port makes
+    // the pod unready, never restarted).
+    for (probe, addr) in [
+        ("startupProbe", listen),
+        ("readinessProbe", listen),
+        ("livenessProbe", admin),
+    ] {
         let get = &daemon[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some("/healthz"), "{probe}");
-        assert_eq!(get["port"].as_i64(), Some(listen.port().into()), "{probe}");
+        assert_eq!(get["port"].as_i64(), Some(addr.port().into()), "{probe}");
         assert_eq!(
             get["host"].as_str(),
-            Some(listen.ip().to_string().as_str()),
+            Some(addr.ip().to_string().as_str()),
             "{probe} must reach the loopback address the daemon listens on"
         );
     }
