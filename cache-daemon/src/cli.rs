@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// How long a client has to send request headers before it is disconnected [default: 30s].
     #[arg(long, env = "CACHE_DAEMON_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Option<Duration>,
+    /// How long a response write may stay blocked (the client reads nothing) before the
+    /// connection is closed [default: 60s].
+    #[arg(long, env = "CACHE_DAEMON_CLIENT_WRITE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub client_write_timeout: Option<Duration>,
     /// Log format [default: text].
     #[arg(long, env = "CACHE_DAEMON_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -409,6 +413,13 @@ impl ServeArgs {
         if header_read_timeout.is_zero() {
             return Err(invalid("header_read_timeout", "must be greater than zero"));
         }
+        let client_write_timeout = self
+            .client_write_timeout
+            .or(file.client_write_timeout)
+            .unwrap_or(crate::config::DEFAULT_CLIENT_WRITE_TIMEOUT);
+        if client_write_timeout.is_zero() {
+            return Err(invalid("client_write_timeout", "must be greater than zero"));
+        }
         let pins = file
             .pins
             .iter()
@@ -436,6 +447,7 @@ impl ServeArgs {
                         .or(file.shutdown_grace)
                         .unwrap_or(Duration::from_secs(10)),
                     header_read_timeout,
+                    client_write_timeout,
                 },
                 store: StoreConfig {
                     root,
@@ -840,22 +852,38 @@ platform = "linux/arm64"
     }
 
     #[test]
-    fn header_read_timeout_default_file_and_flag() {
+    fn client_timeouts_default_file_and_flag() {
         let c = parse(&["--upstream", "http://x"]).unwrap();
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.client_write_timeout, Duration::from_secs(60));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
-            "upstream = \"http://x\"\nheader_read_timeout = \"5s\"\n",
+            "upstream = \"http://x\"\nheader_read_timeout = \"5s\"\nclient_write_timeout = \"7s\"\n",
         )
         .unwrap();
         let f = file.to_str().unwrap();
         let c = parse(&["--config", f]).unwrap();
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(5));
-        let c = parse(&["--config", f, "--header-read-timeout", "2s"]).unwrap();
+        assert_eq!(c.server.client_write_timeout, Duration::from_secs(7));
+        let c = parse(&[
+            "--config",
+            f,
+            "--header-read-timeout",
+            "2s",
+            "--client-write-timeout",
+            "3s",
+        ])
+        .unwrap();
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(2));
-        let err = parse(&["--upstream", "http://x", "--header-read-timeout", "0s"]).unwrap_err();
-        assert!(err.contains("header_read_timeout"), "{err}");
+        assert_eq!(c.server.client_write_timeout, Duration::from_secs(3));
+        for (flag, key) in [
+            ("--header-read-timeout", "header_read_timeout"),
+            ("--client-write-timeout", "client_write_timeout"),
+        ] {
+            let err = parse(&["--upstream", "http://x", flag, "0s"]).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

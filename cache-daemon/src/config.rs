@@ -98,6 +98,9 @@ pub struct ServerConfig {
     /// How long a client has to send a request's headers (slowloris bound); also bounds how
     /// long an unread request body may keep a connection open.
     pub header_read_timeout: Duration,
+    /// How long a response write may stay blocked (the client reads nothing) before the
+    /// connection is closed.
+    pub client_write_timeout: Duration,
 }
 
 /// The content-addressed store.
@@ -184,6 +187,8 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:5051";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default [`ServerConfig::header_read_timeout`].
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerConfig::client_write_timeout`].
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default tag TTL.
 pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(30);
 
@@ -216,6 +221,7 @@ impl Config {
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 shutdown_grace: Duration::from_secs(5),
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
             },
             store: StoreConfig {
                 root,

@@ -72,6 +72,9 @@ pub struct FileConfig {
     /// Time a client has to send request headers.
     #[serde(default, deserialize_with = "de_duration")]
     pub header_read_timeout: Option<Duration>,
+    /// Time a response write may stay blocked before the connection is closed.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub client_write_timeout: Option<Duration>,
     /// `"text"` or `"json"`.
     #[serde(default, deserialize_with = "de_log_format")]
     pub log_format: Option<String>,

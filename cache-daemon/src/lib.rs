@@ -8,6 +8,7 @@
 //! - [`cli`] / [`config_file`] / [`config`]: flags, env vars and the TOML file, merged and
 //!   validated into per-component configs.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; builds the daemon.
+//! - [`write_deadline`]: client connections whose writes give up when the client stops reading.
 //! - [`route`]: method + path + query parsed into a [`route::Route`]; pure.
 //! - [`handler`]: dispatch; the only place that combines store, flights, manifests, upstreams.
 //! - [`access`]: caller checks (off by default): the caller's own credentials tried upstream
@@ -52,6 +53,7 @@ pub mod server;
 pub mod store;
 pub mod tool;
 pub mod upstream;
+pub mod write_deadline;
 
 pub use config::Config;
 pub use server::{start, Daemon, StartError};

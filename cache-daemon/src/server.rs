@@ -7,7 +7,8 @@
 //! signal, so tests bind port 0.
 //!
 //! Hostile clients: headers must arrive within [`ServerConfig::header_read_timeout`] (also the
-//! longest a kept-alive connection idles); a request head beyond [`MAX_HEADER_BYTES`] or
+//! longest a kept-alive connection idles); a client that stops reading its response is
+//! disconnected after [`ServerConfig::client_write_timeout`] ([`WriteDeadline`]); a request head beyond [`MAX_HEADER_BYTES`] or
 //! [`MAX_HEADERS`] fields gets a 431 (a long URL included), and framing hyper cannot trust (two
 //! different `Content-Length`s, a `Transfer-Encoding` not ending in `chunked`, obs-fold, a bare
 //! CR) a 400 and a close. The mirror never reads a request body (only GET and HEAD are served):
@@ -38,6 +39,7 @@ use crate::manifests::Manifests;
 use crate::metrics::Metrics;
 use crate::store::BlobStore;
 use crate::upstream::Upstreams;
+use crate::write_deadline::WriteDeadline;
 
 /// hyper's per-connection buffer limit (`max_buf_size`), in bytes: request headers must fit, and
 /// hyper stops asking a response body for more once this much is queued unsent. Its default
@@ -230,7 +232,7 @@ pub async fn run(
         app.clone(),
         listeners.mirror,
         Role::Mirror,
-        config.header_read_timeout,
+        Timeouts::of(&config),
         Arc::new(limit),
         graceful.clone(),
         stop.clone(),
@@ -243,7 +245,7 @@ pub async fn run(
             app.clone(),
             admin,
             Role::Admin,
-            config.header_read_timeout,
+            Timeouts::of(&config),
             Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
             graceful.clone(),
             stop.clone(),
@@ -270,18 +272,34 @@ pub async fn run(
     }
 }
 
+/// What a connection may take from a slow or absent client.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    client_write: Duration,
+}
+
+impl Timeouts {
+    fn of(config: &ServerConfig) -> Self {
+        Self {
+            header_read: config.header_read_timeout,
+            client_write: config.client_write_timeout,
+        }
+    }
+}
+
 async fn accept_loop(
     app: Arc<App>,
     listener: TcpListener,
     role: Role,
-    header_read_timeout: Duration,
+    timeouts: Timeouts,
     limit: Arc<Semaphore>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(timeouts.header_read)
         .max_buf_size(HTTP_BUF_BYTES)
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
@@ -322,7 +340,8 @@ async fn accept_loop(
                 })
             }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(WriteDeadline::new(stream, timeouts.client_write));
+        let conn = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

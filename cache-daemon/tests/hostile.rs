@@ -728,3 +728,50 @@ async fn methods_other_than_get_and_head_get_405_with_allow() {
     assert!(stored_blobs(&cache.dir.path().join("store")).is_empty());
     assert_healthy(&cache).await;
 }
+
+/// A client that asks for a blob and never reads the answer is disconnected once the daemon's
+/// write has been blocked for `client_write_timeout`, freeing its connection slot: with one
+/// slot, the next client is served. Without the limit the slot stays taken and, once the
+/// stalled client reads again, it gets the whole blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_disconnected_at_the_write_timeout() {
+    const BLOB_BYTES: usize = 16 << 20;
+    let up = FakeUpstream::start().await;
+    let content = data(BLOB_BYTES, 91);
+    let d = up.blob(content.clone(), Behavior::default());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = TestDaemon::start_in(dir, &up.url(), |c| {
+        c.server.client_write_timeout = Duration::from_secs(1);
+        c.server.max_connections = 1;
+    })
+    .await;
+    let path = format!("/v2/test/app/blobs/{d}");
+    // Cached first, so the stalled response is a hit read from the file.
+    assert!(body(get(&cache.url(&path)).await).await.unwrap() == content);
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = within(socket.connect(cache.daemon.addr())).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    within(stalled.write_all(head.as_bytes())).await.unwrap();
+
+    // The only slot is the stalled client's until the daemon gives up on it.
+    let started = Instant::now();
+    let served = within(get(&cache.url("/healthz"))).await;
+    assert_eq!(served.status(), 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(8),
+        "the next client waited {waited:?} for the stalled one's slot"
+    );
+
+    // What the stalled client can still read is what the kernels had buffered: not the blob.
+    let (raw, closed) = read_until_close(&mut stalled, Duration::from_secs(5)).await;
+    assert!(closed, "the daemon closed the stalled connection");
+    assert!(
+        raw.len() < BLOB_BYTES,
+        "a disconnected client got {} of {BLOB_BYTES} bytes",
+        raw.len()
+    );
+    assert_healthy(&cache).await;
+}
