@@ -14,12 +14,9 @@
 //! the client gets only its range, and the range's last byte waits for the digest like a whole
 //! blob's.
 //!
-//! The upstream body is read by a task of its own, not by the client's response: a client that
-//! stops reading would otherwise hold the upstream's concurrency slot (`upstream.rs`) for as
-//! long as it keeps its connection open, and `concurrency` such clients would stall every
-//! later request to that upstream. The task queues a few pieces for the client; when one waits
-//! longer than the body idle timeout for the client to take it, the task gives up, releasing
-//! the slot and cutting the response.
+//! A client that stops reading holds the upstream's concurrency slot (`upstream.rs`) only
+//! until the server's `client_write_timeout` closes its connection (`write_deadline.rs`): the
+//! response body, and with it the upstream body and the slot, is dropped then.
 
 use std::io;
 use std::sync::Arc;
@@ -31,7 +28,7 @@ use http::header::CONTENT_LENGTH;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 
 use stampede_oci::{Digest, Endpoint, RepoName, Verifier};
 
@@ -83,11 +80,7 @@ pub async fn open(
     })
 }
 
-/// Pieces queued between the upstream reader and the client's body: small, so a client that
-/// stops reading is noticed within one idle timeout.
-const QUEUE_PIECES: usize = 4;
-
-/// What the upstream reader hands the client's body.
+/// What the next step of the body yields.
 enum Piece {
     /// The next bytes of the client's range.
     Data(Bytes),
@@ -99,7 +92,7 @@ enum Piece {
 
 struct Relay {
     body: Incoming,
-    /// Held until the task ends: the upstream body is read or given up.
+    /// Held as long as the response body: until it ends, is cut, or is dropped.
     _slot: OwnedSemaphorePermit,
     verifier: Verifier,
     total_bytes: Option<u64>,
@@ -110,6 +103,8 @@ struct Relay {
     end: u64,
     /// The latest piece of the range, sent only once the next one (or the digest) is in.
     held: Option<Bytes>,
+    /// The upstream body ended and the blob verified: nothing more to read.
+    verified: bool,
     idle: Duration,
     metrics: Arc<Metrics>,
 }
@@ -122,14 +117,7 @@ impl Passthrough {
 
     /// The response body: bytes `[start, end)` of the blob (`end = None`: to its end), the
     /// last piece held back until the whole blob verified. `idle` is the longest pause allowed
-    /// between upstream frames, and also the longest a piece may wait for the client to take
-    /// it.
-    ///
-    /// The upstream body is read by a task of its own, which holds the upstream slot and
-    /// queues at most [`QUEUE_PIECES`] pieces for the client. A client that stops reading (the
-    /// queue stays full for `idle`) or goes away makes the task give up: the slot is released
-    /// and the client's response is cut. So a stalled client holds an upstream slot for at
-    /// most one idle timeout, not for as long as it keeps its connection open.
+    /// between upstream frames.
     pub fn body(self, start: u64, end: Option<u64>, idle: Duration, metrics: Arc<Metrics>) -> Body {
         let relay = Relay {
             body: self.body,
@@ -140,24 +128,21 @@ impl Passthrough {
             start,
             end: end.unwrap_or(u64::MAX),
             held: None,
+            verified: false,
             idle,
             metrics,
         };
-        let (tx, rx) = mpsc::channel(QUEUE_PIECES);
-        tokio::spawn(relay.run(tx));
-        StreamBody::new(stream::unfold(Some(rx), |rx| async move {
-            let mut rx = rx?;
-            match rx.recv().await {
-                Some(Piece::Data(bytes)) => Some((Ok(Frame::data(bytes)), Some(rx))),
-                Some(Piece::End) => None,
-                Some(Piece::Cut(e)) => Some((Err(e), None)),
-                // The reader gave up without a word (its queue was full): cut.
-                None => Some((
-                    Err(io::Error::other(
-                        "upstream relay gave up: client not reading",
-                    )),
-                    None,
-                )),
+        StreamBody::new(stream::unfold(Some(relay), |relay| async move {
+            let mut relay = relay?;
+            match relay.next().await {
+                Piece::Data(bytes) => {
+                    relay
+                        .metrics
+                        .served(Source::Passthrough, bytes.len() as u64);
+                    Some((Ok(Frame::data(bytes)), Some(relay)))
+                }
+                Piece::End => None,
+                Piece::Cut(e) => Some((Err(e), None)),
             }
         }))
         .boxed()
@@ -165,14 +150,17 @@ impl Passthrough {
 }
 
 impl Relay {
-    /// Reads the upstream body to its end, queueing the client's pieces. Returns (dropping the
-    /// slot) at the end, on an upstream failure, or when the client stopped taking pieces.
-    async fn run(mut self, tx: mpsc::Sender<Piece>) {
-        let last = loop {
+    /// Reads upstream frames until a piece can go out: the one held before the newest, or, at
+    /// the end of a verified blob, the held one; then `End`. A failure is `Cut`.
+    async fn next(&mut self) -> Piece {
+        if self.verified {
+            return Piece::End;
+        }
+        loop {
             let frame = match tokio::time::timeout(self.idle, self.body.frame()).await {
-                Err(_) => break Piece::Cut(io::Error::other("upstream stalled")),
-                Ok(Some(Err(e))) => break Piece::Cut(io::Error::other(e)),
-                Ok(None) => break self.finish(),
+                Err(_) => return Piece::Cut(io::Error::other("upstream stalled")),
+                Ok(Some(Err(e))) => return Piece::Cut(io::Error::other(e)),
+                Ok(None) => return self.finish(),
                 Ok(Some(Ok(frame))) => frame,
             };
             let Ok(data) = frame.into_data() else {
@@ -183,40 +171,14 @@ impl Relay {
             let from = self.pos;
             self.pos += data.len() as u64;
             if self.total_bytes.is_some_and(|t| self.pos > t) {
-                break Piece::Cut(io::Error::other("upstream sent too many bytes"));
+                return Piece::Cut(io::Error::other("upstream sent too many bytes"));
             }
             let (lo, hi) = (self.start.max(from), self.end.min(self.pos));
             if lo < hi {
                 let piece = data.slice((lo - from) as usize..(hi - from) as usize);
                 if let Some(prev) = self.held.replace(piece) {
-                    let len = prev.len() as u64;
-                    if !self.send(&tx, Piece::Data(prev)).await {
-                        return;
-                    }
-                    self.metrics.served(Source::Passthrough, len);
+                    return Piece::Data(prev);
                 }
-            }
-        };
-        if let Piece::Data(ref last) = last {
-            let len = last.len() as u64;
-            if self.send(&tx, Piece::Data(last.clone())).await {
-                self.metrics.served(Source::Passthrough, len);
-                self.send(&tx, Piece::End).await;
-            }
-            return;
-        }
-        self.send(&tx, last).await;
-    }
-
-    /// Queues `piece` for the client; `false` when the client went away or did not take a
-    /// piece within the idle timeout (the body then ends with an error once it reads again).
-    async fn send(&self, tx: &mpsc::Sender<Piece>, piece: Piece) -> bool {
-        match tokio::time::timeout(self.idle, tx.send(piece)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
-                tracing::warn!(digest = %self.verifier.expected(), received_bytes = self.pos, idle_ms = self.idle.as_millis() as u64, "client stopped reading a blob streamed without storing; upstream slot released, response cut");
-                false
             }
         }
     }
@@ -234,6 +196,7 @@ impl Relay {
             self.metrics.digest_mismatch();
             return Piece::Cut(io::Error::other("digest mismatch"));
         }
+        self.verified = true;
         match self.held.take() {
             Some(last) => Piece::Data(last),
             None => Piece::End,

@@ -405,8 +405,8 @@ async fn temp_files_that_cannot_be_created_make_misses_pass_through() {
 
 /// A client that starts a pass-through miss and stops reading (a raw socket with a 4 KiB
 /// receive buffer that never reads a 24 MiB blob) holds the upstream's only slot
-/// (`concurrency = 1`) for about one body idle timeout (500 ms), not for as long as it keeps its
-/// connection: another miss (another digest) through the same upstream is served within 10 s,
+/// (`concurrency = 1`) until the server's `client_write_timeout` (500 ms here) closes its
+/// connection, not for as long as it keeps it open: another miss (another digest) through the same upstream is served within 10 s,
 /// and the stalled client's response is cut short, never complete. The store is a tmpfs marked
 /// full (its free space does not move under the test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,7 +431,7 @@ async fn a_stalled_passthrough_client_does_not_hold_the_upstream_slot() {
     let cache = TestDaemon::start_in(tempfile::tempdir().unwrap(), &up.url(), |c| {
         c.store.root = root.clone();
         c.upstream.concurrency = 1;
-        c.upstream.body_idle_timeout = Duration::from_millis(500);
+        c.server.client_write_timeout = Duration::from_millis(500);
     })
     .await;
     let store = cache.daemon.app().store.clone();
