@@ -28,6 +28,7 @@ mod client;
 mod data;
 #[path = "mirror/entry.rs"]
 mod entry;
+use entry::env_num;
 #[allow(dead_code)]
 #[path = "mirror/machine.rs"]
 mod machine;
@@ -76,15 +77,6 @@ struct Settings {
     burst_connections: usize,
     slow_readers: usize,
     slow_bytes: u64,
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {

@@ -37,6 +37,7 @@ mod cpu;
 mod data;
 #[path = "mirror/entry.rs"]
 mod entry;
+use entry::env_num;
 #[path = "mirror/machine.rs"]
 mod machine;
 #[path = "mirror/report.rs"]
@@ -95,15 +96,6 @@ struct Settings {
     burst_bytes: u64,
     big_bytes: u64,
     rate_mbit: u32,
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {

@@ -1,7 +1,8 @@
 //! What a bench binary's `main` does around its run: settings read, a two-thread runtime, the
 //! run raced against SIGINT and SIGTERM (the run future is dropped on a signal, and with it every
 //! process guard and namespace, so nothing is left behind), and errors printed once with their
-//! causes. Shared by the mirror and load benches.
+//! causes; and the numeric settings read from the environment. Shared by the mirror and load
+//! benches.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -39,6 +40,19 @@ where
         eprintln!("{name}: {e:#}");
         ExitCode::from(1)
     })
+}
+
+/// The number in environment variable `name`, or `default` when it is not set.
+///
+/// # Errors
+/// The variable is set but not a number.
+pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
 }
 
 async fn interrupted() -> &'static str {
