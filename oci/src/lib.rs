@@ -2,6 +2,8 @@
 //! streaming registry client.
 //!
 //! # Layout
+//! - [`api`]: the pull API's request paths ([`api::Route`]), `Range` headers
+//!   ([`api::ByteRange`]) and request kinds, parsed once for the daemon, the harness and lab.
 //! - [`digest`]: `sha256:` digests, parsing and streaming verification.
 //! - [`reference`]: repository names, tags, image references.
 //! - [`manifest`]: media types, manifest and index parsing, platform selection, layer compression.
@@ -15,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod auth;
 pub mod client;
 pub mod digest;
