@@ -319,7 +319,7 @@ pub fn inventory_table(items: &[InventoryItem]) -> String {
             .collect();
         rows.push([
             i.digest.to_string().chars().take(19).collect(),
-            bytesize::ByteSize(i.size_bytes).to_string(),
+            stampede_oci::ByteSize(i.size_bytes).human(),
             i.media_type.clone().unwrap_or_else(|| "-".into()),
             humantime::format_rfc3339_seconds(crate::store::state::from_unix_secs(i.last_access))
                 .to_string(),
