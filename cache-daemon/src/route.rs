@@ -88,9 +88,7 @@ fn route_error(e: RouteError) -> Error {
     match e {
         RouteError::Unknown => Error::NotFound,
         RouteError::Name(name) => Error::NameInvalid(name),
-        RouteError::Digest(d) | RouteError::Reference(ReferenceError::Digest(d)) => {
-            digest_error(d)
-        }
+        RouteError::Digest(d) | RouteError::Reference(ReferenceError::Digest(d)) => digest_error(d),
         RouteError::Reference(
             ReferenceError::Tag(s) | ReferenceError::Name(s) | ReferenceError::Registry(s),
         ) => Error::ReferenceInvalid(s),

@@ -77,7 +77,7 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
     };
     let admin = settings.config.server.admin_listen;
     let root = settings.config.store.root.clone();
-    if !root.join("blobs").is_dir() {
+    if !root.join(stampede_oci::layout::BLOBS_DIR).is_dir() {
         return Err(ToolError::Refused(format!(
             "no cache-daemon store at {} (give --root or --config, or --admin for a running daemon)",
             root.display()

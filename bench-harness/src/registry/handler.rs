@@ -17,8 +17,8 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use stampede_oci::api::{ByteRange, RangeError, RequestKind, Route, RouteError};
 use stampede_oci::manifest::OCTET_STREAM;
-use stampede_oci::ReferenceError;
 use stampede_oci::Digest;
+use stampede_oci::ReferenceError;
 use tokio::io::AsyncSeekExt;
 use tokio::time::Instant;
 

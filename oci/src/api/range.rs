@@ -53,10 +53,7 @@ impl ByteRange {
         if spec.contains(',') {
             return Ok(None);
         }
-        let (a, b) = spec
-            .trim()
-            .split_once('-')
-            .ok_or(RangeError::Malformed)?;
+        let (a, b) = spec.trim().split_once('-').ok_or(RangeError::Malformed)?;
         let num = |s: &str| -> Result<u64, RangeError> {
             if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(RangeError::Malformed);
@@ -138,8 +135,7 @@ mod tests {
             ("bytes=\u{0660}-1", 10, Err(true)),
         ];
         for (header, len, want) in cases {
-            let got =
-                ByteRange::parse(header).and_then(|r| r.map(|r| r.resolve(*len)).transpose());
+            let got = ByteRange::parse(header).and_then(|r| r.map(|r| r.resolve(*len)).transpose());
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(g, *w, "{header}"),
                 (Err(RangeError::Malformed), Err(true)) => {}

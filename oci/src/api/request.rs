@@ -64,7 +64,11 @@ mod tests {
             ("GET", "/v2/", RequestKind::Ping),
             ("HEAD", "/v2", RequestKind::Ping),
             ("GET", "/v2/a/manifests/v1", RequestKind::ManifestGet),
-            ("HEAD", "/v2/a/b/manifests/v1?ns=x", RequestKind::ManifestHead),
+            (
+                "HEAD",
+                "/v2/a/b/manifests/v1?ns=x",
+                RequestKind::ManifestHead,
+            ),
             ("GET", blob.as_str(), RequestKind::BlobGet),
             ("HEAD", blob.as_str(), RequestKind::BlobHead),
             ("DELETE", blob.as_str(), RequestKind::Other),
