@@ -118,7 +118,8 @@ mod tests {
         for (path, want) in ok {
             assert_eq!(Route::parse(&path), Ok(want), "{path}");
         }
-        let refused: [(&str, fn(&RouteError) -> bool); 10] = [
+        type Check = fn(&RouteError) -> bool;
+        let refused: [(&str, Check); 10] = [
             ("/v2/A/manifests/v1", |e| matches!(e, RouteError::Name(_))),
             ("/v2//manifests/v1", |e| matches!(e, RouteError::Name(_))),
             ("/v2/a/manifests/.v1", |e| {
