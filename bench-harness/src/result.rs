@@ -22,11 +22,11 @@ use hdrhistogram::serialization::{
 };
 use hdrhistogram::Histogram;
 
-use crate::machine::Machine;
 use crate::recorder::{
     FailureKind, LayerPhase, Phase, Recordings, Repetition, Series, Summary, WaveData,
 };
 use crate::scenario::Scenario;
+use stampede_lab::Machine;
 
 /// Version of the `result.json` format this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -27,7 +27,6 @@ use stampede_oci::{ClientConfig, Reference, RegistryClient, RepoName};
 
 use crate::container;
 use crate::host::{CpuSampler, CpuUse};
-use crate::machine::Machine;
 use crate::node::{ImageName, Node, NodeConfig, NodePuller};
 use crate::origin::{Origin, OriginError};
 use crate::peer::PeerKind;
@@ -44,6 +43,7 @@ use crate::result::{RegistryTotals, ResultError, RunFacts, RunResult};
 use crate::scenario::{PodSlot, PullerKind, Scenario, Target, Variant};
 use crate::target::{Deployment, TargetError, Upstream};
 use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
+use stampede_lab::Machine;
 
 /// Time the coordinator gives itself to spawn every pod before the epoch.
 const EPOCH_LEAD: Duration = Duration::from_millis(200);

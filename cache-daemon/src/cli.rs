@@ -322,8 +322,8 @@ pub struct Settings {
 /// # Errors
 /// A message saying how to write one.
 pub fn parse_bytes(setting: &str, s: &str) -> Result<u64, ConfigError> {
-    s.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
+    s.parse::<stampede_oci::ByteSize>()
+        .map(|b| b.0)
         .map_err(|_| {
             invalid(
                 setting,

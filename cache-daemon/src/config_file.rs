@@ -221,8 +221,8 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
 
 fn de_byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let s = <String as serde::Deserialize>::deserialize(d)?;
-    s.parse::<bytesize::ByteSize>()
-        .map(|b| Some(b.as_u64()))
+    s.parse::<stampede_oci::ByteSize>()
+        .map(|b| Some(b.0))
         .map_err(|_| {
             serde::de::Error::custom(format!(
                 "{s:?} is not a byte size; write e.g. \"50GiB\", \"500MB\""

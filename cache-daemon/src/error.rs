@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
+use stampede_oci::api::RangeError;
 use stampede_oci::Digest;
 
 /// Who caused an error; decides the log level and the metric label.
@@ -320,6 +321,17 @@ impl ErrorReply {
             "errors": [{ "code": self.code, "message": self.message }]
         });
         Bytes::from(body.to_string())
+    }
+}
+
+impl From<RangeError> for Error {
+    fn from(e: RangeError) -> Self {
+        Self::RangeNotSatisfiable {
+            len_bytes: match e {
+                RangeError::Malformed => None,
+                RangeError::Unsatisfiable { len_bytes } => Some(len_bytes),
+            },
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //!   validated into per-component configs.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; builds the daemon.
 //! - [`write_deadline`]: client connections whose writes give up when the client stops reading.
-//! - [`route`]: method + path + query parsed into a [`route::Route`]; pure.
+//! - [`route`]: method + path + query parsed into a [`route::Route`]; pure. The pull API's
+//!   grammar and the `Range` header are `stampede_oci::api`'s.
 //! - [`handler`]: dispatch; the only place that combines store, flights, manifests, upstreams.
 //! - [`access`]: caller checks (off by default): the caller's own credentials tried upstream
 //!   before private content is served.
@@ -20,7 +21,6 @@
 //! - [`passthrough`]: misses streamed from upstream without storing, while the store is full.
 //! - [`manifests`]: manifests by digest (kept) and tags (TTL, coalesced, stale on outage).
 //! - [`upstream`]: which registry a request means, and the calls to it.
-//! - [`range`]: the `Range` header.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`error`]: errors, their HTTP status and OCI code, in one place.
 //!
@@ -47,7 +47,6 @@ pub mod handler;
 pub mod manifests;
 pub mod metrics;
 pub mod passthrough;
-pub mod range;
 pub mod route;
 pub mod server;
 pub mod store;

@@ -77,7 +77,7 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
     };
     let admin = settings.config.server.admin_listen;
     let root = settings.config.store.root.clone();
-    if !root.join("blobs").is_dir() {
+    if !root.join(stampede_oci::layout::BLOBS_DIR).is_dir() {
         return Err(ToolError::Refused(format!(
             "no cache-daemon store at {} (give --root or --config, or --admin for a running daemon)",
             root.display()
@@ -319,7 +319,7 @@ pub fn inventory_table(items: &[InventoryItem]) -> String {
             .collect();
         rows.push([
             i.digest.to_string().chars().take(19).collect(),
-            bytesize::ByteSize(i.size_bytes).to_string(),
+            stampede_oci::ByteSize(i.size_bytes).human(),
             i.media_type.clone().unwrap_or_else(|| "-".into()),
             humantime::format_rfc3339_seconds(crate::store::state::from_unix_secs(i.last_access))
                 .to_string(),

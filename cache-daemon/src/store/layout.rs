@@ -39,7 +39,7 @@ impl Layout {
 
     /// Directory of committed blobs.
     pub fn blobs_dir(&self) -> PathBuf {
-        self.root.join("blobs").join("sha256")
+        stampede_oci::layout::blobs_dir(&self.root, "sha256")
     }
 
     /// Directory of blob metadata.
