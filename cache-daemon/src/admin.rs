@@ -8,6 +8,7 @@
 //!
 //! | method and path | query | does |
 //! | --- | --- | --- |
+//! | `GET /admin/store` | | which store this daemon serves: its id (`<root>/store-id`) and canonical root |
 //! | `GET /admin/blobs` | | the inventory, least recently used first |
 //! | `GET /admin/pins` | | the pins |
 //! | `POST /admin/pins` | `target`, `platform` | pin an image (fetching it first) or a digest |
@@ -313,6 +314,7 @@ impl App {
         let result: Result<Bytes, ErrorReply> = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => Ok(Bytes::from_static(b"\"ok\"")),
             (&Method::GET, "/metrics") => return self.handle(req).await,
+            (&Method::GET, "/admin/store") => json(self.store.identity()),
             (&Method::GET, "/admin/blobs") => json(&self.store.inventory()),
             (&Method::GET, "/admin/pins") => json(&self.store.pins()),
             (&Method::POST, "/admin/pins") => match param("target") {

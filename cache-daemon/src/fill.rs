@@ -167,8 +167,16 @@ async fn fetch(
     match outcome {
         Ok(written) => {
             let temp2 = temp.clone();
+            // Provenance is recorded with the commit, whatever the settings: `ls` shows where a
+            // blob came from, and caller checks (on now or after a restart) know that this
+            // repository of this upstream holds it, without a hit having to record it first.
+            let seen_as = format!("{}/{repo}", endpoint.authority());
             let committed = tokio::task::spawn_blocking(move || {
-                store.commit(&digest, &temp2, written, &BlobMeta::default())
+                store
+                    .commit(&digest, &temp2, written, &BlobMeta::default())
+                    .map(|()| {
+                        store.lookup(&digest, Some(&seen_as));
+                    })
             })
             .await
             .map_err(|_| FillFailure::Local)?;

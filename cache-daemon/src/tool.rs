@@ -1,8 +1,12 @@
 //! The operator tools (`ls`, `pin`, `unpin`, `prefetch`, `gc`, `verify`) as commands: each
 //! talks to the running daemon's admin endpoint, or, when no daemon holds the store, opens the
 //! stopped store itself and runs the same operation in-process (`admin.rs` has the operations).
-//! Which one is decided by the store lock, so the two never touch a store at once.
+//! Which one is decided by the store lock, so the two never touch a store at once. Before acting
+//! on a running daemon for a store named by `--root` or `--config`, the tool asks the daemon
+//! which store it serves (`GET /admin/store`) and refuses when it is another one: the address
+//! it found may belong to another daemon (the default admin address, say).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -19,6 +23,7 @@ use crate::cli::{parse_bytes, parse_pin_target, Command, ServeArgs, StoreArgs};
 use crate::handler::App;
 use crate::server::{build, StartError};
 use crate::store::state::Pin;
+use crate::store::identity::{self, StoreIdentity};
 use crate::store::{InventoryItem, OpenError, VerifyReport};
 
 /// Why a tool command failed.
@@ -38,6 +43,24 @@ pub enum ToolError {
         /// What went wrong.
         message: String,
     },
+    /// The daemon on the admin endpoint serves another store than the one named.
+    #[error(
+        "the daemon on the admin endpoint {url} serves the store {} (id {serves_id}), not {} (id {wanted_id}); \
+         nothing was done: give --admin with the admin address of the daemon that holds {}, or --config with its config file",
+        serves.display(), wanted.display(), wanted.display()
+    )]
+    WrongStore {
+        /// The admin URL asked.
+        url: String,
+        /// The store root that daemon serves.
+        serves: PathBuf,
+        /// Its id.
+        serves_id: String,
+        /// The store root named (`--root`, `--config`).
+        wanted: PathBuf,
+        /// Its id, or "none yet".
+        wanted_id: String,
+    },
     /// The daemon (or the offline operation) refused.
     #[error("{0}")]
     Refused(String),
@@ -52,13 +75,51 @@ macro_rules! say {
 }
 
 enum Mode {
-    Online(String),
+    Online(Admin),
     Offline(Arc<App>),
+}
+
+/// A running daemon's admin endpoint, and how the tool came to it (for the hint when nothing
+/// answers there).
+struct Admin {
+    url: String,
+    /// Where the address came from: `--admin`, or the config (the store was locked).
+    source: AdminSource,
+}
+
+enum AdminSource {
+    /// `--admin`.
+    Flag,
+    /// The configured (or default) `admin_listen` of the daemon holding `root`.
+    Config { root: PathBuf, config: Option<PathBuf> },
+}
+
+/// The store root the arguments name: `--root`, else the config file's `root`, else the default.
+fn store_root(args: &StoreArgs) -> Result<PathBuf, ToolError> {
+    if let Some(root) = &args.root {
+        return Ok(root.clone());
+    }
+    let file = match &args.config {
+        Some(path) => crate::config_file::FileConfig::load(path)
+            .map_err(|e| ToolError::Config(e.into()))?,
+        None => crate::config_file::FileConfig::default(),
+    };
+    Ok(file
+        .root
+        .unwrap_or_else(|| PathBuf::from(crate::cli::DEFAULT_ROOT)))
 }
 
 async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
     if let Some(url) = &args.admin {
-        return Ok(Mode::Online(url.trim_end_matches('/').to_owned()));
+        let admin = Admin {
+            url: url.trim_end_matches('/').to_owned(),
+            source: AdminSource::Flag,
+        };
+        // A store named as well: the daemon must prove it serves that one.
+        if args.root.is_some() || args.config.is_some() {
+            confirm_store(&admin, &store_root(args)?).await?;
+        }
+        return Ok(Mode::Online(admin));
     }
     let serve = ServeArgs {
         config: args.config.clone(),
@@ -89,7 +150,18 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
             source: OpenError::Locked { .. },
             ..
         }) => match admin {
-            Some(a) => Ok(Mode::Online(format!("http://{a}"))),
+            Some(a) => {
+                let admin = Admin {
+                    url: format!("http://{a}"),
+                    source: AdminSource::Config {
+                        root: root.clone(),
+                        config: args.config.clone(),
+                    },
+                };
+                // The configured address may be another daemon's (the default one, say).
+                confirm_store(&admin, &root).await?;
+                Ok(Mode::Online(admin))
+            }
             None => Err(ToolError::Refused(
                 "a daemon holds the store and its admin endpoint is off; stop it or enable admin_listen".into(),
             )),
@@ -98,11 +170,48 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
     }
 }
 
+/// Asks the daemon behind `admin` which store it serves, and refuses unless it is `root`.
+async fn confirm_store(admin: &Admin, root: &Path) -> Result<(), ToolError> {
+    let theirs: StoreIdentity = match call(admin, Method::GET, "/admin/store").await {
+        Ok(identity) => identity,
+        Err(ToolError::Refused(message)) => {
+            return Err(ToolError::Refused(format!(
+                "the daemon on the admin endpoint {} does not say which store it serves ({message});                  it may be an older cache-daemon, so nothing was done to {}",
+                admin.url,
+                root.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    let wanted_root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    let wanted_id = identity::read_id(root).map_err(|e| {
+        ToolError::Refused(format!(
+            "read the store id {}: {e}",
+            root.join("store-id").display()
+        ))
+    })?;
+    let same = match &wanted_id {
+        Some(id) => *id == theirs.id,
+        None => wanted_root == theirs.root,
+    };
+    if same {
+        return Ok(());
+    }
+    Err(ToolError::WrongStore {
+        url: admin.url.clone(),
+        serves: theirs.root,
+        serves_id: theirs.id,
+        wanted: wanted_root,
+        wanted_id: wanted_id.unwrap_or_else(|| "none yet".to_owned()),
+    })
+}
+
 async fn call<T: serde::de::DeserializeOwned>(
-    base: &str,
+    admin: &Admin,
     method: Method,
     path_and_query: &str,
 ) -> Result<T, ToolError> {
+    let base = admin.url.as_str();
     let url = format!("{base}{path_and_query}");
     let admin_err = |message: String| ToolError::Admin {
         url: base.to_owned(),
@@ -114,10 +223,13 @@ async fn call<T: serde::de::DeserializeOwned>(
         .uri(&url)
         .body(Empty::new())
         .map_err(|e| admin_err(e.to_string()))?;
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| admin_err(format!("{e}")))?;
+    let resp = client.request(req).await.map_err(|e| {
+        if e.is_connect() {
+            unreachable_admin(admin, &e)
+        } else {
+            admin_err(stampede_oci::error_chain(&e))
+        }
+    })?;
     let status = resp.status();
     let body = resp
         .into_body()
@@ -135,6 +247,32 @@ async fn call<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| admin_err(format!("unexpected answer: {e}")))
 }
 
+/// Nothing listens on the admin address: say where the address came from and how to give the
+/// right one.
+fn unreachable_admin(admin: &Admin, e: &dyn std::error::Error) -> ToolError {
+    let reason = stampede_oci::error_chain(e);
+    let hint = match &admin.source {
+        AdminSource::Flag => {
+            "check --admin: it takes the daemon's admin_listen address, e.g. http://127.0.0.1:5051"
+                .to_owned()
+        }
+        AdminSource::Config { root, config } => format!(
+            "a daemon holds the store {} but does not answer on {}, the admin_listen {}; \
+             give --admin http://<its admin_listen>, or --config <its config file>",
+            root.display(),
+            admin.url,
+            match config {
+                Some(path) => format!("in {}", path.display()),
+                None => "default (no --config given)".to_owned(),
+            }
+        ),
+    };
+    ToolError::Admin {
+        url: admin.url.clone(),
+        message: format!("no daemon answers ({reason}); {hint}"),
+    }
+}
+
 fn q(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
@@ -148,7 +286,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         Command::Serve(_) => unreachable!("serve is not a tool"),
         Command::Ls(a) => {
             let items: Vec<InventoryItem> = match mode(&a.store).await? {
-                Mode::Online(url) => call(&url, Method::GET, "/admin/blobs").await?,
+                Mode::Online(admin) => call(&admin, Method::GET, "/admin/blobs").await?,
                 Mode::Offline(app) => app.store.inventory(),
             };
             if a.json {
@@ -164,12 +302,12 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         Command::Pin(a) => {
             let request = parse_pin_target(&a.target, a.platform.as_deref())?;
             let pin: Pin = match mode(&a.store).await? {
-                Mode::Online(url) => {
+                Mode::Online(admin) => {
                     let mut path = format!("/admin/pins?target={}", q(&a.target));
                     if let Some(p) = &a.platform {
                         path.push_str(&format!("&platform={}", q(p)));
                     }
-                    call(&url, Method::POST, &path).await?
+                    call(&admin, Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::pin(&app, &request)
                     .await
@@ -180,9 +318,9 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         }
         Command::Unpin(a) => {
             let removed = match mode(&a.store).await? {
-                Mode::Online(url) => {
+                Mode::Online(admin) => {
                     let v: serde_json::Value = call(
-                        &url,
+                        &admin,
                         Method::DELETE,
                         &format!("/admin/pins?target={}", q(&a.target)),
                     )
@@ -214,12 +352,12 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 })
                 .transpose()?;
             let report: PrefetchReport = match mode(&a.store).await? {
-                Mode::Online(url) => {
+                Mode::Online(admin) => {
                     let mut path = format!("/admin/prefetch?image={}", q(&a.image));
                     if let Some(p) = &a.platform {
                         path.push_str(&format!("&platform={}", q(p)));
                     }
-                    call(&url, Method::POST, &path).await?
+                    call(&admin, Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::prefetch(&app, &image, platform.as_ref())
                     .await
@@ -242,12 +380,12 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 .map(|b| parse_bytes("--target-bytes", b))
                 .transpose()?;
             let report: GcReport = match mode(&a.store).await? {
-                Mode::Online(url) => {
+                Mode::Online(admin) => {
                     let mut path = format!("/admin/gc?dry_run={}", a.dry_run);
                     if let Some(t) = target {
                         path.push_str(&format!("&target_bytes={t}"));
                     }
-                    call(&url, Method::POST, &path).await?
+                    call(&admin, Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::gc(&app, target, a.dry_run).await,
             };
@@ -268,7 +406,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         }
         Command::Verify(a) => {
             let report: VerifyReport = match mode(&a.store).await? {
-                Mode::Online(url) => call(&url, Method::POST, "/admin/verify").await?,
+                Mode::Online(admin) => call(&admin, Method::POST, "/admin/verify").await?,
                 Mode::Offline(app) => {
                     let store = app.store.clone();
                     tokio::task::spawn_blocking(move || store.verify())

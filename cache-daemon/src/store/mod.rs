@@ -20,6 +20,7 @@
 //!
 //! # Layout
 //! - `health`: full or not, write errors counted.
+//! - `identity`: the store's id and canonical root, reported to operator tools.
 //! - `layout`: paths.
 //! - `index`: in-memory bookkeeping (size, media type, recency, pins) and victim choice.
 //! - `page_cache`: opens and reads that succeed only without waiting on the disk.
@@ -27,6 +28,7 @@
 //! - `state`: recency, repositories, tags and pins saved across restarts.
 
 pub mod health;
+pub mod identity;
 pub mod index;
 pub mod layout;
 pub mod page_cache;
@@ -161,6 +163,8 @@ pub struct BlobStore {
     verify_on_read: bool,
     /// `verify_on_read` rechecks running and files remembered as verified.
     read_checks: Arc<ReadChecks>,
+    /// Which store this is (`identity.rs`).
+    identity: identity::StoreIdentity,
     /// Exclusive lock on `<root>/lock`, held for the store's lifetime.
     _lock: File,
 }
@@ -202,6 +206,8 @@ impl BlobStore {
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| annotate(e, "create", &dir))?;
         }
+        let identity = identity::ensure(&layout)
+            .map_err(|e| annotate(e, "identify store", &layout.store_id_path()))?;
         let mut recovery = Recovery::default();
         for entry in read_dir(&layout.tmp_dir())? {
             let path = entry.path();
@@ -274,6 +280,7 @@ impl BlobStore {
                 health: Health::default(),
                 verify_on_read: config.verify_on_read,
                 read_checks: Arc::default(),
+                identity,
                 _lock: lock,
             },
             recovery,
@@ -282,6 +289,11 @@ impl BlobStore {
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().expect("store index mutex poisoned")
+    }
+
+    /// Which store this is: its id and canonical root.
+    pub fn identity(&self) -> &identity::StoreIdentity {
+        &self.identity
     }
 
     /// Size and media type of a committed blob, marking it used now under `repo` (if given).
