@@ -43,6 +43,10 @@ use crate::store::state::{unix_secs, Pin};
 pub struct PrefetchReport {
     /// The image as asked for.
     pub image: String,
+    /// The upstream it came from (`scheme://host[:port]`): the configured default upstream for
+    /// a reference that names no registry, whatever Docker's normalisation (`docker.io`) says.
+    #[serde(default)]
+    pub upstream: String,
     /// Manifests (and indexes) resolved.
     pub manifests: Vec<Digest>,
     /// Blobs (configs and layers) the image needs.
@@ -89,6 +93,7 @@ pub async fn prefetch(
     let (endpoint, repo, reference, label) = locate(app, image)?;
     let mut report = PrefetchReport {
         image: image.to_string(),
+        upstream: endpoint.base_url(),
         ..PrefetchReport::default()
     };
     let top = app

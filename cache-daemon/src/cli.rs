@@ -935,7 +935,11 @@ platform = "linux/arm64"
         let c = parse(&["--registry", "docker.io=https://registry-1.docker.io"]).unwrap();
         let warnings = c.upstream.warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("no default upstream"), "{}", warnings[0]);
+        assert!(
+            warnings[0].contains("no default upstream"),
+            "{}",
+            warnings[0]
+        );
         assert!(warnings[0].contains("docker.io"), "{}", warnings[0]);
         let c = parse(&["--upstream", "http://x", "--registry", "docker.io=http://y"]).unwrap();
         assert!(c.upstream.warnings().is_empty());

@@ -323,7 +323,11 @@ platform = "linux/amd64"
     #[test]
     fn a_url_without_a_scheme_is_refused_with_its_key_line_and_fix() {
         let cases = [
-            ("root = \"/r\"\nupstream = \"127.0.0.1:15000\"\n", 2, "upstream"),
+            (
+                "root = \"/r\"\nupstream = \"127.0.0.1:15000\"\n",
+                2,
+                "upstream",
+            ),
             (
                 "[registries.\"r.example\"]\nusername = \"u\"\nurl = \"127.0.0.1:15000\"\n",
                 3,

@@ -433,7 +433,18 @@ impl Transfer<'_> {
             StatusCode::PARTIAL_CONTENT => {
                 let range = content_range(resp);
                 if !continues(range, offset, total_bytes) {
-                    tracing::warn!(%digest, %upstream, offset_bytes = offset, ?range, ?total_bytes, "upstream answered a resume with a range that does not continue the blob; giving up");
+                    // As the header would read (`bytes first-last/complete`), not Rust Debug.
+                    let got = range.map_or_else(
+                        || "no usable Content-Range".to_owned(),
+                        |r| {
+                            let complete =
+                                r.complete_bytes.map_or("*".to_owned(), |n| n.to_string());
+                            format!("bytes {}-{}/{complete}", r.first_bytes, r.last_bytes)
+                        },
+                    );
+                    let expected_bytes =
+                        total_bytes.map_or("unknown".to_owned(), |n| n.to_string());
+                    tracing::warn!(%digest, %upstream, offset_bytes = offset, content_range = %got, total_bytes = %expected_bytes, "upstream answered a resume with a range that does not continue the blob; giving up");
                     return Err(broke);
                 }
                 self.ctx.metrics.fill_resumed(Resume::Range);

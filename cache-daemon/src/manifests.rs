@@ -24,7 +24,8 @@ use http::{Method, StatusCode};
 
 use stampede_oci::client::{read_body_limited, BodyError};
 use stampede_oci::manifest::{
-    essence, is_manifest_type, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
+    essence, is_manifest_type, is_schema1, DOCKER_MANIFEST_V1_SIGNED, MAX_MANIFEST_BYTES,
+    OCI_INDEX, OCI_MANIFEST,
 };
 use stampede_oci::{Digest, Endpoint, Manifest, Reference, RepoName};
 
@@ -359,13 +360,12 @@ impl Manifests {
                 Error::ManifestUnknown(reference.to_string()),
             ));
         }
-        let declared_type = resp
+        let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(essence)
-            .filter(|t| is_manifest_type(t))
-            .map(str::to_owned);
+            .map(|t| essence(t).to_owned());
+        let declared_type = content_type.clone().filter(|t| is_manifest_type(t));
         let declared_digest = resp
             .headers()
             .get("docker-content-digest")
@@ -380,6 +380,16 @@ impl Manifests {
                     source,
                 },
             })?;
+        // Schema 1: its digest is over the payload without the JWS signatures, so the bytes
+        // never match it; say what it is instead of blaming the upstream for a mismatch.
+        if is_schema1(content_type.as_deref(), &bytes) {
+            tracing::info!(%repo, %reference, upstream = %endpoint.base_url(), "manifest is Docker schema 1; refused as unsupported");
+            return Err(Error::ManifestSchema1 {
+                repo: format!("{}/{repo}", endpoint.authority()),
+                reference: reference.to_string(),
+                media_type: content_type.unwrap_or_else(|| DOCKER_MANIFEST_V1_SIGNED.to_owned()),
+            });
+        }
         let digest = Digest::of(&bytes);
         let expected = match reference {
             Reference::Digest(d) => Some(d),

@@ -22,8 +22,8 @@ use crate::admin::{self, GcReport, PrefetchReport};
 use crate::cli::{parse_bytes, parse_pin_target, Command, ServeArgs, StoreArgs};
 use crate::handler::App;
 use crate::server::{build, StartError};
-use crate::store::state::Pin;
 use crate::store::identity::{self, StoreIdentity};
+use crate::store::state::Pin;
 use crate::store::{InventoryItem, OpenError, VerifyReport};
 
 /// Why a tool command failed.
@@ -91,7 +91,10 @@ enum AdminSource {
     /// `--admin`.
     Flag,
     /// The configured (or default) `admin_listen` of the daemon holding `root`.
-    Config { root: PathBuf, config: Option<PathBuf> },
+    Config {
+        root: PathBuf,
+        config: Option<PathBuf>,
+    },
 }
 
 /// The store root the arguments name: `--root`, else the config file's `root`, else the default.
@@ -100,8 +103,9 @@ fn store_root(args: &StoreArgs) -> Result<PathBuf, ToolError> {
         return Ok(root.clone());
     }
     let file = match &args.config {
-        Some(path) => crate::config_file::FileConfig::load(path)
-            .map_err(|e| ToolError::Config(e.into()))?,
+        Some(path) => {
+            crate::config_file::FileConfig::load(path).map_err(|e| ToolError::Config(e.into()))?
+        }
         None => crate::config_file::FileConfig::default(),
     };
     Ok(file
@@ -313,7 +317,11 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     .await
                     .map_err(|e| ToolError::Refused(e.message))?,
             };
-            say!("pinned {} ({} digests)", pin.target, pin.digests.len());
+            say!(
+                "pinned {} ({})",
+                pin.target,
+                count(pin.digests.len(), "digest", "digests")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Unpin(a) => {
@@ -336,7 +344,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 eprintln!("cache-daemon: no pin with target {}", a.target);
                 return Ok(ExitCode::from(1));
             }
-            say!("unpinned {} ({removed} pins)", a.target);
+            say!("unpinned {} ({})", a.target, count(removed, "pin", "pins"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Prefetch(a) => {
@@ -363,13 +371,16 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     .await
                     .map_err(|e| ToolError::Refused(e.message))?,
             };
+            // The image as the operator wrote it, and the upstream it really came from (Docker's
+            // normalisation would call `demo/app` `docker.io/demo/app` whatever is configured).
             say!(
-                "prefetched {}: {} manifests, {} blobs, {} fetched now ({} bytes)",
-                report.image,
-                report.manifests.len(),
-                report.blobs,
+                "prefetched {} from {}: {}, {}, {} fetched now ({})",
+                a.image,
+                report.upstream,
+                count(report.manifests.len(), "manifest", "manifests"),
+                count(report.blobs, "blob", "blobs"),
                 report.fetched,
-                report.fetched_bytes
+                count_u64(report.fetched_bytes, "byte", "bytes")
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -398,9 +409,9 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 say!("{verb} {d}");
             }
             say!(
-                "{verb} {} blobs, {} bytes",
-                report.victims.len(),
-                report.bytes
+                "{verb} {}, {}",
+                count(report.victims.len(), "blob", "blobs"),
+                count_u64(report.bytes, "byte", "bytes")
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -420,12 +431,16 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
             for d in &report.unreadable {
                 say!("unreadable {d}: forgotten");
             }
+            for d in &report.held_in_quarantine {
+                say!("still in quarantine {d}: found corrupt earlier, not served (remove it from the store's quarantine/ directory once looked at)");
+            }
             say!(
-                "verified {} blobs ({} bytes): {} quarantined, {} unreadable",
-                report.checked,
-                report.bytes,
+                "verified {} ({}): {} quarantined now, {} unreadable, {} in quarantine from before",
+                count(report.checked, "blob", "blobs"),
+                count_u64(report.bytes, "byte", "bytes"),
                 report.quarantined.len(),
-                report.unreadable.len()
+                report.unreadable.len(),
+                report.held_in_quarantine.len()
             );
             Ok(
                 if report.quarantined.is_empty() && report.unreadable.is_empty() {
@@ -436,6 +451,15 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
             )
         }
     }
+}
+
+/// `1 blob`, `2 blobs`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    count_u64(n as u64, one, many)
+}
+
+fn count_u64(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The inventory as an aligned text table.

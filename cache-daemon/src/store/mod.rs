@@ -129,6 +129,11 @@ pub struct VerifyReport {
     pub quarantined: Vec<Digest>,
     /// Blobs that vanished or could not be read.
     pub unreadable: Vec<Digest>,
+    /// Blobs quarantined before this pass (by an earlier `verify` or by `verify_on_read`) and
+    /// still in `quarantine/`: not served, not counted in `checked`, listed so that a clean
+    /// pass does not hide them.
+    #[serde(default)]
+    pub held_in_quarantine: Vec<Digest>,
 }
 
 /// Why the store could not be opened.
@@ -691,6 +696,7 @@ impl BlobStore {
                 }
                 Ok(false) => {
                     report.checked += 1;
+                    report.bytes += size;
                     self.quarantine(&digest);
                     report.quarantined.push(digest);
                 }
@@ -704,6 +710,18 @@ impl BlobStore {
         if !report.quarantined.is_empty() || !report.unreadable.is_empty() {
             self.health.room_made("verify removed blobs");
         }
+        let mut earlier: Vec<Digest> = std::fs::read_dir(self.layout.quarantine_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let hex = e.file_name().into_string().ok()?;
+                Digest::parse(&format!("sha256:{hex}")).ok()
+            })
+            .filter(|d| !report.quarantined.contains(d))
+            .collect();
+        earlier.sort();
+        report.held_in_quarantine = earlier;
         report
     }
 
