@@ -58,7 +58,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
     tracing::info!(
         listen = %listeners.mirror.local_addr()?,
-        admin,
+        %admin,
         "cache-daemon serving"
     );
     cache_daemon::server::run(app, server, listeners, shutdown_signal()).await;

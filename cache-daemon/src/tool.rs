@@ -261,13 +261,13 @@ fn unreachable_admin(admin: &Admin, e: &dyn std::error::Error) -> ToolError {
                 .to_owned()
         }
         AdminSource::Config { root, config } => format!(
-            "a daemon holds the store {} but does not answer on {}, the admin_listen {}; \
+            "a daemon holds the store {} but does not answer on {}, {}; \
              give --admin http://<its admin_listen>, or --config <its config file>",
             root.display(),
             admin.url,
             match config {
-                Some(path) => format!("in {}", path.display()),
-                None => "default (no --config given)".to_owned(),
+                Some(path) => format!("the admin_listen set in {}", path.display()),
+                None => "the default admin_listen (no --config given)".to_owned(),
             }
         ),
     };
