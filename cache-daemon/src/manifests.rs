@@ -74,6 +74,10 @@ pub struct Manifests {
     tag_ttl: Duration,
     /// std `Mutex`es: held only to read or update a map entry, never across `.await`.
     tags: Mutex<HashMap<TagKey, TagEntry>>,
+    /// What each tag (`registry/repo:tag`) named when the daemon started, from the store's
+    /// records: a tag not yet resolved since then is revalidated against it (a `HEAD`), without
+    /// scanning the store on the request path.
+    tags_at_start: HashMap<String, Digest>,
     in_flight: Mutex<HashMap<FetchKey, Shared<BoxFuture<'static, FetchResult>>>>,
 }
 
@@ -86,7 +90,8 @@ impl std::fmt::Debug for Manifests {
 }
 
 impl Manifests {
-    /// A manifest cache over `store`, resolving tags for `tag_ttl`.
+    /// A manifest cache over `store`, resolving tags for `tag_ttl`; reads the store's tag records
+    /// once (in memory, no I/O).
     pub fn new(
         store: Arc<BlobStore>,
         upstreams: Arc<Upstreams>,
@@ -94,6 +99,7 @@ impl Manifests {
         tag_ttl: Duration,
     ) -> Self {
         Self {
+            tags_at_start: store.tags_held(),
             store,
             upstreams,
             metrics,
@@ -157,12 +163,12 @@ impl Manifests {
                         }
                     }
                 }
-                // The digest this tag last named (in memory, else as the store recorded it, which
-                // survives restarts): revalidated with a HEAD while the store holds it.
+                // The digest this tag last named (in memory, else as the store recorded it before
+                // the start): revalidated with a HEAD while the store holds it.
                 let last = known
                     .as_ref()
                     .map(|e| e.digest.clone())
-                    .or_else(|| self.store.find_tag(&format!("{label}:{tag}")))
+                    .or_else(|| self.tags_at_start.get(&format!("{label}:{tag}")).cloned())
                     .filter(|d| self.store.contains(d));
                 let (fetched, outcome) = self.fetch(endpoint, repo, reference, last).await;
                 match fetched {

@@ -323,6 +323,20 @@ impl BlobStore {
         found
     }
 
+    /// Every recorded tag (`registry/repo:tag`) and the most recently used committed manifest it
+    /// resolved to. A scan: call once, at start.
+    pub fn tags_held(&self) -> std::collections::HashMap<String, Digest> {
+        let index = self.index();
+        let mut held = std::collections::HashMap::new();
+        // Least recently used first, so the most recent use of a tag wins.
+        for (digest, entry) in index.iter_lru() {
+            for tag in &entry.tags {
+                held.insert(tag.clone(), digest.clone());
+            }
+        }
+        held
+    }
+
     /// Whether a committed blob was ever requested under `repo` (`registry/repository`); does
     /// not change recency.
     pub fn seen_under(&self, digest: &Digest, repo: &str) -> bool {
