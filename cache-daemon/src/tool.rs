@@ -6,23 +6,19 @@
 //! which store it serves (`GET /admin/store`) and refuses when it is another one: the address
 //! it found may belong to another daemon (the default admin address, say).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::Method;
 
 use stampede_oci::{ImageRef, Platform};
 
 use crate::admin::{self, GcReport, PrefetchReport};
+use crate::admin_client::AdminClient;
 use crate::cli::{parse_bytes, parse_pin_target, Command, ServeArgs, StoreArgs};
 use crate::handler::App;
 use crate::server::{build, StartError};
-use crate::store::identity::{self, StoreIdentity};
 use crate::store::state::Pin;
 use crate::store::{InventoryItem, OpenError, VerifyReport};
 
@@ -75,26 +71,8 @@ macro_rules! say {
 }
 
 enum Mode {
-    Online(Admin),
+    Online(AdminClient),
     Offline(Arc<App>),
-}
-
-/// A running daemon's admin endpoint, and how the tool came to it (for the hint when nothing
-/// answers there).
-struct Admin {
-    url: String,
-    /// Where the address came from: `--admin`, or the config (the store was locked).
-    source: AdminSource,
-}
-
-enum AdminSource {
-    /// `--admin`.
-    Flag,
-    /// The configured (or default) `admin_listen` of the daemon holding `root`.
-    Config {
-        root: PathBuf,
-        config: Option<PathBuf>,
-    },
 }
 
 /// The store root the arguments name: `--root`, else the config file's `root`, else the default.
@@ -115,13 +93,10 @@ fn store_root(args: &StoreArgs) -> Result<PathBuf, ToolError> {
 
 async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
     if let Some(url) = &args.admin {
-        let admin = Admin {
-            url: url.trim_end_matches('/').to_owned(),
-            source: AdminSource::Flag,
-        };
+        let admin = AdminClient::from_flag(url);
         // A store named as well: the daemon must prove it serves that one.
         if args.root.is_some() || args.config.is_some() {
-            confirm_store(&admin, &store_root(args)?).await?;
+            admin.confirm_store(&store_root(args)?).await?;
         }
         return Ok(Mode::Online(admin));
     }
@@ -155,15 +130,9 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
             ..
         }) => match admin {
             Some(a) => {
-                let admin = Admin {
-                    url: format!("http://{a}"),
-                    source: AdminSource::Config {
-                        root: root.clone(),
-                        config: args.config.clone(),
-                    },
-                };
+                let admin = AdminClient::from_config(a, &root, args.config.as_deref());
                 // The configured address may be another daemon's (the default one, say).
-                confirm_store(&admin, &root).await?;
+                admin.confirm_store(&root).await?;
                 Ok(Mode::Online(admin))
             }
             None => Err(ToolError::Refused(
@@ -171,109 +140,6 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
             )),
         },
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Asks the daemon behind `admin` which store it serves, and refuses unless it is `root`.
-async fn confirm_store(admin: &Admin, root: &Path) -> Result<(), ToolError> {
-    let theirs: StoreIdentity = match call(admin, Method::GET, "/admin/store").await {
-        Ok(identity) => identity,
-        Err(ToolError::Refused(message)) => {
-            return Err(ToolError::Refused(format!(
-                "the daemon on the admin endpoint {} does not say which store it serves ({message});                  it may be an older cache-daemon, so nothing was done to {}",
-                admin.url,
-                root.display()
-            )))
-        }
-        Err(e) => return Err(e),
-    };
-    let wanted_root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
-    let wanted_id = identity::read_id(root).map_err(|e| {
-        ToolError::Refused(format!(
-            "read the store id {}: {e}",
-            root.join("store-id").display()
-        ))
-    })?;
-    let same = match &wanted_id {
-        Some(id) => *id == theirs.id,
-        None => wanted_root == theirs.root,
-    };
-    if same {
-        return Ok(());
-    }
-    Err(ToolError::WrongStore {
-        url: admin.url.clone(),
-        serves: theirs.root,
-        serves_id: theirs.id,
-        wanted: wanted_root,
-        wanted_id: wanted_id.unwrap_or_else(|| "none yet".to_owned()),
-    })
-}
-
-async fn call<T: serde::de::DeserializeOwned>(
-    admin: &Admin,
-    method: Method,
-    path_and_query: &str,
-) -> Result<T, ToolError> {
-    let base = admin.url.as_str();
-    let url = format!("{base}{path_and_query}");
-    let admin_err = |message: String| ToolError::Admin {
-        url: base.to_owned(),
-        message,
-    };
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::builder()
-        .method(method)
-        .uri(&url)
-        .body(Empty::new())
-        .map_err(|e| admin_err(e.to_string()))?;
-    let resp = client.request(req).await.map_err(|e| {
-        if e.is_connect() {
-            unreachable_admin(admin, &e)
-        } else {
-            admin_err(stampede_oci::error_chain(&e))
-        }
-    })?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| admin_err(e.to_string()))?
-        .to_bytes();
-    if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(ToolError::Refused(format!("{status}: {message}")));
-    }
-    serde_json::from_slice(&body).map_err(|e| admin_err(format!("unexpected answer: {e}")))
-}
-
-/// Nothing listens on the admin address: say where the address came from and how to give the
-/// right one.
-fn unreachable_admin(admin: &Admin, e: &dyn std::error::Error) -> ToolError {
-    let reason = stampede_oci::error_chain(e);
-    let hint = match &admin.source {
-        AdminSource::Flag => {
-            "check --admin: it takes the daemon's admin_listen address, e.g. http://127.0.0.1:5051"
-                .to_owned()
-        }
-        AdminSource::Config { root, config } => format!(
-            "a daemon holds the store {} but does not answer on {}, {}; \
-             give --admin http://<its admin_listen>, or --config <its config file>",
-            root.display(),
-            admin.url,
-            match config {
-                Some(path) => format!("the admin_listen set in {}", path.display()),
-                None => "the default admin_listen (no --config given)".to_owned(),
-            }
-        ),
-    };
-    ToolError::Admin {
-        url: admin.url.clone(),
-        message: format!("no daemon answers ({reason}); {hint}"),
     }
 }
 
@@ -290,7 +156,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         Command::Serve(_) => unreachable!("serve is not a tool"),
         Command::Ls(a) => {
             let items: Vec<InventoryItem> = match mode(&a.store).await? {
-                Mode::Online(admin) => call(&admin, Method::GET, "/admin/blobs").await?,
+                Mode::Online(admin) => admin.call(Method::GET, "/admin/blobs").await?,
                 Mode::Offline(app) => app.store.inventory(),
             };
             if a.json {
@@ -311,7 +177,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     if let Some(p) = &a.platform {
                         path.push_str(&format!("&platform={}", q(p)));
                     }
-                    call(&admin, Method::POST, &path).await?
+                    admin.call(Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::pin(&app, &request)
                     .await
@@ -327,12 +193,12 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         Command::Unpin(a) => {
             let removed = match mode(&a.store).await? {
                 Mode::Online(admin) => {
-                    let v: serde_json::Value = call(
-                        &admin,
-                        Method::DELETE,
-                        &format!("/admin/pins?target={}", q(&a.target)),
-                    )
-                    .await?;
+                    let v: serde_json::Value = admin
+                        .call(
+                            Method::DELETE,
+                            &format!("/admin/pins?target={}", q(&a.target)),
+                        )
+                        .await?;
                     v["removed"].as_u64().unwrap_or(0) as usize
                 }
                 Mode::Offline(app) => app
@@ -365,7 +231,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     if let Some(p) = &a.platform {
                         path.push_str(&format!("&platform={}", q(p)));
                     }
-                    call(&admin, Method::POST, &path).await?
+                    admin.call(Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::prefetch(&app, &image, platform.as_ref())
                     .await
@@ -396,7 +262,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                     if let Some(t) = target {
                         path.push_str(&format!("&target_bytes={t}"));
                     }
-                    call(&admin, Method::POST, &path).await?
+                    admin.call(Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::gc(&app, target, a.dry_run).await,
             };
@@ -417,7 +283,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         }
         Command::Verify(a) => {
             let report: VerifyReport = match mode(&a.store).await? {
-                Mode::Online(admin) => call(&admin, Method::POST, "/admin/verify").await?,
+                Mode::Online(admin) => admin.call(Method::POST, "/admin/verify").await?,
                 Mode::Offline(app) => {
                     let store = app.store.clone();
                     tokio::task::spawn_blocking(move || store.verify())
