@@ -220,9 +220,10 @@ impl UpstreamConfig {
         let mut warnings = Vec::new();
         if self.default.is_none() {
             let named: Vec<&str> = self.registries.keys().map(String::as_str).collect();
-            let by = match (named.is_empty(), self.allow_any_registry) {
-                (false, _) => format!("only the registries {}", named.join(", ")),
-                (true, _) => "only registries named by ?ns= (allow_any_registry)".to_owned(),
+            let by = if named.is_empty() {
+                "only registries named by ?ns= (allow_any_registry)".to_owned()
+            } else {
+                format!("only the registries {}", named.join(", "))
             };
             warnings.push(format!(
                 "no default upstream: this cache serves {by}; requests that name no registry \

@@ -388,7 +388,7 @@ impl Manifests {
             })?;
         // Schema 1: its digest is over the payload without the JWS signatures, so the bytes
         // never match it; say what it is instead of blaming the upstream for a mismatch.
-        if is_schema1(content_type.as_deref(), &bytes) {
+        if declared_type.is_none() && is_schema1(content_type.as_deref(), &bytes) {
             tracing::info!(%repo, %reference, upstream = %endpoint.base_url(), "manifest is Docker schema 1; refused as unsupported");
             return Err(Error::ManifestSchema1 {
                 repo: format!("{}/{repo}", endpoint.authority()),

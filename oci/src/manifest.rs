@@ -387,6 +387,21 @@ mod tests {
     }
 
     #[test]
+    fn schema1_is_told_by_its_type_or_its_schema_version() {
+        let v1 = br#"{"schemaVersion":1,"name":"a","tag":"b","fsLayers":[]}"#;
+        let v2 = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        assert!(is_schema1(Some(DOCKER_MANIFEST_V1_SIGNED), b"not json"));
+        assert!(is_schema1(
+            Some("application/vnd.docker.distribution.manifest.v1+json; charset=utf-8"),
+            v2
+        ));
+        assert!(is_schema1(Some("application/json"), v1));
+        assert!(is_schema1(None, v1));
+        assert!(!is_schema1(None, v2));
+        assert!(!is_schema1(Some("application/json"), b"{}"));
+    }
+
+    #[test]
     fn docker_schema2_parses_as_image() {
         let m = Manifest::parse(None, docker_manifest().as_bytes()).unwrap();
         let children = m.children().unwrap();
