@@ -11,6 +11,8 @@
 //! - [`write_deadline`]: client connections whose writes give up when the client stops reading.
 //! - [`route`]: method + path + query parsed into a [`route::Route`]; pure. The pull API's
 //!   grammar and the `Range` header are `stampede_oci::api`'s.
+//! - [`tool`] / [`admin_client`]: the operator tools, on a stopped store or through a running
+//!   daemon's admin endpoint (whose daemon must prove it serves the store named).
 //! - [`handler`]: dispatch; the only place that combines store, flights, manifests, upstreams.
 //! - [`access`]: caller checks (off by default): the caller's own credentials tried upstream
 //!   before private content is served.
@@ -36,6 +38,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admin_client;
 pub mod body;
 pub mod cli;
 pub mod config;
