@@ -280,14 +280,14 @@ pub fn diff_table(d: &VariantDiff) -> String {
         format!("pull at {}", d.bandwidth),
         seconds(a.pull_seconds),
         seconds(b.pull_seconds),
-        format!("{:+.2} s", b.pull_seconds - a.pull_seconds),
+        signed_seconds(b.pull_seconds - a.pull_seconds),
     ]);
     if let (Some(ua), Some(ub)) = (a.unpack_seconds, b.unpack_seconds) {
         t.row(vec![
             "unpack".into(),
             seconds(ua),
             seconds(ub),
-            format!("{:+.2} s", ub - ua),
+            signed_seconds(ub - ua),
         ]);
     }
     out.push_str(&t.render());
@@ -337,6 +337,17 @@ fn seconds(s: f64) -> String {
         format!("{s:.2} s")
     } else {
         format!("{s:.0} s")
+    }
+}
+
+/// A difference in seconds to two decimals with its sign; one that rounds to zero reads
+/// `0.00 s`, never `-0.00 s`.
+fn signed_seconds(d: f64) -> String {
+    let rounded = (d * 100.0).round() / 100.0;
+    if rounded == 0.0 {
+        "0.00 s".to_owned()
+    } else {
+        format!("{rounded:+.2} s")
     }
 }
 
@@ -396,5 +407,56 @@ impl Table {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::diff::{Side, Wire};
+    use super::*;
+
+    fn side(pull_seconds: f64, unpack_seconds: f64) -> Side {
+        Side {
+            source: "oci:/tmp/a".to_owned(),
+            digest: format!("sha256:{}", "a".repeat(64)).parse().unwrap(),
+            layers: 1,
+            compressed_bytes: 1_000,
+            uncompressed_bytes: 2_000,
+            files: 3,
+            file_bytes: 1_500,
+            wasted_bytes: 0,
+            pull_bytes: 1_200,
+            pull_seconds,
+            unpack_seconds: Some(unpack_seconds),
+        }
+    }
+
+    #[test]
+    fn a_difference_that_rounds_to_zero_has_no_minus_sign() {
+        let d = VariantDiff {
+            a: side(0.5012, 0.3004),
+            b: side(0.5, 0.3),
+            layers: Vec::new(),
+            wire: Wire {
+                shared_layers: 1,
+                shared_bytes: 1_000,
+                b_after_a_bytes: 0,
+                b_after_a_saved_bytes: 1_000,
+                b_after_a_seconds: 0.0,
+                a_after_b_bytes: 0,
+                pull_bytes_delta: 0,
+                pull_seconds_delta: -0.0012,
+            },
+            bandwidth: "200Mbit".to_owned(),
+        };
+        let text = diff_table(&d);
+        assert!(!text.contains("-0.00"), "{text}");
+        let unpack = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("unpack"))
+            .unwrap();
+        assert!(unpack.trim_end().ends_with("0.00 s"), "{unpack}");
+        assert_eq!(signed_seconds(1.234), "+1.23 s");
+        assert_eq!(signed_seconds(-0.5), "-0.50 s");
     }
 }
