@@ -178,7 +178,7 @@ pub struct RunFacts {
 #[derive(Debug, thiserror::Error)]
 pub enum ResultError {
     /// There is no file at the path given.
-    #[error("result file {path} does not exist")]
+    #[error("read result {path}: the file does not exist")]
     Missing {
         /// The path given.
         path: PathBuf,

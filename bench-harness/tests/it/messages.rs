@@ -64,7 +64,7 @@ fn compare_of_a_missing_file_says_the_file_is_missing() {
     let err = stderr(&out);
     assert_eq!(code(&out), 2, "{err}");
     assert!(
-        err.contains("/nonexistent/result.json does not exist"),
+        err.contains("read result /nonexistent/result.json: the file does not exist"),
         "{err}"
     );
     assert!(!err.contains("--variants"), "{err}");
