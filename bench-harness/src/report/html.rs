@@ -35,6 +35,7 @@ td.num, th.num { text-align: right; }
 table.facts th { background: none; border: none; padding: 1px 12px 1px 0; color: #555; font-weight: 500; }
 table.facts td { border: none; padding: 1px 0; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
+td code { overflow-wrap: anywhere; }
 .pass { color: #0a7a32; font-weight: 600; }
 .fail { color: #b00020; font-weight: 700; }
 .warnings { background: #fff6e0; border: 1px solid #e8b64c; border-radius: 4px; padding: 8px 14px; margin: 12px 0; }

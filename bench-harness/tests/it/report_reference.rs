@@ -221,3 +221,46 @@ fn the_report_says_why_compare_p50_differs_and_both_numbers_are_right() {
     assert!(report::markdown(&r).contains(how));
     assert!(report::comparison::markdown(&c).contains("not the p50 over every pod"));
 }
+
+/// Every piece of text Chromium draws outside its box: SVG text beyond its chart's bounds
+/// (the chart's own clipping hides it), and table cells, paragraphs and headings whose content
+/// is wider than they are.
+const CLIPPED_TEXT: &str = r#"(() => {
+  const out = [];
+  for (const svg of document.querySelectorAll('svg')) {
+    const s = svg.getBoundingClientRect();
+    for (const t of svg.querySelectorAll('text')) {
+      const b = t.getBoundingClientRect();
+      if (b.left < s.left - 0.5 || b.right > s.right + 0.5 || b.top < s.top - 0.5 || b.bottom > s.bottom + 0.5)
+        out.push((svg.getAttribute('aria-label') || 'svg') + ': ' + t.textContent);
+    }
+  }
+  for (const c of document.querySelectorAll('td, th, p, li, figcaption, h1, h2, h3'))
+    if (c.scrollWidth > c.clientWidth + 1) out.push(c.tagName + ': ' + c.textContent.slice(0, 80));
+  return out;
+})()"#;
+
+#[test]
+fn reference_reports_show_no_clipped_text_in_chromium() {
+    use crate::common::chromium::{file_url, find_or_skip, Browser};
+    let Some(exe) = find_or_skip("reference_reports_show_no_clipped_text") else {
+        return;
+    };
+    let mut browser = Browser::launch(&exe);
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "quickstart",
+        "peers-cold-burst",
+        "peers-cold-burst-ctr",
+        "peers-cold-burst-skopeo",
+    ] {
+        let out = dir.path().join(name);
+        report::write_all(&load(name), &out).unwrap();
+        let visit = browser.visit(&file_url(&out.join(report::HTML_FILE_NAME)), CLIPPED_TEXT);
+        let clipped = visit.checks.as_array().expect("a list");
+        assert!(
+            clipped.is_empty(),
+            "{name}: text outside its box:\n{clipped:#?}"
+        );
+    }
+}
