@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use stampede_oci::{Compression, Digest};
+use stampede_oci::Digest;
 
 use super::diff::{Change, LayerSide, VariantDiff};
 use super::{Count, ImageCost, Removal};
@@ -58,7 +58,7 @@ pub fn image_table(c: &ImageCost) -> String {
         t.row(vec![
             l.index.to_string(),
             short(&l.digest),
-            format_name(l.compression).to_owned(),
+            l.compression.name().to_owned(),
             bytes(l.compressed_bytes),
             bytes(l.uncompressed_bytes),
             format!("{:.1}x", l.compression_ratio),
@@ -176,7 +176,7 @@ pub fn image_table(c: &ImageCost) -> String {
         let _ = writeln!(
             out,
             "unpack on this machine: {} {}/s (layer {}: {} tar, {} files in {}, {} of it decompressing)",
-            format_name(m.compression),
+            m.compression.name(),
             bytes(m.bytes_per_sec as u64),
             short(&m.sample_layer),
             bytes(m.sample_uncompressed_bytes),
@@ -213,7 +213,7 @@ pub fn diff_table(d: &VariantDiff) -> String {
     let side = |s: &Option<LayerSide>| match s {
         Some(l) => (
             short(&l.digest),
-            format_name(l.compression).to_owned(),
+            l.compression.name().to_owned(),
             bytes(l.compressed_bytes),
         ),
         None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
@@ -304,14 +304,6 @@ pub fn diff_table(d: &VariantDiff) -> String {
         bytes(w.a_after_b_bytes)
     );
     out
-}
-
-fn format_name(c: Compression) -> &'static str {
-    match c {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Zstd => "zstd",
-    }
 }
 
 fn short(d: &Digest) -> String {

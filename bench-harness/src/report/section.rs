@@ -1004,7 +1004,7 @@ fn variants_line(r: &RunResult) -> String {
             match &v.source {
                 ImageSource::Synthetic(spec) => {
                     let layers = spec.layers.len();
-                    let compression = format!("{:?}", spec.compression).to_lowercase();
+                    let compression = spec.compression.name();
                     let s = if layers == 1 { "" } else { "s" };
                     format!(
                         "{} ({layers} {compression} layer{s}{size}{sidecars})",

@@ -136,7 +136,10 @@ fn cpu_use_per_repetition_validates_and_reads_back() {
     assert!(errs.is_empty(), "{}", errs.join("\n"));
     let mut broken = doc.clone();
     broken["series"][0]["repetitions"][1]["cpu"]["mean_busy"] = 1.5.into();
-    assert!(!errors(&validator, &broken).is_empty(), "busy above 1 validates");
+    assert!(
+        !errors(&validator, &broken).is_empty(),
+        "busy above 1 validates"
+    );
 
     let back = RunResult::load(&path).unwrap();
     assert_eq!(back.series[0].cpu.get(&1), Some(&cpu));
