@@ -974,15 +974,12 @@ impl PairComparison {
         }
         let side = |name: &str, reps: &[u32], of: usize| {
             let list: Vec<String> = reps.iter().map(u32::to_string).collect();
-            format!(
-                "{name} {} of {of} ({})",
-                reps.len(),
-                if reps.len() == 1 {
-                    format!("repetition {}", list.join(", "))
-                } else {
-                    format!("repetitions {}", list.join(", "))
-                }
-            )
+            let noun = if reps.len() == 1 {
+                "repetition"
+            } else {
+                "repetitions"
+            };
+            format!("{name} {noun} {} ({} of {of})", list.join(", "), reps.len())
         };
         let mut sides = Vec::new();
         if !self.baseline_host_bound.is_empty() {
@@ -1000,9 +997,9 @@ impl PairComparison {
             ));
         }
         Some(format!(
-            "{}: host-bound bursts ({}): the host's CPUs were saturated, so differences may be the machine's rather than the change's; its rows are marked host-bound, and its gates are judged only with --judge-host-bound.",
+            "{}: host-bound bursts in {}: the host's CPUs were saturated, so differences may be the machine's rather than the change's; its rows are marked host-bound, and its gates are judged only with --judge-host-bound.",
             self.label,
-            sides.join("; ")
+            sides.join(" and ")
         ))
     }
 }

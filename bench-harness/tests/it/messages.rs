@@ -225,7 +225,7 @@ fn compare_will_not_gate_host_bound_series_unless_asked() {
     let (text, err) = (stdout(&out), stderr(&out));
     assert_eq!(code(&out), 3, "{text}\n{err}");
     assert!(
-        err.contains("host-bound bursts (baseline 1 of 4 (repetition 1))"),
+        err.contains("full / direct: host-bound bursts in baseline repetition 1 (1 of 4):"),
         "{err}"
     );
     assert!(err.contains("1 gate not judged"), "{err}");
