@@ -444,4 +444,23 @@ mod tests {
         assert_eq!(t.mean_bytes_per_sec, (30_000.0 + 20_000.0) / 2.0);
         assert!(traffic([&RegistryTotals::default()].into_iter()).is_none());
     }
+
+    #[test]
+    fn a_wave_window_holds_the_buckets_from_its_start_to_the_next() {
+        let series = TrafficSeries {
+            bucket_ms: 100,
+            bytes_out: vec![1, 2, 3, 4, 5, 0],
+            requests: vec![1, 1, 1, 1, 1, 1],
+            throttled: vec![0; 6],
+        };
+        let (w, bytes) = window(&series, 200_000, Some(400_000));
+        assert_eq!((w.bytes_out, bytes), (vec![3, 4], 7));
+        let (w, bytes) = window(&series, 400_000, None);
+        assert_eq!((w.bytes_out.clone(), bytes), (vec![5, 0], 5));
+        // Mean over the window's start to its last byte: 5 bytes in its first 100 ms.
+        let t = traffic_of(&[(w, bytes)]).unwrap();
+        assert_eq!(t.mean_bytes_per_sec, 50.0);
+        // A window past the series is empty, not a panic.
+        assert_eq!(window(&series, 900_000, None).1, 0);
+    }
 }

@@ -224,6 +224,11 @@ fn capacity_columns<'a>(c: &Capacity, rest: &[(&'a str, Align)]) -> Vec<(&'a str
     columns
 }
 
+/// The wave cell of a whole-burst row in a per-wave table.
+fn whole_burst() -> String {
+    "all (from the epoch)".to_owned()
+}
+
 /// `1 at 0 ms`: a wave's number (from 1) and start.
 fn wave_at(wave: u32, at: Duration) -> String {
     format!("{} at {}", wave + 1, human::duration(at))
@@ -262,13 +267,15 @@ pub fn time_to_ready(c: &Capacity) -> Table {
         ],
     ));
     for s in &c.series {
-        let rows: Vec<(Option<String>, &[ReadyTimes; 3])> = if per_wave(c) {
+        // A series without wave records (a result written before they were) keeps its
+        // whole-burst row among per-wave ones.
+        let rows: Vec<(Option<String>, &[ReadyTimes; 3])> = if s.waves.is_empty() {
+            vec![(per_wave(c).then(whole_burst), &s.time_to_ready)]
+        } else {
             s.waves
                 .iter()
                 .map(|w| (Some(wave_at(w.wave, w.at)), &w.time_to_ready))
                 .collect()
-        } else {
-            vec![(None, &s.time_to_ready)]
         };
         for (wave, [a, b, d]) in rows {
             let mut cells = vec![s.variant.as_str().into(), s.target.as_str().into()];
@@ -326,13 +333,13 @@ pub fn egress(c: &Capacity) -> Table {
         ],
     ));
     for s in &c.series {
-        let rows: Vec<(Option<String>, Option<&Egress>)> = if per_wave(c) {
+        let rows: Vec<(Option<String>, Option<&Egress>)> = if s.waves.is_empty() {
+            vec![(per_wave(c).then(whole_burst), s.egress.as_ref())]
+        } else {
             s.waves
                 .iter()
                 .map(|w| (Some(wave_at(w.wave, w.at)), w.egress.as_ref()))
                 .collect()
-        } else {
-            vec![(None, s.egress.as_ref())]
         };
         for (wave, e) in rows {
             let mut cells = vec![s.variant.as_str().into(), s.target.as_str().into()];
@@ -442,7 +449,7 @@ pub fn savings(c: &Capacity) -> Option<Table> {
         if waves {
             cells.push(
                 s.wave
-                    .map_or_else(|| "-".to_owned(), |(w, at)| wave_at(w, at))
+                    .map_or_else(whole_burst, |(w, at)| wave_at(w, at))
                     .into(),
             );
         }
