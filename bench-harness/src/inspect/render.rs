@@ -102,17 +102,17 @@ pub fn image_table(c: &ImageCost) -> String {
 
     let _ = writeln!(
         out,
-        "final filesystem: {} files, {}; shipped: {} files, {}",
-        tot.visible.files,
+        "final filesystem: {}, {}; shipped: {}, {}",
+        count_of(tot.visible.files, "file"),
         bytes(tot.visible.bytes),
-        tot.shipped.files,
+        count_of(tot.shipped.files, "file"),
         bytes(tot.shipped.bytes)
     );
     let _ = writeln!(
         out,
-        "shipped for nothing: {} ({} files overwritten by later entries, {}; {} deleted by whiteouts, {}), about {} compressed\n",
+        "shipped for nothing: {} ({} overwritten by later entries, {}; {} deleted by whiteouts, {}), about {} compressed\n",
         bytes(c.waste.wasted_bytes),
-        c.waste.overwritten.files,
+        count_of(c.waste.overwritten.files, "file"),
         bytes(c.waste.overwritten.bytes),
         c.waste.deleted.files,
         bytes(c.waste.deleted.bytes),
@@ -175,12 +175,12 @@ pub fn image_table(c: &ImageCost) -> String {
     for m in &c.unpack_throughput {
         let _ = writeln!(
             out,
-            "unpack on this machine: {} {}/s (layer {}: {} tar, {} files in {}, {} of it decompressing)",
+            "unpack on this machine: {} {}/s (layer {}: {} tar, {} in {}, {} of it decompressing)",
             m.compression.name(),
             bytes(m.bytes_per_sec as u64),
             short(&m.sample_layer),
             bytes(m.sample_uncompressed_bytes),
-            m.sample_files,
+            count_of(m.sample_files, "file"),
             seconds(m.seconds),
             seconds(m.decompress_seconds)
         );
@@ -341,6 +341,10 @@ fn signed_seconds(d: f64) -> String {
     } else {
         format!("{rounded:+.2} s")
     }
+}
+
+fn count_of(n: u64, noun: &str) -> String {
+    crate::report::human::count(n, noun)
 }
 
 fn indent(s: &str) -> String {

@@ -70,9 +70,9 @@ pub fn warnings(r: &RunResult) -> Vec<String> {
         }
         let kinds: Vec<String> = failures.iter().map(|(k, n)| format!("{k} {n}")).collect();
         out.push(format!(
-            "errors: {} of {} pods failed in {}/{} ({})",
+            "errors: {} of {} failed in {}/{} ({})",
             s.data.failed_pods(),
-            scheduled_pods(s),
+            human::count(scheduled_pods(s), "pod"),
             s.variant,
             s.target,
             kinds.join(", ")
@@ -300,13 +300,17 @@ fn ready_cell(t: &ReadyTimes) -> Cell {
         (Some(median), Some(_)) => human::duration(median).into(),
         (Some(median), None) => Cell::with(
             format!(
-                "{} (never in {never} of {n} repetitions)",
-                human::duration(median)
+                "{} (never in {never} of {})",
+                human::duration(median),
+                human::count(n as u64, "repetition")
             ),
             Emphasis::Fail,
         ),
         (None, _) => Cell::with(
-            format!("never (in {never} of {n} repetitions)"),
+            format!(
+                "never (in {never} of {})",
+                human::count(n as u64, "repetition")
+            ),
             Emphasis::Fail,
         ),
     }
