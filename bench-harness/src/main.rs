@@ -1,8 +1,8 @@
 //! The `bench-harness` binary: flags -> settings -> tracing -> run, report or compare -> exit
 //! code (0 pass, 1 SLO missed or regression gate crossed, 2 error, 3 `compare` left a gate
 //! unjudged because its series were host-bound; the error chain printed once). `run` and
-//! `report` end with a warning on stderr when bursts were host-bound. SIGINT or SIGTERM during `run` drops the run, so everything it started is cleaned up
-//! before the process exits with 2.
+//! `report` end with a warning on stderr when bursts were host-bound. SIGINT or SIGTERM during
+//! `run` drops the run, so everything it started is cleaned up before the process exits with 2.
 
 use std::process::ExitCode;
 
@@ -39,14 +39,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => {
             let (scenario, options) = args.into_settings()?;
-            let n = |count: usize, noun: &str| human::count(count as u64, noun);
             eprintln!(
                 "bench-harness: running {} ({}, {}, {} x {} x {})",
                 scenario.name,
                 human::count(scenario.total_nodes(), "node"),
                 human::count(scenario.total_pods(), "pod"),
-                n(scenario.variants.len(), "variant"),
-                n(scenario.targets.len(), "target"),
+                human::count(scenario.variants.len() as u64, "variant"),
+                human::count(scenario.targets.len() as u64, "target"),
                 human::count(scenario.repetitions, "repetition")
             );
             // On a signal the run future is dropped, and with it every guard: peers and
@@ -146,27 +145,28 @@ fn run_compare(job: CompareJob) -> anyhow::Result<ExitCode> {
         }
     }
     let crossed = comparison.gates.iter().filter(|g| g.crossed).count();
-    let unjudged: Vec<_> = comparison.unjudged().collect();
+    let unjudged: Vec<String> = comparison
+        .unjudged()
+        .map(|g| format!("{} on {}", g.gate, g.pair))
+        .collect();
+    if !unjudged.is_empty() {
+        eprintln!(
+            "bench-harness: {} not judged because the series are host-bound: {}; re-run on a quieter machine, or pass --judge-host-bound to judge them anyway",
+            human::count(unjudged.len() as u64, "gate"),
+            unjudged.join(", ")
+        );
+    }
     if crossed > 0 {
         eprintln!(
             "bench-harness: {} crossed",
             human::count(crossed as u64, "regression gate")
         );
-        return Ok(ExitCode::from(1));
+        Ok(ExitCode::from(1))
+    } else if !unjudged.is_empty() {
+        Ok(ExitCode::from(EXIT_HOST_BOUND_UNJUDGED))
+    } else {
+        Ok(ExitCode::SUCCESS)
     }
-    if !unjudged.is_empty() {
-        eprintln!(
-            "bench-harness: {} not judged because the series are host-bound: {}; re-run on a quieter machine, or pass --judge-host-bound to judge them anyway (exit {EXIT_HOST_BOUND_UNJUDGED})",
-            human::count(unjudged.len() as u64, "gate"),
-            unjudged
-                .iter()
-                .map(|g| format!("{} on {}", g.gate, g.pair))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return Ok(ExitCode::from(EXIT_HOST_BOUND_UNJUDGED));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.
