@@ -209,6 +209,15 @@ impl Compression {
         }
     }
 
+    /// How people and scenario files write it: `none`, `gzip`, `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        }
+    }
+
     /// From the first bytes of a blob (gzip and zstd magic numbers), `None` otherwise.
     pub fn sniff(head: &[u8]) -> Self {
         if head.starts_with(&[0x1f, 0x8b]) {
