@@ -38,6 +38,7 @@ pub mod access;
 pub mod admin;
 pub mod body;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod error;
