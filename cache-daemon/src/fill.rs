@@ -180,7 +180,15 @@ async fn fetch(
         total_bytes,
     };
     let streamed = stream_to_disk(feed, &origin, &temp, guard.progress_writer(), ctx).await;
-    let outcome = streamed.and_then(|(written, verifier, contributors)| {
+    let mut meta = BlobMeta::default();
+    let outcome = streamed.and_then(|streamed| {
+        let Streamed {
+            written,
+            verifier,
+            contributors,
+            source,
+        } = streamed;
+        meta.source = source;
         if total_bytes.is_some_and(|t| t != written) {
             return Err(FillFailure::Truncated);
         }
@@ -196,11 +204,10 @@ async fn fetch(
     match outcome {
         Ok(written) => {
             let temp2 = temp.clone();
-            let committed = tokio::task::spawn_blocking(move || {
-                store.commit(&digest, &temp2, written, &BlobMeta::default())
-            })
-            .await
-            .map_err(|_| FillFailure::Local)?;
+            let committed =
+                tokio::task::spawn_blocking(move || store.commit(&digest, &temp2, written, &meta))
+                    .await
+                    .map_err(|_| FillFailure::Local)?;
             committed.map(|()| written).map_err(|e| {
                 tracing::error!(error = %e, "commit of verified blob failed");
                 FillFailure::Local
@@ -257,6 +264,18 @@ struct Origin<'a> {
     total_bytes: Option<u64>,
 }
 
+/// What a fill's streaming stage produced.
+struct Streamed {
+    /// Bytes in the temp file.
+    written: u64,
+    /// The hash of them, not yet compared.
+    verifier: Verifier,
+    /// Cluster peers whose bytes went in.
+    contributors: Vec<Member>,
+    /// Where the bytes came from, for `ls` (cluster mode only).
+    source: Option<String>,
+}
+
 /// What the network stage hands the writer.
 pub(crate) enum ToWriter {
     /// The next bytes of the blob, to write right after the previous ones.
@@ -279,7 +298,7 @@ async fn stream_to_disk(
     temp: &Arc<TempBlob>,
     progress: ProgressWriter,
     ctx: &FillContext,
-) -> Result<(u64, Verifier, Vec<Member>), FillFailure> {
+) -> Result<Streamed, FillFailure> {
     let verifier = Verifier::new(origin.digest.clone());
     let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_QUEUE_FRAMES);
     let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
@@ -298,16 +317,25 @@ async fn stream_to_disk(
         received_bytes: 0,
     };
     let mut contributors = Vec::new();
+    // Outside cluster mode nothing is recorded (single-node stores stay as they were).
+    let mut source = ctx.cluster.as_ref().map(|_| "registry".to_owned());
     let received = match feed {
         Feed::Upstream(answer) => transfer.receive(answer, 0).await,
         Feed::Cluster(mut feed) => {
             let ended = feed.run(&mut transfer).await;
             contributors = feed.contributors().to_vec();
-            match ended {
+            let mut took = feed.sources();
+            let ended = match ended {
                 Ok(FeedEnd::Complete) => Ok(()),
-                Ok(FeedEnd::Registry) => transfer.rest_from_registry().await,
+                Ok(FeedEnd::Registry) => {
+                    took.push("registry");
+                    transfer.rest_from_registry().await
+                }
                 Err(f) => Err(f),
-            }
+            };
+            took.dedup();
+            source = Some(took.join("+"));
+            ended
         }
     };
     drop(transfer);
@@ -323,7 +351,12 @@ async fn stream_to_disk(
     };
     received?;
     if written == verifier.bytes() {
-        Ok((written, verifier, contributors))
+        Ok(Streamed {
+            written,
+            verifier,
+            contributors,
+            source,
+        })
     } else {
         Err(FillFailure::Local)
     }

@@ -105,6 +105,8 @@ pub struct Feed {
     contributors: Vec<Member>,
     /// (stripe, member) pairs that failed in this fill, not asked again for that stripe.
     tried: Vec<(u32, Member)>,
+    /// Which kinds of source supplied bytes: local, peer, registry.
+    took: [bool; 3],
 }
 
 impl Cluster {
@@ -137,6 +139,7 @@ impl Cluster {
             first: Some(first),
             contributors: Vec::new(),
             tried,
+            took: [false; 3],
         })
     }
 }
@@ -145,6 +148,15 @@ impl Feed {
     /// The blob's length.
     pub fn total_bytes(&self) -> u64 {
         self.total_bytes
+    }
+
+    /// The kinds of source that supplied bytes, in the order local, peer, registry.
+    pub fn sources(&self) -> Vec<&'static str> {
+        ["local", "peer", "registry"]
+            .into_iter()
+            .zip(self.took)
+            .filter_map(|(name, took)| took.then_some(name))
+            .collect()
     }
 
     /// Members whose bytes went into the fill so far.
@@ -273,6 +285,7 @@ impl Feed {
                 return Pumped::SinkClosed;
             }
             c.metrics.fill_source(source, len);
+            self.took[source as usize] = true;
             if let (From::Peer(m), false) = (from, counted) {
                 counted = true;
                 if !self.contributors.contains(&m) {
