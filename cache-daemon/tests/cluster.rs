@@ -5,17 +5,24 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use cache_daemon::cluster::membership::Member;
+use bytes::Bytes;
+use http::StatusCode;
+
+use cache_daemon::cluster::membership::{Member, PeerSource};
 use cache_daemon::cluster::rendezvous;
+use cache_daemon::cluster::signing::Signer;
 use cache_daemon::cluster::stripe::{self, STRIPE_BYTES};
+use cache_daemon::config::{ClusterConfig, ClusterSecret};
 use stampede_oci::Digest;
 
 use crate::common::real::{
     free_port, have, push_layout, run_within, verify_dir_pull, write_layout, DaemonBinary, Image,
     Registry,
 };
+use crate::common::upstream::{Behavior, FakeUpstream};
+use crate::common::{blob_path, body, get, metrics, request, TestDaemon};
 
 /// Bytes of the large layer's content: three stripes (16 + 16 + 2 MiB, before gzip, which
 /// does not shrink pseudo-random bytes).
@@ -229,4 +236,206 @@ fn a_cold_burst_costs_the_registry_one_get_per_stripe_and_every_pull_verifies() 
             n.peer
         );
     }
+}
+
+// In-process nodes, for the faults a real registry cannot make: a corrupting peer, an upstream
+// that ignores `Range`, forged and replayed signatures.
+
+const SECRET: &[u8] = b"in-process-cluster-secret-32-byt";
+
+fn cluster_config(me: Member, members: Vec<Member>) -> ClusterConfig {
+    ClusterConfig {
+        listen: me.addr(),
+        advertise: me,
+        peers: PeerSource::Static(members),
+        secret: ClusterSecret(SECRET.to_vec()),
+        connect_timeout: Duration::from_millis(200),
+        response_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(2),
+        max_connections: 64,
+    }
+}
+
+async fn node(upstream: &str, me: Member, members: &[Member]) -> TestDaemon {
+    let members = members.to_vec();
+    TestDaemon::start_in(tempfile::tempdir().unwrap(), upstream, move |c| {
+        c.cluster = Some(cluster_config(me, members));
+    })
+    .await
+}
+
+fn member() -> Member {
+    Member::from(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())))
+}
+
+#[tokio::test]
+async fn peer_requests_without_the_secret_get_401_and_are_counted() {
+    let up = FakeUpstream::start().await;
+    let data = crate::common::data(100_000, 7);
+    let d = up.blob(data.clone(), Behavior::default());
+    let me = member();
+    let a = node(&up.url(), me, &[me]).await;
+    let path = format!("/peer/v1/stripes/0/{d}?repo=test%2Fapp");
+    let url = format!("http://{me}{path}");
+    let range = ("range", "bytes=0-");
+    let now = SystemTime::now();
+    let (ts, sig) = Signer::new(SECRET).sign("GET", &path, now);
+    let (other_ts, other_sig) = Signer::new(b"another-secret-16-bytes").sign("GET", &path, now);
+    let (old_ts, old_sig) = Signer::new(SECRET).sign("GET", &path, now - Duration::from_secs(120));
+    let cases: [(&[(&str, &str)], u16); 5] = [
+        (&[range], 401),
+        (
+            &[
+                range,
+                ("stampede-timestamp", &other_ts),
+                ("stampede-signature", &other_sig),
+            ],
+            401,
+        ),
+        (
+            &[
+                range,
+                ("stampede-timestamp", &old_ts),
+                ("stampede-signature", &old_sig),
+            ],
+            401,
+        ),
+        (
+            &[
+                range,
+                ("stampede-timestamp", &ts),
+                ("stampede-signature", "00"),
+            ],
+            401,
+        ),
+        (
+            &[
+                range,
+                ("stampede-timestamp", &ts),
+                ("stampede-signature", &sig),
+            ],
+            206,
+        ),
+    ];
+    for (i, (headers, want)) in cases.iter().enumerate() {
+        let resp = request("GET", &url, headers).await;
+        assert_eq!(resp.status().as_u16(), *want, "case {i}");
+        let got = body(resp).await.unwrap();
+        if *want == 206 {
+            assert_eq!(&got[..], &data[..], "a signed request gets the stripe");
+        }
+    }
+    let m = metrics(&a).await;
+    for line in [
+        "cache_daemon_peer_requests_rejected_total{reason=\"unsigned\"} 1",
+        "cache_daemon_peer_requests_rejected_total{reason=\"bad_signature\"} 2",
+        "cache_daemon_peer_requests_rejected_total{reason=\"expired\"} 1",
+    ] {
+        assert!(m.contains(line), "missing {line} in\n{m}");
+    }
+    // The peer port is not the mirror: a registry path there is refused too.
+    let resp = request("GET", &format!("http://{me}/v2/test/app/blobs/{d}"), &[]).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    a.stop().await;
+}
+
+/// A peer that answers every stripe request with the right headers and wrong bytes.
+async fn corrupting_peer(listener: tokio::net::TcpListener, len: usize) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |_req| async move {
+                let garbage = Bytes::from(vec![0x5a; len]);
+                let resp = http::Response::builder()
+                    .status(206)
+                    .header("content-range", format!("bytes 0-{}/{len}", len - 1))
+                    .header("content-length", len)
+                    .body(http_body_util::Full::new(garbage))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(resp)
+            });
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await
+                .ok();
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_peer_sending_corrupt_bytes_is_caught_marked_bad_and_nothing_corrupt_is_committed() {
+    let up = FakeUpstream::start().await;
+    let me = member();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar = Member::from(listener.local_addr().unwrap());
+    // A blob whose only stripe the lying peer owns.
+    let (data, d) = (0u8..=255)
+        .map(|seed| {
+            let data = crate::common::data(300_000, seed);
+            let d = Digest::of(&data);
+            (data, d)
+        })
+        .find(|(_, d)| rendezvous::rank(&[me, liar], d, 0)[0] == liar)
+        .expect("some blob is owned by the liar");
+    up.blob(data.clone(), Behavior::default());
+    let fake = tokio::spawn(corrupting_peer(listener, data.len()));
+    let a = node(&up.url(), me, &[me, liar]).await;
+
+    // The first pull is cut short: its bytes came from the liar and failed the digest.
+    let resp = get(&a.url(&blob_path(&d))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        body(resp).await.is_err(),
+        "a corrupt blob was served as complete"
+    );
+    assert!(
+        !a.daemon.app().store.contains(&d),
+        "a corrupt blob was committed"
+    );
+    let m = metrics(&a).await;
+    assert!(
+        m.contains("cache_daemon_cluster_fallbacks_total{reason=\"mismatch\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("cache_daemon_cluster_bad_peers 1"), "{m}");
+    assert_eq!(up.count(http::Method::GET, &d.to_string()), 0);
+
+    // The retry goes to the registry, and the liar is not asked again.
+    let resp = get(&a.url(&blob_path(&d))).await;
+    assert_eq!(&body(resp).await.unwrap()[..], &data[..]);
+    assert_eq!(up.count(http::Method::GET, &d.to_string()), 1);
+    assert!(a.daemon.app().store.contains(&d));
+    fake.abort();
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_ignoring_range_costs_one_get_and_one_owner_serves_the_whole_blob() {
+    let up = FakeUpstream::start().await;
+    // Two stripes' worth.
+    let data = crate::common::data(usize::try_from(STRIPE_BYTES).unwrap() + 300_000, 9);
+    let d = up.blob(
+        data.clone(),
+        Behavior {
+            ignore_range: true,
+            ..Behavior::default()
+        },
+    );
+    let (ma, mb) = (member(), member());
+    let a = node(&up.url(), ma, &[ma, mb]).await;
+    let b = node(&up.url(), mb, &[ma, mb]).await;
+    let (url_a, url_b) = (a.url(&blob_path(&d)), b.url(&blob_path(&d)));
+    let (ra, rb) = tokio::join!(get(&url_a), get(&url_b));
+    let (ba, bb) = tokio::join!(body(ra), body(rb));
+    assert_eq!(&ba.unwrap()[..], &data[..]);
+    assert_eq!(&bb.unwrap()[..], &data[..]);
+    assert_eq!(
+        up.count(http::Method::GET, &d.to_string()),
+        1,
+        "the whole blob went upstream more than once"
+    );
+    a.stop().await;
+    b.stop().await;
 }
