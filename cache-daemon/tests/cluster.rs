@@ -34,7 +34,6 @@ struct Node {
     port: u16,
     admin: u16,
     peer: Member,
-    root: PathBuf,
 }
 
 impl Node {
@@ -86,7 +85,6 @@ impl Fabric {
             port,
             admin,
             peer,
-            root,
         }
     }
 }
@@ -438,4 +436,302 @@ async fn an_upstream_ignoring_range_costs_one_get_and_one_owner_serves_the_whole
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// Polls `cond` every 20 ms for at most `limit`; whether it came true.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn killing_a_stripe_owner_mid_burst_fails_no_other_pull() {
+    if !have("docker-registry") || !have("skopeo") {
+        return;
+    }
+    const NODES: usize = 4;
+    let registry = Registry::start(None);
+    let fabric = Fabric::new();
+    let image = pushed_image(&registry, fabric.work.path(), 61);
+    let peers = Fabric::peers(NODES);
+    let list = peers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<Node> = (0..NODES)
+        .map(|i| fabric.start(i, peers[i], &registry, &["--peers", &list]))
+        .collect();
+    // The owner of the big layer's second stripe is killed; the others pull.
+    let victim_peer = rendezvous::rank(&peers, &image.layers[0], 1)[0];
+    let victim = nodes.iter().position(|n| n.peer == victim_peer).unwrap();
+    let pulls: Vec<(usize, std::process::Child)> = (0..NODES)
+        .filter(|i| *i != victim)
+        .map(|i| {
+            (
+                i,
+                skopeo_pull(nodes[i].port, &fabric.work.path().join(format!("pull{i}"))),
+            )
+        })
+        .collect();
+    // Mid-burst: as soon as the victim has begun passing bytes on to a peer.
+    let uploading = wait_until(Duration::from_secs(60), || {
+        nodes[victim].metric("cache_daemon_served_bytes_total{source=\"peer\"}") > 0.0
+    });
+    nodes[victim].daemon.take().expect("victim running").kill();
+    for (i, p) in pulls {
+        let (ok, err) = finish(p, Duration::from_secs(120));
+        assert!(
+            ok,
+            "pull through node {i} failed after the owner died: {err}"
+        );
+        assert_eq!(
+            verify_dir_pull(&fabric.work.path().join(format!("pull{i}"))),
+            4
+        );
+    }
+    let fallbacks: f64 = nodes
+        .iter()
+        .filter(|n| n.daemon.is_some())
+        .map(|n| {
+            ["connect", "timeout", "broken", "refused"]
+                .iter()
+                .map(|r| {
+                    n.metric(&format!(
+                        "cache_daemon_cluster_fallbacks_total{{reason=\"{r}\"}}"
+                    ))
+                })
+                .sum::<f64>()
+        })
+        .sum();
+    eprintln!("victim was uploading when killed: {uploading}; fallbacks after: {fallbacks}");
+    // The dead owner's stripe cost the registry at most one more GET per surviving node.
+    let big = gets(&registry, &image.layers[0]);
+    let surviving = NODES - 1;
+    assert!(big <= 3 + surviving, "{big} registry GETs of the big layer");
+}
+
+#[test]
+fn members_joining_and_leaving_mid_burst_fail_no_pull() {
+    if !have("docker-registry") || !have("skopeo") {
+        return;
+    }
+    let registry = Registry::start(None);
+    let fabric = Fabric::new();
+    let image = pushed_image(&registry, fabric.work.path(), 62);
+    let peers = Fabric::peers(4);
+    let file = fabric.work.path().join("peers");
+    let write = |members: &[Member]| {
+        let text: String = members.iter().map(|m| format!("{m}\n")).collect();
+        // Written aside and renamed, as a config management tool would.
+        let tmp = file.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(&peers[..3]);
+    let file_arg = file.to_string_lossy().into_owned();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| fabric.start(i, peers[i], &registry, &["--peers-file", &file_arg]))
+        .collect();
+    let mut pulls: Vec<(usize, std::process::Child)> = (0..2)
+        .map(|i| {
+            (
+                i,
+                skopeo_pull(nodes[i].port, &fabric.work.path().join(format!("pull{i}"))),
+            )
+        })
+        .collect();
+    // Mid-burst: node 3 joins (and pulls), node 2 leaves (stopped, then taken off the list).
+    wait_until(Duration::from_secs(60), || {
+        nodes[..3]
+            .iter()
+            .map(|n| n.metric("cache_daemon_served_bytes_total{source=\"peer\"}"))
+            .sum::<f64>()
+            > 0.0
+    });
+    write(&peers);
+    nodes.push(fabric.start(3, peers[3], &registry, &["--peers-file", &file_arg]));
+    pulls.push((
+        3,
+        skopeo_pull(nodes[3].port, &fabric.work.path().join("pull3")),
+    ));
+    nodes[2].daemon.take().expect("node 2 running").terminate();
+    write(&[peers[0], peers[1], peers[3]]);
+    for (i, p) in pulls {
+        let (ok, err) = finish(p, Duration::from_secs(120));
+        assert!(
+            ok,
+            "pull through node {i} failed while members changed: {err}"
+        );
+        assert_eq!(
+            verify_dir_pull(&fabric.work.path().join(format!("pull{i}"))),
+            4
+        );
+    }
+    // The joined node read the list: it knows three members now.
+    assert!(wait_until(Duration::from_secs(10), || {
+        nodes[3].metric("cache_daemon_cluster_members") == 3.0
+    }));
+    assert!(gets(&registry, &image.layers[0]) >= 3);
+}
+
+#[test]
+fn bad_cluster_settings_are_refused_at_start_with_a_plain_message() {
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, "a-test-cluster-secret-of-32-bytes").unwrap();
+    let empty = work.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let bad_file = work.path().join("peers");
+    std::fs::write(&bad_file, "127.0.0.1:7001\nnot an address\n").unwrap();
+    let s = secret.to_string_lossy().into_owned();
+    let e = empty.to_string_lossy().into_owned();
+    let f = bad_file.to_string_lossy().into_owned();
+    let missing = work.path().join("missing").to_string_lossy().into_owned();
+    let me = "127.0.0.1:7001";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--peers",
+                "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7001",
+                "--cluster-secret-file",
+                &s,
+            ],
+            "127.0.0.1:7001 is listed twice",
+        ),
+        (
+            vec!["--peers", "node-b:7002", "--cluster-secret-file", &s],
+            "\"node-b:7002\" is not IP:PORT",
+        ),
+        (
+            vec!["--peers", "0.0.0.0:7002", "--cluster-secret-file", &s],
+            "cannot be reached",
+        ),
+        (
+            vec!["--peers", "127.0.0.1:7002"],
+            "needs the cluster secret",
+        ),
+        (
+            vec![
+                "--peers",
+                "127.0.0.1:7002",
+                "--cluster-secret-file",
+                &missing,
+            ],
+            "read ",
+        ),
+        (
+            vec!["--peers", "127.0.0.1:7002", "--cluster-secret-file", &e],
+            "holds 0 bytes",
+        ),
+        (vec!["--cluster-secret-file", &s], "needs its members"),
+        (
+            vec!["--peers-dns", "no port", "--cluster-secret-file", &s],
+            "is not NAME:PORT",
+        ),
+        (
+            vec!["--peers-file", &f, "--cluster-secret-file", &s],
+            "\"not an address\" is not IP:PORT",
+        ),
+        (
+            vec!["--peers-file", &missing, "--cluster-secret-file", &s],
+            "peers_file: read",
+        ),
+        (
+            vec![
+                "--peers",
+                "127.0.0.1:7002",
+                "--peers-dns",
+                "peers:7002",
+                "--cluster-secret-file",
+                &s,
+            ],
+            "give only one of",
+        ),
+    ];
+    for (i, (args, want)) in cases.iter().enumerate() {
+        let port = free_port();
+        let mut cmd = DaemonBinary::command();
+        cmd.args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            "off",
+        ])
+        .arg("--root")
+        .arg(work.path().join("store"))
+        .args(["--upstream", "http://127.0.0.1:1", "--peer-listen", me])
+        .args(args);
+        let log = work.path().join(format!("case{i}.log"));
+        let mut d = DaemonBinary::spawn(cmd, port, &log);
+        let status = d
+            .exited_within(Duration::from_secs(20))
+            .expect("refused at start");
+        assert_eq!(status.code(), Some(2), "case {i}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains(want), "case {i}: want {want:?} in {text}");
+        assert!(
+            !text.contains("Some(") && !text.contains("panicked"),
+            "case {i}: {text}"
+        );
+    }
+    // Cluster settings without --peer-listen are a mistake too.
+    let port = free_port();
+    let mut cmd = DaemonBinary::command();
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--upstream",
+        "http://127.0.0.1:1",
+    ])
+    .arg("--root")
+    .arg(work.path().join("store"))
+    .args(["--peers", "127.0.0.1:7002"]);
+    let log = work.path().join("no-listen.log");
+    let mut d = DaemonBinary::spawn(cmd, port, &log);
+    assert_eq!(
+        d.exited_within(Duration::from_secs(20))
+            .and_then(|s| s.code()),
+        Some(2)
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("need peer_listen"));
+}
+
+#[test]
+fn an_unresolvable_peers_dns_name_is_a_warning_and_the_node_serves_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, "a-test-cluster-secret-of-32-bytes").unwrap();
+    let port = free_port();
+    let peer = free_port();
+    let mut cmd = DaemonBinary::command();
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--admin-listen",
+        "off",
+    ])
+    .arg("--root")
+    .arg(work.path().join("store"))
+    .args(["--upstream", "http://127.0.0.1:1"])
+    .args(["--peer-listen", &format!("127.0.0.1:{peer}")])
+    .args(["--peers-dns", "no-such-peers.invalid:7002"])
+    .arg("--cluster-secret-file")
+    .arg(&secret);
+    let log = work.path().join("daemon.log");
+    let d = DaemonBinary::start_with(cmd, port, &log);
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("cluster member list could not be refreshed")
+    }));
+    assert_eq!(d.metric("cache_daemon_cluster_members"), 1.0);
 }
