@@ -147,7 +147,13 @@ fn a_cold_burst_costs_the_registry_one_get_per_stripe_and_every_pull_verifies() 
     if !have("docker-registry") || !have("skopeo") {
         return;
     }
-    const NODES: usize = 4;
+    // STAMPEDE_CLUSTER_NODES runs it with more nodes, to look at the upload distribution.
+    let nodes_wanted = std::env::var("STAMPEDE_CLUSTER_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4usize);
+    #[allow(non_snake_case)]
+    let NODES = nodes_wanted;
     let registry = Registry::start(None);
     let fabric = Fabric::new();
     let image = pushed_image(&registry, fabric.work.path(), 60);
@@ -203,7 +209,22 @@ fn a_cold_burst_costs_the_registry_one_get_per_stripe_and_every_pull_verifies() 
         assert!(peer_in > 0.0, "node {} took nothing from peers", n.peer);
         uploads.push(up / image_bytes);
     }
-    eprintln!("per-node upload, in image copies: {uploads:?}");
+    let mut sorted = uploads.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!("per-node upload, in image copies, sorted: {sorted:.2?}");
+    for n in &nodes {
+        eprintln!(
+            "node {}: redirects {}, fallbacks {}",
+            n.peer,
+            n.metric("cache_daemon_peer_redirects_total"),
+            ["connect", "timeout", "broken", "refused", "unusable"]
+                .iter()
+                .map(|r| n.metric(&format!(
+                    "cache_daemon_cluster_fallbacks_total{{reason=\"{r}\"}}"
+                )))
+                .sum::<f64>()
+        );
+    }
     assert!(uploads.iter().all(|u| *u <= 2.5), "{uploads:?}");
     assert!(
         uploads.iter().sum::<f64>() >= (NODES - 1) as f64 * 0.9,

@@ -6,26 +6,26 @@
 //! Where the bytes come from, first match wins:
 //! 1. the committed blob;
 //! 2. this node's stripe fill of that stripe, running or kept (`origin.rs`);
-//! 3. this node's own blob fill, if it has already reached the first byte asked for;
+//! 3. this node's own blob fill, if it has already reached the first byte asked for (or, for a
+//!    redirected request, at all: it is receiving the stripe, usually ahead of its fill);
 //! 4. a new stripe fill from the registry, unless the request was redirected here (then `503`:
 //!    a redirected request is served only from what this node has or is receiving, so a
 //!    redirect never costs a registry fetch).
 //!
-//! Fan-out bound: a node streams each stripe to at most [`FANOUT_CHILDREN`] peers at once.
-//! A further requester is redirected (`307`, `stampede-redirect: <member>`) to one of the peers
-//! it is streaming that stripe to, which passes on the bytes from its own fill as they land
-//! (cut-through), so no node uploads more than about two copies of a stripe however many nodes
-//! want it. A redirected requester that the child cannot serve asks again with
+//! Fan-out bound: a node sends each stripe to at most [`FANOUT_CHILDREN`] peers (within
+//! [`FANOUT_WINDOW`], whether those streams still run or not). A further requester is
+//! redirected (`307`, `stampede-redirect: <member>`) to one of those peers in turn, which passes
+//! on the bytes from its own fill as they land (cut-through) or from its store, and applies the
+//! same bound, so the stripe spreads as a tree and no node uploads more than about two copies of
+//! a stripe however many nodes want it. A redirected requester that the child cannot serve asks again with
 //! `stampede-hop: 0` and `stampede-direct: 1` and is served here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 
 use stampede_oci::{Digest, RepoName};
 
@@ -38,7 +38,7 @@ use super::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::stripe::Stripe;
 use super::Cluster;
 
-/// Peers one node streams a stripe to at once; further requesters are redirected to them.
+/// Peers one node sends a stripe to; further requesters are redirected to them.
 pub const FANOUT_CHILDREN: usize = 2;
 /// Header asking the node to serve the request itself (no redirect).
 pub const DIRECT_HEADER: &str = "stampede-direct";
@@ -81,82 +81,70 @@ impl PeerRoute {
     }
 }
 
-/// One upload in progress: its id and the member receiving it (when it said).
-type Streaming = (u64, Option<Member>);
+/// How long a stripe's recipients are remembered (a burst's length, with room).
+pub const FANOUT_WINDOW: Duration = Duration::from_secs(60);
 
-/// Streams in progress to peers, by stripe, so the fan-out can be bounded.
+/// Who this node sent one stripe to, within [`FANOUT_WINDOW`].
+#[derive(Debug)]
+struct Recipients {
+    members: Vec<Member>,
+    /// Requests that did not say who they were from (counted, never redirected to).
+    anonymous: usize,
+    /// Round-robin position among `members` for redirects.
+    next: usize,
+    since: Instant,
+}
+
+/// The peers each stripe went to, so that a node sends each stripe to at most
+/// [`FANOUT_CHILDREN`] peers and sends further requesters on to them.
 #[derive(Debug, Default)]
 pub struct Uploads {
-    next_id: AtomicU64,
-    /// A std `Mutex`: held to add, remove or pick an entry; never across `.await`.
-    active: Mutex<HashMap<(Digest, u32), Vec<Streaming>>>,
-}
-
-/// Removes an upload from [`Uploads`] when its body is dropped.
-#[derive(Debug)]
-struct Upload {
-    uploads: Arc<Uploads>,
-    key: (Digest, u32),
-    id: u64,
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        let mut active = self.uploads.active.lock().expect("uploads mutex poisoned");
-        if let Some(list) = active.get_mut(&self.key) {
-            list.retain(|(id, _)| *id != self.id);
-            if list.is_empty() {
-                active.remove(&self.key);
-            }
-        }
-    }
+    /// A std `Mutex`: held to look up and update an entry; never across `.await`.
+    sent: Mutex<HashMap<(Digest, u32), Recipients>>,
 }
 
 impl Uploads {
-    /// Either a child to redirect `asker` to (the stripe already goes to
-    /// [`FANOUT_CHILDREN`] peers), or the registration of a new upload.
-    fn admit(
-        self: &Arc<Self>,
+    /// `Ok` to serve `asker` (recorded as a recipient), or the recipient to redirect it to
+    /// once the stripe went to [`FANOUT_CHILDREN`] peers. `direct`: serve regardless (the
+    /// child a redirect named could not serve it). A member served before is served again
+    /// (a resume) without counting twice.
+    pub fn admit(
+        &self,
         key: (Digest, u32),
         asker: Option<Member>,
         direct: bool,
-    ) -> Result<Upload, Member> {
-        let mut active = self.uploads_lock();
-        let list = active.entry(key.clone()).or_default();
-        if !direct && list.len() >= FANOUT_CHILDREN {
-            // The child with the fewest redirects so far would need bookkeeping; rotating by
-            // the request counter spreads them evenly enough.
-            let children: Vec<Member> = list
+    ) -> Result<(), Member> {
+        let now = Instant::now();
+        let mut sent = self.sent.lock().expect("uploads mutex poisoned");
+        sent.retain(|_, r| now.duration_since(r.since) < FANOUT_WINDOW);
+        let r = sent.entry(key).or_insert_with(|| Recipients {
+            members: Vec::new(),
+            anonymous: 0,
+            next: 0,
+            since: now,
+        });
+        if asker.is_some_and(|a| r.members.contains(&a)) {
+            return Ok(());
+        }
+        if !direct && r.members.len() + r.anonymous >= FANOUT_CHILDREN {
+            let children: Vec<Member> = r
+                .members
                 .iter()
-                .filter_map(|(_, m)| *m)
+                .copied()
                 .filter(|m| Some(*m) != asker)
                 .collect();
             if !children.is_empty() {
-                let n = self.next_id.load(Ordering::Relaxed) as usize;
-                return Err(children[n % children.len()]);
+                let child = children[r.next % children.len()];
+                r.next += 1;
+                return Err(child);
             }
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        list.push((id, asker));
-        Ok(Upload {
-            uploads: self.clone(),
-            key,
-            id,
-        })
+        match asker {
+            Some(a) => r.members.push(a),
+            None => r.anonymous += 1,
+        }
+        Ok(())
     }
-
-    fn uploads_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Digest, u32), Vec<Streaming>>> {
-        self.active.lock().expect("uploads mutex poisoned")
-    }
-}
-
-/// A body that keeps `upload` registered while it streams.
-fn tracked(body: Body, upload: Upload) -> Body {
-    body.map_frame(move |f| {
-        let _ = &upload;
-        f
-    })
-    .boxed()
 }
 
 /// What a request asked for, resolved against what this node has.
@@ -201,8 +189,8 @@ impl Cluster {
         let direct = header(DIRECT_HEADER).is_some();
         let asker = header(PEER_HEADER).and_then(|v| parse_member(v).ok());
         let key = (route.digest.clone(), route.stripe);
-        let upload = match self.uploads.admit(key, asker, direct) {
-            Ok(u) => u,
+        match self.uploads.admit(key, asker, direct) {
+            Ok(()) => {}
             Err(child) => {
                 self.metrics.peer_redirect();
                 let mut resp = status(StatusCode::TEMPORARY_REDIRECT);
@@ -215,7 +203,7 @@ impl Cluster {
         };
         match self.source(&route, first, last, hop).await {
             Ok(src) => {
-                let mut resp = Response::new(tracked(src.body, upload));
+                let mut resp = Response::new(src.body);
                 *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
                 let h = resp.headers_mut();
                 h.insert(
@@ -275,8 +263,10 @@ impl Cluster {
         let held = match self.origin.peek(digest, route.stripe) {
             Some(h) => Some(h),
             None => {
-                // This node's own fill, if it already has the first byte asked for.
-                if let Some(src) = self.own_fill(route, first, &clamp) {
+                // This node's own fill, if it already has the first byte asked for; for a
+                // redirected request, also one still behind it (the requester was sent here
+                // because this node is receiving the stripe, often ahead of its own fill).
+                if let Some(src) = self.own_fill(route, first, hop > 0, &clamp) {
                     return Ok(src);
                 }
                 if hop > 0 {
@@ -330,13 +320,14 @@ impl Cluster {
         &self,
         route: &PeerRoute,
         first: u64,
+        behind_ok: bool,
         clamp: &dyn Fn(u64) -> Result<u64, StatusCode>,
     ) -> Option<Source> {
         let flight = self.blob_flights.get(&route.digest)?;
         let started = flight.started()?;
         let total = started.total_bytes?;
         let p = flight.progress();
-        if p.written_bytes < first || matches!(p.state, FillState::Failed(_)) {
+        if (p.written_bytes < first && !behind_ok) || matches!(p.state, FillState::Failed(_)) {
             return None;
         }
         let end = clamp(total).ok()?;
@@ -404,17 +395,23 @@ mod tests {
 
     #[test]
     fn a_stripe_goes_to_at_most_fanout_children_then_requesters_are_redirected_to_them() {
-        let uploads = Arc::new(Uploads::default());
+        let uploads = Uploads::default();
         let key = (Digest::of(b"x"), 0);
         let m = |i: u8| Member::from(std::net::SocketAddr::from(([10, 0, 0, i], 5052)));
-        let a = uploads.admit(key.clone(), Some(m(1)), false).unwrap();
-        let _b = uploads.admit(key.clone(), Some(m(2)), false).unwrap();
-        let child = uploads.admit(key.clone(), Some(m(3)), false).unwrap_err();
-        assert!(child == m(1) || child == m(2));
-        // Direct and redirected requests are served regardless.
-        let _c = uploads.admit(key.clone(), Some(m(3)), true).unwrap();
-        drop(a);
-        drop(_c);
-        let _d = uploads.admit(key.clone(), Some(m(4)), false).unwrap();
+        assert_eq!(uploads.admit(key.clone(), Some(m(1)), false), Ok(()));
+        assert_eq!(uploads.admit(key.clone(), Some(m(2)), false), Ok(()));
+        // Later requesters go to the two children in turn, even after those finished.
+        let sent_to: Vec<Member> = (3..7)
+            .map(|i| uploads.admit(key.clone(), Some(m(i)), false).unwrap_err())
+            .collect();
+        assert_eq!(sent_to, vec![m(1), m(2), m(1), m(2)]);
+        // A child asking again (a resume) is served; so is a direct request.
+        assert_eq!(uploads.admit(key.clone(), Some(m(1)), false), Ok(()));
+        assert_eq!(uploads.admit(key.clone(), Some(m(7)), true), Ok(()));
+        // Another stripe has its own count.
+        assert_eq!(
+            uploads.admit((Digest::of(b"x"), 1), Some(m(3)), false),
+            Ok(())
+        );
     }
 }
