@@ -211,7 +211,7 @@ fn a_cold_burst_costs_the_registry_one_get_per_stripe_and_every_pull_verifies() 
     }
     let mut sorted = uploads.clone();
     sorted.sort_by(f64::total_cmp);
-    eprintln!("per-node upload, in image copies, sorted: {sorted:.2?}");
+    eprintln!("image {image_bytes} bytes; per-node upload, in image copies, sorted: {sorted:.2?}");
     for n in &nodes {
         eprintln!(
             "node {}: redirects {}, fallbacks {}",
