@@ -85,6 +85,14 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+    /// A fabric was asked for no nodes or more than a bridge takes.
+    #[error("a fabric holds 1 to {max} nodes, not {nodes}")]
+    FabricSize {
+        /// Nodes asked for.
+        nodes: usize,
+        /// The most a fabric holds.
+        max: usize,
+    },
     /// Every candidate subnet for a shaped link is already routed on the host.
     #[error("no free 10.231.N.0/24 subnet for a shaped link")]
     NoSubnet,
