@@ -95,6 +95,14 @@ pub struct RegistryTotals {
     /// the repetition, by the kernel's count (response bodies plus headers and TCP/IP overhead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_bytes: Option<u64>,
+    /// With nodes in namespaces: what every link carried during the repetition, by the kernel's
+    /// counters (per node upload and download, the registry's egress and ingress series).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<crate::nodes::WireTotals>,
+    /// With nodes in namespaces: every cache process of the target, its CPU seconds and peak
+    /// memory over the repetition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_processes: Vec<crate::nodes::CacheProcessFacts>,
 }
 
 /// Facts about a variant's generated image.

@@ -5,7 +5,7 @@
 //! the hub's end shapes what it downloads, so no ifb is needed.
 //!
 //! ```text
-//!   registry ns            hub ns                 node ns (one per node)
+//!   registry ns            hub ns                 node ns (one per node; services alike)
 //!   veth0 10.232.0.1 ─── reg ┐                ┌── n0 ─── veth0 10.232.1.1
 //!   (tbf: upload)   (tbf: download)  br0  (tbf: download) (tbf: upload)
 //!                            └──── ... ───────┴── n1 ─── veth0 10.232.1.2
@@ -57,24 +57,30 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Distinguishes the fabrics one process creates.
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
-/// What to build: how many nodes, and each link's rate.
+/// What to build: how many nodes and services, and each link's rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FabricConfig {
     /// Nodes, 1 to [`MAX_NODES`].
     pub nodes: usize,
-    /// Every node's link, each direction.
-    pub node_link: Shaping,
-    /// The registry's link, each direction.
-    pub registry_link: Shaping,
+    /// Every node's link, each direction; `None`: unshaped.
+    pub node_link: Option<Shaping>,
+    /// The registry's link, each direction; `None`: unshaped.
+    pub registry_link: Option<Shaping>,
+    /// Service namespaces besides the nodes (a cache shared by every node), 0 to
+    /// [`MAX_SERVICES`], each on a link shaped like a node's.
+    pub services: usize,
 }
 
-/// One namespace on the fabric, a node or the registry, and its link to the hub.
+/// Most service endpoints a fabric holds.
+pub const MAX_SERVICES: usize = 8;
+
+/// One namespace on the fabric, a node, a service or the registry, and its link to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     netns: String,
     ip: Ipv4Addr,
     hub_if: String,
-    shaping: Shaping,
+    shaping: Option<Shaping>,
 }
 
 /// The kernel's byte counts of one link since it was made, after shaping.
@@ -93,6 +99,8 @@ pub struct FabricBytes {
     pub registry: LinkBytes,
     /// Node `i`'s link at index `i`.
     pub nodes: Vec<LinkBytes>,
+    /// Service `i`'s link at index `i`.
+    pub services: Vec<LinkBytes>,
 }
 
 /// A built fabric; see the module doc. Deleted on drop.
@@ -101,6 +109,7 @@ pub struct Fabric {
     hub: String,
     registry: Endpoint,
     nodes: Vec<Endpoint>,
+    services: Vec<Endpoint>,
 }
 
 impl Fabric {
@@ -115,10 +124,12 @@ impl Fabric {
         require_root("nodes in network namespaces")?;
         find("ip")?;
         find("tc")?;
-        if config.nodes == 0 || config.nodes > MAX_NODES {
+        if config.nodes == 0 || config.nodes > MAX_NODES || config.services > MAX_SERVICES {
             return Err(LabError::FabricSize {
                 nodes: config.nodes,
+                services: config.services,
                 max: MAX_NODES,
+                max_services: MAX_SERVICES,
             });
         }
         namespace::sweep_stale(FABRIC_PREFIX);
@@ -135,6 +146,14 @@ impl Fabric {
                 shaping: config.node_link,
             })
             .collect();
+        let services = (0..config.services)
+            .map(|i| Endpoint {
+                netns: format!("{base}-s{i}"),
+                ip: Ipv4Addr::from(u32::from(REGISTRY_IP) + 1 + i as u32),
+                hub_if: format!("s{i}"),
+                shaping: config.node_link,
+            })
+            .collect();
         let fabric = Self {
             hub: format!("{base}-hub"),
             registry: Endpoint {
@@ -144,6 +163,7 @@ impl Fabric {
                 shaping: config.registry_link,
             },
             nodes,
+            services,
         };
         // From here on, `fabric`'s Drop removes whatever part was made.
         fabric.build()?;
@@ -151,7 +171,9 @@ impl Fabric {
     }
 
     fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        std::iter::once(&self.registry).chain(&self.nodes)
+        std::iter::once(&self.registry)
+            .chain(&self.services)
+            .chain(&self.nodes)
     }
 
     fn build(&self) -> Result<(), LabError> {
@@ -177,10 +199,12 @@ impl Fabric {
         for e in self.endpoints() {
             hub.push(format!("link set {} master br0", e.hub_if));
             hub.push(format!("link set {} up", e.hub_if));
-            hub_tc.push(tbf_line(&e.hub_if, e.shaping));
+            hub_tc.extend(e.shaping.map(|s| tbf_line(&e.hub_if, s)));
         }
         batch("ip", Some(&self.hub), &hub)?;
-        batch("tc", Some(&self.hub), &hub_tc)?;
+        if !hub_tc.is_empty() {
+            batch("tc", Some(&self.hub), &hub_tc)?;
+        }
         for e in self.endpoints() {
             let lines = [
                 "link set lo up".to_owned(),
@@ -188,7 +212,9 @@ impl Fabric {
                 format!("link set {ENDPOINT_IF} up"),
             ];
             batch("ip", Some(&e.netns), &lines)?;
-            batch("tc", Some(&e.netns), &[tbf_line(ENDPOINT_IF, e.shaping)])?;
+            if let Some(s) = e.shaping {
+                batch("tc", Some(&e.netns), &[tbf_line(ENDPOINT_IF, s)])?;
+            }
         }
         Ok(())
     }
@@ -201,6 +227,11 @@ impl Fabric {
     /// Every node, node `i` at index `i`.
     pub fn nodes(&self) -> &[Endpoint] {
         &self.nodes
+    }
+
+    /// Every service endpoint, service `i` at index `i`.
+    pub fn services(&self) -> &[Endpoint] {
+        &self.services
     }
 
     /// The hub's namespace name (holds the bridge and the hub's end of every link).
@@ -243,6 +274,7 @@ impl Fabric {
         Ok(FabricBytes {
             registry: of(&self.registry)?,
             nodes: self.nodes.iter().map(of).collect::<Result<_, _>>()?,
+            services: self.services.iter().map(of).collect::<Result<_, _>>()?,
         })
     }
 }
@@ -268,8 +300,8 @@ impl Endpoint {
         self.ip
     }
 
-    /// Its link's rate, each direction.
-    pub fn shaping(&self) -> Shaping {
+    /// Its link's rate, each direction; `None` when unshaped.
+    pub fn shaping(&self) -> Option<Shaping> {
         self.shaping
     }
 

@@ -31,30 +31,40 @@ pub fn within<T: Send>(
     what: &str,
     f: impl FnOnce() -> std::io::Result<T> + Send,
 ) -> Result<T, LabError> {
-    let path = Path::new("/run/netns").join(netns);
     let fail = |source: std::io::Error| LabError::Socket {
         what: format!("{what} in namespace {netns}"),
         source,
     };
     std::thread::scope(|s| {
         s.spawn(|| {
-            let ns = std::fs::File::open(&path).map_err(|e| LabError::Socket {
-                what: format!("open {}", path.display()),
-                source: e,
-            })?;
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&ns),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .map_err(|e| LabError::Socket {
-                what: format!("enter namespace {netns}"),
-                source: e.into(),
-            })?;
+            enter(netns)?;
             // This thread ends with `f`; its namespace change dies with it.
             f().map_err(fail)
         })
         .join()
         .unwrap_or_else(|_| Err(fail(std::io::Error::other("the namespace thread panicked"))))
+    })
+}
+
+/// Moves the calling thread into network namespace `netns` for the rest of its life. Only for
+/// a thread made for that namespace ([`within`]'s, or one that drives a node's runtime): code
+/// that runs on a thread later reused elsewhere must not call it.
+///
+/// # Errors
+/// [`LabError::Socket`] when the namespace cannot be opened or entered.
+pub fn enter(netns: &str) -> Result<(), LabError> {
+    let path = Path::new("/run/netns").join(netns);
+    let ns = std::fs::File::open(&path).map_err(|source| LabError::Socket {
+        what: format!("open {}", path.display()),
+        source,
+    })?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&ns),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(|e| LabError::Socket {
+        what: format!("enter namespace {netns}"),
+        source: e.into(),
     })
 }
 

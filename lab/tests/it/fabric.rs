@@ -23,16 +23,21 @@ fn three_nodes_reach_each_other_over_shaped_links_and_leave_nothing_behind() {
     }
     let fabric = Fabric::create(FabricConfig {
         nodes: 3,
-        node_link: Shaping {
+        node_link: Some(Shaping {
             rate_bits_per_sec: NODE_RATE_BITS,
-        },
-        registry_link: Shaping {
+        }),
+        registry_link: Some(Shaping {
             rate_bits_per_sec: 4 * NODE_RATE_BITS,
-        },
+        }),
+        services: 1,
     })
     .unwrap();
     let names: Vec<String> = fabric.namespaces().iter().map(|s| s.to_string()).collect();
-    assert_eq!(names.len(), 5, "hub, registry, 3 nodes: {names:?}");
+    assert_eq!(
+        names.len(),
+        6,
+        "hub, registry, a service, 3 nodes: {names:?}"
+    );
     let listed = namespaces();
     for n in &names {
         assert!(n.contains(&std::process::id().to_string()), "{n}");
@@ -64,6 +69,10 @@ fn three_nodes_reach_each_other_over_shaped_links_and_leave_nothing_behind() {
         assert_eq!(b[0], i as u8);
     }
     echo.join().unwrap();
+    assert_eq!(
+        fabric.services()[0].ip(),
+        std::net::Ipv4Addr::new(10, 232, 0, 2)
+    );
 
     // Node 0 uploads to node 1: its link's rate bounds the transfer, and the counters of both
     // links see the bytes.
@@ -116,6 +125,7 @@ fn three_nodes_reach_each_other_over_shaped_links_and_leave_nothing_behind() {
     );
     assert!(delta(1).0 < payload / 10, "node 1's ACKs: {:?}", delta(1));
     assert!(delta(2).1 < 64 * 1024, "node 2 saw {:?}", delta(2));
+    assert_eq!(after.services.len(), 1);
 
     // A program runs inside a node, and dropping the fabric kills it.
     let dir = tempfile::tempdir().unwrap();
@@ -158,14 +168,15 @@ fn a_fabric_without_nodes_is_refused() {
     if !root_or_skip("a fabric of network namespaces") || !stampede_lab::have_or_skip("tc") {
         return;
     }
-    let link = Shaping {
-        rate_bits_per_sec: NODE_RATE_BITS,
-    };
     let err = Fabric::create(FabricConfig {
         nodes: 0,
-        node_link: link,
-        registry_link: link,
+        node_link: None,
+        registry_link: None,
+        services: 0,
     })
     .unwrap_err();
-    assert_eq!(err.to_string(), "a fabric holds 1 to 1000 nodes, not 0");
+    assert_eq!(
+        err.to_string(),
+        "a fabric holds 1 to 1000 nodes and at most 8 services, not 0 nodes and 0 services"
+    );
 }
