@@ -41,7 +41,7 @@ use crate::registry::accounting::AccountingSnapshot;
 use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
 use crate::report;
-use crate::result::{RegistryTotals, ResultError, RunFacts, RunResult};
+use crate::result::{BurstCpu, RegistryTotals, ResultError, RunFacts, RunResult};
 use crate::scenario::{PodSlot, PullerKind, Scenario, Target, Variant};
 use crate::target::{Deployment, TargetError, Upstream};
 use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
@@ -258,6 +258,10 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                     let mut t = registry_totals(snapshot, out.link_bytes);
                     t.wire = out.wire;
                     t.cache_processes = out.caches;
+                    t.cpu = Some(BurstCpu {
+                        host_busy: out.cpu.mean_busy,
+                        harness_cpu_seconds: out.harness_cpu_seconds,
+                    });
                     totals.insert((variant.name.clone(), target.name.clone(), rep), t);
                 }
                 recordings.add(out.recorder);
@@ -325,6 +329,11 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     report::write_markdown(&result, &dir)?;
     report::write_html(&result, &dir)?;
     Ok(RunOutput { result, dir })
+}
+
+/// CPU this process has used so far (every thread; children it waited for included).
+fn own_cpu() -> Duration {
+    stampede_lab::process::cpu_times(std::process::id()).map_or(Duration::ZERO, |c| c.own)
 }
 
 /// The nodes' namespaces, for `[network] nodes = "namespaces"`.
@@ -438,6 +447,8 @@ struct BurstOutput {
     wire: Option<WireTotals>,
     /// What each cache process inside the nodes used.
     caches: Vec<CacheProcessFacts>,
+    /// CPU seconds this process used during the burst.
+    harness_cpu_seconds: f64,
     cpu: CpuUse,
     errors: Vec<String>,
 }
@@ -488,6 +499,7 @@ impl Burst<'_> {
             .net
             .map(|net| WireSampler::start(net.fabric().clone(), epoch));
         let cpu = CpuSampler::start();
+        let harness_cpu = own_cpu();
         let pods = s.schedule().into_iter().map(|slot| {
             let node = nodes[slot.node as usize].clone();
             let images = &self.pod_images;
@@ -544,6 +556,7 @@ impl Burst<'_> {
         });
         let outcomes = join_all(pods).await;
         let cpu = cpu.finish().await;
+        let harness_cpu_seconds = own_cpu().saturating_sub(harness_cpu).as_secs_f64();
         let embedded = matches!(self.image.pull, PullFrom::Embedded(_));
         if embedded && PeerKind::of(&self.target.kind).is_some() {
             settle(registry).await;
@@ -632,6 +645,7 @@ impl Burst<'_> {
             link_bytes,
             wire,
             caches,
+            harness_cpu_seconds,
             cpu,
             errors,
         })

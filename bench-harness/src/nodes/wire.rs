@@ -3,7 +3,8 @@
 //! `/proc/net/dev`, `stampede_lab::Fabric::link_bytes`), and at the end turns the samples into
 //! [`WireTotals`]: what each node, service and the registry uploaded and downloaded during the
 //! burst, and the registry's egress and ingress and the nodes' summed upload and download as
-//! series on the burst's clock (bucket `i` covers `[i, i+1)` intervals from the epoch).
+//! series on the burst's clock (bucket `i` covers `[i, i+1)` intervals from the epoch; bytes
+//! counted between two reads are spread over the time between them).
 //!
 //! The counters are taken after the `tbf` shaping, so a series never exceeds the link's rate by
 //! more than a bucket's worth; they include Ethernet, IP and TCP headers, so they run a few
@@ -118,33 +119,56 @@ fn totals(samples: &[(Duration, FabricBytes)]) -> WireTotals {
         services: links(&first.services, &last.services),
         ..WireTotals::default()
     };
-    let add = |series: &mut Vec<u64>, bucket: usize, bytes: u64| {
-        if series.len() <= bucket {
-            series.resize(bucket + 1, 0);
-        }
-        series[bucket] += bytes;
-    };
     for pair in samples.windows(2) {
-        let ((_, a), (at, b)) = (&pair[0], &pair[1]);
-        // Bytes counted between two reads land in the bucket of the later read; reads before
-        // the epoch land in bucket 0.
-        let bucket = (at.as_millis() as u64 / interval_ms.max(1)) as usize;
+        let ((from, a), (to, b)) = (&pair[0], &pair[1]);
         let r = link(&a.registry, &b.registry);
-        add(&mut out.registry_egress, bucket, r.upload_bytes);
-        add(&mut out.registry_ingress, bucket, r.download_bytes);
         let n = links(&a.nodes, &b.nodes);
-        add(
-            &mut out.nodes_upload,
-            bucket,
-            n.iter().map(|l| l.upload_bytes).sum(),
-        );
-        add(
-            &mut out.nodes_download,
-            bucket,
-            n.iter().map(|l| l.download_bytes).sum(),
-        );
+        let spans = [
+            (&mut out.registry_egress, r.upload_bytes),
+            (&mut out.registry_ingress, r.download_bytes),
+            (
+                &mut out.nodes_upload,
+                n.iter().map(|l| l.upload_bytes).sum(),
+            ),
+            (
+                &mut out.nodes_download,
+                n.iter().map(|l| l.download_bytes).sum(),
+            ),
+        ];
+        for (series, bytes) in spans {
+            spread(series, *from, *to, bytes, interval_ms);
+        }
     }
     out
+}
+
+/// Adds `bytes`, counted between two reads at `from` and `to`, to the buckets that span
+/// overlaps, in proportion to the overlap: a read that comes late does not pile a bucket and a
+/// half into one bucket. Reads before the epoch count as at the epoch.
+fn spread(series: &mut Vec<u64>, from: Duration, to: Duration, bytes: u64, interval_ms: u64) {
+    let (from, to) = (from.as_micros() as u64, to.as_micros() as u64);
+    let width = interval_ms.max(1) * 1000;
+    let last = (to.saturating_sub(1) / width) as usize;
+    if series.len() <= last {
+        series.resize(last + 1, 0);
+    }
+    if to <= from {
+        series[last] += bytes;
+        return;
+    }
+    let first = (from / width) as usize;
+    let mut given = 0;
+    for (bucket, slot) in series.iter_mut().enumerate().take(last + 1).skip(first) {
+        let start = (bucket as u64 * width).max(from);
+        let end = ((bucket as u64 + 1) * width).min(to);
+        let share = if bucket == last {
+            bytes - given
+        } else {
+            (u128::from(bytes) * u128::from(end - start) / u128::from(to - from)) as u64
+        };
+        *slot += share;
+        given += share;
+    }
 }
 
 #[cfg(test)]
@@ -193,9 +217,11 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(t.registry_egress, vec![0, 10_000, 10_500]);
-        assert_eq!(t.nodes_download, vec![0, 10_000, 10_500]);
-        assert_eq!(t.nodes_upload, vec![0, 100, 200]);
+        // 10 000 bytes over 0-150 ms: 2/3 in bucket 0, 1/3 in bucket 1; 10 000 over 150-260 ms:
+        // 50/110 in bucket 1, 60/110 in bucket 2; 500 at 260-270 ms in bucket 2.
+        assert_eq!(t.registry_egress, vec![6_666, 3_334 + 4_545, 5_455 + 500]);
+        assert_eq!(t.nodes_download, t.registry_egress);
+        assert_eq!(t.nodes_upload.iter().sum::<u64>(), 300);
         assert_eq!(
             t.registry_egress.iter().sum::<u64>(),
             t.registry.upload_bytes
