@@ -533,7 +533,7 @@ impl Transfer<'_> {
                     return Err(broke);
                 }
                 self.ctx.metrics.fill_resumed(Resume::Range);
-                tracing::warn!(%digest, %upstream, offset_bytes = offset, attempt, %broke, "upstream blob body broke; resumed with a range request");
+                tracing::warn!(%digest, %upstream, offset_bytes = offset, attempt, %broke, "blob body broke (or the cluster could not supply the rest); resumed from the upstream with a range request");
                 Ok((answer, 0))
             }
             StatusCode::OK => {

@@ -181,6 +181,11 @@ impl Feed {
                 Some(p) => Some(p),
                 None => match next.take() {
                     Some((at, task)) if at == pos => task.await.ok().flatten(),
+                    // A failed piece is resumed before the prefetched next stripe is needed.
+                    Some((at, task)) if at > pos => {
+                        next = Some((at, task));
+                        None
+                    }
                     Some((_, task)) => {
                         task.abort();
                         None
@@ -285,7 +290,12 @@ impl Feed {
                 return Pumped::SinkClosed;
             }
             c.metrics.fill_source(source, len);
-            self.took[source as usize] = true;
+            let kind = match source {
+                FillSource::Local => 0,
+                FillSource::Peer => 1,
+                FillSource::Registry => 2,
+            };
+            self.took[kind] = true;
             if let (From::Peer(m), false) = (from, counted) {
                 counted = true;
                 if !self.contributors.contains(&m) {
