@@ -26,6 +26,9 @@
 //!   kernel-shaped link in its own network namespace.
 //! - [`real_puller`]: node pulls done by real clients (skopeo, ctr).
 //! - [`node`]: a simulated node: content store, kubelet's pull queue, one shared pull per image.
+//! - [`nodes`]: nodes as network namespaces (`[network] nodes = "namespaces"`): the fabric of
+//!   kernel-shaped links, the harness's client inside each node, cache processes inside the
+//!   nodes, the links' byte counters and each cache process's CPU and memory.
 //! - [`container`]: the container start model (file reads, init, readiness probe).
 //! - [`host`]: CPU use during a burst, for the host-bound warning.
 //! - [`variant_image`]: each variant's image made ready: generated, imported, mirrored or resolved.
@@ -49,6 +52,7 @@ pub mod host;
 pub mod image;
 pub mod inspect;
 pub mod node;
+pub mod nodes;
 pub mod origin;
 pub mod peer;
 pub mod pull;

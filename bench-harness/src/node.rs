@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use stampede_oci::{Reference, RepoName};
 
 use crate::container::StartFiles;
+use crate::nodes::NodeRuntime;
 use crate::pull::{PullError, PullRecord, Puller};
 use crate::real_puller::RealPuller;
 use crate::recorder::{BlobFirstByte, FailureKind, LayerTimes, PullTimes};
@@ -54,16 +55,29 @@ pub struct ImageOnNode {
 pub enum NodePuller {
     /// The harness's own client.
     Harness(Puller),
-    /// A real client (skopeo, ctr).
-    Real(RealPuller),
+    /// The harness's own client, run inside the node's network namespace.
+    HarnessInNode(Puller, Arc<NodeRuntime>),
+    /// A real client (skopeo, ctr); boxed, it is the largest.
+    Real(Box<RealPuller>),
 }
 
 impl NodePuller {
     async fn pull(&self, repo: &RepoName, reference: &Reference) -> Result<PullRecord, PullError> {
         match self {
             Self::Harness(p) => p.pull(repo, reference).await,
+            Self::HarnessInNode(p, runtime) => {
+                let (p, repo, reference) = (p.clone(), repo.clone(), reference.clone());
+                runtime
+                    .run(async move { p.pull(&repo, &reference).await })
+                    .await
+            }
             Self::Real(p) => p.pull(repo, reference).await,
         }
+    }
+
+    /// Whether this is the harness's own client, which times every layer.
+    fn times_layers(&self) -> bool {
+        !matches!(self, Self::Real(_))
     }
 }
 
@@ -272,7 +286,7 @@ impl Node {
             layers,
             start_files: Arc::new(start_files),
             bytes_fetched: record.bytes_fetched,
-            layers_timed: matches!(self.puller, NodePuller::Harness(_)),
+            layers_timed: self.puller.times_layers(),
             blob_timings: record
                 .blob_timings
                 .iter()

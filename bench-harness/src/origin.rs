@@ -29,6 +29,13 @@ pub enum OriginError {
     /// The registry could not bind or serve.
     #[error("embedded registry")]
     Registry(#[source] RegistryError),
+    /// The registry's listener could not be bound inside its namespace on the nodes' fabric.
+    #[error("bind the embedded registry inside its namespace")]
+    Fabric {
+        /// The cause.
+        #[source]
+        source: LabError,
+    },
     /// The shaped link could not be made (not root, iproute2 missing, a failing `ip`/`tc`).
     #[error("registry.netns_rate = {rate}: cannot put the registry behind a kernel-shaped link (remove netns_rate to use only the embedded registry's own bandwidth model)")]
     Link {
@@ -40,7 +47,8 @@ pub enum OriginError {
     },
 }
 
-/// The embedded registry and, when shaped, the link it sits behind.
+/// The embedded registry and, when shaped, the link it sits behind (with nodes in namespaces,
+/// the fabric owns the registry's link: `nodes/`).
 #[derive(Debug)]
 pub struct Origin {
     registry: EmbeddedRegistry,
@@ -51,11 +59,37 @@ pub struct Origin {
 
 impl Origin {
     /// Starts the registry for `nodes` node listeners under `model`, behind a shaped link when
-    /// `model.netns_rate` is set.
+    /// `model.netns_rate` is set. With `fabric` (nodes in namespaces), its one listener is
+    /// bound inside that registry namespace instead, and the fabric shapes every link.
     ///
     /// # Errors
     /// [`OriginError`] saying what failed.
-    pub async fn start(model: &RegistryModel, nodes: usize) -> Result<Self, OriginError> {
+    pub async fn start(
+        model: &RegistryModel,
+        nodes: usize,
+        fabric: Option<&stampede_lab::Endpoint>,
+    ) -> Result<Self, OriginError> {
+        if let Some(endpoint) = fabric {
+            let std = endpoint
+                .bind(0)
+                .map_err(|source| OriginError::Fabric { source })?;
+            let shared = std
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(std))
+                .map_err(|source| {
+                    OriginError::Registry(RegistryError::Bind { node: None, source })
+                })?;
+            let listeners = Listeners {
+                shared,
+                nodes: Vec::new(),
+            };
+            let registry = EmbeddedRegistry::serve(listeners, model.clone(), DEFAULT_SERIES_BUCKET)
+                .map_err(OriginError::Registry)?;
+            return Ok(Self {
+                registry,
+                link: None,
+            });
+        }
         let Some(rate) = model.netns_rate else {
             let registry = EmbeddedRegistry::start(model.clone(), nodes)
                 .await

@@ -32,7 +32,7 @@ impl PeerKind {
     pub fn of(kind: &TargetKind) -> Option<Self> {
         match kind {
             TargetKind::DistributionProxy => Some(Self::DistributionProxy),
-            TargetKind::Nginx => Some(Self::Nginx),
+            TargetKind::Nginx { .. } => Some(Self::Nginx),
             TargetKind::Direct | TargetKind::CacheDaemon { .. } | TargetKind::Mirror { .. } => None,
         }
     }

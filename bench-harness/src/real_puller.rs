@@ -9,6 +9,9 @@
 //!   it pulls, so the pull includes the unpack and the node unpacks nothing itself. With
 //!   `unpack = false`, `ctr content fetch` instead.
 //!
+//! With nodes in namespaces both run inside the node's namespace (`ip netns exec`), so their
+//! traffic crosses the node's shaped link; containerd's socket is a file, reachable from here.
+//!
 //! Only the whole pull is observed: a real client reports neither its first byte nor per-layer
 //! fetch times, so those stay empty for it (the report says so rather than inventing them), and
 //! node links to a shared target are not paced (the harness cannot slow a client it does not
@@ -46,6 +49,9 @@ pub struct RealPullerConfig {
     pub platform: Platform,
     /// Whether the image is unpacked (`ctr`: `images pull` rather than `content fetch`).
     pub unpack: bool,
+    /// The node's network namespace, with nodes in namespaces: the client (and for `ctr` the
+    /// node's containerd) runs inside it (`ip netns exec`).
+    pub netns: Option<String>,
 }
 
 /// Why a real client could not be set up for a node.
@@ -100,7 +106,8 @@ impl RealPuller {
                 Client::Skopeo(stampede_lab::find("skopeo").map_err(|e| lab("skopeo", e))?)
             }
             PullerKind::Ctr => Client::Ctr(
-                Containerd::start(&config.dir.join("containerd")).map_err(|e| lab("ctr", e))?,
+                Containerd::start_in(&config.dir.join("containerd"), config.netns.as_deref())
+                    .map_err(|e| lab("ctr", e))?,
             ),
         };
         Ok(Self {
@@ -153,7 +160,14 @@ impl RealPuller {
     async fn skopeo(&self, program: &Path, image: &str, n: u32) -> Result<PullRecord, PullError> {
         let out = self.config.dir.join(format!("skopeo-{n}"));
         let p = &self.config.platform;
-        let mut cmd = tokio::process::Command::new(program);
+        let mut cmd = match &self.config.netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => tokio::process::Command::new(program),
+        };
         cmd.args(["--override-os", &p.os, "--override-arch", &p.architecture]);
         if let Some(variant) = &p.variant {
             cmd.args(["--override-variant", variant]);

@@ -99,6 +99,28 @@ pub struct RegistryTotals {
     /// the repetition, by the kernel's count (response bodies plus headers and TCP/IP overhead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_bytes: Option<u64>,
+    /// With nodes in namespaces: what every link carried during the repetition, by the kernel's
+    /// counters (per node upload and download, the registry's egress and ingress series).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<crate::nodes::WireTotals>,
+    /// With nodes in namespaces: every cache process of the target, its CPU seconds and peak
+    /// memory over the repetition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_processes: Vec<crate::nodes::CacheProcessFacts>,
+    /// The host's and the harness's own CPU during the repetition, so a reader sees whether the
+    /// burst was bound by the links or by this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<BurstCpu>,
+}
+
+/// CPU during one repetition, from the burst epoch to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct BurstCpu {
+    /// Mean fraction of all the host's CPUs busy, 0..=1.
+    pub host_busy: f64,
+    /// CPU seconds the harness's own process used (user + system, every thread: the
+    /// registry it embeds, its pullers, unpacking).
+    pub harness_cpu_seconds: f64,
 }
 
 /// Facts about a variant's generated image.

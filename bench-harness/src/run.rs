@@ -28,6 +28,7 @@ use stampede_oci::{ClientConfig, Reference, RegistryClient, RepoName};
 use crate::container;
 use crate::host::{CpuSampler, CpuUse, HostBound};
 use crate::node::{ImageName, Node, NodeConfig, NodePuller};
+use crate::nodes::{CacheProcessFacts, NodeNet, NodeNetError, WireSampler, WireTotals};
 use crate::origin::{Origin, OriginError};
 use crate::peer::PeerKind;
 use crate::pull::{Puller, PullerConfig};
@@ -39,7 +40,7 @@ use crate::registry::accounting::AccountingSnapshot;
 use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
 use crate::report;
-use crate::result::{RegistryTotals, ResultError, RunFacts, RunResult};
+use crate::result::{BurstCpu, RegistryTotals, ResultError, RunFacts, RunResult};
 use crate::scenario::{PodSlot, PullerKind, Scenario, Target, Variant};
 use crate::target::{Deployment, TargetError, Upstream};
 use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
@@ -93,6 +94,9 @@ pub enum RunError {
     /// The embedded registry failed.
     #[error("embedded registry")]
     Registry(#[source] RegistryError),
+    /// The nodes' network namespaces could not be made.
+    #[error(transparent)]
+    Nodes(#[from] NodeNetError),
     /// The registry could not be started where the scenario puts it.
     #[error(transparent)]
     Origin(#[from] OriginError),
@@ -168,17 +172,27 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         tracing::warn!(%target, "target skipped: {why:#}");
         warnings.push(format!("target {target} not run: {why}"));
     }
-    if scenario.runtime.puller != PullerKind::Harness && scenario.registry.node_link.is_some() {
+    if scenario.runtime.puller != PullerKind::Harness
+        && scenario.registry.node_link.is_some()
+        && !scenario.network.namespaces()
+    {
         warnings.push(format!(
             "puller = \"{}\": node_link is applied by the registry's per-node listeners (direct, per-node caches) but not to a real client's pulls from a shared target, which the harness cannot pace",
             scenario.runtime.puller.name()
         ));
     }
+    // Before the images: a run that cannot make its nodes stops at once.
+    let net = node_net(&scenario).await?;
     let images = prepare_all(&scenario, &options.image_cache)
         .await
         .map_err(|(variant, source)| RunError::Image { variant, source })?;
     let nodes = scenario.total_nodes();
-    let origin = Origin::start(&scenario.registry, nodes as usize).await?;
+    let origin = Origin::start(
+        &scenario.registry,
+        nodes as usize,
+        net.as_ref().map(NodeNet::registry),
+    )
+    .await?;
     let registry = origin.registry();
     let dir = options
         .out_dir
@@ -222,6 +236,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                     target,
                     repetition: rep,
                     origin: &origin,
+                    net: net.as_ref(),
                     work: work.path(),
                     logs: &dir.join(LOGS_DIR),
                     progress: &progress,
@@ -243,10 +258,14 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                     }
                 }
                 if let Some(snapshot) = &out.registry {
-                    totals.insert(
-                        (variant.name.clone(), target.name.clone(), rep),
-                        registry_totals(snapshot, out.link_bytes),
-                    );
+                    let mut t = registry_totals(snapshot, out.link_bytes);
+                    t.wire = out.wire;
+                    t.cache_processes = out.caches;
+                    t.cpu = Some(BurstCpu {
+                        host_busy: out.cpu.mean_busy,
+                        harness_cpu_seconds: out.harness_cpu_seconds,
+                    });
+                    totals.insert((variant.name.clone(), target.name.clone(), rep), t);
                 }
                 recordings.add(out.recorder);
                 if scenario.runtime.keep_snapshots {
@@ -257,8 +276,15 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         }
     }
     progress.finish();
-    let link = origin.link_facts();
+    let link = match &net {
+        Some(net) => net.facts(),
+        None => origin.link_facts(),
+    };
     origin.shutdown().await;
+    if let Some(net) = net {
+        // Deleting namespaces runs `ip`: blocking work, off the runtime's threads.
+        tokio::task::spawn_blocking(move || drop(net)).await.ok();
+    }
     for e in &errors {
         warnings.push(format!("pull error sample: {e}"));
     }
@@ -313,6 +339,27 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     Ok(RunOutput { result, dir })
 }
 
+/// CPU this process has used so far (every thread; children it waited for included).
+fn own_cpu() -> Duration {
+    stampede_lab::process::cpu_times(std::process::id()).map_or(Duration::ZERO, |c| c.own)
+}
+
+/// The nodes' namespaces, for `[network] nodes = "namespaces"`.
+async fn node_net(scenario: &Scenario) -> Result<Option<NodeNet>, RunError> {
+    if !scenario.network.namespaces() {
+        return Ok(None);
+    }
+    let s = scenario.clone();
+    tokio::task::spawn_blocking(move || NodeNet::create(&s))
+        .await
+        .map_err(|e| RunError::Io {
+            what: "create the nodes' namespaces".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map(Some)
+        .map_err(RunError::Nodes)
+}
+
 /// Targets whose peer program is not installed, with why; the runner skips them.
 fn missing_peers(scenario: &Scenario) -> BTreeMap<String, stampede_lab::LabError> {
     scenario
@@ -343,6 +390,7 @@ fn registry_totals(snap: &AccountingSnapshot, link_bytes: Option<u64>) -> Regist
             .collect(),
         snapshot: serde_json::to_value(snap).ok(),
         link_bytes,
+        ..RegistryTotals::default()
     }
 }
 
@@ -389,6 +437,8 @@ struct Burst<'a> {
     target: &'a Target,
     repetition: u32,
     origin: &'a Origin,
+    /// The nodes' namespaces, when nodes are namespaces.
+    net: Option<&'a NodeNet>,
     work: &'a Path,
     /// Where peers' logs are kept.
     logs: &'a Path,
@@ -401,6 +451,12 @@ struct BurstOutput {
     registry: Option<AccountingSnapshot>,
     /// Bytes the shaped link carried toward the host during the burst, by the kernel's count.
     link_bytes: Option<u64>,
+    /// What every link of the nodes' fabric carried, when nodes are namespaces.
+    wire: Option<WireTotals>,
+    /// What each cache process inside the nodes used.
+    caches: Vec<CacheProcessFacts>,
+    /// CPU seconds this process used during the burst.
+    harness_cpu_seconds: f64,
     cpu: CpuUse,
     errors: Vec<String>,
 }
@@ -429,7 +485,8 @@ impl Burst<'_> {
             PullFrom::Embedded(_) => Upstream::Embedded(registry),
             PullFrom::Remote(remote) => Upstream::Remote(remote),
         };
-        let deployment = Deployment::up(self.target, upstream, nodes_n, self.work).await?;
+        let mut deployment =
+            Deployment::up(self.target, upstream, nodes_n, self.work, self.net).await?;
         let pullers = self.pullers(&deployment).await?;
         let epoch = Instant::now() + EPOCH_LEAD;
         let mut nodes = Vec::with_capacity(nodes_n as usize);
@@ -445,7 +502,12 @@ impl Burst<'_> {
         }
         let link_before = self.origin.link_sent_bytes();
         registry.accounting().reset_at(epoch.into());
+        deployment.burst_started();
+        let wire = self
+            .net
+            .map(|net| WireSampler::start(net.fabric().clone(), epoch));
         let cpu = CpuSampler::start();
+        let harness_cpu = own_cpu();
         let pods = s.schedule().into_iter().map(|slot| {
             let node = nodes[slot.node as usize].clone();
             let images = &self.pod_images;
@@ -502,11 +564,16 @@ impl Burst<'_> {
         });
         let outcomes = join_all(pods).await;
         let cpu = cpu.finish().await;
+        let harness_cpu_seconds = own_cpu().saturating_sub(harness_cpu).as_secs_f64();
         let embedded = matches!(self.image.pull, PullFrom::Embedded(_));
         if embedded && PeerKind::of(&self.target.kind).is_some() {
             settle(registry).await;
         }
         let snapshot = embedded.then(|| registry.accounting().snapshot());
+        let wire = match wire {
+            Some(w) => Some(w.finish().await),
+            None => None,
+        };
         let link_bytes = match (link_before, self.origin.link_sent_bytes()) {
             (Some(before), Some(after)) if embedded => Some(after.saturating_sub(before)),
             _ => None,
@@ -515,6 +582,7 @@ impl Burst<'_> {
             "{}-{}-rep{}",
             self.target.name, self.variant.name, self.repetition
         );
+        let caches = deployment.cache_facts(&stem);
         for kept in deployment.keep_logs(self.logs, &stem) {
             tracing::debug!(log = %kept.display(), "kept a peer log");
         }
@@ -583,6 +651,9 @@ impl Burst<'_> {
             recorder,
             registry: snapshot,
             link_bytes,
+            wire,
+            caches,
+            harness_cpu_seconds,
             cpu,
             errors,
         })
@@ -611,6 +682,10 @@ impl Burst<'_> {
                     dir,
                     platform: s.platform.clone(),
                     unpack: s.runtime.unpack,
+                    netns: self
+                        .net
+                        .and_then(|net| net.node(n as usize))
+                        .map(|node| node.netns().to_owned()),
                 };
                 starting.push(tokio::task::spawn_blocking(move || {
                     RealPuller::new(n, config)
@@ -627,7 +702,7 @@ impl Burst<'_> {
                 .registry
                 .node_link
                 .filter(|_| deployment.client_paced_links);
-            pullers.push(NodePuller::Harness(Puller::new(
+            let puller = Puller::new(
                 client,
                 PullerConfig {
                     endpoint,
@@ -637,14 +712,18 @@ impl Burst<'_> {
                     body_idle_timeout: Duration::from_secs(120),
                     link: link.map(|rate| Arc::new(ByteBucket::new(rate, 64 * 1024))),
                 },
-            )));
+            );
+            pullers.push(match self.net.and_then(|net| net.runtime(n as usize)) {
+                Some(runtime) => NodePuller::HarnessInNode(puller, runtime),
+                None => NodePuller::Harness(puller),
+            });
         }
         for started in join_all(starting).await {
             let puller = started.map_err(|e| RunError::Io {
                 what: "start a node's real client".into(),
                 source: std::io::Error::other(e),
             })??;
-            pullers.push(NodePuller::Real(puller));
+            pullers.push(NodePuller::Real(Box::new(puller)));
         }
         Ok(pullers)
     }

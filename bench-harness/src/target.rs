@@ -15,14 +15,22 @@
 //! `cache-daemon` fills from it with the variant's credentials and CA file. It has no per-node
 //! ports, so node links are paced by the nodes' clients.
 //!
-//! The harness talks to every target over HTTP only; running our daemon in-process is a
-//! convenience (the same binary, no build step), not a back door.
+//! With nodes in namespaces (`[network] nodes = "namespaces"`) every cache is a real process
+//! inside the nodes (`nodes/caches.rs`): the `cache-daemon` binary per node, shared or in
+//! cluster mode, and nginx per node or shared; `direct` nodes reach the registry over their own
+//! kernel-shaped link, and no link is paced by the client.
+//!
+//! The harness talks to every target over HTTP only. With nodes as tasks, our daemon runs in this
+//! process: the fallback where namespaces are unavailable (no root), named so in the report,
+//! not a back door.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stampede_oci::Endpoint;
 
+use crate::nodes::caches::{CacheError, CacheKind, CacheSpec};
+use crate::nodes::{CacheProcessFacts, NodeCaches, NodeNet};
 use crate::peer::{Peer, PeerKind};
 use crate::registry::EmbeddedRegistry;
 use crate::remote::Remote;
@@ -48,6 +56,8 @@ pub struct Deployment {
     pub ca_file: Option<PathBuf>,
     daemons: Vec<cache_daemon::Daemon>,
     peer: Option<Peer>,
+    /// The cache processes inside the nodes' namespaces.
+    caches: Option<NodeCaches>,
 }
 
 /// Why a target could not be set up.
@@ -90,6 +100,33 @@ pub enum TargetError {
         /// Its kind.
         kind: &'static str,
     },
+    /// A cache process inside the nodes could not start.
+    #[error("target {target}: start {kind} in the nodes' namespaces")]
+    Caches {
+        /// Target name.
+        target: String,
+        /// Its kind.
+        kind: &'static str,
+        /// The cause (boxed: it is large, and this error is rare).
+        #[source]
+        source: Box<CacheError>,
+    },
+    /// The target cannot run with nodes in namespaces.
+    #[error("target {target}: {kind} cannot run with nodes in namespaces")]
+    NotInNamespaces {
+        /// Target name.
+        target: String,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// Cluster mode was asked for with nodes as tasks.
+    #[error(
+        "target {target}: cache-daemon in cluster mode needs [network] nodes = \"namespaces\""
+    )]
+    NeedsNamespaces {
+        /// Target name.
+        target: String,
+    },
     /// A blocking start or stop task died.
     #[error("target {target}: start task")]
     Task {
@@ -103,7 +140,7 @@ pub enum TargetError {
 
 impl Deployment {
     /// Sets `target` up for `nodes` nodes in front of `upstream`; daemon stores go under
-    /// `work`.
+    /// `work`. With `net` (nodes in namespaces) caches run as processes inside the nodes.
     ///
     /// # Errors
     /// [`TargetError`] naming the target.
@@ -112,7 +149,13 @@ impl Deployment {
         upstream: Upstream<'_>,
         nodes: u32,
         work: &Path,
+        net: Option<&NodeNet>,
     ) -> Result<Self, TargetError> {
+        if let (Some(net), Upstream::Embedded(registry)) = (net, upstream) {
+            if !matches!(target.kind, TargetKind::Direct) {
+                return Self::in_namespaces(target, net, registry.addr(), work).await;
+            }
+        }
         let url = |u: &str| {
             Endpoint::parse(u).map_err(|source| TargetError::Url {
                 target: target.name.clone(),
@@ -140,6 +183,7 @@ impl Deployment {
                 ca_file: remote_ca,
                 daemons: Vec::new(),
                 peer: None,
+                caches: None,
             }),
             TargetKind::CacheDaemon { placement } => {
                 let upstreams: Vec<Endpoint> = match placement {
@@ -147,6 +191,11 @@ impl Deployment {
                         .map(|n| upstream_for(Some(n)))
                         .collect::<Result<_, _>>()?,
                     Placement::Shared => vec![upstream_for(None)?],
+                    Placement::Cluster => {
+                        return Err(TargetError::NeedsNamespaces {
+                            target: target.name.clone(),
+                        })
+                    }
                 };
                 let mut daemons = Vec::with_capacity(upstreams.len());
                 for (i, upstream) in upstreams.into_iter().enumerate() {
@@ -173,6 +222,7 @@ impl Deployment {
                     ca_file: None,
                     daemons,
                     peer: None,
+                    caches: None,
                 })
             }
             TargetKind::Mirror { url: mirror } => Ok(Self {
@@ -181,8 +231,9 @@ impl Deployment {
                 ca_file: None,
                 daemons: Vec::new(),
                 peer: None,
+                caches: None,
             }),
-            TargetKind::DistributionProxy | TargetKind::Nginx => {
+            TargetKind::DistributionProxy | TargetKind::Nginx { .. } => {
                 let kind = target.kind.name();
                 let Upstream::Embedded(registry) = upstream else {
                     return Err(TargetError::PeerUpstream {
@@ -211,21 +262,104 @@ impl Deployment {
                     ca_file: None,
                     daemons: Vec::new(),
                     peer: Some(peer),
+                    caches: None,
                 })
             }
         }
     }
 
-    /// Copies a peer's logs into `dir` as `<stem>.*`; nothing for other targets.
+    /// The cache processes inside the nodes, for nodes in namespaces.
+    async fn in_namespaces(
+        target: &Target,
+        net: &NodeNet,
+        registry: std::net::SocketAddr,
+        work: &Path,
+    ) -> Result<Self, TargetError> {
+        let kind = target.kind.name();
+        let cache = match target.kind {
+            TargetKind::CacheDaemon { placement } => CacheKind::CacheDaemon(placement),
+            TargetKind::Nginx { placement } => CacheKind::Nginx(placement),
+            _ => {
+                return Err(TargetError::NotInNamespaces {
+                    target: target.name.clone(),
+                    kind,
+                })
+            }
+        };
+        let spec = CacheSpec {
+            kind: cache,
+            fabric: net.fabric().clone(),
+            upstream: registry,
+            work: work.join(&target.name),
+        };
+        let caches = tokio::task::spawn_blocking(move || NodeCaches::start(spec))
+            .await
+            .map_err(|source| TargetError::Task {
+                target: target.name.clone(),
+                source,
+            })?
+            .map_err(|source| TargetError::Caches {
+                target: target.name.clone(),
+                kind,
+                source: Box::new(source),
+            })?;
+        let endpoints = caches
+            .urls
+            .iter()
+            .map(|u| {
+                Endpoint::parse(u).map_err(|source| TargetError::Url {
+                    target: target.name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            endpoints,
+            client_paced_links: false,
+            ca_file: None,
+            daemons: Vec::new(),
+            peer: None,
+            caches: Some(caches),
+        })
+    }
+
+    /// Marks the burst's start for the cache processes' CPU accounting.
+    pub fn burst_started(&mut self) {
+        if let Some(c) = &mut self.caches {
+            c.burst_started();
+        }
+    }
+
+    /// What each cache process inside the nodes used; empty for other targets. `stem` names
+    /// their kept logs.
+    pub fn cache_facts(&self, stem: &str) -> Vec<CacheProcessFacts> {
+        self.caches
+            .as_ref()
+            .map(|c| c.facts(stem))
+            .unwrap_or_default()
+    }
+
+    /// Copies a peer's or the cache processes' logs into `dir` as `<stem>.*`; nothing for other
+    /// targets.
     pub fn keep_logs(&self, dir: &Path, stem: &str) -> Vec<PathBuf> {
-        self.peer
+        let mut kept = self
+            .peer
             .as_ref()
             .map(|p| p.keep_logs(dir, stem))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(c) = &self.caches {
+            kept.extend(c.keep_logs(dir, stem));
+        }
+        kept
     }
 
     /// Stops whatever `up` started.
     pub async fn down(self) {
+        if let Some(caches) = self.caches {
+            if let Err(error) = tokio::task::spawn_blocking(move || caches.stop()).await {
+                tracing::warn!(%error, "stopping the cache processes failed");
+            }
+        }
         for d in self.daemons {
             d.shutdown().await;
         }

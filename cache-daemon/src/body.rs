@@ -60,6 +60,20 @@ fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
 /// cache holds it (a memory copy) and on the blocking pool otherwise: a committed file may have
 /// left the page cache, and a runtime thread never waits on the disk.
 pub fn from_file(file: Arc<File>, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
+    file_counted(file, (start, end), metrics, Source::Cache)
+}
+
+/// [`from_file`] for a cluster peer: the same bytes, counted as [`Source::Peer`].
+pub fn file_to_peer(file: Arc<File>, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
+    file_counted(file, (start, end), metrics, Source::Peer)
+}
+
+fn file_counted(
+    file: Arc<File>,
+    (start, end): (u64, u64),
+    metrics: Arc<Metrics>,
+    source: Source,
+) -> Body {
     let chunks = stream::unfold((file, start), move |(file, pos)| {
         let metrics = metrics.clone();
         async move {
@@ -73,7 +87,7 @@ pub fn from_file(file: Arc<File>, start: u64, end: u64, metrics: Arc<Metrics>) -
             match read {
                 Ok(bytes) => {
                     let next = pos + bytes.len() as u64;
-                    metrics.served(Source::Cache, bytes.len() as u64);
+                    metrics.served(source, bytes.len() as u64);
                     Some((Ok(Frame::data(bytes)), (file, next)))
                 }
                 // Ending the stream with an error makes hyper close the connection short.
@@ -196,6 +210,73 @@ pub fn from_flight(
     end: Option<u64>,
     metrics: Arc<Metrics>,
 ) -> Body {
+    follow(
+        flight,
+        FlightFile {
+            file,
+            base_bytes: 0,
+        },
+        (start, end),
+        metrics,
+        Some(Source::Upstream),
+    )
+}
+
+/// A flight's file and the offset in the blob of its first byte (a stripe's file starts at the
+/// stripe's first byte).
+#[derive(Debug, Clone)]
+pub struct FlightFile {
+    /// The file the flight writes.
+    pub file: Arc<File>,
+    /// Blob offset of the file's byte 0.
+    pub base_bytes: u64,
+}
+
+/// Streams blob bytes `[start, end)` of a flight (a blob fill, or a stripe fill whose file
+/// begins at `file.base_bytes`) to a cluster peer, counted as [`Source::Peer`]. Unlike
+/// [`from_flight`] it does not hold back the last byte until the blob verifies: the peer
+/// hashes the whole blob itself and commits nothing that does not match, and holding back
+/// would stall every stripe but the last until the whole blob is in. A failed flight still
+/// cuts the stream short.
+pub fn to_peer(
+    flight: Arc<Flight>,
+    file: FlightFile,
+    start: u64,
+    end: u64,
+    metrics: Arc<Metrics>,
+) -> Body {
+    follow(
+        flight,
+        file,
+        (start, Some(end)),
+        metrics,
+        Some(Source::Peer),
+    )
+}
+
+/// Blob bytes `[start, end)` of this node's own stripe fill, for its own blob fill to read:
+/// as [`to_peer`], but not counted as served (nothing leaves the node).
+pub fn from_stripe(
+    flight: Arc<Flight>,
+    file: FlightFile,
+    start: u64,
+    end: u64,
+    metrics: Arc<Metrics>,
+) -> Body {
+    follow(flight, file, (start, Some(end)), metrics, None)
+}
+
+/// Follows a flight; `count`: what its bytes are counted as served from (`None`: not
+/// counted). Only client responses (`Source::Upstream`) hold back their last byte.
+fn follow(
+    flight: Arc<Flight>,
+    file: FlightFile,
+    (start, end): (u64, Option<u64>),
+    metrics: Arc<Metrics>,
+    count: Option<Source>,
+) -> Body {
+    let hold_last = count == Some(Source::Upstream);
+    let FlightFile { file, base_bytes } = file;
     let progress = flight.subscribe();
     let state = Follow {
         flight,
@@ -210,7 +291,9 @@ pub fn from_flight(
         async move {
             let mut s = state?;
             loop {
-                let p = s.progress.borrow_and_update().clone();
+                let mut p = s.progress.borrow_and_update().clone();
+                // Positions below are blob offsets; the file starts at `base_bytes`.
+                p.written_bytes += base_bytes;
                 let limit = match (&p.state, s.end) {
                     (FillState::Failed(f), _) => {
                         let err =
@@ -220,20 +303,26 @@ pub fn from_flight(
                     (FillState::Done, Some(end)) => end,
                     (FillState::Done, None) => p.written_bytes,
                     // Hold back this response's last byte until the digest is verified.
-                    (FillState::Running, Some(end)) => p.written_bytes.min(end.saturating_sub(1)),
+                    (FillState::Running, Some(end)) if hold_last => {
+                        p.written_bytes.min(end.saturating_sub(1))
+                    }
+                    (FillState::Running, Some(end)) => p.written_bytes.min(end),
                     (FillState::Running, None) => p.written_bytes,
                 };
                 if s.pos < limit {
                     let len = usize::try_from(limit - s.pos)
                         .unwrap_or(usize::MAX)
                         .min(CHUNK_BYTES);
-                    let read = match s.flight.recent(s.pos, len) {
+                    let at = s.pos - base_bytes;
+                    let read = match s.flight.recent(at, len) {
                         Some(bytes) => Ok(bytes),
-                        None => read_at(&s.file, s.pos, len),
+                        None => read_at(&s.file, at, len),
                     };
                     return match read {
                         Ok(bytes) => {
-                            metrics.served(Source::Upstream, bytes.len() as u64);
+                            if let Some(source) = count {
+                                metrics.served(source, bytes.len() as u64);
+                            }
                             s.pos += bytes.len() as u64;
                             Some((Ok(Frame::data(bytes)), Some(s)))
                         }

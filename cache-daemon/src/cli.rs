@@ -16,10 +16,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use stampede_oci::auth::{Credentials, DockerConfig, DockerConfigError};
 use stampede_oci::{Digest, Endpoint, ImageRef, Platform};
 
+use crate::cluster::membership::{self, Member, PeerSource};
+use crate::cluster::signing::MIN_SECRET_BYTES;
 use crate::config::{
     AccessConfig, Budget, Config, PinRequest, PinTarget, ServerConfig, StoreConfig, UpstreamConfig,
     DEFAULT_ADMIN_LISTEN, DEFAULT_HIGH_WATERMARK, DEFAULT_LISTEN, DEFAULT_LOW_WATERMARK,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_TAG_TTL, DEFAULT_UPSTREAM_CONCURRENCY,
+};
+use crate::config::{
+    ClusterConfig, ClusterSecret, DEFAULT_PEER_CONNECT_TIMEOUT, DEFAULT_PEER_IDLE_TIMEOUT,
+    DEFAULT_PEER_MAX_CONNECTIONS, DEFAULT_PEER_RESPONSE_TIMEOUT,
 };
 use crate::config::{DEFAULT_ACCESS_ALLOW_TTL, DEFAULT_ACCESS_DENY_TTL, DEFAULT_ACCESS_GRACE};
 use crate::config_file::{AccessEntry, FileConfig, FileError};
@@ -160,6 +166,29 @@ pub struct ServeArgs {
     /// asked [default: 5m].
     #[arg(long, env = "CACHE_DAEMON_ACCESS_GRACE", value_parser = humantime::parse_duration)]
     pub access_grace: Option<Duration>,
+    /// Cluster mode: serve peers on this address (a port of its own), so the nodes share one
+    /// registry fetch per stripe [default: off]. Needs a member list and --cluster-secret-file.
+    #[arg(long, env = "CACHE_DAEMON_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// This node's peer address as the other members reach it (and list it), when it differs
+    /// from --peer-listen (e.g. --peer-listen 0.0.0.0:5052 --peer-advertise $(POD_IP):5052).
+    #[arg(long, env = "CACHE_DAEMON_PEER_ADVERTISE")]
+    pub peer_advertise: Option<SocketAddr>,
+    /// The cluster's members: IP:PORT peer addresses, comma-separated (this node may be listed).
+    #[arg(long, env = "CACHE_DAEMON_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// The cluster's members: every address NAME resolves to, at PORT; resolved again every
+    /// 10 s (a Kubernetes headless Service over the DaemonSet's pods).
+    #[arg(long, env = "CACHE_DAEMON_PEERS_DNS")]
+    pub peers_dns: Option<String>,
+    /// The cluster's members: a file with one IP:PORT per line (# comments), re-read when it
+    /// changes.
+    #[arg(long, env = "CACHE_DAEMON_PEERS_FILE")]
+    pub peers_file: Option<PathBuf>,
+    /// File holding the cluster secret (at least 16 bytes; surrounding whitespace ignored) that
+    /// signs peer requests. Every member must have the same.
+    #[arg(long, env = "CACHE_DAEMON_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// Where the operator tools find the store: the config file (for its root, admin address and
@@ -458,6 +487,7 @@ impl ServeArgs {
                 upstream,
                 pins,
                 access: access_config(&self, &file.access)?,
+                cluster: cluster_config(&self, &file)?,
             },
             log_format,
         })
@@ -487,6 +517,132 @@ fn access_config(args: &ServeArgs, file: &AccessEntry) -> Result<AccessConfig, C
         ));
     }
     Ok(config)
+}
+
+/// Cluster mode from flags and file: off unless `peer_listen` is set; then exactly one member
+/// source and a readable, non-empty secret are required.
+fn cluster_config(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let listen = args.peer_listen.or(file.peer_listen);
+    let advertise = args.peer_advertise.or(file.peer_advertise);
+    let peers: Vec<String> = if args.peers.is_empty() {
+        file.peers.clone().unwrap_or_default()
+    } else {
+        args.peers.clone()
+    };
+    let dns = args.peers_dns.clone().or(file.peers_dns.clone());
+    let peers_file = args.peers_file.clone().or(file.peers_file.clone());
+    let secret_file = args
+        .cluster_secret_file
+        .clone()
+        .or(file.cluster_secret_file.clone());
+    let Some(listen) = listen else {
+        let stray = [
+            (advertise.is_some(), "peer_advertise"),
+            (!peers.is_empty(), "peers"),
+            (dns.is_some(), "peers_dns"),
+            (peers_file.is_some(), "peers_file"),
+            (secret_file.is_some(), "cluster_secret_file"),
+        ];
+        if let Some((_, name)) = stray.iter().find(|(set, _)| *set) {
+            return Err(invalid(
+                name,
+                "cluster settings need peer_listen (--peer-listen ADDR) to turn cluster mode on",
+            ));
+        }
+        return Ok(None);
+    };
+    let advertise = match advertise {
+        Some(a) if membership::reachable(&a) => Member::from(a),
+        Some(a) => {
+            return Err(invalid(
+                "peer_advertise",
+                format!("{a} cannot be reached by peers (port 0, an unspecified, multicast or broadcast address)"),
+            ))
+        }
+        None if membership::reachable(&listen) => Member::from(listen),
+        None => {
+            return Err(invalid(
+                "peer_listen",
+                format!("{listen} is not an address peers can reach; set peer_advertise (--peer-advertise IP:PORT) to this node's address"),
+            ))
+        }
+    };
+    let member_error = |setting: &str, e: membership::MemberError| invalid(setting, e.to_string());
+    let source = match (!peers.is_empty(), dns, peers_file) {
+        (true, None, None) => PeerSource::Static(
+            membership::parse_list(peers.iter().map(String::as_str))
+                .map_err(|e| member_error("peers", e))?,
+        ),
+        (false, Some(dns), None) => {
+            let (name, port) = membership::parse_dns(&dns).map_err(|e| member_error("peers_dns", e))?;
+            PeerSource::Dns { name, port }
+        }
+        (false, None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                invalid("peers_file", format!("read {}: {e}", path.display()))
+            })?;
+            membership::parse_file_text(&text).map_err(|e| {
+                invalid("peers_file", format!("{}: {e}", path.display()))
+            })?;
+            PeerSource::File(path)
+        }
+        (false, None, None) => {
+            return Err(invalid(
+                "peer_listen",
+                "cluster mode needs its members: peers (--peers ADDR[,ADDR...]), peers_dns (--peers-dns NAME:PORT) or peers_file (--peers-file PATH)",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "peers",
+                "give only one of peers, peers_dns and peers_file",
+            ))
+        }
+    };
+    let Some(secret_file) = secret_file else {
+        return Err(invalid(
+            "cluster_secret_file",
+            "cluster mode needs the cluster secret (--cluster-secret-file PATH)",
+        ));
+    };
+    let secret = std::fs::read(&secret_file).map_err(|e| {
+        invalid(
+            "cluster_secret_file",
+            format!("read {}: {e}", secret_file.display()),
+        )
+    })?;
+    let secret = secret.trim_ascii().to_vec();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(invalid(
+            "cluster_secret_file",
+            format!(
+                "{} holds {} bytes; the cluster secret must be at least {MIN_SECRET_BYTES} (e.g. head -c 32 /dev/urandom | base64)",
+                secret_file.display(),
+                secret.len()
+            ),
+        ));
+    }
+    let max_connections = file
+        .peer_max_connections
+        .unwrap_or(DEFAULT_PEER_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(invalid("peer_max_connections", "must be greater than zero"));
+    }
+    Ok(Some(ClusterConfig {
+        listen,
+        advertise,
+        peers: source,
+        secret: ClusterSecret(secret),
+        connect_timeout: file
+            .peer_connect_timeout
+            .unwrap_or(DEFAULT_PEER_CONNECT_TIMEOUT),
+        response_timeout: DEFAULT_PEER_RESPONSE_TIMEOUT,
+        idle_timeout: file.peer_idle_timeout.unwrap_or(DEFAULT_PEER_IDLE_TIMEOUT),
+        max_connections,
+    }))
 }
 
 fn parse_admin(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use stampede_oci::{Digest, Endpoint, ImageRef, Platform};
 
+use crate::cluster::membership::{Member, PeerSource};
+
 /// Everything the daemon needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -22,6 +24,50 @@ pub struct Config {
     pub pins: Vec<PinRequest>,
     /// Whether callers' own credentials are checked before private content is served.
     pub access: AccessConfig,
+    /// Cluster mode (`--peer-listen`); `None`: a single node, as before.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode: the nodes' caches share one registry fetch per stripe (`cluster/`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where this node serves peers (`--peer-listen`).
+    pub listen: SocketAddr,
+    /// This node's identity: its peer address as the others reach it (`--peer-advertise`, else
+    /// `listen`).
+    pub advertise: Member,
+    /// Where the member list comes from.
+    pub peers: PeerSource,
+    /// The cluster secret that signs peer requests.
+    pub secret: ClusterSecret,
+    /// How long a connection to a peer may take before the next candidate is asked.
+    pub connect_timeout: Duration,
+    /// How long a peer may take to send response headers.
+    pub response_timeout: Duration,
+    /// Longest pause between a peer's body bytes before the next candidate is asked.
+    pub idle_timeout: Duration,
+    /// Connections the peer port serves at once.
+    pub max_connections: usize,
+}
+
+/// Default [`ClusterConfig::connect_timeout`].
+pub const DEFAULT_PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+/// Default [`ClusterConfig::response_timeout`]: the owner answers once the registry answered
+/// its stripe request, so this bounds a registry's first answer as seen through a peer.
+pub const DEFAULT_PEER_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ClusterConfig::idle_timeout`].
+pub const DEFAULT_PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default [`ClusterConfig::max_connections`].
+pub const DEFAULT_PEER_MAX_CONNECTIONS: usize = 256;
+
+/// The cluster secret's bytes; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(<redacted>)")
+    }
 }
 
 /// Caller checks (`access.rs`): before content of a repository whose upstream the daemon holds
@@ -257,6 +303,7 @@ impl Config {
             upstream: UpstreamConfig::with_default(upstream),
             pins: Vec::new(),
             access: AccessConfig::default(),
+            cluster: None,
         }
     }
 }

@@ -29,6 +29,12 @@
 //! allow_ttl = "60s"
 //! deny_ttl = "5s"
 //! grace = "5m"
+//!
+//! # cluster mode (off unless peer_listen is set)
+//! peer_listen = "0.0.0.0:5052"
+//! peer_advertise = "10.0.0.5:5052"
+//! peers = ["10.0.0.5:5052", "10.0.0.6:5052"]   # or peers_dns = "name:5052", or peers_file = "/path"
+//! cluster_secret_file = "/etc/cache-daemon/cluster-secret"
 //! ```
 
 use std::collections::BTreeMap;
@@ -108,6 +114,26 @@ pub struct FileConfig {
     /// Caller checks.
     #[serde(default)]
     pub access: AccessEntry,
+    /// Cluster mode: where this node serves peers.
+    pub peer_listen: Option<SocketAddr>,
+    /// This node's peer address as the others reach it.
+    pub peer_advertise: Option<SocketAddr>,
+    /// Members, `IP:PORT` each.
+    pub peers: Option<Vec<String>>,
+    /// Members from DNS, `NAME:PORT`.
+    pub peers_dns: Option<String>,
+    /// Members from a watched file.
+    pub peers_file: Option<PathBuf>,
+    /// File holding the cluster secret.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Peer connect timeout (default 200ms).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub peer_connect_timeout: Option<Duration>,
+    /// Longest pause between a peer's body bytes (default 3s).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub peer_idle_timeout: Option<Duration>,
+    /// Connections the peer port serves at once (default 256).
+    pub peer_max_connections: Option<usize>,
 }
 
 /// `[access]`: checking callers' own credentials before private content is served.

@@ -22,6 +22,39 @@ pub enum Fault {
     Internal,
 }
 
+/// Why a cluster peer could not supply a stripe. A peer fault is never a client's error: the
+/// node asks the next candidate, and finally the registry, from the byte it has (see
+/// `cluster/fetch.rs`); this class is the label of `cache_daemon_cluster_fallbacks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerFailure {
+    /// No connection within the peer connect timeout (dead node, wrong address, full backlog).
+    Connect,
+    /// No response headers, or no body byte, within the peer timeouts.
+    Timeout,
+    /// It answered with an error status (401, 404, 5xx): not configured for that registry,
+    /// cannot reach it, wrong secret.
+    Refused,
+    /// Its body broke off (reset, closed early).
+    Broken,
+    /// Its answer does not fit what was asked (another range, another length).
+    Unusable,
+    /// The blob did not match its digest with bytes it sent; it is marked bad for a while.
+    Mismatch,
+}
+
+impl std::fmt::Display for PeerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "peer did not accept a connection in time",
+            Self::Timeout => "peer stalled",
+            Self::Refused => "peer refused the request",
+            Self::Broken => "peer body broke off",
+            Self::Unusable => "peer answered with a range that does not fit",
+            Self::Mismatch => "bytes from peer failed the digest",
+        })
+    }
+}
+
 /// Why a request could not be answered with content.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

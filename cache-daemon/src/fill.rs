@@ -34,9 +34,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use stampede_oci::{Digest, Endpoint, RepoName, Verifier};
 
+use crate::cluster::fetch::FeedEnd;
+use crate::cluster::membership::Member;
+use crate::cluster::{self, Cluster};
 use crate::error::Error;
 use crate::flight::{FillFailure, FillGuard, ProgressWriter, Started};
-use crate::metrics::{FillResult, Metrics, Resume};
+use crate::metrics::{FillResult, FillSource, Metrics, Resume};
 use crate::store::health::WriteFailure;
 use crate::store::{BlobMeta, BlobStore, TempBlob};
 use crate::upstream::{content_range, retry_after, Answer, ContentRange, Upstreams};
@@ -61,6 +64,16 @@ pub struct FillContext {
     pub metrics: Arc<Metrics>,
     /// Wakes the evictor when a commit takes the store over its high watermark.
     pub evict: Arc<tokio::sync::Notify>,
+    /// Cluster mode: misses are fed from the stripes' owners (`cluster/fetch.rs`).
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+/// Where a fill's bytes come from.
+enum Feed {
+    /// The registry's answer to a plain `GET`.
+    Upstream(Answer),
+    /// The cluster, stripe by stripe.
+    Cluster(cluster::fetch::Feed),
 }
 
 /// Which blob to fetch from where.
@@ -113,19 +126,32 @@ async fn fetch(
     ctx: &FillContext,
 ) -> Result<u64, FillFailure> {
     let digest = guard.flight().digest().clone();
-    // The upstream slot is held until the body is read to the end (or the fill fails).
-    let answer = ctx
-        .upstreams
-        .blob(endpoint, repo, &digest, Method::GET)
-        .await
-        .map_err(|e| request_failure(&digest, e))?;
-    if answer.response.status() != StatusCode::OK {
-        return Err(FillFailure::Status {
-            status: answer.response.status().as_u16(),
-            retry_after: retry_after(&answer.response),
-        });
-    }
-    let total_bytes = content_length(&answer.response);
+    let from_cluster = match &ctx.cluster {
+        Some(cluster) => cluster.open(&digest, endpoint, repo).await,
+        None => None,
+    };
+    let (feed, total_bytes) = match from_cluster {
+        Some(feed) => {
+            let total = feed.total_bytes();
+            (Feed::Cluster(feed), Some(total))
+        }
+        None => {
+            // The upstream slot is held until the body is read to the end (or the fill fails).
+            let answer = ctx
+                .upstreams
+                .blob(endpoint, repo, &digest, Method::GET)
+                .await
+                .map_err(|e| request_failure(&digest, e))?;
+            if answer.response.status() != StatusCode::OK {
+                return Err(FillFailure::Status {
+                    status: answer.response.status().as_u16(),
+                    retry_after: retry_after(&answer.response),
+                });
+            }
+            let total = content_length(&answer.response);
+            (Feed::Upstream(answer), total)
+        }
+    };
 
     let store = ctx.store.clone();
     let d = digest.clone();
@@ -153,13 +179,24 @@ async fn fetch(
         digest: &digest,
         total_bytes,
     };
-    let outcome = stream_to_disk(answer, &origin, &temp, guard.progress_writer(), ctx).await;
-    let outcome = outcome.and_then(|(written, verifier)| {
+    let streamed = stream_to_disk(feed, &origin, &temp, guard.progress_writer(), ctx).await;
+    let mut meta = BlobMeta::default();
+    let outcome = streamed.and_then(|streamed| {
+        let Streamed {
+            written,
+            verifier,
+            contributors,
+            source,
+        } = streamed;
+        meta.source = source;
         if total_bytes.is_some_and(|t| t != written) {
             return Err(FillFailure::Truncated);
         }
         verifier.finish().map(|_| written).map_err(|mismatch| {
-            tracing::error!(expected = %mismatch.expected, actual = %mismatch.actual, upstream = %endpoint.base_url(), "upstream blob does not match its digest");
+            tracing::error!(expected = %mismatch.expected, actual = %mismatch.actual, upstream = %endpoint.base_url(), peers = contributors.len(), "blob does not match its digest");
+            if let Some(cluster) = &ctx.cluster {
+                cluster.mismatch(&digest, &contributors);
+            }
             FillFailure::Mismatch
         })
     });
@@ -173,7 +210,7 @@ async fn fetch(
             let seen_as = format!("{}/{repo}", endpoint.authority());
             let committed = tokio::task::spawn_blocking(move || {
                 store
-                    .commit(&digest, &temp2, written, &BlobMeta::default())
+                    .commit(&digest, &temp2, written, &meta)
                     .map(|()| {
                         store.lookup(&digest, Some(&seen_as));
                     })
@@ -195,7 +232,7 @@ async fn fetch(
 }
 
 /// The failure a fill reports when an upstream request got no usable answer.
-fn request_failure(digest: &Digest, e: Error) -> FillFailure {
+pub(crate) fn request_failure(digest: &Digest, e: Error) -> FillFailure {
     match e {
         // Held back during a Retry-After window: nothing was sent.
         Error::UpstreamThrottled { retry_after, .. } => FillFailure::Status {
@@ -220,7 +257,7 @@ fn request_failure(digest: &Digest, e: Error) -> FillFailure {
     }
 }
 
-fn content_length<B>(resp: &http::Response<B>) -> Option<u64> {
+pub(crate) fn content_length<B>(resp: &http::Response<B>) -> Option<u64> {
     resp.headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -236,28 +273,41 @@ struct Origin<'a> {
     total_bytes: Option<u64>,
 }
 
+/// What a fill's streaming stage produced.
+struct Streamed {
+    /// Bytes in the temp file.
+    written: u64,
+    /// The hash of them, not yet compared.
+    verifier: Verifier,
+    /// Cluster peers whose bytes went in.
+    contributors: Vec<Member>,
+    /// Where the bytes came from, for `ls` (cluster mode only).
+    source: Option<String>,
+}
+
 /// What the network stage hands the writer.
-enum ToWriter {
+pub(crate) enum ToWriter {
     /// The next bytes of the blob, to write right after the previous ones.
     Frame(Bytes),
     /// Answer with the bytes written so far once everything before this is in the file.
     Flush(oneshot::Sender<u64>),
 }
 
-/// Receives the body and hands every frame to two blocking threads: one hashes it, one writes
-/// it to the temp file (the frames are shared, not copied). Resumes a broken body (see the
-/// module doc). Returns bytes written and the verifier (not yet finished).
+/// Receives the body (or the cluster's stripes) and hands every frame to two blocking threads:
+/// one hashes it, one writes it to the temp file (the frames are shared, not copied). Resumes a
+/// broken body (see the module doc). Returns bytes written, the verifier (not yet finished)
+/// and the cluster peers whose bytes went in.
 ///
 /// Hashing here, inline, kept the upstream connection from reading while a frame was hashed
 /// (hyper reads the next frame only once this one is taken), so receive and sha256 ran in
 /// series; on their own thread they overlap.
 async fn stream_to_disk(
-    answer: Answer,
+    feed: Feed,
     origin: &Origin<'_>,
     temp: &Arc<TempBlob>,
     progress: ProgressWriter,
     ctx: &FillContext,
-) -> Result<(u64, Verifier), FillFailure> {
+) -> Result<Streamed, FillFailure> {
     let verifier = Verifier::new(origin.digest.clone());
     let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_QUEUE_FRAMES);
     let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
@@ -275,7 +325,28 @@ async fn stream_to_disk(
         to_hasher: hash_tx,
         received_bytes: 0,
     };
-    let received = transfer.receive(answer).await;
+    let mut contributors = Vec::new();
+    // Outside cluster mode nothing is recorded (single-node stores stay as they were).
+    let mut source = ctx.cluster.as_ref().map(|_| "registry".to_owned());
+    let received = match feed {
+        Feed::Upstream(answer) => transfer.receive(answer, 0).await,
+        Feed::Cluster(mut feed) => {
+            let ended = feed.run(&mut transfer).await;
+            contributors = feed.contributors().to_vec();
+            let mut took = feed.sources();
+            let ended = match ended {
+                Ok(FeedEnd::Complete) => Ok(()),
+                Ok(FeedEnd::Registry) => {
+                    took.push("registry");
+                    transfer.rest_from_registry().await
+                }
+                Err(f) => Err(f),
+            };
+            took.dedup();
+            source = Some(took.join("+"));
+            ended
+        }
+    };
     drop(transfer);
     let written = writer.await.map_err(|_| FillFailure::Local)?;
     let verifier = hasher.await.map_err(|_| FillFailure::Local)?;
@@ -289,7 +360,12 @@ async fn stream_to_disk(
     };
     received?;
     if written == verifier.bytes() {
-        Ok((written, verifier))
+        Ok(Streamed {
+            written,
+            verifier,
+            contributors,
+            source,
+        })
     } else {
         Err(FillFailure::Local)
     }
@@ -306,7 +382,8 @@ enum Pumped {
 }
 
 /// The network stage of a fill: feeds the writer and the hasher, and resumes broken bodies.
-struct Transfer<'a> {
+/// A cluster feed hands its frames on through [`Transfer::push`].
+pub(crate) struct Transfer<'a> {
     origin: &'a Origin<'a>,
     ctx: &'a FillContext,
     file: Arc<File>,
@@ -317,11 +394,40 @@ struct Transfer<'a> {
 }
 
 impl Transfer<'_> {
-    /// Receives `first`'s body to its end, resuming it at most [`RESUME_ATTEMPTS`] times.
-    async fn receive(&mut self, first: Answer) -> Result<(), FillFailure> {
+    /// Bytes handed on so far, in order: the blob offset the next frame starts at.
+    pub(crate) fn received_bytes(&self) -> u64 {
+        self.received_bytes
+    }
+
+    /// Hands the next bytes of the blob to the writer and the hasher; `false` when either has
+    /// stopped (the writer's own error says why).
+    pub(crate) async fn push(&mut self, data: Bytes) -> bool {
+        let len = data.len() as u64;
+        if self.to_hasher.send(data.clone()).await.is_err()
+            || self.to_writer.send(ToWriter::Frame(data)).await.is_err()
+        {
+            return false;
+        }
+        self.received_bytes += len;
+        true
+    }
+
+    /// The rest of the blob from the registry after the cluster could not supply it: a resume
+    /// from the offset received, with the same checks as after a broken body.
+    async fn rest_from_registry(&mut self) -> Result<(), FillFailure> {
+        if self.origin.total_bytes == Some(self.received_bytes) {
+            return Ok(());
+        }
+        let (answer, again_bytes) = self.resume(FillFailure::Unreachable, 0).await?;
+        self.receive(answer, again_bytes).await
+    }
+
+    /// Receives `first`'s body to its end, resuming it at most [`RESUME_ATTEMPTS`] times;
+    /// its first `again_bytes` are compared with the file rather than written.
+    async fn receive(&mut self, first: Answer, again_bytes: u64) -> Result<(), FillFailure> {
         let mut answer = first;
         // Bytes at the start of the current body that the file already has (after a restart).
-        let mut again_bytes = 0;
+        let mut again_bytes = again_bytes;
         let mut resumes = 0;
         loop {
             let Answer { response, slot } = answer;
@@ -395,15 +501,14 @@ impl Transfer<'_> {
                     continue;
                 }
             }
-            let len = data.len() as u64;
+            self.ctx
+                .metrics
+                .fill_source(FillSource::Registry, data.len() as u64);
             // Either stage stopping ends the fill: the writer's own error says why, and the
             // hasher stops only if it died.
-            if self.to_hasher.send(data.clone()).await.is_err()
-                || self.to_writer.send(ToWriter::Frame(data)).await.is_err()
-            {
+            if !self.push(data).await {
                 return Pumped::Ended;
             }
-            self.received_bytes += len;
         }
     }
 
@@ -448,7 +553,7 @@ impl Transfer<'_> {
                     return Err(broke);
                 }
                 self.ctx.metrics.fill_resumed(Resume::Range);
-                tracing::warn!(%digest, %upstream, offset_bytes = offset, attempt, %broke, "upstream blob body broke; resumed with a range request");
+                tracing::warn!(%digest, %upstream, offset_bytes = offset, attempt, %broke, "blob body broke (or the cluster could not supply the rest); resumed from the upstream with a range request");
                 Ok((answer, 0))
             }
             StatusCode::OK => {
@@ -521,7 +626,9 @@ fn hash_frames(mut rx: mpsc::Receiver<Bytes>, mut verifier: Verifier) -> Verifie
     verifier
 }
 
-fn write_frames(
+/// The writer stage: writes frames at consecutive offsets and reports progress (shared by
+/// blob fills and the cluster's stripe fills).
+pub(crate) fn write_frames(
     file: &std::fs::File,
     mut rx: mpsc::Receiver<ToWriter>,
     progress: &ProgressWriter,

@@ -119,10 +119,14 @@ struct Window {
     bytes: u64,
 }
 
+/// What a flight fills: a whole blob, or one stripe of it (cluster mode, `cluster/origin.rs`).
+type Key = (Digest, Option<u32>);
+
 /// One fill in progress.
 #[derive(Debug)]
 pub struct Flight {
     digest: Digest,
+    stripe: Option<u32>,
     started: OnceLock<Started>,
     progress: watch::Sender<Progress>,
     /// A std `Mutex`: held to push, pop or slice a frame; never across `.await`.
@@ -130,9 +134,10 @@ pub struct Flight {
 }
 
 impl Flight {
-    fn new(digest: Digest) -> Self {
+    fn new(digest: Digest, stripe: Option<u32>) -> Self {
         Self {
             digest,
+            stripe,
             started: OnceLock::new(),
             progress: watch::Sender::new(Progress {
                 written_bytes: 0,
@@ -209,11 +214,11 @@ impl Flight {
     }
 }
 
-/// Every fill in progress, by digest.
+/// Every fill in progress, by digest (and stripe, for a cluster node's stripe fills).
 #[derive(Debug, Default)]
 pub struct Flights {
     /// A std `Mutex`: held only to look up, insert or remove an entry; never across `.await`.
-    map: Mutex<HashMap<Digest, Arc<Flight>>>,
+    map: Mutex<HashMap<Key, Arc<Flight>>>,
 }
 
 impl Flights {
@@ -224,15 +229,24 @@ impl Flights {
     /// only after committing, so a request either sees the flight or the committed blob and
     /// never starts a second fetch of a blob that just landed.
     pub fn claim(self: &Arc<Self>, digest: &Digest, is_cached: impl FnOnce() -> bool) -> Claim {
+        self.claim_key((digest.clone(), None), is_cached)
+    }
+
+    /// Claims stripe `stripe` of `digest` (never [`Claim::Cached`]: stripes are not committed).
+    pub fn claim_stripe(self: &Arc<Self>, digest: &Digest, stripe: u32) -> Claim {
+        self.claim_key((digest.clone(), Some(stripe)), || false)
+    }
+
+    fn claim_key(self: &Arc<Self>, key: Key, is_cached: impl FnOnce() -> bool) -> Claim {
         let mut map = self.map.lock().expect("flights mutex poisoned");
-        if let Some(f) = map.get(digest) {
+        if let Some(f) = map.get(&key) {
             return Claim::Follower(f.clone());
         }
         if is_cached() {
             return Claim::Cached;
         }
-        let flight = Arc::new(Flight::new(digest.clone()));
-        map.insert(digest.clone(), flight.clone());
+        let flight = Arc::new(Flight::new(key.0.clone(), key.1));
+        map.insert(key, flight.clone());
         Claim::Leader(FillGuard {
             flights: self.clone(),
             flight,
@@ -245,7 +259,16 @@ impl Flights {
         self.map
             .lock()
             .expect("flights mutex poisoned")
-            .get(digest)
+            .get(&(digest.clone(), None))
+            .cloned()
+    }
+
+    /// The running fill of stripe `stripe` of `digest`, if any.
+    pub fn get_stripe(&self, digest: &Digest, stripe: u32) -> Option<Arc<Flight>> {
+        self.map
+            .lock()
+            .expect("flights mutex poisoned")
+            .get(&(digest.clone(), Some(stripe)))
             .cloned()
     }
 
@@ -260,12 +283,10 @@ impl Flights {
     }
 
     fn remove(&self, flight: &Arc<Flight>) {
+        let key = (flight.digest.clone(), flight.stripe);
         let mut map = self.map.lock().expect("flights mutex poisoned");
-        if map
-            .get(&flight.digest)
-            .is_some_and(|f| Arc::ptr_eq(f, flight))
-        {
-            map.remove(&flight.digest);
+        if map.get(&key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            map.remove(&key);
         }
     }
 }

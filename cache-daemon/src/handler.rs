@@ -51,6 +51,8 @@ pub struct App {
     pub declared_pins: Vec<crate::config::PinRequest>,
     /// Caller checks (off by default).
     pub access: Arc<Access>,
+    /// Cluster mode (off by default): misses come from the stripes' owners.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl App {
@@ -68,6 +70,7 @@ impl App {
             upstreams: self.upstreams.clone(),
             metrics: self.metrics.clone(),
             evict: self.evict.clone(),
+            cluster: self.cluster.clone(),
         };
         let job = FillJob {
             guard,

@@ -19,6 +19,8 @@
 //! - [`store`]: committed blobs on disk (layout, index), commit by fsync + rename.
 //! - [`flight`]: single-flight and fan-out of fills in progress.
 //! - [`fill`]: one upstream fill: fetch, hash, write, verify, commit or fail.
+//! - [`cluster`]: cluster mode (off by default): members, rendezvous ownership of 16 MiB
+//!   stripes, the peer port, signed peer requests, and the miss path fed by the stripes' owners.
 //! - [`body`]: response bodies from committed files and from growing fills.
 //! - [`passthrough`]: misses streamed from upstream without storing, while the store is full.
 //! - [`manifests`]: manifests by digest (kept) and tags (TTL, coalesced, stale on outage).
@@ -33,6 +35,15 @@
 //! -> verify -> `store::BlobStore::commit`), and leader and followers alike answer with
 //! `body::from_flight`, which reads the temp file as it grows and sends its last byte only after
 //! the commit.
+//!
+//! In cluster mode the miss path is the same, except where the fill's bytes come from:
+//! `fill::run` asks `cluster::Cluster::open`, which ranks the live members for stripe 0
+//! (`cluster::rendezvous`) and asks its owner over the peer port (`cluster::client`, signed by
+//! `cluster::signing`). The owner's `cluster::server` answers from its store, its stripe fill
+//! (`cluster::origin`: one ranged registry `GET` per stripe, whoever asks) or, past the fan-out
+//! bound, with a redirect to a node already receiving the stripe. `cluster::fetch` hands each
+//! stripe's bytes to the fill's writer and hasher as they arrive, stripe after stripe, falling
+//! back to the next candidate and then the registry; the fill verifies and commits as above.
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +52,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod body;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod error;

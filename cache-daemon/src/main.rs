@@ -49,7 +49,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{warning}");
     }
     let server = config.server.clone();
-    let listeners = cache_daemon::server::Listeners::bind(&server).await?;
+    let peer_listen = config.cluster.as_ref().map(|c| c.listen);
+    let listeners = cache_daemon::server::Listeners::bind(&server, peer_listen).await?;
     let app = cache_daemon::server::build(config).await.context("start")?;
     let admin = listeners
         .admin

@@ -414,6 +414,7 @@ impl Manifests {
             bytes.clone(),
             BlobMeta {
                 media_type: Some(media_type.clone()),
+                ..BlobMeta::default()
             },
         );
         let stored = tokio::task::spawn_blocking(move || store.put_small(&d, &b, &meta)).await;

@@ -9,6 +9,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::signing::Rejection;
+use crate::error::PeerFailure;
+
 /// What kind of request.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Kind {
@@ -46,6 +49,8 @@ pub enum Source {
     Upstream,
     /// Streamed from upstream without storing (the store is full).
     Passthrough,
+    /// Sent to a cluster peer over the peer port (committed blobs, fills and stripes alike).
+    Peer,
 }
 
 /// Label values in Prometheus' lowercase convention.
@@ -63,12 +68,96 @@ macro_rules! label_values {
 label_values! {
     Kind { Blob => "blob", Manifest => "manifest", Base => "base", Other => "other" }
     Outcome { Hit => "hit", Miss => "miss", Coalesced => "coalesced", Passthrough => "passthrough", Error => "error" }
-    Source { Cache => "cache", Upstream => "upstream", Passthrough => "passthrough" }
+    Source { Cache => "cache", Upstream => "upstream", Passthrough => "passthrough", Peer => "peer" }
     WriteKind { NoSpace => "no_space", Other => "other" }
     FillResult { Committed => "committed", Failed => "failed", Mismatch => "mismatch" }
     Resume { Range => "range", Restart => "restart" }
     AccessResult { Allowed => "allowed", Denied => "denied", NotFound => "not_found", Error => "error" }
     AccessSource { Upstream => "upstream", Cache => "cache", Coalesced => "coalesced", Grace => "grace" }
+    FillSource { Local => "local", Peer => "peer", Registry => "registry" }
+    PeerFailure { Connect => "connect", Timeout => "timeout", Refused => "refused", Broken => "broken", Unusable => "unusable", Mismatch => "mismatch" }
+    Rejection { Unsigned => "unsigned", BadSignature => "bad_signature", Expired => "expired" }
+}
+
+/// Where the bytes of a blob fill came from (cluster mode; without it, all are `Registry`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum FillSource {
+    /// A stripe this node owns, fetched from the registry by its own stripe fill.
+    Local,
+    /// Another node's peer port.
+    Peer,
+    /// The registry directly, by the blob fill itself.
+    Registry,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FillSourceLabels {
+    source: FillSource,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    reason: PeerFailure,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    reason: Rejection,
+}
+
+/// Cluster metrics, registered with the rest.
+#[derive(Debug)]
+struct ClusterMetrics {
+    fill_bytes: Family<FillSourceLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    rejected: Family<RejectionLabels, Counter>,
+    members: Gauge,
+    bad_peers: Gauge,
+    redirects: Counter,
+}
+
+impl ClusterMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            fill_bytes: Family::default(),
+            fallbacks: Family::default(),
+            rejected: Family::default(),
+            members: Gauge::default(),
+            bad_peers: Gauge::default(),
+            redirects: Counter::default(),
+        };
+        registry.register(
+            "fill_source_bytes",
+            "Bytes of blob fills by where they came from: local (a stripe this node owns), peer, registry",
+            m.fill_bytes.clone(),
+        );
+        registry.register(
+            "cluster_fallbacks",
+            "Times a peer could not supply a stripe and the next candidate or the registry was asked, by reason",
+            m.fallbacks.clone(),
+        );
+        registry.register(
+            "peer_requests_rejected",
+            "Requests on the peer port refused with 401, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "cluster_members",
+            "Cluster members known, this node included",
+            m.members.clone(),
+        );
+        registry.register(
+            "cluster_bad_peers",
+            "Members skipped because bytes they sent failed the digest",
+            m.bad_peers.clone(),
+        );
+        registry.register(
+            "peer_redirects",
+            "Peer requests sent on to a node already streaming the stripe (fan-out bound)",
+            m.redirects.clone(),
+        );
+        m
+    }
 }
 
 /// What a caller check decided.
@@ -170,6 +259,8 @@ pub struct Metrics {
     served_cache: Counter,
     served_upstream: Counter,
     served_passthrough: Counter,
+    served_peer: Counter,
+    cluster: ClusterMetrics,
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_bytes: Counter,
     fills: Family<FillLabels, Counter>,
@@ -360,12 +451,20 @@ impl Metrics {
                 source: Source::Upstream,
             })
             .clone();
+        let served_peer = served
+            .get_or_create(&SourceLabels {
+                source: Source::Peer,
+            })
+            .clone();
+        let cluster = ClusterMetrics::register(&mut registry);
         Self {
             registry,
             requests,
             served_cache,
             served_upstream,
             served_passthrough,
+            served_peer,
+            cluster,
             upstream_requests,
             upstream_bytes,
             fills,
@@ -456,7 +555,47 @@ impl Metrics {
             Source::Cache => self.served_cache.inc_by(bytes),
             Source::Upstream => self.served_upstream.inc_by(bytes),
             Source::Passthrough => self.served_passthrough.inc_by(bytes),
+            Source::Peer => self.served_peer.inc_by(bytes),
         };
+    }
+
+    /// `bytes` of a blob fill arrived from `source`.
+    pub fn fill_source(&self, source: FillSource, bytes: u64) {
+        self.cluster
+            .fill_bytes
+            .get_or_create(&FillSourceLabels { source })
+            .inc_by(bytes);
+    }
+
+    /// A peer could not supply a stripe (`reason`); the next candidate or the registry is asked.
+    pub fn cluster_fallback(&self, reason: PeerFailure) {
+        self.cluster
+            .fallbacks
+            .get_or_create(&FallbackLabels { reason })
+            .inc();
+    }
+
+    /// A peer-port request was refused with 401.
+    pub fn peer_rejected(&self, reason: Rejection) {
+        self.cluster
+            .rejected
+            .get_or_create(&RejectionLabels { reason })
+            .inc();
+    }
+
+    /// A peer request was redirected to a node already streaming its stripe.
+    pub fn peer_redirect(&self) {
+        self.cluster.redirects.inc();
+    }
+
+    /// The members known and those marked bad, as of now.
+    pub fn cluster_members(&self, known: usize, bad: usize) {
+        self.cluster
+            .members
+            .set(i64::try_from(known).unwrap_or(i64::MAX));
+        self.cluster
+            .bad_peers
+            .set(i64::try_from(bad).unwrap_or(i64::MAX));
     }
 
     /// A request of `kind` to an upstream was answered with `status` (`None`: no answer).

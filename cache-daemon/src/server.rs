@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, ServerConfig};
 use crate::flight::Flights;
 use crate::handler::App;
@@ -152,6 +153,18 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         flights.clone(),
         metrics.clone(),
     ));
+    let cluster = config.cluster.as_ref().map(|c| {
+        tracing::info!(peer_listen = %c.listen, advertise = %c.advertise, peers = ?c.peers, "cluster mode on: misses are shared with the other members");
+        Arc::new(Cluster::new(
+            c,
+            crate::cluster::Parts {
+                store: store.clone(),
+                flights: flights.clone(),
+                upstreams: upstreams.clone(),
+                metrics: metrics.clone(),
+            },
+        ))
+    });
     Ok(Arc::new(App {
         store,
         flights,
@@ -161,6 +174,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         evict: Arc::new(tokio::sync::Notify::new()),
         declared_pins: config.pins,
         access,
+        cluster,
     }))
 }
 
@@ -171,14 +185,19 @@ pub struct Listeners {
     pub mirror: TcpListener,
     /// The admin API, if enabled.
     pub admin: Option<TcpListener>,
+    /// The peer port, in cluster mode.
+    pub peer: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds `config.listen` and `config.admin_listen`.
+    /// Binds `config.listen`, `config.admin_listen` and the peer port (`peer_listen`).
     ///
     /// # Errors
     /// [`StartError::Bind`] naming the address.
-    pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
+    pub async fn bind(
+        config: &ServerConfig,
+        peer_listen: Option<SocketAddr>,
+    ) -> Result<Self, StartError> {
         let bind = |addr: SocketAddr| async move {
             listen(addr).map_err(|source| StartError::Bind { addr, source })
         };
@@ -187,7 +206,15 @@ impl Listeners {
             Some(a) => Some(bind(a).await?),
             None => None,
         };
-        Ok(Self { mirror, admin })
+        let peer = match peer_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        Ok(Self {
+            mirror,
+            admin,
+            peer,
+        })
     }
 }
 
@@ -209,6 +236,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 enum Role {
     Mirror,
     Admin,
+    /// Cluster peers (`cluster/server.rs`).
+    Peer,
 }
 
 /// Serves `app` on `listeners` until `shutdown` completes, then drains gracefully and saves the
@@ -247,6 +276,20 @@ pub async fn run(
             Role::Admin,
             Timeouts::of(&config),
             Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
+            graceful.clone(),
+            stop.clone(),
+        )));
+    }
+    if let (Some(peer), Some(cluster)) = (listeners.peer, app.cluster.clone()) {
+        tokio::spawn(cluster.clone().watch_members(stop.clone()));
+        // Its own cap, as the admin port's: peers cannot take the slots of the node's clients.
+        let cap = cluster.max_connections();
+        loops.push(tokio::spawn(accept_loop(
+            app.clone(),
+            peer,
+            Role::Peer,
+            Timeouts::of(&config),
+            Arc::new(Semaphore::new(cap)),
             graceful.clone(),
             stop.clone(),
         )));
@@ -337,6 +380,10 @@ async fn accept_loop(
                         resp
                     }
                     Role::Admin => app.handle_admin(req).await,
+                    Role::Peer => match app.cluster.clone() {
+                        Some(cluster) => cluster.handle(req).await,
+                        None => unreachable!("the peer port is bound only in cluster mode"),
+                    },
                 })
             }
         });
@@ -465,7 +512,7 @@ pub struct Daemon {
 /// [`StartError`] when a component cannot be built or the address bound.
 pub async fn start(config: Config) -> Result<Daemon, StartError> {
     let server = config.server.clone();
-    let listeners = Listeners::bind(&server).await?;
+    let listeners = Listeners::bind(&server, config.cluster.as_ref().map(|c| c.listen)).await?;
     let local = |l: &TcpListener, addr: SocketAddr| {
         l.local_addr()
             .map_err(|source| StartError::Bind { addr, source })

@@ -336,6 +336,7 @@ pub fn inventory_table(items: &[InventoryItem]) -> String {
         "MEDIA TYPE".to_owned(),
         "LAST ACCESS (UTC)".to_owned(),
         "PINNED".to_owned(),
+        "SOURCE".to_owned(),
         "SEEN AS".to_owned(),
     ]];
     for i in items {
@@ -352,6 +353,7 @@ pub fn inventory_table(items: &[InventoryItem]) -> String {
             humantime::format_rfc3339_seconds(crate::store::state::from_unix_secs(i.last_access))
                 .to_string(),
             if i.pinned { "yes" } else { "no" }.to_owned(),
+            i.source.clone().unwrap_or_else(|| "-".into()),
             if seen.is_empty() {
                 "-".to_owned()
             } else {
@@ -359,7 +361,7 @@ pub fn inventory_table(items: &[InventoryItem]) -> String {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..7)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

@@ -187,6 +187,45 @@ impl Upstreams {
         self.send(endpoint, &req, Kind::Blob).await
     }
 
+    /// `GET` of blob bytes `[first_bytes, last_bytes]` (`Range: bytes=<first>-<last>`): a
+    /// cluster stripe. The upstream may answer `206` or ignore the range with `200`.
+    ///
+    /// # Errors
+    /// The upstream could not be reached or did not answer in time.
+    pub async fn blob_range(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        digest: &Digest,
+        first_bytes: u64,
+        last_bytes: u64,
+    ) -> Result<Answer, Error> {
+        let range = HeaderValue::from_str(&format!("bytes={first_bytes}-{last_bytes}"))
+            .expect("numbers are a valid header value");
+        let req = RegistryRequest::pull(
+            Method::GET,
+            repo.as_str(),
+            format!("/v2/{repo}/blobs/{digest}"),
+        )
+        .header(RANGE, range);
+        self.send(endpoint, &req, Kind::Blob).await
+    }
+
+    /// The `ns` a request names to mean `endpoint` here (`None` inside: the default upstream),
+    /// so a cluster peer with the same configuration resolves it to the same registry.
+    /// `None` when no `ns` leads to it.
+    pub fn ns_of(&self, endpoint: &Endpoint) -> Option<Option<String>> {
+        let url = endpoint.base_url();
+        if self.default.as_ref().is_some_and(|d| d.base_url() == url) {
+            return Some(None);
+        }
+        if let Some((ns, _)) = self.registries.iter().find(|(_, e)| e.base_url() == url) {
+            return Some(Some(ns.clone()));
+        }
+        self.allow_any_registry
+            .then(|| Some(endpoint.authority().to_owned()))
+    }
+
     /// `GET` or `HEAD` of a manifest, accepting every manifest and index type.
     ///
     /// # Errors

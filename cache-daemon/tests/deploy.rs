@@ -563,3 +563,126 @@ fn compose_file_validates_and_wires_registry_cache_and_harness() {
         Duration::from_secs(60),
     );
 }
+
+#[test]
+fn cluster_mode_has_a_headless_service_a_secret_the_downward_api_address_and_a_peer_only_policy() {
+    let docs = manifests();
+    let ds = object(&docs, "DaemonSet");
+    let label = "app.kubernetes.io/name";
+    let app = ds["spec"]["template"]["metadata"]["labels"][label].as_str();
+    let daemon = container(ds, "cache-daemon");
+
+    // The headless Service lists every DaemonSet pod, ready or not, on the peer port.
+    let svc = object(&docs, "Service");
+    assert_eq!(svc["spec"]["clusterIP"].as_str(), Some("None"));
+    assert_eq!(
+        svc["spec"]["publishNotReadyAddresses"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(svc["spec"]["selector"][label].as_str(), app);
+    let peer_port = svc["spec"]["ports"][0]["port"].as_i64().unwrap();
+    let ns = svc["metadata"]["namespace"].as_str().unwrap();
+    let name = svc["metadata"]["name"].as_str().unwrap();
+    assert_eq!(
+        env(daemon, "CACHE_DAEMON_PEERS_DNS"),
+        format!("{name}.{ns}.svc.cluster.local:{peer_port}")
+    );
+    // Cluster DNS is needed to resolve that name from the host network.
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["dnsPolicy"].as_str(),
+        Some("ClusterFirstWithHostNet")
+    );
+
+    // The advertised address is the pod's IP from the downward API, at the peer port.
+    let pod_ip = daemon["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("POD_IP"))
+        .expect("POD_IP from the downward API");
+    assert_eq!(
+        pod_ip["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("status.podIP")
+    );
+    for var in ["CACHE_DAEMON_PEER_LISTEN", "CACHE_DAEMON_PEER_ADVERTISE"] {
+        assert_eq!(env(daemon, var), format!("$(POD_IP):{peer_port}"), "{var}");
+    }
+    let ports: Vec<i64> = daemon["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["containerPort"].as_i64())
+        .collect();
+    assert!(ports.contains(&peer_port), "{ports:?}");
+
+    // The key comes from the Secret, mounted where the flag points.
+    let secret = object(&docs, "Secret");
+    let key_file = Path::new(env(daemon, "CACHE_DAEMON_CLUSTER_SECRET_FILE"));
+    let volume = ds["spec"]["template"]["spec"]["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"].as_str() == secret["metadata"]["name"].as_str())
+        .expect("a volume of the cluster Secret");
+    let mount = daemon["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"].as_str() == volume["name"].as_str())
+        .expect("the Secret mounted in the daemon");
+    assert_eq!(
+        mount["mountPath"].as_str().map(Path::new),
+        key_file.parent()
+    );
+    let key = key_file.file_name().unwrap().to_str().unwrap();
+    assert!(
+        !secret["stringData"][key].is_badvalue(),
+        "Secret has no {key}"
+    );
+
+    // Only the DaemonSet's pods reach the peer port.
+    let policy = object(&docs, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"][label].as_str(),
+        app
+    );
+    let rule = &policy["spec"]["ingress"][0];
+    assert_eq!(
+        rule["from"][0]["podSelector"]["matchLabels"][label].as_str(),
+        app
+    );
+    assert_eq!(rule["ports"][0]["port"].as_i64(), Some(peer_port));
+    assert!(policy["spec"]["ingress"][1].is_badvalue(), "one rule only");
+
+    // The daemon takes these settings as the pod would give them: the shipped empty key is
+    // refused with a plain message, a real one is accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join(key);
+    let parse = |secret_value: &str| {
+        std::fs::write(&key_path, secret_value).unwrap();
+        let mut args = ServeArgs {
+            config: None,
+            peer_listen: Some(format!("10.1.2.3:{peer_port}").parse().unwrap()),
+            peer_advertise: Some(format!("10.1.2.3:{peer_port}").parse().unwrap()),
+            peers_dns: Some(env(daemon, "CACHE_DAEMON_PEERS_DNS").to_owned()),
+            cluster_secret_file: Some(key_path.clone()),
+            ..ServeArgs::default()
+        };
+        args.upstream = Some("https://registry-1.docker.io".into());
+        args.into_settings()
+            .map(|s| s.config)
+            .map_err(|e| e.to_string())
+    };
+    let shipped = secret["stringData"][key].as_str().unwrap();
+    let err = parse(shipped).unwrap_err();
+    assert!(
+        err.contains("cluster_secret_file") && err.contains("at least 16"),
+        "{err}"
+    );
+    let config = parse("a-real-key-of-thirty-two-bytes!!").unwrap();
+    let cluster = config.cluster.expect("cluster mode on");
+    assert_eq!(
+        cluster.advertise.to_string(),
+        format!("10.1.2.3:{peer_port}")
+    );
+}

@@ -6,6 +6,7 @@ mod access;
 mod bad_input;
 mod blobs;
 mod clients;
+mod cluster;
 mod deploy;
 mod e2e;
 mod first_use;

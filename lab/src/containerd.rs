@@ -22,6 +22,8 @@ pub struct Containerd {
     socket: PathBuf,
     root: PathBuf,
     ctr: PathBuf,
+    /// The network namespace containerd and every `ctr` run in, when given.
+    netns: Option<String>,
     /// Holds the state directory and the socket: short, under `/tmp`.
     _run: tempfile::TempDir,
 }
@@ -35,6 +37,16 @@ impl Containerd {
     /// [`LabError::Missing`] (`containerd`, `ctr`), [`LabError::Io`], [`LabError::Exited`] when
     /// it exits, [`LabError::Socket`] when it does not answer within [`START_LIMIT`].
     pub fn start(root: &Path) -> Result<Self, LabError> {
+        Self::start_in(root, None)
+    }
+
+    /// As [`Containerd::start`], with containerd and every [`Containerd::ctr`] command run inside
+    /// network namespace `netns` when given (`ip netns exec`): a node's runtime pulling over
+    /// the node's own link. The socket is a file, reachable from any namespace.
+    ///
+    /// # Errors
+    /// As [`Containerd::start`].
+    pub fn start_in(root: &Path, netns: Option<&str>) -> Result<Self, LabError> {
         let program = find("containerd")?;
         let ctr = find("ctr")?;
         std::fs::create_dir_all(root).map_err(LabError::io("create", root))?;
@@ -53,7 +65,7 @@ impl Containerd {
         let file = root.join("config.toml");
         std::fs::write(&file, config).map_err(LabError::io("write containerd config", &file))?;
         let log = root.join("containerd.log");
-        let mut cmd = Command::new(program);
+        let mut cmd = in_netns(netns, &program);
         cmd.arg("--config").arg(&file);
         let proc = Proc::spawn("containerd", cmd, &log)?;
         let mut c = Self {
@@ -61,6 +73,7 @@ impl Containerd {
             socket,
             root: root.to_owned(),
             ctr,
+            netns: netns.map(str::to_owned),
             _run: run,
         };
         c.wait_ready(&log)?;
@@ -104,7 +117,7 @@ impl Containerd {
     }
 
     fn ctr_command(&self) -> Command {
-        let mut cmd = Command::new(&self.ctr);
+        let mut cmd = in_netns(self.netns.as_deref(), &self.ctr);
         cmd.arg("--address").arg(&self.socket);
         cmd
     }
@@ -146,6 +159,18 @@ impl Containerd {
                 cmdline.contains("containerd-shim") && cmdline.contains(&socket)
             })
             .collect()
+    }
+}
+
+/// `program`, or `ip netns exec <netns> program` when `netns` is given.
+fn in_netns(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
     }
 }
 

@@ -85,6 +85,18 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+    /// A fabric was asked for no nodes, or more nodes or services than it takes.
+    #[error("a fabric holds 1 to {max} nodes and at most {max_services} services, not {nodes} nodes and {services} services")]
+    FabricSize {
+        /// Nodes asked for.
+        nodes: usize,
+        /// Services asked for.
+        services: usize,
+        /// The most nodes a fabric holds.
+        max: usize,
+        /// The most services a fabric holds.
+        max_services: usize,
+    },
     /// Every candidate subnet for a shaped link is already routed on the host.
     #[error("no free 10.231.N.0/24 subnet for a shaped link")]
     NoSubnet,

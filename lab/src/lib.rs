@@ -1,8 +1,9 @@
 //! stampede-lab: the real parts that benchmarks and tests start and stop, in one place. Debian's
 //! `docker-registry` (distribution 2.8) as a plain origin or in pull-through proxy mode, nginx as
 //! a digest-keyed blob cache with `proxy_cache_lock`, a network namespace behind a veth pair
-//! shaped with `tc tbf`, and the guards that take every process and namespace down again. The
-//! configurations are the ones `../shared/testbed.md` measured on this kind of machine.
+//! shaped with `tc tbf`, many node namespaces on a bridge with shaped links, and the guards that
+//! take every process and namespace down again. The configurations are the ones
+//! `../shared/testbed.md` measured on this kind of machine.
 //!
 //! It knows nothing of the cache daemon or the load generator: both use it, it uses neither. It
 //! runs programs and reads their logs; it does not speak the registry protocol beyond a readiness
@@ -14,8 +15,12 @@
 //! - [`process`]: [`Proc`], a child process stopped by PID (with its descendants) on drop; short
 //!   commands run to completion.
 //! - [`probe`]: waiting until a server answers HTTP.
+//! - [`namespace`]: entering a named network namespace from this process (on a short-lived
+//!   thread), deleting one with what runs inside, sweeping those of dead processes.
 //! - [`netns`]: [`ShapedLink`], a namespace joined to the host by a tbf-shaped veth pair, with
 //!   listeners bound inside it.
+//! - [`fabric`]: [`Fabric`], many node namespaces and a registry namespace on a bridge, each
+//!   link tbf-shaped both ways, with the kernel's byte counters of every link.
 //! - [`access_log`]: the Apache-style access log lines both servers write, parsed and counted by
 //!   request kind, digest and bytes.
 //! - [`distribution`]: [`DockerRegistry`], plain or proxy, configured from [`RegistryConfig`].
@@ -35,6 +40,8 @@ pub mod access_log;
 pub mod containerd;
 pub mod distribution;
 pub mod error;
+pub mod fabric;
+pub mod namespace;
 pub mod machine;
 pub mod netns;
 pub mod nginx;
@@ -46,6 +53,7 @@ pub use access_log::{AccessCounts, AccessEntry, AccessLog, BlobCounts, RequestKi
 pub use containerd::Containerd;
 pub use distribution::{DockerRegistry, RegistryAuth, RegistryConfig, RegistryTls};
 pub use error::LabError;
+pub use fabric::{Endpoint, Fabric, FabricBytes, FabricConfig, LinkBytes};
 pub use machine::Machine;
 pub use netns::{ShapedLink, Shaping};
 pub use nginx::{NginxCache, NginxConfig};

@@ -5,9 +5,9 @@
 //! reaches the upstream over one kernel-shaped link.
 //!
 //! A server can run inside with [`ShapedLink::command`] (`ip netns exec`), or stay in this
-//! process with its listeners bound inside: [`ShapedLink::bind`] enters the namespace on a
-//! short-lived thread (`setns` changes only the calling thread), binds, and returns the listener,
-//! which keeps the namespace it was created in.
+//! process with its listeners bound inside: [`ShapedLink::bind`] binds on a short-lived thread
+//! inside the namespace ([`namespace::within`]) and returns the listener, which keeps the
+//! namespace it was created in.
 //!
 //! The namespace (and with it the veth pair and qdisc) is deleted on drop, after killing whatever
 //! still runs inside. Names carry this process's PID, and namespaces left by a process that is
@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use crate::error::LabError;
-use crate::process::{kill, run};
+use crate::namespace;
+use crate::process::run;
 use crate::program::{find, require_root};
 
 /// The shaping applied to the upstream's egress.
@@ -73,7 +74,7 @@ impl ShapedLink {
         let _serial = CREATE
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sweep_stale(prefix);
+        namespace::sweep_stale(prefix);
         let pid = std::process::id();
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let subnet = free_subnet(pid + n)?;
@@ -170,29 +171,9 @@ impl ShapedLink {
     /// # Errors
     /// [`LabError::Socket`] when the namespace cannot be entered or the address bound.
     pub fn bind(&self, port: u16) -> Result<TcpListener, LabError> {
-        let path = Path::new("/run/netns").join(&self.netns);
         let addr = SocketAddr::from((self.upstream_ip, port));
-        let socket = |what: String| move |source| LabError::Socket { what, source };
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = std::fs::File::open(&path)
-                    .map_err(socket(format!("open {}", path.display())))?;
-                rustix::thread::move_into_link_name_space(
-                    std::os::fd::AsFd::as_fd(&ns),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .map_err(|e| socket(format!("enter namespace {}", self.netns))(e.into()))?;
-                // This thread ends here; its namespace change dies with it.
-                TcpListener::bind(addr)
-                    .map_err(socket(format!("bind {addr} in namespace {}", self.netns)))
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(LabError::Socket {
-                    what: format!("bind {addr} in namespace {}", self.netns),
-                    source: std::io::Error::other("binding thread panicked"),
-                })
-            })
+        namespace::within(&self.netns, &format!("bind {addr}"), || {
+            TcpListener::bind(addr)
         })
     }
 
@@ -226,52 +207,13 @@ fn parse_sent_bytes(tc_output: &str) -> Option<u64> {
 
 impl Drop for ShapedLink {
     fn drop(&mut self) {
-        delete_namespace(&self.netns);
+        namespace::delete(&self.netns);
         // Normally gone with the namespace; removes the host end if creation stopped halfway.
         Command::new("ip")
             .args(["link", "del", &self.host_if])
             .stderr(Stdio::null())
             .status()
             .ok();
-    }
-}
-
-fn delete_namespace(name: &str) {
-    if let Ok(pids) = run("ip", &["netns", "pids", name]) {
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-        {
-            kill(pid);
-        }
-    }
-    Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status()
-        .ok();
-}
-
-/// Deletes `<prefix><pid>-<n>` namespaces whose process is gone.
-fn sweep_stale(prefix: &str) {
-    let Ok(list) = run("ip", &["netns", "list"]) else {
-        return;
-    };
-    for line in list.lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let owner = name
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = owner {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                tracing::warn!(
-                    namespace = name,
-                    "removing a namespace left by a dead process"
-                );
-                delete_namespace(name);
-            }
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::access_log::AccessLog;
 use crate::error::LabError;
-use crate::probe::wait_ready;
+use crate::probe::wait_ready_in;
 use crate::process::Proc;
 use crate::program::find;
 
@@ -146,9 +146,25 @@ impl NginxCache {
     /// [`LabError::Missing`] (`nginx`), [`LabError::Io`], [`LabError::Exited`] or
     /// [`LabError::NotReady`] naming the error log.
     pub fn start(config: NginxConfig) -> Result<Self, LabError> {
+        Self::start_in(config, None)
+    }
+
+    /// As [`NginxCache::start`], inside network namespace `netns` when given (`ip netns exec`;
+    /// `config.listen` is then an address of that namespace, and readiness is asked from there).
+    ///
+    /// # Errors
+    /// As [`NginxCache::start`].
+    pub fn start_in(config: NginxConfig, netns: Option<&str>) -> Result<Self, LabError> {
         let program = find("nginx")?;
         let conf = config.write()?;
-        let mut cmd = Command::new(program);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
         cmd.arg("-c")
             .arg(&conf)
             .arg("-p")
@@ -156,7 +172,13 @@ impl NginxCache {
             .args(["-g", "daemon off;"]);
         let stdout = config.dir.join("logs/stdout.log");
         let mut proc = Proc::spawn("nginx (cache)", cmd, &stdout)?;
-        wait_ready(&mut proc, config.listen, &config.error_log(), START_LIMIT)?;
+        wait_ready_in(
+            &mut proc,
+            netns,
+            config.listen,
+            &config.error_log(),
+            START_LIMIT,
+        )?;
         Ok(Self { proc, config })
     }
 

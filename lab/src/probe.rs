@@ -54,6 +54,25 @@ pub fn wait_ready(
     log: &Path,
     limit: Duration,
 ) -> Result<(), LabError> {
+    wait_ready_in(proc, None, addr, log, limit)
+}
+
+/// As [`wait_ready`], asking from inside network namespace `netns` when given (a server in a
+/// node's namespace that listens on that namespace's loopback).
+///
+/// # Errors
+/// As [`wait_ready`]; [`LabError::Socket`] when the namespace cannot be entered.
+pub fn wait_ready_in(
+    proc: &mut Proc,
+    netns: Option<&str>,
+    addr: SocketAddr,
+    log: &Path,
+    limit: Duration,
+) -> Result<(), LabError> {
+    let ask = || match netns {
+        None => Ok(status(addr, "/v2/")),
+        Some(ns) => crate::namespace::within(ns, "probe", || Ok(status(addr, "/v2/"))),
+    };
     let start = Instant::now();
     loop {
         if let Some(status) = proc.exited() {
@@ -63,7 +82,7 @@ pub fn wait_ready(
                 log: log.to_owned(),
             });
         }
-        if status(addr, "/v2/").is_some() {
+        if ask()?.is_some() {
             return Ok(());
         }
         if start.elapsed() >= limit {

@@ -123,11 +123,50 @@ pub struct CacheSaving {
     pub wave: Option<(u32, Duration)>,
 }
 
-/// The registry time series stored in a repetition's totals, if any.
+/// The registry time series stored in a repetition's totals, if any. With nodes in namespaces
+/// the bytes are the wire's (the kernel's count on the registry's link, which never outruns the
+/// shaping) and the requests the registry's own, moved into the wire's buckets.
 pub fn registry_series(t: &RegistryTotals) -> Option<TrafficSeries> {
-    let value = t.snapshot.as_ref()?.get("series")?;
-    let series: TrafficSeries = serde_json::from_value(value.clone()).ok()?;
-    (series.bucket_ms > 0).then_some(series)
+    let accounted = t
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.get("series"))
+        .and_then(|v| serde_json::from_value::<TrafficSeries>(v.clone()).ok())
+        .filter(|s| s.bucket_ms > 0);
+    let Some(wire) = t.wire.as_ref().filter(|w| w.interval_ms > 0) else {
+        return accounted;
+    };
+    let rebucket = |counts: &[u64], from_ms: u64| {
+        let mut out = vec![0; wire.registry_egress.len()];
+        for (i, c) in counts.iter().enumerate() {
+            let b = (i as u64 * from_ms / wire.interval_ms) as usize;
+            if b >= out.len() {
+                out.resize(b + 1, 0);
+            }
+            out[b] += c;
+        }
+        out
+    };
+    let (requests, throttled) = accounted.map_or_else(Default::default, |a| {
+        (
+            rebucket(&a.requests, a.bucket_ms),
+            rebucket(&a.throttled, a.bucket_ms),
+        )
+    });
+    Some(TrafficSeries {
+        bucket_ms: wire.interval_ms,
+        bytes_out: wire.registry_egress.clone(),
+        requests,
+        throttled,
+    })
+}
+
+/// Bytes the registry sent in a repetition: the wire's count with nodes in namespaces, else the
+/// registry's own count of response bodies.
+pub fn registry_egress_bytes(t: &RegistryTotals) -> u64 {
+    t.wire
+        .as_ref()
+        .map_or(t.bytes_out, |w| w.registry.upload_bytes)
 }
 
 impl Capacity {
@@ -301,7 +340,7 @@ fn window(series: &TrafficSeries, from_us: u64, until_us: Option<u64>) -> (Traff
 
 fn traffic<'a>(totals: impl Iterator<Item = &'a RegistryTotals>) -> Option<Traffic> {
     let all: Vec<(TrafficSeries, u64)> = totals
-        .filter_map(|t| registry_series(t).map(|s| (s, t.bytes_out)))
+        .filter_map(|t| registry_series(t).map(|s| (s, registry_egress_bytes(t))))
         .collect();
     traffic_of(&all)
 }

@@ -215,6 +215,15 @@ pub fn render(r: &RunResult) -> String {
         None => b.push_str("<p>No variant ran both direct and through a cache or mirror.</p>\n"),
     }
 
+    for n in super::nodes::sections(r) {
+        let _ = writeln!(
+            b,
+            "<h2>{}</h2>\n<p>{}</p>",
+            escape(n.title),
+            escape(&n.caption)
+        );
+        b.push_str(&n.table.html());
+    }
     b.push_str("<h2 id=\"ready\">Pods ready over time</h2>\n");
     figures(&mut b, &chart::ready_over_time(r));
     b.push_str("<h2 id=\"latency\">Latency CDFs per phase</h2>\n");

@@ -85,6 +85,10 @@ pub fn render(r: &RunResult) -> String {
     }
 
     capacity(&mut out, &Capacity::of(r));
+    for n in super::nodes::sections(r) {
+        let _ = writeln!(out, "## {}\n\n{}\n", n.title, n.caption);
+        out.push_str(&n.table.markdown());
+    }
 
     for s in &r.series {
         let _ = writeln!(out, "## {} / {}\n", s.variant, s.target);

@@ -18,6 +18,8 @@
 //!   each target's ratio to cache-daemon.
 //! - [`svg`]: chart drawing (line charts, stacked bars, interval plots).
 //! - [`chart`]: which charts a run report has and what each plots.
+//! - [`nodes`]: with nodes in namespaces, what every link carried and what every cache process
+//!   cost.
 //! - [`markdown`], [`html`]: the two run reports' layout.
 //! - [`comparison`]: the comparison's Markdown and HTML.
 
@@ -33,6 +35,7 @@ pub mod comparison;
 pub mod html;
 pub mod human;
 pub mod markdown;
+pub mod nodes;
 pub mod section;
 pub mod side_by_side;
 pub mod svg;

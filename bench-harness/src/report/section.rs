@@ -1050,11 +1050,17 @@ fn targets_line(sc: &Scenario) -> String {
                 TargetKind::CacheDaemon {
                     placement: Placement::PerNode,
                 } => "a cache-daemon per node".to_owned(),
+                TargetKind::CacheDaemon {
+                    placement: Placement::Cluster,
+                } => "a cache-daemon per node in cluster mode".to_owned(),
                 TargetKind::Mirror { url } => format!("mirror at {url}"),
                 TargetKind::DistributionProxy => {
                     "Docker Distribution pull-through proxy".to_owned()
                 }
-                TargetKind::Nginx => "nginx caching proxy".to_owned(),
+                TargetKind::Nginx {
+                    placement: Placement::PerNode,
+                } => "an nginx caching proxy per node".to_owned(),
+                TargetKind::Nginx { .. } => "nginx caching proxy".to_owned(),
             };
             format!("{} ({what})", t.name)
         })

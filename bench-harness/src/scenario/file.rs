@@ -9,8 +9,8 @@ use stampede_oci::Platform;
 use std::path::PathBuf;
 
 use super::{
-    Arrival, ImageSource, LayoutSource, Placement, Problem, Problems, Readiness, RegistrySource,
-    Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
+    Arrival, ImageSource, LayoutSource, Network, Placement, Problem, Problems, Readiness,
+    RegistrySource, Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
 };
 use crate::image::{LayerSpec, SyntheticImage};
 use crate::registry::RegistryModel;
@@ -38,6 +38,8 @@ pub(super) struct ScenarioFile {
     targets: Vec<TargetFile>,
     #[serde(default)]
     registry: RegistryModel,
+    #[serde(default)]
+    network: Network,
     #[serde(default)]
     runtime: Runtime,
     #[serde(default)]
@@ -208,6 +210,7 @@ impl ScenarioFile {
             variants,
             targets,
             registry: self.registry,
+            network: self.network,
             runtime: self.runtime,
             readiness: self.readiness,
             slo: self.slo,
@@ -346,8 +349,15 @@ impl TargetFile {
         if self.kind != KindFile::Mirror && self.url.is_some() {
             refuse("url");
         }
-        if self.kind != KindFile::CacheDaemon && self.placement.is_some() {
+        if !matches!(self.kind, KindFile::CacheDaemon | KindFile::Nginx) && self.placement.is_some()
+        {
             refuse("placement");
+        }
+        if self.kind == KindFile::Nginx && self.placement == Some(Placement::Cluster) {
+            problems.push(Problem::new(
+                format!("targets[{index}].placement"),
+                "nginx runs \"shared\" (one for all nodes) or \"per-node\"; \"cluster\" is cache-daemon's mode",
+            ));
         }
         let kind = match self.kind {
             KindFile::Direct => TargetKind::Direct,
@@ -365,7 +375,12 @@ impl TargetFile {
                 }
             },
             KindFile::DistributionProxy => TargetKind::DistributionProxy,
-            KindFile::Nginx => TargetKind::Nginx,
+            KindFile::Nginx => TargetKind::Nginx {
+                placement: match self.placement {
+                    Some(Placement::PerNode) => Placement::PerNode,
+                    _ => Placement::Shared,
+                },
+            },
         };
         Target {
             name: self.name.unwrap_or_else(|| self.kind.name().to_owned()),

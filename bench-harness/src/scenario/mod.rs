@@ -68,6 +68,9 @@ pub struct Scenario {
     pub targets: Vec<Target>,
     /// How the embedded registry behaves: egress, per-node link, latency, throttling.
     pub registry: RegistryModel,
+    /// What a node is on the network: a task of this process (default) or a network namespace.
+    #[serde(skip_serializing_if = "Network::is_default")]
+    pub network: Network,
     /// Container runtime model on each node (containerd and kubelet defaults).
     pub runtime: Runtime,
     /// What a started container does before it is ready.
@@ -210,18 +213,86 @@ pub enum TargetKind {
     DistributionProxy,
     /// nginx `proxy_cache` with `proxy_cache_lock`, started by the harness for each burst in front
     /// of the embedded registry (`peer.rs`).
-    Nginx,
+    Nginx {
+        /// One nginx for all nodes (default), or one per node (what an operator would run on
+        /// each node instead of our cache; nodes in namespaces only).
+        #[serde(skip_serializing_if = "Placement::is_shared")]
+        placement: Placement,
+    },
 }
 
-/// Where cache-daemon instances run.
+/// Where cache instances run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Placement {
-    /// One daemon per node, as a DaemonSet deploys it.
+    /// One instance per node, as a DaemonSet deploys it.
     #[default]
     PerNode,
-    /// One daemon for all nodes.
+    /// One instance for all nodes.
     Shared,
+    /// One cache-daemon per node in cluster mode: each knows every other as a peer and the
+    /// nodes share one registry fetch per piece of content (nodes in namespaces only).
+    Cluster,
+}
+
+impl Placement {
+    /// `per-node`, `shared`, `cluster`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PerNode => "per-node",
+            Self::Shared => "shared",
+            Self::Cluster => "cluster",
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        *self == Self::Shared
+    }
+}
+
+/// `[network]`: what a node is on the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// Tasks of this process (default) or network namespaces with kernel-shaped links.
+    pub nodes: NodeMode,
+}
+
+impl Network {
+    /// Whether this is the default (nodes are tasks), which result files leave out.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether nodes are network namespaces.
+    pub fn namespaces(&self) -> bool {
+        self.nodes == NodeMode::Namespaces
+    }
+}
+
+/// `[network] nodes`: how the harness makes a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeMode {
+    /// Every node is a set of tasks in this process; `registry.node_link` is paced in user space
+    /// and caches share this process's loopback.
+    #[default]
+    Tasks,
+    /// Every node is a network namespace joined to a bridge by a veth pair that `tc tbf` shapes to
+    /// `registry.node_link` both ways; the registry sits in a namespace of its own on a link
+    /// shaped to `registry.netns_rate`. Caches run as real processes inside the nodes. Latency
+    /// stays emulated in user space (the kernel has no netem). Needs root and iproute2.
+    Namespaces,
+}
+
+impl NodeMode {
+    /// `tasks`, `namespaces`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tasks => "tasks",
+            Self::Namespaces => "namespaces",
+        }
+    }
 }
 
 /// The node's container runtime, with containerd's and kubelet's defaults.
@@ -594,7 +665,7 @@ impl TargetKind {
             Self::CacheDaemon { .. } => "cache-daemon",
             Self::Mirror { .. } => "mirror",
             Self::DistributionProxy => "distribution-proxy",
-            Self::Nginx => "nginx",
+            Self::Nginx { .. } => "nginx",
         }
     }
 }
@@ -793,6 +864,77 @@ kind = "direct"
 
     fn overrides(list: &[&str]) -> Vec<Override> {
         list.iter().map(|o| Override::parse(o).unwrap()).collect()
+    }
+
+    #[test]
+    fn nodes_are_tasks_unless_the_network_says_namespaces() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.network.nodes, NodeMode::Tasks);
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("network").is_none(), "the default is not written");
+        let ns = parse(&with(
+            "[network]\nnodes = \"namespaces\"\n[[targets]]\nname = \"c\"\nkind = \"cache-daemon\"\nplacement = \"cluster\"\n[[targets]]\nname = \"n\"\nkind = \"nginx\"\nplacement = \"per-node\"\n",
+        ))
+        .unwrap();
+        assert!(ns.network.namespaces());
+        assert_eq!(
+            ns.targets[1].kind,
+            TargetKind::CacheDaemon {
+                placement: Placement::Cluster
+            }
+        );
+        let back: Scenario = serde_json::from_value(serde_json::to_value(&ns).unwrap()).unwrap();
+        assert_eq!(back, ns);
+        let nginx = parse(&with("[[targets]]\nname = \"n\"\nkind = \"nginx\"\n")).unwrap();
+        assert_eq!(
+            nginx.targets[1].kind,
+            TargetKind::Nginx {
+                placement: Placement::Shared
+            }
+        );
+    }
+
+    #[test]
+    fn what_nodes_in_namespaces_need_and_cannot_do_is_said() {
+        let tasks = problems(&with(
+            "[[targets]]\nname = \"c\"\nkind = \"cache-daemon\"\nplacement = \"cluster\"\n[[targets]]\nname = \"n\"\nkind = \"nginx\"\nplacement = \"per-node\"\n",
+        ));
+        assert_eq!(
+            tasks,
+            [
+                "targets[1].placement: cache-daemon with placement = \"cluster\" runs a process inside every node, so it needs [network] nodes = \"namespaces\"",
+                "targets[2].placement: nginx with placement = \"per-node\" runs a process inside every node, so it needs [network] nodes = \"namespaces\"",
+            ]
+        );
+        let ns = problems(&with(
+            "[network]\nnodes = \"namespaces\"\n[[targets]]\nkind = \"mirror\"\nurl = \"http://127.0.0.1:5001\"\n[[targets]]\nkind = \"distribution-proxy\"\n",
+        ));
+        assert_eq!(ns.len(), 2, "{ns:?}");
+        assert!(
+            ns[0].starts_with(
+                "targets[1].kind: a mirror the harness did not start cannot be reached"
+            ),
+            "{ns:?}"
+        );
+        assert!(
+            ns[1].starts_with("targets[2].kind: distribution-proxy runs on the host's loopback"),
+            "{ns:?}"
+        );
+        let cluster_nginx = problems(&with(
+            "[network]\nnodes = \"namespaces\"\n[[targets]]\nname = \"n\"\nkind = \"nginx\"\nplacement = \"cluster\"\n",
+        ));
+        assert_eq!(
+            cluster_nginx,
+            ["targets[1].placement: nginx runs \"shared\" (one for all nodes) or \"per-node\"; \"cluster\" is cache-daemon's mode"]
+        );
+        let Err(ScenarioError::Parse { source, .. }) = parse(&with("[network]\nnodes = \"vms\"\n"))
+        else {
+            panic!("an unknown node mode parses")
+        };
+        assert!(
+            source.to_string().contains("unknown variant `vms`"),
+            "{source}"
+        );
     }
 
     #[test]

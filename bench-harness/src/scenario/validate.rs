@@ -12,8 +12,8 @@ use stampede_oci::reference::is_tag;
 use stampede_oci::{Compression, ImageRef, Platform};
 
 use super::{
-    Arrival, ImageSource, PullerKind, RegistrySource, Scenario, TargetKind, Variant, MAX_CTR_NODES,
-    MAX_PODS,
+    Arrival, ImageSource, Placement, PullerKind, RegistrySource, Scenario, TargetKind, Variant,
+    MAX_CTR_NODES, MAX_PODS,
 };
 use crate::image::SyntheticImage;
 
@@ -217,7 +217,10 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
                 problem(format!("targets[{i}].url"), format!("{url:?}: {why}"));
             }
         }
-        if matches!(t.kind, TargetKind::DistributionProxy | TargetKind::Nginx) {
+        if matches!(
+            t.kind,
+            TargetKind::DistributionProxy | TargetKind::Nginx { .. }
+        ) {
             for v in s.variants.iter().filter(|v| pulled_straight(v)) {
                 problem(
                     format!("targets[{i}].kind"),
@@ -247,6 +250,7 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             }
         }
     }
+    network(s, &mut problem);
     if s.runtime.puller == PullerKind::Ctr && s.total_nodes() > MAX_CTR_NODES {
         problem(
             "runtime.puller".into(),
@@ -291,6 +295,70 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
 /// `variants[i].sidecars`: each names another variant, once; the pod's images all come from the
 /// embedded registry, so that in every burst they reach the node through the same target (a
 /// `mirror = false` variant is pulled straight from its own registry instead).
+/// `[network]`: what nodes in namespaces cannot do, and the placements only they can.
+fn network(s: &Scenario, problem: &mut impl FnMut(String, String)) {
+    let namespaces = s.network.namespaces();
+    for (i, t) in s.targets.iter().enumerate() {
+        let placement = match t.kind {
+            TargetKind::CacheDaemon { placement } | TargetKind::Nginx { placement } => {
+                Some(placement)
+            }
+            _ => None,
+        };
+        if !namespaces {
+            let per_node_nginx = matches!(
+                t.kind,
+                TargetKind::Nginx {
+                    placement: Placement::PerNode
+                }
+            );
+            if placement == Some(Placement::Cluster) || per_node_nginx {
+                problem(
+                    format!("targets[{i}].placement"),
+                    format!(
+                        "{} with placement = \"{}\" runs a process inside every node, so it needs [network] nodes = \"namespaces\"",
+                        t.kind.name(),
+                        placement.map_or("", Placement::name)
+                    ),
+                );
+            }
+            continue;
+        }
+        if let TargetKind::DistributionProxy = t.kind {
+            problem(
+                format!("targets[{i}].kind"),
+                "distribution-proxy runs on the host's loopback, which nodes in namespaces cannot reach; compare against nginx or cache-daemon, or use [network] nodes = \"tasks\"".into(),
+            );
+        }
+        if let TargetKind::Mirror { .. } = t.kind {
+            problem(
+                format!("targets[{i}].kind"),
+                "a mirror the harness did not start cannot be reached from nodes in namespaces (their network is a bridge of their own); use it with [network] nodes = \"tasks\"".into(),
+            );
+        }
+    }
+    if namespaces {
+        for (i, v) in s.variants.iter().enumerate() {
+            if pulled_straight(v) {
+                problem(
+                    format!("variants[{i}].registry.mirror"),
+                    "nodes in namespaces reach only the embedded registry (their network is a bridge of their own); set mirror = true".into(),
+                );
+            }
+        }
+        if s.total_nodes() as usize > stampede_lab::fabric::MAX_NODES {
+            problem(
+                "nodes".into(),
+                format!(
+                    "nodes in namespaces share one bridge, which takes at most {} nodes; this scenario has {}",
+                    stampede_lab::fabric::MAX_NODES,
+                    s.total_nodes()
+                ),
+            );
+        }
+    }
+}
+
 fn sidecars(s: &Scenario, i: usize, v: &Variant, problem: &mut impl FnMut(String, String)) {
     if v.sidecars.is_empty() {
         return;

@@ -221,6 +221,7 @@ pub fn sample_result() -> RunResult {
                         blob_gets: blob_gets.into(),
                         snapshot: Some(traffic_snapshot(bytes_out, 2 * fetches + 8, rep)),
                         link_bytes: Some(bytes_out + bytes_out / 20),
+                        ..Default::default()
                     },
                 );
             }

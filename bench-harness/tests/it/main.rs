@@ -19,6 +19,9 @@
 //! - `html_chromium`: the HTML reports in headless Chromium: no errors, no fetches, charts with
 //!   data, screenshots.
 //! - `platform`: a single-platform image for another platform fails every pull.
+//! - `namespaces`: nodes as network namespaces: the links' kernel counters, cache processes
+//!   inside the nodes (per node, shared, cluster, nginx), cleanup after a run and SIGINT, the
+//!   message without root.
 //! - `peers`: distribution's proxy mode and nginx started by the harness, counted by the
 //!   registry behind them (and by nginx's own log); a missing peer program; the registry behind
 //!   a tbf-shaped namespace; skopeo and ctr as pullers.
@@ -32,6 +35,7 @@ mod exit_codes;
 mod html_chromium;
 mod inspect;
 mod messages;
+mod namespaces;
 mod peers;
 mod platform;
 mod real_images;

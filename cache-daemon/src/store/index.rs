@@ -28,6 +28,8 @@ pub struct Entry {
     pub repos: BTreeSet<String>,
     /// `registry/repository:tag` names that resolved to it (manifests).
     pub tags: BTreeSet<String>,
+    /// Where its bytes came from (cluster mode; see `BlobMeta::source`).
+    pub source: Option<String>,
 }
 
 /// What a lookup that serves a blob needs from its entry.
@@ -49,6 +51,7 @@ impl Entry {
             last_access: now,
             repos: BTreeSet::new(),
             tags: BTreeSet::new(),
+            source: None,
         }
     }
 }

@@ -58,6 +58,10 @@ pub struct BlobMeta {
     /// Media type as the upstream declared it (manifests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// Where a cluster node's fill took the bytes from (`local`, `peer`, `registry`, or a
+    /// `+`-joined mix); `None` outside cluster mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A committed blob opened for reading. The file stays readable even if the blob is evicted
@@ -116,6 +120,9 @@ pub struct InventoryItem {
     pub committed: u64,
     /// Whether a pin covers it.
     pub pinned: bool,
+    /// Where its bytes came from, when a cluster node recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// What a `verify` pass found.
@@ -268,7 +275,9 @@ impl BlobStore {
         found.sort_by_key(|(_, e)| e.last_access);
         let mut index = Index::default();
         for (digest, mut entry) in found {
-            entry.media_type = read_meta(&layout.meta_path(&digest)).and_then(|m| m.media_type);
+            let meta = read_meta(&layout.meta_path(&digest));
+            entry.media_type = meta.as_ref().and_then(|m| m.media_type.clone());
+            entry.source = meta.and_then(|m| m.source);
             recovery.blobs += 1;
             recovery.bytes += entry.size_bytes;
             index.restore(digest, entry);
@@ -470,10 +479,9 @@ impl BlobStore {
             std::fs::remove_file(&temp.path).ok();
             return result;
         }
-        self.index().insert(
-            digest.clone(),
-            Entry::new(size_bytes, meta.media_type.clone(), SystemTime::now()),
-        );
+        let mut entry = Entry::new(size_bytes, meta.media_type.clone(), SystemTime::now());
+        entry.source = meta.source.clone();
+        self.index().insert(digest.clone(), entry);
         // A manifest squeezed into the last free blocks is no sign of room for layers.
         if size_bytes >= health::RECOVER_FREE_BYTES {
             self.health.room_made("a blob was committed");
@@ -603,6 +611,7 @@ impl BlobStore {
                 last_access: unix_secs(e.last_access),
                 committed: unix_secs(e.committed),
                 pinned: index.is_pinned(d),
+                source: e.source.clone(),
             })
             .collect()
     }
@@ -871,6 +880,7 @@ mod tests {
             b"{}",
             &BlobMeta {
                 media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+                ..BlobMeta::default()
             },
         )
         .unwrap();

@@ -43,7 +43,7 @@ impl Gate {
 }
 
 /// How the upstream answers for one blob. A blob `GET` is an attempt; attempts are counted per
-/// blob from 0. `Range: bytes=N-` is honoured (`206`) unless `ignore_range`.
+/// blob from 0. `Range: bytes=N-` and `bytes=N-M` are honoured (`206`) unless `ignore_range`.
 #[derive(Debug, Clone)]
 pub struct Behavior {
     pub status: Option<StatusCode>,
@@ -476,9 +476,14 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
     if b.differ_after_first && attempt > 0 {
         data[0] ^= 0xff;
     }
+    let mut end = len;
     let from = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
         Some(r) if !b.ignore_range => {
-            let from: usize = r.trim_end_matches('-').parse().unwrap();
+            let (first, last) = r.split_once('-').unwrap();
+            let from: usize = first.parse().unwrap();
+            if !last.is_empty() {
+                end = (last.parse::<usize>().unwrap() + 1).min(len);
+            }
             if from >= len {
                 let mut r = full(StatusCode::RANGE_NOT_SATISFIABLE, "{}");
                 r.headers_mut()
@@ -498,7 +503,7 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut sent = start;
-        for chunk in data[start..].chunks(b.chunk_bytes.max(1)) {
+        for chunk in data[start..end].chunks(b.chunk_bytes.max(1)) {
             if let Some(g) = &b.gate {
                 if sent >= g.after_bytes {
                     let mut open = g.open.subscribe();
@@ -538,10 +543,10 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
             r.headers_mut().insert(
                 "content-range",
-                format!("bytes {from}-{}/{len}", len - 1).parse().unwrap(),
+                format!("bytes {from}-{}/{len}", end - 1).parse().unwrap(),
             );
             r.headers_mut()
-                .insert("content-length", (len - from).into());
+                .insert("content-length", (end - from).into());
         }
         None if !b.omit_length => {
             let declared = (len as i64 + b.length_delta).max(0);

@@ -1,0 +1,398 @@
+//! [`NodeCaches`]: the cache processes a target runs inside the nodes' namespaces, started fresh
+//! for a burst and stopped by PID after it.
+//!
+//! - `cache-daemon`, `placement = "per-node"`: the real `cache-daemon` binary in every node's
+//!   namespace, serving the node's pulls on that namespace's loopback and filling from the
+//!   registry over the node's link.
+//! - `placement = "cluster"`: the same, plus cluster mode (issue 13's interface): every daemon
+//!   serves peers on its node's address (`--peer-listen`, `--peer-advertise`), knows every member
+//!   from the static list `--peers` (itself included, as a headless Service lists every pod), and
+//!   shares one secret file (`--cluster-secret-file`, 32 random bytes, hex, made per burst).
+//! - `placement = "shared"`: one `cache-daemon` in the service namespace, on its own link, for
+//!   every node.
+//! - `nginx`, per node or shared: what an operator would run instead (`proxy_cache_lock`), the
+//!   configuration `stampede_lab::NginxConfig` has.
+//!
+//! Each process writes one log of its own (nginx: its access and error logs), kept with the run
+//! as `logs/<target>-<variant>-rep<N>.<who>.*` ([`NodeCaches::keep_logs`]). Their PIDs and
+//! CPU and memory over the burst go into `result.json` ([`CacheProcessFacts`]).
+//!
+//! The `cache-daemon` binary is the one cargo built beside this harness (or `$STAMPEDE_CACHE_DAEMON`,
+//! or the first on `PATH`): [`cache_daemon_binary`].
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stampede_lab::probe::wait_ready_in;
+use stampede_lab::{Endpoint, LabError, NginxCache, NginxConfig, Proc};
+
+use std::sync::Arc;
+
+use stampede_lab::Fabric;
+
+use super::usage::{self, ProcessUsage, UsageStart};
+use crate::scenario::Placement;
+
+/// The port a cache serves pulls on, in its namespace (each namespace has its own ports).
+pub const CACHE_PORT: u16 = 5050;
+/// The cache-daemon's admin port, on its namespace's loopback.
+pub const ADMIN_PORT: u16 = 5051;
+/// The cache-daemon's peer port in cluster mode, on its node's address.
+pub const PEER_PORT: u16 = 5052;
+/// How long a cache process gets to answer after start.
+const START_LIMIT: Duration = Duration::from_secs(30);
+/// Environment variable naming the `cache-daemon` binary to run.
+pub const BINARY_ENV: &str = "STAMPEDE_CACHE_DAEMON";
+
+/// Which cache a target runs in the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// Our `cache-daemon` binary.
+    CacheDaemon(Placement),
+    /// nginx `proxy_cache`.
+    Nginx(Placement),
+}
+
+/// What one cache process was, for `result.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CacheProcessFacts {
+    /// Where it ran: `node-<n>` or `shared`.
+    pub who: String,
+    /// `cache-daemon` or `nginx`.
+    pub program: String,
+    /// Its process id (nginx: the master; its workers are counted with it).
+    pub pid: u32,
+    /// Its log files, relative to the run directory's `logs/`.
+    pub logs: Vec<String>,
+    /// CPU seconds from the burst epoch to the end of the burst (user + system, all threads and
+    /// child processes).
+    pub cpu_seconds: f64,
+    /// Peak resident memory, bytes (`VmHWM`; nginx: master and workers added).
+    pub peak_rss_bytes: u64,
+}
+
+/// Why the caches could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The `cache-daemon` binary is nowhere to be found.
+    #[error("the cache-daemon binary is not beside bench-harness, not named by ${BINARY_ENV} and not on PATH: build it with `cargo build -p cache-daemon` (`--release` for benchmarks)")]
+    Binary,
+    /// A process could not be started or did not answer.
+    #[error(transparent)]
+    Lab(#[from] LabError),
+}
+
+/// One running cache process.
+#[derive(Debug)]
+struct CacheProcess {
+    who: String,
+    program: &'static str,
+    /// Its namespace and where it answers there.
+    netns: String,
+    addr: SocketAddr,
+    server: Server,
+    /// Log files and the suffix each is kept under.
+    logs: Vec<(PathBuf, &'static str)>,
+    start: Option<UsageStart>,
+}
+
+#[derive(Debug)]
+enum Server {
+    Daemon(Proc),
+    Nginx(NginxCache),
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Daemon(p) => p.pid(),
+            Self::Nginx(n) => n.pid(),
+        }
+    }
+}
+
+/// The cache processes of one burst; stopped on drop.
+#[derive(Debug)]
+pub struct NodeCaches {
+    processes: Vec<CacheProcess>,
+    /// Where node `n` pulls: `http://addr:port`.
+    pub urls: Vec<String>,
+}
+
+/// Where to start the caches and what they fill from.
+#[derive(Debug, Clone)]
+pub struct CacheSpec {
+    /// Which cache.
+    pub kind: CacheKind,
+    /// The nodes' fabric.
+    pub fabric: Arc<Fabric>,
+    /// The registry's address on the fabric.
+    pub upstream: SocketAddr,
+    /// The burst's directory: stores, configs and logs go under it.
+    pub work: PathBuf,
+}
+
+impl NodeCaches {
+    /// Starts the caches `spec` names and waits until each answers. Blocking.
+    ///
+    /// # Errors
+    /// [`CacheError::Binary`], or [`LabError`]: a program is missing, a directory cannot be
+    /// made, or a process exits or does not answer (the error names its log).
+    pub fn start(spec: CacheSpec) -> Result<Self, CacheError> {
+        let nodes = spec.fabric.nodes();
+        let service = || {
+            spec.fabric
+                .services()
+                .first()
+                .ok_or_else(|| LabError::Socket {
+                    what: "find the service namespace of a shared cache".into(),
+                    source: std::io::Error::other("the fabric was built without one"),
+                })
+        };
+        let mut caches = Self {
+            processes: Vec::new(),
+            urls: Vec::new(),
+        };
+        match spec.kind {
+            CacheKind::CacheDaemon(Placement::Shared) => {
+                let svc = service()?;
+                let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
+                caches.spawn_daemon(&spec, svc, "shared", listen, &[])?;
+                caches.urls = vec![format!("http://{listen}"); nodes.len()];
+            }
+            CacheKind::CacheDaemon(placement) => {
+                let cluster = (placement == Placement::Cluster)
+                    .then(|| cluster_flags(nodes, &spec.work))
+                    .transpose()?;
+                let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, CACHE_PORT));
+                for (n, node) in nodes.iter().enumerate() {
+                    let mut extra = Vec::new();
+                    if let Some(c) = &cluster {
+                        let me = SocketAddr::from((node.ip(), PEER_PORT)).to_string();
+                        extra.extend([
+                            "--peer-listen".to_owned(),
+                            me.clone(),
+                            "--peer-advertise".to_owned(),
+                            me,
+                            "--peers".to_owned(),
+                            c.peers.clone(),
+                            "--cluster-secret-file".to_owned(),
+                            c.secret_file.display().to_string(),
+                        ]);
+                    }
+                    caches.spawn_daemon(&spec, node, &format!("node-{n}"), listen, &extra)?;
+                }
+                caches.urls = vec![format!("http://{listen}"); nodes.len()];
+            }
+            CacheKind::Nginx(Placement::PerNode) => {
+                let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, CACHE_PORT));
+                for (n, node) in nodes.iter().enumerate() {
+                    caches.start_nginx(&spec, node, &format!("node-{n}"), listen)?;
+                }
+                caches.urls = vec![format!("http://{listen}"); nodes.len()];
+            }
+            CacheKind::Nginx(_) => {
+                let svc = service()?;
+                let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
+                caches.start_nginx(&spec, svc, "shared", listen)?;
+                caches.urls = vec![format!("http://{listen}"); nodes.len()];
+            }
+        }
+        caches.wait_ready()?;
+        Ok(caches)
+    }
+
+    /// Starts one `cache-daemon serve` inside `place`; readiness is checked later, for all at
+    /// once.
+    fn spawn_daemon(
+        &mut self,
+        spec: &CacheSpec,
+        place: &Endpoint,
+        who: &str,
+        listen: SocketAddr,
+        extra: &[String],
+    ) -> Result<(), CacheError> {
+        let binary = cache_daemon_binary().ok_or(CacheError::Binary)?;
+        let dir = spec.work.join(format!("cache-daemon-{who}"));
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
+            what: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let log = dir.join("cache-daemon.log");
+        let mut cmd = place.command(&binary);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--admin-listen")
+            .arg(SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)).to_string())
+            .arg("--root")
+            .arg(dir.join("store"))
+            .arg("--upstream")
+            .arg(format!("http://{}", spec.upstream))
+            .arg("--shutdown-grace")
+            .arg("1s")
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn(&format!("cache-daemon ({who})"), cmd, &log)?;
+        self.processes.push(CacheProcess {
+            who: who.to_owned(),
+            program: "cache-daemon",
+            netns: place.netns().to_owned(),
+            addr: listen,
+            server: Server::Daemon(proc),
+            logs: vec![(log, "log")],
+            start: None,
+        });
+        Ok(())
+    }
+
+    fn start_nginx(
+        &mut self,
+        spec: &CacheSpec,
+        place: &Endpoint,
+        who: &str,
+        listen: SocketAddr,
+    ) -> Result<(), CacheError> {
+        let config = NginxConfig::new(
+            listen,
+            spec.upstream,
+            spec.work.join(format!("nginx-{who}")),
+        );
+        let logs = vec![
+            (config.access_log(), "access.log"),
+            (config.error_log(), "error.log"),
+        ];
+        let nginx = NginxCache::start_in(config, Some(place.netns()))?;
+        self.processes.push(CacheProcess {
+            who: who.to_owned(),
+            program: "nginx",
+            netns: place.netns().to_owned(),
+            addr: listen,
+            server: Server::Nginx(nginx),
+            logs,
+            start: None,
+        });
+        Ok(())
+    }
+
+    fn wait_ready(&mut self) -> Result<(), LabError> {
+        for p in &mut self.processes {
+            if let Server::Daemon(proc) = &mut p.server {
+                // nginx was waited for as it started.
+                wait_ready_in(proc, Some(&p.netns), p.addr, &p.logs[0].0, START_LIMIT)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every process's id, in start order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(|p| p.server.pid()).collect()
+    }
+
+    /// Marks the burst's start: CPU used from here on is the burst's.
+    pub fn burst_started(&mut self) {
+        for p in &mut self.processes {
+            p.start = usage::start(p.server.pid());
+        }
+    }
+
+    /// Each process's facts, CPU counted since [`NodeCaches::burst_started`]; call before
+    /// stopping them. `logs` are the names [`NodeCaches::keep_logs`] gives with `stem`.
+    pub fn facts(&self, stem: &str) -> Vec<CacheProcessFacts> {
+        self.processes
+            .iter()
+            .map(|p| {
+                let used = p
+                    .start
+                    .as_ref()
+                    .map_or_else(ProcessUsage::default, usage::since);
+                CacheProcessFacts {
+                    who: p.who.clone(),
+                    program: p.program.to_owned(),
+                    pid: p.server.pid(),
+                    logs: p
+                        .logs
+                        .iter()
+                        .map(|(_, suffix)| format!("{stem}.{}.{suffix}", p.who))
+                        .collect(),
+                    cpu_seconds: used.cpu_seconds,
+                    peak_rss_bytes: used.peak_rss_bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// Copies every process's logs into `dir` as `<stem>.<who>.<suffix>`; returns the files
+    /// written. A log that cannot be copied is skipped with a warning.
+    pub fn keep_logs(&self, dir: &Path, stem: &str) -> Vec<PathBuf> {
+        if let Err(error) = std::fs::create_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot create the logs directory");
+            return Vec::new();
+        }
+        let mut kept = Vec::new();
+        for p in &self.processes {
+            for (from, suffix) in &p.logs {
+                let to = dir.join(format!("{stem}.{}.{suffix}", p.who));
+                match std::fs::copy(from, &to) {
+                    Ok(_) => kept.push(to),
+                    Err(error) => {
+                        tracing::warn!(from = %from.display(), %error, "cannot keep a cache log");
+                    }
+                }
+            }
+        }
+        kept
+    }
+
+    /// Stops every process (as dropping does): SIGTERM by PID, then SIGKILL to stragglers and
+    /// their children. Blocking.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+/// The flags every member of a cluster shares.
+struct ClusterFlags {
+    /// `--peers`: every member's peer address, comma-separated.
+    peers: String,
+    /// `--cluster-secret-file`.
+    secret_file: PathBuf,
+}
+
+fn cluster_flags(nodes: &[Endpoint], work: &Path) -> Result<ClusterFlags, LabError> {
+    use rand::RngCore as _;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let secret_file = work.join("cluster.secret");
+    std::fs::write(&secret_file, hex::encode(secret)).map_err(|source| LabError::Io {
+        what: "write the cluster secret",
+        path: secret_file.clone(),
+        source,
+    })?;
+    let peers = nodes
+        .iter()
+        .map(|n| SocketAddr::from((n.ip(), PEER_PORT)).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(ClusterFlags { peers, secret_file })
+}
+
+/// The `cache-daemon` binary: `$STAMPEDE_CACHE_DAEMON`, else the one cargo built beside this
+/// program (`target/<profile>/cache-daemon`, also from a test binary in `deps/`), else the first
+/// on `PATH`; `None` when there is none.
+pub fn cache_daemon_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(BINARY_ENV) {
+        return Some(PathBuf::from(path));
+    }
+    let beside = std::env::current_exe().ok().and_then(|me| {
+        me.ancestors()
+            .skip(1)
+            .take(2)
+            .map(|dir| dir.join("cache-daemon"))
+            .find(|p| p.is_file())
+    });
+    beside.or_else(|| stampede_lab::find("cache-daemon").ok())
+}

@@ -1,0 +1,141 @@
+//! Nodes as network namespaces (`[network] nodes = "namespaces"`): this folder owns everything
+//! that exists only when a node is a namespace with a real, kernel-shaped link instead of a set
+//! of tasks in this process.
+//!
+//! - [`NodeNet`] (this file): the run's fabric (`stampede_lab::Fabric`): one namespace per node,
+//!   one for the registry, one service namespace when a target runs one process for every node,
+//!   each link `tc tbf`-shaped both ways (`registry.node_link` for nodes and services,
+//!   `registry.netns_rate` for the registry); and one [`NodeRuntime`] per node.
+//! - [`runtime`]: [`NodeRuntime`], the harness's own client running inside a node's namespace.
+//! - [`caches`]: [`NodeCaches`], the cache processes a target runs inside the nodes: the real
+//!   `cache-daemon` binary per node, shared or in cluster mode, nginx per node or shared, each
+//!   with a log of its own.
+//! - [`wire`]: [`WireSampler`], the kernel's byte counters of every link sampled on the burst's
+//!   clock: what the links carried, beside the registry's own request accounting.
+//! - [`usage`]: CPU seconds and peak memory of each cache process over a burst.
+//!
+//! What stays where it was: the embedded registry still runs in this process (`origin.rs`
+//! binds its listener inside the registry's namespace), latency and registry egress are still
+//! the registry's user-space model (the kernel has no netem), and pods, pulls and unpacking are
+//! the same code as for nodes that are tasks. The fabric is made once per run and deleted when
+//! the run ends, also on error or SIGINT (the run's future is dropped and with it this value).
+
+pub mod caches;
+pub mod runtime;
+pub mod usage;
+pub mod wire;
+
+use std::sync::Arc;
+
+use stampede_lab::{Endpoint, Fabric, FabricConfig, LabError, Shaping};
+
+use crate::scenario::{Placement, Scenario, TargetKind};
+use crate::units::Bandwidth;
+
+pub use caches::{CacheProcessFacts, NodeCaches};
+pub use runtime::NodeRuntime;
+pub use usage::ProcessUsage;
+pub use wire::{WireSampler, WireTotals};
+
+/// Why the nodes' namespaces could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("[network] nodes = \"namespaces\": cannot make the nodes' network namespaces (use nodes = \"tasks\" to run without root)")]
+pub struct NodeNetError(#[source] pub LabError);
+
+/// The run's fabric and each node's runtime; see the module doc.
+#[derive(Debug)]
+pub struct NodeNet {
+    // Declared first: fields drop in order, so the runtimes (and their sockets) end before the
+    // namespaces go.
+    runtimes: Vec<Arc<NodeRuntime>>,
+    fabric: Arc<Fabric>,
+}
+
+impl NodeNet {
+    /// Builds the fabric for `scenario` (its total nodes, one service namespace when a target
+    /// needs one) and starts each node's runtime. Blocking: a few `ip`/`tc` batches.
+    ///
+    /// # Errors
+    /// [`NodeNetError`]: not root, iproute2 missing, or a failing `ip`/`tc` command.
+    pub fn create(scenario: &Scenario) -> Result<Self, NodeNetError> {
+        let shaping = |b: Option<Bandwidth>| {
+            b.map(|b| Shaping {
+                rate_bits_per_sec: b.bytes_per_sec.saturating_mul(8),
+            })
+        };
+        let fabric = Fabric::create(FabricConfig {
+            nodes: scenario.total_nodes() as usize,
+            node_link: shaping(scenario.registry.node_link),
+            registry_link: shaping(scenario.registry.netns_rate),
+            services: usize::from(scenario.targets.iter().any(needs_service)),
+        })
+        .map_err(NodeNetError)?;
+        let runtimes = fabric
+            .nodes()
+            .iter()
+            .map(|n| NodeRuntime::start(n).map(Arc::new))
+            .collect::<Result<_, _>>()
+            .map_err(NodeNetError)?;
+        tracing::info!(
+            nodes = fabric.nodes().len(),
+            hub = fabric.hub(),
+            "nodes in network namespaces"
+        );
+        Ok(Self {
+            runtimes,
+            fabric: Arc::new(fabric),
+        })
+    }
+
+    /// The fabric.
+    pub fn fabric(&self) -> &Arc<Fabric> {
+        &self.fabric
+    }
+
+    /// The registry's namespace.
+    pub fn registry(&self) -> &Endpoint {
+        self.fabric.registry()
+    }
+
+    /// Node `n`'s namespace.
+    pub fn node(&self, n: usize) -> Option<&Endpoint> {
+        self.fabric.nodes().get(n)
+    }
+
+    /// The namespace of processes shared by every node; `None` when no target needs one.
+    pub fn service(&self) -> Option<&Endpoint> {
+        self.fabric.services().first()
+    }
+
+    /// Node `n`'s runtime.
+    pub fn runtime(&self, n: usize) -> Option<Arc<NodeRuntime>> {
+        self.runtimes.get(n).cloned()
+    }
+
+    /// What `result.json` records about the fabric: namespaces, addresses and rates.
+    pub fn facts(&self) -> serde_json::Value {
+        let rate = |e: &Endpoint| e.shaping().map(|s| s.rate_bits_per_sec);
+        serde_json::json!({
+            "nodes": "namespaces",
+            "hub": self.fabric.hub(),
+            "registry_netns": self.registry().netns(),
+            "registry_ip": self.registry().ip().to_string(),
+            "registry_tbf_rate_bits_per_sec": rate(self.registry()),
+            "node_tbf_rate_bits_per_sec": self.fabric.nodes().first().and_then(rate),
+            "node_count": self.fabric.nodes().len(),
+            "services": self.fabric.services().len(),
+        })
+    }
+}
+
+/// Whether `target` runs one process for every node, which then lives in a service namespace.
+fn needs_service(target: &crate::scenario::Target) -> bool {
+    matches!(
+        target.kind,
+        TargetKind::CacheDaemon {
+            placement: Placement::Shared
+        } | TargetKind::Nginx {
+            placement: Placement::Shared
+        }
+    )
+}

@@ -1,0 +1,417 @@
+//! The peer port's requests: `GET /peer/v1/stripes/<index>/<digest>?repo=<repo>[&ns=<ns>]`
+//! with `Range: bytes=<first>-[<last>]` (blob offsets within that stripe), signed
+//! (`signing.rs`). Anything unsigned, badly signed or outside the replay window gets `401`
+//! and is counted; the accept loop, its own connection limit and shutdown are `crate::server`'s.
+//!
+//! Where the bytes come from, first match wins:
+//! 1. the committed blob;
+//! 2. this node's stripe fill of that stripe, running or kept (`origin.rs`);
+//! 3. this node's own blob fill, if it has already reached the first byte asked for (or, for a
+//!    redirected request, at all: it is receiving the stripe, usually ahead of its fill);
+//! 4. a new stripe fill from the registry, unless the request was redirected here (then `503`:
+//!    a redirected request is served only from what this node has or is receiving, so a
+//!    redirect never costs a registry fetch).
+//!
+//! Fan-out bound: a node sends each stripe to at most [`FANOUT_CHILDREN`] peers (within
+//! [`FANOUT_WINDOW`], whether those streams still run or not). A further requester is
+//! redirected (`307`, `stampede-redirect: <member>`) to one of those peers in turn, which passes
+//! on the bytes from its own fill as they land (cut-through) or from its store, and applies the
+//! same bound, so the stripe spreads as a tree and no node uploads more than about two copies of
+//! a stripe however many nodes want it. A redirected requester that the child cannot serve asks again with
+//! `stampede-hop: 0` and `stampede-direct: 1` and is served here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use http::{Method, Request, Response, StatusCode};
+
+use stampede_oci::{Digest, RepoName};
+
+use crate::body::{self, Body, FlightFile};
+use crate::flight::FillState;
+
+use super::client::{HOP_HEADER, PEER_HEADER, REDIRECT_HEADER, WHOLE_HEADER};
+use super::membership::{parse_member, Member};
+use super::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use super::stripe::Stripe;
+use super::Cluster;
+
+/// Peers one node sends a stripe to; further requesters are redirected to them.
+pub const FANOUT_CHILDREN: usize = 2;
+/// Header asking the node to serve the request itself (no redirect).
+pub const DIRECT_HEADER: &str = "stampede-direct";
+
+/// A parsed peer request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRoute {
+    /// The blob.
+    pub digest: Digest,
+    /// The stripe.
+    pub stripe: u32,
+    /// The repository to fetch it from.
+    pub repo: RepoName,
+    /// The registry, as requests name it.
+    pub ns: Option<String>,
+}
+
+impl PeerRoute {
+    /// Parses a peer path and query; `None` for anything else.
+    pub fn parse(path: &str, query: Option<&str>) -> Option<Self> {
+        let rest = path.strip_prefix("/peer/v1/stripes/")?;
+        let (stripe, digest) = rest.split_once('/')?;
+        let stripe: u32 = stripe.parse().ok()?;
+        let digest = Digest::parse(digest).ok()?;
+        let mut repo = None;
+        let mut ns = None;
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*k {
+                "repo" => repo = RepoName::parse(&v).ok(),
+                "ns" => ns = Some(v.into_owned()),
+                _ => return None,
+            }
+        }
+        Some(Self {
+            digest,
+            stripe,
+            repo: repo?,
+            ns,
+        })
+    }
+}
+
+/// How long a stripe's recipients are remembered (a burst's length, with room).
+pub const FANOUT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Who this node sent one stripe to, within [`FANOUT_WINDOW`].
+#[derive(Debug)]
+struct Recipients {
+    members: Vec<Member>,
+    /// Requests that did not say who they were from (counted, never redirected to).
+    anonymous: usize,
+    /// Round-robin position among `members` for redirects.
+    next: usize,
+    since: Instant,
+}
+
+/// The peers each stripe went to, so that a node sends each stripe to at most
+/// [`FANOUT_CHILDREN`] peers and sends further requesters on to them.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    /// A std `Mutex`: held to look up and update an entry; never across `.await`.
+    sent: Mutex<HashMap<(Digest, u32), Recipients>>,
+}
+
+impl Uploads {
+    /// `Ok` to serve `asker` (recorded as a recipient), or the recipient to redirect it to
+    /// once the stripe went to [`FANOUT_CHILDREN`] peers. `direct`: serve regardless (the
+    /// child a redirect named could not serve it). A member served before is served again
+    /// (a resume) without counting twice.
+    pub fn admit(
+        &self,
+        key: (Digest, u32),
+        asker: Option<Member>,
+        direct: bool,
+    ) -> Result<(), Member> {
+        let now = Instant::now();
+        let mut sent = self.sent.lock().expect("uploads mutex poisoned");
+        sent.retain(|_, r| now.duration_since(r.since) < FANOUT_WINDOW);
+        let r = sent.entry(key).or_insert_with(|| Recipients {
+            members: Vec::new(),
+            anonymous: 0,
+            next: 0,
+            since: now,
+        });
+        if asker.is_some_and(|a| r.members.contains(&a)) {
+            return Ok(());
+        }
+        if !direct && r.members.len() + r.anonymous >= FANOUT_CHILDREN {
+            let children: Vec<Member> = r
+                .members
+                .iter()
+                .copied()
+                .filter(|m| Some(*m) != asker)
+                .collect();
+            if !children.is_empty() {
+                let child = children[r.next % children.len()];
+                r.next += 1;
+                return Err(child);
+            }
+        }
+        match asker {
+            Some(a) => r.members.push(a),
+            None => r.anonymous += 1,
+        }
+        Ok(())
+    }
+}
+
+/// What a request asked for, resolved against what this node has.
+struct Source {
+    body: Body,
+    first_bytes: u64,
+    end_bytes: u64,
+    total_bytes: u64,
+    whole: bool,
+}
+
+impl Cluster {
+    /// Answers one peer-port request. Never fails: problems become status codes.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("", |p| p.as_str())
+            .to_owned();
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Err(rejection) = self.signer.verify(
+            req.method().as_str(),
+            &path_and_query,
+            header(TIMESTAMP_HEADER),
+            header(SIGNATURE_HEADER),
+            SystemTime::now(),
+        ) {
+            self.metrics.peer_rejected(rejection);
+            tracing::warn!(path = %path_and_query.chars().take(200).collect::<String>(), %rejection, "peer request refused");
+            return status(StatusCode::UNAUTHORIZED);
+        }
+        if req.method() != Method::GET {
+            return status(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let Some(route) = PeerRoute::parse(req.uri().path(), req.uri().query()) else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        let Some((first, last)) = header(RANGE.as_str()).and_then(parse_range) else {
+            return status(StatusCode::RANGE_NOT_SATISFIABLE);
+        };
+        let hop: u32 = header(HOP_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let direct = header(DIRECT_HEADER).is_some();
+        let asker = header(PEER_HEADER).and_then(|v| parse_member(v).ok());
+        let key = (route.digest.clone(), route.stripe);
+        match self.uploads.admit(key, asker, direct) {
+            Ok(()) => {}
+            Err(child) => {
+                self.metrics.peer_redirect();
+                let mut resp = status(StatusCode::TEMPORARY_REDIRECT);
+                resp.headers_mut().insert(
+                    REDIRECT_HEADER,
+                    HeaderValue::from_str(&child.to_string()).expect("an address is ASCII"),
+                );
+                return resp;
+            }
+        };
+        match self.source(&route, first, last, hop).await {
+            Ok(src) => {
+                let mut resp = Response::new(src.body);
+                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let h = resp.headers_mut();
+                h.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                h.insert(
+                    CONTENT_LENGTH,
+                    HeaderValue::from(src.end_bytes - src.first_bytes),
+                );
+                let range = format!(
+                    "bytes {}-{}/{}",
+                    src.first_bytes,
+                    src.end_bytes - 1,
+                    src.total_bytes
+                );
+                h.insert(
+                    CONTENT_RANGE,
+                    HeaderValue::from_str(&range).expect("numbers are ASCII"),
+                );
+                if src.whole {
+                    h.insert(WHOLE_HEADER, HeaderValue::from_static("1"));
+                }
+                resp
+            }
+            Err(code) => status(code),
+        }
+    }
+
+    async fn source(
+        &self,
+        route: &PeerRoute,
+        first: u64,
+        last: Option<u64>,
+        hop: u32,
+    ) -> Result<Source, StatusCode> {
+        let digest = &route.digest;
+        // The end of what is asked for: the stripe's end, or `last + 1` if earlier.
+        let clamp = |total: u64| -> Result<u64, StatusCode> {
+            let stripe =
+                Stripe::nth(route.stripe, Some(total)).ok_or(StatusCode::RANGE_NOT_SATISFIABLE)?;
+            if first < stripe.first_bytes || first >= stripe.end_bytes {
+                return Err(StatusCode::RANGE_NOT_SATISFIABLE);
+            }
+            Ok(last.map_or(stripe.end_bytes, |l| (l + 1).min(stripe.end_bytes)))
+        };
+        if let Ok(Some(open)) = self.store.open_blob(digest, None).await {
+            let end = clamp(open.size_bytes)?;
+            return Ok(Source {
+                body: body::file_to_peer(open.file, first, end, self.metrics.clone()),
+                first_bytes: first,
+                end_bytes: end,
+                total_bytes: open.size_bytes,
+                whole: false,
+            });
+        }
+        let held = match self.origin.peek(digest, route.stripe) {
+            Some(h) => Some(h),
+            None => {
+                // This node's own fill, if it already has the first byte asked for; for a
+                // redirected request, also one still behind it (the requester was sent here
+                // because this node is receiving the stripe, often ahead of its own fill).
+                if let Some(src) = self.own_fill(route, first, hop > 0, &clamp) {
+                    return Ok(src);
+                }
+                if hop > 0 {
+                    return Err(StatusCode::SERVICE_UNAVAILABLE);
+                }
+                None
+            }
+        };
+        let held = match held {
+            Some(h) => h,
+            None => {
+                let endpoint = self
+                    .upstreams
+                    .resolve(route.ns.as_deref())
+                    .map_err(|_| StatusCode::NOT_FOUND)?;
+                self.origin
+                    .open(digest, route.stripe, &endpoint, &route.repo)
+                    .await
+                    .map_err(|f| {
+                        tracing::debug!(%digest, stripe = route.stripe, %f, "stripe fetch for a peer failed");
+                        StatusCode::BAD_GATEWAY
+                    })?
+            }
+        };
+        let info = held.info;
+        let end = if info.whole {
+            if first >= info.total_bytes {
+                return Err(StatusCode::RANGE_NOT_SATISFIABLE);
+            }
+            info.total_bytes
+        } else {
+            clamp(info.total_bytes)?
+        };
+        if first < info.base_bytes || end > info.base_bytes + info.len_bytes {
+            return Err(StatusCode::RANGE_NOT_SATISFIABLE);
+        }
+        let file = FlightFile {
+            file: held.file,
+            base_bytes: info.base_bytes,
+        };
+        Ok(Source {
+            body: body::to_peer(held.flight, file, first, end, self.metrics.clone()),
+            first_bytes: first,
+            end_bytes: end,
+            total_bytes: info.total_bytes,
+            whole: info.whole,
+        })
+    }
+
+    fn own_fill(
+        &self,
+        route: &PeerRoute,
+        first: u64,
+        behind_ok: bool,
+        clamp: &dyn Fn(u64) -> Result<u64, StatusCode>,
+    ) -> Option<Source> {
+        let flight = self.blob_flights.get(&route.digest)?;
+        let started = flight.started()?;
+        let total = started.total_bytes?;
+        let p = flight.progress();
+        if (p.written_bytes < first && !behind_ok) || matches!(p.state, FillState::Failed(_)) {
+            return None;
+        }
+        let end = clamp(total).ok()?;
+        let file = FlightFile {
+            file: started.file.clone(),
+            base_bytes: 0,
+        };
+        Some(Source {
+            body: body::to_peer(flight.clone(), file, first, end, self.metrics.clone()),
+            first_bytes: first,
+            end_bytes: end,
+            total_bytes: total,
+            whole: false,
+        })
+    }
+}
+
+/// `bytes=<first>-[<last>]`.
+fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let (first, last) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let first = first.parse().ok()?;
+    let last = match last {
+        "" => None,
+        l => Some(l.parse().ok().filter(|l: &u64| *l >= first)?),
+    };
+    Some((first, last))
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_paths_and_ranges_parse() {
+        let d = Digest::of(b"x");
+        let r = PeerRoute::parse(
+            &format!("/peer/v1/stripes/3/{d}"),
+            Some("repo=team%2Fapp&ns=reg.example%3A5000"),
+        )
+        .unwrap();
+        assert_eq!(r.stripe, 3);
+        assert_eq!(r.repo.as_str(), "team/app");
+        assert_eq!(r.ns.as_deref(), Some("reg.example:5000"));
+        for (path, query) in [
+            (format!("/peer/v1/stripes/x/{d}"), Some("repo=a")),
+            (format!("/peer/v1/stripes/1/{d}"), None),
+            (format!("/peer/v1/stripes/1/{d}"), Some("repo=a&tag=latest")),
+            ("/v2/a/blobs/sha256:00".to_owned(), Some("repo=a")),
+        ] {
+            assert_eq!(PeerRoute::parse(&path, query), None, "{path} {query:?}");
+        }
+        assert_eq!(parse_range("bytes=5-"), Some((5, None)));
+        assert_eq!(parse_range("bytes=5-9"), Some((5, Some(9))));
+        assert_eq!(parse_range("bytes=9-5"), None);
+        assert_eq!(parse_range("items=0-1"), None);
+    }
+
+    #[test]
+    fn a_stripe_goes_to_at_most_fanout_children_then_requesters_are_redirected_to_them() {
+        let uploads = Uploads::default();
+        let key = (Digest::of(b"x"), 0);
+        let m = |i: u8| Member::from(std::net::SocketAddr::from(([10, 0, 0, i], 5052)));
+        assert_eq!(uploads.admit(key.clone(), Some(m(1)), false), Ok(()));
+        assert_eq!(uploads.admit(key.clone(), Some(m(2)), false), Ok(()));
+        // Later requesters go to the two children in turn, even after those finished.
+        let sent_to: Vec<Member> = (3..7)
+            .map(|i| uploads.admit(key.clone(), Some(m(i)), false).unwrap_err())
+            .collect();
+        assert_eq!(sent_to, vec![m(1), m(2), m(1), m(2)]);
+        // A child asking again (a resume) is served; so is a direct request.
+        assert_eq!(uploads.admit(key.clone(), Some(m(1)), false), Ok(()));
+        assert_eq!(uploads.admit(key.clone(), Some(m(7)), true), Ok(()));
+        // Another stripe has its own count.
+        assert_eq!(
+            uploads.admit((Digest::of(b"x"), 1), Some(m(3)), false),
+            Ok(())
+        );
+    }
+}
