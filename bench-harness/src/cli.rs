@@ -35,6 +35,12 @@ pub enum Command {
     /// Compare runs, variants or targets: differences of p50/p95/p99 per phase with bootstrap
     /// confidence intervals over repetitions; exit 1 when a --fail-if-slower gate is crossed.
     Compare(CompareArgs),
+    /// Model a scenario (or a measured run's, with --against) with the fleet model instead of
+    /// real bytes: the same result.json and reports, marked modelled.
+    Model(crate::model::ModelArgs),
+    /// Measure this machine's profile for the fleet model (hash, decompress, unpack, disk,
+    /// request overhead) from short real runs.
+    Calibrate(crate::model::CalibrateArgs),
 }
 
 /// `bench-harness report`.

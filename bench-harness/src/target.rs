@@ -90,6 +90,12 @@ pub enum TargetError {
         /// Its kind.
         kind: &'static str,
     },
+    /// A placement only the fleet model runs (`bench-harness model`).
+    #[error("target {target}: placement = \"cluster\" is not run by this build's runner (cluster mode needs namespace nodes); model it with `bench-harness model`")]
+    ModelOnly {
+        /// Target name.
+        target: String,
+    },
     /// A blocking start or stop task died.
     #[error("target {target}: start task")]
     Task {
@@ -147,6 +153,11 @@ impl Deployment {
                         .map(|n| upstream_for(Some(n)))
                         .collect::<Result<_, _>>()?,
                     Placement::Shared => vec![upstream_for(None)?],
+                    Placement::Cluster => {
+                        return Err(TargetError::ModelOnly {
+                            target: target.name.clone(),
+                        })
+                    }
                 };
                 let mut daemons = Vec::with_capacity(upstreams.len());
                 for (i, upstream) in upstreams.into_iter().enumerate() {

@@ -222,6 +222,10 @@ pub enum Placement {
     PerNode,
     /// One daemon for all nodes.
     Shared,
+    /// One daemon per node in cluster mode (content by digest moves between peers; the
+    /// registry sends about one copy). Only `bench-harness model` runs it on this branch: the
+    /// runner refuses it until cluster mode and namespace nodes land.
+    Cluster,
 }
 
 /// The node's container runtime, with containerd's and kubelet's defaults.
