@@ -18,6 +18,7 @@
 //! - `peers`: distribution's proxy mode and nginx started by the harness, counted by the
 //!   registry behind them (and by nginx's own log); a missing peer program; the registry behind
 //!   a tbf-shaped namespace; skopeo and ctr as pullers.
+//! - `model`: the fleet model's properties for any parameters, its result contract, bad input.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -27,6 +28,7 @@ mod compare;
 mod exit_codes;
 mod html_chromium;
 mod inspect;
+mod model;
 mod peers;
 mod platform;
 mod real_images;
