@@ -450,3 +450,37 @@ fn bad_input_exits_2_naming_the_problem() {
         assert!(!stderr.contains("Some("), "{stderr}");
     }
 }
+
+#[test]
+fn calibrate_writes_a_profile_the_model_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("measured.toml");
+    let out = Command::new(BIN)
+        .args(["calibrate", "--layer-size", "2MiB", "--name", "ci", "--out"])
+        .arg(&path)
+        .arg("--work-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let p = Profile::load(&path).unwrap();
+    assert_eq!(p.name, "ci");
+    for (what, rate) in [
+        ("hash", p.node.hash_rate.bytes_per_sec),
+        ("disk", p.node.disk_write.bytes_per_sec),
+        ("gzip", p.unpack.gzip_decompress.bytes_per_sec),
+        ("zstd", p.unpack.zstd_decompress.bytes_per_sec),
+        ("apply", p.unpack.apply.bytes_per_sec),
+    ] {
+        // Anything real moves more than 1 MB/s and less than 1 TB/s.
+        assert!(
+            (1_000_000..1_000_000_000_000).contains(&rate),
+            "{what}: {rate}"
+        );
+    }
+    assert!(p.node.request_overhead.0 > Duration::ZERO);
+    assert!(p.node.request_overhead.0 < Duration::from_secs(1));
+    // Nothing left behind in the work dir but the profile.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
