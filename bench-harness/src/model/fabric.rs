@@ -33,6 +33,8 @@ struct Link {
     capacity: f64,
     residual: f64,
     demand: f64,
+    /// The settle round that last listed this link.
+    mark: u64,
     /// Bytes carried so far (all flows, all members).
     carried: f64,
 }
@@ -59,6 +61,8 @@ struct Flow {
     done: f64,
     rate: f64,
     frozen: bool,
+    /// Index of this flow in `Fabric::active`.
+    slot: usize,
 }
 
 /// What happens next in the fabric if nothing else changes.
@@ -78,6 +82,8 @@ pub struct Fabric {
     free: Vec<u32>,
     active: Vec<u32>,
     dirty: bool,
+    /// Settle rounds so far (marks which links a round listed).
+    round: u64,
 }
 
 impl Fabric {
@@ -92,6 +98,7 @@ impl Fabric {
             capacity,
             residual: 0.0,
             demand: 0.0,
+            mark: 0,
             carried: 0.0,
         });
         LinkId(u32::try_from(self.links.len() - 1).unwrap_or(u32::MAX))
@@ -121,6 +128,7 @@ impl Fabric {
             done: 0.0,
             rate: 0.0,
             frozen: false,
+            slot: self.active.len(),
         };
         self.dirty = true;
         let id = match self.free.pop() {
@@ -139,9 +147,14 @@ impl Fabric {
 
     /// Removes a flow (finished or abandoned). Followers of it go on alone.
     pub fn remove(&mut self, id: FlowId) {
-        if self.flows[id.0 as usize].take().is_some() {
+        if let Some(f) = self.flows[id.0 as usize].take() {
             self.free.push(id.0);
-            self.active.retain(|i| *i != id.0);
+            self.active.swap_remove(f.slot);
+            if let Some(&moved) = self.active.get(f.slot) {
+                if let Some(m) = self.flows[moved as usize].as_mut() {
+                    m.slot = f.slot;
+                }
+            }
             self.dirty = true;
         }
     }
@@ -280,32 +293,49 @@ impl Fabric {
             return;
         }
         self.dirty = false;
-        for l in &mut self.links {
-            l.residual = l.capacity;
-            l.demand = 0.0;
-        }
-        let ties: Vec<(u32, Option<u32>)> = self
-            .active
-            .iter()
-            .map(|&i| {
-                let f = self.flows[i as usize].as_ref().expect("active flow exists");
-                (i, self.tied(f))
-            })
-            .collect();
+        self.round += 1;
+        // Only links some flow crosses take part; each is listed once.
+        let mut links: Vec<u32> = Vec::new();
         for &i in &self.active {
             let f = self.flows[i as usize].as_mut().expect("active flow exists");
             f.frozen = false;
             f.rate = 0.0;
+            for (l, _) in &f.spec.links {
+                let link = &mut self.links[l.0 as usize];
+                if link.mark != self.round {
+                    link.mark = self.round;
+                    links.push(l.0);
+                }
+            }
+        }
+        for &l in &links {
+            let link = &mut self.links[l as usize];
+            link.residual = link.capacity;
+            link.demand = 0.0;
+        }
+        for &i in &self.active {
+            let f = self.flows[i as usize].as_ref().expect("active flow exists");
             for (l, w) in &f.spec.links {
                 self.links[l.0 as usize].demand += w * f.spec.count;
             }
         }
+        // Followers held to a leader: (follower, leader), flow indices.
+        let ties: Vec<(u32, u32)> = self
+            .active
+            .iter()
+            .filter_map(|&i| {
+                let f = self.flows[i as usize].as_ref().expect("active flow exists");
+                Some((i, self.tied(f)?))
+            })
+            .collect();
+        let mut freezing = vec![false; self.flows.len()];
         let mut level = 0.0_f64;
         let mut unfrozen = self.active.len();
         let mut touched: Vec<usize> = Vec::new();
         while unfrozen > 0 {
             let mut inc = f64::INFINITY;
-            for l in &self.links {
+            for &l in &links {
+                let l = &self.links[l as usize];
                 if l.demand > 0.0 && l.capacity.is_finite() {
                     inc = inc.min(l.residual.max(0.0) / l.demand);
                 }
@@ -320,7 +350,8 @@ impl Fabric {
                 inc = UNLIMITED - level;
             }
             level += inc;
-            for l in &mut self.links {
+            for &l in &links {
+                let l = &mut self.links[l as usize];
                 if l.demand > 0.0 {
                     l.residual -= l.demand * inc;
                 }
@@ -339,18 +370,19 @@ impl Fabric {
                 });
                 if at_cap || saturated || level >= UNLIMITED {
                     touched.push(i as usize);
+                    freezing[i as usize] = true;
                 }
             }
             // Followers held to a leader frozen now (or before) freeze with it.
             loop {
                 let mut more = false;
-                for &(i, leader) in &ties {
-                    let Some(l) = leader else { continue };
-                    let leader_frozen = self.flows[l as usize].as_ref().is_some_and(|f| f.frozen)
-                        || touched.contains(&(l as usize));
+                for &(i, l) in &ties {
+                    let leader_frozen = freezing[l as usize]
+                        || self.flows[l as usize].as_ref().is_some_and(|f| f.frozen);
                     let me = self.flows[i as usize].as_ref().expect("active flow exists");
-                    if leader_frozen && !me.frozen && !touched.contains(&(i as usize)) {
+                    if leader_frozen && !me.frozen && !freezing[i as usize] {
                         touched.push(i as usize);
+                        freezing[i as usize] = true;
                         more = true;
                     }
                 }
@@ -359,11 +391,11 @@ impl Fabric {
                 }
             }
             if touched.is_empty() && inc == 0.0 {
-                // Nothing can rise and nothing froze: a link with no residual but no frozen
-                // flow cannot happen; stop rather than loop.
+                // Nothing can rise and nothing froze: stop rather than loop.
                 break;
             }
             for &i in &touched {
+                freezing[i] = false;
                 let f = self.flows[i].as_mut().expect("active flow exists");
                 f.frozen = true;
                 f.rate = level;
