@@ -15,7 +15,8 @@
 //!   as the embedded registry counts it.
 //! - [`sim`]: one burst: node groups, kubelet's and containerd's concurrency, unpack, readiness,
 //!   and each target's behaviour (direct, per-node cache, shared cache, nginx's lock,
-//!   distribution's proxy, cluster mode).
+//!   distribution's proxy, cluster mode); `sim/cache.rs` the caches' fills and readers,
+//!   `sim/split.rs` a node group splitting.
 //! - [`against`]: validation: a measured run's scenario modelled again, side by side with the
 //!   measurement, error in percent.
 //! - [`calibrate`]: a profile measured on this machine from short real runs of the harness's
