@@ -570,7 +570,12 @@ impl<'a> Sim<'a> {
             let at = if use_timer { timer_at } else { fabric_at }.unwrap_or(self.now);
             self.advance_to(at);
             if use_timer {
-                if let Some(Reverse(t)) = self.timers.pop() {
+                // Every timer due now, before rates are recomputed once for all of them.
+                while let Some(Reverse(t)) = self.timers.peek().copied() {
+                    if t.at > at {
+                        break;
+                    }
+                    self.timers.pop();
                     self.handle(t.event);
                 }
             } else {
