@@ -42,9 +42,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// A measured rate, rounded to whole MB/s (the file then reads `8672Mbit`, not a 10-digit
+/// byte count; measurements are not that precise anyway).
 fn bandwidth(bytes_per_sec: f64) -> Bandwidth {
     Bandwidth {
-        bytes_per_sec: (bytes_per_sec.max(1.0)) as u64,
+        bytes_per_sec: ((bytes_per_sec / 1e6).round().max(1.0) * 1e6) as u64,
     }
 }
 
@@ -229,7 +231,10 @@ async fn measure_requests() -> anyhow::Result<Duration> {
         times.push(started.elapsed().as_secs_f64());
     }
     registry.shutdown().await;
-    Ok(Duration::from_secs_f64(median(times)))
+    // Whole microseconds: the file then reads `8us`.
+    Ok(Duration::from_micros(
+        (median(times) * 1e6).round().max(1.0) as u64,
+    ))
 }
 
 /// Whether `bytes` hold a whole HTTP/1.1 response with a `content-length` body.
