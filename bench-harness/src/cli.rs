@@ -183,6 +183,12 @@ pub enum CliError {
     /// One result file and nothing to compare within it.
     #[error("one result file: say what to compare within it with --variants BASELINE,CANDIDATE or --targets BASELINE,CANDIDATE, or give a second result file")]
     NothingToCompare,
+    /// A target only the fleet model runs (`placement = "cluster"`).
+    #[error("targets: {name} has placement = \"cluster\", which this build's runner cannot run (cluster mode needs namespace nodes); model it with `bench-harness model`, or pick other targets with --target")]
+    ModelOnly {
+        /// The target's name.
+        name: String,
+    },
     /// `--target` names a target the scenario does not have.
     #[error("--target {name:?}: the scenario has targets {}", available.join(", "))]
     UnknownTarget {
@@ -214,6 +220,18 @@ impl RunArgs {
                 });
             }
             scenario.targets.retain(|t| self.targets.contains(&t.name));
+        }
+        if let Some(t) = scenario.targets.iter().find(|t| {
+            matches!(
+                t.kind,
+                crate::scenario::TargetKind::CacheDaemon {
+                    placement: crate::scenario::Placement::Cluster
+                }
+            )
+        }) {
+            return Err(CliError::ModelOnly {
+                name: t.name.clone(),
+            });
         }
         let image_cache = self.image_cache.unwrap_or_else(default_image_cache);
         let work_root = self

@@ -484,3 +484,21 @@ fn calibrate_writes_a_profile_the_model_reads() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "{left:?}");
 }
+
+#[test]
+fn the_runner_refuses_cluster_placement_and_points_to_the_model() {
+    let ws = workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&ws)
+        .args(["run", "scenarios/planner-500-nodes.toml", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cluster") && stderr.contains("bench-harness model"),
+        "{stderr}"
+    );
+}
