@@ -502,3 +502,60 @@ fn the_runner_refuses_cluster_placement_and_points_to_the_model() {
         "{stderr}"
     );
 }
+
+#[test]
+fn nginx_waiters_get_no_byte_before_the_fill_completes_and_their_lock_poll() {
+    let layers = [16, 8];
+    let ttfb_p50 = |target: &str| {
+        let s = scenario(&Shape {
+            nodes: 8,
+            layers: &layers,
+            egress_mbit: 400,
+            node_mbit: 1000,
+            latency_ms: 5,
+            target,
+            extra: "",
+        });
+        let r = model(&s, &profile(1, "1ms"));
+        let h = r.series[0].data.merged(Phase::Ttfb);
+        (
+            Duration::from_micros(h.value_at_quantile(0.5)).as_secs_f64(),
+            Duration::from_micros(h.min()).as_secs_f64(),
+            r.series[0].registry[&0].blob_gets.clone(),
+        )
+    };
+    let (nginx_median, nginx_first, nginx_gets) = ttfb_p50("kind = \"nginx\"");
+    let (daemon_median, _, daemon_gets) =
+        ttfb_p50("kind = \"cache-daemon\"\nplacement = \"shared\"");
+    // The lock holder streams at once; the 7 others wait for the config's fill and nginx's
+    // 500 ms lock poll. cache-daemon streams the fill to all of them.
+    assert!(nginx_first < 0.1, "lock holder's first byte {nginx_first}");
+    assert!(nginx_median >= 0.5, "waiters' first byte {nginx_median}");
+    assert!(
+        daemon_median < 0.1,
+        "cache-daemon readers' first byte {daemon_median}"
+    );
+    assert!(nginx_gets
+        .values()
+        .chain(daemon_gets.values())
+        .all(|n| *n == 1));
+}
+
+#[test]
+fn distributions_proxy_fetches_a_cold_blob_once_per_node_and_a_stored_one_never() {
+    let layers = [4, 2];
+    let s = scenario(&Shape {
+        nodes: 6,
+        layers: &layers,
+        egress_mbit: 200,
+        node_mbit: 1000,
+        latency_ms: 2,
+        target: "kind = \"distribution-proxy\"",
+        extra: "[arrival]\nmode = \"waves\"\n[[arrival.waves]]\nat = \"0s\"\npods_per_node = 1\n[[arrival.waves]]\nat = \"30s\"\npods_per_node = 1\nnew_nodes = 4",
+    });
+    let r = model(&s, &profile(1, "1ms"));
+    let gets = &r.series[0].registry[&0].blob_gets;
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    // 6 cold nodes each miss and go upstream; the 4 nodes of the later wave hit the store.
+    assert!(gets.values().all(|n| *n == 6), "{gets:?}");
+}
