@@ -26,9 +26,10 @@ pub struct ModelArgs {
     /// (pull p50 and p95, all ready, registry bytes, peak egress) with the error in percent.
     #[arg(long, value_name = "RESULT.json")]
     pub against: Option<PathBuf>,
-    /// The machine profile (TOML), written by `bench-harness calibrate` or by hand.
-    #[arg(long, default_value = DEFAULT_PROFILE)]
-    pub profile: PathBuf,
+    /// The machine profile (TOML), written by `bench-harness calibrate` or by hand. Default: the
+    /// scenario's `model_profile`, else scenarios/profiles/this-machine.toml.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
     /// Override a scenario field: `--set nodes=5000`; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -77,7 +78,6 @@ impl ModelArgs {
     /// A missing or invalid profile, scenario or result, a scenario field the model cannot
     /// express, or a file that cannot be written; each message names the file or field.
     pub fn run(self) -> anyhow::Result<Modelled> {
-        let profile = Profile::load(&self.profile)?;
         let overrides = self
             .overrides
             .iter()
@@ -101,9 +101,15 @@ impl ModelArgs {
             ),
             (None, None) => anyhow::bail!("give a scenario file or --against RESULT.json"),
         };
+        let profile_path = self
+            .profile
+            .clone()
+            .or_else(|| scenario.model_profile.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PROFILE));
+        let profile = Profile::load(&profile_path)?;
         let inputs = Inputs {
             profile: &profile,
-            profile_path: Some(&self.profile),
+            profile_path: Some(&profile_path),
             measured_images: measured.as_ref().map(|m| &m.images),
             workspace: &workspace,
         };

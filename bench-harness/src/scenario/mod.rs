@@ -74,6 +74,11 @@ pub struct Scenario {
     pub readiness: Readiness,
     /// Service-level objectives checked after the run; unset ones are not checked.
     pub slo: Slo,
+    /// The machine profile `bench-harness model` uses for this scenario unless `--profile` says
+    /// otherwise; [`Scenario::load`] makes a relative path relative to the scenario file. `run`
+    /// ignores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_profile: Option<PathBuf>,
 }
 
 /// When pods are scheduled, relative to the burst epoch.
@@ -409,13 +414,15 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Joins every relative, non-`~` path of the variants' image sources onto `base`.
+    /// Joins every relative, non-`~` path of the variants' image sources (and `model_profile`)
+    /// onto `base`.
     pub fn anchor_paths(&mut self, base: &Path) {
         let anchor = |p: &mut PathBuf| {
             if p.is_relative() && !p.starts_with("~") {
                 *p = base.join(&*p);
             }
         };
+        self.model_profile.iter_mut().for_each(anchor);
         for v in &mut self.variants {
             match &mut v.source {
                 ImageSource::Synthetic(_) => {}
