@@ -183,7 +183,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    let machine = bench_harness::machine::Machine::collect(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let machine = stampede_lab::Machine::collect(Path::new(env!("CARGO_MANIFEST_DIR")));
     println!(
         "machine: {} cores, {}, kernel {}",
         machine.cores,

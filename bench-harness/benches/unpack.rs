@@ -506,7 +506,7 @@ fn reset_peak_rss() {
 }
 
 fn print_machine() {
-    let machine = bench_harness::machine::Machine::collect(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let machine = stampede_lab::Machine::collect(Path::new(env!("CARGO_MANIFEST_DIR")));
     let version = |cmd: &str| {
         Command::new("sh")
             .arg("-c")

@@ -1,6 +1,7 @@
 //! Command-line interface: raw flags become validated settings for one command (`run`,
 //! `report`, `compare`). `main.rs` prints the error chain once and maps outcomes to exit codes
-//! (0 pass, 1 SLO missed or regression gate crossed, 2 error).
+//! (0 pass, 1 SLO missed or regression gate crossed, 2 error, 3 a gate not judged because its
+//! series were host-bound).
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,8 @@ pub enum Command {
     /// SLO).
     Report(ReportArgs),
     /// Compare runs, variants or targets: differences of p50/p95/p99 per phase with bootstrap
-    /// confidence intervals over repetitions; exit 1 when a --fail-if-slower gate is crossed.
+    /// confidence intervals over repetitions; exit 1 when a --fail-if-slower gate is crossed, 3
+    /// when a gate was not judged because its series were host-bound.
     Compare(CompareArgs),
     /// Model a scenario (or a measured run's, with --against) with the fleet model instead of
     /// real bytes: the same result.json and reports, marked modelled.
@@ -56,7 +58,7 @@ pub struct ReportArgs {
 /// `bench-harness compare`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  bench-harness compare base/result.json new/result.json --fail-if-slower p95:end_to_end:10%\n  bench-harness compare run/result.json --variants full,slim --fail-if-slower p95:end_to_end:0%\n  bench-harness compare run/result.json --targets direct,cache-daemon --out cmp/"
+    after_help = "Exit codes: 0 no gate crossed; 1 a gate crossed; 2 an error; 3 no gate crossed, but a gate was not judged because its pair has host-bound repetitions (the host's CPUs were saturated; see --judge-host-bound).\n\nExamples:\n  bench-harness compare base/result.json new/result.json --fail-if-slower p95:end_to_end:10%\n  bench-harness compare run/result.json --variants full,slim --fail-if-slower p95:end_to_end:0%\n  bench-harness compare run/result.json --targets direct,cache-daemon --out cmp/"
 )]
 pub struct CompareArgs {
     /// The baseline result.json, then optionally the candidate's. With one file, name what to
@@ -84,6 +86,10 @@ pub struct CompareArgs {
     /// LIMIT (a percentage of the baseline, `10%`, or a duration, `200ms`); repeatable.
     #[arg(long = "fail-if-slower", value_name = "QUANTILE:PHASE:LIMIT")]
     pub gates: Vec<Gate>,
+    /// Judge gates on pairs with host-bound repetitions too. Without it such gates are not
+    /// judged and, if no other gate is crossed, compare exits 3.
+    #[arg(long)]
+    pub judge_host_bound: bool,
     /// Bootstrap resamples per row.
     #[arg(long, default_value_t = crate::compare::DEFAULT_RESAMPLES)]
     pub resamples: u32,
@@ -292,6 +298,16 @@ impl CompareArgs {
     /// [`CliError`] when a file cannot be loaded, `--variants`/`--targets` is malformed, or a
     /// single file comes without either.
     pub fn into_job(self) -> Result<CompareJob, CliError> {
+        // Files first: a missing or unreadable file is the problem to report, whatever else the
+        // flags say.
+        let load = |path: &PathBuf| -> Result<NamedResult, CliError> {
+            Ok(NamedResult {
+                name: path.display().to_string(),
+                result: RunResult::load(path)?,
+            })
+        };
+        let baseline = load(&self.results[0])?;
+        let candidate = self.results.get(1).map(load).transpose()?;
         let pairing = match (&self.variants, &self.targets) {
             (Some(v), _) => {
                 let (baseline, candidate) = split_pair("--variants", v)?;
@@ -307,17 +323,9 @@ impl CompareArgs {
                     candidate,
                 }
             }
-            (None, None) if self.results.len() < 2 => return Err(CliError::NothingToCompare),
+            (None, None) if candidate.is_none() => return Err(CliError::NothingToCompare),
             (None, None) => Pairing::SameSeries,
         };
-        let load = |path: &PathBuf| -> Result<NamedResult, CliError> {
-            Ok(NamedResult {
-                name: path.display().to_string(),
-                result: RunResult::load(path)?,
-            })
-        };
-        let baseline = load(&self.results[0])?;
-        let candidate = self.results.get(1).map(load).transpose()?;
         let defaults = CompareSettings::default();
         Ok(CompareJob {
             baseline,
@@ -334,6 +342,7 @@ impl CompareArgs {
                 resamples: self.resamples,
                 confidence: self.confidence,
                 seed: self.seed,
+                judge_host_bound: self.judge_host_bound,
             },
             out: self.out,
         })

@@ -16,6 +16,12 @@
 //! verdict (a gate on such a pair is an error); with fewer than [`FEW_REPETITIONS`] the
 //! comparison says its intervals are rough.
 //!
+//! A pair with a host-bound repetition on either side (the host's CPUs were saturated during
+//! that burst, [`crate::host`]) is marked and noted, and its gates are not judged
+//! ([`GateOutcome::judged`] false) unless [`Settings::judge_host_bound`] asks for it: a
+//! saturated machine makes differences of its own, so two runs of the same commit can look
+//! significantly different. `main.rs` exits 3 when a gate went unjudged for that reason.
+//!
 //! This module computes; `report/comparison.rs` renders Markdown and HTML.
 
 use std::fmt;
@@ -139,6 +145,8 @@ pub struct Settings {
     pub confidence: f64,
     /// Seed of the bootstrap RNG.
     pub seed: u64,
+    /// Judge gates on pairs with host-bound repetitions too (`--judge-host-bound`).
+    pub judge_host_bound: bool,
 }
 
 /// A result to compare and what to call it in the output.
@@ -289,6 +297,10 @@ pub struct PairComparison {
     pub baseline_failed: u64,
     /// Failed pods in the candidate series.
     pub candidate_failed: u64,
+    /// Baseline repetitions whose burst was host-bound.
+    pub baseline_host_bound: Vec<u32>,
+    /// Candidate repetitions whose burst was host-bound.
+    pub candidate_host_bound: Vec<u32>,
     /// The rows.
     pub differences: Vec<Difference>,
 }
@@ -302,7 +314,10 @@ pub struct GateOutcome {
     pub pair: String,
     /// The row the gate judged.
     pub difference: Difference,
-    /// Whether the candidate regressed beyond the limit.
+    /// Whether the gate was judged: false when the pair has host-bound repetitions and
+    /// [`Settings::judge_host_bound`] is off.
+    pub judged: bool,
+    /// Whether the candidate regressed beyond the limit (false when not judged).
     pub crossed: bool,
 }
 
@@ -336,6 +351,7 @@ impl Default for Settings {
             resamples: DEFAULT_RESAMPLES,
             confidence: 0.95,
             seed: DEFAULT_SEED,
+            judge_host_bound: false,
         }
     }
 }
@@ -631,13 +647,22 @@ fn side_line(input: &Input<'_>) -> String {
         |v| format!("revision {}", &v[..v.len().min(12)]),
     );
     format!(
-        "{}: scenario {}, started {}, {} repetitions, {}",
+        "{}: scenario {}, started {}, {}, {}",
         input.name,
         r.scenario.name,
         humantime::format_rfc3339_seconds(r.started_at),
-        r.scenario.repetitions,
+        crate::report::human::count(r.scenario.repetitions, "repetition"),
         revision
     )
+}
+
+/// Repetitions of `s` (a series of `r`) whose burst was host-bound.
+fn bound_reps(r: &RunResult, s: &SeriesResult) -> Vec<u32> {
+    r.host_bound()
+        .into_iter()
+        .filter(|b| b.variant == s.variant && b.target == s.target)
+        .map(|b| b.repetition)
+        .collect()
 }
 
 fn has_data(s: &SeriesResult) -> bool {
@@ -812,11 +837,15 @@ pub fn compare(
                     candidate: d.candidate.len(),
                 });
             }
+            let judged = settings.judge_host_bound
+                || (bound_reps(baseline.result, b).is_empty()
+                    && bound_reps(candidate.result, c).is_empty());
             gates.push(GateOutcome {
                 gate: *gate,
                 pair: label.clone(),
                 difference: d.clone(),
-                crossed: gate.crossed_by(d),
+                judged,
+                crossed: judged && gate.crossed_by(d),
             });
         }
         out_pairs.push(PairComparison {
@@ -827,6 +856,8 @@ pub fn compare(
             candidate_repetitions: c.data.repetitions().count(),
             baseline_failed: b.data.failed_pods(),
             candidate_failed: c.data.failed_pods(),
+            baseline_host_bound: bound_reps(baseline.result, b),
+            candidate_host_bound: bound_reps(candidate.result, c),
             differences,
         });
     }
@@ -846,6 +877,11 @@ pub fn compare(
         notes.push(format!(
             "Only {fewest} repetitions on a side: a bootstrap over so few repetitions can only return a handful of distinct means, so the intervals are rough and a verdict is weak evidence. Use repetitions >= {FEW_REPETITIONS} (10 is better) before trusting a verdict."
         ));
+    }
+    for p in &out_pairs {
+        if let Some(note) = p.host_bound_note() {
+            notes.push(note);
+        }
     }
     for p in &out_pairs {
         if p.baseline_failed + p.candidate_failed > 0 {
@@ -912,6 +948,59 @@ impl Comparison {
     /// Whether no gate was crossed.
     pub fn passed(&self) -> bool {
         self.gates.iter().all(|g| !g.crossed)
+    }
+
+    /// Gates left unjudged because their pair has host-bound repetitions.
+    pub fn unjudged(&self) -> impl Iterator<Item = &GateOutcome> {
+        self.gates.iter().filter(|g| !g.judged)
+    }
+
+    /// Pairs with a host-bound repetition on either side.
+    pub fn host_bound_pairs(&self) -> impl Iterator<Item = &PairComparison> {
+        self.pairs.iter().filter(|p| p.host_bound())
+    }
+}
+
+impl PairComparison {
+    /// Whether either side has a host-bound repetition.
+    pub fn host_bound(&self) -> bool {
+        !(self.baseline_host_bound.is_empty() && self.candidate_host_bound.is_empty())
+    }
+
+    /// What the reader must know about a host-bound pair, or `None`.
+    pub fn host_bound_note(&self) -> Option<String> {
+        if !self.host_bound() {
+            return None;
+        }
+        let side = |name: &str, reps: &[u32], of: usize| {
+            let list: Vec<String> = reps.iter().map(u32::to_string).collect();
+            let noun = if reps.len() == 1 {
+                "repetition"
+            } else {
+                "repetitions"
+            };
+            format!("{name} {noun} {} ({} of {of})", list.join(", "), reps.len())
+        };
+        let mut sides = Vec::new();
+        if !self.baseline_host_bound.is_empty() {
+            sides.push(side(
+                "baseline",
+                &self.baseline_host_bound,
+                self.baseline_repetitions,
+            ));
+        }
+        if !self.candidate_host_bound.is_empty() {
+            sides.push(side(
+                "candidate",
+                &self.candidate_host_bound,
+                self.candidate_repetitions,
+            ));
+        }
+        Some(format!(
+            "{}: host-bound bursts in {}: the host's CPUs were saturated, so differences may be the machine's rather than the change's; its rows are marked host-bound, and its gates are judged only with --judge-host-bound.",
+            self.label,
+            sides.join(" and ")
+        ))
     }
 }
 

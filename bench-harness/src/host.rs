@@ -1,6 +1,12 @@
 //! How busy the host's CPUs were during a burst, from `/proc/stat`. The harness measures the
 //! machine it runs on: when the CPUs stay saturated, the figures say more about the host than
 //! about the registry or the cache, and the report must say so.
+//!
+//! A burst whose CPUs averaged [`HOST_BOUND_BUSY`] or more is host-bound: `result.json` keeps
+//! each repetition's [`CpuUse`], the run's warnings carry one line per such burst
+//! ([`HostBound::warning`]), `run` repeats them on the terminal, and `compare` marks the series
+//! and will not let a gate judge them unless told to. Results written before the CPU use was
+//! stored carry only the warning; [`HostBound::from_warning`] reads it back.
 
 use std::time::Duration;
 
@@ -59,6 +65,52 @@ impl CpuUse {
     /// Whether the burst was limited by the host's CPUs.
     pub fn host_bound(&self) -> bool {
         self.samples > 0 && self.mean_busy >= HOST_BOUND_BUSY
+    }
+}
+
+/// One burst (a repetition of a (variant, target)) the host's CPUs bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBound {
+    /// Variant name.
+    pub variant: String,
+    /// Target name.
+    pub target: String,
+    /// The repetition.
+    pub repetition: u32,
+    /// Mean fraction of all CPUs busy during the burst, 0..=1.
+    pub mean_busy: f64,
+}
+
+/// What every host-bound warning starts with.
+const WARNING_PREFIX: &str = "host-bound: repetition ";
+
+impl HostBound {
+    /// The run's warning for this burst: `host-bound: repetition 0 of full/direct: the host's
+    /// CPUs were 97% busy on average during the burst, ...`.
+    pub fn warning(&self) -> String {
+        format!(
+            "{WARNING_PREFIX}{} of {}/{}: the host's CPUs were {:.0}% busy on average during the burst, so its figures measure this machine more than the registry or the cache",
+            self.repetition,
+            self.variant,
+            self.target,
+            self.mean_busy * 100.0
+        )
+    }
+
+    /// Reads back a warning [`HostBound::warning`] wrote (the only record of host-bound bursts
+    /// in results written before the CPU use was stored); `None` for any other warning.
+    pub fn from_warning(warning: &str) -> Option<Self> {
+        let rest = warning.strip_prefix(WARNING_PREFIX)?;
+        let (repetition, rest) = rest.split_once(" of ")?;
+        let (series, rest) = rest.split_once(": the host's CPUs were ")?;
+        let (variant, target) = series.split_once('/')?;
+        let (percent, _) = rest.split_once('%')?;
+        Some(Self {
+            variant: variant.to_owned(),
+            target: target.to_owned(),
+            repetition: repetition.parse().ok()?,
+            mean_busy: percent.parse::<f64>().ok()? / 100.0,
+        })
     }
 }
 
@@ -140,6 +192,25 @@ mod tests {
         );
         assert!(parse_cpu_line("cpu0 1 2 3 4 5").is_none());
         assert!(parse_cpu_line("cpu  x").is_none());
+    }
+
+    #[test]
+    fn host_bound_warnings_read_back() {
+        let b = HostBound {
+            variant: "full".into(),
+            target: "cache-daemon".into(),
+            repetition: 3,
+            mean_busy: 0.97,
+        };
+        assert_eq!(HostBound::from_warning(&b.warning()), Some(b));
+        assert_eq!(
+            HostBound::from_warning("target nginx not run: no nginx"),
+            None
+        );
+        assert_eq!(
+            HostBound::from_warning("host-bound: CPU above 90 % for 12 s of the run"),
+            None
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,6 @@
 //! - [`registry`]: the embedded registry: serves generated images with the scenario's bandwidth,
 //!   latency and throttling, and counts what it serves.
 //! - [`unpack`]: decompress and untar layers into a snapshot directory, safely.
-//! - [`machine`]: facts about the machine a run measured (cores, CPU, kernel, git revision).
 //! - [`pull`]: the harness's own OCI client pull into a node's content store.
 //! - [`recorder`]: per-phase HDR histograms and timelines.
 //! - [`result`]: `result.json`, its versioned schema.
@@ -51,7 +50,6 @@ pub mod container;
 pub mod host;
 pub mod image;
 pub mod inspect;
-pub mod machine;
 pub mod model;
 pub mod node;
 pub mod origin;

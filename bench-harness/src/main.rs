@@ -1,7 +1,8 @@
 //! The `bench-harness` binary: flags -> settings -> tracing -> run, report or compare -> exit
-//! code (0 pass, 1 SLO missed or regression gate crossed, 2 error; the error chain printed
-//! once). SIGINT or SIGTERM during `run` drops the run, so everything it started is cleaned up
-//! before the process exits with 2.
+//! code (0 pass, 1 SLO missed or regression gate crossed, 2 error, 3 `compare` left a gate
+//! unjudged because its series were host-bound; the error chain printed once). `run` and
+//! `report` end with a warning on stderr when bursts were host-bound. SIGINT or SIGTERM during
+//! `run` drops the run, so everything it started is cleaned up before the process exits with 2.
 
 use std::process::ExitCode;
 
@@ -9,7 +10,7 @@ use clap::Parser as _;
 
 use bench_harness::cli::{Cli, Command, CompareJob};
 use bench_harness::compare::{self, Input};
-use bench_harness::report;
+use bench_harness::report::{self, human, section};
 use bench_harness::result::RunResult;
 
 fn main() -> ExitCode {
@@ -39,13 +40,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let (scenario, options) = args.into_settings()?;
             eprintln!(
-                "bench-harness: running {} ({} nodes, {} pods, {} variants x {} targets x {} repetitions)",
+                "bench-harness: running {} ({}, {}, {} x {} x {})",
                 scenario.name,
-                scenario.total_nodes(),
-                scenario.total_pods(),
-                scenario.variants.len(),
-                scenario.targets.len(),
-                scenario.repetitions
+                human::count(scenario.total_nodes(), "node"),
+                human::count(scenario.total_pods(), "pod"),
+                human::count(scenario.variants.len() as u64, "variant"),
+                human::count(scenario.targets.len() as u64, "target"),
+                human::count(scenario.repetitions, "repetition")
             );
             // On a signal the run future is dropped, and with it every guard: peers and
             // containerds are stopped by PID, the shaped namespace is deleted.
@@ -81,17 +82,51 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Prints the summary and where the reports are; 1 when an SLO was missed.
+/// Exit code of `compare` when no gate was crossed but one was not judged because its pair's
+/// series were host-bound (without `--judge-host-bound`).
+const EXIT_HOST_BOUND_UNJUDGED: u8 = 3;
+
+/// Prints the summary and where the reports are, then warns about host-bound bursts; 1 when an
+/// SLO was missed.
 fn run_outcome(result: &RunResult, dir: &std::path::Path) -> ExitCode {
     println!("{}", report::summary_table(result));
     for name in [report::MARKDOWN_FILE_NAME, report::HTML_FILE_NAME] {
         println!("report: {}", dir.join(name).display());
     }
+    let bound = result.host_bound();
+    if !bound.is_empty() {
+        let bursts: usize = result
+            .series
+            .iter()
+            .map(|s| s.data.repetitions().count())
+            .sum();
+        eprintln!(
+            "bench-harness: warning: {} of {} host-bound: the host's CPUs averaged {:.0} % busy or more, so those figures measure this machine more than the registry or the cache (compare will not gate on them without --judge-host-bound):",
+            bound.len(),
+            human::count(bursts as u64, "burst"),
+            bench_harness::host::HOST_BOUND_BUSY * 100.0
+        );
+        for b in &bound {
+            eprintln!(
+                "  {}/{} repetition {}: {:.0} % busy",
+                b.variant,
+                b.target,
+                b.repetition,
+                b.mean_busy * 100.0
+            );
+        }
+    }
     if result.passed() {
         ExitCode::SUCCESS
     } else {
-        let missed = result.slo.iter().filter(|o| !o.pass).count();
-        eprintln!("bench-harness: {missed} SLO outcome(s) missed (see the report's SLO section)");
+        let missed = section::slo_misses(result);
+        eprintln!(
+            "bench-harness: {} missed (the report's SLO section has every outcome):",
+            human::count(missed.len() as u64, "SLO")
+        );
+        for line in missed {
+            eprintln!("  {line}");
+        }
         ExitCode::from(1)
     }
 }
@@ -115,13 +150,34 @@ fn run_compare(job: CompareJob) -> anyhow::Result<ExitCode> {
         }
         None => print!("{}", report::comparison::markdown(&comparison)),
     }
-    Ok(if comparison.passed() {
-        ExitCode::SUCCESS
+    for p in comparison.host_bound_pairs() {
+        if let Some(note) = p.host_bound_note() {
+            eprintln!("bench-harness: warning: {note}");
+        }
+    }
+    let crossed = comparison.gates.iter().filter(|g| g.crossed).count();
+    let unjudged: Vec<String> = comparison
+        .unjudged()
+        .map(|g| format!("{} on {}", g.gate, g.pair))
+        .collect();
+    if !unjudged.is_empty() {
+        eprintln!(
+            "bench-harness: {} not judged because the series are host-bound: {}; re-run on a quieter machine, or pass --judge-host-bound to judge them anyway",
+            human::count(unjudged.len() as u64, "gate"),
+            unjudged.join(", ")
+        );
+    }
+    if crossed > 0 {
+        eprintln!(
+            "bench-harness: {} crossed",
+            human::count(crossed as u64, "regression gate")
+        );
+        Ok(ExitCode::from(1))
+    } else if !unjudged.is_empty() {
+        Ok(ExitCode::from(EXIT_HOST_BOUND_UNJUDGED))
     } else {
-        let crossed = comparison.gates.iter().filter(|g| g.crossed).count();
-        eprintln!("bench-harness: {crossed} regression gate(s) crossed");
-        ExitCode::from(1)
-    })
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.

@@ -22,11 +22,12 @@ use hdrhistogram::serialization::{
 };
 use hdrhistogram::Histogram;
 
-use crate::machine::Machine;
+use crate::host::{CpuUse, HostBound};
 use crate::recorder::{
     FailureKind, LayerPhase, Phase, Recordings, Repetition, Series, Summary, WaveData,
 };
 use crate::scenario::Scenario;
+use stampede_lab::Machine;
 
 /// Version of the `result.json` format this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -94,6 +95,9 @@ pub struct SeriesResult {
     pub data: Series,
     /// Registry accounting per repetition, filled by the runner.
     pub registry: BTreeMap<u32, RegistryTotals>,
+    /// How busy the host's CPUs were per repetition, filled by the runner (absent in results
+    /// written before it was stored).
+    pub cpu: BTreeMap<u32, CpuUse>,
 }
 
 /// What the registry served during one repetition of one (variant, target). The runner maps the
@@ -193,6 +197,12 @@ pub struct RunFacts {
 /// Why a result could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ResultError {
+    /// There is no file at the path given.
+    #[error("read result {path}: the file does not exist")]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
     /// Reading the file failed.
     #[error("read result {path}")]
     Read {
@@ -222,7 +232,7 @@ pub enum ResultError {
         source: serde_json::Error,
     },
     /// The file was written by a different schema version.
-    #[error("result {path} has schema_version {found:?}; this build reads {SCHEMA_VERSION}")]
+    #[error("result {path} {}; this build reads schema_version {SCHEMA_VERSION}", declared_version(*.found))]
     Version {
         /// The file.
         path: PathBuf,
@@ -232,6 +242,15 @@ pub enum ResultError {
     /// Encoding to JSON failed (a histogram could not be encoded).
     #[error("encode result")]
     Encode(#[source] serde_json::Error),
+}
+
+/// How a [`ResultError::Version`] names what the file declares: `has schema_version 2`, or
+/// `has no schema_version`.
+fn declared_version(found: Option<u64>) -> String {
+    found.map_or_else(
+        || "has no schema_version".to_owned(),
+        |v| format!("has schema_version {v}"),
+    )
 }
 
 /// Why a stored histogram could not be decoded.
@@ -390,6 +409,41 @@ impl RunResult {
         self.slo = outcomes;
     }
 
+    /// Every burst the host's CPUs bound, in series order: from the stored CPU use, and for a
+    /// series without it (a result written before it was stored) from the run's host-bound
+    /// warnings.
+    pub fn host_bound(&self) -> Vec<HostBound> {
+        let from_warnings: Vec<HostBound> = self
+            .warnings
+            .iter()
+            .filter_map(|w| HostBound::from_warning(w))
+            .collect();
+        let mut out = Vec::new();
+        for s in &self.series {
+            if s.cpu.is_empty() {
+                out.extend(
+                    from_warnings
+                        .iter()
+                        .filter(|b| b.variant == s.variant && b.target == s.target)
+                        .cloned(),
+                );
+            } else {
+                out.extend(
+                    s.cpu
+                        .iter()
+                        .filter(|(_, c)| c.host_bound())
+                        .map(|(rep, c)| HostBound {
+                            variant: s.variant.clone(),
+                            target: s.target.clone(),
+                            repetition: *rep,
+                            mean_busy: c.mean_busy,
+                        }),
+                );
+            }
+        }
+        out
+    }
+
     /// Whether every SLO outcome passed (true when there are none).
     pub fn passed(&self) -> bool {
         self.slo.iter().all(|o| o.pass)
@@ -438,12 +492,21 @@ impl RunResult {
     /// Reads a `result.json`, decoding every histogram.
     ///
     /// # Errors
-    /// [`ResultError::Read`] if the file cannot be read, [`ResultError::Version`] if it is not
+    /// [`ResultError::Missing`] if there is no such file, [`ResultError::Read`] if it cannot be
+    /// read, [`ResultError::Version`] if it is not
     /// schema version [`SCHEMA_VERSION`], [`ResultError::Decode`] if it does not fit the schema.
     pub fn load(path: &Path) -> Result<Self, ResultError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ResultError::Read {
-            path: path.to_owned(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ResultError::Missing {
+                    path: path.to_owned(),
+                }
+            } else {
+                ResultError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })?;
         let decode = |source| ResultError::Decode {
             path: path.to_owned(),
@@ -471,6 +534,7 @@ impl SeriesResult {
             pods_per_repetition,
             data,
             registry: BTreeMap::new(),
+            cpu: BTreeMap::new(),
         }
     }
 }
@@ -553,6 +617,8 @@ struct RepetitionWire {
     ready_offsets_us: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     registry: Option<RegistryTotals>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu: Option<CpuUse>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     waves: Vec<WaveWire>,
     /// Per image and layer position: phases summed over the nodes that pulled it.
@@ -681,6 +747,7 @@ impl SeriesResult {
                     time_to_ready_us: TimeToReadyWire { p50, p95, p100 },
                     ready_offsets_us: rep.ready_offsets_us().to_vec(),
                     registry: self.registry.get(&repetition).cloned(),
+                    cpu: self.cpu.get(&repetition).copied(),
                     waves: rep
                         .waves()
                         .iter()
@@ -735,6 +802,7 @@ impl SeriesResult {
         }
         let mut data = Series::default();
         let mut registry = BTreeMap::new();
+        let mut cpu = BTreeMap::new();
         for r in w.repetitions {
             let waves = r
                 .waves
@@ -759,6 +827,9 @@ impl SeriesResult {
             if let Some(totals) = r.registry {
                 registry.insert(r.repetition, totals);
             }
+            if let Some(c) = r.cpu {
+                cpu.insert(r.repetition, c);
+            }
         }
         if let Some(rep) = phases.keys().chain(layers.keys()).next() {
             return Err(format!(
@@ -772,6 +843,7 @@ impl SeriesResult {
             pods_per_repetition: w.pods_per_repetition,
             data,
             registry,
+            cpu,
         })
     }
 }

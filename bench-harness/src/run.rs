@@ -26,8 +26,7 @@ use futures_util::future::join_all;
 use stampede_oci::{ClientConfig, Reference, RegistryClient, RepoName};
 
 use crate::container;
-use crate::host::{CpuSampler, CpuUse};
-use crate::machine::Machine;
+use crate::host::{CpuSampler, CpuUse, HostBound};
 use crate::node::{ImageName, Node, NodeConfig, NodePuller};
 use crate::origin::{Origin, OriginError};
 use crate::peer::PeerKind;
@@ -44,6 +43,7 @@ use crate::result::{RegistryTotals, ResultError, RunFacts, RunResult};
 use crate::scenario::{PodSlot, PullerKind, Scenario, Target, Variant};
 use crate::target::{Deployment, TargetError, Upstream};
 use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
+use stampede_lab::Machine;
 
 /// Time the coordinator gives itself to spawn every pod before the epoch.
 const EPOCH_LEAD: Duration = Duration::from_millis(200);
@@ -199,6 +199,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     let progress = Progress::new(options.progress, bursts * u64::from(scenario.total_pods()));
     let mut recordings = Recordings::new();
     let mut totals: BTreeMap<(String, String, u32), RegistryTotals> = BTreeMap::new();
+    let mut cpu: BTreeMap<(String, String, u32), CpuUse> = BTreeMap::new();
     let mut errors: Vec<String> = Vec::new();
     std::fs::create_dir_all(&options.work_root)
         .map_err(io(format!("create {}", options.work_root.display())))?;
@@ -227,13 +228,15 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                 };
                 let out = burst.run().await?;
                 if out.cpu.host_bound() {
-                    warnings.push(format!(
-                        "host-bound: repetition {rep} of {}/{}: the host's CPUs were {:.0}% busy on average during the burst, so its figures measure this machine more than the registry or the cache",
-                        variant.name,
-                        target.name,
-                        out.cpu.mean_busy * 100.0
-                    ));
+                    let bound = HostBound {
+                        variant: variant.name.clone(),
+                        target: target.name.clone(),
+                        repetition: rep,
+                        mean_busy: out.cpu.mean_busy,
+                    };
+                    warnings.push(bound.warning());
                 }
+                cpu.insert((variant.name.clone(), target.name.clone(), rep), out.cpu);
                 for e in out.errors {
                     if errors.len() < ERROR_SAMPLES && !errors.contains(&e) {
                         errors.push(e);
@@ -280,6 +283,11 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     for ((variant, target, rep), t) in totals {
         if let Some(s) = result.series_mut(&variant, &target) {
             s.registry.insert(rep, t);
+        }
+    }
+    for ((variant, target, rep), c) in cpu {
+        if let Some(s) = result.series_mut(&variant, &target) {
+            s.cpu.insert(rep, c);
         }
     }
     let mut repositories = Vec::new();

@@ -8,10 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A count of bytes. Accepts `B`, `KB`/`MB`/`GB`/`TB` (powers of 1000) and `KiB`/`MiB`/`GiB`/`TiB`
-/// (powers of 1024), with an optional fraction and optional space: `"64MiB"`, `"1.5 GB"`, `"512"`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct ByteSize(pub u64);
+/// A count of bytes: the workspace's one byte-size grammar, `stampede_oci::size`.
+pub use stampede_oci::ByteSize;
 
 /// A rate in bytes per second. Accepts bit rates with decimal prefixes (`"200Mbit"`, `"1gbit"`,
 /// `"100kbit"`) and byte rates (`"25MB/s"`, `"10MiB/s"`). `"Mbps"` is refused as ambiguous.
@@ -43,35 +41,6 @@ fn split_number(s: &str) -> Option<(f64, &str)> {
     (n.is_finite() && n >= 0.0).then_some((n, s[end..].trim()))
 }
 
-impl FromStr for ByteSize {
-    type Err = UnitError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || UnitError {
-            what: "byte size",
-            input: s.to_owned(),
-            hint: "write e.g. 512, 64KiB, 1.5MB, 2GiB",
-        };
-        let (n, unit) = split_number(s).ok_or_else(err)?;
-        let mult: f64 = match unit.to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "kb" | "k" => 1e3,
-            "mb" | "m" => 1e6,
-            "gb" | "g" => 1e9,
-            "tb" | "t" => 1e12,
-            "kib" => 1024.0,
-            "mib" => 1024.0 * 1024.0,
-            "gib" => 1024.0 * 1024.0 * 1024.0,
-            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            _ => return Err(err()),
-        };
-        let v = (n * mult).round();
-        if v > u64::MAX as f64 {
-            return Err(err());
-        }
-        Ok(Self(v as u64))
-    }
-}
-
 impl FromStr for Bandwidth {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -84,7 +53,8 @@ impl FromStr for Bandwidth {
         };
         let (n, unit) = split_number(s).ok_or_else(err)?;
         let bytes_per_sec = if let Some(bytes_unit) = unit.strip_suffix("/s") {
-            n * ByteSize::from_str(&format!("1{bytes_unit}"))
+            n * format!("1{bytes_unit}")
+                .parse::<ByteSize>()
                 .map_err(|_| err())?
                 .0 as f64
         } else {
@@ -117,39 +87,6 @@ impl FromStr for Span {
                 input: s.to_owned(),
                 hint: "write e.g. 0s, 250ms, 30s, 2m",
             })
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
-        for (name, size) in UNITS {
-            if self.0 >= size && self.0.is_multiple_of(size) {
-                return write!(f, "{}{name}", self.0 / size);
-            }
-        }
-        write!(f, "{}B", self.0)
-    }
-}
-
-impl ByteSize {
-    /// A human-friendly rounded form for reports (`"63.5 MB"`); unlike `Display`, lossy.
-    pub fn human(self) -> String {
-        let b = self.0 as f64;
-        if b >= 1e9 {
-            format!("{:.2} GB", b / 1e9)
-        } else if b >= 1e6 {
-            format!("{:.1} MB", b / 1e6)
-        } else if b >= 1e3 {
-            format!("{:.1} kB", b / 1e3)
-        } else {
-            format!("{} B", self.0)
-        }
     }
 }
 
@@ -191,7 +128,7 @@ macro_rules! debug_as_display {
         }
     )*};
 }
-debug_as_display!(ByteSize, Bandwidth, Span);
+debug_as_display!(Bandwidth, Span);
 
 struct QuantityVisitor<T>(std::marker::PhantomData<T>, &'static str);
 
@@ -214,14 +151,6 @@ impl<T: FromStr<Err = UnitError>> serde::de::Visitor<'_> for QuantityVisitor<T> 
     }
 }
 
-impl<'de> serde::Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(QuantityVisitor(
-            std::marker::PhantomData,
-            "a byte size such as \"64MiB\"",
-        ))
-    }
-}
 impl<'de> serde::Deserialize<'de> for Bandwidth {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_str(QuantityVisitor(
@@ -242,27 +171,6 @@ impl<'de> serde::Deserialize<'de> for Span {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_sizes() {
-        let cases = [
-            ("512", Some(512)),
-            ("64MiB", Some(64 << 20)),
-            ("1.5 GB", Some(1_500_000_000)),
-            ("2kib", Some(2048)),
-            ("10 B", Some(10)),
-            ("-1", None),
-            ("1 parsec", None),
-            ("", None),
-        ];
-        for (s, want) in cases {
-            assert_eq!(s.parse::<ByteSize>().ok().map(|b| b.0), want, "{s}");
-        }
-        for v in [0, 1, 1024, 64 << 20, 1_000_001] {
-            let b = ByteSize(v);
-            assert_eq!(b.to_string().parse::<ByteSize>().unwrap(), b);
-        }
-    }
 
     #[test]
     fn bandwidths() {

@@ -268,10 +268,10 @@ impl Access {
 
     /// Notes that this daemon leads a fill of the flight's blob from repository `label`
     /// (`registry/repository`): while it runs, followers asking through the same repository need
-    /// no exact check, and once committed the store records the repository (it records
-    /// repositories on hits, so until the first hit the next caller would need a `HEAD` of the
-    /// exact blob). A failed fill records nothing. Only a leader's fill counts: a follower may be
-    /// reading a fill started through another repository.
+    /// no exact check. Once committed, the store holds the repository anyway (`fill.rs` records
+    /// it with the commit, with checks on or off, so a store filled with checks off and then
+    /// served with them on still knows where its blobs came from). Only a leader's fill counts:
+    /// a follower may be reading a fill started through another repository.
     pub fn note_fill(self: &Arc<Self>, flight: &Arc<Flight>, label: &str) {
         if !self.config.check_callers {
             return;
@@ -285,13 +285,10 @@ impl Access {
             .insert(digest.clone(), label.clone());
         let this = self.clone();
         tokio::spawn(async move {
-            let done = progress
+            progress
                 .wait_for(|p| p.state != FillState::Running)
                 .await
-                .is_ok_and(|p| p.state == FillState::Done);
-            if done {
-                this.store.lookup(&digest, Some(&label));
-            }
+                .ok();
             let mut filling = this.filling.lock().expect("filling mutex poisoned");
             if filling.get(&digest) == Some(&label) {
                 filling.remove(&digest);

@@ -8,6 +8,7 @@
 //!
 //! | method and path | query | does |
 //! | --- | --- | --- |
+//! | `GET /admin/store` | | which store this daemon serves: its id (`<root>/store-id`) and canonical root |
 //! | `GET /admin/blobs` | | the inventory, least recently used first |
 //! | `GET /admin/pins` | | the pins |
 //! | `POST /admin/pins` | `target`, `platform` | pin an image (fetching it first) or a digest |
@@ -42,6 +43,10 @@ use crate::store::state::{unix_secs, Pin};
 pub struct PrefetchReport {
     /// The image as asked for.
     pub image: String,
+    /// The upstream it came from (`scheme://host[:port]`): the configured default upstream for
+    /// a reference that names no registry, whatever Docker's normalisation (`docker.io`) says.
+    #[serde(default)]
+    pub upstream: String,
     /// Manifests (and indexes) resolved.
     pub manifests: Vec<Digest>,
     /// Blobs (configs and layers) the image needs.
@@ -88,6 +93,7 @@ pub async fn prefetch(
     let (endpoint, repo, reference, label) = locate(app, image)?;
     let mut report = PrefetchReport {
         image: image.to_string(),
+        upstream: endpoint.base_url(),
         ..PrefetchReport::default()
     };
     let top = app
@@ -313,6 +319,7 @@ impl App {
         let result: Result<Bytes, ErrorReply> = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => Ok(Bytes::from_static(b"\"ok\"")),
             (&Method::GET, "/metrics") => return self.handle(req).await,
+            (&Method::GET, "/admin/store") => json(self.store.identity()),
             (&Method::GET, "/admin/blobs") => json(&self.store.inventory()),
             (&Method::GET, "/admin/pins") => json(&self.store.pins()),
             (&Method::POST, "/admin/pins") => match param("target") {

@@ -266,13 +266,14 @@ pub enum ConfigError {
     #[error(transparent)]
     File(#[from] FileError),
     /// A URL is not `http[s]://host[:port]`.
-    #[error("{setting}")]
+    #[error("{setting} = {url:?}: {problem}")]
     Url {
         /// Which setting.
         setting: String,
-        /// The parse error.
-        #[source]
-        source: stampede_oci::ClientError,
+        /// The value given.
+        url: String,
+        /// What is wrong, in words (`config_file::url_problem`).
+        problem: String,
     },
     /// `--registry` is not `HOST=URL`.
     #[error("--registry {0:?}: expected HOST=URL, e.g. docker.io=https://registry-1.docker.io")]
@@ -322,8 +323,8 @@ pub struct Settings {
 /// # Errors
 /// A message saying how to write one.
 pub fn parse_bytes(setting: &str, s: &str) -> Result<u64, ConfigError> {
-    s.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
+    s.parse::<stampede_oci::ByteSize>()
+        .map(|b| b.0)
         .map_err(|_| {
             invalid(
                 setting,
@@ -504,9 +505,10 @@ fn parse_admin(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
 }
 
 fn endpoint(setting: &str, url: &str) -> Result<Endpoint, ConfigError> {
-    Endpoint::parse(url).map_err(|source| ConfigError::Url {
+    Endpoint::parse(url).map_err(|_| ConfigError::Url {
         setting: setting.to_owned(),
-        source,
+        url: url.to_owned(),
+        problem: crate::config_file::url_problem(url),
     })
 }
 
@@ -575,6 +577,19 @@ fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig
         };
         registries.insert(host.to_owned(), e.with_credentials(creds));
     }
+    // The default upstream is usually one of the named registries too (`upstream =
+    // "https://registry-1.docker.io"` beside `[registries."docker.io"]` holding the Docker Hub
+    // login): requests that name no registry (dockerd, podman, CRI-O send no `?ns=`) use that
+    // entry's credentials, as `?ns=docker.io` ones do.
+    let default = default.map(|d| {
+        if d.has_credentials() {
+            return d;
+        }
+        registries
+            .values()
+            .find(|e| e.has_credentials() && e.base_url() == d.base_url())
+            .map_or(d, Clone::clone)
+    });
     let allow_any_registry = args.allow_any_registry || file.allow_any_registry.unwrap_or(false);
     if default.is_none() && registries.is_empty() && !allow_any_registry {
         return Err(ConfigError::NoUpstream);
@@ -885,5 +900,53 @@ platform = "linux/arm64"
             let err = parse(&["--upstream", "http://x", flag, "0s"]).unwrap_err();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn the_default_upstream_takes_the_credentials_of_its_named_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let write = |url: &str| {
+            std::fs::write(
+                &file,
+                format!(
+                    "upstream = \"https://registry-1.docker.io\"\n\
+                     [registries.\"docker.io\"]\nurl = \"{url}\"\nusername = \"me\"\n\
+                     password_file = \"{}\"\n",
+                    secret.display()
+                ),
+            )
+            .unwrap();
+        };
+        write("https://registry-1.docker.io");
+        let c = parse(&["--config", file.to_str().unwrap()]).unwrap();
+        assert!(c.upstream.default.unwrap().has_credentials());
+        assert!(c.upstream.registries["docker.io"].has_credentials());
+        // Credentials for another URL are not the default's.
+        write("https://mirror.example");
+        let c = parse(&["--config", file.to_str().unwrap()]).unwrap();
+        assert!(!c.upstream.default.unwrap().has_credentials());
+    }
+
+    #[test]
+    fn a_missing_default_upstream_is_warned_about_and_a_bad_flag_url_explained() {
+        let c = parse(&["--registry", "docker.io=https://registry-1.docker.io"]).unwrap();
+        let warnings = c.upstream.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("no default upstream"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[0].contains("docker.io"), "{}", warnings[0]);
+        let c = parse(&["--upstream", "http://x", "--registry", "docker.io=http://y"]).unwrap();
+        assert!(c.upstream.warnings().is_empty());
+        let err = parse(&["--upstream", "127.0.0.1:15000"]).unwrap_err();
+        assert!(
+            err.contains("upstream = \"127.0.0.1:15000\"") && err.contains("a scheme is needed"),
+            "{err}"
+        );
     }
 }

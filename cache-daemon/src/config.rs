@@ -211,6 +211,32 @@ impl UpstreamConfig {
     }
 }
 
+impl UpstreamConfig {
+    /// What an operator should hear at start about this upstream setup, one sentence each:
+    /// without a default upstream, every request that names no registry (no `?ns=`: dockerd's
+    /// `registry-mirrors`, podman and CRI-O mirrors) is refused, and those clients then quietly
+    /// pull from the registry themselves.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.default.is_none() {
+            let named: Vec<&str> = self.registries.keys().map(String::as_str).collect();
+            let by = if named.is_empty() {
+                "only registries named by ?ns= (allow_any_registry)".to_owned()
+            } else {
+                format!("only the registries {}", named.join(", "))
+            };
+            warnings.push(format!(
+                "no default upstream: this cache serves {by}; requests that name no registry \
+                 (dockerd registry-mirrors, podman and CRI-O registries.conf mirrors send none) \
+                 are refused with 403 and those clients silently pull from the registry \
+                 directly. Set upstream (--upstream) to the registry they mirror, e.g. \
+                 upstream = \"https://registry-1.docker.io\""
+            ));
+        }
+        warnings
+    }
+}
+
 impl Config {
     /// A config for tests and embedding: listen on `127.0.0.1:0`, store at `root`, one upstream.
     pub fn for_upstream(root: PathBuf, upstream: Endpoint) -> Self {

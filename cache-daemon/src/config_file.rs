@@ -47,6 +47,7 @@ pub struct FileConfig {
     /// Store directory.
     pub root: Option<PathBuf>,
     /// Default upstream URL.
+    #[serde(default, deserialize_with = "de_upstream_url")]
     pub upstream: Option<String>,
     /// Forward unlisted registries to `https://<ns>`.
     pub allow_any_registry: Option<bool>,
@@ -131,6 +132,7 @@ pub struct AccessEntry {
 #[serde(deny_unknown_fields)]
 pub struct RegistryEntry {
     /// `http[s]://host[:port]`.
+    #[serde(deserialize_with = "de_registry_url")]
     pub url: String,
     /// User name for basic auth or the token flow.
     pub username: Option<String>,
@@ -221,13 +223,45 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
 
 fn de_byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let s = <String as serde::Deserialize>::deserialize(d)?;
-    s.parse::<bytesize::ByteSize>()
-        .map(|b| Some(b.as_u64()))
+    s.parse::<stampede_oci::ByteSize>()
+        .map(|b| Some(b.0))
         .map_err(|_| {
             serde::de::Error::custom(format!(
                 "{s:?} is not a byte size; write e.g. \"50GiB\", \"500MB\""
             ))
         })
+}
+
+/// What is wrong with a registry URL that is not `http[s]://host[:port]`, in words for the
+/// operator: a missing scheme (`127.0.0.1:5000`) is named as such.
+pub fn url_problem(url: &str) -> String {
+    const EXPECTED: &str = "expected http://host[:port] or https://host[:port]";
+    if !url.contains("://") {
+        return format!(
+            "a scheme is needed: write \"http://{url}\" (plain HTTP) or \"https://{url}\"; {EXPECTED}"
+        );
+    }
+    match stampede_oci::Endpoint::parse(url) {
+        Ok(_) => String::new(),
+        Err(_) => format!("{EXPECTED}, with no path or query"),
+    }
+}
+
+fn check_url<E: serde::de::Error>(key: &str, url: String) -> Result<String, E> {
+    match stampede_oci::Endpoint::parse(&url) {
+        Ok(_) => Ok(url),
+        Err(_) => Err(E::custom(format!("{key} = {url:?}: {}", url_problem(&url)))),
+    }
+}
+
+fn de_upstream_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    check_url("upstream", s).map(Some)
+}
+
+fn de_registry_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    check_url("url", s)
 }
 
 fn de_log_format<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -284,6 +318,40 @@ platform = "linux/amd64"
             Some("GHCR_TOKEN")
         );
         assert_eq!(f.pins[0].platform.as_deref(), Some("linux/amd64"));
+    }
+
+    #[test]
+    fn a_url_without_a_scheme_is_refused_with_its_key_line_and_fix() {
+        let cases = [
+            (
+                "root = \"/r\"\nupstream = \"127.0.0.1:15000\"\n",
+                2,
+                "upstream",
+            ),
+            (
+                "[registries.\"r.example\"]\nusername = \"u\"\nurl = \"127.0.0.1:15000\"\n",
+                3,
+                "url",
+            ),
+        ];
+        for (text, line, key) in cases {
+            let err = FileConfig::parse(text, Path::new("c.toml")).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, FileError::Parse { line: l, .. } if l == line),
+                "{text:?}: {msg}"
+            );
+            for needle in [
+                &format!("{key} = \"127.0.0.1:15000\""),
+                "a scheme is needed",
+                "\"http://127.0.0.1:15000\"",
+                "c.toml",
+            ] {
+                assert!(msg.contains(needle), "{needle:?} not in {msg}");
+            }
+        }
+        let path = url_problem("ftp://x/y");
+        assert!(path.starts_with("expected http://host"), "{path}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
+use stampede_oci::api::RangeError;
 use stampede_oci::Digest;
 
 /// Who caused an error; decides the log level and the metric label.
@@ -65,6 +66,19 @@ pub enum Error {
     ManifestTooLarge {
         /// The limit.
         limit_bytes: u64,
+    },
+    /// The upstream holds the manifest only as Docker schema 1, which this cache does not serve
+    /// (its digest covers the payload without its signatures, not the bytes sent). Answered 400
+    /// `MANIFEST_INVALID`, as distribution answers it with schema 1 disabled, so the client falls
+    /// back to the registry itself instead of being told the upstream broke.
+    #[error("manifest {reference} of {repo} exists upstream only as a Docker schema 1 manifest ({media_type}), which this cache does not support; pull it from the registry directly, or push it again as a schema 2 or OCI image")]
+    ManifestSchema1 {
+        /// `registry/repository`.
+        repo: String,
+        /// The tag or digest asked for.
+        reference: String,
+        /// The media type the upstream declared.
+        media_type: String,
     },
     /// The upstream's manifest does not match the digest it was asked for or claimed.
     #[error("upstream {upstream} sent a manifest that does not match its digest")]
@@ -182,6 +196,7 @@ impl Error {
             | Self::RangeNotSatisfiable { .. }
             | Self::BlobUnknown(_)
             | Self::ManifestUnknown(_)
+            | Self::ManifestSchema1 { .. }
             | Self::CallerUnauthorized { .. } => Fault::Downstream,
             Self::ManifestTooLarge { .. }
             | Self::ManifestMismatch { .. }
@@ -204,7 +219,7 @@ impl Error {
             | Self::NsInvalid(_)
             | Self::DigestInvalid(_)
             | Self::ReferenceInvalid(_) => StatusCode::BAD_REQUEST,
-            Self::Unsupported(_) => StatusCode::BAD_REQUEST,
+            Self::Unsupported(_) | Self::ManifestSchema1 { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::BlobUnknown(_) | Self::ManifestUnknown(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -238,7 +253,9 @@ impl Error {
             Self::BlobUnknown(_) => "BLOB_UNKNOWN",
             Self::ManifestUnknown(_) => "MANIFEST_UNKNOWN",
             Self::RangeNotSatisfiable { .. } => "RANGE_INVALID",
-            Self::ManifestTooLarge { .. } | Self::ManifestMismatch { .. } => "MANIFEST_INVALID",
+            Self::ManifestTooLarge { .. }
+            | Self::ManifestMismatch { .. }
+            | Self::ManifestSchema1 { .. } => "MANIFEST_INVALID",
             Self::UpstreamThrottled { .. } => "TOOMANYREQUESTS",
             Self::UpstreamStatus { .. }
             | Self::UpstreamUnavailable { .. }
@@ -320,6 +337,17 @@ impl ErrorReply {
             "errors": [{ "code": self.code, "message": self.message }]
         });
         Bytes::from(body.to_string())
+    }
+}
+
+impl From<RangeError> for Error {
+    fn from(e: RangeError) -> Self {
+        Self::RangeNotSatisfiable {
+            len_bytes: match e {
+                RangeError::Malformed => None,
+                RangeError::Unsatisfiable { len_bytes } => Some(len_bytes),
+            },
+        }
     }
 }
 

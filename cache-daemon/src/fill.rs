@@ -167,8 +167,16 @@ async fn fetch(
     match outcome {
         Ok(written) => {
             let temp2 = temp.clone();
+            // Provenance is recorded with the commit, whatever the settings: `ls` shows where a
+            // blob came from, and caller checks (on now or after a restart) know that this
+            // repository of this upstream holds it, without a hit having to record it first.
+            let seen_as = format!("{}/{repo}", endpoint.authority());
             let committed = tokio::task::spawn_blocking(move || {
-                store.commit(&digest, &temp2, written, &BlobMeta::default())
+                store
+                    .commit(&digest, &temp2, written, &BlobMeta::default())
+                    .map(|()| {
+                        store.lookup(&digest, Some(&seen_as));
+                    })
             })
             .await
             .map_err(|_| FillFailure::Local)?;
@@ -425,7 +433,18 @@ impl Transfer<'_> {
             StatusCode::PARTIAL_CONTENT => {
                 let range = content_range(resp);
                 if !continues(range, offset, total_bytes) {
-                    tracing::warn!(%digest, %upstream, offset_bytes = offset, ?range, ?total_bytes, "upstream answered a resume with a range that does not continue the blob; giving up");
+                    // As the header would read (`bytes first-last/complete`), not Rust Debug.
+                    let got = range.map_or_else(
+                        || "no usable Content-Range".to_owned(),
+                        |r| {
+                            let complete =
+                                r.complete_bytes.map_or("*".to_owned(), |n| n.to_string());
+                            format!("bytes {}-{}/{complete}", r.first_bytes, r.last_bytes)
+                        },
+                    );
+                    let expected_bytes =
+                        total_bytes.map_or("unknown".to_owned(), |n| n.to_string());
+                    tracing::warn!(%digest, %upstream, offset_bytes = offset, content_range = %got, total_bytes = %expected_bytes, "upstream answered a resume with a range that does not continue the blob; giving up");
                     return Err(broke);
                 }
                 self.ctx.metrics.fill_resumed(Resume::Range);

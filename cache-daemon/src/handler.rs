@@ -12,6 +12,7 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode};
 
+use stampede_oci::api::ByteRange;
 use stampede_oci::manifest::OCTET_STREAM;
 use stampede_oci::{Digest, Endpoint, RepoName};
 
@@ -23,7 +24,6 @@ use crate::flight::{Claim, FillFailure, FillGuard, Flight, Flights};
 use crate::manifests::Manifests;
 use crate::metrics::{self, Kind, Metrics, Outcome};
 use crate::passthrough;
-use crate::range::ByteRange;
 use crate::route::{Parsed, Route};
 use crate::store::read_checks::FileIdentity;
 use crate::store::BlobStore;
@@ -243,7 +243,11 @@ impl App {
         range: Option<&str>,
         caller: Option<&HeaderValue>,
     ) -> Result<Response<Body>, ErrorReply> {
-        let range = range.map(ByteRange::parse).transpose()?.flatten();
+        let range = range
+            .map(ByteRange::parse)
+            .transpose()
+            .map_err(Error::from)?
+            .flatten();
         let label = self.upstreams.repo_label(ns, repo);
         if let Some(resp) = self.blob_from_store(digest, &label, head, range).await? {
             self.metrics.request(Kind::Blob, Outcome::Hit);
@@ -500,7 +504,7 @@ fn span(range: Option<ByteRange>, len: u64) -> Result<(StatusCode, u64, u64), Er
     match range {
         None => Ok((StatusCode::OK, 0, len)),
         Some(r) => {
-            let (start, end) = r.resolve(len)?;
+            let (start, end) = r.resolve(len).map_err(Error::from)?;
             Ok((StatusCode::PARTIAL_CONTENT, start, end))
         }
     }

@@ -9,7 +9,10 @@
 //!   validated into per-component configs.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; builds the daemon.
 //! - [`write_deadline`]: client connections whose writes give up when the client stops reading.
-//! - [`route`]: method + path + query parsed into a [`route::Route`]; pure.
+//! - [`route`]: method + path + query parsed into a [`route::Route`]; pure. The pull API's
+//!   grammar and the `Range` header are `stampede_oci::api`'s.
+//! - [`tool`] / [`admin_client`]: the operator tools, on a stopped store or through a running
+//!   daemon's admin endpoint (whose daemon must prove it serves the store named).
 //! - [`handler`]: dispatch; the only place that combines store, flights, manifests, upstreams.
 //! - [`access`]: caller checks (off by default): the caller's own credentials tried upstream
 //!   before private content is served.
@@ -20,7 +23,6 @@
 //! - [`passthrough`]: misses streamed from upstream without storing, while the store is full.
 //! - [`manifests`]: manifests by digest (kept) and tags (TTL, coalesced, stale on outage).
 //! - [`upstream`]: which registry a request means, and the calls to it.
-//! - [`range`]: the `Range` header.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`error`]: errors, their HTTP status and OCI code, in one place.
 //!
@@ -36,6 +38,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admin_client;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -47,7 +50,6 @@ pub mod handler;
 pub mod manifests;
 pub mod metrics;
 pub mod passthrough;
-pub mod range;
 pub mod route;
 pub mod server;
 pub mod store;

@@ -45,12 +45,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing(settings.log_format, "info");
     raise_fd_limit();
     let config = settings.config;
+    for warning in config.upstream.warnings() {
+        tracing::warn!("{warning}");
+    }
     let server = config.server.clone();
     let listeners = cache_daemon::server::Listeners::bind(&server).await?;
     let app = cache_daemon::server::build(config).await.context("start")?;
+    let admin = listeners
+        .admin
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
     tracing::info!(
         listen = %listeners.mirror.local_addr()?,
-        admin = ?listeners.admin.as_ref().and_then(|l| l.local_addr().ok()),
+        %admin,
         "cache-daemon serving"
     );
     cache_daemon::server::run(app, server, listeners, shutdown_signal()).await;
@@ -61,10 +69,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// failure is logged, not fatal: the daemon still serves within the old limit (accept errors
 /// back off, see `server`).
 fn raise_fd_limit() {
+    // `None` is an unlimited limit (RLIM_INFINITY).
+    let shown = |n: Option<u64>| n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
     match cache_daemon::server::raise_open_file_limit() {
-        Ok(l) if l.before == l.after => tracing::info!(limit = ?l.after, "open file limit"),
+        Ok(l) if l.before == l.after => {
+            tracing::info!(limit = %shown(l.after), "open file limit");
+        }
         Ok(l) => {
-            tracing::info!(from = ?l.before, to = ?l.after, "raised the open file limit to its hard limit")
+            tracing::info!(from = %shown(l.before), to = %shown(l.after), "raised the open file limit to its hard limit")
         }
         Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
     }

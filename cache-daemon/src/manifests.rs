@@ -2,8 +2,13 @@
 //! its digest, kept in the blob store forever (until evicted) with its media type. A tag is
 //! resolved upstream and its digest used for a short TTL; concurrent resolutions of the same tag
 //! (or fetches of the same manifest digest) share one upstream request, so a burst of tag HEADs
-//! costs one upstream GET per TTL. When the upstream is unreachable, throttling or failing, a tag
-//! whose manifest is in the store is served stale, with a warning.
+//! costs one upstream request per TTL. A tag whose last manifest is still in the store is
+//! revalidated with a `HEAD` (its `Docker-Content-Digest` compared with the digest held): a
+//! registry such as Docker Hub counts manifest GETs against the node's pull quota and HEADs not,
+//! so the cache must not spend that quota faster than the node would alone. The manifest is
+//! fetched with a `GET` only when the digest changed or the upstream sent none. When the
+//! upstream is unreachable, throttling or failing, a tag whose manifest is in the store is served
+//! stale, with a warning.
 //!
 //! Manifests are small (at most [`MAX_MANIFEST_BYTES`]), so unlike blobs they are held in memory
 //! while being answered. This module never streams blobs; `fill.rs` does.
@@ -19,7 +24,8 @@ use http::{Method, StatusCode};
 
 use stampede_oci::client::{read_body_limited, BodyError};
 use stampede_oci::manifest::{
-    essence, is_manifest_type, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
+    essence, is_manifest_type, is_schema1, DOCKER_MANIFEST_V1_SIGNED, MAX_MANIFEST_BYTES,
+    OCI_INDEX, OCI_MANIFEST,
 };
 use stampede_oci::{Digest, Endpoint, Manifest, Reference, RepoName};
 
@@ -50,6 +56,8 @@ struct Fetched {
     digest: Digest,
     media_type: String,
     bytes: Bytes,
+    /// The tag's upstream `HEAD` named the manifest the store holds: served from the store.
+    revalidated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +74,10 @@ pub struct Manifests {
     tag_ttl: Duration,
     /// std `Mutex`es: held only to read or update a map entry, never across `.await`.
     tags: Mutex<HashMap<TagKey, TagEntry>>,
+    /// What each tag (`registry/repo:tag`) named when the daemon started, from the store's
+    /// records: a tag not yet resolved since then is revalidated against it (a `HEAD`), without
+    /// scanning the store on the request path.
+    tags_at_start: HashMap<String, Digest>,
     in_flight: Mutex<HashMap<FetchKey, Shared<BoxFuture<'static, FetchResult>>>>,
 }
 
@@ -78,7 +90,8 @@ impl std::fmt::Debug for Manifests {
 }
 
 impl Manifests {
-    /// A manifest cache over `store`, resolving tags for `tag_ttl`.
+    /// A manifest cache over `store`, resolving tags for `tag_ttl`; reads the store's tag records
+    /// once (in memory, no I/O).
     pub fn new(
         store: Arc<BlobStore>,
         upstreams: Arc<Upstreams>,
@@ -86,6 +99,7 @@ impl Manifests {
         tag_ttl: Duration,
     ) -> Self {
         Self {
+            tags_at_start: store.tags_held(),
             store,
             upstreams,
             metrics,
@@ -107,6 +121,11 @@ impl Manifests {
         label: &str,
     ) -> Result<ManifestAnswer, ErrorReply> {
         let answer = self.get_inner(endpoint, repo, reference, label).await?;
+        if answer.outcome != Outcome::Hit {
+            // Fetched now (a hit recorded it already): the repository it came from, as for
+            // blobs in `fill.rs`.
+            self.store.lookup(&answer.digest, Some(label));
+        }
         if let Reference::Tag(tag) = reference {
             self.store
                 .note_tag(&answer.digest, &format!("{label}:{tag}"));
@@ -123,10 +142,10 @@ impl Manifests {
     ) -> Result<ManifestAnswer, ErrorReply> {
         match reference {
             Reference::Digest(digest) => {
-                if let Some(answer) = self.stored(digest, label).await? {
+                if let Some(answer) = self.stored(digest, Some(label)).await? {
                     return Ok(answer);
                 }
-                let (fetched, outcome) = self.fetch(endpoint, repo, reference).await;
+                let (fetched, outcome) = self.fetch(endpoint, repo, reference, None).await;
                 fetched.map(|f| f.answer(outcome))
             }
             Reference::Tag(tag) => {
@@ -139,12 +158,19 @@ impl Manifests {
                     .cloned();
                 if let Some(entry) = &known {
                     if entry.resolved_at.elapsed() < self.tag_ttl {
-                        if let Some(answer) = self.stored(&entry.digest, label).await? {
+                        if let Some(answer) = self.stored(&entry.digest, Some(label)).await? {
                             return Ok(answer);
                         }
                     }
                 }
-                let (fetched, outcome) = self.fetch(endpoint, repo, reference).await;
+                // The digest this tag last named (in memory, else as the store recorded it before
+                // the start): revalidated with a HEAD while the store holds it.
+                let last = known
+                    .as_ref()
+                    .map(|e| e.digest.clone())
+                    .or_else(|| self.tags_at_start.get(&format!("{label}:{tag}")).cloned())
+                    .filter(|d| self.store.contains(d));
+                let (fetched, outcome) = self.fetch(endpoint, repo, reference, last).await;
                 match fetched {
                     Ok(f) => Ok(f.answer(outcome)),
                     Err(reply)
@@ -157,7 +183,7 @@ impl Manifests {
                             .map(|e| e.digest)
                             .or_else(|| self.store.find_tag(&format!("{label}:{tag}")));
                         match last {
-                            Some(digest) => match self.stored(&digest, label).await? {
+                            Some(digest) => match self.stored(&digest, Some(label)).await? {
                                 Some(answer) => {
                                     self.metrics.stale_serve();
                                     tracing::warn!(%repo, tag, %digest, upstream = %endpoint.base_url(), error = reply.message, "upstream failed; serving the last known manifest for this tag (stale)");
@@ -177,11 +203,11 @@ impl Manifests {
     async fn stored(
         &self,
         digest: &Digest,
-        repo_label: &str,
+        repo_label: Option<&str>,
     ) -> Result<Option<ManifestAnswer>, ErrorReply> {
         let Some(open) = self
             .store
-            .open_blob(digest, Some(repo_label))
+            .open_blob(digest, repo_label)
             .await
             .map_err(|e| Error::internal("open manifest", e).reply())?
         else {
@@ -211,12 +237,14 @@ impl Manifests {
         }))
     }
 
-    /// One upstream fetch per key at a time; every caller gets the same result.
+    /// One upstream fetch per key at a time; every caller gets the same result. `held`: the
+    /// digest a tag last named, whose manifest the store holds (revalidated with a `HEAD`).
     async fn fetch(
         self: &Arc<Self>,
         endpoint: &Endpoint,
         repo: &RepoName,
         reference: &Reference,
+        held: Option<Digest>,
     ) -> (FetchResult, Outcome) {
         let key = (endpoint.base_url(), repo.clone(), reference.to_string());
         let (fut, outcome) = {
@@ -235,7 +263,7 @@ impl Manifests {
                         key.clone(),
                     );
                     let fut = async move {
-                        let result = this.fetch_upstream(&endpoint, &repo, &reference).await.map_err(|e| {
+                        let result = this.fetch_upstream(&endpoint, &repo, &reference, held.as_ref()).await.map_err(|e| {
                             if e.fault() != Fault::Downstream {
                                 tracing::warn!(%repo, %reference, upstream = %endpoint.base_url(), error = %stampede_oci::error_chain(&e), "manifest fetch failed");
                             }
@@ -263,12 +291,66 @@ impl Manifests {
         (fut.await, outcome)
     }
 
+    /// A tag's `HEAD` upstream: the stored manifest when the upstream's `Docker-Content-Digest`
+    /// is `held`; `None` when the digest changed, is absent, or the manifest left the store (the
+    /// caller then GETs it).
+    ///
+    /// # Errors
+    /// The upstream failed or does not know the tag, as for a `GET`.
+    async fn revalidate(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        reference: &Reference,
+        held: &Digest,
+    ) -> Result<Option<Fetched>, Error> {
+        let answer = self
+            .upstreams
+            .manifest(endpoint, repo, reference, Method::HEAD)
+            .await?;
+        let resp = answer.response;
+        if resp.status() != StatusCode::OK {
+            return Err(status_error(
+                endpoint,
+                resp.status(),
+                retry_after(&resp),
+                Error::ManifestUnknown(reference.to_string()),
+            ));
+        }
+        let named = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok());
+        if named.as_ref() != Some(held) {
+            tracing::debug!(%repo, %reference, %held, named = named.as_ref().map(ToString::to_string), "tag revalidation: digest changed or not given; fetching the manifest");
+            return Ok(None);
+        }
+        // A stored copy that cannot be read is fetched again, like one that was evicted.
+        let stored = self.stored(held, None).await.unwrap_or_else(|reply| {
+            tracing::warn!(digest = %held, error = reply.message, "cannot read the stored manifest of a revalidated tag; fetching it");
+            None
+        });
+        Ok(stored.map(|a| Fetched {
+            digest: a.digest,
+            media_type: a.media_type,
+            bytes: a.bytes,
+            revalidated: true,
+        }))
+    }
+
     async fn fetch_upstream(
         &self,
         endpoint: &Endpoint,
         repo: &RepoName,
         reference: &Reference,
+        held: Option<&Digest>,
     ) -> Result<Fetched, Error> {
+        if let (Reference::Tag(_), Some(held)) = (reference, held) {
+            if let Some(fetched) = self.revalidate(endpoint, repo, reference, held).await? {
+                return Ok(fetched);
+            }
+        }
         let resp = self
             .upstreams
             .manifest(endpoint, repo, reference, Method::GET)
@@ -284,13 +366,12 @@ impl Manifests {
                 Error::ManifestUnknown(reference.to_string()),
             ));
         }
-        let declared_type = resp
+        let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(essence)
-            .filter(|t| is_manifest_type(t))
-            .map(str::to_owned);
+            .map(|t| essence(t).to_owned());
+        let declared_type = content_type.clone().filter(|t| is_manifest_type(t));
         let declared_digest = resp
             .headers()
             .get("docker-content-digest")
@@ -305,6 +386,16 @@ impl Manifests {
                     source,
                 },
             })?;
+        // Schema 1: its digest is over the payload without the JWS signatures, so the bytes
+        // never match it; say what it is instead of blaming the upstream for a mismatch.
+        if declared_type.is_none() && is_schema1(content_type.as_deref(), &bytes) {
+            tracing::info!(%repo, %reference, upstream = %endpoint.base_url(), "manifest is Docker schema 1; refused as unsupported");
+            return Err(Error::ManifestSchema1 {
+                repo: format!("{}/{repo}", endpoint.authority()),
+                reference: reference.to_string(),
+                media_type: content_type.unwrap_or_else(|| DOCKER_MANIFEST_V1_SIGNED.to_owned()),
+            });
+        }
         let digest = Digest::of(&bytes);
         let expected = match reference {
             Reference::Digest(d) => Some(d),
@@ -336,6 +427,7 @@ impl Manifests {
             digest,
             media_type,
             bytes,
+            revalidated: false,
         })
     }
 }
@@ -346,7 +438,11 @@ impl Fetched {
             digest: self.digest,
             media_type: self.media_type,
             bytes: self.bytes,
-            outcome,
+            outcome: if self.revalidated {
+                Outcome::Hit
+            } else {
+                outcome
+            },
         }
     }
 }

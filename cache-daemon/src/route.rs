@@ -1,10 +1,12 @@
 //! Request routing: method, path and query parsed once into a [`Route`], then dispatched by
-//! `handler.rs`. Pure: no I/O, no state. Anything malformed becomes the [`Error`] the client
+//! `handler.rs`. The pull API's grammar is `stampede_oci::api`'s; this thin layer adds the
+//! daemon's endpoints (`/metrics`, `/healthz`), containerd's `?ns=` and the client's error. Pure: no I/O, no state. Anything malformed becomes the [`Error`] the client
 //! will see (`NAME_INVALID`, `DIGEST_INVALID`, ...).
 
 use http::Method;
 use percent_encoding::percent_decode_str;
 
+use stampede_oci::api::{Route as ApiRoute, RouteError};
 use stampede_oci::{Digest, DigestError, Reference, ReferenceError, RepoName};
 
 use crate::error::Error;
@@ -48,7 +50,9 @@ pub struct Parsed {
 }
 
 impl Route {
-    /// Parses `method` + `path` (+ raw `query`).
+    /// Parses `method` + `path` (+ raw `query`). The pull API's paths are
+    /// [`stampede_oci::api::Route`]'s grammar; this adds the daemon's own endpoints, the `ns`
+    /// query and the client-facing error of each refusal.
     ///
     /// # Errors
     /// The client-facing [`Error`] for an unknown path, a disallowed method or malformed parts.
@@ -58,55 +62,43 @@ impl Route {
             Method::HEAD => true,
             _ => return Err(Error::MethodNotAllowed),
         };
+        let ns = || query.and_then(ns_param).map(checked_ns).transpose();
         let route = match path {
-            "/v2" | "/v2/" => Self::Base,
             "/metrics" if !head => Self::Metrics,
             "/healthz" => Self::Health,
-            _ => {
-                let rest = path.strip_prefix("/v2/").ok_or(Error::NotFound)?;
-                let mut parts = rest.rsplitn(3, '/');
-                let (Some(last), Some(kind), Some(name)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    return Err(Error::NotFound);
-                };
-                let ns = query.and_then(ns_param).map(checked_ns).transpose()?;
-                match kind {
-                    "manifests" => Self::Manifest {
-                        repo: parse_name(name)?,
-                        reference: Reference::parse(last).map_err(reference_error)?,
-                        ns,
-                    },
-                    "blobs" => Self::Blob {
-                        repo: parse_name(name)?,
-                        digest: Digest::parse(last).map_err(digest_error)?,
-                        ns,
-                    },
-                    _ => return Err(Error::NotFound),
-                }
-            }
+            _ => match ApiRoute::parse(path).map_err(route_error)? {
+                ApiRoute::Base => Self::Base,
+                ApiRoute::Manifest { repo, reference } => Self::Manifest {
+                    repo,
+                    reference,
+                    ns: ns()?,
+                },
+                ApiRoute::Blob { repo, digest } => Self::Blob {
+                    repo,
+                    digest,
+                    ns: ns()?,
+                },
+            },
         };
         Ok(Parsed { route, head })
     }
 }
 
-fn parse_name(name: &str) -> Result<RepoName, Error> {
-    RepoName::parse(name).map_err(|_| Error::NameInvalid(name.chars().take(160).collect()))
+fn route_error(e: RouteError) -> Error {
+    match e {
+        RouteError::Unknown => Error::NotFound,
+        RouteError::Name(name) => Error::NameInvalid(name),
+        RouteError::Digest(d) | RouteError::Reference(ReferenceError::Digest(d)) => digest_error(d),
+        RouteError::Reference(
+            ReferenceError::Tag(s) | ReferenceError::Name(s) | ReferenceError::Registry(s),
+        ) => Error::ReferenceInvalid(s),
+    }
 }
 
 fn digest_error(e: DigestError) -> Error {
     match e {
         DigestError::Malformed(s) => Error::DigestInvalid(s),
         DigestError::Unsupported(s) => Error::Unsupported(s),
-    }
-}
-
-fn reference_error(e: ReferenceError) -> Error {
-    match e {
-        ReferenceError::Digest(d) => digest_error(d),
-        ReferenceError::Tag(s) | ReferenceError::Name(s) | ReferenceError::Registry(s) => {
-            Error::ReferenceInvalid(s)
-        }
     }
 }
 

@@ -1,20 +1,21 @@
 //! The operator tools (`ls`, `pin`, `unpin`, `prefetch`, `gc`, `verify`) as commands: each
 //! talks to the running daemon's admin endpoint, or, when no daemon holds the store, opens the
 //! stopped store itself and runs the same operation in-process (`admin.rs` has the operations).
-//! Which one is decided by the store lock, so the two never touch a store at once.
+//! Which one is decided by the store lock, so the two never touch a store at once. Before acting
+//! on a running daemon for a store named by `--root` or `--config`, the tool asks the daemon
+//! which store it serves (`GET /admin/store`) and refuses when it is another one: the address
+//! it found may belong to another daemon (the default admin address, say).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::Method;
 
 use stampede_oci::{ImageRef, Platform};
 
 use crate::admin::{self, GcReport, PrefetchReport};
+use crate::admin_client::AdminClient;
 use crate::cli::{parse_bytes, parse_pin_target, Command, ServeArgs, StoreArgs};
 use crate::handler::App;
 use crate::server::{build, StartError};
@@ -38,6 +39,24 @@ pub enum ToolError {
         /// What went wrong.
         message: String,
     },
+    /// The daemon on the admin endpoint serves another store than the one named.
+    #[error(
+        "the daemon on the admin endpoint {url} serves the store {} (id {serves_id}), not {} (id {wanted_id}); \
+         nothing was done: give --admin with the admin address of the daemon that holds {}, or --config with its config file",
+        serves.display(), wanted.display(), wanted.display()
+    )]
+    WrongStore {
+        /// The admin URL asked.
+        url: String,
+        /// The store root that daemon serves.
+        serves: PathBuf,
+        /// Its id.
+        serves_id: String,
+        /// The store root named (`--root`, `--config`).
+        wanted: PathBuf,
+        /// Its id, or "none yet".
+        wanted_id: String,
+    },
     /// The daemon (or the offline operation) refused.
     #[error("{0}")]
     Refused(String),
@@ -52,13 +71,34 @@ macro_rules! say {
 }
 
 enum Mode {
-    Online(String),
+    Online(AdminClient),
     Offline(Arc<App>),
+}
+
+/// The store root the arguments name: `--root`, else the config file's `root`, else the default.
+fn store_root(args: &StoreArgs) -> Result<PathBuf, ToolError> {
+    if let Some(root) = &args.root {
+        return Ok(root.clone());
+    }
+    let file = match &args.config {
+        Some(path) => {
+            crate::config_file::FileConfig::load(path).map_err(|e| ToolError::Config(e.into()))?
+        }
+        None => crate::config_file::FileConfig::default(),
+    };
+    Ok(file
+        .root
+        .unwrap_or_else(|| PathBuf::from(crate::cli::DEFAULT_ROOT)))
 }
 
 async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
     if let Some(url) = &args.admin {
-        return Ok(Mode::Online(url.trim_end_matches('/').to_owned()));
+        let admin = AdminClient::from_flag(url);
+        // A store named as well: the daemon must prove it serves that one.
+        if args.root.is_some() || args.config.is_some() {
+            admin.confirm_store(&store_root(args)?).await?;
+        }
+        return Ok(Mode::Online(admin));
     }
     let serve = ServeArgs {
         config: args.config.clone(),
@@ -77,7 +117,7 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
     };
     let admin = settings.config.server.admin_listen;
     let root = settings.config.store.root.clone();
-    if !root.join("blobs").is_dir() {
+    if !root.join(stampede_oci::layout::BLOBS_DIR).is_dir() {
         return Err(ToolError::Refused(format!(
             "no cache-daemon store at {} (give --root or --config, or --admin for a running daemon)",
             root.display()
@@ -89,50 +129,18 @@ async fn mode(args: &StoreArgs) -> Result<Mode, ToolError> {
             source: OpenError::Locked { .. },
             ..
         }) => match admin {
-            Some(a) => Ok(Mode::Online(format!("http://{a}"))),
+            Some(a) => {
+                let admin = AdminClient::from_config(a, &root, args.config.as_deref());
+                // The configured address may be another daemon's (the default one, say).
+                admin.confirm_store(&root).await?;
+                Ok(Mode::Online(admin))
+            }
             None => Err(ToolError::Refused(
                 "a daemon holds the store and its admin endpoint is off; stop it or enable admin_listen".into(),
             )),
         },
         Err(e) => Err(e.into()),
     }
-}
-
-async fn call<T: serde::de::DeserializeOwned>(
-    base: &str,
-    method: Method,
-    path_and_query: &str,
-) -> Result<T, ToolError> {
-    let url = format!("{base}{path_and_query}");
-    let admin_err = |message: String| ToolError::Admin {
-        url: base.to_owned(),
-        message,
-    };
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::builder()
-        .method(method)
-        .uri(&url)
-        .body(Empty::new())
-        .map_err(|e| admin_err(e.to_string()))?;
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| admin_err(format!("{e}")))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| admin_err(e.to_string()))?
-        .to_bytes();
-    if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(ToolError::Refused(format!("{status}: {message}")));
-    }
-    serde_json::from_slice(&body).map_err(|e| admin_err(format!("unexpected answer: {e}")))
 }
 
 fn q(value: &str) -> String {
@@ -148,7 +156,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         Command::Serve(_) => unreachable!("serve is not a tool"),
         Command::Ls(a) => {
             let items: Vec<InventoryItem> = match mode(&a.store).await? {
-                Mode::Online(url) => call(&url, Method::GET, "/admin/blobs").await?,
+                Mode::Online(admin) => admin.call(Method::GET, "/admin/blobs").await?,
                 Mode::Offline(app) => app.store.inventory(),
             };
             if a.json {
@@ -164,29 +172,33 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
         Command::Pin(a) => {
             let request = parse_pin_target(&a.target, a.platform.as_deref())?;
             let pin: Pin = match mode(&a.store).await? {
-                Mode::Online(url) => {
+                Mode::Online(admin) => {
                     let mut path = format!("/admin/pins?target={}", q(&a.target));
                     if let Some(p) = &a.platform {
                         path.push_str(&format!("&platform={}", q(p)));
                     }
-                    call(&url, Method::POST, &path).await?
+                    admin.call(Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::pin(&app, &request)
                     .await
                     .map_err(|e| ToolError::Refused(e.message))?,
             };
-            say!("pinned {} ({} digests)", pin.target, pin.digests.len());
+            say!(
+                "pinned {} ({})",
+                pin.target,
+                count(pin.digests.len(), "digest", "digests")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Unpin(a) => {
             let removed = match mode(&a.store).await? {
-                Mode::Online(url) => {
-                    let v: serde_json::Value = call(
-                        &url,
-                        Method::DELETE,
-                        &format!("/admin/pins?target={}", q(&a.target)),
-                    )
-                    .await?;
+                Mode::Online(admin) => {
+                    let v: serde_json::Value = admin
+                        .call(
+                            Method::DELETE,
+                            &format!("/admin/pins?target={}", q(&a.target)),
+                        )
+                        .await?;
                     v["removed"].as_u64().unwrap_or(0) as usize
                 }
                 Mode::Offline(app) => app
@@ -198,7 +210,7 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 eprintln!("cache-daemon: no pin with target {}", a.target);
                 return Ok(ExitCode::from(1));
             }
-            say!("unpinned {} ({removed} pins)", a.target);
+            say!("unpinned {} ({})", a.target, count(removed, "pin", "pins"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Prefetch(a) => {
@@ -214,24 +226,27 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 })
                 .transpose()?;
             let report: PrefetchReport = match mode(&a.store).await? {
-                Mode::Online(url) => {
+                Mode::Online(admin) => {
                     let mut path = format!("/admin/prefetch?image={}", q(&a.image));
                     if let Some(p) = &a.platform {
                         path.push_str(&format!("&platform={}", q(p)));
                     }
-                    call(&url, Method::POST, &path).await?
+                    admin.call(Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::prefetch(&app, &image, platform.as_ref())
                     .await
                     .map_err(|e| ToolError::Refused(e.message))?,
             };
+            // The image as the operator wrote it, and the upstream it really came from (Docker's
+            // normalisation would call `demo/app` `docker.io/demo/app` whatever is configured).
             say!(
-                "prefetched {}: {} manifests, {} blobs, {} fetched now ({} bytes)",
-                report.image,
-                report.manifests.len(),
-                report.blobs,
+                "prefetched {} from {}: {}, {}, {} fetched now ({})",
+                a.image,
+                report.upstream,
+                count(report.manifests.len(), "manifest", "manifests"),
+                count(report.blobs, "blob", "blobs"),
                 report.fetched,
-                report.fetched_bytes
+                count_u64(report.fetched_bytes, "byte", "bytes")
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -242,12 +257,12 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 .map(|b| parse_bytes("--target-bytes", b))
                 .transpose()?;
             let report: GcReport = match mode(&a.store).await? {
-                Mode::Online(url) => {
+                Mode::Online(admin) => {
                     let mut path = format!("/admin/gc?dry_run={}", a.dry_run);
                     if let Some(t) = target {
                         path.push_str(&format!("&target_bytes={t}"));
                     }
-                    call(&url, Method::POST, &path).await?
+                    admin.call(Method::POST, &path).await?
                 }
                 Mode::Offline(app) => admin::gc(&app, target, a.dry_run).await,
             };
@@ -260,15 +275,15 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
                 say!("{verb} {d}");
             }
             say!(
-                "{verb} {} blobs, {} bytes",
-                report.victims.len(),
-                report.bytes
+                "{verb} {}, {}",
+                count(report.victims.len(), "blob", "blobs"),
+                count_u64(report.bytes, "byte", "bytes")
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(a) => {
             let report: VerifyReport = match mode(&a.store).await? {
-                Mode::Online(url) => call(&url, Method::POST, "/admin/verify").await?,
+                Mode::Online(admin) => admin.call(Method::POST, "/admin/verify").await?,
                 Mode::Offline(app) => {
                     let store = app.store.clone();
                     tokio::task::spawn_blocking(move || store.verify())
@@ -282,12 +297,16 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
             for d in &report.unreadable {
                 say!("unreadable {d}: forgotten");
             }
+            for d in &report.held_in_quarantine {
+                say!("still in quarantine {d}: found corrupt earlier, not served (remove it from the store's quarantine/ directory once looked at)");
+            }
             say!(
-                "verified {} blobs ({} bytes): {} quarantined, {} unreadable",
-                report.checked,
-                report.bytes,
+                "verified {} ({}): {} quarantined now, {} unreadable, {} in quarantine from before",
+                count(report.checked, "blob", "blobs"),
+                count_u64(report.bytes, "byte", "bytes"),
                 report.quarantined.len(),
-                report.unreadable.len()
+                report.unreadable.len(),
+                report.held_in_quarantine.len()
             );
             Ok(
                 if report.quarantined.is_empty() && report.unreadable.is_empty() {
@@ -298,6 +317,15 @@ pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
             )
         }
     }
+}
+
+/// `1 blob`, `2 blobs`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    count_u64(n as u64, one, many)
+}
+
+fn count_u64(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The inventory as an aligned text table.
@@ -319,7 +347,7 @@ pub fn inventory_table(items: &[InventoryItem]) -> String {
             .collect();
         rows.push([
             i.digest.to_string().chars().take(19).collect(),
-            bytesize::ByteSize(i.size_bytes).to_string(),
+            stampede_oci::ByteSize(i.size_bytes).human(),
             i.media_type.clone().unwrap_or_else(|| "-".into()),
             humantime::format_rfc3339_seconds(crate::store::state::from_unix_secs(i.last_access))
                 .to_string(),

@@ -8,6 +8,7 @@ mod blobs;
 mod clients;
 mod deploy;
 mod e2e;
+mod first_use;
 mod hostile;
 mod load;
 mod manifests;

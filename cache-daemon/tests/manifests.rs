@@ -73,7 +73,9 @@ async fn tags_are_refreshed_after_ttl_and_served_stale_when_upstream_fails() {
     assert_eq!(up.count(Method::GET, "/manifests/v1"), 1);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(body(get(&url).await).await.unwrap(), index.as_bytes());
-    assert_eq!(up.count(Method::GET, "/manifests/v1"), 2);
+    // Refreshed with a HEAD naming the same digest (issue 17: no GET to spend pull quota on).
+    assert_eq!(up.count(Method::GET, "/manifests/v1"), 1);
+    assert_eq!(up.count(Method::HEAD, "/manifests/v1"), 1);
     // Upstream fails: the known tag is served stale; an unknown tag is an error.
     tokio::time::sleep(Duration::from_millis(150)).await;
     up.fail_manifests(Some(StatusCode::SERVICE_UNAVAILABLE));

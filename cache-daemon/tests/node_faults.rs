@@ -630,7 +630,7 @@ async fn verify_quarantines_a_corrupted_blob_online_and_offline_and_it_is_refetc
     assert_eq!(blobs_on_disk(&root), expected);
     let (code, out, _) = tool(&["verify", "--root", &root_arg]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("verified 1 blobs"), "{out}");
+    assert!(out.contains("verified 1 blob ("), "{out}");
 }
 
 /// With `verify_on_read`, a hit is rehashed as it is sent: a blob with one byte flipped on disk

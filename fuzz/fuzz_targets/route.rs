@@ -11,11 +11,11 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use cache_daemon::range::ByteRange;
 use cache_daemon::route::{Parsed, Route};
 use cache_daemon::store::layout::Layout;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
+use stampede_oci::api::ByteRange;
 
 /// The input, one field per line so seeds and regression files stay readable:
 /// method, path, query (absent when the line is missing), `Range` value, blob length.
@@ -114,7 +114,7 @@ fn only_normal(p: &Path) -> bool {
 
 fn check_range(value: &str, len_bytes: u64) {
     match ByteRange::parse(value) {
-        Err(e) => assert_eq!(e.status().as_u16(), 416),
+        Err(e) => assert_eq!(cache_daemon::error::Error::from(e).status().as_u16(), 416),
         Ok(None) => {}
         Ok(Some(range)) => {
             if let ByteRange::From {
@@ -134,7 +134,7 @@ fn check_range(value: &str, len_bytes: u64) {
                         assert_eq!(start, first);
                     }
                 }
-                Err(e) => assert_eq!(e.status().as_u16(), 416),
+                Err(e) => assert_eq!(cache_daemon::error::Error::from(e).status().as_u16(), 416),
             }
         }
     }

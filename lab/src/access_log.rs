@@ -13,66 +13,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// What a request asked for; the names match the embedded registry's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RequestKind {
-    /// `GET|HEAD /v2/`.
-    Ping,
-    /// `GET /v2/<name>/manifests/<ref>`.
-    ManifestGet,
-    /// `HEAD /v2/<name>/manifests/<ref>`.
-    ManifestHead,
-    /// `GET /v2/<name>/blobs/<digest>`.
-    BlobGet,
-    /// `HEAD /v2/<name>/blobs/<digest>`.
-    BlobHead,
-    /// Anything else (uploads, tags list, other methods).
-    Other,
-}
+pub use stampede_oci::api::RequestKind;
+use stampede_oci::api::Route;
 
-impl RequestKind {
-    /// `ping`, `manifest_get`, `manifest_head`, `blob_get`, `blob_head`, `other`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ping => "ping",
-            Self::ManifestGet => "manifest_get",
-            Self::ManifestHead => "manifest_head",
-            Self::BlobGet => "blob_get",
-            Self::BlobHead => "blob_head",
-            Self::Other => "other",
-        }
-    }
-
-    /// The kind of `method path` (a query string is ignored).
-    pub fn of(method: &str, path: &str) -> Self {
-        let path = path.split('?').next().unwrap_or(path);
-        let (get, head) = (method == "GET", method == "HEAD");
-        if path == "/v2/" || path == "/v2" {
-            return if get || head { Self::Ping } else { Self::Other };
-        }
-        if !path.starts_with("/v2/") {
-            return Self::Other;
-        }
-        match (
-            blob_digest(path).is_some(),
-            path.contains("/manifests/"),
-            get,
-            head,
-        ) {
-            (true, _, true, _) => Self::BlobGet,
-            (true, _, _, true) => Self::BlobHead,
-            (false, true, true, _) => Self::ManifestGet,
-            (false, true, _, true) => Self::ManifestHead,
-            _ => Self::Other,
-        }
-    }
-}
-
-/// The digest of a `/v2/<name>/blobs/<digest>` path, query ignored.
+/// The digest of a `/v2/<name>/blobs/<digest>` path (as [`Route`] parses it), query ignored.
 pub fn blob_digest(path: &str) -> Option<&str> {
     let path = path.split('?').next().unwrap_or(path);
-    let (_, digest) = path.rsplit_once("/blobs/")?;
-    (digest.contains(':') && !digest.contains('/')).then_some(digest)
+    matches!(Route::parse(path), Ok(Route::Blob { .. }))
+        .then(|| path.rsplit_once('/').map(|(_, digest)| digest))
+        .flatten()
 }
 
 /// One access-log line.
@@ -318,7 +267,7 @@ mod tests {
             ("GET", "/v2/a/manifests/v1", RequestKind::ManifestGet),
             (
                 "HEAD",
-                "/v2/a/manifests/sha256:00",
+                &format!("/v2/a/manifests/{D}"),
                 RequestKind::ManifestHead,
             ),
             ("GET", blob.as_str(), RequestKind::BlobGet),

@@ -21,6 +21,7 @@
 //! - [`distribution`]: [`DockerRegistry`], plain or proxy, configured from [`RegistryConfig`].
 //! - [`nginx`]: [`NginxCache`], the blob cache, configured from [`NginxConfig`].
 //! - [`containerd`]: [`Containerd`] on a temp root, for `ctr` pulls.
+//! - [`machine`]: [`Machine`], the facts of the machine a run or bench happened on.
 //! - [`error`]: [`LabError`], what went wrong and doing what.
 //!
 //! # One peer's life
@@ -34,6 +35,7 @@ pub mod access_log;
 pub mod containerd;
 pub mod distribution;
 pub mod error;
+pub mod machine;
 pub mod netns;
 pub mod nginx;
 pub mod probe;
@@ -44,6 +46,7 @@ pub use access_log::{AccessCounts, AccessEntry, AccessLog, BlobCounts, RequestKi
 pub use containerd::Containerd;
 pub use distribution::{DockerRegistry, RegistryAuth, RegistryConfig, RegistryTls};
 pub use error::LabError;
+pub use machine::Machine;
 pub use netns::{ShapedLink, Shaping};
 pub use nginx::{NginxCache, NginxConfig};
 pub use process::Proc;

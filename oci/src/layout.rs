@@ -19,8 +19,20 @@ use crate::manifest::{descriptor_digest, Manifest, ManifestError, MAX_MANIFEST_B
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
 /// The layout's index file.
 pub const INDEX_FILE: &str = "index.json";
+/// The layout marker file's content, as this workspace writes it.
+pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// Where blobs live, relative to the layout root, per algorithm (`blobs/sha256/<hex>`).
 pub const BLOBS_DIR: &str = "blobs";
+
+/// The directory of a layout rooted at `root` that holds `algorithm`'s blobs (`blobs/sha256`).
+pub fn blobs_dir(root: &Path, algorithm: &str) -> PathBuf {
+    root.join(BLOBS_DIR).join(algorithm)
+}
+
+/// The path of blob `digest` in the layout rooted at `root` (it may not exist).
+pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+    blobs_dir(root, digest.algorithm()).join(digest.hex())
+}
 /// The annotation naming an `index.json` entry (`skopeo copy oci:DIR:v1` writes `v1`).
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
@@ -250,10 +262,7 @@ impl OciLayout {
 
     /// Where blob `digest` lives (it may not exist).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join(BLOBS_DIR)
-            .join(digest.algorithm())
-            .join(digest.hex())
+        blob_path(&self.root, digest)
     }
 
     /// Whether blob `digest` is present with `size_bytes` bytes (its content is not hashed).

@@ -16,6 +16,12 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker manifest list.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker image manifest, schema 1, signed (JWS). Not served by the cache: its digest is over
+/// the payload without the signatures.
+pub const DOCKER_MANIFEST_V1_SIGNED: &str =
+    "application/vnd.docker.distribution.manifest.v1+prettyjws";
+/// Docker image manifest, schema 1, unsigned.
+pub const DOCKER_MANIFEST_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 /// OCI image config.
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Docker image config.
@@ -39,6 +45,23 @@ application/vnd.docker.distribution.manifest.v2+json";
 
 /// Largest manifest accepted, in bytes (the distribution spec's recommended limit).
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Whether a manifest is Docker schema 1: by its declared `content_type` (parameters ignored),
+/// else by `"schemaVersion": 1` in `bytes`.
+pub fn is_schema1(content_type: Option<&str>, bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "schemaVersion")]
+        schema_version: Option<u64>,
+    }
+    if content_type
+        .map(essence)
+        .is_some_and(|t| t == DOCKER_MANIFEST_V1_SIGNED || t == DOCKER_MANIFEST_V1)
+    {
+        return true;
+    }
+    serde_json::from_slice::<Version>(bytes).is_ok_and(|v| v.schema_version == Some(1))
+}
 
 /// Whether `media_type` (parameters ignored) is one of the manifest or index types.
 pub fn is_manifest_type(media_type: &str) -> bool {
@@ -183,6 +206,15 @@ impl Compression {
             Some(Self::None)
         } else {
             None
+        }
+    }
+
+    /// How people and scenario files write it: `none`, `gzip`, `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
         }
     }
 
@@ -361,6 +393,21 @@ mod tests {
             hex('c'),
             hex('d')
         )
+    }
+
+    #[test]
+    fn schema1_is_told_by_its_type_or_its_schema_version() {
+        let v1 = br#"{"schemaVersion":1,"name":"a","tag":"b","fsLayers":[]}"#;
+        let v2 = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        assert!(is_schema1(Some(DOCKER_MANIFEST_V1_SIGNED), b"not json"));
+        assert!(is_schema1(
+            Some("application/vnd.docker.distribution.manifest.v1+json; charset=utf-8"),
+            v2
+        ));
+        assert!(is_schema1(Some("application/json"), v1));
+        assert!(is_schema1(None, v1));
+        assert!(!is_schema1(None, v2));
+        assert!(!is_schema1(Some("application/json"), b"{}"));
     }
 
     #[test]

@@ -34,8 +34,8 @@ use stampede_oci::{Compression, Digest, Platform};
 
 use super::content::{file_sizes, FileContent};
 use super::layout::{
-    blob_path, ConfigDoc, DescriptorDoc, HashingWriter, HistoryDoc, IndexDoc, ManifestDoc,
-    PlatformDoc, RootFsDoc, RunConfigDoc, BLOBS_DIR, CREATED, INDEX_FILE, LAYOUT_TAG,
+    blob_path, blobs_dir, ConfigDoc, DescriptorDoc, HashingWriter, HistoryDoc, IndexDoc,
+    ManifestDoc, PlatformDoc, RootFsDoc, RunConfigDoc, CREATED, INDEX_FILE, LAYOUT_TAG,
     OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
 };
 use super::layout_image::{LayoutImage, PlatformManifest};
@@ -398,7 +398,7 @@ fn build(
     dir: &Path,
     final_dir: &Path,
 ) -> Result<GeneratedImage, GenerateError> {
-    let blobs = dir.join(BLOBS_DIR);
+    let blobs = blobs_dir(dir, "sha256");
     fs::create_dir_all(&blobs).map_err(|source| GenerateError::CreateDir {
         path: blobs.clone(),
         source,
@@ -696,7 +696,7 @@ fn build_layer(
     layer: usize,
     dir: &Path,
 ) -> Result<GeneratedLayer, GenerateError> {
-    let partial = dir.join(BLOBS_DIR).join(format!(".layer-{layer}.partial"));
+    let partial = blobs_dir(dir, "sha256").join(format!(".layer-{layer}.partial"));
     let layer_err = |path: &Path| {
         let path = path.to_owned();
         move |source| GenerateError::Layer {
@@ -998,7 +998,7 @@ mod tests {
             LAYOUT_TAG
         );
         // Every blob is named by its digest.
-        for e in fs::read_dir(root.join(BLOBS_DIR)).unwrap() {
+        for e in fs::read_dir(blobs_dir(root, "sha256")).unwrap() {
             let e = e.unwrap();
             let bytes = fs::read(e.path()).unwrap();
             assert_eq!(Digest::of(&bytes).hex(), e.file_name().to_str().unwrap());

@@ -9,30 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 use stampede_oci::{Digest, Platform};
 
-/// The `oci-layout` file's name.
-pub const OCI_LAYOUT_FILE: &str = "oci-layout";
-/// The `oci-layout` file's content.
-pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-/// The index file's name.
-pub const INDEX_FILE: &str = "index.json";
-/// Where blobs live, relative to the layout root.
-pub const BLOBS_DIR: &str = "blobs/sha256";
-/// The annotation naming an `index.json` entry, so `skopeo copy oci:DIR:latest` finds it.
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+// The layout's names and paths are the workspace's one definition, in `stampede_oci::layout`.
+pub use stampede_oci::layout::{
+    blob_path, blobs_dir, INDEX_FILE, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
+};
 /// The name given to the image in `index.json`.
 pub const LAYOUT_TAG: &str = "latest";
 /// Timestamp of every generated config and history entry (fixed, for stable digests).
 pub const CREATED: &str = "2024-01-01T00:00:00Z";
-
-/// The path of blob `digest` in the layout rooted at `root`.
-pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
-    root.join(BLOBS_DIR).join(digest.hex())
-}
 
 /// A content descriptor as manifests and indexes write it.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -26,7 +26,7 @@ use stampede_oci::{
 
 use super::import::{import_layout, ImportError};
 use super::layout::{
-    DescriptorDoc, IndexDoc, BLOBS_DIR, INDEX_FILE, LAYOUT_TAG, OCI_LAYOUT_CONTENT,
+    blobs_dir, DescriptorDoc, IndexDoc, INDEX_FILE, LAYOUT_TAG, OCI_LAYOUT_CONTENT,
     OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
 };
 use super::layout_image::LayoutImage;
@@ -162,7 +162,7 @@ pub async fn mirror(
             });
         }
     }
-    let blobs = dir.join(BLOBS_DIR);
+    let blobs = blobs_dir(&dir, "sha256");
     std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
     let mut fetched_bytes = 0;
     let platform_digest = match &chosen {

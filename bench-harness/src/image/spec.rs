@@ -89,7 +89,7 @@ pub enum SpecError {
         value: f64,
     },
     /// The compression level is outside what the compressor accepts.
-    #[error("{compression:?} level {level} is outside {min}..={max}")]
+    #[error("{} level {level} is outside {min}..={max}", .compression.name())]
     Level {
         /// The compression it was given for.
         compression: Compression,
@@ -271,5 +271,16 @@ mod tests {
         assert_eq!(s.effective_level(), Some(9));
         s.compression = Compression::None;
         assert_eq!(s.effective_level(), None);
+    }
+
+    #[test]
+    fn a_level_out_of_range_names_the_compression_plainly() {
+        let e = SpecError::Level {
+            compression: Compression::Gzip,
+            level: 12,
+            min: 1,
+            max: 9,
+        };
+        assert_eq!(e.to_string(), "gzip level 12 is outside 1..=9");
     }
 }

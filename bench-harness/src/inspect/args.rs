@@ -20,7 +20,10 @@ use crate::units::Bandwidth;
 /// references; a scenario's registry variant brings its own settings.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// The image, and optionally a second one to compare it with.
+    /// The image, and optionally a second one to compare it with. An image is one of:
+    /// `oci:DIR[:TAG]` or a plain directory (an OCI image layout); `variant:NAME` (a variant of
+    /// `--scenario`); `[docker://]REGISTRY/REPO[:TAG|@sha256:DIGEST]` (a registry reference,
+    /// e.g. `docker://127.0.0.1:5000/library/app:v1`).
     #[arg(required = true, num_args = 1..=2, value_name = "IMAGE")]
     pub images: Vec<String>,
     /// Scenario file whose variants `variant:NAME` names (its platform is then the default).

@@ -549,9 +549,12 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
         let actual: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
         if declared != actual {
             warnings.push(format!(
-                "the config's rootfs.diff_ids ({} entries) do not match the layers' tar digests ({} layers): a runtime verifying them refuses this image",
-                declared.len(),
-                actual.len()
+                "the config's rootfs.diff_ids ({}) do not match the layers' tar digests ({}): a runtime verifying them refuses this image",
+                match declared.len() {
+                    1 => "1 entry".to_owned(),
+                    n => format!("{n} entries"),
+                },
+                crate::report::human::count(actual.len() as u64, "layer")
             ));
         }
     }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use stampede_oci::{Compression, Digest};
+use stampede_oci::Digest;
 
 use super::diff::{Change, LayerSide, VariantDiff};
 use super::{Count, ImageCost, Removal};
@@ -58,7 +58,7 @@ pub fn image_table(c: &ImageCost) -> String {
         t.row(vec![
             l.index.to_string(),
             short(&l.digest),
-            format_name(l.compression).to_owned(),
+            l.compression.name().to_owned(),
             bytes(l.compressed_bytes),
             bytes(l.uncompressed_bytes),
             format!("{:.1}x", l.compression_ratio),
@@ -102,17 +102,17 @@ pub fn image_table(c: &ImageCost) -> String {
 
     let _ = writeln!(
         out,
-        "final filesystem: {} files, {}; shipped: {} files, {}",
-        tot.visible.files,
+        "final filesystem: {}, {}; shipped: {}, {}",
+        count_of(tot.visible.files, "file"),
         bytes(tot.visible.bytes),
-        tot.shipped.files,
+        count_of(tot.shipped.files, "file"),
         bytes(tot.shipped.bytes)
     );
     let _ = writeln!(
         out,
-        "shipped for nothing: {} ({} files overwritten by later entries, {}; {} deleted by whiteouts, {}), about {} compressed\n",
+        "shipped for nothing: {} ({} overwritten by later entries, {}; {} deleted by whiteouts, {}), about {} compressed\n",
         bytes(c.waste.wasted_bytes),
-        c.waste.overwritten.files,
+        count_of(c.waste.overwritten.files, "file"),
         bytes(c.waste.overwritten.bytes),
         c.waste.deleted.files,
         bytes(c.waste.deleted.bytes),
@@ -175,12 +175,12 @@ pub fn image_table(c: &ImageCost) -> String {
     for m in &c.unpack_throughput {
         let _ = writeln!(
             out,
-            "unpack on this machine: {} {}/s (layer {}: {} tar, {} files in {}, {} of it decompressing)",
-            format_name(m.compression),
+            "unpack on this machine: {} {}/s (layer {}: {} tar, {} in {}, {} of it decompressing)",
+            m.compression.name(),
             bytes(m.bytes_per_sec as u64),
             short(&m.sample_layer),
             bytes(m.sample_uncompressed_bytes),
-            m.sample_files,
+            count_of(m.sample_files, "file"),
             seconds(m.seconds),
             seconds(m.decompress_seconds)
         );
@@ -213,7 +213,7 @@ pub fn diff_table(d: &VariantDiff) -> String {
     let side = |s: &Option<LayerSide>| match s {
         Some(l) => (
             short(&l.digest),
-            format_name(l.compression).to_owned(),
+            l.compression.name().to_owned(),
             bytes(l.compressed_bytes),
         ),
         None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
@@ -280,14 +280,14 @@ pub fn diff_table(d: &VariantDiff) -> String {
         format!("pull at {}", d.bandwidth),
         seconds(a.pull_seconds),
         seconds(b.pull_seconds),
-        format!("{:+.2} s", b.pull_seconds - a.pull_seconds),
+        signed_seconds(b.pull_seconds - a.pull_seconds),
     ]);
     if let (Some(ua), Some(ub)) = (a.unpack_seconds, b.unpack_seconds) {
         t.row(vec![
             "unpack".into(),
             seconds(ua),
             seconds(ub),
-            format!("{:+.2} s", ub - ua),
+            signed_seconds(ub - ua),
         ]);
     }
     out.push_str(&t.render());
@@ -304,14 +304,6 @@ pub fn diff_table(d: &VariantDiff) -> String {
         bytes(w.a_after_b_bytes)
     );
     out
-}
-
-fn format_name(c: Compression) -> &'static str {
-    match c {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Zstd => "zstd",
-    }
 }
 
 fn short(d: &Digest) -> String {
@@ -338,6 +330,21 @@ fn seconds(s: f64) -> String {
     } else {
         format!("{s:.0} s")
     }
+}
+
+/// A difference in seconds to two decimals with its sign; one that rounds to zero reads
+/// `0.00 s`, never `-0.00 s`.
+fn signed_seconds(d: f64) -> String {
+    let rounded = (d * 100.0).round() / 100.0;
+    if rounded == 0.0 {
+        "0.00 s".to_owned()
+    } else {
+        format!("{rounded:+.2} s")
+    }
+}
+
+fn count_of(n: u64, noun: &str) -> String {
+    crate::report::human::count(n, noun)
 }
 
 fn indent(s: &str) -> String {
@@ -396,5 +403,56 @@ impl Table {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::diff::{Side, Wire};
+    use super::*;
+
+    fn side(pull_seconds: f64, unpack_seconds: f64) -> Side {
+        Side {
+            source: "oci:/tmp/a".to_owned(),
+            digest: format!("sha256:{}", "a".repeat(64)).parse().unwrap(),
+            layers: 1,
+            compressed_bytes: 1_000,
+            uncompressed_bytes: 2_000,
+            files: 3,
+            file_bytes: 1_500,
+            wasted_bytes: 0,
+            pull_bytes: 1_200,
+            pull_seconds,
+            unpack_seconds: Some(unpack_seconds),
+        }
+    }
+
+    #[test]
+    fn a_difference_that_rounds_to_zero_has_no_minus_sign() {
+        let d = VariantDiff {
+            a: side(0.5012, 0.3004),
+            b: side(0.5, 0.3),
+            layers: Vec::new(),
+            wire: Wire {
+                shared_layers: 1,
+                shared_bytes: 1_000,
+                b_after_a_bytes: 0,
+                b_after_a_saved_bytes: 1_000,
+                b_after_a_seconds: 0.0,
+                a_after_b_bytes: 0,
+                pull_bytes_delta: 0,
+                pull_seconds_delta: -0.0012,
+            },
+            bandwidth: "200Mbit".to_owned(),
+        };
+        let text = diff_table(&d);
+        assert!(!text.contains("-0.00"), "{text}");
+        let unpack = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("unpack"))
+            .unwrap();
+        assert!(unpack.trim_end().ends_with("0.00 s"), "{unpack}");
+        assert_eq!(signed_seconds(1.234), "+1.23 s");
+        assert_eq!(signed_seconds(-0.5), "-0.50 s");
     }
 }

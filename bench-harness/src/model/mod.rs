@@ -49,10 +49,10 @@ use std::time::{Instant, SystemTime};
 pub use args::{CalibrateArgs, ModelArgs};
 pub use profile::{Profile, ProfileError};
 
-use crate::machine::Machine;
 use crate::recorder::Recordings;
 use crate::result::{ImageFacts, ModelFacts, RunFacts, RunResult};
 use crate::scenario::Scenario;
+use stampede_lab::Machine;
 
 /// Why a model could not run.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +161,7 @@ pub fn run(scenario: &Scenario, inputs: &Inputs<'_>) -> Result<RunResult, ModelE
                         "key": b.key,
                         "compressed_bytes": b.bytes,
                         "uncompressed_bytes": b.uncompressed_bytes,
-                        "compression": format!("{:?}", b.compression).to_lowercase(),
+                        "compression": b.compression.name(),
                     })).collect::<Vec<_>>(),
                 }),
             },

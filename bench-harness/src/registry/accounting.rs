@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use stampede_oci::api::RequestKind;
 use stampede_oci::Digest;
 use tokio::time::Instant;
 
@@ -27,23 +28,6 @@ pub enum ListenerId {
     Shared,
     /// Node `i`'s own listener, behind that node's link.
     Node(usize),
-}
-
-/// What a request asked for, as counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
-    /// `GET|HEAD /v2/`.
-    Ping,
-    /// `GET /v2/<name>/manifests/<ref>`.
-    ManifestGet,
-    /// `HEAD /v2/<name>/manifests/<ref>`.
-    ManifestHead,
-    /// `GET /v2/<name>/blobs/<digest>`.
-    BlobGet,
-    /// `HEAD /v2/<name>/blobs/<digest>`.
-    BlobHead,
-    /// Anything else: unknown paths, other methods, malformed names.
-    Other,
 }
 
 /// Whose bytes a response body carries.

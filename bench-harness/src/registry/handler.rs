@@ -15,16 +15,17 @@ use http::header::{
     RETRY_AFTER,
 };
 use http::{Method, Request, Response, StatusCode};
+use stampede_oci::api::{ByteRange, RangeError, RequestKind, Route, RouteError};
 use stampede_oci::manifest::OCTET_STREAM;
 use stampede_oci::Digest;
+use stampede_oci::ReferenceError;
 use tokio::io::AsyncSeekExt;
 use tokio::time::Instant;
 
-use super::accounting::{Accounting, BodyKind, ListenerId, RequestKind};
+use super::accounting::{Accounting, BodyKind, ListenerId};
 use super::body::{self, Meter, ResponseBody, Source};
 use super::catalog::{Catalog, Missing};
 use super::model::RegistryModel;
-use super::route::{ByteRange, Route, RouteError};
 use super::shaping::{RequestBucket, Shaper};
 
 /// The header naming a served object's digest.
@@ -129,9 +130,11 @@ impl From<RouteError> for ErrorAnswer {
     fn from(e: RouteError) -> Self {
         match e {
             RouteError::Unknown => Self::NoEndpoint,
-            RouteError::NameInvalid => Self::NameInvalid,
-            RouteError::DigestInvalid => Self::DigestInvalid,
-            RouteError::TagInvalid => Self::TagInvalid,
+            RouteError::Name(_) => Self::NameInvalid,
+            RouteError::Digest(_) | RouteError::Reference(ReferenceError::Digest(_)) => {
+                Self::DigestInvalid
+            }
+            RouteError::Reference(_) => Self::TagInvalid,
         }
     }
 }
@@ -212,21 +215,14 @@ impl Handler {
         let head = method == Method::HEAD;
         let readable = head || method == Method::GET;
         let route = Route::parse(req.uri().path());
-        let kind = match (&route, readable, head) {
-            (Ok(Route::Ping), true, _) => RequestKind::Ping,
-            (Ok(Route::Manifest { .. }), true, false) => RequestKind::ManifestGet,
-            (Ok(Route::Manifest { .. }), true, true) => RequestKind::ManifestHead,
-            (Ok(Route::Blob { .. }), true, false) => RequestKind::BlobGet,
-            (Ok(Route::Blob { .. }), true, true) => RequestKind::BlobHead,
-            _ => RequestKind::Other,
-        };
+        let kind = RequestKind::of_route(method.as_str(), route.as_ref().ok());
         self.accounting.request(listener, kind, arrived);
         let route = route?;
         if !readable {
             return Err(ErrorAnswer::Method);
         }
         match route {
-            Route::Ping => {
+            Route::Base => {
                 let doc = Bytes::from_static(b"{}");
                 let len = doc.len() as u64;
                 let builder = Response::builder()
@@ -287,12 +283,14 @@ impl Handler {
                 Missing::Object => ErrorAnswer::BlobUnknown,
             })?;
         let size = entry.size_bytes;
-        let (status, start, len) = match ByteRange::parse(range, size) {
-            ByteRange::Full => (StatusCode::OK, 0, size),
-            ByteRange::Partial { start, end } => {
-                (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        // A malformed or multi-range header is ignored: the whole blob (RFC 9110 allows it).
+        let requested = range.and_then(|r| ByteRange::parse(r).ok().flatten());
+        let (status, start, len) = match requested.map(|r| r.resolve(size)) {
+            None => (StatusCode::OK, 0, size),
+            Some(Ok((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start),
+            Some(Err(RangeError::Unsatisfiable { .. } | RangeError::Malformed)) => {
+                return Err(ErrorAnswer::RangeInvalid(size))
             }
-            ByteRange::Unsatisfiable => return Err(ErrorAnswer::RangeInvalid(size)),
         };
         let mut builder = Response::builder()
             .status(status)

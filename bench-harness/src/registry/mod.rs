@@ -5,7 +5,7 @@
 //!
 //! It listens on one shared port and one port per simulated node: the shared egress limit
 //! applies to all of them, each node port also has its own link limit. A request goes:
-//! [`server`] (accept, HTTP/1.1) -> [`handler`] (throttle, [`route`], [`catalog`]) -> a
+//! [`server`] (accept, HTTP/1.1) -> [`handler`] (throttle, the path parsed by `stampede_oci::api::Route`, [`catalog`]) -> a
 //! [`body`] whose chunks pass [`shaping`] and land in [`accounting`].
 //!
 //! ```no_run
@@ -26,7 +26,6 @@ pub mod body;
 pub mod catalog;
 pub mod handler;
 pub mod model;
-pub mod route;
 pub mod server;
 pub mod shaping;
 

@@ -4,6 +4,14 @@
 //! rate from the registry's time series, and what each cache or mirror target saves in egress
 //! and time against the direct pulls of the same variant.
 //!
+//! A scenario with several arrival waves is answered per wave ([`WaveCapacity`]): a cold first
+//! wave and a warm second one sixty seconds later are different questions, and figures counted
+//! from the epoch across both (time to 95 % ready, mean bandwidth over the whole minute) answer
+//! neither. Per wave, time to ready counts from the wave's start over the wave's pods (every
+//! pod of a wave is scheduled at its `at`, so a pod's end-to-end time is its time from the
+//! wave's start), and egress is what the registry sent from the wave's start until the next
+//! wave's, its mean bandwidth over the wave's start to its last byte.
+//!
 //! The registry's time series lives inside each repetition's `RegistryTotals.snapshot` (the
 //! embedded registry's accounting snapshot, `series{bucket_ms, bytes_out[], requests[],
 //! throttled[]}`); [`registry_series`] reads it from there. This module only computes; the
@@ -11,8 +19,11 @@
 
 use std::time::Duration;
 
+use crate::recorder::WaveData;
 use crate::registry::accounting::Series as TrafficSeries;
-use crate::result::{RegistryTotals, RunResult, SeriesResult, READY_FRACTIONS};
+use crate::result::{
+    quantile_with_failures, RegistryTotals, RunResult, SeriesResult, READY_FRACTIONS,
+};
 use crate::scenario::TargetKind;
 
 /// Every capacity answer of one run.
@@ -36,6 +47,23 @@ pub struct SeriesCapacity {
     /// Time to 50 %, 95 %, 100 % ready ([`READY_FRACTIONS`]).
     pub time_to_ready: [ReadyTimes; 3],
     /// Registry egress, when the run recorded registry totals.
+    pub egress: Option<Egress>,
+    /// Per arrival wave when the scenario has several (then the reports show these instead of
+    /// the whole-burst figures); empty otherwise.
+    pub waves: Vec<WaveCapacity>,
+}
+
+/// What one arrival wave of one (variant, target) needed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaveCapacity {
+    /// Wave number, from 0.
+    pub wave: u32,
+    /// When the wave was scheduled, from the epoch.
+    pub at: Duration,
+    /// Time from the wave's start until 50 %, 95 %, 100 % of the wave's pods were ready.
+    pub time_to_ready: [ReadyTimes; 3],
+    /// What the registry sent from the wave's start until the next wave's (or the end), when
+    /// it recorded a time series; `pods` is the wave's pods.
     pub egress: Option<Egress>,
 }
 
@@ -91,6 +119,8 @@ pub struct CacheSaving {
     pub egress_bytes: Option<(f64, f64)>,
     /// Median time to 50, 95, 100 % ready direct and through the target.
     pub time_to_ready: [(Option<Duration>, Option<Duration>); 3],
+    /// The arrival wave (number from 0, start) this saving is for; `None` for the whole burst.
+    pub wave: Option<(u32, Duration)>,
 }
 
 /// The registry time series stored in a repetition's totals, if any.
@@ -122,23 +152,38 @@ impl Capacity {
             else {
                 continue;
             };
-            let egress = direct
-                .egress
-                .as_ref()
-                .zip(other.egress.as_ref())
-                .map(|(d, o)| (d.mean_bytes(), o.mean_bytes()));
-            savings.push(CacheSaving {
+            let saving = |d: (&Option<Egress>, &[ReadyTimes; 3]),
+                          o: (&Option<Egress>, &[ReadyTimes; 3]),
+                          wave: Option<(u32, Duration)>| CacheSaving {
                 variant: other.variant.clone(),
                 target: other.target.clone(),
                 direct: direct.target.clone(),
-                egress_bytes: egress,
-                time_to_ready: std::array::from_fn(|i| {
-                    (
-                        direct.time_to_ready[i].median(),
-                        other.time_to_ready[i].median(),
-                    )
-                }),
-            });
+                egress_bytes: d
+                    .0
+                    .as_ref()
+                    .zip(o.0.as_ref())
+                    .map(|(d, o)| (d.mean_bytes(), o.mean_bytes())),
+                time_to_ready: std::array::from_fn(|i| (d.1[i].median(), o.1[i].median())),
+                wave,
+            };
+            if other.waves.is_empty() {
+                savings.push(saving(
+                    (&direct.egress, &direct.time_to_ready),
+                    (&other.egress, &other.time_to_ready),
+                    None,
+                ));
+                continue;
+            }
+            for w in &other.waves {
+                let Some(dw) = direct.waves.iter().find(|d| d.wave == w.wave) else {
+                    continue;
+                };
+                savings.push(saving(
+                    (&dw.egress, &dw.time_to_ready),
+                    (&w.egress, &w.time_to_ready),
+                    Some((w.wave, w.at)),
+                ));
+            }
         }
         Self { series, savings }
     }
@@ -160,20 +205,110 @@ impl SeriesCapacity {
             pods: s.pods_per_repetition,
             traffic: traffic(s.registry.values()),
         });
+        let waves = if super::side_by_side::SideBySide::has_waves(r) {
+            WaveCapacity::all(r, s)
+        } else {
+            Vec::new()
+        };
         Self {
             variant: s.variant.clone(),
             target: s.target.clone(),
             pods_per_repetition: s.pods_per_repetition,
             time_to_ready,
             egress,
+            waves,
         }
     }
+}
+
+impl WaveCapacity {
+    /// One per wave `s` recorded, in wave order.
+    fn all(r: &RunResult, s: &SeriesResult) -> Vec<Self> {
+        let numbers = s.data.wave_numbers();
+        let starts: Vec<u64> = numbers
+            .iter()
+            .map(|w| s.data.merged_wave(*w).map_or(0, |d| d.at_us))
+            .collect();
+        numbers
+            .iter()
+            .enumerate()
+            .map(|(i, &wave)| {
+                let (from_us, until_us) = (starts[i], starts.get(i + 1).copied());
+                let reps: Vec<&WaveData> = s
+                    .data
+                    .repetitions()
+                    .filter_map(|(_, rep)| rep.waves().get(&wave))
+                    .collect();
+                let time_to_ready = READY_FRACTIONS.map(|fraction| ReadyTimes {
+                    fraction,
+                    per_repetition: reps
+                        .iter()
+                        .map(|w| quantile_with_failures(&w.end_to_end, w.failed_pods, fraction))
+                        .collect(),
+                });
+                let windows: Vec<(TrafficSeries, u64)> = s
+                    .registry
+                    .values()
+                    .filter_map(registry_series)
+                    .map(|series| window(&series, from_us, until_us))
+                    .collect();
+                let pods = reps
+                    .iter()
+                    .map(|w| w.ready_pods + w.failed_pods)
+                    .max()
+                    .unwrap_or(0);
+                let egress = (!windows.is_empty()).then(|| Egress {
+                    per_repetition_bytes: windows.iter().map(|(_, b)| *b).collect(),
+                    image_bytes: r.pod_image_bytes(&s.variant),
+                    pods,
+                    traffic: traffic_of(&windows),
+                });
+                Self {
+                    wave,
+                    at: Duration::from_micros(from_us),
+                    time_to_ready,
+                    egress,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The buckets of `series` from `from_us` until `until_us` (the end without it), as a series
+/// of its own starting at `from_us`, and the bytes they hold.
+fn window(series: &TrafficSeries, from_us: u64, until_us: Option<u64>) -> (TrafficSeries, u64) {
+    let bucket_us = series.bucket_ms * 1000;
+    let len = series.bytes_out.len();
+    let first = usize::try_from(from_us / bucket_us)
+        .unwrap_or(usize::MAX)
+        .min(len);
+    let end = until_us.map_or(len, |u| {
+        usize::try_from(u / bucket_us)
+            .unwrap_or(usize::MAX)
+            .min(len)
+    });
+    let end = end.max(first);
+    let slice = |v: &[u64]| v.get(first..end.min(v.len())).unwrap_or_default().to_vec();
+    let out = TrafficSeries {
+        bucket_ms: series.bucket_ms,
+        bytes_out: slice(&series.bytes_out),
+        requests: slice(&series.requests),
+        throttled: slice(&series.throttled),
+    };
+    let bytes = out.bytes_out.iter().sum();
+    (out, bytes)
 }
 
 fn traffic<'a>(totals: impl Iterator<Item = &'a RegistryTotals>) -> Option<Traffic> {
     let all: Vec<(TrafficSeries, u64)> = totals
         .filter_map(|t| registry_series(t).map(|s| (s, t.bytes_out)))
         .collect();
+    traffic_of(&all)
+}
+
+/// Peaks and means over time series (one per repetition, with the bytes each counts); the mean
+/// bandwidth of each is over its first bucket to its last bucket with bytes.
+fn traffic_of(all: &[(TrafficSeries, u64)]) -> Option<Traffic> {
     let bucket_ms = all.iter().map(|(s, _)| s.bucket_ms).max()?;
     let per_sec = |count: u64, bucket_ms: u64| count as f64 * 1000.0 / bucket_ms as f64;
     let mut t = Traffic {
@@ -184,7 +319,7 @@ fn traffic<'a>(totals: impl Iterator<Item = &'a RegistryTotals>) -> Option<Traff
         throttled: 0,
     };
     let mut means = Vec::new();
-    for (s, bytes_out) in &all {
+    for (s, bytes_out) in all {
         let peak_bytes = s.bytes_out.iter().copied().max().unwrap_or(0);
         let peak_requests = s.requests.iter().copied().max().unwrap_or(0);
         t.peak_bytes_per_sec = t.peak_bytes_per_sec.max(per_sec(peak_bytes, s.bucket_ms));
@@ -308,5 +443,24 @@ mod tests {
         // a: 6000 B over 200 ms; b: 6000 B over 300 ms.
         assert_eq!(t.mean_bytes_per_sec, (30_000.0 + 20_000.0) / 2.0);
         assert!(traffic([&RegistryTotals::default()].into_iter()).is_none());
+    }
+
+    #[test]
+    fn a_wave_window_holds_the_buckets_from_its_start_to_the_next() {
+        let series = TrafficSeries {
+            bucket_ms: 100,
+            bytes_out: vec![1, 2, 3, 4, 5, 0],
+            requests: vec![1, 1, 1, 1, 1, 1],
+            throttled: vec![0; 6],
+        };
+        let (w, bytes) = window(&series, 200_000, Some(400_000));
+        assert_eq!((w.bytes_out, bytes), (vec![3, 4], 7));
+        let (w, bytes) = window(&series, 400_000, None);
+        assert_eq!((w.bytes_out.clone(), bytes), (vec![5, 0], 5));
+        // Mean over the window's start to its last byte: 5 bytes in its first 100 ms.
+        let t = traffic_of(&[(w, bytes)]).unwrap();
+        assert_eq!(t.mean_bytes_per_sec, 50.0);
+        // A window past the series is empty, not a panic.
+        assert_eq!(window(&series, 900_000, None).1, 0);
     }
 }

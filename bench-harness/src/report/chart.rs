@@ -492,9 +492,9 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
                     .iter()
                     .map(|p| {
                         format!(
-                            "{p} mean {} over {} nodes",
+                            "{p} mean {} over {}",
                             human::us(l.mean_us(*p).round() as u64),
-                            l.count
+                            human::count(l.count, "node")
                         )
                     })
                     .collect(),

@@ -62,17 +62,23 @@ fn interval_cell(d: &Difference) -> String {
     }
 }
 
-fn verdict_cell(d: &Difference) -> Cell {
+/// The row's verdict; `host_bound` marks a row of a pair with host-bound repetitions.
+fn verdict_cell(d: &Difference, host_bound: bool) -> Cell {
     let (higher, lower) = match d.metric.unit() {
         Unit::Micros => ("slower", "faster"),
         Unit::Bytes => ("more", "less"),
     };
-    match d.verdict {
-        Verdict::Higher => Cell::with(higher, Emphasis::Strong),
-        Verdict::Lower => Cell::with(lower, Emphasis::Strong),
-        Verdict::NotSignificant => "not significant".into(),
-        Verdict::TooFewRepetitions => "too few repetitions".into(),
-        Verdict::NoData => "no data".into(),
+    let (text, emphasis) = match d.verdict {
+        Verdict::Higher => (higher, Emphasis::Strong),
+        Verdict::Lower => (lower, Emphasis::Strong),
+        Verdict::NotSignificant => ("not significant", Emphasis::None),
+        Verdict::TooFewRepetitions => ("too few repetitions", Emphasis::None),
+        Verdict::NoData => ("no data", Emphasis::None),
+    };
+    if host_bound {
+        Cell::with(format!("{text} (host-bound)"), emphasis)
+    } else {
+        Cell::with(text, emphasis)
     }
 }
 
@@ -82,7 +88,7 @@ fn confidence(c: &Comparison) -> String {
 
 fn method(c: &Comparison) -> String {
     format!(
-        "Each repetition's quantile (or time to ready, or egress) is one observation; baseline and candidate are the means over repetitions, the difference is candidate minus baseline. Intervals: percentile bootstrap, {} resamples of both sides' repetitions, {} confidence, seed {}. Significant when the interval excludes 0.",
+        "Each repetition's quantile (or time to ready, or egress) is one observation; baseline and candidate are the means over repetitions, the difference is candidate minus baseline. So a p50 here is the mean of each repetition's own p50, not the p50 over every pod of every repetition pooled that report.md shows: the two differ when repetitions differ, and the pooled one gives no interval. Intervals: percentile bootstrap, {} resamples of both sides' repetitions, {} confidence, seed {}. Significant when the interval excludes 0.",
         c.settings.resamples,
         confidence(c),
         c.settings.seed
@@ -121,7 +127,7 @@ fn pair_table(c: &Comparison, p: &PairComparison) -> Table {
                 difference_cell(d).into()
             },
             interval_cell(d).into(),
-            verdict_cell(d),
+            verdict_cell(d, p.host_bound()),
         ]);
     }
     t
@@ -149,7 +155,12 @@ fn gate_table(c: &Comparison) -> Table {
 }
 
 fn gate_result(g: &GateOutcome) -> Cell {
-    if g.crossed {
+    if !g.judged {
+        Cell::with(
+            "not judged: host-bound (--judge-host-bound)",
+            Emphasis::Fail,
+        )
+    } else if g.crossed {
         Cell::with("FAIL: regression", Emphasis::Fail)
     } else {
         Cell::with("pass", Emphasis::Pass)
@@ -157,15 +168,23 @@ fn gate_result(g: &GateOutcome) -> Cell {
 }
 
 fn gate_line(c: &Comparison) -> String {
+    let all = c.gates.len();
     let crossed = c.gates.iter().filter(|g| g.crossed).count();
-    if crossed == 0 {
-        format!("{} of {} gates passed.", c.gates.len(), c.gates.len())
+    let unjudged = c.unjudged().count();
+    let of_all = human::count(all as u64, "gate");
+    let mut line = if crossed == 0 {
+        format!("{} of {of_all} passed.", all - unjudged)
     } else {
         format!(
-            "{crossed} of {} gates crossed: the candidate is significantly slower than the limit allows.",
-            c.gates.len()
+            "{crossed} of {of_all} crossed: the candidate is significantly slower than the limit allows."
         )
+    };
+    if unjudged > 0 {
+        line.push_str(&format!(
+            " {unjudged} not judged: their series are host-bound (see the notes); --judge-host-bound judges them anyway."
+        ));
     }
+    line
 }
 
 fn gate_semantics() -> &'static str {
@@ -233,7 +252,7 @@ pub fn html(c: &Comparison) -> String {
     if c.gates.is_empty() {
         b.push_str("<p>No gate set (<code>--fail-if-slower QUANTILE:PHASE:LIMIT</code>).</p>\n");
     } else {
-        let class = if c.passed() {
+        let class = if c.passed() && c.unjudged().next().is_none() {
             "verdict-ok"
         } else {
             "verdict-bad"
@@ -316,13 +335,18 @@ pub fn summary(c: &Comparison) -> String {
     ]];
     let mut quiet = 0;
     for p in &c.pairs {
+        let label = if p.host_bound() {
+            format!("{} [host-bound]", p.label)
+        } else {
+            p.label.clone()
+        };
         for d in &p.differences {
             if !d.significant() {
                 quiet += 1;
                 continue;
             }
             rows.push([
-                p.label.clone(),
+                label.clone(),
                 d.metric.name(),
                 if d.verdict == Verdict::NoData {
                     "-".to_owned()
@@ -330,7 +354,7 @@ pub fn summary(c: &Comparison) -> String {
                     difference_cell(d)
                 },
                 interval_cell(d),
-                verdict_cell(d).text,
+                verdict_cell(d, p.host_bound()).text,
             ]);
         }
     }
@@ -354,7 +378,9 @@ pub fn summary(c: &Comparison) -> String {
             "gate {} on {}: {}",
             g.gate,
             g.pair,
-            if g.crossed {
+            if !g.judged {
+                "not judged (host-bound; --judge-host-bound judges it)"
+            } else if g.crossed {
                 "FAIL (regression)"
             } else {
                 "pass"

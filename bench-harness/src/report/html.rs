@@ -35,6 +35,7 @@ td.num, th.num { text-align: right; }
 table.facts th { background: none; border: none; padding: 1px 12px 1px 0; color: #555; font-weight: 500; }
 table.facts td { border: none; padding: 1px 0; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
+td code { overflow-wrap: anywhere; }
 .pass { color: #0a7a32; font-weight: 600; }
 .fail { color: #b00020; font-weight: 700; }
 .warnings { background: #fff6e0; border: 1px solid #e8b64c; border-radius: 4px; padding: 8px 14px; margin: 12px 0; }
@@ -160,6 +161,7 @@ pub fn render(r: &RunResult) -> String {
     }
 
     b.push_str("<h2 id=\"summary\">Summary</h2>\n");
+    let _ = writeln!(b, "<p>{}</p>", escape(section::summary_how()));
     b.push_str(&section::summary(r).html());
 
     if let Some(sbs) = sbs {
@@ -204,24 +206,17 @@ pub fn render(r: &RunResult) -> String {
     }
 
     let c = Capacity::of(r);
+    let [ready_how, egress_how, savings_how] = section::capacity_how(&c);
     b.push_str("<h2 id=\"capacity\">Capacity</h2>\n<h3>Time to ready</h3>\n");
-    b.push_str("<p>From the burst epoch until that share of the scheduled pods was ready; median over repetitions, worst repetition in brackets. Failed pods never count as ready.</p>\n");
+    let _ = writeln!(b, "<p>{}</p>", escape(&ready_how));
     b.push_str(&section::time_to_ready(&c).html());
     b.push_str("<h3>Registry egress</h3>\n");
-    let window = section::peak_window(&c).map_or_else(
-        || "no time series recorded".to_owned(),
-        |w| format!("averaged over {} windows", super::human::duration(w)),
-    );
-    let _ = writeln!(
-        b,
-        "<p>Bytes the registry sent per repetition (mean, max in brackets), per scheduled pod and in copies of the compressed image. Peak bandwidth and requests are {}; mean bandwidth is over the epoch to the last byte.</p>",
-        escape(&window)
-    );
+    let _ = writeln!(b, "<p>{}</p>", escape(&egress_how));
     b.push_str(&section::egress(&c).html());
     b.push_str("<h3>Cache saving against direct pulls</h3>\n");
     match section::savings(&c) {
         Some(t) => {
-            b.push_str("<p>Direct \u{2192} through the target, same variant; registry egress is the mean per repetition, times the median over repetitions.</p>\n");
+            let _ = writeln!(b, "<p>{}</p>", escape(&savings_how));
             b.push_str(&t.html());
         }
         None => b.push_str("<p>No variant ran both direct and through a cache or mirror.</p>\n"),

@@ -112,9 +112,27 @@ pub fn signed_percent(fraction: f64) -> String {
     }
 }
 
+/// A count with its noun, singular for one: `1 variant`, `2 variants`, `0 repetitions`. Nouns
+/// here take a plain `s`.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(count(1u32, "variant"), "1 variant");
+        assert_eq!(count(2u32, "variant"), "2 variants");
+        assert_eq!(count(0u64, "repetition"), "0 repetitions");
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -52,6 +52,7 @@ pub fn render(r: &RunResult) -> String {
     }
 
     out.push_str("## Summary\n\n");
+    let _ = writeln!(out, "{}\n", section::summary_how());
     out.push_str(&section::summary(r).markdown());
 
     if let Some(sbs) = SideBySide::of(r) {
@@ -118,26 +119,18 @@ pub fn render(r: &RunResult) -> String {
 }
 
 fn capacity(out: &mut String, c: &Capacity) {
+    let [ready_how, egress_how, savings_how] = section::capacity_how(c);
     out.push_str("## Capacity\n\n");
     out.push_str("### Time to ready\n\n");
-    out.push_str(
-        "From the burst epoch until that share of the scheduled pods was ready; median over repetitions, worst repetition in brackets. Failed pods never count as ready.\n\n",
-    );
+    let _ = writeln!(out, "{ready_how}\n");
     out.push_str(&section::time_to_ready(c).markdown());
     out.push_str("### Registry egress\n\n");
-    let window = section::peak_window(c).map_or_else(
-        || "no time series recorded".to_owned(),
-        |w| format!("averaged over {} windows", super::human::duration(w)),
-    );
-    let _ = writeln!(
-        out,
-        "Bytes the registry sent per repetition (mean, max in brackets), per scheduled pod and in copies of the compressed image. Peak bandwidth and requests are {window}; mean bandwidth is over the epoch to the last byte.\n"
-    );
+    let _ = writeln!(out, "{egress_how}\n");
     out.push_str(&section::egress(c).markdown());
     out.push_str("### Cache saving against direct pulls\n\n");
     match section::savings(c) {
         Some(t) => {
-            out.push_str("Direct \u{2192} through the target, same variant; registry egress is the mean per repetition, times the median over repetitions.\n\n");
+            let _ = writeln!(out, "{savings_how}\n");
             out.push_str(&t.markdown());
         }
         None => out.push_str("No variant ran both direct and through a cache or mirror.\n\n"),

@@ -12,7 +12,8 @@
 //! - [`human`]: how numbers read (durations, sizes, bandwidths, percentages).
 //! - [`table`]: a format-neutral table that renders as Markdown or HTML.
 //! - [`section`]: the report's content as tables (facts, summary, SLO, capacity, details).
-//! - [`capacity`]: time to 50/95/100 % ready, egress and bandwidth, cache savings.
+//! - [`capacity`]: time to 50/95/100 % ready, egress and bandwidth, cache savings (per arrival
+//!   wave when the scenario has waves).
 //! - [`side_by_side`]: targets side by side per variant (and wave), the registry's counts, and
 //!   each target's ratio to cache-daemon.
 //! - [`svg`]: chart drawing (line charts, stacked bars, interval plots).

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::capacity::{Capacity, ReadyTimes};
+use super::capacity::{Capacity, Egress, ReadyTimes};
 use super::human;
 use super::side_by_side::{ratio, TargetRow, VariantRows, WaveRow};
 use super::table::{Align, Cell, Emphasis, Table};
@@ -39,7 +39,7 @@ pub fn modelled(r: &RunResult) -> Option<String> {
 pub fn facts(r: &RunResult) -> Vec<Fact> {
     let sc = &r.scenario;
     let m = &r.machine;
-    let mut machine = vec![format!("{} cores", m.cores)];
+    let mut machine = vec![human::count(m.cores, "core")];
     machine.extend(m.cpu_model.clone());
     machine.extend(m.memory_bytes.map(|b| format!("{} RAM", human::bytes(b))));
     machine.push(format!("{} {}", m.os, m.arch));
@@ -82,9 +82,9 @@ pub fn warnings(r: &RunResult) -> Vec<String> {
         }
         let kinds: Vec<String> = failures.iter().map(|(k, n)| format!("{k} {n}")).collect();
         out.push(format!(
-            "errors: {} of {} pods failed in {}/{} ({})",
+            "errors: {} of {} failed in {}/{} ({})",
             s.data.failed_pods(),
-            scheduled_pods(s),
+            human::count(scheduled_pods(s), "pod"),
             s.variant,
             s.target,
             kinds.join(", ")
@@ -152,27 +152,7 @@ pub fn slo(r: &RunResult) -> Option<Table> {
         ("result", Align::Left),
     ]);
     for o in &r.slo {
-        let not_reached = || "not reached (failures)".to_owned();
-        let (name, limit, observed) = match &o.check {
-            SloCheck::P95Ready { limit, observed } => (
-                "p95 ready",
-                human::duration(*limit),
-                observed.map_or_else(not_reached, human::duration),
-            ),
-            SloCheck::P99Pull { limit, observed } => (
-                "p99 pull",
-                human::duration(*limit),
-                observed.map_or_else(not_reached, human::duration),
-            ),
-            SloCheck::MaxRegistryEgress {
-                limit_bytes,
-                observed_bytes,
-            } => (
-                "max registry egress",
-                human::bytes(*limit_bytes),
-                human::bytes(*observed_bytes),
-            ),
-        };
+        let (name, limit, observed) = slo_parts(&o.check);
         t.row([
             name.into(),
             o.variant.as_str().into(),
@@ -189,31 +169,132 @@ pub fn slo(r: &RunResult) -> Option<Table> {
     Some(t)
 }
 
+/// An objective's name, limit and observation as the reader sees them.
+fn slo_parts(check: &SloCheck) -> (&'static str, String, String) {
+    let not_reached = || "not reached (failures)".to_owned();
+    match check {
+        SloCheck::P95Ready { limit, observed } => (
+            "p95 ready",
+            human::duration(*limit),
+            observed.map_or_else(not_reached, human::duration),
+        ),
+        SloCheck::P99Pull { limit, observed } => (
+            "p99 pull",
+            human::duration(*limit),
+            observed.map_or_else(not_reached, human::duration),
+        ),
+        SloCheck::MaxRegistryEgress {
+            limit_bytes,
+            observed_bytes,
+        } => (
+            "max registry egress",
+            human::bytes(*limit_bytes),
+            human::bytes(*observed_bytes),
+        ),
+    }
+}
+
+/// One line per missed SLO: `p95 ready of full/direct: 6.20 s, limit 5.00 s`.
+pub fn slo_misses(r: &RunResult) -> Vec<String> {
+    r.slo
+        .iter()
+        .filter(|o| !o.pass)
+        .map(|o| {
+            let (name, limit, observed) = slo_parts(&o.check);
+            format!(
+                "{name} of {}/{}: {observed}, limit {limit}",
+                o.variant, o.target
+            )
+        })
+        .collect()
+}
+
+/// How the summary's percentiles are taken, and why `compare` shows other p50s for the same
+/// run.
+pub fn summary_how() -> &'static str {
+    "Percentiles here (and in the per-series latency tables) are over every pod of every repetition pooled, from the merged histograms. bench-harness compare takes each repetition's own percentile instead and averages them (it needs one observation per repetition for its intervals), so its p50 of the same run differs from this one whenever repetitions differ; each repetition's own figures are in the series' per-repetition table."
+}
+
 /// "N of M passed."
 pub fn slo_line(r: &RunResult) -> String {
     let passed = r.slo.iter().filter(|o| o.pass).count();
     format!("{passed} of {} passed.", r.slo.len())
 }
 
-/// Time to 50 / 95 / 100 % ready per (variant, target): median over repetitions, and the worst
-/// repetition when there are several.
+/// Whether the capacity answers are per arrival wave.
+fn per_wave(c: &Capacity) -> bool {
+    c.series.iter().any(|s| !s.waves.is_empty())
+}
+
+/// `variant`, `target` and, per wave, `wave` columns, then `rest`.
+fn capacity_columns<'a>(c: &Capacity, rest: &[(&'a str, Align)]) -> Vec<(&'a str, Align)> {
+    let mut columns = vec![("variant", Align::Left), ("target", Align::Left)];
+    if per_wave(c) {
+        columns.push(("wave", Align::Left));
+    }
+    columns.extend_from_slice(rest);
+    columns
+}
+
+/// The wave cell of a whole-burst row in a per-wave table.
+fn whole_burst() -> String {
+    "all (from the epoch)".to_owned()
+}
+
+/// `1 at 0 ms`: a wave's number (from 1) and start.
+fn wave_at(wave: u32, at: Duration) -> String {
+    format!("{} at {}", wave + 1, human::duration(at))
+}
+
+/// How the capacity tables read: time to ready, egress (with the peak window), savings.
+pub fn capacity_how(c: &Capacity) -> [String; 3] {
+    let window = peak_window(c).map_or_else(
+        || "no time series recorded".to_owned(),
+        |w| format!("averaged over {} windows", human::duration(w)),
+    );
+    if per_wave(c) {
+        [
+            "Per arrival wave: from the wave's start until that share of the wave's pods was ready; median over repetitions, worst repetition in brackets. Failed pods never count as ready.".to_owned(),
+            format!("Per arrival wave: bytes the registry sent from the wave's start until the next wave's (mean per repetition, max in brackets), per pod of the wave and in copies of the compressed image. Peak bandwidth and requests are {window}; mean bandwidth is over the wave's start to its last byte."),
+            "Per arrival wave, direct \u{2192} through the target, same variant: the wave's registry egress (mean per repetition) and its times to ready from the wave's start (median over repetitions).".to_owned(),
+        ]
+    } else {
+        [
+            "From the burst epoch until that share of the scheduled pods was ready; median over repetitions, worst repetition in brackets. Failed pods never count as ready.".to_owned(),
+            format!("Bytes the registry sent per repetition (mean, max in brackets), per scheduled pod and in copies of the compressed image. Peak bandwidth and requests are {window}; mean bandwidth is over the epoch to the last byte."),
+            "Direct \u{2192} through the target, same variant; registry egress is the mean per repetition, times the median over repetitions.".to_owned(),
+        ]
+    }
+}
+
+/// Time to 50 / 95 / 100 % ready per (variant, target), per wave when the scenario has waves:
+/// median over repetitions, and the worst repetition when there are several.
 pub fn time_to_ready(c: &Capacity) -> Table {
-    let mut t = Table::new(&[
-        ("variant", Align::Left),
-        ("target", Align::Left),
-        ("50 % ready", Align::Right),
-        ("95 % ready", Align::Right),
-        ("100 % ready", Align::Right),
-    ]);
+    let mut t = Table::new(&capacity_columns(
+        c,
+        &[
+            ("50 % ready", Align::Right),
+            ("95 % ready", Align::Right),
+            ("100 % ready", Align::Right),
+        ],
+    ));
     for s in &c.series {
-        let [a, b, d] = &s.time_to_ready;
-        t.row([
-            s.variant.as_str().into(),
-            s.target.as_str().into(),
-            ready_cell(a),
-            ready_cell(b),
-            ready_cell(d),
-        ]);
+        // A series without wave records (a result written before they were) keeps its
+        // whole-burst row among per-wave ones.
+        let rows: Vec<(Option<String>, &[ReadyTimes; 3])> = if s.waves.is_empty() {
+            vec![(per_wave(c).then(whole_burst), &s.time_to_ready)]
+        } else {
+            s.waves
+                .iter()
+                .map(|w| (Some(wave_at(w.wave, w.at)), &w.time_to_ready))
+                .collect()
+        };
+        for (wave, [a, b, d]) in rows {
+            let mut cells = vec![s.variant.as_str().into(), s.target.as_str().into()];
+            cells.extend(wave.map(Cell::from));
+            cells.extend([ready_cell(a), ready_cell(b), ready_cell(d)]);
+            t.row(cells);
+        }
     }
     t
 }
@@ -231,77 +312,98 @@ fn ready_cell(t: &ReadyTimes) -> Cell {
         (Some(median), Some(_)) => human::duration(median).into(),
         (Some(median), None) => Cell::with(
             format!(
-                "{} (never in {never} of {n} repetitions)",
-                human::duration(median)
+                "{} (never in {never} of {})",
+                human::duration(median),
+                human::count(n as u64, "repetition")
             ),
             Emphasis::Fail,
         ),
         (None, _) => Cell::with(
-            format!("never (in {never} of {n} repetitions)"),
+            format!(
+                "never (in {never} of {})",
+                human::count(n as u64, "repetition")
+            ),
             Emphasis::Fail,
         ),
     }
 }
 
-/// Registry egress per (variant, target): per repetition, per pod, in image copies, and the
-/// bandwidth and request rate it took.
+/// Registry egress per (variant, target), per wave when the scenario has waves: per
+/// repetition, per pod, in image copies, and the bandwidth and request rate it took.
 pub fn egress(c: &Capacity) -> Table {
-    let mut t = Table::new(&[
-        ("variant", Align::Left),
-        ("target", Align::Left),
-        ("egress per repetition", Align::Right),
-        ("per pod", Align::Right),
-        ("image copies", Align::Right),
-        ("peak bandwidth", Align::Right),
-        ("mean bandwidth", Align::Right),
-        ("peak requests", Align::Right),
-        ("throttled", Align::Right),
-    ]);
+    let egress_column = if per_wave(c) {
+        "egress per wave"
+    } else {
+        "egress per repetition"
+    };
+    let mut t = Table::new(&capacity_columns(
+        c,
+        &[
+            (egress_column, Align::Right),
+            ("per pod", Align::Right),
+            ("image copies", Align::Right),
+            ("peak bandwidth", Align::Right),
+            ("mean bandwidth", Align::Right),
+            ("peak requests", Align::Right),
+            ("throttled", Align::Right),
+        ],
+    ));
     for s in &c.series {
-        let Some(e) = &s.egress else {
-            t.row([
-                s.variant.as_str().into(),
-                s.target.as_str().into(),
-                "not recorded".into(),
-            ]);
-            continue;
-        };
-        let (mean, max) = (
-            human::bytes(e.mean_bytes().round() as u64),
-            human::bytes(e.max_bytes()),
-        );
-        let per_rep = if mean == max {
-            max
+        let rows: Vec<(Option<String>, Option<&Egress>)> = if s.waves.is_empty() {
+            vec![(per_wave(c).then(whole_burst), s.egress.as_ref())]
         } else {
-            format!("{mean} (max {max})")
+            s.waves
+                .iter()
+                .map(|w| (Some(wave_at(w.wave, w.at)), w.egress.as_ref()))
+                .collect()
         };
-        let dash = || "-".to_owned();
-        let traffic = e.traffic.as_ref();
-        t.row([
-            s.variant.as_str().into(),
-            s.target.as_str().into(),
-            per_rep.into(),
-            human::bytes(e.per_pod_bytes().round() as u64).into(),
-            e.image_copies()
-                .map_or_else(dash, |x| format!("{x:.2} x"))
-                .into(),
-            traffic
-                .map_or_else(dash, |t| human::bandwidth(t.peak_bytes_per_sec))
-                .into(),
-            traffic
-                .map_or_else(dash, |t| human::bandwidth(t.mean_bytes_per_sec))
-                .into(),
-            traffic
-                .map_or_else(dash, |t| {
-                    human::requests_per_second(t.peak_requests_per_sec)
-                })
-                .into(),
-            traffic
-                .map_or_else(dash, |t| t.throttled.to_string())
-                .into(),
-        ]);
+        for (wave, e) in rows {
+            let mut cells = vec![s.variant.as_str().into(), s.target.as_str().into()];
+            cells.extend(wave.map(Cell::from));
+            cells.extend(egress_cells(e));
+            t.row(cells);
+        }
     }
     t
+}
+
+/// The egress columns of one row; "not recorded" alone without egress.
+fn egress_cells(e: Option<&Egress>) -> Vec<Cell> {
+    let Some(e) = e else {
+        return vec!["not recorded".into()];
+    };
+    let (mean, max) = (
+        human::bytes(e.mean_bytes().round() as u64),
+        human::bytes(e.max_bytes()),
+    );
+    let per_rep = if mean == max {
+        max
+    } else {
+        format!("{mean} (max {max})")
+    };
+    let dash = || "-".to_owned();
+    let traffic = e.traffic.as_ref();
+    vec![
+        per_rep.into(),
+        human::bytes(e.per_pod_bytes().round() as u64).into(),
+        e.image_copies()
+            .map_or_else(dash, |x| format!("{x:.2} x"))
+            .into(),
+        traffic
+            .map_or_else(dash, |t| human::bandwidth(t.peak_bytes_per_sec))
+            .into(),
+        traffic
+            .map_or_else(dash, |t| human::bandwidth(t.mean_bytes_per_sec))
+            .into(),
+        traffic
+            .map_or_else(dash, |t| {
+                human::requests_per_second(t.peak_requests_per_sec)
+            })
+            .into(),
+        traffic
+            .map_or_else(dash, |t| t.throttled.to_string())
+            .into(),
+    ]
 }
 
 /// The window peaks are averaged over, if any series recorded a time series.
@@ -318,13 +420,17 @@ pub fn savings(c: &Capacity) -> Option<Table> {
     if c.savings.is_empty() {
         return None;
     }
-    let mut t = Table::new(&[
-        ("variant", Align::Left),
-        ("target", Align::Left),
+    let waves = c.savings.iter().any(|s| s.wave.is_some());
+    let mut columns = vec![("variant", Align::Left), ("target", Align::Left)];
+    if waves {
+        columns.push(("wave", Align::Left));
+    }
+    columns.extend([
         ("registry egress", Align::Right),
         ("time to 95 % ready", Align::Right),
         ("time to 100 % ready", Align::Right),
     ]);
+    let mut t = Table::new(&columns);
     for s in &c.savings {
         let egress = s.egress_bytes.map_or_else(
             || "-".to_owned(),
@@ -352,13 +458,19 @@ pub fn savings(c: &Capacity) -> Option<Table> {
                 ),
             }
         };
-        t.row([
+        let mut cells = vec![
             s.variant.as_str().into(),
             format!("{} vs {}", s.target, s.direct).into(),
-            egress.into(),
-            time(1).into(),
-            time(2).into(),
-        ]);
+        ];
+        if waves {
+            cells.push(
+                s.wave
+                    .map_or_else(whole_burst, |(w, at)| wave_at(w, at))
+                    .into(),
+            );
+        }
+        cells.extend([egress.into(), time(1).into(), time(2).into()]);
+        t.row(cells);
     }
     Some(t)
 }
@@ -790,12 +902,35 @@ pub fn image_sources(r: &RunResult) -> Option<Table> {
             variant.clone().into(),
             source.into(),
             code("digest"),
-            code("platform_digest"),
+            platform_manifest(&facts.details, &r.scenario.platform),
             served.into(),
             human::bytes(facts.compressed_bytes).into(),
         ]);
     }
     Some(t)
+}
+
+/// The manifest the nodes pull for their platform: the source's `platform_digest` when it
+/// recorded one, else the entry of the image's `platforms` that runs on `platform` (synthetic
+/// images list every platform they were generated for). A plain manifest is its own.
+fn platform_manifest(details: &serde_json::Value, platform: &stampede_oci::Platform) -> Cell {
+    if let Some(d) = details["source"]["platform_digest"].as_str() {
+        return Cell::with(d, Emphasis::Code);
+    }
+    let index = details["top"]["media_type"]
+        .as_str()
+        .is_some_and(|m| m.contains("index") || m.contains("manifest.list"));
+    let chosen = details["platforms"].as_array().and_then(|all| {
+        all.iter().find(|p| {
+            serde_json::from_value::<stampede_oci::Platform>(p["platform"].clone())
+                .is_ok_and(|p| p.runs_on(platform))
+        })
+    });
+    match chosen.and_then(|p| p["manifest"]["digest"].as_str()) {
+        Some(d) if index => Cell::with(d, Emphasis::Code),
+        _ if !index && details["top"].is_object() => Cell::from("the image is one manifest"),
+        _ => Cell::from("-"),
+    }
 }
 
 /// `28 (blob_get 20, manifest_get 8)`: the total, then the non-zero kinds.
@@ -824,9 +959,12 @@ fn blob_gets_line(mut gets: Vec<u64>) -> String {
     let (min, max) = (gets[0], gets[gets.len() - 1]);
     let median = gets[(gets.len() - 1) / 2];
     if min == max {
-        format!("{} blobs x {min}", gets.len())
+        format!("{} x {min}", human::count(gets.len() as u64, "blob"))
     } else {
-        format!("{} blobs, {min} to {max} (median {median})", gets.len())
+        format!(
+            "{}, {min} to {max} (median {median})",
+            human::count(gets.len() as u64, "blob")
+        )
     }
 }
 
@@ -846,20 +984,23 @@ pub fn failures(s: &SeriesResult) -> Option<Table> {
 fn pods_line(sc: &Scenario) -> String {
     let shape = match &sc.arrival {
         Arrival::Burst | Arrival::Ramp { .. } => format!(
-            "{} nodes x {} pods = {} per repetition",
-            sc.nodes,
-            sc.pods_per_node,
+            "{} x {} = {} per repetition",
+            human::count(sc.nodes, "node"),
+            human::count(sc.pods_per_node, "pod"),
             sc.total_pods()
         ),
         Arrival::Waves { .. } => format!(
-            "{} pods on {} nodes per repetition",
-            sc.total_pods(),
-            sc.total_nodes()
+            "{} on {} per repetition",
+            human::count(sc.total_pods(), "pod"),
+            human::count(sc.total_nodes(), "node")
         ),
     };
     format!(
-        "{shape}, {}, {} repetitions, seed {}, {}",
-        sc.arrival, sc.repetitions, sc.seed, sc.platform
+        "{shape}, {}, {}, seed {}, {}",
+        sc.arrival,
+        human::count(sc.repetitions, "repetition"),
+        sc.seed,
+        sc.platform
     )
 }
 
@@ -886,7 +1027,7 @@ fn variants_line(r: &RunResult) -> String {
             match &v.source {
                 ImageSource::Synthetic(spec) => {
                     let layers = spec.layers.len();
-                    let compression = format!("{:?}", spec.compression).to_lowercase();
+                    let compression = spec.compression.name();
                     let s = if layers == 1 { "" } else { "s" };
                     format!(
                         "{} ({layers} {compression} layer{s}{size}{sidecars})",

@@ -28,10 +28,60 @@ const PLOT_HEIGHT: f64 = 240.0;
 const MARGIN_LEFT: f64 = 70.0;
 const MARGIN_RIGHT: f64 = 24.0;
 const MARGIN_TOP: f64 = 14.0;
-/// Approximate width of one character of 13 px sans-serif text (the page's chart font), for
-/// layout.
-const CHAR_WIDTH: f64 = 7.4;
+/// Font size of chart text (labels, ticks, legends), in SVG units (`svg.chart text` in the
+/// page's style).
+pub const FONT_PX: f64 = 13.0;
 const LEGEND_ROW: f64 = 20.0;
+/// Widest left margin a bar or interval label may take; longer labels are shortened with an
+/// ellipsis and keep their full text as a tooltip.
+const MAX_LABEL_MARGIN: f64 = 340.0;
+/// Room between a label's end and the bar it names, and from the chart's left edge.
+const LABEL_GAP: f64 = 8.0;
+const LABEL_EDGE: f64 = 4.0;
+
+/// Advance widths of printable ASCII (space to `~`) in DejaVu Sans, in hundredths of an em
+/// rounded up, as Chromium measures them. The page asks for `system-ui, ..., sans-serif`, which
+/// resolves to DejaVu Sans on Debian; the fonts it resolves to elsewhere (Segoe UI, Roboto, SF)
+/// are narrower, so widths estimated with this table are upper bounds there.
+const ASCII_ADVANCE: [u8; 95] = [
+    32, 41, 46, 84, 64, 95, 78, 28, 39, 39, 50, 84, 32, 37, 32, 34, // space to /
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 34, 34, 84, 84, 84, 54, // 0 to ?
+    100, 69, 69, 70, 77, 64, 58, 78, 76, 30, 30, 66, 56, 87, 75, 79, // @ to O
+    61, 79, 70, 64, 62, 74, 69, 99, 69, 62, 69, 39, 34, 39, 84, 50, // P to _
+    50, 62, 64, 55, 64, 62, 36, 64, 64, 28, 28, 58, 28, 98, 64, 62, // ` to o
+    64, 64, 42, 53, 40, 64, 60, 82, 60, 60, 53, 64, 34, 64, 84, // p to ~
+];
+
+/// Estimated width of `text` at `font_px`, in the same units: the sum of its glyphs' advances
+/// ([`ASCII_ADVANCE`]; other characters count as one em, wider than any arrow, ellipsis or
+/// sign the reports use).
+pub fn text_width(text: &str, font_px: f64) -> f64 {
+    let hundredths: u32 = text
+        .chars()
+        .map(|c| match u32::from(c) {
+            code @ 32..=126 => u32::from(ASCII_ADVANCE[(code - 32) as usize]),
+            _ => 100,
+        })
+        .sum();
+    f64::from(hundredths) / 100.0 * font_px
+}
+
+/// `text` if it fits in `room` at [`FONT_PX`], else its longest prefix that fits with `…`.
+fn fit(text: &str, room: f64) -> String {
+    if text_width(text, FONT_PX) <= room {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    for c in text.chars() {
+        let mut next = out.clone();
+        next.push(c);
+        if text_width(&format!("{next}\u{2026}"), FONT_PX) > room {
+            break;
+        }
+        out = next;
+    }
+    format!("{}\u{2026}", out.trim_end())
+}
 
 /// How a line or bar segment is drawn: colour and dash by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -266,6 +316,22 @@ fn text(out: &mut String, (x, y): (f64, f64), anchor: &str, class: &str, content
     );
 }
 
+/// A label ending at `x` (right-aligned) in at most `room` units: shortened to fit when it is
+/// longer, with the full text as its tooltip.
+fn end_label(out: &mut String, (x, y): (f64, f64), room: f64, class: &str, content: &str) {
+    let shown = fit(content, room);
+    if shown == content {
+        text(out, (x, y), "end", class, content);
+    } else {
+        let _ = writeln!(
+            out,
+            "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"end\" class=\"{class}\"><title>{}</title>{}</text>",
+            escape(content),
+            escape(&shown)
+        );
+    }
+}
+
 fn dash_attr(style: Style) -> String {
     let d = DASHES[style.dash % DASHES.len()];
     if d.is_empty() {
@@ -285,7 +351,7 @@ fn legend(entries: &[LegendEntry], left: f64, top: f64, swatch: Swatch) -> (Stri
     let (mut x, mut y) = (left, top + LEGEND_ROW / 2.0);
     let mut rows = if entries.is_empty() { 0.0 } else { 1.0 };
     for e in entries {
-        let width = 34.0 + e.label.chars().count() as f64 * CHAR_WIDTH + 18.0;
+        let width = 34.0 + text_width(&e.label, FONT_PX) + 18.0;
         if x + width > WIDTH - MARGIN_RIGHT && x > left {
             x = left;
             y += LEGEND_ROW;
@@ -483,10 +549,10 @@ impl LineChart {
     }
 }
 
-/// Left margin that fits the longest of `labels`.
-fn label_margin(labels: impl Iterator<Item = usize>) -> f64 {
-    let longest = labels.max().unwrap_or(0) as f64;
-    (longest * CHAR_WIDTH + 16.0).clamp(80.0, 300.0)
+/// Left margin that fits the widest of `labels` (at most [`MAX_LABEL_MARGIN`]).
+fn label_margin<'a>(labels: impl Iterator<Item = &'a str>) -> f64 {
+    let widest = labels.map(|l| text_width(l, FONT_PX)).fold(0.0, f64::max);
+    (widest + LABEL_GAP + LABEL_EDGE).clamp(80.0, MAX_LABEL_MARGIN)
 }
 
 impl StackedBars {
@@ -494,7 +560,7 @@ impl StackedBars {
     pub fn render(&self) -> String {
         const ROW: f64 = 28.0;
         const BAR: f64 = 18.0;
-        let left = label_margin(self.bars.iter().map(|b| b.label.chars().count()));
+        let left = label_margin(self.bars.iter().map(|b| b.label.as_str()));
         let right = WIDTH - MARGIN_RIGHT;
         let top = MARGIN_TOP;
         let bottom = top + ROW * self.bars.len().max(1) as f64;
@@ -523,10 +589,10 @@ impl StackedBars {
         );
         for (i, bar) in self.bars.iter().enumerate() {
             let y = top + ROW * i as f64 + (ROW - BAR) / 2.0;
-            text(
+            end_label(
                 &mut out,
-                (left - 8.0, y + BAR / 2.0 + 4.0),
-                "end",
+                (left - LABEL_GAP, y + BAR / 2.0 + 4.0),
+                left - LABEL_GAP - LABEL_EDGE,
                 "bar-label",
                 &bar.label,
             );
@@ -565,7 +631,7 @@ impl IntervalChart {
     /// The chart as an `<svg>` element.
     pub fn render(&self) -> String {
         const ROW: f64 = 24.0;
-        let left = label_margin(self.rows.iter().map(|r| r.label.chars().count()));
+        let left = label_margin(self.rows.iter().map(|r| r.label.as_str()));
         let right = WIDTH - MARGIN_RIGHT;
         let top = MARGIN_TOP;
         let bottom = top + ROW * self.rows.len().max(1) as f64;
@@ -589,10 +655,10 @@ impl IntervalChart {
         );
         for (i, r) in self.rows.iter().enumerate() {
             let y = top + ROW * i as f64 + ROW / 2.0;
-            text(
+            end_label(
                 &mut out,
-                (left - 8.0, y + 4.0),
-                "end",
+                (left - LABEL_GAP, y + 4.0),
+                left - LABEL_GAP - LABEL_EDGE,
                 "bar-label",
                 &r.label,
             );
@@ -696,6 +762,64 @@ mod tests {
         assert!(svg.contains("H696.0V14.0"), "{svg}");
         assert!(svg.contains(">ready (%)</text>"));
         assert!(svg.contains(">95 %</text>"));
+    }
+
+    /// The right-aligned labels of `svg`: anchor x, text shown, tooltip.
+    fn end_labels(svg: &str) -> Vec<(f64, String, Option<String>)> {
+        svg.split("<text ")
+            .skip(1)
+            .filter(|t| t.contains("text-anchor=\"end\" class=\"bar-label\""))
+            .map(|t| {
+                let x: f64 = t["x=\"".len()..]
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let body = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
+                match body.strip_prefix("<title>") {
+                    Some(rest) => {
+                        let (title, shown) = rest.split_once("</title>").unwrap();
+                        (x, shown.to_owned(), Some(title.to_owned()))
+                    }
+                    None => (x, body.to_owned(), None),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_bar_labels_fit_left_of_their_bars() {
+        let label = |text: &str| Bar {
+            label: text.into(),
+            values: vec![1.0],
+            tooltips: vec!["1 s".into()],
+        };
+        let long = "app / distribution-proxy (288 layer pulls, mean)";
+        let longer = "app / distribution-proxy: stampede/app layer 4, 8.5 MB and some more words";
+        let svg = StackedBars {
+            title: "Time per layer by phase".into(),
+            x: Axis::from_zero("s", 2.0),
+            segments: vec!["fetch".into()],
+            bars: vec![label("app / direct"), label(long), label(longer)],
+        }
+        .render();
+        let labels = end_labels(&svg);
+        assert_eq!(labels.len(), 3, "{svg}");
+        for (x, shown, _) in &labels {
+            let width = text_width(shown, FONT_PX);
+            assert!(
+                x - width >= 0.0,
+                "{shown:?} is {width:.1} wide, ends at {x}: clipped"
+            );
+        }
+        // The issue's label fits whole; one too long for any margin is shortened, with the
+        // full text as its tooltip.
+        assert_eq!(labels[1].1, long);
+        assert!(labels[2].1.ends_with('\u{2026}') && labels[2].1.len() < longer.len());
+        assert_eq!(labels[2].2.as_deref(), Some(longer));
+        // Chromium's width of the issue's label in DejaVu Sans 13 px is 307.7.
+        assert!((307.7..312.0).contains(&text_width(long, FONT_PX)));
     }
 
     #[test]

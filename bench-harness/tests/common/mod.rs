@@ -11,12 +11,12 @@ pub mod real;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use bench_harness::machine::Machine;
 use bench_harness::recorder::{
     BlobFirstByte, FailureKind, LayerTimes, PodTimes, PullTimes, Recorder, Recordings, RunKey,
 };
 use bench_harness::result::{ImageFacts, RegistryTotals, RunFacts, RunResult};
 use bench_harness::scenario::Scenario;
+use stampede_lab::Machine;
 
 /// The crate directory (`bench-harness/`).
 pub fn crate_dir() -> PathBuf {
@@ -189,6 +189,8 @@ pub fn sample_result() -> RunResult {
                 kernel: Some("6.1.0-test".into()),
                 git_revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
                 git_dirty: Some(false),
+                sha_ni: Some(true),
+                load_average: Some("0.52 0.61 0.40".into()),
             },
             warnings: vec!["host-bound: CPU above 90 % for 12 s of the run".into()],
         },

@@ -12,6 +12,10 @@
 //! - `report_golden`: the Markdown and HTML reports and the comparison match their golden files.
 //! - `compare`: bootstrap comparisons find known differences and not noise; gates.
 //! - `exit_codes`: the binary's exit codes for `run`, `report` and `compare`.
+//! - `messages`: plain-words messages (missing files, schema versions, missed SLOs, `inspect`
+//!   help) and host-bound runs surfaced by `report` and `compare` (exit 3 unless judged).
+//! - `report_reference`: the committed reference results re-rendered: capacity per wave, chart
+//!   labels that fit their boxes, platform manifests, why compare's p50 differs.
 //! - `html_chromium`: the HTML reports in headless Chromium: no errors, no fetches, charts with
 //!   data, screenshots.
 //! - `platform`: a single-platform image for another platform fails every pull.
@@ -28,11 +32,13 @@ mod compare;
 mod exit_codes;
 mod html_chromium;
 mod inspect;
+mod messages;
 mod model;
 mod peers;
 mod platform;
 mod real_images;
 mod registry;
 mod report_golden;
+mod report_reference;
 mod result_schema;
 mod scenario_files;

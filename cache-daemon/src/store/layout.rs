@@ -8,6 +8,7 @@
 //! <root>/state/pins.json                           pins (saved at every change)
 //! <root>/quarantine/<64 hex>                       blobs `verify` found corrupt; never served
 //! <root>/lock                                      held by the process that owns the store
+//! <root>/store-id                                  the store's random id (`identity.rs`)
 //! ```
 //! Hash-prefix directories keep any one directory small on stores with many blobs.
 
@@ -39,7 +40,7 @@ impl Layout {
 
     /// Directory of committed blobs.
     pub fn blobs_dir(&self) -> PathBuf {
-        self.root.join("blobs").join("sha256")
+        stampede_oci::layout::blobs_dir(&self.root, "sha256")
     }
 
     /// Directory of blob metadata.
@@ -65,6 +66,11 @@ impl Layout {
     /// The pins.
     pub fn pins_path(&self) -> PathBuf {
         self.state_dir().join("pins.json")
+    }
+
+    /// The store's id file (`identity.rs`).
+    pub fn store_id_path(&self) -> PathBuf {
+        self.root.join("store-id")
     }
 
     /// Where corrupt blobs are moved.

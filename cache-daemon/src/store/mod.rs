@@ -20,6 +20,7 @@
 //!
 //! # Layout
 //! - `health`: full or not, write errors counted.
+//! - `identity`: the store's id and canonical root, reported to operator tools.
 //! - `layout`: paths.
 //! - `index`: in-memory bookkeeping (size, media type, recency, pins) and victim choice.
 //! - `page_cache`: opens and reads that succeed only without waiting on the disk.
@@ -27,6 +28,7 @@
 //! - `state`: recency, repositories, tags and pins saved across restarts.
 
 pub mod health;
+pub mod identity;
 pub mod index;
 pub mod layout;
 pub mod page_cache;
@@ -127,6 +129,11 @@ pub struct VerifyReport {
     pub quarantined: Vec<Digest>,
     /// Blobs that vanished or could not be read.
     pub unreadable: Vec<Digest>,
+    /// Blobs quarantined before this pass (by an earlier `verify` or by `verify_on_read`) and
+    /// still in `quarantine/`: not served, not counted in `checked`, listed so that a clean
+    /// pass does not hide them.
+    #[serde(default)]
+    pub held_in_quarantine: Vec<Digest>,
 }
 
 /// Why the store could not be opened.
@@ -161,6 +168,8 @@ pub struct BlobStore {
     verify_on_read: bool,
     /// `verify_on_read` rechecks running and files remembered as verified.
     read_checks: Arc<ReadChecks>,
+    /// Which store this is (`identity.rs`).
+    identity: identity::StoreIdentity,
     /// Exclusive lock on `<root>/lock`, held for the store's lifetime.
     _lock: File,
 }
@@ -202,6 +211,8 @@ impl BlobStore {
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| annotate(e, "create", &dir))?;
         }
+        let identity = identity::ensure(&layout)
+            .map_err(|e| annotate(e, "identify store", &layout.store_id_path()))?;
         let mut recovery = Recovery::default();
         for entry in read_dir(&layout.tmp_dir())? {
             let path = entry.path();
@@ -274,6 +285,7 @@ impl BlobStore {
                 health: Health::default(),
                 verify_on_read: config.verify_on_read,
                 read_checks: Arc::default(),
+                identity,
                 _lock: lock,
             },
             recovery,
@@ -282,6 +294,11 @@ impl BlobStore {
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().expect("store index mutex poisoned")
+    }
+
+    /// Which store this is: its id and canonical root.
+    pub fn identity(&self) -> &identity::StoreIdentity {
+        &self.identity
     }
 
     /// Size and media type of a committed blob, marking it used now under `repo` (if given).
@@ -304,6 +321,20 @@ impl BlobStore {
             .max_by_key(|(_, e)| e.last_access)
             .map(|(d, _)| d.clone());
         found
+    }
+
+    /// Every recorded tag (`registry/repo:tag`) and the most recently used committed manifest it
+    /// resolved to. A scan: call once, at start.
+    pub fn tags_held(&self) -> std::collections::HashMap<String, Digest> {
+        let index = self.index();
+        let mut held = std::collections::HashMap::new();
+        // Least recently used first, so the most recent use of a tag wins.
+        for (digest, entry) in index.iter_lru() {
+            for tag in &entry.tags {
+                held.insert(tag.clone(), digest.clone());
+            }
+        }
+        held
     }
 
     /// Whether a committed blob was ever requested under `repo` (`registry/repository`); does
@@ -679,6 +710,7 @@ impl BlobStore {
                 }
                 Ok(false) => {
                     report.checked += 1;
+                    report.bytes += size;
                     self.quarantine(&digest);
                     report.quarantined.push(digest);
                 }
@@ -692,6 +724,18 @@ impl BlobStore {
         if !report.quarantined.is_empty() || !report.unreadable.is_empty() {
             self.health.room_made("verify removed blobs");
         }
+        let mut earlier: Vec<Digest> = std::fs::read_dir(self.layout.quarantine_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let hex = e.file_name().into_string().ok()?;
+                Digest::parse(&format!("sha256:{hex}")).ok()
+            })
+            .filter(|d| !report.quarantined.contains(d))
+            .collect();
+        earlier.sort();
+        report.held_in_quarantine = earlier;
         report
     }
 

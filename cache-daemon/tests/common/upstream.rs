@@ -398,7 +398,9 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
             ),
             Some((media_type, bytes)) => {
                 let len = bytes.len();
-                let digest = Digest::of(&bytes).to_string();
+                let digest = schema1_payload_digest(&media_type, &bytes)
+                    .unwrap_or_else(|| Digest::of(&bytes))
+                    .to_string();
                 let mut r = full(
                     StatusCode::OK,
                     if method == Method::HEAD {
@@ -548,4 +550,24 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
         None => {}
     }
     r
+}
+
+/// The digest distribution gives a signed schema 1 manifest (`...manifest.v1+prettyjws`): over
+/// the payload without its signatures, which is the body's first `formatLength` bytes followed by
+/// the base64url-decoded `formatTail`, both from the first signature's `protected` header. `None`
+/// for other media types.
+pub fn schema1_payload_digest(media_type: &str, body: &[u8]) -> Option<Digest> {
+    use base64::Engine as _;
+    if media_type != "application/vnd.docker.distribution.manifest.v1+prettyjws" {
+        return None;
+    }
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let protected = doc["signatures"][0]["protected"].as_str()?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: serde_json::Value = serde_json::from_slice(&b64.decode(protected).ok()?).ok()?;
+    let length = usize::try_from(header["formatLength"].as_u64()?).ok()?;
+    let tail = b64.decode(header["formatTail"].as_str()?).ok()?;
+    let mut payload = body.get(..length)?.to_vec();
+    payload.extend_from_slice(&tail);
+    Some(Digest::of(&payload))
 }

@@ -1,9 +1,11 @@
-//! Facts about the machine a run happened on, for `result.json` and the report header: cores,
-//! CPU model, memory, kernel, and the git revision of the workspace. Read from `/proc` and
-//! `git`; every fact but the core count may be missing (not Linux, no git), and then is `None`.
+//! Facts about the machine a run or bench happened on, for `result.json`, report headers and
+//! bench summaries: cores, CPU model, SHA extensions, memory, kernel, the load at the start, the
+//! git revision of the workspace, and the versions of the real parts. Read from `/proc`, `git`
+//! and the programs themselves; every fact but the core count may be missing (not Linux, no git),
+//! and then is `None`. The one machine-facts type of the workspace.
 //!
 //! This module only collects; it does not judge whether the machine was the bottleneck (the
-//! runner's warnings do that).
+//! harness's warnings do that).
 
 use std::path::Path;
 use std::process::Command;
@@ -27,6 +29,13 @@ pub struct Machine {
     pub git_revision: Option<String>,
     /// Whether tracked files had uncommitted changes.
     pub git_dirty: Option<bool>,
+    /// Whether the CPU has the SHA extensions (sha256 runs several times faster with them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha_ni: Option<bool>,
+    /// 1, 5 and 15 minute load averages when the facts were collected, as `/proc/loadavg`
+    /// writes them (`"0.52 0.61 0.40"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average: Option<String>,
 }
 
 impl Machine {
@@ -52,8 +61,50 @@ impl Machine {
                 &["status", "--porcelain", "--untracked-files=no"],
             )
             .map(|s| !s.trim().is_empty()),
+            sha_ni: sha_ni(&cpuinfo),
+            load_average: load_average(),
         }
     }
+
+    /// Memory in GiB, 0 when unknown.
+    pub fn memory_gib(&self) -> f64 {
+        self.memory_bytes
+            .map_or(0.0, |b| b as f64 / (1u64 << 30) as f64)
+    }
+}
+
+/// The 1, 5 and 15 minute load averages now (`"0.52 0.61 0.40"`).
+pub fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    (fields.len() == 3).then(|| fields.join(" "))
+}
+
+/// The 1-minute load average now, 0 when unknown.
+pub fn load_1m() -> f64 {
+    load_average()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The first non-empty line a program prints for `args` (nginx and wrk print versions on
+/// stderr; wrk appends its copyright), or `None` when it does not run.
+pub fn program_version(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.split(" Copyright").next().unwrap_or_default().to_owned())
+}
+
+fn sha_ni(cpuinfo: &str) -> Option<bool> {
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags"))?;
+    Some(flags.split_whitespace().any(|f| f == "sha_ni"))
 }
 
 fn cpu_model(cpuinfo: &str) -> Option<String> {
@@ -104,6 +155,9 @@ mod tests {
         let meminfo = "MemTotal:        8048064 kB\nMemFree:          123 kB\n";
         assert_eq!(memory_bytes(meminfo), Some(8_048_064 * 1024));
         assert_eq!(memory_bytes("nothing"), None);
+        assert_eq!(sha_ni("flags\t: fpu sse sha_ni avx\n"), Some(true));
+        assert_eq!(sha_ni("flags\t: fpu sse\n"), Some(false));
+        assert_eq!(sha_ni(""), None);
     }
 
     #[test]
