@@ -7,9 +7,10 @@
 //! (the rest get 429 and retry after `Retry-After`), or nginx's lock lets one of them stream the
 //! fill while the others wait. Each node of a group pulls as kubelet and containerd do: pulls
 //! queued per node (`max_parallel_image_pulls`), per image the manifest requests one after the
-//! other, then the config, then the layers `max_concurrent_downloads` at a time, each layer
-//! unpacked in turn on the node's CPU as it lands; the container starts when every image of the
-//! pod is there and is ready at the first probe after `init`.
+//! other, then the config, then the layers `max_concurrent_downloads` at a time; once every layer
+//! is fetched, the layers are unpacked one after the other in manifest order on the node's CPU
+//! (as the harness and `ctr pull` do); the container starts when every image of the pod is there
+//! and is ready at the first probe after `init`.
 //!
 //! Targets, as they behave:
 //! - direct: every node GETs every blob from the registry (registry egress, node link, disk,
