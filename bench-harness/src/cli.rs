@@ -37,6 +37,12 @@ pub enum Command {
     /// confidence intervals over repetitions; exit 1 when a --fail-if-slower gate is crossed, 3
     /// when a gate was not judged because its series were host-bound.
     Compare(CompareArgs),
+    /// Model a scenario (or a measured run's, with --against) with the fleet model instead of
+    /// real bytes: the same result.json and reports, marked modelled.
+    Model(crate::model::ModelArgs),
+    /// Measure this machine's profile for the fleet model (hash, decompress, unpack, disk,
+    /// request overhead) from short real runs.
+    Calibrate(crate::model::CalibrateArgs),
 }
 
 /// `bench-harness report`.
@@ -215,6 +221,7 @@ impl RunArgs {
             }
             scenario.targets.retain(|t| self.targets.contains(&t.name));
         }
+        scenario.check_runnable(&self.scenario.display().to_string())?;
         let image_cache = self.image_cache.unwrap_or_else(default_image_cache);
         let work_root = self
             .work_dir

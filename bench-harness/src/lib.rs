@@ -33,6 +33,8 @@
 //! - [`host`]: CPU use during a burst, for the host-bound warning.
 //! - [`variant_image`]: each variant's image made ready: generated, imported, mirrored or resolved.
 //! - [`run`]: a whole scenario run and each burst in it.
+//! - [`model`]: the fleet model: the same scenarios through a discrete-event, flow-level model
+//!   (`bench-harness model`), calibrated by a machine profile (`bench-harness calibrate`).
 //! - [`cli`]: flags into settings.
 //!
 //! # One pod's path
@@ -51,6 +53,7 @@ pub mod container;
 pub mod host;
 pub mod image;
 pub mod inspect;
+pub mod model;
 pub mod node;
 pub mod nodes;
 pub mod origin;

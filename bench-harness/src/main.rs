@@ -68,6 +68,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(run_outcome(&result, &dir))
         }
         Command::Compare(args) => run_compare(args.into_job()?),
+        Command::Model(args) => {
+            let out = args.run()?;
+            if let Some(table) = &out.against {
+                println!("{table}");
+            }
+            Ok(run_outcome(&out.result, &out.dir))
+        }
+        Command::Calibrate(args) => {
+            print!("{}", args.run().await?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -60,6 +60,26 @@ pub struct RunResult {
     pub warnings: Vec<String>,
     /// SLO outcomes, filled by [`RunResult::evaluate_slo`].
     pub slo: Vec<SloOutcome>,
+    /// Set when the run was modelled (`bench-harness model`), not measured; absent in measured
+    /// runs and in results written before models existed.
+    pub model: Option<ModelFacts>,
+}
+
+/// What a modelled run was modelled with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelFacts {
+    /// The machine profile's name.
+    pub profile: String,
+    /// The profile file, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_path: Option<String>,
+    /// The profile's values, as the model read them (any JSON).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub profile_values: serde_json::Value,
+    /// Events the model handled over all bursts.
+    pub events: u64,
+    /// Wall-clock time the model took, microseconds.
+    pub compute_us: u64,
 }
 
 /// What one (variant, target) measured over all repetitions.
@@ -328,6 +348,7 @@ impl RunResult {
             images: BTreeMap::new(),
             warnings,
             slo: Vec::new(),
+            model: None,
         }
     }
 
@@ -579,6 +600,8 @@ struct Wire {
     warnings: Vec<String>,
     #[serde(default)]
     slo: Vec<SloOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<ModelFacts>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -864,6 +887,7 @@ impl serde::Serialize for RunResult {
             images: self.images.clone(),
             warnings: self.warnings.clone(),
             slo: self.slo.clone(),
+            model: self.model.clone(),
         };
         wire.serialize(s)
     }
@@ -897,6 +921,7 @@ impl<'de> serde::Deserialize<'de> for RunResult {
             images: w.images,
             warnings: w.warnings,
             slo: w.slo,
+            model: w.model,
         })
     }
 }

@@ -209,11 +209,9 @@ async fn fetch(
             // repository of this upstream holds it, without a hit having to record it first.
             let seen_as = format!("{}/{repo}", endpoint.authority());
             let committed = tokio::task::spawn_blocking(move || {
-                store
-                    .commit(&digest, &temp2, written, &meta)
-                    .map(|()| {
-                        store.lookup(&digest, Some(&seen_as));
-                    })
+                store.commit(&digest, &temp2, written, &meta).map(|()| {
+                    store.lookup(&digest, Some(&seen_as));
+                })
             })
             .await
             .map_err(|_| FillFailure::Local)?;

@@ -117,6 +117,13 @@ pub fn render(r: &RunResult) -> String {
         "<header>\n<h1>{}: burst pull report</h1>",
         escape(&sc.name)
     );
+    if let Some(note) = section::modelled(r) {
+        let _ = writeln!(
+            b,
+            "<p class=\"warnings\"><strong>Modelled</strong>: {}</p>",
+            escape(&note)
+        );
+    }
     if !sc.description.is_empty() {
         let _ = writeln!(b, "<p class=\"lead\">{}</p>", escape(&sc.description));
     }

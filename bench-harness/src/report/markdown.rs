@@ -18,6 +18,9 @@ pub fn render(r: &RunResult) -> String {
     let mut out = String::new();
     let sc = &r.scenario;
     let _ = writeln!(out, "# {}: burst pull report\n", sc.name);
+    if let Some(note) = section::modelled(r) {
+        let _ = writeln!(out, "> **Modelled**: {note}\n");
+    }
     if !sc.description.is_empty() {
         let _ = writeln!(out, "{}\n", sc.description);
     }

@@ -23,6 +23,18 @@ const TIMELINE_ROWS: u64 = 10;
 /// One line of run facts: a label and its value.
 pub type Fact = (&'static str, Cell);
 
+/// For a modelled run, the line that says so (and with what profile); `None` when measured.
+pub fn modelled(r: &RunResult) -> Option<String> {
+    let m = r.model.as_ref()?;
+    Some(format!(
+        "these numbers come from the fleet model (bench-harness model), not from a measured burst; machine profile {}{}. See bench-harness/README.md (Fleet model) for what it models and where it misses.",
+        m.profile,
+        m.profile_path
+            .as_deref()
+            .map_or_else(String::new, |p| format!(" ({p})"))
+    ))
+}
+
 /// The run's facts for the top of a report: when, how long, where, what was run.
 pub fn facts(r: &RunResult) -> Vec<Fact> {
     let sc = &r.scenario;

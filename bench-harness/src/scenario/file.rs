@@ -46,6 +46,8 @@ pub(super) struct ScenarioFile {
     readiness: Readiness,
     #[serde(default)]
     slo: Slo,
+    #[serde(default)]
+    model_profile: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -214,6 +216,7 @@ impl ScenarioFile {
             runtime: self.runtime,
             readiness: self.readiness,
             slo: self.slo,
+            model_profile: self.model_profile,
         };
         problems.extend(scenario.validate());
         if problems.is_empty() {

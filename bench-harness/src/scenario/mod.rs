@@ -77,6 +77,11 @@ pub struct Scenario {
     pub readiness: Readiness,
     /// Service-level objectives checked after the run; unset ones are not checked.
     pub slo: Slo,
+    /// The machine profile `bench-harness model` uses for this scenario unless `--profile` says
+    /// otherwise; [`Scenario::load`] makes a relative path relative to the scenario file. `run`
+    /// ignores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_profile: Option<PathBuf>,
 }
 
 /// When pods are scheduled, relative to the burst epoch.
@@ -476,13 +481,15 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Joins every relative, non-`~` path of the variants' image sources onto `base`.
+    /// Joins every relative, non-`~` path of the variants' image sources (and `model_profile`)
+    /// onto `base`.
     pub fn anchor_paths(&mut self, base: &Path) {
         let anchor = |p: &mut PathBuf| {
             if p.is_relative() && !p.starts_with("~") {
                 *p = base.join(&*p);
             }
         };
+        self.model_profile.iter_mut().for_each(anchor);
         for v in &mut self.variants {
             match &mut v.source {
                 ImageSource::Synthetic(_) => {}
@@ -542,6 +549,22 @@ impl Scenario {
                 origin: origin.to_owned(),
                 problems,
             })
+    }
+
+    /// Whether `run` can run this scenario as it is (the fleet model runs more: see
+    /// `validate::run_problems`); `origin` names the file in the error.
+    ///
+    /// # Errors
+    /// [`ScenarioError::Invalid`] listing each target `run` cannot deploy.
+    pub fn check_runnable(&self, origin: &str) -> Result<(), ScenarioError> {
+        let problems = validate::run_problems(self);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ScenarioError::Invalid {
+            origin: origin.to_owned(),
+            problems: validate::Problems(problems),
+        })
     }
 
     /// Nodes over the whole run: the `nodes` present at the epoch plus every wave's `new_nodes`.
@@ -896,14 +919,23 @@ kind = "direct"
 
     #[test]
     fn what_nodes_in_namespaces_need_and_cannot_do_is_said() {
-        let tasks = problems(&with(
+        // Loads (the fleet model runs it with nodes as tasks), but `run` refuses it up front.
+        let tasks = parse(&with(
             "[[targets]]\nname = \"c\"\nkind = \"cache-daemon\"\nplacement = \"cluster\"\n[[targets]]\nname = \"n\"\nkind = \"nginx\"\nplacement = \"per-node\"\n",
-        ));
+        ))
+        .unwrap();
+        let Err(ScenarioError::Invalid {
+            problems: found, ..
+        }) = tasks.check_runnable("s.toml")
+        else {
+            panic!("cluster and per-node nginx with nodes as tasks must not be runnable");
+        };
+        let said: Vec<String> = found.0.iter().map(ToString::to_string).collect();
         assert_eq!(
-            tasks,
+            said,
             [
-                "targets[1].placement: cache-daemon with placement = \"cluster\" runs a process inside every node, so it needs [network] nodes = \"namespaces\"",
-                "targets[2].placement: nginx with placement = \"per-node\" runs a process inside every node, so it needs [network] nodes = \"namespaces\"",
+                "targets[1].placement: cache-daemon with placement = \"cluster\" runs a process inside every node, so `run` needs [network] nodes = \"namespaces\" (or model the scenario with `bench-harness model`)",
+                "targets[2].placement: nginx with placement = \"per-node\" runs a process inside every node, so `run` needs [network] nodes = \"namespaces\" (or model the scenario with `bench-harness model`)",
             ]
         );
         let ns = problems(&with(

@@ -292,36 +292,12 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
     out
 }
 
-/// `variants[i].sidecars`: each names another variant, once; the pod's images all come from the
-/// embedded registry, so that in every burst they reach the node through the same target (a
-/// `mirror = false` variant is pulled straight from its own registry instead).
-/// `[network]`: what nodes in namespaces cannot do, and the placements only they can.
+/// `[network]`: what nodes in namespaces cannot do. (The placements only they can run are
+/// [`run_problems`]: the fleet model runs those with nodes as tasks too.)
 fn network(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     let namespaces = s.network.namespaces();
     for (i, t) in s.targets.iter().enumerate() {
-        let placement = match t.kind {
-            TargetKind::CacheDaemon { placement } | TargetKind::Nginx { placement } => {
-                Some(placement)
-            }
-            _ => None,
-        };
         if !namespaces {
-            let per_node_nginx = matches!(
-                t.kind,
-                TargetKind::Nginx {
-                    placement: Placement::PerNode
-                }
-            );
-            if placement == Some(Placement::Cluster) || per_node_nginx {
-                problem(
-                    format!("targets[{i}].placement"),
-                    format!(
-                        "{} with placement = \"{}\" runs a process inside every node, so it needs [network] nodes = \"namespaces\"",
-                        t.kind.name(),
-                        placement.map_or("", Placement::name)
-                    ),
-                );
-            }
             continue;
         }
         if let TargetKind::DistributionProxy = t.kind {
@@ -359,6 +335,9 @@ fn network(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     }
 }
 
+/// `variants[i].sidecars`: each names another variant, once; the pod's images all come from the
+/// embedded registry, so that in every burst they reach the node through the same target (a
+/// `mirror = false` variant is pulled straight from its own registry instead).
 fn sidecars(s: &Scenario, i: usize, v: &Variant, problem: &mut impl FnMut(String, String)) {
     if v.sidecars.is_empty() {
         return;
@@ -601,4 +580,33 @@ fn check_url(url: &str) -> Result<(), &'static str> {
         return Err("has no host");
     }
     Ok(())
+}
+
+/// What only `run` refuses: a target that puts a process inside every node (cache-daemon in
+/// cluster mode, nginx per node) needs nodes in namespaces. `bench-harness model` runs the same
+/// scenario either way, so this is checked by `run` before anything is built, not at load.
+pub(super) fn run_problems(s: &Scenario) -> Vec<Problem> {
+    if s.network.namespaces() {
+        return Vec::new();
+    }
+    s.targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let placement = match t.kind {
+                TargetKind::CacheDaemon { placement } | TargetKind::Nginx { placement } => placement,
+                _ => return None,
+            };
+            let inside_every_node = placement == Placement::Cluster
+                || matches!(t.kind, TargetKind::Nginx { placement: Placement::PerNode });
+            inside_every_node.then(|| Problem {
+                path: format!("targets[{i}].placement"),
+                message: format!(
+                    "{} with placement = \"{}\" runs a process inside every node, so `run` needs [network] nodes = \"namespaces\" (or model the scenario with `bench-harness model`)",
+                    t.kind.name(),
+                    placement.name()
+                ),
+            })
+        })
+        .collect()
 }

@@ -25,6 +25,7 @@
 //! - `peers`: distribution's proxy mode and nginx started by the harness, counted by the
 //!   registry behind them (and by nginx's own log); a missing peer program; the registry behind
 //!   a tbf-shaped namespace; skopeo and ctr as pullers.
+//! - `model`: the fleet model's properties for any parameters, its result contract, bad input.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -35,6 +36,7 @@ mod exit_codes;
 mod html_chromium;
 mod inspect;
 mod messages;
+mod model;
 mod namespaces;
 mod peers;
 mod platform;

@@ -1,0 +1,270 @@
+//! How caches answer a node's blob request in the model: a shared cache-daemon (one fill per
+//! blob, readers cut-through at the fill's pace), nginx's `proxy_cache_lock` (the lock holder
+//! streams, the others wait for the fill to complete and poll), and cluster mode (one fill per
+//! blob as stripes, passed down a fan-out tree with the tree's depth in hop latency). Fills are
+//! shared by blob key across node groups. Distribution's proxy does not coalesce, so it goes
+//! through the registry path in `mod.rs` and only uses [`Sim::serve_present`] once a blob is
+//! stored.
+
+use super::*;
+
+impl Sim<'_> {
+    pub(super) fn cache_request(&mut self, g: usize, i: usize, b: usize) {
+        let key = self.pod_images[i].blobs[b].key.clone();
+        let lat = self.request_latency();
+        if self.present.contains(&key) {
+            self.serve_present(g, i, b, lat);
+            return;
+        }
+        let fill = match self.fill_of.get(&key) {
+            Some(f) => *f,
+            None => {
+                let bytes = self.pod_images[i].blobs[b].bytes as f64;
+                let stripe = self.setup.profile.cluster.stripe.0.max(1) as f64;
+                let stripes = if self.via == Via::Cluster {
+                    (bytes / stripe).ceil().max(1.0) as u64
+                } else {
+                    1
+                };
+                self.fills.push(Fill {
+                    key: key.clone(),
+                    bytes,
+                    flow: None,
+                    waiters: Vec::new(),
+                    stripes,
+                });
+                let f = self.fills.len() - 1;
+                self.fill_of.insert(key, f);
+                let at = self.now + secs(self.setup.profile.cache.request_overhead.0);
+                self.at(at, Event::FillRequest { fill: f });
+                f
+            }
+        };
+        let fresh = self.fills[fill].flow.is_none() && self.fills[fill].waiters.is_empty();
+        let mut streams = true;
+        if self.via == Via::Nginx {
+            // The lock holder streams the fill; every other requester waits for it to finish.
+            if fresh {
+                if self.groups[g].nodes > 1.0 {
+                    let rest = self.groups[g].nodes - 1.0;
+                    let waiting = self.split(g, rest);
+                    self.fills[fill].waiters.push(Waiter {
+                        group: waiting,
+                        image: i,
+                        blob: b,
+                        since: self.now,
+                        streams: false,
+                        cohort: false,
+                    });
+                }
+            } else {
+                streams = false;
+            }
+        }
+        let waiter = Waiter {
+            group: g,
+            image: i,
+            blob: b,
+            since: self.now,
+            streams,
+            cohort: fresh,
+        };
+        match self.fills[fill].flow {
+            Some(leader) if streams => {
+                let at_hop = lat + self.hops();
+                self.follow(waiter, leader, at_hop);
+            }
+            _ => self.fills[fill].waiters.push(waiter),
+        }
+    }
+
+    fn hops(&self) -> f64 {
+        if self.via == Via::Cluster {
+            self.cluster_depth * secs(self.setup.profile.cluster.hop_latency.0)
+        } else {
+            0.0
+        }
+    }
+
+    pub(super) fn fill_request(&mut self, f: usize) {
+        let stripes = self.fills[f].stripes;
+        let admitted = match &mut self.bucket {
+            Some(bk) => bk.admit(stripes, self.now),
+            None => stripes,
+        };
+        self.served
+            .requests("blob_get", stripes, stripes - admitted, self.now);
+        if admitted < stripes {
+            // The fill's owners retry the whole blob; the throttled stripes' tokens are spent.
+            let at = self.now + self.retry_after;
+            self.at(at, Event::FillRequest { fill: f });
+            return;
+        }
+        let key = self.fills[f].key.clone();
+        self.served.blob_gets(&key, stripes);
+        let at = self.now + self.registry_latency();
+        self.at(at, Event::FillStart { fill: f });
+    }
+
+    pub(super) fn fill_start(&mut self, f: usize) {
+        let r = self.rates;
+        let stripes = self.fills[f].stripes as f64;
+        let cap = if self.via == Via::Cluster {
+            stripes * r.node_stream.min(r.down)
+        } else {
+            r.cache_stream
+        };
+        let flow = self.fabric.start(FlowSpec {
+            count: 1.0,
+            bytes: self.fills[f].bytes,
+            links: vec![(self.egress, 1.0)],
+            cap,
+            leader: None,
+        });
+        self.owners.insert(flow, Owner::Fill { fill: f });
+        self.fills[f].flow = Some(flow);
+        let waiters: Vec<Waiter> = std::mem::take(&mut self.fills[f].waiters);
+        let mut keep = Vec::new();
+        for w in waiters {
+            if w.streams {
+                let at_hop = self.hops();
+                self.follow(w, flow, at_hop);
+            } else {
+                keep.push(w);
+            }
+        }
+        self.fills[f].waiters = keep;
+    }
+
+    /// A reader streaming a fill in progress, held to its pace (cut-through).
+    fn follow(&mut self, w: Waiter, leader: FlowId, delay: f64) {
+        let spec = self.reader_spec(w.group, w.image, w.blob, Some(leader), w.cohort);
+        if delay > 0.0 {
+            // The first byte reaches the reader after `delay`; model it as the reader starting
+            // late, behind its leader, catching up at its own pace.
+            let start = self.now + delay;
+            self.delayed.push((start, w.group, w.image, w.blob, spec));
+            self.at(
+                start,
+                Event::Serve {
+                    group: w.group,
+                    image: w.image,
+                    blob: w.blob,
+                },
+            );
+            return;
+        }
+        self.start_blob_flow(w.group, w.image, w.blob, spec);
+    }
+
+    fn reader_spec(
+        &self,
+        g: usize,
+        i: usize,
+        b: usize,
+        leader: Option<FlowId>,
+        cohort: bool,
+    ) -> FlowSpec {
+        let blob = &self.pod_images[i].blobs[b];
+        let l = self.groups[g].links;
+        let r = self.rates;
+        let nodes = self.groups[g].nodes;
+        let (links, cap) = if self.via == Via::Cluster {
+            let stripes = (blob.bytes as f64 / self.setup.profile.cluster.stripe.0.max(1) as f64)
+                .ceil()
+                .max(1.0);
+            let fan_out = f64::from(self.setup.profile.cluster.fan_out.max(1));
+            let upload = if cohort { (nodes - 1.0) / nodes } else { 1.0 };
+            (
+                vec![
+                    (l.down, 1.0),
+                    (l.up, upload),
+                    (l.disk, 1.0),
+                    (l.cpu, r.hash_cost),
+                ],
+                (stripes * r.up / fan_out)
+                    .min(r.node_stream)
+                    .min(r.cache_stream),
+            )
+        } else {
+            (
+                vec![
+                    (self.cache_serve, 1.0),
+                    (l.down, 1.0),
+                    (l.disk, 1.0),
+                    (l.cpu, r.hash_cost),
+                ],
+                r.node_stream.min(r.cache_stream),
+            )
+        };
+        FlowSpec {
+            count: nodes,
+            bytes: blob.bytes as f64,
+            links,
+            cap: if cap.is_finite() { cap } else { UNLIMITED },
+            leader,
+        }
+    }
+
+    /// Serves a blob the cache (or the cluster) holds whole, after `delay`.
+    pub(super) fn serve_present(&mut self, g: usize, i: usize, b: usize, delay: f64) {
+        if let Some(pos) = self
+            .delayed
+            .iter()
+            .position(|d| d.1 == g && d.2 == i && d.3 == b && d.0 <= self.now)
+        {
+            let (_, g, i, b, mut spec) = self.delayed.swap_remove(pos);
+            if spec.leader.is_some_and(|l| !self.fabric.exists(l)) {
+                spec.leader = None;
+            }
+            self.start_blob_flow(g, i, b, spec);
+            return;
+        }
+        if delay > 0.0 {
+            let at = self.now + delay;
+            self.at(
+                at,
+                Event::Serve {
+                    group: g,
+                    image: i,
+                    blob: b,
+                },
+            );
+            return;
+        }
+        let spec = self.reader_spec(g, i, b, None, false);
+        self.start_blob_flow(g, i, b, spec);
+    }
+
+    pub(super) fn fill_done(&mut self, f: usize) {
+        let key = self.fills[f].key.clone();
+        self.present.insert(key.clone());
+        self.fill_of.remove(&key);
+        self.fills[f].flow = None;
+        let waiters = std::mem::take(&mut self.fills[f].waiters);
+        let poll = secs(self.setup.profile.cache.lock_poll.0);
+        for w in waiters {
+            if w.streams {
+                // A reader still waiting for the fill to start (it finished first): serve whole.
+                self.serve_present(w.group, w.image, w.blob, 0.0);
+            } else {
+                // nginx: the waiter looks again every lock_poll after it asked.
+                let waited = self.now - w.since;
+                let polls = if poll > 0.0 {
+                    (waited / poll).ceil()
+                } else {
+                    0.0
+                };
+                let at = (w.since + polls * poll).max(self.now);
+                self.at(
+                    at,
+                    Event::Serve {
+                        group: w.group,
+                        image: w.image,
+                        blob: w.blob,
+                    },
+                );
+            }
+        }
+    }
+}
