@@ -783,107 +783,76 @@ pub fn compare(
     pairing: &Pairing,
     settings: &Settings,
 ) -> Result<Comparison, CompareError> {
-    if !(settings.confidence > 0.0 && settings.confidence < 1.0) {
-        return Err(CompareError::Confidence(settings.confidence));
-    }
-    if settings.resamples < MIN_RESAMPLES {
-        return Err(CompareError::Resamples(settings.resamples));
-    }
-    let mut settings = settings.clone();
-    for g in &settings.gates.clone() {
-        if !settings.phases.contains(&g.phase) {
-            settings.phases.push(g.phase);
-        }
-        if !settings.quantiles.contains(&g.quantile) {
-            settings.quantiles.push(g.quantile);
-        }
-    }
-    let mut metrics: Vec<Metric> = Vec::new();
-    for phase in &settings.phases {
-        for quantile in &settings.quantiles {
-            metrics.push(Metric::Phase {
-                phase: *phase,
-                quantile: *quantile,
-            });
-        }
-    }
-    metrics.extend(READY_FRACTIONS.map(Metric::TimeToReady));
-    metrics.push(Metric::Egress);
-
-    let mut out_pairs = Vec::new();
+    let settings = settings.with_gated_rows()?;
+    let metrics = settings.metrics();
+    let mut pairs_out = Vec::new();
     let mut gates = Vec::new();
     for (b, c) in pairs(baseline, candidate, pairing)? {
-        let label = if (&b.variant, &b.target) == (&c.variant, &c.target) {
-            format!("{} / {}", b.variant, b.target)
-        } else {
-            format!(
-                "{} / {} \u{2192} {} / {}",
-                b.variant, b.target, c.variant, c.target
-            )
-        };
-        let differences: Vec<Difference> = metrics
-            .iter()
-            .map(|m| Difference::of(*m, b, c, &format!("{label}|{}", m.name()), &settings))
-            .collect();
-        for gate in &settings.gates {
-            let Some(d) = differences.iter().find(|d| d.metric == gate.metric()) else {
-                continue;
-            };
-            if d.verdict == Verdict::TooFewRepetitions {
-                return Err(CompareError::TooFewRepetitions {
-                    gate: gate.to_string(),
-                    pair: label,
-                    baseline: d.baseline.len(),
-                    candidate: d.candidate.len(),
-                });
-            }
-            let judged = settings.judge_host_bound
-                || (bound_reps(baseline.result, b).is_empty()
-                    && bound_reps(candidate.result, c).is_empty());
-            gates.push(GateOutcome {
-                gate: *gate,
-                pair: label.clone(),
-                difference: d.clone(),
-                judged,
-                crossed: judged && gate.crossed_by(d),
-            });
+        let pair = PairComparison::of([baseline, candidate], (b, c), &metrics, &settings);
+        gates.extend(pair.judge_gates(&settings)?);
+        pairs_out.push(pair);
+    }
+    Ok(Comparison {
+        title: title(baseline, candidate, pairing),
+        baseline: baseline.name.to_owned(),
+        candidate: candidate.name.to_owned(),
+        sides: [side_line(baseline), side_line(candidate)],
+        notes: notes(baseline, candidate, &pairs_out),
+        settings,
+        pairs: pairs_out,
+        gates,
+    })
+}
+
+impl Settings {
+    /// These settings checked, with every gated phase and quantile added to the rows compared.
+    ///
+    /// # Errors
+    /// [`CompareError::Confidence`] or [`CompareError::Resamples`] when out of range.
+    fn with_gated_rows(&self) -> Result<Self, CompareError> {
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(CompareError::Confidence(self.confidence));
         }
-        out_pairs.push(PairComparison {
-            label,
-            baseline: (b.variant.clone(), b.target.clone()),
-            candidate: (c.variant.clone(), c.target.clone()),
-            baseline_repetitions: b.data.repetitions().count(),
-            candidate_repetitions: c.data.repetitions().count(),
-            baseline_failed: b.data.failed_pods(),
-            candidate_failed: c.data.failed_pods(),
-            baseline_host_bound: bound_reps(baseline.result, b),
-            candidate_host_bound: bound_reps(candidate.result, c),
-            differences,
-        });
+        if self.resamples < MIN_RESAMPLES {
+            return Err(CompareError::Resamples(self.resamples));
+        }
+        let mut settings = self.clone();
+        for g in &self.gates {
+            if !settings.phases.contains(&g.phase) {
+                settings.phases.push(g.phase);
+            }
+            if !settings.quantiles.contains(&g.quantile) {
+                settings.quantiles.push(g.quantile);
+            }
+        }
+        Ok(settings)
     }
 
-    let same_run = std::ptr::eq(baseline.result, candidate.result);
-    let mut notes = Vec::new();
-    let fewest = out_pairs
-        .iter()
-        .flat_map(|p| [p.baseline_repetitions, p.candidate_repetitions])
-        .min()
-        .unwrap_or(0);
-    if fewest < 2 {
-        notes.push(format!(
-            "Only {fewest} repetition on a side: without repetitions to resample there is no confidence interval and no verdict. Run the scenario with repetitions >= {FEW_REPETITIONS}."
-        ));
-    } else if fewest < FEW_REPETITIONS {
-        notes.push(format!(
-            "Only {fewest} repetitions on a side: a bootstrap over so few repetitions can only return a handful of distinct means, so the intervals are rough and a verdict is weak evidence. Use repetitions >= {FEW_REPETITIONS} (10 is better) before trusting a verdict."
-        ));
-    }
-    for p in &out_pairs {
-        if let Some(note) = p.host_bound_note() {
-            notes.push(note);
+    /// The rows of every pair, in order: each phase at each quantile, the times to ready, then
+    /// registry egress.
+    fn metrics(&self) -> Vec<Metric> {
+        let mut metrics: Vec<Metric> = Vec::new();
+        for phase in &self.phases {
+            for quantile in &self.quantiles {
+                metrics.push(Metric::Phase {
+                    phase: *phase,
+                    quantile: *quantile,
+                });
+            }
         }
+        metrics.extend(READY_FRACTIONS.map(Metric::TimeToReady));
+        metrics.push(Metric::Egress);
+        metrics
     }
-    for p in &out_pairs {
+}
+
+/// What the reader should know about the whole comparison, in this order: too few
+/// repetitions, host-bound pairs, failed pods, and for two runs, differing scenarios or
+/// machines.
+fn notes(baseline: &Input<'_>, candidate: &Input<'_>, pairs: &[PairComparison]) -> Vec<String> {
+    let mut notes: Vec<String> = repetitions_note(pairs).into_iter().collect();
+    notes.extend(pairs.iter().filter_map(PairComparison::host_bound_note));
+    for p in pairs {
         if p.baseline_failed + p.candidate_failed > 0 {
             notes.push(format!(
                 "{}: {} baseline and {} candidate pods failed; phase quantiles cover only the pods that became ready, time to ready counts failures as never ready.",
@@ -891,57 +860,75 @@ pub fn compare(
             ));
         }
     }
-    if !same_run {
-        let differing = scenario_differences(baseline.result, candidate.result);
-        if !differing.is_empty() {
-            notes.push(format!(
-                "The two runs' scenarios differ in: {}. A difference may come from that rather than from the change under test.",
-                differing.join(", ")
-            ));
-        }
-        let (mb, mc) = (&baseline.result.machine, &candidate.result.machine);
-        if (mb.cores, &mb.cpu_model) != (mc.cores, &mc.cpu_model) {
-            notes.push(
-                "The two runs happened on different machines (cores or CPU model differ)."
-                    .to_owned(),
-            );
-        }
+    if !std::ptr::eq(baseline.result, candidate.result) {
+        notes.extend(two_run_notes(baseline.result, candidate.result));
     }
-    let title = match pairing {
-        Pairing::SameSeries => format!("{} \u{2192} {}", baseline.name, candidate.name),
+    notes
+}
+
+/// The warning when the side with the fewest repetitions has too few for a verdict, or for a
+/// trustworthy one.
+fn repetitions_note(pairs: &[PairComparison]) -> Option<String> {
+    let fewest = pairs
+        .iter()
+        .flat_map(|p| [p.baseline_repetitions, p.candidate_repetitions])
+        .min()
+        .unwrap_or(0);
+    if fewest < 2 {
+        Some(format!(
+            "Only {fewest} repetition on a side: without repetitions to resample there is no confidence interval and no verdict. Run the scenario with repetitions >= {FEW_REPETITIONS}."
+        ))
+    } else if fewest < FEW_REPETITIONS {
+        Some(format!(
+            "Only {fewest} repetitions on a side: a bootstrap over so few repetitions can only return a handful of distinct means, so the intervals are rough and a verdict is weak evidence. Use repetitions >= {FEW_REPETITIONS} (10 is better) before trusting a verdict."
+        ))
+    } else {
+        None
+    }
+}
+
+/// What differs between two runs besides the change under test: scenario fields, the machine.
+fn two_run_notes(baseline: &RunResult, candidate: &RunResult) -> Vec<String> {
+    let mut notes = Vec::new();
+    let differing = scenario_differences(baseline, candidate);
+    if !differing.is_empty() {
+        notes.push(format!(
+            "The two runs' scenarios differ in: {}. A difference may come from that rather than from the change under test.",
+            differing.join(", ")
+        ));
+    }
+    let (mb, mc) = (&baseline.machine, &candidate.machine);
+    if (mb.cores, &mb.cpu_model) != (mc.cores, &mc.cpu_model) {
+        notes.push(
+            "The two runs happened on different machines (cores or CPU model differ).".to_owned(),
+        );
+    }
+    notes
+}
+
+/// `a.json → b.json`, `run.json: variant full → slim`, or `a.json (target x) → b.json (target y)`.
+fn title(baseline: &Input<'_>, candidate: &Input<'_>, pairing: &Pairing) -> String {
+    let (what, b, c) = match pairing {
+        Pairing::SameSeries => {
+            return format!("{} \u{2192} {}", baseline.name, candidate.name);
+        }
         Pairing::Variants {
             baseline: b,
             candidate: c,
-        }
-        | Pairing::Targets {
+        } => ("variant", b, c),
+        Pairing::Targets {
             baseline: b,
             candidate: c,
-        } => {
-            let what = if matches!(pairing, Pairing::Variants { .. }) {
-                "variant"
-            } else {
-                "target"
-            };
-            if same_run {
-                format!("{}: {what} {b} \u{2192} {c}", baseline.name)
-            } else {
-                format!(
-                    "{} ({what} {b}) \u{2192} {} ({what} {c})",
-                    baseline.name, candidate.name
-                )
-            }
-        }
+        } => ("target", b, c),
     };
-    Ok(Comparison {
-        title,
-        baseline: baseline.name.to_owned(),
-        candidate: candidate.name.to_owned(),
-        sides: [side_line(baseline), side_line(candidate)],
-        settings,
-        pairs: out_pairs,
-        gates,
-        notes,
-    })
+    if std::ptr::eq(baseline.result, candidate.result) {
+        format!("{}: {what} {b} \u{2192} {c}", baseline.name)
+    } else {
+        format!(
+            "{} ({what} {b}) \u{2192} {} ({what} {c})",
+            baseline.name, candidate.name
+        )
+    }
 }
 
 impl Comparison {
@@ -962,6 +949,72 @@ impl Comparison {
 }
 
 impl PairComparison {
+    /// Every row of `metrics` for series `b` of run `runs[0]` against series `c` of run
+    /// `runs[1]`, with each side's repetitions, failures and host-bound repetitions.
+    fn of(
+        runs: [&Input<'_>; 2],
+        (b, c): (&SeriesResult, &SeriesResult),
+        metrics: &[Metric],
+        settings: &Settings,
+    ) -> Self {
+        let label = if (&b.variant, &b.target) == (&c.variant, &c.target) {
+            format!("{} / {}", b.variant, b.target)
+        } else {
+            format!(
+                "{} / {} \u{2192} {} / {}",
+                b.variant, b.target, c.variant, c.target
+            )
+        };
+        let differences = metrics
+            .iter()
+            .map(|m| Difference::of(*m, b, c, &format!("{label}|{}", m.name()), settings))
+            .collect();
+        Self {
+            label,
+            baseline: (b.variant.clone(), b.target.clone()),
+            candidate: (c.variant.clone(), c.target.clone()),
+            baseline_repetitions: b.data.repetitions().count(),
+            candidate_repetitions: c.data.repetitions().count(),
+            baseline_failed: b.data.failed_pods(),
+            candidate_failed: c.data.failed_pods(),
+            baseline_host_bound: bound_reps(runs[0].result, b),
+            candidate_host_bound: bound_reps(runs[1].result, c),
+            differences,
+        }
+    }
+
+    /// Every gate of `settings` judged on this pair's row; a host-bound pair's gates are left
+    /// unjudged unless [`Settings::judge_host_bound`].
+    ///
+    /// # Errors
+    /// [`CompareError::TooFewRepetitions`] when a gated row has fewer than 2 repetitions on a
+    /// side.
+    fn judge_gates(&self, settings: &Settings) -> Result<Vec<GateOutcome>, CompareError> {
+        let judged = settings.judge_host_bound || !self.host_bound();
+        let mut outcomes = Vec::new();
+        for gate in &settings.gates {
+            let Some(d) = self.differences.iter().find(|d| d.metric == gate.metric()) else {
+                continue;
+            };
+            if d.verdict == Verdict::TooFewRepetitions {
+                return Err(CompareError::TooFewRepetitions {
+                    gate: gate.to_string(),
+                    pair: self.label.clone(),
+                    baseline: d.baseline.len(),
+                    candidate: d.candidate.len(),
+                });
+            }
+            outcomes.push(GateOutcome {
+                gate: *gate,
+                pair: self.label.clone(),
+                difference: d.clone(),
+                judged,
+                crossed: judged && gate.crossed_by(d),
+            });
+        }
+        Ok(outcomes)
+    }
+
     /// Whether either side has a host-bound repetition.
     pub fn host_bound(&self) -> bool {
         !(self.baseline_host_bound.is_empty() && self.candidate_host_bound.is_empty())

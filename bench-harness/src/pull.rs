@@ -16,6 +16,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use http::header::{HeaderValue, ACCEPT};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
+use oci_spec::image::ImageManifest;
 
 use stampede_oci::client::{read_body_limited, BodyError};
 
@@ -153,6 +154,35 @@ pub struct FetchedManifest {
     pub manifest: Manifest,
 }
 
+/// The image manifest a pull installs.
+struct Resolved {
+    /// Its digest.
+    digest: Digest,
+    /// The manifest.
+    image: Box<ImageManifest>,
+    /// The reference named this manifest itself, not an index: nothing has checked yet that
+    /// it is for the node's platform.
+    single_platform: bool,
+}
+
+/// When each blob fetched (`config`, then `layers` not already in the store) was asked for and
+/// its first body byte arrived.
+fn blob_timings<'a>(
+    config: &'a LayerFetch,
+    layers: impl Iterator<Item = &'a LayerFetch>,
+) -> Vec<BlobTiming> {
+    std::iter::once(config)
+        .chain(layers)
+        .filter_map(|l| {
+            Some(BlobTiming {
+                digest: l.digest.clone(),
+                requested: l.started,
+                first_byte: l.first_byte?,
+            })
+        })
+        .collect()
+}
+
 /// A node's puller; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Puller {
@@ -180,52 +210,105 @@ impl Puller {
     ) -> Result<PullRecord, PullError> {
         let started = Instant::now();
         let mut throttled = 0;
-        let fetched = self.manifest(repo, reference, &mut throttled).await?;
-        let (manifest_digest, image, single) = match fetched.manifest {
-            Manifest::Image(m) => (fetched.digest, m, true),
-            Manifest::Index(index) => {
-                let chosen = select_platform(&index, &self.config.platform).map_err(|e| {
-                    PullError::new(
-                        FailureKind::PlatformMissing,
-                        format!("pull {repo}:{reference}"),
-                        e,
-                    )
-                })?;
-                let digest = descriptor_digest(chosen)
-                    .map_err(|e| PullError::new(FailureKind::Other, "read index", e))?;
-                let child = self
-                    .manifest(repo, &Reference::Digest(digest.clone()), &mut throttled)
-                    .await?;
-                match child.manifest {
-                    Manifest::Image(m) => (digest, m, false),
-                    Manifest::Index(_) => {
-                        return Err(PullError::new(
-                            FailureKind::Other,
-                            format!("pull {repo}@{digest}"),
-                            "an index points at another index",
-                        ));
-                    }
-                }
-            }
-        };
-        let config_digest = descriptor_digest(image.config())
+        let resolved = self.resolve(repo, reference, &mut throttled).await?;
+        let config_digest = descriptor_digest(resolved.image.config())
             .map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
-        let config = self
+        let (config, t) = self
             .blob(
                 repo,
                 &config_digest,
-                image.config().size(),
+                resolved.image.config().size(),
                 Compression::None,
             )
             .await?;
-        throttled += config.1;
-        if single {
+        throttled += t;
+        if resolved.single_platform {
             // A manifest without an index is one platform's image; its config says which.
             // containerd refuses one built for another platform, and so does a node here.
-            self.check_config_platform(&config.0.path, &format!("pull {repo}:{reference}"))
+            self.check_config_platform(&config.path, &format!("pull {repo}:{reference}"))
                 .await?;
         }
-        let mut first_byte = config.0.first_byte;
+        let fetched = self.fetch_layers(repo, &resolved.image).await?;
+        let blob_timings = blob_timings(&config, fetched.iter().map(|(l, _)| l));
+        let mut bytes_fetched = if config.cached { 0 } else { config.size_bytes };
+        let mut first_byte = config.first_byte;
+        let mut layers = Vec::with_capacity(fetched.len());
+        for (layer, t) in fetched {
+            throttled += t;
+            if !layer.cached {
+                bytes_fetched += layer.size_bytes;
+            }
+            first_byte = match (first_byte, layer.first_byte) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            layers.push(layer);
+        }
+        Ok(PullRecord {
+            started,
+            first_byte,
+            fetched: Instant::now(),
+            manifest_digest: resolved.digest,
+            layers,
+            bytes_fetched,
+            throttled,
+            unpacked_by_client: false,
+            blob_timings,
+        })
+    }
+
+    /// The image manifest `reference` stands for on the node's platform: the one it names, or
+    /// the platform's entry of the index it names. 429s waited out are added to `throttled`.
+    async fn resolve(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        throttled: &mut u32,
+    ) -> Result<Resolved, PullError> {
+        let fetched = self.manifest(repo, reference, throttled).await?;
+        let index = match fetched.manifest {
+            Manifest::Image(image) => {
+                return Ok(Resolved {
+                    digest: fetched.digest,
+                    image,
+                    single_platform: true,
+                })
+            }
+            Manifest::Index(index) => index,
+        };
+        let chosen = select_platform(&index, &self.config.platform).map_err(|e| {
+            PullError::new(
+                FailureKind::PlatformMissing,
+                format!("pull {repo}:{reference}"),
+                e,
+            )
+        })?;
+        let digest = descriptor_digest(chosen)
+            .map_err(|e| PullError::new(FailureKind::Other, "read index", e))?;
+        let child = self
+            .manifest(repo, &Reference::Digest(digest.clone()), throttled)
+            .await?;
+        match child.manifest {
+            Manifest::Image(image) => Ok(Resolved {
+                digest,
+                image,
+                single_platform: false,
+            }),
+            Manifest::Index(_) => Err(PullError::new(
+                FailureKind::Other,
+                format!("pull {repo}@{digest}"),
+                "an index points at another index",
+            )),
+        }
+    }
+
+    /// Fetches every layer of `image` (at most `max_concurrent_downloads` at once), in
+    /// manifest order, each with the 429s it waited out.
+    async fn fetch_layers(
+        &self,
+        repo: &RepoName,
+        image: &ImageManifest,
+    ) -> Result<Vec<(LayerFetch, u32)>, PullError> {
         let layers: Vec<_> = image
             .layers()
             .iter()
@@ -237,52 +320,13 @@ impl Puller {
                 Ok((digest, d.size(), compression))
             })
             .collect::<Result<_, PullError>>()?;
-        let fetched: Vec<(LayerFetch, u32)> = stream::iter(layers)
+        stream::iter(layers)
             .map(|(digest, size, compression)| async move {
                 self.blob(repo, &digest, size, compression).await
             })
             .buffered(self.config.max_concurrent_downloads.max(1))
             .try_collect()
-            .await?;
-        let mut bytes_fetched = if config.0.cached {
-            0
-        } else {
-            config.0.size_bytes
-        };
-        let timing = |l: &LayerFetch| {
-            Some(BlobTiming {
-                digest: l.digest.clone(),
-                requested: l.started,
-                first_byte: l.first_byte?,
-            })
-        };
-        let blob_timings = std::iter::once(&config.0)
-            .chain(fetched.iter().map(|(l, _)| l))
-            .filter_map(timing)
-            .collect();
-        let mut out = Vec::with_capacity(fetched.len());
-        for (layer, t) in fetched {
-            throttled += t;
-            if !layer.cached {
-                bytes_fetched += layer.size_bytes;
-            }
-            first_byte = match (first_byte, layer.first_byte) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            out.push(layer);
-        }
-        Ok(PullRecord {
-            started,
-            first_byte,
-            fetched: Instant::now(),
-            manifest_digest,
-            layers: out,
-            bytes_fetched,
-            throttled,
-            unpacked_by_client: false,
-            blob_timings,
-        })
+            .await
     }
 
     /// Fails as [`FailureKind::PlatformMissing`] when the image config at `path` declares a

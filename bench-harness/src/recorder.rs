@@ -382,6 +382,24 @@ pub struct Repetition {
     by_layer: Vec<LayerSums>,
 }
 
+/// A repetition as `result.rs` decodes it, for [`Repetition::from_parts`]. Phases and layer
+/// phases absent here stay empty.
+#[derive(Debug)]
+pub(crate) struct RepetitionParts {
+    /// Pod phase histograms, microseconds.
+    pub phases: BTreeMap<Phase, Histogram<u64>>,
+    /// Layer phase histograms, microseconds.
+    pub layers: BTreeMap<LayerPhase, Histogram<u64>>,
+    /// Failed pods by kind.
+    pub failures: BTreeMap<FailureKind, u64>,
+    /// When each ready pod turned ready, microseconds from the epoch, in any order.
+    pub ready_us: Vec<u64>,
+    /// Per arrival wave.
+    pub waves: BTreeMap<u32, WaveData>,
+    /// Per image and layer position.
+    pub by_layer: Vec<LayerSums>,
+}
+
 /// What the pods of one arrival wave measured in one repetition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaveData {
@@ -729,14 +747,15 @@ impl Repetition {
 
     /// Rebuilds a repetition from decoded parts (`result.rs`). Histograms are switched to
     /// auto-resize so they merge with any other; `ready_us` is sorted.
-    pub(crate) fn from_parts(
-        phases: BTreeMap<Phase, Histogram<u64>>,
-        layers: BTreeMap<LayerPhase, Histogram<u64>>,
-        failures: BTreeMap<FailureKind, u64>,
-        mut ready_us: Vec<u64>,
-        waves: BTreeMap<u32, WaveData>,
-        by_layer: Vec<LayerSums>,
-    ) -> Self {
+    pub(crate) fn from_parts(parts: RepetitionParts) -> Self {
+        let RepetitionParts {
+            phases,
+            layers,
+            failures,
+            mut ready_us,
+            waves,
+            by_layer,
+        } = parts;
         let mut r = Self::new();
         for (phase, mut h) in phases {
             h.auto(true);

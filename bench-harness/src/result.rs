@@ -24,7 +24,8 @@ use hdrhistogram::Histogram;
 
 use crate::host::{CpuUse, HostBound};
 use crate::recorder::{
-    FailureKind, LayerPhase, Phase, Recordings, Repetition, Series, Summary, WaveData,
+    FailureKind, LayerPhase, Phase, Recordings, Repetition, RepetitionParts, Series, Summary,
+    WaveData,
 };
 use crate::scenario::Scenario;
 use stampede_lab::Machine;
@@ -837,14 +838,14 @@ impl SeriesResult {
                         w.variant, w.target, r.repetition
                     )
                 })?;
-            let rep = Repetition::from_parts(
-                phases.remove(&r.repetition).unwrap_or_default(),
-                layers.remove(&r.repetition).unwrap_or_default(),
-                r.failures,
-                r.ready_offsets_us,
+            let rep = Repetition::from_parts(RepetitionParts {
+                phases: phases.remove(&r.repetition).unwrap_or_default(),
+                layers: layers.remove(&r.repetition).unwrap_or_default(),
+                failures: r.failures,
+                ready_us: r.ready_offsets_us,
                 waves,
-                r.layers,
-            );
+                by_layer: r.layers,
+            });
             data.insert(r.repetition, rep);
             if let Some(totals) = r.registry {
                 registry.insert(r.repetition, totals);

@@ -122,6 +122,55 @@ impl Target<'_> {
     }
 }
 
+/// One request to read content, as the caller checks see it: who asks for what, where.
+#[derive(Debug, Clone, Copy)]
+pub struct Read<'a> {
+    /// The caller's `Authorization` value, if it sent one.
+    pub caller: Option<&'a HeaderValue>,
+    /// The upstream the repository resolves to.
+    pub endpoint: &'a Endpoint,
+    /// The repository at that upstream.
+    pub repo: &'a RepoName,
+    /// `registry/repository`, as the store records it.
+    pub label: &'a str,
+    /// What is read.
+    pub target: Target<'a>,
+}
+
+impl Read<'_> {
+    /// The decision this read needs: about the repository, or (`exact`) about its object.
+    fn key(&self, exact: bool) -> Key {
+        Key {
+            caller: Digest::of(self.caller.map_or(&[][..], HeaderValue::as_bytes)),
+            upstream: self.endpoint.base_url(),
+            repo: self.repo.to_string(),
+            object: exact.then(|| self.target.object()),
+        }
+    }
+}
+
+/// The `HEAD` that asks the upstream about a caller: the caller's own `Authorization` on the
+/// object read, in its repository. Owned, so the check runs in a task of its own.
+struct Probe {
+    endpoint: Endpoint,
+    repo: RepoName,
+    req: RegistryRequest,
+    kind: Kind,
+    caller: Option<HeaderValue>,
+}
+
+impl Probe {
+    fn of(read: &Read<'_>) -> Self {
+        Self {
+            endpoint: read.endpoint.clone(),
+            repo: read.repo.clone(),
+            req: read.target.head(read.repo),
+            kind: read.target.kind(),
+            caller: read.caller.cloned(),
+        }
+    }
+}
+
 /// Whose question about what: a repository as a whole (`object: None`) or one object in it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -318,71 +367,80 @@ impl Access {
         self.config.check_callers
     }
 
-    /// `Ok` when the caller (its `Authorization` value, if any) may read `target` in `repo` at
-    /// `endpoint`; `label` is `registry/repository` as the store records it.
+    /// `Ok` when `read.caller` may read `read.target` in `read.repo` at `read.endpoint`.
     ///
     /// # Errors
     /// The [`Refusal`] to answer with: 401 (with the upstream's challenge) or 403 when the
     /// upstream refuses the caller, 404 when the object is not in that repository for it, 503
     /// when the upstream cannot be asked and no recent decision allows the caller.
-    pub async fn admit(
-        self: &Arc<Self>,
-        caller: Option<&HeaderValue>,
-        endpoint: &Endpoint,
-        repo: &RepoName,
-        label: &str,
-        target: Target<'_>,
-    ) -> Result<(), Refusal> {
+    pub async fn admit(self: &Arc<Self>, read: Read<'_>) -> Result<(), Refusal> {
         if !self.config.check_callers {
             return Ok(());
         }
-        let private = endpoint.has_credentials();
-        // Neither in the store nor being filled: the fill will fetch it from this very
-        // repository, which proves it belongs there; else only the store's record of it under
-        // this repository does.
-        let exact = target.digest().is_some_and(|d| {
-            (self.store.contains(d) || self.flights.get(d).is_some())
-                && !self.store.seen_under(d, label)
-                && !self.filling_through(d, label)
-        });
-        if !private && !exact {
+        let exact = self.needs_exact_check(&read);
+        if !read.endpoint.has_credentials() && !exact {
             return Ok(());
         }
-        if let (true, Some(d)) = (exact, target.digest()) {
-            // Only the upstream the content came from may vouch for it in one of its
-            // repositories; any other could claim any digest.
-            let registry = endpoint.authority();
-            if !self.store.seen_from(d, registry) && !self.filling_from(d, registry) {
-                tracing::debug!(repo = label, digest = %d, "digest held but not from this upstream; answering 404");
-                return Err(target.not_found().into());
-            }
+        if exact {
+            self.came_from_its_upstream(&read)?;
         }
-        let key = Key {
-            caller: Digest::of(caller.map_or(&[][..], HeaderValue::as_bytes)),
-            upstream: endpoint.base_url(),
-            repo: repo.to_string(),
-            object: exact.then(|| target.object()),
-        };
+        let key = read.key(exact);
         let verdict = match self.fresh(&key) {
             Some(v) => {
                 self.metrics.access_check(v.result(), AccessSource::Cache);
                 v
             }
-            None => self.ask(&key, endpoint, repo, target, caller).await,
+            None => self.ask(&key, &read).await,
         };
+        self.answer(&read, key, verdict)
+    }
+
+    /// Whether `read` must be checked on its exact object: a digest the store holds or is
+    /// filling, but never recorded under this repository nor being filled through it. Neither
+    /// in the store nor being filled: the fill will fetch it from this very repository, which
+    /// proves it belongs there; else only the store's record of it under this repository does.
+    fn needs_exact_check(&self, read: &Read<'_>) -> bool {
+        read.target.digest().is_some_and(|d| {
+            (self.store.contains(d) || self.flights.get(d).is_some())
+                && !self.store.seen_under(d, read.label)
+                && !self.filling_through(d, read.label)
+        })
+    }
+
+    /// For an exact check: only the upstream the content came from may vouch for it in one of
+    /// its repositories; any other could claim any digest.
+    ///
+    /// # Errors
+    /// The 404 to answer with when the digest never came from `read`'s upstream.
+    fn came_from_its_upstream(&self, read: &Read<'_>) -> Result<(), Refusal> {
+        let Some(d) = read.target.digest() else {
+            return Ok(());
+        };
+        let registry = read.endpoint.authority();
+        if !self.store.seen_from(d, registry) && !self.filling_from(d, registry) {
+            tracing::debug!(repo = read.label, digest = %d, "digest held but not from this upstream; answering 404");
+            return Err(read.target.not_found().into());
+        }
+        Ok(())
+    }
+
+    /// What `read` gets for the upstream's `verdict` on `key`: served, refused (with the
+    /// upstream's challenge), not found, or, when the upstream could not be asked, served only
+    /// on an allow decision still within its grace period.
+    fn answer(&self, read: &Read<'_>, key: Key, verdict: Verdict) -> Result<(), Refusal> {
         match verdict {
             Verdict::Allowed => Ok(()),
             Verdict::Denied { challenge } => {
                 tracing::debug!(
-                    repo = label,
+                    repo = read.label,
                     object = key.object,
-                    presented = caller.is_some(),
+                    presented = read.caller.is_some(),
                     "caller refused by the upstream"
                 );
                 Err(Refusal {
                     reply: Error::CallerUnauthorized {
-                        repo: label.to_owned(),
-                        presented: caller.is_some(),
+                        repo: read.label.to_owned(),
+                        presented: read.caller.is_some(),
                         status: if challenge.is_some() {
                             StatusCode::UNAUTHORIZED
                         } else {
@@ -393,22 +451,22 @@ impl Access {
                     challenge,
                 })
             }
-            Verdict::NotFound => Err(target.not_found().into()),
+            Verdict::NotFound => Err(read.target.not_found().into()),
             Verdict::Unverifiable(reason) => {
                 if self.allowed_within_grace(&key) {
                     self.metrics
                         .access_check(AccessResult::Allowed, AccessSource::Grace);
-                    tracing::warn!(repo = label, upstream = key.upstream, reason, "cannot check the caller upstream; serving on its last allow decision (grace)");
+                    tracing::warn!(repo = read.label, upstream = key.upstream, reason, "cannot check the caller upstream; serving on its last allow decision (grace)");
                     return Ok(());
                 }
                 tracing::warn!(
-                    repo = label,
+                    repo = read.label,
                     upstream = key.upstream,
                     reason,
                     "cannot check the caller upstream and no recent decision allows it; refusing"
                 );
                 Err(Error::CallerUnverifiable {
-                    repo: label.to_owned(),
+                    repo: read.label.to_owned(),
                     upstream: key.upstream,
                     reason,
                 }
@@ -483,48 +541,14 @@ impl Access {
     /// Asks the upstream, or joins the identical question already asked. The check runs in its
     /// own task, so a caller that goes away neither cancels it for the others nor leaves it
     /// registered forever.
-    async fn ask(
-        self: &Arc<Self>,
-        key: &Key,
-        endpoint: &Endpoint,
-        repo: &RepoName,
-        target: Target<'_>,
-        caller: Option<&HeaderValue>,
-    ) -> Verdict {
+    async fn ask(self: &Arc<Self>, key: &Key, read: &Read<'_>) -> Verdict {
         let (check, joined) = {
             let mut in_flight = self.in_flight.lock().expect("in-flight mutex poisoned");
             match in_flight.get(key) {
                 Some(c) => (c.clone(), true),
                 None => {
-                    let this = self.clone();
-                    let key = key.clone();
-                    let endpoint = endpoint.clone();
-                    let req = target.head(repo);
-                    let kind = target.kind();
-                    let caller = caller.cloned();
-                    let repo = repo.clone();
-                    let task_key = key.clone();
-                    let task = tokio::spawn(async move {
-                        let verdict = this
-                            .head(&endpoint, &repo, &req, kind, caller.as_ref())
-                            .await;
-                        this.metrics
-                            .access_check(verdict.result(), AccessSource::Upstream);
-                        this.record(&task_key, &verdict);
-                        this.in_flight
-                            .lock()
-                            .expect("in-flight mutex poisoned")
-                            .remove(&task_key);
-                        verdict
-                    });
-                    let check: Check = async move {
-                        task.await.unwrap_or_else(|e| {
-                            Verdict::Unverifiable(format!("caller check task failed: {e}"))
-                        })
-                    }
-                    .boxed()
-                    .shared();
-                    in_flight.insert(key, check.clone());
+                    let check = self.start_check(key.clone(), Probe::of(read));
+                    in_flight.insert(key.clone(), check.clone());
                     (check, false)
                 }
             }
@@ -537,17 +561,39 @@ impl Access {
         verdict
     }
 
-    async fn head(
-        &self,
-        endpoint: &Endpoint,
-        repo: &RepoName,
-        req: &RegistryRequest,
-        kind: Kind,
-        caller: Option<&HeaderValue>,
-    ) -> Verdict {
+    /// Spawns the task that sends `probe` for `key`, records the verdict and unregisters the
+    /// check; the returned future, shared by every caller asking the same, yields the verdict.
+    fn start_check(self: &Arc<Self>, key: Key, probe: Probe) -> Check {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let verdict = this.head(&probe).await;
+            this.metrics
+                .access_check(verdict.result(), AccessSource::Upstream);
+            this.record(&key, &verdict);
+            this.in_flight
+                .lock()
+                .expect("in-flight mutex poisoned")
+                .remove(&key);
+            verdict
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Verdict::Unverifiable(format!("caller check task failed: {e}")))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Sends `probe` upstream and reads the caller's verdict from the answer.
+    async fn head(&self, probe: &Probe) -> Verdict {
         let resp = match self
             .upstreams
-            .send_as_caller(endpoint, req, kind, caller)
+            .send_as_caller(
+                &probe.endpoint,
+                &probe.req,
+                probe.kind,
+                probe.caller.as_ref(),
+            )
             .await
         {
             Ok(r) => r,
@@ -561,7 +607,7 @@ impl Access {
         }
         match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Verdict::Denied {
-                challenge: scoped_challenge(resp.headers().get(WWW_AUTHENTICATE), repo),
+                challenge: scoped_challenge(resp.headers().get(WWW_AUTHENTICATE), &probe.repo),
             },
             StatusCode::NOT_FOUND => Verdict::NotFound,
             status => Verdict::Unverifiable(format!("the upstream answered {status}")),

@@ -16,7 +16,7 @@ use stampede_oci::api::ByteRange;
 use stampede_oci::manifest::OCTET_STREAM;
 use stampede_oci::{Digest, Endpoint, RepoName};
 
-use crate::access::{Access, Refusal, Target};
+use crate::access::{Access, Read, Refusal, Target};
 use crate::body::{self, Body};
 use crate::error::{Error, ErrorReply, Fault};
 use crate::fill::{self, FillContext, FillJob};
@@ -174,7 +174,13 @@ impl App {
         let endpoint = self.upstreams.resolve(ns)?;
         let label = self.upstreams.repo_label(ns, repo);
         self.access
-            .admit(caller, &endpoint, repo, &label, target)
+            .admit(Read {
+                caller,
+                endpoint: &endpoint,
+                repo,
+                label: &label,
+                target,
+            })
             .await
     }
 

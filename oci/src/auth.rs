@@ -742,40 +742,29 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn credential_helpers_are_run_with_docker_s_protocol() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = temp_dir("helpers");
-        let bin = dir.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let script = |name: &str, body: &str| {
-            let p = bin.join(format!("docker-credential-{name}"));
-            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        };
-        // Answers only what docker would ask for, and only to `get`.
-        let calls = dir.join("calls");
-        script(
-            "good",
-            &format!(
-                r#"[ "$1" = get ] || exit 9
-server=$(cat)
-echo "$server" >> {}
-case "$server" in
-  reg.example:5000) echo '{{"ServerURL":"reg.example:5000","Username":"u","Secret":"s3cret"}}' ;;
-  https://index.docker.io/v1/) echo '{{"ServerURL":"https://index.docker.io/v1/","Username":"<token>","Secret":"refresh"}}' ;;
-  *) echo "credentials not found in native keychain"; exit 1 ;;
-esac"#,
-                calls.display()
-            ),
-        );
-        script("broken", "echo 'error: keyring is locked' >&2; exit 3");
-        script("hang", "exec sleep 10");
-        script("garbage", "cat >/dev/null; echo hello");
-        let path = dir.join("config.json");
-        std::fs::write(
-            &path,
-            r#"{
+    /// A docker config in its own temp dir naming scripted credential helpers in `bin/`:
+    /// `good` speaks docker's protocol for two servers (and logs every server it is asked about
+    /// to `calls`), `broken` fails, `hang` never answers, `garbage` prints no JSON, `nope` is not
+    /// installed. The directory is removed on drop.
+    struct HelperFixture {
+        dir: PathBuf,
+        /// The config.json.
+        path: PathBuf,
+        /// One line per server the `good` helper was asked about.
+        calls: PathBuf,
+        config: DockerConfig,
+    }
+
+    impl HelperFixture {
+        fn new(name: &str) -> Self {
+            let dir = temp_dir(name);
+            let bin = dir.join("bin");
+            let calls = dir.join("calls");
+            Self::write_helpers(&bin, &calls);
+            let path = dir.join("config.json");
+            std::fs::write(
+                &path,
+                r#"{
               "auths": {"inline.example": {"auth": "YTpi"}, "both.example": {"auth": "YTpi"}},
               "credHelpers": {
                 "reg.example:5000": "good", "both.example": "good",
@@ -784,12 +773,71 @@ esac"#,
               },
               "credsStore": "good"
             }"#,
-        )
-        .unwrap();
-        let config = DockerConfig::load(&path)
-            .unwrap()
-            .with_helper_search_path(vec![bin.clone()])
-            .with_helper_timeout(Duration::from_millis(300));
+            )
+            .unwrap();
+            let config = DockerConfig::load(&path)
+                .unwrap()
+                .with_helper_search_path(vec![bin])
+                .with_helper_timeout(Duration::from_millis(300));
+            Self {
+                dir,
+                path,
+                calls,
+                config,
+            }
+        }
+
+        /// The `docker-credential-*` scripts, in `bin`.
+        fn write_helpers(bin: &Path, calls: &Path) {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::create_dir_all(bin).unwrap();
+            let script = |name: &str, body: &str| {
+                let p = bin.join(format!("docker-credential-{name}"));
+                std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            // Answers only what docker would ask for, and only to `get`.
+            script(
+                "good",
+                &format!(
+                    r#"[ "$1" = get ] || exit 9
+server=$(cat)
+echo "$server" >> {}
+case "$server" in
+  reg.example:5000) echo '{{"ServerURL":"reg.example:5000","Username":"u","Secret":"s3cret"}}' ;;
+  https://index.docker.io/v1/) echo '{{"ServerURL":"https://index.docker.io/v1/","Username":"<token>","Secret":"refresh"}}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac"#,
+                    calls.display()
+                ),
+            );
+            script("broken", "echo 'error: keyring is locked' >&2; exit 3");
+            script("hang", "exec sleep 10");
+            script("garbage", "cat >/dev/null; echo hello");
+        }
+
+        /// The servers the `good` helper was asked about, sorted.
+        fn asked(&self) -> Vec<String> {
+            let mut asked: Vec<String> = std::fs::read_to_string(&self.calls)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            asked.sort();
+            asked
+        }
+    }
+
+    impl Drop for HelperFixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn credential_helpers_are_run_with_docker_s_protocol() {
+        let fixture = HelperFixture::new("helpers");
+        let config = &fixture.config;
         let found = |r: &str| config.credentials_for(r).unwrap();
         let helper = found("reg.example:5000").unwrap();
         assert_eq!(
@@ -803,7 +851,7 @@ esac"#,
             helper.from,
             format!(
                 "credential helper docker-credential-good (docker config {})",
-                path.display()
+                fixture.path.display()
             )
         );
         assert_eq!(
@@ -830,14 +878,8 @@ esac"#,
             Some(helper.clone())
         );
         assert_eq!(found("other.example"), None);
-        let mut asked: Vec<String> = std::fs::read_to_string(&calls)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        asked.sort();
         assert_eq!(
-            asked,
+            fixture.asked(),
             [
                 "both.example",
                 "https://index.docker.io/v1/",
@@ -858,7 +900,12 @@ esac"#,
                 "reg.example:5000"
             ]
         );
+    }
 
+    #[test]
+    fn credential_helper_failures_are_named_in_plain_words() {
+        let fixture = HelperFixture::new("helper-failures");
+        let config = &fixture.config;
         let problem = |r: &str| match config.credentials_for(r) {
             Err(DockerConfigError::Helper {
                 program, problem, ..
@@ -882,7 +929,6 @@ esac"#,
             .unwrap_err()
             .to_string();
         assert!(full.contains("for missing.example"), "{full}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -406,100 +406,12 @@ fn build(
     let platforms = spec.parsed_platforms()?;
     let layers = build_layers(spec, seed, dir)?;
     let media = MediaTypes::of(spec.format);
-
-    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-    let mut platform_images = Vec::with_capacity(platforms.len());
-    for platform in &platforms {
-        let config = ConfigDoc {
-            created: CREATED.to_owned(),
-            architecture: platform.architecture.clone(),
-            os: platform.os.clone(),
-            variant: platform.variant.clone(),
-            config: RunConfigDoc {
-                env: vec![
-                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-                ],
-                cmd: vec!["/bin/sh".to_owned()],
-                labels: [
-                    (
-                        "org.stampede.generator".to_owned(),
-                        GENERATOR_VERSION.to_owned(),
-                    ),
-                    ("org.stampede.seed".to_owned(), seed.to_string()),
-                ]
-                .into(),
-            },
-            rootfs: RootFsDoc {
-                kind: "layers".to_owned(),
-                diff_ids: diff_ids.clone(),
-            },
-            history: (0..layers.len())
-                .map(|i| HistoryDoc {
-                    created: CREATED.to_owned(),
-                    created_by: format!("stampede synthetic layer {i}"),
-                })
-                .collect(),
-        };
-        let config = write_json_blob(dir, "image config", media.config, &config)?;
-        let manifest = ManifestDoc {
-            schema_version: 2,
-            media_type: media.manifest.to_owned(),
-            config: descriptor_doc(&config, None),
-            layers: layers
-                .iter()
-                .map(|l| DescriptorDoc {
-                    media_type: l.media_type.clone(),
-                    digest: l.digest.clone(),
-                    size: l.compressed_bytes,
-                    platform: None,
-                    annotations: None,
-                })
-                .collect(),
-        };
-        let manifest = write_json_blob(dir, "image manifest", media.manifest, &manifest)?;
-        platform_images.push(PlatformImage {
-            platform: platform.clone(),
-            manifest,
-            config,
-        });
-    }
-
-    let top = if let [only] = platform_images.as_slice() {
-        only.manifest.clone()
-    } else {
-        let index = IndexDoc {
-            schema_version: 2,
-            media_type: media.index.to_owned(),
-            manifests: platform_images
-                .iter()
-                .map(|p| descriptor_doc(&p.manifest, Some(&p.platform)))
-                .collect(),
-        };
-        write_json_blob(dir, "image index", media.index, &index)?
-    };
-
-    let single_platform = match platform_images.as_slice() {
-        [only] => Some(&only.platform),
-        _ => None,
-    };
-    let mut entry = descriptor_doc(&top, single_platform);
-    entry.annotations = Some([(REF_NAME_ANNOTATION.to_owned(), LAYOUT_TAG.to_owned())].into());
-    let layout_index = IndexDoc {
-        schema_version: 2,
-        media_type: OCI_INDEX.to_owned(),
-        manifests: vec![entry],
-    };
-    let index_json = serde_json::to_vec(&layout_index).expect("index serializes");
-    write_synced(&dir.join(INDEX_FILE), "index.json", &index_json)?;
-    write_synced(&dir.join(OCI_LAYOUT_FILE), "oci-layout", OCI_LAYOUT_CONTENT)?;
-
-    let totals = Totals {
-        layers: layers.len(),
-        files: layers.iter().map(|l| u64::from(l.files)).sum(),
-        content_bytes: layers.iter().map(|l| l.content_bytes).sum(),
-        uncompressed_bytes: layers.iter().map(|l| l.uncompressed_bytes).sum(),
-        compressed_bytes: layers.iter().map(|l| l.compressed_bytes).sum(),
-    };
+    let platform_images = platforms
+        .iter()
+        .map(|platform| write_platform_image(dir, &media, platform, seed, &layers))
+        .collect::<Result<Vec<_>, _>>()?;
+    let top = write_top(dir, &media, &platform_images)?;
+    write_layout_index(dir, &top, &platform_images)?;
     let image = GeneratedImage {
         layout_dir: final_dir.to_owned(),
         key: key.to_owned(),
@@ -508,18 +420,148 @@ fn build(
         format: spec.format,
         top,
         platforms: platform_images,
+        totals: Totals::of(&layers),
         layers,
-        totals,
     };
+    seal(dir, &blobs, &image)?;
+    Ok(image)
+}
+
+/// Writes one platform's image config and manifest (over the shared `layers`) as blobs.
+fn write_platform_image(
+    dir: &Path,
+    media: &MediaTypes,
+    platform: &Platform,
+    seed: u64,
+    layers: &[GeneratedLayer],
+) -> Result<PlatformImage, GenerateError> {
+    let config = config_doc(platform, seed, layers);
+    let config = write_json_blob(dir, "image config", media.config, &config)?;
+    let manifest = ManifestDoc {
+        schema_version: 2,
+        media_type: media.manifest.to_owned(),
+        config: descriptor_doc(&config, None),
+        layers: layers
+            .iter()
+            .map(|l| DescriptorDoc {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.compressed_bytes,
+                platform: None,
+                annotations: None,
+            })
+            .collect(),
+    };
+    let manifest = write_json_blob(dir, "image manifest", media.manifest, &manifest)?;
+    Ok(PlatformImage {
+        platform: platform.clone(),
+        manifest,
+        config,
+    })
+}
+
+/// The image config of `platform`: a shell as the command, the generator and seed as labels,
+/// `layers`' diff IDs and one history entry per layer.
+fn config_doc(platform: &Platform, seed: u64, layers: &[GeneratedLayer]) -> ConfigDoc {
+    ConfigDoc {
+        created: CREATED.to_owned(),
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        config: RunConfigDoc {
+            env: vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            ],
+            cmd: vec!["/bin/sh".to_owned()],
+            labels: [
+                (
+                    "org.stampede.generator".to_owned(),
+                    GENERATOR_VERSION.to_owned(),
+                ),
+                ("org.stampede.seed".to_owned(), seed.to_string()),
+            ]
+            .into(),
+        },
+        rootfs: RootFsDoc {
+            kind: "layers".to_owned(),
+            diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
+        },
+        history: (0..layers.len())
+            .map(|i| HistoryDoc {
+                created: CREATED.to_owned(),
+                created_by: format!("stampede synthetic layer {i}"),
+            })
+            .collect(),
+    }
+}
+
+/// What a tag resolves to: the only platform's manifest, or an index (written as a blob) of
+/// every platform's.
+fn write_top(
+    dir: &Path,
+    media: &MediaTypes,
+    platform_images: &[PlatformImage],
+) -> Result<Descriptor, GenerateError> {
+    if let [only] = platform_images {
+        return Ok(only.manifest.clone());
+    }
+    let index = IndexDoc {
+        schema_version: 2,
+        media_type: media.index.to_owned(),
+        manifests: platform_images
+            .iter()
+            .map(|p| descriptor_doc(&p.manifest, Some(&p.platform)))
+            .collect(),
+    };
+    write_json_blob(dir, "image index", media.index, &index)
+}
+
+/// Writes the layout's `index.json` (one entry: `top`, tagged [`LAYOUT_TAG`], with its platform
+/// when there is only one) and `oci-layout`.
+fn write_layout_index(
+    dir: &Path,
+    top: &Descriptor,
+    platform_images: &[PlatformImage],
+) -> Result<(), GenerateError> {
+    let single_platform = match platform_images {
+        [only] => Some(&only.platform),
+        _ => None,
+    };
+    let mut entry = descriptor_doc(top, single_platform);
+    entry.annotations = Some([(REF_NAME_ANNOTATION.to_owned(), LAYOUT_TAG.to_owned())].into());
+    let layout_index = IndexDoc {
+        schema_version: 2,
+        media_type: OCI_INDEX.to_owned(),
+        manifests: vec![entry],
+    };
+    let index_json = serde_json::to_vec(&layout_index).expect("index serializes");
+    write_synced(&dir.join(INDEX_FILE), "index.json", &index_json)?;
+    write_synced(&dir.join(OCI_LAYOUT_FILE), "oci-layout", OCI_LAYOUT_CONTENT)
+}
+
+/// Syncs the blob directory, writes the completion marker (the image as JSON) and syncs the
+/// layout directory: after this, `dir` is complete on disk.
+fn seal(dir: &Path, blobs: &Path, image: &GeneratedImage) -> Result<(), GenerateError> {
     let sync_err = |what, path: &Path| {
         let path = path.to_owned();
         move |source| GenerateError::Write { what, path, source }
     };
-    sync_dir(&blobs).map_err(sync_err("blob directory", &blobs))?;
-    let marker = serde_json::to_vec_pretty(&image).expect("image serializes");
+    sync_dir(blobs).map_err(sync_err("blob directory", blobs))?;
+    let marker = serde_json::to_vec_pretty(image).expect("image serializes");
     write_synced(&dir.join(MARKER_FILE), "completion marker", &marker)?;
-    sync_dir(dir).map_err(sync_err("layout directory", dir))?;
-    Ok(image)
+    sync_dir(dir).map_err(sync_err("layout directory", dir))
+}
+
+impl Totals {
+    fn of(layers: &[GeneratedLayer]) -> Self {
+        Self {
+            layers: layers.len(),
+            files: layers.iter().map(|l| u64::from(l.files)).sum(),
+            content_bytes: layers.iter().map(|l| l.content_bytes).sum(),
+            uncompressed_bytes: layers.iter().map(|l| l.uncompressed_bytes).sum(),
+            compressed_bytes: layers.iter().map(|l| l.compressed_bytes).sum(),
+        }
+    }
 }
 
 /// The media types of one manifest flavour.

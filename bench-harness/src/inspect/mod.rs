@@ -421,6 +421,8 @@ struct CostInputs<'a> {
     options: &'a InspectOptions,
 }
 
+/// Adds up what the image costs: the layers' overlay, each layer's cost, the waste, the totals,
+/// the prediction and the warnings; the file lists keep the largest `options.top_files`.
 fn cost(inputs: CostInputs<'_>) -> ImageCost {
     let CostInputs {
         source,
@@ -430,114 +432,239 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
         throughput,
         options,
     } = inputs;
+    let mut fs = overlay_of(scans);
+    let rates = Rates {
+        bandwidth_bytes_per_sec: options.bandwidth.bytes_per_sec as f64,
+        throughput: &throughput,
+    };
+    let layers: Vec<LayerCost> = scans
+        .iter()
+        .zip(&opened.layers)
+        .enumerate()
+        .map(|(index, (s, d))| LayerCost::of(index, s, d, &fs.layers[index], &rates))
+        .collect();
+    let waste = Waste::of(&fs.dead, &layers);
+    let totals = Totals::of(&layers, opened, fs.visible);
+    let prediction = Prediction::of(totals.pull_bytes, &layers, &options.bandwidth, &rates);
+    let warnings = warnings(opened, options, declared_diff_ids, &layers);
+    keep_largest(&mut fs, options.top_files);
+    ImageCost {
+        source,
+        digest: opened.top.digest.clone(),
+        media_type: opened.top.media_type.clone(),
+        platforms: opened.listed.iter().map(ToString::to_string).collect(),
+        platform: opened.platform.to_string(),
+        manifest_digest: opened.manifest.digest.clone(),
+        config_digest: opened.config.digest.clone(),
+        totals,
+        waste,
+        layers,
+        largest_files: fs.visible_files,
+        wasted_files: fs.dead,
+        prediction,
+        unpack_throughput: throughput,
+        warnings,
+    }
+}
+
+/// The scanned layers applied in order: the final filesystem and what each layer ships for
+/// nothing (one entry per layer, even for layers without files).
+fn overlay_of(scans: &[scan::LayerScan]) -> overlay::OverlayResult {
     let mut overlay = overlay::Overlay::new();
     for (i, s) in scans.iter().enumerate() {
         overlay.apply(i, &s.members);
     }
     let mut fs = overlay.finish();
     fs.layers.resize(scans.len(), LayerWaste::default());
-    let bandwidth = options.bandwidth.bytes_per_sec as f64;
-    let rate_of = |c: Compression| {
-        throughput
+    fs
+}
+
+/// Keeps the `top_files` largest visible and dead files, largest first (ties by path).
+fn keep_largest(fs: &mut overlay::OverlayResult, top_files: usize) {
+    fs.visible_files
+        .sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.path.cmp(&b.path)));
+    fs.visible_files.truncate(top_files);
+    fs.dead
+        .sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.path.cmp(&b.path)));
+    fs.dead.truncate(top_files);
+}
+
+/// What the predictions divide by: the bandwidth, and the unpack throughput measured per
+/// compression format.
+struct Rates<'a> {
+    bandwidth_bytes_per_sec: f64,
+    throughput: &'a [Throughput],
+}
+
+impl Rates<'_> {
+    /// Seconds to download `bytes` at the bandwidth.
+    fn fetch_seconds(&self, bytes: u64) -> f64 {
+        bytes as f64 / self.bandwidth_bytes_per_sec
+    }
+
+    /// Seconds to unpack `uncompressed_bytes` of a `compression` layer, if that format was
+    /// measured.
+    fn unpack_seconds(&self, compression: Compression, uncompressed_bytes: u64) -> Option<f64> {
+        self.throughput
             .iter()
-            .find(|t| t.compression == c)
-            .map(|t| t.bytes_per_sec)
-    };
-    let ratio = |compressed: u64, uncompressed: u64| {
-        if compressed == 0 {
-            0.0
-        } else {
-            uncompressed as f64 / compressed as f64
-        }
-    };
+            .find(|t| t.compression == compression)
+            .map(|t| uncompressed_bytes as f64 / t.bytes_per_sec)
+    }
+}
 
-    let mut shipped = Count::default();
-    let layers: Vec<LayerCost> = scans
-        .iter()
-        .zip(&opened.layers)
-        .enumerate()
-        .map(|(index, (s, d))| {
-            let mut c = LayerCost {
-                index,
-                digest: d.digest.clone(),
-                media_type: d.media_type.clone(),
-                compression: s.compression,
-                compressed_bytes: s.compressed_bytes,
-                uncompressed_bytes: s.uncompressed_bytes,
-                compression_ratio: ratio(s.compressed_bytes, s.uncompressed_bytes),
-                diff_id: s.diff_id.clone(),
-                files: Count::default(),
-                directories: 0,
-                symlinks: 0,
-                hard_links: 0,
-                whiteouts: 0,
-                opaque_dirs: 0,
-                other: 0,
-                wasted: fs.layers[index].wasted,
-                overwrites: fs.layers[index].overwrites,
-                deletes: fs.layers[index].deletes,
-                fetch_seconds: s.compressed_bytes as f64 / bandwidth,
-                unpack_seconds: rate_of(s.compression).map(|r| s.uncompressed_bytes as f64 / r),
-            };
-            for m in &s.members {
-                match m.kind {
-                    MemberKind::File => {
-                        c.files.files += 1;
-                        c.files.bytes += m.size_bytes;
-                    }
-                    MemberKind::Dir => c.directories += 1,
-                    MemberKind::Symlink => c.symlinks += 1,
-                    MemberKind::HardLink => c.hard_links += 1,
-                    MemberKind::Whiteout => c.whiteouts += 1,
-                    MemberKind::Opaque => c.opaque_dirs += 1,
-                    MemberKind::Other => c.other += 1,
+/// `uncompressed / compressed`, 0 for an empty blob.
+fn ratio(compressed: u64, uncompressed: u64) -> f64 {
+    if compressed == 0 {
+        0.0
+    } else {
+        uncompressed as f64 / compressed as f64
+    }
+}
+
+impl LayerCost {
+    /// Layer `index` (scanned as `s`, described by `d`), with what the overlay says of its
+    /// files (`waste`) and its predicted times at `rates`.
+    fn of(
+        index: usize,
+        s: &scan::LayerScan,
+        d: &Descriptor,
+        waste: &LayerWaste,
+        rates: &Rates<'_>,
+    ) -> Self {
+        let mut c = Self {
+            index,
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            compression: s.compression,
+            compressed_bytes: s.compressed_bytes,
+            uncompressed_bytes: s.uncompressed_bytes,
+            compression_ratio: ratio(s.compressed_bytes, s.uncompressed_bytes),
+            diff_id: s.diff_id.clone(),
+            files: Count::default(),
+            directories: 0,
+            symlinks: 0,
+            hard_links: 0,
+            whiteouts: 0,
+            opaque_dirs: 0,
+            other: 0,
+            wasted: waste.wasted,
+            overwrites: waste.overwrites,
+            deletes: waste.deletes,
+            fetch_seconds: rates.fetch_seconds(s.compressed_bytes),
+            unpack_seconds: rates.unpack_seconds(s.compression, s.uncompressed_bytes),
+        };
+        c.count_members(&s.members);
+        c
+    }
+
+    /// Counts `members` by kind; regular files with their bytes.
+    fn count_members(&mut self, members: &[Member]) {
+        for m in members {
+            match m.kind {
+                MemberKind::File => {
+                    self.files.files += 1;
+                    self.files.bytes += m.size_bytes;
                 }
+                MemberKind::Dir => self.directories += 1,
+                MemberKind::Symlink => self.symlinks += 1,
+                MemberKind::HardLink => self.hard_links += 1,
+                MemberKind::Whiteout => self.whiteouts += 1,
+                MemberKind::Opaque => self.opaque_dirs += 1,
+                MemberKind::Other => self.other += 1,
             }
-            shipped.files += c.files.files;
-            shipped.bytes += c.files.bytes;
-            c
-        })
-        .collect();
-
-    let mut waste = Waste {
-        overwritten: Count::default(),
-        deleted: Count::default(),
-        wasted_bytes: 0,
-        wasted_compressed_bytes_estimate: 0,
-    };
-    let mut estimate = 0.0;
-    for dead in &fs.dead {
-        match dead.how {
-            Removal::Overwritten => {
-                waste.overwritten.files += 1;
-                waste.overwritten.bytes += dead.size_bytes;
-            }
-            Removal::Deleted => {
-                waste.deleted.files += 1;
-                waste.deleted.bytes += dead.size_bytes;
-            }
-        }
-        let l = &layers[dead.layer];
-        if l.uncompressed_bytes > 0 {
-            estimate +=
-                dead.size_bytes as f64 * l.compressed_bytes as f64 / l.uncompressed_bytes as f64;
         }
     }
-    waste.wasted_bytes = waste.overwritten.bytes + waste.deleted.bytes;
-    waste.wasted_compressed_bytes_estimate = estimate.round() as u64;
+}
 
-    let compressed_bytes: u64 = layers.iter().map(|l| l.compressed_bytes).sum();
-    let uncompressed_bytes: u64 = layers.iter().map(|l| l.uncompressed_bytes).sum();
-    let index_bytes = if opened.top.digest == opened.manifest.digest {
-        0
-    } else {
-        opened.top.size_bytes
-    };
-    let pull_bytes =
-        index_bytes + opened.manifest.size_bytes + opened.config.size_bytes + compressed_bytes;
-    let unpack_seconds: Option<f64> = layers.iter().map(|l| l.unpack_seconds).sum();
-    let pull_seconds = pull_bytes as f64 / bandwidth;
+impl Waste {
+    /// What the `dead` files add up to, and their compressed size estimated from the ratio of
+    /// the layer that shipped each.
+    fn of(dead: &[DeadFile], layers: &[LayerCost]) -> Self {
+        let mut waste = Self {
+            overwritten: Count::default(),
+            deleted: Count::default(),
+            wasted_bytes: 0,
+            wasted_compressed_bytes_estimate: 0,
+        };
+        let mut estimate = 0.0;
+        for dead in dead {
+            match dead.how {
+                Removal::Overwritten => {
+                    waste.overwritten.files += 1;
+                    waste.overwritten.bytes += dead.size_bytes;
+                }
+                Removal::Deleted => {
+                    waste.deleted.files += 1;
+                    waste.deleted.bytes += dead.size_bytes;
+                }
+            }
+            let l = &layers[dead.layer];
+            if l.uncompressed_bytes > 0 {
+                estimate += dead.size_bytes as f64 * l.compressed_bytes as f64
+                    / l.uncompressed_bytes as f64;
+            }
+        }
+        waste.wasted_bytes = waste.overwritten.bytes + waste.deleted.bytes;
+        waste.wasted_compressed_bytes_estimate = estimate.round() as u64;
+        waste
+    }
+}
 
+impl Totals {
+    /// Sums over `layers`; a pull downloads the index (when the top is one), the manifest, the
+    /// config and every layer. `visible` is the final filesystem's files.
+    fn of(layers: &[LayerCost], opened: &Opened, visible: Count) -> Self {
+        let compressed_bytes: u64 = layers.iter().map(|l| l.compressed_bytes).sum();
+        let uncompressed_bytes: u64 = layers.iter().map(|l| l.uncompressed_bytes).sum();
+        let index_bytes = if opened.top.digest == opened.manifest.digest {
+            0
+        } else {
+            opened.top.size_bytes
+        };
+        let mut shipped = Count::default();
+        for l in layers {
+            shipped.files += l.files.files;
+            shipped.bytes += l.files.bytes;
+        }
+        Self {
+            layers: layers.len(),
+            compressed_bytes,
+            uncompressed_bytes,
+            compression_ratio: ratio(compressed_bytes, uncompressed_bytes),
+            pull_bytes: index_bytes
+                + opened.manifest.size_bytes
+                + opened.config.size_bytes
+                + compressed_bytes,
+            shipped,
+            visible,
+        }
+    }
+}
+
+impl Prediction {
+    /// Pulling `pull_bytes` at `bandwidth`, then unpacking `layers` one after another.
+    fn of(pull_bytes: u64, layers: &[LayerCost], bandwidth: &Bandwidth, rates: &Rates<'_>) -> Self {
+        let pull_seconds = rates.fetch_seconds(pull_bytes);
+        let unpack_seconds: Option<f64> = layers.iter().map(|l| l.unpack_seconds).sum();
+        Self {
+            bandwidth: bandwidth.to_string(),
+            bandwidth_bytes_per_sec: bandwidth.bytes_per_sec,
+            pull_bytes,
+            pull_seconds,
+            unpack_seconds,
+            total_seconds: unpack_seconds.map(|u| pull_seconds + u),
+        }
+    }
+}
+
+/// What looks wrong: a single-platform manifest the node's platform cannot run, a config whose
+/// `rootfs.diff_ids` (when it has them: `declared_diff_ids`) do not match the layers.
+fn warnings(
+    opened: &Opened,
+    options: &InspectOptions,
+    declared_diff_ids: Option<Vec<String>>,
+    layers: &[LayerCost],
+) -> Vec<String> {
     let mut warnings = Vec::new();
     if !opened.platform.runs_on(&options.platform) {
         warnings.push(format!(
@@ -558,46 +685,7 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
             ));
         }
     }
-
-    fs.visible_files
-        .sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.path.cmp(&b.path)));
-    fs.visible_files.truncate(options.top_files);
-    fs.dead
-        .sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then(a.path.cmp(&b.path)));
-    fs.dead.truncate(options.top_files);
-
-    ImageCost {
-        source,
-        digest: opened.top.digest.clone(),
-        media_type: opened.top.media_type.clone(),
-        platforms: opened.listed.iter().map(ToString::to_string).collect(),
-        platform: opened.platform.to_string(),
-        manifest_digest: opened.manifest.digest.clone(),
-        config_digest: opened.config.digest.clone(),
-        totals: Totals {
-            layers: layers.len(),
-            compressed_bytes,
-            uncompressed_bytes,
-            compression_ratio: ratio(compressed_bytes, uncompressed_bytes),
-            pull_bytes,
-            shipped,
-            visible: fs.visible,
-        },
-        waste,
-        layers,
-        largest_files: fs.visible_files,
-        wasted_files: fs.dead,
-        prediction: Prediction {
-            bandwidth: options.bandwidth.to_string(),
-            bandwidth_bytes_per_sec: options.bandwidth.bytes_per_sec,
-            pull_bytes,
-            pull_seconds,
-            unpack_seconds,
-            total_seconds: unpack_seconds.map(|u| pull_seconds + u),
-        },
-        unpack_throughput: throughput,
-        warnings,
-    }
+    warnings
 }
 
 /// The compression a layer's media type names, if it names one.

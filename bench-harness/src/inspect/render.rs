@@ -7,12 +7,27 @@ use std::fmt::Write as _;
 use stampede_oci::Digest;
 
 use super::diff::{Change, LayerSide, VariantDiff};
-use super::{Count, ImageCost, Removal};
+use super::{Count, ImageCost, LayerCost, Removal};
 use crate::units::ByteSize;
 
-/// The report for one image.
+/// The report for one image: what it is, its layers, what it ships for nothing, its largest
+/// files, the predicted pull and unpack times, and warnings.
 pub fn image_table(c: &ImageCost) -> String {
     let mut out = String::new();
+    write_identity(&mut out, c);
+    write_layers(&mut out, c);
+    write_filesystem(&mut out, c);
+    write_largest_files(&mut out, c);
+    write_wasted_files(&mut out, c);
+    write_prediction(&mut out, c);
+    for w in &c.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
+
+/// Image, digest, platform (and the others it has), manifest and config.
+fn write_identity(out: &mut String, c: &ImageCost) {
     let _ = writeln!(out, "image     {}", c.source);
     let _ = writeln!(out, "digest    {} ({})", c.digest, c.media_type);
     let others: Vec<&str> = c
@@ -36,45 +51,62 @@ pub fn image_table(c: &ImageCost) -> String {
         "manifest  {}  config {}\n",
         c.manifest_digest, c.config_digest
     );
+}
 
-    let mut t = Table::new(
-        &[
-            "layer",
-            "digest",
-            "format",
-            "compressed",
-            "uncompressed",
-            "ratio",
-            "files",
-            "file bytes",
-            "wasted",
-            "removes below",
-            "fetch",
-            "unpack",
-        ],
-        3,
-    );
+/// Columns of the layer table; the first three are left-aligned.
+const LAYER_COLUMNS: [&str; 12] = [
+    "layer",
+    "digest",
+    "format",
+    "compressed",
+    "uncompressed",
+    "ratio",
+    "files",
+    "file bytes",
+    "wasted",
+    "removes below",
+    "fetch",
+    "unpack",
+];
+
+/// One row per layer, a total row, and the legend.
+fn write_layers(out: &mut String, c: &ImageCost) {
+    let mut t = Table::new(&LAYER_COLUMNS, 3);
     for l in &c.layers {
-        t.row(vec![
-            l.index.to_string(),
-            short(&l.digest),
-            l.compression.name().to_owned(),
-            bytes(l.compressed_bytes),
-            bytes(l.uncompressed_bytes),
-            format!("{:.1}x", l.compression_ratio),
-            l.files.files.to_string(),
-            bytes(l.files.bytes),
-            count(l.wasted),
-            count(Count {
-                files: l.overwrites.files + l.deletes.files,
-                bytes: l.overwrites.bytes + l.deletes.bytes,
-            }),
-            seconds(l.fetch_seconds),
-            l.unpack_seconds.map_or_else(|| "-".to_owned(), seconds),
-        ]);
+        t.row(layer_row(l));
     }
+    t.row(total_row(c));
+    out.push_str(&t.render());
+    let _ = writeln!(
+        out,
+        "(fetch at {}; \"wasted\": the layer's files not in the final filesystem; \"removes below\": files it overwrites or deletes)\n",
+        c.prediction.bandwidth
+    );
+}
+
+fn layer_row(l: &LayerCost) -> Vec<String> {
+    vec![
+        l.index.to_string(),
+        short(&l.digest),
+        l.compression.name().to_owned(),
+        bytes(l.compressed_bytes),
+        bytes(l.uncompressed_bytes),
+        format!("{:.1}x", l.compression_ratio),
+        l.files.files.to_string(),
+        bytes(l.files.bytes),
+        count(l.wasted),
+        count(Count {
+            files: l.overwrites.files + l.deletes.files,
+            bytes: l.overwrites.bytes + l.deletes.bytes,
+        }),
+        seconds(l.fetch_seconds),
+        l.unpack_seconds.map_or_else(|| "-".to_owned(), seconds),
+    ]
+}
+
+fn total_row(c: &ImageCost) -> Vec<String> {
     let tot = &c.totals;
-    t.row(vec![
+    vec![
         "total".to_owned(),
         String::new(),
         String::new(),
@@ -92,14 +124,12 @@ pub fn image_table(c: &ImageCost) -> String {
         c.prediction
             .unpack_seconds
             .map_or_else(|| "-".to_owned(), seconds),
-    ]);
-    out.push_str(&t.render());
-    let _ = writeln!(
-        out,
-        "(fetch at {}; \"wasted\": the layer's files not in the final filesystem; \"removes below\": files it overwrites or deletes)\n",
-        c.prediction.bandwidth
-    );
+    ]
+}
 
+/// The final filesystem against what was shipped, and what was shipped for nothing.
+fn write_filesystem(out: &mut String, c: &ImageCost) {
+    let tot = &c.totals;
     let _ = writeln!(
         out,
         "final filesystem: {}, {}; shipped: {}, {}",
@@ -118,40 +148,52 @@ pub fn image_table(c: &ImageCost) -> String {
         bytes(c.waste.deleted.bytes),
         bytes(c.waste.wasted_compressed_bytes_estimate)
     );
+}
 
-    if !c.largest_files.is_empty() {
-        out.push_str("largest files\n");
-        let mut t = Table::new(&["size", "layer", "path"], 0);
-        for f in &c.largest_files {
-            t.row(vec![
-                bytes(f.size_bytes),
-                f.layer.to_string(),
-                f.path.clone(),
-            ]);
-        }
-        out.push_str(&indent(&t.render_right_then_left(2)));
-        out.push('\n');
+/// The largest files of the final filesystem, if any.
+fn write_largest_files(out: &mut String, c: &ImageCost) {
+    if c.largest_files.is_empty() {
+        return;
     }
-    if !c.wasted_files.is_empty() {
-        out.push_str("largest files shipped for nothing\n");
-        let mut t = Table::new(&["size", "layer", "removed by", "how", "path"], 0);
-        for f in &c.wasted_files {
-            t.row(vec![
-                bytes(f.size_bytes),
-                f.layer.to_string(),
-                f.removed_by.to_string(),
-                match f.how {
-                    Removal::Overwritten => "overwritten",
-                    Removal::Deleted => "deleted",
-                }
-                .to_owned(),
-                f.path.clone(),
-            ]);
-        }
-        out.push_str(&indent(&t.render_right_then_left(3)));
-        out.push('\n');
+    out.push_str("largest files\n");
+    let mut t = Table::new(&["size", "layer", "path"], 0);
+    for f in &c.largest_files {
+        t.row(vec![
+            bytes(f.size_bytes),
+            f.layer.to_string(),
+            f.path.clone(),
+        ]);
     }
+    out.push_str(&indent(&t.render_right_then_left(2)));
+    out.push('\n');
+}
 
+/// The largest files shipped for nothing, with what removed them, if any.
+fn write_wasted_files(out: &mut String, c: &ImageCost) {
+    if c.wasted_files.is_empty() {
+        return;
+    }
+    out.push_str("largest files shipped for nothing\n");
+    let mut t = Table::new(&["size", "layer", "removed by", "how", "path"], 0);
+    for f in &c.wasted_files {
+        t.row(vec![
+            bytes(f.size_bytes),
+            f.layer.to_string(),
+            f.removed_by.to_string(),
+            match f.how {
+                Removal::Overwritten => "overwritten",
+                Removal::Deleted => "deleted",
+            }
+            .to_owned(),
+            f.path.clone(),
+        ]);
+    }
+    out.push_str(&indent(&t.render_right_then_left(3)));
+    out.push('\n');
+}
+
+/// The predicted pull and unpack times, and the unpack throughput they come from.
+fn write_prediction(out: &mut String, c: &ImageCost) {
     let p = &c.prediction;
     let _ = write!(
         out,
@@ -185,17 +227,34 @@ pub fn image_table(c: &ImageCost) -> String {
             seconds(m.decompress_seconds)
         );
     }
-    for w in &c.warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    out
 }
 
-/// The comparison of two images.
+/// The comparison of two images: layer by layer, the totals side by side, and what a node
+/// holding one downloads for the other.
 pub fn diff_table(d: &VariantDiff) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "A  {}  {}", d.a.source, d.a.digest);
     let _ = writeln!(out, "B  {}  {}\n", d.b.source, d.b.digest);
+    out.push_str(&layer_changes(d));
+    out.push('\n');
+    out.push_str(&side_by_side(d));
+    let w = &d.wire;
+    let _ = writeln!(
+        out,
+        "\nshared layers: {} ({}); B on a node already holding A downloads {} in {} at {} (saves {}); A on a node holding B downloads {}",
+        w.shared_layers,
+        bytes(w.shared_bytes),
+        bytes(w.b_after_a_bytes),
+        seconds(w.b_after_a_seconds),
+        d.bandwidth,
+        bytes(w.b_after_a_saved_bytes),
+        bytes(w.a_after_b_bytes)
+    );
+    out
+}
+
+/// Layer by layer: how A's and B's layers at each position compare.
+fn layer_changes(d: &VariantDiff) -> String {
     let mut t = Table::new(
         &[
             "layer",
@@ -223,14 +282,7 @@ pub fn diff_table(d: &VariantDiff) -> String {
         let (bd, bf, bc) = side(&r.b);
         t.row(vec![
             r.position.to_string(),
-            match r.change {
-                Change::Same => "same",
-                Change::Recompressed => "recompressed",
-                Change::Changed => "changed",
-                Change::Added => "added",
-                Change::Removed => "removed",
-            }
-            .to_owned(),
+            change_name(r.change).to_owned(),
             ad,
             af,
             ac,
@@ -246,8 +298,21 @@ pub fn diff_table(d: &VariantDiff) -> String {
             },
         ]);
     }
-    out.push_str(&t.render());
-    out.push('\n');
+    t.render()
+}
+
+fn change_name(change: Change) -> &'static str {
+    match change {
+        Change::Same => "same",
+        Change::Recompressed => "recompressed",
+        Change::Changed => "changed",
+        Change::Added => "added",
+        Change::Removed => "removed",
+    }
+}
+
+/// A's and B's totals and predicted times side by side, with B - A.
+fn side_by_side(d: &VariantDiff) -> String {
     let mut t = Table::new(&["", "A", "B", "B - A"], 1);
     let signed = |a: u64, b: u64| {
         let (d, sign) = if b >= a { (b - a, "+") } else { (a - b, "-") };
@@ -290,20 +355,7 @@ pub fn diff_table(d: &VariantDiff) -> String {
             signed_seconds(ub - ua),
         ]);
     }
-    out.push_str(&t.render());
-    let w = &d.wire;
-    let _ = writeln!(
-        out,
-        "\nshared layers: {} ({}); B on a node already holding A downloads {} in {} at {} (saves {}); A on a node holding B downloads {}",
-        w.shared_layers,
-        bytes(w.shared_bytes),
-        bytes(w.b_after_a_bytes),
-        seconds(w.b_after_a_seconds),
-        d.bandwidth,
-        bytes(w.b_after_a_saved_bytes),
-        bytes(w.a_after_b_bytes)
-    );
-    out
+    t.render()
 }
 
 fn short(d: &Digest) -> String {

@@ -190,26 +190,7 @@ impl BlobStore {
     /// [`OpenError::Locked`] when another process has it; I/O errors otherwise.
     pub fn open(config: StoreConfig) -> Result<(Self, Recovery), OpenError> {
         let layout = Layout::new(config.root);
-        std::fs::create_dir_all(layout.root()).map_err(|e| annotate(e, "create", layout.root()))?;
-        let lock_path = layout.root().join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| annotate(e, "open", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(OpenError::Locked {
-                    root: layout.root().to_owned(),
-                    lock: lock_path,
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(annotate(e, "lock", &lock_path).into())
-            }
-        }
+        let lock = lock_root(&layout)?;
         for dir in [
             layout.blobs_dir(),
             layout.meta_dir(),
@@ -220,68 +201,13 @@ impl BlobStore {
         }
         let identity = identity::ensure(&layout)
             .map_err(|e| annotate(e, "identify store", &layout.store_id_path()))?;
-        let mut recovery = Recovery::default();
-        for entry in read_dir(&layout.tmp_dir())? {
-            let path = entry.path();
-            let removed = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            removed.map_err(|e| annotate(e, "remove stale temp file", &path))?;
-            recovery.temp_files_removed += 1;
-        }
-        // A store we can lock but not write to (a read-only bind mount of `tmp/`) would fail
-        // every fill later; say so now.
-        let probe = layout
-            .tmp_dir()
-            .join(format!("write-probe.{}", std::process::id()));
-        File::create(&probe)
-            .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| annotate(e, "create file", &probe))?;
-        let saved = state::load_index(&layout.index_state_path());
-        let mut found = Vec::new();
-        for prefix in read_dir(&layout.blobs_dir())? {
-            let prefix_path = prefix.path();
-            if !prefix_path.is_dir() {
-                recovery.strays += 1;
-                continue;
-            }
-            for blob in read_dir(&prefix_path)? {
-                let name = blob.file_name();
-                let digest = name
-                    .to_str()
-                    .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
-                    .filter(|d| prefix.file_name().to_str() == Some(&d.hex()[..2]));
-                let meta = blob
-                    .metadata()
-                    .map_err(|e| annotate(e, "stat", &blob.path()))?;
-                match digest {
-                    Some(d) if meta.is_file() => {
-                        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        let mut entry = Entry::new(meta.len(), None, modified);
-                        if let Some(s) = saved.get(&d) {
-                            entry.last_access = from_unix_secs(s.last_access);
-                            entry.repos = s.repos.clone();
-                            entry.tags = s.tags.clone();
-                        }
-                        found.push((d, entry));
-                    }
-                    _ => recovery.strays += 1,
-                }
-            }
-        }
-        // Oldest access first, so the index's recency order is what it was before the restart.
-        found.sort_by_key(|(_, e)| e.last_access);
-        let mut index = Index::default();
-        for (digest, mut entry) in found {
-            let meta = read_meta(&layout.meta_path(&digest));
-            entry.media_type = meta.as_ref().and_then(|m| m.media_type.clone());
-            entry.source = meta.and_then(|m| m.source);
-            recovery.blobs += 1;
-            recovery.bytes += entry.size_bytes;
-            index.restore(digest, entry);
-        }
+        let mut recovery = Recovery {
+            temp_files_removed: remove_temp_files(&layout)?,
+            ..Recovery::default()
+        };
+        probe_writable(&layout)?;
+        let found = scan_blobs(&layout, &mut recovery)?;
+        let mut index = restore_index(&layout, found, &mut recovery);
         let pins = state::load_pins(&layout.pins_path())?;
         recovery.pins = pins.len();
         index.set_pinned(pinned_set(&pins));
@@ -822,6 +748,117 @@ impl BlobStore {
 fn allocated_bytes(file: &File) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
     file.metadata().map_or(0, |m| m.blocks() * 512)
+}
+
+/// Creates the store's root and takes the exclusive lock on `<root>/lock`, held as long as the
+/// returned file is open.
+///
+/// # Errors
+/// [`OpenError::Locked`] when another process holds it; I/O errors otherwise.
+fn lock_root(layout: &Layout) -> Result<File, OpenError> {
+    std::fs::create_dir_all(layout.root()).map_err(|e| annotate(e, "create", layout.root()))?;
+    let lock_path = layout.root().join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| annotate(e, "open", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked {
+            root: layout.root().to_owned(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(annotate(e, "lock", &lock_path).into()),
+    }
+}
+
+/// Removes what interrupted fills left in `tmp/`; returns how many entries went.
+fn remove_temp_files(layout: &Layout) -> io::Result<usize> {
+    let mut removed_count = 0;
+    for entry in read_dir(&layout.tmp_dir())? {
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| annotate(e, "remove stale temp file", &path))?;
+        removed_count += 1;
+    }
+    Ok(removed_count)
+}
+
+/// Creates and removes a file in `tmp/`. A store we can lock but not write to (a read-only bind
+/// mount of `tmp/`) would fail every fill later; this says so now.
+fn probe_writable(layout: &Layout) -> io::Result<()> {
+    let probe = layout
+        .tmp_dir()
+        .join(format!("write-probe.{}", std::process::id()));
+    File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| annotate(e, "create file", &probe))
+}
+
+/// Every committed blob under `blobs/<2 hex>/<hex>`, with its size, mtime and the recency,
+/// repositories and tags saved in `state/`. Anything else there is counted in
+/// `recovery.strays`, left alone and not served.
+fn scan_blobs(layout: &Layout, recovery: &mut Recovery) -> io::Result<Vec<(Digest, Entry)>> {
+    let saved = state::load_index(&layout.index_state_path());
+    let mut found = Vec::new();
+    for prefix in read_dir(&layout.blobs_dir())? {
+        let prefix_path = prefix.path();
+        if !prefix_path.is_dir() {
+            recovery.strays += 1;
+            continue;
+        }
+        for blob in read_dir(&prefix_path)? {
+            let name = blob.file_name();
+            let digest = name
+                .to_str()
+                .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
+                .filter(|d| prefix.file_name().to_str() == Some(&d.hex()[..2]));
+            let meta = blob
+                .metadata()
+                .map_err(|e| annotate(e, "stat", &blob.path()))?;
+            match digest {
+                Some(d) if meta.is_file() => {
+                    let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    let mut entry = Entry::new(meta.len(), None, modified);
+                    if let Some(s) = saved.get(&d) {
+                        entry.last_access = from_unix_secs(s.last_access);
+                        entry.repos = s.repos.clone();
+                        entry.tags = s.tags.clone();
+                    }
+                    found.push((d, entry));
+                }
+                _ => recovery.strays += 1,
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The index of the `found` blobs, with their media types from `meta/`, counted into
+/// `recovery`. Oldest access first, so the index's recency order is what it was before the
+/// restart.
+fn restore_index(
+    layout: &Layout,
+    mut found: Vec<(Digest, Entry)>,
+    recovery: &mut Recovery,
+) -> Index {
+    found.sort_by_key(|(_, e)| e.last_access);
+    let mut index = Index::default();
+    for (digest, mut entry) in found {
+        let meta = read_meta(&layout.meta_path(&digest));
+        entry.media_type = meta.as_ref().and_then(|m| m.media_type.clone());
+        entry.source = meta.and_then(|m| m.source);
+        recovery.blobs += 1;
+        recovery.bytes += entry.size_bytes;
+        index.restore(digest, entry);
+    }
+    index
 }
 
 fn pinned_set(pins: &[Pin]) -> HashSet<Digest> {
