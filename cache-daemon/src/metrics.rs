@@ -170,6 +170,7 @@ pub struct Metrics {
     served_cache: Counter,
     served_upstream: Counter,
     served_passthrough: Counter,
+    sent_by_kernel: Counter,
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_bytes: Counter,
     fills: Family<FillLabels, Counter>,
@@ -214,6 +215,12 @@ impl Metrics {
             "served_bytes",
             "Body bytes sent to clients, by source",
             served.clone(),
+        );
+        let sent_by_kernel = Counter::default();
+        registry.register(
+            "sent_by_kernel_bytes",
+            "Body bytes of served_bytes that the kernel sent from the blob file (sendfile), not copied through the daemon",
+            sent_by_kernel.clone(),
         );
         let upstream_requests = Family::<UpstreamLabels, Counter>::default();
         registry.register(
@@ -366,6 +373,7 @@ impl Metrics {
             served_cache,
             served_upstream,
             served_passthrough,
+            sent_by_kernel,
             upstream_requests,
             upstream_bytes,
             fills,
@@ -457,6 +465,12 @@ impl Metrics {
             Source::Upstream => self.served_upstream.inc_by(bytes),
             Source::Passthrough => self.served_passthrough.inc_by(bytes),
         };
+    }
+
+    /// `bytes` of body were sent from `source` by the kernel from the blob file (`zero_copy`).
+    pub fn sent_by_kernel(&self, source: Source, bytes: u64) {
+        self.served(source, bytes);
+        self.sent_by_kernel.inc_by(bytes);
     }
 
     /// A request of `kind` to an upstream was answered with `status` (`None`: no answer).

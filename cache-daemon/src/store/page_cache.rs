@@ -60,6 +60,18 @@ fn read_cached(file: &File, offset: u64, buf: &mut [u8]) -> usize {
     }
 }
 
+/// Whether the page cache holds the first and the last byte of `len` bytes at `offset` of
+/// `file`: a probe (two one-byte reads that never wait on the disk) for whether the kernel can
+/// send the span without waiting on the disk. Pages between the two are not asked about: a file
+/// is read and cached front to back, and one evicted in between costs that page's disk read on a
+/// runtime thread, not a wrong byte. `false` when the fast path is unavailable.
+pub fn holds(file: &File, offset: u64, len: usize) -> bool {
+    let mut byte = [0u8; 1];
+    len > 0
+        && read_cached(file, offset, &mut byte) == 1
+        && read_cached(file, offset + (len as u64 - 1), &mut byte) == 1
+}
+
 /// Reads `len` bytes at `offset` of `file` (which holds them) without a runtime thread ever
 /// waiting on the disk: inline when the page cache has them, else on the blocking pool, reusing
 /// the same buffer. With `whole = false` a cached prefix is returned as it is (a streaming
@@ -111,5 +123,10 @@ mod tests {
         );
         assert!(read_at(&file, 8, 10, true).await.is_err(), "past the end");
         assert!(open(&dir.path().join("missing")).is_none());
+        // Just read: cached (unless this filesystem has no RWF_NOWAIT, when it is never so).
+        let cached = holds(&file, 0, 11);
+        assert!(cached || NOWAIT_UNSUPPORTED.load(Ordering::Relaxed));
+        assert!(!holds(&file, 6, 6), "a span past the end is not held");
+        assert!(!holds(&file, 0, 0));
     }
 }
