@@ -65,8 +65,8 @@ use stampede_lab::{ShapedLink, Shaping};
 use target::Kind;
 use upstream::Origin;
 
-/// Size of the 8.6 MB hot blob, as in the test bed's wrk measurements.
-const LARGE_HOT_BYTES: u64 = 8_600_000;
+/// Size of the large hot blob (issue 18: 8 connections on one 64 MiB blob).
+const LARGE_HOT_BYTES: u64 = 64 << 20;
 /// Size of the small hot blob.
 const SMALL_HOT_BYTES: u64 = 1024;
 /// Port of the origin inside the namespace.

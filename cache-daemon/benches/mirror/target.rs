@@ -118,7 +118,13 @@ impl Target {
                     (Some(Server::Daemon(proc)), addr)
                 }
                 Kind::Nginx => {
-                    let cache = NginxCache::start(NginxConfig::new(free_addr()?, origin, d))?;
+                    // With sendfile, as nginx is deployed to serve files (issue 18 compares
+                    // CPU per GB against that).
+                    let config = NginxConfig {
+                        sendfile: true,
+                        ..NginxConfig::new(free_addr()?, origin, d)
+                    };
+                    let cache = NginxCache::start(config)?;
                     let addr = cache.addr();
                     (Some(Server::Nginx(cache)), addr)
                 }
