@@ -60,8 +60,8 @@ pub fn empty() -> Body {
 
 /// At most [`zero_copy::SPAN_BYTES`] of the `left_bytes` at `pos` of `file` as a stand-in frame
 /// the kernel sends (`zero_copy`), counted for `source` when sent; `None` when this response is
-/// not on a client connection or the span's pages are not known to be cached (the caller reads
-/// and copies them instead).
+/// not on a client connection, the span is shorter than [`zero_copy::MIN_SPAN_BYTES`] or its
+/// pages are not known to be cached (the caller reads and copies them instead).
 fn kernel_span(
     file: &Arc<File>,
     pos: u64,
@@ -69,12 +69,12 @@ fn kernel_span(
     source: Source,
     metrics: &Arc<Metrics>,
 ) -> Option<Bytes> {
-    if !zero_copy::available() {
-        return None;
-    }
     let len = usize::try_from(left_bytes)
         .unwrap_or(usize::MAX)
         .min(zero_copy::SPAN_BYTES);
+    if len < zero_copy::MIN_SPAN_BYTES || !zero_copy::available() {
+        return None;
+    }
     if !page_cache::holds(file, pos, len) {
         return None;
     }
@@ -206,7 +206,10 @@ pub fn from_file_verified(
 /// the file's pages it was read from when the response is on a client connection, which spares
 /// the copy out of the daemon; as the bytes read otherwise.
 fn send_read(file: &Arc<File>, at: u64, chunk: Bytes, metrics: &Arc<Metrics>) -> Bytes {
-    match zero_copy::span_frame(file, at, chunk.len(), Source::Cache, metrics) {
+    let frame = (chunk.len() >= zero_copy::MIN_SPAN_BYTES)
+        .then(|| zero_copy::span_frame(file, at, chunk.len(), Source::Cache, metrics))
+        .flatten();
+    match frame {
         Some(frame) => frame,
         None => {
             metrics.served(Source::Cache, chunk.len() as u64);

@@ -44,6 +44,12 @@ use crate::metrics::{Metrics, Source};
 /// the socket's send buffer has room for per call.
 pub const SPAN_BYTES: usize = 1 << 20;
 
+/// Shortest span worth sending this way, in bytes. Below it, copying costs less than what the
+/// kernel path adds: the response head written apart from the body (one more system call), the
+/// page-cache probes and the `sendfile` call. Bodies copy shorter spans (small blobs, short
+/// ranges, the tail of a blob) as before.
+pub const MIN_SPAN_BYTES: usize = 16 * 1024;
+
 /// What stand-in frames point into. Only its address matters.
 static STAND_IN: [u8; SPAN_BYTES] = [0; SPAN_BYTES];
 

@@ -1,12 +1,15 @@
 //! Bytes the kernel sends from blob files (`zero_copy`): hits, ranges of hits, fill followers
 //! behind the in-memory window and `verify_on_read` hits, each checked byte for byte and header
 //! for header against the blob, with `cache_daemon_sent_by_kernel_bytes_total` showing that the
-//! kernel sent them; and a keep-alive connection whose responses (GET, HEAD, 206, 404) follow
-//! each other exactly on the wire.
+//! kernel sent them (and that spans under `MIN_SPAN_BYTES` were copied instead); and a
+//! keep-alive connection whose responses (GET, HEAD, 206, 404) follow each other exactly on the
+//! wire.
 
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use cache_daemon::zero_copy::{MIN_SPAN_BYTES, SPAN_BYTES};
 
 use crate::common::upstream::{Behavior, FakeUpstream, Gate};
 use crate::common::{
@@ -40,7 +43,8 @@ async fn committed(
 
 #[tokio::test]
 async fn a_hit_is_sent_by_the_kernel_with_its_headers() {
-    let content = data(3 * (1 << 20) + 4321, 41);
+    // Three whole spans and a last one just long enough to be sent by the kernel too.
+    let content = data(3 * SPAN_BYTES + MIN_SPAN_BYTES, 41);
     let (up, cache, url) = committed(&content, |_| {}).await;
     let digest = stampede_oci::Digest::of(&content).to_string();
     let before = kernel_bytes(&cache).await;
@@ -69,6 +73,9 @@ async fn ranges_of_a_hit_are_sent_by_the_kernel() {
         ("bytes=-3", len - 3, len),
         ("bytes=100-1500000", 100, 1_500_001),
     ] {
+        // Short ones are copied; longer ones go in spans, whose last may be short and copied.
+        let span = (to - from) % SPAN_BYTES;
+        let copied = if span < MIN_SPAN_BYTES { span } else { 0 };
         let r = request("GET", &url, &[("range", range)]).await;
         assert_eq!(r.status(), 206, "{range}");
         assert_eq!(header(&r, "content-length"), (to - from).to_string());
@@ -78,7 +85,7 @@ async fn ranges_of_a_hit_are_sent_by_the_kernel() {
             "{range}"
         );
         assert!(body(r).await.unwrap()[..] == content[from..to], "{range}");
-        sent += (to - from) as u64;
+        sent += (to - from - copied) as u64;
     }
     assert_eq!(kernel_bytes(&cache).await - before, sent);
 }
@@ -134,20 +141,21 @@ async fn a_follower_behind_the_window_is_sent_the_temp_file_by_the_kernel() {
     assert!(late[..] == content[..]);
     assert!(behind[..] == content[1000..]);
     assert!(leader[..] == content[..]);
-    // The two late readers' bytes, at least, went out through the kernel.
+    // What the two late readers joined behind went out through the kernel, at least.
     let by_kernel = kernel_bytes(&cache).await - before;
     assert!(
-        by_kernel >= (2 * BIG - 1000) as u64,
+        by_kernel >= (2 * gate.after_bytes - 1000) as u64,
         "{by_kernel} bytes sent by the kernel"
     );
     assert_eq!(up.count(Method::GET, &d.to_string()), 1);
 }
 
 /// With `verify_on_read`, a hit is hashed as it is read and the kernel sends what was hashed;
-/// the whole body and a range match the blob.
+/// the whole body and a (short, so copied) range match the blob.
 #[tokio::test]
 async fn a_verify_on_read_hit_is_hashed_then_sent_by_the_kernel() {
-    let content = data((1 << 20) + 999, 44);
+    // Hashed in 128 KiB chunks; the last is long enough for the kernel path.
+    let content = data((1 << 20) + MIN_SPAN_BYTES + 1, 44);
     let (_up, cache, url) = committed(&content, |c| c.store.verify_on_read = true).await;
     let before = kernel_bytes(&cache).await;
     let resp = get(&url).await;
@@ -157,10 +165,7 @@ async fn a_verify_on_read_hit_is_hashed_then_sent_by_the_kernel() {
     let r = request("GET", &url, &[("range", "bytes=10-20")]).await;
     assert_eq!(r.status(), 206);
     assert!(body(r).await.unwrap()[..] == content[10..21]);
-    assert_eq!(
-        kernel_bytes(&cache).await - before,
-        content.len() as u64 + 11
-    );
+    assert_eq!(kernel_bytes(&cache).await - before, content.len() as u64);
 }
 
 /// One response off a raw connection: head (lower-cased header names) and `body_bytes` of body.
@@ -225,4 +230,53 @@ async fn kernel_sent_bodies_keep_a_connection_alive_and_framed() {
     let (head, got) = response(&mut conn, content_length).await;
     assert!(head.starts_with("http/1.1 206"), "{head}");
     assert!(got[..] == content[..10]);
+}
+
+/// An upstream that sends no length: the fill's readers get a chunked body, whose chunks hyper
+/// frames around the kernel-sent spans; the body is the blob, byte for byte.
+#[tokio::test]
+async fn a_chunked_follower_is_framed_around_kernel_sent_spans() {
+    let content = data(2 * SPAN_BYTES + 3 * MIN_SPAN_BYTES, 46);
+    let up = FakeUpstream::start().await;
+    let gate = Gate::new(SPAN_BYTES + MIN_SPAN_BYTES);
+    let d = up.blob(
+        content.clone(),
+        Behavior {
+            omit_length: true,
+            gate: Some(gate.clone()),
+            ..Behavior::default()
+        },
+    );
+    let cache = TestDaemon::start(&up.url()).await;
+    let url = cache.url(&blob_path(&d));
+    let mut leader = get(&url).await;
+    assert_eq!(header(&leader, "transfer-encoding"), "chunked");
+    assert_eq!(header(&leader, "content-length"), "");
+    let first = first_chunk(leader.body_mut()).await;
+    let app = cache.daemon.app().clone();
+    eventually(|| {
+        app.flights
+            .get(&d)
+            .is_some_and(|f| f.progress().written_bytes >= gate.after_bytes as u64)
+    })
+    .await;
+    // Joins with a whole span written: sent by the kernel, inside chunk framing.
+    let before = kernel_bytes(&cache).await;
+    let late = get(&url).await;
+    assert_eq!(header(&late, "transfer-encoding"), "chunked");
+    gate.open();
+    let (late, leader) = within(async {
+        (
+            body(late).await.unwrap(),
+            rest(leader.into_body(), first.to_vec()).await.unwrap(),
+        )
+    })
+    .await;
+    assert!(late[..] == content[..]);
+    assert!(leader[..] == content[..]);
+    let by_kernel = kernel_bytes(&cache).await - before;
+    assert!(
+        by_kernel >= SPAN_BYTES as u64,
+        "{by_kernel} bytes sent by the kernel"
+    );
 }
