@@ -197,7 +197,11 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
     if !i.skipped.is_empty() {
         let names: Vec<_> = i.skipped.iter().map(|k| k.name()).collect();
-        let _ = writeln!(out, "\nSkipped (not installed): {}.", names.join(", "));
+        let _ = writeln!(
+            out,
+            "\nSkipped (not installed, or no MIRROR_BASELINE_BIN): {}.",
+            names.join(", ")
+        );
     }
     render_cold(&mut out, i);
     render_big(&mut out, i);

@@ -381,7 +381,7 @@ pub async fn rss(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
     let mut runs = Vec::new();
     for rep in 0..bed.reps {
         for kind in bed.order(rep) {
-            if !matches!(kind, Kind::Daemon | Kind::Nginx) {
+            if !matches!(kind, Kind::Daemon | Kind::Baseline | Kind::Nginx) {
                 continue;
             }
             let target = Target::start(kind, origin.addr, &bed.work)?;
