@@ -1,16 +1,18 @@
 //! One upstream blob fill, start to finish: GET the blob upstream, write it to a temp file while
 //! hashing it, then commit it (verified) or fail the flight (nothing committed, followers cut).
 //!
-//! Three stages run in parallel so none caps throughput alone: this task receives frames from
-//! the upstream connection and hands each (shared, not copied) to a blocking hasher thread and
-//! a blocking writer thread; the writer writes them to the temp file with positional writes and
-//! reports progress to followers, batching wake-ups (every [`NOTIFY_BYTES`], or whenever it has
-//! caught up with the network) so a hundred followers are not woken per packet. Followers never
-//! wait for the hash; only the commit (and so every response's last byte) does.
+//! Two stages run in parallel: this task receives frames from the upstream connection and hands
+//! each (shared, not copied) to a blocking writer thread, which writes it to the temp file with
+//! a positional write, reports progress to followers, batching wake-ups (every
+//! [`NOTIFY_BYTES`], or whenever it has caught up with the network) so a hundred followers are
+//! not woken per packet, and then hashes it. Followers never wait for the hash; only the commit
+//! (and so every response's last byte) does. The hash used to have a thread of its own; off a
+//! slow link every frame is small, and waking a third thread per frame cost more CPU than the
+//! overlap saved (README, *Zero-copy sends*).
 //!
 //! When the upstream body breaks (connection reset, early end) or stalls past the idle timeout,
 //! the fill is not given up at once: it asks again from the offset it has received, which the
-//! writer and the hasher hold in order (`Range: bytes=<received>-`). A `206` from that offset
+//! writer holds in order (`Range: bytes=<received>-`). A `206` from that offset
 //! continues the same file and the same running hash. A `200` (an upstream that ignores ranges)
 //! sends the blob from its start: the bytes the file already has are compared with it, not
 //! written again, and any difference fails the fill as a mismatch, since followers have already
@@ -43,7 +45,7 @@ use crate::upstream::{content_range, retry_after, Answer, ContentRange, Upstream
 
 /// Followers are woken at least every this many bytes written.
 pub const NOTIFY_BYTES: u64 = 64 * 1024;
-/// Frames queued between the network stage and the writer, and again before the hasher.
+/// Frames queued between the network stage and the writer.
 const WRITE_QUEUE_FRAMES: usize = 64;
 /// Times one fill asks the upstream again after its body broke or stalled, at most.
 pub const RESUME_ATTEMPTS: u32 = 3;
@@ -236,13 +238,13 @@ enum ToWriter {
     Flush(oneshot::Sender<u64>),
 }
 
-/// Receives the body and hands every frame to two blocking threads: one hashes it, one writes
-/// it to the temp file (the frames are shared, not copied). Resumes a broken body (see the
-/// module doc). Returns bytes written and the verifier (not yet finished).
+/// Receives the body and hands every frame to a blocking thread that writes it to the temp file
+/// and hashes it (the frames are shared, not copied). Resumes a broken body (see the module
+/// doc). Returns bytes written and the verifier (not yet finished).
 ///
 /// Hashing here, inline, kept the upstream connection from reading while a frame was hashed
 /// (hyper reads the next frame only once this one is taken), so receive and sha256 ran in
-/// series; on their own thread they overlap.
+/// series; on the writer's thread they overlap.
 async fn stream_to_disk(
     answer: Answer,
     origin: &Origin<'_>,
@@ -250,27 +252,24 @@ async fn stream_to_disk(
     progress: ProgressWriter,
     ctx: &FillContext,
 ) -> Result<(u64, Verifier), FillFailure> {
-    let verifier = Verifier::new(origin.digest.clone());
+    let mut verifier = Verifier::new(origin.digest.clone());
     let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_QUEUE_FRAMES);
-    let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
     let file = temp.file.clone();
     let path = temp.path.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        write_frames(&file, rx, &progress).map_err(|e| (e, path))
+        let written = write_frames(&file, rx, &progress, &mut verifier).map_err(|e| (e, path));
+        (written, verifier)
     });
-    let hasher = tokio::task::spawn_blocking(move || hash_frames(hash_rx, verifier));
     let mut transfer = Transfer {
         origin,
         ctx,
         file: temp.file.clone(),
         to_writer: tx,
-        to_hasher: hash_tx,
         received_bytes: 0,
     };
     let received = transfer.receive(answer).await;
     drop(transfer);
-    let written = writer.await.map_err(|_| FillFailure::Local)?;
-    let verifier = hasher.await.map_err(|_| FillFailure::Local)?;
+    let (written, verifier) = writer.await.map_err(|_| FillFailure::Local)?;
     let written = match written {
         Ok(n) => n,
         Err((e, path)) => {
@@ -297,14 +296,14 @@ enum Pumped {
     Failed(FillFailure),
 }
 
-/// The network stage of a fill: feeds the writer and the hasher, and resumes broken bodies.
+/// The network stage of a fill: feeds the writer (and so the hash), and resumes broken bodies.
 struct Transfer<'a> {
     origin: &'a Origin<'a>,
     ctx: &'a FillContext,
     file: Arc<File>,
     to_writer: mpsc::Sender<ToWriter>,
-    to_hasher: mpsc::Sender<Bytes>,
-    /// Bytes handed to both the writer and the hasher, in order: the offset a resume asks for.
+    /// Bytes handed to the writer (which hashes them too), in order: the offset a resume asks
+    /// for.
     received_bytes: u64,
 }
 
@@ -388,11 +387,8 @@ impl Transfer<'_> {
                 }
             }
             let len = data.len() as u64;
-            // Either stage stopping ends the fill: the writer's own error says why, and the
-            // hasher stops only if it died.
-            if self.to_hasher.send(data.clone()).await.is_err()
-                || self.to_writer.send(ToWriter::Frame(data)).await.is_err()
-            {
+            // The writer stopping ends the fill: its own error says why.
+            if self.to_writer.send(ToWriter::Frame(data)).await.is_err() {
                 return Pumped::Ended;
             }
             self.received_bytes += len;
@@ -495,17 +491,13 @@ fn continues(range: Option<ContentRange>, offset_bytes: u64, total_bytes: Option
     })
 }
 
-fn hash_frames(mut rx: mpsc::Receiver<Bytes>, mut verifier: Verifier) -> Verifier {
-    while let Some(chunk) = rx.blocking_recv() {
-        verifier.update(&chunk);
-    }
-    verifier
-}
-
+/// The writer thread: writes each frame at its offset, tells followers (see the module doc),
+/// then hashes it into `verifier`. Returns the bytes written.
 fn write_frames(
     file: &std::fs::File,
     mut rx: mpsc::Receiver<ToWriter>,
     progress: &ProgressWriter,
+    verifier: &mut Verifier,
 ) -> std::io::Result<u64> {
     let mut written = 0u64;
     let mut notified = 0u64;
@@ -523,24 +515,21 @@ fn write_frames(
         };
         file.write_all_at(&chunk, written)?;
         let len = chunk.len() as u64;
-        progress.remember(written, chunk);
+        progress.remember(written, chunk.clone());
         written += len;
-        next = match rx.try_recv() {
-            Ok(more) => {
-                if written - notified >= NOTIFY_BYTES {
-                    progress.wrote(written, true);
-                    notified = written;
-                } else {
-                    progress.wrote(written, false);
-                }
-                Some(more)
-            }
-            Err(_) => {
-                // Caught up with the network: let followers have everything now.
-                progress.wrote(written, true);
-                notified = written;
-                rx.blocking_recv()
-            }
+        let more = rx.try_recv().ok();
+        if more.is_some() && written - notified < NOTIFY_BYTES {
+            progress.wrote(written, false);
+        } else {
+            // Every NOTIFY_BYTES, or caught up with the network: followers have it all now.
+            progress.wrote(written, true);
+            notified = written;
+        }
+        // Hashed after followers were told: they never wait for the hash.
+        verifier.update(&chunk);
+        next = match more {
+            Some(more) => Some(more),
+            None => rx.blocking_recv(),
         };
     }
     Ok(written)
