@@ -45,6 +45,18 @@ use crate::upstream::{content_range, retry_after, Answer, ContentRange, Upstream
 
 /// Followers are woken at least every this many bytes written.
 pub const NOTIFY_BYTES: u64 = 64 * 1024;
+/// Bytes the network stage holds before handing frames to the writer.
+const HOLD_BYTES: u64 = NOTIFY_BYTES;
+/// Longest the network stage holds a frame before handing it to the writer.
+const HOLD_TIME: Duration = Duration::from_millis(2);
+
+/// Frames received and not yet handed to the writer.
+#[derive(Default)]
+struct Held {
+    frames: Vec<Bytes>,
+    bytes: u64,
+}
+
 /// Frames queued between the network stage and the writer.
 const WRITE_QUEUE_FRAMES: usize = 64;
 /// Times one fill asks the upstream again after its body broke or stalled, at most.
@@ -340,11 +352,35 @@ impl Transfer<'_> {
     }
 
     /// Hands on one body's bytes, comparing its first `again_bytes` with the file instead.
+    ///
+    /// Frames are held until [`HOLD_BYTES`] have come or [`HOLD_TIME`] has passed since the
+    /// first one held, then handed to the writer together: off a slow link every frame is a few
+    /// KiB, and handing each on woke the writer and every follower per frame.
     async fn pump(&mut self, mut body: Incoming, again_bytes: u64) -> Pumped {
         let idle = self.ctx.upstreams.body_idle_timeout;
         let mut compared_bytes = 0;
+        let mut held = Held::default();
         loop {
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
+            let next = if held.frames.is_empty() {
+                tokio::time::timeout(idle, body.frame()).await
+            } else {
+                match tokio::time::timeout(HOLD_TIME, body.frame()).await {
+                    Ok(next) => Ok(next),
+                    Err(_) => {
+                        if !self.hand_on(&mut held).await {
+                            return Pumped::Ended;
+                        }
+                        continue;
+                    }
+                }
+            };
+            // Whatever happens next, what was received is the writer's first.
+            if next.as_ref().map_or(true, |n| !matches!(n, Some(Ok(_))))
+                && !self.hand_on(&mut held).await
+            {
+                return Pumped::Ended;
+            }
+            let frame = match next {
                 Err(_) => return Pumped::Broke(FillFailure::Timeout),
                 Ok(None) => {
                     // hyper reports a body short of its Content-Length as an error; this is an
@@ -386,13 +422,26 @@ impl Transfer<'_> {
                     continue;
                 }
             }
-            let len = data.len() as u64;
-            // The writer stopping ends the fill: its own error says why.
-            if self.to_writer.send(ToWriter::Frame(data)).await.is_err() {
+            held.bytes += data.len() as u64;
+            held.frames.push(data);
+            if held.bytes >= HOLD_BYTES && !self.hand_on(&mut held).await {
                 return Pumped::Ended;
+            }
+        }
+    }
+
+    /// Hands the held frames to the writer. `false`: the writer stopped, which ends the fill
+    /// (its own error says why).
+    async fn hand_on(&mut self, held: &mut Held) -> bool {
+        for data in held.frames.drain(..) {
+            let len = data.len() as u64;
+            if self.to_writer.send(ToWriter::Frame(data)).await.is_err() {
+                return false;
             }
             self.received_bytes += len;
         }
+        held.bytes = 0;
+        true
     }
 
     /// Asks the upstream for the rest of the blob after its body broke (`broke`). Returns the
