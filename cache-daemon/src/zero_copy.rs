@@ -246,3 +246,73 @@ impl AsyncWrite for KernelSend {
         Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (accepted.unwrap().0, client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn stand_ins_become_their_file_spans_in_order_and_the_rest_is_written_as_is() {
+        let mut file = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&content).unwrap();
+        let file = Arc::new(file);
+        let metrics = Arc::new(Metrics::new());
+        let (server, mut client) = pair().await;
+        let lane = Lane::default();
+        let mut socket = KernelSend::new(server, lane.clone());
+        let (first, second) = serve(lane, async {
+            assert!(available());
+            (
+                span_frame(&file, 10, 40_000, Source::Cache, &metrics).unwrap(),
+                span_frame(&file, 60_000, 30_000, Source::Cache, &metrics).unwrap(),
+            )
+        })
+        .await;
+        assert!(is_stand_in(&first) && !is_stand_in(b"head"));
+        let writer = tokio::spawn(async move {
+            for part in [
+                Bytes::from_static(b"head\r\n"),
+                first,
+                Bytes::from_static(b"|"),
+                second,
+            ] {
+                socket.write_all(&part).await.unwrap();
+            }
+        });
+        let mut got = vec![0u8; 6 + 40_000 + 1 + 30_000];
+        client.read_exact(&mut got).await.unwrap();
+        writer.await.unwrap();
+        let mut want = b"head\r\n".to_vec();
+        want.extend_from_slice(&content[10..40_010]);
+        want.push(b'|');
+        want.extend_from_slice(&content[60_000..90_000]);
+        assert!(got == want);
+        assert!(metrics
+            .render(0, 0, 0)
+            .contains("cache_daemon_sent_by_kernel_bytes_total 70000"));
+        // Off a served connection there is no lane: the caller sends bytes itself.
+        assert!(!available());
+        assert!(span_frame(&file, 0, 10, Source::Cache, &metrics).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stand_in_without_its_span_fails_the_write() {
+        let (server, _client) = pair().await;
+        let mut socket = KernelSend::new(server, Lane::default());
+        let err = socket
+            .write_all(&STAND_IN[..100])
+            .await
+            .expect_err("nothing queued");
+        assert!(err.to_string().contains("out of step"), "{err}");
+    }
+}
