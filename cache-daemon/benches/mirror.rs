@@ -12,7 +12,8 @@
 //! e.g. `cargo bench -p cache-daemon --bench mirror -- hot`. Environment: `MIRROR_REPS` (3),
 //! `MIRROR_SLOW_REPS` (1: distribution and direct at 64 clients), `MIRROR_TARGETS`
 //! (`cache-daemon,nginx,distribution,direct`), `MIRROR_HOT_SECS` (5), `MIRROR_BURST_MIB` (32),
-//! `MIRROR_BIG_MIB` (1024), `MIRROR_RATE_MBIT` (200).
+//! `MIRROR_BIG_MIB` (1024), `MIRROR_RATE_MBIT` (200), `MIRROR_BASELINE_BIN` (another cache-daemon
+//! binary, e.g. an older commit's, measured beside this build as `cache-daemon-baseline`).
 //!
 //! The Markdown summary goes to stdout and to `target/tmp/mirror-report.md`; progress to stderr.
 //! Every process and namespace it creates is removed on exit, on error, on panic and on
@@ -65,8 +66,8 @@ use stampede_lab::{ShapedLink, Shaping};
 use target::Kind;
 use upstream::Origin;
 
-/// Size of the 8.6 MB hot blob, as in the test bed's wrk measurements.
-const LARGE_HOT_BYTES: u64 = 8_600_000;
+/// Size of the large hot blob (issue 18: 8 connections on one 64 MiB blob).
+const LARGE_HOT_BYTES: u64 = 64 << 20;
 /// Size of the small hot blob.
 const SMALL_HOT_BYTES: u64 = 1024;
 /// Port of the origin inside the namespace.

@@ -9,6 +9,13 @@
 //! `Content-Length` is reached, so no client takes unverified bytes as a complete blob.
 //! (Without a known length the body is chunked, and the terminating chunk plays that role.)
 //!
+//! On a client connection (`zero_copy`), bytes that are in a file and in the page cache are not
+//! copied at all: a body hands hyper a stand-in frame and the kernel sends the span from the file
+//! ([`kernel_span`]). That covers hits, ranges of hits and every byte a fill has written (the
+//! in-memory window included: sending from the temp file's cached pages costs less than copying
+//! the window's frame). Bytes not known to be cached are read (on the blocking pool if need be)
+//! and copied as before; so is everything when a body is not polled on a client connection.
+//!
 //! With `verify_on_read`, a whole committed blob is rehashed as it is sent
 //! ([`from_file_verified`]) and its last chunk goes out only once the digest matched; a blob
 //! that no longer matches (bit rot, a hand edit) is cut short and quarantined.
@@ -28,6 +35,7 @@ use crate::flight::{FillState, Flight};
 use crate::metrics::{Metrics, Source};
 use crate::store::read_checks::FileIdentity;
 use crate::store::{page_cache, BlobStore};
+use crate::zero_copy;
 use stampede_oci::{Digest, Verifier};
 
 /// The body type of every response.
@@ -50,15 +58,40 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// At most [`zero_copy::SPAN_BYTES`] of the `left_bytes` at `pos` of `file` as a stand-in frame
+/// the kernel sends (`zero_copy`), counted for `source` when sent; `None` when this response is
+/// not on a client connection, the span is shorter than [`zero_copy::MIN_SPAN_BYTES`] or its
+/// pages are not known to be cached (the caller reads and copies them instead).
+fn kernel_span(
+    file: &Arc<File>,
+    pos: u64,
+    left_bytes: u64,
+    source: Source,
+    metrics: &Arc<Metrics>,
+) -> Option<Bytes> {
+    let len = usize::try_from(left_bytes)
+        .unwrap_or(usize::MAX)
+        .min(zero_copy::SPAN_BYTES);
+    if len < zero_copy::MIN_SPAN_BYTES || !zero_copy::available() {
+        return None;
+    }
+    if !page_cache::holds(file, pos, len) {
+        return None;
+    }
+    zero_copy::span_frame(file, pos, len, source, metrics)
+}
+
 fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = BytesMut::zeroed(len);
     file.read_exact_at(&mut buf, offset)?;
     Ok(buf.freeze())
 }
 
-/// Streams bytes `[start, end)` of a committed blob. Each chunk is read inline when the page
-/// cache holds it (a memory copy) and on the blocking pool otherwise: a committed file may have
-/// left the page cache, and a runtime thread never waits on the disk.
+/// Streams bytes `[start, end)` of a committed blob: sent by the kernel from the file where the
+/// page cache holds them and the response is on a client connection (`zero_copy`); otherwise
+/// each chunk is read inline when the page cache holds it (a memory copy) and on the blocking
+/// pool if not: a committed file may have left the page cache, and a runtime thread never waits
+/// on the disk.
 pub fn from_file(file: Arc<File>, start: u64, end: u64, metrics: Arc<Metrics>) -> Body {
     file_counted(file, (start, end), metrics, Source::Cache)
 }
@@ -79,6 +112,10 @@ fn file_counted(
         async move {
             if pos >= end {
                 return None;
+            }
+            if let Some(frame) = kernel_span(&file, pos, end - pos, Source::Cache, &metrics) {
+                let next = pos + frame.len() as u64;
+                return Some((Ok(Frame::data(frame)), (file, next)));
             }
             let len = usize::try_from(end - pos)
                 .unwrap_or(usize::MAX)
@@ -118,6 +155,11 @@ pub fn from_file_verified(
         store: Arc<BlobStore>,
         metrics: Arc<Metrics>,
     }
+    impl Check {
+        fn send(&self, at: u64, chunk: Bytes) -> Bytes {
+            send_read(&self.file, at, chunk, &self.metrics)
+        }
+    }
     let check = Check {
         file,
         pos: 0,
@@ -137,14 +179,16 @@ pub fn from_file_verified(
                 Err(e) => return Some((Err(e), None)),
             };
             c.verifier.update(&chunk);
+            let at = c.pos;
             c.pos += chunk.len() as u64;
             if c.pos < size_bytes {
-                c.metrics.served(Source::Cache, chunk.len() as u64);
-                return Some((Ok(Frame::data(chunk)), Some(c)));
+                let frame = c.send(at, chunk);
+                return Some((Ok(Frame::data(frame)), Some(c)));
             }
         }
         // The last chunk (or an empty blob): only if the whole blob matched.
         let Check {
+            file,
             verifier,
             store,
             metrics,
@@ -165,10 +209,27 @@ pub fn from_file_verified(
         if chunk.is_empty() {
             return None;
         }
-        metrics.served(Source::Cache, chunk.len() as u64);
-        Some((Ok(Frame::data(chunk)), None))
+        let last = size_bytes - chunk.len() as u64;
+        let frame = send_read(&file, last, chunk, &metrics);
+        Some((Ok(Frame::data(frame)), None))
     });
     StreamBody::new(chunks).boxed()
+}
+
+/// A chunk of a committed blob that was just read (and hashed) at `at`: sent by the kernel from
+/// the file's pages it was read from when the response is on a client connection, which spares
+/// the copy out of the daemon; as the bytes read otherwise.
+fn send_read(file: &Arc<File>, at: u64, chunk: Bytes, metrics: &Arc<Metrics>) -> Bytes {
+    let frame = (chunk.len() >= zero_copy::MIN_SPAN_BYTES)
+        .then(|| zero_copy::span_frame(file, at, chunk.len(), Source::Cache, metrics))
+        .flatten();
+    match frame {
+        Some(frame) => frame,
+        None => {
+            metrics.served(Source::Cache, chunk.len() as u64);
+            chunk
+        }
+    }
 }
 
 /// Counts a response as a fill waiter while it lives.
@@ -200,9 +261,11 @@ struct Follow {
 /// Streams bytes `[start, end)` of a blob whose fill is in progress, as they land. `end` is
 /// `None` when the whole blob is wanted and its length is unknown.
 ///
-/// Bytes still in the flight's in-memory window are sent as the upstream's own frames; older
-/// ones are read from the growing file inline: those pages were written moments ago and are in
-/// the page cache, so a read is a memory copy of at most [`CHUNK_BYTES`], not disk I/O.
+/// On a client connection, every written byte is sent by the kernel from the temp file, whose
+/// pages were written moments ago and are in the page cache (checked per span). Otherwise bytes
+/// still in the flight's in-memory window are sent as the upstream's own frames, and older ones
+/// are read from the growing file inline: a memory copy of at most [`CHUNK_BYTES`], not disk
+/// I/O.
 pub fn from_flight(
     flight: Arc<Flight>,
     file: Arc<File>,
@@ -310,6 +373,13 @@ fn follow(
                     (FillState::Running, None) => p.written_bytes,
                 };
                 if s.pos < limit {
+                    let source = Source::Upstream;
+                    if let Some(frame) =
+                        kernel_span(&s.file, s.pos, limit - s.pos, source, &metrics)
+                    {
+                        s.pos += frame.len() as u64;
+                        return Some((Ok(Frame::data(frame)), Some(s)));
+                    }
                     let len = usize::try_from(limit - s.pos)
                         .unwrap_or(usize::MAX)
                         .min(CHUNK_BYTES);

@@ -9,6 +9,8 @@
 //!   validated into per-component configs.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; builds the daemon.
 //! - [`write_deadline`]: client connections whose writes give up when the client stops reading.
+//! - [`zero_copy`]: client connections on which the kernel sends blob bytes from their file
+//!   (`sendfile`) in place of stand-in frames the bodies hand hyper.
 //! - [`route`]: method + path + query parsed into a [`route::Route`]; pure. The pull API's
 //!   grammar and the `Range` header are `stampede_oci::api`'s.
 //! - [`tool`] / [`admin_client`]: the operator tools, on a stopped store or through a running
@@ -30,7 +32,8 @@
 //!
 //! # A blob request's path
 //! `server` -> `handler::App::handle` -> `route::Route::parse` -> (with caller checks on:
-//! `access::Access::admit`, allowed or refused) -> store hit? `body::from_file`.
+//! `access::Access::admit`, allowed or refused) -> store hit? `body::from_file`, whose cached
+//! spans go to hyper as stand-ins that `zero_copy::KernelSend` sends with `sendfile`.
 //! Miss: `flight::Flights::claim` -> leader spawns `fill::run` (upstream GET -> hash -> temp file
 //! -> verify -> `store::BlobStore::commit`), and leader and followers alike answer with
 //! `body::from_flight`, which reads the temp file as it grows and sends its last byte only after
@@ -68,6 +71,7 @@ pub mod store;
 pub mod tool;
 pub mod upstream;
 pub mod write_deadline;
+pub mod zero_copy;
 
 pub use config::Config;
 pub use server::{start, Daemon, StartError};

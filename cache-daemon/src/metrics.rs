@@ -261,6 +261,7 @@ pub struct Metrics {
     served_passthrough: Counter,
     served_peer: Counter,
     cluster: ClusterMetrics,
+    sent_by_kernel: Counter,
     upstream_requests: Family<UpstreamLabels, Counter>,
     upstream_bytes: Counter,
     fills: Family<FillLabels, Counter>,
@@ -305,6 +306,12 @@ impl Metrics {
             "served_bytes",
             "Body bytes sent to clients, by source",
             served.clone(),
+        );
+        let sent_by_kernel = Counter::default();
+        registry.register(
+            "sent_by_kernel_bytes",
+            "Body bytes of served_bytes that the kernel sent from the blob file (sendfile), not copied through the daemon",
+            sent_by_kernel.clone(),
         );
         let upstream_requests = Family::<UpstreamLabels, Counter>::default();
         registry.register(
@@ -465,6 +472,7 @@ impl Metrics {
             served_passthrough,
             served_peer,
             cluster,
+            sent_by_kernel,
             upstream_requests,
             upstream_bytes,
             fills,
@@ -596,6 +604,12 @@ impl Metrics {
         self.cluster
             .bad_peers
             .set(i64::try_from(bad).unwrap_or(i64::MAX));
+    }
+
+    /// `bytes` of body were sent from `source` by the kernel from the blob file (`zero_copy`).
+    pub fn sent_by_kernel(&self, source: Source, bytes: u64) {
+        self.served(source, bytes);
+        self.sent_by_kernel.inc_by(bytes);
     }
 
     /// A request of `kind` to an upstream was answered with `status` (`None`: no answer).

@@ -8,7 +8,8 @@
 //!
 //! Hostile clients: headers must arrive within [`ServerConfig::header_read_timeout`] (also the
 //! longest a kept-alive connection idles); a client that stops reading its response is
-//! disconnected after [`ServerConfig::client_write_timeout`] ([`WriteDeadline`]); a request head beyond [`MAX_HEADER_BYTES`] or
+//! disconnected after [`ServerConfig::client_write_timeout`] ([`WriteDeadline`], which also
+//! bounds the kernel's sends of blob spans, [`KernelSend`]); a request head beyond [`MAX_HEADER_BYTES`] or
 //! [`MAX_HEADERS`] fields gets a 431 (a long URL included), and framing hyper cannot trust (two
 //! different `Content-Length`s, a `Transfer-Encoding` not ending in `chunked`, obs-fold, a bare
 //! CR) a 400 and a close. The mirror never reads a request body (only GET and HEAD are served):
@@ -41,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::store::BlobStore;
 use crate::upstream::Upstreams;
 use crate::write_deadline::WriteDeadline;
+use crate::zero_copy::{self, KernelSend, Lane};
 
 /// hyper's per-connection buffer limit (`max_buf_size`), in bytes: request headers must fit, and
 /// hyper stops asking a response body for more once this much is queued unsent. Its default
@@ -345,7 +347,10 @@ async fn accept_loop(
         .header_read_timeout(timeouts.header_read)
         .max_buf_size(HTTP_BUF_BYTES)
         .max_header_size(MAX_HEADER_BYTES)
-        .max_headers(MAX_HEADERS);
+        .max_headers(MAX_HEADERS)
+        // Body frames queued as they are, never copied into hyper's buffer: the stand-in frames
+        // of `zero_copy` must reach the socket as their own slices.
+        .writev(true);
     loop {
         let permit = tokio::select! {
             () = stopped(&mut stop) => break,
@@ -387,14 +392,16 @@ async fn accept_loop(
                 })
             }
         });
-        let io = TokioIo::new(WriteDeadline::new(stream, timeouts.client_write));
+        let lane = Lane::default();
+        let socket = KernelSend::new(stream, lane.clone());
+        let io = TokioIo::new(WriteDeadline::new(socket, timeouts.client_write));
         let conn = graceful.watch(http.serve_connection(io, service));
-        tokio::spawn(async move {
+        tokio::spawn(zero_copy::serve(lane, async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
-        });
+        }));
     }
 }
 

@@ -17,3 +17,4 @@ mod node_faults;
 mod operations;
 mod reliability_doc;
 mod upstream_faults;
+mod zero_copy;

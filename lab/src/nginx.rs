@@ -38,6 +38,9 @@ pub struct NginxConfig {
     pub dir: PathBuf,
     /// Worker processes.
     pub workers: u32,
+    /// `sendfile on` (and `tcp_nopush on`): cached files sent by the kernel, as nginx is usually
+    /// deployed. Off by default, as in nginx's own defaults and the test bed's config.
+    pub sendfile: bool,
 }
 
 impl NginxConfig {
@@ -48,6 +51,7 @@ impl NginxConfig {
             upstream,
             dir: dir.into(),
             workers: 2,
+            sendfile: false,
         }
     }
 
@@ -65,6 +69,11 @@ impl NginxConfig {
     pub fn text(&self) -> String {
         let d = self.dir.display();
         let (listen, upstream, workers) = (self.listen, self.upstream, self.workers);
+        let sendfile = if self.sendfile {
+            "\n  sendfile on;\n  tcp_nopush on;"
+        } else {
+            ""
+        };
         let lock = LOCK_TIMEOUT.as_secs();
         let cached = format!(
             "      proxy_pass http://reg;
@@ -84,7 +93,7 @@ pid {d}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
   log_format stampede '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" cache=$upstream_cache_status up=$upstream_addr';
-  access_log {d}/logs/access.log stampede;
+  access_log {d}/logs/access.log stampede;{sendfile}
   client_body_temp_path {d}/tmp/body;
   proxy_temp_path       {d}/tmp/proxy;
   fastcgi_temp_path     {d}/tmp/fastcgi;
@@ -216,6 +225,19 @@ impl NginxCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sendfile_is_off_unless_asked_for() {
+        let mut c = NginxConfig::new(
+            "127.0.0.1:5002".parse().unwrap(),
+            "10.231.4.1:5000".parse().unwrap(),
+            "/tmp/n",
+        );
+        assert!(!c.text().contains("sendfile"));
+        c.sendfile = true;
+        let t = c.text();
+        assert!(t.contains("\n  sendfile on;\n  tcp_nopush on;\n"), "{t}");
+    }
 
     #[test]
     fn config_coalesces_by_digest_with_raised_lock_limits() {

@@ -197,7 +197,11 @@ pub fn render(i: &Inputs<'_>) -> String {
     );
     if !i.skipped.is_empty() {
         let names: Vec<_> = i.skipped.iter().map(|k| k.name()).collect();
-        let _ = writeln!(out, "\nSkipped (not installed): {}.", names.join(", "));
+        let _ = writeln!(
+            out,
+            "\nSkipped (not installed, or no MIRROR_BASELINE_BIN): {}.",
+            names.join(", ")
+        );
     }
     render_cold(&mut out, i);
     render_big(&mut out, i);
@@ -220,11 +224,11 @@ fn render_cold(out: &mut String, i: &Inputs<'_>) {
     );
     let _ = writeln!(out, "Times are seconds from the common epoch at which every client sent its request (medians over runs). \
         \"first byte\" is the earliest client's; \"spread\" is the latest client's first byte minus the earliest's (worst run in brackets). \
-        \"p95 ÷ single\" divides by the same target's median single cold pull. \"CPU s\" is what the target's processes used during the burst.\n");
-    let _ = writeln!(out, "| target | clients | runs | first byte ms | spread ms | p50 s | p95 s | p95 ÷ single | p95 ÷ cache-daemon's | upstream GETs (max) | upstream HEADs | failed pulls | CPU s |");
+        \"p95 ÷ single\" divides by the same target's median single cold pull. \"CPU s\" is what the target's processes used during the burst; \"CPU s/GB\" divides it by the GB sent to the clients (clients × blob).\n");
+    let _ = writeln!(out, "| target | clients | runs | first byte ms | spread ms | p50 s | p95 s | p95 ÷ single | p95 ÷ cache-daemon's | upstream GETs (max) | upstream HEADs | failed pulls | CPU s | CPU s/GB |");
     let _ = writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for clients in COLD_CLIENTS {
         for kind in Kind::ALL {
@@ -239,7 +243,7 @@ fn render_cold(out: &mut String, i: &Inputs<'_>) {
                 .map_or(f64::NAN, |s| s.p95);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
                 kind.name(),
                 clients,
                 c.runs,
@@ -254,7 +258,8 @@ fn render_cold(out: &mut String, i: &Inputs<'_>) {
                 c.gets_max,
                 f(c.heads, 0),
                 c.failed,
-                f(c.cpu, 2)
+                f(c.cpu, 2),
+                f(c.cpu / (clients as f64 * i.burst_bytes as f64 / 1e9), 3)
             );
         }
     }
@@ -273,10 +278,10 @@ fn render_big(out: &mut String, i: &Inputs<'_>) {
         The client counts bytes and does not hash them. \"hot\" is the same pull repeated once the blob is cached. \
         CPU columns are seconds of CPU used during the cold pull by the target's processes, the origin registry and the client (this process), medians over runs; \
         their sum divided by the cores is the shortest the pull could take if nothing else ran.\n");
-    let _ = writeln!(out, "| target | runs | cold s | cold GB/s | cold time ÷ cache-daemon's | CPU s target / origin / client | CPU-bound floor s | hot s | hot GB/s | upstream GETs (cold + hot) | failed |");
+    let _ = writeln!(out, "| target | runs | cold s | cold GB/s | cold time ÷ cache-daemon's | CPU s target / origin / client | target CPU s/GiB | CPU-bound floor s | hot s | hot GB/s | upstream GETs (cold + hot) | failed |");
     let _ = writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let gb = |s: f64| i.big_bytes as f64 / s / 1e9;
     let cold_of = |kind: Kind| {
@@ -310,7 +315,7 @@ fn render_big(out: &mut String, i: &Inputs<'_>) {
         let floor = cpu.iter().sum::<f64>() / i.machine.cores.max(1) as f64;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
             kind.name(),
             runs.len(),
             f(cold, 2),
@@ -319,6 +324,7 @@ fn render_big(out: &mut String, i: &Inputs<'_>) {
             f(cpu[0], 2),
             f(cpu[1], 2),
             f(cpu[2], 2),
+            f(cpu[0] / (i.big_bytes as f64 / 1073741824.0), 2),
             f(floor, 2),
             f(hot, 2),
             f(gb(hot), 2),
@@ -337,6 +343,8 @@ struct HotCell {
     p99: f64,
     errors: u64,
     runs: usize,
+    /// Target CPU seconds per GB served.
+    cpu_per_gb: f64,
 }
 
 fn hot_median(i: &Inputs<'_>, kind: Kind, test: HotTest) -> Option<HotCell> {
@@ -355,6 +363,11 @@ fn hot_median(i: &Inputs<'_>, kind: Kind, test: HotTest) -> Option<HotCell> {
         p99: median(runs.iter().map(|r| secs(r.wrk.p99)).collect())?,
         errors: runs.iter().map(|r| r.wrk.errors).sum(),
         runs: runs.len(),
+        cpu_per_gb: median(
+            runs.iter()
+                .map(|r| r.target_cpu / (r.wrk.bytes_per_s * secs(i.hot_duration) / 1e9))
+                .collect(),
+        )?,
     })
 }
 
@@ -367,10 +380,11 @@ fn render_hot(out: &mut String, i: &Inputs<'_>) {
         "\n### Hot: cached content, wrk -t2 for {} s per run, origin on loopback\n",
         i.hot_duration.as_secs()
     );
-    let _ = writeln!(out, "| test | target | runs | req/s | MB/s | latency p50 / p99 ms | cache-daemon ÷ this (req/s) | errors |");
+    let _ = writeln!(out, "\"CPU s/GB\" is the CPU time of the target's processes (all threads, nginx's workers included) during the run, from /proc/<pid>/stat, over the GB wrk received.\n");
+    let _ = writeln!(out, "| test | target | runs | req/s | MB/s | latency p50 / p99 ms | cache-daemon ÷ this (req/s) | CPU s/GB | errors |");
     let _ = writeln!(
         out,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for test in HotTest::ALL {
         let daemon = hot_median(i, Kind::Daemon, test).map_or(f64::NAN, |h| h.rps);
@@ -380,7 +394,7 @@ fn render_hot(out: &mut String, i: &Inputs<'_>) {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} |",
                 test.name(),
                 kind.name(),
                 c.runs,
@@ -389,6 +403,7 @@ fn render_hot(out: &mut String, i: &Inputs<'_>) {
                 f(c.p50 * 1000.0, 2),
                 f(c.p99 * 1000.0, 2),
                 f(daemon / c.rps, 2),
+                f(c.cpu_per_gb, 3),
                 c.errors
             );
         }
@@ -512,6 +527,7 @@ fn render_goals(out: &mut String, i: &Inputs<'_>) {
     .map(|s| i.big_bytes as f64 / s / 1e9);
     let _ = writeln!(out, "| cold unshaped {:.0} MiB pull | ≥ 1.00 GB/s | {} GB/s (origin alone to one client: {} GB/s) | {} |",
         i.big_bytes as f64 / 1048576.0, f(big.unwrap_or(f64::NAN), 2), f(ceiling.unwrap_or(f64::NAN), 2), verdict(big.map(|g| g >= 1.0)));
+    render_cpu_goals(out, i);
     let peak = i
         .rss
         .iter()
@@ -523,5 +539,52 @@ fn render_goals(out: &mut String, i: &Inputs<'_>) {
         "| RSS while streaming to {RSS_CLIENTS} clients | < 100 MiB | {} MiB peak | {} |",
         f(peak.map_or(f64::NAN, |b| b as f64 / 1048576.0), 1),
         verdict(peak.map(|b| b < 100 * 1048576))
+    );
+}
+
+/// Issue 18's rows: daemon CPU per GB served against nginx's, hot and in the 16-client cold
+/// burst, and daemon CPU per cold unshaped GiB.
+fn render_cpu_goals(out: &mut String, i: &Inputs<'_>) {
+    let hot = |kind| hot_median(i, kind, HotTest::LargeBlob).map(|c| c.cpu_per_gb);
+    let (d, n) = (hot(Kind::Daemon), hot(Kind::Nginx));
+    let _ = writeln!(
+        out,
+        "| hot {}: daemon CPU s/GB ≤ nginx's | ≤ 1.00 × | {} ÷ {} = {} | {} |",
+        HotTest::LargeBlob.name(),
+        f(d.unwrap_or(f64::NAN), 3),
+        f(n.unwrap_or(f64::NAN), 3),
+        f(d.zip(n).map_or(f64::NAN, |(d, n)| d / n), 2),
+        verdict(d.zip(n).map(|(d, n)| d <= n))
+    );
+    let cells = cold_cells(i.cold);
+    let clients = 16;
+    let per_gb = |kind| {
+        cells
+            .get(&(kind_index(kind), clients))
+            .map(|c| c.cpu / (clients as f64 * i.burst_bytes as f64 / 1e9))
+    };
+    let (d, n) = (per_gb(Kind::Daemon), per_gb(Kind::Nginx));
+    let _ = writeln!(
+        out,
+        "| cold burst {clients}: daemon CPU s/GB ≤ nginx's | ≤ 1.00 × | {} ÷ {} = {} | {} |",
+        f(d.unwrap_or(f64::NAN), 3),
+        f(n.unwrap_or(f64::NAN), 3),
+        f(d.zip(n).map_or(f64::NAN, |(d, n)| d / n), 2),
+        verdict(d.zip(n).map(|(d, n)| d <= n))
+    );
+    let gib = i.big_bytes as f64 / 1073741824.0;
+    let big = median(
+        i.big
+            .iter()
+            .filter(|r| r.kind == Kind::Daemon && r.cold.is_ok())
+            .map(|r| r.cpu[0] / gib)
+            .collect(),
+    );
+    let _ = writeln!(
+        out,
+        "| cold unshaped {:.0} MiB pull: daemon CPU s per GiB | ≤ 1.50 | {} | {} |",
+        i.big_bytes as f64 / 1048576.0,
+        f(big.unwrap_or(f64::NAN), 2),
+        verdict(big.map(|b| b <= 1.5))
     );
 }

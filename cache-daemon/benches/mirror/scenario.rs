@@ -2,7 +2,8 @@
 //! repetition (the order rotates per repetition) and starting each target fresh:
 //! - [`cold`]: 1, 16 and 64 clients on one uncached blob behind the shaped origin;
 //! - [`big`]: one client, a 1 GiB uncached blob, unshaped loopback origin; then the same again hot;
-//! - [`hot`]: wrk on a cached 8.6 MB blob, a 1 KiB blob and a manifest by digest;
+//! - [`hot`]: wrk on a cached 64 MiB blob, a 1 KiB blob and a manifest by digest, with the
+//!   target's CPU time per run;
 //! - [`rss`]: 256 clients streaming one blob, cold then hot, while RSS is sampled.
 //!
 //! Scenarios only measure and return runs; `report.rs` computes statistics and renders them.
@@ -227,7 +228,7 @@ pub async fn big(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
 /// What a hot wrk run fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HotTest {
-    /// The 8.6 MB blob over 8 connections.
+    /// The 64 MiB blob over 8 connections.
     LargeBlob,
     /// The 1 KiB blob over 16 connections.
     SmallBlob,
@@ -250,7 +251,7 @@ impl HotTest {
     /// Name in the report.
     pub fn name(self) -> &'static str {
         match self {
-            HotTest::LargeBlob => "8.6 MB blob, 8 conns",
+            HotTest::LargeBlob => "64 MiB blob, 8 conns",
             HotTest::SmallBlob => "1 KiB blob, 16 conns",
             HotTest::Manifest => "manifest by digest, 16 conns",
         }
@@ -260,7 +261,7 @@ impl HotTest {
 /// The hot paths to fetch.
 #[derive(Debug, Clone)]
 pub struct HotPaths {
-    /// The 8.6 MB blob.
+    /// The 64 MiB blob.
     pub large: String,
     /// The 1 KiB blob.
     pub small: String,
@@ -287,6 +288,8 @@ pub struct HotRun {
     pub test: HotTest,
     /// wrk's numbers.
     pub wrk: WrkResult,
+    /// CPU seconds the target's processes used during the run.
+    pub target_cpu: f64,
 }
 
 async fn warm(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
@@ -323,19 +326,24 @@ pub async fn hot(bed: &Bed, origin: &Origin, paths: &HotPaths) -> anyhow::Result
                     duration: bed.hot_duration,
                 };
                 let work = bed.work.clone();
+                let clock =
+                    CpuClock::start(vec![target.pid().map_or(Counted::Nothing, Counted::Tree)]);
                 let result = tokio::task::spawn_blocking(move || wrk::run(&spec, &work)).await??;
+                let target_cpu = clock.read()[0];
                 progress(format_args!(
-                    "{:<12} {:<30} {:>9.0} req/s {:>7.0} MB/s errors {}",
+                    "{:<12} {:<30} {:>9.0} req/s {:>7.0} MB/s errors {} target CPU {:.2} s",
                     kind.name(),
                     test.name(),
                     result.requests_per_s,
                     result.bytes_per_s / 1e6,
-                    result.errors
+                    result.errors,
+                    target_cpu
                 ));
                 runs.push(HotRun {
                     kind,
                     test,
                     wrk: result,
+                    target_cpu,
                 });
             }
             target.stop();
@@ -373,7 +381,7 @@ pub async fn rss(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
     let mut runs = Vec::new();
     for rep in 0..bed.reps {
         for kind in bed.order(rep) {
-            if !matches!(kind, Kind::Daemon | Kind::Nginx) {
+            if !matches!(kind, Kind::Daemon | Kind::Baseline | Kind::Nginx) {
                 continue;
             }
             let target = Target::start(kind, origin.addr, &bed.work)?;

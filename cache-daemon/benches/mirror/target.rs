@@ -18,6 +18,9 @@ use stampede_lab::{DockerRegistry, NginxCache, NginxConfig, Proc, RegistryConfig
 pub enum Kind {
     /// This crate's daemon.
     Daemon,
+    /// Another cache-daemon build (`MIRROR_BASELINE_BIN`, an older commit's), measured beside
+    /// this one for a before/after in one run; skipped unless that is set.
+    Baseline,
     /// nginx 1.22 `proxy_cache` + `proxy_cache_lock`.
     Nginx,
     /// distribution 2.8 `proxy.remoteurl`.
@@ -28,12 +31,19 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, daemon first.
-    pub const ALL: [Kind; 4] = [Kind::Daemon, Kind::Nginx, Kind::Distribution, Kind::Direct];
+    pub const ALL: [Kind; 5] = [
+        Kind::Daemon,
+        Kind::Baseline,
+        Kind::Nginx,
+        Kind::Distribution,
+        Kind::Direct,
+    ];
 
     /// Name in reports and in `MIRROR_TARGETS`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Daemon => "cache-daemon",
+            Kind::Baseline => "cache-daemon-baseline",
             Kind::Nginx => "nginx",
             Kind::Distribution => "distribution",
             Kind::Direct => "direct",
@@ -43,7 +53,7 @@ impl Kind {
     /// The program it needs, if any beyond the origin.
     fn program(self) -> Option<&'static str> {
         match self {
-            Kind::Daemon | Kind::Direct => None,
+            Kind::Daemon | Kind::Baseline | Kind::Direct => None,
             Kind::Nginx => Some("nginx"),
             Kind::Distribution => Some("docker-registry"),
         }
@@ -51,6 +61,10 @@ impl Kind {
 
     /// Whether it can run here; prints why not, naming the package to install.
     pub fn available(self) -> bool {
+        if self == Kind::Baseline && std::env::var_os(BASELINE_BIN).is_none() {
+            eprintln!("mirror: {} skipped: {BASELINE_BIN} is not set", self.name());
+            return false;
+        }
         match self.program().map(stampede_lab::find) {
             Some(Err(e)) => {
                 eprintln!("mirror: {} skipped: {e}", self.name());
@@ -78,6 +92,9 @@ pub struct Target {
     _dir: tempfile::TempDir,
 }
 
+/// The environment variable naming the [`Kind::Baseline`] binary.
+const BASELINE_BIN: &str = "MIRROR_BASELINE_BIN";
+
 /// How long a target gets to answer after start.
 const START_LIMIT: Duration = Duration::from_secs(20);
 
@@ -103,9 +120,12 @@ impl Target {
         let (server, addr) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
             Ok(match kind {
                 Kind::Direct => (None, origin),
-                Kind::Daemon => {
+                Kind::Daemon | Kind::Baseline => {
                     let addr = free_addr()?;
-                    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cache-daemon"));
+                    let mut cmd = match std::env::var_os(BASELINE_BIN) {
+                        Some(bin) if kind == Kind::Baseline => Command::new(bin),
+                        _ => Command::new(env!("CARGO_BIN_EXE_cache-daemon")),
+                    };
                     cmd.arg("--listen")
                         .arg(addr.to_string())
                         .arg("--root")
@@ -118,7 +138,13 @@ impl Target {
                     (Some(Server::Daemon(proc)), addr)
                 }
                 Kind::Nginx => {
-                    let cache = NginxCache::start(NginxConfig::new(free_addr()?, origin, d))?;
+                    // With sendfile, as nginx is deployed to serve files (issue 18 compares
+                    // CPU per GB against that).
+                    let config = NginxConfig {
+                        sendfile: true,
+                        ..NginxConfig::new(free_addr()?, origin, d)
+                    };
+                    let cache = NginxCache::start(config)?;
                     let addr = cache.addr();
                     (Some(Server::Nginx(cache)), addr)
                 }

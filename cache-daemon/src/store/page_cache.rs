@@ -60,6 +60,40 @@ fn read_cached(file: &File, offset: u64, buf: &mut [u8]) -> usize {
     }
 }
 
+/// `statfs` magic of tmpfs, whose files live in memory (`linux/magic.h`).
+const TMPFS_MAGIC: rustix::fs::FsWord = 0x0102_1994;
+
+/// Whether the page cache holds the first and the last byte of `len` bytes at `offset` of
+/// `file`: a probe (two one-byte reads that never wait on the disk) for whether the kernel can
+/// send the span without waiting on the disk. Pages between the two are not asked about: a file
+/// is read and cached front to back, and one evicted in between costs that page's disk read on a
+/// runtime thread, not a wrong byte. A file on tmpfs, which cannot be read this way, is in
+/// memory by definition. `false` on any other error.
+///
+/// Unlike the reads above, this never consults or sets the process-wide "unsupported" flag: a
+/// probe on one filesystem says nothing about another (the store and a test's tmpfs, say).
+pub fn holds(file: &File, offset: u64, len: usize) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let probe = |at: u64| {
+        let mut byte = [0u8; 1];
+        rustix::io::preadv2(
+            file,
+            &mut [IoSliceMut::new(&mut byte)],
+            at,
+            ReadWriteFlags::NOWAIT,
+        )
+    };
+    match (probe(offset), probe(offset + (len as u64 - 1))) {
+        (Ok(1), Ok(1)) => true,
+        (Err(e), _) | (_, Err(e)) if e == Errno::OPNOTSUPP || e == Errno::INVAL => {
+            rustix::fs::fstatfs(file).is_ok_and(|s| s.f_type == TMPFS_MAGIC)
+        }
+        _ => false,
+    }
+}
+
 /// Reads `len` bytes at `offset` of `file` (which holds them) without a runtime thread ever
 /// waiting on the disk: inline when the page cache has them, else on the blocking pool, reusing
 /// the same buffer. With `whole = false` a cached prefix is returned as it is (a streaming
@@ -111,5 +145,9 @@ mod tests {
         );
         assert!(read_at(&file, 8, 10, true).await.is_err(), "past the end");
         assert!(open(&dir.path().join("missing")).is_none());
+        // Just read: cached (tempdir is on a filesystem with RWF_NOWAIT reads, or tmpfs).
+        assert!(holds(&file, 0, 11));
+        assert!(!holds(&file, 6, 6), "a span past the end is not held");
+        assert!(!holds(&file, 0, 0));
     }
 }
