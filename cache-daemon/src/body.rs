@@ -373,17 +373,19 @@ fn follow(
                     (FillState::Running, None) => p.written_bytes,
                 };
                 if s.pos < limit {
-                    let source = Source::Upstream;
-                    if let Some(frame) =
-                        kernel_span(&s.file, s.pos, limit - s.pos, source, &metrics)
-                    {
+                    // The file holds blob bytes from `base_bytes` on (a stripe's file starts
+                    // mid-blob). Only bytes that leave the node (`count`) may be stand-ins for
+                    // the kernel to send: an uncounted body is read in this process.
+                    let at = s.pos - base_bytes;
+                    if let Some(frame) = count.and_then(|source| {
+                        kernel_span(&s.file, at, limit - s.pos, source, &metrics)
+                    }) {
                         s.pos += frame.len() as u64;
                         return Some((Ok(Frame::data(frame)), Some(s)));
                     }
                     let len = usize::try_from(limit - s.pos)
                         .unwrap_or(usize::MAX)
                         .min(CHUNK_BYTES);
-                    let at = s.pos - base_bytes;
                     let read = match s.flight.recent(at, len) {
                         Some(bytes) => Ok(bytes),
                         None => read_at(&s.file, at, len),
