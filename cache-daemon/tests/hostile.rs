@@ -125,19 +125,21 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Requests the upstream saw, of any kind.
+/// Requests the upstream saw, of any method (a forwarded POST or PUT counts) and on any path.
 fn upstream_requests(up: &FakeUpstream) -> usize {
-    up.count(http::Method::GET, "") + up.count(http::Method::HEAD, "")
+    up.requests()
 }
 
-/// Files under the store's `blobs/` (committed content).
+/// Files under the store's `blobs/` (committed content). Panics when `blobs/` (or anything
+/// under it) cannot be read, so an empty answer always means the directory was looked at.
 fn stored_blobs(root: &Path) -> Vec<std::path::PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
+        let entries =
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+        for e in entries {
+            let p = e
+                .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+                .path();
             if p.is_dir() {
                 walk(&p, out);
             } else {
