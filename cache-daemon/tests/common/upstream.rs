@@ -18,7 +18,6 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use stampede_oci::Digest;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -144,7 +143,12 @@ impl Drop for FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // SO_REUSEPORT, so `close_keeping_port` can hold the port after the listener closes.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.set_reuseport(true).unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let listener = socket.listen(1024).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
@@ -171,6 +175,19 @@ impl FakeUpstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Stops listening, so connections to this upstream are refused, while the returned socket
+    /// keeps its port bound: no other test's listener can take the port and answer in its
+    /// place (a bound socket that does not listen refuses every connection).
+    pub async fn close_keeping_port(mut self) -> tokio::net::TcpSocket {
+        let holder = tokio::net::TcpSocket::new_v4().unwrap();
+        holder.set_reuseport(true).unwrap();
+        holder.bind(self.addr).unwrap();
+        self.task.abort();
+        // The listener lives in the accept task: closed once the aborted task is gone.
+        (&mut self.task).await.ok();
+        holder
     }
 
     /// Adds a blob; returns its digest.
