@@ -302,7 +302,7 @@ async fn identical_checks_share_one_head_and_decisions_expire() {
             c.access.allow_ttl = ttl;
         })
         .await;
-    // The check is held at the upstream until all eight requests have joined it.
+    // The first request's check is held at the upstream while the others arrive.
     let check = p.upstream.hold(Method::HEAD, "/v2/team/a/");
     let manifest = d.url("/v2/team/a/manifests/v1");
     let all = tokio::spawn({
