@@ -43,7 +43,10 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
     let port = free_port();
     let store = work.path().join("store");
     let mut cmd = DaemonBinary::command();
+    // No admin port: its default is the fixed 127.0.0.1:5051, which a daemon of another test
+    // running at the same time would already hold.
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", "off"])
         .arg("--root")
         .arg(&store)
         .args(["--upstream", &registry.url()]);
@@ -165,6 +168,7 @@ fn credentials_from_a_docker_credential_helper_reach_a_private_upstream() {
     let daemon = |config: &std::path::Path| {
         let mut cmd = DaemonBinary::command();
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", "off"])
             .arg("--root")
             .arg(work.path().join("store"))
             .args(["--upstream", &format!("http://{addr}")])
