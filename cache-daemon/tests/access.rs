@@ -6,7 +6,7 @@
 //! Debian's docker-registry behind htpasswd together.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
@@ -74,10 +74,16 @@ impl Private {
     }
 }
 
-/// Lets the daemon record the repository a just-committed fill came through (a task woken by
-/// the commit, racing the response's last byte).
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(200)).await;
+/// Waits (bounded) until the daemon has recorded that `digest` was fetched through repository
+/// `repo` of the upstream `ns` names (the default upstream for `None`): a task woken by the
+/// fill's commit records it, racing the response's last byte, and the next caller's check
+/// depends on it.
+async fn settle(d: &TestDaemon, digest: &stampede_oci::Digest, ns: Option<&str>, repo: &str) {
+    let app = d.daemon.app();
+    let label = app
+        .upstreams
+        .repo_label(ns, &stampede_oci::RepoName::parse(repo).unwrap());
+    crate::common::eventually(|| app.store.seen_under(digest, &label)).await;
 }
 
 async fn status_as(url: &str, auth: Option<&str>) -> (StatusCode, String, String) {
@@ -100,7 +106,7 @@ async fn a_caller_with_rights_reads_misses_and_hits_and_its_decision_is_reused()
     let (status, _, _) = status_as(&blob, Some(ALICE)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(p.heads(), 1);
-    settle().await;
+    settle(&d, &p.blob_a, None, "team/a").await;
     // Hit, the tag and the manifest it names: the decision for (alice, team/a) is reused.
     let resp = request("GET", &blob, &[("authorization", ALICE)]).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -290,22 +296,41 @@ async fn a_fill_in_progress_is_followed_only_through_its_own_repository() {
 #[tokio::test]
 async fn identical_checks_share_one_head_and_decisions_expire() {
     let p = Private::start().await;
-    let ttl = Duration::from_millis(1500);
+    let ttl = Duration::from_secs(2);
     let d = p
         .daemon(|c| {
             c.access.allow_ttl = ttl;
         })
         .await;
-    // Make the check slow enough that all requests arrive while it runs.
-    p.upstream.stall(Duration::from_millis(1000));
+    // The first request's check is held at the upstream while the others arrive.
+    let check = p.upstream.hold(Method::HEAD, "/v2/team/a/");
     let manifest = d.url("/v2/team/a/manifests/v1");
-    let answers = join_all((0..8).map(|_| status_as(&manifest, Some(ALICE)))).await;
+    let all = tokio::spawn({
+        let manifest = manifest.clone();
+        async move { join_all((0..8).map(|_| status_as(&manifest, Some(ALICE)))).await }
+    });
+    seen(&p.upstream, Method::HEAD, "/v2/team/a/", 1).await;
+    // A pause for the other seven to arrive and join it (one that arrives later still makes
+    // no HEAD: it finds the decision; both are counted below).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    check.open();
+    let answers = crate::common::within(all).await.unwrap();
     assert!(
         answers.iter().all(|(s, _, _)| *s == StatusCode::OK),
         "{answers:?}"
     );
     assert_eq!(p.heads(), 1, "eight identical concurrent checks, one HEAD");
-    p.upstream.stall(Duration::ZERO);
+    let m = crate::common::metrics(&d).await;
+    let count = |source: &str| -> u64 {
+        let series =
+            format!(r#"cache_daemon_access_checks_total{{result="allowed",source="{source}"}} "#);
+        m.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert_eq!(count("upstream"), 1, "{m}");
+    assert!(count("coalesced") >= 1, "no request shared the check: {m}");
+    assert_eq!(count("coalesced") + count("cache"), 7, "{m}");
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     assert_eq!(status_as(&manifest, Some(ALICE)).await.0, StatusCode::OK);
     assert_eq!(p.heads(), 2, "an expired decision is asked again");
@@ -315,34 +340,47 @@ async fn identical_checks_share_one_head_and_decisions_expire() {
 #[tokio::test]
 async fn an_unreachable_upstream_serves_only_on_a_recent_allow_within_the_grace() {
     let p = Private::start().await;
-    let ttl = Duration::from_millis(200);
-    let grace = Duration::from_millis(1500);
+    // Seconds each, so the two re-checks below fit inside the grace on a loaded machine.
+    let ttl = Duration::from_secs(1);
+    let grace = Duration::from_secs(6);
+    let response_timeout = Duration::from_secs(1);
     let d = p
         .daemon(|c| {
             c.access.allow_ttl = ttl;
             c.access.grace = grace;
-            c.upstream.response_timeout = Duration::from_millis(300);
+            c.upstream.response_timeout = response_timeout;
         })
         .await;
     let blob = d.url(&format!("/v2/team/a/blobs/{}", p.blob_a));
+    // Alice's allow is decided between these two instants.
+    let before = Instant::now();
     assert_eq!(status_as(&blob, Some(ALICE)).await.0, StatusCode::OK);
     assert_eq!(status_as(&blob, Some(ALICE)).await.0, StatusCode::OK);
+    let decided_by = Instant::now();
     p.upstream.grant("Bearer carol-token", "team/a");
-    // The upstream hangs (every answer later than the daemon's response timeout).
-    p.upstream.stall(Duration::from_secs(3));
-    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    // The upstream hangs: every answer comes long after the daemon's response timeout.
+    let checks = p.upstream.hold(Method::HEAD, "/v2/");
+    tokio::time::sleep_until((decided_by + ttl + Duration::from_millis(100)).into()).await;
     // Alice's decision is past its TTL but within the grace: served from the store.
-    assert_eq!(status_as(&blob, Some(ALICE)).await.0, StatusCode::OK);
+    let (status, _, text) = status_as(&blob, Some(ALICE)).await;
+    assert!(
+        before.elapsed() < ttl + grace,
+        "the machine took {:?} for what the grace ({:?}) had to cover",
+        before.elapsed(),
+        ttl + grace
+    );
+    assert_eq!(status, StatusCode::OK, "{text}");
     // Carol has rights but was never checked: no fall-open.
     let (status, _, text) = status_as(&blob, Some("Bearer carol-token")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(text.contains("cannot check the caller"), "{text}");
     // Past the grace, alice too.
-    tokio::time::sleep(grace).await;
+    tokio::time::sleep_until((decided_by + ttl + grace + Duration::from_millis(100)).into()).await;
     assert_eq!(
         status_as(&blob, Some(ALICE)).await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    checks.open();
     d.stop().await;
 }
 
@@ -368,7 +406,7 @@ async fn with_checks_off_or_a_public_upstream_nothing_is_checked() {
     let blob = d.url(&format!("/v2/lib/app/blobs/{digest}"));
     for _ in 0..3 {
         assert_eq!(status_as(&blob, None).await.0, StatusCode::OK);
-        settle().await;
+        settle(&d, &digest, None, "lib/app").await;
     }
     assert_eq!(status_as(&d.url("/v2/"), None).await.0, StatusCode::OK);
     assert_eq!(public.count(Method::HEAD, "/v2/"), 0);
@@ -550,7 +588,7 @@ async fn a_redirected_check_is_followed_and_only_a_final_2xx_allows() {
     let d = public_daemon(&public.url(), |_| {}).await;
     let via = |repo: &str| d.url(&format!("/v2/{repo}/blobs/{digest}"));
     assert_eq!(status_as(&via("team/a"), None).await.0, StatusCode::OK);
-    settle().await;
+    settle(&d, &digest, None, "team/a").await;
 
     // The upstream now redirects every HEAD, unchecked, to a registry that does not hold it
     // (registry.k8s.io does this): the redirect is followed and the final 404 answers.
@@ -607,7 +645,7 @@ async fn an_upstream_the_content_did_not_come_from_cannot_vouch_for_it() {
     // Alice brings team/a's private blob to the node.
     let blob = d.url(&format!("/v2/team/a/blobs/{}", p.blob_a));
     assert_eq!(status_as(&blob, Some(ALICE)).await.0, StatusCode::OK);
-    settle().await;
+    settle(&d, &p.blob_a, None, "team/a").await;
 
     // Anyone asks for it through the other upstream: 404, the other upstream is not asked and
     // nothing is served from the store.
@@ -621,7 +659,7 @@ async fn an_upstream_the_content_did_not_come_from_cannot_vouch_for_it() {
     // Its own content is still cached and served through it.
     let own_url = d.url(&format!("/v2/x/blobs/{own}?ns={evil_ns}"));
     assert_eq!(status_as(&own_url, None).await.0, StatusCode::OK);
-    settle().await;
+    settle(&d, &own, Some(&evil_ns), "x").await;
     assert_eq!(status_as(&own_url, None).await.0, StatusCode::OK);
     d.stop().await;
 }
@@ -639,7 +677,8 @@ async fn an_ns_that_is_not_a_plain_host_cannot_alias_a_repository() {
     assert_eq!(status_as(&mine, Some(ALICE)).await.0, StatusCode::OK);
     let through_b = d.url(&format!("/v2/team/b/blobs/{}", p.blob_b));
     assert_eq!(status_as(&through_b, Some(BOB)).await.0, StatusCode::OK);
-    settle().await;
+    settle(&d, &in_b, None, "b").await;
+    settle(&d, &p.blob_b, None, "team/b").await;
 
     // `ns=<registry>/team` + `b` spelled `<registry>/team/b`: refused as a bad ns.
     let alias = d.url(&format!("/v2/b/blobs/{}?ns={registry}%2Fteam", p.blob_b));
@@ -704,8 +743,8 @@ async fn one_callers_throttled_check_does_not_hold_the_upstream_back_for_others(
 async fn caller_checks_in_flight_are_capped_per_upstream() {
     let p = Private::start().await;
     let d = p.daemon(|_| {}).await;
-    let stall = Duration::from_secs(2);
-    p.upstream.stall(stall);
+    // Every check is held at the upstream until the count has been read.
+    let checks = p.upstream.hold(Method::HEAD, "/v2/");
     let blob = d.url(&format!("/v2/team/a/blobs/{}", p.blob_a));
     // 40 distinct garbage tokens at once: 16 checks reach the upstream, the rest wait.
     let tokens: Vec<String> = (0..40).map(|i| format!("Bearer garbage-{i}")).collect();
@@ -714,8 +753,10 @@ async fn caller_checks_in_flight_are_capped_per_upstream() {
         async move { join_all(tokens.iter().map(|t| status_as(&blob, Some(t)))).await }
     });
     seen(&p.upstream, Method::HEAD, "/v2/", 16).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Given time, no 17th check reaches the upstream while 16 are held.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(p.heads(), 16, "at most 16 caller checks in flight");
+    checks.open();
     let answers = crate::common::within(all).await.unwrap();
     assert!(
         answers
@@ -732,22 +773,27 @@ async fn a_follower_refused_on_its_recheck_gets_the_challenge() {
     let p = Private::start().await;
     let d = p.daemon(|_| {}).await;
     p.upstream.grant("Bearer carol-token", "team/c");
-    // A blob in every repository whose answers (HEAD and GET) take 700 ms, and whose fill
-    // stops part-way until the gate opens.
+    // A blob in every repository whose fill stops part-way until the gate opens.
     let gate = Gate::new(5_000);
     let want = crate::common::data(20_000, 7);
     let x = p.upstream.blob(
         want.clone(),
         Behavior {
-            header_delay: Duration::from_millis(700),
             gate: Some(gate.clone()),
             chunk_bytes: 1_000,
             ..Behavior::default()
         },
     );
-    // Bob asks through team/b; carol, while bob's check runs, through team/c: both are misses
-    // with no fill yet. Bob's fill starts first; carol's check answers after it, so she finds
+    // Bob asks through team/b and carol through team/c; both checks are held at the upstream,
+    // so both are misses with no fill yet. Bob's check is answered first and his fill starts;
+    // carol's is answered after it (allowed: her rights are judged as it arrived), so she finds
     // his fill and is asked again, now about that exact blob in team/c, with her rights gone.
+    let bob_check = p
+        .upstream
+        .hold(Method::HEAD, &format!("/v2/team/b/blobs/{x}"));
+    let carol_check = p
+        .upstream
+        .hold(Method::HEAD, &format!("/v2/team/c/blobs/{x}"));
     let bob_url = d.url(&format!("/v2/team/b/blobs/{x}"));
     let bob =
         tokio::spawn(async move { request("GET", &bob_url, &[("authorization", BOB)]).await });
@@ -758,7 +804,6 @@ async fn a_follower_refused_on_its_recheck_gets_the_challenge() {
         1,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let carol_url = d.url(&format!("/v2/team/c/blobs/{x}"));
     let carol =
         tokio::spawn(async move { status_as(&carol_url, Some("Bearer carol-token")).await });
@@ -769,7 +814,12 @@ async fn a_follower_refused_on_its_recheck_gets_the_challenge() {
         1,
     )
     .await;
+    assert!(d.daemon.app().flights.get(&x).is_none());
+    bob_check.open();
+    let app = d.daemon.app();
+    crate::common::eventually(|| app.flights.get(&x).is_some()).await;
     p.upstream.revoke("Bearer carol-token");
+    carol_check.open();
     let (status, challenge, text) = crate::common::within(carol).await.unwrap();
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
     assert!(

@@ -3,11 +3,11 @@
 //! through the daemon, digests checked on disk and upstream requests counted from the registry's
 //! own access log.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::real::{
-    free_port, have, run, verify_dir_pull, write_layout, DaemonBinary, Registry,
+    free_port, have, output_within, run, verify_dir_pull, write_layout, DaemonBinary, Registry,
 };
 
 const PULLERS: usize = 4;
@@ -43,38 +43,40 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
     let port = free_port();
     let store = work.path().join("store");
     let mut cmd = DaemonBinary::command();
+    // No admin port: its default is the fixed 127.0.0.1:5051, which a daemon of another test
+    // running at the same time would already hold.
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", "off"])
         .arg("--root")
         .arg(&store)
         .args(["--upstream", &registry.url()]);
     let daemon = DaemonBinary::start_with(cmd, port, &work.path().join("daemon.log"));
     let before = registry.count("GET", "/blobs/");
 
-    let pull = |repo: &str, n: usize| -> Vec<std::process::Child> {
+    // Each pull runs on its own thread under `output_within`: its output is read as it comes,
+    // and it is killed if it overruns, so a failed assertion never leaves a skopeo running.
+    let pull = |repo: &str, n: usize| -> Vec<std::thread::JoinHandle<std::process::Output>> {
         (0..n)
             .map(|i| {
-                Command::new("skopeo")
-                    .args([
-                        "copy",
-                        "-q",
-                        "--src-tls-verify=false",
-                        &format!("docker://127.0.0.1:{port}/{repo}:v1"),
-                        &format!(
-                            "dir:{}",
-                            work.path()
-                                .join(format!("{}-{i}", repo.replace('/', "_")))
-                                .display()
-                        ),
-                    ])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                let mut cmd = Command::new("skopeo");
+                cmd.args([
+                    "copy",
+                    "-q",
+                    "--src-tls-verify=false",
+                    &format!("docker://127.0.0.1:{port}/{repo}:v1"),
+                    &format!(
+                        "dir:{}",
+                        work.path()
+                            .join(format!("{}-{i}", repo.replace('/', "_")))
+                            .display()
+                    ),
+                ]);
+                std::thread::spawn(move || output_within(&mut cmd, Duration::from_secs(120)))
             })
             .collect()
     };
     for child in pull("test/app", PULLERS) {
-        let out = child.wait_with_output().unwrap();
+        let out = child.join().expect("skopeo pull thread");
         assert!(
             out.status.success(),
             "skopeo pull failed: {}",
@@ -99,7 +101,7 @@ fn skopeo_pulls_through_the_daemon_fetch_each_blob_upstream_once() {
 
     // Another repository with the same blobs: served from the shared store, no blob GETs.
     for child in pull("test/app-docker", 2) {
-        let out = child.wait_with_output().unwrap();
+        let out = child.join().expect("skopeo pull thread");
         assert!(
             out.status.success(),
             "skopeo pull failed: {}",
@@ -166,6 +168,7 @@ fn credentials_from_a_docker_credential_helper_reach_a_private_upstream() {
     let daemon = |config: &std::path::Path| {
         let mut cmd = DaemonBinary::command();
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", "off"])
             .arg("--root")
             .arg(work.path().join("store"))
             .args(["--upstream", &format!("http://{addr}")])

@@ -39,16 +39,15 @@ fn fuzz_targets_build_and_run_bounded_without_a_crash() {
         }
     }
     let started = Instant::now();
-    let mut child = cmd.spawn().expect("start fuzz/run");
+    let mut run = FuzzRun(cmd.spawn().expect("start fuzz/run"));
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for fuzz/run") {
+        if let Some(status) = run.0.try_wait().expect("wait for fuzz/run") {
             break status;
         }
-        if started.elapsed() > DEADLINE {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("fuzz/run still running after {DEADLINE:?}");
-        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "fuzz/run still running after {DEADLINE:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("fuzz/run took {:?}", started.elapsed());
@@ -57,4 +56,21 @@ fn fuzz_targets_build_and_run_bounded_without_a_crash() {
         "fuzz/run failed ({status}): a regression input fails again or a crash was found; its \
          output above names the input"
     );
+}
+
+/// `fuzz/run` and what it started (cargo, the fuzz targets), killed on drop if still running:
+/// after an overrun or any panic of the test.
+struct FuzzRun(std::process::Child);
+
+impl Drop for FuzzRun {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let started = stampede_lab::process::descendants(self.0.id());
+            self.0.kill().ok();
+            self.0.wait().ok();
+            for pid in started {
+                stampede_lab::process::kill(pid);
+            }
+        }
+    }
 }

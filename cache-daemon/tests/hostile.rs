@@ -125,19 +125,21 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Requests the upstream saw, of any kind.
+/// Requests the upstream saw, of any method (a forwarded POST or PUT counts) and on any path.
 fn upstream_requests(up: &FakeUpstream) -> usize {
-    up.count(http::Method::GET, "") + up.count(http::Method::HEAD, "")
+    up.requests()
 }
 
-/// Files under the store's `blobs/` (committed content).
+/// Files under the store's `blobs/` (committed content). Panics when `blobs/` (or anything
+/// under it) cannot be read, so an empty answer always means the directory was looked at.
 fn stored_blobs(root: &Path) -> Vec<std::path::PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
+        let entries =
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+        for e in entries {
+            let p = e
+                .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+                .path();
             if p.is_dir() {
                 walk(&p, out);
             } else {
@@ -729,19 +731,25 @@ async fn methods_other_than_get_and_head_get_405_with_allow() {
     assert_healthy(&cache).await;
 }
 
-/// A client that asks for a blob and never reads the answer is disconnected once the daemon's
-/// write has been blocked for `client_write_timeout`, freeing its connection slot: with one
-/// slot, the next client is served. Without the limit the slot stays taken and, once the
-/// stalled client reads again, it gets the whole blob.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_is_disconnected_at_the_write_timeout() {
-    const BLOB_BYTES: usize = 16 << 20;
+/// The one connection slot (`max_connections = 1`) of a daemon whose `client_write_timeout` is
+/// `limit`, taken by a client that asked for a cached 16 MiB blob through a 4 KiB receive
+/// buffer and reads nothing.
+struct StalledSlot {
+    _up: FakeUpstream,
+    cache: TestDaemon,
+    stalled: TcpStream,
+    content: Vec<u8>,
+}
+
+const STALLED_BLOB_BYTES: usize = 16 << 20;
+
+async fn a_slot_taken_by_a_client_that_never_reads(limit: Duration) -> StalledSlot {
     let up = FakeUpstream::start().await;
-    let content = data(BLOB_BYTES, 91);
+    let content = data(STALLED_BLOB_BYTES, 91);
     let d = up.blob(content.clone(), Behavior::default());
     let dir = tempfile::tempdir().unwrap();
     let cache = TestDaemon::start_in(dir, &up.url(), |c| {
-        c.server.client_write_timeout = Duration::from_secs(1);
+        c.server.client_write_timeout = limit;
         c.server.max_connections = 1;
     })
     .await;
@@ -754,24 +762,90 @@ async fn a_client_that_never_reads_is_disconnected_at_the_write_timeout() {
     let mut stalled = within(socket.connect(cache.daemon.addr())).await.unwrap();
     let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
     within(stalled.write_all(head.as_bytes())).await.unwrap();
+    StalledSlot {
+        _up: up,
+        cache,
+        stalled,
+        content,
+    }
+}
+
+/// A client that asks for a blob and never reads the answer is disconnected once the daemon's
+/// write has been blocked for `client_write_timeout`, freeing its connection slot: with one
+/// slot, the next client is served. The negative control is
+/// `without_a_write_timeout_a_client_that_never_reads_keeps_its_slot`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_disconnected_at_the_write_timeout() {
+    let StalledSlot {
+        cache, mut stalled, ..
+    } = a_slot_taken_by_a_client_that_never_reads(Duration::from_secs(1)).await;
 
     // The only slot is the stalled client's until the daemon gives up on it.
     let started = Instant::now();
     let served = within(get(&cache.url("/healthz"))).await;
     assert_eq!(served.status(), 200);
     let waited = started.elapsed();
+    // Not before the limit (a slot freed early would mean it was never the stalled client's);
+    // the upper bound is `within`'s: how long after it is load, not behaviour.
     assert!(
-        waited >= Duration::from_millis(500) && waited < Duration::from_secs(8),
-        "the next client waited {waited:?} for the stalled one's slot"
+        waited >= Duration::from_millis(500),
+        "the next client was served after {waited:?}, before the 1 s write timeout"
     );
 
     // What the stalled client can still read is what the kernels had buffered: not the blob.
     let (raw, closed) = read_until_close(&mut stalled, Duration::from_secs(5)).await;
     assert!(closed, "the daemon closed the stalled connection");
     assert!(
-        raw.len() < BLOB_BYTES,
-        "a disconnected client got {} of {BLOB_BYTES} bytes",
+        raw.len() < STALLED_BLOB_BYTES,
+        "a disconnected client got {} of {STALLED_BLOB_BYTES} bytes",
         raw.len()
     );
+    assert_healthy(&cache).await;
+}
+
+/// The negative control of `a_client_that_never_reads_is_disconnected_at_the_write_timeout`:
+/// with a write timeout of an hour (as good as none), the stalled client still holds the only
+/// slot seconds later, and once it reads it gets the whole blob; closing it frees the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_write_timeout_a_client_that_never_reads_keeps_its_slot() {
+    let StalledSlot {
+        cache,
+        mut stalled,
+        content,
+        ..
+    } = a_slot_taken_by_a_client_that_never_reads(Duration::from_secs(3600)).await;
+
+    let next = tokio::time::timeout(Duration::from_secs(4), get(&cache.url("/healthz"))).await;
+    assert!(
+        next.is_err(),
+        "the next client was served while a client that never reads held the only slot"
+    );
+
+    // The daemon kept the stalled response: reading now yields all of it.
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let whole = within(async {
+        loop {
+            if let Some(end) = find(&raw, b"\r\n\r\n") {
+                if raw.len() >= end + 4 + STALLED_BLOB_BYTES {
+                    return end + 4;
+                }
+            }
+            let n = stalled.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "the stalled connection closed after {} bytes",
+                raw.len()
+            );
+            raw.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(
+        raw[whole..] == content[..],
+        "the stalled client's body differs"
+    );
+
+    drop(stalled);
     assert_healthy(&cache).await;
 }

@@ -1,7 +1,7 @@
 //! Manifests: tags resolved once per TTL however many ask, digests kept, bytes untouched,
 //! stale tags served through outages.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
@@ -63,21 +63,30 @@ async fn tags_are_refreshed_after_ttl_and_served_stale_when_upstream_fails() {
     let up = FakeUpstream::start().await;
     let index = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
     up.manifest("test/app", Some("v1"), OCI_INDEX, index.clone());
+    // Seconds, so the second GET lands inside the TTL even on a loaded machine.
+    let ttl = Duration::from_secs(3);
     let cache = TestDaemon::start_in(tempfile::tempdir().unwrap(), &up.url(), |c| {
-        c.upstream.tag_ttl = Duration::from_millis(100);
+        c.upstream.tag_ttl = ttl;
     })
     .await;
     let url = cache.url("/v2/test/app/manifests/v1");
     assert_eq!(body(get(&url).await).await.unwrap(), index.as_bytes());
+    let resolved = Instant::now();
     assert_eq!(body(get(&url).await).await.unwrap(), index.as_bytes());
+    assert!(
+        resolved.elapsed() < ttl,
+        "the second GET came {:?} after the first, past the {ttl:?} TTL",
+        resolved.elapsed()
+    );
     assert_eq!(up.count(Method::GET, "/manifests/v1"), 1);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep_until((resolved + ttl).into()).await;
     assert_eq!(body(get(&url).await).await.unwrap(), index.as_bytes());
     // Refreshed with a HEAD naming the same digest (issue 17: no GET to spend pull quota on).
     assert_eq!(up.count(Method::GET, "/manifests/v1"), 1);
     assert_eq!(up.count(Method::HEAD, "/manifests/v1"), 1);
+    let refreshed = Instant::now();
     // Upstream fails: the known tag is served stale; an unknown tag is an error.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep_until((refreshed + ttl).into()).await;
     up.fail_manifests(Some(StatusCode::SERVICE_UNAVAILABLE));
     let stale = get(&url).await;
     assert_eq!(stale.status(), 200);

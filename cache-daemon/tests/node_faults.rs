@@ -403,17 +403,23 @@ async fn temp_files_that_cannot_be_created_make_misses_pass_through() {
     cache.stop().await;
 }
 
-/// A client that starts a pass-through miss and stops reading (a raw socket with a 4 KiB
-/// receive buffer that never reads a 24 MiB blob) holds the upstream's only slot
-/// (`concurrency = 1`) until the server's `client_write_timeout` (500 ms here) closes its
-/// connection, not for as long as it keeps it open: another miss (another digest) through the same upstream is served within 10 s,
-/// and the stalled client's response is cut short, never complete. The store is a tmpfs marked
-/// full (its free space does not move under the test).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_passthrough_client_does_not_hold_the_upstream_slot() {
-    if !stampede_lab::root_or_skip("mount a small tmpfs as the store") {
-        return;
-    }
+/// A pass-through miss (the store is a tmpfs marked full, so its free space does not move under
+/// the test) of a 24 MiB blob through an upstream with one slot (`concurrency = 1`), asked on a
+/// raw socket with a 4 KiB receive buffer that reads nothing, under a daemon whose
+/// `client_write_timeout` is `limit`; `other` is a small blob of the same upstream. Fields drop
+/// in order: the daemon before the mount, the mount before its directory.
+struct StalledPassthrough {
+    up: FakeUpstream,
+    cache: TestDaemon,
+    stalled: tokio::net::TcpStream,
+    big_len: usize,
+    other: Digest,
+    small: Vec<u8>,
+    _tmpfs: Tmpfs,
+    _mnt: tempfile::TempDir,
+}
+
+async fn a_stalled_passthrough(limit: Duration) -> StalledPassthrough {
     let up = FakeUpstream::start().await;
     let big_len = 24 * MIB;
     let big = up.blob(
@@ -431,7 +437,7 @@ async fn a_stalled_passthrough_client_does_not_hold_the_upstream_slot() {
     let cache = TestDaemon::start_in(tempfile::tempdir().unwrap(), &up.url(), |c| {
         c.store.root = root.clone();
         c.upstream.concurrency = 1;
-        c.server.client_write_timeout = Duration::from_millis(500);
+        c.server.client_write_timeout = limit;
     })
     .await;
     let store = cache.daemon.app().store.clone();
@@ -439,50 +445,95 @@ async fn a_stalled_passthrough_client_does_not_hold_the_upstream_slot() {
     store.health().write_failed(&enospc, &root, 0);
     assert!(!store.accepts_fills());
 
-    let addr = cache
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = within(socket.connect(addr)).await.unwrap();
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stalled = within(socket.connect(cache.daemon.addr())).await.unwrap();
+    use tokio::io::AsyncWriteExt as _;
     let req = format!("GET {} HTTP/1.1\r\nHost: cache\r\n\r\n", blob_path(&big));
-    stalled.write_all(req.as_bytes()).await.unwrap();
+    within(stalled.write_all(req.as_bytes())).await.unwrap();
     eventually(|| up.count(Method::GET, &big.to_string()) == 1).await;
+    StalledPassthrough {
+        up,
+        cache,
+        stalled,
+        big_len,
+        other,
+        small,
+        _tmpfs: tmpfs,
+        _mnt: mnt,
+    }
+}
+
+/// A client that starts a pass-through miss and stops reading holds the upstream's only slot
+/// until the server's `client_write_timeout` (500 ms here) closes its connection, not for as
+/// long as it keeps it open: another miss (another digest) through the same upstream is
+/// served, and the stalled client's response is cut short, never complete. The negative
+/// control is `without_a_write_timeout_a_stalled_passthrough_client_keeps_the_upstream_slot`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_passthrough_client_does_not_hold_the_upstream_slot() {
+    if !stampede_lab::root_or_skip("mount a small tmpfs as the store") {
+        return;
+    }
+    let mut s = a_stalled_passthrough(Duration::from_millis(500)).await;
 
     let started = std::time::Instant::now();
-    let served = tokio::time::timeout(Duration::from_secs(10), async {
-        body(get(&cache.url(&blob_path(&other))).await).await
-    })
-    .await
-    .expect("another miss waited for the slot a stalled client held");
-    assert!(served.unwrap()[..] == small[..]);
+    let served = body(get(&s.cache.url(&blob_path(&s.other))).await).await;
+    assert!(served.unwrap()[..] == s.small[..]);
     eprintln!(
         "other miss served {} ms after the stalled client's request",
         started.elapsed().as_millis()
     );
 
     // The stalled client, reading at last, gets less than the blob and then the cut.
+    use tokio::io::AsyncReadExt as _;
     let mut got = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+    within(async {
         loop {
-            match stalled.read(&mut buf).await {
+            match s.stalled.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got += n,
             }
         }
     })
     .await;
-    assert!(ended.is_ok(), "the stalled client's response was not cut");
-    assert!(got < big_len, "got {got} bytes of a {big_len}-byte blob");
+    assert!(
+        got < s.big_len,
+        "got {got} bytes of a {}-byte blob",
+        s.big_len
+    );
+    s.cache.stop().await;
+}
 
-    drop(store);
-    cache.stop().await;
-    drop(tmpfs);
+/// The negative control of `a_stalled_passthrough_client_does_not_hold_the_upstream_slot`:
+/// with a write timeout of an hour (as good as none), the stalled client still holds the
+/// upstream's only slot seconds later (the other miss has not even reached the upstream);
+/// closing the stalled client frees it and the other miss is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_write_timeout_a_stalled_passthrough_client_keeps_the_upstream_slot() {
+    if !stampede_lab::root_or_skip("mount a small tmpfs as the store") {
+        return;
+    }
+    let s = a_stalled_passthrough(Duration::from_secs(3600)).await;
+
+    let url = s.cache.url(&blob_path(&s.other));
+    let waiting = tokio::spawn(async move { body(get(&url).await).await });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !waiting.is_finished(),
+        "another miss was served while a stalled client held the only upstream slot"
+    );
+    assert_eq!(
+        s.up.count(Method::GET, &s.other.to_string()),
+        0,
+        "another miss reached the upstream while its only slot was held"
+    );
+
+    drop(s.stalled);
+    let served = within(waiting).await.unwrap().unwrap();
+    assert!(served[..] == s.small[..]);
+    assert_eq!(s.up.count(Method::GET, &s.other.to_string()), 1);
+    s.cache.stop().await;
 }
 
 /// With `verify_on_read`, 20 concurrent `Range: bytes=0-0` GETs of a committed 8 MiB blob cost

@@ -135,8 +135,14 @@ async fn known_tags_are_served_stale_through_an_outage_even_after_restart() {
         .unwrap();
     let dir = cache.stop().await;
     let url = up.url();
-    drop(up);
-    // Upstream gone (its port closed); a restarted daemon still answers the tag and the blob.
+    // Upstream gone (connections refused; its port held so no other test's server takes it);
+    // a restarted daemon still answers the tag and the blob.
+    let _port = up.close_keeping_port().await;
+    let addr = url.trim_start_matches("http://");
+    assert!(
+        std::net::TcpListener::bind(addr).is_err(),
+        "another server could take the closed upstream's port {addr}"
+    );
     let cache = TestDaemon::start_in(dir, &url, |c| {
         c.upstream.connect_timeout = Duration::from_millis(500);
     })

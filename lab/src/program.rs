@@ -24,6 +24,7 @@ pub fn debian_package(program: &str) -> &'static str {
         "runc" => "runc",
         "systemd-analyze" => "systemd",
         "chromium" => "chromium",
+        "busybox" => "busybox",
         _ => "the package that provides it",
     }
 }

@@ -22,8 +22,6 @@ use tungstenite::{Message, WebSocket};
 /// How long Chromium may take to start and to load a page.
 const STARTUP: Duration = Duration::from_secs(60);
 const PAGE_LOAD: Duration = Duration::from_secs(60);
-/// Events keep arriving briefly after `load`; this long without one ends the page.
-const SETTLE: Duration = Duration::from_millis(750);
 /// Width of the screenshot viewport, CSS pixels; the height follows the page (capped).
 const VIEWPORT_WIDTH: u64 = 1280;
 const MAX_SCREENSHOT_HEIGHT: u64 = 20_000;
@@ -234,30 +232,40 @@ impl Browser {
         for domain in ["Runtime", "Log", "Network", "Page"] {
             self.call(s, &format!("{domain}.enable"), json!({}));
         }
+        self.call(
+            s,
+            "Page.setLifecycleEventsEnabled",
+            json!({"enabled": true}),
+        );
         self.pending.clear();
-        self.call(s, "Page.navigate", json!({"url": url}));
+        let navigated = self.call(s, "Page.navigate", json!({"url": url}));
+        let loader = navigated["loaderId"].clone();
 
+        // The page is done when it has loaded and Chromium itself reports its network idle
+        // (`networkIdle`: no request for 500 ms) for this navigation: every request, console
+        // error and exception it caused was sent before that event, on this ordered
+        // connection. However long a loaded machine takes, up to the page-load bound.
         let mut visit = PageVisit::default();
         let mut events: Vec<Value> = std::mem::take(&mut self.pending);
         let deadline = Instant::now() + PAGE_LOAD;
-        let mut loaded = events
-            .iter()
-            .any(|e| is_event(e, &session, "Page.loadEventFired"));
-        while !loaded {
+        let done = |events: &[Value]| {
+            let loaded = events
+                .iter()
+                .any(|e| is_event(e, &session, "Page.loadEventFired"));
+            let idle = events.iter().any(|e| {
+                is_event(e, &session, "Page.lifecycleEvent")
+                    && e["params"]["name"] == "networkIdle"
+                    && e["params"]["loaderId"] == loader
+            });
+            loaded && idle
+        };
+        while !done(&events) {
             assert!(
                 Instant::now() < deadline,
-                "{url} did not load within {PAGE_LOAD:?}"
+                "{url} did not load and go quiet within {PAGE_LOAD:?}"
             );
             if let Some(m) = self.read() {
-                loaded = is_event(&m, &session, "Page.loadEventFired");
                 events.push(m);
-            }
-        }
-        let mut quiet_since = Instant::now();
-        while quiet_since.elapsed() < SETTLE {
-            if let Some(m) = self.read() {
-                events.push(m);
-                quiet_since = Instant::now();
             }
         }
         visit.checks = self.call(

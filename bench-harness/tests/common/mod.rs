@@ -1,9 +1,10 @@
 //! Shared test helpers: paths into the workspace, a deterministic [`RunResult`] built from fixed
 //! samples (no clock, no machine facts, no randomness) for the schema and golden tests,
 //! synthetic runs with a chosen difference for the comparison tests, and headless Chromium
-//! ([`chromium`]) for the HTML report tests. Crafted OCI layouts live in `layout.rs`, real
+//! ([`chromium`]) for the HTML report tests, and a guard for the processes tests start ([`child`]). Crafted OCI layouts live in `layout.rs`, real
 //! registries and image tools in `real.rs`.
 
+pub mod child;
 pub mod chromium;
 pub mod layout;
 pub mod real;

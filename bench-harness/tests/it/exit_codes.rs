@@ -5,32 +5,24 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common::child::Child;
 use crate::common::{sample_result, synthetic_run, SyntheticSeries};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bench-harness");
 const DEADLINE: Duration = Duration::from_secs(300);
 
-/// Runs the binary with `args`, killing it if it outlives [`DEADLINE`].
+/// Runs the binary with `args`, its output read as it comes, killing it if it outlives
+/// [`DEADLINE`].
 fn bench(args: &[&str], cwd: &Path) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > DEADLINE {
-            child.kill().unwrap();
-            panic!("bench-harness {args:?} did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    Child::spawn(
+        Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "warn"),
+    )
+    .output_within(DEADLINE, &format!("bench-harness {args:?}"))
 }
 
 fn code(out: &Output) -> i32 {

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bench_harness::recorder::{LayerPhase, Phase};
@@ -21,6 +21,7 @@ use bench_harness::run::{run, RunOptions, LOGS_DIR};
 use bench_harness::scenario::Scenario;
 use stampede_lab::{AccessEntry, RequestKind};
 
+use crate::common::child::Child;
 use crate::common::real::have;
 
 const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -244,31 +245,21 @@ fn a_missing_peer_names_its_package_and_the_other_targets_still_run() {
     let empty = dir.path().join("empty-path");
     std::fs::create_dir(&empty).unwrap();
     let out_dir = dir.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bench-harness"))
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out_dir)
-        .arg("--image-cache")
-        .arg(dir.path().join("images"))
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .arg("--no-progress")
-        .env("PATH", &empty)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > RUN_LIMIT {
-            child.kill().unwrap();
-            panic!("bench-harness did not finish within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = Child::spawn(
+        Command::new(env!("CARGO_BIN_EXE_bench-harness"))
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--image-cache")
+            .arg(dir.path().join("images"))
+            .arg("--work-dir")
+            .arg(dir.path().join("work"))
+            .arg("--no-progress")
+            .env("PATH", &empty)
+            .env("RUST_LOG", "warn"),
+    )
+    .output_within(RUN_LIMIT, "bench-harness");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     for message in [
@@ -452,23 +443,24 @@ fn interrupting_a_run_stops_its_peers_and_deletes_its_namespace() {
     )
     .unwrap();
     let work = dir.path().join("work");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bench-harness"))
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .arg("--image-cache")
-        .arg(dir.path().join("images"))
-        .arg("--work-dir")
-        .arg(&work)
-        .arg("--no-progress")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The guard kills the harness, its nginx and deletes its namespace should any assertion
+    // below fail (a harness that ignored SIGTERM included); on success they are already gone.
+    let mut child = Child::spawn(
+        Command::new(env!("CARGO_BIN_EXE_bench-harness"))
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .arg("--image-cache")
+            .arg(dir.path().join("images"))
+            .arg("--work-dir")
+            .arg(&work)
+            .arg("--no-progress")
+            .env("RUST_LOG", "warn"),
+    );
     let harness = child.id();
     let netns_prefix = format!("stampede-up-{harness}-");
+    child.owns_netns(netns_prefix.clone());
     let work_path = work.to_string_lossy().into_owned();
     let started = Instant::now();
     let nginx = loop {
@@ -479,13 +471,10 @@ fn interrupting_a_run_stops_its_peers_and_deletes_its_namespace() {
         if !found.is_empty() {
             break found;
         }
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.try_wait() {
             panic!("bench-harness exited with {status} before nginx started");
         }
-        if started.elapsed() > RUN_LIMIT {
-            child.kill().ok();
-            panic!("nginx never started");
-        }
+        assert!(started.elapsed() < RUN_LIMIT, "nginx never started");
         std::thread::sleep(Duration::from_millis(50));
     };
     // The master and its workers (whose command lines do not name the directory).
@@ -493,6 +482,7 @@ fn interrupting_a_run_stops_its_peers_and_deletes_its_namespace() {
     for pid in &nginx {
         peers.extend(stampede_lab::process::descendants(*pid));
     }
+    child.owns(peers.iter().copied());
     let list = || {
         String::from_utf8(
             Command::new("ip")
@@ -503,23 +493,16 @@ fn interrupting_a_run_stops_its_peers_and_deletes_its_namespace() {
         )
         .unwrap()
     };
-    if !list().contains(&netns_prefix) {
-        child.kill().ok();
-        panic!("no namespace {netns_prefix}*: {}", list());
-    }
+    assert!(
+        list().contains(&netns_prefix),
+        "no namespace {netns_prefix}*: {}",
+        list()
+    );
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &harness.to_string()])
         .status()
         .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < RUN_LIMIT,
-            "bench-harness ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = child.output_within(RUN_LIMIT, "bench-harness after SIGTERM (ignored it?)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("SIGTERM received"), "{stderr}");

@@ -1,7 +1,8 @@
 //! The Markdown and HTML reports of a fixed result match `tests/golden/report.md` and
 //! `report.html`, and the comparison of two fixed synthetic results matches `compare.md` and
 //! `compare.html`. On a mismatch the test prints a unified diff; `UPDATE_GOLDEN=1 cargo test -p
-//! bench-harness golden` rewrites the golden files after an intended change.
+//! bench-harness golden` rewrites the golden files after an intended change (refused, failing
+//! the test, under `STAMPEDE_REQUIRE_REAL=1` or `CI`).
 
 use bench_harness::compare::{self, Input, Pairing, Settings};
 use bench_harness::report;
@@ -12,6 +13,14 @@ use crate::common::{crate_dir, sample_result, synthetic_run, SyntheticSeries};
 fn check_golden(name: &str, rendered: &str) {
     let path = crate_dir().join("tests/golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        // In CI a rewrite would make the check pass whatever was rendered.
+        let ci = stampede_lab::real_parts_required()
+            || std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "UPDATE_GOLDEN=1 is refused in CI (STAMPEDE_REQUIRE_REAL=1 or CI set): golden files \
+             are rewritten by hand after an intended change, then reviewed and committed"
+        );
         std::fs::write(&path, rendered).unwrap();
         return;
     }

@@ -18,7 +18,6 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use stampede_oci::Digest;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -112,6 +111,8 @@ struct State {
     manifests: HashMap<(String, String), (String, Bytes)>,
     manifest_status: Option<StatusCode>,
     log: Vec<Seen>,
+    /// The status of every answer under `/v2/`, with its request, in the order they were made.
+    answers: Vec<(Seen, StatusCode)>,
     token_requests: Vec<Option<String>>,
     require_token: bool,
     realm: Option<String>,
@@ -124,6 +125,8 @@ struct State {
     stall: Duration,
     /// Answer every `HEAD` under `/v2/` with a `307` to this base URL plus the same path.
     redirect_heads: Option<String>,
+    /// Requests (method, path containing) held at arrival until their gate opens.
+    holds: Vec<(Method, String, Gate)>,
 }
 
 pub struct FakeUpstream {
@@ -140,7 +143,12 @@ impl Drop for FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // SO_REUSEPORT, so `close_keeping_port` can hold the port after the listener closes.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.set_reuseport(true).unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let listener = socket.listen(1024).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
@@ -167,6 +175,19 @@ impl FakeUpstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Stops listening, so connections to this upstream are refused, while the returned socket
+    /// keeps its port bound: no other test's listener can take the port and answer in its
+    /// place (a bound socket that does not listen refuses every connection).
+    pub async fn close_keeping_port(mut self) -> tokio::net::TcpSocket {
+        let holder = tokio::net::TcpSocket::new_v4().unwrap();
+        holder.set_reuseport(true).unwrap();
+        holder.bind(self.addr).unwrap();
+        self.task.abort();
+        // The listener lives in the accept task: closed once the aborted task is gone.
+        (&mut self.task).await.ok();
+        holder
     }
 
     /// Adds a blob; returns its digest.
@@ -273,6 +294,19 @@ impl FakeUpstream {
     }
 
     /// Every request waits `stall` before it is answered (a hung upstream).
+    /// Requests `method` whose path contains `needle` that arrive before the returned gate opens
+    /// wait for it before they are answered (their authorization is judged on arrival); those
+    /// arriving after it opened are answered at once. Orders events by state, not by delays.
+    pub fn hold(&self, method: Method, needle: &str) -> Gate {
+        let gate = Gate::new(0);
+        self.state
+            .lock()
+            .unwrap()
+            .holds
+            .push((method, needle.to_owned(), gate.clone()));
+        gate
+    }
+
     pub fn stall(&self, stall: Duration) {
         self.state.lock().unwrap().stall = stall;
     }
@@ -300,6 +334,26 @@ impl FakeUpstream {
             .collect()
     }
 
+    /// Every request this upstream received, of any method and on any path (token requests
+    /// included).
+    pub fn requests(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        s.log.len() + s.token_requests.len()
+    }
+
+    /// The `Range` header and answer status of every `GET` whose path contains `needle`, in the
+    /// order the answers were made (a stalled request is listed once it is answered).
+    pub fn answered(&self, needle: &str) -> Vec<(Option<String>, StatusCode)> {
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .iter()
+            .filter(|(s, _)| s.method == Method::GET && s.path.contains(needle))
+            .map(|(s, status)| (s.range.clone(), *status))
+            .collect()
+    }
+
     /// `Authorization` headers seen on token requests.
     pub fn token_requests(&self) -> Vec<Option<String>> {
         self.state.lock().unwrap().token_requests.clone()
@@ -312,7 +366,25 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
+/// Answers `req` and records the answer's status under `/v2/`.
 async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let seen = Seen {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        range: req
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let resp = answer(st.clone(), addr, req).await;
+    if seen.path.starts_with("/v2/") {
+        st.lock().unwrap().answers.push((seen, resp.status()));
+    }
+    resp
+}
+
+async fn answer(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let auth = req
@@ -329,8 +401,15 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
         st.lock().unwrap().token_requests.push(auth);
         return full(StatusCode::OK, r#"{"token":"good-token","expires_in":300}"#);
     }
-    let (require_token, realm, granted, stall) = {
+    let (require_token, realm, granted, stall, held) = {
         let mut s = st.lock().unwrap();
+        let held = s
+            .holds
+            .iter()
+            .find(|(m, needle, gate)| {
+                *m == method && path.contains(needle.as_str()) && !*gate.open.borrow()
+            })
+            .map(|(_, _, gate)| gate.open.subscribe());
         s.log.push(Seen {
             method: method.clone(),
             path: path.clone(),
@@ -353,8 +432,12 @@ async fn serve(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>) 
                 .unwrap_or_else(|| format!("http://{addr}/token")),
             granted,
             s.stall,
+            held,
         )
     };
+    if let Some(mut open) = held {
+        open.wait_for(|o| *o).await.ok();
+    }
     tokio::time::sleep(stall).await;
     if require_token && auth.as_deref() != Some("Bearer good-token") && !granted {
         let repo = path
