@@ -287,7 +287,18 @@ async fn the_cluster_target_starts_every_daemon_with_every_member() {
         let log = dir.path().join("out").join(LOGS_DIR).join(&p.logs[0]);
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(!text.contains("error:"), "{}: {text}", log.display());
-        assert!(text.contains(members[n]), "{}: {text}", log.display());
+        // The daemon says whom it knows: every member, itself included, and its own address.
+        let membership = text
+            .lines()
+            .find(|l| l.contains("cluster mode on"))
+            .unwrap_or_else(|| panic!("{}: no cluster line in {text}", log.display()));
+        for m in members {
+            assert!(membership.contains(m), "{m} missing: {membership}");
+        }
+        assert!(
+            membership.contains(&format!("advertise={}", members[n])),
+            "{membership}"
+        );
     }
     let image = r.images["tiny"].compressed_bytes;
     let wire = t.wire.as_ref().unwrap();
