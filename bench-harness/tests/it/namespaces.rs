@@ -309,6 +309,41 @@ async fn the_cluster_target_starts_every_daemon_with_every_member() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_and_ctr_pull_from_inside_the_nodes() {
+    if !namespaces_or_skip() || !have("skopeo") || !have("containerd") || !have("ctr") {
+        return;
+    }
+    daemon_binary();
+    for puller in ["skopeo", "ctr"] {
+        let dir = tempfile::tempdir().unwrap();
+        let targets =
+            "[[targets]]\nkind = \"direct\"\n[[targets]]\nname = \"per-node\"\nkind = \"cache-daemon\"\n";
+        let text = scenario_text(2, "100Mbit", targets, "512KiB").replace(
+            "unpack = false",
+            &format!("unpack = false\npuller = \"{puller}\""),
+        );
+        let r = run_scenario(&text, dir.path()).await;
+        let image = r.images["tiny"].compressed_bytes;
+        for target in ["direct", "per-node"] {
+            let wire = totals(&r, target).wire.clone().expect("wire totals");
+            // The client ran inside each node: its bytes crossed that node's link.
+            for (n, link) in wire.nodes.iter().enumerate() {
+                assert_near(
+                    &format!("{puller} {target} node {n} download"),
+                    link.download_bytes,
+                    image,
+                );
+            }
+            assert_near(
+                &format!("{puller} {target} registry upload"),
+                wire.registry.upload_bytes,
+                2 * image,
+            );
+        }
+    }
+}
+
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
