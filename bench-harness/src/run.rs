@@ -260,7 +260,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                     t.cache_processes = out.caches;
                     t.cpu = Some(BurstCpu {
                         host_busy: out.cpu.mean_busy,
-                        harness_cpu_seconds: out.harness_cpu_seconds,
+                        harness_cpu_seconds: out.cpu.own_cpu_seconds,
                     });
                     totals.insert((variant.name.clone(), target.name.clone(), rep), t);
                 }
@@ -329,11 +329,6 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     report::write_markdown(&result, &dir)?;
     report::write_html(&result, &dir)?;
     Ok(RunOutput { result, dir })
-}
-
-/// CPU this process has used so far (every thread; children it waited for included).
-fn own_cpu() -> Duration {
-    stampede_lab::process::cpu_times(std::process::id()).map_or(Duration::ZERO, |c| c.own)
 }
 
 /// The nodes' namespaces, for `[network] nodes = "namespaces"`.
@@ -447,8 +442,6 @@ struct BurstOutput {
     wire: Option<WireTotals>,
     /// What each cache process inside the nodes used.
     caches: Vec<CacheProcessFacts>,
-    /// CPU seconds this process used during the burst.
-    harness_cpu_seconds: f64,
     cpu: CpuUse,
     errors: Vec<String>,
 }
@@ -499,7 +492,6 @@ impl Burst<'_> {
             .net
             .map(|net| WireSampler::start(net.fabric().clone(), epoch));
         let cpu = CpuSampler::start();
-        let harness_cpu = own_cpu();
         let pods = s.schedule().into_iter().map(|slot| {
             let node = nodes[slot.node as usize].clone();
             let images = &self.pod_images;
@@ -556,7 +548,6 @@ impl Burst<'_> {
         });
         let outcomes = join_all(pods).await;
         let cpu = cpu.finish().await;
-        let harness_cpu_seconds = own_cpu().saturating_sub(harness_cpu).as_secs_f64();
         let embedded = matches!(self.image.pull, PullFrom::Embedded(_));
         if embedded && PeerKind::of(&self.target.kind).is_some() {
             settle(registry).await;
@@ -645,7 +636,6 @@ impl Burst<'_> {
             link_bytes,
             wire,
             caches,
-            harness_cpu_seconds,
             cpu,
             errors,
         })
