@@ -104,12 +104,19 @@ async fn run_scenario(text: &str, dir: &Path) -> RunResult {
         .result
 }
 
-fn fabric_namespaces() -> Vec<String> {
+/// The namespaces of the fabric `r` ran on that still exist (tests in this binary run at the
+/// same time, each with fabrics of its own, so the run's own names are read from its result).
+fn fabric_namespaces(r: &RunResult) -> Vec<String> {
+    let hub = r.registry.as_ref().unwrap()["shaped_link"]["hub"]
+        .as_str()
+        .expect("the fabric's hub in the result")
+        .to_owned();
+    let prefix = hub.strip_suffix("hub").unwrap().to_owned();
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("stampede-fab-{}-", std::process::id())))
+        .filter(|n| n.starts_with(&prefix))
         .map(str::to_owned)
         .collect()
 }
@@ -246,9 +253,9 @@ placement = "per-node"
     assert_eq!(nginx.cache_processes[2].logs.len(), 2);
 
     assert!(
-        fabric_namespaces().is_empty(),
+        fabric_namespaces(&r).is_empty(),
         "left behind: {:?}",
-        fabric_namespaces()
+        fabric_namespaces(&r)
     );
     let file = dir
         .path()
