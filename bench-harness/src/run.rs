@@ -42,7 +42,7 @@ use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
 use crate::report;
 use crate::result::{BurstCpu, RegistryTotals, ResultError, RunFacts, RunResult};
-use crate::scenario::{PodSlot, PullerKind, Scenario, Target, Variant};
+use crate::scenario::{PodSlot, PullerKind, Scenario, Target, TargetKind, Variant};
 use crate::target::{Deployment, TargetError, Upstream};
 use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
 
@@ -180,6 +180,16 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
             "puller = \"{}\": node_link is applied by the registry's per-node listeners (direct, per-node caches) but not to a real client's pulls from a shared target, which the harness cannot pace",
             scenario.runtime.puller.name()
         ));
+    }
+    if !scenario.network.namespaces() {
+        for t in &scenario.targets {
+            if matches!(t.kind, TargetKind::CacheDaemon { .. }) {
+                warnings.push(format!(
+                    "target {}: cache-daemon ran inside the harness's own process (the fallback for nodes as tasks), so its CPU is counted with the harness's; with [network] nodes = \"namespaces\" (root) it runs as the real binary, a process per node",
+                    t.name
+                ));
+            }
+        }
     }
     // Before the images: a run that cannot make its nodes stops at once.
     let net = node_net(&scenario).await?;
