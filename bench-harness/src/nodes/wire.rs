@@ -74,10 +74,15 @@ impl WireSampler {
                     _ = &mut stopped => true,
                 };
                 let f = fabric.clone();
-                let read = tokio::task::spawn_blocking(move || f.link_bytes()).await;
-                let at = Instant::now().saturating_duration_since(epoch);
+                // Timed where the counters were read, not when the answer got back to this
+                // task: on a busy host the blocking pool can hold a read back for a while.
+                let read = tokio::task::spawn_blocking(move || {
+                    f.link_bytes()
+                        .map(|b| (Instant::now().saturating_duration_since(epoch), b))
+                })
+                .await;
                 match read {
-                    Ok(Ok(bytes)) => samples.push((at, bytes)),
+                    Ok(Ok((at, bytes))) => samples.push((at, bytes)),
                     Ok(Err(error)) => tracing::warn!(%error, "reading link counters failed"),
                     Err(error) => tracing::warn!(%error, "link counter task failed"),
                 }
