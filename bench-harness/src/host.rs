@@ -1,6 +1,7 @@
 //! How busy the host's CPUs were during a burst, from `/proc/stat`. The harness measures the
 //! machine it runs on: when the CPUs stay saturated, the figures say more about the host than
-//! about the registry or the cache, and the report must say so.
+//! about the registry or the cache, and the report must say so. Beside it, the CPU time of the
+//! harness's own process over the same span.
 //!
 //! A burst whose CPUs averaged [`HOST_BOUND_BUSY`] or more is host-bound: `result.json` keeps
 //! each repetition's [`CpuUse`], the run's warnings carry one line per such burst
@@ -59,6 +60,9 @@ pub struct CpuUse {
     pub saturated_fraction: f64,
     /// Samples taken.
     pub samples: u32,
+    /// CPU seconds this process (the harness) used meanwhile, every thread.
+    #[serde(default)]
+    pub own_cpu_seconds: f64,
 }
 
 impl CpuUse {
@@ -125,6 +129,10 @@ impl CpuSampler {
     /// Starts sampling every 200 ms.
     pub fn start() -> Self {
         let (stop, mut stopped) = oneshot::channel();
+        let own = || {
+            stampede_lab::process::cpu_times(std::process::id()).map_or(Duration::ZERO, |c| c.own)
+        };
+        let own_start = own();
         let task = tokio::spawn(async move {
             let first = read_cpu_times();
             let mut prev = first;
@@ -164,6 +172,7 @@ impl CpuSampler {
                 mean_busy,
                 saturated_fraction,
                 samples,
+                own_cpu_seconds: own().saturating_sub(own_start).as_secs_f64(),
             }
         });
         Self { stop, task }

@@ -41,7 +41,7 @@ use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
 use crate::report;
 use crate::result::{BurstCpu, RegistryTotals, ResultError, RunFacts, RunResult};
-use crate::scenario::{PodSlot, PullerKind, Scenario, Target, Variant};
+use crate::scenario::{PodSlot, PullerKind, Scenario, Target, TargetKind, Variant};
 use crate::target::{Deployment, TargetError, Upstream};
 use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
 use stampede_lab::Machine;
@@ -181,6 +181,16 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
             scenario.runtime.puller.name()
         ));
     }
+    if !scenario.network.namespaces() {
+        for t in &scenario.targets {
+            if matches!(t.kind, TargetKind::CacheDaemon { .. }) {
+                warnings.push(format!(
+                    "target {}: cache-daemon ran inside the harness's own process (the fallback for nodes as tasks), so its CPU is counted with the harness's; with [network] nodes = \"namespaces\" (root) it runs as the real binary, a process per node",
+                    t.name
+                ));
+            }
+        }
+    }
     // Before the images: a run that cannot make its nodes stops at once.
     let net = node_net(&scenario).await?;
     let images = prepare_all(&scenario, &options.image_cache)
@@ -263,7 +273,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                     t.cache_processes = out.caches;
                     t.cpu = Some(BurstCpu {
                         host_busy: out.cpu.mean_busy,
-                        harness_cpu_seconds: out.harness_cpu_seconds,
+                        harness_cpu_seconds: out.cpu.own_cpu_seconds,
                     });
                     totals.insert((variant.name.clone(), target.name.clone(), rep), t);
                 }
@@ -337,11 +347,6 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     report::write_markdown(&result, &dir)?;
     report::write_html(&result, &dir)?;
     Ok(RunOutput { result, dir })
-}
-
-/// CPU this process has used so far (every thread; children it waited for included).
-fn own_cpu() -> Duration {
-    stampede_lab::process::cpu_times(std::process::id()).map_or(Duration::ZERO, |c| c.own)
 }
 
 /// The nodes' namespaces, for `[network] nodes = "namespaces"`.
@@ -455,8 +460,6 @@ struct BurstOutput {
     wire: Option<WireTotals>,
     /// What each cache process inside the nodes used.
     caches: Vec<CacheProcessFacts>,
-    /// CPU seconds this process used during the burst.
-    harness_cpu_seconds: f64,
     cpu: CpuUse,
     errors: Vec<String>,
 }
@@ -507,7 +510,6 @@ impl Burst<'_> {
             .net
             .map(|net| WireSampler::start(net.fabric().clone(), epoch));
         let cpu = CpuSampler::start();
-        let harness_cpu = own_cpu();
         let pods = s.schedule().into_iter().map(|slot| {
             let node = nodes[slot.node as usize].clone();
             let images = &self.pod_images;
@@ -564,7 +566,6 @@ impl Burst<'_> {
         });
         let outcomes = join_all(pods).await;
         let cpu = cpu.finish().await;
-        let harness_cpu_seconds = own_cpu().saturating_sub(harness_cpu).as_secs_f64();
         let embedded = matches!(self.image.pull, PullFrom::Embedded(_));
         if embedded && PeerKind::of(&self.target.kind).is_some() {
             settle(registry).await;
@@ -653,7 +654,6 @@ impl Burst<'_> {
             link_bytes,
             wire,
             caches,
-            harness_cpu_seconds,
             cpu,
             errors,
         })

@@ -140,6 +140,11 @@ impl NodeCaches {
     /// [`CacheError::Binary`], or [`LabError`]: a program is missing, a directory cannot be
     /// made, or a process exits or does not answer (the error names its log).
     pub fn start(spec: CacheSpec) -> Result<Self, CacheError> {
+        std::fs::create_dir_all(&spec.work).map_err(|source| LabError::Io {
+            what: "create",
+            path: spec.work.clone(),
+            source,
+        })?;
         let nodes = spec.fabric.nodes();
         let service = || {
             spec.fabric

@@ -52,11 +52,12 @@ pub struct WireTotals {
     pub nodes_download: Vec<u64>,
 }
 
-/// A running sampler; [`WireSampler::finish`] stops it.
+/// A running sampler; [`WireSampler::finish`] stops it, and so does dropping it (a burst
+/// stopped by SIGINT), so no task outlives the burst holding the fabric.
 #[derive(Debug)]
 pub struct WireSampler {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Vec<(Duration, FabricBytes)>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Vec<(Duration, FabricBytes)>>>,
 }
 
 impl WireSampler {
@@ -73,10 +74,15 @@ impl WireSampler {
                     _ = &mut stopped => true,
                 };
                 let f = fabric.clone();
-                let read = tokio::task::spawn_blocking(move || f.link_bytes()).await;
-                let at = Instant::now().saturating_duration_since(epoch);
+                // Timed where the counters were read, not when the answer got back to this
+                // task: on a busy host the blocking pool can hold a read back for a while.
+                let read = tokio::task::spawn_blocking(move || {
+                    f.link_bytes()
+                        .map(|b| (Instant::now().saturating_duration_since(epoch), b))
+                })
+                .await;
                 match read {
-                    Ok(Ok(bytes)) => samples.push((at, bytes)),
+                    Ok(Ok((at, bytes))) => samples.push((at, bytes)),
                     Ok(Err(error)) => tracing::warn!(%error, "reading link counters failed"),
                     Err(error) => tracing::warn!(%error, "link counter task failed"),
                 }
@@ -85,14 +91,30 @@ impl WireSampler {
                 }
             }
         });
-        Self { stop, task }
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Takes a last sample, stops, and sums up the burst.
-    pub async fn finish(self) -> WireTotals {
-        self.stop.send(()).ok();
-        let samples = self.task.await.unwrap_or_default();
+    pub async fn finish(mut self) -> WireTotals {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        let samples = match self.task.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         totals(&samples)
+    }
+}
+
+impl Drop for WireSampler {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

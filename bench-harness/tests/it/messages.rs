@@ -182,6 +182,7 @@ fn host_bound_run(end_to_end_ms: u64, seed: u64, bound: &[u32]) -> RunResult {
                 mean_busy,
                 saturated_fraction: mean_busy,
                 samples: 20,
+                own_cpu_seconds: 0.5,
             },
         );
     }

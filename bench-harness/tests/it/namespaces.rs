@@ -104,12 +104,19 @@ async fn run_scenario(text: &str, dir: &Path) -> RunResult {
         .result
 }
 
-fn fabric_namespaces() -> Vec<String> {
+/// The namespaces of the fabric `r` ran on that still exist (tests in this binary run at the
+/// same time, each with fabrics of its own, so the run's own names are read from its result).
+fn fabric_namespaces(r: &RunResult) -> Vec<String> {
+    let hub = r.registry.as_ref().unwrap()["shaped_link"]["hub"]
+        .as_str()
+        .expect("the fabric's hub in the result")
+        .to_owned();
+    let prefix = hub.strip_suffix("hub").unwrap().to_owned();
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("stampede-fab-{}-", std::process::id())))
+        .filter(|n| n.starts_with(&prefix))
         .map(str::to_owned)
         .collect()
 }
@@ -246,9 +253,9 @@ placement = "per-node"
     assert_eq!(nginx.cache_processes[2].logs.len(), 2);
 
     assert!(
-        fabric_namespaces().is_empty(),
+        fabric_namespaces(&r).is_empty(),
         "left behind: {:?}",
-        fabric_namespaces()
+        fabric_namespaces(&r)
     );
     let file = dir
         .path()
@@ -287,7 +294,18 @@ async fn the_cluster_target_starts_every_daemon_with_every_member() {
         let log = dir.path().join("out").join(LOGS_DIR).join(&p.logs[0]);
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(!text.contains("error:"), "{}: {text}", log.display());
-        assert!(text.contains(members[n]), "{}: {text}", log.display());
+        // The daemon says whom it knows: every member, itself included, and its own address.
+        let membership = text
+            .lines()
+            .find(|l| l.contains("cluster mode on"))
+            .unwrap_or_else(|| panic!("{}: no cluster line in {text}", log.display()));
+        for m in members {
+            assert!(membership.contains(m), "{m} missing: {membership}");
+        }
+        assert!(
+            membership.contains(&format!("advertise={}", members[n])),
+            "{membership}"
+        );
     }
     let image = r.images["tiny"].compressed_bytes;
     let wire = t.wire.as_ref().unwrap();
@@ -296,6 +314,41 @@ async fn the_cluster_target_starts_every_daemon_with_every_member() {
         "a cluster of 3 fetched {} bytes for a {image}-byte image",
         wire.registry.upload_bytes
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_and_ctr_pull_from_inside_the_nodes() {
+    if !namespaces_or_skip() || !have("skopeo") || !have("containerd") || !have("ctr") {
+        return;
+    }
+    daemon_binary();
+    for puller in ["skopeo", "ctr"] {
+        let dir = tempfile::tempdir().unwrap();
+        let targets =
+            "[[targets]]\nkind = \"direct\"\n[[targets]]\nname = \"per-node\"\nkind = \"cache-daemon\"\n";
+        let text = scenario_text(2, "100Mbit", targets, "512KiB").replace(
+            "unpack = false",
+            &format!("unpack = false\npuller = \"{puller}\""),
+        );
+        let r = run_scenario(&text, dir.path()).await;
+        let image = r.images["tiny"].compressed_bytes;
+        for target in ["direct", "per-node"] {
+            let wire = totals(&r, target).wire.clone().expect("wire totals");
+            // The client ran inside each node: its bytes crossed that node's link.
+            for (n, link) in wire.nodes.iter().enumerate() {
+                assert_near(
+                    &format!("{puller} {target} node {n} download"),
+                    link.download_bytes,
+                    image,
+                );
+            }
+            assert_near(
+                &format!("{puller} {target} registry upload"),
+                wire.registry.upload_bytes,
+                2 * image,
+            );
+        }
+    }
 }
 
 /// Processes whose command line mentions `needle`.

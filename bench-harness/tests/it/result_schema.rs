@@ -123,6 +123,7 @@ fn cpu_use_per_repetition_validates_and_reads_back() {
         mean_busy: 0.95,
         saturated_fraction: 0.5,
         samples: 12,
+        own_cpu_seconds: 1.25,
     };
     r.series[0].cpu.insert(1, cpu);
     let dir = tempfile::tempdir().unwrap();
