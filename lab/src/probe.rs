@@ -100,9 +100,33 @@ pub fn wait_ready_in(
 /// A free port on 127.0.0.1 (bound, then released: another process could take it in between,
 /// which a server then reports by exiting, and [`wait_ready`] by failing at once).
 ///
+/// The port is picked at random below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), where neither outgoing connections nor other
+/// processes' `:0` binds are given ports: a suite running beside another (or beside a burst's
+/// thousands of client connections) then loses a released port only to another random pick,
+/// not to the kernel's allocator, which hands out recently released ports readily. Falls back
+/// to `:0` when that range is too small or nothing in it binds.
+///
 /// # Errors
 /// [`LabError::Socket`] when no port can be bound.
 pub fn free_loopback_addr() -> Result<SocketAddr, LabError> {
+    const LOWEST_PORT: u16 = 10_000;
+    const TRIES: u32 = 64;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOWEST_PORT + 1_000 {
+        let span = u64::from(ephemeral_low - LOWEST_PORT);
+        for attempt in 0..TRIES {
+            let port = LOWEST_PORT + u16::try_from(random(attempt) % span).unwrap_or(0);
+            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                if let Ok(addr) = listener.local_addr() {
+                    return Ok(addr);
+                }
+            }
+        }
+    }
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| LabError::Socket {
             what: "bind 127.0.0.1:0 to find a free port".into(),
@@ -114,9 +138,46 @@ pub fn free_loopback_addr() -> Result<SocketAddr, LabError> {
     })
 }
 
+/// A different pseudo-random number on every call (std's per-process random hash keys, the
+/// time and a counter), enough to spread port picks; not for anything secret.
+fn random(salt: u32) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(salt);
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_and_below_the_ephemeral_range() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let ports: Vec<u16> = (0..20)
+            .map(|_| free_loopback_addr().unwrap().port())
+            .collect();
+        for p in &ports {
+            std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap();
+            if low > 11_000 {
+                assert!((10_000..low).contains(p), "{p} not below {low}");
+            }
+        }
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 10, "{ports:?}");
+    }
 
     #[test]
     fn reads_the_status_line() {
