@@ -176,15 +176,8 @@ impl Upstreams {
         digest: &Digest,
         offset_bytes: u64,
     ) -> Result<Answer, Error> {
-        let range = HeaderValue::from_str(&format!("bytes={offset_bytes}-"))
-            .expect("a number is a valid header value");
-        let req = RegistryRequest::pull(
-            Method::GET,
-            repo.as_str(),
-            format!("/v2/{repo}/blobs/{digest}"),
-        )
-        .header(RANGE, range);
-        self.send(endpoint, &req, Kind::Blob).await
+        self.ranged_blob(endpoint, repo, digest, format!("bytes={offset_bytes}-"))
+            .await
     }
 
     /// `GET` of blob bytes `[first_bytes, last_bytes]` (`Range: bytes=<first>-<last>`): a
@@ -200,8 +193,24 @@ impl Upstreams {
         first_bytes: u64,
         last_bytes: u64,
     ) -> Result<Answer, Error> {
-        let range = HeaderValue::from_str(&format!("bytes={first_bytes}-{last_bytes}"))
-            .expect("numbers are a valid header value");
+        self.ranged_blob(
+            endpoint,
+            repo,
+            digest,
+            format!("bytes={first_bytes}-{last_bytes}"),
+        )
+        .await
+    }
+
+    /// `GET` of a blob with `Range: <range>` (digits and punctuation only, so a valid value).
+    async fn ranged_blob(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        digest: &Digest,
+        range: String,
+    ) -> Result<Answer, Error> {
+        let range = HeaderValue::from_str(&range).expect("a byte range is a valid header value");
         let req = RegistryRequest::pull(
             Method::GET,
             repo.as_str(),
