@@ -595,9 +595,10 @@ const SLOW_RCVBUF_BYTES: u32 = 16 * 1024;
 /// at least 1.28 s for the whole blob (50 MB/s).
 const UPSTREAM_CHUNK_BYTES: usize = 256 * 1024;
 const UPSTREAM_CHUNK_DELAY: Duration = Duration::from_millis(5);
-/// The fast reader must have the whole blob within this: upstream time plus slack for a debug
-/// build on shared cores. At the slow readers' pace it would take 27 minutes.
-const FAST_READER_LIMIT: Duration = Duration::from_secs(15);
+/// A liveness guard, not a speed goal: at the slow readers' pace the fast reader would take 27
+/// minutes. That it was not held back is asserted by where the slow readers are when it is done
+/// (under a tenth of the blob, which at their pace takes 160 s). 15 s ran out at load 30.
+const FAST_READER_LIMIT: Duration = Duration::from_secs(120);
 /// The daemon's peak resident set while 256 readers follow the 64 MiB fill, in MiB: well under
 /// one copy of the blob per reader (16 GiB), and under two copies of the blob.
 const SLOW_RSS_LIMIT_MIB: u64 = 128;

@@ -100,6 +100,10 @@ pub fn wait_ready_in(
 /// A free port on 127.0.0.1 (bound, then released: another process could take it in between,
 /// which a server then reports by exiting, and [`wait_ready`] by failing at once).
 ///
+/// Each pick is recorded in a machine-wide directory and not handed out again for two minutes,
+/// so suites running side by side do not pick the same port in the moment between a pick and
+/// its server's bind (a cluster test lost a daemon to that at load 30).
+///
 /// The port is picked at random below the kernel's ephemeral range
 /// (`/proc/sys/net/ipv4/ip_local_port_range`), where neither outgoing connections nor other
 /// processes' `:0` binds are given ports: a suite running beside another (or beside a burst's
@@ -122,7 +126,9 @@ pub fn free_loopback_addr() -> Result<SocketAddr, LabError> {
             let port = LOWEST_PORT + u16::try_from(random(attempt) % span).unwrap_or(0);
             if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
                 if let Ok(addr) = listener.local_addr() {
-                    return Ok(addr);
+                    if reserve(port) {
+                        return Ok(addr);
+                    }
                 }
             }
         }
@@ -136,6 +142,43 @@ pub fn free_loopback_addr() -> Result<SocketAddr, LabError> {
         what: "read a bound port".into(),
         source,
     })
+}
+
+/// Where picks are recorded machine-wide, one empty file per port.
+const RESERVATIONS: &str = "/tmp/stampede-port-picks";
+/// How long a pick keeps the port from other picks: far longer than any server takes to bind
+/// a port it was given, far shorter than the range takes to run out.
+const RESERVED_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Records `port` as picked, unless another process (another suite beside this one) picked it
+/// within [`RESERVED_FOR`]: a random pick is then lost only to a server that did not come from
+/// a pick at all. A reservation that cannot be recorded (read-only `/tmp`) does not block the
+/// pick.
+fn reserve(port: u16) -> bool {
+    let dir = std::path::Path::new(RESERVATIONS);
+    if std::fs::create_dir_all(dir).is_err() {
+        return true;
+    }
+    let file = dir.join(port.to_string());
+    let fresh = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+    };
+    match fresh() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stale = std::fs::metadata(&file)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > RESERVED_FOR);
+            // Of two processes both finding it stale, only one re-creates it.
+            stale && std::fs::remove_file(&file).is_ok() && fresh().is_ok()
+        }
+        Err(_) => true,
+    }
 }
 
 /// A different pseudo-random number on every call (std's per-process random hash keys, the
