@@ -4,7 +4,7 @@
 //! verify, decompress and apply. Each [`Figure`] carries its SVG, a title and a "how to read
 //! this" line.
 //!
-//! Drawing primitives live in `svg.rs`; page layout in `html.rs`. Nothing here re-samples: CDFs
+//! Drawing primitives live in `svg.rs`; where the figures go, in `run.rs`. Nothing here re-samples: CDFs
 //! walk the histograms' recorded values, timelines the stored ready offsets, traffic the
 //! registry's stored buckets.
 
@@ -13,23 +13,11 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 use super::capacity::registry_series;
+use super::document::Figure;
 use super::human;
 use super::svg::{Axis, Bar, LegendEntry, Line, LineChart, Rule, StackedBars, Style};
 use crate::recorder::{LayerPhase, Phase};
 use crate::result::{RunResult, SeriesResult};
-
-/// A chart ready for the page.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figure {
-    /// Anchor id, unique within the page.
-    pub id: String,
-    /// Caption.
-    pub title: String,
-    /// One sentence on how to read it.
-    pub how_to_read: String,
-    /// The `<svg>` element.
-    pub svg: String,
-}
 
 /// A SLO or link limit is drawn only if it is within this factor of the data, so a generous
 /// limit does not squash the curves against the axis.

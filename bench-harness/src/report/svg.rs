@@ -6,12 +6,12 @@
 //! Values arrive already in display units (seconds, %, Mbit/s); the axis label names the unit.
 //! The `<svg>` elements are meant for inline use in HTML, whose parser puts them in the SVG
 //! namespace, so they carry no `xmlns` (and the page holds no URL at all).
-//! This module knows nothing of results or reports; `html.rs` decides what to plot. Output is
+//! This module knows nothing of results or reports; `chart.rs` decides what to plot. Output is
 //! deterministic: the same chart gives the same bytes.
 
 use std::fmt::Write as _;
 
-use super::html::escape;
+use super::escape::escape;
 
 /// Line colours (Okabe-Ito, readable for colour-blind readers), by index modulo the length.
 pub const PALETTE: [&str; 8] = [
