@@ -15,48 +15,9 @@ use super::table::{Align, Cell, Emphasis, Table};
 const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'";
 
-const STYLE: &str = r#"
-:root { color-scheme: light; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f; margin: 0 auto; max-width: 1180px; padding: 16px 24px 48px; }
-h1 { font-size: 24px; margin: 8px 0 4px; }
-h2 { font-size: 19px; margin: 32px 0 8px; padding-top: 8px; border-top: 1px solid #ddd; }
-h3 { font-size: 15px; margin: 20px 0 6px; }
-p.lead { color: #444; margin-top: 0; }
-nav { font-size: 13px; margin: 8px 0 0; }
-nav a { margin-right: 12px; }
-table { border-collapse: collapse; margin: 6px 0 14px; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d6d6d6; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f4f6; font-weight: 600; }
-td.num, th.num { text-align: right; }
-table.facts th { background: none; border: none; padding: 1px 12px 1px 0; color: #555; font-weight: 500; }
-table.facts td { border: none; padding: 1px 0; }
-code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
-td code { overflow-wrap: anywhere; }
-.pass { color: #0a7a32; font-weight: 600; }
-.fail { color: #b00020; font-weight: 700; }
-.warnings { background: #fff6e0; border: 1px solid #e8b64c; border-radius: 4px; padding: 8px 14px; margin: 12px 0; }
-.warnings h2 { border: none; margin: 0 0 4px; padding: 0; font-size: 15px; }
-.warnings ul { margin: 0; padding-left: 20px; }
-.verdict-ok { background: #e9f7ee; border: 1px solid #7cc597; border-radius: 4px; padding: 6px 12px; }
-.verdict-bad { background: #fdecee; border: 1px solid #e07b8a; border-radius: 4px; padding: 6px 12px; }
-.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 18px; }
-figure { margin: 0; border: 1px solid #e3e3e3; border-radius: 4px; padding: 8px 10px; background: #fff; }
-figcaption { font-weight: 600; margin-bottom: 4px; }
-figure p.how { font-size: 12.5px; color: #555; margin: 4px 0 0; }
-svg.chart { width: 100%; height: auto; display: block; }
-svg.chart text { font: 13px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; fill: #333; }
-svg.chart text.axis-label { font-size: 14px; fill: #1d1d1f; }
-svg.chart text.rule-label { fill: #7a2e00; }
-svg.chart .plot { fill: #fcfcfc; stroke: none; }
-svg.chart .grid { stroke: #e6e6e6; stroke-width: 1; }
-svg.chart .axis { stroke: #444; stroke-width: 1; fill: none; }
-svg.chart .series { fill: none; stroke-width: 2; stroke-linejoin: round; }
-svg.chart .rule { stroke: #7a2e00; stroke-width: 1; stroke-dasharray: 4 3; }
-svg.chart .zero { stroke: #444; stroke-width: 1; }
-svg.chart .interval line { stroke: #1d1d1f; stroke-width: 1.5; }
-svg.chart circle { stroke: #1d1d1f; stroke-width: 1.5; }
-footer { margin-top: 40px; font-size: 12px; color: #666; }
-"#;
+/// The page's style: tables, facts, warnings, verdicts, the figure grid, chart text. The SVG
+/// charts' classes are styled here too, so `svg.rs` draws no style of its own.
+const STYLE: &str = include_str!("report.css");
 
 /// The document as a complete page. Deterministic for a given document.
 pub fn render(doc: &Document) -> String {

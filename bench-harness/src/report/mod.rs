@@ -30,7 +30,6 @@
 //! ([`markdown::render`], [`html::render`]); the functions below do both and write the files.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::compare::Comparison;
 use crate::result::RunResult;
@@ -95,27 +94,6 @@ pub fn html(r: &RunResult) -> String {
 /// the report's summary table with columns aligned for a terminal.
 pub fn summary_table(r: &RunResult) -> String {
     section::summary(r).plain()
-}
-
-/// A duration for people: `0.25 ms`, `4.2 ms`, `123 ms`, `1.23 s`, `12.3 s`, `123 s`.
-pub fn human_duration(d: Duration) -> String {
-    human::duration(d)
-}
-
-/// Writes `report.md` into `dir` and returns its path.
-///
-/// # Errors
-/// [`ReportError`] if the file cannot be written.
-pub fn write_markdown(result: &RunResult, dir: &Path) -> Result<PathBuf, ReportError> {
-    write(dir.join(MARKDOWN_FILE_NAME), &markdown(result))
-}
-
-/// Writes `report.html` into `dir` and returns its path.
-///
-/// # Errors
-/// [`ReportError`] if the file cannot be written.
-pub fn write_html(result: &RunResult, dir: &Path) -> Result<PathBuf, ReportError> {
-    write(dir.join(HTML_FILE_NAME), &html(result))
 }
 
 /// Writes `report.md` and `report.html` into `dir` (created if missing) and returns their

@@ -35,13 +35,7 @@ pub fn document(r: &RunResult) -> Document {
     }
     body.extend(slo(r));
     body.extend(capacity(&Capacity::of(r)));
-    for n in super::nodes::sections(r) {
-        body.extend([
-            Block::heading(2, n.title),
-            Block::text(n.caption),
-            Block::Table(n.table),
-        ]);
-    }
+    body.extend(super::nodes::sections(r));
     body.push(Block::Only(Format::Html, charts(r)));
     body.push(Block::anchored(
         2,

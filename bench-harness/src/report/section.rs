@@ -108,15 +108,16 @@ fn scheduled_pods(s: &SeriesResult) -> u64 {
 
 /// One row per (variant, target): pods ready, end-to-end p50 and p95, pull p95, failures.
 pub fn summary(r: &RunResult) -> Table {
-    let mut t = Table::new(&[
-        ("variant", Align::Left),
-        ("target", Align::Left),
-        ("ready", Align::Right),
-        ("end-to-end p50", Align::Right),
-        ("end-to-end p95", Align::Right),
-        ("pull p95", Align::Right),
-        ("failures", Align::Right),
-    ]);
+    let mut t = Table::text_then_numbers(
+        &["variant", "target"],
+        &[
+            "ready",
+            "end-to-end p50",
+            "end-to-end p95",
+            "pull p95",
+            "failures",
+        ],
+    );
     for s in &r.series {
         let e2e = Summary::of(&s.data.merged(Phase::EndToEnd));
         let pull = Summary::of(&s.data.merged(Phase::Pull));
@@ -226,14 +227,13 @@ fn per_wave(c: &Capacity) -> bool {
     c.series.iter().any(|s| !s.waves.is_empty())
 }
 
-/// `variant`, `target` and, per wave, `wave` columns, then `rest`.
-fn capacity_columns<'a>(c: &Capacity, rest: &[(&'a str, Align)]) -> Vec<(&'a str, Align)> {
-    let mut columns = vec![("variant", Align::Left), ("target", Align::Left)];
-    if per_wave(c) {
-        columns.push(("wave", Align::Left));
+/// A table of `text` columns and, when `waves`, a `wave` column, then `numbers` columns.
+fn with_waves(text: &[&str], waves: bool, numbers: &[&str]) -> Table {
+    let mut text = text.to_vec();
+    if waves {
+        text.push("wave");
     }
-    columns.extend_from_slice(rest);
-    columns
+    Table::text_then_numbers(&text, numbers)
 }
 
 /// The wave cell of a whole-burst row in a per-wave table.
@@ -270,14 +270,11 @@ pub fn capacity_how(c: &Capacity) -> [String; 3] {
 /// Time to 50 / 95 / 100 % ready per (variant, target), per wave when the scenario has waves:
 /// median over repetitions, and the worst repetition when there are several.
 pub fn time_to_ready(c: &Capacity) -> Table {
-    let mut t = Table::new(&capacity_columns(
-        c,
-        &[
-            ("50 % ready", Align::Right),
-            ("95 % ready", Align::Right),
-            ("100 % ready", Align::Right),
-        ],
-    ));
+    let mut t = with_waves(
+        &["variant", "target"],
+        per_wave(c),
+        &["50 % ready", "95 % ready", "100 % ready"],
+    );
     for s in &c.series {
         // A series without wave records (a result written before they were) keeps its
         // whole-burst row among per-wave ones.
@@ -336,18 +333,19 @@ pub fn egress(c: &Capacity) -> Table {
     } else {
         "egress per repetition"
     };
-    let mut t = Table::new(&capacity_columns(
-        c,
+    let mut t = with_waves(
+        &["variant", "target"],
+        per_wave(c),
         &[
-            (egress_column, Align::Right),
-            ("per pod", Align::Right),
-            ("image copies", Align::Right),
-            ("peak bandwidth", Align::Right),
-            ("mean bandwidth", Align::Right),
-            ("peak requests", Align::Right),
-            ("throttled", Align::Right),
+            egress_column,
+            "per pod",
+            "image copies",
+            "peak bandwidth",
+            "mean bandwidth",
+            "peak requests",
+            "throttled",
         ],
-    ));
+    );
     for s in &c.series {
         let rows: Vec<(Option<String>, Option<&Egress>)> = if s.waves.is_empty() {
             vec![(per_wave(c).then(whole_burst), s.egress.as_ref())]
@@ -421,16 +419,15 @@ pub fn savings(c: &Capacity) -> Option<Table> {
         return None;
     }
     let waves = c.savings.iter().any(|s| s.wave.is_some());
-    let mut columns = vec![("variant", Align::Left), ("target", Align::Left)];
-    if waves {
-        columns.push(("wave", Align::Left));
-    }
-    columns.extend([
-        ("registry egress", Align::Right),
-        ("time to 95 % ready", Align::Right),
-        ("time to 100 % ready", Align::Right),
-    ]);
-    let mut t = Table::new(&columns);
+    let mut t = with_waves(
+        &["variant", "target"],
+        waves,
+        &[
+            "registry egress",
+            "time to 95 % ready",
+            "time to 100 % ready",
+        ],
+    );
     for s in &c.savings {
         let egress = s.egress_bytes.map_or_else(
             || "-".to_owned(),
@@ -495,10 +492,6 @@ pub fn side_by_side_how() -> [String; 3] {
     ]
 }
 
-fn wave_label(w: &WaveRow) -> String {
-    format!("{} at {}", w.wave + 1, human::duration(w.at))
-}
-
 fn never_or(d: Option<Duration>) -> Cell {
     match d {
         Some(d) => human::duration(d).into(),
@@ -517,26 +510,25 @@ fn observed(count: u64, us: u64) -> Cell {
 /// One row per target (and wave, when `waves`): pull and TTFB p50 / p95 / p99, the longest
 /// first-byte lag, time until the wave's pods were all ready.
 pub fn side_by_side(v: &VariantRows, waves: bool) -> Table {
-    let mut columns = vec![("target", Align::Left)];
-    if waves {
-        columns.push(("wave", Align::Left));
-    }
-    columns.extend([
-        ("pull p50", Align::Right),
-        ("pull p95", Align::Right),
-        ("pull p99", Align::Right),
-        ("TTFB p50", Align::Right),
-        ("TTFB p95", Align::Right),
-        ("TTFB p99", Align::Right),
-        ("first-byte lag", Align::Right),
-        ("all ready after", Align::Right),
-    ]);
-    let mut t = Table::new(&columns);
+    let mut t = with_waves(
+        &["target"],
+        waves,
+        &[
+            "pull p50",
+            "pull p95",
+            "pull p99",
+            "TTFB p50",
+            "TTFB p95",
+            "TTFB p99",
+            "first-byte lag",
+            "all ready after",
+        ],
+    );
     for row in &v.targets {
         for w in &row.waves {
             let mut cells = vec![Cell::from(row.target.as_str())];
             if waves {
-                cells.push(wave_label(w).into());
+                cells.push(wave_at(w.wave, w.at).into());
             }
             cells.extend([
                 human::us_if(w.pull.count, w.pull.p50_us).into(),
@@ -632,20 +624,19 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
     if others.is_empty() {
         return None;
     }
-    let mut columns = vec![("target", Align::Left)];
-    if waves {
-        columns.push(("wave", Align::Left));
-    }
-    columns.extend([
-        ("pull p50", Align::Right),
-        ("pull p95", Align::Right),
-        ("pull p99", Align::Right),
-        ("TTFB p50", Align::Right),
-        ("TTFB p95", Align::Right),
-        ("first-byte lag", Align::Right),
-        ("all ready after", Align::Right),
-    ]);
-    let mut t = Table::new(&columns);
+    let mut t = with_waves(
+        &["target"],
+        waves,
+        &[
+            "pull p50",
+            "pull p95",
+            "pull p99",
+            "TTFB p50",
+            "TTFB p95",
+            "first-byte lag",
+            "all ready after",
+        ],
+    );
     let us = |count: u64, v: u64| (count > 0).then_some(v as f64);
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     for row in others {
@@ -655,32 +646,28 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
             };
             let mut cells = vec![Cell::from(row.target.as_str())];
             if waves {
-                cells.push(wave_label(w).into());
+                cells.push(wave_at(w.wave, w.at).into());
             }
-            cells.extend([
-                ratio_cell(ratio(
-                    us(w.pull.count, w.pull.p50_us),
-                    us(b.pull.count, b.pull.p50_us),
-                )),
-                ratio_cell(ratio(
-                    us(w.pull.count, w.pull.p95_us),
-                    us(b.pull.count, b.pull.p95_us),
-                )),
-                ratio_cell(ratio(
-                    us(w.pull.count, w.pull.p99_us),
-                    us(b.pull.count, b.pull.p99_us),
-                )),
-                ratio_cell(ratio(
-                    us(w.ttfb.count, w.ttfb.p50_us),
-                    us(b.ttfb.count, b.ttfb.p50_us),
-                )),
-                ratio_cell(ratio(
-                    us(w.ttfb.count, w.ttfb.p95_us),
-                    us(b.ttfb.count, b.ttfb.p95_us),
-                )),
-                ratio_cell(ratio(secs(w.first_byte_lag), secs(b.first_byte_lag))),
-                ratio_cell(ratio(secs(w.all_ready), secs(b.all_ready))),
-            ]);
+            // Each figure of this wave's row against the baseline's: p50, p95, p99 of pull,
+            // p50, p95 of TTFB (microseconds), then lag and all-ready (seconds).
+            let figures = |x: &WaveRow| {
+                let (p, t) = (&x.pull, &x.ttfb);
+                [
+                    us(p.count, p.p50_us),
+                    us(p.count, p.p95_us),
+                    us(p.count, p.p99_us),
+                    us(t.count, t.p50_us),
+                    us(t.count, t.p95_us),
+                    secs(x.first_byte_lag),
+                    secs(x.all_ready),
+                ]
+            };
+            let (ours, theirs) = (figures(w), figures(b));
+            cells.extend(
+                ours.into_iter()
+                    .zip(theirs)
+                    .map(|(a, b)| ratio_cell(ratio(a, b))),
+            );
             t.row(cells);
         }
     }
@@ -689,15 +676,7 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
 
 /// Percentiles of every pod phase and layer phase of a series, over all repetitions.
 pub fn latency(s: &SeriesResult) -> Table {
-    let mut t = Table::new(&[
-        ("phase", Align::Left),
-        ("n", Align::Right),
-        ("p50", Align::Right),
-        ("p90", Align::Right),
-        ("p95", Align::Right),
-        ("p99", Align::Right),
-        ("max", Align::Right),
-    ]);
+    let mut t = Table::text_then_numbers(&["phase"], &["n", "p50", "p90", "p95", "p99", "max"]);
     let rows = Phase::ALL
         .iter()
         .map(|p| (p.name().to_owned(), s.data.merged(*p)))
@@ -727,15 +706,18 @@ pub fn latency(s: &SeriesResult) -> Table {
 
 /// Per repetition of a series: ready and failed pods, end-to-end percentiles, pull p95.
 pub fn repetitions(s: &SeriesResult) -> Table {
-    let mut t = Table::new(&[
-        ("repetition", Align::Right),
-        ("ready", Align::Right),
-        ("failed", Align::Right),
-        ("end-to-end p50", Align::Right),
-        ("end-to-end p95", Align::Right),
-        ("end-to-end p99", Align::Right),
-        ("pull p95", Align::Right),
-    ]);
+    let mut t = Table::text_then_numbers(
+        &[],
+        &[
+            "repetition",
+            "ready",
+            "failed",
+            "end-to-end p50",
+            "end-to-end p95",
+            "end-to-end p99",
+            "pull p95",
+        ],
+    );
     for (rep, data) in s.data.repetitions() {
         let e2e = Summary::of(data.phase(Phase::EndToEnd));
         let pull = Summary::of(data.phase(Phase::Pull));
@@ -754,12 +736,10 @@ pub fn repetitions(s: &SeriesResult) -> Table {
 
 /// Per repetition of a series: when 50, 95, 100 % of its pods were ready.
 pub fn ready_times(s: &SeriesResult) -> Table {
-    let mut t = Table::new(&[
-        ("repetition", Align::Right),
-        ("50 % ready", Align::Right),
-        ("95 % ready", Align::Right),
-        ("100 % ready", Align::Right),
-    ]);
+    let mut t = Table::text_then_numbers(
+        &[],
+        &["repetition", "50 % ready", "95 % ready", "100 % ready"],
+    );
     for (rep, data) in s.data.repetitions() {
         let timeline = data.timeline(s.pods_per_repetition);
         let [a, b, c] = READY_FRACTIONS.map(|f| {
@@ -787,9 +767,9 @@ pub fn ready_over_time(s: &SeriesResult) -> Option<Table> {
     let step_us = nice_step(last_us.div_ceil(TIMELINE_ROWS));
     let reps: Vec<_> = s.data.repetitions().collect();
     let names: Vec<String> = reps.iter().map(|(r, _)| format!("rep {r}")).collect();
-    let mut columns = vec![("since epoch", Align::Right)];
-    columns.extend(names.iter().map(|n| (n.as_str(), Align::Right)));
-    let mut t = Table::new(&columns);
+    let mut columns = vec!["since epoch"];
+    columns.extend(names.iter().map(String::as_str));
+    let mut t = Table::text_then_numbers(&[], &columns);
     let mut at = step_us;
     loop {
         let mut row = vec![Cell::from(human::us(at))];
@@ -865,14 +845,16 @@ pub fn image_sources(r: &RunResult) -> Option<Table> {
     if sourced.is_empty() {
         return None;
     }
-    let mut t = Table::new(&[
-        ("variant", Align::Left),
-        ("source", Align::Left),
-        ("digest", Align::Left),
-        ("platform manifest", Align::Left),
-        ("served by", Align::Left),
-        ("layer bytes", Align::Right),
-    ]);
+    let mut t = Table::text_then_numbers(
+        &[
+            "variant",
+            "source",
+            "digest",
+            "platform manifest",
+            "served by",
+        ],
+        &["layer bytes"],
+    );
     for (variant, facts) in sourced {
         let s = &facts.details["source"];
         let text = |key: &str| s.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
@@ -974,7 +956,7 @@ pub fn failures(s: &SeriesResult) -> Option<Table> {
     if failures.is_empty() {
         return None;
     }
-    let mut t = Table::new(&[("kind", Align::Left), ("pods", Align::Right)]);
+    let mut t = Table::text_then_numbers(&["kind"], &["pods"]);
     for (kind, n) in failures {
         t.row([kind.name().into(), n.to_string().into()]);
     }

@@ -79,6 +79,14 @@ impl Table {
         }
     }
 
+    /// An empty table of `text` columns (left-aligned) followed by `numbers` columns
+    /// (right-aligned), the shape of most tables.
+    pub fn text_then_numbers(text: &[&str], numbers: &[&str]) -> Self {
+        let text = text.iter().map(|n| (*n, Align::Left));
+        let numbers = numbers.iter().map(|n| (*n, Align::Right));
+        Self::new(&text.chain(numbers).collect::<Vec<_>>())
+    }
+
     /// Adds a row; missing cells are empty, extra ones dropped.
     pub fn row(&mut self, cells: impl IntoIterator<Item = Cell>) {
         let mut cells: Vec<Cell> = cells.into_iter().take(self.columns.len()).collect();
