@@ -15,8 +15,9 @@
 //!   its terminal summary).
 //! - [`markdown`], [`html`]: render any document; [`escape`] is HTML's and SVG's escaping.
 //! - [`table`]: a format-neutral table (and its plain-text form for the terminal).
-//! - [`section`]: the run report's tables and sentences (facts, summary, SLO, capacity,
-//!   details).
+//! - [`facts`]: what was run (the report's header); [`section`]: summary, SLO, capacity and
+//!   side-by-side tables with the sentences that say how to read them; [`series`]: each
+//!   (variant, target) in detail.
 //! - [`capacity`]: time to 50/95/100 % ready, egress and bandwidth, cache savings (per arrival
 //!   wave when the scenario has waves).
 //! - [`side_by_side`]: targets side by side per variant (and wave), the registry's counts, and
@@ -39,12 +40,14 @@ pub mod chart;
 pub mod comparison;
 pub mod document;
 pub mod escape;
+pub mod facts;
 pub mod html;
 pub mod human;
 pub mod markdown;
 pub mod nodes;
 pub mod run;
 pub mod section;
+pub mod series;
 pub mod side_by_side;
 pub mod svg;
 pub mod table;

@@ -2,14 +2,15 @@
 //! by side, SLO outcomes, capacity answers, the nodes' links and processes, the charts, and per
 //! (variant, target) details. `report.md` and `report.html` are this one document rendered twice.
 //!
-//! Only the order and the connecting sentences live here: tables come from `section.rs`,
-//! `capacity.rs`, `side_by_side.rs` and `nodes.rs`, charts from `chart.rs`.
+//! Only the order and the connecting sentences live here: tables come from `facts.rs`,
+//! `section.rs`, `series.rs` and `nodes.rs`, charts from `chart.rs`.
 
 use super::capacity::Capacity;
 use super::chart;
 use super::document::{Block, Document, Format, Inline, ParagraphKind};
 use super::section;
 use super::side_by_side::SideBySide;
+use super::{facts, series};
 use crate::result::{RunResult, SeriesResult, SCHEMA_VERSION};
 
 /// File name of the Markdown report inside a run directory.
@@ -22,7 +23,7 @@ pub const HTML_FILE_NAME: &str = "report.html";
 pub fn document(r: &RunResult) -> Document {
     let sbs = SideBySide::of(r);
     let mut body = Vec::new();
-    if let Some(t) = section::image_sources(r) {
+    if let Some(t) = facts::image_sources(r) {
         body.extend([Block::anchored(2, "images", "Images"), Block::Table(t)]);
     }
     body.extend([
@@ -57,7 +58,7 @@ pub fn document(r: &RunResult) -> Document {
 /// format is.
 fn header(r: &RunResult, side_by_side: bool) -> Vec<Block> {
     let mut out = Vec::new();
-    if let Some(note) = section::modelled(r) {
+    if let Some(note) = facts::modelled(r) {
         out.push(Block::paragraph(
             ParagraphKind::Callout,
             vec![
@@ -90,8 +91,8 @@ fn header(r: &RunResult, side_by_side: bool) -> Vec<Block> {
             ],
         )],
     ));
-    out.push(Block::Facts(section::facts(r)));
-    let warnings = section::warnings(r);
+    out.push(Block::Facts(facts::facts(r)));
+    let warnings = facts::warnings(r);
     if !warnings.is_empty() {
         out.push(Block::Notices {
             title: "Warnings",
@@ -209,18 +210,18 @@ fn details(r: &RunResult, s: &SeriesResult) -> Vec<Block> {
     }
     out.extend([
         Block::text("Latency per phase over all repetitions:"),
-        Block::Table(section::latency(s)),
+        Block::Table(series::latency(s)),
         Block::text("Per repetition:"),
-        Block::Table(section::repetitions(s)),
+        Block::Table(series::repetitions(s)),
         Block::text("Pods ready over time:"),
-        Block::Table(section::ready_times(s)),
+        Block::Table(series::ready_times(s)),
     ]);
-    out.extend(section::ready_over_time(s).map(Block::Table));
-    match section::registry(r, s) {
+    out.extend(series::ready_over_time(s).map(Block::Table));
+    match series::registry(r, s) {
         Some(t) => out.extend([Block::text("Registry:"), Block::Table(t)]),
         None => out.push(Block::text("No registry accounting recorded.")),
     }
-    if let Some(t) = section::failures(s) {
+    if let Some(t) = series::failures(s) {
         out.extend([Block::text("Failures:"), Block::Table(t)]);
     }
     out
