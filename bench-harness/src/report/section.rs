@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::capacity::{Capacity, Egress, ReadyTimes};
+use super::capacity::{Capacity, Egress, ReadyTimes, Traffic, WaveCapacity};
 use super::human;
 use super::side_by_side::{ratio, TargetRow, VariantRows, WaveRow};
 use super::table::{Align, Cell, Emphasis, Table};
@@ -192,27 +192,39 @@ pub fn capacity_how(c: &Capacity) -> [String; 3] {
 /// Time to 50 / 95 / 100 % ready per (variant, target), per wave when the scenario has waves:
 /// median over repetitions, and the worst repetition when there are several.
 pub fn time_to_ready(c: &Capacity) -> Table {
-    let mut t = with_waves(
+    let t = with_waves(
         &["variant", "target"],
         per_wave(c),
         &["50 % ready", "95 % ready", "100 % ready"],
     );
+    capacity_rows(c, t, |ready, _| ready.iter().map(ready_cell).collect())
+}
+
+/// `t` with one row per series of `c` (per wave when `c` is per wave): variant, target, wave,
+/// then `cells` of the series' (or wave's) times to ready and egress.
+fn capacity_rows(
+    c: &Capacity,
+    mut t: Table,
+    cells: impl Fn(&[ReadyTimes; 3], Option<&Egress>) -> Vec<Cell>,
+) -> Table {
     for s in &c.series {
         // A series without wave records (a result written before they were) keeps its
         // whole-burst row among per-wave ones.
-        let rows: Vec<(Option<String>, &[ReadyTimes; 3])> = if s.waves.is_empty() {
-            vec![(per_wave(c).then(whole_burst), &s.time_to_ready)]
+        let rows: Vec<(Option<String>, &[ReadyTimes; 3], Option<&Egress>)> = if s.waves.is_empty() {
+            let wave = per_wave(c).then(whole_burst);
+            vec![(wave, &s.time_to_ready, s.egress.as_ref())]
         } else {
+            let at = |w: &WaveCapacity| Some(wave_at(w.wave, w.at));
             s.waves
                 .iter()
-                .map(|w| (Some(wave_at(w.wave, w.at)), &w.time_to_ready))
+                .map(|w| (at(w), &w.time_to_ready, w.egress.as_ref()))
                 .collect()
         };
-        for (wave, [a, b, d]) in rows {
-            let mut cells = vec![s.variant.as_str().into(), s.target.as_str().into()];
-            cells.extend(wave.map(Cell::from));
-            cells.extend([ready_cell(a), ready_cell(b), ready_cell(d)]);
-            t.row(cells);
+        for (wave, ready, egress) in rows {
+            let mut row = vec![s.variant.as_str().into(), s.target.as_str().into()];
+            row.extend(wave.map(Cell::from));
+            row.extend(cells(ready, egress));
+            t.row(row);
         }
     }
     t
@@ -255,7 +267,7 @@ pub fn egress(c: &Capacity) -> Table {
     } else {
         "egress per repetition"
     };
-    let mut t = with_waves(
+    let t = with_waves(
         &["variant", "target"],
         per_wave(c),
         &[
@@ -268,23 +280,7 @@ pub fn egress(c: &Capacity) -> Table {
             "throttled",
         ],
     );
-    for s in &c.series {
-        let rows: Vec<(Option<String>, Option<&Egress>)> = if s.waves.is_empty() {
-            vec![(per_wave(c).then(whole_burst), s.egress.as_ref())]
-        } else {
-            s.waves
-                .iter()
-                .map(|w| (Some(wave_at(w.wave, w.at)), w.egress.as_ref()))
-                .collect()
-        };
-        for (wave, e) in rows {
-            let mut cells = vec![s.variant.as_str().into(), s.target.as_str().into()];
-            cells.extend(wave.map(Cell::from));
-            cells.extend(egress_cells(e));
-            t.row(cells);
-        }
-    }
-    t
+    capacity_rows(c, t, |_, egress| egress_cells(egress))
 }
 
 /// The egress columns of one row; "not recorded" alone without egress.
@@ -302,27 +298,17 @@ fn egress_cells(e: Option<&Egress>) -> Vec<Cell> {
         format!("{mean} (max {max})")
     };
     let dash = || "-".to_owned();
-    let traffic = e.traffic.as_ref();
+    let traffic = |f: fn(&Traffic) -> String| Cell::from(e.traffic.as_ref().map_or_else(dash, f));
     vec![
         per_rep.into(),
         human::bytes(e.per_pod_bytes().round() as u64).into(),
         e.image_copies()
             .map_or_else(dash, |x| format!("{x:.2} x"))
             .into(),
-        traffic
-            .map_or_else(dash, |t| human::bandwidth(t.peak_bytes_per_sec))
-            .into(),
-        traffic
-            .map_or_else(dash, |t| human::bandwidth(t.mean_bytes_per_sec))
-            .into(),
-        traffic
-            .map_or_else(dash, |t| {
-                human::requests_per_second(t.peak_requests_per_sec)
-            })
-            .into(),
-        traffic
-            .map_or_else(dash, |t| t.throttled.to_string())
-            .into(),
+        traffic(|t| human::bandwidth(t.peak_bytes_per_sec)),
+        traffic(|t| human::bandwidth(t.mean_bytes_per_sec)),
+        traffic(|t| human::requests_per_second(t.peak_requests_per_sec)),
+        traffic(|t| t.throttled.to_string()),
     ]
 }
 

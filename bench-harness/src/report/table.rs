@@ -2,7 +2,8 @@
 //! an optional emphasis. `markdown.rs` renders it as a pipe table, `html.rs` as a `<table>`, and
 //! [`Table::plain`] as aligned columns for a terminal, so every output shows the same numbers.
 //!
-//! This module knows nothing of results; `section.rs` fills tables.
+//! This module knows nothing of results; `facts.rs`, `section.rs`, `series.rs`, `nodes.rs` and
+//! `comparison.rs` fill tables.
 
 /// How a column's cells are aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
