@@ -8,8 +8,6 @@
 //! walk the histograms' recorded values, timelines the stored ready offsets, traffic the
 //! registry's stored buckets.
 
-use std::collections::BTreeMap;
-
 use hdrhistogram::Histogram;
 
 use super::capacity::registry_series;
@@ -244,21 +242,14 @@ pub fn ready_over_time(r: &RunResult) -> Vec<Figure> {
 
 /// Series with data grouped by variant, in the result's order, each with its colour index.
 fn by_variant(r: &RunResult) -> Vec<(String, Vec<(usize, &SeriesResult)>)> {
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: BTreeMap<String, Vec<(usize, &SeriesResult)>> = BTreeMap::new();
+    let mut groups: Vec<(String, Vec<(usize, &SeriesResult)>)> = Vec::new();
     for (i, s) in recorded(r) {
-        if !groups.contains_key(&s.variant) {
-            order.push(s.variant.clone());
+        match groups.iter_mut().find(|(v, _)| *v == s.variant) {
+            Some((_, group)) => group.push((i, s)),
+            None => groups.push((s.variant.clone(), vec![(i, s)])),
         }
-        groups.entry(s.variant.clone()).or_default().push((i, s));
     }
-    order
-        .into_iter()
-        .map(|v| {
-            let g = groups.remove(&v).unwrap_or_default();
-            (v, g)
-        })
-        .collect()
+    groups
 }
 
 /// One entry per series (its colour) and, with several repetitions, one per repetition (its

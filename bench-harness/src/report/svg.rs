@@ -397,6 +397,23 @@ struct Frame {
     bottom: f64,
 }
 
+impl Frame {
+    /// The plot of a chart of `rows` rows `row_height` high, with room on the left for the
+    /// widest of `labels`.
+    fn labelled_rows<'a>(
+        labels: impl Iterator<Item = &'a str>,
+        rows: usize,
+        row_height: f64,
+    ) -> Self {
+        Self {
+            left: label_margin(labels),
+            right: WIDTH - MARGIN_RIGHT,
+            top: MARGIN_TOP,
+            bottom: MARGIN_TOP + row_height * rows.max(1) as f64,
+        }
+    }
+}
+
 fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
     let Frame {
         left,
@@ -589,10 +606,14 @@ impl StackedBars {
     pub fn render(&self) -> String {
         const ROW: f64 = 28.0;
         const BAR: f64 = 18.0;
-        let left = label_margin(self.bars.iter().map(|b| b.label.as_str()));
-        let right = WIDTH - MARGIN_RIGHT;
-        let top = MARGIN_TOP;
-        let bottom = top + ROW * self.bars.len().max(1) as f64;
+        let labels = self.bars.iter().map(|b| b.label.as_str());
+        let frame = Frame::labelled_rows(labels, self.bars.len(), ROW);
+        let Frame {
+            left,
+            right,
+            top,
+            bottom,
+        } = frame;
         let entries: Vec<LegendEntry> = self
             .segments
             .iter()
@@ -606,16 +627,7 @@ impl StackedBars {
         let height = bottom + 52.0 + legend_height + 6.0;
         let mut out = String::new();
         svg_open(&mut out, &self.title, height);
-        grid_x(
-            &mut out,
-            &self.x,
-            Frame {
-                left,
-                right,
-                top,
-                bottom,
-            },
-        );
+        grid_x(&mut out, &self.x, frame);
         for (i, bar) in self.bars.iter().enumerate() {
             let y = top + ROW * i as f64 + (ROW - BAR) / 2.0;
             end_label(
@@ -646,15 +658,7 @@ impl StackedBars {
             }
             out.push_str("</g>\n");
         }
-        axes(
-            &mut out,
-            Frame {
-                left,
-                right,
-                top,
-                bottom,
-            },
-        );
+        axes(&mut out, frame);
         out.push_str(&legend_svg);
         out.push_str("</svg>\n");
         out
@@ -665,23 +669,18 @@ impl IntervalChart {
     /// The chart as an `<svg>` element.
     pub fn render(&self) -> String {
         const ROW: f64 = 24.0;
-        let left = label_margin(self.rows.iter().map(|r| r.label.as_str()));
-        let right = WIDTH - MARGIN_RIGHT;
-        let top = MARGIN_TOP;
-        let bottom = top + ROW * self.rows.len().max(1) as f64;
+        let labels = self.rows.iter().map(|r| r.label.as_str());
+        let frame = Frame::labelled_rows(labels, self.rows.len(), ROW);
+        let Frame {
+            left,
+            right,
+            top,
+            bottom,
+        } = frame;
         let height = bottom + 52.0 + LEGEND_ROW + 6.0;
         let mut out = String::new();
         svg_open(&mut out, &self.title, height);
-        grid_x(
-            &mut out,
-            &self.x,
-            Frame {
-                left,
-                right,
-                top,
-                bottom,
-            },
-        );
+        grid_x(&mut out, &self.x, frame);
         let zero = self.x.scale(0.0, left, right);
         let _ = writeln!(
             out,
@@ -712,15 +711,7 @@ impl IntervalChart {
                 y + 5.0
             );
         }
-        axes(
-            &mut out,
-            Frame {
-                left,
-                right,
-                top,
-                bottom,
-            },
-        );
+        axes(&mut out, frame);
         let ly = bottom + 48.0 + LEGEND_ROW / 2.0;
         for (dx, fill, label) in [
             (6.0, PALETTE[1], "significant"),
