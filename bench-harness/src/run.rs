@@ -344,8 +344,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     }));
     result.evaluate_slo();
     result.write(&dir)?;
-    report::write_markdown(&result, &dir)?;
-    report::write_html(&result, &dir)?;
+    report::write_all(&result, &dir)?;
     Ok(RunOutput { result, dir })
 }
 

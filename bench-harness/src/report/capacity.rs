@@ -14,8 +14,8 @@
 //!
 //! The registry's time series lives inside each repetition's `RegistryTotals.snapshot` (the
 //! embedded registry's accounting snapshot, `series{bucket_ms, bytes_out[], requests[],
-//! throttled[]}`); [`registry_series`] reads it from there. This module only computes; the
-//! Markdown and HTML renderers show what it returns.
+//! throttled[]}`); [`registry_series`] reads it from there. This module only computes;
+//! `section.rs` turns what it returns into tables.
 
 use std::time::Duration;
 

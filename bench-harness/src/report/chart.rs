@@ -4,32 +4,19 @@
 //! verify, decompress and apply. Each [`Figure`] carries its SVG, a title and a "how to read
 //! this" line.
 //!
-//! Drawing primitives live in `svg.rs`; page layout in `html.rs`. Nothing here re-samples: CDFs
+//! Drawing primitives live in `svg.rs`; where the figures go, in `run.rs`. Nothing here re-samples: CDFs
 //! walk the histograms' recorded values, timelines the stored ready offsets, traffic the
 //! registry's stored buckets.
-
-use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
 use super::capacity::registry_series;
+use super::document::Figure;
 use super::human;
 use super::svg::{Axis, Bar, LegendEntry, Line, LineChart, Rule, StackedBars, Style};
 use crate::recorder::{LayerPhase, Phase};
+use crate::registry::accounting::Series as TrafficSeries;
 use crate::result::{RunResult, SeriesResult};
-
-/// A chart ready for the page.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figure {
-    /// Anchor id, unique within the page.
-    pub id: String,
-    /// Caption.
-    pub title: String,
-    /// One sentence on how to read it.
-    pub how_to_read: String,
-    /// The `<svg>` element.
-    pub svg: String,
-}
 
 /// A SLO or link limit is drawn only if it is within this factor of the data, so a generous
 /// limit does not squash the curves against the axis.
@@ -255,21 +242,14 @@ pub fn ready_over_time(r: &RunResult) -> Vec<Figure> {
 
 /// Series with data grouped by variant, in the result's order, each with its colour index.
 fn by_variant(r: &RunResult) -> Vec<(String, Vec<(usize, &SeriesResult)>)> {
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: BTreeMap<String, Vec<(usize, &SeriesResult)>> = BTreeMap::new();
+    let mut groups: Vec<(String, Vec<(usize, &SeriesResult)>)> = Vec::new();
     for (i, s) in recorded(r) {
-        if !groups.contains_key(&s.variant) {
-            order.push(s.variant.clone());
+        match groups.iter_mut().find(|(v, _)| *v == s.variant) {
+            Some((_, group)) => group.push((i, s)),
+            None => groups.push((s.variant.clone(), vec![(i, s)])),
         }
-        groups.entry(s.variant.clone()).or_default().push((i, s));
     }
-    order
-        .into_iter()
-        .map(|v| {
-            let g = groups.remove(&v).unwrap_or_default();
-            (v, g)
-        })
-        .collect()
+    groups
 }
 
 /// One entry per series (its colour) and, with several repetitions, one per repetition (its
@@ -302,147 +282,186 @@ enum TrafficView {
     Requests,
 }
 
+/// One repetition's registry time series in a traffic chart.
+struct TrafficRun<'a> {
+    /// Colour index (the series').
+    color: usize,
+    /// Dash index (the repetition's position).
+    dash: usize,
+    repetition: u32,
+    series: &'a SeriesResult,
+    data: TrafficSeries,
+}
+
 /// Per variant: registry egress rate, cumulative egress and request rate over time, a line
 /// per target and repetition, from the registry's stored time series.
 pub fn registry_traffic(r: &RunResult) -> Vec<Figure> {
     let mut out = Vec::new();
     for (variant, series) in by_variant(r) {
-        let mut traffic = Vec::new();
+        let mut runs = Vec::new();
         for (i, s) in &series {
             for (k, (rep, totals)) in s.registry.iter().enumerate() {
-                if let Some(t) = registry_series(totals) {
-                    traffic.push((*i, k, *rep, *s, t));
+                if let Some(data) = registry_series(totals) {
+                    runs.push(TrafficRun {
+                        color: *i,
+                        dash: k,
+                        repetition: *rep,
+                        series: s,
+                        data,
+                    });
                 }
             }
         }
-        if traffic.is_empty() {
+        if runs.is_empty() {
             continue;
         }
-        let end_s = traffic
-            .iter()
-            .map(|(.., t)| (t.bytes_out.len() as u64 * t.bucket_ms) as f64 / 1e3)
-            .fold(0.0, f64::max);
-        let bucket_ms = traffic.iter().map(|(.., t)| t.bucket_ms).max().unwrap_or(0);
-        let reps = traffic.iter().map(|(_, k, ..)| k + 1).max().unwrap_or(0);
+        let reps = runs.iter().map(|t| t.dash + 1).max().unwrap_or(0);
         let legend = legend_with_repetitions(&series, reps);
         for view in [
             TrafficView::Bandwidth,
             TrafficView::Cumulative,
             TrafficView::Requests,
         ] {
-            let x = Axis::from_zero("time since burst epoch (s)", end_s);
-            let mut data_max: f64 = 0.0;
-            let lines: Vec<Line> = traffic
-                .iter()
-                .map(|(i, k, rep, s, t)| {
-                    let bucket_s = t.bucket_ms as f64 / 1e3;
-                    let mut points = Vec::with_capacity(t.bytes_out.len() + 3);
-                    let mut total = 0u64;
-                    if view == TrafficView::Cumulative {
-                        points.push((0.0, 0.0));
-                    }
-                    for (b, bytes) in t.bytes_out.iter().enumerate() {
-                        total += bytes;
-                        let requests = t.requests.get(b).copied().unwrap_or(0) as f64;
-                        // Rates hold over their bucket (a step from its start); the running
-                        // total is reached at the bucket's end.
-                        let point = match view {
-                            TrafficView::Bandwidth => {
-                                (b as f64 * bucket_s, *bytes as f64 * 8.0 / 1e6 / bucket_s)
-                            }
-                            TrafficView::Requests => (b as f64 * bucket_s, requests / bucket_s),
-                            TrafficView::Cumulative => {
-                                ((b + 1) as f64 * bucket_s, total as f64 / 1e6)
-                            }
-                        };
-                        data_max = data_max.max(point.1);
-                        points.push(point);
-                    }
-                    let end = t.bytes_out.len() as f64 * bucket_s;
-                    let last = match view {
-                        TrafficView::Cumulative => total as f64 / 1e6,
-                        TrafficView::Bandwidth | TrafficView::Requests => {
-                            points.push((end, points.last().map_or(0.0, |p| p.1)));
-                            points.push((end, 0.0));
-                            0.0
-                        }
-                    };
-                    points.push((x.max(), last));
-                    Line {
-                        label: format!("{} rep {rep}", series_label(s)),
-                        style: Style {
-                            color: *i,
-                            dash: *k,
-                        },
-                        step: matches!(view, TrafficView::Bandwidth | TrafficView::Requests),
-                        points,
-                    }
-                })
-                .collect();
-            let mut rules = Vec::new();
-            let (id, title, y_label, how) = match view {
-                TrafficView::Bandwidth => {
-                    if let Some(limit) = r.scenario.registry.egress {
-                        let mbit = limit.bytes_per_sec as f64 * 8.0 / 1e6;
-                        if mbit <= data_max * RULE_REACH {
-                            data_max = data_max.max(mbit);
-                            rules.push(Rule::Y(mbit, format!("registry egress limit {limit}")));
-                        }
-                    }
-                    let wire = r.scenario.network.namespaces();
-                    if let Some(rate) = r.scenario.registry.netns_rate.filter(|_| wire) {
-                        let mbit = rate.bytes_per_sec as f64 * 8.0 / 1e6;
-                        if mbit <= data_max * RULE_REACH {
-                            data_max = data_max.max(mbit);
-                            rules.push(Rule::Y(mbit, format!("registry link (tbf) {rate}")));
-                        }
-                    }
-                    let counted = if wire {
-                        "the kernel counted on the registry's link (after its tbf shaping, headers included)"
-                    } else {
-                        "the registry sent"
-                    };
-                    (
-                        "egress",
-                        format!("Registry egress bandwidth: {variant}"),
-                        "egress (Mbit/s)",
-                        format!(
-                            "Bytes {counted} in each {bucket_ms} ms bucket, as a rate; a flat top at the limit means the registry's link was the bottleneck. The highest bucket is the peak bandwidth the scale-out needs."
-                        ),
-                    )
-                }
-                TrafficView::Cumulative => (
-                    "egress-total",
-                    format!("Registry egress since the burst: {variant}"),
-                    "egress since epoch (MB)",
-                    "Bytes the registry has sent since the burst epoch; the final height is the egress one scale-out costs, and a cache's curve stops near one image size.".to_owned(),
-                ),
-                TrafficView::Requests => (
-                    "requests",
-                    format!("Registry requests: {variant}"),
-                    "requests (per s)",
-                    format!(
-                        "Requests the registry received per {bucket_ms} ms bucket, as a rate (throttled ones included); this is what a hosted registry's rate limit sees."
-                    ),
-                ),
-            };
-            out.push(Figure {
-                id: format!("{id}-{variant}"),
-                title: title.clone(),
-                how_to_read: how,
-                svg: LineChart {
-                    title,
-                    x,
-                    y: Axis::from_zero(y_label, data_max),
-                    lines,
-                    rules,
-                    legend: legend.clone(),
-                }
-                .render(),
-            });
+            out.push(traffic_figure(r, &variant, view, &runs, legend.clone()));
         }
     }
     out
+}
+
+/// One view of a variant's registry traffic, with its limits as rules where they are near the
+/// data.
+fn traffic_figure(
+    r: &RunResult,
+    variant: &str,
+    view: TrafficView,
+    runs: &[TrafficRun<'_>],
+    legend: Vec<LegendEntry>,
+) -> Figure {
+    let end_s = runs
+        .iter()
+        .map(|t| (t.data.bytes_out.len() as u64 * t.data.bucket_ms) as f64 / 1e3)
+        .fold(0.0, f64::max);
+    let bucket_ms = runs.iter().map(|t| t.data.bucket_ms).max().unwrap_or(0);
+    let x = Axis::from_zero("time since burst epoch (s)", end_s);
+    let lines: Vec<Line> = runs
+        .iter()
+        .map(|t| traffic_line(t, view, x.max()))
+        .collect();
+    let mut data_max = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    let mut rules = Vec::new();
+    if view == TrafficView::Bandwidth {
+        rules = bandwidth_rules(r, &mut data_max);
+    }
+    let wire = r.scenario.network.namespaces();
+    let (id, title, y_label, how) = match view {
+        TrafficView::Bandwidth => (
+            "egress",
+            format!("Registry egress bandwidth: {variant}"),
+            "egress (Mbit/s)",
+            format!(
+                "Bytes {} in each {bucket_ms} ms bucket, as a rate; a flat top at the limit means the registry's link was the bottleneck. The highest bucket is the peak bandwidth the scale-out needs.",
+                if wire {
+                    "the kernel counted on the registry's link (after its tbf shaping, headers included)"
+                } else {
+                    "the registry sent"
+                }
+            ),
+        ),
+        TrafficView::Cumulative => (
+            "egress-total",
+            format!("Registry egress since the burst: {variant}"),
+            "egress since epoch (MB)",
+            "Bytes the registry has sent since the burst epoch; the final height is the egress one scale-out costs, and a cache's curve stops near one image size.".to_owned(),
+        ),
+        TrafficView::Requests => (
+            "requests",
+            format!("Registry requests: {variant}"),
+            "requests (per s)",
+            format!(
+                "Requests the registry received per {bucket_ms} ms bucket, as a rate (throttled ones included); this is what a hosted registry's rate limit sees."
+            ),
+        ),
+    };
+    Figure {
+        id: format!("{id}-{variant}"),
+        title: title.clone(),
+        how_to_read: how,
+        svg: LineChart {
+            title,
+            x,
+            y: Axis::from_zero(y_label, data_max),
+            lines,
+            rules,
+            legend,
+        }
+        .render(),
+    }
+}
+
+/// The registry's egress limit and its shaped link's rate as horizontal rules (Mbit/s), each
+/// only when within reach of `data_max`, which grows to include it.
+fn bandwidth_rules(r: &RunResult, data_max: &mut f64) -> Vec<Rule> {
+    let registry = &r.scenario.registry;
+    let link = registry
+        .netns_rate
+        .filter(|_| r.scenario.network.namespaces());
+    let limits = [
+        registry
+            .egress
+            .map(|l| (l.bytes_per_sec, format!("registry egress limit {l}"))),
+        link.map(|l| (l.bytes_per_sec, format!("registry link (tbf) {l}"))),
+    ];
+    let mut rules = Vec::new();
+    for (bytes_per_sec, label) in limits.into_iter().flatten() {
+        let mbit = bytes_per_sec as f64 * 8.0 / 1e6;
+        if mbit <= *data_max * RULE_REACH {
+            *data_max = data_max.max(mbit);
+            rules.push(Rule::Y(mbit, label));
+        }
+    }
+    rules
+}
+
+/// One repetition's line in `view`, held until `x_end`. Rates hold over their bucket (a step
+/// from its start); the running total is reached at the bucket's end.
+fn traffic_line(t: &TrafficRun<'_>, view: TrafficView, x_end: f64) -> Line {
+    let data = &t.data;
+    let bucket_s = data.bucket_ms as f64 / 1e3;
+    let mut points = Vec::with_capacity(data.bytes_out.len() + 3);
+    let mut total = 0u64;
+    if view == TrafficView::Cumulative {
+        points.push((0.0, 0.0));
+    }
+    for (b, bytes) in data.bytes_out.iter().enumerate() {
+        total += bytes;
+        let requests = data.requests.get(b).copied().unwrap_or(0) as f64;
+        points.push(match view {
+            TrafficView::Bandwidth => (b as f64 * bucket_s, *bytes as f64 * 8.0 / 1e6 / bucket_s),
+            TrafficView::Requests => (b as f64 * bucket_s, requests / bucket_s),
+            TrafficView::Cumulative => ((b + 1) as f64 * bucket_s, total as f64 / 1e6),
+        });
+    }
+    let end = data.bytes_out.len() as f64 * bucket_s;
+    let last = if view == TrafficView::Cumulative {
+        total as f64 / 1e6
+    } else {
+        points.push((end, points.last().map_or(0.0, |p| p.1)));
+        points.push((end, 0.0));
+        0.0
+    };
+    points.push((x_end, last));
+    Line {
+        label: format!("{} rep {}", series_label(t.series), t.repetition),
+        style: Style {
+            color: t.color,
+            dash: t.dash,
+        },
+        step: view != TrafficView::Cumulative,
+        points,
+    }
 }
 
 /// Per (variant, target): mean time per layer in fetch, verify, decompress and apply, stacked;

@@ -1,13 +1,13 @@
-//! A [`Comparison`] as Markdown (`compare.md`) and as a self-contained HTML page
-//! (`compare.html`, with one interval plot per pair), plus a compact terminal table. Every
-//! number carries its unit; every interval says its confidence level.
+//! A [`Comparison`] as a [`Document`] (rendered as `compare.md` and `compare.html`, the latter
+//! with one interval plot per pair), plus a compact terminal table. Every number carries its
+//! unit; every interval says its confidence level.
 //!
-//! This module only renders; `compare.rs` computes the differences and verdicts.
+//! This module only lays out and words the comparison; `compare.rs` computes the differences
+//! and verdicts.
 
 use std::fmt::Write as _;
 
-use super::chart::Figure;
-use super::html::{escape, figure, page};
+use super::document::{Block, Document, Figure, Inline, ParagraphKind};
 use super::human;
 use super::svg::{Axis, IntervalChart, IntervalRow};
 use super::table::{Align, Cell, Emphasis, Table};
@@ -41,6 +41,15 @@ fn difference_cell(d: &Difference) -> String {
             human::signed_percent(r)
         ),
         None => signed(unit, d.estimate),
+    }
+}
+
+/// The difference, or `-` without data.
+fn difference_text(d: &Difference) -> String {
+    if d.verdict == Verdict::NoData {
+        "-".to_owned()
+    } else {
+        difference_cell(d)
     }
 }
 
@@ -121,11 +130,7 @@ fn pair_table(c: &Comparison, p: &PairComparison) -> Table {
             format!("{}/{}", d.baseline.len(), d.candidate.len()).into(),
             base.into(),
             cand.into(),
-            if d.verdict == Verdict::NoData {
-                "-".to_owned().into()
-            } else {
-                difference_cell(d).into()
-            },
+            difference_text(d).into(),
             interval_cell(d).into(),
             verdict_cell(d, p.host_bound()),
         ]);
@@ -191,34 +196,68 @@ fn gate_semantics() -> &'static str {
     "A gate fails when the candidate is significantly slower (the interval lies above 0) and the estimated difference exceeds the limit."
 }
 
-/// The comparison as Markdown. Deterministic for given inputs and seed.
+/// The comparison as Markdown (`compare.md`).
 pub fn markdown(c: &Comparison) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# Comparison: {}\n", c.title);
-    out.push_str("| | |\n|---|---|\n");
-    let _ = writeln!(out, "| baseline | {} |", c.sides[0]);
-    let _ = writeln!(out, "| candidate | {} |", c.sides[1]);
-    let _ = writeln!(out, "| method | {} |\n", method(c));
+    super::markdown::render(&document(c))
+}
+
+/// The comparison as a self-contained HTML page (`compare.html`), with an interval plot per
+/// pair.
+pub fn html(c: &Comparison) -> String {
+    super::html::render(&document(c))
+}
+
+/// The whole comparison. Deterministic for given inputs and seed.
+pub fn document(c: &Comparison) -> Document {
+    let mut header = vec![Block::Facts(vec![
+        ("baseline", c.sides[0].as_str().into()),
+        ("candidate", c.sides[1].as_str().into()),
+        ("method", method(c).into()),
+    ])];
     if !c.notes.is_empty() {
-        out.push_str("**Notes**\n\n");
-        for n in &c.notes {
-            let _ = writeln!(out, "- {n}");
-        }
-        out.push('\n');
+        header.push(Block::Notices {
+            title: "Notes",
+            items: c.notes.clone(),
+        });
     }
-    out.push_str("## Gates\n\n");
+    let mut body = vec![Block::anchored(2, "gates", "Gates")];
     if c.gates.is_empty() {
-        out.push_str("No gate set (`--fail-if-slower QUANTILE:PHASE:LIMIT`).\n\n");
+        body.push(Block::paragraph(
+            ParagraphKind::Plain,
+            vec![
+                Inline::Text("No gate set (".into()),
+                Inline::Code("--fail-if-slower QUANTILE:PHASE:LIMIT".into()),
+                Inline::Text(").".into()),
+            ],
+        ));
     } else {
-        let _ = writeln!(out, "{} {}\n", gate_line(c), gate_semantics());
-        out.push_str(&gate_table(c).markdown());
+        let ok = c.passed() && c.unjudged().next().is_none();
+        body.extend([
+            Block::paragraph(
+                ParagraphKind::Verdict(ok),
+                vec![Inline::Text(format!(
+                    "{} {}",
+                    gate_line(c),
+                    gate_semantics()
+                ))],
+            ),
+            Block::Table(gate_table(c)),
+        ]);
     }
-    for p in &c.pairs {
-        let _ = writeln!(out, "## {}\n", p.label);
-        let _ = writeln!(out, "{}\n", pair_line(p));
-        out.push_str(&pair_table(c, p).markdown());
+    for (i, p) in c.pairs.iter().enumerate() {
+        body.extend([
+            Block::anchored(2, format!("pair-{i}"), p.label.clone()),
+            Block::text(pair_line(p)),
+            Block::Figures(forest(c, p, i).into_iter().collect()),
+            Block::Table(pair_table(c, p)),
+        ]);
     }
-    out
+    Document {
+        title: format!("Comparison: {}", c.title),
+        header,
+        body,
+        footer: Some("Rendered by bench-harness compare from stored result.json files; per-repetition quantiles come from the stored HdrHistogram encodings.".into()),
+    }
 }
 
 fn pair_line(p: &PairComparison) -> String {
@@ -226,57 +265,6 @@ fn pair_line(p: &PairComparison) -> String {
         "Repetitions: {} baseline, {} candidate. Failed pods: {} baseline, {} candidate. n = observations per side (baseline/candidate).",
         p.baseline_repetitions, p.candidate_repetitions, p.baseline_failed, p.candidate_failed
     )
-}
-
-/// The comparison as a self-contained HTML page, with an interval plot per pair.
-pub fn html(c: &Comparison) -> String {
-    let mut b = String::new();
-    let _ = writeln!(b, "<header>\n<h1>Comparison: {}</h1>", escape(&c.title));
-    b.push_str("<table class=\"facts\">\n");
-    for (k, v) in [
-        ("baseline", &c.sides[0]),
-        ("candidate", &c.sides[1]),
-        ("method", &method(c)),
-    ] {
-        let _ = writeln!(b, "<tr><th>{k}</th><td>{}</td></tr>", escape(v));
-    }
-    b.push_str("</table>\n");
-    if !c.notes.is_empty() {
-        b.push_str("<div class=\"warnings\">\n<h2>Notes</h2>\n<ul>\n");
-        for n in &c.notes {
-            let _ = writeln!(b, "<li>{}</li>", escape(n));
-        }
-        b.push_str("</ul>\n</div>\n");
-    }
-    b.push_str("</header>\n<h2 id=\"gates\">Gates</h2>\n");
-    if c.gates.is_empty() {
-        b.push_str("<p>No gate set (<code>--fail-if-slower QUANTILE:PHASE:LIMIT</code>).</p>\n");
-    } else {
-        let class = if c.passed() && c.unjudged().next().is_none() {
-            "verdict-ok"
-        } else {
-            "verdict-bad"
-        };
-        let _ = writeln!(
-            b,
-            "<p class=\"{class}\">{} {}</p>",
-            escape(&gate_line(c)),
-            escape(gate_semantics())
-        );
-        b.push_str(&gate_table(c).html());
-    }
-    for (i, p) in c.pairs.iter().enumerate() {
-        let _ = writeln!(b, "<h2 id=\"pair-{i}\">{}</h2>", escape(&p.label));
-        let _ = writeln!(b, "<p>{}</p>", escape(&pair_line(p)));
-        if let Some(f) = forest(c, p, i) {
-            b.push_str("<div class=\"figures\">\n");
-            b.push_str(&figure(&f));
-            b.push_str("</div>\n");
-        }
-        b.push_str(&pair_table(c, p).html());
-    }
-    b.push_str("<footer>Rendered by bench-harness compare from stored result.json files; per-repetition quantiles come from the stored HdrHistogram encodings.</footer>\n");
-    page(&format!("Comparison: {}", c.title), &b)
 }
 
 /// Relative differences with their intervals, one row per metric that has both.
@@ -324,15 +312,16 @@ fn forest(c: &Comparison, p: &PairComparison, index: usize) -> Option<Figure> {
     })
 }
 
-/// For the terminal: one line per significant difference, then notes and gates.
+/// For the terminal: one line per significant difference, then notes and gates, in the
+/// words of the comparison's tables.
 pub fn summary(c: &Comparison) -> String {
-    let mut rows = vec![[
-        "pair".to_owned(),
-        "metric".to_owned(),
-        "difference".to_owned(),
-        format!("{} interval", confidence(c)),
-        "verdict".to_owned(),
-    ]];
+    let mut t = Table::new(&[
+        ("pair", Align::Left),
+        ("metric", Align::Left),
+        ("difference", Align::Right),
+        (format!("{} interval", confidence(c)).as_str(), Align::Right),
+        ("verdict", Align::Right),
+    ]);
     let mut quiet = 0;
     for p in &c.pairs {
         let label = if p.host_bound() {
@@ -345,23 +334,19 @@ pub fn summary(c: &Comparison) -> String {
                 quiet += 1;
                 continue;
             }
-            rows.push([
-                label.clone(),
-                d.metric.name(),
-                if d.verdict == Verdict::NoData {
-                    "-".to_owned()
-                } else {
-                    difference_cell(d)
-                },
-                interval_cell(d),
-                verdict_cell(d, p.host_bound()).text,
+            t.row([
+                label.as_str().into(),
+                d.metric.name().into(),
+                difference_text(d).into(),
+                interval_cell(d).into(),
+                verdict_cell(d, p.host_bound()),
             ]);
         }
     }
-    let mut out = if rows.len() > 1 {
-        super::markdown::aligned(&rows, 2)
-    } else {
+    let mut out = if t.is_empty() {
         "No significant difference.\n".to_owned()
+    } else {
+        t.plain()
     };
     if quiet > 0 {
         let _ = writeln!(
@@ -378,13 +363,7 @@ pub fn summary(c: &Comparison) -> String {
             "gate {} on {}: {}",
             g.gate,
             g.pair,
-            if !g.judged {
-                "not judged (host-bound; --judge-host-bound judges it)"
-            } else if g.crossed {
-                "FAIL (regression)"
-            } else {
-                "pass"
-            }
+            gate_result(g).text
         );
     }
     out

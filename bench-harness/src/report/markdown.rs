@@ -1,156 +1,142 @@
-//! `report.md`: the run as Markdown (facts, warnings, summary, SLO, capacity, then per
-//! (variant, target) details), and the compact summary the CLI prints after a run.
+//! Any [`Document`] as Markdown: `#` headings, pipe tables, `**Warnings**` lists, `>` for a
+//! callout. Markdown draws no charts, so figures, the contents and blocks meant for HTML only
+//! are left out, and so is the page footer.
 //!
-//! Only layout lives here; the tables come from `section.rs`, so the HTML report shows the
-//! same numbers. Charts are in the HTML report only.
+//! Only the format lives here; what a report says comes from `run.rs` and `comparison.rs`.
 
 use std::fmt::Write as _;
 
-use super::capacity::Capacity;
-use super::section;
-use super::side_by_side::SideBySide;
-use super::table::Align;
-use super::HTML_FILE_NAME;
-use crate::result::RunResult;
+use super::document::{Block, Document, Format, Inline, Paragraph, ParagraphKind};
+use super::table::{Align, Cell, Emphasis, Table};
 
-/// The Markdown report. Deterministic for a given result.
-pub fn render(r: &RunResult) -> String {
-    let mut out = String::new();
-    let sc = &r.scenario;
-    let _ = writeln!(out, "# {}: burst pull report\n", sc.name);
-    if let Some(note) = section::modelled(r) {
-        let _ = writeln!(out, "> **Modelled**: {note}\n");
-    }
-    if !sc.description.is_empty() {
-        let _ = writeln!(out, "{}\n", sc.description);
-    }
-    let _ = writeln!(
-        out,
-        "Charts (pods ready over time, latency CDFs, registry traffic, layer phases): [{HTML_FILE_NAME}]({HTML_FILE_NAME}).\n"
-    );
-    out.push_str("| | |\n|---|---|\n");
-    for (k, v) in section::facts(r) {
-        let text = match v.emphasis {
-            super::table::Emphasis::Code => format!("`{}`", v.text),
-            _ => v.text,
-        };
-        let _ = writeln!(out, "| {k} | {text} |");
-    }
-    out.push('\n');
-    let warnings = section::warnings(r);
-    if !warnings.is_empty() {
-        out.push_str("**Warnings**\n\n");
-        for w in &warnings {
-            let _ = writeln!(out, "- {w}");
-        }
-        out.push('\n');
-    }
-
-    if let Some(t) = section::image_sources(r) {
-        out.push_str("## Images\n\n");
-        out.push_str(&t.markdown());
-    }
-
-    out.push_str("## Summary\n\n");
-    let _ = writeln!(out, "{}\n", section::summary_how());
-    out.push_str(&section::summary(r).markdown());
-
-    if let Some(sbs) = SideBySide::of(r) {
-        let waves = SideBySide::has_waves(r);
-        out.push_str("## Targets side by side\n\n");
-        for how in section::side_by_side_how() {
-            let _ = writeln!(out, "{how}\n");
-        }
-        for v in &sbs.variants {
-            let _ = writeln!(out, "### {}\n", v.variant);
-            out.push_str("Pulls:\n\n");
-            out.push_str(&section::side_by_side(v, waves).markdown());
-            out.push_str("Registry, per burst:\n\n");
-            out.push_str(&section::side_by_side_upstream(v).markdown());
-            if let Some(t) = section::side_by_side_ratios(v, waves) {
-                let _ = writeln!(
-                    out,
-                    "Against {}:\n",
-                    v.baseline.as_deref().unwrap_or("cache-daemon")
-                );
-                out.push_str(&t.markdown());
-            }
-        }
-    }
-
-    out.push_str("## SLO\n\n");
-    match section::slo(r) {
-        None => out.push_str("No SLO checked.\n\n"),
-        Some(t) => {
-            let _ = writeln!(out, "{}\n", section::slo_line(r));
-            out.push_str(&t.markdown());
-        }
-    }
-
-    capacity(&mut out, &Capacity::of(r));
-    for n in super::nodes::sections(r) {
-        let _ = writeln!(out, "## {}\n\n{}\n", n.title, n.caption);
-        out.push_str(&n.table.markdown());
-    }
-
-    for s in &r.series {
-        let _ = writeln!(out, "## {} / {}\n", s.variant, s.target);
-        if s.data.repetitions().next().is_none() {
-            out.push_str("Nothing recorded.\n\n");
-            continue;
-        }
-        out.push_str("### Latency\n\n");
-        out.push_str(&section::latency(s).markdown());
-        out.push_str("### Per repetition\n\n");
-        out.push_str(&section::repetitions(s).markdown());
-        out.push_str("### Pods ready over time\n\n");
-        out.push_str(&section::ready_times(s).markdown());
-        if let Some(t) = section::ready_over_time(s) {
-            out.push_str(&t.markdown());
-        }
-        out.push_str("### Registry\n\n");
-        match section::registry(r, s) {
-            Some(t) => out.push_str(&t.markdown()),
-            None => out.push_str("No registry accounting recorded.\n\n"),
-        }
-        out.push_str("### Failures\n\n");
-        match section::failures(s) {
-            Some(t) => out.push_str(&t.markdown()),
-            None => out.push_str("None.\n\n"),
-        }
-    }
+/// The document as Markdown. Deterministic for a given document.
+pub fn render(doc: &Document) -> String {
+    let mut out = format!("# {}\n\n", doc.title);
+    blocks(&mut out, &doc.header);
+    blocks(&mut out, &doc.body);
     out
 }
 
-fn capacity(out: &mut String, c: &Capacity) {
-    let [ready_how, egress_how, savings_how] = section::capacity_how(c);
-    out.push_str("## Capacity\n\n");
-    out.push_str("### Time to ready\n\n");
-    let _ = writeln!(out, "{ready_how}\n");
-    out.push_str(&section::time_to_ready(c).markdown());
-    out.push_str("### Registry egress\n\n");
-    let _ = writeln!(out, "{egress_how}\n");
-    out.push_str(&section::egress(c).markdown());
-    out.push_str("### Cache saving against direct pulls\n\n");
-    match section::savings(c) {
-        Some(t) => {
-            let _ = writeln!(out, "{savings_how}\n");
-            out.push_str(&t.markdown());
-        }
-        None => out.push_str("No variant ran both direct and through a cache or mirror.\n\n"),
+fn blocks(out: &mut String, blocks: &[Block]) {
+    for b in blocks {
+        block(out, b);
     }
 }
 
-/// One line per (variant, target): pods ready, end-to-end p50 and p95, pull p95, failures;
-/// the report's summary table with columns aligned for a terminal.
-pub fn summary_table(r: &RunResult) -> String {
-    section::summary(r).plain()
+fn block(out: &mut String, b: &Block) {
+    match b {
+        Block::Heading { level, text, .. } => {
+            let _ = writeln!(out, "{} {text}\n", "#".repeat(usize::from(*level)));
+        }
+        Block::Paragraph(p) => paragraph(out, p),
+        Block::Facts(facts) => {
+            out.push_str("| | |\n|---|---|\n");
+            for (label, value) in facts {
+                let _ = writeln!(out, "| {label} | {} |", cell(value));
+            }
+            out.push('\n');
+        }
+        Block::Notices { title, items } => {
+            let _ = writeln!(out, "**{title}**\n");
+            for item in items {
+                let _ = writeln!(out, "- {item}");
+            }
+            out.push('\n');
+        }
+        Block::Table(t) => table(out, t),
+        Block::Only(Format::Markdown, inner) => blocks(out, inner),
+        Block::Figures(_) | Block::Contents { .. } | Block::Only(Format::Html, _) => {}
+    }
 }
 
-/// Rows as space-aligned columns: the first `left` columns left-aligned, the rest right.
-pub(crate) fn aligned<const N: usize>(rows: &[[String; N]], left: usize) -> String {
-    let aligns: Vec<Align> = (0..N)
-        .map(|i| if i < left { Align::Left } else { Align::Right })
-        .collect();
-    super::table::aligned_text(rows, &aligns)
+fn paragraph(out: &mut String, p: &Paragraph) {
+    if p.kind == ParagraphKind::Callout {
+        out.push_str("> ");
+    }
+    for inline in &p.inlines {
+        match inline {
+            Inline::Text(t) => out.push_str(t),
+            Inline::Strong(t) => {
+                let _ = write!(out, "**{t}**");
+            }
+            Inline::Code(t) => {
+                let _ = write!(out, "`{t}`");
+            }
+            Inline::Link { text, href } => {
+                let _ = write!(out, "[{text}]({href})");
+            }
+        }
+    }
+    out.push_str("\n\n");
+}
+
+/// A pipe table, ending with a blank line.
+fn table(out: &mut String, t: &Table) {
+    out.push('|');
+    for (name, _) in t.columns() {
+        let _ = write!(out, " {name} |");
+    }
+    out.push_str("\n|");
+    for (_, align) in t.columns() {
+        out.push_str(match align {
+            Align::Left => "---|",
+            Align::Right => "--:|",
+        });
+    }
+    out.push('\n');
+    for row in t.rows() {
+        out.push('|');
+        for c in row {
+            let _ = write!(out, " {} |", cell(c));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
+/// A cell's text with its emphasis, `|` escaped.
+fn cell(c: &Cell) -> String {
+    let text = c.text.replace('|', "\\|");
+    match c.emphasis {
+        Emphasis::None | Emphasis::Pass => text,
+        Emphasis::Fail | Emphasis::Strong if !text.is_empty() => format!("**{text}**"),
+        Emphasis::Fail | Emphasis::Strong => text,
+        Emphasis::Code => format!("`{text}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_tables_with_alignment_and_emphasis() {
+        let mut t = Table::new(&[("name", Align::Left), ("value", Align::Right)]);
+        t.row([Cell::from("a|b"), Cell::with("FAIL", Emphasis::Fail)]);
+        t.row([Cell::with("abc", Emphasis::Code)]);
+        let mut out = String::new();
+        table(&mut out, &t);
+        assert_eq!(
+            out,
+            "| name | value |\n|---|--:|\n| a\\|b | **FAIL** |\n| `abc` |  |\n\n"
+        );
+    }
+
+    #[test]
+    fn leaves_out_what_markdown_cannot_show() {
+        let doc = Document {
+            title: "t".into(),
+            header: vec![Block::Contents {
+                links: vec![("a", "A")],
+                tail: vec![],
+            }],
+            body: vec![
+                Block::Only(Format::Html, vec![Block::text("charts only")]),
+                Block::Only(Format::Markdown, vec![Block::text("see the charts")]),
+                Block::Figures(vec![]),
+            ],
+            footer: Some("made by".into()),
+        };
+        assert_eq!(render(&doc), "# t\n\nsee the charts\n\n");
+    }
 }

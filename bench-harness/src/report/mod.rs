@@ -9,22 +9,28 @@
 //! [`RunResult::evaluate_slo`], traffic from the registry's stored time series.
 //!
 //! # Layout
-//! - [`human`]: how numbers read (durations, sizes, bandwidths, percentages).
-//! - [`table`]: a format-neutral table that renders as Markdown or HTML.
-//! - [`section`]: the report's content as tables (facts, summary, SLO, capacity, details).
+//! - [`document`]: the format-neutral shape of a report: headings, paragraphs, facts, tables,
+//!   figures.
+//! - [`run`]: the run report as a document; [`comparison`]: the comparison as a document (and
+//!   its terminal summary).
+//! - [`markdown`], [`html`]: render any document; [`escape`] is HTML's and SVG's escaping.
+//! - [`table`]: a format-neutral table (and its plain-text form for the terminal).
+//! - [`facts`]: what was run (the report's header); [`section`]: summary, SLO, capacity and
+//!   side-by-side tables with the sentences that say how to read them; [`series`]: each
+//!   (variant, target) in detail.
 //! - [`capacity`]: time to 50/95/100 % ready, egress and bandwidth, cache savings (per arrival
 //!   wave when the scenario has waves).
 //! - [`side_by_side`]: targets side by side per variant (and wave), the registry's counts, and
 //!   each target's ratio to cache-daemon.
-//! - [`svg`]: chart drawing (line charts, stacked bars, interval plots).
-//! - [`chart`]: which charts a run report has and what each plots.
 //! - [`nodes`]: with nodes in namespaces, what every link carried and what every cache process
 //!   cost.
-//! - [`markdown`], [`html`]: the two run reports' layout.
-//! - [`comparison`]: the comparison's Markdown and HTML.
+//! - [`chart`]: which charts a run report has and what each plots; [`svg`] draws them.
+//! - [`human`]: how numbers read (durations, sizes, bandwidths, percentages).
+//!
+//! A report is built once ([`run::document`], [`comparison::document`]) and rendered twice
+//! ([`markdown::render`], [`html::render`]); the functions below do both and write the files.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::compare::Comparison;
 use crate::result::RunResult;
@@ -32,20 +38,21 @@ use crate::result::RunResult;
 pub mod capacity;
 pub mod chart;
 pub mod comparison;
+pub mod document;
+pub mod escape;
+pub mod facts;
 pub mod html;
 pub mod human;
 pub mod markdown;
 pub mod nodes;
+pub mod run;
 pub mod section;
+pub mod series;
 pub mod side_by_side;
 pub mod svg;
 pub mod table;
 
-/// File name of the Markdown report inside a run directory.
-pub const MARKDOWN_FILE_NAME: &str = "report.md";
-
-/// File name of the HTML report inside a run directory.
-pub const HTML_FILE_NAME: &str = "report.html";
+pub use run::{HTML_FILE_NAME, MARKDOWN_FILE_NAME};
 
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -77,50 +84,33 @@ fn create_dir(dir: &Path) -> Result<(), ReportError> {
 /// capacity answers, then per (variant, target) latency percentiles per phase, pods ready over
 /// time, registry egress and requests, and failures by kind. Deterministic for a given result.
 pub fn markdown(r: &RunResult) -> String {
-    markdown::render(r)
+    markdown::render(&run::document(r))
 }
 
 /// The HTML report: the Markdown report's content plus charts, in one self-contained page.
 /// Deterministic for a given result.
 pub fn html(r: &RunResult) -> String {
-    html::render(r)
+    html::render(&run::document(r))
 }
 
 /// One line per (variant, target): pods ready, end-to-end p50 and p95, pull p95, failures;
-/// columns aligned for a terminal.
+/// the report's summary table with columns aligned for a terminal.
 pub fn summary_table(r: &RunResult) -> String {
-    markdown::summary_table(r)
-}
-
-/// A duration for people: `0.25 ms`, `4.2 ms`, `123 ms`, `1.23 s`, `12.3 s`, `123 s`.
-pub fn human_duration(d: Duration) -> String {
-    human::duration(d)
-}
-
-/// Writes `report.md` into `dir` and returns its path.
-///
-/// # Errors
-/// [`ReportError`] if the file cannot be written.
-pub fn write_markdown(result: &RunResult, dir: &Path) -> Result<PathBuf, ReportError> {
-    write(dir.join(MARKDOWN_FILE_NAME), &markdown(result))
-}
-
-/// Writes `report.html` into `dir` and returns its path.
-///
-/// # Errors
-/// [`ReportError`] if the file cannot be written.
-pub fn write_html(result: &RunResult, dir: &Path) -> Result<PathBuf, ReportError> {
-    write(dir.join(HTML_FILE_NAME), &html(result))
+    section::summary(r).plain()
 }
 
 /// Writes `report.md` and `report.html` into `dir` (created if missing) and returns their
-/// paths.
+/// paths. The document is built once for both.
 ///
 /// # Errors
 /// [`ReportError`] if the directory or a file cannot be written.
 pub fn write_all(result: &RunResult, dir: &Path) -> Result<[PathBuf; 2], ReportError> {
     create_dir(dir)?;
-    Ok([write_markdown(result, dir)?, write_html(result, dir)?])
+    let doc = run::document(result);
+    Ok([
+        write(dir.join(MARKDOWN_FILE_NAME), &markdown::render(&doc))?,
+        write(dir.join(HTML_FILE_NAME), &html::render(&doc))?,
+    ])
 }
 
 /// Writes `compare.md` and `compare.html` into `dir` (created if missing) and returns their
@@ -130,11 +120,12 @@ pub fn write_all(result: &RunResult, dir: &Path) -> Result<[PathBuf; 2], ReportE
 /// [`ReportError`] if the directory or a file cannot be written.
 pub fn write_comparison(c: &Comparison, dir: &Path) -> Result<[PathBuf; 2], ReportError> {
     create_dir(dir)?;
+    let doc = comparison::document(c);
     Ok([
         write(
             dir.join(comparison::MARKDOWN_FILE_NAME),
-            &comparison::markdown(c),
+            &markdown::render(&doc),
         )?,
-        write(dir.join(comparison::HTML_FILE_NAME), &comparison::html(c))?,
+        write(dir.join(comparison::HTML_FILE_NAME), &html::render(&doc))?,
     ])
 }

@@ -5,39 +5,30 @@
 //! per (variant, target), means over repetitions. Results without these measurements (nodes as
 //! tasks, older results) have no such section.
 //!
-//! The tables and their captions live here once; `markdown.rs` and `html.rs` lay them out.
+//! The tables and their captions live here once; `run.rs` places them in the report.
 
+use super::document::Block;
 use super::human;
-use super::table::{Align, Table};
+use super::table::Table;
 use crate::result::{RegistryTotals, RunResult, SeriesResult};
 
-/// A titled table with the sentence that says how to read it.
-#[derive(Debug, Clone)]
-pub struct Section {
-    /// Heading.
-    pub title: &'static str,
-    /// How to read it.
-    pub caption: String,
-    /// The numbers.
-    pub table: Table,
-}
-
-/// The sections, in order; empty when no repetition was measured at the wire.
-pub fn sections(r: &RunResult) -> Vec<Section> {
+/// The sections (heading, how to read it, table), in order; none when no repetition was
+/// measured at the wire.
+pub fn sections(r: &RunResult) -> Vec<Block> {
     let mut out = Vec::new();
     if let Some(table) = links(r) {
-        out.push(Section {
-            title: "Links (kernel counters)",
-            caption: "What each veth link carried during a repetition, counted by the kernel after its tbf shaping (Ethernet, IP and TCP headers included), mean over repetitions. The registry's own count of response bodies is beside its wire egress. Node columns are per node: the median node and the busiest; copies are of the compressed image.".to_owned(),
-            table,
-        });
+        out.extend([
+            Block::heading(2, "Links (kernel counters)"),
+            Block::text("What each veth link carried during a repetition, counted by the kernel after its tbf shaping (Ethernet, IP and TCP headers included), mean over repetitions. The registry's own count of response bodies is beside its wire egress. Node columns are per node: the median node and the busiest; copies are of the compressed image."),
+            Block::Table(table),
+        ]);
     }
     if let Some(table) = processes(r) {
-        out.push(Section {
-            title: "Cache processes",
-            caption: "Every cache process of the target, from the burst epoch to its end (user + system CPU with its children, as /proc counts it; peak resident memory is VmHWM), mean over repetitions. CPU per GB divides by the bytes all nodes downloaded over their links. The harness's own process (embedded registry, every node's client, unpacking) and the host's CPUs are beside it: a host near 100 % busy measured this machine, not the links.".to_owned(),
-            table,
-        });
+        out.extend([
+            Block::heading(2, "Cache processes"),
+            Block::text("Every cache process of the target, from the burst epoch to its end (user + system CPU with its children, as /proc counts it; peak resident memory is VmHWM), mean over repetitions. CPU per GB divides by the bytes all nodes downloaded over their links. The harness's own process (embedded registry, every node's client, unpacking) and the host's CPUs are beside it: a host near 100 % busy measured this machine, not the links."),
+            Block::Table(table),
+        ]);
     }
     out
 }
@@ -63,17 +54,18 @@ fn copies(bytes: f64, image: Option<u64>) -> String {
 }
 
 fn links(r: &RunResult) -> Option<Table> {
-    let mut t = Table::new(&[
-        ("variant", Align::Left),
-        ("target", Align::Left),
-        ("registry egress (wire)", Align::Right),
-        ("registry's own count", Align::Right),
-        ("peak registry egress", Align::Right),
-        ("node download, median", Align::Right),
-        ("node upload, median", Align::Right),
-        ("node upload, max", Align::Right),
-        ("shared cache upload", Align::Right),
-    ]);
+    let mut t = Table::text_then_numbers(
+        &["variant", "target"],
+        &[
+            "registry egress (wire)",
+            "registry's own count",
+            "peak registry egress",
+            "node download, median",
+            "node upload, median",
+            "node upload, max",
+            "shared cache upload",
+        ],
+    );
     let mut any = false;
     for s in &r.series {
         let image = r.pod_image_bytes(&s.variant);
@@ -115,17 +107,17 @@ fn links(r: &RunResult) -> Option<Table> {
 }
 
 fn processes(r: &RunResult) -> Option<Table> {
-    let mut t = Table::new(&[
-        ("variant", Align::Left),
-        ("target", Align::Left),
-        ("processes", Align::Left),
-        ("cache CPU", Align::Right),
-        ("busiest process CPU", Align::Right),
-        ("peak RSS, largest", Align::Right),
-        ("cache CPU per GB pulled", Align::Right),
-        ("harness CPU per GB pulled", Align::Right),
-        ("host CPU busy", Align::Right),
-    ]);
+    let mut t = Table::text_then_numbers(
+        &["variant", "target", "processes"],
+        &[
+            "cache CPU",
+            "busiest process CPU",
+            "peak RSS, largest",
+            "cache CPU per GB pulled",
+            "harness CPU per GB pulled",
+            "host CPU busy",
+        ],
+    );
     let mut any = false;
     for s in &r.series {
         if !s.registry.values().any(|t| t.wire.is_some()) {

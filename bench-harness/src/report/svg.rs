@@ -6,12 +6,12 @@
 //! Values arrive already in display units (seconds, %, Mbit/s); the axis label names the unit.
 //! The `<svg>` elements are meant for inline use in HTML, whose parser puts them in the SVG
 //! namespace, so they carry no `xmlns` (and the page holds no URL at all).
-//! This module knows nothing of results or reports; `html.rs` decides what to plot. Output is
+//! This module knows nothing of results or reports; `chart.rs` decides what to plot. Output is
 //! deterministic: the same chart gives the same bytes.
 
 use std::fmt::Write as _;
 
-use super::html::escape;
+use super::escape::escape;
 
 /// Line colours (Okabe-Ito, readable for colour-blind readers), by index modulo the length.
 pub const PALETTE: [&str; 8] = [
@@ -397,6 +397,23 @@ struct Frame {
     bottom: f64,
 }
 
+impl Frame {
+    /// The plot of a chart of `rows` rows `row_height` high, with room on the left for the
+    /// widest of `labels`.
+    fn labelled_rows<'a>(
+        labels: impl Iterator<Item = &'a str>,
+        rows: usize,
+        row_height: f64,
+    ) -> Self {
+        Self {
+            left: label_margin(labels),
+            right: WIDTH - MARGIN_RIGHT,
+            top: MARGIN_TOP,
+            bottom: MARGIN_TOP + row_height * rows.max(1) as f64,
+        }
+    }
+}
+
 fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
     let Frame {
         left,
@@ -430,8 +447,12 @@ fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
 impl LineChart {
     /// The chart as an `<svg>` element.
     pub fn render(&self) -> String {
-        let (left, right) = (MARGIN_LEFT, WIDTH - MARGIN_RIGHT);
-        let (top, bottom) = (MARGIN_TOP, MARGIN_TOP + PLOT_HEIGHT);
+        let frame = Frame {
+            left: MARGIN_LEFT,
+            right: WIDTH - MARGIN_RIGHT,
+            top: MARGIN_TOP,
+            bottom: MARGIN_TOP + PLOT_HEIGHT,
+        };
         let entries: Vec<LegendEntry> = if self.legend.is_empty() {
             self.lines
                 .iter()
@@ -443,110 +464,135 @@ impl LineChart {
         } else {
             self.legend.clone()
         };
-        let (legend_svg, legend_height) = legend(&entries, left, bottom + 48.0, Swatch::Line);
-        let height = bottom + 52.0 + legend_height + 6.0;
+        let (legend_svg, legend_height) =
+            legend(&entries, frame.left, frame.bottom + 48.0, Swatch::Line);
+        let height = frame.bottom + 52.0 + legend_height + 6.0;
         let mut out = String::new();
         svg_open(&mut out, &self.title, height);
         let _ = writeln!(
             out,
-            "<rect class=\"plot\" x=\"{left:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{PLOT_HEIGHT:.1}\"/>",
-            right - left
+            "<rect class=\"plot\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{PLOT_HEIGHT:.1}\"/>",
+            frame.left,
+            frame.top,
+            frame.right - frame.left
         );
-        for t in self.y.ticks() {
-            let y = self.y.scale(t, bottom, top);
-            let _ = writeln!(
-                out,
-                "<line class=\"grid\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
-            );
-            text(
-                &mut out,
-                (left - 6.0, y + 4.0),
-                "end",
-                "tick",
-                &self.y.tick_label(t),
-            );
-        }
-        let ly = (top + bottom) / 2.0;
-        let _ = writeln!(
-            out,
-            "<text x=\"16\" y=\"{ly:.1}\" text-anchor=\"middle\" class=\"axis-label\" transform=\"rotate(-90 16 {ly:.1})\">{}</text>",
-            escape(&self.y.label)
-        );
-        grid_x(
-            &mut out,
-            &self.x,
-            Frame {
-                left,
-                right,
-                top,
-                bottom,
-            },
-        );
-        let _ = writeln!(
-            out,
-            "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
-        );
+        grid_y(&mut out, &self.y, frame);
+        grid_x(&mut out, &self.x, frame);
+        axes(&mut out, frame);
         for line in &self.lines {
-            if line.points.is_empty() {
-                continue;
-            }
-            let mut d = String::new();
-            for (i, (x, y)) in line.points.iter().enumerate() {
-                let px = self.x.scale(*x, left, right);
-                let py = self.y.scale(*y, bottom, top);
-                if i == 0 {
-                    let _ = write!(d, "M{px:.1} {py:.1}");
-                } else if line.step {
-                    let _ = write!(d, "H{px:.1}V{py:.1}");
-                } else {
-                    let _ = write!(d, "L{px:.1} {py:.1}");
-                }
-            }
-            let _ = writeln!(
-                out,
-                "<path class=\"series\" data-points=\"{}\" d=\"{d}\" stroke=\"{}\"{}><title>{}</title></path>",
-                line.points.len(),
-                color(line.style),
-                dash_attr(line.style),
-                escape(&line.label)
-            );
+            self.line(&mut out, line, frame);
         }
         for rule in &self.rules {
-            match rule {
-                Rule::X(v, label) => {
-                    let x = self.x.scale(*v, left, right);
-                    let _ = writeln!(
-                        out,
-                        "<line class=\"rule\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>"
-                    );
-                    let anchor = if x > (left + right) / 2.0 {
-                        "end"
-                    } else {
-                        "start"
-                    };
-                    let dx = if anchor == "end" { -4.0 } else { 4.0 };
-                    text(&mut out, (x + dx, top + 12.0), anchor, "rule-label", label);
-                }
-                Rule::Y(v, label) => {
-                    let y = self.y.scale(*v, bottom, top);
-                    let _ = writeln!(
-                        out,
-                        "<line class=\"rule\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
-                    );
-                    text(
-                        &mut out,
-                        (left + 4.0, y - 4.0),
-                        "start",
-                        "rule-label",
-                        label,
-                    );
-                }
-            }
+            self.rule(&mut out, rule, frame);
         }
         out.push_str(&legend_svg);
         out.push_str("</svg>\n");
         out
     }
+
+    /// A line as a path with its label as tooltip; nothing for a line without points.
+    fn line(&self, out: &mut String, line: &Line, frame: Frame) {
+        if line.points.is_empty() {
+            return;
+        }
+        let mut d = String::new();
+        for (i, (x, y)) in line.points.iter().enumerate() {
+            let px = self.x.scale(*x, frame.left, frame.right);
+            let py = self.y.scale(*y, frame.bottom, frame.top);
+            if i == 0 {
+                let _ = write!(d, "M{px:.1} {py:.1}");
+            } else if line.step {
+                let _ = write!(d, "H{px:.1}V{py:.1}");
+            } else {
+                let _ = write!(d, "L{px:.1} {py:.1}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "<path class=\"series\" data-points=\"{}\" d=\"{d}\" stroke=\"{}\"{}><title>{}</title></path>",
+            line.points.len(),
+            color(line.style),
+            dash_attr(line.style),
+            escape(&line.label)
+        );
+    }
+
+    /// A reference line across the plot with its label inside the plot.
+    fn rule(&self, out: &mut String, rule: &Rule, frame: Frame) {
+        let Frame {
+            left,
+            right,
+            top,
+            bottom,
+        } = frame;
+        match rule {
+            Rule::X(v, label) => {
+                let x = self.x.scale(*v, left, right);
+                let _ = writeln!(
+                    out,
+                    "<line class=\"rule\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>"
+                );
+                let (anchor, dx) = if x > (left + right) / 2.0 {
+                    ("end", -4.0)
+                } else {
+                    ("start", 4.0)
+                };
+                text(out, (x + dx, top + 12.0), anchor, "rule-label", label);
+            }
+            Rule::Y(v, label) => {
+                let y = self.y.scale(*v, bottom, top);
+                let _ = writeln!(
+                    out,
+                    "<line class=\"rule\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
+                );
+                text(out, (left + 4.0, y - 4.0), "start", "rule-label", label);
+            }
+        }
+    }
+}
+
+/// Horizontal grid lines with their tick values left of the plot, and the rotated axis label.
+fn grid_y(out: &mut String, axis: &Axis, frame: Frame) {
+    let Frame {
+        left,
+        right,
+        top,
+        bottom,
+    } = frame;
+    for t in axis.ticks() {
+        let y = axis.scale(t, bottom, top);
+        let _ = writeln!(
+            out,
+            "<line class=\"grid\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
+        );
+        text(
+            out,
+            (left - 6.0, y + 4.0),
+            "end",
+            "tick",
+            &axis.tick_label(t),
+        );
+    }
+    let ly = (top + bottom) / 2.0;
+    let _ = writeln!(
+        out,
+        "<text x=\"16\" y=\"{ly:.1}\" text-anchor=\"middle\" class=\"axis-label\" transform=\"rotate(-90 16 {ly:.1})\">{}</text>",
+        escape(&axis.label)
+    );
+}
+
+/// The left and bottom axis lines of the plot.
+fn axes(out: &mut String, frame: Frame) {
+    let Frame {
+        left,
+        right,
+        top,
+        bottom,
+    } = frame;
+    let _ = writeln!(
+        out,
+        "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
+    );
 }
 
 /// Left margin that fits the widest of `labels` (at most [`MAX_LABEL_MARGIN`]).
@@ -560,10 +606,14 @@ impl StackedBars {
     pub fn render(&self) -> String {
         const ROW: f64 = 28.0;
         const BAR: f64 = 18.0;
-        let left = label_margin(self.bars.iter().map(|b| b.label.as_str()));
-        let right = WIDTH - MARGIN_RIGHT;
-        let top = MARGIN_TOP;
-        let bottom = top + ROW * self.bars.len().max(1) as f64;
+        let labels = self.bars.iter().map(|b| b.label.as_str());
+        let frame = Frame::labelled_rows(labels, self.bars.len(), ROW);
+        let Frame {
+            left,
+            right,
+            top,
+            bottom,
+        } = frame;
         let entries: Vec<LegendEntry> = self
             .segments
             .iter()
@@ -577,16 +627,7 @@ impl StackedBars {
         let height = bottom + 52.0 + legend_height + 6.0;
         let mut out = String::new();
         svg_open(&mut out, &self.title, height);
-        grid_x(
-            &mut out,
-            &self.x,
-            Frame {
-                left,
-                right,
-                top,
-                bottom,
-            },
-        );
+        grid_x(&mut out, &self.x, frame);
         for (i, bar) in self.bars.iter().enumerate() {
             let y = top + ROW * i as f64 + (ROW - BAR) / 2.0;
             end_label(
@@ -617,10 +658,7 @@ impl StackedBars {
             }
             out.push_str("</g>\n");
         }
-        let _ = writeln!(
-            out,
-            "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
-        );
+        axes(&mut out, frame);
         out.push_str(&legend_svg);
         out.push_str("</svg>\n");
         out
@@ -631,23 +669,18 @@ impl IntervalChart {
     /// The chart as an `<svg>` element.
     pub fn render(&self) -> String {
         const ROW: f64 = 24.0;
-        let left = label_margin(self.rows.iter().map(|r| r.label.as_str()));
-        let right = WIDTH - MARGIN_RIGHT;
-        let top = MARGIN_TOP;
-        let bottom = top + ROW * self.rows.len().max(1) as f64;
+        let labels = self.rows.iter().map(|r| r.label.as_str());
+        let frame = Frame::labelled_rows(labels, self.rows.len(), ROW);
+        let Frame {
+            left,
+            right,
+            top,
+            bottom,
+        } = frame;
         let height = bottom + 52.0 + LEGEND_ROW + 6.0;
         let mut out = String::new();
         svg_open(&mut out, &self.title, height);
-        grid_x(
-            &mut out,
-            &self.x,
-            Frame {
-                left,
-                right,
-                top,
-                bottom,
-            },
-        );
+        grid_x(&mut out, &self.x, frame);
         let zero = self.x.scale(0.0, left, right);
         let _ = writeln!(
             out,
@@ -678,36 +711,25 @@ impl IntervalChart {
                 y + 5.0
             );
         }
-        let _ = writeln!(
-            out,
-            "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
-        );
+        axes(&mut out, frame);
         let ly = bottom + 48.0 + LEGEND_ROW / 2.0;
-        let _ = writeln!(
-            out,
-            "<circle cx=\"{:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"{}\" class=\"marker\"/>",
-            left + 6.0,
-            PALETTE[1]
-        );
-        text(
-            &mut out,
-            (left + 16.0, ly + 4.0),
-            "start",
-            "legend",
-            "significant",
-        );
-        let _ = writeln!(
-            out,
-            "<circle cx=\"{:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"#ffffff\" class=\"marker\"/>",
-            left + 116.0
-        );
-        text(
-            &mut out,
-            (left + 126.0, ly + 4.0),
-            "start",
-            "legend",
-            "not significant (interval includes 0)",
-        );
+        for (dx, fill, label) in [
+            (6.0, PALETTE[1], "significant"),
+            (116.0, "#ffffff", "not significant (interval includes 0)"),
+        ] {
+            let _ = writeln!(
+                out,
+                "<circle cx=\"{:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"{fill}\" class=\"marker\"/>",
+                left + dx
+            );
+            text(
+                &mut out,
+                (left + dx + 10.0, ly + 4.0),
+                "start",
+                "legend",
+                label,
+            );
+        }
         out.push_str("</svg>\n");
         out
     }

@@ -1,12 +1,9 @@
 //! A format-neutral table: header, column alignment and rows of cells, each cell plain text with
-//! an optional emphasis. The same [`Table`] renders as a Markdown pipe table and as an HTML
-//! `<table>`, so both reports show the same numbers.
+//! an optional emphasis. `markdown.rs` renders it as a pipe table, `html.rs` as a `<table>`, and
+//! [`Table::plain`] as aligned columns for a terminal, so every output shows the same numbers.
 //!
-//! This module knows nothing of results; `section.rs` fills tables.
-
-use std::fmt::Write as _;
-
-use super::html::escape;
+//! This module knows nothing of results; `facts.rs`, `section.rs`, `series.rs`, `nodes.rs` and
+//! `comparison.rs` fill tables.
 
 /// How a column's cells are aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +80,14 @@ impl Table {
         }
     }
 
+    /// An empty table of `text` columns (left-aligned) followed by `numbers` columns
+    /// (right-aligned), the shape of most tables.
+    pub fn text_then_numbers(text: &[&str], numbers: &[&str]) -> Self {
+        let text = text.iter().map(|n| (*n, Align::Left));
+        let numbers = numbers.iter().map(|n| (*n, Align::Right));
+        Self::new(&text.chain(numbers).collect::<Vec<_>>())
+    }
+
     /// Adds a row; missing cells are empty, extra ones dropped.
     pub fn row(&mut self, cells: impl IntoIterator<Item = Cell>) {
         let mut cells: Vec<Cell> = cells.into_iter().take(self.columns.len()).collect();
@@ -110,76 +115,20 @@ impl Table {
         aligned_text(&rows, &aligns)
     }
 
-    /// A Markdown pipe table, ending with a blank line.
-    pub fn markdown(&self) -> String {
-        let mut out = String::new();
-        out.push('|');
-        for (name, _) in &self.columns {
-            let _ = write!(out, " {name} |");
-        }
-        out.push_str("\n|");
-        for (_, align) in &self.columns {
-            out.push_str(match align {
-                Align::Left => "---|",
-                Align::Right => "--:|",
-            });
-        }
-        out.push('\n');
-        for row in &self.rows {
-            out.push('|');
-            for cell in row {
-                let text = cell.text.replace('|', "\\|");
-                let text = match cell.emphasis {
-                    Emphasis::None | Emphasis::Pass => text,
-                    Emphasis::Fail | Emphasis::Strong if !text.is_empty() => format!("**{text}**"),
-                    Emphasis::Fail | Emphasis::Strong => text,
-                    Emphasis::Code => format!("`{text}`"),
-                };
-                let _ = write!(out, " {text} |");
-            }
-            out.push('\n');
-        }
-        out.push('\n');
-        out
+    /// The columns: name and alignment.
+    pub fn columns(&self) -> &[(String, Align)] {
+        &self.columns
     }
 
-    /// An HTML `<table>` (escaped; numbers right-aligned).
-    pub fn html(&self) -> String {
-        let mut out = String::from("<table>\n<thead><tr>");
-        for (name, align) in &self.columns {
-            let _ = write!(out, "<th{}>{}</th>", align_attr(*align), escape(name));
-        }
-        out.push_str("</tr></thead>\n<tbody>\n");
-        for row in &self.rows {
-            out.push_str("<tr>");
-            for (cell, (_, align)) in row.iter().zip(&self.columns) {
-                let text = escape(&cell.text);
-                let inner = match cell.emphasis {
-                    Emphasis::None => text,
-                    Emphasis::Pass => format!("<span class=\"pass\">{text}</span>"),
-                    Emphasis::Fail => format!("<span class=\"fail\">{text}</span>"),
-                    Emphasis::Code => format!("<code>{text}</code>"),
-                    Emphasis::Strong => format!("<strong>{text}</strong>"),
-                };
-                let _ = write!(out, "<td{}>{inner}</td>", align_attr(*align));
-            }
-            out.push_str("</tr>\n");
-        }
-        out.push_str("</tbody>\n</table>\n");
-        out
-    }
-}
-
-fn align_attr(align: Align) -> &'static str {
-    match align {
-        Align::Left => "",
-        Align::Right => " class=\"num\"",
+    /// The rows, each with one cell per column.
+    pub fn rows(&self) -> &[Vec<Cell>] {
+        &self.rows
     }
 }
 
 /// Rows as space-aligned columns, two spaces apart, each aligned as `aligns` says (right when
 /// not said); trailing spaces trimmed.
-pub(crate) fn aligned_text<R: AsRef<[String]>>(rows: &[R], aligns: &[Align]) -> String {
+fn aligned_text<R: AsRef<[String]>>(rows: &[R], aligns: &[Align]) -> String {
     let mut widths: Vec<usize> = Vec::new();
     for row in rows {
         for (i, cell) in row.as_ref().iter().enumerate() {
@@ -209,36 +158,4 @@ pub(crate) fn aligned_text<R: AsRef<[String]>>(rows: &[R], aligns: &[Align]) -> 
         out.push('\n');
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Table {
-        let mut t = Table::new(&[("name", Align::Left), ("value", Align::Right)]);
-        t.row([Cell::from("a|b"), Cell::with("FAIL", Emphasis::Fail)]);
-        t.row([Cell::with("abc", Emphasis::Code)]);
-        t
-    }
-
-    #[test]
-    fn renders_markdown_with_alignment_and_emphasis() {
-        assert_eq!(
-            sample().markdown(),
-            "| name | value |\n|---|--:|\n| a\\|b | **FAIL** |\n| `abc` |  |\n\n"
-        );
-    }
-
-    #[test]
-    fn renders_escaped_html() {
-        let html = sample().html();
-        assert!(
-            html.contains("<td>a|b</td><td class=\"num\"><span class=\"fail\">FAIL</span></td>")
-        );
-        assert!(html.contains("<th class=\"num\">value</th>"));
-        let mut t = Table::new(&[("x", Align::Left)]);
-        t.row([Cell::from("<script>")]);
-        assert!(t.html().contains("&lt;script&gt;"));
-    }
 }
