@@ -40,7 +40,7 @@ use crate::flight::FillState;
 
 use super::client::{AVOID_HEADER, HOP_HEADER, PEER_HEADER, REDIRECT_HEADER, WHOLE_HEADER};
 use super::membership::{parse_member, Member};
-use super::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use super::signing::{Signed, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::stripe::Stripe;
 use super::Cluster;
 
@@ -179,13 +179,13 @@ impl Cluster {
             .map_or("", |p| p.as_str())
             .to_owned();
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        if let Err(rejection) = self.signer.verify(
-            req.method().as_str(),
-            &path_and_query,
-            header(TIMESTAMP_HEADER),
-            header(SIGNATURE_HEADER),
-            SystemTime::now(),
-        ) {
+        let signed = Signed {
+            method: req.method().as_str(),
+            path_and_query: &path_and_query,
+            timestamp: header(TIMESTAMP_HEADER),
+            signature: header(SIGNATURE_HEADER),
+        };
+        if let Err(rejection) = self.signer.verify(signed, SystemTime::now()) {
             self.metrics.peer_rejected(rejection);
             tracing::warn!(path = %path_and_query.chars().take(200).collect::<String>(), %rejection, "peer request refused");
             return status(StatusCode::UNAUTHORIZED);
