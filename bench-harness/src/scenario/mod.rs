@@ -195,6 +195,20 @@ pub struct Target {
     /// What the target is, with its kind-specific settings.
     #[serde(flatten)]
     pub kind: TargetKind,
+    /// Only the first this many nodes pull in this target's bursts (`None`: every node); `1`
+    /// measures a single node's cold pull beside the whole burst, over the same links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// A cluster target only: this long after the burst epoch, the node owning the first
+    /// stripe of the variant's largest layer is killed with SIGKILL (its cache process and
+    /// with it everything it was serving); its own pods are not scheduled, so every pod
+    /// counted is another node's (`nodes/fault.rs`).
+    #[serde(
+        default,
+        with = "opt_span_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kill_owner_after: Option<Duration>,
 }
 
 /// What a target is. Written as `kind = "..."` plus the kind's own fields.
@@ -1392,6 +1406,8 @@ pods_per_node = 1"#,
             kind: TargetKind::Mirror {
                 url: "http://m:5000".into(),
             },
+            nodes: None,
+            kill_owner_after: None,
         });
         s.arrival = Arrival::Waves {
             waves: vec![Wave {
