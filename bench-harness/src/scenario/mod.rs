@@ -595,6 +595,20 @@ impl Scenario {
         saturate(self.total_pods_u64())
     }
 
+    /// Pods per repetition of `target`: those of the nodes it pulls on (its `nodes`), less
+    /// the killed node's when it kills one (`kill_owner_after`; node 0's count stands for it:
+    /// every node of a burst or ramp has the same).
+    pub fn target_pods(&self, target: &Target) -> u32 {
+        let slots = self.schedule();
+        let limit = target.nodes.unwrap_or(u32::MAX);
+        let pulling = slots.iter().filter(|s| s.node < limit).count();
+        let killed = match target.kill_owner_after {
+            Some(_) => slots.iter().filter(|s| s.node == 0).count(),
+            None => 0,
+        };
+        u32::try_from(pulling.saturating_sub(killed)).unwrap_or(u32::MAX)
+    }
+
     fn total_pods_u64(&self) -> u64 {
         match &self.arrival {
             Arrival::Burst | Arrival::Ramp { .. } => {
@@ -1311,6 +1325,20 @@ p95_ready = "0s"
             warnings[0].contains("no linux/s390x manifest (it has linux/amd64)"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_target_limited_to_fewer_nodes_or_killing_one_counts_only_the_pods_it_schedules() {
+        let s = parse(MINIMAL).unwrap();
+        let mut t = s.targets[0].clone();
+        assert_eq!(s.target_pods(&t), s.total_pods());
+        t.nodes = Some(1);
+        assert_eq!(s.target_pods(&t), s.total_pods() / 2);
+        t.nodes = Some(99);
+        assert_eq!(s.target_pods(&t), s.total_pods());
+        t.nodes = None;
+        t.kill_owner_after = Some(Duration::from_secs(1));
+        assert_eq!(s.target_pods(&t), s.total_pods() / 2);
     }
 
     #[test]
