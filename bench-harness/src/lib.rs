@@ -28,7 +28,8 @@
 //! - [`node`]: a simulated node: content store, kubelet's pull queue, one shared pull per image.
 //! - [`nodes`]: nodes as network namespaces (`[network] nodes = "namespaces"`): the fabric of
 //!   kernel-shaped links, the harness's client inside each node, cache processes inside the
-//!   nodes, the links' byte counters and each cache process's CPU and memory.
+//!   nodes, the links' byte counters and each cache process's CPU and memory, and the faults a
+//!   scenario injects there (a cluster's stripe owner killed mid-burst).
 //! - [`container`]: the container start model (file reads, init, readiness probe).
 //! - [`host`]: CPU use during a burst, for the host-bound warning.
 //! - [`variant_image`]: each variant's image made ready: generated, imported, mirrored or resolved.

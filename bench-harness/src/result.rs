@@ -331,7 +331,8 @@ impl RunResult {
                     target: t.name.clone(),
                 };
                 let data = recorded.remove(&key).unwrap_or_default();
-                series.push(SeriesResult::new(key, pods, data));
+                let target_pods = u64::from(facts.scenario.target_pods(t));
+                series.push(SeriesResult::new(key, target_pods, data));
             }
         }
         for (key, data) in recorded {

@@ -28,7 +28,7 @@ use stampede_oci::{ClientConfig, Reference, RegistryClient, RepoName};
 use crate::container;
 use crate::host::{CpuSampler, CpuUse, HostBound};
 use crate::node::{ImageName, Node, NodeConfig, NodePuller};
-use crate::nodes::{CacheProcessFacts, NodeNet, NodeNetError, WireSampler, WireTotals};
+use crate::nodes::{CacheProcessFacts, NodeNet, NodeNetError, OwnerKill, WireSampler, WireTotals};
 use crate::origin::{Origin, OriginError};
 use crate::peer::PeerKind;
 use crate::pull::{Puller, PullerConfig};
@@ -505,65 +505,75 @@ impl Burst<'_> {
         let link_before = self.origin.link_sent_bytes();
         registry.accounting().reset_at(epoch.into());
         deployment.burst_started();
+        let (pods_on, killer) = self.pods_on(&deployment, nodes_n, epoch);
         let wire = self
             .net
             .map(|net| WireSampler::start(net.fabric().clone(), epoch));
         let cpu = CpuSampler::start();
-        let pods = s.schedule().into_iter().map(|slot| {
-            let node = nodes[slot.node as usize].clone();
-            let images = &self.pod_images;
-            let readiness = s.readiness.clone();
-            let progress = self.progress;
-            async move {
-                tokio::time::sleep_until((epoch + slot.offset).into()).await;
-                let failed = |kind, message| PodOutcome::Failed {
-                    slot,
-                    kind,
-                    message,
-                };
-                let outcome = tokio::time::timeout(POD_DEADLINE, async {
-                    match node.images(images).await {
-                        Err(f) => failed(f.kind, f.message),
-                        Ok(got) => {
-                            let started = epoch.elapsed();
-                            // Readiness reads the main container's image.
-                            let start_files = got[0].image.start_files.clone();
-                            let pull = PullTimes::spanning(
-                                got.iter().filter(|g| g.waited).map(|g| g.image.pull),
-                            );
-                            match container::start(start_files, &readiness, epoch, started).await {
-                                Ok(ready) => PodOutcome::Ready {
-                                    node: node.index(),
-                                    slot,
-                                    times: PodTimes {
-                                        scheduled: slot.offset,
-                                        pull,
-                                        started,
-                                        ready,
-                                        wave: slot.wave,
+        let pods = s
+            .schedule()
+            .into_iter()
+            .filter(|slot| pods_on(slot.node))
+            .map(|slot| {
+                let node = nodes[slot.node as usize].clone();
+                let images = &self.pod_images;
+                let readiness = s.readiness.clone();
+                let progress = self.progress;
+                async move {
+                    tokio::time::sleep_until((epoch + slot.offset).into()).await;
+                    let failed = |kind, message| PodOutcome::Failed {
+                        slot,
+                        kind,
+                        message,
+                    };
+                    let outcome = tokio::time::timeout(POD_DEADLINE, async {
+                        match node.images(images).await {
+                            Err(f) => failed(f.kind, f.message),
+                            Ok(got) => {
+                                let started = epoch.elapsed();
+                                // Readiness reads the main container's image.
+                                let start_files = got[0].image.start_files.clone();
+                                let pull = PullTimes::spanning(
+                                    got.iter().filter(|g| g.waited).map(|g| g.image.pull),
+                                );
+                                match container::start(start_files, &readiness, epoch, started)
+                                    .await
+                                {
+                                    Ok(ready) => PodOutcome::Ready {
+                                        node: node.index(),
+                                        slot,
+                                        times: PodTimes {
+                                            scheduled: slot.offset,
+                                            pull,
+                                            started,
+                                            ready,
+                                            wave: slot.wave,
+                                        },
+                                        images: got.into_iter().map(|g| g.image).collect(),
                                     },
-                                    images: got.into_iter().map(|g| g.image).collect(),
-                                },
-                                Err(e) => failed(
-                                    FailureKind::Other,
-                                    format!("container start on node {}: {e}", node.index()),
-                                ),
+                                    Err(e) => failed(
+                                        FailureKind::Other,
+                                        format!("container start on node {}: {e}", node.index()),
+                                    ),
+                                }
                             }
                         }
-                    }
-                })
-                .await
-                .unwrap_or_else(|_| {
-                    failed(
-                        FailureKind::Timeout,
-                        format!("pod not ready within {POD_DEADLINE:?}"),
-                    )
-                });
-                progress.pod_done();
-                outcome
-            }
-        });
+                    })
+                    .await
+                    .unwrap_or_else(|_| {
+                        failed(
+                            FailureKind::Timeout,
+                            format!("pod not ready within {POD_DEADLINE:?}"),
+                        )
+                    });
+                    progress.pod_done();
+                    outcome
+                }
+            });
         let outcomes = join_all(pods).await;
+        if let Some(k) = killer {
+            k.abort();
+        }
         let cpu = cpu.finish().await;
         let embedded = matches!(self.image.pull, PullFrom::Embedded(_));
         if embedded && PeerKind::of(&self.target.kind).is_some() {
@@ -656,6 +666,26 @@ impl Burst<'_> {
             cpu,
             errors,
         })
+    }
+
+    /// Which nodes get pods in this burst (a target limited to fewer nodes, and a node to be
+    /// killed, get none), and the armed kill, if the target asks for one.
+    fn pods_on(
+        &self,
+        deployment: &Deployment,
+        nodes_n: u32,
+        epoch: Instant,
+    ) -> (impl Fn(u32) -> bool, Option<tokio::task::JoinHandle<()>>) {
+        let kill = self
+            .net
+            .and_then(|net| OwnerKill::plan(self.target, &self.image.facts, net.fabric().nodes()));
+        let killer = kill.as_ref().and_then(|k| {
+            let pid = deployment.node_cache_pid(k.node)?;
+            Some(k.arm(pid, epoch))
+        });
+        let pulling = self.target.nodes.unwrap_or(nodes_n).min(nodes_n);
+        let victim = kill.map(|k| k.node);
+        (move |n| n < pulling && Some(n) != victim, killer)
     }
 
     fn node_dir(&self, n: u32) -> PathBuf {

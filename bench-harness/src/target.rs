@@ -330,6 +330,11 @@ impl Deployment {
         }
     }
 
+    /// The process id of node `n`'s own cache process, when the target runs one per node.
+    pub fn node_cache_pid(&self, n: u32) -> Option<u32> {
+        self.caches.as_ref().and_then(|c| c.node_pid(n))
+    }
+
     /// What each cache process inside the nodes used; empty for other targets. `stem` names
     /// their kept logs.
     pub fn cache_facts(&self, stem: &str) -> Vec<CacheProcessFacts> {

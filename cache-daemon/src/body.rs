@@ -113,7 +113,7 @@ fn file_counted(
             if pos >= end {
                 return None;
             }
-            if let Some(frame) = kernel_span(&file, pos, end - pos, Source::Cache, &metrics) {
+            if let Some(frame) = kernel_span(&file, pos, end - pos, source, &metrics) {
                 let next = pos + frame.len() as u64;
                 return Some((Ok(Frame::data(frame)), (file, next)));
             }

@@ -297,6 +297,15 @@ impl NodeCaches {
         self.processes.iter().map(|p| p.server.pid()).collect()
     }
 
+    /// The process id of node `n`'s own cache process; `None` for a shared cache.
+    pub fn node_pid(&self, n: u32) -> Option<u32> {
+        let who = format!("node-{n}");
+        self.processes
+            .iter()
+            .find(|p| p.who == who)
+            .map(|p| p.server.pid())
+    }
+
     /// Marks the burst's start: CPU used from here on is the burst's.
     pub fn burst_started(&mut self) {
         for p in &mut self.processes {

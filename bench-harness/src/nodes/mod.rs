@@ -13,6 +13,7 @@
 //! - [`wire`]: [`WireSampler`], the kernel's byte counters of every link sampled on the burst's
 //!   clock: what the links carried, beside the registry's own request accounting.
 //! - [`usage`]: CPU seconds and peak memory of each cache process over a burst.
+//! - [`fault`]: [`OwnerKill`], a cluster target's stripe owner killed mid-burst.
 //!
 //! What stays where it was: the embedded registry still runs in this process (`origin.rs`
 //! binds its listener inside the registry's namespace), latency and registry egress are still
@@ -21,6 +22,7 @@
 //! the run ends, also on error or SIGINT (the run's future is dropped and with it this value).
 
 pub mod caches;
+pub mod fault;
 pub mod runtime;
 pub mod usage;
 pub mod wire;
@@ -33,6 +35,7 @@ use crate::scenario::{Placement, Scenario, TargetKind};
 use crate::units::Bandwidth;
 
 pub use caches::{CacheProcessFacts, NodeCaches};
+pub use fault::OwnerKill;
 pub use runtime::NodeRuntime;
 pub use usage::ProcessUsage;
 pub use wire::{WireSampler, WireTotals};

@@ -125,6 +125,10 @@ struct TargetFile {
     url: Option<String>,
     #[serde(default)]
     placement: Option<Placement>,
+    #[serde(default)]
+    nodes: Option<u32>,
+    #[serde(default)]
+    kill_owner_after: Option<Span>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -385,9 +389,26 @@ impl TargetFile {
                 },
             },
         };
+        if self.nodes == Some(0) {
+            problems.push(Problem::new(
+                format!("targets[{index}].nodes"),
+                "must be at least 1 (leave it out for every node)",
+            ));
+        }
+        let cluster = TargetKind::CacheDaemon {
+            placement: Placement::Cluster,
+        };
+        if self.kill_owner_after.is_some() && kind != cluster {
+            problems.push(Problem::new(
+                format!("targets[{index}].kill_owner_after"),
+                "only a cache-daemon target with placement = \"cluster\" has stripe owners to kill",
+            ));
+        }
         Target {
             name: self.name.unwrap_or_else(|| self.kind.name().to_owned()),
             kind,
+            nodes: self.nodes,
+            kill_owner_after: self.kill_owner_after.map(|s| s.0),
         }
     }
 }

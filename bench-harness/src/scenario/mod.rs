@@ -195,6 +195,20 @@ pub struct Target {
     /// What the target is, with its kind-specific settings.
     #[serde(flatten)]
     pub kind: TargetKind,
+    /// Only the first this many nodes pull in this target's bursts (`None`: every node); `1`
+    /// measures a single node's cold pull beside the whole burst, over the same links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// A cluster target only: this long after the burst epoch, the node owning the first
+    /// stripe of the variant's largest layer is killed with SIGKILL (its cache process and
+    /// with it everything it was serving); its own pods are not scheduled, so every pod
+    /// counted is another node's (`nodes/fault.rs`).
+    #[serde(
+        default,
+        with = "opt_span_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kill_owner_after: Option<Duration>,
 }
 
 /// What a target is. Written as `kind = "..."` plus the kind's own fields.
@@ -579,6 +593,20 @@ impl Scenario {
     /// Pods per repetition of one (variant, target), over all nodes and waves.
     pub fn total_pods(&self) -> u32 {
         saturate(self.total_pods_u64())
+    }
+
+    /// Pods per repetition of `target`: those of the nodes it pulls on (its `nodes`), less
+    /// the killed node's when it kills one (`kill_owner_after`; node 0's count stands for it:
+    /// every node of a burst or ramp has the same).
+    pub fn target_pods(&self, target: &Target) -> u32 {
+        let slots = self.schedule();
+        let limit = target.nodes.unwrap_or(u32::MAX);
+        let pulling = slots.iter().filter(|s| s.node < limit).count();
+        let killed = match target.kill_owner_after {
+            Some(_) => slots.iter().filter(|s| s.node == 0).count(),
+            None => 0,
+        };
+        u32::try_from(pulling.saturating_sub(killed)).unwrap_or(u32::MAX)
     }
 
     fn total_pods_u64(&self) -> u64 {
@@ -1300,6 +1328,20 @@ p95_ready = "0s"
     }
 
     #[test]
+    fn a_target_limited_to_fewer_nodes_or_killing_one_counts_only_the_pods_it_schedules() {
+        let s = parse(MINIMAL).unwrap();
+        let mut t = s.targets[0].clone();
+        assert_eq!(s.target_pods(&t), s.total_pods());
+        t.nodes = Some(1);
+        assert_eq!(s.target_pods(&t), s.total_pods() / 2);
+        t.nodes = Some(99);
+        assert_eq!(s.target_pods(&t), s.total_pods());
+        t.nodes = None;
+        t.kill_owner_after = Some(Duration::from_secs(1));
+        assert_eq!(s.target_pods(&t), s.total_pods() / 2);
+    }
+
+    #[test]
     fn schedule_burst_and_ramp_deal_pods_round_robin() {
         let s = parse(MINIMAL).unwrap();
         let slots = s.schedule();
@@ -1392,6 +1434,8 @@ pods_per_node = 1"#,
             kind: TargetKind::Mirror {
                 url: "http://m:5000".into(),
             },
+            nodes: None,
+            kill_owner_after: None,
         });
         s.arrival = Arrival::Waves {
             waves: vec![Wave {

@@ -316,6 +316,57 @@ async fn the_cluster_target_starts_every_daemon_with_every_member() {
     );
 }
 
+/// `kill_owner_after` kills the largest layer's first-stripe owner mid-burst and schedules no
+/// pod there; `nodes = 1` pulls on one node only. Both series count only the pods they
+/// scheduled, and the other nodes' pulls all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cluster_owner_fails_no_other_pull_and_a_one_node_target_pulls_once() {
+    if !namespaces_or_skip() {
+        return;
+    }
+    let binary = daemon_binary();
+    let help = Command::new(&binary)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    if !String::from_utf8_lossy(&help.stdout).contains("--peer-listen") {
+        eprintln!("SKIPPED: this cache-daemon has no cluster mode (--peer-listen) yet");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 4 MiB over 20 Mbit/s links takes about 1.7 s: a kill at 300 ms lands mid-burst.
+    let targets = "[[targets]]\nname = \"killed\"\nkind = \"cache-daemon\"\nplacement = \"cluster\"\nkill_owner_after = \"300ms\"\n\n[[targets]]\nname = \"one\"\nkind = \"direct\"\nnodes = 1\n";
+    let r = run_scenario(&scenario_text(4, "20Mbit", targets, "4MiB"), dir.path()).await;
+    let killed = r.series("tiny", "killed").expect("series");
+    assert_eq!(killed.pods_per_repetition, 3);
+    let t = totals(&r, "killed");
+    assert_eq!(killed.data.repetitions().count(), 1);
+    for (_, data) in killed.data.repetitions() {
+        assert_eq!(data.ready_pods(), 3);
+    }
+    // The victim died while it served its stripe: the others' fills broke off and went on
+    // from the next candidate.
+    let fallbacks: usize = t
+        .cache_processes
+        .iter()
+        .map(|p| {
+            let log = dir.path().join("out").join(LOGS_DIR).join(&p.logs[0]);
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .matches("stripe source failed")
+                .count()
+        })
+        .sum();
+    assert!(fallbacks >= 1, "no node fell back from the killed owner");
+    let one = r.series("tiny", "one").expect("series");
+    assert_eq!(one.pods_per_repetition, 1);
+    let t = totals(&r, "one");
+    let image = r.images["tiny"].compressed_bytes;
+    // The registry's link carried one image: one node pulled, the others stayed idle.
+    let wire = t.wire.as_ref().expect("wire totals");
+    assert_near("one node's pull", wire.registry.upload_bytes, image);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_and_ctr_pull_from_inside_the_nodes() {
     if !namespaces_or_skip() || !have("skopeo") || !have("containerd") || !have("ctr") {

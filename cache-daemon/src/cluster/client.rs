@@ -2,8 +2,11 @@
 //! with the fast failure the miss path relies on: a connection must be accepted within the
 //! peer connect timeout (200 ms by default), response headers arrive within the response
 //! timeout, and the caller bounds every pause in the body (`fetch.rs`). A redirect (the member
-//! already streams the stripe to as many children as it serves at once) is followed to the
-//! child it names, at most [`MAX_HOPS`] times.
+//! already sent the stripe to as many children as it serves) is followed to the child it
+//! names, at most [`MAX_HOPS`] deep. A child that cannot serve (no connection, an error, an
+//! answer that does not fit) is named in `stampede-avoid` and the node that redirected to it is
+//! asked again, which sends the request to another child or refuses it (`503`): nobody serves
+//! past its fan-out bound, and at most [`MAX_REQUESTS`] requests go out per piece.
 //!
 //! A request names content by digest, plus the registry (`ns`) and repository the owner
 //! fetches it from with its own credentials; no tag and no client credential ever goes to a
@@ -38,8 +41,14 @@ pub const REDIRECT_HEADER: &str = "stampede-redirect";
 pub const HOP_HEADER: &str = "stampede-hop";
 /// Header on an answer whose bytes run to the blob's end because the registry ignores `Range`.
 pub const WHOLE_HEADER: &str = "stampede-whole";
-/// Redirects followed at most.
-pub const MAX_HOPS: u32 = 10;
+/// Header naming members (comma-separated) the requester could not get this piece from; never
+/// redirected to.
+pub const AVOID_HEADER: &str = "stampede-avoid";
+/// Redirects followed at most in a row: a tree of depth 16 with 2 children per node reaches
+/// 65,535 nodes.
+pub const MAX_HOPS: usize = 16;
+/// Requests sent at most for one piece, redirects and retries at parents included.
+pub const MAX_REQUESTS: usize = 32;
 
 /// Which bytes to ask for.
 #[derive(Debug, Clone)]
@@ -123,57 +132,59 @@ impl PeerClient {
         }
     }
 
-    /// Asks `member` for `want`, following redirects.
+    /// Asks `member` for `want`, following redirects; a redirect target that fails is
+    /// avoided and its parent asked again.
     ///
     /// # Errors
-    /// The [`PeerFailure`] of the last member asked, and which member that was.
+    /// The [`PeerFailure`] of `member` itself (it could not be reached, refused, or had no
+    /// child left to send the request to), and `member`.
     pub async fn get(
         &self,
         member: Member,
         want: &PieceRequest,
     ) -> Result<PeerPiece, (PeerFailure, Member)> {
-        let mut at = member;
-        let mut hop = 0;
-        loop {
-            let answer = match self.send(at, want, hop, false).await {
-                Ok(resp) if resp.status() == StatusCode::TEMPORARY_REDIRECT && hop < MAX_HOPS => {
-                    let next = resp
-                        .headers()
-                        .get(REDIRECT_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| super::membership::parse_member(v).ok());
-                    if let Some(next) = next.filter(|n| *n != self.me) {
-                        at = next;
-                        hop += 1;
-                        continue;
+        // The redirect chain, `member` first; the last is asked next.
+        let mut chain = vec![member];
+        let mut avoid: Vec<Member> = Vec::new();
+        for _ in 0..MAX_REQUESTS {
+            let at = *chain.last().expect("the chain holds member");
+            let failure = match self.send(at, want, chain.len() - 1, &avoid).await {
+                Ok(resp) if resp.status() == StatusCode::TEMPORARY_REDIRECT => {
+                    match redirect_target(&resp) {
+                        Some(next)
+                            if next != self.me
+                                && !chain.contains(&next)
+                                && chain.len() <= MAX_HOPS =>
+                        {
+                            chain.push(next);
+                            continue;
+                        }
+                        _ => PeerFailure::Unusable,
                     }
-                    Err(PeerFailure::Unusable)
                 }
-                Ok(resp) => piece(resp, at, want),
-                Err(f) => Err(f),
+                Ok(resp) => match piece(resp, at, want) {
+                    Ok(p) => return Ok(p),
+                    Err(f) => f,
+                },
+                Err(f) => f,
             };
-            return match answer {
-                Ok(p) => Ok(p),
-                // The child a redirect named cannot serve it (not far enough yet, gone): the
-                // member first asked serves it itself.
-                Err(_) if hop > 0 => {
-                    let resp = self
-                        .send(member, want, 0, true)
-                        .await
-                        .map_err(|f| (f, member))?;
-                    piece(resp, member, want).map_err(|f| (f, member))
-                }
-                Err(f) => Err((f, at)),
-            };
+            if chain.len() == 1 {
+                return Err((failure, member));
+            }
+            // A child could not serve: its parent sends the request elsewhere.
+            tracing::debug!(peer = %at, %failure, digest = %want.digest, stripe = want.stripe, "redirect target could not serve; asking its parent again");
+            avoid.push(at);
+            chain.pop();
         }
+        Err((PeerFailure::Unusable, member))
     }
 
     async fn send(
         &self,
         member: Member,
         want: &PieceRequest,
-        hop: u32,
-        direct: bool,
+        hop: usize,
+        avoid: &[Member],
     ) -> Result<Response<Incoming>, PeerFailure> {
         let path = want.path();
         let (ts, sig) = self.signer.sign("GET", &path, SystemTime::now());
@@ -182,8 +193,9 @@ impl PeerClient {
             None => format!("bytes={}-", want.first_bytes),
         };
         let mut req = Request::get(format!("http://{}{path}", member.addr()));
-        if direct {
-            req = req.header(super::server::DIRECT_HEADER, "1");
+        if !avoid.is_empty() {
+            let list: Vec<String> = avoid.iter().map(ToString::to_string).collect();
+            req = req.header(AVOID_HEADER, list.join(","));
         }
         let req = req
             .header(TIMESTAMP_HEADER, ts)
@@ -200,6 +212,14 @@ impl PeerClient {
             Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+/// The member a redirect names.
+fn redirect_target(resp: &Response<Incoming>) -> Option<Member> {
+    resp.headers()
+        .get(REDIRECT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| super::membership::parse_member(v).ok())
 }
 
 /// Checks a peer's answer fits `want`.

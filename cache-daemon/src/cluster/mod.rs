@@ -80,6 +80,8 @@ pub struct Cluster {
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
     idle_timeout: Duration,
+    /// How long a redirected request waits for this node's own fill's first answer.
+    start_wait: Duration,
     max_connections: usize,
     /// Digests fetched from the registry directly until the instant, after a mismatch. A std
     /// `Mutex`: held to look up or insert, never across `.await`.
@@ -113,6 +115,8 @@ impl Cluster {
             upstreams: parts.upstreams,
             metrics: parts.metrics,
             idle_timeout: config.idle_timeout,
+            // Half the requester's response timeout, so it hears `503` before giving up.
+            start_wait: config.response_timeout / 2,
             max_connections: config.max_connections,
             direct: Mutex::new(HashMap::new()),
         }

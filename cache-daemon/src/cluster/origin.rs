@@ -21,8 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use stampede_oci::{Digest, Endpoint, RepoName};
@@ -221,59 +222,8 @@ impl Origin {
             )
             .await
             .map_err(|e| fill::request_failure(&digest, e))?;
-        let resp = &answer.response;
-        let info = match resp.status() {
-            StatusCode::PARTIAL_CONTENT => {
-                let range = content_range(resp)
-                    .filter(|r| r.first_bytes == stripe.first_bytes)
-                    .ok_or(FillFailure::Truncated)?;
-                let total_bytes = range.complete_bytes.ok_or(FillFailure::Truncated)?;
-                StripeInfo {
-                    base_bytes: stripe.first_bytes,
-                    len_bytes: range.last_bytes - range.first_bytes + 1,
-                    total_bytes,
-                    whole: false,
-                }
-            }
-            StatusCode::OK if index == 0 => {
-                let total_bytes = fill::content_length(resp).ok_or(FillFailure::Truncated)?;
-                tracing::info!(%digest, upstream = %endpoint.base_url(), "upstream ignores Range: this node serves the whole blob to the cluster");
-                StripeInfo {
-                    base_bytes: 0,
-                    len_bytes: total_bytes,
-                    total_bytes,
-                    whole: true,
-                }
-            }
-            StatusCode::OK => {
-                tracing::warn!(%digest, stripe = index, upstream = %endpoint.base_url(), "upstream ignored Range for a later stripe; refused rather than fetching the whole blob again");
-                return Err(FillFailure::Status {
-                    status: StatusCode::RANGE_NOT_SATISFIABLE.as_u16(),
-                    retry_after: None,
-                });
-            }
-            status => {
-                return Err(FillFailure::Status {
-                    status: status.as_u16(),
-                    retry_after: retry_after(resp),
-                })
-            }
-        };
-        let store = self.store.clone();
-        let d = digest.clone();
-        let file = tokio::task::spawn_blocking(move || {
-            let temp = store.create_temp(&d)?;
-            // Unlinked at once: readers hold the open file, and the disk space goes with the
-            // last of them.
-            std::fs::remove_file(&temp.path)?;
-            Ok::<_, std::io::Error>(temp.file)
-        })
-        .await
-        .map_err(|_| FillFailure::Local)?
-        .map_err(|e| {
-            tracing::error!(%digest, error = %e, "cannot create a stripe scratch file");
-            FillFailure::Local
-        })?;
+        let info = stripe_info(&answer.response, stripe, &digest, endpoint)?;
+        let file = self.scratch_file(&digest).await?;
         self.info
             .lock()
             .expect("origin mutex poisoned")
@@ -286,25 +236,9 @@ impl Origin {
         let progress = guard.progress_writer();
         let f = file.clone();
         let writer = tokio::task::spawn_blocking(move || fill::write_frames(&f, rx, &progress));
-        let mut body = answer.response.into_body();
-        let idle = self.upstreams.body_idle_timeout;
-        let mut received: u64 = 0;
-        let pumped = loop {
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => break Err(FillFailure::Timeout),
-                Ok(None) => break Ok(()),
-                Ok(Some(Err(_))) => break Err(FillFailure::Truncated),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let Ok(data): Result<Bytes, _> = frame.into_data() else {
-                continue;
-            };
-            self.metrics.upstream_bytes(data.len() as u64);
-            received += data.len() as u64;
-            if received > info.len_bytes || tx.send(fill::ToWriter::Frame(data)).await.is_err() {
-                break Err(FillFailure::Local);
-            }
-        };
+        let pumped = self
+            .pump(answer.response.into_body(), &tx, info.len_bytes)
+            .await;
         drop(tx);
         drop(answer.slot);
         let written = writer.await.map_err(|_| FillFailure::Local)?.map_err(|e| {
@@ -320,5 +254,96 @@ impl Origin {
             file,
             info,
         })
+    }
+
+    /// An unlinked scratch file in the store's `tmp/`: readers hold the open file, and the
+    /// disk space goes with the last of them.
+    async fn scratch_file(&self, digest: &Digest) -> Result<Arc<File>, FillFailure> {
+        let store = self.store.clone();
+        let d = digest.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            let temp = store.create_temp(&d)?;
+            std::fs::remove_file(&temp.path)?;
+            Ok::<_, std::io::Error>(temp.file)
+        })
+        .await
+        .map_err(|_| FillFailure::Local)?
+        .map_err(|e| {
+            tracing::error!(%digest, error = %e, "cannot create a stripe scratch file");
+            FillFailure::Local
+        })?;
+        Ok(file)
+    }
+
+    /// Hands the registry's body to the writer, frame by frame, at most `len_bytes` of it.
+    async fn pump(
+        &self,
+        mut body: Incoming,
+        tx: &mpsc::Sender<fill::ToWriter>,
+        len_bytes: u64,
+    ) -> Result<(), FillFailure> {
+        let idle = self.upstreams.body_idle_timeout;
+        let mut received: u64 = 0;
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => return Err(FillFailure::Timeout),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(_))) => return Err(FillFailure::Truncated),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data): Result<Bytes, _> = frame.into_data() else {
+                continue;
+            };
+            self.metrics.upstream_bytes(data.len() as u64);
+            received += data.len() as u64;
+            if received > len_bytes || tx.send(fill::ToWriter::Frame(data)).await.is_err() {
+                return Err(FillFailure::Local);
+            }
+        }
+    }
+}
+
+/// What the registry's answer to a stripe request holds: the stripe (`206` from its first
+/// byte), or, for stripe 0 only, the whole blob (`200`: the registry ignores `Range`).
+fn stripe_info(
+    resp: &Response<Incoming>,
+    stripe: Stripe,
+    digest: &Digest,
+    endpoint: &Endpoint,
+) -> Result<StripeInfo, FillFailure> {
+    match resp.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            let range = content_range(resp)
+                .filter(|r| r.first_bytes == stripe.first_bytes)
+                .ok_or(FillFailure::Truncated)?;
+            let total_bytes = range.complete_bytes.ok_or(FillFailure::Truncated)?;
+            Ok(StripeInfo {
+                base_bytes: stripe.first_bytes,
+                len_bytes: range.last_bytes - range.first_bytes + 1,
+                total_bytes,
+                whole: false,
+            })
+        }
+        StatusCode::OK if stripe.index == 0 => {
+            let total_bytes = fill::content_length(resp).ok_or(FillFailure::Truncated)?;
+            tracing::info!(%digest, upstream = %endpoint.base_url(), "upstream ignores Range: this node serves the whole blob to the cluster");
+            Ok(StripeInfo {
+                base_bytes: 0,
+                len_bytes: total_bytes,
+                total_bytes,
+                whole: true,
+            })
+        }
+        StatusCode::OK => {
+            tracing::warn!(%digest, stripe = stripe.index, upstream = %endpoint.base_url(), "upstream ignored Range for a later stripe; refused rather than fetching the whole blob again");
+            Err(FillFailure::Status {
+                status: StatusCode::RANGE_NOT_SATISFIABLE.as_u16(),
+                retry_after: None,
+            })
+        }
+        status => Err(FillFailure::Status {
+            status: status.as_u16(),
+            retry_after: retry_after(resp),
+        }),
     }
 }

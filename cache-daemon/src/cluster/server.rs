@@ -12,13 +12,19 @@
 //!    a redirected request is served only from what this node has or is receiving, so a
 //!    redirect never costs a registry fetch).
 //!
-//! Fan-out bound: a node sends each stripe to at most [`FANOUT_CHILDREN`] peers (within
-//! [`FANOUT_WINDOW`], whether those streams still run or not). A further requester is
-//! redirected (`307`, `stampede-redirect: <member>`) to one of those peers in turn, which passes
-//! on the bytes from its own fill as they land (cut-through) or from its store, and applies the
-//! same bound, so the stripe spreads as a tree and no node uploads more than about two copies of
-//! a stripe however many nodes want it. A redirected requester that the child cannot serve asks again with
-//! `stampede-hop: 0` and `stampede-direct: 1` and is served here.
+//! Fan-out bound, a hard one: a node sends each stripe to at most [`FANOUT_CHILDREN`] peers
+//! (its children; a child asking again for the rest of the stripe, a resume, is the same child)
+//! within [`FANOUT_MEMORY`]. A further requester is redirected (`307`, `stampede-redirect:
+//! <member>`) to one of those children in turn, which passes on the bytes from its own fill as
+//! they land (cut-through) or from its store, and applies the same bound, so the stripe spreads
+//! as a tree and no node sends any stripe more than [`FANOUT_CHILDREN`] times. Nothing serves a
+//! requester past the bound: a redirected requester that its target cannot serve (dead, its own
+//! fill failed) goes back to the node that redirected it, naming the targets that failed
+//! (`stampede-avoid`), and is sent to another child; when no child is left the answer is `503`
+//! and the requester goes on to the stripe's next candidate, then the registry. A redirected
+//! request reaching a child whose own fill has not yet had its first answer (the child asked
+//! its parent a moment ago) waits for that answer, bounded, instead of refusing: the child is
+//! fetching from its own parent, and passes the bytes on as they come.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,16 +38,16 @@ use stampede_oci::{Digest, RepoName};
 use crate::body::{self, Body, FlightFile};
 use crate::flight::FillState;
 
-use super::client::{HOP_HEADER, PEER_HEADER, REDIRECT_HEADER, WHOLE_HEADER};
+use super::client::{AVOID_HEADER, HOP_HEADER, PEER_HEADER, REDIRECT_HEADER, WHOLE_HEADER};
 use super::membership::{parse_member, Member};
-use super::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use super::signing::{Signed, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::stripe::Stripe;
 use super::Cluster;
 
 /// Peers one node sends a stripe to; further requesters are redirected to them.
 pub const FANOUT_CHILDREN: usize = 2;
-/// Header asking the node to serve the request itself (no redirect).
-pub const DIRECT_HEADER: &str = "stampede-direct";
+/// Most members a request may name in `stampede-avoid`.
+pub const MAX_AVOID: usize = 16;
 
 /// A parsed peer request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +87,12 @@ impl PeerRoute {
     }
 }
 
-/// How long a stripe's recipients are remembered (a burst's length, with room).
-pub const FANOUT_WINDOW: Duration = Duration::from_secs(60);
+/// How long a stripe's children are remembered: far longer than a burst, so that within it
+/// no node sends a stripe to more than [`FANOUT_CHILDREN`] peers; a requester arriving after
+/// that starts a new count (the stripe is in stores by then, and the tree forms again).
+pub const FANOUT_MEMORY: Duration = Duration::from_secs(600);
 
-/// Who this node sent one stripe to, within [`FANOUT_WINDOW`].
+/// Who this node sent one stripe to, within [`FANOUT_MEMORY`].
 #[derive(Debug)]
 struct Recipients {
     members: Vec<Member>,
@@ -93,6 +101,17 @@ struct Recipients {
     /// Round-robin position among `members` for redirects.
     next: usize,
     since: Instant,
+}
+
+/// What [`Uploads::admit`] decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Serve it: a new child (within the bound) or a child asking again.
+    Serve,
+    /// Send it on to this child, which is receiving the stripe.
+    Redirect(Member),
+    /// Every child is to be avoided (the requester says they failed it): refused, `503`.
+    Full,
 }
 
 /// The peers each stripe went to, so that a node sends each stripe to at most
@@ -104,19 +123,13 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// `Ok` to serve `asker` (recorded as a recipient), or the recipient to redirect it to
-    /// once the stripe went to [`FANOUT_CHILDREN`] peers. `direct`: serve regardless (the
-    /// child a redirect named could not serve it). A member served before is served again
-    /// (a resume) without counting twice.
-    pub fn admit(
-        &self,
-        key: (Digest, u32),
-        asker: Option<Member>,
-        direct: bool,
-    ) -> Result<(), Member> {
+    /// Whether to serve `asker` (then recorded as a child), redirect it to a child, or refuse
+    /// it. A child asking again (a resume) is served without counting twice. `avoid`: members
+    /// the requester could not get the stripe from; never a redirect target.
+    pub fn admit(&self, key: (Digest, u32), asker: Option<Member>, avoid: &[Member]) -> Admit {
         let now = Instant::now();
         let mut sent = self.sent.lock().expect("uploads mutex poisoned");
-        sent.retain(|_, r| now.duration_since(r.since) < FANOUT_WINDOW);
+        sent.retain(|_, r| now.duration_since(r.since) < FANOUT_MEMORY);
         let r = sent.entry(key).or_insert_with(|| Recipients {
             members: Vec::new(),
             anonymous: 0,
@@ -124,26 +137,27 @@ impl Uploads {
             since: now,
         });
         if asker.is_some_and(|a| r.members.contains(&a)) {
-            return Ok(());
+            return Admit::Serve;
         }
-        if !direct && r.members.len() + r.anonymous >= FANOUT_CHILDREN {
-            let children: Vec<Member> = r
-                .members
-                .iter()
-                .copied()
-                .filter(|m| Some(*m) != asker)
-                .collect();
-            if !children.is_empty() {
-                let child = children[r.next % children.len()];
-                r.next += 1;
-                return Err(child);
+        if r.members.len() + r.anonymous < FANOUT_CHILDREN {
+            match asker {
+                Some(a) => r.members.push(a),
+                None => r.anonymous += 1,
             }
+            return Admit::Serve;
         }
-        match asker {
-            Some(a) => r.members.push(a),
-            None => r.anonymous += 1,
+        let children: Vec<Member> = r
+            .members
+            .iter()
+            .copied()
+            .filter(|m| !avoid.contains(m))
+            .collect();
+        if children.is_empty() {
+            return Admit::Full;
         }
-        Ok(())
+        let child = children[r.next % children.len()];
+        r.next += 1;
+        Admit::Redirect(child)
     }
 }
 
@@ -165,13 +179,13 @@ impl Cluster {
             .map_or("", |p| p.as_str())
             .to_owned();
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        if let Err(rejection) = self.signer.verify(
-            req.method().as_str(),
-            &path_and_query,
-            header(TIMESTAMP_HEADER),
-            header(SIGNATURE_HEADER),
-            SystemTime::now(),
-        ) {
+        let signed = Signed {
+            method: req.method().as_str(),
+            path_and_query: &path_and_query,
+            timestamp: header(TIMESTAMP_HEADER),
+            signature: header(SIGNATURE_HEADER),
+        };
+        if let Err(rejection) = self.signer.verify(signed, SystemTime::now()) {
             self.metrics.peer_rejected(rejection);
             tracing::warn!(path = %path_and_query.chars().take(200).collect::<String>(), %rejection, "peer request refused");
             return status(StatusCode::UNAUTHORIZED);
@@ -186,12 +200,12 @@ impl Cluster {
             return status(StatusCode::RANGE_NOT_SATISFIABLE);
         };
         let hop: u32 = header(HOP_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let direct = header(DIRECT_HEADER).is_some();
         let asker = header(PEER_HEADER).and_then(|v| parse_member(v).ok());
+        let avoid = header(AVOID_HEADER).map(parse_avoid).unwrap_or_default();
         let key = (route.digest.clone(), route.stripe);
-        match self.uploads.admit(key, asker, direct) {
-            Ok(()) => {}
-            Err(child) => {
+        match self.uploads.admit(key, asker, &avoid) {
+            Admit::Serve => {}
+            Admit::Redirect(child) => {
                 self.metrics.peer_redirect();
                 let mut resp = status(StatusCode::TEMPORARY_REDIRECT);
                 resp.headers_mut().insert(
@@ -200,35 +214,10 @@ impl Cluster {
                 );
                 return resp;
             }
-        };
+            Admit::Full => return status(StatusCode::SERVICE_UNAVAILABLE),
+        }
         match self.source(&route, first, last, hop).await {
-            Ok(src) => {
-                let mut resp = Response::new(src.body);
-                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-                let h = resp.headers_mut();
-                h.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                h.insert(
-                    CONTENT_LENGTH,
-                    HeaderValue::from(src.end_bytes - src.first_bytes),
-                );
-                let range = format!(
-                    "bytes {}-{}/{}",
-                    src.first_bytes,
-                    src.end_bytes - 1,
-                    src.total_bytes
-                );
-                h.insert(
-                    CONTENT_RANGE,
-                    HeaderValue::from_str(&range).expect("numbers are ASCII"),
-                );
-                if src.whole {
-                    h.insert(WHOLE_HEADER, HeaderValue::from_static("1"));
-                }
-                resp
-            }
+            Ok(src) => piece_response(src),
             Err(code) => status(code),
         }
     }
@@ -266,7 +255,7 @@ impl Cluster {
                 // This node's own fill, if it already has the first byte asked for; for a
                 // redirected request, also one still behind it (the requester was sent here
                 // because this node is receiving the stripe, often ahead of its own fill).
-                if let Some(src) = self.own_fill(route, first, hop > 0, &clamp) {
+                if let Some(src) = self.own_fill(route, first, hop > 0, &clamp).await {
                     return Ok(src);
                 }
                 if hop > 0 {
@@ -316,15 +305,25 @@ impl Cluster {
         })
     }
 
-    fn own_fill(
+    /// This node's own blob fill as a source. `behind_ok` (a redirected request): also when
+    /// the fill has not reached `first`, or has not yet had its first answer from its own
+    /// parent (waited for, at most half the peer response timeout).
+    async fn own_fill(
         &self,
         route: &PeerRoute,
         first: u64,
         behind_ok: bool,
-        clamp: &dyn Fn(u64) -> Result<u64, StatusCode>,
+        clamp: &(dyn Fn(u64) -> Result<u64, StatusCode> + Sync),
     ) -> Option<Source> {
         let flight = self.blob_flights.get(&route.digest)?;
-        let started = flight.started()?;
+        let started = match flight.started() {
+            Some(s) => s,
+            None if behind_ok => tokio::time::timeout(self.start_wait, flight.wait_started())
+                .await
+                .ok()?
+                .ok()?,
+            None => return None,
+        };
         let total = started.total_bytes?;
         let p = flight.progress();
         if (p.written_bytes < first && !behind_ok) || matches!(p.state, FillState::Failed(_)) {
@@ -343,6 +342,44 @@ impl Cluster {
             whole: false,
         })
     }
+}
+
+/// The `206` carrying `src`.
+fn piece_response(src: Source) -> Response<Body> {
+    let mut resp = Response::new(src.body);
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        CONTENT_LENGTH,
+        HeaderValue::from(src.end_bytes - src.first_bytes),
+    );
+    let range = format!(
+        "bytes {}-{}/{}",
+        src.first_bytes,
+        src.end_bytes - 1,
+        src.total_bytes
+    );
+    h.insert(
+        CONTENT_RANGE,
+        HeaderValue::from_str(&range).expect("numbers are ASCII"),
+    );
+    if src.whole {
+        h.insert(WHOLE_HEADER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// `stampede-avoid`: members, comma-separated; malformed entries are ignored, at most
+/// [`MAX_AVOID`] kept.
+fn parse_avoid(v: &str) -> Vec<Member> {
+    v.split(',')
+        .filter_map(|m| parse_member(m.trim()).ok())
+        .take(MAX_AVOID)
+        .collect()
 }
 
 /// `bytes=<first>-[<last>]`.
@@ -394,24 +431,49 @@ mod tests {
     }
 
     #[test]
-    fn a_stripe_goes_to_at_most_fanout_children_then_requesters_are_redirected_to_them() {
+    fn a_stripe_goes_to_at_most_fanout_children_and_nobody_is_served_past_them() {
         let uploads = Uploads::default();
         let key = (Digest::of(b"x"), 0);
         let m = |i: u8| Member::from(std::net::SocketAddr::from(([10, 0, 0, i], 5052)));
-        assert_eq!(uploads.admit(key.clone(), Some(m(1)), false), Ok(()));
-        assert_eq!(uploads.admit(key.clone(), Some(m(2)), false), Ok(()));
+        assert_eq!(uploads.admit(key.clone(), Some(m(1)), &[]), Admit::Serve);
+        assert_eq!(uploads.admit(key.clone(), Some(m(2)), &[]), Admit::Serve);
         // Later requesters go to the two children in turn, even after those finished.
-        let sent_to: Vec<Member> = (3..7)
-            .map(|i| uploads.admit(key.clone(), Some(m(i)), false).unwrap_err())
+        let sent_to: Vec<Admit> = (3..7)
+            .map(|i| uploads.admit(key.clone(), Some(m(i)), &[]))
             .collect();
-        assert_eq!(sent_to, vec![m(1), m(2), m(1), m(2)]);
-        // A child asking again (a resume) is served; so is a direct request.
-        assert_eq!(uploads.admit(key.clone(), Some(m(1)), false), Ok(()));
-        assert_eq!(uploads.admit(key.clone(), Some(m(7)), true), Ok(()));
+        let to = |i| Admit::Redirect(m(i));
+        assert_eq!(sent_to, vec![to(1), to(2), to(1), to(2)]);
+        // A child asking again (a resume) is served.
+        assert_eq!(uploads.admit(key.clone(), Some(m(1)), &[]), Admit::Serve);
+        // A requester that could not get it from a child goes to the other one, and when it
+        // could get it from neither, it is refused: never served past the bound.
+        assert_eq!(uploads.admit(key.clone(), Some(m(7)), &[m(1)]), to(2));
+        assert_eq!(
+            uploads.admit(key.clone(), Some(m(7)), &[m(1), m(2)]),
+            Admit::Full
+        );
+        // Requests without a name count as children too, and are never redirected to.
+        let anon = (Digest::of(b"y"), 0);
+        assert_eq!(uploads.admit(anon.clone(), None, &[]), Admit::Serve);
+        assert_eq!(uploads.admit(anon.clone(), Some(m(1)), &[]), Admit::Serve);
+        assert_eq!(uploads.admit(anon.clone(), Some(m(2)), &[]), to(1));
         // Another stripe has its own count.
         assert_eq!(
-            uploads.admit((Digest::of(b"x"), 1), Some(m(3)), false),
-            Ok(())
+            uploads.admit((Digest::of(b"x"), 1), Some(m(3)), &[]),
+            Admit::Serve
         );
+    }
+
+    #[test]
+    fn avoid_lists_parse_and_are_capped() {
+        assert_eq!(
+            parse_avoid("10.0.0.1:5052, 10.0.0.2:5052,junk"),
+            vec![
+                Member::from(std::net::SocketAddr::from(([10, 0, 0, 1], 5052))),
+                Member::from(std::net::SocketAddr::from(([10, 0, 0, 2], 5052))),
+            ]
+        );
+        let long = vec!["10.0.0.1:5052"; 40].join(",");
+        assert_eq!(parse_avoid(&long).len(), MAX_AVOID);
     }
 }

@@ -47,6 +47,19 @@ pub enum Rejection {
     Expired,
 }
 
+/// What a received request offers for checking.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// Its method.
+    pub method: &'a str,
+    /// Its path with the query.
+    pub path_and_query: &'a str,
+    /// The timestamp header, `None` when absent.
+    pub timestamp: Option<&'a str>,
+    /// The signature header, `None` when absent.
+    pub signature: Option<&'a str>,
+}
+
 impl Signer {
     /// A signer with `secret` (already checked non-empty by the config).
     pub fn new(secret: &[u8]) -> Self {
@@ -73,24 +86,17 @@ impl Signer {
         (ts.to_string(), hex::encode(sig))
     }
 
-    /// Checks a request's headers (`None` when absent) at the receiver's time `now`.
+    /// Checks a request at the receiver's time `now`.
     ///
     /// # Errors
     /// The [`Rejection`].
-    pub fn verify(
-        &self,
-        method: &str,
-        path_and_query: &str,
-        timestamp: Option<&str>,
-        signature: Option<&str>,
-        now: SystemTime,
-    ) -> Result<(), Rejection> {
-        let (Some(ts), Some(sig)) = (timestamp, signature) else {
+    pub fn verify(&self, req: Signed<'_>, now: SystemTime) -> Result<(), Rejection> {
+        let (Some(ts), Some(sig)) = (req.timestamp, req.signature) else {
             return Err(Rejection::Unsigned);
         };
         let ts: u64 = ts.trim().parse().map_err(|_| Rejection::BadSignature)?;
         let sig = hex::decode(sig.trim()).map_err(|_| Rejection::BadSignature)?;
-        self.mac(method, path_and_query, ts)
+        self.mac(req.method, req.path_and_query, ts)
             .verify_slice(&sig)
             .map_err(|_| Rejection::BadSignature)?;
         if unix_secs(now).abs_diff(ts) > REPLAY_WINDOW.as_secs() {
@@ -116,7 +122,13 @@ mod tests {
         let now = SystemTime::now();
         let (ts, sig) = s.sign("GET", PATH, now);
         let check = |m: &str, p: &str, ts: Option<&str>, sig: Option<&str>, at: SystemTime| {
-            s.verify(m, p, ts, sig, at)
+            let req = Signed {
+                method: m,
+                path_and_query: p,
+                timestamp: ts,
+                signature: sig,
+            };
+            s.verify(req, at)
         };
         assert_eq!(check("GET", PATH, Some(&ts), Some(&sig), now), Ok(()));
         let cases = [
@@ -179,7 +191,13 @@ mod tests {
             (w + 2, false),
             (-(w + 2), false),
         ] {
-            let got = s.verify("GET", PATH, Some(&ts), Some(&sig), at(offset));
+            let req = Signed {
+                method: "GET",
+                path_and_query: PATH,
+                timestamp: Some(&ts),
+                signature: Some(&sig),
+            };
+            let got = s.verify(req, at(offset));
             assert_eq!(got.is_ok(), ok, "{offset} s later: {got:?}");
             if !ok {
                 assert_eq!(got, Err(Rejection::Expired));
