@@ -15,8 +15,8 @@ use hdrhistogram::Histogram;
 use super::capacity::registry_series;
 use super::human;
 use super::svg::{Axis, Bar, LegendEntry, Line, LineChart, Rule, StackedBars, Style};
-use crate::recorder::{LayerPhase, Phase};
 use crate::result::{RunResult, SeriesResult};
+use crate::run::recorder::{LayerPhase, Phase};
 
 /// A chart ready for the page.
 #[derive(Debug, Clone, PartialEq)]
@@ -456,9 +456,9 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
     if rows.is_empty() {
         return None;
     }
-    let per_layer: Vec<Vec<crate::recorder::LayerSums>> =
+    let per_layer: Vec<Vec<crate::run::recorder::LayerSums>> =
         rows.iter().map(|(s, _)| s.data.merged_by_layer()).collect();
-    let layer_total = |l: &crate::recorder::LayerSums| {
+    let layer_total = |l: &crate::run::recorder::LayerSums| {
         LayerPhase::STACKED
             .iter()
             .map(|p| l.mean_us(*p))
@@ -542,7 +542,7 @@ fn layer_size(r: &RunResult, image: &str, position: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recorder::new_histogram;
+    use crate::run::recorder::new_histogram;
 
     #[test]
     fn cdf_counts_failures_in_the_denominator() {

@@ -12,10 +12,10 @@ use super::capacity::{Capacity, Egress, ReadyTimes};
 use super::human;
 use super::side_by_side::{ratio, TargetRow, VariantRows, WaveRow};
 use super::table::{Align, Cell, Emphasis, Table};
-use crate::recorder::{LayerPhase, Phase, Summary};
 use crate::result::{RunResult, SeriesResult, SloCheck, READY_FRACTIONS};
+use crate::run::recorder::{LayerPhase, Phase, Summary};
+use crate::scenario::units::Span;
 use crate::scenario::{Arrival, ImageSource, Placement, PullerKind, Scenario, TargetKind};
-use crate::units::Span;
 
 /// Rows of the "ready % over time" table, at most.
 const TIMELINE_ROWS: u64 = 10;
