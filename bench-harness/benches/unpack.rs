@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench_harness::unpack::{
+use bench_harness::nodes::unpack::{
     unpack_layer_file, Compression, DecodeThread, LayerStats, UnpackOptions,
 };
 use rand::{Rng, RngCore, SeedableRng};

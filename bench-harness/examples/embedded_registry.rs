@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bench_harness::image::{generate, FileSizes, LayerSpec, ManifestFormat, SyntheticImage};
 use bench_harness::registry::{EmbeddedRegistry, RegistryModel};
-use bench_harness::units::ByteSize;
+use bench_harness::scenario::units::ByteSize;
 use stampede_oci::Compression;
 
 #[tokio::main]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::compare::{Gate, Pairing, Quantile, Settings as CompareSettings};
-use crate::recorder::Phase;
 use crate::result::{ResultError, RunResult};
+use crate::run::recorder::Phase;
 use crate::run::RunOptions;
 use crate::scenario::{Override, Scenario, ScenarioError};
 

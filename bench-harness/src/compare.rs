@@ -4,7 +4,7 @@
 //! or two variants or two targets within one run ([`Pairing::Variants`], [`Pairing::Targets`]).
 //! For every pair and metric (p50 / p95 / p99 of each phase, time to 50 / 95 / 100 % ready,
 //! registry egress) each repetition gives one observation (its own quantile, from its own
-//! stored histogram: [`Series::per_repetition`](crate::recorder::Series::per_repetition)). The
+//! stored histogram: [`Series::per_repetition`](crate::run::recorder::Series::per_repetition)). The
 //! difference is the mean over the candidate's repetitions minus the mean over the baseline's,
 //! and its confidence interval is a percentile bootstrap that resamples the repetitions of both
 //! sides independently, so it reflects both runs' repetition-to-repetition variability. The RNG
@@ -17,7 +17,7 @@
 //! comparison says its intervals are rough.
 //!
 //! A pair with a host-bound repetition on either side (the host's CPUs were saturated during
-//! that burst, [`crate::host`]) is marked and noted, and its gates are not judged
+//! that burst, [`crate::run::host`]) is marked and noted, and its gates are not judged
 //! ([`GateOutcome::judged`] false) unless [`Settings::judge_host_bound`] asks for it: a
 //! saturated machine makes differences of its own, so two runs of the same commit can look
 //! significantly different. `main.rs` exits 3 when a gate went unjudged for that reason.
@@ -31,8 +31,8 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::recorder::Phase;
 use crate::result::{RunResult, SeriesResult, READY_FRACTIONS};
+use crate::run::recorder::Phase;
 
 /// Below this many repetitions on a side, the output warns that intervals are rough.
 pub const FEW_REPETITIONS: usize = 5;

@@ -50,25 +50,13 @@
 
 pub mod cli;
 pub mod compare;
-pub mod container;
-pub mod host;
 pub mod image;
 pub mod inspect;
 pub mod model;
-pub mod node;
 pub mod nodes;
-pub mod origin;
-pub mod peer;
-pub mod pull;
-pub mod real_puller;
-pub mod recorder;
 pub mod registry;
-pub mod remote;
 pub mod report;
 pub mod result;
 pub mod run;
 pub mod scenario;
 pub mod target;
-pub mod units;
-pub mod unpack;
-pub mod variant_image;

@@ -104,7 +104,7 @@ fn run_outcome(result: &RunResult, dir: &std::path::Path) -> ExitCode {
             "bench-harness: warning: {} of {} host-bound: the host's CPUs averaged {:.0} % busy or more, so those figures measure this machine more than the registry or the cache (compare will not gate on them without --judge-host-bound):",
             bound.len(),
             human::count(bursts as u64, "burst"),
-            bench_harness::host::HOST_BOUND_BUSY * 100.0
+            bench_harness::run::host::HOST_BOUND_BUSY * 100.0
         );
         for b in &bound {
             eprintln!(

@@ -22,8 +22,8 @@ use hdrhistogram::serialization::{
 };
 use hdrhistogram::Histogram;
 
-use crate::host::{CpuUse, HostBound};
-use crate::recorder::{
+use crate::run::host::{CpuUse, HostBound};
+use crate::run::recorder::{
     FailureKind, LayerPhase, Phase, Recordings, Repetition, RepetitionParts, Series, Summary,
     WaveData,
 };
@@ -326,7 +326,7 @@ impl RunResult {
         let mut series = Vec::new();
         for v in &facts.scenario.variants {
             for t in &facts.scenario.targets {
-                let key = crate::recorder::SeriesKey {
+                let key = crate::run::recorder::SeriesKey {
                     variant: v.name.clone(),
                     target: t.name.clone(),
                 };
@@ -551,7 +551,7 @@ impl RunResult {
 }
 
 impl SeriesResult {
-    fn new(key: crate::recorder::SeriesKey, pods_per_repetition: u64, data: Series) -> Self {
+    fn new(key: crate::run::recorder::SeriesKey, pods_per_repetition: u64, data: Series) -> Self {
         Self {
             variant: key.variant,
             target: key.target,
@@ -647,7 +647,7 @@ struct RepetitionWire {
     waves: Vec<WaveWire>,
     /// Per image and layer position: phases summed over the nodes that pulled it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    layers: Vec<crate::recorder::LayerSums>,
+    layers: Vec<crate::run::recorder::LayerSums>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -762,7 +762,7 @@ impl SeriesResult {
             .map(|(repetition, rep)| {
                 let timeline = rep.timeline(self.pods_per_repetition);
                 let [p50, p95, p100] =
-                    READY_FRACTIONS.map(|f| timeline.time_to(f).map(crate::recorder::micros));
+                    READY_FRACTIONS.map(|f| timeline.time_to(f).map(crate::run::recorder::micros));
                 Ok(RepetitionWire {
                     repetition,
                     ready_pods: rep.ready_pods(),
@@ -878,7 +878,7 @@ impl serde::Serialize for RunResult {
             schema_version: SCHEMA_VERSION,
             scenario: self.scenario.clone(),
             started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
-            duration_us: crate::recorder::micros(self.duration),
+            duration_us: crate::run::recorder::micros(self.duration),
             machine: self.machine.clone(),
             series: self
                 .series
@@ -933,7 +933,7 @@ mod micros_serde {
     use std::time::Duration;
 
     pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(crate::recorder::micros(*d))
+        s.serialize_u64(crate::run::recorder::micros(*d))
     }
 
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
@@ -951,7 +951,7 @@ mod opt_micros_serde {
         d: &Option<Duration>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        serde::Serialize::serialize(&d.map(crate::recorder::micros), s)
+        serde::Serialize::serialize(&d.map(crate::run::recorder::micros), s)
     }
 
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
@@ -964,7 +964,7 @@ mod opt_micros_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recorder::{new_histogram, PodTimes, Recorder, RunKey};
+    use crate::run::recorder::{new_histogram, PodTimes, Recorder, RunKey};
 
     #[test]
     fn histograms_round_trip_through_the_v2_encoding() {
@@ -1033,7 +1033,7 @@ mod tests {
         for ms in ready_ms {
             rec.pod(&PodTimes {
                 scheduled: Duration::ZERO,
-                pull: Some(crate::recorder::PullTimes::one(
+                pull: Some(crate::run::recorder::PullTimes::one(
                     Duration::ZERO,
                     None,
                     Duration::from_millis(*ms / 2),

@@ -838,7 +838,7 @@ mod tests {
 
     use super::*;
     use crate::image::spec::{FileSizes, LayerSpec};
-    use crate::units::ByteSize;
+    use crate::scenario::units::ByteSize;
 
     fn layer(size: u64, files: u32, compressibility: f64) -> LayerSpec {
         LayerSpec {

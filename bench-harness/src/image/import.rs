@@ -247,7 +247,7 @@ mod tests {
     use crate::image::generate;
     use crate::image::layout::LAYOUT_TAG;
     use crate::image::spec::{FileSizes, LayerSpec, ManifestFormat, SyntheticImage};
-    use crate::units::ByteSize;
+    use crate::scenario::units::ByteSize;
 
     fn spec(platforms: &[&str]) -> SyntheticImage {
         SyntheticImage {

@@ -11,7 +11,7 @@
 //! index alone, and every node's pull then fails as `platform_missing`, as it would against the
 //! real registry.
 //!
-//! Blobs land through the harness's own puller (`crate::pull`): streamed to disk, verified, then
+//! Blobs land through the harness's own puller (`crate::nodes::pull`): streamed to disk, verified, then
 //! renamed into place, so an interrupted mirror leaves only whole, verified blobs behind.
 //! Manifests and `index.json` are written last, so a layout that imports with the platform held
 //! is complete.
@@ -30,8 +30,8 @@ use super::layout::{
     OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
 };
 use super::layout_image::LayoutImage;
-use crate::pull::{FetchedManifest, PullError, Puller, PullerConfig};
-use crate::remote::Remote;
+use crate::image::remote::Remote;
+use crate::nodes::pull::{FetchedManifest, PullError, Puller, PullerConfig};
 
 /// Layers fetched at once while mirroring.
 const MIRROR_CONCURRENT_DOWNLOADS: usize = 3;

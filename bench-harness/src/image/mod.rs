@@ -11,7 +11,9 @@ pub mod import;
 pub mod layout;
 pub mod layout_image;
 pub mod mirror;
+pub mod remote;
 pub mod spec;
+pub mod variant;
 
 pub use generate::{
     cache_key, generate, GenerateError, GeneratedImage, GeneratedLayer, PlatformImage, Totals,

@@ -5,7 +5,7 @@
 
 use stampede_oci::{Compression, Platform};
 
-use crate::units::ByteSize;
+use crate::scenario::units::ByteSize;
 
 /// A synthetic image, generated deterministically from this spec and a seed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -8,9 +8,9 @@ use stampede_oci::Platform;
 
 use super::{diff, diff_table, image_table, inspect, ImageInput, InputContext, InspectOptions};
 use super::{InspectError, DEFAULT_BANDWIDTH, DEFAULT_TOP_FILES};
-use crate::remote::RegistryAccess;
+use crate::image::remote::RegistryAccess;
+use crate::scenario::units::Bandwidth;
 use crate::scenario::Scenario;
-use crate::units::Bandwidth;
 
 /// `bench-harness inspect IMAGE [OTHER]`: what an image costs to pull and start, read from its
 /// manifest and layers; with a second image, what changed between them.

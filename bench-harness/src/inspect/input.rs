@@ -23,9 +23,9 @@ use stampede_oci::{
 use super::InspectError;
 use crate::image::generate::generate;
 use crate::image::layout_image::{Descriptor, LayoutImage};
+use crate::image::remote::RegistryAccess;
 use crate::image::{import_layout, SyntheticImage};
-use crate::pull::{Puller, PullerConfig};
-use crate::remote::RegistryAccess;
+use crate::nodes::pull::{Puller, PullerConfig};
 use crate::scenario::{ImageSource, Scenario};
 
 /// Chunks in flight between a registry body and the blocking scanner.
@@ -123,7 +123,7 @@ impl ImageInput {
         if let Some(rest) = arg.strip_prefix("oci:") {
             let (path, tag) = split_layout_tag(rest);
             return Ok(Self::Layout {
-                path: crate::remote::expand_home(Path::new(path)),
+                path: crate::image::remote::expand_home(Path::new(path)),
                 tag,
             });
         }
@@ -164,7 +164,7 @@ impl ImageInput {
             || Path::new(arg).is_dir();
         if looks_like_path {
             return Ok(Self::Layout {
-                path: crate::remote::expand_home(Path::new(arg)),
+                path: crate::image::remote::expand_home(Path::new(arg)),
                 tag: None,
             });
         }

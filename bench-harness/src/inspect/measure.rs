@@ -1,6 +1,6 @@
 //! How fast this machine unpacks an image's layers, measured rather than guessed: one of the
 //! image's own layers per compression format it uses is unpacked with the harness's unpacker
-//! (`crate::unpack`, the same code a simulated node runs) into a fresh temporary directory, and
+//! (`crate::nodes::unpack`, the same code a simulated node runs) into a fresh temporary directory, and
 //! the wall time (decompression plus applying the entries) gives a throughput in uncompressed tar
 //! bytes per second. Predicted unpack time of a layer is then its uncompressed size over the
 //! throughput of its format.
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use stampede_oci::{Compression, Digest};
 
-use crate::unpack::{unpack_layer_file, UnpackError, UnpackOptions};
+use crate::nodes::unpack::{unpack_layer_file, UnpackError, UnpackOptions};
 
 /// Largest layer (compressed bytes) preferred as a sample.
 pub const SAMPLE_MAX_COMPRESSED_BYTES: u64 = 64 * 1024 * 1024;

@@ -35,7 +35,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use stampede_oci::{Compression, Digest, ManifestError, Platform};
 
 use crate::image::layout_image::Descriptor;
-use crate::units::Bandwidth;
+use crate::scenario::units::Bandwidth;
 
 pub use args::InspectArgs;
 pub use diff::{diff, Change, LayerRow, Side, VariantDiff, Wire};
@@ -222,7 +222,7 @@ pub enum InspectError {
     Generate(#[from] crate::image::GenerateError),
     /// Registry access could not be resolved (credentials, CA file).
     #[error(transparent)]
-    Remote(#[from] crate::remote::RemoteError),
+    Remote(#[from] crate::image::remote::RemoteError),
     /// A registry client could not be built.
     #[error("registry client")]
     Client(#[source] stampede_oci::ClientError),
@@ -233,7 +233,7 @@ pub enum InspectError {
         reference: String,
         /// The cause.
         #[source]
-        source: crate::pull::PullError,
+        source: crate::nodes::pull::PullError,
     },
     /// A registry request got no answer.
     #[error("{what}")]
@@ -283,7 +283,7 @@ pub enum InspectError {
         digest: Digest,
         /// The cause.
         #[source]
-        source: crate::unpack::UnpackError,
+        source: crate::nodes::unpack::UnpackError,
     },
     /// A local file operation failed.
     #[error("{what}")]

@@ -8,7 +8,7 @@ use stampede_oci::Digest;
 
 use super::diff::{Change, LayerSide, VariantDiff};
 use super::{Count, ImageCost, LayerCost, Removal};
-use crate::units::ByteSize;
+use crate::scenario::units::ByteSize;
 
 /// The report for one image: what it is, its layers, what it ships for nothing, its largest
 /// files, the predicted pull and unpack times, and warnings.

@@ -1,10 +1,10 @@
 //! One layer blob read once, as a stream: its digest verified as the compressed bytes pass,
-//! decompressed with the unpacker's decoder (`crate::unpack`), its tar stream hashed (the
+//! decompressed with the unpacker's decoder (`crate::nodes::unpack`), its tar stream hashed (the
 //! diff ID) and read member by member into a compact list of what the layer ships ([`Member`]):
 //! cleaned path, kind, size. File contents are skipped, never held.
 //!
 //! Names are cleaned as the unpacker cleans them and whiteouts classified by the same rules
-//! (`crate::unpack::name`), so what is counted here is what a node applies. What the members do
+//! (`crate::nodes::unpack::name`), so what is counted here is what a node applies. What the members do
 //! to the layers below them is `overlay.rs`'s business.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -12,9 +12,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use stampede_oci::digest::Hasher;
 use stampede_oci::{Compression, Digest, DigestMismatch, Verifier};
 
-use crate::unpack::name::{clean, split_parent, whiteout, Whiteout};
-use crate::unpack::stream::LayerStream;
-use crate::unpack::{Refusal, DEFAULT_DECODE_BUFFER_BYTES, DEFAULT_READ_BUFFER_BYTES};
+use crate::nodes::unpack::name::{clean, split_parent, whiteout, Whiteout};
+use crate::nodes::unpack::stream::LayerStream;
+use crate::nodes::unpack::{Refusal, DEFAULT_DECODE_BUFFER_BYTES, DEFAULT_READ_BUFFER_BYTES};
 
 /// What a tar member is, as far as the image's filesystem goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -8,10 +8,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::recorder::Phase;
 use crate::report::capacity::registry_series;
 use crate::report::human;
 use crate::result::{quantile_with_failures, RunResult, SeriesResult};
+use crate::run::recorder::Phase;
 
 use super::Profile;
 

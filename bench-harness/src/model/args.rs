@@ -53,7 +53,7 @@ pub struct CalibrateArgs {
     pub name: String,
     /// Bytes of content in each sample layer.
     #[arg(long, default_value = "32MiB")]
-    pub layer_size: crate::units::ByteSize,
+    pub layer_size: crate::scenario::units::ByteSize,
     /// Where sample layers and unpacked trees go (removed afterwards).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,

@@ -49,8 +49,8 @@ use std::time::{Instant, SystemTime};
 pub use args::{CalibrateArgs, ModelArgs};
 pub use profile::{Profile, ProfileError};
 
-use crate::recorder::Recordings;
 use crate::result::{ImageFacts, ModelFacts, RunFacts, RunResult};
+use crate::run::recorder::Recordings;
 use crate::scenario::Scenario;
 use stampede_lab::Machine;
 
@@ -173,7 +173,7 @@ pub fn run(scenario: &Scenario, inputs: &Inputs<'_>) -> Result<RunResult, ModelE
         profile_path: inputs.profile_path.map(|p| p.display().to_string()),
         profile_values: serde_json::to_value(inputs.profile).unwrap_or_default(),
         events,
-        compute_us: crate::recorder::micros(clock.elapsed()),
+        compute_us: crate::run::recorder::micros(clock.elapsed()),
     });
     Ok(result)
 }

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::units::{Bandwidth, ByteSize, Span};
+use crate::scenario::units::{Bandwidth, ByteSize, Span};
 
 /// A machine profile.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -163,7 +163,7 @@ mod tests {
         let mut b = Bucket::new(&Throttle {
             requests_per_second: 10.0,
             burst: 5,
-            retry_after: crate::units::Span::default(),
+            retry_after: crate::scenario::units::Span::default(),
         });
         assert_eq!(b.admit(8, 0.0), 5);
         assert_eq!(b.admit(8, 0.0), 0);

@@ -22,8 +22,13 @@
 //! the run ends, also on error or SIGINT (the run's future is dropped and with it this value).
 
 pub mod caches;
+pub mod container;
 pub mod fault;
+pub mod node;
+pub mod pull;
+pub mod real_puller;
 pub mod runtime;
+pub mod unpack;
 pub mod usage;
 pub mod wire;
 
@@ -31,8 +36,8 @@ use std::sync::Arc;
 
 use stampede_lab::{Endpoint, Fabric, FabricConfig, LabError, Shaping};
 
+use crate::scenario::units::Bandwidth;
 use crate::scenario::{Placement, Scenario, TargetKind};
-use crate::units::Bandwidth;
 
 pub use caches::{CacheProcessFacts, NodeCaches};
 pub use fault::OwnerKill;

@@ -26,6 +26,7 @@ pub mod body;
 pub mod catalog;
 pub mod handler;
 pub mod model;
+pub mod origin;
 pub mod server;
 pub mod shaping;
 

@@ -4,7 +4,7 @@
 //! runner (`run.rs`) puts the registry behind the shaped link (`netns_rate`). This file only
 //! describes them.
 
-use crate::units::{Bandwidth, Span};
+use crate::scenario::units::{Bandwidth, Span};
 
 /// How the embedded registry behaves under load.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]

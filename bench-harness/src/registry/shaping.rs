@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::accounting::ListenerId;
 use super::model::{RegistryModel, Throttle};
-use crate::units::Bandwidth;
+use crate::scenario::units::Bandwidth;
 
 /// Largest body chunk, in bytes; also the chunk size when nothing is shaped.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
@@ -222,7 +222,7 @@ mod tests {
         let bucket = RequestBucket::new(&Throttle {
             requests_per_second: 10.0,
             burst: 2,
-            retry_after: crate::units::Span::default(),
+            retry_after: crate::scenario::units::Span::default(),
         });
         let now = Instant::now();
         assert!(bucket.try_take(now));

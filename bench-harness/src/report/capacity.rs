@@ -19,11 +19,11 @@
 
 use std::time::Duration;
 
-use crate::recorder::WaveData;
 use crate::registry::accounting::Series as TrafficSeries;
 use crate::result::{
     quantile_with_failures, RegistryTotals, RunResult, SeriesResult, READY_FRACTIONS,
 };
+use crate::run::recorder::WaveData;
 use crate::scenario::TargetKind;
 
 /// Every capacity answer of one run.

@@ -14,9 +14,9 @@ use super::capacity::registry_series;
 use super::document::Figure;
 use super::human;
 use super::svg::{Axis, Bar, LegendEntry, Line, LineChart, Rule, StackedBars, Style};
-use crate::recorder::{LayerPhase, Phase};
 use crate::registry::accounting::Series as TrafficSeries;
 use crate::result::{RunResult, SeriesResult};
+use crate::run::recorder::{LayerPhase, Phase};
 
 /// A SLO or link limit is drawn only if it is within this factor of the data, so a generous
 /// limit does not squash the curves against the axis.
@@ -475,9 +475,9 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
     if rows.is_empty() {
         return None;
     }
-    let per_layer: Vec<Vec<crate::recorder::LayerSums>> =
+    let per_layer: Vec<Vec<crate::run::recorder::LayerSums>> =
         rows.iter().map(|(s, _)| s.data.merged_by_layer()).collect();
-    let layer_total = |l: &crate::recorder::LayerSums| {
+    let layer_total = |l: &crate::run::recorder::LayerSums| {
         LayerPhase::STACKED
             .iter()
             .map(|p| l.mean_us(*p))
@@ -561,7 +561,7 @@ fn layer_size(r: &RunResult, image: &str, position: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recorder::new_histogram;
+    use crate::run::recorder::new_histogram;
 
     #[test]
     fn cdf_counts_failures_in_the_denominator() {

@@ -8,8 +8,8 @@ use super::human;
 use super::section::scheduled_pods;
 use super::table::{Cell, Emphasis, Table};
 use crate::result::RunResult;
+use crate::scenario::units::Span;
 use crate::scenario::{Arrival, ImageSource, Placement, PullerKind, Scenario, TargetKind};
-use crate::units::Span;
 
 /// One line of run facts: a label and its value.
 pub type Fact = (&'static str, Cell);

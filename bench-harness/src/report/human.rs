@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use crate::recorder::micros;
-use crate::units::ByteSize;
+use crate::run::recorder::micros;
+use crate::scenario::units::ByteSize;
 
 /// A duration for people: `0.25 ms`, `4.2 ms`, `123 ms`, `1.23 s`, `12.3 s`, `123 s`.
 pub fn duration(d: Duration) -> String {

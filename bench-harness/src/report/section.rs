@@ -12,8 +12,8 @@ use super::capacity::{Capacity, Egress, ReadyTimes, Traffic, WaveCapacity};
 use super::human;
 use super::side_by_side::{ratio, TargetRow, VariantRows, WaveRow};
 use super::table::{Align, Cell, Emphasis, Table};
-use crate::recorder::{Phase, Summary};
 use crate::result::{RunResult, SeriesResult, SloCheck};
+use crate::run::recorder::{Phase, Summary};
 
 /// Pods ready of scheduled, over all repetitions of a series (`15/16`).
 pub fn ready_fraction(s: &SeriesResult) -> String {

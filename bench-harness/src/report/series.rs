@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::human;
 use super::table::{Align, Cell, Table};
-use crate::recorder::{LayerPhase, Phase, Summary};
 use crate::result::{RunResult, SeriesResult, READY_FRACTIONS};
+use crate::run::recorder::{LayerPhase, Phase, Summary};
 
 /// Rows of the "ready % over time" table, at most.
 const TIMELINE_ROWS: u64 = 10;

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use crate::recorder::{Phase, Summary, WaveData};
 use crate::result::{RunResult, SeriesResult};
+use crate::run::recorder::{Phase, Summary, WaveData};
 use crate::scenario::{Arrival, TargetKind};
 
 /// Every side-by-side figure of a run, or nothing when fewer than two targets recorded data.

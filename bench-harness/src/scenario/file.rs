@@ -12,10 +12,10 @@ use super::{
     Arrival, ImageSource, LayoutSource, Network, Placement, Problem, Problems, Readiness,
     RegistrySource, Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
 };
+use crate::image::remote::RegistryAccess;
 use crate::image::{LayerSpec, SyntheticImage};
 use crate::registry::RegistryModel;
-use crate::remote::RegistryAccess;
-use crate::units::{ByteSize, Span};
+use crate::scenario::units::{ByteSize, Span};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

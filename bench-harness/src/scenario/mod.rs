@@ -16,6 +16,7 @@
 
 mod file;
 mod overrides;
+pub mod units;
 mod validate;
 
 use std::fmt;
@@ -24,10 +25,10 @@ use std::time::Duration;
 
 use stampede_oci::{ImageRef, Platform, ReferenceError};
 
+use crate::image::remote::RegistryAccess;
 use crate::image::SyntheticImage;
 use crate::registry::RegistryModel;
-use crate::remote::RegistryAccess;
-use crate::units::ByteSize;
+use crate::scenario::units::ByteSize;
 
 pub use overrides::{Override, OverrideError};
 pub use validate::{Problem, Problems};
@@ -779,7 +780,7 @@ impl fmt::Display for Arrival {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Burst => f.write_str("burst"),
-            Self::Ramp { over } => write!(f, "ramp over {}", crate::units::Span(*over)),
+            Self::Ramp { over } => write!(f, "ramp over {}", crate::scenario::units::Span(*over)),
             Self::Waves { waves } => write!(f, "{} waves", waves.len()),
         }
     }
@@ -822,11 +823,11 @@ fn line_column(text: &str, at: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// `Duration` as a [`crate::units::Span`] string (`"250ms"`).
+/// `Duration` as a [`crate::scenario::units::Span`] string (`"250ms"`).
 pub(crate) mod span_serde {
     use std::time::Duration;
 
-    use crate::units::Span;
+    use crate::scenario::units::Span;
 
     pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         serde::Serialize::serialize(&Span(*d), s)
@@ -839,11 +840,11 @@ pub(crate) mod span_serde {
     }
 }
 
-/// `Option<Duration>` as an optional [`crate::units::Span`] string.
+/// `Option<Duration>` as an optional [`crate::scenario::units::Span`] string.
 pub(crate) mod opt_span_serde {
     use std::time::Duration;
 
-    use crate::units::Span;
+    use crate::scenario::units::Span;
 
     pub(crate) fn serialize<S: serde::Serializer>(
         d: &Option<Duration>,
@@ -1159,7 +1160,11 @@ p95_ready = "0s"
         .unwrap();
         assert_eq!(
             s.registry.netns_rate,
-            Some("200Mbit".parse::<crate::units::Bandwidth>().unwrap())
+            Some(
+                "200Mbit"
+                    .parse::<crate::scenario::units::Bandwidth>()
+                    .unwrap()
+            )
         );
         assert_eq!(s.runtime.puller, PullerKind::Skopeo);
         assert_eq!(

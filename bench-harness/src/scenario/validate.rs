@@ -121,8 +121,8 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
                         format!("arrival.waves[{i}].at"),
                         format!(
                             "{} is before the previous wave's {}; waves must be in order",
-                            crate::units::Span(w.at),
-                            crate::units::Span(previous)
+                            crate::scenario::units::Span(w.at),
+                            crate::scenario::units::Span(previous)
                         ),
                     );
                 }

@@ -12,10 +12,10 @@ pub mod real;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use bench_harness::recorder::{
+use bench_harness::result::{ImageFacts, RegistryTotals, RunFacts, RunResult};
+use bench_harness::run::recorder::{
     BlobFirstByte, FailureKind, LayerTimes, PodTimes, PullTimes, Recorder, Recordings, RunKey,
 };
-use bench_harness::result::{ImageFacts, RegistryTotals, RunFacts, RunResult};
 use bench_harness::scenario::Scenario;
 use stampede_lab::Machine;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bench_harness::recorder::Phase;
+use bench_harness::run::recorder::Phase;
 use bench_harness::run::{run, RunOptions};
 use bench_harness::scenario::Scenario;
 
@@ -192,7 +192,9 @@ async fn run_sidecars(pulls: u32) -> (Duration, Duration) {
         app.compressed_bytes + config_bytes(app) + proxy.compressed_bytes + config_bytes(proxy);
     assert_eq!(t.bytes_out, 2 * images_bytes + manifest_bytes);
     // Layers of both images, recorded once per node.
-    let layers = data.layer(bench_harness::recorder::LayerPhase::Fetch).len();
+    let layers = data
+        .layer(bench_harness::run::recorder::LayerPhase::Fetch)
+        .len();
     assert_eq!(layers, 2 * (2 + 1));
     // The pull phase covers every image of the pod, and ends after the queue.
     let queue = data.phase(Phase::Queue);

@@ -5,8 +5,8 @@
 use bench_harness::compare::{
     compare, CompareError, Comparison, Input, Metric, Pairing, Settings, Verdict,
 };
-use bench_harness::recorder::Phase;
 use bench_harness::result::RunResult;
+use bench_harness::run::recorder::Phase;
 
 use crate::common::{synthetic_run, SyntheticSeries};
 

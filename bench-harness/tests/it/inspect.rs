@@ -9,7 +9,7 @@ use std::time::Duration;
 use bench_harness::inspect::{
     diff, inspect, Change, Count, ImageCost, ImageInput, InspectArgs, InspectOptions,
 };
-use bench_harness::units::Bandwidth;
+use bench_harness::scenario::units::Bandwidth;
 use stampede_oci::{Compression, Platform};
 
 use crate::common::layout::{Entry, Layer, LayoutBuilder};

@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bench_harness::compare::{self, Input, Pairing, Settings};
-use bench_harness::host::{CpuUse, HostBound};
 use bench_harness::result::RunResult;
+use bench_harness::run::host::{CpuUse, HostBound};
 
 use crate::common::{sample_result, synthetic_run, SyntheticSeries};
 

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use bench_harness::model::{self, Inputs, Profile};
-use bench_harness::recorder::Phase;
 use bench_harness::result::RunResult;
+use bench_harness::run::recorder::Phase;
 use bench_harness::scenario::Scenario;
 
 use crate::common::{crate_dir, scenarios_dir};

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench_harness::recorder::{LayerPhase, Phase};
 use bench_harness::result::RunResult;
+use bench_harness::run::recorder::{LayerPhase, Phase};
 use bench_harness::run::{run, RunOptions, LOGS_DIR};
 use bench_harness::scenario::Scenario;
 use stampede_lab::{AccessEntry, RequestKind};

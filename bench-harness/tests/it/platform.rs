@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bench_harness::recorder::FailureKind;
+use bench_harness::run::recorder::FailureKind;
 use stampede_oci::Compression;
 
 use crate::common::layout::{Entry, LayoutBuilder};

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
+use bench_harness::image::remote::RegistryAccess;
 use bench_harness::inspect::{inspect, ImageInput, InspectError, InspectOptions};
-use bench_harness::recorder::FailureKind;
-use bench_harness::remote::RegistryAccess;
+use bench_harness::run::recorder::FailureKind;
 use bench_harness::run::{run, RunOptions};
 use bench_harness::scenario::Scenario;
 use stampede_oci::{Compression, Digest, ImageRef, Platform};

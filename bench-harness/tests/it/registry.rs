@@ -23,7 +23,7 @@ use bench_harness::image::{
     generate, FileSizes, GeneratedImage, LayerSpec, ManifestFormat, SyntheticImage,
 };
 use bench_harness::registry::{EmbeddedRegistry, RegistryModel, Throttle};
-use bench_harness::units::{Bandwidth, ByteSize, Span};
+use bench_harness::scenario::units::{Bandwidth, ByteSize, Span};
 
 /// Upper bound on any single test's waiting: a bug fails instead of hanging.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);

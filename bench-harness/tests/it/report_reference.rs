@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bench_harness::compare::{self, Input, Metric, Pairing, Settings};
-use bench_harness::recorder::Phase;
 use bench_harness::report::capacity::Capacity;
 use bench_harness::report::side_by_side::SideBySide;
 use bench_harness::report::svg::{text_width, FONT_PX};
 use bench_harness::report::{self, section};
 use bench_harness::result::RunResult;
+use bench_harness::run::recorder::Phase;
 
 use crate::common::crate_dir;
 

@@ -1,8 +1,8 @@
 //! `result.json` against its committed JSON Schema, and back: what is written validates, and
 //! reading it back gives the same histograms, count for count.
 
-use bench_harness::recorder::{LayerPhase, Phase};
 use bench_harness::result::{RunResult, FILE_NAME};
+use bench_harness::run::recorder::{LayerPhase, Phase};
 use hdrhistogram::Histogram;
 
 use crate::common::{crate_dir, sample_result};
@@ -119,7 +119,7 @@ fn loading_refuses_other_schema_versions() {
 #[test]
 fn cpu_use_per_repetition_validates_and_reads_back() {
     let mut r = sample_result();
-    let cpu = bench_harness::host::CpuUse {
+    let cpu = bench_harness::run::host::CpuUse {
         mean_busy: 0.95,
         saturated_fraction: 0.5,
         samples: 12,

@@ -40,7 +40,7 @@ use super::fabric::{Fabric, FabricEvent, FlowId, FlowSpec, LinkId, UNLIMITED};
 use super::image::Image;
 use super::profile::Profile;
 use super::registry::{Bucket, Served};
-use crate::recorder::{FailureKind, LayerTimes, PodTimes, PullTimes, Recorder, RunKey};
+use crate::run::recorder::{FailureKind, LayerTimes, PodTimes, PullTimes, Recorder, RunKey};
 use crate::scenario::{Placement, Scenario, Target, TargetKind, Variant};
 
 /// Attempts per request when the registry answers 429, as the harness's client makes them.
@@ -395,7 +395,7 @@ fn via(target: &Target, index: usize) -> Result<Via, SimError> {
     })
 }
 
-fn rate(b: Option<crate::units::Bandwidth>) -> f64 {
+fn rate(b: Option<crate::scenario::units::Bandwidth>) -> f64 {
     b.map_or(f64::INFINITY, |b| b.bytes_per_sec as f64)
 }
 

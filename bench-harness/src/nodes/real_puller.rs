@@ -27,8 +27,8 @@ use stampede_lab::{Containerd, LabError};
 use stampede_oci::manifest::descriptor_digest;
 use stampede_oci::{Compression, Digest, Endpoint, Manifest, Platform, Reference, RepoName};
 
-use crate::pull::{LayerFetch, PullError, PullRecord};
-use crate::recorder::FailureKind;
+use crate::nodes::pull::{LayerFetch, PullError, PullRecord};
+use crate::run::recorder::FailureKind;
 use crate::scenario::PullerKind;
 
 /// The containerd namespace pulls land in.

@@ -20,8 +20,8 @@ use oci_spec::image::ImageManifest;
 
 use stampede_oci::client::{read_body_limited, BodyError};
 
-use crate::recorder::FailureKind;
 use crate::registry::shaping::ByteBucket;
+use crate::run::recorder::FailureKind;
 use stampede_oci::manifest::{
     descriptor_digest, select_platform, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES,
 };

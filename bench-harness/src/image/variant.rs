@@ -16,8 +16,8 @@ use stampede_oci::{Platform, ReferenceError};
 use crate::image::generate::{generate, GenerateError};
 use crate::image::layout_image::LayoutImage;
 use crate::image::mirror::{mirror, resolve_remote, MirrorError};
+use crate::image::remote::{Remote, RemoteError};
 use crate::image::{import_layout, ImportError};
-use crate::remote::{Remote, RemoteError};
 use crate::result::ImageFacts;
 use crate::scenario::{ImageSource, LayoutSource, RegistrySource, Scenario, Variant};
 

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use crate::registry::{
     EmbeddedRegistry, Listeners, RegistryError, RegistryModel, DEFAULT_SERIES_BUCKET,
 };
-use crate::units::Bandwidth;
+use crate::scenario::units::Bandwidth;
 
 /// Prefix of the shaped namespace's name: `stampede-up-<pid>-<n>`.
 pub const NETNS_PREFIX: &str = "stampede-up-";

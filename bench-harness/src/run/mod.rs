@@ -16,6 +16,9 @@
 //! per image and node and queues pulls as kubelet does), starts its container (`container.rs`), and hands back its milestones. The burst's
 //! coordinator records them into the burst's [`Recorder`] once every pod is done.
 
+pub mod host;
+pub mod recorder;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,25 +28,25 @@ use futures_util::future::join_all;
 
 use stampede_oci::{ClientConfig, Reference, RegistryClient, RepoName};
 
-use crate::container;
-use crate::host::{CpuSampler, CpuUse, HostBound};
-use crate::node::{ImageName, Node, NodeConfig, NodePuller};
+use crate::image::variant::{prepare_all, PullFrom, VariantImage, VariantImageError};
+use crate::nodes::container;
+use crate::nodes::node::{ImageName, Node, NodeConfig, NodePuller};
+use crate::nodes::pull::{Puller, PullerConfig};
+use crate::nodes::real_puller::{RealPuller, RealPullerConfig, RealPullerError};
 use crate::nodes::{CacheProcessFacts, NodeNet, NodeNetError, OwnerKill, WireSampler, WireTotals};
-use crate::origin::{Origin, OriginError};
-use crate::peer::PeerKind;
-use crate::pull::{Puller, PullerConfig};
-use crate::real_puller::{RealPuller, RealPullerConfig, RealPullerError};
-use crate::recorder::{
-    BlobFirstByte, FailureKind, PodTimes, PullTimes, Recorder, Recordings, RunKey,
-};
 use crate::registry::accounting::AccountingSnapshot;
+use crate::registry::origin::{Origin, OriginError};
 use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
 use crate::report;
 use crate::result::{BurstCpu, RegistryTotals, ResultError, RunFacts, RunResult};
+use crate::run::host::{CpuSampler, CpuUse, HostBound};
+use crate::run::recorder::{
+    BlobFirstByte, FailureKind, PodTimes, PullTimes, Recorder, Recordings, RunKey,
+};
 use crate::scenario::{PodSlot, PullerKind, Scenario, Target, TargetKind, Variant};
+use crate::target::peer::PeerKind;
 use crate::target::{Deployment, TargetError, Upstream};
-use crate::variant_image::{prepare_all, PullFrom, VariantImage, VariantImageError};
 use stampede_lab::Machine;
 
 /// Time the coordinator gives itself to spawn every pod before the epoch.
@@ -469,7 +472,7 @@ enum PodOutcome {
         slot: PodSlot,
         times: PodTimes,
         /// The pod's images as on its node, in the order of [`Burst::pod_images`].
-        images: Vec<Arc<crate::node::ImageOnNode>>,
+        images: Vec<Arc<crate::nodes::node::ImageOnNode>>,
     },
     Failed {
         slot: PodSlot,

@@ -22,13 +22,13 @@ use tokio::sync::Semaphore;
 
 use stampede_oci::{Reference, RepoName};
 
-use crate::container::StartFiles;
+use crate::nodes::container::StartFiles;
+use crate::nodes::pull::{PullError, PullRecord, Puller};
+use crate::nodes::real_puller::RealPuller;
+use crate::nodes::unpack::{unpack_layer_file, UnpackOptions};
 use crate::nodes::NodeRuntime;
-use crate::pull::{PullError, PullRecord, Puller};
-use crate::real_puller::RealPuller;
-use crate::recorder::{BlobFirstByte, FailureKind, LayerTimes, PullTimes};
+use crate::run::recorder::{BlobFirstByte, FailureKind, LayerTimes, PullTimes};
 use crate::scenario::Readiness;
-use crate::unpack::{unpack_layer_file, UnpackOptions};
 
 /// An image as a node has it after its pull.
 #[derive(Debug)]

@@ -24,17 +24,19 @@
 //! process: the fallback where namespaces are unavailable (no root), named so in the report,
 //! not a back door.
 
+pub mod peer;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stampede_oci::Endpoint;
 
+use crate::image::remote::Remote;
 use crate::nodes::caches::{CacheError, CacheKind, CacheSpec};
 use crate::nodes::{CacheProcessFacts, NodeCaches, NodeNet};
-use crate::peer::{Peer, PeerKind};
 use crate::registry::EmbeddedRegistry;
-use crate::remote::Remote;
 use crate::scenario::{Placement, Target, TargetKind};
+use crate::target::peer::{Peer, PeerKind};
 
 /// The registry a target fronts.
 #[derive(Debug, Clone, Copy)]
