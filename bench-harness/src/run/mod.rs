@@ -2,8 +2,10 @@
 //! `variant_image.rs`), start the embedded registry (behind a kernel-shaped link when asked:
 //! `origin.rs`), check that every peer and real client the scenario names is installed (a
 //! missing peer is skipped with a message naming its package; the other targets still run),
-//! then for every repetition, variant and target run one burst, and write `result.json`,
-//! `report.md`, `report.html` and the peers' logs (`logs/<target>-<variant>-rep<N>.*`).
+//! then for every repetition, variant and target run one burst, and hand back the
+//! [`RunResult`]. The runner writes no result or report: `main` writes `result.json`,
+//! `report.md` and `report.html`. Only the peers' logs, which live as long as a burst, are kept
+//! as the bursts end (`<logs_dir>/<target>-<variant>-rep<N>.*`).
 //!
 //! Bursts are interleaved (repetition-major: rep 0 of every variant and target, then rep 1, ...)
 //! so slow drift of a shared machine spreads over all series instead of biasing one. Each burst
@@ -38,8 +40,7 @@ use crate::registry::accounting::AccountingSnapshot;
 use crate::registry::origin::{Origin, OriginError};
 use crate::registry::shaping::ByteBucket;
 use crate::registry::{EmbeddedRegistry, RegistryError};
-use crate::report;
-use crate::result::{BurstCpu, RegistryTotals, ResultError, RunFacts, RunResult};
+use crate::result::{BurstCpu, RegistryTotals, RunFacts, RunResult};
 use crate::run::host::{CpuSampler, CpuUse, HostBound};
 use crate::run::recorder::{
     BlobFirstByte, FailureKind, PodTimes, PullTimes, Recorder, Recordings, RunKey,
@@ -68,10 +69,8 @@ const UPSTREAM_QUIET_LIMIT: Duration = Duration::from_secs(60);
 /// What a run needs besides the scenario.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Where `<scenario>-<timestamp>/` goes, unless `out_dir` is given.
-    pub results_root: PathBuf,
-    /// Exact output directory.
-    pub out_dir: Option<PathBuf>,
+    /// Where peers' logs are kept (the run directory's [`LOGS_DIR`]).
+    pub logs_dir: PathBuf,
     /// Where generated images are cached between runs.
     pub image_cache: PathBuf,
     /// Where node directories and daemon stores live during bursts.
@@ -127,12 +126,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// The result could not be written.
-    #[error(transparent)]
-    Result(#[from] ResultError),
-    /// The report could not be written.
-    #[error(transparent)]
-    Report(#[from] report::ReportError),
     /// The client could not be built.
     #[error("registry client")]
     Client(#[source] stampede_oci::ClientError),
@@ -143,25 +136,17 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
     move |source| RunError::Io { what, source }
 }
 
-/// A finished run: its result and where it was written.
-#[derive(Debug)]
-pub struct RunOutput {
-    /// The result, as written to `result.json`.
-    pub result: RunResult,
-    /// The run directory.
-    pub dir: PathBuf,
-}
-
 /// The repository a variant is served under.
 pub fn variant_repo(variant: &Variant) -> String {
     format!("stampede/{}", variant.name)
 }
 
-/// Runs `scenario` to the end and writes its result.
+/// Runs `scenario` to the end and returns its result, SLOs evaluated; writing it is the
+/// caller's.
 ///
 /// # Errors
 /// [`RunError`] when the run itself cannot proceed (not when pulls fail: those are data).
-pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, RunError> {
+pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunResult, RunError> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     let mut warnings = Vec::new();
@@ -207,10 +192,6 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
     )
     .await?;
     let registry = origin.registry();
-    let dir = options
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| RunResult::run_dir(&options.results_root, &scenario.name, started_at));
     for (variant, image) in scenario.variants.iter().zip(&images) {
         warnings.extend(image.warnings.iter().cloned());
         if let PullFrom::Embedded(layout) = &image.pull {
@@ -251,7 +232,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
                     origin: &origin,
                     net: net.as_ref(),
                     work: work.path(),
-                    logs: &dir.join(LOGS_DIR),
+                    logs: &options.logs_dir,
                     progress: &progress,
                 };
                 let out = burst.run().await?;
@@ -346,10 +327,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         "shaped_link": link,
     }));
     result.evaluate_slo();
-    result.write(&dir)?;
-    report::write_markdown(&result, &dir)?;
-    report::write_html(&result, &dir)?;
-    Ok(RunOutput { result, dir })
+    Ok(result)
 }
 
 /// The nodes' namespaces, for `[network] nodes = "namespaces"`.

@@ -86,8 +86,7 @@ probe_period = "20ms"
 
 fn options(dir: &Path) -> RunOptions {
     RunOptions {
-        results_root: dir.join("results"),
-        out_dir: Some(dir.join("out")),
+        logs_dir: dir.join("out").join(LOGS_DIR),
         image_cache: dir.join("images"),
         work_root: dir.join("work"),
         workspace: dir.to_owned(),
@@ -101,7 +100,6 @@ async fn run_scenario(text: &str, dir: &Path) -> RunResult {
         .await
         .expect("run timed out")
         .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)))
-        .result
 }
 
 /// The namespaces of the fabric `r` ran on that still exist (tests in this binary run at the

@@ -59,8 +59,7 @@ probe_period = "20ms"
 
 fn options(dir: &Path) -> RunOptions {
     RunOptions {
-        results_root: dir.join("results"),
-        out_dir: Some(dir.join("out")),
+        logs_dir: dir.join("out").join(LOGS_DIR),
         image_cache: dir.join("images"),
         work_root: dir.join("work"),
         workspace: dir.to_owned(),
@@ -73,7 +72,6 @@ async fn run_scenario(s: Scenario, dir: &Path) -> RunResult {
         .await
         .expect("run timed out")
         .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)))
-        .result
 }
 
 /// Blob digests of the variant's image: its config and layers.

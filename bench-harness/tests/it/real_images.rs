@@ -16,7 +16,7 @@ use base64::Engine as _;
 use bench_harness::image::remote::RegistryAccess;
 use bench_harness::inspect::{inspect, ImageInput, InspectError, InspectOptions};
 use bench_harness::run::recorder::FailureKind;
-use bench_harness::run::{run, RunOptions};
+use bench_harness::run::{run, RunOptions, LOGS_DIR};
 use bench_harness::scenario::Scenario;
 use stampede_oci::{Compression, Digest, ImageRef, Platform};
 
@@ -222,8 +222,7 @@ probe_period = "20ms"
 
 fn options(dir: &Path) -> RunOptions {
     RunOptions {
-        results_root: dir.join("results"),
-        out_dir: Some(dir.join("out")),
+        logs_dir: dir.join("out").join(LOGS_DIR),
         image_cache: dir.join("images"),
         work_root: dir.join("work"),
         workspace: dir.to_owned(),
@@ -237,11 +236,10 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
     let password_env = "STAMPEDE_IT_REAL_TOKEN_PASSWORD";
     std::env::set_var(password_env, TOKEN_PASSWORD);
     let first = scenario(&r, password_env);
-    let out = tokio::time::timeout(TEST_TIMEOUT, run(first, options(r.dir.path())))
+    let result = tokio::time::timeout(TEST_TIMEOUT, run(first, options(r.dir.path())))
         .await
         .expect("run timed out")
         .unwrap();
-    let result = &out.result;
 
     for variant in [
         "plain",
@@ -377,7 +375,7 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
     );
 
     // The report shows where each image came from; nothing anywhere holds a password.
-    let report = std::fs::read_to_string(out.dir.join("report.md")).unwrap();
+    let report = bench_harness::report::markdown(&result);
     assert!(report.contains("## Images"), "{report}");
     assert!(report.contains(&format!("`{}`", r.app_digest)), "{report}");
     assert!(report.contains("the real registry (no registry-side accounting)"));
@@ -385,7 +383,7 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
         report.contains(&format!("OCI layout {} tag v1", r.layout.display())),
         "{report}"
     );
-    let json = std::fs::read_to_string(out.dir.join("result.json")).unwrap();
+    let json = result.to_json().unwrap();
     for secret in [BASIC_PASSWORD, TOKEN_PASSWORD] {
         assert!(!json.contains(secret) && !report.contains(secret));
     }
@@ -399,12 +397,9 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
     again.variants.retain(|v| v.name == "plain");
     again.targets.truncate(1);
     let mut opts = options(r.dir.path());
-    opts.out_dir = Some(r.dir.path().join("out-again"));
-    let out = run(again, opts).await.unwrap();
-    assert_eq!(
-        out.result.images["plain"].details["source"]["fetched_bytes"],
-        0
-    );
+    opts.logs_dir = r.dir.path().join("out-again").join(LOGS_DIR);
+    let again = run(again, opts).await.unwrap();
+    assert_eq!(again.images["plain"].details["source"]["fetched_bytes"], 0);
     assert_eq!(r.plain.count("GET", "/blobs/"), before);
     std::env::remove_var(password_env);
 }
