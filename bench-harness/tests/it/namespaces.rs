@@ -255,10 +255,8 @@ placement = "per-node"
         "left behind: {:?}",
         fabric_namespaces(&r)
     );
-    let file = dir
-        .path()
-        .join("out")
-        .join(bench_harness::result::FILE_NAME);
+    // Written as `main` writes it, and read back.
+    let file = r.write(&dir.path().join("out")).unwrap();
     let again = RunResult::load(&file).unwrap();
     assert_eq!(again.series, r.series);
     let doc: serde_json::Value =
