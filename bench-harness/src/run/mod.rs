@@ -14,11 +14,12 @@
 //! registry accounting reset at the burst epoch.
 //!
 //! # One burst
-//! [`burst`] runs three steps: `deploy` (the target and the nodes, before the epoch), `pod`
-//! (every pod of the schedule a task that sleeps until its offset from the epoch, gets its
-//! images from its node and starts its container) and `record` (the pods' milestones into the
-//! burst's [`Recorder`](recorder::Recorder) once every pod is done), with the burst's meters around the pods.
-//! Measurements live in [`recorder`] (histograms per phase) and [`host`] (the host's CPU).
+//! `burst.rs` runs three steps: `deploy.rs` (the target and the nodes, before the epoch),
+//! `pod.rs` (every pod of the schedule a task that sleeps until its offset from the epoch, gets
+//! its images from its node and starts its container) and `record.rs` (the pods' milestones
+//! into the burst's [`Recorder`](recorder::Recorder) once every pod is done), with the burst's
+//! meters around the pods. Measurements live in [`recorder`] (histograms per phase) and
+//! [`host`] (the host's CPU); `progress.rs` draws the progress bar.
 
 mod burst;
 mod deploy;
