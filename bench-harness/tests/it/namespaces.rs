@@ -166,70 +166,8 @@ placement = "per-node"
     let image = r.images["tiny"].compressed_bytes;
     assert!(image > 500 * 1024, "{image}");
 
-    // Direct: every node's link carried one image, the registry's three.
-    let direct = totals(&r, "direct");
-    let wire = direct.wire.as_ref().expect("wire totals");
-    assert_eq!(wire.nodes.len(), 3);
-    for (n, link) in wire.nodes.iter().enumerate() {
-        assert_near(
-            &format!("direct node {n} download"),
-            link.download_bytes,
-            image,
-        );
-        assert!(link.upload_bytes < image / 10, "node {n}: {link:?}");
-    }
-    assert_near(
-        "direct registry upload",
-        wire.registry.upload_bytes,
-        3 * image,
-    );
-    assert_eq!(
-        wire.registry_egress.iter().sum::<u64>(),
-        wire.registry.upload_bytes
-    );
-    // The registry's own accounting counts body bytes only: below the wire.
-    assert!(direct.bytes_out <= wire.registry.upload_bytes);
-    // Never above the shaped rate: 100 Mbit/s is 1.25 MB per 100 ms bucket, plus a tbf bucket
-    // and one bucket's worth of sampling jitter.
-    let per_bucket = 100_000_000 / 8 / 10;
-    let max = wire.registry_egress.iter().max().copied().unwrap_or(0);
-    assert!(
-        max <= 2 * per_bucket + 125_000,
-        "{max} bytes in one 100 ms bucket"
-    );
-    assert!(direct.cache_processes.is_empty());
-
-    // Per-node cache-daemons: three processes, one log each; each filled once from the registry.
-    let per_node = totals(&r, "per-node");
-    let procs = &per_node.cache_processes;
-    assert_eq!(procs.len(), 3, "{procs:?}");
-    let mut pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
-    pids.sort_unstable();
-    pids.dedup();
-    assert_eq!(pids.len(), 3, "{procs:?}");
-    for (n, p) in procs.iter().enumerate() {
-        assert_eq!(p.who, format!("node-{n}"));
-        assert_eq!(p.program, "cache-daemon");
-        assert!(p.peak_rss_bytes > 1024 * 1024, "{p:?}");
-        assert!(p.cpu_seconds >= 0.0);
-        let log = dir.path().join("out").join(LOGS_DIR).join(&p.logs[0]);
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(!text.is_empty(), "{} is empty", log.display());
-        assert!(!is_alive(p.pid), "{} still runs", p.pid);
-    }
-    let wire = per_node.wire.as_ref().unwrap();
-    assert_near(
-        "per-node registry upload",
-        wire.registry.upload_bytes,
-        3 * image,
-    );
-    for (n, link) in wire.nodes.iter().enumerate() {
-        assert_near(
-            &format!("per-node node {n} download"),
-            link.download_bytes,
-            image,
-        );
-    }
+    direct_links_carried_one_image_each(&r, image);
+    per_node_daemons_filled_once_each(&r, dir.path(), image);
 
     // A shared cache-daemon: one process on its own link; the registry sends one copy and the
     // shared cache's link uploads three.
@@ -264,6 +202,76 @@ placement = "per-node"
     let validator = crate::result_schema::validator();
     let errs = crate::result_schema::errors(&validator, &doc);
     assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+/// Direct: every node's link carried one image, the registry's three, never above the rate.
+fn direct_links_carried_one_image_each(r: &RunResult, image: u64) {
+    let direct = totals(r, "direct");
+    let wire = direct.wire.as_ref().expect("wire totals");
+    assert_eq!(wire.nodes.len(), 3);
+    for (n, link) in wire.nodes.iter().enumerate() {
+        assert_near(
+            &format!("direct node {n} download"),
+            link.download_bytes,
+            image,
+        );
+        assert!(link.upload_bytes < image / 10, "node {n}: {link:?}");
+    }
+    assert_near(
+        "direct registry upload",
+        wire.registry.upload_bytes,
+        3 * image,
+    );
+    assert_eq!(
+        wire.registry_egress.iter().sum::<u64>(),
+        wire.registry.upload_bytes
+    );
+    // The registry's own accounting counts body bytes only: below the wire.
+    assert!(direct.bytes_out <= wire.registry.upload_bytes);
+    // Never above the shaped rate: 100 Mbit/s is 1.25 MB per 100 ms bucket, plus a tbf bucket
+    // and one bucket's worth of sampling jitter.
+    let per_bucket = 100_000_000 / 8 / 10;
+    let max = wire.registry_egress.iter().max().copied().unwrap_or(0);
+    assert!(
+        max <= 2 * per_bucket + 125_000,
+        "{max} bytes in one 100 ms bucket"
+    );
+    assert!(direct.cache_processes.is_empty());
+}
+
+/// Per-node cache-daemons: three processes, one log each (kept under `dir`'s run directory);
+/// each filled once from the registry.
+fn per_node_daemons_filled_once_each(r: &RunResult, dir: &Path, image: u64) {
+    let per_node = totals(r, "per-node");
+    let procs = &per_node.cache_processes;
+    assert_eq!(procs.len(), 3, "{procs:?}");
+    let mut pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "{procs:?}");
+    for (n, p) in procs.iter().enumerate() {
+        assert_eq!(p.who, format!("node-{n}"));
+        assert_eq!(p.program, "cache-daemon");
+        assert!(p.peak_rss_bytes > 1024 * 1024, "{p:?}");
+        assert!(p.cpu_seconds >= 0.0);
+        let log = dir.join("out").join(LOGS_DIR).join(&p.logs[0]);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!text.is_empty(), "{} is empty", log.display());
+        assert!(!is_alive(p.pid), "{} still runs", p.pid);
+    }
+    let wire = per_node.wire.as_ref().unwrap();
+    assert_near(
+        "per-node registry upload",
+        wire.registry.upload_bytes,
+        3 * image,
+    );
+    for (n, link) in wire.nodes.iter().enumerate() {
+        assert_near(
+            &format!("per-node node {n} download"),
+            link.download_bytes,
+            image,
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
