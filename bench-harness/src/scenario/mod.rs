@@ -674,13 +674,6 @@ impl Scenario {
     }
 }
 
-impl Target {
-    /// The kind as the file writes it: `"direct"`, `"cache-daemon"`, ...
-    pub fn kind_name(&self) -> &'static str {
-        self.kind.name()
-    }
-}
-
 impl TargetKind {
     /// The kind as the file writes it: `"direct"`, `"cache-daemon"`, ...
     pub fn name(&self) -> &'static str {
