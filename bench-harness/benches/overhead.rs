@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bench_harness::image::generate::generate;
 use bench_harness::registry::{EmbeddedRegistry, RegistryModel};
-use bench_harness::run::{run, RunOptions};
+use bench_harness::run::{run, RunOptions, LOGS_DIR};
 use bench_harness::scenario::{ImageSource, Scenario};
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -73,8 +73,7 @@ fn median(v: &[f64]) -> f64 {
 
 async fn harness(scenario: Scenario, work: &Path) -> (f64, f64, f64) {
     let options = RunOptions {
-        results_root: work.join("results"),
-        out_dir: Some(work.join("out")),
+        logs_dir: work.join("out").join(LOGS_DIR),
         image_cache: work.join("images"),
         work_root: work.join("bursts"),
         workspace: work.to_owned(),
@@ -82,10 +81,10 @@ async fn harness(scenario: Scenario, work: &Path) -> (f64, f64, f64) {
     };
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    let out = run(scenario, options).await.expect("harness run");
+    let result = run(scenario, options).await.expect("harness run");
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
-    let series = &out.result.series[0];
+    let series = &result.series[0];
     assert_eq!(series.data.failed_pods(), 0, "pulls failed");
     let bytes = series.registry[&0].snapshot.as_ref().unwrap()["body_bytes"]["blobs"]
         .as_u64()

@@ -55,65 +55,103 @@ fn main() -> io::Result<()> {
         work.path().display(),
         target_tmp.display()
     );
-
-    let generated = Instant::now();
-    let tar = match std::env::var_os("UNPACK_BENCH_LAYER") {
-        Some(given) => PathBuf::from(given),
-        None => {
-            let tar = work.path().join("layer.tar");
-            generate_layer(&tar, layer_mib * MIB)?;
-            tar
-        }
-    };
-    let layer = shape_of(&tar)?;
-    let gz = work.path().join("layer.tar.gz");
-    let zst = work.path().join("layer.tar.zst");
-    compress_gzip(&tar, &gz)?;
-    compress_zstd(&tar, &zst)?;
-    let tar_bytes = fs::metadata(&tar)?.len();
-    println!(
-        "layer {}: {} files, {} dirs, {} symlinks, {} hard links; tar {:.1} MiB, gzip -6 {:.1} \
-         MiB, zstd -3 {:.1} MiB (prepared in {:.1?})",
-        tar.display(),
-        layer.files,
-        layer.dirs,
-        layer.symlinks,
-        layer.hard_links,
-        tar_bytes as f64 / MIB as f64,
-        fs::metadata(&gz)?.len() as f64 / MIB as f64,
-        fs::metadata(&zst)?.len() as f64 / MIB as f64,
-        generated.elapsed()
-    );
+    let blobs = Blobs::prepare(work.path(), layer_mib)?;
     println!("loadavg before: {}", read_trimmed("/proc/loadavg"));
 
     let pairs = [
         Pair {
             label: "gzip",
-            blob: &gz,
+            blob: &blobs.gz,
             compression: Compression::Gzip,
             theirs_label: "tar -xzf",
             theirs: &|blob, dir| sh(&format!("tar -xzf {} -C {}", q(blob), q(dir))),
         },
         Pair {
             label: "zstd",
-            blob: &zst,
+            blob: &blobs.zst,
             compression: Compression::Zstd,
             theirs_label: "zstd -dc | tar -x",
             theirs: &|blob, dir| sh(&format!("zstd -qdc {} | tar -x -C {}", q(blob), q(dir))),
         },
         Pair {
             label: "none",
-            blob: &tar,
+            blob: &blobs.tar,
             compression: Compression::None,
             theirs_label: "tar -xf",
             theirs: &|blob, dir| sh(&format!("tar -xf {} -C {}", q(blob), q(dir))),
         },
     ];
+    check_same_trees(work.path(), &pairs)?;
 
-    // Check once that both sides produce the same tree before timing anything.
-    for pair in &pairs {
-        let ours = work.path().join(format!("check-{}-ours", pair.label));
-        let theirs = work.path().join(format!("check-{}-theirs", pair.label));
+    reset_peak_rss();
+    let rows = time_runs(work.path(), &pairs, reps)?;
+    let peak_rss_kib = stampede_lab::process::status_kib(std::process::id(), "VmHWM").unwrap_or(0);
+    print_rows(&rows, blobs.tar_bytes, reps);
+    println!();
+    println!(
+        "peak RSS of the bench process during the timed runs: {:.1} MiB (layer {:.0} MiB uncompressed)",
+        peak_rss_kib as f64 / 1024.0,
+        blobs.tar_bytes as f64 / MIB as f64
+    );
+    println!("loadavg after: {}", read_trimmed("/proc/loadavg"));
+    Ok(())
+}
+
+/// The layer as a plain tar and compressed both ways.
+struct Blobs {
+    tar: PathBuf,
+    gz: PathBuf,
+    zst: PathBuf,
+    /// Size of the plain tar: the uncompressed stream every unpacker reads.
+    tar_bytes: u64,
+}
+
+impl Blobs {
+    /// Generates the layer (or takes `UNPACK_BENCH_LAYER`) into `work`, compresses it, and
+    /// prints its shape.
+    fn prepare(work: &Path, layer_mib: u64) -> io::Result<Self> {
+        let generated = Instant::now();
+        let tar = match std::env::var_os("UNPACK_BENCH_LAYER") {
+            Some(given) => PathBuf::from(given),
+            None => {
+                let tar = work.join("layer.tar");
+                generate_layer(&tar, layer_mib * MIB)?;
+                tar
+            }
+        };
+        let layer = shape_of(&tar)?;
+        let gz = work.join("layer.tar.gz");
+        let zst = work.join("layer.tar.zst");
+        compress_gzip(&tar, &gz)?;
+        compress_zstd(&tar, &zst)?;
+        let tar_bytes = fs::metadata(&tar)?.len();
+        println!(
+            "layer {}: {} files, {} dirs, {} symlinks, {} hard links; tar {:.1} MiB, gzip -6 {:.1} \
+             MiB, zstd -3 {:.1} MiB (prepared in {:.1?})",
+            tar.display(),
+            layer.files,
+            layer.dirs,
+            layer.symlinks,
+            layer.hard_links,
+            tar_bytes as f64 / MIB as f64,
+            fs::metadata(&gz)?.len() as f64 / MIB as f64,
+            fs::metadata(&zst)?.len() as f64 / MIB as f64,
+            generated.elapsed()
+        );
+        Ok(Self {
+            tar,
+            gz,
+            zst,
+            tar_bytes,
+        })
+    }
+}
+
+/// Checks once that both sides produce the same tree before timing anything.
+fn check_same_trees(work: &Path, pairs: &[Pair<'_>]) -> io::Result<()> {
+    for pair in pairs {
+        let ours = work.join(format!("check-{}-ours", pair.label));
+        let theirs = work.join(format!("check-{}-theirs", pair.label));
         fs::create_dir(&ours)?;
         fs::create_dir(&theirs)?;
         unpack_layer_file(
@@ -127,12 +165,15 @@ fn main() -> io::Result<()> {
         let (a, b) = (summarize(&ours)?, summarize(&theirs)?);
         assert_eq!(a, b, "{}: our tree differs from tar's", pair.label);
     }
+    Ok(())
+}
 
-    reset_peak_rss();
-    // Every (layer, unpacker) combination runs once per repetition, in an order rotated each
-    // time, so that load from elsewhere drifting during the run hits all of them alike.
+/// Every (layer, unpacker) combination runs once per repetition, in an order rotated each
+/// time, so that load from elsewhere drifting during the run hits all of them alike. Returns
+/// one row of medians per combination.
+fn time_runs(work: &Path, pairs: &[Pair<'_>], reps: usize) -> io::Result<Vec<Row>> {
     let mut runs: Vec<(&Pair<'_>, Side)> = Vec::new();
-    for pair in &pairs {
+    for pair in pairs {
         runs.push((
             pair,
             Side::Ours {
@@ -154,54 +195,60 @@ fn main() -> io::Result<()> {
         for k in 0..runs.len() {
             let i = (rep * 3 + k) % runs.len();
             let (pair, side) = runs[i];
-            let dir = work.path().join(format!("out-{rep}-{i}"));
+            let dir = work.join(format!("out-{rep}-{i}"));
             fs::create_dir(&dir)?;
             sync()?;
-            let cpu = CpuTime::now();
-            let started = Instant::now();
-            let sample = match side {
-                Side::Ours { decode_thread } => {
-                    let opts = UnpackOptions {
-                        decode_thread: if decode_thread {
-                            DecodeThread::Always
-                        } else {
-                            DecodeThread::Never
-                        },
-                        ..UnpackOptions::default()
-                    };
-                    let stats = unpack_layer_file(pair.blob, pair.compression, &dir, &opts)
-                        .map_err(io::Error::other)?;
-                    Sample {
-                        wall: started.elapsed(),
-                        cpu: CpuTime::now().own_since(&cpu),
-                        stats: Some(stats),
-                    }
-                }
-                Side::Theirs => {
-                    (pair.theirs)(pair.blob, &dir)?;
-                    Sample {
-                        wall: started.elapsed(),
-                        cpu: CpuTime::now().children_since(&cpu),
-                        stats: None,
-                    }
-                }
-            };
-            samples[i].push(sample);
+            samples[i].push(time_one(pair, side, &dir)?);
         }
     }
-    let rows: Vec<Row> = runs
+    Ok(runs
         .iter()
         .zip(samples)
         .map(|((pair, side), samples)| Row::new(pair, *side, samples))
-        .collect();
-    let peak_rss_kib = stampede_lab::process::status_kib(std::process::id(), "VmHWM").unwrap_or(0);
+        .collect())
+}
 
+/// One timed unpack of `pair`'s blob by `side` into the empty `dir`.
+fn time_one(pair: &Pair<'_>, side: Side, dir: &Path) -> io::Result<Sample> {
+    let cpu = CpuTime::now();
+    let started = Instant::now();
+    Ok(match side {
+        Side::Ours { decode_thread } => {
+            let opts = UnpackOptions {
+                decode_thread: if decode_thread {
+                    DecodeThread::Always
+                } else {
+                    DecodeThread::Never
+                },
+                ..UnpackOptions::default()
+            };
+            let stats = unpack_layer_file(pair.blob, pair.compression, dir, &opts)
+                .map_err(io::Error::other)?;
+            Sample {
+                wall: started.elapsed(),
+                cpu: CpuTime::now().own_since(&cpu),
+                stats: Some(stats),
+            }
+        }
+        Side::Theirs => {
+            (pair.theirs)(pair.blob, dir)?;
+            Sample {
+                wall: started.elapsed(),
+                cpu: CpuTime::now().children_since(&cpu),
+                stats: None,
+            }
+        }
+    })
+}
+
+/// The table of medians, each row's speedup against tar on the same layer.
+fn print_rows(rows: &[Row], tar_bytes: u64, reps: usize) {
     println!();
     println!("{reps} repetitions of every combination, in rotating order:");
     println!();
     println!("| layer | unpacker | wall | MiB/s | CPU | decompress / apply | speedup vs tar |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for row in &rows {
+    for row in rows {
         let theirs = rows
             .iter()
             .find(|r| r.layer == row.layer && r.side == Side::Theirs)
@@ -227,14 +274,6 @@ fn main() -> io::Result<()> {
          ticks. decompress / apply: as reported in LayerStats (they overlap with a decoder \
          thread)."
     );
-    println!();
-    println!(
-        "peak RSS of the bench process during the timed runs: {:.1} MiB (layer {:.0} MiB uncompressed)",
-        peak_rss_kib as f64 / 1024.0,
-        tar_bytes as f64 / MIB as f64
-    );
-    println!("loadavg after: {}", read_trimmed("/proc/loadavg"));
-    Ok(())
 }
 
 /// Who unpacks.

@@ -4,13 +4,14 @@
 //! series were host-bound).
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
 
 use crate::compare::{Gate, Pairing, Quantile, Settings as CompareSettings};
 use crate::result::{ResultError, RunResult};
 use crate::run::recorder::Phase;
-use crate::run::RunOptions;
+use crate::run::{RunOptions, LOGS_DIR};
 use crate::scenario::{Override, Scenario, ScenarioError};
 
 /// Simulates burst scale-out image pulls (N nodes x M pods) against a registry, a node cache or
@@ -123,6 +124,17 @@ pub struct NamedResult {
     pub result: RunResult,
 }
 
+/// A run ready to start: what `run` flags resolve to.
+#[derive(Debug)]
+pub struct RunJob {
+    /// The scenario, overrides applied and targets selected.
+    pub scenario: Scenario,
+    /// What the runner needs besides the scenario.
+    pub options: RunOptions,
+    /// The run directory: `result.json`, the reports and the peers' logs go there.
+    pub dir: PathBuf,
+}
+
 /// A comparison ready to compute: what `compare` flags resolve to.
 #[derive(Debug)]
 pub struct CompareJob {
@@ -200,11 +212,12 @@ pub enum CliError {
 }
 
 impl RunArgs {
-    /// Loads the scenario with overrides and target selection, and the run options.
+    /// Loads the scenario with overrides and target selection, and picks the run options and
+    /// the run directory (`--out`, or a new one under `--results` named by scenario and time).
     ///
     /// # Errors
     /// [`CliError`] naming the flag or the scenario problem.
-    pub fn into_settings(self) -> Result<(Scenario, RunOptions), CliError> {
+    pub fn into_job(self) -> Result<RunJob, CliError> {
         let overrides = self
             .overrides
             .iter()
@@ -226,11 +239,12 @@ impl RunArgs {
         let work_root = self
             .work_dir
             .unwrap_or_else(|| std::env::temp_dir().join("stampede-work"));
-        Ok((
-            scenario,
-            RunOptions {
-                results_root: self.results,
-                out_dir: self.out,
+        let dir = self.out.unwrap_or_else(|| {
+            RunResult::run_dir(&self.results, &scenario.name, SystemTime::now())
+        });
+        Ok(RunJob {
+            options: RunOptions {
+                logs_dir: dir.join(LOGS_DIR),
                 image_cache,
                 work_root,
                 // The scenario's own checkout names the revision, wherever the binary runs.
@@ -241,7 +255,9 @@ impl RunArgs {
                     .unwrap_or_else(|| PathBuf::from(".")),
                 progress: !self.no_progress,
             },
-        ))
+            scenario,
+            dir,
+        })
     }
 }
 

@@ -3,48 +3,57 @@
 //! and readiness latency from the burst epoch in HDR histograms.
 //!
 //! # Layout
-//! - [`units`]: byte sizes, bandwidths, durations as scenario files write them.
-//! - [`scenario`]: the scenario file: parsing, validation, overrides.
+//! The folders follow a run, in order:
+//! - [`scenario`]: the scenario file: parsing, validation, overrides, the pod schedule;
+//!   `scenario::units` for byte sizes, bandwidths and durations as the file writes them.
 //! - [`image`]: images on disk as OCI layouts: synthetic ones (spec, deterministic generation),
-//!   imported layouts, and real-registry images mirrored into the cache.
-//! - [`remote`]: a real registry as a source: endpoint, TLS, credentials.
-//! - [`inspect`]: what an image costs to pull and start, read from its layers; two compared.
-//! - [`registry`]: the embedded registry: serves generated images with the scenario's bandwidth,
-//!   latency and throttling, and counts what it serves.
-//! - [`unpack`]: decompress and untar layers into a snapshot directory, safely.
-//! - [`pull`]: the harness's own OCI client pull into a node's content store.
-//! - [`recorder`]: per-phase HDR histograms and timelines.
-//! - [`result`]: `result.json`, its versioned schema.
+//!   imported layouts, real-registry images mirrored into the cache (`image::remote`: endpoint,
+//!   TLS, credentials); `image::variant` makes each variant's image ready.
+//! - [`registry`]: the embedded registry: serves the images with the scenario's bandwidth,
+//!   latency and throttling, and counts what it serves; `registry::origin` starts it on
+//!   loopback or behind a kernel-shaped link in its own network namespace.
+//! - [`target`]: what nodes pull through, set up per burst (direct, cache-daemon per node,
+//!   shared or as a cluster, a mirror); `target::peer` for the peers the harness starts itself
+//!   (distribution's proxy mode, an nginx cache).
+//! - [`nodes`]: a node and its pulls: `nodes::node` (content store, kubelet's pull queue, one
+//!   shared pull per image), `nodes::pull` (the harness's own OCI client), `nodes::real_puller`
+//!   (skopeo, ctr), `nodes::unpack` (layers into a snapshot, safely), `nodes::container` (file
+//!   reads, init, readiness probe); and nodes as network namespaces (the fabric of shaped links,
+//!   the client inside each node, cache processes inside the nodes, link counters, their CPU,
+//!   and the faults a scenario injects there: a cluster owner killed mid-burst).
+//! - [`run`]: a whole scenario run, and each burst in it in three steps: deploy (target and
+//!   nodes), pod (one task per pod of the schedule), record (milestones into the burst's
+//!   `run::recorder::Recorder`, per-phase HDR histograms); `run::host` for the host's CPU.
+//! - [`result`]: `result.json`, its versioned schema: what a run hands back.
 //! - [`report`]: `report.md` and the self-contained `report.html` (inline SVG charts) from a
 //!   result, capacity answers, and the comparison's Markdown and HTML.
 //! - [`compare`]: differences between runs or variants with bootstrap confidence intervals over
 //!   repetitions, and regression gates.
-//! - [`target`]: what nodes pull through (direct, cache-daemon per node or shared, a mirror, a
-//!   peer).
-//! - [`peer`]: the peers the harness starts itself: distribution's proxy mode and an nginx cache.
-//! - [`origin`]: the embedded registry as every target's upstream, on loopback or behind a
-//!   kernel-shaped link in its own network namespace.
-//! - [`real_puller`]: node pulls done by real clients (skopeo, ctr).
-//! - [`node`]: a simulated node: content store, kubelet's pull queue, one shared pull per image.
-//! - [`nodes`]: nodes as network namespaces (`[network] nodes = "namespaces"`): the fabric of
-//!   kernel-shaped links, the harness's client inside each node, cache processes inside the
-//!   nodes, the links' byte counters and each cache process's CPU and memory, and the faults a
-//!   scenario injects there (a cluster's stripe owner killed mid-burst).
-//! - [`container`]: the container start model (file reads, init, readiness probe).
-//! - [`host`]: CPU use during a burst, for the host-bound warning.
-//! - [`variant_image`]: each variant's image made ready: generated, imported, mirrored or resolved.
-//! - [`run`]: a whole scenario run and each burst in it.
+//! - [`inspect`]: what an image costs to pull and start, read from its layers; two compared.
 //! - [`model`]: the fleet model: the same scenarios through a discrete-event, flow-level model
 //!   (`bench-harness model`), calibrated by a machine profile (`bench-harness calibrate`).
-//! - [`cli`]: flags into settings.
+//! - [`cli`]: flags into settings (`main.rs` dispatches them and writes the files).
 //!
-//! # One pod's path
-//! `run::run` -> burst epoch -> pod task sleeps to its scheduled offset -> `node::Node::images`
-//! (the variant's image, then its sidecars'; for each, the first pod of the node: queue slot ->
-//! `pull::Puller::pull` (or a real client through `real_puller`) -> `unpack` per layer) ->
-//! `container::start` -> milestones to the burst's `recorder::Recorder` -> `result` -> `report`
-//! (later `bench-harness report` re-renders from `result.json`, and `bench-harness compare`
-//! sets two results side by side through `compare`).
+//! # One scenario run
+//! `main` -> `cli::RunArgs::into_job` (scenario with `--set` overrides, validated; the run
+//! directory) -> [`run::run`]: every peer and real client checked -> nodes' namespaces when
+//! asked -> `image::variant::prepare_all` (generate, import, mirror or resolve each variant's
+//! image) -> `registry::origin::Origin::start` serves them -> for each repetition, variant and
+//! target, one burst:
+//! - deploy: `target::Deployment::up` (caches or peers fresh for this burst), each node's
+//!   puller, `nodes::node::Node`s, the epoch set;
+//! - pod: every pod of `scenario::Scenario::schedule` is a task that sleeps to its offset from
+//!   the epoch -> `nodes::node::Node::images` (the variant's image, then its sidecars'; for each,
+//!   the first pod of the node takes a queue slot -> `nodes::pull::Puller::pull` or a real
+//!   client -> `nodes::unpack` per layer; the node's other pods wait for that pull) ->
+//!   `nodes::container::start` -> the pod's milestones;
+//! - record: once every pod is done, the milestones into the burst's `Recorder`; the
+//!   registry's accounting, the links' and the host's counters beside them; the target down.
+//!
+//! -> the recorders merged into a [`result::RunResult`] (SLOs evaluated) -> back in `main`:
+//! `result.json`, then [`report`]'s `report.md` and `report.html`. Later, `bench-harness report`
+//! re-renders them from `result.json`, and `bench-harness compare` sets two results side by side
+//! through [`compare`].
 
 #![forbid(unsafe_code)]
 

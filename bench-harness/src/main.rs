@@ -1,6 +1,7 @@
-//! The `bench-harness` binary: flags -> settings -> tracing -> run, report or compare -> exit
-//! code (0 pass, 1 SLO missed or regression gate crossed, 2 error, 3 `compare` left a gate
-//! unjudged because its series were host-bound; the error chain printed once). `run` and
+//! The `bench-harness` binary: flags -> settings -> tracing -> run, report or compare -> files
+//! -> exit code (0 pass, 1 SLO missed or regression gate crossed, 2 error, 3 `compare` left a
+//! gate unjudged because its series were host-bound; the error chain printed once). The runner
+//! hands back a `RunResult`; this file writes it (`result.json`) and its reports. `run` and
 //! `report` end with a warning on stderr when bursts were host-bound. SIGINT or SIGTERM during
 //! `run` drops the run, so everything it started is cleaned up before the process exits with 2.
 
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use bench_harness::cli::{Cli, Command, CompareJob};
+use bench_harness::cli::{Cli, Command, CompareJob, RunJob};
 use bench_harness::compare::{self, Input};
 use bench_harness::report::{self, human, section};
 use bench_harness::result::RunResult;
@@ -38,7 +39,11 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => {
-            let (scenario, options) = args.into_settings()?;
+            let RunJob {
+                scenario,
+                options,
+                dir,
+            } = args.into_job()?;
             eprintln!(
                 "bench-harness: running {} ({}, {}, {} x {} x {})",
                 scenario.name,
@@ -50,13 +55,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             // On a signal the run future is dropped, and with it every guard: peers and
             // containerds are stopped by PID, the shaped namespace is deleted.
-            let out = tokio::select! {
-                out = bench_harness::run::run(scenario, options) => out?,
+            let result = tokio::select! {
+                result = bench_harness::run::run(scenario, options) => result?,
                 signal = interrupted() => anyhow::bail!(
                     "{signal} received: run stopped; its peers, containerds and network namespace were cleaned up"
                 ),
             };
-            Ok(run_outcome(&out.result, &out.dir))
+            result.write(&dir)?;
+            report::write_all(&result, &dir)?;
+            Ok(run_outcome(&result, &dir))
         }
         Command::Inspect(args) => {
             println!("{}", args.run().await?);

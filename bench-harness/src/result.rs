@@ -9,7 +9,7 @@
 //! merged histogram and one per repetition. Reading back ([`RunResult::load`]) decodes the
 //! per-repetition encodings; merged views are sums of those, never re-sampled.
 //!
-//! This module does not measure or render: `recorder.rs` measures, `report.rs` renders.
+//! This module does not measure or render: `run/recorder.rs` measures, `report/` renders.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;

@@ -171,19 +171,13 @@ fn platform_manifest(
         unreachable!("callers pass image manifests only");
     };
     let descriptor = |d: &oci_spec::image::Descriptor| {
-        descriptor_digest(d)
-            .map(|digest| Descriptor {
-                digest,
-                media_type: d.media_type().to_string(),
-                size_bytes: d.size(),
-            })
-            .map_err(|source| ImportError::Layout {
-                dir: dir.clone(),
-                source: LayoutError::Descriptor {
-                    path: layout.blob_path(&manifest.digest),
-                    source,
-                },
-            })
+        Descriptor::of(d).map_err(|source| ImportError::Layout {
+            dir: dir.clone(),
+            source: LayoutError::Descriptor {
+                path: layout.blob_path(&manifest.digest),
+                source,
+            },
+        })
     };
     let config = descriptor(image.config())?;
     let layers = image

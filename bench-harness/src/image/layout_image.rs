@@ -27,6 +27,20 @@ pub struct Descriptor {
     pub size_bytes: u64,
 }
 
+impl Descriptor {
+    /// The descriptor a manifest or an index lists, as ours.
+    ///
+    /// # Errors
+    /// [`ManifestError::Digest`] when its digest is not one we can use.
+    pub fn of(d: &oci_spec::image::Descriptor) -> Result<Self, ManifestError> {
+        Ok(Self {
+            digest: stampede_oci::manifest::descriptor_digest(d)?,
+            media_type: d.media_type().to_string(),
+            size_bytes: d.size(),
+        })
+    }
+}
+
 /// One platform's image held in a layout.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlatformManifest {

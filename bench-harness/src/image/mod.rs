@@ -1,7 +1,10 @@
 //! Images on disk: synthetic ones (the spec a scenario writes, [`spec`]; the bytes inside their
 //! layers, [`content`]; the OCI layout they are written as, [`layout`]; their deterministic,
 //! cached generation, [`generate`]), OCI layouts made elsewhere ([`import`]), and images of real
-//! registries fetched once into the cache ([`mirror`]). Each ends as a [`LayoutImage`].
+//! registries fetched once into the cache ([`mirror`]), reached through [`remote`] (endpoint,
+//! TLS, credentials). Each ends as a [`LayoutImage`]; [`variant`] makes each scenario variant's
+//! image ready for the bursts that way, or only resolves it when nodes pull it straight from a
+//! real registry.
 //!
 //! Serving them is the embedded registry's business (`crate::registry`).
 

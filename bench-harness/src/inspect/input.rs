@@ -315,18 +315,11 @@ async fn opened_remote(
         }
         Manifest::Image(m) => (Vec::new(), top_descriptor.clone(), m),
     };
-    let descriptor = |d: &oci_spec::image::Descriptor| -> Result<Descriptor, InspectError> {
-        Ok(Descriptor {
-            digest: stampede_oci::manifest::descriptor_digest(d)?,
-            media_type: d.media_type().to_string(),
-            size_bytes: d.size(),
-        })
-    };
-    let config = descriptor(image.config())?;
+    let config = Descriptor::of(image.config())?;
     let layers = image
         .layers()
         .iter()
-        .map(descriptor)
+        .map(Descriptor::of)
         .collect::<Result<Vec<_>, _>>()?;
     let blobs = Blobs::Remote {
         client,

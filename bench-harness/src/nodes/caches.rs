@@ -133,6 +133,24 @@ pub struct CacheSpec {
     pub work: PathBuf,
 }
 
+/// Where one cache process runs: the namespace it is started in, its name in logs and facts
+/// (`node-<n>` or `shared`), and the address it listens on.
+struct Site<'a> {
+    place: &'a Endpoint,
+    who: String,
+    listen: SocketAddr,
+}
+
+impl<'a> Site<'a> {
+    fn new(place: &'a Endpoint, who: impl Into<String>, listen: SocketAddr) -> Self {
+        Self {
+            place,
+            who: who.into(),
+            listen,
+        }
+    }
+}
+
 impl NodeCaches {
     /// Starts the caches `spec` names and waits until each answers. Blocking.
     ///
@@ -163,7 +181,7 @@ impl NodeCaches {
             CacheKind::CacheDaemon(Placement::Shared) => {
                 let svc = service()?;
                 let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
-                caches.spawn_daemon(&spec, svc, "shared", listen, &[])?;
+                caches.spawn_daemon(&spec, Site::new(svc, "shared", listen), &[])?;
                 caches.urls = vec![format!("http://{listen}"); nodes.len()];
             }
             CacheKind::CacheDaemon(placement) => {
@@ -186,21 +204,25 @@ impl NodeCaches {
                             c.secret_file.display().to_string(),
                         ]);
                     }
-                    caches.spawn_daemon(&spec, node, &format!("node-{n}"), listen, &extra)?;
+                    caches.spawn_daemon(
+                        &spec,
+                        Site::new(node, format!("node-{n}"), listen),
+                        &extra,
+                    )?;
                 }
                 caches.urls = vec![format!("http://{listen}"); nodes.len()];
             }
             CacheKind::Nginx(Placement::PerNode) => {
                 let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, CACHE_PORT));
                 for (n, node) in nodes.iter().enumerate() {
-                    caches.start_nginx(&spec, node, &format!("node-{n}"), listen)?;
+                    caches.start_nginx(&spec, Site::new(node, format!("node-{n}"), listen))?;
                 }
                 caches.urls = vec![format!("http://{listen}"); nodes.len()];
             }
             CacheKind::Nginx(_) => {
                 let svc = service()?;
                 let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
-                caches.start_nginx(&spec, svc, "shared", listen)?;
+                caches.start_nginx(&spec, Site::new(svc, "shared", listen))?;
                 caches.urls = vec![format!("http://{listen}"); nodes.len()];
             }
         }
@@ -213,11 +235,10 @@ impl NodeCaches {
     fn spawn_daemon(
         &mut self,
         spec: &CacheSpec,
-        place: &Endpoint,
-        who: &str,
-        listen: SocketAddr,
+        site: Site<'_>,
         extra: &[String],
     ) -> Result<(), CacheError> {
+        let Site { place, who, listen } = site;
         let binary = cache_daemon_binary().ok_or(CacheError::Binary)?;
         let dir = spec.work.join(format!("cache-daemon-{who}"));
         std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
@@ -242,7 +263,7 @@ impl NodeCaches {
             .env("RUST_LOG", "info");
         let proc = Proc::spawn(&format!("cache-daemon ({who})"), cmd, &log)?;
         self.processes.push(CacheProcess {
-            who: who.to_owned(),
+            who,
             program: "cache-daemon",
             netns: place.netns().to_owned(),
             addr: listen,
@@ -253,13 +274,8 @@ impl NodeCaches {
         Ok(())
     }
 
-    fn start_nginx(
-        &mut self,
-        spec: &CacheSpec,
-        place: &Endpoint,
-        who: &str,
-        listen: SocketAddr,
-    ) -> Result<(), CacheError> {
+    fn start_nginx(&mut self, spec: &CacheSpec, site: Site<'_>) -> Result<(), CacheError> {
+        let Site { place, who, listen } = site;
         let config = NginxConfig::new(
             listen,
             spec.upstream,
@@ -271,7 +287,7 @@ impl NodeCaches {
         ];
         let nginx = NginxCache::start_in(config, Some(place.netns()))?;
         self.processes.push(CacheProcess {
-            who: who.to_owned(),
+            who,
             program: "nginx",
             netns: place.netns().to_owned(),
             addr: listen,

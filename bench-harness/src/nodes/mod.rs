@@ -1,6 +1,17 @@
-//! Nodes as network namespaces (`[network] nodes = "namespaces"`): this folder owns everything
-//! that exists only when a node is a namespace with a real, kernel-shaped link instead of a set
-//! of tasks in this process.
+//! The nodes: what happens on a node during a burst, from a pod asking for its images to its
+//! container turning ready, whether the node is a set of tasks in this process or a network
+//! namespace.
+//!
+//! - [`node`]: a simulated node: content store and snapshots, kubelet's pull queue, one shared
+//!   pull per image and node.
+//! - [`pull`]: the harness's own OCI client pull into the node's content store.
+//! - [`real_puller`]: node pulls done by real clients (skopeo, ctr).
+//! - [`unpack`]: decompress and untar layers into the node's snapshot directory, safely.
+//! - [`container`]: the container start model (file reads, init, readiness probe).
+//!
+//! Nodes as network namespaces (`[network] nodes = "namespaces"`): the rest of this folder owns
+//! everything that exists only when a node is a namespace with a real, kernel-shaped link
+//! instead of a set of tasks in this process.
 //!
 //! - [`NodeNet`] (this file): the run's fabric (`stampede_lab::Fabric`): one namespace per node,
 //!   one for the registry, one service namespace when a target runs one process for every node,
@@ -15,7 +26,7 @@
 //! - [`usage`]: CPU seconds and peak memory of each cache process over a burst.
 //! - [`fault`]: [`OwnerKill`], a cluster target's stripe owner killed mid-burst.
 //!
-//! What stays where it was: the embedded registry still runs in this process (`origin.rs`
+//! What stays where it was: the embedded registry still runs in this process (`registry::origin`
 //! binds its listener inside the registry's namespace), latency and registry egress are still
 //! the registry's user-space model (the kernel has no netem), and pods, pulls and unpacking are
 //! the same code as for nodes that are tasks. The fabric is made once per run and deleted when

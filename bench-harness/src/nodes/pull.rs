@@ -5,7 +5,7 @@
 //!
 //! It times, it does not judge: the caller turns the returned instants into phases from the burst
 //! epoch. Layers already in the node's content store (a base layer shared with another image) are
-//! not fetched again, as containerd would not. Unpacking is `unpack.rs`'s job.
+//! not fetched again, as containerd would not. Unpacking is `unpack/`'s job.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

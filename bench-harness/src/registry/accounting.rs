@@ -195,14 +195,6 @@ impl Accounting {
         state.snapshot = empty(self.nodes, self.bucket);
     }
 
-    /// Moves the time series' epoch to `epoch` without clearing counters; the series is
-    /// cleared, as its buckets were relative to the old epoch.
-    pub fn set_epoch(&self, epoch: Instant) {
-        let mut state = self.lock();
-        state.epoch = epoch;
-        state.snapshot.series = empty_series(self.bucket);
-    }
-
     /// A copy of the counters.
     pub fn snapshot(&self) -> AccountingSnapshot {
         let state = self.lock();

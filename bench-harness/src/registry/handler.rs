@@ -147,6 +147,14 @@ struct Content {
     kind: BodyKind,
 }
 
+/// Where a response goes and whether it carries a body: the listener the request arrived on
+/// (whose node link meters the body), and whether the request was a `HEAD`.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    listener: ListenerId,
+    head: bool,
+}
+
 /// Everything a request needs; shared by every connection of every listener.
 #[derive(Debug)]
 pub struct Handler {
@@ -184,19 +192,18 @@ impl Handler {
     /// Answers `req`, which arrived on `listener`. Never fails: every outcome is a response.
     pub async fn handle<B>(&self, listener: ListenerId, req: Request<B>) -> Response<ResponseBody> {
         let arrived = Instant::now();
-        let head = req.method() == Method::HEAD;
+        let reply = Reply {
+            listener,
+            head: req.method() == Method::HEAD,
+        };
         let response = match &self.throttle {
             Some(bucket) if !bucket.try_take(arrived) => {
                 self.accounting.throttled(listener, arrived);
-                self.error(
-                    listener,
-                    head,
-                    &ErrorAnswer::TooManyRequests(self.retry_after_secs),
-                )
+                self.error(reply, &ErrorAnswer::TooManyRequests(self.retry_after_secs))
             }
-            _ => match self.serve(listener, &req, arrived).await {
+            _ => match self.serve(reply, &req, arrived).await {
                 Ok(response) => response,
-                Err(answer) => self.error(listener, head, &answer),
+                Err(answer) => self.error(reply, &answer),
             },
         };
         if !self.latency.is_zero() {
@@ -207,16 +214,16 @@ impl Handler {
 
     async fn serve<B>(
         &self,
-        listener: ListenerId,
+        reply: Reply,
         req: &Request<B>,
         arrived: Instant,
     ) -> Result<Response<ResponseBody>, ErrorAnswer> {
         let method = req.method();
-        let head = method == Method::HEAD;
+        let head = reply.head;
         let readable = head || method == Method::GET;
         let route = Route::parse(req.uri().path());
         let kind = RequestKind::of_route(method.as_str(), route.as_ref().ok());
-        self.accounting.request(listener, kind, arrived);
+        self.accounting.request(reply.listener, kind, arrived);
         let route = route?;
         if !readable {
             return Err(ErrorAnswer::Method);
@@ -234,7 +241,7 @@ impl Handler {
                     len,
                     kind: BodyKind::Other,
                 };
-                Ok(self.respond(builder, listener, head, content))
+                Ok(self.respond(builder, reply, content))
             }
             Route::Manifest { repo, reference } => {
                 let (digest, entry) =
@@ -258,19 +265,18 @@ impl Handler {
                     len,
                     kind: body,
                 };
-                Ok(self.respond(builder, listener, head, content))
+                Ok(self.respond(builder, reply, content))
             }
             Route::Blob { repo, digest } => {
                 let range = req.headers().get(RANGE).and_then(|v| v.to_str().ok());
-                self.blob(listener, head, &repo, digest, range).await
+                self.blob(reply, &repo, digest, range).await
             }
         }
     }
 
     async fn blob(
         &self,
-        listener: ListenerId,
-        head: bool,
+        reply: Reply,
         repo: &stampede_oci::RepoName,
         digest: Digest,
         range: Option<&str>,
@@ -305,6 +311,7 @@ impl Handler {
                 format!("bytes {start}-{}/{size}", start + len - 1),
             );
         }
+        let head = reply.head;
         let source = if head {
             Source::Memory(Bytes::new())
         } else {
@@ -331,18 +338,17 @@ impl Handler {
             len,
             kind: body,
         };
-        Ok(self.respond(builder, listener, head, content))
+        Ok(self.respond(builder, reply, content))
     }
 
     /// Finishes a response: an empty body for HEAD, else a metered one.
     fn respond(
         &self,
         builder: http::response::Builder,
-        listener: ListenerId,
-        head: bool,
+        reply: Reply,
         content: Content,
     ) -> Response<ResponseBody> {
-        let body = if head {
+        let body = if reply.head {
             body::empty()
         } else {
             body::metered(
@@ -351,7 +357,7 @@ impl Handler {
                 Meter {
                     shaper: self.shaper.clone(),
                     accounting: self.accounting.clone(),
-                    listener,
+                    listener: reply.listener,
                     body: content.kind,
                 },
             )
@@ -362,12 +368,7 @@ impl Handler {
             .expect("response headers are valid")
     }
 
-    fn error(
-        &self,
-        listener: ListenerId,
-        head: bool,
-        answer: &ErrorAnswer,
-    ) -> Response<ResponseBody> {
+    fn error(&self, reply: Reply, answer: &ErrorAnswer) -> Response<ResponseBody> {
         self.accounting.error(answer.code());
         let doc = answer.document();
         let len = doc.len() as u64;
@@ -389,6 +390,6 @@ impl Handler {
             len,
             kind: BodyKind::Other,
         };
-        self.respond(builder, listener, head, content)
+        self.respond(builder, reply, content)
     }
 }

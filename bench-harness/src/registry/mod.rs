@@ -19,7 +19,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`model`] describes the limits; this module does not parse scenarios or generate images.
+//! [`model`] describes the limits; [`origin`] starts the registry where a run wants it (on
+//! loopback, or behind a kernel-shaped link in a namespace of its own). This module does not
+//! parse scenarios or generate images.
 
 pub mod accounting;
 pub mod body;

@@ -1,9 +1,12 @@
-//! A whole scenario run: make the variants' images ready (generate, import, mirror or resolve:
-//! `variant_image.rs`), start the embedded registry (behind a kernel-shaped link when asked:
-//! `origin.rs`), check that every peer and real client the scenario names is installed (a
-//! missing peer is skipped with a message naming its package; the other targets still run),
-//! then for every repetition, variant and target run one burst, and write `result.json`,
-//! `report.md`, `report.html` and the peers' logs (`logs/<target>-<variant>-rep<N>.*`).
+//! A whole scenario run: check that every peer and real client the scenario names is installed
+//! (a missing peer is skipped with a message naming its package; the other targets still run),
+//! make the nodes' namespaces when nodes are namespaces, make the variants' images ready
+//! (`image::variant`: generate, import, mirror or resolve), start the embedded registry
+//! (`registry::origin`: behind a kernel-shaped link when asked), then for every repetition,
+//! variant and target run one burst, and hand back the [`RunResult`]. The runner writes no
+//! result or report: `main` writes `result.json`, `report.md` and `report.html`. Only the
+//! peers' logs, which live as long as a burst, are kept as the bursts end
+//! (`<logs_dir>/<target>-<variant>-rep<N>.*`).
 //!
 //! Bursts are interleaved (repetition-major: rep 0 of every variant and target, then rep 1, ...)
 //! so slow drift of a shared machine spreads over all series instead of biasing one. Each burst
@@ -11,67 +14,56 @@
 //! registry accounting reset at the burst epoch.
 //!
 //! # One burst
-//! Every pod of the schedule is a task that sleeps until its scheduled offset from the epoch,
-//! asks its node for its images (the variant's, then its sidecars': `node.rs` shares one pull
-//! per image and node and queues pulls as kubelet does), starts its container (`container.rs`), and hands back its milestones. The burst's
-//! coordinator records them into the burst's [`Recorder`] once every pod is done.
+//! `burst.rs` runs three steps: `deploy.rs` (the target and the nodes, before the epoch),
+//! `pod.rs` (every pod of the schedule a task that sleeps until its offset from the epoch, gets
+//! its images from its node and starts its container) and `record.rs` (the pods' milestones
+//! into the burst's [`Recorder`](recorder::Recorder) once every pod is done), with the burst's
+//! meters around the pods. Measurements live in [`recorder`] (histograms per phase) and
+//! [`host`] (the host's CPU); `progress.rs` draws the progress bar.
 
+mod burst;
+mod deploy;
 pub mod host;
+mod pod;
+mod progress;
+mod record;
 pub mod recorder;
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
 
-use futures_util::future::join_all;
-
-use stampede_oci::{ClientConfig, Reference, RegistryClient, RepoName};
+use stampede_oci::{Reference, RepoName};
 
 use crate::image::variant::{prepare_all, PullFrom, VariantImage, VariantImageError};
-use crate::nodes::container;
-use crate::nodes::node::{ImageName, Node, NodeConfig, NodePuller};
-use crate::nodes::pull::{Puller, PullerConfig};
-use crate::nodes::real_puller::{RealPuller, RealPullerConfig, RealPullerError};
-use crate::nodes::{CacheProcessFacts, NodeNet, NodeNetError, OwnerKill, WireSampler, WireTotals};
+use crate::nodes::node::ImageName;
+use crate::nodes::real_puller::{RealPuller, RealPullerError};
+use crate::nodes::{NodeNet, NodeNetError};
 use crate::registry::accounting::AccountingSnapshot;
 use crate::registry::origin::{Origin, OriginError};
-use crate::registry::shaping::ByteBucket;
-use crate::registry::{EmbeddedRegistry, RegistryError};
-use crate::report;
-use crate::result::{BurstCpu, RegistryTotals, ResultError, RunFacts, RunResult};
-use crate::run::host::{CpuSampler, CpuUse, HostBound};
-use crate::run::recorder::{
-    BlobFirstByte, FailureKind, PodTimes, PullTimes, Recorder, Recordings, RunKey,
-};
-use crate::scenario::{PodSlot, PullerKind, Scenario, Target, TargetKind, Variant};
+use crate::registry::RegistryError;
+use crate::result::{BurstCpu, RegistryTotals, RunFacts, RunResult};
+use crate::run::burst::{Burst, BurstOutput, Stage};
+use crate::run::host::{CpuUse, HostBound};
+use crate::run::progress::Progress;
+use crate::run::recorder::{Recordings, RunKey};
+use crate::scenario::{PullerKind, Scenario, TargetKind, Variant};
 use crate::target::peer::PeerKind;
-use crate::target::{Deployment, TargetError, Upstream};
+use crate::target::TargetError;
 use stampede_lab::Machine;
 
-/// Time the coordinator gives itself to spawn every pod before the epoch.
-const EPOCH_LEAD: Duration = Duration::from_millis(200);
-/// A pod not ready this long after its scheduled time counts as failed (`timeout`).
-const POD_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// How many distinct failure messages a run keeps as samples for the report.
 const ERROR_SAMPLES: usize = 10;
 /// Tag under which every variant is served.
 pub const TAG: &str = "latest";
 /// Where peers' logs go inside the run directory.
 pub const LOGS_DIR: &str = "logs";
-/// A peer's upstream traffic counts as finished once the registry has seen nothing new for this
-/// long (distribution's proxy keeps filling its store after its clients are served).
-const UPSTREAM_QUIET: Duration = Duration::from_secs(1);
-/// Longest wait for a peer's upstream traffic to finish after the burst.
-const UPSTREAM_QUIET_LIMIT: Duration = Duration::from_secs(60);
 
 /// What a run needs besides the scenario.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Where `<scenario>-<timestamp>/` goes, unless `out_dir` is given.
-    pub results_root: PathBuf,
-    /// Exact output directory.
-    pub out_dir: Option<PathBuf>,
+    /// Where peers' logs are kept (the run directory's [`LOGS_DIR`]).
+    pub logs_dir: PathBuf,
     /// Where generated images are cached between runs.
     pub image_cache: PathBuf,
     /// Where node directories and daemon stores live during bursts.
@@ -127,12 +119,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// The result could not be written.
-    #[error(transparent)]
-    Result(#[from] ResultError),
-    /// The report could not be written.
-    #[error(transparent)]
-    Report(#[from] report::ReportError),
     /// The client could not be built.
     #[error("registry client")]
     Client(#[source] stampede_oci::ClientError),
@@ -143,13 +129,13 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
     move |source| RunError::Io { what, source }
 }
 
-/// A finished run: its result and where it was written.
-#[derive(Debug)]
-pub struct RunOutput {
-    /// The result, as written to `result.json`.
-    pub result: RunResult,
-    /// The run directory.
-    pub dir: PathBuf,
+/// A blocking task that did not finish (it panicked or was cancelled), as an I/O error saying
+/// what it was doing.
+fn joined(what: &str) -> impl FnOnce(tokio::task::JoinError) -> RunError + '_ {
+    move |e| RunError::Io {
+        what: what.to_owned(),
+        source: std::io::Error::other(e),
+    }
 }
 
 /// The repository a variant is served under.
@@ -157,21 +143,93 @@ pub fn variant_repo(variant: &Variant) -> String {
     format!("stampede/{}", variant.name)
 }
 
-/// Runs `scenario` to the end and writes its result.
+/// Runs `scenario` to the end and returns its result, SLOs evaluated; writing it is the
+/// caller's.
 ///
 /// # Errors
 /// [`RunError`] when the run itself cannot proceed (not when pulls fail: those are data).
-pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, RunError> {
+pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunResult, RunError> {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let mut warnings = Vec::new();
-
     RealPuller::check(scenario.runtime.puller).map_err(|source| RunError::PullerMissing {
         puller: scenario.runtime.puller.name(),
         source,
     })?;
     let skipped = missing_peers(&scenario);
-    for (target, why) in &skipped {
+    let mut warnings = setup_warnings(&scenario, &skipped);
+    // Before the images: a run that cannot make its nodes stops at once.
+    let net = node_net(&scenario).await?;
+    let images = prepare_all(&scenario, &options.image_cache)
+        .await
+        .map_err(|(variant, source)| RunError::Image { variant, source })?;
+    let nodes = scenario.total_nodes();
+    let origin = Origin::start(
+        &scenario.registry,
+        nodes as usize,
+        net.as_ref().map(NodeNet::registry),
+    )
+    .await?;
+    let registry = origin.registry();
+    for (variant, image) in scenario.variants.iter().zip(&images) {
+        warnings.extend(image.warnings.iter().cloned());
+        if let PullFrom::Embedded(layout) = &image.pull {
+            registry
+                .add_image(&variant_repo(variant), TAG, layout)
+                .map_err(RunError::Registry)?;
+        }
+    }
+    tracing::info!(registry = %registry.url(), nodes, "embedded registry serving");
+
+    let bursts = Bursts {
+        scenario: &scenario,
+        images: &images,
+        skipped: &skipped,
+        origin: &origin,
+        net: net.as_ref(),
+    };
+    let gathered = bursts.run(&options).await?;
+    let link = match &net {
+        Some(net) => net.facts(),
+        None => origin.link_facts(),
+    };
+    origin.shutdown().await;
+    if let Some(net) = net {
+        // Deleting namespaces runs `ip`: blocking work, off the runtime's threads.
+        tokio::task::spawn_blocking(move || drop(net)).await.ok();
+    }
+    warnings.extend(gathered.warnings.iter().cloned());
+    warnings.extend(
+        gathered
+            .errors
+            .iter()
+            .map(|e| format!("pull error sample: {e}")),
+    );
+
+    let workspace = options.workspace.clone();
+    let machine = tokio::task::spawn_blocking(move || Machine::collect(&workspace))
+        .await
+        .map_err(joined("collect machine facts"))?;
+    let facts = RunFacts {
+        scenario: scenario.clone(),
+        started_at,
+        duration: started.elapsed(),
+        machine,
+        warnings,
+    };
+    let mut result = gathered.into_result(facts);
+    describe_images(&mut result, &scenario, images, link);
+    result.evaluate_slo();
+    Ok(result)
+}
+
+/// The warnings a run knows before it starts: skipped targets, node links a real client's pulls
+/// escape, and cache-daemons that run inside the harness's process.
+fn setup_warnings(
+    scenario: &Scenario,
+    skipped: &BTreeMap<String, stampede_lab::LabError>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (target, why) in skipped {
         tracing::warn!(%target, "target skipped: {why:#}");
         warnings.push(format!("target {target} not run: {why}"));
     }
@@ -194,141 +252,141 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
             }
         }
     }
-    // Before the images: a run that cannot make its nodes stops at once.
-    let net = node_net(&scenario).await?;
-    let images = prepare_all(&scenario, &options.image_cache)
-        .await
-        .map_err(|(variant, source)| RunError::Image { variant, source })?;
-    let nodes = scenario.total_nodes();
-    let origin = Origin::start(
-        &scenario.registry,
-        nodes as usize,
-        net.as_ref().map(NodeNet::registry),
-    )
-    .await?;
-    let registry = origin.registry();
-    let dir = options
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| RunResult::run_dir(&options.results_root, &scenario.name, started_at));
-    for (variant, image) in scenario.variants.iter().zip(&images) {
-        warnings.extend(image.warnings.iter().cloned());
-        if let PullFrom::Embedded(layout) = &image.pull {
-            registry
-                .add_image(&variant_repo(variant), TAG, layout)
-                .map_err(RunError::Registry)?;
-        }
-    }
-    tracing::info!(registry = %registry.url(), nodes, "embedded registry serving");
+    warnings
+}
 
-    let bursts =
-        u64::from(scenario.repetitions) * (scenario.variants.len() * scenario.targets.len()) as u64;
-    let progress = Progress::new(options.progress, bursts * u64::from(scenario.total_pods()));
-    let mut recordings = Recordings::new();
-    let mut totals: BTreeMap<(String, String, u32), RegistryTotals> = BTreeMap::new();
-    let mut cpu: BTreeMap<(String, String, u32), CpuUse> = BTreeMap::new();
-    let mut errors: Vec<String> = Vec::new();
-    std::fs::create_dir_all(&options.work_root)
-        .map_err(io(format!("create {}", options.work_root.display())))?;
-    for rep in 0..scenario.repetitions {
-        for (variant, image) in scenario.variants.iter().zip(&images) {
-            for target in scenario
-                .targets
-                .iter()
-                .filter(|t| !skipped.contains_key(&t.name))
-            {
-                let work = tempfile::Builder::new()
-                    .prefix(&format!("burst-{rep}-{}-{}-", variant.name, target.name))
-                    .tempdir_in(&options.work_root)
-                    .map_err(io("create burst directory"))?;
-                let burst = Burst {
-                    scenario: &scenario,
-                    variant,
-                    image,
-                    pod_images: pod_images(&scenario, &images, variant),
-                    target,
-                    repetition: rep,
-                    origin: &origin,
-                    net: net.as_ref(),
-                    work: work.path(),
-                    logs: &dir.join(LOGS_DIR),
-                    progress: &progress,
-                };
-                let out = burst.run().await?;
-                if out.cpu.host_bound() {
-                    let bound = HostBound {
-                        variant: variant.name.clone(),
-                        target: target.name.clone(),
-                        repetition: rep,
-                        mean_busy: out.cpu.mean_busy,
+/// Every burst of a run: what they share.
+struct Bursts<'a> {
+    scenario: &'a Scenario,
+    images: &'a [VariantImage],
+    /// Targets not run, with why.
+    skipped: &'a BTreeMap<String, stampede_lab::LabError>,
+    origin: &'a Origin,
+    net: Option<&'a NodeNet>,
+}
+
+impl Bursts<'_> {
+    /// Runs every (repetition, variant, target) burst, repetition-major, each in a fresh work
+    /// directory (kept only with `keep_snapshots`).
+    async fn run(&self, options: &RunOptions) -> Result<Gathered, RunError> {
+        let s = self.scenario;
+        let bursts = u64::from(s.repetitions) * (s.variants.len() * s.targets.len()) as u64;
+        let progress = Progress::new(options.progress, bursts * u64::from(s.total_pods()));
+        let stage = Stage {
+            scenario: s,
+            origin: self.origin,
+            net: self.net,
+            logs: &options.logs_dir,
+            progress: &progress,
+        };
+        let mut gathered = Gathered::default();
+        std::fs::create_dir_all(&options.work_root)
+            .map_err(io(format!("create {}", options.work_root.display())))?;
+        for repetition in 0..s.repetitions {
+            for (variant, image) in s.variants.iter().zip(self.images) {
+                for target in s
+                    .targets
+                    .iter()
+                    .filter(|t| !self.skipped.contains_key(&t.name))
+                {
+                    let work = tempfile::Builder::new()
+                        .prefix(&format!(
+                            "burst-{repetition}-{}-{}-",
+                            variant.name, target.name
+                        ))
+                        .tempdir_in(&options.work_root)
+                        .map_err(io("create burst directory"))?;
+                    let burst = Burst {
+                        stage: &stage,
+                        variant,
+                        image,
+                        pod_images: pod_images(s, self.images, variant),
+                        target,
+                        repetition,
+                        work: work.path(),
                     };
-                    warnings.push(bound.warning());
-                }
-                cpu.insert((variant.name.clone(), target.name.clone(), rep), out.cpu);
-                for e in out.errors {
-                    if errors.len() < ERROR_SAMPLES && !errors.contains(&e) {
-                        errors.push(e);
+                    gathered.add(burst.run().await?);
+                    if s.runtime.keep_snapshots {
+                        let kept = work.keep();
+                        tracing::info!(dir = %kept.display(), "kept burst directory");
                     }
-                }
-                if let Some(snapshot) = &out.registry {
-                    let mut t = registry_totals(snapshot, out.link_bytes);
-                    t.wire = out.wire;
-                    t.cache_processes = out.caches;
-                    t.cpu = Some(BurstCpu {
-                        host_busy: out.cpu.mean_busy,
-                        harness_cpu_seconds: out.cpu.own_cpu_seconds,
-                    });
-                    totals.insert((variant.name.clone(), target.name.clone(), rep), t);
-                }
-                recordings.add(out.recorder);
-                if scenario.runtime.keep_snapshots {
-                    let kept = work.keep();
-                    tracing::info!(dir = %kept.display(), "kept burst directory");
                 }
             }
         }
+        progress.finish();
+        Ok(gathered)
     }
-    progress.finish();
-    let link = match &net {
-        Some(net) => net.facts(),
-        None => origin.link_facts(),
-    };
-    origin.shutdown().await;
-    if let Some(net) = net {
-        // Deleting namespaces runs `ip`: blocking work, off the runtime's threads.
-        tokio::task::spawn_blocking(move || drop(net)).await.ok();
-    }
-    for e in &errors {
-        warnings.push(format!("pull error sample: {e}"));
+}
+
+/// What the bursts of a run handed back, gathered per (variant, target, repetition).
+#[derive(Default)]
+struct Gathered {
+    recordings: Recordings,
+    /// What the registry served, per burst pulled from the embedded registry.
+    totals: BTreeMap<RunKey, RegistryTotals>,
+    cpu: BTreeMap<RunKey, CpuUse>,
+    /// Up to [`ERROR_SAMPLES`] distinct failure messages.
+    errors: Vec<String>,
+    /// One per host-bound burst.
+    warnings: Vec<String>,
+}
+
+impl Gathered {
+    fn add(&mut self, out: BurstOutput) {
+        let key = out.key;
+        if out.cpu.host_bound() {
+            let bound = HostBound {
+                variant: key.variant.clone(),
+                target: key.target.clone(),
+                repetition: key.repetition,
+                mean_busy: out.cpu.mean_busy,
+            };
+            self.warnings.push(bound.warning());
+        }
+        for e in out.errors {
+            if self.errors.len() < ERROR_SAMPLES && !self.errors.contains(&e) {
+                self.errors.push(e);
+            }
+        }
+        if let Some(snapshot) = &out.registry {
+            let mut t = registry_totals(snapshot, out.link_bytes);
+            t.wire = out.wire;
+            t.cache_processes = out.caches;
+            t.cpu = Some(BurstCpu {
+                host_busy: out.cpu.mean_busy,
+                harness_cpu_seconds: out.cpu.own_cpu_seconds,
+            });
+            self.totals.insert(key.clone(), t);
+        }
+        self.cpu.insert(key, out.cpu);
+        self.recordings.add(out.recorder);
     }
 
-    let workspace = options.workspace.clone();
-    let machine = tokio::task::spawn_blocking(move || Machine::collect(&workspace))
-        .await
-        .map_err(|e| RunError::Io {
-            what: "collect machine facts".into(),
-            source: std::io::Error::other(e),
-        })?;
-    let mut result = RunResult::new(
-        RunFacts {
-            scenario: scenario.clone(),
-            started_at,
-            duration: started.elapsed(),
-            machine,
-            warnings,
-        },
-        recordings,
-    );
-    for ((variant, target, rep), t) in totals {
-        if let Some(s) = result.series_mut(&variant, &target) {
-            s.registry.insert(rep, t);
+    /// The run's result: its facts, the recordings, and per burst the registry's totals and
+    /// the host's CPU.
+    fn into_result(self, facts: RunFacts) -> RunResult {
+        let mut result = RunResult::new(facts, self.recordings);
+        for (key, t) in self.totals {
+            if let Some(s) = result.series_mut(&key.variant, &key.target) {
+                s.registry.insert(key.repetition, t);
+            }
         }
-    }
-    for ((variant, target, rep), c) in cpu {
-        if let Some(s) = result.series_mut(&variant, &target) {
-            s.cpu.insert(rep, c);
+        for (key, c) in self.cpu {
+            if let Some(s) = result.series_mut(&key.variant, &key.target) {
+                s.cpu.insert(key.repetition, c);
+            }
         }
+        result
     }
+}
+
+/// Records each variant's image facts and the registry the nodes pulled from.
+fn describe_images(
+    result: &mut RunResult,
+    scenario: &Scenario,
+    images: Vec<VariantImage>,
+    link: serde_json::Value,
+) {
     let mut repositories = Vec::new();
     let mut remote = Vec::new();
     for (variant, image) in scenario.variants.iter().zip(images) {
@@ -345,10 +403,6 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunOutput, R
         "remote_without_accounting": remote,
         "shaped_link": link,
     }));
-    result.evaluate_slo();
-    result.write(&dir)?;
-    report::write_all(&result, &dir)?;
-    Ok(RunOutput { result, dir })
 }
 
 /// The nodes' namespaces, for `[network] nodes = "namespaces"`.
@@ -359,10 +413,7 @@ async fn node_net(scenario: &Scenario) -> Result<Option<NodeNet>, RunError> {
     let s = scenario.clone();
     tokio::task::spawn_blocking(move || NodeNet::create(&s))
         .await
-        .map_err(|e| RunError::Io {
-            what: "create the nodes' namespaces".into(),
-            source: std::io::Error::other(e),
-        })?
+        .map_err(joined("create the nodes' namespaces"))?
         .map(Some)
         .map_err(RunError::Nodes)
 }
@@ -432,386 +483,4 @@ fn pod_images(scenario: &Scenario, images: &[VariantImage], variant: &Variant) -
         .chain(variant.sidecars.iter().map(String::as_str))
         .map(|name| find(name).expect("validation: sidecars name variants of the scenario"))
         .collect()
-}
-
-/// One burst of one (variant, target, repetition).
-struct Burst<'a> {
-    scenario: &'a Scenario,
-    variant: &'a Variant,
-    image: &'a VariantImage,
-    /// The pod's images: the variant's own first, then its sidecars'.
-    pod_images: Vec<ImageName>,
-    target: &'a Target,
-    repetition: u32,
-    origin: &'a Origin,
-    /// The nodes' namespaces, when nodes are namespaces.
-    net: Option<&'a NodeNet>,
-    work: &'a Path,
-    /// Where peers' logs are kept.
-    logs: &'a Path,
-    progress: &'a Progress,
-}
-
-struct BurstOutput {
-    recorder: Recorder,
-    /// What the embedded registry served; `None` when the variant is pulled from a real one.
-    registry: Option<AccountingSnapshot>,
-    /// Bytes the shaped link carried toward the host during the burst, by the kernel's count.
-    link_bytes: Option<u64>,
-    /// What every link of the nodes' fabric carried, when nodes are namespaces.
-    wire: Option<WireTotals>,
-    /// What each cache process inside the nodes used.
-    caches: Vec<CacheProcessFacts>,
-    cpu: CpuUse,
-    errors: Vec<String>,
-}
-
-enum PodOutcome {
-    Ready {
-        node: u32,
-        slot: PodSlot,
-        times: PodTimes,
-        /// The pod's images as on its node, in the order of [`Burst::pod_images`].
-        images: Vec<Arc<crate::nodes::node::ImageOnNode>>,
-    },
-    Failed {
-        slot: PodSlot,
-        kind: FailureKind,
-        message: String,
-    },
-}
-
-impl Burst<'_> {
-    async fn run(&self) -> Result<BurstOutput, RunError> {
-        let s = self.scenario;
-        let nodes_n = s.total_nodes();
-        let registry = self.origin.registry();
-        let upstream = match &self.image.pull {
-            PullFrom::Embedded(_) => Upstream::Embedded(registry),
-            PullFrom::Remote(remote) => Upstream::Remote(remote),
-        };
-        let mut deployment =
-            Deployment::up(self.target, upstream, nodes_n, self.work, self.net).await?;
-        let pullers = self.pullers(&deployment).await?;
-        let epoch = Instant::now() + EPOCH_LEAD;
-        let mut nodes = Vec::with_capacity(nodes_n as usize);
-        for (n, puller) in (0..nodes_n).zip(pullers) {
-            let config = NodeConfig {
-                index: n,
-                dir: self.node_dir(n),
-                max_parallel_image_pulls: s.runtime.parallel_image_pulls_limit(),
-                unpack: s.runtime.unpack,
-                readiness: s.readiness.clone(),
-            };
-            nodes.push(Arc::new(Node::new(config, puller, epoch)));
-        }
-        let link_before = self.origin.link_sent_bytes();
-        registry.accounting().reset_at(epoch.into());
-        deployment.burst_started();
-        let (pods_on, killer) = self.pods_on(&deployment, nodes_n, epoch);
-        let wire = self
-            .net
-            .map(|net| WireSampler::start(net.fabric().clone(), epoch));
-        let cpu = CpuSampler::start();
-        let pods = s
-            .schedule()
-            .into_iter()
-            .filter(|slot| pods_on(slot.node))
-            .map(|slot| {
-                let node = nodes[slot.node as usize].clone();
-                let images = &self.pod_images;
-                let readiness = s.readiness.clone();
-                let progress = self.progress;
-                async move {
-                    tokio::time::sleep_until((epoch + slot.offset).into()).await;
-                    let failed = |kind, message| PodOutcome::Failed {
-                        slot,
-                        kind,
-                        message,
-                    };
-                    let outcome = tokio::time::timeout(POD_DEADLINE, async {
-                        match node.images(images).await {
-                            Err(f) => failed(f.kind, f.message),
-                            Ok(got) => {
-                                let started = epoch.elapsed();
-                                // Readiness reads the main container's image.
-                                let start_files = got[0].image.start_files.clone();
-                                let pull = PullTimes::spanning(
-                                    got.iter().filter(|g| g.waited).map(|g| g.image.pull),
-                                );
-                                match container::start(start_files, &readiness, epoch, started)
-                                    .await
-                                {
-                                    Ok(ready) => PodOutcome::Ready {
-                                        node: node.index(),
-                                        slot,
-                                        times: PodTimes {
-                                            scheduled: slot.offset,
-                                            pull,
-                                            started,
-                                            ready,
-                                            wave: slot.wave,
-                                        },
-                                        images: got.into_iter().map(|g| g.image).collect(),
-                                    },
-                                    Err(e) => failed(
-                                        FailureKind::Other,
-                                        format!("container start on node {}: {e}", node.index()),
-                                    ),
-                                }
-                            }
-                        }
-                    })
-                    .await
-                    .unwrap_or_else(|_| {
-                        failed(
-                            FailureKind::Timeout,
-                            format!("pod not ready within {POD_DEADLINE:?}"),
-                        )
-                    });
-                    progress.pod_done();
-                    outcome
-                }
-            });
-        let outcomes = join_all(pods).await;
-        if let Some(k) = killer {
-            k.abort();
-        }
-        let cpu = cpu.finish().await;
-        let embedded = matches!(self.image.pull, PullFrom::Embedded(_));
-        if embedded && PeerKind::of(&self.target.kind).is_some() {
-            settle(registry).await;
-        }
-        let snapshot = embedded.then(|| registry.accounting().snapshot());
-        let wire = match wire {
-            Some(w) => Some(w.finish().await),
-            None => None,
-        };
-        let link_bytes = match (link_before, self.origin.link_sent_bytes()) {
-            (Some(before), Some(after)) if embedded => Some(after.saturating_sub(before)),
-            _ => None,
-        };
-        let stem = format!(
-            "{}-{}-rep{}",
-            self.target.name, self.variant.name, self.repetition
-        );
-        let caches = deployment.cache_facts(&stem);
-        for kept in deployment.keep_logs(self.logs, &stem) {
-            tracing::debug!(log = %kept.display(), "kept a peer log");
-        }
-        deployment.down().await;
-        // Nodes with a real containerd stop it on drop (scanning /proc, waiting for exit):
-        // blocking work, kept off the runtime's threads.
-        tokio::task::spawn_blocking(move || drop(nodes)).await.ok();
-
-        let mut recorder = Recorder::new(RunKey {
-            variant: self.variant.name.clone(),
-            target: self.target.name.clone(),
-            repetition: self.repetition,
-        });
-        let mut layers_recorded = HashSet::new();
-        let mut wave_blobs: BTreeMap<u32, (Duration, Vec<BlobFirstByte>)> = BTreeMap::new();
-        let mut errors = Vec::new();
-        for outcome in outcomes {
-            match outcome {
-                PodOutcome::Ready {
-                    node,
-                    slot,
-                    times,
-                    images,
-                } => {
-                    recorder.pod(&times);
-                    // Each image a node pulled is recorded once for the node, in the wave of
-                    // its first ready pod (every pod has the same images, in the same order).
-                    for (i, image) in images.iter().enumerate() {
-                        if !layers_recorded.insert((node, i)) {
-                            continue;
-                        }
-                        // Image 0 is the variant's own, then its sidecars in order.
-                        let name = match i.checked_sub(1) {
-                            None => self.variant.name.as_str(),
-                            Some(k) => self.variant.sidecars.get(k).map_or("?", String::as_str),
-                        };
-                        for (position, l) in image.layers.iter().enumerate() {
-                            if image.layers_timed {
-                                recorder.layer(name, position, l);
-                            } else {
-                                recorder.layer_unpacked(name, position, l);
-                            }
-                        }
-                        let (_, blobs) = wave_blobs
-                            .entry(slot.wave)
-                            .or_insert((slot.offset, Vec::new()));
-                        blobs.extend(image.blob_timings.iter().cloned());
-                    }
-                }
-                PodOutcome::Failed {
-                    slot,
-                    kind,
-                    message,
-                } => {
-                    recorder.failed_in_wave(slot.wave, slot.offset, kind);
-                    if !errors.contains(&message) {
-                        errors.push(message);
-                    }
-                }
-            }
-        }
-        for (wave, (scheduled, blobs)) in wave_blobs {
-            recorder.wave_blobs(wave, scheduled, &blobs);
-        }
-        Ok(BurstOutput {
-            recorder,
-            registry: snapshot,
-            link_bytes,
-            wire,
-            caches,
-            cpu,
-            errors,
-        })
-    }
-
-    /// Which nodes get pods in this burst (a target limited to fewer nodes, and a node to be
-    /// killed, get none), and the armed kill, if the target asks for one.
-    fn pods_on(
-        &self,
-        deployment: &Deployment,
-        nodes_n: u32,
-        epoch: Instant,
-    ) -> (impl Fn(u32) -> bool, Option<tokio::task::JoinHandle<()>>) {
-        let kill = self
-            .net
-            .and_then(|net| OwnerKill::plan(self.target, &self.image.facts, net.fabric().nodes()));
-        let killer = kill.as_ref().and_then(|k| {
-            let pid = deployment.node_cache_pid(k.node)?;
-            Some(k.arm(pid, epoch))
-        });
-        let pulling = self.target.nodes.unwrap_or(nodes_n).min(nodes_n);
-        let victim = kill.map(|k| k.node);
-        (move |n| n < pulling && Some(n) != victim, killer)
-    }
-
-    fn node_dir(&self, n: u32) -> PathBuf {
-        self.work.join(format!("node-{n}"))
-    }
-
-    /// Every node's puller, in node order: the harness's own client, or a real one (for `ctr`,
-    /// each node's containerd is started here, all at once, before the epoch).
-    async fn pullers(&self, deployment: &Deployment) -> Result<Vec<NodePuller>, RunError> {
-        let s = self.scenario;
-        let mut pullers = Vec::new();
-        let mut starting = Vec::new();
-        for n in 0..s.total_nodes() {
-            let dir = self.node_dir(n);
-            let content = dir.join("content");
-            std::fs::create_dir_all(&content)
-                .map_err(io(format!("create {}", content.display())))?;
-            let endpoint = deployment.endpoints[n as usize].clone();
-            if s.runtime.puller != PullerKind::Harness {
-                let config = RealPullerConfig {
-                    client: s.runtime.puller,
-                    endpoint,
-                    dir,
-                    platform: s.platform.clone(),
-                    unpack: s.runtime.unpack,
-                    netns: self
-                        .net
-                        .and_then(|net| net.node(n as usize))
-                        .map(|node| node.netns().to_owned()),
-                };
-                starting.push(tokio::task::spawn_blocking(move || {
-                    RealPuller::new(n, config)
-                }));
-                continue;
-            }
-            let client = RegistryClient::new(ClientConfig {
-                response_timeout: Duration::from_secs(120),
-                extra_ca_file: deployment.ca_file.clone(),
-                ..ClientConfig::default()
-            })
-            .map_err(RunError::Client)?;
-            let link = s
-                .registry
-                .node_link
-                .filter(|_| deployment.client_paced_links);
-            let puller = Puller::new(
-                client,
-                PullerConfig {
-                    endpoint,
-                    content_dir: content,
-                    max_concurrent_downloads: s.runtime.max_concurrent_downloads as usize,
-                    platform: s.platform.clone(),
-                    body_idle_timeout: Duration::from_secs(120),
-                    link: link.map(|rate| Arc::new(ByteBucket::new(rate, 64 * 1024))),
-                },
-            );
-            pullers.push(match self.net.and_then(|net| net.runtime(n as usize)) {
-                Some(runtime) => NodePuller::HarnessInNode(puller, runtime),
-                None => NodePuller::Harness(puller),
-            });
-        }
-        for started in join_all(starting).await {
-            let puller = started.map_err(|e| RunError::Io {
-                what: "start a node's real client".into(),
-                source: std::io::Error::other(e),
-            })??;
-            pullers.push(NodePuller::Real(Box::new(puller)));
-        }
-        Ok(pullers)
-    }
-}
-
-/// Waits until the registry has served nothing new for [`UPSTREAM_QUIET`] (at most
-/// [`UPSTREAM_QUIET_LIMIT`]), so a peer's fills that outlive its clients are counted.
-async fn settle(registry: &EmbeddedRegistry) {
-    let started = Instant::now();
-    let mut last = (registry.accounting().progress(), Instant::now());
-    while started.elapsed() < UPSTREAM_QUIET_LIMIT {
-        tokio::time::sleep(UPSTREAM_QUIET / 4).await;
-        let now = registry.accounting().progress();
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() >= UPSTREAM_QUIET {
-            return;
-        }
-    }
-    tracing::warn!("registry traffic still going {UPSTREAM_QUIET_LIMIT:?} after the burst; counting what was served so far");
-}
-
-/// A progress bar on stderr (only when asked for and stderr is a terminal).
-#[derive(Debug)]
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn new(enabled: bool, pods: u64) -> Self {
-        let bar = enabled.then(|| {
-            let bar = indicatif::ProgressBar::with_draw_target(
-                Some(pods),
-                indicatif::ProgressDrawTarget::stderr(),
-            );
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:40}] {pos}/{len} pods ready or failed",
-                )
-                .expect("static template")
-                .progress_chars("=> "),
-            );
-            bar
-        });
-        Self { bar }
-    }
-
-    fn pod_done(&self) {
-        if let Some(b) = &self.bar {
-            b.inc(1);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }

@@ -12,7 +12,7 @@
 //! when its last pod turned ready, so a cold first wave and a warm second one read apart.
 //!
 //! This module does no I/O and knows nothing of the file format; `result.rs` encodes what is
-//! here, and `report.rs` renders it.
+//! here, and `report/` renders it.
 
 use std::collections::BTreeMap;
 use std::fmt;

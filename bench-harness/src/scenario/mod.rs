@@ -12,7 +12,7 @@
 //! document as a `toml::Table` and the shape deserialized again (an error names the override),
 //! then the shape converted into the typed [`Scenario`] (`file.rs`) and checked (`validate.rs`).
 //! `Scenario` serializes back to the file's shape, so `result.json` carries a scenario that
-//! parses again.
+//! parses again. Quantities (byte sizes, bandwidths, durations) are written as [`units`] say.
 
 mod file;
 mod overrides;
@@ -229,10 +229,10 @@ pub enum TargetKind {
         url: String,
     },
     /// Debian's `docker-registry` (distribution 2.8) in pull-through proxy mode, started by the
-    /// harness for each burst in front of the embedded registry (`peer.rs`).
+    /// harness for each burst in front of the embedded registry (`target/peer.rs`).
     DistributionProxy,
     /// nginx `proxy_cache` with `proxy_cache_lock`, started by the harness for each burst in front
-    /// of the embedded registry (`peer.rs`).
+    /// of the embedded registry (`target/peer.rs`).
     Nginx {
         /// One nginx for all nodes (default), or one per node (what an operator would run on
         /// each node instead of our cache; nodes in namespaces only).
@@ -337,7 +337,7 @@ pub struct Runtime {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PullerKind {
-    /// The harness's own client (`pull.rs`): every phase timed, first byte included.
+    /// The harness's own client (`nodes/pull.rs`): every phase timed, first byte included.
     #[default]
     Harness,
     /// `skopeo copy docker://... dir:...` per node pull; the harness unpacks what it wrote.
@@ -699,13 +699,6 @@ impl Scenario {
     /// registry-side accounting for it).
     pub fn warnings(&self) -> Vec<String> {
         validate::warnings(self)
-    }
-}
-
-impl Target {
-    /// The kind as the file writes it: `"direct"`, `"cache-daemon"`, ...
-    pub fn kind_name(&self) -> &'static str {
-        self.kind.name()
     }
 }
 

@@ -62,10 +62,25 @@ const GZIP_LEVELS: std::ops::RangeInclusive<i32> = 0..=9;
 /// Zstandard levels the `zstd` crate accepts (20-22 are the "ultra" levels).
 const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
+/// Every problem of `s`, in the order of the file's sections.
 pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut problem = |path: String, message: String| out.push(Problem { path, message });
+    name_and_counts(s, &mut problem);
+    arrival(s, &mut problem);
+    variants(s, &mut problem);
+    for (i, v) in s.variants.iter().enumerate() {
+        sidecars(s, i, v, &mut problem);
+    }
 
+    targets(s, &mut problem);
+    runtime(s, &mut problem);
+    limits(s, &mut problem);
+    out
+}
+
+/// The run's name, and the counts that must be at least 1.
+fn name_and_counts(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     if s.name.is_empty()
         || !s
             .name
@@ -93,7 +108,10 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             problem(field.into(), "must be at least 1".into());
         }
     }
+}
 
+/// `arrival`, and the pods it adds up to.
+fn arrival(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     match &s.arrival {
         Arrival::Burst => {}
         Arrival::Ramp { over } => {
@@ -137,7 +155,10 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             format!("{total_pods} pods in total is more than the {MAX_PODS} a run can simulate"),
         );
     }
+}
 
+/// `[[variants]]`: names, and each image source.
+fn variants(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     if s.variants.is_empty() {
         problem(
             "variants".into(),
@@ -163,11 +184,9 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
         }
         match &v.source {
             ImageSource::Synthetic(spec) => {
-                synthetic(spec, &format!("variants[{i}].synthetic"), &mut problem)
+                synthetic(spec, &format!("variants[{i}].synthetic"), problem)
             }
-            ImageSource::Registry(r) => {
-                registry(r, &format!("variants[{i}].registry"), &mut problem)
-            }
+            ImageSource::Registry(r) => registry(r, &format!("variants[{i}].registry"), problem),
             ImageSource::Layout(l) => {
                 if l.path.as_os_str().is_empty() {
                     problem(
@@ -184,11 +203,10 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             }
         }
     }
+}
 
-    for (i, v) in s.variants.iter().enumerate() {
-        sidecars(s, i, v, &mut problem);
-    }
-
+/// `[[targets]]`: names, mirror URLs, peers in front of variants pulled straight.
+fn targets(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     if s.targets.is_empty() {
         problem(
             "targets".into(),
@@ -233,7 +251,10 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             }
         }
     }
+}
 
+/// `[runtime] puller` and `[network]`: what each puller and nodes in namespaces can do.
+fn runtime(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     match s.runtime.puller {
         PullerKind::Harness => {}
         PullerKind::Skopeo | PullerKind::Ctr => {
@@ -250,7 +271,7 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             }
         }
     }
-    network(s, &mut problem);
+    network(s, problem);
     if s.runtime.puller == PullerKind::Ctr && s.total_nodes() > MAX_CTR_NODES {
         problem(
             "runtime.puller".into(),
@@ -260,7 +281,10 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             ),
         );
     }
+}
 
+/// `[registry] throttle`, `[readiness]` and `[slo]` values.
+fn limits(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     if let Some(throttle) = &s.registry.throttle {
         if !(throttle.requests_per_second.is_finite() && throttle.requests_per_second > 0.0) {
             problem(
@@ -289,7 +313,6 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
             problem(field.into(), "must be positive".into());
         }
     }
-    out
 }
 
 /// `[network]`: what nodes in namespaces cannot do. (The placements only they can run are

@@ -158,115 +158,34 @@ impl Deployment {
                 return Self::in_namespaces(target, net, registry.addr(), work).await;
             }
         }
-        let url = |u: &str| {
-            Endpoint::parse(u).map_err(|source| TargetError::Url {
-                target: target.name.clone(),
-                source,
-            })
-        };
-        // The upstream endpoint for node `n` (its own port of the embedded registry), or the
-        // shared one with `None`.
-        let upstream_for = |n: Option<u32>| match upstream {
-            Upstream::Embedded(registry) => url(&n
-                .and_then(|n| registry.node_url(n as usize))
-                .unwrap_or_else(|| registry.url())),
-            Upstream::Remote(remote) => Ok(remote.endpoint.clone()),
-        };
-        let (remote_paced, remote_ca) = match upstream {
-            Upstream::Embedded(_) => (false, None),
-            Upstream::Remote(remote) => (true, remote.ca_file.clone()),
+        let setup = Setup {
+            target,
+            upstream,
+            nodes,
+            work,
         };
         match &target.kind {
-            TargetKind::Direct => Ok(Self {
-                endpoints: (0..nodes)
-                    .map(|n| upstream_for(Some(n)))
-                    .collect::<Result<_, _>>()?,
-                client_paced_links: remote_paced,
-                ca_file: remote_ca,
-                daemons: Vec::new(),
-                peer: None,
-                caches: None,
-            }),
-            TargetKind::CacheDaemon { placement } => {
-                let upstreams: Vec<Endpoint> = match placement {
-                    Placement::PerNode => (0..nodes)
-                        .map(|n| upstream_for(Some(n)))
-                        .collect::<Result<_, _>>()?,
-                    Placement::Shared => vec![upstream_for(None)?],
-                    Placement::Cluster => {
-                        return Err(TargetError::NeedsNamespaces {
-                            target: target.name.clone(),
-                        })
-                    }
-                };
-                let mut daemons = Vec::with_capacity(upstreams.len());
-                for (i, upstream) in upstreams.into_iter().enumerate() {
-                    let mut config = cache_daemon::Config::for_upstream(
-                        work.join(format!("cache-daemon-{i}")),
-                        upstream,
-                    );
-                    config.server.shutdown_grace = Duration::from_secs(1);
-                    config.upstream.ca_file = remote_ca.clone();
-                    let d = cache_daemon::start(config).await.map_err(|source| {
-                        TargetError::Daemon {
-                            target: target.name.clone(),
-                            source,
-                        }
-                    })?;
-                    daemons.push(d);
-                }
-                let endpoints = (0..nodes as usize)
-                    .map(|n| url(&daemons[n.min(daemons.len() - 1)].url()))
+            TargetKind::Direct => setup.direct(),
+            TargetKind::CacheDaemon { placement } => setup.cache_daemons(*placement).await,
+            TargetKind::Mirror { url: mirror } => {
+                let endpoints = (0..nodes)
+                    .map(|_| endpoint(target, mirror))
                     .collect::<Result<_, _>>()?;
-                Ok(Self {
-                    endpoints,
-                    client_paced_links: remote_paced || matches!(placement, Placement::Shared),
-                    ca_file: None,
-                    daemons,
-                    peer: None,
-                    caches: None,
-                })
+                Ok(Self::at(endpoints, true))
             }
-            TargetKind::Mirror { url: mirror } => Ok(Self {
-                endpoints: (0..nodes).map(|_| url(mirror)).collect::<Result<_, _>>()?,
-                client_paced_links: true,
-                ca_file: None,
-                daemons: Vec::new(),
-                peer: None,
-                caches: None,
-            }),
-            TargetKind::DistributionProxy | TargetKind::Nginx { .. } => {
-                let kind = target.kind.name();
-                let Upstream::Embedded(registry) = upstream else {
-                    return Err(TargetError::PeerUpstream {
-                        target: target.name.clone(),
-                        kind,
-                    });
-                };
-                let peer_kind = PeerKind::of(&target.kind).expect("a peer kind");
-                let (shared, dir) = (registry.addr(), work.join(&target.name));
-                let peer =
-                    tokio::task::spawn_blocking(move || Peer::start(peer_kind, shared, &dir))
-                        .await
-                        .map_err(|source| TargetError::Task {
-                            target: target.name.clone(),
-                            source,
-                        })?
-                        .map_err(|source| TargetError::Peer {
-                            target: target.name.clone(),
-                            kind,
-                            source: Box::new(source),
-                        })?;
-                let endpoint = url(&peer.url())?;
-                Ok(Self {
-                    endpoints: vec![endpoint; nodes as usize],
-                    client_paced_links: true,
-                    ca_file: None,
-                    daemons: Vec::new(),
-                    peer: Some(peer),
-                    caches: None,
-                })
-            }
+            TargetKind::DistributionProxy | TargetKind::Nginx { .. } => setup.peer().await,
+        }
+    }
+
+    /// Nodes pulling from `endpoints`, with nothing started for them.
+    fn at(endpoints: Vec<Endpoint>, client_paced_links: bool) -> Self {
+        Self {
+            endpoints,
+            client_paced_links,
+            ca_file: None,
+            daemons: Vec::new(),
+            peer: None,
+            caches: None,
         }
     }
 
@@ -308,20 +227,11 @@ impl Deployment {
         let endpoints = caches
             .urls
             .iter()
-            .map(|u| {
-                Endpoint::parse(u).map_err(|source| TargetError::Url {
-                    target: target.name.clone(),
-                    source,
-                })
-            })
+            .map(|u| endpoint(target, u))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            endpoints,
-            client_paced_links: false,
-            ca_file: None,
-            daemons: Vec::new(),
-            peer: None,
             caches: Some(caches),
+            ..Self::at(endpoints, false)
         })
     }
 
@@ -375,5 +285,127 @@ impl Deployment {
                 tracing::warn!(%error, "stopping a peer failed");
             }
         }
+    }
+}
+
+/// `url` as an endpoint of `target`'s nodes.
+fn endpoint(target: &Target, url: &str) -> Result<Endpoint, TargetError> {
+    Endpoint::parse(url).map_err(|source| TargetError::Url {
+        target: target.name.clone(),
+        source,
+    })
+}
+
+/// One target being set up with nodes as tasks: what every kind needs.
+struct Setup<'a> {
+    target: &'a Target,
+    upstream: Upstream<'a>,
+    nodes: u32,
+    /// Where daemon stores and peer state go.
+    work: &'a Path,
+}
+
+impl Setup<'_> {
+    /// The upstream endpoint for node `n` (its own port of the embedded registry), or the
+    /// shared one with `None`.
+    fn upstream_for(&self, n: Option<u32>) -> Result<Endpoint, TargetError> {
+        match self.upstream {
+            Upstream::Embedded(registry) => endpoint(
+                self.target,
+                &n.and_then(|n| registry.node_url(n as usize))
+                    .unwrap_or_else(|| registry.url()),
+            ),
+            Upstream::Remote(remote) => Ok(remote.endpoint.clone()),
+        }
+    }
+
+    /// A real registry has no per-node ports: its node links are paced by the clients.
+    fn remote(&self) -> Option<&Remote> {
+        match self.upstream {
+            Upstream::Embedded(_) => None,
+            Upstream::Remote(remote) => Some(remote),
+        }
+    }
+
+    /// `direct`: each node to its own port of the upstream.
+    fn direct(&self) -> Result<Deployment, TargetError> {
+        let endpoints = (0..self.nodes)
+            .map(|n| self.upstream_for(Some(n)))
+            .collect::<Result<_, _>>()?;
+        Ok(Deployment {
+            ca_file: self.remote().and_then(|r| r.ca_file.clone()),
+            ..Deployment::at(endpoints, self.remote().is_some())
+        })
+    }
+
+    /// `cache-daemon` in this process: one per node, each filling over its node's port, or one
+    /// for every node filling over the shared port.
+    async fn cache_daemons(&self, placement: Placement) -> Result<Deployment, TargetError> {
+        let upstreams: Vec<Endpoint> = match placement {
+            Placement::PerNode => (0..self.nodes)
+                .map(|n| self.upstream_for(Some(n)))
+                .collect::<Result<_, _>>()?,
+            Placement::Shared => vec![self.upstream_for(None)?],
+            Placement::Cluster => {
+                return Err(TargetError::NeedsNamespaces {
+                    target: self.target.name.clone(),
+                })
+            }
+        };
+        let mut daemons = Vec::with_capacity(upstreams.len());
+        for (i, upstream) in upstreams.into_iter().enumerate() {
+            let mut config = cache_daemon::Config::for_upstream(
+                self.work.join(format!("cache-daemon-{i}")),
+                upstream,
+            );
+            config.server.shutdown_grace = Duration::from_secs(1);
+            config.upstream.ca_file = self.remote().and_then(|r| r.ca_file.clone());
+            let d = cache_daemon::start(config)
+                .await
+                .map_err(|source| TargetError::Daemon {
+                    target: self.target.name.clone(),
+                    source,
+                })?;
+            daemons.push(d);
+        }
+        let endpoints = (0..self.nodes as usize)
+            .map(|n| endpoint(self.target, &daemons[n.min(daemons.len() - 1)].url()))
+            .collect::<Result<_, _>>()?;
+        let paced = self.remote().is_some() || matches!(placement, Placement::Shared);
+        Ok(Deployment {
+            daemons,
+            ..Deployment::at(endpoints, paced)
+        })
+    }
+
+    /// `distribution-proxy`, `nginx`: one peer for every node, in front of the embedded
+    /// registry's shared listener.
+    async fn peer(&self) -> Result<Deployment, TargetError> {
+        let target = self.target;
+        let kind = target.kind.name();
+        let Upstream::Embedded(registry) = self.upstream else {
+            return Err(TargetError::PeerUpstream {
+                target: target.name.clone(),
+                kind,
+            });
+        };
+        let peer_kind = PeerKind::of(&target.kind).expect("a peer kind");
+        let (shared, dir) = (registry.addr(), self.work.join(&target.name));
+        let peer = tokio::task::spawn_blocking(move || Peer::start(peer_kind, shared, &dir))
+            .await
+            .map_err(|source| TargetError::Task {
+                target: target.name.clone(),
+                source,
+            })?
+            .map_err(|source| TargetError::Peer {
+                target: target.name.clone(),
+                kind,
+                source: Box::new(source),
+            })?;
+        let endpoints = vec![endpoint(target, &peer.url())?; self.nodes as usize];
+        Ok(Deployment {
+            peer: Some(peer),
+            ..Deployment::at(endpoints, true)
+        })
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bench_harness::run::recorder::Phase;
-use bench_harness::run::{run, RunOptions};
+use bench_harness::run::{run, RunOptions, LOGS_DIR};
 use bench_harness::scenario::Scenario;
 
 const SMALL: &str = r#"
@@ -48,8 +48,7 @@ probe_period = "50ms"
 
 fn options(dir: &std::path::Path) -> RunOptions {
     RunOptions {
-        results_root: dir.join("results"),
-        out_dir: Some(dir.join("out")),
+        logs_dir: dir.join("out").join(LOGS_DIR),
         image_cache: dir.join("images"),
         work_root: dir.join("work"),
         workspace: dir.to_owned(),
@@ -61,11 +60,11 @@ fn options(dir: &std::path::Path) -> RunOptions {
 async fn small_burst_counts_every_request_and_byte_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = Scenario::parse(SMALL, "small.toml", &[]).unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(120), run(scenario, options(dir.path())))
+    let result = tokio::time::timeout(Duration::from_secs(120), run(scenario, options(dir.path())))
         .await
         .expect("run timed out")
         .unwrap();
-    let r = &out.result;
+    let r = &result;
     let image = &r.images["tiny"];
     let blobs = 1 + 2; // config + 2 layers (single platform: no index)
     for (target, gets_per_blob) in [("direct", 3), ("shared-cache", 1), ("node-cache", 3)] {
@@ -95,13 +94,10 @@ async fn small_burst_counts_every_request_and_byte_exactly() {
             );
         }
     }
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.dir.join("result.json")).unwrap())
-            .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
     let problems = crate::result_schema::errors(&crate::result_schema::validator(), &doc);
     assert!(problems.is_empty(), "{problems:#?}");
-    assert!(out.dir.join("report.md").exists());
-    let text = std::fs::read_to_string(out.dir.join("report.md")).unwrap();
+    let text = bench_harness::report::markdown(r);
     assert!(text.contains("shared-cache"), "{text}");
 }
 
@@ -169,11 +165,11 @@ async fn run_sidecars(pulls: u32) -> (Duration, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let text = SIDECARS.replace("PULLS", &pulls.to_string());
     let scenario = Scenario::parse(&text, "sidecars.toml", &[]).unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(120), run(scenario, options(dir.path())))
+    let result = tokio::time::timeout(Duration::from_secs(120), run(scenario, options(dir.path())))
         .await
         .expect("run timed out")
         .unwrap();
-    let r = &out.result;
+    let r = &result;
     let s = r.series("app", "direct").unwrap();
     let data = s.data.repetition(0).unwrap();
     assert_eq!(s.data.failed_pods(), 0);
@@ -231,9 +227,7 @@ async fn run_sidecars(pulls: u32) -> (Duration, Duration) {
     let alone_queue = Duration::from_micros(alone.phase(Phase::Queue).max());
     assert!(alone_queue < APP_PULL_AT_LEAST / 2, "{alone_queue:?}");
 
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.dir.join("result.json")).unwrap())
-            .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
     let problems = crate::result_schema::errors(&crate::result_schema::validator(), &doc);
     assert!(problems.is_empty(), "{problems:#?}");
     assert_eq!(doc["scenario"]["variants"][0]["sidecars"][0], "proxy");
@@ -242,7 +236,7 @@ async fn run_sidecars(pulls: u32) -> (Duration, Duration) {
         r.pod_image_bytes("app"),
         Some(app.compressed_bytes + proxy.compressed_bytes)
     );
-    let report = std::fs::read_to_string(out.dir.join("report.md")).unwrap();
+    let report = bench_harness::report::markdown(r);
     assert!(report.contains("with sidecars proxy"), "{report}");
     (
         Duration::from_micros(queue.min()),

@@ -86,8 +86,7 @@ probe_period = "20ms"
 
 fn options(dir: &Path) -> RunOptions {
     RunOptions {
-        results_root: dir.join("results"),
-        out_dir: Some(dir.join("out")),
+        logs_dir: dir.join("out").join(LOGS_DIR),
         image_cache: dir.join("images"),
         work_root: dir.join("work"),
         workspace: dir.to_owned(),
@@ -101,7 +100,6 @@ async fn run_scenario(text: &str, dir: &Path) -> RunResult {
         .await
         .expect("run timed out")
         .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)))
-        .result
 }
 
 /// The namespaces of the fabric `r` ran on that still exist (tests in this binary run at the
@@ -168,8 +166,47 @@ placement = "per-node"
     let image = r.images["tiny"].compressed_bytes;
     assert!(image > 500 * 1024, "{image}");
 
-    // Direct: every node's link carried one image, the registry's three.
-    let direct = totals(&r, "direct");
+    direct_links_carried_one_image_each(&r, image);
+    per_node_daemons_filled_once_each(&r, dir.path(), image);
+
+    // A shared cache-daemon: one process on its own link; the registry sends one copy and the
+    // shared cache's link uploads three.
+    let shared = totals(&r, "shared");
+    assert_eq!(shared.cache_processes.len(), 1);
+    assert_eq!(shared.cache_processes[0].who, "shared");
+    let wire = shared.wire.as_ref().unwrap();
+    assert_near("shared registry upload", wire.registry.upload_bytes, image);
+    assert_near(
+        "shared cache upload",
+        wire.services[0].upload_bytes,
+        3 * image,
+    );
+
+    // nginx per node: three masters, each with its access and error log.
+    let nginx = totals(&r, "nginx-per-node");
+    assert_eq!(nginx.cache_processes.len(), 3);
+    assert!(nginx.cache_processes.iter().all(|p| p.program == "nginx"));
+    assert_eq!(nginx.cache_processes[2].logs.len(), 2);
+
+    assert!(
+        fabric_namespaces(&r).is_empty(),
+        "left behind: {:?}",
+        fabric_namespaces(&r)
+    );
+    // Written as `main` writes it, and read back.
+    let file = r.write(&dir.path().join("out")).unwrap();
+    let again = RunResult::load(&file).unwrap();
+    assert_eq!(again.series, r.series);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let validator = crate::result_schema::validator();
+    let errs = crate::result_schema::errors(&validator, &doc);
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+/// Direct: every node's link carried one image, the registry's three, never above the rate.
+fn direct_links_carried_one_image_each(r: &RunResult, image: u64) {
+    let direct = totals(r, "direct");
     let wire = direct.wire.as_ref().expect("wire totals");
     assert_eq!(wire.nodes.len(), 3);
     for (n, link) in wire.nodes.iter().enumerate() {
@@ -200,9 +237,12 @@ placement = "per-node"
         "{max} bytes in one 100 ms bucket"
     );
     assert!(direct.cache_processes.is_empty());
+}
 
-    // Per-node cache-daemons: three processes, one log each; each filled once from the registry.
-    let per_node = totals(&r, "per-node");
+/// Per-node cache-daemons: three processes, one log each (kept under `dir`'s run directory);
+/// each filled once from the registry.
+fn per_node_daemons_filled_once_each(r: &RunResult, dir: &Path, image: u64) {
+    let per_node = totals(r, "per-node");
     let procs = &per_node.cache_processes;
     assert_eq!(procs.len(), 3, "{procs:?}");
     let mut pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
@@ -214,7 +254,7 @@ placement = "per-node"
         assert_eq!(p.program, "cache-daemon");
         assert!(p.peak_rss_bytes > 1024 * 1024, "{p:?}");
         assert!(p.cpu_seconds >= 0.0);
-        let log = dir.path().join("out").join(LOGS_DIR).join(&p.logs[0]);
+        let log = dir.join("out").join(LOGS_DIR).join(&p.logs[0]);
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(!text.is_empty(), "{} is empty", log.display());
         assert!(!is_alive(p.pid), "{} still runs", p.pid);
@@ -232,42 +272,6 @@ placement = "per-node"
             image,
         );
     }
-
-    // A shared cache-daemon: one process on its own link; the registry sends one copy and the
-    // shared cache's link uploads three.
-    let shared = totals(&r, "shared");
-    assert_eq!(shared.cache_processes.len(), 1);
-    assert_eq!(shared.cache_processes[0].who, "shared");
-    let wire = shared.wire.as_ref().unwrap();
-    assert_near("shared registry upload", wire.registry.upload_bytes, image);
-    assert_near(
-        "shared cache upload",
-        wire.services[0].upload_bytes,
-        3 * image,
-    );
-
-    // nginx per node: three masters, each with its access and error log.
-    let nginx = totals(&r, "nginx-per-node");
-    assert_eq!(nginx.cache_processes.len(), 3);
-    assert!(nginx.cache_processes.iter().all(|p| p.program == "nginx"));
-    assert_eq!(nginx.cache_processes[2].logs.len(), 2);
-
-    assert!(
-        fabric_namespaces(&r).is_empty(),
-        "left behind: {:?}",
-        fabric_namespaces(&r)
-    );
-    let file = dir
-        .path()
-        .join("out")
-        .join(bench_harness::result::FILE_NAME);
-    let again = RunResult::load(&file).unwrap();
-    assert_eq!(again.series, r.series);
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let validator = crate::result_schema::validator();
-    let errs = crate::result_schema::errors(&validator, &doc);
-    assert!(errs.is_empty(), "{}", errs.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

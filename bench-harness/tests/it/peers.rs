@@ -59,8 +59,7 @@ probe_period = "20ms"
 
 fn options(dir: &Path) -> RunOptions {
     RunOptions {
-        results_root: dir.join("results"),
-        out_dir: Some(dir.join("out")),
+        logs_dir: dir.join("out").join(LOGS_DIR),
         image_cache: dir.join("images"),
         work_root: dir.join("work"),
         workspace: dir.to_owned(),
@@ -73,7 +72,6 @@ async fn run_scenario(s: Scenario, dir: &Path) -> RunResult {
         .await
         .expect("run timed out")
         .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)))
-        .result
 }
 
 /// Blob digests of the variant's image: its config and layers.
@@ -377,7 +375,7 @@ async fn skopeo_pulls_for_the_nodes_and_the_registry_counts_its_requests() {
             "{target}"
         );
     }
-    let report = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    let report = bench_harness::report::markdown(&r);
     assert!(report.contains("not observed"), "{report}");
 }
 

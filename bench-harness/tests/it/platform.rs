@@ -8,7 +8,7 @@ use bench_harness::run::recorder::FailureKind;
 use stampede_oci::Compression;
 
 use crate::common::layout::{Entry, LayoutBuilder};
-use bench_harness::run::{run, RunOptions};
+use bench_harness::run::{run, RunOptions, LOGS_DIR};
 use bench_harness::scenario::Scenario;
 
 const SCENARIO: &str = r#"
@@ -56,18 +56,17 @@ async fn a_single_platform_image_for_another_platform_fails_every_pull() {
     );
     let scenario = Scenario::parse(&text, "platforms.toml", &[]).unwrap();
     let options = RunOptions {
-        results_root: dir.path().join("results"),
-        out_dir: Some(dir.path().join("out")),
+        logs_dir: dir.path().join("out").join(LOGS_DIR),
         image_cache: dir.path().join("images"),
         work_root: dir.path().join("work"),
         workspace: dir.path().to_owned(),
         progress: false,
     };
-    let out = tokio::time::timeout(Duration::from_secs(120), run(scenario, options))
+    let result = tokio::time::timeout(Duration::from_secs(120), run(scenario, options))
         .await
         .expect("run timed out")
         .unwrap();
-    let r = &out.result;
+    let r = &result;
     let arm = r.series("arm-only", "direct").unwrap();
     assert_eq!(
         arm.data.failures().into_iter().collect::<Vec<_>>(),

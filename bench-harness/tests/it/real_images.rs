@@ -15,8 +15,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use bench_harness::image::remote::RegistryAccess;
 use bench_harness::inspect::{inspect, ImageInput, InspectError, InspectOptions};
+use bench_harness::result::RunResult;
 use bench_harness::run::recorder::FailureKind;
-use bench_harness::run::{run, RunOptions};
+use bench_harness::run::{run, RunOptions, LOGS_DIR};
 use bench_harness::scenario::Scenario;
 use stampede_oci::{Compression, Digest, ImageRef, Platform};
 
@@ -222,8 +223,7 @@ probe_period = "20ms"
 
 fn options(dir: &Path) -> RunOptions {
     RunOptions {
-        results_root: dir.join("results"),
-        out_dir: Some(dir.join("out")),
+        logs_dir: dir.join("out").join(LOGS_DIR),
         image_cache: dir.join("images"),
         work_root: dir.join("work"),
         workspace: dir.to_owned(),
@@ -237,12 +237,33 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
     let password_env = "STAMPEDE_IT_REAL_TOKEN_PASSWORD";
     std::env::set_var(password_env, TOKEN_PASSWORD);
     let first = scenario(&r, password_env);
-    let out = tokio::time::timeout(TEST_TIMEOUT, run(first, options(r.dir.path())))
+    let result = tokio::time::timeout(TEST_TIMEOUT, run(first, options(r.dir.path())))
         .await
         .expect("run timed out")
         .unwrap();
-    let result = &out.result;
 
+    every_variant_ran_or_missed_its_platform(&result);
+    every_source_is_recorded(&result, &r, password_env);
+    mirrored_variants_are_counted_and_served_once(&result, &r);
+    the_report_names_sources_without_secrets(&result, &r);
+
+    // A second run finds the mirrors in the cache: the real registry sees manifest requests only.
+    let before = r.plain.count("GET", "/blobs/");
+    let mut again = scenario(&r, password_env);
+    again.variants.retain(|v| v.name == "plain");
+    again.targets.truncate(1);
+    let mut opts = options(r.dir.path());
+    opts.logs_dir = r.dir.path().join("out-again").join(LOGS_DIR);
+    let again = run(again, opts).await.unwrap();
+    assert_eq!(again.images["plain"].details["source"]["fetched_bytes"], 0);
+    assert_eq!(r.plain.count("GET", "/blobs/"), before);
+    std::env::remove_var(password_env);
+}
+
+/// Every variant's pods were ready on both targets, except wrongarch's: its index has no
+/// linux/amd64, so every pod fails as platform_missing, and the run says which platforms the
+/// index has.
+fn every_variant_ran_or_missed_its_platform(result: &RunResult) {
     for variant in [
         "plain",
         "plain-direct",
@@ -282,8 +303,10 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
         "{:#?}",
         result.warnings
     );
+}
 
-    // Every source's resolved digest is recorded.
+/// Every source's resolved digest, kind and credentials (named, never shown) are recorded.
+fn every_source_is_recorded(result: &RunResult, r: &Real, password_env: &str) {
     let source = |v: &str| result.images[v].details["source"].clone();
     for v in ["plain", "plain-direct", "basic", "token", "tls", "layout"] {
         assert_eq!(
@@ -320,8 +343,10 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
         result.images["plain"].compressed_bytes,
         result.images["layout"].compressed_bytes
     );
+}
 
-    // Mirrored variants are served (and counted) by the embedded registry; the others are not.
+/// Mirrored variants are served (and counted) by the embedded registry; the others are not.
+fn mirrored_variants_are_counted_and_served_once(result: &RunResult, r: &Real) {
     for (variant, accounted) in [
         ("plain", true),
         ("basic", true),
@@ -375,9 +400,12 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
             .load(std::sync::atomic::Ordering::SeqCst),
         0
     );
+}
 
-    // The report shows where each image came from; nothing anywhere holds a password.
-    let report = std::fs::read_to_string(out.dir.join("report.md")).unwrap();
+/// The report shows where each image came from; nothing anywhere holds a password; the result
+/// validates against the schema.
+fn the_report_names_sources_without_secrets(result: &RunResult, r: &Real) {
+    let report = bench_harness::report::markdown(result);
     assert!(report.contains("## Images"), "{report}");
     assert!(report.contains(&format!("`{}`", r.app_digest)), "{report}");
     assert!(report.contains("the real registry (no registry-side accounting)"));
@@ -385,28 +413,13 @@ async fn a_scenario_pulls_registry_layout_and_synthetic_variants_and_reports_the
         report.contains(&format!("OCI layout {} tag v1", r.layout.display())),
         "{report}"
     );
-    let json = std::fs::read_to_string(out.dir.join("result.json")).unwrap();
+    let json = result.to_json().unwrap();
     for secret in [BASIC_PASSWORD, TOKEN_PASSWORD] {
         assert!(!json.contains(secret) && !report.contains(secret));
     }
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     let problems = crate::result_schema::errors(&crate::result_schema::validator(), &doc);
     assert!(problems.is_empty(), "{problems:#?}");
-
-    // A second run finds the mirrors in the cache: the real registry sees manifest requests only.
-    let before = r.plain.count("GET", "/blobs/");
-    let mut again = scenario(&r, password_env);
-    again.variants.retain(|v| v.name == "plain");
-    again.targets.truncate(1);
-    let mut opts = options(r.dir.path());
-    opts.out_dir = Some(r.dir.path().join("out-again"));
-    let out = run(again, opts).await.unwrap();
-    assert_eq!(
-        out.result.images["plain"].details["source"]["fetched_bytes"],
-        0
-    );
-    assert_eq!(r.plain.count("GET", "/blobs/"), before);
-    std::env::remove_var(password_env);
 }
 
 fn inspect_options(dir: &Path) -> InspectOptions {
@@ -495,8 +508,22 @@ async fn inspect_reads_each_registry_like_the_layout() {
         assert_eq!(got.unpack_throughput.len(), 1, "measured on a sample");
     }
 
-    // Without the CA, TLS is refused; with a wrong password, the registry says 401.
-    let err = inspect(&registry(r.tls.host(), RegistryAccess::default()), &options)
+    refusals_say_why(&r, &options).await;
+    std::env::remove_var(password_env);
+}
+
+/// Without the CA, TLS is refused; with a wrong password, the registry says 401 (and the
+/// password is not shown); an index without linux/amd64 is refused naming its platforms.
+async fn refusals_say_why(r: &Real, options: &InspectOptions) {
+    let registry = |host: String, access: RegistryAccess| ImageInput::Registry {
+        reference: ImageRef::parse(&format!("{host}/test/app:v1")).unwrap(),
+        access,
+    };
+    let insecure = RegistryAccess {
+        insecure: true,
+        ..RegistryAccess::default()
+    };
+    let err = inspect(&registry(r.tls.host(), RegistryAccess::default()), options)
         .await
         .unwrap_err();
     assert!(
@@ -510,7 +537,7 @@ async fn inspect_reads_each_registry_like_the_layout() {
         password_env: Some(wrong_env.into()),
         ..insecure.clone()
     };
-    let err = inspect(&registry(r.basic.host(), wrong), &options)
+    let err = inspect(&registry(r.basic.host(), wrong), options)
         .await
         .unwrap_err();
     let shown = format!("{:#}", anyhow::Error::from(err));
@@ -522,13 +549,12 @@ async fn inspect_reads_each_registry_like_the_layout() {
         reference: ImageRef::parse(&format!("{}/test/wrongarch:v1", r.plain.host())).unwrap(),
         access: insecure,
     };
-    let err = inspect(&wrongarch, &options).await.unwrap_err();
+    let err = inspect(&wrongarch, options).await.unwrap_err();
     assert!(err.is_platform_missing(), "{err:#?}");
     assert!(
         err.to_string()
             .contains("the index has: linux/arm64/v8, linux/s390x"),
         "{err}"
     );
-    std::env::remove_var(password_env);
     std::env::remove_var(wrong_env);
 }
