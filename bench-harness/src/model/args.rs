@@ -162,7 +162,7 @@ impl ModelArgs {
 
     /// Several measured runs (one scenario at several node counts): each modelled into
     /// `<out>/<scenario>-<N>-nodes/`, and `<out>/scaling.md` across them. Returns the last run
-    /// with the scaling table as its `against`.
+    /// (its directory, for the report paths printed) with the scaling table as its `against`.
     fn run_scaling(&self, overrides: &[Override]) -> anyhow::Result<Modelled> {
         let Some(out) = self.out.clone() else {
             anyhow::bail!(
@@ -196,7 +196,6 @@ impl ModelArgs {
         let table = scaling::markdown(&columns, &profile);
         write(&out.join(scaling::FILE_NAME), &table)?;
         one.against = Some(table);
-        one.dir = out;
         Ok(one)
     }
 }

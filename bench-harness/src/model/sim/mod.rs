@@ -395,6 +395,12 @@ fn via(target: &Target, index: usize) -> Result<Via, SimError> {
     })
 }
 
+/// Bytes a kernel-shaped (`tc tbf`) link is charged per byte of TCP payload: at MTU 1500 each
+/// 1448-byte segment travels with 66 bytes of Ethernet (14), IPv4 (20) and TCP headers with
+/// timestamps (32), and tbf charges every segment's headers, GSO or not. Protocol arithmetic,
+/// not a fitted constant: a 20 Mbit/s tbf carries 19.1 Mbit/s of bodies.
+pub const TBF_FRAMING: f64 = 1514.0 / 1448.0;
+
 /// Everything one shared cache serves per second: its CPU's rate (`cache.serve_rate`), and, with
 /// nodes in network namespaces, its own link too: the harness puts a shared cache in a service
 /// namespace whose link is shaped like a node's (`registry.node_link`, `src/nodes/mod.rs`), so
@@ -402,7 +408,7 @@ fn via(target: &Target, index: usize) -> Result<Via, SimError> {
 fn shared_cache_rate(sc: &Scenario, p: &Profile) -> f64 {
     let cpu = p.cache.serve_rate.bytes_per_sec as f64;
     if sc.network.namespaces() {
-        cpu.min(rate(sc.registry.node_link))
+        cpu.min(rate(sc.registry.node_link) / TBF_FRAMING)
     } else {
         cpu
     }
@@ -450,14 +456,20 @@ impl<'a> Sim<'a> {
             pod_images.push(image);
         }
         let mut fabric = Fabric::new();
-        let egress_cap = rate(sc.registry.egress).min(rate(sc.registry.netns_rate));
+        // `egress` is paced in user space on body bytes; `netns_rate` is a kernel tbf.
+        let egress_cap = rate(sc.registry.egress).min(rate(sc.registry.netns_rate) / TBF_FRAMING);
         let egress = fabric.link(egress_cap);
         let cache_serve = fabric.link(shared_cache_rate(sc, p));
         let host_cpu = p
             .node
             .shared_host_cores
             .map(|c| fabric.link(f64::from(c.max(1))));
-        let down = rate(sc.registry.node_link);
+        // Nodes as tasks pace `node_link` in user space on body bytes; as namespaces it is a tbf.
+        let down = if sc.network.namespaces() {
+            rate(sc.registry.node_link) / TBF_FRAMING
+        } else {
+            rate(sc.registry.node_link)
+        };
         let rates = Rates {
             down,
             up: p.node.uplink.map_or(down, |u| u.bytes_per_sec as f64),
