@@ -169,7 +169,8 @@ fn namespace_text(nodes: u64, layer_mib: u64, reps: u64) -> String {
     )
 }
 
-/// One repetition's CPU seconds per GB the nodes downloaded: (harness, caches, host busy).
+/// One repetition's CPU seconds per GB the nodes downloaded: (harness, caches, host busy);
+/// caches are NaN for a target without cache processes (printed as `-`).
 fn per_gb(t: &RegistryTotals) -> Option<(f64, f64, f64)> {
     let gb = t
         .wire
@@ -180,7 +181,11 @@ fn per_gb(t: &RegistryTotals) -> Option<(f64, f64, f64)> {
         .sum::<u64>() as f64
         / 1e9;
     let cpu = t.cpu?;
-    let caches: f64 = t.cache_processes.iter().map(|p| p.cpu_seconds).sum();
+    let caches: f64 = if t.cache_processes.is_empty() {
+        f64::NAN
+    } else {
+        t.cache_processes.iter().map(|p| p.cpu_seconds).sum()
+    };
     (gb > 0.0).then(|| (cpu.harness_cpu_seconds / gb, caches / gb, cpu.host_busy))
 }
 
@@ -215,12 +220,17 @@ fn namespaces(rt: &tokio::runtime::Runtime, work: &Path) {
             .map(|w| w.nodes.iter().map(|n| n.download_bytes).sum::<u64>() as f64 / 1e9)
             .collect::<Vec<_>>();
         let col = |f: fn(&(f64, f64, f64)) -> f64| median(&rows.iter().map(f).collect::<Vec<_>>());
+        let caches = col(|r| r.1);
+        let caches = if caches.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{caches:.2}")
+        };
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.0} % |",
+            "| {} | {:.2} | {:.2} | {caches} | {:.0} % |",
             s.target,
             median(&gb),
             col(|r| r.0),
-            col(|r| r.1),
             col(|r| r.2) * 100.0
         );
     }

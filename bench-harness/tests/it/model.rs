@@ -384,6 +384,45 @@ fn against_a_measured_run_prints_the_table_with_errors() {
 }
 
 #[test]
+fn against_several_sizes_writes_one_folder_each_and_the_scaling_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = workspace();
+    let run = |out: Option<&Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(&ws).args([
+            "model",
+            "--against",
+            "results/cluster-scaling/nodes-4/result.json",
+            "--against",
+            "results/cluster-scaling/nodes-8/result.json",
+        ]);
+        if let Some(out) = out {
+            cmd.arg("--out").arg(out);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(Some(dir.path()));
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    let table = std::fs::read_to_string(dir.path().join("scaling.md")).unwrap();
+    for needle in [
+        "| variant | target | metric | 4 nodes | 8 nodes |",
+        "| app | cache-daemon-cluster | all ready |",
+        "cells within tolerance",
+    ] {
+        assert!(table.contains(needle), "{needle}: {table}");
+    }
+    for n in [4, 8] {
+        let one = dir.path().join(format!("cluster-scaling-{n}-nodes"));
+        assert!(one.join("against.md").is_file(), "{}", one.display());
+        assert!(one.join("result.json").is_file());
+    }
+    // Several runs need a folder to put them in.
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
+}
+
+#[test]
 fn committed_profiles_parse() {
     let dir = scenarios_dir().join("profiles");
     let mut seen = 0;
