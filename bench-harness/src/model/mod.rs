@@ -68,7 +68,7 @@ pub enum ModelError {
     #[error(transparent)]
     Image(#[from] image::ImageError),
     /// The scenario has something the model cannot express (the message names the field).
-    #[error("the model cannot run scenario {scenario}: {source}")]
+    #[error("the model cannot run scenario {scenario}")]
     Sim {
         /// The scenario's name.
         scenario: String,
