@@ -13,6 +13,15 @@
 //! measurement by writing `5` to `/proc/self/clear_refs`, so it is that measurement's own peak
 //! (for `curl`, the registry's side only: curl's own memory is in other processes).
 //!
+//! Then, as root with iproute2 and the `cache-daemon` binary, nodes as network namespaces
+//! (`[network] nodes = "namespaces"`, unshaped links): `OVERHEAD_NS_NODES` nodes (24) pull four
+//! layers of `OVERHEAD_NS_LAYER_MIB` (4) direct, through a cache-daemon per node and through
+//! cache-daemon cluster mode, `OVERHEAD_NS_REPS` (2) repetitions in one run. The table gives,
+//! per target, the harness's own CPU seconds per GB the nodes downloaded (its clients run inside
+//! the nodes; it embeds the registry) beside the cache processes' (each a real process), from
+//! the run's own accounting (`result.json`'s `cpu` and `cache_processes`, medians over
+//! repetitions). `OVERHEAD_NS_NODES=0` skips it.
+//!
 //! Run: `cargo bench -p bench-harness --bench overhead`. Knobs: `OVERHEAD_NODES` (4),
 //! `OVERHEAD_LAYER_MIB` (64, four layers), `OVERHEAD_REPS` (3).
 
@@ -22,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use bench_harness::image::generate::generate;
 use bench_harness::registry::{EmbeddedRegistry, RegistryModel};
+use bench_harness::result::{RegistryTotals, RunResult};
 use bench_harness::run::{run, RunOptions, LOGS_DIR};
 use bench_harness::scenario::{ImageSource, Scenario};
 
@@ -71,17 +81,20 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-async fn harness(scenario: Scenario, work: &Path) -> (f64, f64, f64) {
-    let options = RunOptions {
+fn options(work: &Path) -> RunOptions {
+    RunOptions {
         logs_dir: work.join("out").join(LOGS_DIR),
         image_cache: work.join("images"),
         work_root: work.join("bursts"),
         workspace: work.to_owned(),
         progress: false,
-    };
+    }
+}
+
+async fn harness(scenario: Scenario, work: &Path) -> (f64, f64, f64) {
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    let result = run(scenario, options).await.expect("harness run");
+    let result = run(scenario, options(work)).await.expect("harness run");
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let series = &result.series[0];
@@ -138,6 +151,87 @@ async fn curl(scenario: &Scenario, nodes: u64, work: &Path) -> (f64, f64, f64) {
     let bytes = registry.accounting().snapshot().body_bytes.blobs;
     registry.shutdown().await;
     (cpu, wall, bytes as f64 / 1e9)
+}
+
+/// The namespace scenario: `nodes` nodes in namespaces, unshaped, three targets.
+fn namespace_text(nodes: u64, layer_mib: u64, reps: u64) -> String {
+    let layers = (0..4)
+        .map(|_| format!("[[variants.synthetic.layers]]\nsize = \"{layer_mib}MiB\"\nfiles = 64\nfile_sizes = \"lognormal\"\ncompressibility = 0.0\n"))
+        .collect::<String>();
+    format!(
+        "name = \"overhead-namespaces\"\nnodes = {nodes}\npods_per_node = 1\nrepetitions = {reps}\nseed = 12\nplatform = \"linux/amd64\"\n\
+         [[variants]]\nname = \"app\"\n[variants.synthetic]\n{layers}\n\
+         [[targets]]\nkind = \"direct\"\n\
+         [[targets]]\nname = \"cache-daemon-per-node\"\nkind = \"cache-daemon\"\nplacement = \"per-node\"\n\
+         [[targets]]\nname = \"cache-daemon-cluster\"\nkind = \"cache-daemon\"\nplacement = \"cluster\"\n\
+         [network]\nnodes = \"namespaces\"\n[runtime]\nunpack = false\n[readiness]\nprobe_period = \"100ms\"\n"
+    )
+}
+
+/// One repetition's CPU seconds per GB the nodes downloaded: (harness, caches, host busy);
+/// caches are NaN for a target without cache processes (printed as `-`).
+fn per_gb(t: &RegistryTotals) -> Option<(f64, f64, f64)> {
+    let gb = t
+        .wire
+        .as_ref()?
+        .nodes
+        .iter()
+        .map(|n| n.download_bytes)
+        .sum::<u64>() as f64
+        / 1e9;
+    let cpu = t.cpu?;
+    let caches: f64 = if t.cache_processes.is_empty() {
+        f64::NAN
+    } else {
+        t.cache_processes.iter().map(|p| p.cpu_seconds).sum()
+    };
+    (gb > 0.0).then(|| (cpu.harness_cpu_seconds / gb, caches / gb, cpu.host_busy))
+}
+
+/// Nodes as namespaces: the harness's CPU per GB beside the caches' (see the module doc).
+fn namespaces(rt: &tokio::runtime::Runtime, work: &Path) {
+    let nodes = env_num("OVERHEAD_NS_NODES", 24);
+    if nodes == 0 || !stampede_lab::is_root() {
+        println!("\n(nodes as namespaces skipped: OVERHEAD_NS_NODES=0 or not root)");
+        return;
+    }
+    let layer_mib = env_num("OVERHEAD_NS_LAYER_MIB", 4);
+    let reps = env_num("OVERHEAD_NS_REPS", 2);
+    let text = namespace_text(nodes, layer_mib, reps);
+    let scenario = Scenario::parse(&text, "overhead-namespaces.toml", &[]).unwrap();
+    let result: RunResult = rt
+        .block_on(run(scenario, options(&work.join("namespaces"))))
+        .expect("namespace run");
+    println!(
+        "\n{nodes} nodes as network namespaces (unshaped links), 4 layers of {layer_mib} MiB, \
+         {reps} repetitions, medians; CPU seconds per GB the nodes downloaded\n"
+    );
+    println!("| target | GB downloaded | harness CPU s per GB | cache processes' CPU s per GB | host busy |");
+    println!("|---|--:|--:|--:|--:|");
+    for s in &result.series {
+        assert_eq!(s.data.failed_pods(), 0, "{}: pulls failed", s.target);
+        let rows: Vec<_> = s.registry.values().filter_map(per_gb).collect();
+        let gb = s
+            .registry
+            .values()
+            .filter_map(|t| t.wire.as_ref())
+            .map(|w| w.nodes.iter().map(|n| n.download_bytes).sum::<u64>() as f64 / 1e9)
+            .collect::<Vec<_>>();
+        let col = |f: fn(&(f64, f64, f64)) -> f64| median(&rows.iter().map(f).collect::<Vec<_>>());
+        let caches = col(|r| r.1);
+        let caches = if caches.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{caches:.2}")
+        };
+        println!(
+            "| {} | {:.2} | {:.2} | {caches} | {:.0} % |",
+            s.target,
+            median(&gb),
+            col(|r| r.0),
+            col(|r| r.2) * 100.0
+        );
+    }
 }
 
 fn main() {
@@ -203,4 +297,5 @@ fn main() {
             s.hwm_mib
         );
     }
+    namespaces(&rt, work.path());
 }

@@ -18,7 +18,7 @@
 //! [`Endpoint::bind`], [`Endpoint::connect`]) that keeps its namespace from any thread.
 //!
 //! The kernel's byte counters of every link are read in one pass from the hub's side
-//! ([`Fabric::link_bytes`]): what the hub's end transmitted is what the endpoint downloaded, what
+//! ([`Fabric::link_bytes`] once, [`LinkCounters`] on a clock): what the hub's end transmitted is what the endpoint downloaded, what
 //! it received is what the endpoint uploaded, both counted after the shaping, as the link
 //! carried them (Ethernet, IP and TCP headers included).
 //!
@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::error::LabError;
+use crate::link_counters::LinkCounters;
 use crate::namespace;
 use crate::netns::Shaping;
 use crate::program::{find, require_root};
@@ -246,36 +247,14 @@ impl Fabric {
             .collect()
     }
 
-    /// Every link's byte counters, read from the hub's side in one pass (one short-lived thread
-    /// reading `/proc/thread-self/net/dev` inside the hub).
+    /// Every link's byte counters, read from the hub's side in one pass. For reads repeated
+    /// on a clock, open [`LinkCounters`] once instead.
     ///
     /// # Errors
     /// [`LabError::Socket`] when the hub cannot be entered or its counters read, or an
     /// interface is missing from them.
     pub fn link_bytes(&self) -> Result<FabricBytes, LabError> {
-        let dev = namespace::within(&self.hub, "read link counters", || {
-            std::fs::read_to_string("/proc/thread-self/net/dev")
-        })?;
-        let counters = parse_net_dev(&dev);
-        let of = |e: &Endpoint| {
-            counters
-                .iter()
-                .find(|(name, _)| *name == e.hub_if)
-                .map(|(_, c)| LinkBytes {
-                    // The hub's end received what the endpoint uploaded, and the reverse.
-                    upload_bytes: c.rx_bytes,
-                    download_bytes: c.tx_bytes,
-                })
-                .ok_or_else(|| LabError::Socket {
-                    what: format!("read link counters in namespace {}", self.hub),
-                    source: std::io::Error::other(format!("no interface {}", e.hub_if)),
-                })
-        };
-        Ok(FabricBytes {
-            registry: of(&self.registry)?,
-            nodes: self.nodes.iter().map(of).collect::<Result<_, _>>()?,
-            services: self.services.iter().map(of).collect::<Result<_, _>>()?,
-        })
+        LinkCounters::open(self)?.read().map(|r| r.bytes)
     }
 }
 
@@ -298,6 +277,11 @@ impl Endpoint {
     /// Its address on the fabric.
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// The name of the hub's end of its link, in the hub's namespace.
+    pub fn hub_if(&self) -> &str {
+        &self.hub_if
     }
 
     /// Its link's rate, each direction; `None` when unshaped.
@@ -395,57 +379,9 @@ fn batch(program: &str, netns: Option<&str>, lines: &[String]) -> Result<(), Lab
     }
 }
 
-/// One interface's counters from `/proc/net/dev`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DevCounters {
-    rx_bytes: u64,
-    tx_bytes: u64,
-}
-
-/// `/proc/net/dev`: two header lines, then `name: rx_bytes rx_packets ... (8 receive fields)
-/// tx_bytes ...`.
-fn parse_net_dev(text: &str) -> Vec<(&str, DevCounters)> {
-    text.lines()
-        .skip(2)
-        .filter_map(|line| {
-            let (name, fields) = line.split_once(':')?;
-            let fields: Vec<u64> = fields
-                .split_whitespace()
-                .map(|f| f.parse().ok())
-                .collect::<Option<_>>()?;
-            Some((
-                name.trim(),
-                DevCounters {
-                    rx_bytes: *fields.first()?,
-                    tx_bytes: *fields.get(8)?,
-                },
-            ))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_proc_net_dev() {
-        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n    n0: 1234       4    0    0    0     0          0         0      344       4    0    0    0     0       0          0\n   reg:      90       1    0    0    0     0          0         0 98765432101 3    0    0    0     0       0          0\n";
-        let c = parse_net_dev(text);
-        assert_eq!(c.len(), 3);
-        assert_eq!(
-            c[1],
-            (
-                "n0",
-                DevCounters {
-                    rx_bytes: 1234,
-                    tx_bytes: 344
-                }
-            )
-        );
-        assert_eq!(c[2].1.tx_bytes, 98_765_432_101);
-        assert!(parse_net_dev("garbage\nlines\nx: 1 2").is_empty());
-    }
 
     #[test]
     fn tbf_lines_carry_rate_and_burst() {

@@ -21,6 +21,8 @@
 //!   listeners bound inside it.
 //! - [`fabric`]: [`Fabric`], many node namespaces and a registry namespace on a bridge, each
 //!   link tbf-shaped both ways, with the kernel's byte counters of every link.
+//! - [`link_counters`]: [`LinkCounters`], a fabric's link counters open for reads on a clock,
+//!   each stamped with the moment it was read.
 //! - [`access_log`]: the Apache-style access log lines both servers write, parsed and counted by
 //!   request kind, digest and bytes.
 //! - [`distribution`]: [`DockerRegistry`], plain or proxy, configured from [`RegistryConfig`].
@@ -41,6 +43,7 @@ pub mod containerd;
 pub mod distribution;
 pub mod error;
 pub mod fabric;
+pub mod link_counters;
 pub mod machine;
 pub mod namespace;
 pub mod netns;
@@ -54,6 +57,7 @@ pub use containerd::Containerd;
 pub use distribution::{DockerRegistry, RegistryAuth, RegistryConfig, RegistryTls};
 pub use error::LabError;
 pub use fabric::{Endpoint, Fabric, FabricBytes, FabricConfig, LinkBytes};
+pub use link_counters::{CounterRead, LinkCounters};
 pub use machine::Machine;
 pub use netns::{ShapedLink, Shaping};
 pub use nginx::{NginxCache, NginxConfig};

@@ -18,8 +18,11 @@ use super::Profile;
 /// File the table is written to next to the modelled result.
 pub const FILE_NAME: &str = "against.md";
 
-/// Errors above this many percent are flagged in the table.
+/// Errors above this many percent are flagged in the table (times and peak egress).
 pub const TOLERANCE_PERCENT: f64 = 15.0;
+/// Errors above this many percent of registry bytes are flagged: the bar for bytes,
+/// which the model counts rather than times.
+pub const BYTES_TOLERANCE_PERCENT: f64 = 2.0;
 
 /// What a row measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,21 @@ impl Metric {
         }
     }
 
-    fn show(self, v: f64) -> String {
+    /// The error, in percent, beyond which a row is flagged.
+    pub fn tolerance_percent(self) -> f64 {
+        match self {
+            Self::RegistryBytes => BYTES_TOLERANCE_PERCENT,
+            _ => TOLERANCE_PERCENT,
+        }
+    }
+
+    /// Whether an error of `percent` is beyond this metric's tolerance.
+    pub fn misses(self, percent: f64) -> bool {
+        percent.abs() > self.tolerance_percent()
+    }
+
+    /// A value of this metric, with its unit.
+    pub fn show(self, v: f64) -> String {
         match self {
             Self::PullP50 | Self::PullP95 | Self::AllReady => {
                 human::duration(Duration::from_secs_f64(v.max(0.0)))
@@ -161,7 +178,7 @@ pub fn markdown(rows: &[Row], measured: &RunResult, profile: &Profile) -> String
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# {}: model against measurement\n\nModel profile: `{}`. Measured on: {} cores, {}, started {}. Error = (model - measured) / measured; rows beyond ±{TOLERANCE_PERCENT:.0} % are marked.\n",
+        "# {}: model against measurement\n\nModel profile: `{}`. Measured on: {} cores, {}, started {}. Error = (model - measured) / measured; rows beyond ±{TOLERANCE_PERCENT:.0} % (registry bytes: ±{BYTES_TOLERANCE_PERCENT:.0} %) are marked.\n",
         measured.scenario.name,
         profile.name,
         measured.machine.cores,
@@ -175,11 +192,7 @@ pub fn markdown(rows: &[Row], measured: &RunResult, profile: &Profile) -> String
         let error = r.error_percent().map_or_else(
             || "-".to_owned(),
             |e| {
-                let mark = if e.abs() > TOLERANCE_PERCENT {
-                    " **!**"
-                } else {
-                    ""
-                };
+                let mark = if r.metric.misses(e) { " **!**" } else { "" };
                 format!("{e:+.1} %{mark}")
             },
         );

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::result::RunResult;
 use crate::scenario::{Override, Scenario};
 
-use super::{against, calibrate, Inputs, Profile};
+use super::{against, calibrate, scaling, Inputs, Profile};
 
 /// Where the committed profile of this repository's development machine lives, relative to
 /// the working directory (the workspace root, as for `--results`).
@@ -24,8 +24,10 @@ pub struct ModelArgs {
     pub scenario: Option<PathBuf>,
     /// Model a measured run's scenario again and print model and measurement side by side
     /// (pull p50 and p95, all ready, registry bytes, peak egress) with the error in percent.
+    /// Repeatable (one scenario measured at several node counts, with --out): each run is
+    /// modelled into a folder of its own and `scaling.md` sets them side by side.
     #[arg(long, value_name = "RESULT.json")]
-    pub against: Option<PathBuf>,
+    pub against: Vec<PathBuf>,
     /// The machine profile (TOML), written by `bench-harness calibrate` or by hand. Default: the
     /// scenario's `model_profile`, else scenarios/profiles/this-machine.toml.
     #[arg(long)]
@@ -72,7 +74,8 @@ pub struct Modelled {
 
 impl ModelArgs {
     /// Runs the model and writes result.json and the reports (and, with --against,
-    /// `against.md`).
+    /// `against.md`; with several, each run's in a folder of its own and `scaling.md` across
+    /// them).
     ///
     /// # Errors
     /// A missing or invalid profile, scenario or result, a scenario field the model cannot
@@ -83,16 +86,15 @@ impl ModelArgs {
             .iter()
             .map(|raw| Override::parse(raw))
             .collect::<Result<Vec<_>, _>>()?;
-        let measured = match &self.against {
+        if self.against.len() > 1 {
+            return self.run_scaling(&overrides);
+        }
+        let measured = match self.against.first() {
             Some(path) => Some(RunResult::load(path)?),
             None => None,
         };
         let (scenario, workspace) = match (&measured, &self.scenario) {
-            (Some(m), _) => {
-                let text = toml::to_string(&m.scenario)?;
-                let s = Scenario::parse(&text, &format!("{}.toml", m.scenario.name), &overrides)?;
-                (s, PathBuf::from("."))
-            }
+            (Some(m), _) => (measured_scenario(m, &overrides)?, PathBuf::from(".")),
             (None, Some(path)) => (
                 Scenario::load(path, &overrides)?,
                 path.parent()
@@ -101,20 +103,40 @@ impl ModelArgs {
             ),
             (None, None) => anyhow::bail!("give a scenario file or --against RESULT.json"),
         };
-        let profile_path = self
+        let profile = self.profile(&scenario)?;
+        self.model_one(&One {
+            scenario: &scenario,
+            profile: &profile,
+            measured: measured.as_ref(),
+            workspace: &workspace,
+            dir: self.out.clone(),
+        })
+    }
+
+    /// The profile: --profile, else the scenario's `model_profile`, else the default.
+    fn profile(&self, scenario: &Scenario) -> anyhow::Result<(Profile, PathBuf)> {
+        let path = self
             .profile
             .clone()
             .or_else(|| scenario.model_profile.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PROFILE));
-        let profile = Profile::load(&profile_path)?;
+        Ok((Profile::load(&path)?, path))
+    }
+
+    /// Models `scenario` once and writes its result, reports and (beside a measurement)
+    /// `against.md` into `dir`, or a fresh run directory.
+    fn model_one(&self, one: &One<'_>) -> anyhow::Result<Modelled> {
+        let (scenario, measured) = (one.scenario, one.measured);
+        let (profile, profile_path) = one.profile;
+        let workspace = one.workspace;
         let inputs = Inputs {
-            profile: &profile,
-            profile_path: Some(&profile_path),
-            measured_images: measured.as_ref().map(|m| &m.images),
-            workspace: &workspace,
+            profile,
+            profile_path: Some(profile_path),
+            measured_images: measured.map(|m| &m.images),
+            workspace,
         };
-        let result = super::run(&scenario, &inputs)?;
-        let dir = self.out.unwrap_or_else(|| {
+        let result = super::run(scenario, &inputs)?;
+        let dir = one.dir.clone().unwrap_or_else(|| {
             RunResult::run_dir(
                 &self.results,
                 &format!("{}-model", scenario.name),
@@ -123,12 +145,10 @@ impl ModelArgs {
         });
         result.write(&dir)?;
         crate::report::write_all(&result, &dir)?;
-        let against = match &measured {
+        let against = match measured {
             Some(m) => {
-                let table = against::markdown(&against::rows(&result, m), m, &profile);
-                let path = dir.join(against::FILE_NAME);
-                std::fs::write(&path, &table)
-                    .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+                let table = against::markdown(&against::rows(&result, m), m, profile);
+                write(&dir.join(against::FILE_NAME), &table)?;
                 Some(table)
             }
             None => None,
@@ -139,6 +159,70 @@ impl ModelArgs {
             against,
         })
     }
+
+    /// Several measured runs (one scenario at several node counts): each modelled into
+    /// `<out>/<scenario>-<N>-nodes/`, and `<out>/scaling.md` across them. Returns the last run
+    /// (its directory, for the report paths printed) with the scaling table as its `against`.
+    fn run_scaling(&self, overrides: &[Override]) -> anyhow::Result<Modelled> {
+        let Some(out) = self.out.clone() else {
+            anyhow::bail!(
+                "several --against results need --out DIR (one folder per run goes in it)"
+            );
+        };
+        let mut columns = Vec::new();
+        let mut last = None;
+        for path in &self.against {
+            let measured = RunResult::load(path)?;
+            let scenario = measured_scenario(&measured, overrides)?;
+            let profile = self.profile(&scenario)?;
+            let dir = out.join(format!(
+                "{}-{}-nodes",
+                scenario.name,
+                scenario.total_nodes()
+            ));
+            let one = self.model_one(&One {
+                scenario: &scenario,
+                profile: &profile,
+                measured: Some(&measured),
+                workspace: Path::new("."),
+                dir: Some(dir),
+            })?;
+            columns.push(scaling::Column::new(&measured, &one.result));
+            last = Some((one, profile.0));
+        }
+        let Some((mut one, profile)) = last else {
+            anyhow::bail!("give a scenario file or --against RESULT.json");
+        };
+        let table = scaling::markdown(&columns, &profile);
+        write(&out.join(scaling::FILE_NAME), &table)?;
+        one.against = Some(table);
+        Ok(one)
+    }
+}
+
+/// What one modelled run needs.
+struct One<'a> {
+    scenario: &'a Scenario,
+    /// The profile and the file it came from.
+    profile: &'a (Profile, PathBuf),
+    measured: Option<&'a RunResult>,
+    workspace: &'a Path,
+    /// Where its outputs go; `None`: a fresh run directory.
+    dir: Option<PathBuf>,
+}
+
+/// A measured run's scenario, with `--set` applied.
+fn measured_scenario(m: &RunResult, overrides: &[Override]) -> anyhow::Result<Scenario> {
+    let text = toml::to_string(&m.scenario)?;
+    Ok(Scenario::parse(
+        &text,
+        &format!("{}.toml", m.scenario.name),
+        overrides,
+    )?)
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))
 }
 
 impl CalibrateArgs {

@@ -7,8 +7,8 @@
 //! (the daemon runs the same hashing and copying per stream), and the uplink is left to the
 //! scenario's node link.
 //!
-//! It does not calibrate containerd (`ctr`): that needs a containerd per node and is left to a
-//! hand-written profile (see bench-harness/README.md).
+//! Where containerd is installed (and we are root), `ctr` is measured too, as the `[ctr]`
+//! table (`ctr_calibration.rs`): kubelet pulls with containerd, not with the harness's client.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -37,14 +37,14 @@ pub struct Settings {
     pub work_dir: Option<PathBuf>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// A measured rate, rounded to whole MB/s (the file then reads `8672Mbit`, not a 10-digit
 /// byte count; measurements are not that precise anyway).
-fn bandwidth(bytes_per_sec: f64) -> Bandwidth {
+pub(super) fn bandwidth(bytes_per_sec: f64) -> Bandwidth {
     Bandwidth {
         bytes_per_sec: ((bytes_per_sec / 1e6).round().max(1.0) * 1e6) as u64,
     }
@@ -67,6 +67,16 @@ pub async fn measure(settings: &Settings) -> anyhow::Result<Profile> {
     let layer_bytes = settings.layer_bytes;
     let cpu = tokio::task::spawn_blocking(move || measure_cpu(&root, layer_bytes)).await??;
     let request_overhead = measure_requests().await?;
+    let ctr = match super::ctr_calibration::measure(work.path(), layer_bytes).await {
+        Ok(costs) => Some(costs),
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            tracing::warn!(
+                "containerd's ctr not calibrated, the profile has no [ctr] table: {error:#}"
+            );
+            None
+        }
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(Profile {
         name: settings.name.clone(),
@@ -96,6 +106,7 @@ pub async fn measure(settings: &Settings) -> anyhow::Result<Profile> {
             lock_poll: Span(Duration::from_millis(500)),
         },
         cluster: ClusterShape::default(),
+        ctr,
     })
 }
 

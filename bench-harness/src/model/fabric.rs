@@ -294,7 +294,46 @@ impl Fabric {
         }
         self.dirty = false;
         self.round += 1;
-        // Only links some flow crosses take part; each is listed once.
+        let links = self.reset_for_filling();
+        let ties = self.ties();
+        let mut freezing = vec![false; self.flows.len()];
+        let mut level = 0.0_f64;
+        let mut unfrozen = self.active.len();
+        let mut touched: Vec<usize> = Vec::new();
+        while unfrozen > 0 {
+            let inc = self.increment(&links, level);
+            level += inc;
+            for &l in &links {
+                let l = &mut self.links[l as usize];
+                if l.demand > 0.0 {
+                    l.residual -= l.demand * inc;
+                }
+            }
+            touched.clear();
+            self.saturated_flows(level, &mut touched, &mut freezing);
+            self.held_followers(&ties, &mut touched, &mut freezing);
+            if touched.is_empty() && inc == 0.0 {
+                // Nothing can rise and nothing froze: stop rather than loop.
+                break;
+            }
+            for &i in &touched {
+                freezing[i] = false;
+                self.freeze(i, level);
+                unfrozen -= 1;
+            }
+        }
+        for &i in &self.active {
+            let f = self.flows[i as usize].as_mut().expect("active flow exists");
+            if !f.frozen {
+                f.rate = level;
+            }
+        }
+    }
+
+    /// Unfreezes every active flow at rate 0, and gives every link some flow crosses its full
+    /// capacity as residual and the flows' summed weights as demand. Returns those links, each
+    /// once.
+    fn reset_for_filling(&mut self) -> Vec<u32> {
         let mut links: Vec<u32> = Vec::new();
         for &i in &self.active {
             let f = self.flows[i as usize].as_mut().expect("active flow exists");
@@ -319,97 +358,90 @@ impl Fabric {
                 self.links[l.0 as usize].demand += w * f.spec.count;
             }
         }
-        // Followers held to a leader: (follower, leader), flow indices.
-        let ties: Vec<(u32, u32)> = self
-            .active
+        links
+    }
+
+    /// Followers held to a leader: (follower, leader), flow indices.
+    fn ties(&self) -> Vec<(u32, u32)> {
+        self.active
             .iter()
             .filter_map(|&i| {
                 let f = self.flows[i as usize].as_ref().expect("active flow exists");
                 Some((i, self.tied(f)?))
             })
-            .collect();
-        let mut freezing = vec![false; self.flows.len()];
-        let mut level = 0.0_f64;
-        let mut unfrozen = self.active.len();
-        let mut touched: Vec<usize> = Vec::new();
-        while unfrozen > 0 {
-            let mut inc = f64::INFINITY;
-            for &l in &links {
-                let l = &self.links[l as usize];
-                if l.demand > 0.0 && l.capacity.is_finite() {
-                    inc = inc.min(l.residual.max(0.0) / l.demand);
-                }
-            }
-            for &i in &self.active {
-                let f = self.flows[i as usize].as_ref().expect("active flow exists");
-                if !f.frozen {
-                    inc = inc.min((f.spec.cap - level).max(0.0));
-                }
-            }
-            if !inc.is_finite() {
-                inc = UNLIMITED - level;
-            }
-            level += inc;
-            for &l in &links {
-                let l = &mut self.links[l as usize];
-                if l.demand > 0.0 {
-                    l.residual -= l.demand * inc;
-                }
-            }
-            // Freeze flows on saturated links or at their cap.
-            touched.clear();
-            for &i in &self.active {
-                let f = self.flows[i as usize].as_ref().expect("active flow exists");
-                if f.frozen {
-                    continue;
-                }
-                let at_cap = f.spec.cap <= level * (1.0 + EPSILON);
-                let saturated = f.spec.links.iter().any(|(l, _)| {
-                    let l = &self.links[l.0 as usize];
-                    l.capacity.is_finite() && l.residual <= l.capacity * EPSILON
-                });
-                if at_cap || saturated || level >= UNLIMITED {
-                    touched.push(i as usize);
-                    freezing[i as usize] = true;
-                }
-            }
-            // Followers held to a leader frozen now (or before) freeze with it.
-            loop {
-                let mut more = false;
-                for &(i, l) in &ties {
-                    let leader_frozen = freezing[l as usize]
-                        || self.flows[l as usize].as_ref().is_some_and(|f| f.frozen);
-                    let me = self.flows[i as usize].as_ref().expect("active flow exists");
-                    if leader_frozen && !me.frozen && !freezing[i as usize] {
-                        touched.push(i as usize);
-                        freezing[i as usize] = true;
-                        more = true;
-                    }
-                }
-                if !more {
-                    break;
-                }
-            }
-            if touched.is_empty() && inc == 0.0 {
-                // Nothing can rise and nothing froze: stop rather than loop.
-                break;
-            }
-            for &i in &touched {
-                freezing[i] = false;
-                let f = self.flows[i].as_mut().expect("active flow exists");
-                f.frozen = true;
-                f.rate = level;
-                unfrozen -= 1;
-                for (l, w) in &f.spec.links {
-                    self.links[l.0 as usize].demand -= w * f.spec.count;
-                }
+            .collect()
+    }
+
+    /// How far every unfrozen flow's rate can rise together from `level` before a link
+    /// saturates or a flow reaches its cap.
+    fn increment(&self, links: &[u32], level: f64) -> f64 {
+        let mut inc = f64::INFINITY;
+        for &l in links {
+            let l = &self.links[l as usize];
+            if l.demand > 0.0 && l.capacity.is_finite() {
+                inc = inc.min(l.residual.max(0.0) / l.demand);
             }
         }
         for &i in &self.active {
-            let f = self.flows[i as usize].as_mut().expect("active flow exists");
+            let f = self.flows[i as usize].as_ref().expect("active flow exists");
             if !f.frozen {
-                f.rate = level;
+                inc = inc.min((f.spec.cap - level).max(0.0));
             }
+        }
+        if inc.is_finite() {
+            inc
+        } else {
+            UNLIMITED - level
+        }
+    }
+
+    /// Marks (in `touched` and `freezing`) the unfrozen flows on a saturated link or at their
+    /// cap at `level`.
+    fn saturated_flows(&self, level: f64, touched: &mut Vec<usize>, freezing: &mut [bool]) {
+        for &i in &self.active {
+            let f = self.flows[i as usize].as_ref().expect("active flow exists");
+            if f.frozen {
+                continue;
+            }
+            let at_cap = f.spec.cap <= level * (1.0 + EPSILON);
+            let saturated = f.spec.links.iter().any(|(l, _)| {
+                let l = &self.links[l.0 as usize];
+                l.capacity.is_finite() && l.residual <= l.capacity * EPSILON
+            });
+            if at_cap || saturated || level >= UNLIMITED {
+                touched.push(i as usize);
+                freezing[i as usize] = true;
+            }
+        }
+    }
+
+    /// Marks the followers held to a leader frozen now (or before): they freeze with it.
+    fn held_followers(&self, ties: &[(u32, u32)], touched: &mut Vec<usize>, freezing: &mut [bool]) {
+        loop {
+            let mut more = false;
+            for &(i, l) in ties {
+                let leader_frozen = freezing[l as usize]
+                    || self.flows[l as usize].as_ref().is_some_and(|f| f.frozen);
+                let me = self.flows[i as usize].as_ref().expect("active flow exists");
+                if leader_frozen && !me.frozen && !freezing[i as usize] {
+                    touched.push(i as usize);
+                    freezing[i as usize] = true;
+                    more = true;
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+
+    /// Freezes flow `i` at rate `level` and takes its demand off its links.
+    fn freeze(&mut self, i: usize, level: f64) {
+        let f = self.flows[i].as_mut().expect("active flow exists");
+        f.frozen = true;
+        f.rate = level;
+        for (l, w) in &f.spec.links {
+            self.links[l.0 as usize].demand -= w * f.spec.count;
         }
     }
 }

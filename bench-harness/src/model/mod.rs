@@ -19,8 +19,10 @@
 //!   `sim/split.rs` a node group splitting.
 //! - [`against`]: validation: a measured run's scenario modelled again, side by side with the
 //!   measurement, error in percent.
+//! - [`scaling`]: the same across sizes: one scenario measured at several node counts, one
+//!   table of the model's errors per size.
 //! - [`calibrate`]: a profile measured on this machine from short real runs of the harness's
-//!   own unpack and hashing code.
+//!   own unpack and hashing code; [`ctr_calibration`] the same for containerd's `ctr`.
 //! - [`args`]: the `model` and `calibrate` commands' flags.
 //!
 //! # One modelled run
@@ -36,10 +38,12 @@
 pub mod against;
 pub mod args;
 pub mod calibrate;
+pub mod ctr_calibration;
 pub mod fabric;
 pub mod image;
 pub mod profile;
 pub mod registry;
+pub mod scaling;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -64,7 +68,7 @@ pub enum ModelError {
     #[error(transparent)]
     Image(#[from] image::ImageError),
     /// The scenario has something the model cannot express (the message names the field).
-    #[error("the model cannot run scenario {scenario}: {source}")]
+    #[error("the model cannot run scenario {scenario}")]
     Sim {
         /// The scenario's name.
         scenario: String,
@@ -105,6 +109,12 @@ pub fn run(scenario: &Scenario, inputs: &Inputs<'_>) -> Result<RunResult, ModelE
         warnings.push(format!(
             "modelled: one repetition instead of {} (the model is deterministic; repetitions would be identical)",
             scenario.repetitions
+        ));
+    }
+    if scenario.runtime.puller == crate::scenario::PullerKind::Ctr && inputs.profile.ctr.is_none() {
+        warnings.push(format!(
+            "modelled: the scenario pulls with ctr but profile {} has no [ctr] costs (bench-harness calibrate measures them where containerd is installed); modelled with the harness client's costs",
+            inputs.profile.name
         ));
     }
     for v in &scenario.variants {

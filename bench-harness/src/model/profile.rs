@@ -1,6 +1,7 @@
 //! The machine profile: what a node of a given type does per byte and per request, as the model
 //! needs it (decompression and unpack rates per compression, hash rate, disk write, client and
-//! cache overhead), and the cluster mode's shape (stripe size, fan-out). A TOML file, measured
+//! cache overhead), containerd's `ctr` where it is the puller, and the cluster mode's shape
+//! (stripe size, fan-out). A TOML file, measured
 //! by `bench-harness calibrate` on the machine it runs on or written by hand for node types one
 //! cannot run on; every table refuses unknown keys.
 //!
@@ -29,6 +30,27 @@ pub struct Profile {
     /// Cluster mode's shape.
     #[serde(default)]
     pub cluster: ClusterShape,
+    /// containerd's `ctr` as the node's puller (`runtime.puller = "ctr"`, and what kubelet pulls
+    /// with), in place of the harness's own client; measured by `calibrate` where containerd
+    /// is installed. Absent: a `ctr` scenario is modelled with the harness client's costs, and
+    /// the result says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctr: Option<CtrCosts>,
+}
+
+/// What containerd's `ctr` costs on a node, where it differs from the harness's own client.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtrCosts {
+    /// Time one image pull costs beyond its bytes: starting `ctr`, containerd's resolve,
+    /// manifest and config requests, content commits and the image record.
+    pub pull_overhead: Span,
+    /// Highest rate of one layer download through containerd (fetch, verify, write to its
+    /// content store).
+    pub stream_rate: Bandwidth,
+    /// containerd's unpack into a snapshot, uncompressed bytes per second, decompression and
+    /// apply together (gzip layers).
+    pub unpack: Bandwidth,
 }
 
 /// Per-node costs of the puller.
@@ -176,6 +198,11 @@ impl Profile {
         if profile.cluster.stripe.0 == 0 {
             return Err(invalid("cluster.stripe: must be positive"));
         }
+        if let Some(ctr) = &profile.ctr {
+            if ctr.stream_rate.bytes_per_sec == 0 || ctr.unpack.bytes_per_sec == 0 {
+                return Err(invalid("ctr.stream_rate and ctr.unpack: must be positive"));
+            }
+        }
         if profile.name.trim().is_empty() {
             return Err(invalid("name: give the profile a name"));
         }
@@ -230,6 +257,19 @@ serve_rate = "2GB/s"
         assert_eq!(p.cache.lock_poll.0, std::time::Duration::from_millis(500));
         let again = Profile::parse(&p.to_toml().unwrap(), Path::new("q.toml")).unwrap();
         assert_eq!(again, p);
+        assert_eq!(p.ctr, None);
+        let ctr = format!(
+            "{GOOD}[ctr]\npull_overhead = \"300ms\"\nstream_rate = \"80MB/s\"\nunpack = \"60MB/s\"\n"
+        );
+        let p = Profile::parse(&ctr, Path::new("p.toml")).unwrap();
+        let c = p.ctr.as_ref().expect("ctr costs");
+        assert_eq!(c.pull_overhead.0, std::time::Duration::from_millis(300));
+        assert_eq!(c.unpack.bytes_per_sec, 60_000_000);
+        let again = Profile::parse(&p.to_toml().unwrap(), Path::new("q.toml")).unwrap();
+        assert_eq!(again, p);
+        let err =
+            Profile::parse(&ctr.replace("unpack =", "unpak ="), Path::new("p.toml")).unwrap_err();
+        assert!(format!("{:#}", anyhow::Error::from(err)).contains("unpak"));
     }
 
     #[test]

@@ -133,19 +133,29 @@ pub struct CacheSpec {
     pub work: PathBuf,
 }
 
-/// Where one cache process runs: the namespace it is started in, its name in logs and facts
-/// (`node-<n>` or `shared`), and the address it listens on.
-struct Site<'a> {
+/// Where one cache process goes: its namespace, who it serves (`node-3`, `shared`) and its
+/// listening address.
+#[derive(Debug)]
+struct Placed<'a> {
     place: &'a Endpoint,
     who: String,
     listen: SocketAddr,
 }
 
-impl<'a> Site<'a> {
-    fn new(place: &'a Endpoint, who: impl Into<String>, listen: SocketAddr) -> Self {
+impl<'a> Placed<'a> {
+    fn new(place: &'a Endpoint, who: &str, listen: SocketAddr) -> Self {
         Self {
             place,
-            who: who.into(),
+            who: who.to_owned(),
+            listen,
+        }
+    }
+
+    /// Node `n`'s cache.
+    fn node(n: usize, place: &'a Endpoint, listen: SocketAddr) -> Self {
+        Self {
+            place,
+            who: format!("node-{n}"),
             listen,
         }
     }
@@ -181,7 +191,7 @@ impl NodeCaches {
             CacheKind::CacheDaemon(Placement::Shared) => {
                 let svc = service()?;
                 let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
-                caches.spawn_daemon(&spec, Site::new(svc, "shared", listen), &[])?;
+                caches.spawn_daemon(&spec, &Placed::new(svc, "shared", listen), &[])?;
                 caches.urls = vec![format!("http://{listen}"); nodes.len()];
             }
             CacheKind::CacheDaemon(placement) => {
@@ -204,25 +214,21 @@ impl NodeCaches {
                             c.secret_file.display().to_string(),
                         ]);
                     }
-                    caches.spawn_daemon(
-                        &spec,
-                        Site::new(node, format!("node-{n}"), listen),
-                        &extra,
-                    )?;
+                    caches.spawn_daemon(&spec, &Placed::node(n, node, listen), &extra)?;
                 }
                 caches.urls = vec![format!("http://{listen}"); nodes.len()];
             }
             CacheKind::Nginx(Placement::PerNode) => {
                 let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, CACHE_PORT));
                 for (n, node) in nodes.iter().enumerate() {
-                    caches.start_nginx(&spec, Site::new(node, format!("node-{n}"), listen))?;
+                    caches.start_nginx(&spec, &Placed::node(n, node, listen))?;
                 }
                 caches.urls = vec![format!("http://{listen}"); nodes.len()];
             }
             CacheKind::Nginx(_) => {
                 let svc = service()?;
                 let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
-                caches.start_nginx(&spec, Site::new(svc, "shared", listen))?;
+                caches.start_nginx(&spec, &Placed::new(svc, "shared", listen))?;
                 caches.urls = vec![format!("http://{listen}"); nodes.len()];
             }
         }
@@ -235,10 +241,10 @@ impl NodeCaches {
     fn spawn_daemon(
         &mut self,
         spec: &CacheSpec,
-        site: Site<'_>,
+        at: &Placed<'_>,
         extra: &[String],
     ) -> Result<(), CacheError> {
-        let Site { place, who, listen } = site;
+        let (place, who, listen) = (at.place, at.who.as_str(), at.listen);
         let binary = cache_daemon_binary().ok_or(CacheError::Binary)?;
         let dir = spec.work.join(format!("cache-daemon-{who}"));
         std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
@@ -263,7 +269,7 @@ impl NodeCaches {
             .env("RUST_LOG", "info");
         let proc = Proc::spawn(&format!("cache-daemon ({who})"), cmd, &log)?;
         self.processes.push(CacheProcess {
-            who,
+            who: who.to_owned(),
             program: "cache-daemon",
             netns: place.netns().to_owned(),
             addr: listen,
@@ -274,8 +280,8 @@ impl NodeCaches {
         Ok(())
     }
 
-    fn start_nginx(&mut self, spec: &CacheSpec, site: Site<'_>) -> Result<(), CacheError> {
-        let Site { place, who, listen } = site;
+    fn start_nginx(&mut self, spec: &CacheSpec, at: &Placed<'_>) -> Result<(), CacheError> {
+        let (place, who, listen) = (at.place, at.who.as_str(), at.listen);
         let config = NginxConfig::new(
             listen,
             spec.upstream,
@@ -287,7 +293,7 @@ impl NodeCaches {
         ];
         let nginx = NginxCache::start_in(config, Some(place.netns()))?;
         self.processes.push(CacheProcess {
-            who,
+            who: who.to_owned(),
             program: "nginx",
             netns: place.netns().to_owned(),
             addr: listen,

@@ -1,22 +1,30 @@
-//! [`WireSampler`]: truth at the wire. Every [`SAMPLE_INTERVAL`] of a burst it reads the
-//! kernel's byte counters of every link on the fabric (one read of the hub's
-//! `/proc/net/dev`, `stampede_lab::Fabric::link_bytes`), and at the end turns the samples into
-//! [`WireTotals`]: what each node, service and the registry uploaded and downloaded during the
-//! burst, and the registry's egress and ingress and the nodes' summed upload and download as
-//! series on the burst's clock (bucket `i` covers `[i, i+1)` intervals from the epoch; bytes
-//! counted between two reads are spread over the time between them).
+//! [`WireSampler`]: truth at the wire. On a thread of its own it reads the kernel's byte
+//! counters of every link on the fabric (the hub's `/proc/net/dev`, kept open:
+//! `stampede_lab::LinkCounters`) on the burst's grid of [`SAMPLE_INTERVAL`], and at the end turns
+//! the reads into [`WireTotals`]: what each node, service and the registry uploaded and
+//! downloaded during the burst, and the registry's egress and ingress and the nodes' summed
+//! upload and download as series on the burst's clock (bucket `i` covers `[i, i+1)` intervals
+//! from the epoch; bytes counted between two reads are spread over the time between them).
 //!
-//! The counters are taken after the `tbf` shaping, so a series never exceeds the link's rate by
-//! more than a bucket's worth; they include Ethernet, IP and TCP headers, so they run a few
-//! percent above the payload the registry's own accounting counts. This file samples and sums;
-//! the report draws.
+//! Each read carries the time the kernel produced it (the midpoint of clock readings taken just
+//! around the read), and rates are bytes over the time actually elapsed between two reads, never
+//! over the nominal interval. An earlier sampler stamped each read after a thread had been
+//! started, had entered the hub and had been joined; on a loaded host that stamp came tens of
+//! milliseconds late and the next interval looked short, which is how a 50 Mbit/s link showed
+//! 100 ms buckets of 53-64 Mbit/s.
+//!
+//! The counters are taken after the `tbf` shaping, so over any span `T` a link carries at most
+//! `rate x T + burst` (the tbf's bucket, 10 ms of its rate): a 100 ms bucket of a series never
+//! exceeds the rate by more than that bucket (10 %), whatever the timing of the reads. They
+//! include Ethernet, IP and TCP headers, so they run a few percent above the payload the
+//! registry's own accounting counts. This file samples and sums; the report draws.
 
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use stampede_lab::{Fabric, FabricBytes, LinkBytes};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use stampede_lab::{Fabric, FabricBytes, LinkBytes, LinkCounters};
 
 /// How often the counters are read.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -50,50 +58,48 @@ pub struct WireTotals {
     pub nodes_upload: Vec<u64>,
     /// Bytes all nodes received per bucket.
     pub nodes_download: Vec<u64>,
+    /// The longest a counter read took, microseconds: a read's time is known to half of it.
+    /// Absent in results made before reads were timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_read_span_us: Option<u64>,
 }
 
-/// A running sampler; [`WireSampler::finish`] stops it, and so does dropping it (a burst
-/// stopped by SIGINT), so no task outlives the burst holding the fabric.
+/// One read of the counters: when (from the epoch), how long it took, what they said.
+type Sample = (Duration, Duration, FabricBytes);
+
+/// A running sampler: a thread of its own that reads the counters on the burst's 100 ms grid.
+/// [`WireSampler::finish`] stops it after a last read; dropping it (a burst stopped by SIGINT)
+/// stops it too, so no thread outlives the burst holding the fabric's counters open.
 #[derive(Debug)]
 pub struct WireSampler {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Vec<(Duration, FabricBytes)>>>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<Vec<Sample>>>,
 }
 
 impl WireSampler {
-    /// Starts sampling `fabric` now (the first sample is the baseline), timing from `epoch`.
+    /// Starts sampling `fabric` now (the first read is the baseline), timing from `epoch`.
     pub fn start(fabric: Arc<Fabric>, epoch: Instant) -> Self {
-        let (stop, mut stopped) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let done = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = &mut stopped => true,
-                };
-                let f = fabric.clone();
-                // Timed where the counters were read, not when the answer got back to this
-                // task: on a busy host the blocking pool can hold a read back for a while.
-                let read = tokio::task::spawn_blocking(move || {
-                    f.link_bytes()
-                        .map(|b| (Instant::now().saturating_duration_since(epoch), b))
-                })
-                .await;
-                match read {
-                    Ok(Ok((at, bytes))) => samples.push((at, bytes)),
-                    Ok(Err(error)) => tracing::warn!(%error, "reading link counters failed"),
-                    Err(error) => tracing::warn!(%error, "link counter task failed"),
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("wire-sampler".into())
+            .spawn(move || match LinkCounters::open(&fabric) {
+                // The fabric itself is not kept: the counters hold the hub open.
+                Ok(counters) => sample(counters, epoch, &stopped),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot open the link counters");
+                    Vec::new()
                 }
-                if done {
-                    return samples;
-                }
+            });
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the link counter thread");
+                None
             }
-        });
+        };
         Self {
             stop: Some(stop),
-            task: Some(task),
+            thread,
         }
     }
 
@@ -102,8 +108,10 @@ impl WireSampler {
         if let Some(stop) = self.stop.take() {
             stop.send(()).ok();
         }
-        let samples = match self.task.take() {
-            Some(task) => task.await.unwrap_or_default(),
+        let samples = match self.thread.take() {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join().unwrap_or_default())
+                .await
+                .unwrap_or_default(),
             None => Vec::new(),
         };
         totals(&samples)
@@ -112,16 +120,50 @@ impl WireSampler {
 
 impl Drop for WireSampler {
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
+        // Dropping the sender wakes the thread, which then ends without another read.
+        self.stop.take();
+    }
+}
+
+/// The sampler thread: reads now, then on every tick of the grid `epoch + k * interval` that is
+/// still ahead, until told to stop (one last read) or dropped (none). A tick missed because the
+/// thread ran late is skipped, not made up: each read carries its own time.
+fn sample(mut counters: LinkCounters, epoch: Instant, stop: &mpsc::Receiver<()>) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut read = |samples: &mut Vec<Sample>| match counters.read() {
+        Ok(r) => samples.push((r.at.saturating_duration_since(epoch), r.span, r.bytes)),
+        Err(error) => tracing::warn!(%error, "reading link counters failed"),
+    };
+    loop {
+        read(&mut samples);
+        let now = Instant::now();
+        match stop.recv_timeout(next_tick(epoch, now, SAMPLE_INTERVAL) - now) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) => {
+                read(&mut samples);
+                return samples;
+            }
+            Err(RecvTimeoutError::Disconnected) => return samples,
         }
     }
 }
 
+/// The first instant of the grid `epoch + k * interval` (k any integer) after `now`.
+fn next_tick(epoch: Instant, now: Instant, interval: Duration) -> Instant {
+    let step = interval.as_nanos().max(1);
+    if now < epoch {
+        let ahead = (epoch - now).as_nanos();
+        // Ticks before the epoch lie at epoch - k * interval.
+        return epoch - Duration::from_nanos(((ahead - 1) / step * step) as u64);
+    }
+    let since = (now - epoch).as_nanos();
+    epoch + Duration::from_nanos(((since / step + 1) * step) as u64)
+}
+
 /// The burst's totals and series from samples in time order (the first is the baseline).
-fn totals(samples: &[(Duration, FabricBytes)]) -> WireTotals {
+fn totals(samples: &[Sample]) -> WireTotals {
     let interval_ms = SAMPLE_INTERVAL.as_millis() as u64;
-    let (Some((_, first)), Some((_, last))) = (samples.first(), samples.last()) else {
+    let (Some((_, _, first)), Some((_, _, last))) = (samples.first(), samples.last()) else {
         return WireTotals {
             interval_ms,
             ..WireTotals::default()
@@ -139,10 +181,11 @@ fn totals(samples: &[(Duration, FabricBytes)]) -> WireTotals {
         registry: link(&first.registry, &last.registry),
         nodes: links(&first.nodes, &last.nodes),
         services: links(&first.services, &last.services),
+        max_read_span_us: samples.iter().map(|s| s.1.as_micros() as u64).max(),
         ..WireTotals::default()
     };
     for pair in samples.windows(2) {
-        let ((from, a), (to, b)) = (&pair[0], &pair[1]);
+        let ((from, _, a), (to, _, b)) = (&pair[0], &pair[1]);
         let r = link(&a.registry, &b.registry);
         let n = links(&a.nodes, &b.nodes);
         let spans = [
@@ -218,10 +261,18 @@ mod tests {
     fn totals_and_series_are_deltas_from_the_baseline() {
         let ms = Duration::from_millis;
         let samples = vec![
-            (ms(0), bytes(1_000, &[(10, 500), (20, 600)])),
-            (ms(150), bytes(11_000, &[(110, 5_500), (20, 5_600)])),
-            (ms(260), bytes(21_000, &[(210, 10_500), (120, 10_600)])),
-            (ms(270), bytes(21_500, &[(210, 10_750), (120, 10_850)])),
+            (ms(0), ms(1), bytes(1_000, &[(10, 500), (20, 600)])),
+            (ms(150), ms(1), bytes(11_000, &[(110, 5_500), (20, 5_600)])),
+            (
+                ms(260),
+                ms(1),
+                bytes(21_000, &[(210, 10_500), (120, 10_600)]),
+            ),
+            (
+                ms(270),
+                ms(1),
+                bytes(21_500, &[(210, 10_750), (120, 10_850)]),
+            ),
         ];
         let t = totals(&samples);
         assert_eq!(t.interval_ms, 100);
@@ -248,6 +299,20 @@ mod tests {
             t.registry_egress.iter().sum::<u64>(),
             t.registry.upload_bytes
         );
+        assert_eq!(t.max_read_span_us, Some(1_000));
         assert_eq!(totals(&[]).nodes, Vec::new());
+    }
+
+    #[test]
+    fn ticks_lie_on_the_epochs_grid() {
+        let epoch = Instant::now() + Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        let tick = |now| next_tick(epoch, now, ms(100));
+        assert_eq!(tick(epoch), epoch + ms(100));
+        assert_eq!(tick(epoch + ms(1)), epoch + ms(100));
+        assert_eq!(tick(epoch + ms(250)), epoch + ms(300));
+        assert_eq!(tick(epoch - ms(250)), epoch - ms(200));
+        assert_eq!(tick(epoch - ms(200)), epoch - ms(100));
+        assert_eq!(tick(epoch - ms(1)), epoch);
     }
 }

@@ -384,6 +384,45 @@ fn against_a_measured_run_prints_the_table_with_errors() {
 }
 
 #[test]
+fn against_several_sizes_writes_one_folder_each_and_the_scaling_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = workspace();
+    let run = |out: Option<&Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(&ws).args([
+            "model",
+            "--against",
+            "results/cluster-scaling/nodes-4/result.json",
+            "--against",
+            "results/cluster-scaling/nodes-8/result.json",
+        ]);
+        if let Some(out) = out {
+            cmd.arg("--out").arg(out);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(Some(dir.path()));
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    let table = std::fs::read_to_string(dir.path().join("scaling.md")).unwrap();
+    for needle in [
+        "| variant | target | metric | 4 nodes | 8 nodes |",
+        "| app | cache-daemon-cluster | all ready |",
+        "cells within tolerance",
+    ] {
+        assert!(table.contains(needle), "{needle}: {table}");
+    }
+    for n in [4, 8] {
+        let one = dir.path().join(format!("cluster-scaling-{n}-nodes"));
+        assert!(one.join("against.md").is_file(), "{}", one.display());
+        assert!(one.join("result.json").is_file());
+    }
+    // Several runs need a folder to put them in.
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
+}
+
+#[test]
 fn committed_profiles_parse() {
     let dir = scenarios_dir().join("profiles");
     let mut seen = 0;
@@ -560,4 +599,78 @@ fn distributions_proxy_fetches_a_cold_blob_once_per_node_and_a_stored_one_never(
     assert_eq!(gets.len(), 3, "{gets:?}");
     // 6 cold nodes each miss and go upstream; the 4 nodes of the later wave hit the store.
     assert!(gets.values().all(|n| *n == 6), "{gets:?}");
+}
+
+#[test]
+fn a_ctr_pull_pays_the_profiles_ctr_overhead_and_unpack_rate() {
+    let base = |puller: &str, unpack: bool| {
+        let text = format!(
+            "name = \"ctr\"\nnodes = 3\npods_per_node = 1\n[[variants]]\nname = \"app\"\n[variants.synthetic]\ncompression = \"gzip\"\n[[variants.synthetic.layers]]\nsize = \"8MiB\"\nfiles = 16\n[[targets]]\nkind = \"direct\"\n[registry]\negress = \"10Gbit\"\n[runtime]\npuller = \"{puller}\"\nunpack = {unpack}\n[readiness]\nprobe_period = \"1ms\"\n"
+        );
+        Scenario::parse(&text, "ctr.toml", &[]).unwrap()
+    };
+    let plain = profile(1, "0s");
+    let mut with_ctr = plain.clone();
+    with_ctr.ctr = Some(
+        Profile::parse(
+            &format!(
+                "{}\n[ctr]\npull_overhead = \"700ms\"\nstream_rate = \"3000MB/s\"\nunpack = \"20MB/s\"\n",
+                plain.to_toml().unwrap()
+            ),
+            Path::new("ctr.toml"),
+        )
+        .unwrap()
+        .ctr
+        .unwrap(),
+    );
+    // Without unpacking: the pull is the harness client's plus exactly the overhead.
+    let harness = model(&base("harness", false), &with_ctr);
+    let ctr = model(&base("ctr", false), &with_ctr);
+    let extra = pull(&ctr, 0.5) - pull(&harness, 0.5);
+    assert!((extra - 0.7).abs() < 0.01, "ctr pull {extra} s longer");
+    assert!(harness.warnings.iter().all(|w| !w.contains("[ctr]")));
+    // Unpacking at containerd's 20 MB/s: 8 MiB of content takes about 0.4 s, far above the
+    // harness's rates (300 and 500 MB/s).
+    let unpack = |r: &RunResult| {
+        let h = r.series[0].data.merged(Phase::Unpack);
+        Duration::from_micros(h.value_at_quantile(0.5)).as_secs_f64()
+    };
+    let ctr = model(&base("ctr", true), &with_ctr);
+    let harness = model(&base("harness", true), &with_ctr);
+    assert!(unpack(&ctr) > 0.3, "ctr unpack {}", unpack(&ctr));
+    assert!(
+        unpack(&harness) < 0.1,
+        "harness unpack {}",
+        unpack(&harness)
+    );
+    // A profile without [ctr] models ctr with the harness's costs and says so.
+    let r = model(&base("ctr", false), &plain);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("no [ctr] costs")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn with_namespace_nodes_a_shared_cache_serves_through_its_own_link() {
+    let s = |namespaces: bool| {
+        let network = if namespaces {
+            "[network]\nnodes = \"namespaces\"\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "name = \"shared\"\nnodes = 8\npods_per_node = 1\n[[variants]]\nname = \"app\"\n[variants.synthetic]\ncompression = \"gzip\"\n[[variants.synthetic.layers]]\nsize = \"8MiB\"\nfiles = 16\ncompressibility = 0.0\n[[targets]]\nkind = \"cache-daemon\"\nplacement = \"shared\"\n{network}[registry]\nnetns_rate = \"1Gbit\"\nnode_link = \"100Mbit\"\n[runtime]\nunpack = false\n[readiness]\nprobe_period = \"1ms\"\n"
+        );
+        Scenario::parse(&text, "shared.toml", &[]).unwrap()
+    };
+    let p = profile(1, "0s");
+    let tasks = model(&s(false), &p);
+    let ns = model(&s(true), &p);
+    // As tasks every node has its own 100 Mbit/s: about one copy's time (0.7 s). In namespaces
+    // the cache's own 100 Mbit/s link carries all eight copies: about 8 x 8 MiB / 12.5 MB/s.
+    let one = 8.0 * 1_048_576.0 / 12.5e6;
+    assert!(pull(&tasks, 0.95) < 1.5 * one, "{}", pull(&tasks, 0.95));
+    assert!(pull(&ns, 0.95) > 7.0 * one, "{}", pull(&ns, 0.95));
 }

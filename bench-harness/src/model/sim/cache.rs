@@ -138,7 +138,7 @@ impl Sim<'_> {
 
     /// A reader streaming a fill in progress, held to its pace (cut-through).
     fn follow(&mut self, w: Waiter, leader: FlowId, delay: f64) {
-        let spec = self.reader_spec(w.group, w.image, w.blob, Some(leader), w.cohort);
+        let spec = self.reader_spec((w.group, w.image, w.blob), Some(leader), w.cohort);
         if delay > 0.0 {
             // The first byte reaches the reader after `delay`; model it as the reader starting
             // late, behind its leader, catching up at its own pace.
@@ -157,11 +157,12 @@ impl Sim<'_> {
         self.start_blob_flow(w.group, w.image, w.blob, spec);
     }
 
+    /// The flow of group `g` reading blob `b` of image `i` from a cache or the cluster,
+    /// following `leader` (the fill) when it is in progress; `cohort`: the group whose request
+    /// started the fill (its cluster upload weight).
     fn reader_spec(
         &self,
-        g: usize,
-        i: usize,
-        b: usize,
+        (g, i, b): (usize, usize, usize),
         leader: Option<FlowId>,
         cohort: bool,
     ) -> FlowSpec {
@@ -232,7 +233,7 @@ impl Sim<'_> {
             );
             return;
         }
-        let spec = self.reader_spec(g, i, b, None, false);
+        let spec = self.reader_spec((g, i, b), None, false);
         self.start_blob_flow(g, i, b, spec);
     }
 

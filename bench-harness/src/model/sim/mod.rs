@@ -38,10 +38,10 @@ use std::time::Duration;
 
 use super::fabric::{Fabric, FabricEvent, FlowId, FlowSpec, LinkId, UNLIMITED};
 use super::image::Image;
-use super::profile::Profile;
+use super::profile::{CtrCosts, Profile};
 use super::registry::{Bucket, Served};
 use crate::run::recorder::{FailureKind, LayerTimes, PodTimes, PullTimes, Recorder, RunKey};
-use crate::scenario::{Placement, Scenario, Target, TargetKind, Variant};
+use crate::scenario::{Placement, PullerKind, Scenario, Target, TargetKind, Variant};
 
 /// Attempts per request when the registry answers 429, as the harness's client makes them.
 const MAX_THROTTLED_ATTEMPTS: u32 = 5;
@@ -395,6 +395,33 @@ fn via(target: &Target, index: usize) -> Result<Via, SimError> {
     })
 }
 
+/// Bytes a kernel-shaped (`tc tbf`) link is charged per byte of TCP payload: at MTU 1500 each
+/// 1448-byte segment travels with 66 bytes of Ethernet (14), IPv4 (20) and TCP headers with
+/// timestamps (32), and tbf charges every segment's headers, GSO or not. Protocol arithmetic,
+/// not a fitted constant: a 20 Mbit/s tbf carries 19.1 Mbit/s of bodies.
+pub const TBF_FRAMING: f64 = 1514.0 / 1448.0;
+
+/// Everything one shared cache serves per second: its CPU's rate (`cache.serve_rate`), and, with
+/// nodes in network namespaces, its own link too: the harness puts a shared cache in a service
+/// namespace whose link is shaped like a node's (`registry.node_link`, `src/nodes/mod.rs`), so
+/// every stream it serves crosses that one link.
+fn shared_cache_rate(sc: &Scenario, p: &Profile) -> f64 {
+    let cpu = p.cache.serve_rate.bytes_per_sec as f64;
+    if sc.network.namespaces() {
+        cpu.min(rate(sc.registry.node_link) / TBF_FRAMING)
+    } else {
+        cpu
+    }
+}
+
+/// The profile's `[ctr]` costs when the scenario pulls with `ctr`; otherwise (another puller,
+/// or a profile without them) the node's own costs apply.
+pub fn ctr_costs<'p>(sc: &Scenario, p: &'p Profile) -> Option<&'p CtrCosts> {
+    (sc.runtime.puller == PullerKind::Ctr)
+        .then_some(p.ctr.as_ref())
+        .flatten()
+}
+
 fn rate(b: Option<crate::scenario::units::Bandwidth>) -> f64 {
     b.map_or(f64::INFINITY, |b| b.bytes_per_sec as f64)
 }
@@ -429,21 +456,29 @@ impl<'a> Sim<'a> {
             pod_images.push(image);
         }
         let mut fabric = Fabric::new();
-        let egress_cap = rate(sc.registry.egress).min(rate(sc.registry.netns_rate));
+        // `egress` is paced in user space on body bytes; `netns_rate` is a kernel tbf.
+        let egress_cap = rate(sc.registry.egress).min(rate(sc.registry.netns_rate) / TBF_FRAMING);
         let egress = fabric.link(egress_cap);
-        let cache_serve = fabric.link(p.cache.serve_rate.bytes_per_sec as f64);
+        let cache_serve = fabric.link(shared_cache_rate(sc, p));
         let host_cpu = p
             .node
             .shared_host_cores
             .map(|c| fabric.link(f64::from(c.max(1))));
-        let down = rate(sc.registry.node_link);
+        // Nodes as tasks pace `node_link` in user space on body bytes; as namespaces it is a tbf.
+        let down = if sc.network.namespaces() {
+            rate(sc.registry.node_link) / TBF_FRAMING
+        } else {
+            rate(sc.registry.node_link)
+        };
         let rates = Rates {
             down,
             up: p.node.uplink.map_or(down, |u| u.bytes_per_sec as f64),
             disk: p.node.disk_write.bytes_per_sec as f64,
             cores: f64::from(p.node.cores.max(1)),
             hash_cost: 1.0 / p.node.hash_rate.bytes_per_sec.max(1) as f64,
-            node_stream: p.node.stream_rate.bytes_per_sec as f64,
+            node_stream: ctr_costs(sc, p)
+                .map_or(p.node.stream_rate, |c| c.stream_rate)
+                .bytes_per_sec as f64,
             cache_stream: p.cache.stream_rate.bytes_per_sec as f64,
         };
         let total_nodes = f64::from(sc.total_nodes().max(1));
@@ -485,6 +520,11 @@ impl<'a> Sim<'a> {
             cluster_depth,
             delayed: Vec::new(),
         })
+    }
+
+    /// containerd's costs when it is the puller and the profile has them.
+    fn ctr(&self) -> Option<&'a CtrCosts> {
+        ctr_costs(self.setup.scenario, self.setup.profile)
     }
 
     fn node_links(&mut self, nodes: f64) -> NodeLinks {
@@ -703,8 +743,18 @@ impl<'a> Sim<'a> {
                 requested: vec![0.0; layers],
                 fetched_at: vec![0.0; layers],
             });
+            let overhead = self.ctr().map_or(0.0, |c| secs(c.pull_overhead.0));
             if image.manifest_requests == 0 {
                 self.request_blob(g, i, 0);
+            } else if overhead > 0.0 {
+                // containerd's own cost per pull comes before its first request.
+                let first = Event::Manifest {
+                    group: g,
+                    image: i,
+                    step: 0,
+                    attempt: 1,
+                };
+                self.at(self.now + overhead, first);
             } else {
                 self.manifest(g, i, 0, 1);
             }
@@ -987,6 +1037,9 @@ impl<'a> Sim<'a> {
 
     /// Core-seconds per uncompressed byte to decompress and apply a layer.
     fn unpack_cost(&self, compression: stampede_oci::Compression) -> f64 {
+        if let Some(ctr) = self.ctr() {
+            return 1.0 / ctr.unpack.bytes_per_sec.max(1) as f64;
+        }
         let p = self.setup.profile;
         let apply = 1.0 / p.unpack.apply.bytes_per_sec.max(1) as f64;
         apply
