@@ -7,9 +7,9 @@
 //! each on woke the writer, and through it every follower, per frame; thread switches and
 //! wake-ups were about 40 % of the daemon's CPU in a 200 Mbit/s cold burst. The feeder holds
 //! frames until [`HOLD_BYTES`] have come or [`HOLD_TIME`] has passed since the first one held,
-//! and while it holds, it lets the slow link's bytes gather in the socket rather than asking
-//! for them packet by packet ([`Feeder::next_frame`]), so followers see a byte a few
-//! milliseconds later than before at most.
+//! and on a slow link it lets the bytes gather in the socket meanwhile rather than asking for
+//! them packet by packet ([`Feeder::next_frame`]), so followers see a byte a few milliseconds
+//! later than before at most.
 //!
 //! Why the hash is on the writer thread: it used to have a thread of its own, woken per frame;
 //! waking a third thread cost more CPU than the overlap saved. Hashed after followers were
@@ -98,6 +98,7 @@ pub fn spawn(
         held_since: None,
         received_bytes: 0,
         end_bytes: None,
+        slow: false,
     };
     (feeder, handle)
 }
@@ -129,6 +130,8 @@ pub struct Feeder {
     received_bytes: u64,
     /// Where the bytes end, when known.
     end_bytes: Option<u64>,
+    /// The last batch went on short of [`HOLD_BYTES`]: the link is slow.
+    slow: bool,
 }
 
 /// `body`'s next frame if it is ready now, or once the connection's task has had a turn to
@@ -158,38 +161,41 @@ impl Feeder {
         self.end_bytes = end_bytes;
     }
 
-    /// The next data frame of `body`, waiting at most `idle` for it.
+    /// The next data frame of `body`, waiting at most `idle` for it. While frames are held, it
+    /// hands them on by [`HOLD_TIME`] after the first one came.
     ///
-    /// While frames are held (fewer than [`HOLD_BYTES`]: the link is slow), it first lets the
-    /// link's bytes gather in the socket until [`HOLD_TIME`] after the first one held, then
-    /// takes what has arrived without waiting and hands the batch on once nothing more is
-    /// ready. Asked for frame by frame, a slow link's connection would wake two tasks per
-    /// packet; this way one socket read takes what a few milliseconds brought.
+    /// On a slow link (the last batch went on by time, short of [`HOLD_BYTES`]) it does not ask
+    /// for frames as they come: it lets the link's bytes gather in the socket until the batch
+    /// is due, then takes what has arrived without waiting, and hands the batch on once
+    /// nothing more is ready. Asked for frame by frame, a slow link's connection would wake two
+    /// tasks per packet; this way one socket read takes what a few milliseconds brought. A fast
+    /// link fills a batch before it is due and is never made to wait.
     pub async fn next_frame<B>(&mut self, body: &mut B, idle: Duration) -> Next
     where
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
+        let idle_until = Instant::now() + idle;
         loop {
-            let got = match self.held_since {
-                Some(since) => {
-                    if self.end_bytes != Some(self.received_bytes) {
-                        tokio::time::sleep_until(since + HOLD_TIME).await;
-                    }
-                    match ready_frame(body).await {
-                        Some(got) => got,
-                        None => {
-                            if !self.hand_on().await {
-                                return Next::Stopped;
-                            }
-                            continue;
-                        }
-                    }
+            let got = match self.held_since.map(|since| since + HOLD_TIME) {
+                Some(due) if self.slow && self.end_bytes != Some(self.received_bytes) => {
+                    tokio::time::sleep_until(due).await;
+                    ready_frame(body).await
                 }
-                None => match tokio::time::timeout(idle, body.frame()).await {
-                    Ok(got) => got,
+                Some(due) => tokio::time::timeout_at(due.min(idle_until), body.frame())
+                    .await
+                    .ok(),
+                None => match tokio::time::timeout_at(idle_until, body.frame()).await {
+                    Ok(got) => Some(got),
                     Err(_) => return Next::Idle,
                 },
+            };
+            let Some(got) = got else {
+                // Nothing more by the time the held frames are due.
+                if !self.hand_on().await {
+                    return Next::Stopped;
+                }
+                continue;
             };
             match got {
                 None => return Next::End,
@@ -226,6 +232,7 @@ impl Feeder {
             return true;
         }
         let frames = std::mem::take(&mut self.held);
+        self.slow = self.held_bytes < HOLD_BYTES;
         self.held_bytes = 0;
         self.held_since = None;
         self.tx.send(ToWriter::Frames(frames)).await.is_ok()
