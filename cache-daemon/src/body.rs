@@ -447,3 +447,53 @@ fn follow(
     });
     StreamBody::new(chunks).boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn a_committed_file_sent_to_a_peer_by_the_kernel_counts_as_peer_bytes() {
+        let mut file = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+        file.write_all(&content).unwrap();
+        let file = Arc::new(file);
+        let metrics = Arc::new(Metrics::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(connect, listener.accept());
+        let (mut client, server) = (client.unwrap(), accepted.unwrap().0);
+        let lane = zero_copy::Lane::default();
+        let mut socket = zero_copy::KernelSend::new(server, lane.clone());
+        let (start, end) = (1_000u64, 101_000u64);
+        let mut body = file_to_peer(file, start, end, metrics.clone());
+        let frames = zero_copy::serve(lane, async {
+            let mut frames = Vec::new();
+            while let Some(frame) = body.frame().await {
+                frames.push(frame.unwrap().into_data().unwrap());
+            }
+            frames
+        })
+        .await;
+        let writer = tokio::spawn(async move {
+            for frame in frames {
+                socket.write_all(&frame).await.unwrap();
+            }
+        });
+        let mut got = vec![0u8; 100_000];
+        client.read_exact(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert!(got[..] == content[1_000..101_000]);
+        let text = metrics.render(0, 0, 0);
+        assert!(
+            text.contains("cache_daemon_served_bytes_total{source=\"peer\"} 100000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cache_daemon_sent_by_kernel_bytes_total 100000"),
+            "{text}"
+        );
+    }
+}
