@@ -31,7 +31,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 
-use crate::flight::{FillState, Flight};
+use crate::flight::{FillState, Flight, WINDOW_BYTES};
 use crate::metrics::{Metrics, Source};
 use crate::store::read_checks::FileIdentity;
 use crate::store::{page_cache, BlobStore};
@@ -58,27 +58,33 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-/// At most [`zero_copy::SPAN_BYTES`] of the `left_bytes` at `pos` of `file` as a stand-in frame
-/// the kernel sends (`zero_copy`), counted for `source` when sent; `None` when this response is
-/// not on a client connection, the span is shorter than [`zero_copy::MIN_SPAN_BYTES`] or its
-/// pages are not known to be cached (the caller reads and copies them instead).
-fn kernel_span(
-    file: &Arc<File>,
+/// Where the bytes of a span the kernel may send come from.
+#[derive(Clone, Copy)]
+struct SpanAt<'a> {
+    file: &'a Arc<File>,
     pos: u64,
+    /// Bytes left to send from `pos`.
     left_bytes: u64,
-    source: Source,
-    metrics: &Arc<Metrics>,
-) -> Option<Bytes> {
-    let len = usize::try_from(left_bytes)
+    /// The bytes were written moments ago (a fill's last [`WINDOW_BYTES`]): their pages are in
+    /// the page cache, so asking costs two system calls for nothing.
+    fresh: bool,
+}
+
+/// At most [`zero_copy::SPAN_BYTES`] of the span's bytes as a stand-in frame the kernel sends
+/// (`zero_copy`), counted for `source` when sent; `None` when this response is not on a client
+/// connection, the span is shorter than [`zero_copy::MIN_SPAN_BYTES`] or its pages are not
+/// known to be cached (the caller reads and copies them instead).
+fn kernel_span(at: SpanAt<'_>, source: Source, metrics: &Arc<Metrics>) -> Option<Bytes> {
+    let len = usize::try_from(at.left_bytes)
         .unwrap_or(usize::MAX)
         .min(zero_copy::SPAN_BYTES);
     if len < zero_copy::MIN_SPAN_BYTES || !zero_copy::available() {
         return None;
     }
-    if !page_cache::holds(file, pos, len) {
+    if !at.fresh && !page_cache::holds(at.file, at.pos, len) {
         return None;
     }
-    zero_copy::span_frame(file, pos, len, source, metrics)
+    zero_copy::span_frame(at.file, at.pos, len, source, metrics)
 }
 
 fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
@@ -113,7 +119,13 @@ fn file_counted(
             if pos >= end {
                 return None;
             }
-            if let Some(frame) = kernel_span(&file, pos, end - pos, source, &metrics) {
+            let at = SpanAt {
+                file: &file,
+                pos,
+                left_bytes: end - pos,
+                fresh: false,
+            };
+            if let Some(frame) = kernel_span(at, source, &metrics) {
                 let next = pos + frame.len() as u64;
                 return Some((Ok(Frame::data(frame)), (file, next)));
             }
@@ -135,19 +147,34 @@ fn file_counted(
     StreamBody::new(chunks).boxed()
 }
 
+/// What a `verify_on_read` body checks a committed blob against, and where a mismatch goes.
+#[derive(Debug, Clone)]
+pub struct ReadCheck {
+    /// The digest the blob must hash to.
+    pub digest: Digest,
+    /// The file's identity, remembered as verified on a match (`store::read_checks`).
+    pub identity: FileIdentity,
+    /// Where a mismatching blob is quarantined.
+    pub store: Arc<BlobStore>,
+}
+
 /// Streams a whole committed blob of `size_bytes`, hashing it as it goes, and sends the last
-/// chunk only if the digest matches. On a mismatch the blob is quarantined in `store` (so the
-/// next request fetches it anew), counted, and the response cut short; on a match the file
-/// (`identity`) is remembered as verified, so ranges of it skip their rehash for a while
-/// (`store::read_checks`). Hashing runs inline, a chunk at a time, like the copy it follows.
+/// chunk only if the digest matches. On a mismatch the blob is quarantined in the check's
+/// store (so the next request fetches it anew), counted, and the response cut short; on a
+/// match the file (the check's `identity`) is remembered as verified, so ranges of it skip
+/// their rehash for a while (`store::read_checks`). Hashing runs inline, a chunk at a time,
+/// like the copy it follows.
 pub fn from_file_verified(
     file: Arc<File>,
     size_bytes: u64,
-    digest: Digest,
-    identity: FileIdentity,
-    store: Arc<BlobStore>,
+    check: ReadCheck,
     metrics: Arc<Metrics>,
 ) -> Body {
+    let ReadCheck {
+        digest,
+        identity,
+        store,
+    } = check;
     struct Check {
         file: Arc<File>,
         pos: u64,
@@ -377,9 +404,16 @@ fn follow(
                     // mid-blob). Only bytes that leave the node (`count`) may be stand-ins for
                     // the kernel to send: an uncounted body is read in this process.
                     let at = s.pos - base_bytes;
-                    if let Some(frame) = count.and_then(|source| {
-                        kernel_span(&s.file, at, limit - s.pos, source, &metrics)
-                    }) {
+                    let span = SpanAt {
+                        file: &s.file,
+                        pos: at,
+                        left_bytes: limit - s.pos,
+                        fresh: p.state == FillState::Running
+                            && p.written_bytes - s.pos <= WINDOW_BYTES,
+                    };
+                    if let Some(frame) =
+                        count.and_then(|source| kernel_span(span, source, &metrics))
+                    {
                         s.pos += frame.len() as u64;
                         return Some((Ok(Frame::data(frame)), Some(s)));
                     }
@@ -412,4 +446,54 @@ fn follow(
         }
     });
     StreamBody::new(chunks).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn a_committed_file_sent_to_a_peer_by_the_kernel_counts_as_peer_bytes() {
+        let mut file = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+        file.write_all(&content).unwrap();
+        let file = Arc::new(file);
+        let metrics = Arc::new(Metrics::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(connect, listener.accept());
+        let (mut client, server) = (client.unwrap(), accepted.unwrap().0);
+        let lane = zero_copy::Lane::default();
+        let mut socket = zero_copy::KernelSend::new(server, lane.clone());
+        let (start, end) = (1_000u64, 101_000u64);
+        let mut body = file_to_peer(file, start, end, metrics.clone());
+        let frames = zero_copy::serve(lane, async {
+            let mut frames = Vec::new();
+            while let Some(frame) = body.frame().await {
+                frames.push(frame.unwrap().into_data().unwrap());
+            }
+            frames
+        })
+        .await;
+        let writer = tokio::spawn(async move {
+            for frame in frames {
+                socket.write_all(&frame).await.unwrap();
+            }
+        });
+        let mut got = vec![0u8; 100_000];
+        client.read_exact(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert!(got[..] == content[1_000..101_000]);
+        let text = metrics.render(0, 0, 0);
+        assert!(
+            text.contains("cache_daemon_served_bytes_total{source=\"peer\"} 100000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cache_daemon_sent_by_kernel_bytes_total 100000"),
+            "{text}"
+        );
+    }
 }

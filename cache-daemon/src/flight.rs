@@ -343,17 +343,22 @@ impl FillGuard {
 pub struct ProgressWriter(Arc<Flight>);
 
 impl ProgressWriter {
-    /// Keeps `frame`, just written at `offset` (right after the previous one), in the flight's
-    /// in-memory window, dropping the oldest frames beyond [`WINDOW_BYTES`]. Call before
-    /// [`ProgressWriter::wrote`] reports those bytes.
-    pub fn remember(&self, offset: u64, frame: Bytes) {
+    /// Keeps `frames`, just written one after another from `offset` (right after the previous
+    /// ones), in the flight's in-memory window, dropping the oldest frames beyond
+    /// [`WINDOW_BYTES`]. Call before [`ProgressWriter::wrote`] reports those bytes.
+    pub fn remember(&self, offset: u64, frames: impl IntoIterator<Item = Bytes>) {
         let mut w = self.0.window.lock().expect("window mutex poisoned");
         debug_assert!(w
             .frames
             .back()
             .is_none_or(|(o, f)| o + f.len() as u64 == offset));
-        w.bytes += frame.len() as u64;
-        w.frames.push_back((offset, frame));
+        let mut at = offset;
+        for frame in frames {
+            let len = frame.len() as u64;
+            w.bytes += len;
+            w.frames.push_back((at, frame));
+            at += len;
+        }
         while w.bytes > WINDOW_BYTES && w.frames.len() > 1 {
             if let Some((_, old)) = w.frames.pop_front() {
                 w.bytes -= old.len() as u64;
@@ -465,7 +470,7 @@ mod tests {
         let sizes = [40 * 1024, 8 * 1024, 1 << 20];
         let mut at = 0;
         for len in sizes {
-            w.remember(at, frame(at, len));
+            w.remember(at, [frame(at, len)]);
             at += len;
         }
         let check = |pos: u64, max: usize, want_len: usize| {
@@ -488,7 +493,7 @@ mod tests {
         assert_eq!(f.recent(at, 10), None);
         // Past the window: the oldest frames go once more than WINDOW_BYTES are held.
         while at < 2 * WINDOW_BYTES {
-            w.remember(at, frame(at, 1 << 20));
+            w.remember(at, [frame(at, 1 << 20)]);
             at += 1 << 20;
         }
         assert_eq!(f.recent(0, 10), None);

@@ -348,12 +348,14 @@ impl App {
         let mut resp = blob_headers(digest, status, start, end, len);
         if !head {
             *resp.body_mut() = match identity {
-                Some(id) if range.is_none() => body::from_file_verified(
+                Some(identity) if range.is_none() => body::from_file_verified(
                     open.file,
                     len,
-                    digest.clone(),
-                    id,
-                    self.store.clone(),
+                    body::ReadCheck {
+                        digest: digest.clone(),
+                        identity,
+                        store: self.store.clone(),
+                    },
                     self.metrics.clone(),
                 ),
                 _ => body::from_file(open.file, start, end, self.metrics.clone()),

@@ -20,7 +20,8 @@
 //!   before private content is served.
 //! - [`store`]: committed blobs on disk (layout, index), commit by fsync + rename.
 //! - [`flight`]: single-flight and fan-out of fills in progress.
-//! - [`fill`]: one upstream fill: fetch, hash, write, verify, commit or fail.
+//! - [`fill`]: one upstream fill: fetch, hash, write, verify, commit or fail; `fill::writer`
+//!   is the store's write path (frames batched, one write and one hash per batch).
 //! - [`cluster`]: cluster mode (off by default): members, rendezvous ownership of 16 MiB
 //!   stripes, the peer port, signed peer requests, and the miss path fed by the stripes' owners.
 //! - [`body`]: response bodies from committed files and from growing fills.
@@ -34,8 +35,9 @@
 //! `server` -> `handler::App::handle` -> `route::Route::parse` -> (with caller checks on:
 //! `access::Access::admit`, allowed or refused) -> store hit? `body::from_file`, whose cached
 //! spans go to hyper as stand-ins that `zero_copy::KernelSend` sends with `sendfile`.
-//! Miss: `flight::Flights::claim` -> leader spawns `fill::run` (upstream GET -> hash -> temp file
-//! -> verify -> `store::BlobStore::commit`), and leader and followers alike answer with
+//! Miss: `flight::Flights::claim` -> leader spawns `fill::run` (upstream GET -> batches to the
+//! `fill::writer` thread: temp file write, followers told, hash -> verify ->
+//! `store::BlobStore::commit`), and leader and followers alike answer with
 //! `body::from_flight`, which reads the temp file as it grows and sends its last byte only after
 //! the commit.
 //!
@@ -45,7 +47,7 @@
 //! `cluster::signing`). The owner's `cluster::server` answers from its store, its stripe fill
 //! (`cluster::origin`: one ranged registry `GET` per stripe, whoever asks) or, past the fan-out
 //! bound, with a redirect to a node already receiving the stripe. `cluster::fetch` hands each
-//! stripe's bytes to the fill's writer and hasher as they arrive, stripe after stripe, falling
+//! stripe's bytes to the fill's writer (which hashes them) as they arrive, stripe after stripe, falling
 //! back to the next candidate and then the registry; the fill verifies and commits as above.
 
 #![forbid(unsafe_code)]

@@ -17,7 +17,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -27,6 +26,7 @@ use stampede_oci::{Digest, Endpoint, RepoName};
 
 use crate::body::{self, Body, FlightFile};
 use crate::error::PeerFailure;
+use crate::fill::writer::Next;
 use crate::fill::Transfer;
 use crate::flight::FillFailure;
 use crate::metrics::FillSource;
@@ -215,6 +215,8 @@ impl Feed {
                 Pumped::Done => {}
                 Pumped::SinkClosed => return Ok(FeedEnd::Complete),
                 Pumped::Failed(failure) => {
+                    // Followers have every byte received while the next source is found.
+                    sink.hand_on().await;
                     let c = &self.want.cluster;
                     c.metrics.cluster_fallback(failure);
                     tracing::info!(digest = %self.want.digest, offset_bytes = sink.received_bytes(), ?from, %failure, "stripe source failed; going on from the next candidate");
@@ -273,13 +275,11 @@ impl Feed {
             if received >= end_bytes {
                 return Pumped::Done;
             }
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => return Pumped::Failed(PeerFailure::Timeout),
-                Ok(None) | Ok(Some(Err(_))) => return Pumped::Failed(PeerFailure::Broken),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let Ok(mut data): Result<Bytes, _> = frame.into_data() else {
-                continue;
+            let mut data = match sink.next_frame(&mut body, idle).await {
+                Next::Data(data) => data,
+                Next::Idle => return Pumped::Failed(PeerFailure::Timeout),
+                Next::End | Next::Broken(_) => return Pumped::Failed(PeerFailure::Broken),
+                Next::Stopped => return Pumped::SinkClosed,
             };
             let room = usize::try_from(end_bytes - received).unwrap_or(usize::MAX);
             if data.len() > room {

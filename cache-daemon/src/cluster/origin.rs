@@ -20,19 +20,17 @@ use std::fs::File;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
 
 use stampede_oci::{Digest, Endpoint, RepoName};
 
 use crate::fill;
+use crate::fill::writer::Next;
 use crate::flight::{Claim, FillFailure, FillGuard, Flight, Flights, Started};
 use crate::metrics::Metrics;
 use crate::store::BlobStore;
-use crate::upstream::{content_range, retry_after, Upstreams};
+use crate::upstream::{content_range, retry_after, Answer, Upstreams};
 
 use super::stripe::Stripe;
 
@@ -232,20 +230,7 @@ impl Origin {
             file: file.clone(),
             total_bytes: Some(info.len_bytes),
         });
-        let (tx, rx) = mpsc::channel::<fill::ToWriter>(64);
-        let progress = guard.progress_writer();
-        let f = file.clone();
-        let writer = tokio::task::spawn_blocking(move || fill::write_frames(&f, rx, &progress));
-        let pumped = self
-            .pump(answer.response.into_body(), &tx, info.len_bytes)
-            .await;
-        drop(tx);
-        drop(answer.slot);
-        let written = writer.await.map_err(|_| FillFailure::Local)?.map_err(|e| {
-            tracing::error!(%digest, error = %e, "write to a stripe scratch file failed");
-            FillFailure::Local
-        })?;
-        pumped?;
+        let written = self.write(answer, &file, guard, info.len_bytes).await?;
         if written != info.len_bytes {
             return Err(FillFailure::Truncated);
         }
@@ -275,31 +260,42 @@ impl Origin {
         Ok(file)
     }
 
-    /// Hands the registry's body to the writer, frame by frame, at most `len_bytes` of it.
-    async fn pump(
+    /// Writes the registry's `answer` (at most `len_bytes`) to a stripe's scratch `file`
+    /// through the fill's writer, which tells the stripe's readers. Returns the bytes written.
+    async fn write(
         &self,
-        mut body: Incoming,
-        tx: &mpsc::Sender<fill::ToWriter>,
+        answer: Answer,
+        file: &Arc<File>,
+        guard: &FillGuard,
         len_bytes: u64,
-    ) -> Result<(), FillFailure> {
+    ) -> Result<u64, FillFailure> {
+        let digest = guard.flight().digest();
+        let (mut feeder, writer) = fill::writer::spawn(file.clone(), guard.progress_writer(), None);
+        feeder.expect_end(Some(len_bytes));
+        let mut body = answer.response.into_body();
         let idle = self.upstreams.body_idle_timeout;
-        let mut received: u64 = 0;
-        loop {
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => return Err(FillFailure::Timeout),
-                Ok(None) => return Ok(()),
-                Ok(Some(Err(_))) => return Err(FillFailure::Truncated),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let Ok(data): Result<Bytes, _> = frame.into_data() else {
-                continue;
+        let pumped = loop {
+            let data = match feeder.next_frame(&mut body, idle).await {
+                Next::Data(data) => data,
+                Next::Idle => break Err(FillFailure::Timeout),
+                Next::End => break Ok(()),
+                Next::Broken(_) => break Err(FillFailure::Truncated),
+                Next::Stopped => break Err(FillFailure::Local),
             };
             self.metrics.upstream_bytes(data.len() as u64);
-            received += data.len() as u64;
-            if received > len_bytes || tx.send(fill::ToWriter::Frame(data)).await.is_err() {
-                return Err(FillFailure::Local);
+            let room = len_bytes - feeder.received_bytes();
+            if data.len() as u64 > room || !feeder.push(data).await {
+                break Err(FillFailure::Local);
             }
-        }
+        };
+        feeder.finish().await;
+        drop(answer.slot);
+        let written = writer.await.map_err(|_| FillFailure::Local)?;
+        let written = written.result.map_err(|e| {
+            tracing::error!(%digest, error = %e, "write to a stripe scratch file failed");
+            FillFailure::Local
+        })?;
+        pumped.map(|()| written)
     }
 }
 

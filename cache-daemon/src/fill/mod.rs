@@ -1,16 +1,17 @@
 //! One upstream blob fill, start to finish: GET the blob upstream, write it to a temp file while
 //! hashing it, then commit it (verified) or fail the flight (nothing committed, followers cut).
 //!
-//! Three stages run in parallel so none caps throughput alone: this task receives frames from
-//! the upstream connection and hands each (shared, not copied) to a blocking hasher thread and
-//! a blocking writer thread; the writer writes them to the temp file with positional writes and
-//! reports progress to followers, batching wake-ups (every [`NOTIFY_BYTES`], or whenever it has
-//! caught up with the network) so a hundred followers are not woken per packet. Followers never
-//! wait for the hash; only the commit (and so every response's last byte) does.
+//! Two stages run in parallel: this task receives frames from the upstream connection (or the
+//! cluster's stripes) and hands them, in batches of about [`writer::HOLD_BYTES`] and shared,
+//! not copied, to a blocking writer thread, which writes each batch to the temp file with one
+//! positional write, reports progress to followers (waking them every [`NOTIFY_BYTES`], or
+//! whenever it has caught up with the network, so a hundred followers are not woken per
+//! packet) and then hashes it (`writer`). Followers never wait for the hash; only the commit
+//! (and so every response's last byte) does.
 //!
 //! When the upstream body breaks (connection reset, early end) or stalls past the idle timeout,
 //! the fill is not given up at once: it asks again from the offset it has received, which the
-//! writer and the hasher hold in order (`Range: bytes=<received>-`). A `206` from that offset
+//! writer holds (and has hashed) in order (`Range: bytes=<received>-`). A `206` from that offset
 //! continues the same file and the same running hash. A `200` (an upstream that ignores ranges)
 //! sends the blob from its start: the bytes the file already has are compared with it, not
 //! written again, and any difference fails the fill as a mismatch, since followers have already
@@ -20,6 +21,8 @@
 //! the writer writes every byte at its own offset exactly once, followers see neither a gap nor
 //! a repeat across a resume.
 
+pub(crate) mod writer;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -28,9 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::{mpsc, oneshot};
 
 use stampede_oci::{Digest, Endpoint, RepoName, Verifier};
 
@@ -44,10 +45,8 @@ use crate::store::health::WriteFailure;
 use crate::store::{BlobMeta, BlobStore, TempBlob};
 use crate::upstream::{content_range, retry_after, Answer, ContentRange, Upstreams};
 
-/// Followers are woken at least every this many bytes written.
-pub const NOTIFY_BYTES: u64 = 64 * 1024;
-/// Frames queued between the network stage and the writer, and again before the hasher.
-const WRITE_QUEUE_FRAMES: usize = 64;
+pub use writer::NOTIFY_BYTES;
+use writer::{Feeder, Next, Written};
 /// Times one fill asks the upstream again after its body broke or stalled, at most.
 pub const RESUME_ATTEMPTS: u32 = 3;
 /// Pause before the first resume of a fill; doubled before each further one.
@@ -283,22 +282,14 @@ struct Streamed {
     source: Option<String>,
 }
 
-/// What the network stage hands the writer.
-pub(crate) enum ToWriter {
-    /// The next bytes of the blob, to write right after the previous ones.
-    Frame(Bytes),
-    /// Answer with the bytes written so far once everything before this is in the file.
-    Flush(oneshot::Sender<u64>),
-}
-
-/// Receives the body (or the cluster's stripes) and hands every frame to two blocking threads:
-/// one hashes it, one writes it to the temp file (the frames are shared, not copied). Resumes a
+/// Receives the body (or the cluster's stripes) and hands its frames to the writer thread,
+/// which writes and hashes them (`writer`; the frames are shared, not copied). Resumes a
 /// broken body (see the module doc). Returns bytes written, the verifier (not yet finished)
 /// and the cluster peers whose bytes went in.
 ///
 /// Hashing here, inline, kept the upstream connection from reading while a frame was hashed
 /// (hyper reads the next frame only once this one is taken), so receive and sha256 ran in
-/// series; on their own thread they overlap.
+/// series; on the writer's thread they overlap.
 async fn stream_to_disk(
     feed: Feed,
     origin: &Origin<'_>,
@@ -307,56 +298,27 @@ async fn stream_to_disk(
     ctx: &FillContext,
 ) -> Result<Streamed, FillFailure> {
     let verifier = Verifier::new(origin.digest.clone());
-    let (tx, rx) = mpsc::channel::<ToWriter>(WRITE_QUEUE_FRAMES);
-    let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_FRAMES);
-    let file = temp.file.clone();
-    let path = temp.path.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        write_frames(&file, rx, &progress).map_err(|e| (e, path))
-    });
-    let hasher = tokio::task::spawn_blocking(move || hash_frames(hash_rx, verifier));
+    let (mut feeder, writer) = writer::spawn(temp.file.clone(), progress, Some(verifier));
+    feeder.expect_end(origin.total_bytes);
     let mut transfer = Transfer {
         origin,
         ctx,
         file: temp.file.clone(),
-        to_writer: tx,
-        to_hasher: hash_tx,
-        received_bytes: 0,
+        feeder,
     };
-    let mut contributors = Vec::new();
-    // Outside cluster mode nothing is recorded (single-node stores stay as they were).
-    let mut source = ctx.cluster.as_ref().map(|_| "registry".to_owned());
-    let received = match feed {
-        Feed::Upstream(answer) => transfer.receive(answer, 0).await,
-        Feed::Cluster(mut feed) => {
-            let ended = feed.run(&mut transfer).await;
-            contributors = feed.contributors().to_vec();
-            let mut took = feed.sources();
-            let ended = match ended {
-                Ok(FeedEnd::Complete) => Ok(()),
-                Ok(FeedEnd::Registry) => {
-                    took.push("registry");
-                    transfer.rest_from_registry().await
-                }
-                Err(f) => Err(f),
-            };
-            took.dedup();
-            source = Some(took.join("+"));
-            ended
-        }
-    };
-    drop(transfer);
-    let written = writer.await.map_err(|_| FillFailure::Local)?;
-    let verifier = hasher.await.map_err(|_| FillFailure::Local)?;
-    let written = match written {
+    let (received, contributors, source) = transfer.take(feed).await;
+    transfer.feeder.finish().await;
+    let Written { result, verifier } = writer.await.map_err(|_| FillFailure::Local)?;
+    let written = match result {
         Ok(n) => n,
-        Err((e, path)) => {
+        Err(e) => {
             ctx.store.write_failed(&e, temp);
-            tracing::error!(path = %path.display(), error = %e, "write to temp file failed");
+            tracing::error!(path = %temp.path.display(), error = %e, "write to temp file failed");
             return Err(FillFailure::Local);
         }
     };
     received?;
+    let verifier = verifier.ok_or(FillFailure::Local)?;
     if written == verifier.bytes() {
         Ok(Streamed {
             written,
@@ -379,41 +341,77 @@ enum Pumped {
     Failed(FillFailure),
 }
 
-/// The network stage of a fill: feeds the writer and the hasher, and resumes broken bodies.
-/// A cluster feed hands its frames on through [`Transfer::push`].
+/// The network stage of a fill: feeds the writer (and so the hash), and resumes broken
+/// bodies. A cluster feed hands its frames on through [`Transfer::next_frame`] and
+/// [`Transfer::push`].
 pub(crate) struct Transfer<'a> {
     origin: &'a Origin<'a>,
     ctx: &'a FillContext,
     file: Arc<File>,
-    to_writer: mpsc::Sender<ToWriter>,
-    to_hasher: mpsc::Sender<Bytes>,
-    /// Bytes handed to both the writer and the hasher, in order: the offset a resume asks for.
-    received_bytes: u64,
+    /// Holds the bytes received, in order, and hands them to the writer in batches; its
+    /// count is the offset a resume asks for.
+    feeder: Feeder,
 }
 
 impl Transfer<'_> {
     /// Bytes handed on so far, in order: the blob offset the next frame starts at.
     pub(crate) fn received_bytes(&self) -> u64 {
-        self.received_bytes
+        self.feeder.received_bytes()
     }
 
-    /// Hands the next bytes of the blob to the writer and the hasher; `false` when either has
-    /// stopped (the writer's own error says why).
+    /// Hands the next bytes of the blob to the writer; `false` when it has stopped (its own
+    /// error says why).
     pub(crate) async fn push(&mut self, data: Bytes) -> bool {
-        let len = data.len() as u64;
-        if self.to_hasher.send(data.clone()).await.is_err()
-            || self.to_writer.send(ToWriter::Frame(data)).await.is_err()
-        {
-            return false;
+        self.feeder.push(data).await
+    }
+
+    /// The next data frame of `body`, waiting at most `idle` for it, while the bytes held for
+    /// the writer go on to it in time (`writer`).
+    pub(crate) async fn next_frame<B>(&mut self, body: &mut B, idle: Duration) -> Next
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.feeder.next_frame(body, idle).await
+    }
+
+    /// Hands the bytes held for the writer on now (before a wait that is not for the body).
+    /// A writer that stopped says why when joined.
+    pub(crate) async fn hand_on(&mut self) {
+        self.feeder.hand_on().await;
+    }
+
+    /// Takes every byte of `feed`. Returns how it ended, the cluster peers whose bytes went in
+    /// and where the bytes came from (cluster mode only).
+    async fn take(&mut self, feed: Feed) -> (Result<(), FillFailure>, Vec<Member>, Option<String>) {
+        match feed {
+            // Outside cluster mode nothing is recorded (single-node stores stay as they were).
+            Feed::Upstream(answer) => {
+                let source = self.ctx.cluster.as_ref().map(|_| "registry".to_owned());
+                (self.receive(answer, 0).await, Vec::new(), source)
+            }
+            Feed::Cluster(mut feed) => {
+                let ended = feed.run(self).await;
+                let contributors = feed.contributors().to_vec();
+                let mut took = feed.sources();
+                let ended = match ended {
+                    Ok(FeedEnd::Complete) => Ok(()),
+                    Ok(FeedEnd::Registry) => {
+                        took.push("registry");
+                        self.rest_from_registry().await
+                    }
+                    Err(f) => Err(f),
+                };
+                took.dedup();
+                (ended, contributors, Some(took.join("+")))
+            }
         }
-        self.received_bytes += len;
-        true
     }
 
     /// The rest of the blob from the registry after the cluster could not supply it: a resume
     /// from the offset received, with the same checks as after a broken body.
     async fn rest_from_registry(&mut self) -> Result<(), FillFailure> {
-        if self.origin.total_bytes == Some(self.received_bytes) {
+        if self.origin.total_bytes == Some(self.received_bytes()) {
             return Ok(());
         }
         let (answer, again_bytes) = self.resume(FillFailure::Unreachable, 0).await?;
@@ -429,7 +427,7 @@ impl Transfer<'_> {
         let mut resumes = 0;
         loop {
             let Answer { response, slot } = answer;
-            let before_bytes = self.received_bytes;
+            let before_bytes = self.received_bytes();
             let broke = match self.pump(response.into_body(), again_bytes).await {
                 Pumped::Ended => return Ok(()),
                 Pumped::Failed(f) => return Err(f),
@@ -438,12 +436,15 @@ impl Transfer<'_> {
             // The next request needs a slot of its own; with one slot per upstream, holding this
             // one would wait for ever.
             drop(slot);
+            // Followers have every byte received while the fill asks again.
+            self.hand_on().await;
             // A resumed body that stalled before its first new byte: the upstream is hung, and
             // every further attempt would keep the readers waiting another idle timeout.
-            let hung =
-                resumes > 0 && broke == FillFailure::Timeout && self.received_bytes == before_bytes;
+            let hung = resumes > 0
+                && broke == FillFailure::Timeout
+                && self.received_bytes() == before_bytes;
             if resumes == RESUME_ATTEMPTS || hung {
-                tracing::warn!(digest = %self.origin.digest, upstream = %self.origin.endpoint.base_url(), received_bytes = self.received_bytes, resumes, hung, %broke, "upstream blob body broke again; giving up");
+                tracing::warn!(digest = %self.origin.digest, upstream = %self.origin.endpoint.base_url(), received_bytes = self.received_bytes(), resumes, hung, %broke, "upstream blob body broke again; giving up");
                 return Err(broke);
             }
             tokio::time::sleep(RESUME_PAUSE * 2u32.pow(resumes)).await;
@@ -457,29 +458,28 @@ impl Transfer<'_> {
         let idle = self.ctx.upstreams.body_idle_timeout;
         let mut compared_bytes = 0;
         loop {
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => return Pumped::Broke(FillFailure::Timeout),
-                Ok(None) => {
+            let mut data = match self.feeder.next_frame(&mut body, idle).await {
+                Next::Data(data) => data,
+                Next::Idle => return Pumped::Broke(FillFailure::Timeout),
+                Next::End => {
                     // hyper reports a body short of its Content-Length as an error; this is an
                     // upstream that closed early without one while we know the length.
                     let short = self
                         .origin
                         .total_bytes
-                        .is_some_and(|t| self.received_bytes < t);
+                        .is_some_and(|t| self.received_bytes() < t);
                     return if short {
                         Pumped::Broke(FillFailure::Truncated)
                     } else {
                         Pumped::Ended
                     };
                 }
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(digest = %self.origin.digest, error = %e, received_bytes = self.received_bytes, "upstream body failed");
+                Next::Broken(e) => {
+                    tracing::warn!(digest = %self.origin.digest, error = %e, received_bytes = self.received_bytes(), "upstream body failed");
                     return Pumped::Broke(FillFailure::Truncated);
                 }
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let Ok(mut data) = frame.into_data() else {
-                continue;
+                // The writer's own error says why.
+                Next::Stopped => return Pumped::Ended,
             };
             self.ctx.metrics.upstream_bytes(data.len() as u64);
             if compared_bytes < again_bytes {
@@ -502,8 +502,7 @@ impl Transfer<'_> {
             self.ctx
                 .metrics
                 .fill_source(FillSource::Registry, data.len() as u64);
-            // Either stage stopping ends the fill: the writer's own error says why, and the
-            // hasher stops only if it died.
+            // The writer stopping ends the fill: its own error says why.
             if !self.push(data).await {
                 return Pumped::Ended;
             }
@@ -523,7 +522,7 @@ impl Transfer<'_> {
             digest,
             total_bytes,
         } = *self.origin;
-        let offset = self.received_bytes;
+        let offset = self.received_bytes();
         let upstream = endpoint.base_url();
         let answer = self
             .ctx
@@ -580,14 +579,11 @@ impl Transfer<'_> {
     }
 
     /// Waits until the writer has put every byte received so far in the file.
-    async fn flush(&self) -> Result<(), FillFailure> {
-        let (tx, rx) = oneshot::channel();
-        if self.to_writer.send(ToWriter::Flush(tx)).await.is_err() {
-            return Err(FillFailure::Local);
-        }
-        match rx.await {
-            Ok(written) if written == self.received_bytes => Ok(()),
-            _ => Err(FillFailure::Local),
+    async fn flush(&mut self) -> Result<(), FillFailure> {
+        if self.feeder.flush().await {
+            Ok(())
+        } else {
+            Err(FillFailure::Local)
         }
     }
 
@@ -615,59 +611,6 @@ fn continues(range: Option<ContentRange>, offset_bytes: u64, total_bytes: Option
         r.first_bytes == offset_bytes
             && total_bytes.is_none_or(|t| r.complete_bytes == Some(t) && r.last_bytes + 1 == t)
     })
-}
-
-fn hash_frames(mut rx: mpsc::Receiver<Bytes>, mut verifier: Verifier) -> Verifier {
-    while let Some(chunk) = rx.blocking_recv() {
-        verifier.update(&chunk);
-    }
-    verifier
-}
-
-/// The writer stage: writes frames at consecutive offsets and reports progress (shared by
-/// blob fills and the cluster's stripe fills).
-pub(crate) fn write_frames(
-    file: &std::fs::File,
-    mut rx: mpsc::Receiver<ToWriter>,
-    progress: &ProgressWriter,
-) -> std::io::Result<u64> {
-    let mut written = 0u64;
-    let mut notified = 0u64;
-    let mut next = rx.blocking_recv();
-    while let Some(msg) = next {
-        let chunk = match msg {
-            ToWriter::Frame(chunk) => chunk,
-            ToWriter::Flush(done) => {
-                progress.wrote(written, true);
-                notified = written;
-                done.send(written).ok();
-                next = rx.blocking_recv();
-                continue;
-            }
-        };
-        file.write_all_at(&chunk, written)?;
-        let len = chunk.len() as u64;
-        progress.remember(written, chunk);
-        written += len;
-        next = match rx.try_recv() {
-            Ok(more) => {
-                if written - notified >= NOTIFY_BYTES {
-                    progress.wrote(written, true);
-                    notified = written;
-                } else {
-                    progress.wrote(written, false);
-                }
-                Some(more)
-            }
-            Err(_) => {
-                // Caught up with the network: let followers have everything now.
-                progress.wrote(written, true);
-                notified = written;
-                rx.blocking_recv()
-            }
-        };
-    }
-    Ok(written)
 }
 
 #[cfg(test)]
