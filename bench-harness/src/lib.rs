@@ -21,6 +21,8 @@
 //!   repetitions, and regression gates.
 //! - [`target`]: what nodes pull through (direct, cache-daemon per node or shared, a mirror, a
 //!   peer).
+//! - [`kubernetes`]: the `kubernetes` target: real pods on a real cluster through a kubeconfig,
+//!   their milestones from the API server's pods and events.
 //! - [`peer`]: the peers the harness starts itself: distribution's proxy mode and an nginx cache.
 //! - [`origin`]: the embedded registry as every target's upstream, on loopback or behind a
 //!   kernel-shaped link in its own network namespace.
@@ -53,6 +55,7 @@ pub mod container;
 pub mod host;
 pub mod image;
 pub mod inspect;
+pub mod kubernetes;
 pub mod model;
 pub mod node;
 pub mod nodes;
