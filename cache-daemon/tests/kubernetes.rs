@@ -73,6 +73,22 @@ fn daemonset_serves_kubelet_pulls_on_a_real_node() {
         );
     }
 
+    // Its members came from the API server (the Service's Endpoints, read with the pod's
+    // service account through the kubernetes Service IP): the list changed from empty to this
+    // node, and no refresh failed.
+    let logs = bed
+        .kubectl(&[
+            "-n",
+            "cache-daemon",
+            "logs",
+            "ds/cache-daemon",
+            "-c",
+            "cache-daemon",
+        ])
+        .unwrap();
+    assert!(logs.contains("cluster member list changed"), "{logs}");
+    assert!(!logs.contains("could not be refreshed"), "{logs}");
+
     // A workload's image, new to the node, pulled by kubelet for every replica.
     let image = bed.push_app("app", "1", 8).unwrap();
     let log = AccessLog::new(bed.registry_log());
@@ -91,8 +107,9 @@ fn daemonset_serves_kubelet_pulls_on_a_real_node() {
     log.wait_quiet(Duration::from_millis(500), Duration::from_secs(10));
 
     // The registry saw each blob once, and every request came from the cache.
-    let lines = std::fs::read_to_string(bed.registry_log()).unwrap();
-    let app_lines: Vec<&str> = lines
+    let log_bytes = std::fs::read(bed.registry_log()).unwrap();
+    let since_push = String::from_utf8_lossy(&log_bytes[usize::try_from(before).unwrap()..]);
+    let app_lines: Vec<&str> = since_push
         .lines()
         .filter(|l| l.contains("/v2/app/") && AccessEntry::parse(l).is_some())
         .collect();

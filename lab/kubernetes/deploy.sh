@@ -13,10 +13,11 @@
 # usage: lab/kubernetes/deploy.sh BED BINARY [REPO_ROOT]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-BED=$(cd "${1:?usage: deploy.sh BED BINARY}" && pwd); BIN=${2:?usage: deploy.sh BED BINARY}
+BED=$(cd "${1:?usage: deploy.sh BED BINARY}" && pwd); BIN=$(realpath "${2:?usage: deploy.sh BED BINARY}")
 REPO=${3:-$(cd "$HERE/../.." && pwd)}
 NAME=registry.example.invalid/stampede/cache-daemon:0.1.0
-"$HERE/images.sh" cache-daemon "$BED/images" "$BIN" "$NAME" >> "$BED/logs/images.log" 2>&1
+"$HERE/images.sh" cache-daemon "$BED/images" "$BIN" "$NAME" >> "$BED/logs/images.log" 2>&1 ||
+  { echo "deploy.sh: the cache-daemon image could not be built from $BIN; see $BED/logs/images.log" >&2; exit 6; }
 ctr -a "$BED/run/containerd.sock" -n k8s.io images import "$BED/images/cache-daemon.tar" >/dev/null
 SECRET=$(head -c 32 /dev/urandom | base64)
 sed -e "s|^\( *\)path: /var/lib/cache-daemon$|\1path: $BED/node1/cache-daemon|" \
@@ -28,5 +29,10 @@ sed -e "s|^\( *\)path: /var/lib/cache-daemon$|\1path: $BED/node1/cache-daemon|" 
 changed=$(diff "$REPO/deploy/kubernetes/daemonset.yaml" "$BED/daemonset.yaml" | grep -c '^>' || true)
 [ "$changed" = 7 ] || { echo "deploy.sh: expected 7 changed lines in the rendered DaemonSet, got $changed (did daemonset.yaml change shape?)" >&2; exit 5; }
 "$BED/bin/k" apply -f "$BED/daemonset.yaml" >/dev/null
-"$BED/bin/k" -n cache-daemon rollout status daemonset/cache-daemon --timeout=180s >/dev/null
+if ! "$BED/bin/k" -n cache-daemon rollout status daemonset/cache-daemon --timeout=300s >/dev/null; then
+  echo "deploy.sh: the DaemonSet did not become ready:" >&2
+  "$BED/bin/k" -n cache-daemon get pods -o wide >&2
+  "$BED/bin/k" -n cache-daemon describe pods | tail -30 >&2
+  exit 7
+fi
 echo "cache-daemon DaemonSet ready ($BED/daemonset.yaml)"

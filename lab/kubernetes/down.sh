@@ -43,7 +43,7 @@ grep -o " $BED/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m
 for d in $(cat "$BED/outside" 2>/dev/null); do
   case $d in
     # shims of other containerd instances may use it too: only an empty one goes
-    /run/containerd) rmdir /run/containerd/s /run/containerd 2>/dev/null ;;
+    /run/containerd) rmdir /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd/s /run/containerd 2>/dev/null ;;
     *) [ -e "$d" ] && rm -rf "$d" && echo "removed $d" ;;
   esac
 done
