@@ -7,6 +7,7 @@
 #   - the cluster key in the Secret (the file ships it empty)
 #   - one more mirrored registry, the bed's upstream 10.200.0.1:5000 (http), in config.toml's
 #     [registries] and in the init container's REGISTRIES
+#   - up.sh's own hosts.toml for the registry is removed first, so the init container writes it
 #   - the two hostPath volumes: the node's /var/lib/cache-daemon is BED/node1/cache-daemon and its
 #     /etc/containerd/certs.d is BED/containerd/certs.d (the node shares this machine's file system)
 # The rendered file is BED/daemonset.yaml; `diff` it against the original to see every change.
@@ -28,6 +29,8 @@ sed -e "s|^\( *\)path: /var/lib/cache-daemon$|\1path: $BED/node1/cache-daemon|" 
     "$REPO/deploy/kubernetes/daemonset.yaml" > "$BED/daemonset.yaml"
 changed=$(diff "$REPO/deploy/kubernetes/daemonset.yaml" "$BED/daemonset.yaml" | grep -c '^>' || true)
 [ "$changed" = 7 ] || { echo "deploy.sh: expected 7 changed lines in the rendered DaemonSet, got $changed (did daemonset.yaml change shape?)" >&2; exit 5; }
+# up.sh's plain-HTTP hosts.toml for the registry goes: the init container writes the node's
+rm -f "$BED/containerd/certs.d/10.200.0.1:5000/hosts.toml"
 "$BED/bin/k" apply -f "$BED/daemonset.yaml" >/dev/null
 if ! "$BED/bin/k" -n cache-daemon rollout status daemonset/cache-daemon --timeout=300s >/dev/null; then
   echo "deploy.sh: the DaemonSet did not become ready:" >&2

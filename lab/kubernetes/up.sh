@@ -110,6 +110,14 @@ state = "$BED/containerd/state"
     # the node's /etc/containerd/certs.d: the DaemonSet's init container writes hosts.toml here
     config_path = "$BED/containerd/certs.d"
 T
+# the registry speaks plain HTTP: say so to containerd (deploy.sh removes this file, so that the
+# DaemonSet's init container writes the node's own, which it would otherwise leave alone)
+mkdir -p "$BED/containerd/certs.d/10.200.0.1:5000"
+cat > "$BED/containerd/certs.d/10.200.0.1:5000/hosts.toml" <<T
+server = "http://10.200.0.1:5000"
+[host."http://10.200.0.1:5000"]
+  capabilities = ["pull", "resolve"]
+T
 cat > "$BED/cni/net.d/10-bridge.conflist" <<J
 {"cniVersion": "0.4.0", "name": "stampede-pods", "plugins": [
   {"type": "bridge", "bridge": "k8sbr0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
