@@ -60,6 +60,12 @@ fn a_burst_on_a_real_node_records_every_phase_and_cleans_up() {
     let seen = run(&bed, &config(&bed.kubeconfig(), &image, 5)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(seen.pods.len(), 5, "{seen:?}");
     for (pod, m) in &seen.pods {
+        eprintln!(
+            "{pod}: scheduled {:?} pulling {:?} pulled {:?} (kubelet {:?}) started {:?} ready {:?}",
+            m.scheduled, m.pulling, m.pulled, m.kubelet_pull, m.started, m.ready
+        );
+    }
+    for (pod, m) in &seen.pods {
         assert_eq!(m.node.as_deref(), Some("node1"), "{pod}");
         let t = m
             .pod_times()
