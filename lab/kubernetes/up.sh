@@ -45,8 +45,11 @@ BED=$(cd "$BED" && pwd)
 for d in /var/log/pods /var/log/containers /var/lib/kubelet /run/containerd; do [ -e "$d" ] || echo "$d"; done > "$BED/outside"
 T0=$(date +%s.%N)
 say() { awk -v t0="$T0" -v now="$(date +%s.%N)" -v m="$*" 'BEGIN { printf "[%5.1fs] %s\n", now - t0, m }'; }
-# anything failing from here on takes the bed down with it
-trap 'echo "up.sh: failed; tearing down $BED (logs copied to $BED.logs)" >&2; cp -r "$BED/logs" "$BED.logs" 2>/dev/null; "$HERE/down.sh" "$BED" >/dev/null 2>&1' ERR INT TERM
+# anything failing from here on takes the bed down with it: an EXIT trap that runs unless the
+# bed came up (signals, a reader of our output that went away, and set -e failures all exit)
+up_ok=0
+trap 'if [ $up_ok = 0 ]; then echo "up.sh: failed or interrupted; tearing down $BED (logs copied to $BED.logs)" >&2; cp -r "$BED/logs" "$BED.logs" 2>/dev/null; "$HERE/down.sh" "$BED" >/dev/null 2>&1; fi' EXIT
+trap 'exit 1' INT TERM HUP PIPE
 
 NS="nsenter --net=$BED/netns"
 bg() { local n=$1; shift; setsid $NS "$@" > "$BED/logs/$n.log" 2>&1 < /dev/null & echo $! > "$BED/pids/$n.pid"; }
@@ -189,4 +192,4 @@ node_ready() { [ "$("$BED/bin/k" get node node1 -o 'jsonpath={.status.conditions
 until_ok "node1 Ready" 1440 node_ready
 until_ok "default service account" 120 "$BED/bin/k" get serviceaccount default
 say "node1 Ready"
-trap - ERR INT TERM
+up_ok=1
