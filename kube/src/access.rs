@@ -225,35 +225,11 @@ fn credentials(user: &Yaml, dir: &Path) -> Result<Credentials, String> {
 mod tests {
     use super::*;
 
-    fn write(text: &str) -> (tempfile_dir::Dir, PathBuf) {
-        let dir = tempfile_dir::Dir::new();
-        let path = dir.0.join("config");
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
         std::fs::write(&path, text).unwrap();
         (dir, path)
-    }
-
-    /// A directory removed on drop (no tempfile dependency for one test).
-    mod tempfile_dir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                let p = std::env::temp_dir().join(format!(
-                    "stampede-kube-test-{}-{}",
-                    std::process::id(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_nanos()
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Self(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                std::fs::remove_dir_all(&self.0).ok();
-            }
-        }
     }
 
     const CA: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="; // "-----BEGIN CERTIFICATE-----\n"

@@ -178,7 +178,7 @@ impl KubeBed {
         self.dir.join("containerd/certs.d")
     }
 
-    /// `program` with `args`, to run inside the bed's network namespace.
+    /// A command running `program` inside the bed's network namespace (add its arguments).
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.netns().display()))
