@@ -15,6 +15,8 @@
 //! - [`target`]: what nodes pull through, set up per burst (direct, cache-daemon per node,
 //!   shared or as a cluster, a mirror); `target::peer` for the peers the harness starts itself
 //!   (distribution's proxy mode, an nginx cache).
+//! - [`kubernetes`]: a burst on a real cluster through a kubeconfig: a Deployment created or
+//!   scaled at the epoch, its pods' milestones from the API server's pods and events.
 //! - [`nodes`]: a node and its pulls: `nodes::node` (content store, kubelet's pull queue, one
 //!   shared pull per image), `nodes::pull` (the harness's own OCI client), `nodes::real_puller`
 //!   (skopeo, ctr), `nodes::unpack` (layers into a snapshot, safely), `nodes::container` (file
@@ -61,6 +63,7 @@ pub mod cli;
 pub mod compare;
 pub mod image;
 pub mod inspect;
+pub mod kubernetes;
 pub mod model;
 pub mod nodes;
 pub mod registry;

@@ -185,6 +185,11 @@ pub struct ServeArgs {
     /// changes.
     #[arg(long, env = "CACHE_DAEMON_PEERS_FILE")]
     pub peers_file: Option<PathBuf>,
+    /// The cluster's members: every address of the Kubernetes Service's Endpoints, ready or
+    /// not, at PORT (NAMESPACE/SERVICE:PORT), read with the pod's service account (RBAC: get
+    /// endpoints) every 10 s. Needs no cluster DNS.
+    #[arg(long, env = "CACHE_DAEMON_PEERS_KUBERNETES")]
+    pub peers_kubernetes: Option<String>,
     /// File holding the cluster secret (at least 16 bytes; surrounding whitespace ignored) that
     /// signs peer requests. Every member must have the same.
     #[arg(long, env = "CACHE_DAEMON_CLUSTER_SECRET_FILE")]
@@ -534,6 +539,10 @@ fn cluster_config(
     };
     let dns = args.peers_dns.clone().or(file.peers_dns.clone());
     let peers_file = args.peers_file.clone().or(file.peers_file.clone());
+    let kubernetes = args
+        .peers_kubernetes
+        .clone()
+        .or(file.peers_kubernetes.clone());
     let secret_file = args
         .cluster_secret_file
         .clone()
@@ -544,6 +553,7 @@ fn cluster_config(
             (!peers.is_empty(), "peers"),
             (dns.is_some(), "peers_dns"),
             (peers_file.is_some(), "peers_file"),
+            (kubernetes.is_some(), "peers_kubernetes"),
             (secret_file.is_some(), "cluster_secret_file"),
         ];
         if let Some((_, name)) = stray.iter().find(|(set, _)| *set) {
@@ -570,7 +580,53 @@ fn cluster_config(
             ))
         }
     };
+    let source = peer_source(peers, dns, peers_file, kubernetes)?;
+    let secret = cluster_secret(secret_file)?;
+    let max_connections = file
+        .peer_max_connections
+        .unwrap_or(DEFAULT_PEER_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(invalid("peer_max_connections", "must be greater than zero"));
+    }
+    Ok(Some(ClusterConfig {
+        listen,
+        advertise,
+        peers: source,
+        secret,
+        connect_timeout: file
+            .peer_connect_timeout
+            .unwrap_or(DEFAULT_PEER_CONNECT_TIMEOUT),
+        response_timeout: DEFAULT_PEER_RESPONSE_TIMEOUT,
+        idle_timeout: file.peer_idle_timeout.unwrap_or(DEFAULT_PEER_IDLE_TIMEOUT),
+        max_connections,
+    }))
+}
+
+/// The one member source among `peers`, `peers_dns`, `peers_file` and `peers_kubernetes`.
+fn peer_source(
+    peers: Vec<String>,
+    dns: Option<String>,
+    peers_file: Option<PathBuf>,
+    kubernetes: Option<String>,
+) -> Result<PeerSource, ConfigError> {
     let member_error = |setting: &str, e: membership::MemberError| invalid(setting, e.to_string());
+    let sources = [
+        !peers.is_empty(),
+        dns.is_some(),
+        peers_file.is_some(),
+        kubernetes.is_some(),
+    ];
+    if sources.iter().filter(|set| **set).count() > 1 {
+        return Err(invalid(
+            "peers",
+            "give only one of peers, peers_dns, peers_file and peers_kubernetes",
+        ));
+    }
+    if let Some(service) = kubernetes {
+        let service = crate::cluster::endpoints::parse(&service)
+            .map_err(|e| member_error("peers_kubernetes", e))?;
+        return Ok(PeerSource::Kubernetes(service));
+    }
     let source = match (!peers.is_empty(), dns, peers_file) {
         (true, None, None) => PeerSource::Static(
             membership::parse_list(peers.iter().map(String::as_str))
@@ -592,16 +648,21 @@ fn cluster_config(
         (false, None, None) => {
             return Err(invalid(
                 "peer_listen",
-                "cluster mode needs its members: peers (--peers ADDR[,ADDR...]), peers_dns (--peers-dns NAME:PORT) or peers_file (--peers-file PATH)",
+                "cluster mode needs its members: peers (--peers ADDR[,ADDR...]), peers_dns (--peers-dns NAME:PORT), peers_file (--peers-file PATH) or peers_kubernetes (--peers-kubernetes NAMESPACE/SERVICE:PORT)",
             ))
         }
         _ => {
             return Err(invalid(
                 "peers",
-                "give only one of peers, peers_dns and peers_file",
+                "give only one of peers, peers_dns, peers_file and peers_kubernetes",
             ))
         }
     };
+    Ok(source)
+}
+
+/// The cluster secret from its file: at least [`MIN_SECRET_BYTES`] once trimmed.
+fn cluster_secret(secret_file: Option<PathBuf>) -> Result<ClusterSecret, ConfigError> {
     let Some(secret_file) = secret_file else {
         return Err(invalid(
             "cluster_secret_file",
@@ -625,24 +686,7 @@ fn cluster_config(
             ),
         ));
     }
-    let max_connections = file
-        .peer_max_connections
-        .unwrap_or(DEFAULT_PEER_MAX_CONNECTIONS);
-    if max_connections == 0 {
-        return Err(invalid("peer_max_connections", "must be greater than zero"));
-    }
-    Ok(Some(ClusterConfig {
-        listen,
-        advertise,
-        peers: source,
-        secret: ClusterSecret(secret),
-        connect_timeout: file
-            .peer_connect_timeout
-            .unwrap_or(DEFAULT_PEER_CONNECT_TIMEOUT),
-        response_timeout: DEFAULT_PEER_RESPONSE_TIMEOUT,
-        idle_timeout: file.peer_idle_timeout.unwrap_or(DEFAULT_PEER_IDLE_TIMEOUT),
-        max_connections,
-    }))
+    Ok(ClusterSecret(secret))
 }
 
 fn parse_admin(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {

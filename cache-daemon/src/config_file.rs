@@ -33,7 +33,7 @@
 //! # cluster mode (off unless peer_listen is set)
 //! peer_listen = "0.0.0.0:5052"
 //! peer_advertise = "10.0.0.5:5052"
-//! peers = ["10.0.0.5:5052", "10.0.0.6:5052"]   # or peers_dns = "name:5052", or peers_file = "/path"
+//! peers = ["10.0.0.5:5052", "10.0.0.6:5052"]   # or peers_dns = "name:5052", peers_file = "/path", or peers_kubernetes = "ns/svc:5052"
 //! cluster_secret_file = "/etc/cache-daemon/cluster-secret"
 //! ```
 
@@ -124,6 +124,8 @@ pub struct FileConfig {
     pub peers_dns: Option<String>,
     /// Members from a watched file.
     pub peers_file: Option<PathBuf>,
+    /// Members from a Kubernetes Service's Endpoints, `NAMESPACE/SERVICE:PORT`.
+    pub peers_kubernetes: Option<String>,
     /// File holding the cluster secret.
     pub cluster_secret_file: Option<PathBuf>,
     /// Peer connect timeout (default 200ms).

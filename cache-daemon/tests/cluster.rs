@@ -769,6 +769,26 @@ fn bad_cluster_settings_are_refused_at_start_with_a_plain_message() {
             ],
             "give only one of",
         ),
+        (
+            vec![
+                "--peers-kubernetes",
+                "cache-daemon-peers:5052",
+                "--cluster-secret-file",
+                &s,
+            ],
+            "\"cache-daemon-peers:5052\" is not NAMESPACE/SERVICE:PORT",
+        ),
+        (
+            vec![
+                "--peers-kubernetes",
+                "cache-daemon/cache-daemon-peers:5052",
+                "--peers-dns",
+                "peers:7002",
+                "--cluster-secret-file",
+                &s,
+            ],
+            "give only one of peers, peers_dns, peers_file and peers_kubernetes",
+        ),
     ];
     for (i, (args, want)) in cases.iter().enumerate() {
         let port = free_port();
@@ -848,5 +868,42 @@ fn an_unresolvable_peers_dns_name_is_a_warning_and_the_node_serves_alone() {
             .unwrap_or_default()
             .contains("cluster member list could not be refreshed")
     }));
+    assert_eq!(d.metric("cache_daemon_cluster_members"), 1.0);
+}
+
+#[test]
+fn peers_from_kubernetes_outside_a_pod_is_a_plain_warning_and_the_node_serves_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, "a-test-cluster-secret-of-32-bytes").unwrap();
+    let port = free_port();
+    let peer = free_port();
+    let mut cmd = DaemonBinary::command();
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--admin-listen",
+        "off",
+    ])
+    .arg("--root")
+    .arg(work.path().join("store"))
+    .args(["--upstream", "http://127.0.0.1:1"])
+    .args(["--peer-listen", &format!("127.0.0.1:{peer}")])
+    .args(["--peers-kubernetes", "cache-daemon/cache-daemon-peers:5052"])
+    .arg("--cluster-secret-file")
+    .arg(&secret)
+    .env_remove("KUBERNETES_SERVICE_HOST");
+    let log = work.path().join("daemon.log");
+    let d = DaemonBinary::start_with(cmd, port, &log);
+    let said = "list members from Endpoints cache-daemon/cache-daemon-peers:5052: not in a Kubernetes pod: KUBERNETES_SERVICE_HOST is not set";
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(said)
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert_eq!(d.metric("cache_daemon_cluster_members"), 1.0);
 }

@@ -582,15 +582,35 @@ fn cluster_mode_has_a_headless_service_a_secret_the_downward_api_address_and_a_p
     let peer_port = svc["spec"]["ports"][0]["port"].as_i64().unwrap();
     let ns = svc["metadata"]["namespace"].as_str().unwrap();
     let name = svc["metadata"]["name"].as_str().unwrap();
+    // Members come from that Service's Endpoints through the API server, with the pod's
+    // service account, which may get that one object and nothing else; no cluster DNS.
     assert_eq!(
-        env(daemon, "CACHE_DAEMON_PEERS_DNS"),
-        format!("{name}.{ns}.svc.cluster.local:{peer_port}")
+        env(daemon, "CACHE_DAEMON_PEERS_KUBERNETES"),
+        format!("{ns}/{name}:{peer_port}")
     );
-    // Cluster DNS is needed to resolve that name from the host network.
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["dnsPolicy"].as_str(), Some("Default"));
+    assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(true));
+    let account = object(&docs, "ServiceAccount");
     assert_eq!(
-        ds["spec"]["template"]["spec"]["dnsPolicy"].as_str(),
-        Some("ClusterFirstWithHostNet")
+        pod["serviceAccountName"].as_str(),
+        account["metadata"]["name"].as_str()
     );
+    assert_eq!(account["metadata"]["namespace"].as_str(), Some(ns));
+    let role = object(&docs, "Role");
+    assert_eq!(role["metadata"]["namespace"].as_str(), Some(ns));
+    let rules = role["rules"].as_vec().unwrap();
+    assert_eq!(rules.len(), 1, "one rule only");
+    assert_eq!(rules[0]["resources"][0].as_str(), Some("endpoints"));
+    assert!(rules[0]["resources"][1].is_badvalue());
+    assert_eq!(rules[0]["resourceNames"][0].as_str(), Some(name));
+    assert!(rules[0]["resourceNames"][1].is_badvalue());
+    assert_eq!(rules[0]["verbs"][0].as_str(), Some("get"));
+    assert!(rules[0]["verbs"][1].is_badvalue(), "get only");
+    let binding = object(&docs, "RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["name"], account["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["namespace"].as_str(), Some(ns));
 
     // The advertised address is the pod's IP from the downward API, at the peer port.
     let pod_ip = daemon["env"]
@@ -663,7 +683,7 @@ fn cluster_mode_has_a_headless_service_a_secret_the_downward_api_address_and_a_p
             config: None,
             peer_listen: Some(format!("10.1.2.3:{peer_port}").parse().unwrap()),
             peer_advertise: Some(format!("10.1.2.3:{peer_port}").parse().unwrap()),
-            peers_dns: Some(env(daemon, "CACHE_DAEMON_PEERS_DNS").to_owned()),
+            peers_kubernetes: Some(env(daemon, "CACHE_DAEMON_PEERS_KUBERNETES").to_owned()),
             cluster_secret_file: Some(key_path.clone()),
             ..ServeArgs::default()
         };

@@ -11,6 +11,7 @@ mod deploy;
 mod e2e;
 mod first_use;
 mod hostile;
+mod kubernetes;
 mod load;
 mod manifests;
 mod node_faults;

@@ -28,6 +28,8 @@
 //! - [`distribution`]: [`DockerRegistry`], plain or proxy, configured from [`RegistryConfig`].
 //! - [`nginx`]: [`NginxCache`], the blob cache, configured from [`NginxConfig`].
 //! - [`containerd`]: [`Containerd`] on a temp root, for `ctr` pulls.
+//! - [`kubernetes`]: [`KubeBed`], a real one-node Kubernetes v1.20.2 with an upstream registry
+//!   in a private network namespace, started and torn down by the scripts in `lab/kubernetes/`.
 //! - [`machine`]: [`Machine`], the facts of the machine a run or bench happened on.
 //! - [`error`]: [`LabError`], what went wrong and doing what.
 //!
@@ -43,6 +45,7 @@ pub mod containerd;
 pub mod distribution;
 pub mod error;
 pub mod fabric;
+pub mod kubernetes;
 pub mod link_counters;
 pub mod machine;
 pub mod namespace;
@@ -57,6 +60,7 @@ pub use containerd::Containerd;
 pub use distribution::{DockerRegistry, RegistryAuth, RegistryConfig, RegistryTls};
 pub use error::LabError;
 pub use fabric::{Endpoint, Fabric, FabricBytes, FabricConfig, LinkBytes};
+pub use kubernetes::KubeBed;
 pub use link_counters::{CounterRead, LinkCounters};
 pub use machine::Machine;
 pub use netns::{ShapedLink, Shaping};

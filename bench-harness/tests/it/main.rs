@@ -35,6 +35,7 @@ mod compare;
 mod exit_codes;
 mod html_chromium;
 mod inspect;
+mod kubernetes;
 mod messages;
 mod model;
 mod namespaces;

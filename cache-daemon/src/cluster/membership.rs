@@ -1,5 +1,6 @@
 //! Who is in the cluster: the member list from its source (a static list, a DNS name
-//! re-resolved every [`DNS_REFRESH`], or a file re-read when it changes), this node itself, and
+//! re-resolved every [`DNS_REFRESH`], a Kubernetes Service's Endpoints re-read as often, or a
+//! file re-read when it changes), this node itself, and
 //! which members are skipped for now: "down" for [`DOWN_FOR`] after a connection failed or
 //! stalled, "bad" for [`BAD_FOR`] after bytes it sent failed the digest. Ownership is ranked
 //! over the live members (listed, plus this node, minus skipped), so a dead node costs one
@@ -62,6 +63,9 @@ pub enum PeerSource {
     },
     /// `--peers-file`: one `IP:PORT` per line (`#` comments, blank lines), re-read on change.
     File(PathBuf),
+    /// `--peers-kubernetes NAMESPACE/SERVICE:PORT`: a Service's Endpoints from the Kubernetes
+    /// API, re-read like a DNS name (`super::endpoints`).
+    Kubernetes(super::endpoints::ServiceRef),
 }
 
 /// A member address that cannot be used.
@@ -81,6 +85,11 @@ pub enum MemberError {
     /// Not `NAME:PORT`.
     #[error("{0:?} is not NAME:PORT (for example cache-daemon-peers.kube-system.svc:5052)")]
     DnsName(String),
+    /// Not `NAMESPACE/SERVICE:PORT`.
+    #[error(
+        "{0:?} is not NAMESPACE/SERVICE:PORT (for example cache-daemon/cache-daemon-peers:5052)"
+    )]
+    KubernetesService(String),
 }
 
 /// Parses one member address.
@@ -198,7 +207,7 @@ impl Membership {
     pub fn refresh_every(&self) -> Option<Duration> {
         match self.source {
             PeerSource::Static(_) => None,
-            PeerSource::Dns { .. } => Some(DNS_REFRESH),
+            PeerSource::Dns { .. } | PeerSource::Kubernetes(_) => Some(DNS_REFRESH),
             PeerSource::File(_) => Some(FILE_POLL),
         }
     }
@@ -220,6 +229,7 @@ impl Membership {
                 members.dedup();
                 members
             }
+            PeerSource::Kubernetes(service) => service.members().await?,
             PeerSource::File(path) => match self.read_file_if_changed(path).await? {
                 Some(members) => members,
                 None => return Ok(()),

@@ -8,6 +8,7 @@
 //!
 //! What this folder owns:
 //! - [`membership`]: the member list (static, DNS, watched file), this node, down and bad marks.
+//! - [`endpoints`]: the member list from a Kubernetes Service's Endpoints (the API server).
 //! - [`rendezvous`]: who owns a (digest, stripe): highest-random-weight ranking.
 //! - [`stripe`]: stripe arithmetic (size, offsets).
 //! - [`origin`]: this node's stripe fills from the registry, for peers and itself.
@@ -21,6 +22,7 @@
 //! tags and manifests (each node resolves its own: credentials and TTLs live there).
 
 pub mod client;
+pub mod endpoints;
 pub mod fetch;
 pub mod membership;
 pub mod origin;

@@ -1,0 +1,166 @@
+//! `deploy/kubernetes/daemonset.yaml` applied to a real Kubernetes (v1.20.2, containerd 1.6,
+//! one node: `stampede_lab::KubeBed`), changed only in the parameters deploy/README.md names
+//! (`lab/kubernetes/deploy.sh`): the DaemonSet's pod becomes Ready; its init container writes the
+//! node's hosts.toml; kubelet pulls a workload's image through the cache, and the upstream
+//! registry sees one GET per blob, all of them from the cache, for every pod of the node.
+//! Skipped (with a message) when the bed's binaries are not built, unless real parts are
+//! required.
+
+use std::time::{Duration, Instant};
+
+use stampede_lab::kubernetes::REGISTRY;
+use stampede_lab::{AccessEntry, AccessLog, KubeBed, RequestKind};
+
+/// Replicas of the workload, all on the one node.
+const REPLICAS: u32 = 3;
+
+fn workload(image: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment",
+  "metadata": {{"name": "through-cache", "namespace": "default"}},
+  "spec": {{"replicas": {REPLICAS}, "selector": {{"matchLabels": {{"app": "through-cache"}}}},
+    "template": {{"metadata": {{"labels": {{"app": "through-cache"}}}},
+      "spec": {{"automountServiceAccountToken": false, "terminationGracePeriodSeconds": 0,
+        "containers": [{{"name": "app", "image": "{image}", "command": ["sleep", "3600"]}}]}}}}}}}}"#
+    )
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn daemonset_serves_kubelet_pulls_on_a_real_node() {
+    let Some(bed) = KubeBed::for_tests() else {
+        return;
+    };
+    bed.deploy_cache(env!("CARGO_BIN_EXE_cache-daemon").as_ref())
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // The DaemonSet's pod is Ready on the node.
+    let ready = bed
+        .kubectl(&[
+            "-n",
+            "cache-daemon",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=cache-daemon",
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.nodeName} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+        ])
+        .unwrap();
+    assert_eq!(ready.trim(), "node1 True", "DaemonSet pods: {ready}");
+
+    // Its init container wrote the node's hosts.toml for the bed's registry (and the others).
+    let hosts = bed.certs_dir().join(REGISTRY).join("hosts.toml");
+    let text =
+        std::fs::read_to_string(&hosts).unwrap_or_else(|e| panic!("read {}: {e}", hosts.display()));
+    assert!(text.starts_with("# Written by cache-daemon"), "{text}");
+    assert!(
+        text.contains(&format!("server = \"http://{REGISTRY}\"")),
+        "{text}"
+    );
+    assert!(text.contains("[host.\"http://127.0.0.1:5050\"]"), "{text}");
+    for registry in ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"] {
+        assert!(
+            bed.certs_dir().join(registry).join("hosts.toml").is_file(),
+            "{registry}"
+        );
+    }
+
+    // Its members came from the API server (the Service's Endpoints, read with the pod's
+    // service account through the kubernetes Service IP): the list changed from empty to this
+    // node, and no refresh failed.
+    let logs = bed
+        .kubectl(&[
+            "-n",
+            "cache-daemon",
+            "logs",
+            "ds/cache-daemon",
+            "-c",
+            "cache-daemon",
+        ])
+        .unwrap();
+    assert!(logs.contains("cluster member list changed"), "{logs}");
+    assert!(!logs.contains("could not be refreshed"), "{logs}");
+
+    // A workload's image, new to the node, pulled by kubelet for every replica.
+    let image = bed.push_app("app", "1", 8).unwrap();
+    let log = AccessLog::new(bed.registry_log());
+    let before = log.offset();
+    let spec = bed.dir().join("workload.json");
+    std::fs::write(&spec, workload(&image)).unwrap();
+    bed.kubectl(&["apply", "-f", &spec.to_string_lossy()])
+        .unwrap();
+    bed.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/through-cache",
+        "--timeout=180s",
+    ])
+    .unwrap_or_else(|e| panic!("workload did not become ready: {e}"));
+    log.wait_quiet(Duration::from_millis(500), Duration::from_secs(10));
+
+    // The registry saw each blob once, and every request came from the cache.
+    let log_bytes = std::fs::read(bed.registry_log()).unwrap();
+    let since_push = String::from_utf8_lossy(&log_bytes[usize::try_from(before).unwrap()..]);
+    let app_lines: Vec<&str> = since_push
+        .lines()
+        .filter(|l| l.contains("/v2/app/") && AccessEntry::parse(l).is_some())
+        .collect();
+    assert!(!app_lines.is_empty(), "the registry saw no pull of {image}");
+    for line in &app_lines {
+        assert!(
+            line.contains("cache-daemon/"),
+            "a request reached the registry from elsewhere than the cache: {line}"
+        );
+    }
+    let counts = log.counts_since(before);
+    assert_eq!(counts.blobs.len(), 2, "config and layer: {counts:?}");
+    for (digest, c) in &counts.blobs {
+        assert_eq!(c.gets, 1, "blob {digest} fetched {} times", c.gets);
+    }
+    assert!(counts.count(RequestKind::BlobGet) == 2, "{counts:?}");
+
+    // The cache counts the same: bytes from upstream at least the 8 MiB layer.
+    let metrics = bed
+        .command("curl")
+        .args(["-sf", "http://127.0.0.1:5050/metrics"])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let upstream_bytes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cache_daemon_served_bytes_total{source=\"upstream\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no upstream bytes in the cache's metrics:\n{metrics}"));
+    assert!(
+        upstream_bytes >= 8 << 20,
+        "{upstream_bytes} bytes from upstream"
+    );
+
+    // kubelet reported the pull for the pods.
+    let events = bed
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Pulled",
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ])
+        .unwrap();
+    assert!(
+        events.contains(&format!("Successfully pulled image \"{image}\"")),
+        "{events}"
+    );
+    wait_for("workload pods listed", Duration::from_secs(5), || {
+        bed.kubectl(&["get", "pods", "-l", "app=through-cache", "-o", "name"])
+            .is_ok_and(|o| o.lines().count() == REPLICAS as usize)
+    });
+}
