@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, ACCEPT, CONTENT_RANGE, RANGE, RETRY_AFTER};
+use http::header::{HeaderValue, CONTENT_RANGE, RANGE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 
-use stampede_oci::manifest::MANIFEST_ACCEPT;
+use stampede_oci::manifest_get;
 use stampede_oci::{
     ClientConfig, ClientError, Digest, Endpoint, Reference, RegistryClient, RegistryRequest,
     RepoName,
@@ -246,12 +246,7 @@ impl Upstreams {
         reference: &Reference,
         method: Method,
     ) -> Result<Answer, Error> {
-        let req = RegistryRequest::pull(
-            method,
-            repo.as_str(),
-            format!("/v2/{repo}/manifests/{reference}"),
-        )
-        .header(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let req = manifest_get::request(method, repo, reference);
         self.send(endpoint, &req, Kind::Manifest).await
     }
 
