@@ -111,9 +111,22 @@ fn main() -> io::Result<()> {
     ];
 
     // Check once that both sides produce the same tree before timing anything.
-    for pair in &pairs {
-        let ours = work.path().join(format!("check-{}-ours", pair.label));
-        let theirs = work.path().join(format!("check-{}-theirs", pair.label));
+    check_same_trees(&pairs, work.path())?;
+
+    reset_peak_rss();
+    let rows = measure(&pairs, reps, work.path())?;
+    let peak_rss_kib = stampede_lab::process::status_kib(std::process::id(), "VmHWM").unwrap_or(0);
+
+    print_table(&rows, reps, tar_bytes, peak_rss_kib);
+    println!("loadavg after: {}", read_trimmed("/proc/loadavg"));
+    Ok(())
+}
+
+/// Fails unless our unpacker and the system's tar produce the same tree from every layer.
+fn check_same_trees(pairs: &[Pair<'_>], work: &Path) -> io::Result<()> {
+    for pair in pairs {
+        let ours = work.join(format!("check-{}-ours", pair.label));
+        let theirs = work.join(format!("check-{}-theirs", pair.label));
         fs::create_dir(&ours)?;
         fs::create_dir(&theirs)?;
         unpack_layer_file(
@@ -127,12 +140,15 @@ fn main() -> io::Result<()> {
         let (a, b) = (summarize(&ours)?, summarize(&theirs)?);
         assert_eq!(a, b, "{}: our tree differs from tar's", pair.label);
     }
+    Ok(())
+}
 
-    reset_peak_rss();
+/// Times every (layer, unpacker) combination `reps` times; the medians, one row each.
+fn measure(pairs: &[Pair<'_>], reps: usize, work: &Path) -> io::Result<Vec<Row>> {
     // Every (layer, unpacker) combination runs once per repetition, in an order rotated each
     // time, so that load from elsewhere drifting during the run hits all of them alike.
     let mut runs: Vec<(&Pair<'_>, Side)> = Vec::new();
-    for pair in &pairs {
+    for pair in pairs {
         runs.push((
             pair,
             Side::Ours {
@@ -154,7 +170,7 @@ fn main() -> io::Result<()> {
         for k in 0..runs.len() {
             let i = (rep * 3 + k) % runs.len();
             let (pair, side) = runs[i];
-            let dir = work.path().join(format!("out-{rep}-{i}"));
+            let dir = work.join(format!("out-{rep}-{i}"));
             fs::create_dir(&dir)?;
             sync()?;
             let cpu = CpuTime::now();
@@ -194,14 +210,17 @@ fn main() -> io::Result<()> {
         .zip(samples)
         .map(|((pair, side), samples)| Row::new(pair, *side, samples))
         .collect();
-    let peak_rss_kib = stampede_lab::process::status_kib(std::process::id(), "VmHWM").unwrap_or(0);
+    Ok(rows)
+}
 
+/// Prints the medians as a Markdown table, with how to read it.
+fn print_table(rows: &[Row], reps: usize, tar_bytes: u64, peak_rss_kib: u64) {
     println!();
     println!("{reps} repetitions of every combination, in rotating order:");
     println!();
     println!("| layer | unpacker | wall | MiB/s | CPU | decompress / apply | speedup vs tar |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for row in &rows {
+    for row in rows {
         let theirs = rows
             .iter()
             .find(|r| r.layer == row.layer && r.side == Side::Theirs)
@@ -233,8 +252,6 @@ fn main() -> io::Result<()> {
         peak_rss_kib as f64 / 1024.0,
         tar_bytes as f64 / MIB as f64
     );
-    println!("loadavg after: {}", read_trimmed("/proc/loadavg"));
-    Ok(())
 }
 
 /// Who unpacks.

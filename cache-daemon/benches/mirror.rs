@@ -188,6 +188,76 @@ fn make_content(
     ))
 }
 
+/// What the scenarios pull from: the content, pushed to an origin on loopback, and (for the
+/// cold and memory scenarios) a second origin over the same store behind the shaped link.
+struct Origins {
+    content: Content,
+    loopback: Origin,
+    shaped: Option<(ShapedLink, Origin)>,
+}
+
+/// Writes the content under `work`, pushes it to the loopback origin, and starts the shaped
+/// origin when a scenario needs it.
+async fn origins(settings: &Settings, work: &std::path::Path) -> anyhow::Result<Origins> {
+    eprintln!("mirror: writing test content under {}", work.display());
+    let content_dir = work.join("content");
+    let (content, blobs, manifest_bytes) = {
+        let dir = content_dir.clone();
+        let burst_bytes = settings.burst_bytes;
+        let big_bytes = settings.wants(Scenario::Big).then_some(settings.big_bytes);
+        tokio::task::spawn_blocking(move || make_content(&dir, burst_bytes, big_bytes)).await??
+    };
+    let origin_data = work.join("origin-data");
+    let loopback = Origin::start(
+        &work.join("origin-lo"),
+        &origin_data,
+        target::free_addr()?,
+        None,
+    )?;
+    for b in &blobs {
+        client::push_blob(loopback.addr, REPO, &b.path, &b.digest).await?;
+    }
+    client::push_manifest(
+        loopback.addr,
+        REPO,
+        "v1",
+        data::MANIFEST_TYPE,
+        manifest_bytes,
+    )
+    .await?;
+    for b in &blobs {
+        std::fs::remove_file(&b.path).ok();
+    }
+
+    let needs_shaping = settings.wants(Scenario::Cold) || settings.wants(Scenario::Rss);
+    let shaped = if needs_shaping {
+        let link = ShapedLink::create(
+            NETNS_PREFIX,
+            Shaping {
+                rate_bits_per_sec: u64::from(settings.rate_mbit) * 1_000_000,
+            },
+        )
+        .context("set up the shaped namespace (needs root, ip, tc)")?;
+        let addr = SocketAddr::from((link.upstream_ip(), SHAPED_ORIGIN_PORT));
+        let origin = Origin::start(&work.join("origin-shaped"), &origin_data, addr, Some(&link))?;
+        eprintln!(
+            "mirror: shaped origin at {} ({} Mbit/s), loopback origin at {}",
+            origin.url(),
+            settings.rate_mbit,
+            loopback.url()
+        );
+        Some((link, origin))
+    } else {
+        None
+    };
+
+    Ok(Origins {
+        content,
+        loopback,
+        shaped,
+    })
+}
+
 async fn run(settings: Settings) -> anyhow::Result<String> {
     let machine = Machine::probe();
     eprintln!(
@@ -218,66 +288,11 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
         })
         .collect();
     let work = tempfile::Builder::new().prefix("mirror-bench-").tempdir()?;
-    eprintln!(
-        "mirror: writing test content under {}",
-        work.path().display()
-    );
-    let content_dir = work.path().join("content");
-    let (content, blobs, manifest_bytes) = {
-        let dir = content_dir.clone();
-        let burst_bytes = settings.burst_bytes;
-        let big_bytes = settings.wants(Scenario::Big).then_some(settings.big_bytes);
-        tokio::task::spawn_blocking(move || make_content(&dir, burst_bytes, big_bytes)).await??
-    };
-    let origin_data = work.path().join("origin-data");
-    let loopback = Origin::start(
-        &work.path().join("origin-lo"),
-        &origin_data,
-        target::free_addr()?,
-        None,
-    )?;
-    for b in &blobs {
-        client::push_blob(loopback.addr, REPO, &b.path, &b.digest).await?;
-    }
-    client::push_manifest(
-        loopback.addr,
-        REPO,
-        "v1",
-        data::MANIFEST_TYPE,
-        manifest_bytes,
-    )
-    .await?;
-    for b in &blobs {
-        std::fs::remove_file(&b.path).ok();
-    }
-
-    let needs_shaping = settings.wants(Scenario::Cold) || settings.wants(Scenario::Rss);
-    let shaped = if needs_shaping {
-        let link = ShapedLink::create(
-            NETNS_PREFIX,
-            Shaping {
-                rate_bits_per_sec: u64::from(settings.rate_mbit) * 1_000_000,
-            },
-        )
-        .context("set up the shaped namespace (needs root, ip, tc)")?;
-        let addr = SocketAddr::from((link.upstream_ip(), SHAPED_ORIGIN_PORT));
-        let origin = Origin::start(
-            &work.path().join("origin-shaped"),
-            &origin_data,
-            addr,
-            Some(&link),
-        )?;
-        eprintln!(
-            "mirror: shaped origin at {} ({} Mbit/s), loopback origin at {}",
-            origin.url(),
-            settings.rate_mbit,
-            loopback.url()
-        );
-        Some((link, origin))
-    } else {
-        None
-    };
-
+    let Origins {
+        content,
+        loopback,
+        shaped,
+    } = origins(&settings, work.path()).await?;
     let bed = Bed {
         work: work.path().to_owned(),
         kinds,
