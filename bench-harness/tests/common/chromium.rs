@@ -66,6 +66,55 @@ pub struct PageVisit {
 }
 
 impl PageVisit {
+    /// Notes what event `e` of the page at `url` says: a console error, an exception, or a
+    /// request the page made (other than for itself or a `data:` URL).
+    fn note(&mut self, e: &Value, url: &str) {
+        let p = &e["params"];
+        match e["method"].as_str().unwrap_or("") {
+            "Runtime.consoleAPICalled"
+                if matches!(p["type"].as_str(), Some("error" | "assert")) =>
+            {
+                let args: Vec<String> = p["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        a["value"]
+                            .as_str()
+                            .map_or_else(|| a.to_string(), str::to_owned)
+                    })
+                    .collect();
+                self.console_errors.push(args.join(" "));
+            }
+            "Log.entryAdded" if p["entry"]["level"] == "error" => {
+                self.console_errors.push(format!(
+                    "{} ({})",
+                    p["entry"]["text"].as_str().unwrap_or(""),
+                    p["entry"]["url"].as_str().unwrap_or("")
+                ));
+            }
+            "Runtime.exceptionThrown" => {
+                let d = &p["exceptionDetails"];
+                self.exceptions.push(
+                    d["exception"]["description"]
+                        .as_str()
+                        .or_else(|| d["text"].as_str())
+                        .unwrap_or("exception")
+                        .to_owned(),
+                );
+            }
+            "Network.requestWillBeSent" => {
+                let requested = p["request"]["url"].as_str().unwrap_or("");
+                if requested != url && !requested.starts_with("data:") {
+                    self.requests.push(requested.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl PageVisit {
     /// Every problem: console errors, exceptions, network requests.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -275,6 +324,19 @@ impl Browser {
         )["result"]["value"]
             .clone();
 
+        visit.screenshot = self.screenshot(s);
+        events.append(&mut self.pending);
+
+        for e in events.iter().filter(|e| e["sessionId"] == json!(session)) {
+            visit.note(e, url);
+        }
+        self.call(None, "Target.closeTarget", json!({"targetId": target_id}));
+        self.pending.clear();
+        visit
+    }
+
+    /// A full-page screenshot (PNG) of session `s`'s page, the viewport as tall as the page.
+    fn screenshot(&mut self, s: Option<&str>) -> Vec<u8> {
         let metrics = self.call(s, "Page.getLayoutMetrics", json!({}));
         let height = metrics["cssContentSize"]["height"]
             .as_f64()
@@ -295,58 +357,9 @@ impl Browser {
             "Page.captureScreenshot",
             json!({"format": "png", "captureBeyondViewport": true}),
         );
-        visit.screenshot = base64::engine::general_purpose::STANDARD
+        base64::engine::general_purpose::STANDARD
             .decode(shot["data"].as_str().unwrap())
-            .unwrap();
-        events.append(&mut self.pending);
-
-        for e in events.iter().filter(|e| e["sessionId"] == json!(session)) {
-            let p = &e["params"];
-            match e["method"].as_str().unwrap_or("") {
-                "Runtime.consoleAPICalled"
-                    if matches!(p["type"].as_str(), Some("error" | "assert")) =>
-                {
-                    let args: Vec<String> = p["args"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|a| {
-                            a["value"]
-                                .as_str()
-                                .map_or_else(|| a.to_string(), str::to_owned)
-                        })
-                        .collect();
-                    visit.console_errors.push(args.join(" "));
-                }
-                "Log.entryAdded" if p["entry"]["level"] == "error" => {
-                    visit.console_errors.push(format!(
-                        "{} ({})",
-                        p["entry"]["text"].as_str().unwrap_or(""),
-                        p["entry"]["url"].as_str().unwrap_or("")
-                    ));
-                }
-                "Runtime.exceptionThrown" => {
-                    let d = &p["exceptionDetails"];
-                    visit.exceptions.push(
-                        d["exception"]["description"]
-                            .as_str()
-                            .or_else(|| d["text"].as_str())
-                            .unwrap_or("exception")
-                            .to_owned(),
-                    );
-                }
-                "Network.requestWillBeSent" => {
-                    let requested = p["request"]["url"].as_str().unwrap_or("");
-                    if requested != url && !requested.starts_with("data:") {
-                        visit.requests.push(requested.to_owned());
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.call(None, "Target.closeTarget", json!({"targetId": target_id}));
-        self.pending.clear();
-        visit
+            .unwrap()
     }
 }
 

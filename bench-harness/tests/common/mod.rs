@@ -111,6 +111,36 @@ fn traffic_snapshot(bytes: u64, requests: u64, rep: u32) -> serde_json::Value {
 /// SLOs evaluated.
 pub fn sample_result() -> RunResult {
     let scenario = Scenario::parse(SAMPLE_SCENARIO, "sample.toml", &[]).expect("sample scenario");
+    let recordings = sample_recordings();
+    let mut result = RunResult::new(
+        RunFacts {
+            scenario,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_323_045),
+            duration: ms(41_250),
+            machine: Machine {
+                cores: 2,
+                cpu_model: Some("Example CPU @ 2.20GHz".into()),
+                memory_bytes: Some(8 << 30),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                kernel: Some("6.1.0-test".into()),
+                git_revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                git_dirty: Some(false),
+                sha_ni: Some(true),
+                load_average: Some("0.52 0.61 0.40".into()),
+            },
+            warnings: vec!["host-bound: CPU above 90 % for 12 s of the run".into()],
+        },
+        recordings,
+    );
+    add_sample_registry(&mut result);
+    result.registry = Some(serde_json::json!({ "note": "whole-run snapshot goes here" }));
+    result.evaluate_slo();
+    result
+}
+
+/// [`sample_result`]'s pods, layers and blob first bytes, from formulas.
+fn sample_recordings() -> Recordings {
     let mut recordings = Recordings::new();
     let variants = [("full", 1_000u64), ("slim", 300)];
     let targets = [("direct", 1u64), ("cache-daemon", 2)];
@@ -176,27 +206,11 @@ pub fn sample_result() -> RunResult {
             }
         }
     }
-    let mut result = RunResult::new(
-        RunFacts {
-            scenario,
-            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_323_045),
-            duration: ms(41_250),
-            machine: Machine {
-                cores: 2,
-                cpu_model: Some("Example CPU @ 2.20GHz".into()),
-                memory_bytes: Some(8 << 30),
-                os: "linux".into(),
-                arch: "x86_64".into(),
-                kernel: Some("6.1.0-test".into()),
-                git_revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
-                git_dirty: Some(false),
-                sha_ni: Some(true),
-                load_average: Some("0.52 0.61 0.40".into()),
-            },
-            warnings: vec!["host-bound: CPU above 90 % for 12 s of the run".into()],
-        },
-        recordings,
-    );
+    recordings
+}
+
+/// [`sample_result`]'s image sizes and registry totals per repetition.
+fn add_sample_registry(result: &mut RunResult) {
     for (variant, image_bytes) in [("full", 33_554_432u64 / 2), ("slim", 4_194_304)] {
         result.images.insert(
             variant.into(),
@@ -228,9 +242,6 @@ pub fn sample_result() -> RunResult {
             }
         }
     }
-    result.registry = Some(serde_json::json!({ "note": "whole-run snapshot goes here" }));
-    result.evaluate_slo();
-    result
 }
 
 /// How a [`synthetic_run`] series behaves.
