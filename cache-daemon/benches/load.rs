@@ -228,97 +228,131 @@ async fn run(s: Settings) -> anyhow::Result<String> {
         .collect();
 
     if s.scenarios.contains(&Scenario::Held) {
-        out.push_str(&format!("### {} connections held (one small GET each, then idle 3 s; daemon max_connections {max_connections})\n\n| target | open all (ms) | fds before | fds peak | RSS peak (MiB) | slowest health poll (ms) | failed polls |\n|---|---|---|---|---|---|---|\n", s.connections));
-        for &kind in &kinds {
-            let mut runs: Vec<HeldRun> = Vec::new();
-            for rep in 0..s.reps {
-                eprintln!(
-                    "load: held {} rep {rep} (load {})",
-                    kind.name(),
-                    machine::load_average()
-                );
-                runs.push(scenario::held(&bed, kind, s.connections, &content.small[0]).await?);
-            }
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                kind.name(),
-                ms(median(runs.iter().map(|r| r.open).collect())),
-                median(runs.iter().map(|r| r.base_fds).collect()),
-                median(runs.iter().map(|r| r.peaks.fds).collect()),
-                mib(median(runs.iter().map(|r| r.peaks.rss_bytes).collect())),
-                ms(median(runs.iter().map(|r| r.health.slowest).collect())),
-                runs.iter().map(|r| r.health.failures).sum::<usize>(),
-            ));
-        }
-        out.push('\n');
+        out.push_str(&held_table(&s, &bed, &kinds, &content, max_connections).await?);
     }
     if s.scenarios.contains(&Scenario::Burst) {
-        out.push_str(&format!("### Hot burst: {} requests over {} keep-alive connections (manifest by digest + 64 small blobs, cached)\n\n| target | req/s | p50 (ms) | p99 (ms) | max (ms) | RSS peak (MiB) | fds peak | slowest health poll (ms) | failed polls |\n|---|---|---|---|---|---|---|---|---|\n", s.requests, s.burst_connections));
-        for &kind in &kinds {
-            let mut runs: Vec<BurstRun> = Vec::new();
-            for rep in 0..s.reps {
-                eprintln!(
-                    "load: burst {} rep {rep} (load {})",
-                    kind.name(),
-                    machine::load_average()
-                );
-                runs.push(
-                    scenario::burst(&bed, kind, s.requests, s.burst_connections, &mix).await?,
-                );
-            }
-            let pct =
-                |r: &BurstRun, p: f64| r.latencies[((r.latencies.len() - 1) as f64 * p) as usize];
-            out.push_str(&format!(
-                "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
-                kind.name(),
-                median(
-                    runs.iter()
-                        .map(|r| r.requests as f64 / r.took.as_secs_f64())
-                        .collect()
-                ),
-                ms(median(runs.iter().map(|r| pct(r, 0.5)).collect())),
-                ms(median(runs.iter().map(|r| pct(r, 0.99)).collect())),
-                ms(median(runs.iter().map(|r| pct(r, 1.0)).collect())),
-                mib(median(runs.iter().map(|r| r.peaks.rss_bytes).collect())),
-                median(runs.iter().map(|r| r.peaks.fds).collect()),
-                ms(median(runs.iter().map(|r| r.health.slowest).collect())),
-                runs.iter().map(|r| r.health.failures).sum::<usize>(),
-            ));
-        }
-        out.push('\n');
+        out.push_str(&burst_table(&s, &bed, &kinds, &mix).await?);
     }
     if s.scenarios.contains(&Scenario::Slow) {
-        out.push_str(&format!("### {} slow readers (40 KiB/s each) of one uncached {} MiB blob, plus one fast reader\n\n| target | one reader alone (s) | fast reader among slow ones (s) | slow readers' max bytes by then | RSS idle (MiB) | RSS peak (MiB) | fds peak | slowest health poll (ms) | failed polls |\n|---|---|---|---|---|---|---|---|---|\n", s.slow_readers, s.slow_bytes >> 20));
-        for &kind in &kinds {
-            let mut runs: Vec<SlowRun> = Vec::new();
-            for rep in 0..s.reps {
-                eprintln!(
-                    "load: slow {} rep {rep} (load {})",
-                    kind.name(),
-                    machine::load_average()
-                );
-                runs.push(scenario::slow(&bed, kind, s.slow_readers, &content.large).await?);
-            }
-            out.push_str(&format!(
-                "| {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
-                kind.name(),
-                median(runs.iter().map(|r| r.alone.as_secs_f64()).collect()),
-                median(runs.iter().map(|r| r.fast.as_secs_f64()).collect()),
-                median(runs.iter().map(|r| r.slow_max_bytes).collect()),
-                mib(median(runs.iter().map(|r| r.base_rss_bytes).collect())),
-                mib(median(runs.iter().map(|r| r.peaks.rss_bytes).collect())),
-                median(runs.iter().map(|r| r.peaks.fds).collect()),
-                ms(median(runs.iter().map(|r| r.health.slowest).collect())),
-                runs.iter().map(|r| r.health.failures).sum::<usize>(),
-            ));
-        }
-        out.push('\n');
+        out.push_str(&slow_table(&s, &bed, &kinds, &content).await?);
     }
     out.push_str(&format!(
         "Load average at end {}.\n",
         machine::load_average()
     ));
     origin.stop();
+    Ok(out)
+}
+
+/// The held-connections measurement, one table row per target.
+async fn held_table(
+    s: &Settings,
+    bed: &Bed,
+    kinds: &[Kind],
+    content: &Content,
+    max_connections: usize,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    out.push_str(&format!("### {} connections held (one small GET each, then idle 3 s; daemon max_connections {max_connections})\n\n| target | open all (ms) | fds before | fds peak | RSS peak (MiB) | slowest health poll (ms) | failed polls |\n|---|---|---|---|---|---|---|\n", s.connections));
+    for &kind in kinds {
+        let mut runs: Vec<HeldRun> = Vec::new();
+        for rep in 0..s.reps {
+            eprintln!(
+                "load: held {} rep {rep} (load {})",
+                kind.name(),
+                machine::load_average()
+            );
+            runs.push(scenario::held(bed, kind, s.connections, &content.small[0]).await?);
+        }
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            kind.name(),
+            ms(median(runs.iter().map(|r| r.open).collect())),
+            median(runs.iter().map(|r| r.base_fds).collect()),
+            median(runs.iter().map(|r| r.peaks.fds).collect()),
+            mib(median(runs.iter().map(|r| r.peaks.rss_bytes).collect())),
+            ms(median(runs.iter().map(|r| r.health.slowest).collect())),
+            runs.iter().map(|r| r.health.failures).sum::<usize>(),
+        ));
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+/// The hot-burst measurement, one table row per target.
+async fn burst_table(
+    s: &Settings,
+    bed: &Bed,
+    kinds: &[Kind],
+    mix: &[Wanted],
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    out.push_str(&format!("### Hot burst: {} requests over {} keep-alive connections (manifest by digest + 64 small blobs, cached)\n\n| target | req/s | p50 (ms) | p99 (ms) | max (ms) | RSS peak (MiB) | fds peak | slowest health poll (ms) | failed polls |\n|---|---|---|---|---|---|---|---|---|\n", s.requests, s.burst_connections));
+    for &kind in kinds {
+        let mut runs: Vec<BurstRun> = Vec::new();
+        for rep in 0..s.reps {
+            eprintln!(
+                "load: burst {} rep {rep} (load {})",
+                kind.name(),
+                machine::load_average()
+            );
+            runs.push(scenario::burst(bed, kind, s.requests, s.burst_connections, mix).await?);
+        }
+        let pct = |r: &BurstRun, p: f64| r.latencies[((r.latencies.len() - 1) as f64 * p) as usize];
+        out.push_str(&format!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+            kind.name(),
+            median(
+                runs.iter()
+                    .map(|r| r.requests as f64 / r.took.as_secs_f64())
+                    .collect()
+            ),
+            ms(median(runs.iter().map(|r| pct(r, 0.5)).collect())),
+            ms(median(runs.iter().map(|r| pct(r, 0.99)).collect())),
+            ms(median(runs.iter().map(|r| pct(r, 1.0)).collect())),
+            mib(median(runs.iter().map(|r| r.peaks.rss_bytes).collect())),
+            median(runs.iter().map(|r| r.peaks.fds).collect()),
+            ms(median(runs.iter().map(|r| r.health.slowest).collect())),
+            runs.iter().map(|r| r.health.failures).sum::<usize>(),
+        ));
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+/// The slow-readers measurement, one table row per target.
+async fn slow_table(
+    s: &Settings,
+    bed: &Bed,
+    kinds: &[Kind],
+    content: &Content,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    out.push_str(&format!("### {} slow readers (40 KiB/s each) of one uncached {} MiB blob, plus one fast reader\n\n| target | one reader alone (s) | fast reader among slow ones (s) | slow readers' max bytes by then | RSS idle (MiB) | RSS peak (MiB) | fds peak | slowest health poll (ms) | failed polls |\n|---|---|---|---|---|---|---|---|---|\n", s.slow_readers, s.slow_bytes >> 20));
+    for &kind in kinds {
+        let mut runs: Vec<SlowRun> = Vec::new();
+        for rep in 0..s.reps {
+            eprintln!(
+                "load: slow {} rep {rep} (load {})",
+                kind.name(),
+                machine::load_average()
+            );
+            runs.push(scenario::slow(bed, kind, s.slow_readers, &content.large).await?);
+        }
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+            kind.name(),
+            median(runs.iter().map(|r| r.alone.as_secs_f64()).collect()),
+            median(runs.iter().map(|r| r.fast.as_secs_f64()).collect()),
+            median(runs.iter().map(|r| r.slow_max_bytes).collect()),
+            mib(median(runs.iter().map(|r| r.base_rss_bytes).collect())),
+            mib(median(runs.iter().map(|r| r.peaks.rss_bytes).collect())),
+            median(runs.iter().map(|r| r.peaks.fds).collect()),
+            ms(median(runs.iter().map(|r| r.health.slowest).collect())),
+            runs.iter().map(|r| r.health.failures).sum::<usize>(),
+        ));
+    }
+    out.push('\n');
     Ok(out)
 }
 

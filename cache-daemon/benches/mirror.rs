@@ -1,19 +1,23 @@
-//! `cargo bench -p cache-daemon --bench mirror`: cache-daemon measured side by side with nginx
-//! (`proxy_cache_lock`), distribution in proxy mode and the origin itself ("direct"), against the
-//! goals of the cache-daemon issue, on this machine, in one run. Needs root (network namespace,
-//! `tc`), Debian's `docker-registry`, and `wrk`; nginx is optional (a missing peer is skipped).
+//! `cargo bench -p cache-daemon --bench mirror`: what only the daemon's own bench measures,
+//! cache-daemon side by side with nginx (`proxy_cache_lock`), distribution in proxy mode and the
+//! origin itself ("direct"), on this machine, in one run: hot serving under `wrk`, and resident
+//! memory while 256 clients stream one blob. Needs root (network namespace, `tc`), Debian's
+//! `docker-registry`, and `wrk`; nginx is optional (a missing peer is skipped). The cold burst and
+//! the cold large pull it used to time are bench-harness scenarios against the real binary
+//! (`scenarios/daemon-cold-burst.toml`, `scenarios/daemon-large-blob.toml`).
 //!
 //! Topology: the origin `docker-registry` runs in its own network namespace, reached from the
-//! host namespace over a veth pair whose namespace end is shaped with `tc tbf rate 200mbit`;
-//! the caches and this process's clients stay in the host namespace. A second origin process on
-//! the host's loopback serves the same store unshaped, for the hot and 1 GiB runs.
+//! host namespace over a veth pair whose namespace end is shaped with `tc tbf rate 200mbit`
+//! (the memory scenario's cold fill); the caches and this process's clients stay in the host
+//! namespace. A second origin process on the host's loopback serves the same store unshaped, for
+//! the hot runs.
 //!
-//! Scenarios are chosen by name on the command line (`cold`, `big`, `hot`, `rss`; default all),
-//! e.g. `cargo bench -p cache-daemon --bench mirror -- hot`. Environment: `MIRROR_REPS` (3),
-//! `MIRROR_SLOW_REPS` (1: distribution and direct at 64 clients), `MIRROR_TARGETS`
-//! (`cache-daemon,nginx,distribution,direct`), `MIRROR_HOT_SECS` (5), `MIRROR_BURST_MIB` (32),
-//! `MIRROR_BIG_MIB` (1024), `MIRROR_RATE_MBIT` (200), `MIRROR_BASELINE_BIN` (another cache-daemon
-//! binary, e.g. an older commit's, measured beside this build as `cache-daemon-baseline`).
+//! Scenarios are chosen by name on the command line (`hot`, `rss`; default both), e.g.
+//! `cargo bench -p cache-daemon --bench mirror -- hot`. Environment: `MIRROR_REPS` (3),
+//! `MIRROR_TARGETS` (`cache-daemon,nginx,distribution,direct`), `MIRROR_HOT_SECS` (5),
+//! `MIRROR_BURST_MIB` (32, the memory scenario's blob), `MIRROR_RATE_MBIT` (200),
+//! `MIRROR_BASELINE_BIN` (another cache-daemon binary, e.g. an older commit's, measured beside
+//! this build as `cache-daemon-baseline`).
 //!
 //! The Markdown summary goes to stdout and to `target/tmp/mirror-report.md`; progress to stderr.
 //! Every process and namespace it creates is removed on exit, on error, on panic and on
@@ -27,7 +31,7 @@
 //! - `target`: cache-daemon, nginx, distribution, direct: started fresh per measurement.
 //! - `client`: the timed burst client; registry pushes.
 //! - `wrk`, `rss`, `cpu`: the hot-path load tool, the memory sampler, CPU time per process.
-//! - `scenario`: the four measurements.
+//! - `scenario`: the two measurements.
 //! - `machine`, `report`: what the summary says about where and what.
 
 #[path = "mirror/client.rs"]
@@ -80,8 +84,6 @@ const SHA_PROBE_BYTES: usize = 256 << 20;
 /// Which measurements to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
-    Cold,
-    Big,
     Hot,
     Rss,
 }
@@ -92,10 +94,8 @@ struct Settings {
     scenarios: Vec<Scenario>,
     kinds: Vec<Kind>,
     reps: usize,
-    slow_reps: usize,
     hot_duration: Duration,
     burst_bytes: u64,
-    big_bytes: u64,
     rate_mbit: u32,
 }
 
@@ -105,15 +105,16 @@ impl Settings {
         // cargo bench passes `--bench`; flags are not ours.
         for arg in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
             scenarios.push(match arg.as_str() {
-                "cold" => Scenario::Cold,
-                "big" => Scenario::Big,
                 "hot" => Scenario::Hot,
                 "rss" => Scenario::Rss,
-                other => bail!("unknown scenario {other:?}: expected cold, big, hot or rss"),
+                "cold" | "big" => bail!(
+                    "scenario {arg:?} moved to bench-harness: run scenarios/daemon-cold-burst.toml or scenarios/daemon-large-blob.toml (see scenarios/README.md)"
+                ),
+                other => bail!("unknown scenario {other:?}: expected hot or rss"),
             });
         }
         if scenarios.is_empty() {
-            scenarios = vec![Scenario::Cold, Scenario::Hot, Scenario::Big, Scenario::Rss];
+            scenarios = vec![Scenario::Hot, Scenario::Rss];
         }
         let kinds = match std::env::var("MIRROR_TARGETS") {
             Ok(list) => list
@@ -132,10 +133,8 @@ impl Settings {
             scenarios,
             kinds,
             reps,
-            slow_reps: env_num("MIRROR_SLOW_REPS", 1usize)?.min(reps),
             hot_duration: Duration::from_secs(env_num("MIRROR_HOT_SECS", 5u64)?.max(1)),
             burst_bytes: env_num("MIRROR_BURST_MIB", 32u64)?.max(1) << 20,
-            big_bytes: env_num("MIRROR_BIG_MIB", 1024u64)?.max(1) << 20,
             rate_mbit: env_num("MIRROR_RATE_MBIT", 200u32)?.max(1),
         })
     }
@@ -151,14 +150,12 @@ struct Content {
     burst: data::BlobFile,
     large: data::BlobFile,
     small: data::BlobFile,
-    big: Option<data::BlobFile>,
     manifest: stampede_oci::Digest,
 }
 
 fn make_content(
     dir: &std::path::Path,
     burst_bytes: u64,
-    big_bytes: Option<u64>,
 ) -> anyhow::Result<(Content, Vec<data::BlobFile>, bytes::Bytes)> {
     std::fs::create_dir_all(dir)?;
     let burst = data::random_blob(dir, "burst", burst_bytes, 1)?;
@@ -169,23 +166,86 @@ fn make_content(
         "config",
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
     )?;
-    let big = big_bytes
-        .map(|n| data::random_blob(dir, "big", n, 4))
-        .transpose()?;
     let (manifest_bytes, manifest) = data::manifest(&config, &[&small, &large]);
-    let mut all = vec![burst.clone(), large.clone(), small.clone(), config];
-    all.extend(big.clone());
+    let all = vec![burst.clone(), large.clone(), small.clone(), config];
     Ok((
         Content {
             burst,
             large,
             small,
-            big,
             manifest,
         },
         all,
         manifest_bytes,
     ))
+}
+
+/// What the scenarios pull from: the content, pushed to an origin on loopback, and (for the
+/// cold and memory scenarios) a second origin over the same store behind the shaped link.
+struct Origins {
+    content: Content,
+    loopback: Origin,
+    shaped: Option<(ShapedLink, Origin)>,
+}
+
+/// Writes the content under `work`, pushes it to the loopback origin, and starts the shaped
+/// origin when a scenario needs it.
+async fn origins(settings: &Settings, work: &std::path::Path) -> anyhow::Result<Origins> {
+    eprintln!("mirror: writing test content under {}", work.display());
+    let content_dir = work.join("content");
+    let (content, blobs, manifest_bytes) = {
+        let dir = content_dir.clone();
+        let burst_bytes = settings.burst_bytes;
+        tokio::task::spawn_blocking(move || make_content(&dir, burst_bytes)).await??
+    };
+    let origin_data = work.join("origin-data");
+    let loopback = Origin::start(
+        &work.join("origin-lo"),
+        &origin_data,
+        target::free_addr()?,
+        None,
+    )?;
+    for b in &blobs {
+        client::push_blob(loopback.addr, REPO, &b.path, &b.digest).await?;
+    }
+    client::push_manifest(
+        loopback.addr,
+        REPO,
+        "v1",
+        data::MANIFEST_TYPE,
+        manifest_bytes,
+    )
+    .await?;
+    for b in &blobs {
+        std::fs::remove_file(&b.path).ok();
+    }
+
+    let shaped = if settings.wants(Scenario::Rss) {
+        let link = ShapedLink::create(
+            NETNS_PREFIX,
+            Shaping {
+                rate_bits_per_sec: u64::from(settings.rate_mbit) * 1_000_000,
+            },
+        )
+        .context("set up the shaped namespace (needs root, ip, tc)")?;
+        let addr = SocketAddr::from((link.upstream_ip(), SHAPED_ORIGIN_PORT));
+        let origin = Origin::start(&work.join("origin-shaped"), &origin_data, addr, Some(&link))?;
+        eprintln!(
+            "mirror: shaped origin at {} ({} Mbit/s), loopback origin at {}",
+            origin.url(),
+            settings.rate_mbit,
+            loopback.url()
+        );
+        Some((link, origin))
+    } else {
+        None
+    };
+
+    Ok(Origins {
+        content,
+        loopback,
+        shaped,
+    })
 }
 
 async fn run(settings: Settings) -> anyhow::Result<String> {
@@ -218,80 +278,20 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
         })
         .collect();
     let work = tempfile::Builder::new().prefix("mirror-bench-").tempdir()?;
-    eprintln!(
-        "mirror: writing test content under {}",
-        work.path().display()
-    );
-    let content_dir = work.path().join("content");
-    let (content, blobs, manifest_bytes) = {
-        let dir = content_dir.clone();
-        let burst_bytes = settings.burst_bytes;
-        let big_bytes = settings.wants(Scenario::Big).then_some(settings.big_bytes);
-        tokio::task::spawn_blocking(move || make_content(&dir, burst_bytes, big_bytes)).await??
-    };
-    let origin_data = work.path().join("origin-data");
-    let loopback = Origin::start(
-        &work.path().join("origin-lo"),
-        &origin_data,
-        target::free_addr()?,
-        None,
-    )?;
-    for b in &blobs {
-        client::push_blob(loopback.addr, REPO, &b.path, &b.digest).await?;
-    }
-    client::push_manifest(
-        loopback.addr,
-        REPO,
-        "v1",
-        data::MANIFEST_TYPE,
-        manifest_bytes,
-    )
-    .await?;
-    for b in &blobs {
-        std::fs::remove_file(&b.path).ok();
-    }
-
-    let needs_shaping = settings.wants(Scenario::Cold) || settings.wants(Scenario::Rss);
-    let shaped = if needs_shaping {
-        let link = ShapedLink::create(
-            NETNS_PREFIX,
-            Shaping {
-                rate_bits_per_sec: u64::from(settings.rate_mbit) * 1_000_000,
-            },
-        )
-        .context("set up the shaped namespace (needs root, ip, tc)")?;
-        let addr = SocketAddr::from((link.upstream_ip(), SHAPED_ORIGIN_PORT));
-        let origin = Origin::start(
-            &work.path().join("origin-shaped"),
-            &origin_data,
-            addr,
-            Some(&link),
-        )?;
-        eprintln!(
-            "mirror: shaped origin at {} ({} Mbit/s), loopback origin at {}",
-            origin.url(),
-            settings.rate_mbit,
-            loopback.url()
-        );
-        Some((link, origin))
-    } else {
-        None
-    };
-
+    let Origins {
+        content,
+        loopback,
+        shaped,
+    } = origins(&settings, work.path()).await?;
     let bed = Bed {
         work: work.path().to_owned(),
         kinds,
         reps: settings.reps,
-        slow_reps: settings.slow_reps,
         hot_duration: settings.hot_duration,
     };
     let sha256_bps =
         tokio::task::spawn_blocking(|| scenario::sha256_speed(SHA_PROBE_BYTES)).await?;
-    let (mut cold, mut big, mut hot, mut rss) = (vec![], vec![], vec![], vec![]);
-    if let Some((_, origin)) = shaped.as_ref().filter(|_| settings.wants(Scenario::Cold)) {
-        eprintln!("mirror: cold bursts (load {})", machine::load_average());
-        cold = scenario::cold(&bed, origin, &content.burst).await?;
-    }
+    let (mut hot, mut rss) = (vec![], vec![]);
     if settings.wants(Scenario::Hot) {
         eprintln!("mirror: hot (load {})", machine::load_average());
         let paths = HotPaths {
@@ -300,10 +300,6 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
             manifest: format!("/v2/{REPO}/manifests/{}", content.manifest),
         };
         hot = scenario::hot(&bed, &loopback, &paths).await?;
-    }
-    if let Some(blob) = content.big.as_ref() {
-        eprintln!("mirror: big cold pull (load {})", machine::load_average());
-        big = scenario::big(&bed, &loopback, blob).await?;
     }
     if let Some((_, origin)) = shaped.as_ref().filter(|_| settings.wants(Scenario::Rss)) {
         eprintln!("mirror: memory (load {})", machine::load_average());
@@ -319,14 +315,9 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
         machine: &machine,
         load_end: machine::load_average(),
         reps: settings.reps,
-        slow_reps: settings.slow_reps,
-        rate_mbit: settings.rate_mbit,
         burst_bytes: settings.burst_bytes,
-        big_bytes: settings.big_bytes,
         hot_duration: settings.hot_duration,
         sha256_bps,
-        cold: &cold,
-        big: &big,
         hot: &hot,
         rss: &rss,
         skipped: &skipped,

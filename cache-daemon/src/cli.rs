@@ -387,74 +387,10 @@ impl ServeArgs {
                 .as_deref()
                 .or(file.admin_listen.as_deref()),
         )?;
-        let log_format = match (self.log_format, file.log_format.as_deref()) {
-            (Some(f), _) => f,
-            (None, None | Some("text")) => LogFormat::Text,
-            (None, Some("json")) => LogFormat::Json,
-            (None, Some(other)) => {
-                return Err(invalid(
-                    "log_format",
-                    format!("{other:?}: expected \"text\" or \"json\""),
-                ))
-            }
-        };
+        let log_format = log_format(self.log_format, file.log_format.as_deref())?;
         let upstream = upstream_config(&self, &file)?;
-        // Watermarks are checked even without a budget: a wrong pair is a mistake whenever
-        // max_bytes is added later.
-        let high = self
-            .high_watermark
-            .or(file.high_watermark)
-            .unwrap_or(DEFAULT_HIGH_WATERMARK);
-        let low = self
-            .low_watermark
-            .or(file.low_watermark)
-            .unwrap_or(DEFAULT_LOW_WATERMARK);
-        if !(high > 0.0 && high <= 1.0) {
-            return Err(invalid(
-                "high_watermark",
-                format!("{high} must be in (0, 1]"),
-            ));
-        }
-        if !(low >= 0.0 && low < high) {
-            return Err(invalid(
-                "low_watermark",
-                format!("{low} must be in [0, high_watermark = {high})"),
-            ));
-        }
-        let max_bytes = match self.max_bytes.as_deref() {
-            Some(s) => Some(parse_bytes("max_bytes", s)?),
-            None => file.max_bytes,
-        };
-        let budget = match max_bytes {
-            None => None,
-            Some(max_bytes) => Some(Budget {
-                max_bytes,
-                high_watermark: high,
-                low_watermark: low,
-                min_age: self.min_age.or(file.min_age).unwrap_or_default(),
-            }),
-        };
-        let max_connections = self
-            .max_connections
-            .or(file.max_connections)
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        if max_connections == 0 {
-            return Err(invalid("max_connections", "must be greater than zero"));
-        }
-        let header_read_timeout = self
-            .header_read_timeout
-            .or(file.header_read_timeout)
-            .unwrap_or(crate::config::DEFAULT_HEADER_READ_TIMEOUT);
-        if header_read_timeout.is_zero() {
-            return Err(invalid("header_read_timeout", "must be greater than zero"));
-        }
-        let client_write_timeout = self
-            .client_write_timeout
-            .or(file.client_write_timeout)
-            .unwrap_or(crate::config::DEFAULT_CLIENT_WRITE_TIMEOUT);
-        if client_write_timeout.is_zero() {
-            return Err(invalid("client_write_timeout", "must be greater than zero"));
-        }
+        let store = store_config(&self, &file, root)?;
+        let server = server_config(&self, &file, admin_listen)?;
         let pins = file
             .pins
             .iter()
@@ -470,25 +406,8 @@ impl ServeArgs {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             config: Config {
-                server: ServerConfig {
-                    listen: self
-                        .listen
-                        .or(file.listen)
-                        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default address parses")),
-                    admin_listen,
-                    max_connections,
-                    shutdown_grace: self
-                        .shutdown_grace
-                        .or(file.shutdown_grace)
-                        .unwrap_or(Duration::from_secs(10)),
-                    header_read_timeout,
-                    client_write_timeout,
-                },
-                store: StoreConfig {
-                    root,
-                    budget,
-                    verify_on_read: self.verify_on_read || file.verify_on_read.unwrap_or(false),
-                },
+                server,
+                store,
                 upstream,
                 pins,
                 access: access_config(&self, &file.access)?,
@@ -497,6 +416,107 @@ impl ServeArgs {
             log_format,
         })
     }
+}
+
+/// `log_format` from the flag, else the file (`"text"` or `"json"`), else text.
+fn log_format(flag: Option<LogFormat>, file: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match (flag, file) {
+        (Some(f), _) => Ok(f),
+        (None, None | Some("text")) => Ok(LogFormat::Text),
+        (None, Some("json")) => Ok(LogFormat::Json),
+        (None, Some(other)) => Err(invalid(
+            "log_format",
+            format!("{other:?}: expected \"text\" or \"json\""),
+        )),
+    }
+}
+
+/// The store under `root`: its budget (watermarks checked even without one) and read checks.
+fn store_config(
+    args: &ServeArgs,
+    file: &FileConfig,
+    root: PathBuf,
+) -> Result<StoreConfig, ConfigError> {
+    // Watermarks are checked even without a budget: a wrong pair is a mistake whenever
+    // max_bytes is added later.
+    let high = args
+        .high_watermark
+        .or(file.high_watermark)
+        .unwrap_or(DEFAULT_HIGH_WATERMARK);
+    let low = args
+        .low_watermark
+        .or(file.low_watermark)
+        .unwrap_or(DEFAULT_LOW_WATERMARK);
+    if !(high > 0.0 && high <= 1.0) {
+        return Err(invalid(
+            "high_watermark",
+            format!("{high} must be in (0, 1]"),
+        ));
+    }
+    if !(low >= 0.0 && low < high) {
+        return Err(invalid(
+            "low_watermark",
+            format!("{low} must be in [0, high_watermark = {high})"),
+        ));
+    }
+    let max_bytes = match args.max_bytes.as_deref() {
+        Some(s) => Some(parse_bytes("max_bytes", s)?),
+        None => file.max_bytes,
+    };
+    let budget = max_bytes.map(|max_bytes| Budget {
+        max_bytes,
+        high_watermark: high,
+        low_watermark: low,
+        min_age: args.min_age.or(file.min_age).unwrap_or_default(),
+    });
+    Ok(StoreConfig {
+        root,
+        budget,
+        verify_on_read: args.verify_on_read || file.verify_on_read.unwrap_or(false),
+    })
+}
+
+/// The listener's settings: addresses, connection limit, grace and client timeouts.
+fn server_config(
+    args: &ServeArgs,
+    file: &FileConfig,
+    admin_listen: Option<SocketAddr>,
+) -> Result<ServerConfig, ConfigError> {
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(invalid("max_connections", "must be greater than zero"));
+    }
+    let header_read_timeout = args
+        .header_read_timeout
+        .or(file.header_read_timeout)
+        .unwrap_or(crate::config::DEFAULT_HEADER_READ_TIMEOUT);
+    if header_read_timeout.is_zero() {
+        return Err(invalid("header_read_timeout", "must be greater than zero"));
+    }
+    let client_write_timeout = args
+        .client_write_timeout
+        .or(file.client_write_timeout)
+        .unwrap_or(crate::config::DEFAULT_CLIENT_WRITE_TIMEOUT);
+    if client_write_timeout.is_zero() {
+        return Err(invalid("client_write_timeout", "must be greater than zero"));
+    }
+    Ok(ServerConfig {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default address parses")),
+        admin_listen,
+        max_connections,
+        shutdown_grace: args
+            .shutdown_grace
+            .or(file.shutdown_grace)
+            .unwrap_or(Duration::from_secs(10)),
+        header_read_timeout,
+        client_write_timeout,
+    })
 }
 
 fn access_config(args: &ServeArgs, file: &AccessEntry) -> Result<AccessConfig, ConfigError> {
@@ -713,20 +733,16 @@ fn endpoint(setting: &str, url: &str) -> Result<Endpoint, ConfigError> {
 }
 
 fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig, ConfigError> {
-    let docker_creds = match args
-        .docker_config
-        .as_deref()
-        .or(file.docker_config.as_deref())
-    {
-        Some(path) => Some(DockerConfig::load(path)?),
-        None => None,
-    };
-    let creds_for = |host: &str| -> Result<Option<Credentials>, DockerConfigError> {
-        Ok(match &docker_creds {
-            Some(config) => config.credentials_for(host)?.map(|f| f.credentials),
+    let creds = DockerCreds(
+        match args
+            .docker_config
+            .as_deref()
+            .or(file.docker_config.as_deref())
+        {
+            Some(path) => Some(DockerConfig::load(path)?),
             None => None,
-        })
-    };
+        },
+    );
     let default = args
         .upstream
         .as_deref()
@@ -734,49 +750,11 @@ fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig
         .map(|u| endpoint("upstream", u))
         .transpose()?
         .map(|e| -> Result<Endpoint, ConfigError> {
-            let c = creds_for(e.authority())?;
+            let c = creds.for_host(e.authority())?;
             Ok(e.with_credentials(c))
         })
         .transpose()?;
-    let mut registries = BTreeMap::new();
-    for (host, entry) in &file.registries {
-        let e = endpoint(&format!("registries.{host:?}.url"), &entry.url)?;
-        let creds = match &entry.username {
-            Some(username) => Some(Credentials::Basic {
-                username: username.clone(),
-                password: read_secret(
-                    host,
-                    entry.password_file.as_deref(),
-                    entry.password_env.as_deref(),
-                )?,
-            }),
-            None if entry.password_file.is_some() || entry.password_env.is_some() => {
-                return Err(ConfigError::Credentials {
-                    registry: host.clone(),
-                    problem: "a password without a username".into(),
-                })
-            }
-            None => match creds_for(host)? {
-                Some(c) => Some(c),
-                None => creds_for(e.authority())?,
-            },
-        };
-        registries.insert(host.clone(), e.with_credentials(creds));
-    }
-    for entry in &args.registries {
-        let (host, url) = entry
-            .split_once('=')
-            .ok_or_else(|| ConfigError::Registry(entry.clone()))?;
-        if host.is_empty() {
-            return Err(ConfigError::Registry(entry.clone()));
-        }
-        let e = endpoint("--registry", url)?;
-        let creds = match creds_for(host)? {
-            Some(c) => Some(c),
-            None => creds_for(e.authority())?,
-        };
-        registries.insert(host.to_owned(), e.with_credentials(creds));
-    }
+    let registries = named_registries(args, file, &creds)?;
     // The default upstream is usually one of the named registries too (`upstream =
     // "https://registry-1.docker.io"` beside `[registries."docker.io"]` holding the Docker Hub
     // login): requests that name no registry (dockerd, podman, CRI-O send no `?ns=`) use that
@@ -821,19 +799,86 @@ fn upstream_config(args: &ServeArgs, file: &FileConfig) -> Result<UpstreamConfig
         ca_file: args.ca_file.clone().or(file.ca_file.clone()),
         concurrency,
         trusted_token_hosts: file.trusted_token_hosts.clone().unwrap_or_default(),
-        any_credentials: match (&docker_creds, allow_any_registry) {
-            (Some(config), true) => {
-                let mut all = BTreeMap::new();
-                for host in config.named_registries() {
-                    if let Some(found) = config.credentials_for(&host)? {
-                        all.insert(host, found.credentials);
-                    }
-                }
-                all
-            }
-            _ => BTreeMap::new(),
+        any_credentials: if allow_any_registry {
+            creds.every_registry()?
+        } else {
+            BTreeMap::new()
         },
     })
+}
+
+/// The credentials a docker `config.json` gives, by registry host (none without one).
+struct DockerCreds(Option<DockerConfig>);
+
+impl DockerCreds {
+    fn for_host(&self, host: &str) -> Result<Option<Credentials>, DockerConfigError> {
+        Ok(match &self.0 {
+            Some(config) => config.credentials_for(host)?.map(|f| f.credentials),
+            None => None,
+        })
+    }
+
+    /// Every registry the file names with its credentials (for `allow_any_registry`).
+    fn every_registry(&self) -> Result<BTreeMap<String, Credentials>, DockerConfigError> {
+        let mut all = BTreeMap::new();
+        if let Some(config) = &self.0 {
+            for host in config.named_registries() {
+                if let Some(found) = config.credentials_for(&host)? {
+                    all.insert(host, found.credentials);
+                }
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// The upstreams named by host: the file's `[registries]` (with their own login, else the
+/// docker config's), then `--registry HOST=URL` flags (the docker config's login).
+fn named_registries(
+    args: &ServeArgs,
+    file: &FileConfig,
+    creds: &DockerCreds,
+) -> Result<BTreeMap<String, Endpoint>, ConfigError> {
+    let mut registries = BTreeMap::new();
+    for (host, entry) in &file.registries {
+        let e = endpoint(&format!("registries.{host:?}.url"), &entry.url)?;
+        let login = match &entry.username {
+            Some(username) => Some(Credentials::Basic {
+                username: username.clone(),
+                password: read_secret(
+                    host,
+                    entry.password_file.as_deref(),
+                    entry.password_env.as_deref(),
+                )?,
+            }),
+            None if entry.password_file.is_some() || entry.password_env.is_some() => {
+                return Err(ConfigError::Credentials {
+                    registry: host.clone(),
+                    problem: "a password without a username".into(),
+                })
+            }
+            None => match creds.for_host(host)? {
+                Some(c) => Some(c),
+                None => creds.for_host(e.authority())?,
+            },
+        };
+        registries.insert(host.clone(), e.with_credentials(login));
+    }
+    for entry in &args.registries {
+        let (host, url) = entry
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Registry(entry.clone()))?;
+        if host.is_empty() {
+            return Err(ConfigError::Registry(entry.clone()));
+        }
+        let e = endpoint("--registry", url)?;
+        let login = match creds.for_host(host)? {
+            Some(c) => Some(c),
+            None => creds.for_host(e.authority())?,
+        };
+        registries.insert(host.to_owned(), e.with_credentials(login));
+    }
+    Ok(registries)
 }
 
 fn read_secret(

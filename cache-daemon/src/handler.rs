@@ -32,6 +32,19 @@ use crate::upstream::Upstreams;
 const DIGEST_HEADER: &str = "docker-content-digest";
 const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 
+/// A blob request as routed: what it asks for and the headers that shape the answer.
+struct BlobAsk<'a> {
+    repo: &'a RepoName,
+    digest: &'a Digest,
+    /// `?ns=`: the registry it is for, when the client named one.
+    ns: Option<&'a str>,
+    head: bool,
+    /// The `Range` header, unparsed.
+    range: Option<&'a str>,
+    /// The `Authorization` header, for caller checks.
+    caller: Option<&'a HeaderValue>,
+}
+
 /// The daemon's shared state; one per daemon, behind an `Arc`.
 #[derive(Debug)]
 pub struct App {
@@ -110,14 +123,14 @@ impl App {
                     }
                     (
                         Kind::Blob,
-                        self.blob(
-                            &repo,
-                            &digest,
-                            ns.as_deref(),
+                        self.blob(BlobAsk {
+                            repo: &repo,
+                            digest: &digest,
+                            ns: ns.as_deref(),
                             head,
-                            range.as_deref(),
-                            caller.as_ref(),
-                        )
+                            range: range.as_deref(),
+                            caller: caller.as_ref(),
+                        })
                         .await,
                     )
                 }
@@ -243,15 +256,15 @@ impl App {
         resp
     }
 
-    async fn blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        ns: Option<&str>,
-        head: bool,
-        range: Option<&str>,
-        caller: Option<&HeaderValue>,
-    ) -> Result<Response<Body>, ErrorReply> {
+    async fn blob(&self, ask: BlobAsk<'_>) -> Result<Response<Body>, ErrorReply> {
+        let BlobAsk {
+            repo,
+            digest,
+            ns,
+            head,
+            range,
+            caller,
+        } = ask;
         let range = range
             .map(ByteRange::parse)
             .transpose()
@@ -269,9 +282,11 @@ impl App {
         // The store is full: stream the miss from upstream without storing it, unless a fill
         // of it (started before) is running anyway.
         if self.flights.get(digest).is_none() && !self.store.accepts_fills() {
-            return self
-                .blob_passthrough(&endpoint, repo, digest, range, true)
-                .await;
+            let resp = self
+                .blob_passthrough(&endpoint, repo, digest, range)
+                .await?;
+            self.metrics.request(Kind::Blob, Outcome::Passthrough);
+            return Ok(resp);
         }
         let flight = match self.flights.claim(digest, || self.store.contains(digest)) {
             Claim::Cached => {
@@ -304,9 +319,7 @@ impl App {
         // failing. At most one extra upstream GET per waiting request, once per flight; later
         // misses pass through directly.
         if matches!(flight.wait_started().await, Err(FillFailure::StoreFull)) {
-            return self
-                .blob_passthrough(&endpoint, repo, digest, range, false)
-                .await;
+            return self.blob_passthrough(&endpoint, repo, digest, range).await;
         }
         self.follow(&endpoint.base_url(), flight, range).await
     }
@@ -402,20 +415,16 @@ impl App {
     }
 
     /// A miss while the store is full: the blob streamed from upstream without storing it
-    /// (`passthrough.rs`), its last byte held back until its digest matched. `count`: counted
-    /// as a pass-through request (not when it was already counted as a miss that fell back).
+    /// (`passthrough.rs`), its last byte held back until its digest matched. Not counted here:
+    /// a direct pass-through is counted by the caller, a miss that fell back was counted as one.
     async fn blob_passthrough(
         &self,
         endpoint: &Endpoint,
         repo: &RepoName,
         digest: &Digest,
         range: Option<ByteRange>,
-        count: bool,
     ) -> Result<Response<Body>, ErrorReply> {
         let through = passthrough::open(&self.upstreams, endpoint, repo, digest).await?;
-        if count {
-            self.metrics.request(Kind::Blob, Outcome::Passthrough);
-        }
         let idle = self.upstreams.body_idle_timeout;
         let metrics = self.metrics.clone();
         Ok(match through.total_bytes() {

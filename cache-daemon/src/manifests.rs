@@ -10,7 +10,7 @@
 //! upstream is unreachable, throttling or failing, a tag whose manifest is in the store is served
 //! stale, with a warning.
 //!
-//! Manifests are small (at most [`MAX_MANIFEST_BYTES`]), so unlike blobs they are held in memory
+//! Manifests are small (at most [`MAX_MANIFEST_BYTES`](stampede_oci::manifest::MAX_MANIFEST_BYTES)), so unlike blobs they are held in memory
 //! while being answered. This module never streams blobs; `fill.rs` does.
 
 use std::collections::HashMap;
@@ -19,14 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use http::header::CONTENT_TYPE;
 use http::{Method, StatusCode};
 
-use stampede_oci::client::{read_body_limited, BodyError};
-use stampede_oci::manifest::{
-    essence, is_manifest_type, is_schema1, DOCKER_MANIFEST_V1_SIGNED, MAX_MANIFEST_BYTES,
-    OCI_INDEX, OCI_MANIFEST,
-};
+use stampede_oci::manifest::{is_manifest_type, OCI_INDEX, OCI_MANIFEST};
+use stampede_oci::manifest_get::{self, ManifestGetError, ReceivedManifest};
 use stampede_oci::{Digest, Endpoint, Manifest, Reference, RepoName};
 
 use crate::error::{Error, ErrorReply, Fault};
@@ -317,11 +313,7 @@ impl Manifests {
                 Error::ManifestUnknown(reference.to_string()),
             ));
         }
-        let named = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v).ok());
+        let named = manifest_get::declared_digest(resp.headers());
         if named.as_ref() != Some(held) {
             tracing::debug!(%repo, %reference, %held, named = named.as_ref().map(ToString::to_string), "tag revalidation: digest changed or not given; fetching the manifest");
             return Ok(None);
@@ -366,48 +358,13 @@ impl Manifests {
                 Error::ManifestUnknown(reference.to_string()),
             ));
         }
-        let content_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|t| essence(t).to_owned());
-        let declared_type = content_type.clone().filter(|t| is_manifest_type(t));
-        let declared_digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v).ok());
-        let bytes = read_body_limited(resp.into_body(), MAX_MANIFEST_BYTES)
+        let received = manifest_get::receive(resp, reference)
             .await
-            .map_err(|e| match e {
-                BodyError::TooLarge { limit_bytes } => Error::ManifestTooLarge { limit_bytes },
-                BodyError::Read(source) => Error::UpstreamUnreachable {
-                    upstream: endpoint.base_url(),
-                    source,
-                },
-            })?;
-        // Schema 1: its digest is over the payload without the JWS signatures, so the bytes
-        // never match it; say what it is instead of blaming the upstream for a mismatch.
-        if declared_type.is_none() && is_schema1(content_type.as_deref(), &bytes) {
-            tracing::info!(%repo, %reference, upstream = %endpoint.base_url(), "manifest is Docker schema 1; refused as unsupported");
-            return Err(Error::ManifestSchema1 {
-                repo: format!("{}/{repo}", endpoint.authority()),
-                reference: reference.to_string(),
-                media_type: content_type.unwrap_or_else(|| DOCKER_MANIFEST_V1_SIGNED.to_owned()),
-            });
-        }
-        let digest = Digest::of(&bytes);
-        let expected = match reference {
-            Reference::Digest(d) => Some(d),
-            Reference::Tag(_) => declared_digest.as_ref(),
-        };
-        if expected.is_some_and(|e| *e != digest) {
-            self.metrics.manifest_mismatch();
-            return Err(Error::ManifestMismatch {
-                upstream: endpoint.base_url(),
-            });
-        }
-        let media_type = declared_type.unwrap_or_else(|| guess_media_type(&bytes));
+            .map_err(|e| self.refused(endpoint, repo, reference, e))?;
+        let media_type = received
+            .declared_type()
+            .map_or_else(|| guess_media_type(&received.bytes), str::to_owned);
+        let ReceivedManifest { digest, bytes, .. } = received;
         let store = self.store.clone();
         let (d, b, meta) = (
             digest.clone(),
@@ -430,6 +387,38 @@ impl Manifests {
             bytes,
             revalidated: false,
         })
+    }
+
+    /// The daemon's error for a manifest answer [`manifest_get::receive`] refused.
+    fn refused(
+        &self,
+        endpoint: &Endpoint,
+        repo: &RepoName,
+        reference: &Reference,
+        e: ManifestGetError,
+    ) -> Error {
+        match e {
+            ManifestGetError::TooLarge { limit_bytes } => Error::ManifestTooLarge { limit_bytes },
+            ManifestGetError::Read(source) => Error::UpstreamUnreachable {
+                upstream: endpoint.base_url(),
+                source,
+            },
+            ManifestGetError::Schema1 { media_type } => {
+                tracing::info!(%repo, %reference, upstream = %endpoint.base_url(), "manifest is Docker schema 1; refused as unsupported");
+                Error::ManifestSchema1 {
+                    repo: format!("{}/{repo}", endpoint.authority()),
+                    reference: reference.to_string(),
+                    media_type,
+                }
+            }
+            ManifestGetError::Mismatch { expected, actual } => {
+                self.metrics.manifest_mismatch();
+                tracing::warn!(%repo, %reference, upstream = %endpoint.base_url(), %expected, %actual, "upstream manifest does not match its digest");
+                Error::ManifestMismatch {
+                    upstream: endpoint.base_url(),
+                }
+            }
+        }
     }
 }
 

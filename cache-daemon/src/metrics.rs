@@ -255,46 +255,27 @@ pub enum FillResult {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    serving: Serving,
+    upstream: UpstreamMetrics,
+    fills: FillMetrics,
+    store: StoreMetrics,
+    access_checks: Family<AccessLabels, Counter>,
+    cluster: ClusterMetrics,
+}
+
+/// What clients were answered: requests by kind and outcome, body bytes by source.
+#[derive(Debug)]
+struct Serving {
     requests: Family<RequestLabels, Counter>,
     served_cache: Counter,
     served_upstream: Counter,
     served_passthrough: Counter,
     served_peer: Counter,
-    cluster: ClusterMetrics,
     sent_by_kernel: Counter,
-    upstream_requests: Family<UpstreamLabels, Counter>,
-    upstream_bytes: Counter,
-    fills: Family<FillLabels, Counter>,
-    digest_mismatches: Counter,
-    fill_resumes: Family<ResumeLabels, Counter>,
-    fills_in_flight: Gauge,
-    fill_waiters: Gauge,
-    store_bytes: Gauge,
-    store_blobs: Gauge,
-    pinned_bytes: Gauge,
-    evictions: Counter,
-    evicted_bytes: Counter,
-    stale_serves: Counter,
-    upstream_throttled: Counter,
-    upstream_waiting: Gauge,
-    access_checks: Family<AccessLabels, Counter>,
-    store_write_no_space: Counter,
-    store_write_other: Counter,
-    store_full: Gauge,
-    read_mismatches: Counter,
-    read_rechecks: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    /// All metrics at zero.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("cache_daemon");
+impl Serving {
+    fn register(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -313,6 +294,50 @@ impl Metrics {
             "Body bytes of served_bytes that the kernel sent from the blob file (sendfile), not copied through the daemon",
             sent_by_kernel.clone(),
         );
+        let served_passthrough = served
+            .get_or_create(&SourceLabels {
+                source: Source::Passthrough,
+            })
+            .clone();
+        let served_cache = served
+            .get_or_create(&SourceLabels {
+                source: Source::Cache,
+            })
+            .clone();
+        let served_upstream = served
+            .get_or_create(&SourceLabels {
+                source: Source::Upstream,
+            })
+            .clone();
+        let served_peer = served
+            .get_or_create(&SourceLabels {
+                source: Source::Peer,
+            })
+            .clone();
+        Self {
+            requests,
+            served_cache,
+            served_upstream,
+            served_passthrough,
+            served_peer,
+            sent_by_kernel,
+        }
+    }
+}
+
+/// What the daemon asked of upstream registries and how they answered.
+#[derive(Debug)]
+struct UpstreamMetrics {
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_bytes: Counter,
+    digest_mismatches: Counter,
+    stale_serves: Counter,
+    upstream_throttled: Counter,
+    upstream_waiting: Gauge,
+}
+
+impl UpstreamMetrics {
+    fn register(registry: &mut Registry) -> Self {
         let upstream_requests = Family::<UpstreamLabels, Counter>::default();
         registry.register(
             "upstream_requests",
@@ -325,17 +350,57 @@ impl Metrics {
             "Blob body bytes received from upstream registries",
             upstream_bytes.clone(),
         );
-        let fills = Family::<FillLabels, Counter>::default();
-        registry.register(
-            "fills",
-            "Upstream blob fills, by how they ended",
-            fills.clone(),
-        );
         let digest_mismatches = Counter::default();
         registry.register(
             "digest_mismatches",
             "Upstream blobs or manifests whose bytes did not match their digest",
             digest_mismatches.clone(),
+        );
+        let stale_serves = Counter::default();
+        registry.register(
+            "stale_serves",
+            "Tags answered from the last known manifest because the upstream failed",
+            stale_serves.clone(),
+        );
+        let upstream_throttled = Counter::default();
+        registry.register(
+            "upstream_throttled",
+            "Upstream answers 429 Too Many Requests or 503 with Retry-After (and requests held back while that Retry-After runs)",
+            upstream_throttled.clone(),
+        );
+        let upstream_waiting = Gauge::default();
+        registry.register(
+            "upstream_waiting",
+            "Requests queued for an upstream concurrency slot",
+            upstream_waiting.clone(),
+        );
+        Self {
+            upstream_requests,
+            upstream_bytes,
+            digest_mismatches,
+            stale_serves,
+            upstream_throttled,
+            upstream_waiting,
+        }
+    }
+}
+
+/// Blob fills: how they ended, resumed, and who is waiting on them.
+#[derive(Debug)]
+struct FillMetrics {
+    fills: Family<FillLabels, Counter>,
+    fill_resumes: Family<ResumeLabels, Counter>,
+    fills_in_flight: Gauge,
+    fill_waiters: Gauge,
+}
+
+impl FillMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let fills = Family::<FillLabels, Counter>::default();
+        registry.register(
+            "fills",
+            "Upstream blob fills, by how they ended",
+            fills.clone(),
         );
         let fill_resumes = Family::<ResumeLabels, Counter>::default();
         registry.register(
@@ -355,6 +420,32 @@ impl Metrics {
             "Responses currently streaming from a fill in progress",
             fill_waiters.clone(),
         );
+        Self {
+            fills,
+            fill_resumes,
+            fills_in_flight,
+            fill_waiters,
+        }
+    }
+}
+
+/// The blob store: its size, evictions, failed writes and read checks.
+#[derive(Debug)]
+struct StoreMetrics {
+    store_bytes: Gauge,
+    store_blobs: Gauge,
+    pinned_bytes: Gauge,
+    evictions: Counter,
+    evicted_bytes: Counter,
+    store_write_no_space: Counter,
+    store_write_other: Counter,
+    store_full: Gauge,
+    read_mismatches: Counter,
+    read_rechecks: Counter,
+}
+
+impl StoreMetrics {
+    fn register(registry: &mut Registry) -> Self {
         let store_bytes = Gauge::default();
         registry.register(
             "store_bytes",
@@ -384,30 +475,6 @@ impl Metrics {
             "evicted_bytes",
             "Bytes evicted to keep the byte budget",
             evicted_bytes.clone(),
-        );
-        let stale_serves = Counter::default();
-        registry.register(
-            "stale_serves",
-            "Tags answered from the last known manifest because the upstream failed",
-            stale_serves.clone(),
-        );
-        let upstream_throttled = Counter::default();
-        registry.register(
-            "upstream_throttled",
-            "Upstream answers 429 Too Many Requests or 503 with Retry-After (and requests held back while that Retry-After runs)",
-            upstream_throttled.clone(),
-        );
-        let upstream_waiting = Gauge::default();
-        registry.register(
-            "upstream_waiting",
-            "Requests queued for an upstream concurrency slot",
-            upstream_waiting.clone(),
-        );
-        let access_checks = Family::<AccessLabels, Counter>::default();
-        registry.register(
-            "access_checks",
-            "Caller checks before serving private content, by decision and where it came from",
-            access_checks.clone(),
         );
         let store_writes = Family::<WriteLabels, Counter>::default();
         registry.register(
@@ -443,57 +510,50 @@ impl Metrics {
                 kind: WriteKind::Other,
             })
             .clone();
-        let served_passthrough = served
-            .get_or_create(&SourceLabels {
-                source: Source::Passthrough,
-            })
-            .clone();
-        let served_cache = served
-            .get_or_create(&SourceLabels {
-                source: Source::Cache,
-            })
-            .clone();
-        let served_upstream = served
-            .get_or_create(&SourceLabels {
-                source: Source::Upstream,
-            })
-            .clone();
-        let served_peer = served
-            .get_or_create(&SourceLabels {
-                source: Source::Peer,
-            })
-            .clone();
-        let cluster = ClusterMetrics::register(&mut registry);
         Self {
-            registry,
-            requests,
-            served_cache,
-            served_upstream,
-            served_passthrough,
-            served_peer,
-            cluster,
-            sent_by_kernel,
-            upstream_requests,
-            upstream_bytes,
-            fills,
-            digest_mismatches,
-            fill_resumes,
-            fills_in_flight,
-            fill_waiters,
             store_bytes,
             store_blobs,
             pinned_bytes,
             evictions,
             evicted_bytes,
-            stale_serves,
-            upstream_throttled,
-            upstream_waiting,
-            access_checks,
             store_write_no_space,
             store_write_other,
             store_full,
             read_mismatches,
             read_rechecks,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cache_daemon");
+        let serving = Serving::register(&mut registry);
+        let upstream = UpstreamMetrics::register(&mut registry);
+        let fills = FillMetrics::register(&mut registry);
+        let store = StoreMetrics::register(&mut registry);
+        let access_checks = Family::<AccessLabels, Counter>::default();
+        registry.register(
+            "access_checks",
+            "Caller checks before serving private content, by decision and where it came from",
+            access_checks.clone(),
+        );
+        let cluster = ClusterMetrics::register(&mut registry);
+        Self {
+            registry,
+            serving,
+            upstream,
+            fills,
+            store,
+            access_checks,
+            cluster,
         }
     }
 
@@ -507,10 +567,10 @@ impl Metrics {
     /// Brings the store's health into the metrics before rendering: whether it is full, and
     /// its write errors so far (`no_space`, `other`; counted by the store, monotonic).
     pub fn store_health(&self, full: bool, write_errors: (u64, u64)) {
-        self.store_full.set(i64::from(full));
+        self.store.store_full.set(i64::from(full));
         for (counter, total) in [
-            (&self.store_write_no_space, write_errors.0),
-            (&self.store_write_other, write_errors.1),
+            (&self.store.store_write_no_space, write_errors.0),
+            (&self.store.store_write_other, write_errors.1),
         ] {
             // fetch_max, not inc_by(delta): two scrapes at once must not both add the delta.
             counter
@@ -521,38 +581,39 @@ impl Metrics {
 
     /// A committed blob did not match its digest when served.
     pub fn read_mismatch(&self) {
-        self.read_mismatches.inc();
+        self.store.read_mismatches.inc();
     }
 
     /// A committed blob was rehashed whole before a range of it was served (`verify_on_read`).
     pub fn read_recheck(&self) {
-        self.read_rechecks.inc();
+        self.store.read_rechecks.inc();
     }
 
     /// Blobs were evicted.
     pub fn evicted(&self, blobs: u64, bytes: u64) {
-        self.evictions.inc_by(blobs);
-        self.evicted_bytes.inc_by(bytes);
+        self.store.evictions.inc_by(blobs);
+        self.store.evicted_bytes.inc_by(bytes);
     }
 
     /// A tag was answered stale because the upstream failed.
     pub fn stale_serve(&self) {
-        self.stale_serves.inc();
+        self.upstream.stale_serves.inc();
     }
 
     /// The upstream answered 429, or a request was held back during its Retry-After.
     pub fn upstream_throttled(&self) {
-        self.upstream_throttled.inc();
+        self.upstream.upstream_throttled.inc();
     }
 
     /// A request began (`+1`) or stopped (`-1`) waiting for an upstream concurrency slot.
     pub fn upstream_waiting(&self, delta: i64) {
-        self.upstream_waiting.inc_by(delta);
+        self.upstream.upstream_waiting.inc_by(delta);
     }
 
     /// A request of `kind` was answered as `result`.
     pub fn request(&self, kind: Kind, result: Outcome) {
-        self.requests
+        self.serving
+            .requests
             .get_or_create(&RequestLabels { kind, result })
             .inc();
     }
@@ -560,10 +621,10 @@ impl Metrics {
     /// `bytes` of body were sent from `source`.
     pub fn served(&self, source: Source, bytes: u64) {
         match source {
-            Source::Cache => self.served_cache.inc_by(bytes),
-            Source::Upstream => self.served_upstream.inc_by(bytes),
-            Source::Passthrough => self.served_passthrough.inc_by(bytes),
-            Source::Peer => self.served_peer.inc_by(bytes),
+            Source::Cache => self.serving.served_cache.inc_by(bytes),
+            Source::Upstream => self.serving.served_upstream.inc_by(bytes),
+            Source::Passthrough => self.serving.served_passthrough.inc_by(bytes),
+            Source::Peer => self.serving.served_peer.inc_by(bytes),
         };
     }
 
@@ -609,7 +670,7 @@ impl Metrics {
     /// `bytes` of body were sent from `source` by the kernel from the blob file (`zero_copy`).
     pub fn sent_by_kernel(&self, source: Source, bytes: u64) {
         self.served(source, bytes);
-        self.sent_by_kernel.inc_by(bytes);
+        self.serving.sent_by_kernel.inc_by(bytes);
     }
 
     /// A request of `kind` to an upstream was answered with `status` (`None`: no answer).
@@ -622,7 +683,8 @@ impl Metrics {
             Some(_) => "other",
             None => "error",
         };
-        self.upstream_requests
+        self.upstream
+            .upstream_requests
             .get_or_create(&UpstreamLabels {
                 kind,
                 status: status.to_owned(),
@@ -632,50 +694,56 @@ impl Metrics {
 
     /// `bytes` of blob body arrived from upstream.
     pub fn upstream_bytes(&self, bytes: u64) {
-        self.upstream_bytes.inc_by(bytes);
+        self.upstream.upstream_bytes.inc_by(bytes);
     }
 
     /// A fill started.
     pub fn fill_started(&self) {
-        self.fills_in_flight.inc();
+        self.fills.fills_in_flight.inc();
     }
 
     /// A fill ended.
     pub fn fill_ended(&self, result: FillResult) {
-        self.fills_in_flight.dec();
-        self.fills.get_or_create(&FillLabels { result }).inc();
+        self.fills.fills_in_flight.dec();
+        self.fills.fills.get_or_create(&FillLabels { result }).inc();
         if result == FillResult::Mismatch {
-            self.digest_mismatches.inc();
+            self.upstream.digest_mismatches.inc();
         }
     }
 
     /// A fill's upstream body broke or stalled and the fill went on `how`.
     pub fn fill_resumed(&self, how: Resume) {
-        self.fill_resumes.get_or_create(&ResumeLabels { how }).inc();
+        self.fills
+            .fill_resumes
+            .get_or_create(&ResumeLabels { how })
+            .inc();
     }
 
     /// A blob streamed from upstream without storing did not match its digest.
     pub fn digest_mismatch(&self) {
-        self.digest_mismatches.inc();
+        self.upstream.digest_mismatches.inc();
     }
 
     /// A manifest from upstream did not match its digest.
     pub fn manifest_mismatch(&self) {
-        self.digest_mismatches.inc();
+        self.upstream.digest_mismatches.inc();
     }
 
     /// A response began (`+1`) or stopped (`-1`) streaming from a fill in progress.
     pub fn fill_waiter(&self, delta: i64) {
-        self.fill_waiters.inc_by(delta);
+        self.fills.fill_waiters.inc_by(delta);
     }
 
     /// OpenMetrics text, with store gauges set from the store's usage.
     pub fn render(&self, store_bytes: u64, store_blobs: usize, pinned_bytes: u64) -> String {
-        self.pinned_bytes
+        self.store
+            .pinned_bytes
             .set(i64::try_from(pinned_bytes).unwrap_or(i64::MAX));
-        self.store_bytes
+        self.store
+            .store_bytes
             .set(i64::try_from(store_bytes).unwrap_or(i64::MAX));
-        self.store_blobs
+        self.store
+            .store_blobs
             .set(i64::try_from(store_blobs).unwrap_or(i64::MAX));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -258,28 +258,28 @@ pub async fn run(
     }
     let limit = Semaphore::new(config.max_connections);
     let graceful = Arc::new(GracefulShutdown::new());
+    let shared = LoopShared {
+        app: app.clone(),
+        timeouts: Timeouts::of(&config),
+        graceful: graceful.clone(),
+        stop: stop.clone(),
+    };
     let mut loops = Vec::new();
     loops.push(tokio::spawn(accept_loop(
-        app.clone(),
+        shared.clone(),
         listeners.mirror,
         Role::Mirror,
-        Timeouts::of(&config),
         Arc::new(limit),
-        graceful.clone(),
-        stop.clone(),
     )));
     if let Some(admin) = listeners.admin {
         // Its own cap: a loop holds a permit while it waits in accept, so a shared cap served
         // one mirror connection fewer than configured, and clients filling the mirror port
         // would lock the operator out of the admin API.
         loops.push(tokio::spawn(accept_loop(
-            app.clone(),
+            shared.clone(),
             admin,
             Role::Admin,
-            Timeouts::of(&config),
             Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
-            graceful.clone(),
-            stop.clone(),
         )));
     }
     if let (Some(peer), Some(cluster)) = (listeners.peer, app.cluster.clone()) {
@@ -287,15 +287,14 @@ pub async fn run(
         // Its own cap, as the admin port's: peers cannot take the slots of the node's clients.
         let cap = cluster.max_connections();
         loops.push(tokio::spawn(accept_loop(
-            app.clone(),
+            shared.clone(),
             peer,
             Role::Peer,
-            Timeouts::of(&config),
             Arc::new(Semaphore::new(cap)),
-            graceful.clone(),
-            stop.clone(),
         )));
     }
+    // The loops hold the only other handles on `graceful`, unwrapped once they end.
+    drop(shared);
     shutdown.await;
     stop_tx.send_replace(true);
     for l in loops {
@@ -333,15 +332,24 @@ impl Timeouts {
     }
 }
 
-async fn accept_loop(
+/// What every accept loop shares: the app, the client timeouts, the graceful-shutdown watch
+/// over all connections and the stop signal.
+#[derive(Clone)]
+struct LoopShared {
     app: Arc<App>,
-    listener: TcpListener,
-    role: Role,
     timeouts: Timeouts,
-    limit: Arc<Semaphore>,
     graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
+    stop: watch::Receiver<bool>,
+}
+
+/// Accepts connections on `listener` for `role`, at most `limit` at once, until stopped.
+async fn accept_loop(shared: LoopShared, listener: TcpListener, role: Role, limit: Arc<Semaphore>) {
+    let LoopShared {
+        app,
+        timeouts,
+        graceful,
+        mut stop,
+    } = shared;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)

@@ -16,7 +16,10 @@ use stampede_oci::{ImageRef, Platform};
 
 use crate::admin::{self, GcReport, PrefetchReport};
 use crate::admin_client::AdminClient;
-use crate::cli::{parse_bytes, parse_pin_target, Command, ServeArgs, StoreArgs};
+use crate::cli::{
+    parse_bytes, parse_pin_target, Command, GcArgs, LsArgs, PinArgs, PrefetchArgs, ServeArgs,
+    StoreArgs, UnpinArgs, VerifyArgs,
+};
 use crate::handler::App;
 use crate::server::{build, StartError};
 use crate::store::state::Pin;
@@ -154,169 +157,187 @@ fn q(value: &str) -> String {
 pub async fn run(command: Command) -> Result<ExitCode, ToolError> {
     match command {
         Command::Serve(_) => unreachable!("serve is not a tool"),
-        Command::Ls(a) => {
-            let items: Vec<InventoryItem> = match mode(&a.store).await? {
-                Mode::Online(admin) => admin.call(Method::GET, "/admin/blobs").await?,
-                Mode::Offline(app) => app.store.inventory(),
-            };
-            if a.json {
-                say!(
-                    "{}",
-                    serde_json::to_string_pretty(&items).expect("inventory serialises")
-                );
-            } else {
-                say!("{}", inventory_table(&items).trim_end());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Pin(a) => {
-            let request = parse_pin_target(&a.target, a.platform.as_deref())?;
-            let pin: Pin = match mode(&a.store).await? {
-                Mode::Online(admin) => {
-                    let mut path = format!("/admin/pins?target={}", q(&a.target));
-                    if let Some(p) = &a.platform {
-                        path.push_str(&format!("&platform={}", q(p)));
-                    }
-                    admin.call(Method::POST, &path).await?
-                }
-                Mode::Offline(app) => admin::pin(&app, &request)
-                    .await
-                    .map_err(|e| ToolError::Refused(e.message))?,
-            };
-            say!(
-                "pinned {} ({})",
-                pin.target,
-                count(pin.digests.len(), "digest", "digests")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Unpin(a) => {
-            let removed = match mode(&a.store).await? {
-                Mode::Online(admin) => {
-                    let v: serde_json::Value = admin
-                        .call(
-                            Method::DELETE,
-                            &format!("/admin/pins?target={}", q(&a.target)),
-                        )
-                        .await?;
-                    v["removed"].as_u64().unwrap_or(0) as usize
-                }
-                Mode::Offline(app) => app
-                    .store
-                    .unpin(&a.target)
-                    .map_err(|e| ToolError::Refused(format!("write pins file: {e}")))?,
-            };
-            if removed == 0 {
-                eprintln!("cache-daemon: no pin with target {}", a.target);
-                return Ok(ExitCode::from(1));
-            }
-            say!("unpinned {} ({})", a.target, count(removed, "pin", "pins"));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Prefetch(a) => {
-            let image = ImageRef::parse(&a.image)
-                .map_err(|e| ToolError::Refused(format!("{}: {e}", a.image)))?;
-            let platform = a
-                .platform
-                .as_deref()
-                .map(|p| {
-                    Platform::parse(p).ok_or_else(|| {
-                        ToolError::Refused(format!("platform {p:?} is not os/arch[/variant]"))
-                    })
-                })
-                .transpose()?;
-            let report: PrefetchReport = match mode(&a.store).await? {
-                Mode::Online(admin) => {
-                    let mut path = format!("/admin/prefetch?image={}", q(&a.image));
-                    if let Some(p) = &a.platform {
-                        path.push_str(&format!("&platform={}", q(p)));
-                    }
-                    admin.call(Method::POST, &path).await?
-                }
-                Mode::Offline(app) => admin::prefetch(&app, &image, platform.as_ref())
-                    .await
-                    .map_err(|e| ToolError::Refused(e.message))?,
-            };
-            // The image as the operator wrote it, and the upstream it really came from (Docker's
-            // normalisation would call `demo/app` `docker.io/demo/app` whatever is configured).
-            say!(
-                "prefetched {} from {}: {}, {}, {} fetched now ({})",
-                a.image,
-                report.upstream,
-                count(report.manifests.len(), "manifest", "manifests"),
-                count(report.blobs, "blob", "blobs"),
-                report.fetched,
-                count_u64(report.fetched_bytes, "byte", "bytes")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Gc(a) => {
-            let target = a
-                .target_bytes
-                .as_deref()
-                .map(|b| parse_bytes("--target-bytes", b))
-                .transpose()?;
-            let report: GcReport = match mode(&a.store).await? {
-                Mode::Online(admin) => {
-                    let mut path = format!("/admin/gc?dry_run={}", a.dry_run);
-                    if let Some(t) = target {
-                        path.push_str(&format!("&target_bytes={t}"));
-                    }
-                    admin.call(Method::POST, &path).await?
-                }
-                Mode::Offline(app) => admin::gc(&app, target, a.dry_run).await,
-            };
-            let verb = if report.dry_run {
-                "would evict"
-            } else {
-                "evicted"
-            };
-            for d in &report.victims {
-                say!("{verb} {d}");
-            }
-            say!(
-                "{verb} {}, {}",
-                count(report.victims.len(), "blob", "blobs"),
-                count_u64(report.bytes, "byte", "bytes")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Verify(a) => {
-            let report: VerifyReport = match mode(&a.store).await? {
-                Mode::Online(admin) => admin.call(Method::POST, "/admin/verify").await?,
-                Mode::Offline(app) => {
-                    let store = app.store.clone();
-                    tokio::task::spawn_blocking(move || store.verify())
-                        .await
-                        .map_err(|e| ToolError::Refused(e.to_string()))?
-                }
-            };
-            for d in &report.quarantined {
-                say!("quarantined {d}: content does not match its digest");
-            }
-            for d in &report.unreadable {
-                say!("unreadable {d}: forgotten");
-            }
-            for d in &report.held_in_quarantine {
-                say!("still in quarantine {d}: found corrupt earlier, not served (remove it from the store's quarantine/ directory once looked at)");
-            }
-            say!(
-                "verified {} ({}): {} quarantined now, {} unreadable, {} in quarantine from before",
-                count(report.checked, "blob", "blobs"),
-                count_u64(report.bytes, "byte", "bytes"),
-                report.quarantined.len(),
-                report.unreadable.len(),
-                report.held_in_quarantine.len()
-            );
-            Ok(
-                if report.quarantined.is_empty() && report.unreadable.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                },
-            )
-        }
+        Command::Ls(a) => ls(a).await,
+        Command::Pin(a) => pin(a).await,
+        Command::Unpin(a) => unpin(a).await,
+        Command::Prefetch(a) => prefetch(a).await,
+        Command::Gc(a) => gc(a).await,
+        Command::Verify(a) => verify(a).await,
     }
+}
+
+/// Lists the cached blobs, as a table or JSON.
+async fn ls(a: LsArgs) -> Result<ExitCode, ToolError> {
+    let items: Vec<InventoryItem> = match mode(&a.store).await? {
+        Mode::Online(admin) => admin.call(Method::GET, "/admin/blobs").await?,
+        Mode::Offline(app) => app.store.inventory(),
+    };
+    if a.json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&items).expect("inventory serialises")
+        );
+    } else {
+        say!("{}", inventory_table(&items).trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pins an image or digest.
+async fn pin(a: PinArgs) -> Result<ExitCode, ToolError> {
+    let request = parse_pin_target(&a.target, a.platform.as_deref())?;
+    let pin: Pin = match mode(&a.store).await? {
+        Mode::Online(admin) => {
+            let mut path = format!("/admin/pins?target={}", q(&a.target));
+            if let Some(p) = &a.platform {
+                path.push_str(&format!("&platform={}", q(p)));
+            }
+            admin.call(Method::POST, &path).await?
+        }
+        Mode::Offline(app) => admin::pin(&app, &request)
+            .await
+            .map_err(|e| ToolError::Refused(e.message))?,
+    };
+    say!(
+        "pinned {} ({})",
+        pin.target,
+        count(pin.digests.len(), "digest", "digests")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the pins made with a target; exit 1 when there was none.
+async fn unpin(a: UnpinArgs) -> Result<ExitCode, ToolError> {
+    let removed = match mode(&a.store).await? {
+        Mode::Online(admin) => {
+            let v: serde_json::Value = admin
+                .call(
+                    Method::DELETE,
+                    &format!("/admin/pins?target={}", q(&a.target)),
+                )
+                .await?;
+            v["removed"].as_u64().unwrap_or(0) as usize
+        }
+        Mode::Offline(app) => app
+            .store
+            .unpin(&a.target)
+            .map_err(|e| ToolError::Refused(format!("write pins file: {e}")))?,
+    };
+    if removed == 0 {
+        eprintln!("cache-daemon: no pin with target {}", a.target);
+        return Ok(ExitCode::from(1));
+    }
+    say!("unpinned {} ({})", a.target, count(removed, "pin", "pins"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches an image into the cache.
+async fn prefetch(a: PrefetchArgs) -> Result<ExitCode, ToolError> {
+    let image =
+        ImageRef::parse(&a.image).map_err(|e| ToolError::Refused(format!("{}: {e}", a.image)))?;
+    let platform = a
+        .platform
+        .as_deref()
+        .map(|p| {
+            Platform::parse(p).ok_or_else(|| {
+                ToolError::Refused(format!("platform {p:?} is not os/arch[/variant]"))
+            })
+        })
+        .transpose()?;
+    let report: PrefetchReport = match mode(&a.store).await? {
+        Mode::Online(admin) => {
+            let mut path = format!("/admin/prefetch?image={}", q(&a.image));
+            if let Some(p) = &a.platform {
+                path.push_str(&format!("&platform={}", q(p)));
+            }
+            admin.call(Method::POST, &path).await?
+        }
+        Mode::Offline(app) => admin::prefetch(&app, &image, platform.as_ref())
+            .await
+            .map_err(|e| ToolError::Refused(e.message))?,
+    };
+    // The image as the operator wrote it, and the upstream it really came from (Docker's
+    // normalisation would call `demo/app` `docker.io/demo/app` whatever is configured).
+    say!(
+        "prefetched {} from {}: {}, {}, {} fetched now ({})",
+        a.image,
+        report.upstream,
+        count(report.manifests.len(), "manifest", "manifests"),
+        count(report.blobs, "blob", "blobs"),
+        report.fetched,
+        count_u64(report.fetched_bytes, "byte", "bytes")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs eviction now (or says what it would evict).
+async fn gc(a: GcArgs) -> Result<ExitCode, ToolError> {
+    let target = a
+        .target_bytes
+        .as_deref()
+        .map(|b| parse_bytes("--target-bytes", b))
+        .transpose()?;
+    let report: GcReport = match mode(&a.store).await? {
+        Mode::Online(admin) => {
+            let mut path = format!("/admin/gc?dry_run={}", a.dry_run);
+            if let Some(t) = target {
+                path.push_str(&format!("&target_bytes={t}"));
+            }
+            admin.call(Method::POST, &path).await?
+        }
+        Mode::Offline(app) => admin::gc(&app, target, a.dry_run).await,
+    };
+    let verb = if report.dry_run {
+        "would evict"
+    } else {
+        "evicted"
+    };
+    for d in &report.victims {
+        say!("{verb} {d}");
+    }
+    say!(
+        "{verb} {}, {}",
+        count(report.victims.len(), "blob", "blobs"),
+        count_u64(report.bytes, "byte", "bytes")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rehashes every cached blob; exit 1 when any was quarantined or unreadable.
+async fn verify(a: VerifyArgs) -> Result<ExitCode, ToolError> {
+    let report: VerifyReport = match mode(&a.store).await? {
+        Mode::Online(admin) => admin.call(Method::POST, "/admin/verify").await?,
+        Mode::Offline(app) => {
+            let store = app.store.clone();
+            tokio::task::spawn_blocking(move || store.verify())
+                .await
+                .map_err(|e| ToolError::Refused(e.to_string()))?
+        }
+    };
+    for d in &report.quarantined {
+        say!("quarantined {d}: content does not match its digest");
+    }
+    for d in &report.unreadable {
+        say!("unreadable {d}: forgotten");
+    }
+    for d in &report.held_in_quarantine {
+        say!("still in quarantine {d}: found corrupt earlier, not served (remove it from the store's quarantine/ directory once looked at)");
+    }
+    say!(
+        "verified {} ({}): {} quarantined now, {} unreadable, {} in quarantine from before",
+        count(report.checked, "blob", "blobs"),
+        count_u64(report.bytes, "byte", "bytes"),
+        report.quarantined.len(),
+        report.unreadable.len(),
+        report.held_in_quarantine.len()
+    );
+    Ok(
+        if report.quarantined.is_empty() && report.unreadable.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 /// `1 blob`, `2 blobs`.

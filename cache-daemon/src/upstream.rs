@@ -16,14 +16,15 @@
 //! at most [`CALLER_CHECKS_PER_UPSTREAM`] run at once per upstream, apart from the fill slots.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, ACCEPT, CONTENT_RANGE, RANGE, RETRY_AFTER};
+use http::header::{HeaderValue, CONTENT_RANGE, RANGE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 use hyper::body::Incoming;
 
-use stampede_oci::manifest::MANIFEST_ACCEPT;
+use stampede_oci::manifest_get;
 use stampede_oci::{
     ClientConfig, ClientError, Digest, Endpoint, Reference, RegistryClient, RegistryRequest,
     RepoName,
@@ -180,8 +181,8 @@ impl Upstreams {
             .await
     }
 
-    /// `GET` of blob bytes `[first_bytes, last_bytes]` (`Range: bytes=<first>-<last>`): a
-    /// cluster stripe. The upstream may answer `206` or ignore the range with `200`.
+    /// `GET` of blob bytes `bytes` (first to last, inclusive: `Range: bytes=<first>-<last>`):
+    /// a cluster stripe. The upstream may answer `206` or ignore the range with `200`.
     ///
     /// # Errors
     /// The upstream could not be reached or did not answer in time.
@@ -190,16 +191,11 @@ impl Upstreams {
         endpoint: &Endpoint,
         repo: &RepoName,
         digest: &Digest,
-        first_bytes: u64,
-        last_bytes: u64,
+        bytes: RangeInclusive<u64>,
     ) -> Result<Answer, Error> {
-        self.ranged_blob(
-            endpoint,
-            repo,
-            digest,
-            format!("bytes={first_bytes}-{last_bytes}"),
-        )
-        .await
+        let (first, last) = bytes.into_inner();
+        self.ranged_blob(endpoint, repo, digest, format!("bytes={first}-{last}"))
+            .await
     }
 
     /// `GET` of a blob with `Range: <range>` (digits and punctuation only, so a valid value).
@@ -246,12 +242,7 @@ impl Upstreams {
         reference: &Reference,
         method: Method,
     ) -> Result<Answer, Error> {
-        let req = RegistryRequest::pull(
-            method,
-            repo.as_str(),
-            format!("/v2/{repo}/manifests/{reference}"),
-        )
-        .header(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let req = manifest_get::request(method, repo, reference);
         self.send(endpoint, &req, Kind::Manifest).await
     }
 

@@ -7,6 +7,8 @@
 //! - [`digest`]: `sha256:` digests, parsing and streaming verification.
 //! - [`reference`]: repository names, tags, image references.
 //! - [`manifest`]: media types, manifest and index parsing, platform selection, layer compression.
+//! - [`manifest_get`]: the manifest GET: its `Accept` list, and its answer's size limit, schema 1
+//!   refusal and digest check, for the daemon's upstream fetch and the harness's pull.
 //! - [`auth`]: `WWW-Authenticate` challenges, credentials, tokens, and where credentials may go.
 //! - [`layout`]: reading OCI image layouts on disk (`skopeo copy ... oci:DIR`, `umoci`).
 //! - [`size`]: byte sizes as people write them (`64MiB`, `1.5GB`), one grammar for both binaries.
@@ -24,6 +26,7 @@ pub mod client;
 pub mod digest;
 pub mod layout;
 pub mod manifest;
+pub mod manifest_get;
 pub mod reference;
 pub mod size;
 

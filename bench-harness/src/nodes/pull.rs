@@ -13,18 +13,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use http::header::{HeaderValue, ACCEPT};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use oci_spec::image::ImageManifest;
 
-use stampede_oci::client::{read_body_limited, BodyError};
-
 use crate::registry::shaping::ByteBucket;
 use crate::run::recorder::FailureKind;
-use stampede_oci::manifest::{
-    descriptor_digest, select_platform, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES,
-};
+use stampede_oci::manifest::{descriptor_digest, select_platform};
+use stampede_oci::manifest_get::{self, ManifestGetError, ReceivedManifest};
 use stampede_oci::{
     ClientError, Compression, Digest, Endpoint, Manifest, Platform, Reference, RegistryClient,
     RegistryRequest, RepoName, Verifier,
@@ -146,7 +142,7 @@ pub struct BlobTiming {
 pub struct FetchedManifest {
     /// The document, byte for byte.
     pub bytes: Bytes,
-    /// The `Content-Type` it was served with, if any.
+    /// The `Content-Type` it was served with (without parameters), if any.
     pub media_type: Option<String>,
     /// Its digest (verified against the reference or `Docker-Content-Digest`).
     pub digest: Digest,
@@ -376,48 +372,29 @@ impl Puller {
         throttled: &mut u32,
     ) -> Result<FetchedManifest, PullError> {
         let what = format!("GET manifest {repo}:{reference}");
-        let req = RegistryRequest::pull(
-            Method::GET,
-            repo.as_str(),
-            format!("/v2/{repo}/manifests/{reference}"),
-        )
-        .header(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let req = manifest_get::request(Method::GET, repo, reference);
         let (resp, t) = self.send(&req, &what).await?;
         *throttled += t;
-        let content_type = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let declared = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v).ok());
-        let bytes = read_body_limited(resp.into_body(), MAX_MANIFEST_BYTES)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge { .. } => PullError::new(FailureKind::Other, &what, e),
-                BodyError::Read(source) => PullError::new(FailureKind::Connect, &what, source),
-            })?;
-        let actual = Digest::of(&bytes);
-        let expected = match reference {
-            Reference::Digest(d) => Some(d),
-            Reference::Tag(_) => declared.as_ref(),
-        };
-        if let Some(e) = expected.filter(|e| **e != actual) {
-            return Err(PullError::new(
-                FailureKind::DigestMismatch,
-                &what,
-                format!("manifest hashed to {actual}, expected {e}"),
-            ));
-        }
+        let ReceivedManifest {
+            bytes,
+            content_type,
+            digest,
+        } = manifest_get::receive(resp, reference).await.map_err(|e| {
+            let kind = match &e {
+                ManifestGetError::Read(_) => FailureKind::Connect,
+                ManifestGetError::Mismatch { .. } => FailureKind::DigestMismatch,
+                ManifestGetError::TooLarge { .. } | ManifestGetError::Schema1 { .. } => {
+                    FailureKind::Other
+                }
+            };
+            PullError::new(kind, &what, stampede_oci::error_chain(&e))
+        })?;
         let manifest = Manifest::parse(content_type.as_deref(), &bytes)
             .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
         Ok(FetchedManifest {
             bytes,
             media_type: content_type,
-            digest: actual,
+            digest,
             manifest,
         })
     }

@@ -1,7 +1,6 @@
 //! The benchmark's own HTTP/1.1 client (hyper, one connection per request) and the burst: N
-//! clients connect first, then all send their GET at one shared epoch, and each records its
-//! start, first-body-byte and completion times relative to that epoch. Workers only time and
-//! record; statistics are computed elsewhere. A failed pull is data: it is returned, classified.
+//! clients connect first, then all send their GET at once, and each checks its body's length
+//! (client 0 its digest too). A failed pull is data: it is returned, classified.
 //!
 //! It also has the few registry calls the setup needs: drain a GET, and the
 //! blob upload (POST + streamed PUT) and manifest PUT of the distribution API.
@@ -9,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
@@ -184,17 +183,6 @@ pub async fn push_manifest(
     Ok(())
 }
 
-/// One client's pull, timed from the burst epoch.
-#[derive(Debug, Clone, Copy)]
-pub struct Pull {
-    /// When the request was sent.
-    pub start: Duration,
-    /// When the first body byte arrived.
-    pub first_byte: Duration,
-    /// When the last body byte arrived.
-    pub done: Duration,
-}
-
 /// Why a pull failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullError {
@@ -225,21 +213,20 @@ pub struct BurstSpec {
     pub size_bytes: u64,
     /// The blob's digest.
     pub digest: Digest,
-    /// Whether client 0 hashes its body and checks it against `digest` (costs a core at
-    /// loopback speeds, so the big unshaped pull leaves it off).
+    /// Whether client 0 hashes its body and checks it against `digest`.
     pub verify: bool,
     /// Bound on the whole burst.
     pub limit: Duration,
 }
 
 /// Runs a burst; one result per client, in client order.
-pub async fn burst(spec: &BurstSpec) -> Vec<Result<Pull, PullError>> {
+pub async fn burst(spec: &BurstSpec) -> Vec<Result<(), PullError>> {
     let barrier = Arc::new(Barrier::new(spec.clients + 1));
-    let (go, epoch) = watch::channel::<Option<Instant>>(None);
+    let (go, started) = watch::channel(false);
     let mut tasks = Vec::with_capacity(spec.clients);
     for i in 0..spec.clients {
         let barrier = barrier.clone();
-        let mut epoch = epoch.clone();
+        let mut started = started.clone();
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
             let conn = connect(spec.addr).await;
@@ -247,23 +234,18 @@ pub async fn burst(spec: &BurstSpec) -> Vec<Result<Pull, PullError>> {
             let Ok(mut sender) = conn else {
                 return Err(PullError::Connect);
             };
-            let at = loop {
-                if let Some(at) = *epoch.borrow_and_update() {
-                    break at;
-                }
-                if epoch.changed().await.is_err() {
-                    return Err(PullError::Connect);
-                }
-            };
+            if started.wait_for(|go| *go).await.is_err() {
+                return Err(PullError::Connect);
+            }
             let hash = (i == 0 && spec.verify).then(Hasher::new);
-            match tokio::time::timeout(spec.limit, pull(&mut sender, &spec, at, hash)).await {
+            match tokio::time::timeout(spec.limit, pull(&mut sender, &spec, hash)).await {
                 Ok(r) => r,
                 Err(_) => Err(PullError::Timeout),
             }
         }));
     }
     barrier.wait().await;
-    go.send_replace(Some(Instant::now()));
+    go.send_replace(true);
     let mut results = Vec::with_capacity(tasks.len());
     for t in tasks {
         results.push(t.await.unwrap_or(Err(PullError::Body)));
@@ -274,10 +256,8 @@ pub async fn burst(spec: &BurstSpec) -> Vec<Result<Pull, PullError>> {
 async fn pull(
     sender: &mut SendRequest<Body>,
     spec: &BurstSpec,
-    epoch: Instant,
     mut hash: Option<Hasher>,
-) -> Result<Pull, PullError> {
-    let start = epoch.elapsed();
+) -> Result<(), PullError> {
     let resp = sender
         .send_request(request(Method::GET, spec.addr, &spec.path, empty()))
         .await
@@ -286,7 +266,6 @@ async fn pull(
         return Err(PullError::Status(resp.status().as_u16()));
     }
     let mut body = resp.into_body();
-    let mut first_byte = None;
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| PullError::Body)?;
@@ -294,23 +273,17 @@ async fn pull(
             if d.is_empty() {
                 continue;
             }
-            first_byte.get_or_insert_with(|| epoch.elapsed());
             bytes += d.len() as u64;
             if let Some(h) = hash.as_mut() {
                 h.update(d);
             }
         }
     }
-    let done = epoch.elapsed();
     if bytes != spec.size_bytes {
         return Err(PullError::Length);
     }
     if hash.is_some_and(|h| h.finish() != spec.digest) {
         return Err(PullError::Digest);
     }
-    Ok(Pull {
-        start,
-        first_byte: first_byte.unwrap_or(done),
-        done,
-    })
+    Ok(())
 }

@@ -1,7 +1,5 @@
 //! CPU time used by a process (or a process and its descendants), from `utime + stime` in `/proc/<pid>/stat`
-//! (threads included), so a measurement can say where the cores went: the target, the origin,
-//! or this process's own clients. On a machine with few cores that sum bounds how fast any
-//! pipeline through them can be.
+//! (threads included), so a measurement can say what the target's processes used.
 
 use std::time::Duration;
 
@@ -16,8 +14,6 @@ fn own(pid: u32) -> Duration {
 pub enum Counted {
     /// Nothing (a target without a process of its own).
     Nothing,
-    /// One process, all its threads (this process: not its children, the servers).
-    Process(u32),
     /// A process and its descendants (nginx master and workers).
     Tree(u32),
 }
@@ -32,7 +28,6 @@ pub struct CpuClock {
 fn tree_time(counted: Counted) -> Duration {
     match counted {
         Counted::Nothing => Duration::ZERO,
-        Counted::Process(pid) => own(pid),
         Counted::Tree(pid) => std::iter::once(pid).chain(descendants(pid)).map(own).sum(),
     }
 }

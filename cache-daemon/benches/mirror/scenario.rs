@@ -1,7 +1,6 @@
-//! The four measurements the issue asks for, each interleaving the targets within every
-//! repetition (the order rotates per repetition) and starting each target fresh:
-//! - [`cold`]: 1, 16 and 64 clients on one uncached blob behind the shaped origin;
-//! - [`big`]: one client, a 1 GiB uncached blob, unshaped loopback origin; then the same again hot;
+//! The measurements only the daemon's own bench makes, each interleaving the targets within
+//! every repetition (the order rotates per repetition) and starting each target fresh (the cold
+//! burst and the cold large pull are bench-harness scenarios, `scenarios/daemon-*.toml`):
 //! - [`hot`]: wrk on a cached 64 MiB blob, a 1 KiB blob and a manifest by digest, with the
 //!   target's CPU time per run;
 //! - [`rss`]: 256 clients streaming one blob, cold then hot, while RSS is sampled.
@@ -16,7 +15,7 @@ use anyhow::{bail, Context as _};
 
 use stampede_oci::Digest;
 
-use crate::client::{self, BurstSpec, Pull, PullError};
+use crate::client::{self, BurstSpec};
 use crate::cpu::{Counted, CpuClock};
 use crate::data::BlobFile;
 use crate::rss::{self, Sampler};
@@ -27,7 +26,7 @@ use crate::wrk::{self, WrkResult, WrkSpec};
 /// Repository the test content is pushed to.
 pub const REPO: &str = "bench/app";
 
-/// Bound on one burst (the slowest is distribution or direct with 64 clients on 200 Mbit/s).
+/// Bound on one burst of the memory scenario.
 const BURST_LIMIT: Duration = Duration::from_secs(300);
 
 /// Shared setup every scenario reads.
@@ -39,8 +38,6 @@ pub struct Bed {
     pub kinds: Vec<Kind>,
     /// Repetitions.
     pub reps: usize,
-    /// Repetitions for distribution and direct at 64 clients (each takes minutes).
-    pub slow_reps: usize,
     /// wrk run length.
     pub hot_duration: Duration,
 }
@@ -57,172 +54,6 @@ impl Bed {
 
 fn progress(what: std::fmt::Arguments<'_>) {
     eprintln!("mirror: {what}");
-}
-
-/// One burst through one fresh target.
-#[derive(Debug, Clone)]
-pub struct BurstRun {
-    /// Target.
-    pub kind: Kind,
-    /// Concurrent clients.
-    pub clients: usize,
-    /// One entry per client.
-    pub pulls: Vec<Result<Pull, PullError>>,
-    /// Upstream GETs of the blob during the run.
-    pub upstream_gets: usize,
-    /// Upstream HEADs of the blob during the run.
-    pub upstream_heads: usize,
-    /// CPU seconds the target's processes used during the burst (0 for direct).
-    pub target_cpu: f64,
-}
-
-async fn measure_burst(
-    bed: &Bed,
-    kind: Kind,
-    origin: &Origin,
-    blob: &BlobFile,
-    clients: usize,
-) -> anyhow::Result<BurstRun> {
-    let target = Target::start(kind, origin.addr, &bed.work)?;
-    let offset = origin.log_offset();
-    let clock = CpuClock::start(vec![target.pid().map_or(Counted::Nothing, Counted::Tree)]);
-    let pulls = client::burst(&BurstSpec {
-        addr: target.addr,
-        path: blob.path_in(REPO),
-        clients,
-        size_bytes: blob.size_bytes,
-        digest: blob.digest.clone(),
-        verify: true,
-        limit: BURST_LIMIT,
-    })
-    .await;
-    let target_cpu = clock.read()[0];
-    origin.wait_quiet();
-    let run = BurstRun {
-        kind,
-        clients,
-        target_cpu,
-        pulls,
-        upstream_gets: origin.count_since(offset, "GET", &blob.digest),
-        upstream_heads: origin.count_since(offset, "HEAD", &blob.digest),
-    };
-    target.stop();
-    let ok = run.pulls.iter().filter(|p| p.is_ok()).count();
-    let last = run
-        .pulls
-        .iter()
-        .flatten()
-        .map(|p| p.done)
-        .max()
-        .unwrap_or_default();
-    progress(format_args!(
-        "{:<12} {:>2} clients: {ok}/{clients} ok, last done {:.3} s, upstream GETs {}, target CPU {:.2} s",
-        kind.name(),
-        clients,
-        last.as_secs_f64(),
-        run.upstream_gets,
-        run.target_cpu
-    ));
-    Ok(run)
-}
-
-/// Client counts of the cold scenario; 1 is the single cold pull the bursts are compared to.
-pub const COLD_CLIENTS: [usize; 3] = [1, 16, 64];
-
-/// Cold bursts behind the shaped origin.
-///
-/// # Errors
-/// A target cannot be started.
-pub async fn cold(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<Vec<BurstRun>> {
-    let mut runs = Vec::new();
-    for rep in 0..bed.reps {
-        for kind in bed.order(rep) {
-            for clients in COLD_CLIENTS {
-                let slow = matches!(kind, Kind::Distribution | Kind::Direct);
-                if slow && clients == 64 && rep >= bed.slow_reps {
-                    continue;
-                }
-                runs.push(measure_burst(bed, kind, origin, blob, clients).await?);
-            }
-        }
-    }
-    Ok(runs)
-}
-
-/// One client pulling the big blob, cold then hot, through one fresh target.
-#[derive(Debug, Clone)]
-pub struct BigRun {
-    /// Target.
-    pub kind: Kind,
-    /// Cold pull, first request byte to last body byte.
-    pub cold: Result<Duration, PullError>,
-    /// The same pull again, now cached.
-    pub hot: Result<Duration, PullError>,
-    /// Upstream GETs of the blob.
-    pub upstream_gets: usize,
-    /// CPU seconds during the cold pull: the target's processes (0 for direct), the origin,
-    /// and this process (the client).
-    pub cpu: [f64; 3],
-}
-
-/// The big unshaped cold pull over loopback.
-///
-/// # Errors
-/// A target cannot be started.
-pub async fn big(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<Vec<BigRun>> {
-    let mut runs = Vec::new();
-    for rep in 0..bed.reps {
-        for kind in bed.order(rep) {
-            let target = Target::start(kind, origin.addr, &bed.work)?;
-            let offset = origin.log_offset();
-            let spec = BurstSpec {
-                addr: target.addr,
-                path: blob.path_in(REPO),
-                clients: 1,
-                size_bytes: blob.size_bytes,
-                digest: blob.digest.clone(),
-                verify: false,
-                limit: BURST_LIMIT,
-            };
-            let one = |r: Vec<Result<Pull, PullError>>| {
-                r.into_iter()
-                    .next()
-                    .unwrap_or(Err(PullError::Connect))
-                    .map(|p| p.done - p.start)
-            };
-            let clock = CpuClock::start(vec![
-                target.pid().map_or(Counted::Nothing, Counted::Tree),
-                Counted::Process(origin.pid()),
-                Counted::Process(std::process::id()),
-            ]);
-            let cold = one(client::burst(&spec).await);
-            let used = clock.read();
-            let cpu = [used[0], used[1], used[2]];
-            origin.wait_quiet();
-            let hot = one(client::burst(&spec).await);
-            origin.wait_quiet();
-            let run = BigRun {
-                kind,
-                cold,
-                hot,
-                upstream_gets: origin.count_since(offset, "GET", &blob.digest),
-                cpu,
-            };
-            target.stop();
-            progress(format_args!(
-                "{:<12} big cold {:?} hot {:?}, upstream GETs {}, cold CPU s target/origin/client {:.2}/{:.2}/{:.2}",
-                kind.name(),
-                run.cold,
-                run.hot,
-                run.upstream_gets,
-                cpu[0],
-                cpu[1],
-                cpu[2]
-            ));
-            runs.push(run);
-        }
-    }
-    Ok(runs)
 }
 
 /// What a hot wrk run fetches.

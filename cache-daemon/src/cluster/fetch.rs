@@ -428,7 +428,7 @@ impl Want {
         };
         let answer = c
             .upstreams
-            .blob_range(&self.endpoint, &self.repo, &self.digest, pos, end - 1)
+            .blob_range(&self.endpoint, &self.repo, &self.digest, pos..=end - 1)
             .await
             .ok()?;
         let fits = answer.response.status() == StatusCode::PARTIAL_CONTENT

@@ -215,8 +215,7 @@ impl Origin {
                 endpoint,
                 repo,
                 &digest,
-                stripe.first_bytes,
-                stripe.end_bytes - 1,
+                stripe.first_bytes..=stripe.end_bytes - 1,
             )
             .await
             .map_err(|e| fill::request_failure(&digest, e))?;

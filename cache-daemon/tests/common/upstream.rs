@@ -439,68 +439,99 @@ async fn answer(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>)
         open.wait_for(|o| *o).await.ok();
     }
     tokio::time::sleep(stall).await;
-    if require_token && auth.as_deref() != Some("Bearer good-token") && !granted {
-        let repo = path
-            .trim_start_matches("/v2/")
-            .split("/blobs/")
-            .next()
-            .unwrap_or("")
-            .split("/manifests/")
-            .next()
-            .unwrap_or("");
-        let mut r = full(StatusCode::UNAUTHORIZED, "{}");
-        r.headers_mut().insert(
-            "www-authenticate",
-            format!(r#"Bearer realm="{realm}",service="fake",scope="repository:{repo}:pull""#)
-                .parse()
-                .unwrap(),
-        );
-        return r;
+    if let Some(refused) = challenge(require_token, granted, auth.as_deref(), &path, &realm) {
+        return refused;
     }
     if path == "/v2/" {
         return full(StatusCode::OK, "{}");
     }
     let rest = path.trim_start_matches("/v2/");
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
-        let (status, found) = {
-            let s = st.lock().unwrap();
-            (
-                s.manifest_status,
-                s.manifests
-                    .get(&(repo.to_owned(), reference.to_owned()))
-                    .cloned(),
-            )
-        };
-        if let Some(status) = status {
-            return full(status, "{}");
-        }
-        return match found {
-            None => full(
-                StatusCode::NOT_FOUND,
-                r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#,
-            ),
-            Some((media_type, bytes)) => {
-                let len = bytes.len();
-                let digest = schema1_payload_digest(&media_type, &bytes)
-                    .unwrap_or_else(|| Digest::of(&bytes))
-                    .to_string();
-                let mut r = full(
-                    StatusCode::OK,
-                    if method == Method::HEAD {
-                        Bytes::new()
-                    } else {
-                        bytes
-                    },
-                );
-                r.headers_mut()
-                    .insert("content-type", media_type.parse().unwrap());
-                r.headers_mut()
-                    .insert("docker-content-digest", digest.parse().unwrap());
-                r.headers_mut().insert("content-length", len.into());
-                r
-            }
-        };
+        return manifest(&st, &method, repo, reference);
     }
+    blob(&st, &method, rest, range.as_deref()).await
+}
+
+/// The token challenge a caller without the token (or a grant for this path) gets, when
+/// tokens are required.
+fn challenge(
+    require_token: bool,
+    granted: bool,
+    auth: Option<&str>,
+    path: &str,
+    realm: &str,
+) -> Option<Response<Body>> {
+    if !require_token || auth == Some("Bearer good-token") || granted {
+        return None;
+    }
+    let repo = path
+        .trim_start_matches("/v2/")
+        .split("/blobs/")
+        .next()
+        .unwrap_or("")
+        .split("/manifests/")
+        .next()
+        .unwrap_or("");
+    let mut r = full(StatusCode::UNAUTHORIZED, "{}");
+    r.headers_mut().insert(
+        "www-authenticate",
+        format!(r#"Bearer realm="{realm}",service="fake",scope="repository:{repo}:pull""#)
+            .parse()
+            .unwrap(),
+    );
+    Some(r)
+}
+
+/// A manifest by tag or digest, with its type and digest headers (schema 1's payload digest).
+fn manifest(st: &Mutex<State>, method: &Method, repo: &str, reference: &str) -> Response<Body> {
+    let (status, found) = {
+        let s = st.lock().unwrap();
+        (
+            s.manifest_status,
+            s.manifests
+                .get(&(repo.to_owned(), reference.to_owned()))
+                .cloned(),
+        )
+    };
+    if let Some(status) = status {
+        return full(status, "{}");
+    }
+    match found {
+        None => full(
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#,
+        ),
+        Some((media_type, bytes)) => {
+            let len = bytes.len();
+            let digest = schema1_payload_digest(&media_type, &bytes)
+                .unwrap_or_else(|| Digest::of(&bytes))
+                .to_string();
+            let mut r = full(
+                StatusCode::OK,
+                if method == Method::HEAD {
+                    Bytes::new()
+                } else {
+                    bytes
+                },
+            );
+            r.headers_mut()
+                .insert("content-type", media_type.parse().unwrap());
+            r.headers_mut()
+                .insert("docker-content-digest", digest.parse().unwrap());
+            r.headers_mut().insert("content-length", len.into());
+            r
+        }
+    }
+}
+
+/// A blob, whole or from a `Range`, with the behaviour its test set (statuses, delays,
+/// corruption, cuts and stalls).
+async fn blob(
+    st: &Mutex<State>,
+    method: &Method,
+    rest: &str,
+    range: Option<&str>,
+) -> Response<Body> {
     let Some((_, digest)) = rest.rsplit_once("/blobs/") else {
         return full(StatusCode::NOT_FOUND, "{}");
     };
@@ -559,8 +590,15 @@ async fn answer(st: Arc<Mutex<State>>, addr: SocketAddr, req: Request<Incoming>)
     if b.differ_after_first && attempt > 0 {
         data[0] ^= 0xff;
     }
+    ranged(data, b, attempt, range)
+}
+
+/// The body of a blob GET: `data` from the start of `range` (or whole), sent in the test's
+/// chunks with its cuts, stalls and gates.
+fn ranged(data: Vec<u8>, b: Behavior, attempt: usize, range: Option<&str>) -> Response<Body> {
+    let len = data.len();
     let mut end = len;
-    let from = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
+    let from = match range.and_then(|r| r.strip_prefix("bytes=")) {
         Some(r) if !b.ignore_range => {
             let (first, last) = r.split_once('-').unwrap();
             let from: usize = first.parse().unwrap();
