@@ -103,6 +103,13 @@ pub enum KubeTargetError {
         /// kubelet's words.
         message: String,
     },
+    /// A variant's image is not one the cluster can pull by name (validation refuses such a
+    /// scenario; this guards scenarios built in code).
+    #[error("kubernetes target: variant {variant} has no image the cluster can pull by name; give it [variants.registry] with mirror = false")]
+    NotNamed {
+        /// The variant.
+        variant: String,
+    },
     /// Pods were still not ready at the deadline (they were deleted).
     #[error("kubernetes target: {pending} of {total} pods not ready within {deadline:?}")]
     Deadline {

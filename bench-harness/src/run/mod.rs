@@ -18,12 +18,14 @@
 //! `pod.rs` (every pod of the schedule a task that sleeps until its offset from the epoch, gets
 //! its images from its node and starts its container) and `record.rs` (the pods' milestones
 //! into the burst's [`Recorder`](recorder::Recorder) once every pod is done), with the burst's
-//! meters around the pods. Measurements live in [`recorder`] (histograms per phase) and
+//! meters around the pods. A `kubernetes` target's burst (`kube.rs`) creates its pods on the
+//! cluster instead and records what the cluster reports. Measurements live in [`recorder`] (histograms per phase) and
 //! [`host`] (the host's CPU); `progress.rs` draws the progress bar.
 
 mod burst;
 mod deploy;
 pub mod host;
+mod kube;
 mod pod;
 mod progress;
 mod record;
@@ -110,6 +112,15 @@ pub enum RunError {
     /// A target could not be set up.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// A kubernetes target's burst could not run on its cluster (its pods were deleted).
+    #[error("target {target}")]
+    Kubernetes {
+        /// The target.
+        target: String,
+        /// The cluster's reason (boxed: it is large, and this error is rare).
+        #[source]
+        source: Box<crate::kubernetes::KubeTargetError>,
+    },
     /// A local file operation failed.
     #[error("{what}")]
     Io {

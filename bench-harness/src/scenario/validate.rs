@@ -74,6 +74,7 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
     }
 
     targets(s, &mut problem);
+    super::kube::problems(s, &mut problem);
     runtime(s, &mut problem);
     limits(s, &mut problem);
     out

@@ -2,15 +2,22 @@
 //! containerd 1.6, one node): a burst of 5 replicas of a new image records every phase from the
 //! epoch, with kubelet's own pull time; bad input (a kubeconfig that reaches no cluster, a user
 //! without rights in the namespace, an image that does not exist) gives a plain error and leaves
-//! no pod behind. Skipped (with a message) when the bed's binaries are not built, unless real
-//! parts are required.
+//! no pod behind. A scenario file with a `kind = "kubernetes"` target runs through the
+//! binary's `run` (inside the bed's network namespace, where its API server is) and its
+//! result.json has every phase for all 5 pods. Skipped (with a message) when the bed's binaries
+//! are not built, unless real parts are required.
 
 use std::path::Path;
 use std::time::Duration;
 
 use bench_harness::kubernetes::{burst, KubeBurstConfig, KubeTargetError};
+use bench_harness::result::RunResult;
 use bench_harness::run::recorder::{Phase, Recorder, RunKey};
 use stampede_lab::KubeBed;
+
+use crate::common::child::Child;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bench-harness");
 
 fn config(kubeconfig: &Path, image: &str, replicas: u32) -> KubeBurstConfig {
     KubeBurstConfig {
@@ -179,6 +186,96 @@ fn a_burst_on_a_real_node_records_every_phase_and_cleans_up() {
         text.contains("https://10.200.0.2:6999 cannot be reached"),
         "{text}"
     );
+    assert!(
+        burst_pods(&bed).trim().is_empty(),
+        "pods left: {}",
+        burst_pods(&bed)
+    );
+}
+
+/// A scenario file whose one target is the bed's cluster: 5 pods of `image` pinned to its node.
+fn cluster_scenario(dir: &Path, kubeconfig: &Path, image: &str) -> std::path::PathBuf {
+    let path = dir.join("cluster.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "cluster"
+nodes = 1
+pods_per_node = 5
+
+[[variants]]
+name = "app"
+[variants.registry]
+image = "{image}"
+mirror = false
+insecure = true
+
+[[targets]]
+name = "bed"
+kind = "kubernetes"
+kubeconfig = "{}"
+namespace = "default"
+pin_nodes = ["{}"]
+command = ["sleep", "3600"]
+timeout = "3m"
+"#,
+            kubeconfig.display(),
+            stampede_lab::kubernetes::NODE
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_scenario_with_a_kubernetes_target_runs_through_run() {
+    let Some(bed) = KubeBed::for_tests() else {
+        return;
+    };
+    let image = bed.push_app("scenario", "1", 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = cluster_scenario(dir.path(), &bed.kubeconfig(), &image);
+    let out_dir = dir.path().join("out");
+    let mut cmd = bed.command(BIN);
+    cmd.arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--image-cache")
+        .arg(dir.path().join("images"))
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--no-progress")
+        .env("RUST_LOG", "info");
+    let out = Child::spawn(&mut cmd).output_within(Duration::from_secs(300), "bench-harness run");
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+
+    let result = RunResult::load(&out_dir.join("result.json")).unwrap();
+    let series = result.series("app", "bed").expect("the kubernetes series");
+    assert_eq!(series.pods_per_repetition, 5);
+    let rep = series.data.repetition(0).expect("repetition 0");
+    assert_eq!(rep.ready_pods(), 5, "{text}");
+    assert_eq!(rep.failed_pods(), 0, "{text}");
+    for phase in [
+        Phase::Queue,
+        Phase::Pull,
+        Phase::StartToReady,
+        Phase::EndToEnd,
+    ] {
+        assert_eq!(rep.phase(phase).len(), 5, "{phase:?}");
+    }
+    assert!(
+        rep.phase(Phase::Pull).max() > 0,
+        "some pod waited for the pull"
+    );
+    assert!(rep.phase(Phase::EndToEnd).min() > 0);
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("real pods on a Kubernetes cluster"), "{md}");
     assert!(
         burst_pods(&bed).trim().is_empty(),
         "pods left: {}",
