@@ -77,6 +77,8 @@ pub(super) struct BurstOutput {
     pub cpu: CpuUse,
     /// Each distinct failure message.
     pub errors: Vec<String>,
+    /// A `kubernetes` target: the pull times kubelet reported.
+    pub kubelet_pulls: Vec<Duration>,
 }
 
 impl Burst<'_> {
@@ -132,6 +134,7 @@ impl Burst<'_> {
             caches,
             cpu: measured.cpu,
             errors,
+            kubelet_pulls: Vec::new(),
         })
     }
 

@@ -2,7 +2,7 @@
 //! variant's image (a real registry's, by name: validation saw to it) goes to the cluster as
 //! the burst's pods (`crate::kubernetes::burst`: one Deployment per pinned node, or one for the
 //! scheduler to place), and the pods' milestones from the epoch go into the burst's recorder,
-//! as a harness burst's do. The host's CPU is sampled around it like any burst's; the registry
+//! as a harness burst's do, with kubelet's own reported pull times beside them. The host's CPU is sampled around it like any burst's; the registry
 //! counts nothing (the cluster pulls from a registry the harness does not run).
 //!
 //! A burst the cluster cannot run (no cluster, no rights, an image it cannot pull, pods not
@@ -50,12 +50,6 @@ impl Burst<'_> {
         let mut recorder = Recorder::new(key.clone());
         seen.record(&mut recorder);
         let pulls = seen.kubelet_pulls();
-        tracing::info!(
-            target = %key.target,
-            pods = seen.pods.len(),
-            kubelet_pulls = ?pulls,
-            "kubernetes burst done"
-        );
         Ok(BurstOutput {
             key,
             recorder,
@@ -65,6 +59,7 @@ impl Burst<'_> {
             caches: Vec::new(),
             cpu,
             errors: Vec::new(),
+            kubelet_pulls: pulls,
         })
     }
 

@@ -336,6 +336,8 @@ struct Gathered {
     /// What the registry served, per burst pulled from the embedded registry.
     totals: BTreeMap<RunKey, RegistryTotals>,
     cpu: BTreeMap<RunKey, CpuUse>,
+    /// Pull times kubelet reported, per burst of a kubernetes target.
+    kubelet_pulls: BTreeMap<RunKey, Vec<std::time::Duration>>,
     /// Up to [`ERROR_SAMPLES`] distinct failure messages.
     errors: Vec<String>,
     /// One per host-bound burst.
@@ -369,12 +371,15 @@ impl Gathered {
             });
             self.totals.insert(key.clone(), t);
         }
+        if !out.kubelet_pulls.is_empty() {
+            self.kubelet_pulls.insert(key.clone(), out.kubelet_pulls);
+        }
         self.cpu.insert(key, out.cpu);
         self.recordings.add(out.recorder);
     }
 
-    /// The run's result: its facts, the recordings, and per burst the registry's totals and
-    /// the host's CPU.
+    /// The run's result: its facts, the recordings, and per burst the registry's totals, the
+    /// host's CPU and (kubernetes targets) kubelet's pull times.
     fn into_result(self, facts: RunFacts) -> RunResult {
         let mut result = RunResult::new(facts, self.recordings);
         for (key, t) in self.totals {
@@ -385,6 +390,11 @@ impl Gathered {
         for (key, c) in self.cpu {
             if let Some(s) = result.series_mut(&key.variant, &key.target) {
                 s.cpu.insert(key.repetition, c);
+            }
+        }
+        for (key, pulls) in self.kubelet_pulls {
+            if let Some(s) = result.series_mut(&key.variant, &key.target) {
+                s.kubelet_pulls.insert(key.repetition, pulls);
             }
         }
         result

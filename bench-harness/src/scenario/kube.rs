@@ -94,6 +94,18 @@ pub(super) fn problems(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     }
 }
 
+/// What a kubernetes target leaves out: warm nodes after the first repetition.
+pub(super) fn warnings(s: &Scenario) -> Vec<String> {
+    s.targets
+        .iter()
+        .filter(|t| matches!(t.kind, TargetKind::Kubernetes(_)) && s.repetitions > 1)
+        .map(|t| format!(
+            "target {}: its pods pull with imagePullPolicy IfNotPresent, so repetitions after the first find the image on the cluster's nodes that pulled it (warm pulls) unless it is removed from them in between",
+            t.name
+        ))
+        .collect()
+}
+
 /// The cluster pulls each variant itself, by name: only a real registry's image not mirrored
 /// through the harness, and one image per pod.
 fn variants(s: &Scenario, target: usize, problem: &mut impl FnMut(String, String)) {
@@ -162,6 +174,22 @@ mod tests {
         assert_eq!(json["kind"], "kubernetes");
         assert_eq!(json["kubeconfig"], "/scenarios/admin.kubeconfig");
         assert_eq!(json["timeout"], "3m");
+        assert!(s.warnings().iter().all(|w| !w.contains("IfNotPresent")));
+        let twice = Scenario::parse(
+            &text.replace("pods_per_node = 5", "pods_per_node = 5\nrepetitions = 2"),
+            "k.toml",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            twice
+                .warnings()
+                .iter()
+                .any(|w| w
+                    .starts_with("target lab: its pods pull with imagePullPolicy IfNotPresent")),
+            "{:?}",
+            twice.warnings()
+        );
     }
 
     #[test]

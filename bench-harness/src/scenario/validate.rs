@@ -555,6 +555,7 @@ pub(super) fn warnings(s: &Scenario) -> Vec<String> {
             ));
         }
     }
+    out.extend(super::kube::warnings(s));
     out
 }
 

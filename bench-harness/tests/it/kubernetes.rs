@@ -274,6 +274,20 @@ fn a_scenario_with_a_kubernetes_target_runs_through_run() {
         "some pod waited for the pull"
     );
     assert!(rep.phase(Phase::EndToEnd).min() > 0);
+    // kubelet's own pull time, stored beside the event times: the node pulled the new image.
+    let pulls = series.kubelet_pulls.get(&0).expect("kubelet's pull times");
+    assert!(
+        !pulls.is_empty()
+            && pulls
+                .iter()
+                .all(|d| *d > Duration::ZERO && *d < Duration::from_secs(180)),
+        "{pulls:?}"
+    );
+    let raw = std::fs::read_to_string(out_dir.join("result.json")).unwrap();
+    assert!(raw.contains("\"kubelet_pull_us\""), "{raw}");
+    let doc: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let problems = crate::result_schema::errors(&crate::result_schema::validator(), &doc);
+    assert!(problems.is_empty(), "{problems:#?}");
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(md.contains("real pods on a Kubernetes cluster"), "{md}");
     assert!(
