@@ -81,9 +81,10 @@ impl KubeBurst {
 /// Why a burst on a cluster could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeTargetError {
-    /// The kubeconfig cannot be used, or the cluster does not answer.
+    /// The kubeconfig cannot be used, or the cluster does not answer (the message carries the
+    /// cause, so it is not also a source: an error chain would say it twice).
     #[error("kubernetes target: {0}")]
-    Cluster(#[source] KubeError),
+    Cluster(KubeError),
     /// The credentials may not create Deployments in the namespace.
     #[error("kubernetes target: the kubeconfig's user may not create Deployments in namespace {namespace}: {message}")]
     Forbidden {

@@ -16,7 +16,26 @@ use crate::run::burst::{Burst, BurstOutput};
 use crate::run::host::CpuSampler;
 use crate::run::recorder::{Recorder, RunKey};
 use crate::run::RunError;
-use crate::scenario::KubeTarget;
+use crate::scenario::{KubeTarget, Scenario, TargetKind};
+
+/// Reads every kubernetes target's kubeconfig before anything is prepared, so a missing or
+/// unusable one stops the run at once with its plain message.
+///
+/// # Errors
+/// [`RunError::Kubernetes`] naming the target.
+pub(super) fn check_kubeconfigs(scenario: &Scenario) -> Result<(), Box<RunError>> {
+    for t in &scenario.targets {
+        if let TargetKind::Kubernetes(k) = &t.kind {
+            stampede_kube::Access::from_kubeconfig(&k.kubeconfig).map_err(|e| {
+                Box::new(RunError::Kubernetes {
+                    target: t.name.clone(),
+                    source: Box::new(KubeTargetError::Cluster(e)),
+                })
+            })?;
+        }
+    }
+    Ok(())
+}
 
 impl Burst<'_> {
     /// Runs this burst's pods on the cluster `k` names and records them.

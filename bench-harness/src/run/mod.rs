@@ -166,6 +166,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunResult, R
         puller: scenario.runtime.puller.name(),
         source,
     })?;
+    kube::check_kubeconfigs(&scenario).map_err(|e| *e)?;
     let skipped = missing_peers(&scenario);
     let mut warnings = setup_warnings(&scenario, &skipped);
     // Before the images: a run that cannot make its nodes stops at once.

@@ -4,7 +4,8 @@
 //! without rights in the namespace, an image that does not exist) gives a plain error and leaves
 //! no pod behind. A scenario file with a `kind = "kubernetes"` target runs through the
 //! binary's `run` (inside the bed's network namespace, where its API server is) and its
-//! result.json has every phase for all 5 pods. Skipped (with a message) when the bed's binaries
+//! result.json has every phase for all 5 pods; a kubeconfig that cannot be read stops `run`
+//! before anything is prepared (no bed needed). Skipped (with a message) when the bed's binaries
 //! are not built, unless real parts are required.
 
 use std::path::Path;
@@ -295,4 +296,33 @@ fn a_scenario_with_a_kubernetes_target_runs_through_run() {
         "pods left: {}",
         burst_pods(&bed)
     );
+}
+
+#[test]
+fn a_missing_kubeconfig_stops_run_before_anything_is_prepared() {
+    let dir = tempfile::tempdir().unwrap();
+    // The registry named is never asked: the kubeconfig is read first.
+    let scenario = cluster_scenario(
+        dir.path(),
+        &dir.path().join("no-such.kubeconfig"),
+        "10.255.255.1:5000/app:1",
+    );
+    let out = Child::spawn(
+        std::process::Command::new(BIN)
+            .arg("run")
+            .arg(&scenario)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .arg("--no-progress"),
+    )
+    .output_within(Duration::from_secs(60), "bench-harness run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("target bed: kubernetes target: ")
+            && stderr.contains("no-such.kubeconfig: cannot read it")
+            && stderr.matches("cannot read it").count() == 1,
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out/result.json").exists());
 }
