@@ -99,6 +99,9 @@ pub struct SeriesResult {
     /// How busy the host's CPUs were per repetition, filled by the runner (absent in results
     /// written before it was stored).
     pub cpu: BTreeMap<u32, CpuUse>,
+    /// A `kubernetes` target only: the pull times kubelet itself reported (its `Pulled`
+    /// event), per repetition, one per pull, beside the event times in the `pull` phase.
+    pub kubelet_pulls: BTreeMap<u32, Vec<Duration>>,
 }
 
 /// What the registry served during one repetition of one (variant, target). The runner maps the
@@ -559,6 +562,7 @@ impl SeriesResult {
             data,
             registry: BTreeMap::new(),
             cpu: BTreeMap::new(),
+            kubelet_pulls: BTreeMap::new(),
         }
     }
 }
@@ -648,6 +652,9 @@ struct RepetitionWire {
     /// Per image and layer position: phases summed over the nodes that pulled it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     layers: Vec<crate::run::recorder::LayerSums>,
+    /// A `kubernetes` target's pull times as kubelet reported them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    kubelet_pull_us: Vec<u64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -778,6 +785,11 @@ impl SeriesResult {
                         .map(|(wave, w)| WaveWire::of(*wave, w))
                         .collect::<Result<_, E>>()?,
                     layers: rep.by_layer().to_vec(),
+                    kubelet_pull_us: self
+                        .kubelet_pulls
+                        .get(&repetition)
+                        .map(|p| p.iter().map(|d| crate::run::recorder::micros(*d)).collect())
+                        .unwrap_or_default(),
                 })
             })
             .collect::<Result<_, E>>()?;
@@ -827,6 +839,7 @@ impl SeriesResult {
         let mut data = Series::default();
         let mut registry = BTreeMap::new();
         let mut cpu = BTreeMap::new();
+        let mut kubelet_pulls = BTreeMap::new();
         for r in w.repetitions {
             let waves = r
                 .waves
@@ -854,6 +867,13 @@ impl SeriesResult {
             if let Some(c) = r.cpu {
                 cpu.insert(r.repetition, c);
             }
+            if !r.kubelet_pull_us.is_empty() {
+                let pulls = r
+                    .kubelet_pull_us
+                    .iter()
+                    .map(|us| Duration::from_micros(*us));
+                kubelet_pulls.insert(r.repetition, pulls.collect());
+            }
         }
         if let Some(rep) = phases.keys().chain(layers.keys()).next() {
             return Err(format!(
@@ -868,6 +888,7 @@ impl SeriesResult {
             data,
             registry,
             cpu,
+            kubelet_pulls,
         })
     }
 }

@@ -81,9 +81,10 @@ impl KubeBurst {
 /// Why a burst on a cluster could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeTargetError {
-    /// The kubeconfig cannot be used, or the cluster does not answer.
+    /// The kubeconfig cannot be used, or the cluster does not answer (the message carries the
+    /// cause, so it is not also a source: an error chain would say it twice).
     #[error("kubernetes target: {0}")]
-    Cluster(#[source] KubeError),
+    Cluster(KubeError),
     /// The credentials may not create Deployments in the namespace.
     #[error("kubernetes target: the kubeconfig's user may not create Deployments in namespace {namespace}: {message}")]
     Forbidden {
@@ -102,6 +103,13 @@ pub enum KubeTargetError {
         pod: String,
         /// kubelet's words.
         message: String,
+    },
+    /// A variant's image is not one the cluster can pull by name (validation refuses such a
+    /// scenario; this guards scenarios built in code).
+    #[error("kubernetes target: variant {variant} has no image the cluster can pull by name; give it [variants.registry] with mirror = false")]
+    NotNamed {
+        /// The variant.
+        variant: String,
     },
     /// Pods were still not ready at the deadline (they were deleted).
     #[error("kubernetes target: {pending} of {total} pods not ready within {deadline:?}")]

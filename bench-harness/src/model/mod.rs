@@ -100,6 +100,12 @@ pub struct Inputs<'a> {
 pub fn run(scenario: &Scenario, inputs: &Inputs<'_>) -> Result<RunResult, ModelError> {
     let clock = Instant::now();
     let started_at = SystemTime::now();
+    for (index, t) in scenario.targets.iter().enumerate() {
+        sim::check_target(t, index).map_err(|source| ModelError::Sim {
+            scenario: scenario.name.clone(),
+            source,
+        })?;
+    }
     let images = image::images(scenario, inputs.measured_images)?;
     let mut recordings = Recordings::new();
     let mut totals = Vec::new();

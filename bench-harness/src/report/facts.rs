@@ -261,6 +261,10 @@ fn targets_line(sc: &Scenario) -> String {
                     placement: Placement::PerNode,
                 } => "an nginx caching proxy per node".to_owned(),
                 TargetKind::Nginx { .. } => "nginx caching proxy".to_owned(),
+                TargetKind::Kubernetes(k) => match &k.namespace {
+                    Some(ns) => format!("real pods on a Kubernetes cluster, namespace {ns}"),
+                    None => "real pods on a Kubernetes cluster".to_owned(),
+                },
             };
             format!("{} ({what})", t.name)
         })

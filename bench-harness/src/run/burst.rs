@@ -1,7 +1,7 @@
 //! One burst of one (variant, target, repetition), in three steps: deploy the target and the
 //! nodes (`deploy.rs`), start every pod of the schedule at its offset from the epoch and wait
 //! for all of them (`pod.rs`), then record their milestones into the burst's recorder
-//! (`record.rs`).
+//! (`record.rs`). A `kubernetes` target's burst runs on its cluster instead (`kube.rs`).
 //!
 //! Around the pods run the burst's meters ([`Meters`]): the registry's accounting reset at the
 //! epoch, the shaped link's byte counter, the fabric's wire counters (nodes in namespaces) and
@@ -27,7 +27,7 @@ use crate::run::progress::Progress;
 use crate::run::record::{record, Recorded};
 use crate::run::recorder::{Recorder, RunKey};
 use crate::run::RunError;
-use crate::scenario::{Scenario, Target, Variant};
+use crate::scenario::{Scenario, Target, TargetKind, Variant};
 use crate::target::peer::PeerKind;
 
 /// A peer's upstream traffic counts as finished once the registry has seen nothing new for this
@@ -77,6 +77,8 @@ pub(super) struct BurstOutput {
     pub cpu: CpuUse,
     /// Each distinct failure message.
     pub errors: Vec<String>,
+    /// A `kubernetes` target: the pull times kubelet reported.
+    pub kubelet_pulls: Vec<Duration>,
 }
 
 impl Burst<'_> {
@@ -85,6 +87,9 @@ impl Burst<'_> {
     /// # Errors
     /// [`RunError`] when the target or the nodes cannot be set up (failed pods are data).
     pub(super) async fn run(&self) -> Result<BurstOutput, RunError> {
+        if let TargetKind::Kubernetes(k) = &self.target.kind {
+            return self.run_on_cluster(k).await;
+        }
         let s = self.stage.scenario;
         let mut fleet = Fleet::up(self).await?;
         let meters = Meters::start(self, &mut fleet);
@@ -129,6 +134,7 @@ impl Burst<'_> {
             caches,
             cpu: measured.cpu,
             errors,
+            kubelet_pulls: Vec::new(),
         })
     }
 

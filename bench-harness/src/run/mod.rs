@@ -18,12 +18,14 @@
 //! `pod.rs` (every pod of the schedule a task that sleeps until its offset from the epoch, gets
 //! its images from its node and starts its container) and `record.rs` (the pods' milestones
 //! into the burst's [`Recorder`](recorder::Recorder) once every pod is done), with the burst's
-//! meters around the pods. Measurements live in [`recorder`] (histograms per phase) and
+//! meters around the pods. A `kubernetes` target's burst (`kube.rs`) creates its pods on the
+//! cluster instead and records what the cluster reports. Measurements live in [`recorder`] (histograms per phase) and
 //! [`host`] (the host's CPU); `progress.rs` draws the progress bar.
 
 mod burst;
 mod deploy;
 pub mod host;
+mod kube;
 mod pod;
 mod progress;
 mod record;
@@ -110,6 +112,15 @@ pub enum RunError {
     /// A target could not be set up.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// A kubernetes target's burst could not run on its cluster (its pods were deleted).
+    #[error("target {target}")]
+    Kubernetes {
+        /// The target.
+        target: String,
+        /// The cluster's reason (boxed: it is large, and this error is rare).
+        #[source]
+        source: Box<crate::kubernetes::KubeTargetError>,
+    },
     /// A local file operation failed.
     #[error("{what}")]
     Io {
@@ -155,6 +166,7 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunResult, R
         puller: scenario.runtime.puller.name(),
         source,
     })?;
+    kube::check_kubeconfigs(&scenario).map_err(|e| *e)?;
     let skipped = missing_peers(&scenario);
     let mut warnings = setup_warnings(&scenario, &skipped);
     // Before the images: a run that cannot make its nodes stops at once.
@@ -325,6 +337,8 @@ struct Gathered {
     /// What the registry served, per burst pulled from the embedded registry.
     totals: BTreeMap<RunKey, RegistryTotals>,
     cpu: BTreeMap<RunKey, CpuUse>,
+    /// Pull times kubelet reported, per burst of a kubernetes target.
+    kubelet_pulls: BTreeMap<RunKey, Vec<std::time::Duration>>,
     /// Up to [`ERROR_SAMPLES`] distinct failure messages.
     errors: Vec<String>,
     /// One per host-bound burst.
@@ -358,12 +372,15 @@ impl Gathered {
             });
             self.totals.insert(key.clone(), t);
         }
+        if !out.kubelet_pulls.is_empty() {
+            self.kubelet_pulls.insert(key.clone(), out.kubelet_pulls);
+        }
         self.cpu.insert(key, out.cpu);
         self.recordings.add(out.recorder);
     }
 
-    /// The run's result: its facts, the recordings, and per burst the registry's totals and
-    /// the host's CPU.
+    /// The run's result: its facts, the recordings, and per burst the registry's totals, the
+    /// host's CPU and (kubernetes targets) kubelet's pull times.
     fn into_result(self, facts: RunFacts) -> RunResult {
         let mut result = RunResult::new(facts, self.recordings);
         for (key, t) in self.totals {
@@ -374,6 +391,11 @@ impl Gathered {
         for (key, c) in self.cpu {
             if let Some(s) = result.series_mut(&key.variant, &key.target) {
                 s.cpu.insert(key.repetition, c);
+            }
+        }
+        for (key, pulls) in self.kubelet_pulls {
+            if let Some(s) = result.series_mut(&key.variant, &key.target) {
+                s.kubelet_pulls.insert(key.repetition, pulls);
             }
         }
         result

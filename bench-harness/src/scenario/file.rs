@@ -9,8 +9,8 @@ use stampede_oci::Platform;
 use std::path::PathBuf;
 
 use super::{
-    Arrival, ImageSource, LayoutSource, Network, Placement, Problem, Problems, Readiness,
-    RegistrySource, Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
+    Arrival, ImageSource, KubeTarget, LayoutSource, Network, Placement, Problem, Problems,
+    Readiness, RegistrySource, Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
 };
 use crate::image::remote::RegistryAccess;
 use crate::image::{LayerSpec, SyntheticImage};
@@ -129,6 +129,16 @@ struct TargetFile {
     nodes: Option<u32>,
     #[serde(default)]
     kill_owner_after: Option<Span>,
+    #[serde(default)]
+    kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    pin_nodes: Option<Vec<String>>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    timeout: Option<Span>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -139,6 +149,7 @@ enum KindFile {
     Mirror,
     DistributionProxy,
     Nginx,
+    Kubernetes,
 }
 
 fn one() -> u32 {
@@ -167,6 +178,7 @@ impl KindFile {
             Self::Mirror => "mirror",
             Self::DistributionProxy => "distribution-proxy",
             Self::Nginx => "nginx",
+            Self::Kubernetes => "kubernetes",
         }
     }
 }
@@ -345,21 +357,8 @@ fn placeholder_image() -> SyntheticImage {
 }
 
 impl TargetFile {
-    fn into_target(self, index: usize, problems: &mut Vec<Problem>) -> Target {
-        let kind = self.kind.name();
-        let mut refuse = |field: &str| {
-            problems.push(Problem::new(
-                format!("targets[{index}].{field}"),
-                format!("not a setting of kind = \"{kind}\""),
-            ));
-        };
-        if self.kind != KindFile::Mirror && self.url.is_some() {
-            refuse("url");
-        }
-        if !matches!(self.kind, KindFile::CacheDaemon | KindFile::Nginx) && self.placement.is_some()
-        {
-            refuse("placement");
-        }
+    fn into_target(mut self, index: usize, problems: &mut Vec<Problem>) -> Target {
+        self.refuse_foreign(index, problems);
         if self.kind == KindFile::Nginx && self.placement == Some(Placement::Cluster) {
             problems.push(Problem::new(
                 format!("targets[{index}].placement"),
@@ -388,6 +387,7 @@ impl TargetFile {
                     _ => Placement::Shared,
                 },
             },
+            KindFile::Kubernetes => self.kube(index, problems),
         };
         if self.nodes == Some(0) {
             problems.push(Problem::new(
@@ -410,5 +410,55 @@ impl TargetFile {
             nodes: self.nodes,
             kill_owner_after: self.kill_owner_after.map(|s| s.0),
         }
+    }
+
+    /// A problem for each field set that does not go with the target's kind.
+    fn refuse_foreign(&self, index: usize, problems: &mut Vec<Problem>) {
+        let kind = self.kind.name();
+        let mut refuse = |field: &str| {
+            problems.push(Problem::new(
+                format!("targets[{index}].{field}"),
+                format!("not a setting of kind = \"{kind}\""),
+            ));
+        };
+        if self.kind != KindFile::Mirror && self.url.is_some() {
+            refuse("url");
+        }
+        if !matches!(self.kind, KindFile::CacheDaemon | KindFile::Nginx) && self.placement.is_some()
+        {
+            refuse("placement");
+        }
+        if self.kind != KindFile::Kubernetes {
+            let kube_fields = [
+                ("kubeconfig", self.kubeconfig.is_some()),
+                ("namespace", self.namespace.is_some()),
+                ("pin_nodes", self.pin_nodes.is_some()),
+                ("command", self.command.is_some()),
+                ("timeout", self.timeout.is_some()),
+            ];
+            for (field, set) in kube_fields {
+                if set {
+                    refuse(field);
+                }
+            }
+        }
+    }
+
+    /// `kind = "kubernetes"`'s settings; `kubeconfig` is required.
+    fn kube(&mut self, index: usize, problems: &mut Vec<Problem>) -> TargetKind {
+        let kubeconfig = self.kubeconfig.take().unwrap_or_else(|| {
+            problems.push(Problem::new(
+                format!("targets[{index}].kubeconfig"),
+                "required for kind = \"kubernetes\": the kubeconfig file whose current context reaches the cluster",
+            ));
+            PathBuf::new()
+        });
+        TargetKind::Kubernetes(KubeTarget {
+            kubeconfig,
+            namespace: self.namespace.take(),
+            pin_nodes: self.pin_nodes.take().unwrap_or_default(),
+            command: self.command.take().unwrap_or_default(),
+            timeout: self.timeout.map(|s| s.0),
+        })
     }
 }

@@ -15,6 +15,7 @@
 //! parses again. Quantities (byte sizes, bandwidths, durations) are written as [`units`] say.
 
 mod file;
+mod kube;
 mod overrides;
 pub mod units;
 mod validate;
@@ -30,6 +31,7 @@ use crate::image::SyntheticImage;
 use crate::registry::RegistryModel;
 use crate::scenario::units::ByteSize;
 
+pub use kube::KubeTarget;
 pub use overrides::{Override, OverrideError};
 pub use validate::{Problem, Problems};
 
@@ -239,6 +241,9 @@ pub enum TargetKind {
         #[serde(skip_serializing_if = "Placement::is_shared")]
         placement: Placement,
     },
+    /// A real Kubernetes cluster, reached through a kubeconfig: at the epoch the harness creates
+    /// the burst's pods there and records what the cluster reports (`crate::kubernetes`).
+    Kubernetes(KubeTarget),
 }
 
 /// Where cache instances run.
@@ -496,8 +501,8 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Joins every relative, non-`~` path of the variants' image sources (and `model_profile`)
-    /// onto `base`.
+    /// Joins every relative, non-`~` path of the variants' image sources, `model_profile`
+    /// and kubernetes targets' kubeconfigs onto `base`.
     pub fn anchor_paths(&mut self, base: &Path) {
         let anchor = |p: &mut PathBuf| {
             if p.is_relative() && !p.starts_with("~") {
@@ -505,6 +510,11 @@ impl Scenario {
             }
         };
         self.model_profile.iter_mut().for_each(anchor);
+        for t in &mut self.targets {
+            if let TargetKind::Kubernetes(k) = &mut t.kind {
+                anchor(&mut k.kubeconfig);
+            }
+        }
         for v in &mut self.variants {
             match &mut v.source {
                 ImageSource::Synthetic(_) => {}
@@ -711,6 +721,7 @@ impl TargetKind {
             Self::Mirror { .. } => "mirror",
             Self::DistributionProxy => "distribution-proxy",
             Self::Nginx { .. } => "nginx",
+            Self::Kubernetes(_) => "kubernetes",
         }
     }
 }

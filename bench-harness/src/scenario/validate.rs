@@ -74,6 +74,7 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
     }
 
     targets(s, &mut problem);
+    super::kube::problems(s, &mut problem);
     runtime(s, &mut problem);
     limits(s, &mut problem);
     out
@@ -554,6 +555,7 @@ pub(super) fn warnings(s: &Scenario) -> Vec<String> {
             ));
         }
     }
+    out.extend(super::kube::warnings(s));
     out
 }
 

@@ -20,6 +20,9 @@
 //! cluster mode, and nginx per node or shared; `direct` nodes reach the registry over their own
 //! kernel-shaped link, and no link is paced by the client.
 //!
+//! - `kubernetes`: not set up here. Its bursts run on the cluster (`run/kube.rs`, through
+//!   `crate::kubernetes`), whose own nodes pull; `Deployment::up` refuses it.
+//!
 //! The harness talks to every target over HTTP only. With nodes as tasks, our daemon runs in this
 //! process: the fallback where namespaces are unavailable (no root), named so in the report,
 //! not a back door.
@@ -129,6 +132,12 @@ pub enum TargetError {
         /// Target name.
         target: String,
     },
+    /// A kubernetes target was asked to serve the harness's own nodes.
+    #[error("target {target}: a kubernetes target's pods run on its cluster, not on the harness's nodes")]
+    OnCluster {
+        /// Target name.
+        target: String,
+    },
     /// A blocking start or stop task died.
     #[error("target {target}: start task")]
     Task {
@@ -154,7 +163,7 @@ impl Deployment {
         net: Option<&NodeNet>,
     ) -> Result<Self, TargetError> {
         if let (Some(net), Upstream::Embedded(registry)) = (net, upstream) {
-            if !matches!(target.kind, TargetKind::Direct) {
+            if !matches!(target.kind, TargetKind::Direct | TargetKind::Kubernetes(_)) {
                 return Self::in_namespaces(target, net, registry.addr(), work).await;
             }
         }
@@ -174,6 +183,10 @@ impl Deployment {
                 Ok(Self::at(endpoints, true))
             }
             TargetKind::DistributionProxy | TargetKind::Nginx { .. } => setup.peer().await,
+            // Its bursts run on the cluster (`run/kube.rs`); the harness's nodes never pull.
+            TargetKind::Kubernetes(_) => Err(TargetError::OnCluster {
+                target: target.name.clone(),
+            }),
         }
     }
 

@@ -33,7 +33,10 @@ impl PeerKind {
         match kind {
             TargetKind::DistributionProxy => Some(Self::DistributionProxy),
             TargetKind::Nginx { .. } => Some(Self::Nginx),
-            TargetKind::Direct | TargetKind::CacheDaemon { .. } | TargetKind::Mirror { .. } => None,
+            TargetKind::Direct
+            | TargetKind::CacheDaemon { .. }
+            | TargetKind::Mirror { .. }
+            | TargetKind::Kubernetes(_) => None,
         }
     }
 

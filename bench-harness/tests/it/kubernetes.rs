@@ -2,15 +2,23 @@
 //! containerd 1.6, one node): a burst of 5 replicas of a new image records every phase from the
 //! epoch, with kubelet's own pull time; bad input (a kubeconfig that reaches no cluster, a user
 //! without rights in the namespace, an image that does not exist) gives a plain error and leaves
-//! no pod behind. Skipped (with a message) when the bed's binaries are not built, unless real
-//! parts are required.
+//! no pod behind. A scenario file with a `kind = "kubernetes"` target runs through the
+//! binary's `run` (inside the bed's network namespace, where its API server is) and its
+//! result.json has every phase for all 5 pods; a kubeconfig that cannot be read stops `run`
+//! before anything is prepared (no bed needed). Skipped (with a message) when the bed's binaries
+//! are not built, unless real parts are required.
 
 use std::path::Path;
 use std::time::Duration;
 
 use bench_harness::kubernetes::{burst, KubeBurstConfig, KubeTargetError};
+use bench_harness::result::RunResult;
 use bench_harness::run::recorder::{Phase, Recorder, RunKey};
 use stampede_lab::KubeBed;
+
+use crate::common::child::Child;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bench-harness");
 
 fn config(kubeconfig: &Path, image: &str, replicas: u32) -> KubeBurstConfig {
     KubeBurstConfig {
@@ -184,4 +192,137 @@ fn a_burst_on_a_real_node_records_every_phase_and_cleans_up() {
         "pods left: {}",
         burst_pods(&bed)
     );
+}
+
+/// A scenario file whose one target is the bed's cluster: 5 pods of `image` pinned to its node.
+fn cluster_scenario(dir: &Path, kubeconfig: &Path, image: &str) -> std::path::PathBuf {
+    let path = dir.join("cluster.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "cluster"
+nodes = 1
+pods_per_node = 5
+
+[[variants]]
+name = "app"
+[variants.registry]
+image = "{image}"
+mirror = false
+insecure = true
+
+[[targets]]
+name = "bed"
+kind = "kubernetes"
+kubeconfig = "{}"
+namespace = "default"
+pin_nodes = ["{}"]
+command = ["sleep", "3600"]
+timeout = "3m"
+"#,
+            kubeconfig.display(),
+            stampede_lab::kubernetes::NODE
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_scenario_with_a_kubernetes_target_runs_through_run() {
+    let Some(bed) = KubeBed::for_tests() else {
+        return;
+    };
+    let image = bed.push_app("scenario", "1", 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = cluster_scenario(dir.path(), &bed.kubeconfig(), &image);
+    let out_dir = dir.path().join("out");
+    let mut cmd = bed.command(BIN);
+    cmd.arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--image-cache")
+        .arg(dir.path().join("images"))
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--no-progress")
+        .env("RUST_LOG", "info");
+    let out = Child::spawn(&mut cmd).output_within(Duration::from_secs(300), "bench-harness run");
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+
+    let result = RunResult::load(&out_dir.join("result.json")).unwrap();
+    let series = result.series("app", "bed").expect("the kubernetes series");
+    assert_eq!(series.pods_per_repetition, 5);
+    let rep = series.data.repetition(0).expect("repetition 0");
+    assert_eq!(rep.ready_pods(), 5, "{text}");
+    assert_eq!(rep.failed_pods(), 0, "{text}");
+    for phase in [
+        Phase::Queue,
+        Phase::Pull,
+        Phase::StartToReady,
+        Phase::EndToEnd,
+    ] {
+        assert_eq!(rep.phase(phase).len(), 5, "{phase:?}");
+    }
+    assert!(
+        rep.phase(Phase::Pull).max() > 0,
+        "some pod waited for the pull"
+    );
+    assert!(rep.phase(Phase::EndToEnd).min() > 0);
+    // kubelet's own pull time, stored beside the event times: the node pulled the new image.
+    let pulls = series.kubelet_pulls.get(&0).expect("kubelet's pull times");
+    assert!(
+        !pulls.is_empty()
+            && pulls
+                .iter()
+                .all(|d| *d > Duration::ZERO && *d < Duration::from_secs(180)),
+        "{pulls:?}"
+    );
+    let raw = std::fs::read_to_string(out_dir.join("result.json")).unwrap();
+    assert!(raw.contains("\"kubelet_pull_us\""), "{raw}");
+    let doc: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let problems = crate::result_schema::errors(&crate::result_schema::validator(), &doc);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("real pods on a Kubernetes cluster"), "{md}");
+    assert!(
+        burst_pods(&bed).trim().is_empty(),
+        "pods left: {}",
+        burst_pods(&bed)
+    );
+}
+
+#[test]
+fn a_missing_kubeconfig_stops_run_before_anything_is_prepared() {
+    let dir = tempfile::tempdir().unwrap();
+    // The registry named is never asked: the kubeconfig is read first.
+    let scenario = cluster_scenario(
+        dir.path(),
+        &dir.path().join("no-such.kubeconfig"),
+        "10.255.255.1:5000/app:1",
+    );
+    let out = Child::spawn(
+        std::process::Command::new(BIN)
+            .arg("run")
+            .arg(&scenario)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .arg("--no-progress"),
+    )
+    .output_within(Duration::from_secs(60), "bench-harness run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("target bed: kubernetes target: ")
+            && stderr.contains("no-such.kubeconfig: cannot read it")
+            && stderr.matches("cannot read it").count() == 1,
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out/result.json").exists());
 }

@@ -545,6 +545,37 @@ fn the_runner_refuses_cluster_placement_without_namespace_nodes_and_points_to_th
 }
 
 #[test]
+fn the_model_refuses_a_kubernetes_target_in_plain_words() {
+    let ws = workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("cluster.toml");
+    std::fs::write(
+        &scenario,
+        "nodes = 1\npods_per_node = 5\n[[variants]]\nname = \"app\"\n[variants.registry]\nimage = \"10.200.0.1:5000/app:1\"\nmirror = false\ninsecure = true\n[[targets]]\nname = \"lab\"\nkind = \"kubernetes\"\nkubeconfig = \"admin.kubeconfig\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&ws)
+        .arg("model")
+        .arg(&scenario)
+        .args(["--profile", "scenarios/profiles/this-machine.toml", "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // The target is named before the variant's remote image, which the model cannot size either.
+    assert!(
+        stderr.contains("targets[0].kind: \"kubernetes\" is a real cluster")
+            && stderr.contains("run the scenario against the cluster")
+            && !stderr.contains("Some(")
+            && !stderr.contains("variants[0]"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out/result.json").exists());
+}
+
+#[test]
 fn nginx_waiters_get_no_byte_before_the_fill_completes_and_their_lock_poll() {
     let layers = [16, 8];
     let ttfb_p50 = |target: &str| {

@@ -364,6 +364,15 @@ pub fn burst(setup: Setup<'_>) -> Result<Outcome, SimError> {
     })
 }
 
+/// Whether the model can express `target` (`targets[index]`), checked before anything else so a
+/// target it refuses (a mirror it did not start, a real cluster) is named first.
+///
+/// # Errors
+/// [`SimError::Unsupported`] naming the field.
+pub fn check_target(target: &Target, index: usize) -> Result<(), SimError> {
+    via(target, index).map(drop)
+}
+
 fn via(target: &Target, index: usize) -> Result<Via, SimError> {
     Ok(match &target.kind {
         TargetKind::Direct => Via::Direct,
@@ -386,6 +395,12 @@ fn via(target: &Target, index: usize) -> Result<Via, SimError> {
             })
         }
         TargetKind::DistributionProxy => Via::Distribution,
+        TargetKind::Kubernetes(_) => {
+            return Err(SimError::Unsupported {
+                field: format!("targets[{index}].kind"),
+                why: "\"kubernetes\" is a real cluster that `bench-harness run` measures through its API; the model does not know that cluster's nodes, runtime or registry, so it cannot predict it. Model the nodes as the kind of cache they pull through (direct, cache-daemon, nginx, distribution-proxy), or run the scenario against the cluster".into(),
+            })
+        }
         TargetKind::Mirror { .. } => {
             return Err(SimError::Unsupported {
                 field: format!("targets[{index}].kind"),
