@@ -328,7 +328,7 @@ async fn opened_remote(
     };
     // A plain manifest names its platform only in its config.
     let config_bytes = blobs.read_small(&config).await?;
-    let platform = config_platform(&config_bytes).unwrap_or_else(|| platform.clone());
+    let platform = Platform::of_config(&config_bytes).unwrap_or_else(|| platform.clone());
     let listed = if listed.is_empty() {
         vec![platform.clone()]
     } else {
@@ -342,23 +342,6 @@ async fn opened_remote(
         config,
         layers,
         blobs,
-    })
-}
-
-/// The platform an image config declares, if it parses.
-pub fn config_platform(config: &[u8]) -> Option<Platform> {
-    #[derive(serde::Deserialize)]
-    struct P {
-        os: String,
-        architecture: String,
-        #[serde(default)]
-        variant: Option<String>,
-    }
-    let p: P = serde_json::from_slice(config).ok()?;
-    Some(Platform {
-        os: p.os,
-        architecture: p.architecture,
-        variant: p.variant.filter(|v| !v.is_empty()),
     })
 }
 

@@ -8,7 +8,8 @@ use stampede_oci::Digest;
 
 use super::diff::{Change, LayerSide, VariantDiff};
 use super::{Count, ImageCost, LayerCost, Removal};
-use crate::scenario::units::ByteSize;
+use crate::report::human::{self, bytes};
+use crate::report::table::{Align, Cell, Table};
 
 /// The report for one image: what it is, its layers, what it ships for nothing, its largest
 /// files, the predicted pull and unpack times, and warnings.
@@ -53,11 +54,11 @@ fn write_identity(out: &mut String, c: &ImageCost) {
     );
 }
 
-/// Columns of the layer table; the first three are left-aligned.
-const LAYER_COLUMNS: [&str; 12] = [
-    "layer",
-    "digest",
-    "format",
+/// The layer table's text columns, left-aligned.
+const LAYER_TEXT_COLUMNS: [&str; 3] = ["layer", "digest", "format"];
+
+/// The layer table's number columns, right-aligned.
+const LAYER_NUMBER_COLUMNS: [&str; 9] = [
     "compressed",
     "uncompressed",
     "ratio",
@@ -71,12 +72,12 @@ const LAYER_COLUMNS: [&str; 12] = [
 
 /// One row per layer, a total row, and the legend.
 fn write_layers(out: &mut String, c: &ImageCost) {
-    let mut t = Table::new(&LAYER_COLUMNS, 3);
+    let mut t = Table::text_then_numbers(&LAYER_TEXT_COLUMNS, &LAYER_NUMBER_COLUMNS);
     for l in &c.layers {
-        t.row(layer_row(l));
+        t.row(cells(layer_row(l)));
     }
-    t.row(total_row(c));
-    out.push_str(&t.render());
+    t.row(cells(total_row(c)));
+    out.push_str(&t.plain());
     let _ = writeln!(
         out,
         "(fetch at {}; \"wasted\": the layer's files not in the final filesystem; \"removes below\": files it overwrites or deletes)\n",
@@ -133,16 +134,16 @@ fn write_filesystem(out: &mut String, c: &ImageCost) {
     let _ = writeln!(
         out,
         "final filesystem: {}, {}; shipped: {}, {}",
-        count_of(tot.visible.files, "file"),
+        human::count(tot.visible.files, "file"),
         bytes(tot.visible.bytes),
-        count_of(tot.shipped.files, "file"),
+        human::count(tot.shipped.files, "file"),
         bytes(tot.shipped.bytes)
     );
     let _ = writeln!(
         out,
         "shipped for nothing: {} ({} overwritten by later entries, {}; {} deleted by whiteouts, {}), about {} compressed\n",
         bytes(c.waste.wasted_bytes),
-        count_of(c.waste.overwritten.files, "file"),
+        human::count(c.waste.overwritten.files, "file"),
         bytes(c.waste.overwritten.bytes),
         c.waste.deleted.files,
         bytes(c.waste.deleted.bytes),
@@ -156,15 +157,19 @@ fn write_largest_files(out: &mut String, c: &ImageCost) {
         return;
     }
     out.push_str("largest files\n");
-    let mut t = Table::new(&["size", "layer", "path"], 0);
+    let mut t = Table::new(&[
+        ("size", Align::Right),
+        ("layer", Align::Right),
+        ("path", Align::Left),
+    ]);
     for f in &c.largest_files {
-        t.row(vec![
+        t.row(cells(vec![
             bytes(f.size_bytes),
             f.layer.to_string(),
             f.path.clone(),
-        ]);
+        ]));
     }
-    out.push_str(&indent(&t.render_right_then_left(2)));
+    out.push_str(&indent(&t.plain()));
     out.push('\n');
 }
 
@@ -174,9 +179,15 @@ fn write_wasted_files(out: &mut String, c: &ImageCost) {
         return;
     }
     out.push_str("largest files shipped for nothing\n");
-    let mut t = Table::new(&["size", "layer", "removed by", "how", "path"], 0);
+    let mut t = Table::new(&[
+        ("size", Align::Right),
+        ("layer", Align::Right),
+        ("removed by", Align::Right),
+        ("how", Align::Left),
+        ("path", Align::Left),
+    ]);
     for f in &c.wasted_files {
-        t.row(vec![
+        t.row(cells(vec![
             bytes(f.size_bytes),
             f.layer.to_string(),
             f.removed_by.to_string(),
@@ -186,9 +197,9 @@ fn write_wasted_files(out: &mut String, c: &ImageCost) {
             }
             .to_owned(),
             f.path.clone(),
-        ]);
+        ]));
     }
-    out.push_str(&indent(&t.render_right_then_left(3)));
+    out.push_str(&indent(&t.plain()));
     out.push('\n');
 }
 
@@ -222,7 +233,7 @@ fn write_prediction(out: &mut String, c: &ImageCost) {
             bytes(m.bytes_per_sec as u64),
             short(&m.sample_layer),
             bytes(m.sample_uncompressed_bytes),
-            count_of(m.sample_files, "file"),
+            human::count(m.sample_files, "file"),
             seconds(m.seconds),
             seconds(m.decompress_seconds)
         );
@@ -255,10 +266,9 @@ pub fn diff_table(d: &VariantDiff) -> String {
 
 /// Layer by layer: how A's and B's layers at each position compare.
 fn layer_changes(d: &VariantDiff) -> String {
-    let mut t = Table::new(
+    let mut t = Table::text_then_numbers(
+        &["layer", "change"],
         &[
-            "layer",
-            "change",
             "A digest",
             "A format",
             "A compressed",
@@ -267,7 +277,6 @@ fn layer_changes(d: &VariantDiff) -> String {
             "B compressed",
             "B held by A",
         ],
-        2,
     );
     let side = |s: &Option<LayerSide>| match s {
         Some(l) => (
@@ -280,7 +289,7 @@ fn layer_changes(d: &VariantDiff) -> String {
     for r in &d.layers {
         let (ad, af, ac) = side(&r.a);
         let (bd, bf, bc) = side(&r.b);
-        t.row(vec![
+        t.row(cells(vec![
             r.position.to_string(),
             change_name(r.change).to_owned(),
             ad,
@@ -296,9 +305,9 @@ fn layer_changes(d: &VariantDiff) -> String {
             } else {
                 "no".to_owned()
             },
-        ]);
+        ]));
     }
-    t.render()
+    t.plain()
 }
 
 fn change_name(change: Change) -> &'static str {
@@ -313,19 +322,19 @@ fn change_name(change: Change) -> &'static str {
 
 /// A's and B's totals and predicted times side by side, with B - A.
 fn side_by_side(d: &VariantDiff) -> String {
-    let mut t = Table::new(&["", "A", "B", "B - A"], 1);
+    let mut t = Table::text_then_numbers(&[""], &["A", "B", "B - A"]);
     let signed = |a: u64, b: u64| {
         let (d, sign) = if b >= a { (b - a, "+") } else { (a - b, "-") };
         format!("{sign}{}", bytes(d))
     };
     let signed_count = |a: u64, b: u64| format!("{:+}", b as i64 - a as i64);
     let (a, b) = (&d.a, &d.b);
-    t.row(vec![
+    t.row(cells(vec![
         "layers".into(),
         a.layers.to_string(),
         b.layers.to_string(),
         signed_count(a.layers as u64, b.layers as u64),
-    ]);
+    ]));
     for (name, x, y) in [
         ("compressed", a.compressed_bytes, b.compressed_bytes),
         ("uncompressed", a.uncompressed_bytes, b.uncompressed_bytes),
@@ -333,37 +342,33 @@ fn side_by_side(d: &VariantDiff) -> String {
         ("shipped for nothing", a.wasted_bytes, b.wasted_bytes),
         ("cold pull", a.pull_bytes, b.pull_bytes),
     ] {
-        t.row(vec![name.into(), bytes(x), bytes(y), signed(x, y)]);
+        t.row(cells(vec![name.into(), bytes(x), bytes(y), signed(x, y)]));
     }
-    t.row(vec![
+    t.row(cells(vec![
         "files".into(),
         a.files.to_string(),
         b.files.to_string(),
         signed_count(a.files, b.files),
-    ]);
-    t.row(vec![
+    ]));
+    t.row(cells(vec![
         format!("pull at {}", d.bandwidth),
         seconds(a.pull_seconds),
         seconds(b.pull_seconds),
         signed_seconds(b.pull_seconds - a.pull_seconds),
-    ]);
+    ]));
     if let (Some(ua), Some(ub)) = (a.unpack_seconds, b.unpack_seconds) {
-        t.row(vec![
+        t.row(cells(vec![
             "unpack".into(),
             seconds(ua),
             seconds(ub),
             signed_seconds(ub - ua),
-        ]);
+        ]));
     }
-    t.render()
+    t.plain()
 }
 
 fn short(d: &Digest) -> String {
     format!("{}:{}", d.algorithm(), &d.hex()[..12])
-}
-
-fn bytes(n: u64) -> String {
-    ByteSize(n).human()
 }
 
 fn count(c: Count) -> String {
@@ -395,67 +400,13 @@ fn signed_seconds(d: f64) -> String {
     }
 }
 
-fn count_of(n: u64, noun: &str) -> String {
-    crate::report::human::count(n, noun)
-}
-
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {l}\n")).collect()
 }
 
-/// A plain text table: the first `left` columns left-aligned, the rest right-aligned.
-struct Table {
-    rows: Vec<Vec<String>>,
-    left: usize,
-}
-
-impl Table {
-    fn new(header: &[&str], left: usize) -> Self {
-        Self {
-            rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
-            left,
-        }
-    }
-
-    fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    fn render(&self) -> String {
-        self.render_with(|i| i < self.left)
-    }
-
-    /// Right-aligned numbers first, then left-aligned text from column `from`.
-    fn render_right_then_left(&self, from: usize) -> String {
-        self.render_with(|i| i >= from)
-    }
-
-    fn render_with(&self, left_aligned: impl Fn(usize) -> bool) -> String {
-        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut widths = vec![0; columns];
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for row in &self.rows {
-            let mut line = String::new();
-            for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                if left_aligned(i) {
-                    let _ = write!(line, "{cell:<w$}");
-                } else {
-                    let _ = write!(line, "{cell:>w$}");
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
-    }
+/// A row of plain cells.
+fn cells(texts: Vec<String>) -> impl Iterator<Item = Cell> {
+    texts.into_iter().map(Cell::from)
 }
 
 #[cfg(test)]

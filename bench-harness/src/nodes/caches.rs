@@ -14,7 +14,7 @@
 //!   configuration `stampede_lab::NginxConfig` has.
 //!
 //! Each process writes one log of its own (nginx: its access and error logs), kept with the run
-//! as `logs/<target>-<variant>-rep<N>.<who>.*` ([`NodeCaches::keep_logs`]). Their PIDs and
+//! as `logs/<target>-<variant>-rep<N>.<who>.*` ([`NodeCaches::logs`]). Their PIDs and
 //! CPU and memory over the burst go into `result.json` ([`CacheProcessFacts`]).
 //!
 //! The `cache-daemon` binary is the one cargo built beside this harness (or `$STAMPEDE_CACHE_DAEMON`,
@@ -95,6 +95,15 @@ struct CacheProcess {
     /// Log files and the suffix each is kept under.
     logs: Vec<(PathBuf, &'static str)>,
     start: Option<UsageStart>,
+}
+
+impl CacheProcess {
+    /// Its log files and the names they are kept under: `<stem>.<who>.<suffix>`.
+    fn log_files<'a>(&'a self, stem: &'a str) -> impl Iterator<Item = (&'a Path, String)> + 'a {
+        self.logs
+            .iter()
+            .map(move |(from, suffix)| (from.as_path(), format!("{stem}.{}.{suffix}", self.who)))
+    }
 }
 
 #[derive(Debug)]
@@ -336,7 +345,7 @@ impl NodeCaches {
     }
 
     /// Each process's facts, CPU counted since [`NodeCaches::burst_started`]; call before
-    /// stopping them. `logs` are the names [`NodeCaches::keep_logs`] gives with `stem`.
+    /// stopping them. `logs` are the names [`NodeCaches::logs`] gives with `stem`.
     pub fn facts(&self, stem: &str) -> Vec<CacheProcessFacts> {
         self.processes
             .iter()
@@ -349,11 +358,7 @@ impl NodeCaches {
                     who: p.who.clone(),
                     program: p.program.to_owned(),
                     pid: p.server.pid(),
-                    logs: p
-                        .logs
-                        .iter()
-                        .map(|(_, suffix)| format!("{stem}.{}.{suffix}", p.who))
-                        .collect(),
+                    logs: p.log_files(stem).map(|(_, name)| name).collect(),
                     cpu_seconds: used.cpu_seconds,
                     peak_rss_bytes: used.peak_rss_bytes,
                 }
@@ -361,26 +366,10 @@ impl NodeCaches {
             .collect()
     }
 
-    /// Copies every process's logs into `dir` as `<stem>.<who>.<suffix>`; returns the files
-    /// written. A log that cannot be copied is skipped with a warning.
-    pub fn keep_logs(&self, dir: &Path, stem: &str) -> Vec<PathBuf> {
-        if let Err(error) = std::fs::create_dir_all(dir) {
-            tracing::warn!(dir = %dir.display(), %error, "cannot create the logs directory");
-            return Vec::new();
-        }
-        let mut kept = Vec::new();
-        for p in &self.processes {
-            for (from, suffix) in &p.logs {
-                let to = dir.join(format!("{stem}.{}.{suffix}", p.who));
-                match std::fs::copy(from, &to) {
-                    Ok(_) => kept.push(to),
-                    Err(error) => {
-                        tracing::warn!(from = %from.display(), %error, "cannot keep a cache log");
-                    }
-                }
-            }
-        }
-        kept
+    /// Every process's log files and the names they are kept under
+    /// (`target::copy_logs`): `<stem>.<who>.<suffix>`.
+    pub fn log_files<'a>(&'a self, stem: &'a str) -> impl Iterator<Item = (&'a Path, String)> + 'a {
+        self.processes.iter().flat_map(move |p| p.log_files(stem))
     }
 
     /// Stops every process (as dropping does): SIGTERM by PID, then SIGKILL to stragglers and

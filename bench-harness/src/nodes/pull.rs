@@ -7,7 +7,7 @@
 //! epoch. Layers already in the node's content store (a base layer shared with another image) are
 //! not fetched again, as containerd would not. Unpacking is `unpack/`'s job.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -607,11 +607,6 @@ impl BlockingWriter {
         }
         self.settle().await
     }
-}
-
-/// The content-store path of `digest` under `dir`.
-pub fn content_path(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join(digest.hex())
 }
 
 #[cfg(test)]

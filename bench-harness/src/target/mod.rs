@@ -272,15 +272,9 @@ impl Deployment {
     /// Copies a peer's or the cache processes' logs into `dir` as `<stem>.*`; nothing for other
     /// targets.
     pub fn keep_logs(&self, dir: &Path, stem: &str) -> Vec<PathBuf> {
-        let mut kept = self
-            .peer
-            .as_ref()
-            .map(|p| p.keep_logs(dir, stem))
-            .unwrap_or_default();
-        if let Some(c) = &self.caches {
-            kept.extend(c.keep_logs(dir, stem));
-        }
-        kept
+        let peer = self.peer.iter().flat_map(|p| p.log_files(stem));
+        let caches = self.caches.iter().flat_map(|c| c.log_files(stem));
+        copy_logs(dir, peer.chain(caches))
     }
 
     /// Stops whatever `up` started.
@@ -302,6 +296,29 @@ impl Deployment {
 }
 
 /// `url` as an endpoint of `target`'s nodes.
+/// Copies each log file into `dir` under the name given with it; returns the files written.
+/// `dir` is made only if there is a log to keep. A log that cannot be copied is skipped with a
+/// warning: logs are for reading, not for the result.
+fn copy_logs<'a>(dir: &Path, logs: impl Iterator<Item = (&'a Path, String)>) -> Vec<PathBuf> {
+    let mut logs = logs.peekable();
+    if logs.peek().is_none() {
+        return Vec::new();
+    }
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), %error, "cannot create the logs directory");
+        return Vec::new();
+    }
+    let mut kept = Vec::new();
+    for (from, name) in logs {
+        let to = dir.join(name);
+        match std::fs::copy(from, &to) {
+            Ok(_) => kept.push(to),
+            Err(error) => tracing::warn!(from = %from.display(), %error, "cannot keep a log"),
+        }
+    }
+    kept
+}
+
 fn endpoint(target: &Target, url: &str) -> Result<Endpoint, TargetError> {
     Endpoint::parse(url).map_err(|source| TargetError::Url {
         target: target.name.clone(),

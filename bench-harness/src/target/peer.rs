@@ -121,25 +121,12 @@ impl Peer {
         }
     }
 
-    /// Copies its logs into `dir` as `<stem>.log` (distribution: one log) or
-    /// `<stem>.access.log` and `<stem>.error.log` (nginx); returns the files written. A log that
-    /// cannot be copied is skipped with a warning: logs are for reading, not for the result.
-    pub fn keep_logs(&self, dir: &Path, stem: &str) -> Vec<PathBuf> {
-        if let Err(error) = std::fs::create_dir_all(dir) {
-            tracing::warn!(dir = %dir.display(), %error, "cannot create the logs directory");
-            return Vec::new();
-        }
-        let mut kept = Vec::new();
-        for (from, suffix) in &self.logs {
-            let to = dir.join(format!("{stem}.{suffix}"));
-            match std::fs::copy(from, &to) {
-                Ok(_) => kept.push(to),
-                Err(error) => {
-                    tracing::warn!(from = %from.display(), %error, "cannot keep a peer log");
-                }
-            }
-        }
-        kept
+    /// Its log files and the names they are kept under (`target::copy_logs`): `<stem>.log`
+    /// (distribution: one log) or `<stem>.access.log` and `<stem>.error.log` (nginx).
+    pub fn log_files<'a>(&'a self, stem: &'a str) -> impl Iterator<Item = (&'a Path, String)> + 'a {
+        self.logs
+            .iter()
+            .map(move |(from, suffix)| (from.as_path(), format!("{stem}.{suffix}")))
     }
 
     /// Stops it (as dropping does): SIGTERM by PID, then SIGKILL to it and its children.
