@@ -193,24 +193,7 @@ impl KubeBed {
     /// [`LabError::Socket`] when the namespace cannot be entered.
     pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, LabError> {
         let path = self.netns();
-        let fail = |source: std::io::Error| LabError::Socket {
-            what: format!("enter the test bed's network namespace {}", path.display()),
-            source,
-        };
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = File::open(&path).map_err(fail)?;
-                rustix::thread::move_into_link_name_space(
-                    std::os::fd::AsFd::as_fd(&ns),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .map_err(|e| fail(e.into()))?;
-                // This thread ends with `f`; its namespace change dies with it.
-                Ok(f())
-            })
-            .join()
-            .unwrap_or_else(|_| Err(fail(std::io::Error::other("the namespace thread panicked"))))
-        })
+        crate::namespace::within_at(&path, &path.display().to_string(), "run code", || Ok(f()))
     }
 
     /// Runs kubectl (the admin's) with `args`, returning its standard output.

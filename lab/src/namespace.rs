@@ -31,13 +31,27 @@ pub fn within<T: Send>(
     what: &str,
     f: impl FnOnce() -> std::io::Result<T> + Send,
 ) -> Result<T, LabError> {
+    within_at(&Path::new("/run/netns").join(netns), netns, what, f)
+}
+
+/// [`within`] for a namespace bound at any `path` (one the lab did not name under
+/// `/run/netns`, such as the Kubernetes test bed's); `label` names it in errors.
+///
+/// # Errors
+/// [`LabError::Socket`] when the namespace cannot be opened or entered, or `f` fails.
+pub fn within_at<T: Send>(
+    path: &Path,
+    label: &str,
+    what: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> Result<T, LabError> {
     let fail = |source: std::io::Error| LabError::Socket {
-        what: format!("{what} in namespace {netns}"),
+        what: format!("{what} in namespace {label}"),
         source,
     };
     std::thread::scope(|s| {
         s.spawn(|| {
-            enter(netns)?;
+            enter_at(path, label)?;
             // This thread ends with `f`; its namespace change dies with it.
             f().map_err(fail)
         })
@@ -53,8 +67,11 @@ pub fn within<T: Send>(
 /// # Errors
 /// [`LabError::Socket`] when the namespace cannot be opened or entered.
 pub fn enter(netns: &str) -> Result<(), LabError> {
-    let path = Path::new("/run/netns").join(netns);
-    let ns = std::fs::File::open(&path).map_err(|source| LabError::Socket {
+    enter_at(&Path::new("/run/netns").join(netns), netns)
+}
+
+fn enter_at(path: &Path, label: &str) -> Result<(), LabError> {
+    let ns = std::fs::File::open(path).map_err(|source| LabError::Socket {
         what: format!("open {}", path.display()),
         source,
     })?;
@@ -63,7 +80,7 @@ pub fn enter(netns: &str) -> Result<(), LabError> {
         Some(rustix::thread::LinkNameSpaceType::Network),
     )
     .map_err(|e| LabError::Socket {
-        what: format!("enter namespace {netns}"),
+        what: format!("enter namespace {label}"),
         source: e.into(),
     })
 }
