@@ -4,8 +4,7 @@
 //! - `cache-daemon`, `placement = "per-node"`: the real `cache-daemon` binary in every node's
 //!   namespace, serving the node's pulls on that namespace's loopback and filling from the
 //!   registry over the node's link.
-//! - `placement = "cluster"`: the same, plus cluster mode (issue 13's interface): every daemon
-//!   serves peers on its node's address (`--peer-listen`, `--peer-advertise`), knows every member
+//! - `placement = "cluster"`: the same, plus cluster mode: every daemon serves peers on its node's address (`--peer-listen`, `--peer-advertise`), knows every member
 //!   from the static list `--peers` (itself included, as a headless Service lists every pod), and
 //!   shares one secret file (`--cluster-secret-file`, 32 random bytes, hex, made per burst).
 //! - `placement = "shared"`: one `cache-daemon` in the service namespace, on its own link, for
@@ -22,14 +21,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use stampede_lab::probe::wait_ready_in;
-use stampede_lab::{Endpoint, LabError, NginxCache, NginxConfig, Proc};
-
-use std::sync::Arc;
-
-use stampede_lab::Fabric;
+use stampede_lab::{Endpoint, Fabric, LabError, NginxCache, NginxConfig, Proc};
 
 use super::usage::{self, ProcessUsage, UsageStart};
 use crate::scenario::Placement;
@@ -45,12 +41,10 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 /// Environment variable naming the `cache-daemon` binary to run.
 pub const BINARY_ENV: &str = "STAMPEDE_CACHE_DAEMON";
 
-/// Which cache a target runs in the nodes.
+/// Which cache a target runs in the nodes: our `cache-daemon` binary or nginx `proxy_cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheKind {
-    /// Our `cache-daemon` binary.
     CacheDaemon(Placement),
-    /// nginx `proxy_cache`.
     Nginx(Placement),
 }
 
@@ -132,9 +126,7 @@ pub struct NodeCaches {
 /// Where to start the caches and what they fill from.
 #[derive(Debug, Clone)]
 pub struct CacheSpec {
-    /// Which cache.
     pub kind: CacheKind,
-    /// The nodes' fabric.
     pub fabric: Arc<Fabric>,
     /// The registry's address on the fabric.
     pub upstream: SocketAddr,
@@ -151,25 +143,6 @@ struct Placed<'a> {
     listen: SocketAddr,
 }
 
-impl<'a> Placed<'a> {
-    fn new(place: &'a Endpoint, who: &str, listen: SocketAddr) -> Self {
-        Self {
-            place,
-            who: who.to_owned(),
-            listen,
-        }
-    }
-
-    /// Node `n`'s cache.
-    fn node(n: usize, place: &'a Endpoint, listen: SocketAddr) -> Self {
-        Self {
-            place,
-            who: format!("node-{n}"),
-            listen,
-        }
-    }
-}
-
 impl NodeCaches {
     /// Starts the caches `spec` names and waits until each answers. Blocking.
     ///
@@ -183,75 +156,61 @@ impl NodeCaches {
             source,
         })?;
         let nodes = spec.fabric.nodes();
-        let service = || {
-            spec.fabric
+        let shared = match spec.kind {
+            CacheKind::CacheDaemon(placement) => placement == Placement::Shared,
+            CacheKind::Nginx(placement) => placement != Placement::PerNode,
+        };
+        let places = if shared {
+            let svc = spec
+                .fabric
                 .services()
                 .first()
                 .ok_or_else(|| LabError::Socket {
                     what: "find the service namespace of a shared cache".into(),
                     source: std::io::Error::other("the fabric was built without one"),
-                })
+                })?;
+            let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
+            vec![Placed {
+                place: svc,
+                who: "shared".to_owned(),
+                listen,
+            }]
+        } else {
+            let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, CACHE_PORT));
+            let node = |(n, place)| Placed {
+                place,
+                who: format!("node-{n}"),
+                listen,
+            };
+            nodes.iter().enumerate().map(node).collect()
         };
+        let cluster = (spec.kind == CacheKind::CacheDaemon(Placement::Cluster))
+            .then(|| cluster_flags(nodes, &spec.work))
+            .transpose()?;
         let mut caches = Self {
             processes: Vec::new(),
             urls: Vec::new(),
         };
-        match spec.kind {
-            CacheKind::CacheDaemon(Placement::Shared) => {
-                let svc = service()?;
-                let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
-                caches.spawn_daemon(&spec, &Placed::new(svc, "shared", listen), &[])?;
-                caches.urls = vec![format!("http://{listen}"); nodes.len()];
+        for at in &places {
+            match spec.kind {
+                CacheKind::CacheDaemon(_) => caches.spawn_daemon(&spec, at, cluster.as_ref())?,
+                CacheKind::Nginx(_) => caches.start_nginx(&spec, at)?,
             }
-            CacheKind::CacheDaemon(placement) => {
-                let cluster = (placement == Placement::Cluster)
-                    .then(|| cluster_flags(nodes, &spec.work))
-                    .transpose()?;
-                let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, CACHE_PORT));
-                for (n, node) in nodes.iter().enumerate() {
-                    let mut extra = Vec::new();
-                    if let Some(c) = &cluster {
-                        let me = SocketAddr::from((node.ip(), PEER_PORT)).to_string();
-                        extra.extend([
-                            "--peer-listen".to_owned(),
-                            me.clone(),
-                            "--peer-advertise".to_owned(),
-                            me,
-                            "--peers".to_owned(),
-                            c.peers.clone(),
-                            "--cluster-secret-file".to_owned(),
-                            c.secret_file.display().to_string(),
-                        ]);
-                    }
-                    caches.spawn_daemon(&spec, &Placed::node(n, node, listen), &extra)?;
-                }
-                caches.urls = vec![format!("http://{listen}"); nodes.len()];
-            }
-            CacheKind::Nginx(Placement::PerNode) => {
-                let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, CACHE_PORT));
-                for (n, node) in nodes.iter().enumerate() {
-                    caches.start_nginx(&spec, &Placed::node(n, node, listen))?;
-                }
-                caches.urls = vec![format!("http://{listen}"); nodes.len()];
-            }
-            CacheKind::Nginx(_) => {
-                let svc = service()?;
-                let listen = SocketAddr::from((svc.ip(), CACHE_PORT));
-                caches.start_nginx(&spec, &Placed::new(svc, "shared", listen))?;
-                caches.urls = vec![format!("http://{listen}"); nodes.len()];
-            }
+        }
+        if let Some(at) = places.first() {
+            caches.urls = vec![format!("http://{}", at.listen); nodes.len()];
         }
         caches.wait_ready()?;
         Ok(caches)
     }
 
-    /// Starts one `cache-daemon serve` inside `place`; readiness is checked later, for all at
-    /// once.
+    /// Starts one `cache-daemon serve` inside `place` (a member of `cluster`, if given);
+    /// readiness is checked later, for all at once.
     fn spawn_daemon(
         &mut self,
         spec: &CacheSpec,
         at: &Placed<'_>,
-        extra: &[String],
+        cluster: Option<&ClusterFlags>,
     ) -> Result<(), CacheError> {
         let (place, who, listen) = (at.place, at.who.as_str(), at.listen);
         let binary = cache_daemon_binary().ok_or(CacheError::Binary)?;
@@ -274,8 +233,20 @@ impl NodeCaches {
             .arg(format!("http://{}", spec.upstream))
             .arg("--shutdown-grace")
             .arg("1s")
-            .args(extra)
             .env("RUST_LOG", "info");
+        if let Some(c) = cluster {
+            let me = SocketAddr::from((place.ip(), PEER_PORT)).to_string();
+            cmd.args([
+                "--peer-listen",
+                &me,
+                "--peer-advertise",
+                &me,
+                "--peers",
+                &c.peers,
+            ])
+            .arg("--cluster-secret-file")
+            .arg(&c.secret_file);
+        }
         let proc = Proc::spawn(&format!("cache-daemon ({who})"), cmd, &log)?;
         self.processes.push(CacheProcess {
             who: who.to_owned(),

@@ -23,124 +23,118 @@ use hdrhistogram::Histogram;
 /// Significant decimal digits every histogram keeps: values are exact to 0.1 %.
 pub const SIGNIFICANT_DIGITS: u8 = 3;
 
-/// A per-pod phase. All are durations in microseconds in the histograms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Phase {
-    /// Scheduled → its node began the last of the pulls this pod waits for: the wait for a slot
-    /// in the node's pull queue. With several images (sidecars) under serialized pulls it
-    /// overlaps the pulls of the images before it. 0 when the images were already there or the
-    /// pulls began before the pod was scheduled.
-    Queue,
-    /// First pull start → every layer of every image fetched and verified; 0 when the images
-    /// were already there.
-    Pull,
-    /// All layers fetched → all layers unpacked into the snapshot (the part of unpacking not
-    /// overlapped with fetching); 0 when the image was already there or unpacking is off.
-    Unpack,
-    /// Container start → ready (reads, init and probes).
-    StartToReady,
-    /// Scheduled → ready: what a user waits for.
-    EndToEnd,
-    /// Pull start → first byte of the first blob. Only for pods whose node pulled.
-    Ttfb,
+/// An enum whose values have a fixed name, used in JSON and reports: `ALL` (in declaration
+/// order), `name`, `from_name` and `Display` from one table.
+macro_rules! named {
+    ($(#[$meta:meta])* pub enum $ty:ident { $($(#[$doc:meta])* $v:ident = $name:literal,)* }) => {
+        $(#[$meta])*
+        pub enum $ty { $($(#[$doc])* $v,)* }
+
+        impl $ty {
+            /// Every value, in declaration order.
+            pub const ALL: [$ty; [$($name),*].len()] = [$(Self::$v),*];
+
+            /// The name used in JSON and reports.
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$v => $name,)* }
+            }
+
+            /// The value named `name`, as [`Self::name`] writes it.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.into_iter().find(|v| v.name() == name)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
 }
 
-/// A per-layer phase, as durations in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LayerPhase {
-    /// Request sent → last byte of the blob received.
-    Fetch,
-    /// Digest verification after (or beyond) the fetch.
-    Verify,
-    /// Decompression.
-    Decompress,
-    /// Writing the tar's entries into the snapshot.
-    Apply,
-    /// Request sent → first body byte, for every blob a node fetched: each layer (inside its
-    /// `fetch`) and the image config. What a cache that coalesces misses makes its followers
-    /// wait: one that streams keeps it near the leader's, one that holds followers until its
-    /// fill is complete makes it the leader's whole download.
-    FirstByte,
+named! {
+    /// A per-pod phase, in pipeline order. All are durations in microseconds in the histograms.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Phase {
+        /// Scheduled → its node began the last of the pulls this pod waits for: the wait for a
+        /// slot in the node's pull queue. With several images (sidecars) under serialized pulls
+        /// it overlaps the pulls of the images before it. 0 when the images were already there
+        /// or the pulls began before the pod was scheduled.
+        Queue = "queue",
+        /// First pull start → every layer of every image fetched and verified; 0 when the
+        /// images were already there.
+        Pull = "pull",
+        /// All layers fetched → all layers unpacked into the snapshot (the part of unpacking
+        /// not overlapped with fetching); 0 when the image was already there or unpacking is
+        /// off.
+        Unpack = "unpack",
+        /// Container start → ready (reads, init and probes).
+        StartToReady = "start_to_ready",
+        /// Scheduled → ready: what a user waits for.
+        EndToEnd = "end_to_end",
+        /// Pull start → first byte of the first blob. Only for pods whose node pulled.
+        Ttfb = "ttfb",
+    }
 }
 
-/// Why a pod did not become ready. One count per failed pod; the names are the JSON keys.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum FailureKind {
-    /// The TCP or TLS connection failed.
-    #[serde(rename = "connect")]
-    Connect,
-    /// A request or the pod's deadline ran out.
-    #[serde(rename = "timeout")]
-    Timeout,
-    /// A 4xx other than 429.
-    #[serde(rename = "http_4xx")]
-    Http4xx,
-    /// A 5xx.
-    #[serde(rename = "http_5xx")]
-    Http5xx,
-    /// 429 Too Many Requests, retries exhausted.
-    #[serde(rename = "throttled")]
-    Throttled,
-    /// A blob or manifest did not match its digest.
-    #[serde(rename = "digest_mismatch")]
-    DigestMismatch,
-    /// The image index has no manifest for the node's platform.
-    #[serde(rename = "platform_missing")]
-    PlatformMissing,
-    /// Decompressing or applying a layer failed.
-    #[serde(rename = "unpack")]
-    Unpack,
-    /// Anything else.
-    #[serde(rename = "other")]
-    Other,
+named! {
+    /// A per-layer phase, as durations in microseconds, in pipeline order (`first_byte`, part of
+    /// `fetch`, last).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum LayerPhase {
+        /// Request sent → last byte of the blob received.
+        Fetch = "fetch",
+        /// Digest verification after (or beyond) the fetch.
+        Verify = "verify",
+        Decompress = "decompress",
+        /// Writing the tar's entries into the snapshot.
+        Apply = "apply",
+        /// Request sent → first body byte, for every blob a node fetched: each layer (inside its
+        /// `fetch`) and the image config. What a cache that coalesces misses makes its followers
+        /// wait: one that streams keeps it near the leader's, one that holds followers until its
+        /// fill is complete makes it the leader's whole download.
+        FirstByte = "first_byte",
+    }
+}
+
+named! {
+    /// Why a pod did not become ready, in the order reports list them. One count per failed
+    /// pod; the names are the JSON keys.
+    #[derive(
+        Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    )]
+    #[serde(rename_all = "snake_case")]
+    pub enum FailureKind {
+        /// The TCP or TLS connection failed.
+        Connect = "connect",
+        /// A request or the pod's deadline ran out.
+        Timeout = "timeout",
+        /// A 4xx other than 429.
+        #[serde(rename = "http_4xx")]
+        Http4xx = "http_4xx",
+        #[serde(rename = "http_5xx")]
+        Http5xx = "http_5xx",
+        /// 429 Too Many Requests, retries exhausted.
+        Throttled = "throttled",
+        /// A blob or manifest did not match its digest.
+        DigestMismatch = "digest_mismatch",
+        /// The image index has no manifest for the node's platform.
+        PlatformMissing = "platform_missing",
+        /// Decompressing or applying a layer failed.
+        Unpack = "unpack",
+        /// Anything else.
+        Other = "other",
+    }
 }
 
 impl Phase {
-    /// Every phase, in pipeline order.
-    pub const ALL: [Phase; 6] = [
-        Phase::Queue,
-        Phase::Pull,
-        Phase::Unpack,
-        Phase::StartToReady,
-        Phase::EndToEnd,
-        Phase::Ttfb,
-    ];
-
-    /// The name used in JSON and reports: `queue`, `pull`, `unpack`, `start_to_ready`,
-    /// `end_to_end`, `ttfb`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Queue => "queue",
-            Self::Pull => "pull",
-            Self::Unpack => "unpack",
-            Self::StartToReady => "start_to_ready",
-            Self::EndToEnd => "end_to_end",
-            Self::Ttfb => "ttfb",
-        }
-    }
-
-    /// The phase named `name`, as [`Phase::name`] writes it.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
     fn index(self) -> usize {
         self as usize
     }
 }
 
 impl LayerPhase {
-    /// Every layer phase, in pipeline order (`first_byte`, part of `fetch`, last).
-    pub const ALL: [LayerPhase; 5] = [
-        LayerPhase::Fetch,
-        LayerPhase::Verify,
-        LayerPhase::Decompress,
-        LayerPhase::Apply,
-        LayerPhase::FirstByte,
-    ];
-
     /// The phases that follow one another in a layer's life, without overlap: what a stacked
     /// bar of the time per layer shows (`first_byte` is inside `fetch`).
     pub const STACKED: [LayerPhase; 4] = [
@@ -150,73 +144,8 @@ impl LayerPhase {
         LayerPhase::Apply,
     ];
 
-    /// The name used in JSON and reports: `fetch`, `verify`, `decompress`, `apply`,
-    /// `first_byte`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fetch => "fetch",
-            Self::Verify => "verify",
-            Self::Decompress => "decompress",
-            Self::Apply => "apply",
-            Self::FirstByte => "first_byte",
-        }
-    }
-
-    /// The layer phase named `name`, as [`LayerPhase::name`] writes it.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
     fn index(self) -> usize {
         self as usize
-    }
-}
-
-impl FailureKind {
-    /// Every kind, in the order reports list them.
-    pub const ALL: [FailureKind; 9] = [
-        FailureKind::Connect,
-        FailureKind::Timeout,
-        FailureKind::Http4xx,
-        FailureKind::Http5xx,
-        FailureKind::Throttled,
-        FailureKind::DigestMismatch,
-        FailureKind::PlatformMissing,
-        FailureKind::Unpack,
-        FailureKind::Other,
-    ];
-
-    /// The name used in JSON and reports (`http_4xx`, `platform_missing`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Connect => "connect",
-            Self::Timeout => "timeout",
-            Self::Http4xx => "http_4xx",
-            Self::Http5xx => "http_5xx",
-            Self::Throttled => "throttled",
-            Self::DigestMismatch => "digest_mismatch",
-            Self::PlatformMissing => "platform_missing",
-            Self::Unpack => "unpack",
-            Self::Other => "other",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl fmt::Display for LayerPhase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -307,15 +236,11 @@ pub struct LayerSums {
     pub image: String,
     /// The layer's position in the image's manifest, from 0.
     pub position: u32,
-    /// Nodes that recorded it.
+    /// Nodes that recorded it; the `*_us` fields are summed over them.
     pub count: u64,
-    /// Summed fetch, microseconds.
     pub fetch_us: u64,
-    /// Summed verify, microseconds.
     pub verify_us: u64,
-    /// Summed decompress, microseconds.
     pub decompress_us: u64,
-    /// Summed apply, microseconds.
     pub apply_us: u64,
 }
 
@@ -344,20 +269,16 @@ impl LayerSums {
 /// Which run a recorder belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunKey {
-    /// Variant name.
     pub variant: String,
-    /// Target name.
     pub target: String,
-    /// Repetition, from 0.
+    /// From 0.
     pub repetition: u32,
 }
 
 /// A (variant, target) pair: what one [`Series`] measures.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesKey {
-    /// Variant name.
     pub variant: String,
-    /// Target name.
     pub target: String,
 }
 
@@ -417,9 +338,7 @@ pub struct WaveData {
     /// pullers (or after its own request, if it asked later) this puller got its first byte.
     /// The first puller of a blob counts 0.
     pub first_byte_lag: Histogram<u64>,
-    /// Pods ready.
     pub ready_pods: u64,
-    /// Pods failed.
     pub failed_pods: u64,
     /// When its last pod turned ready, microseconds from the epoch (0: none did).
     pub last_ready_us: u64,
@@ -518,24 +437,18 @@ pub struct Recordings {
     series: BTreeMap<SeriesKey, Series>,
 }
 
-/// Summary numbers of a histogram, in microseconds.
+/// Summary numbers of a histogram, in microseconds (all 0 when it is empty).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Samples.
     pub count: u64,
-    /// Smallest sample (0 when empty).
     pub min_us: u64,
-    /// Median.
     pub p50_us: u64,
-    /// 90th percentile.
     pub p90_us: u64,
-    /// 95th percentile.
     pub p95_us: u64,
-    /// 99th percentile.
     pub p99_us: u64,
-    /// Largest sample (0 when empty).
     pub max_us: u64,
-    /// Arithmetic mean (0 when empty).
+    /// Arithmetic mean.
     pub mean_us: f64,
 }
 
@@ -628,42 +541,36 @@ impl Recorder {
     /// Records the phases of layer `position` of `image` on one node (not attributed to a
     /// wave).
     pub fn layer(&mut self, image: &str, position: usize, t: &LayerTimes) {
-        let d = &mut self.data;
-        for (phase, value) in [
-            (LayerPhase::Fetch, t.fetch),
-            (LayerPhase::Verify, t.verify),
-            (LayerPhase::Decompress, t.decompress),
-            (LayerPhase::Apply, t.apply),
-        ] {
-            record_us(&mut d.layers[phase.index()], micros(value));
-        }
-        d.add_layer_sums(&LayerSums {
-            image: image.to_owned(),
-            position: u32::try_from(position).unwrap_or(u32::MAX),
-            count: 1,
-            fetch_us: micros(t.fetch),
-            verify_us: micros(t.verify),
-            decompress_us: micros(t.decompress),
-            apply_us: micros(t.apply),
-        });
+        self.add_layer(image, position, t, true);
     }
 
     /// Records a layer one node unpacked after a pull whose client reports only the whole
     /// pull (a real client): `decompress` and `apply`, no fetch or verify.
     pub fn layer_unpacked(&mut self, image: &str, position: usize, t: &LayerTimes) {
+        self.add_layer(image, position, t, false);
+    }
+
+    fn add_layer(&mut self, image: &str, position: usize, t: &LayerTimes, fetch_timed: bool) {
         let d = &mut self.data;
-        record_us(
-            &mut d.layers[LayerPhase::Decompress.index()],
-            micros(t.decompress),
-        );
-        record_us(&mut d.layers[LayerPhase::Apply.index()], micros(t.apply));
+        let phases = [
+            (LayerPhase::Fetch, t.fetch),
+            (LayerPhase::Verify, t.verify),
+            (LayerPhase::Decompress, t.decompress),
+            (LayerPhase::Apply, t.apply),
+        ];
+        let skip = if fetch_timed { 0 } else { 2 };
+        for (phase, value) in &phases[skip..] {
+            record_us(&mut d.layers[phase.index()], micros(*value));
+        }
+        let timed = |v: Duration| if fetch_timed { micros(v) } else { 0 };
         d.add_layer_sums(&LayerSums {
             image: image.to_owned(),
             position: u32::try_from(position).unwrap_or(u32::MAX),
             count: 1,
+            fetch_us: timed(t.fetch),
+            verify_us: timed(t.verify),
             decompress_us: micros(t.decompress),
             apply_us: micros(t.apply),
-            ..LayerSums::default()
         });
     }
 
@@ -943,10 +850,9 @@ impl Series {
     }
 
     /// Adds a repetition's measurements (merging if it is already there).
-    pub(crate) fn insert(&mut self, repetition: u32, data: Repetition) {
+    pub(crate) fn insert(&mut self, repetition: u32, mut data: Repetition) {
         match self.repetitions.entry(repetition) {
             std::collections::btree_map::Entry::Vacant(e) => {
-                let mut data = data;
                 data.ready_us.sort_unstable();
                 e.insert(data);
             }
@@ -1044,6 +950,13 @@ impl ReadyTimeline<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_kinds_serialize_as_their_names() {
+        for kind in FailureKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
