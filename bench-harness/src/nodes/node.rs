@@ -90,12 +90,15 @@ pub struct NodePullFailure {
     pub message: String,
 }
 
+impl NodePullFailure {
+    fn new(kind: FailureKind, message: String) -> Self {
+        Self { kind, message }
+    }
+}
+
 impl From<PullError> for NodePullFailure {
     fn from(e: PullError) -> Self {
-        Self {
-            kind: e.kind,
-            message: e.to_string(),
-        }
+        Self::new(e.kind, e.to_string())
     }
 }
 
@@ -104,7 +107,6 @@ type PullFuture = Shared<BoxFuture<'static, Result<Arc<ImageOnNode>, NodePullFai
 /// What a node needs to exist.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Node index.
     pub index: u32,
     /// The node's directory: `content/` (blobs) and `snapshots/<image>/` live under it.
     pub dir: PathBuf,
@@ -119,7 +121,6 @@ pub struct NodeConfig {
 /// An image a pod runs: where to pull it from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageName {
-    /// Repository.
     pub repo: RepoName,
     /// Tag or digest.
     pub reference: Reference,
@@ -131,7 +132,7 @@ pub struct Node {
     config: NodeConfig,
     puller: NodePuller,
     epoch: Instant,
-    slots: Option<Arc<Semaphore>>,
+    slots: Option<Semaphore>,
     /// A std `Mutex`: held only to find or insert an entry, never across `.await`.
     images: Mutex<HashMap<ImageName, PullFuture>>,
 }
@@ -151,7 +152,7 @@ impl Node {
     pub fn new(config: NodeConfig, puller: NodePuller, epoch: Instant) -> Self {
         let slots = config
             .max_parallel_image_pulls
-            .map(|n| Arc::new(Semaphore::new(n as usize)));
+            .map(|n| Semaphore::new(n as usize));
         Self {
             config,
             puller,
@@ -208,12 +209,7 @@ impl Node {
 
     async fn pull_and_unpack(&self, image: &ImageName) -> Result<ImageOnNode, NodePullFailure> {
         let _slot = match &self.slots {
-            Some(s) => Some(
-                s.clone()
-                    .acquire_owned()
-                    .await
-                    .expect("pull slots never close"),
-            ),
+            Some(s) => Some(s.acquire().await.expect("pull slots never close")),
             None => None,
         };
         let record = self.puller.pull(&image.repo, &image.reference).await?;
@@ -234,9 +230,11 @@ impl Node {
             .collect();
         let unpack = self.config.unpack && !record.unpacked_by_client;
         if unpack {
-            std::fs::create_dir_all(&snapshot).map_err(|e| NodePullFailure {
-                kind: FailureKind::Other,
-                message: format!("create snapshot {}: {e}", snapshot.display()),
+            std::fs::create_dir_all(&snapshot).map_err(|e| {
+                NodePullFailure::new(
+                    FailureKind::Other,
+                    format!("create snapshot {}: {e}", snapshot.display()),
+                )
             })?;
             for (i, layer) in record.layers.iter().enumerate() {
                 let (path, compression, root) =
@@ -245,14 +243,11 @@ impl Node {
                     unpack_layer_file(&path, compression, &root, &UnpackOptions::default())
                 })
                 .await
-                .map_err(|e| NodePullFailure {
-                    kind: FailureKind::Unpack,
-                    message: format!("unpack task failed: {e}"),
-                })?
-                .map_err(|e| NodePullFailure {
-                    kind: FailureKind::Unpack,
-                    message: format!("unpack layer {} of {}: {e}", layer.digest, image.repo),
-                })?;
+                .map_err(|e| format!("unpack task failed: {e}"))
+                .and_then(|r| {
+                    r.map_err(|e| format!("unpack layer {} of {}: {e}", layer.digest, image.repo))
+                })
+                .map_err(|message| NodePullFailure::new(FailureKind::Unpack, message))?;
                 layers[i].decompress = stats.decompress;
                 layers[i].apply = stats.apply;
             }
@@ -268,14 +263,9 @@ impl Node {
             }
         })
         .await
-        .map_err(|e| NodePullFailure {
-            kind: FailureKind::Other,
-            message: format!("list snapshot: {e}"),
-        })?
-        .map_err(|e| NodePullFailure {
-            kind: FailureKind::Other,
-            message: format!("list snapshot {}: {e}", snapshot.display()),
-        })?;
+        .map_err(|e| format!("list snapshot: {e}"))
+        .and_then(|r| r.map_err(|e| format!("list snapshot {}: {e}", snapshot.display())))
+        .map_err(|message| NodePullFailure::new(FailureKind::Other, message))?;
         Ok(ImageOnNode {
             pull: PullTimes::one(
                 at(record.started),

@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use oci_spec::image::ImageManifest;
+use tokio::io::{AsyncWriteExt as _, BufWriter};
 
 use crate::registry::shaping::ByteBucket;
 use crate::run::recorder::FailureKind;
@@ -57,6 +58,11 @@ impl PullError {
             what: what.into(),
             detail: detail.to_string(),
         }
+    }
+
+    /// A failure of kind [`FailureKind::Other`].
+    pub(crate) fn other(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self::new(FailureKind::Other, what, detail)
     }
 }
 
@@ -129,7 +135,6 @@ pub struct PullRecord {
 /// When one blob was asked for and when its first body byte arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobTiming {
-    /// The blob.
     pub digest: Digest,
     /// Request sent.
     pub requested: Instant,
@@ -208,7 +213,7 @@ impl Puller {
         let mut throttled = 0;
         let resolved = self.resolve(repo, reference, &mut throttled).await?;
         let config_digest = descriptor_digest(resolved.image.config())
-            .map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
+            .map_err(|e| PullError::other("read manifest", e))?;
         let (config, t) = self
             .blob(
                 repo,
@@ -279,8 +284,7 @@ impl Puller {
                 e,
             )
         })?;
-        let digest = descriptor_digest(chosen)
-            .map_err(|e| PullError::new(FailureKind::Other, "read index", e))?;
+        let digest = descriptor_digest(chosen).map_err(|e| PullError::other("read index", e))?;
         let child = self
             .manifest(repo, &Reference::Digest(digest.clone()), throttled)
             .await?;
@@ -290,8 +294,7 @@ impl Puller {
                 image,
                 single_platform: false,
             }),
-            Manifest::Index(_) => Err(PullError::new(
-                FailureKind::Other,
+            Manifest::Index(_) => Err(PullError::other(
                 format!("pull {repo}@{digest}"),
                 "an index points at another index",
             )),
@@ -309,8 +312,8 @@ impl Puller {
             .layers()
             .iter()
             .map(|d| {
-                let digest = descriptor_digest(d)
-                    .map_err(|e| PullError::new(FailureKind::Other, "read manifest", e))?;
+                let digest =
+                    descriptor_digest(d).map_err(|e| PullError::other("read manifest", e))?;
                 let compression = Compression::from_media_type(d.media_type().as_ref())
                     .unwrap_or(Compression::Gzip);
                 Ok((digest, d.size(), compression))
@@ -332,13 +335,9 @@ impl Puller {
         path: &std::path::Path,
         what: &str,
     ) -> Result<(), PullError> {
-        let bytes = tokio::fs::read(path).await.map_err(|e| {
-            PullError::new(
-                FailureKind::Other,
-                format!("read config {}", path.display()),
-                e,
-            )
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| PullError::other(format!("read config {}", path.display()), e))?;
         match Platform::of_config(&bytes) {
             Some(built) if !built.runs_on(&self.config.platform) => Err(PullError::new(
                 FailureKind::PlatformMissing,
@@ -390,7 +389,7 @@ impl Puller {
             PullError::new(kind, &what, stampede_oci::error_chain(&e))
         })?;
         let manifest = Manifest::parse(content_type.as_deref(), &bytes)
-            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+            .map_err(|e| PullError::other(&what, e))?;
         Ok(FetchedManifest {
             bytes,
             media_type: content_type,
@@ -472,9 +471,12 @@ impl Puller {
         );
         let (resp, throttled) = self.send(&req, &what).await?;
         let partial = path.with_extension("partial");
-        let file = std::fs::File::create(&partial)
-            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
-        let mut writer = BlockingWriter::new(file);
+        // tokio's `File` writes on the blocking pool, one write at a time, so the async side
+        // never blocks on disk; the buffer gives the file few large writes.
+        let file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(|e| PullError::other(&what, e))?;
+        let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
         let mut verifier = Verifier::new(digest.clone());
         let mut verify = Duration::ZERO;
         let mut first_byte = None;
@@ -503,15 +505,15 @@ impl Puller {
                 verifier.update(&data);
                 verify += t.elapsed();
                 writer
-                    .push(&data)
+                    .write_all(&data)
                     .await
-                    .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+                    .map_err(|e| PullError::other(&what, e))?;
             }
         }
         writer
-            .finish()
+            .flush()
             .await
-            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+            .map_err(|e| PullError::other(&what, e))?;
         let t = Instant::now();
         let got = verifier.bytes();
         let verified = verifier.finish();
@@ -530,7 +532,7 @@ impl Puller {
         }
         tokio::fs::rename(&partial, &path)
             .await
-            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+            .map_err(|e| PullError::other(&what, e))?;
         Ok((done(first_byte, verify, false), throttled))
     }
 }
@@ -553,60 +555,6 @@ fn retry_after<B>(resp: &http::Response<B>) -> Option<Duration> {
         .to_str()
         .ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// Gathers body frames into large buffers and writes them on the blocking pool, one write at a
-/// time, so the async side never blocks on disk and the file sees few large writes.
-struct BlockingWriter {
-    file: Option<std::fs::File>,
-    buf: BytesMut,
-    pending: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
-}
-
-impl BlockingWriter {
-    fn new(file: std::fs::File) -> Self {
-        Self {
-            file: Some(file),
-            buf: BytesMut::with_capacity(WRITE_BUFFER_BYTES),
-            pending: None,
-        }
-    }
-
-    async fn push(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= WRITE_BUFFER_BYTES {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn settle(&mut self) -> std::io::Result<()> {
-        if let Some(p) = self.pending.take() {
-            self.file = Some(p.await.map_err(std::io::Error::other)??);
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.settle().await?;
-        let chunk = self.buf.split().freeze();
-        let mut file = self
-            .file
-            .take()
-            .expect("file present when no write is pending");
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write as _;
-            file.write_all(&chunk).map(|()| file)
-        }));
-        Ok(())
-    }
-
-    async fn finish(mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.flush().await?;
-        }
-        self.settle().await
-    }
 }
 
 #[cfg(test)]

@@ -63,9 +63,7 @@ pub enum RealPullerError {
     Lab {
         /// `skopeo` or `ctr`.
         client: &'static str,
-        /// The node.
         node: u32,
-        /// The cause.
         #[source]
         source: LabError,
     },
@@ -181,23 +179,21 @@ impl RealPuller {
         let fetched = Instant::now();
         let bytes = tokio::fs::read(out.join("manifest.json"))
             .await
-            .map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+            .map_err(|e| PullError::other(&what, e))?;
         let manifest = match Manifest::parse(None, &bytes) {
             Ok(Manifest::Image(m)) => m,
             Ok(Manifest::Index(_)) => {
-                return Err(PullError::new(
-                    FailureKind::Other,
+                return Err(PullError::other(
                     &what,
                     "wrote an index, not the node's platform manifest",
                 ))
             }
-            Err(e) => return Err(PullError::new(FailureKind::Other, &what, e)),
+            Err(e) => return Err(PullError::other(&what, e)),
         };
         let mut layers = Vec::with_capacity(manifest.layers().len());
         let mut bytes_fetched = manifest.config().size();
         for d in manifest.layers() {
-            let digest =
-                descriptor_digest(d).map_err(|e| PullError::new(FailureKind::Other, &what, e))?;
+            let digest = descriptor_digest(d).map_err(|e| PullError::other(&what, e))?;
             bytes_fetched += d.size();
             layers.push(LayerFetch {
                 path: out.join(digest.hex()),
@@ -252,11 +248,7 @@ impl RealPuller {
             .and_then(|l| l.split_whitespace().nth(2))
             .and_then(|d| Digest::parse(d).ok())
             .ok_or_else(|| {
-                PullError::new(
-                    FailureKind::Other,
-                    &what,
-                    format!("`ctr images ls` does not list it: {listed}"),
-                )
+                PullError::other(&what, format!("`ctr images ls` does not list it: {listed}"))
             })?;
         Ok(PullRecord {
             started,
@@ -281,7 +273,7 @@ async fn run_client(mut cmd: tokio::process::Command, what: &str) -> Result<Stri
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| PullError::new(FailureKind::Other, what, format!("start: {e}")))?;
+        .map_err(|e| PullError::other(what, format!("start: {e}")))?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }

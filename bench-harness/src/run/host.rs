@@ -75,9 +75,7 @@ impl CpuUse {
 /// One burst (a repetition of a (variant, target)) the host's CPUs bound.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBound {
-    /// Variant name.
     pub variant: String,
-    /// Target name.
     pub target: String,
     /// The repetition.
     pub repetition: u32,

@@ -82,9 +82,7 @@ pub enum RunError {
     /// A variant's image could not be made ready (generated, imported, mirrored or resolved).
     #[error("prepare image for variant {variant}")]
     Image {
-        /// The variant.
         variant: String,
-        /// The cause.
         #[source]
         source: VariantImageError,
     },
@@ -115,7 +113,6 @@ pub enum RunError {
     /// A kubernetes target's burst could not run on its cluster (its pods were deleted).
     #[error("target {target}")]
     Kubernetes {
-        /// The target.
         target: String,
         /// The cluster's reason (boxed: it is large, and this error is rare).
         #[source]
@@ -124,9 +121,7 @@ pub enum RunError {
     /// A local file operation failed.
     #[error("{what}")]
     Io {
-        /// What we were doing.
         what: String,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },

@@ -417,7 +417,6 @@ impl WaveData {
 /// from the burst epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobFirstByte {
-    /// The blob.
     pub digest: stampede_oci::Digest,
     /// Request sent.
     pub requested: Duration,

@@ -1,31 +1,20 @@
 //! Targets: what the nodes pull through, set up fresh for each burst and torn down after it.
 //!
 //! - `direct`: each node talks to the registry's port for that node (its own link).
-//! - `cache-daemon`, per node: one daemon per node, in this process, each filling from the
-//!   registry over that node's link; the node's pulls go to its own daemon over loopback.
-//! - `cache-daemon`, shared: one daemon for every node, filling over the registry's shared port;
-//!   node links are then between the nodes and the daemon, and the harness's client paces them.
-//! - `mirror`: a URL the user runs; node links paced by the client as for a shared cache.
+//! - `cache-daemon`, per node: one daemon per node, each filling from the registry over that
+//!   node's link; the node's pulls go to its own daemon over loopback.
+//! - `cache-daemon`, shared: one daemon for every node, filling over the registry's shared port.
+//! - `mirror`: a URL the user runs.
 //! - `distribution-proxy`, `nginx`: peers the harness starts itself (`peer.rs`), one instance for
-//!   all nodes in front of the registry's shared listener, like a shared cache-daemon; node links
-//!   paced by the client. Their logs can be kept next to the results ([`Deployment::keep_logs`]).
+//!   all nodes in front of the registry's shared listener.
+//! - `kubernetes`: not set up here; its bursts run on the cluster (`run/kube.rs`).
 //!
-//! A variant pulled straight from a real registry (`mirror = false`) has that registry as the
-//! upstream instead of the embedded one ([`Upstream::Remote`]): `direct` nodes talk to it, and a
-//! `cache-daemon` fills from it with the variant's credentials and CA file. It has no per-node
-//! ports, so node links are paced by the nodes' clients.
-//!
-//! With nodes in namespaces (`[network] nodes = "namespaces"`) every cache is a real process
-//! inside the nodes (`nodes/caches.rs`): the `cache-daemon` binary per node, shared or in
-//! cluster mode, and nginx per node or shared; `direct` nodes reach the registry over their own
-//! kernel-shaped link, and no link is paced by the client.
-//!
-//! - `kubernetes`: not set up here. Its bursts run on the cluster (`run/kube.rs`, through
-//!   `crate::kubernetes`), whose own nodes pull; `Deployment::up` refuses it.
-//!
-//! The harness talks to every target over HTTP only. With nodes as tasks, our daemon runs in this
-//! process: the fallback where namespaces are unavailable (no root), named so in the report,
-//! not a back door.
+//! A target that sits across the node links (shared, mirror, peers, or a real registry as the
+//! upstream of a variant with `mirror = false`, which has no per-node ports) leaves the links to
+//! be paced by the nodes' clients. With nodes as tasks our daemon runs in this process (the
+//! fallback without root, named so in the report); with nodes in namespaces every cache is a
+//! real process inside the nodes (`nodes/caches.rs`) and the kernel shapes every link. The
+//! harness talks to every target over HTTP only.
 
 pub mod peer;
 
@@ -71,27 +60,21 @@ pub enum TargetError {
     /// A URL is not usable.
     #[error("target {target}: {source}")]
     Url {
-        /// Target name.
         target: String,
-        /// The cause.
         #[source]
         source: stampede_oci::ClientError,
     },
     /// Our daemon did not start.
     #[error("target {target}: start cache-daemon")]
     Daemon {
-        /// Target name.
         target: String,
-        /// The cause.
         #[source]
         source: cache_daemon::StartError,
     },
     /// A peer did not start (or its program is missing: the message names the package).
     #[error("target {target}: start {kind}")]
     Peer {
-        /// Target name.
         target: String,
-        /// Its kind.
         kind: &'static str,
         /// The cause (boxed: it is large, and this error is rare).
         #[source]
@@ -99,18 +82,11 @@ pub enum TargetError {
     },
     /// A peer was asked to front a registry other than the embedded one.
     #[error("target {target}: {kind} is started in front of the embedded registry only; the variant is pulled straight from a real registry (mirror = false)")]
-    PeerUpstream {
-        /// Target name.
-        target: String,
-        /// Its kind.
-        kind: &'static str,
-    },
+    PeerUpstream { target: String, kind: &'static str },
     /// A cache process inside the nodes could not start.
     #[error("target {target}: start {kind} in the nodes' namespaces")]
     Caches {
-        /// Target name.
         target: String,
-        /// Its kind.
         kind: &'static str,
         /// The cause (boxed: it is large, and this error is rare).
         #[source]
@@ -118,32 +94,19 @@ pub enum TargetError {
     },
     /// The target cannot run with nodes in namespaces.
     #[error("target {target}: {kind} cannot run with nodes in namespaces")]
-    NotInNamespaces {
-        /// Target name.
-        target: String,
-        /// Its kind.
-        kind: &'static str,
-    },
+    NotInNamespaces { target: String, kind: &'static str },
     /// Cluster mode was asked for with nodes as tasks.
     #[error(
         "target {target}: cache-daemon in cluster mode needs [network] nodes = \"namespaces\""
     )]
-    NeedsNamespaces {
-        /// Target name.
-        target: String,
-    },
+    NeedsNamespaces { target: String },
     /// A kubernetes target was asked to serve the harness's own nodes.
     #[error("target {target}: a kubernetes target's pods run on its cluster, not on the harness's nodes")]
-    OnCluster {
-        /// Target name.
-        target: String,
-    },
+    OnCluster { target: String },
     /// A blocking start or stop task died.
     #[error("target {target}: start task")]
     Task {
-        /// Target name.
         target: String,
-        /// The cause.
         #[source]
         source: tokio::task::JoinError,
     },
@@ -295,7 +258,6 @@ impl Deployment {
     }
 }
 
-/// `url` as an endpoint of `target`'s nodes.
 /// Copies each log file into `dir` under the name given with it; returns the files written.
 /// `dir` is made only if there is a log to keep. A log that cannot be copied is skipped with a
 /// warning: logs are for reading, not for the result.
@@ -319,6 +281,7 @@ fn copy_logs<'a>(dir: &Path, logs: impl Iterator<Item = (&'a Path, String)>) -> 
     kept
 }
 
+/// `url` as an endpoint of `target`'s nodes.
 fn endpoint(target: &Target, url: &str) -> Result<Endpoint, TargetError> {
     Endpoint::parse(url).map_err(|source| TargetError::Url {
         target: target.name.clone(),

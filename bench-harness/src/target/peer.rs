@@ -113,14 +113,6 @@ impl Peer {
         format!("http://{}", self.addr)
     }
 
-    /// The server's process id (nginx: the master).
-    pub fn pid(&self) -> u32 {
-        match &self.server {
-            Server::Distribution(r) => r.pid(),
-            Server::Nginx(n) => n.pid(),
-        }
-    }
-
     /// Its log files and the names they are kept under (`target::copy_logs`): `<stem>.log`
     /// (distribution: one log) or `<stem>.access.log` and `<stem>.error.log` (nginx).
     pub fn log_files<'a>(&'a self, stem: &'a str) -> impl Iterator<Item = (&'a Path, String)> + 'a {

@@ -227,7 +227,6 @@ pub enum UnpackError {
     OpenBlob {
         /// The blob's path.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -236,7 +235,6 @@ pub enum UnpackError {
     Root {
         /// The root as given.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -275,7 +273,6 @@ pub enum UnpackError {
         op: &'static str,
         /// The host path it was done to.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
