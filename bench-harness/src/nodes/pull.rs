@@ -75,7 +75,6 @@ pub struct PullerConfig {
     pub content_dir: PathBuf,
     /// Layers downloaded at once per image (containerd's default is 3).
     pub max_concurrent_downloads: usize,
-    /// The node's platform.
     pub platform: Platform,
     /// Longest pause allowed inside a body.
     pub body_idle_timeout: Duration,
@@ -87,11 +86,9 @@ pub struct PullerConfig {
 /// One fetched layer and its timings.
 #[derive(Debug, Clone)]
 pub struct LayerFetch {
-    /// The layer's digest.
     pub digest: Digest,
     /// Its compressed size, in bytes.
     pub size_bytes: u64,
-    /// How it is compressed.
     pub compression: Compression,
     /// Where it is in the content store.
     pub path: PathBuf,
@@ -151,15 +148,12 @@ pub struct FetchedManifest {
     pub media_type: Option<String>,
     /// Its digest (verified against the reference or `Docker-Content-Digest`).
     pub digest: Digest,
-    /// The parsed document.
     pub manifest: Manifest,
 }
 
 /// The image manifest a pull installs.
 struct Resolved {
-    /// Its digest.
     digest: Digest,
-    /// The manifest.
     image: Box<ImageManifest>,
     /// The reference named this manifest itself, not an index: nothing has checked yet that
     /// it is for the node's platform.

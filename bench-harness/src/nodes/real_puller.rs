@@ -45,7 +45,6 @@ pub struct RealPullerConfig {
     pub endpoint: Endpoint,
     /// The node's directory: pulls (and containerd's root) go under it.
     pub dir: PathBuf,
-    /// The node's platform.
     pub platform: Platform,
     /// Whether the image is unpacked (`ctr`: `images pull` rather than `content fetch`).
     pub unpack: bool,

@@ -43,7 +43,6 @@ pub struct LinkTotals {
 pub struct WireTotals {
     /// Length of one series bucket, milliseconds.
     pub interval_ms: u64,
-    /// The registry's link.
     pub registry: LinkTotals,
     /// Node `i`'s link at index `i`.
     pub nodes: Vec<LinkTotals>,

@@ -63,7 +63,6 @@ pub(super) struct Burst<'a> {
 
 /// What one burst measured.
 pub(super) struct BurstOutput {
-    /// Which burst.
     pub key: RunKey,
     pub recorder: Recorder,
     /// What the embedded registry served; `None` when the variant is pulled from a real one.

@@ -35,9 +35,7 @@ const NODE_LINK_BURST_BYTES: u64 = 64 * 1024;
 
 /// A burst's target and nodes, deployed.
 pub(super) struct Fleet {
-    /// The target, up.
     pub deployment: Deployment,
-    /// The nodes, in node order.
     pub nodes: Vec<Arc<Node>>,
     /// The burst epoch: every pod's schedule and every milestone counts from here.
     pub epoch: Instant,

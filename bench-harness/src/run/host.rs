@@ -58,7 +58,6 @@ pub struct CpuUse {
     pub mean_busy: f64,
     /// Fraction of samples with CPUs more than 95 % busy.
     pub saturated_fraction: f64,
-    /// Samples taken.
     pub samples: u32,
     /// CPU seconds this process (the harness) used meanwhile, every thread.
     #[serde(default)]
@@ -77,7 +76,6 @@ impl CpuUse {
 pub struct HostBound {
     pub variant: String,
     pub target: String,
-    /// The repetition.
     pub repetition: u32,
     /// Mean fraction of all CPUs busy during the burst, 0..=1.
     pub mean_busy: f64,

@@ -86,7 +86,6 @@ pub enum RunError {
         #[source]
         source: VariantImageError,
     },
-    /// The embedded registry failed.
     #[error("embedded registry")]
     Registry(#[source] RegistryError),
     /// The nodes' network namespaces could not be made.
@@ -98,7 +97,6 @@ pub enum RunError {
     /// The real client the scenario names is not installed (the message names the package).
     #[error("runtime.puller = \"{puller}\"")]
     PullerMissing {
-        /// The puller.
         puller: &'static str,
         /// What is missing.
         #[source]
@@ -125,7 +123,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// The client could not be built.
     #[error("registry client")]
     Client(#[source] stampede_oci::ClientError),
 }

@@ -23,7 +23,6 @@ pub(super) const POD_DEADLINE: Duration = Duration::from_secs(15 * 60);
 pub(super) enum PodOutcome {
     /// Its container turned ready.
     Ready {
-        /// The node it ran on.
         node: u32,
         slot: PodSlot,
         times: PodTimes,
@@ -42,7 +41,6 @@ pub(super) enum PodOutcome {
 pub(super) struct Pod<'a> {
     /// When (offset from the epoch) and where it is scheduled.
     pub slot: PodSlot,
-    /// The node it is scheduled on.
     pub node: Arc<Node>,
     /// Its images, the variant's own first, then its sidecars'.
     pub images: &'a [ImageName],

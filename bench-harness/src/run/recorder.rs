@@ -219,9 +219,7 @@ impl PullTimes {
 pub struct LayerTimes {
     /// Request → last byte.
     pub fetch: Duration,
-    /// Digest verification.
     pub verify: Duration,
-    /// Decompression.
     pub decompress: Duration,
     /// Applying entries to the snapshot.
     pub apply: Duration,
@@ -311,13 +309,10 @@ pub(crate) struct RepetitionParts {
     pub phases: BTreeMap<Phase, Histogram<u64>>,
     /// Layer phase histograms, microseconds.
     pub layers: BTreeMap<LayerPhase, Histogram<u64>>,
-    /// Failed pods by kind.
     pub failures: BTreeMap<FailureKind, u64>,
     /// When each ready pod turned ready, microseconds from the epoch, in any order.
     pub ready_us: Vec<u64>,
-    /// Per arrival wave.
     pub waves: BTreeMap<u32, WaveData>,
-    /// Per image and layer position.
     pub by_layer: Vec<LayerSums>,
 }
 
@@ -766,70 +761,44 @@ impl Series {
         self.repetitions.get(&repetition)
     }
 
+    /// Every repetition merged into one: histograms merged, counts summed, each wave's `at`
+    /// the earliest and `last_ready` the latest, layers in the order first recorded.
+    fn all(&self) -> Repetition {
+        let mut all = Repetition::new();
+        for r in self.repetitions.values() {
+            all.merge(r);
+        }
+        all
+    }
+
     /// A pod phase over all repetitions.
     pub fn merged(&self, phase: Phase) -> Histogram<u64> {
-        let mut h = new_histogram();
-        for r in self.repetitions.values() {
-            add_into(&mut h, r.phase(phase));
-        }
-        h
+        self.all().phases[phase.index()].clone()
     }
 
     /// A layer phase over all repetitions.
     pub fn merged_layer(&self, phase: LayerPhase) -> Histogram<u64> {
-        let mut h = new_histogram();
-        for r in self.repetitions.values() {
-            add_into(&mut h, r.layer(phase));
-        }
-        h
+        self.all().layers[phase.index()].clone()
     }
 
-    /// Per image and layer position, summed over every repetition, in the order first
-    /// recorded.
+    /// Per image and layer position, summed over every repetition.
     pub fn merged_by_layer(&self) -> Vec<LayerSums> {
-        let mut all = Repetition::new();
-        for r in self.repetitions.values() {
-            for l in &r.by_layer {
-                all.add_layer_sums(l);
-            }
-        }
-        all.by_layer
+        self.all().by_layer
     }
 
     /// The arrival waves any repetition recorded, in order.
     pub fn wave_numbers(&self) -> Vec<u32> {
-        let mut waves: Vec<u32> = self
-            .repetitions
-            .values()
-            .flat_map(|r| r.waves.keys().copied())
-            .collect();
-        waves.sort_unstable();
-        waves.dedup();
-        waves
+        self.all().waves.into_keys().collect()
     }
 
-    /// Wave `wave` over all repetitions (histograms merged, counts summed; `at` the earliest,
-    /// `last_ready` the latest), or `None` if no repetition has it.
+    /// Wave `wave` over all repetitions, or `None` if no repetition has it.
     pub fn merged_wave(&self, wave: u32) -> Option<WaveData> {
-        let mut out: Option<WaveData> = None;
-        for w in self.repetitions.values().filter_map(|r| r.waves.get(&wave)) {
-            match &mut out {
-                Some(o) => o.merge(w),
-                None => out = Some(w.clone()),
-            }
-        }
-        out
+        self.all().waves.remove(&wave)
     }
 
     /// Failed pods by kind over all repetitions.
     pub fn failures(&self) -> BTreeMap<FailureKind, u64> {
-        let mut out = BTreeMap::new();
-        for r in self.repetitions.values() {
-            for (kind, n) in &r.failures {
-                *out.entry(*kind).or_insert(0) += n;
-            }
-        }
-        out
+        self.all().failures
     }
 
     /// Failed pods over all repetitions.

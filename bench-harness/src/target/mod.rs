@@ -64,7 +64,6 @@ pub enum TargetError {
         #[source]
         source: stampede_oci::ClientError,
     },
-    /// Our daemon did not start.
     #[error("target {target}: start cache-daemon")]
     Daemon {
         target: String,
@@ -80,10 +79,8 @@ pub enum TargetError {
         #[source]
         source: Box<stampede_lab::LabError>,
     },
-    /// A peer was asked to front a registry other than the embedded one.
     #[error("target {target}: {kind} is started in front of the embedded registry only; the variant is pulled straight from a real registry (mirror = false)")]
     PeerUpstream { target: String, kind: &'static str },
-    /// A cache process inside the nodes could not start.
     #[error("target {target}: start {kind} in the nodes' namespaces")]
     Caches {
         target: String,
@@ -92,15 +89,12 @@ pub enum TargetError {
         #[source]
         source: Box<CacheError>,
     },
-    /// The target cannot run with nodes in namespaces.
     #[error("target {target}: {kind} cannot run with nodes in namespaces")]
     NotInNamespaces { target: String, kind: &'static str },
-    /// Cluster mode was asked for with nodes as tasks.
     #[error(
         "target {target}: cache-daemon in cluster mode needs [network] nodes = \"namespaces\""
     )]
     NeedsNamespaces { target: String },
-    /// A kubernetes target was asked to serve the harness's own nodes.
     #[error("target {target}: a kubernetes target's pods run on its cluster, not on the harness's nodes")]
     OnCluster { target: String },
     /// A blocking start or stop task died.

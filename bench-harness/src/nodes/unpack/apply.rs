@@ -130,15 +130,13 @@ impl Applier {
             self.stats.skipped += 1;
             return Ok(());
         }
-        let mode = header.mode().map_err(|source| UnpackError::EntryData {
+        let unreadable = |source| UnpackError::EntryData {
             entry: self.entry_name(index),
             source,
-        })? & MODE_MASK;
+        };
+        let mode = header.mode().map_err(unreadable)? & MODE_MASK;
         let mtime = if self.preserve_mtime {
-            let secs = header.mtime().map_err(|source| UnpackError::EntryData {
-                entry: self.entry_name(index),
-                source,
-            })?;
+            let secs = header.mtime().map_err(unreadable)?;
             Some(UNIX_EPOCH + Duration::from_secs(secs))
         } else {
             None
@@ -261,21 +259,13 @@ impl Applier {
             index, mode, mtime, ..
         } = meta;
         let path = self.host_path(index, parent, base)?;
-        let create = || {
+        let mut file = self.replacing(index, &path, "create file", || {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode)
                 .open(&path)
-        };
-        let mut file = match create() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.remove_existing(index, &path)?;
-                create()
-            }
-            other => other,
-        }
-        .map_err(|e| self.failed(index, "create file", &path, e))?;
+        })?;
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -383,14 +373,9 @@ impl Applier {
         }
         let path = self.host_path(index, parent, base)?;
         let target = OsStr::from_bytes(target);
-        match std::os::unix::fs::symlink(target, &path) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.remove_existing(index, &path)?;
-                std::os::unix::fs::symlink(target, &path)
-            }
-            other => other,
-        }
-        .map_err(|e| self.failed(index, "create symlink", &path, e))?;
+        self.replacing(index, &path, "create symlink", || {
+            std::os::unix::fs::symlink(target, &path)
+        })?;
         self.stats.symlinks += 1;
         self.created.insert(path);
         Ok(())
@@ -439,14 +424,9 @@ impl Applier {
         let path = self.host_path(index, parent, base)?;
         if path != target {
             // link(2) does not follow a symlink target: the new name links the symlink itself.
-            match fs::hard_link(target, &path) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    self.remove_existing(index, &path)?;
-                    fs::hard_link(target, &path)
-                }
-                other => other,
-            }
-            .map_err(|e| self.failed(index, "create hard link", &path, e))?;
+            self.replacing(index, &path, "create hard link", || {
+                fs::hard_link(target, &path)
+            })?;
         }
         self.stats.hard_links += 1;
         self.created.insert(path);
@@ -537,6 +517,24 @@ impl Applier {
                 self.failed(index, "resolve directory", &path, source)
             }
         })
+    }
+
+    /// Runs `create` for `path`, replacing whatever a lower layer had there if it exists.
+    fn replacing<T>(
+        &mut self,
+        index: u64,
+        path: &Path,
+        op: &'static str,
+        create: impl Fn() -> io::Result<T>,
+    ) -> Result<T, UnpackError> {
+        match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.remove_existing(index, path)?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| self.failed(index, op, path, e))
     }
 
     /// Removes whatever is at `path` (never following a symlink there).

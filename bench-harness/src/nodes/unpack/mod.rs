@@ -175,25 +175,20 @@ pub enum Refusal {
     /// The name starts with `/`.
     #[error("absolute name")]
     AbsoluteName,
-    /// A `..` in the name climbs above the root.
     #[error("name climbs out of the root with `..`")]
     EscapingName,
-    /// The entry names the root itself but is not a directory.
     #[error("entry would replace the root directory")]
     ReplacesRoot,
-    /// A hard link's target name is absolute or climbs above the root.
     #[error("hard link target {target:?} is outside the root")]
     HardLinkEscapes {
         /// The target as written in the archive.
         target: PathBuf,
     },
-    /// A hard link's target does not exist (yet) in the root.
     #[error("hard link target {target:?} does not exist")]
     HardLinkTargetMissing {
         /// The target as written in the archive.
         target: PathBuf,
     },
-    /// A relative symlink target climbs above the root from the link's directory.
     #[error("symlink target {target:?} points outside the root")]
     SymlinkEscapes {
         /// The target as written in the archive.
@@ -202,7 +197,6 @@ pub enum Refusal {
     /// Resolving the entry's directory met more than 40 symlinks.
     #[error("too many levels of symlinks in the entry's directory")]
     SymlinkLoop,
-    /// A component of the entry's directory is a file (or other non-directory).
     #[error("{path:?} in the root is not a directory")]
     NotADirectory {
         /// That component, relative to the root.
@@ -211,10 +205,8 @@ pub enum Refusal {
     /// A whiteout of nothing, `.` or `..`.
     #[error("malformed whiteout name")]
     InvalidWhiteout,
-    /// A symlink or hard link without a link name.
     #[error("link without a link name")]
     MissingLinkName,
-    /// A tar entry type we do not apply (e.g. GNU volume headers).
     #[error("unsupported entry type {0:#04x}")]
     UnsupportedType(u8),
 }
@@ -222,7 +214,6 @@ pub enum Refusal {
 /// Why unpacking a layer failed. The root is then partly applied: discard it.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    /// The blob file could not be opened.
     #[error("open layer blob {}", path.display())]
     OpenBlob {
         /// The blob's path.
@@ -250,7 +241,6 @@ pub enum UnpackError {
     /// A member's header fields or data could not be read.
     #[error("read layer entry {entry}")]
     EntryData {
-        /// The member.
         entry: EntryName,
         /// The cause (decoder, tar or I/O error).
         #[source]
@@ -258,16 +248,10 @@ pub enum UnpackError {
     },
     /// A member was refused; nothing of it was written.
     #[error("refused layer entry {entry}: {reason}")]
-    Refused {
-        /// The member.
-        entry: EntryName,
-        /// Why.
-        reason: Refusal,
-    },
+    Refused { entry: EntryName, reason: Refusal },
     /// A filesystem call failed while applying a member.
     #[error("apply layer entry {entry}: {op} {}", path.display())]
     Apply {
-        /// The member.
         entry: EntryName,
         /// What we were doing (`"create file"`, `"replace"`, ...).
         op: &'static str,
