@@ -1,6 +1,6 @@
 //! The nodes: what happens on a node during a burst, from a pod asking for its images to its
 //! container turning ready, whether the node is a set of tasks in this process or a network
-//! namespace.
+//! namespace with a real, kernel-shaped link (`[network] nodes = "namespaces"`).
 //!
 //! - [`node`]: a simulated node: content store and snapshots, kubelet's pull queue, one shared
 //!   pull per image and node.
@@ -9,28 +9,22 @@
 //! - [`unpack`]: decompress and untar layers into the node's snapshot directory, safely.
 //! - [`container`]: the container start model (file reads, init, readiness probe).
 //!
-//! Nodes as network namespaces (`[network] nodes = "namespaces"`): the rest of this folder owns
-//! everything that exists only when a node is a namespace with a real, kernel-shaped link
-//! instead of a set of tasks in this process.
+//! Only for nodes in namespaces:
 //!
 //! - [`NodeNet`] (this file): the run's fabric (`stampede_lab::Fabric`): one namespace per node,
 //!   one for the registry, one service namespace when a target runs one process for every node,
 //!   each link `tc tbf`-shaped both ways (`registry.node_link` for nodes and services,
-//!   `registry.netns_rate` for the registry); and one [`NodeRuntime`] per node.
-//! - [`runtime`]: [`NodeRuntime`], the harness's own client running inside a node's namespace.
-//! - [`caches`]: [`NodeCaches`], the cache processes a target runs inside the nodes: the real
-//!   `cache-daemon` binary per node, shared or in cluster mode, nginx per node or shared, each
-//!   with a log of its own.
-//! - [`wire`]: [`WireSampler`], the kernel's byte counters of every link sampled on the burst's
-//!   clock: what the links carried, beside the registry's own request accounting.
+//!   `registry.netns_rate` for the registry); and one [`NodeRuntime`] per node, the harness's
+//!   own client running inside the node's namespace ([`runtime`]).
+//! - [`caches`]: [`NodeCaches`], the cache processes a target runs inside the nodes.
+//! - [`wire`]: [`WireSampler`], the kernel's byte counters of every link, on the burst's clock.
 //! - [`usage`]: CPU seconds and peak memory of each cache process over a burst.
 //! - [`fault`]: [`OwnerKill`], a cluster target's stripe owner killed mid-burst.
 //!
-//! What stays where it was: the embedded registry still runs in this process (`registry::origin`
-//! binds its listener inside the registry's namespace), latency and registry egress are still
-//! the registry's user-space model (the kernel has no netem), and pods, pulls and unpacking are
-//! the same code as for nodes that are tasks. The fabric is made once per run and deleted when
-//! the run ends, also on error or SIGINT (the run's future is dropped and with it this value).
+//! The embedded registry still runs in this process (bound inside the registry's namespace),
+//! its latency and egress model stay in user space (the kernel has no netem), and pods, pulls
+//! and unpacking are the same code as for nodes that are tasks. The fabric is deleted when the
+//! run ends, also on error or SIGINT (dropping the run's future drops this value).
 
 pub mod caches;
 pub mod container;
@@ -106,7 +100,6 @@ impl NodeNet {
         })
     }
 
-    /// The fabric.
     pub fn fabric(&self) -> &Arc<Fabric> {
         &self.fabric
     }

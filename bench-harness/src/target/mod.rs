@@ -54,56 +54,49 @@ pub struct Deployment {
     caches: Option<NodeCaches>,
 }
 
-/// Why a target could not be set up.
+/// Why a target could not be set up: the target's name, and what went wrong.
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+#[error("target {target}")]
+pub struct TargetError {
+    pub target: String,
+    #[source]
+    pub fault: TargetFault,
+}
+
+/// What went wrong setting up a target. `&'static str` payloads are the target's kind; large
+/// causes are boxed (these errors are rare).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetFault {
     /// A URL is not usable.
-    #[error("target {target}: {source}")]
-    Url {
-        target: String,
-        #[source]
-        source: stampede_oci::ClientError,
-    },
-    #[error("target {target}: start cache-daemon")]
-    Daemon {
-        target: String,
-        #[source]
-        source: cache_daemon::StartError,
-    },
+    #[error(transparent)]
+    Url(stampede_oci::ClientError),
+    #[error("start cache-daemon")]
+    Daemon(#[source] cache_daemon::StartError),
     /// A peer did not start (or its program is missing: the message names the package).
-    #[error("target {target}: start {kind}")]
-    Peer {
-        target: String,
-        kind: &'static str,
-        /// The cause (boxed: it is large, and this error is rare).
-        #[source]
-        source: Box<stampede_lab::LabError>,
-    },
-    #[error("target {target}: {kind} is started in front of the embedded registry only; the variant is pulled straight from a real registry (mirror = false)")]
-    PeerUpstream { target: String, kind: &'static str },
-    #[error("target {target}: start {kind} in the nodes' namespaces")]
-    Caches {
-        target: String,
-        kind: &'static str,
-        /// The cause (boxed: it is large, and this error is rare).
-        #[source]
-        source: Box<CacheError>,
-    },
-    #[error("target {target}: {kind} cannot run with nodes in namespaces")]
-    NotInNamespaces { target: String, kind: &'static str },
-    #[error(
-        "target {target}: cache-daemon in cluster mode needs [network] nodes = \"namespaces\""
-    )]
-    NeedsNamespaces { target: String },
-    #[error("target {target}: a kubernetes target's pods run on its cluster, not on the harness's nodes")]
-    OnCluster { target: String },
+    #[error("start {0}")]
+    Peer(&'static str, #[source] Box<stampede_lab::LabError>),
+    #[error("{0} is started in front of the embedded registry only; the variant is pulled straight from a real registry (mirror = false)")]
+    PeerUpstream(&'static str),
+    #[error("start {0} in the nodes' namespaces")]
+    Caches(&'static str, #[source] Box<CacheError>),
+    #[error("{0} cannot run with nodes in namespaces")]
+    NotInNamespaces(&'static str),
+    #[error("cache-daemon in cluster mode needs [network] nodes = \"namespaces\"")]
+    NeedsNamespaces,
+    #[error("a kubernetes target's pods run on its cluster, not on the harness's nodes")]
+    OnCluster,
     /// A blocking start or stop task died.
-    #[error("target {target}: start task")]
-    Task {
-        target: String,
-        #[source]
-        source: tokio::task::JoinError,
-    },
+    #[error("start task")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl TargetFault {
+    fn of(self, target: &Target) -> TargetError {
+        TargetError {
+            target: target.name.clone(),
+            fault: self,
+        }
+    }
 }
 
 impl Deployment {
@@ -141,9 +134,7 @@ impl Deployment {
             }
             TargetKind::DistributionProxy | TargetKind::Nginx { .. } => setup.peer().await,
             // Its bursts run on the cluster (`run/kube.rs`); the harness's nodes never pull.
-            TargetKind::Kubernetes(_) => Err(TargetError::OnCluster {
-                target: target.name.clone(),
-            }),
+            TargetKind::Kubernetes(_) => Err(TargetFault::OnCluster.of(target)),
         }
     }
 
@@ -170,12 +161,7 @@ impl Deployment {
         let cache = match target.kind {
             TargetKind::CacheDaemon { placement } => CacheKind::CacheDaemon(placement),
             TargetKind::Nginx { placement } => CacheKind::Nginx(placement),
-            _ => {
-                return Err(TargetError::NotInNamespaces {
-                    target: target.name.clone(),
-                    kind,
-                })
-            }
+            _ => return Err(TargetFault::NotInNamespaces(kind).of(target)),
         };
         let spec = CacheSpec {
             kind: cache,
@@ -185,15 +171,8 @@ impl Deployment {
         };
         let caches = tokio::task::spawn_blocking(move || NodeCaches::start(spec))
             .await
-            .map_err(|source| TargetError::Task {
-                target: target.name.clone(),
-                source,
-            })?
-            .map_err(|source| TargetError::Caches {
-                target: target.name.clone(),
-                kind,
-                source: Box::new(source),
-            })?;
+            .map_err(|e| TargetFault::Task(e).of(target))?
+            .map_err(|e| TargetFault::Caches(kind, Box::new(e)).of(target))?;
         let endpoints = caches
             .urls
             .iter()
@@ -277,10 +256,7 @@ fn copy_logs<'a>(dir: &Path, logs: impl Iterator<Item = (&'a Path, String)>) -> 
 
 /// `url` as an endpoint of `target`'s nodes.
 fn endpoint(target: &Target, url: &str) -> Result<Endpoint, TargetError> {
-    Endpoint::parse(url).map_err(|source| TargetError::Url {
-        target: target.name.clone(),
-        source,
-    })
+    Endpoint::parse(url).map_err(|e| TargetFault::Url(e).of(target))
 }
 
 /// One target being set up with nodes as tasks: what every kind needs.
@@ -333,11 +309,7 @@ impl Setup<'_> {
                 .map(|n| self.upstream_for(Some(n)))
                 .collect::<Result<_, _>>()?,
             Placement::Shared => vec![self.upstream_for(None)?],
-            Placement::Cluster => {
-                return Err(TargetError::NeedsNamespaces {
-                    target: self.target.name.clone(),
-                })
-            }
+            Placement::Cluster => return Err(TargetFault::NeedsNamespaces.of(self.target)),
         };
         let mut daemons = Vec::with_capacity(upstreams.len());
         for (i, upstream) in upstreams.into_iter().enumerate() {
@@ -349,10 +321,7 @@ impl Setup<'_> {
             config.upstream.ca_file = self.remote().and_then(|r| r.ca_file.clone());
             let d = cache_daemon::start(config)
                 .await
-                .map_err(|source| TargetError::Daemon {
-                    target: self.target.name.clone(),
-                    source,
-                })?;
+                .map_err(|e| TargetFault::Daemon(e).of(self.target))?;
             daemons.push(d);
         }
         let endpoints = (0..self.nodes as usize)
@@ -371,24 +340,14 @@ impl Setup<'_> {
         let target = self.target;
         let kind = target.kind.name();
         let Upstream::Embedded(registry) = self.upstream else {
-            return Err(TargetError::PeerUpstream {
-                target: target.name.clone(),
-                kind,
-            });
+            return Err(TargetFault::PeerUpstream(kind).of(target));
         };
         let peer_kind = PeerKind::of(&target.kind).expect("a peer kind");
         let (shared, dir) = (registry.addr(), self.work.join(&target.name));
         let peer = tokio::task::spawn_blocking(move || Peer::start(peer_kind, shared, &dir))
             .await
-            .map_err(|source| TargetError::Task {
-                target: target.name.clone(),
-                source,
-            })?
-            .map_err(|source| TargetError::Peer {
-                target: target.name.clone(),
-                kind,
-                source: Box::new(source),
-            })?;
+            .map_err(|e| TargetFault::Task(e).of(target))?
+            .map_err(|e| TargetFault::Peer(kind, Box::new(e)).of(target))?;
         let endpoints = vec![endpoint(target, &peer.url())?; self.nodes as usize];
         Ok(Deployment {
             peer: Some(peer),
