@@ -160,24 +160,6 @@ struct Resolved {
     single_platform: bool,
 }
 
-/// When each blob fetched (`config`, then `layers` not already in the store) was asked for and
-/// its first body byte arrived.
-fn blob_timings<'a>(
-    config: &'a LayerFetch,
-    layers: impl Iterator<Item = &'a LayerFetch>,
-) -> Vec<BlobTiming> {
-    std::iter::once(config)
-        .chain(layers)
-        .filter_map(|l| {
-            Some(BlobTiming {
-                digest: l.digest.clone(),
-                requested: l.started,
-                first_byte: l.first_byte?,
-            })
-        })
-        .collect()
-}
-
 /// A node's puller; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Puller {
@@ -223,32 +205,35 @@ impl Puller {
             self.check_config_platform(&config.path, &format!("pull {repo}:{reference}"))
                 .await?;
         }
-        let fetched = self.fetch_layers(repo, &resolved.image).await?;
-        let blob_timings = blob_timings(&config, fetched.iter().map(|(l, _)| l));
-        let mut bytes_fetched = if config.cached { 0 } else { config.size_bytes };
-        let mut first_byte = config.first_byte;
-        let mut layers = Vec::with_capacity(fetched.len());
-        for (layer, t) in fetched {
-            throttled += t;
-            if !layer.cached {
-                bytes_fetched += layer.size_bytes;
-            }
-            first_byte = match (first_byte, layer.first_byte) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            layers.push(layer);
-        }
+        let (layers, waits): (Vec<LayerFetch>, Vec<u32>) = self
+            .fetch_layers(repo, &resolved.image)
+            .await?
+            .into_iter()
+            .unzip();
+        // The config, then each layer; those already in the store were not fetched.
+        let blobs = || {
+            std::iter::once(&config)
+                .chain(&layers)
+                .filter(|b| !b.cached)
+        };
         Ok(PullRecord {
             started,
-            first_byte,
+            first_byte: blobs().filter_map(|b| b.first_byte).min(),
             fetched: Instant::now(),
             manifest_digest: resolved.digest,
-            layers,
-            bytes_fetched,
-            throttled,
+            bytes_fetched: blobs().map(|b| b.size_bytes).sum(),
+            throttled: throttled + waits.iter().sum::<u32>(),
             unpacked_by_client: false,
-            blob_timings,
+            blob_timings: blobs()
+                .filter_map(|b| {
+                    Some(BlobTiming {
+                        digest: b.digest.clone(),
+                        requested: b.started,
+                        first_byte: b.first_byte?,
+                    })
+                })
+                .collect(),
+            layers,
         })
     }
 

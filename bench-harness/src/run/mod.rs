@@ -1,12 +1,9 @@
 //! A whole scenario run: check that every peer and real client the scenario names is installed
-//! (a missing peer is skipped with a message naming its package; the other targets still run),
-//! make the nodes' namespaces when nodes are namespaces, make the variants' images ready
-//! (`image::variant`: generate, import, mirror or resolve), start the embedded registry
-//! (`registry::origin`: behind a kernel-shaped link when asked), then for every repetition,
-//! variant and target run one burst, and hand back the [`RunResult`]. The runner writes no
-//! result or report: `main` writes `result.json`, `report.md` and `report.html`. Only the
-//! peers' logs, which live as long as a burst, are kept as the bursts end
-//! (`<logs_dir>/<target>-<variant>-rep<N>.*`).
+//! (a missing peer is skipped with a message naming its package), make the nodes' namespaces
+//! when nodes are namespaces, make the variants' images ready (`image::variant`), start the
+//! embedded registry (`registry::origin`), then for every repetition, variant and target run one
+//! burst, and hand back the [`RunResult`]; `main` writes the result and reports. Only the peers'
+//! logs, which live as long as a burst, are kept as the bursts end.
 //!
 //! Bursts are interleaved (repetition-major: rep 0 of every variant and target, then rep 1, ...)
 //! so slow drift of a shared machine spreads over all series instead of biasing one. Each burst
@@ -14,13 +11,12 @@
 //! registry accounting reset at the burst epoch.
 //!
 //! # One burst
-//! `burst.rs` runs three steps: `deploy.rs` (the target and the nodes, before the epoch),
-//! `pod.rs` (every pod of the schedule a task that sleeps until its offset from the epoch, gets
-//! its images from its node and starts its container) and `record.rs` (the pods' milestones
-//! into the burst's [`Recorder`](recorder::Recorder) once every pod is done), with the burst's
-//! meters around the pods. A `kubernetes` target's burst (`kube.rs`) creates its pods on the
-//! cluster instead and records what the cluster reports. Measurements live in [`recorder`] (histograms per phase) and
-//! [`host`] (the host's CPU); `progress.rs` draws the progress bar.
+//! `burst.rs` runs `deploy.rs` (the target and the nodes, before the epoch), `pod.rs` (each pod
+//! of the schedule a task from its offset to ready) and `record.rs` (the pods' milestones into
+//! the burst's [`Recorder`](recorder::Recorder)), with the burst's meters around the pods; a
+//! `kubernetes` target's burst (`kube.rs`) runs on its cluster instead. Measurements live in
+//! [`recorder`] (histograms per phase) and [`host`] (the host's CPU); `progress.rs` draws the
+//! progress bar.
 
 mod burst;
 mod deploy;
@@ -98,7 +94,6 @@ pub enum RunError {
     #[error("runtime.puller = \"{puller}\"")]
     PullerMissing {
         puller: &'static str,
-        /// What is missing.
         #[source]
         source: stampede_lab::LabError,
     },
@@ -326,11 +321,9 @@ impl Bursts<'_> {
 #[derive(Default)]
 struct Gathered {
     recordings: Recordings,
-    /// What the registry served, per burst pulled from the embedded registry.
-    totals: BTreeMap<RunKey, RegistryTotals>,
-    cpu: BTreeMap<RunKey, CpuUse>,
-    /// Pull times kubelet reported, per burst of a kubernetes target.
-    kubelet_pulls: BTreeMap<RunKey, Vec<std::time::Duration>>,
+    /// Per burst: what the registry served (bursts pulled from the embedded registry), the
+    /// host's CPU, and the pull times kubelet reported (kubernetes targets).
+    bursts: BTreeMap<RunKey, (Option<RegistryTotals>, CpuUse, Vec<std::time::Duration>)>,
     /// Up to [`ERROR_SAMPLES`] distinct failure messages.
     errors: Vec<String>,
     /// One per host-bound burst.
@@ -354,39 +347,32 @@ impl Gathered {
                 self.errors.push(e);
             }
         }
-        if let Some(snapshot) = &out.registry {
-            let mut t = registry_totals(snapshot, out.link_bytes);
-            t.wire = out.wire;
-            t.cache_processes = out.caches;
-            t.cpu = Some(BurstCpu {
+        let totals = out.registry.map(|snapshot| RegistryTotals {
+            wire: out.wire,
+            cache_processes: out.caches,
+            cpu: Some(BurstCpu {
                 host_busy: out.cpu.mean_busy,
                 harness_cpu_seconds: out.cpu.own_cpu_seconds,
-            });
-            self.totals.insert(key.clone(), t);
-        }
-        if !out.kubelet_pulls.is_empty() {
-            self.kubelet_pulls.insert(key.clone(), out.kubelet_pulls);
-        }
-        self.cpu.insert(key, out.cpu);
+            }),
+            ..registry_totals(&snapshot, out.link_bytes)
+        });
+        self.bursts
+            .insert(key, (totals, out.cpu, out.kubelet_pulls));
         self.recordings.add(out.recorder);
     }
 
-    /// The run's result: its facts, the recordings, and per burst the registry's totals, the
-    /// host's CPU and (kubernetes targets) kubelet's pull times.
+    /// The run's result: its facts, the recordings, and each burst's figures.
     fn into_result(self, facts: RunFacts) -> RunResult {
         let mut result = RunResult::new(facts, self.recordings);
-        for (key, t) in self.totals {
-            if let Some(s) = result.series_mut(&key.variant, &key.target) {
+        for (key, (totals, cpu, pulls)) in self.bursts {
+            let Some(s) = result.series_mut(&key.variant, &key.target) else {
+                continue;
+            };
+            if let Some(t) = totals {
                 s.registry.insert(key.repetition, t);
             }
-        }
-        for (key, c) in self.cpu {
-            if let Some(s) = result.series_mut(&key.variant, &key.target) {
-                s.cpu.insert(key.repetition, c);
-            }
-        }
-        for (key, pulls) in self.kubelet_pulls {
-            if let Some(s) = result.series_mut(&key.variant, &key.target) {
+            s.cpu.insert(key.repetition, cpu);
+            if !pulls.is_empty() {
                 s.kubelet_pulls.insert(key.repetition, pulls);
             }
         }
