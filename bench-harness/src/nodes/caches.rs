@@ -4,20 +4,19 @@
 //! - `cache-daemon`, `placement = "per-node"`: the real `cache-daemon` binary in every node's
 //!   namespace, serving the node's pulls on that namespace's loopback and filling from the
 //!   registry over the node's link.
-//! - `placement = "cluster"`: the same, plus cluster mode: every daemon serves peers on its node's address (`--peer-listen`, `--peer-advertise`), knows every member
-//!   from the static list `--peers` (itself included, as a headless Service lists every pod), and
-//!   shares one secret file (`--cluster-secret-file`, 32 random bytes, hex, made per burst).
+//! - `placement = "cluster"`: the same, plus cluster mode: every daemon serves peers on its
+//!   node's address (`--peer-listen`, `--peer-advertise`), knows every member from the static
+//!   list `--peers` (itself included, as a headless Service lists every pod), and shares one
+//!   secret file (`--cluster-secret-file`, 32 random bytes, hex, made per burst).
 //! - `placement = "shared"`: one `cache-daemon` in the service namespace, on its own link, for
 //!   every node.
 //! - `nginx`, per node or shared: what an operator would run instead (`proxy_cache_lock`), the
 //!   configuration `stampede_lab::NginxConfig` has.
 //!
 //! Each process writes one log of its own (nginx: its access and error logs), kept with the run
-//! as `logs/<target>-<variant>-rep<N>.<who>.*` ([`NodeCaches::logs`]). Their PIDs and
-//! CPU and memory over the burst go into `result.json` ([`CacheProcessFacts`]).
-//!
-//! The `cache-daemon` binary is the one cargo built beside this harness (or `$STAMPEDE_CACHE_DAEMON`,
-//! or the first on `PATH`): [`cache_daemon_binary`].
+//! as `logs/<target>-<variant>-rep<N>.<who>.*` ([`NodeCaches::log_files`]). Their PIDs, CPU and
+//! memory over the burst go into `result.json` ([`CacheProcessFacts`]). The `cache-daemon`
+//! binary is found by [`cache_daemon_binary`].
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -81,7 +80,6 @@ pub enum CacheError {
 #[derive(Debug)]
 struct CacheProcess {
     who: String,
-    program: &'static str,
     /// Its namespace and where it answers there.
     netns: String,
     addr: SocketAddr,
@@ -113,7 +111,17 @@ impl Server {
             Self::Nginx(n) => n.pid(),
         }
     }
+
+    fn program(&self) -> &'static str {
+        match self {
+            Self::Daemon(_) => "cache-daemon",
+            Self::Nginx(_) => "nginx",
+        }
+    }
 }
+
+/// A started server and its log files, each with the suffix it is kept under.
+type Started = (Server, Vec<(PathBuf, &'static str)>);
 
 /// The cache processes of one burst; stopped on drop.
 #[derive(Debug)]
@@ -191,97 +199,25 @@ impl NodeCaches {
             processes: Vec::new(),
             urls: Vec::new(),
         };
-        for at in &places {
-            match spec.kind {
-                CacheKind::CacheDaemon(_) => caches.spawn_daemon(&spec, at, cluster.as_ref())?,
-                CacheKind::Nginx(_) => caches.start_nginx(&spec, at)?,
-            }
-        }
         if let Some(at) = places.first() {
             caches.urls = vec![format!("http://{}", at.listen); nodes.len()];
         }
+        for at in places {
+            let (server, logs) = match spec.kind {
+                CacheKind::CacheDaemon(_) => spawn_daemon(&spec, &at, cluster.as_ref())?,
+                CacheKind::Nginx(_) => start_nginx(&spec, &at)?,
+            };
+            caches.processes.push(CacheProcess {
+                who: at.who,
+                netns: at.place.netns().to_owned(),
+                addr: at.listen,
+                server,
+                logs,
+                start: None,
+            });
+        }
         caches.wait_ready()?;
         Ok(caches)
-    }
-
-    /// Starts one `cache-daemon serve` inside `place` (a member of `cluster`, if given);
-    /// readiness is checked later, for all at once.
-    fn spawn_daemon(
-        &mut self,
-        spec: &CacheSpec,
-        at: &Placed<'_>,
-        cluster: Option<&ClusterFlags>,
-    ) -> Result<(), CacheError> {
-        let (place, who, listen) = (at.place, at.who.as_str(), at.listen);
-        let binary = cache_daemon_binary().ok_or(CacheError::Binary)?;
-        let dir = spec.work.join(format!("cache-daemon-{who}"));
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
-            what: "create",
-            path: dir.clone(),
-            source,
-        })?;
-        let log = dir.join("cache-daemon.log");
-        let mut cmd = place.command(&binary);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--admin-listen")
-            .arg(SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)).to_string())
-            .arg("--root")
-            .arg(dir.join("store"))
-            .arg("--upstream")
-            .arg(format!("http://{}", spec.upstream))
-            .arg("--shutdown-grace")
-            .arg("1s")
-            .env("RUST_LOG", "info");
-        if let Some(c) = cluster {
-            let me = SocketAddr::from((place.ip(), PEER_PORT)).to_string();
-            cmd.args([
-                "--peer-listen",
-                &me,
-                "--peer-advertise",
-                &me,
-                "--peers",
-                &c.peers,
-            ])
-            .arg("--cluster-secret-file")
-            .arg(&c.secret_file);
-        }
-        let proc = Proc::spawn(&format!("cache-daemon ({who})"), cmd, &log)?;
-        self.processes.push(CacheProcess {
-            who: who.to_owned(),
-            program: "cache-daemon",
-            netns: place.netns().to_owned(),
-            addr: listen,
-            server: Server::Daemon(proc),
-            logs: vec![(log, "log")],
-            start: None,
-        });
-        Ok(())
-    }
-
-    fn start_nginx(&mut self, spec: &CacheSpec, at: &Placed<'_>) -> Result<(), CacheError> {
-        let (place, who, listen) = (at.place, at.who.as_str(), at.listen);
-        let config = NginxConfig::new(
-            listen,
-            spec.upstream,
-            spec.work.join(format!("nginx-{who}")),
-        );
-        let logs = vec![
-            (config.access_log(), "access.log"),
-            (config.error_log(), "error.log"),
-        ];
-        let nginx = NginxCache::start_in(config, Some(place.netns()))?;
-        self.processes.push(CacheProcess {
-            who: who.to_owned(),
-            program: "nginx",
-            netns: place.netns().to_owned(),
-            addr: listen,
-            server: Server::Nginx(nginx),
-            logs,
-            start: None,
-        });
-        Ok(())
     }
 
     fn wait_ready(&mut self) -> Result<(), LabError> {
@@ -292,11 +228,6 @@ impl NodeCaches {
             }
         }
         Ok(())
-    }
-
-    /// Every process's id, in start order.
-    pub fn pids(&self) -> Vec<u32> {
-        self.processes.iter().map(|p| p.server.pid()).collect()
     }
 
     /// The process id of node `n`'s own cache process; `None` for a shared cache.
@@ -327,7 +258,7 @@ impl NodeCaches {
                     .map_or_else(ProcessUsage::default, usage::since);
                 CacheProcessFacts {
                     who: p.who.clone(),
-                    program: p.program.to_owned(),
+                    program: p.server.program().to_owned(),
                     pid: p.server.pid(),
                     logs: p.log_files(stem).map(|(_, name)| name).collect(),
                     cpu_seconds: used.cpu_seconds,
@@ -348,6 +279,65 @@ impl NodeCaches {
     pub fn stop(self) {
         drop(self);
     }
+}
+
+/// Starts one `cache-daemon serve` inside `place` (a member of `cluster`, if given);
+/// readiness is checked later, for all at once.
+fn spawn_daemon(
+    spec: &CacheSpec,
+    at: &Placed<'_>,
+    cluster: Option<&ClusterFlags>,
+) -> Result<Started, CacheError> {
+    let (place, who, listen) = (at.place, at.who.as_str(), at.listen);
+    let binary = cache_daemon_binary().ok_or(CacheError::Binary)?;
+    let dir = spec.work.join(format!("cache-daemon-{who}"));
+    std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
+        what: "create",
+        path: dir.clone(),
+        source,
+    })?;
+    let log = dir.join("cache-daemon.log");
+    let mut cmd = place.command(&binary);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--admin-listen")
+        .arg(SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)).to_string())
+        .arg("--root")
+        .arg(dir.join("store"))
+        .arg("--upstream")
+        .arg(format!("http://{}", spec.upstream))
+        .arg("--shutdown-grace")
+        .arg("1s")
+        .env("RUST_LOG", "info");
+    if let Some(c) = cluster {
+        let me = SocketAddr::from((place.ip(), PEER_PORT)).to_string();
+        cmd.args([
+            "--peer-listen",
+            &me,
+            "--peer-advertise",
+            &me,
+            "--peers",
+            &c.peers,
+        ]);
+        cmd.arg("--cluster-secret-file").arg(&c.secret_file);
+    }
+    let proc = Proc::spawn(&format!("cache-daemon ({who})"), cmd, &log)?;
+    Ok((Server::Daemon(proc), vec![(log, "log")]))
+}
+
+fn start_nginx(spec: &CacheSpec, at: &Placed<'_>) -> Result<Started, CacheError> {
+    let config = NginxConfig::new(
+        at.listen,
+        spec.upstream,
+        spec.work.join(format!("nginx-{}", at.who)),
+    );
+    let logs = vec![
+        (config.access_log(), "access.log"),
+        (config.error_log(), "error.log"),
+    ];
+    let nginx = NginxCache::start_in(config, Some(at.place.netns()))?;
+    Ok((Server::Nginx(nginx), logs))
 }
 
 /// The flags every member of a cluster shares.

@@ -506,12 +506,13 @@ impl Recorder {
             ),
             None => (Duration::ZERO, Duration::ZERO, Duration::ZERO),
         };
+        let end_to_end = t.ready.saturating_sub(t.scheduled);
         let d = &mut self.data;
         d.record(Phase::Queue, queue);
         d.record(Phase::Pull, pull);
         d.record(Phase::Unpack, unpack);
         d.record(Phase::StartToReady, t.ready.saturating_sub(t.started));
-        d.record(Phase::EndToEnd, t.ready.saturating_sub(t.scheduled));
+        d.record(Phase::EndToEnd, end_to_end);
         let ttfb = t
             .pull
             .and_then(|p| Some(p.first_byte?.saturating_sub(p.started)));
@@ -524,10 +525,7 @@ impl Recorder {
         if let Some(ttfb) = ttfb {
             record_us(&mut w.ttfb, micros(ttfb));
         }
-        record_us(
-            &mut w.end_to_end,
-            micros(t.ready.saturating_sub(t.scheduled)),
-        );
+        record_us(&mut w.end_to_end, micros(end_to_end));
         w.ready_pods += 1;
         w.last_ready_us = w.last_ready_us.max(micros(t.ready));
     }
@@ -649,28 +647,22 @@ impl Repetition {
     /// Rebuilds a repetition from decoded parts (`result.rs`). Histograms are switched to
     /// auto-resize so they merge with any other; `ready_us` is sorted.
     pub(crate) fn from_parts(parts: RepetitionParts) -> Self {
-        let RepetitionParts {
-            phases,
-            layers,
-            failures,
-            mut ready_us,
-            waves,
-            by_layer,
-        } = parts;
-        let mut r = Self::new();
-        for (phase, mut h) in phases {
+        let mut r = Self {
+            failures: parts.failures,
+            ready_us: parts.ready_us,
+            waves: parts.waves,
+            by_layer: parts.by_layer,
+            ..Self::new()
+        };
+        r.ready_us.sort_unstable();
+        for (phase, mut h) in parts.phases {
             h.auto(true);
             r.phases[phase.index()] = h;
         }
-        for (phase, mut h) in layers {
+        for (phase, mut h) in parts.layers {
             h.auto(true);
             r.layers[phase.index()] = h;
         }
-        r.failures = failures;
-        ready_us.sort_unstable();
-        r.ready_us = ready_us;
-        r.waves = waves;
-        r.by_layer = by_layer;
         r
     }
 
@@ -694,12 +686,10 @@ impl Repetition {
             self.add_layer_sums(l);
         }
         for (wave, data) in &other.waves {
-            match self.waves.get_mut(wave) {
-                Some(w) => w.merge(data),
-                None => {
-                    self.waves.insert(*wave, data.clone());
-                }
-            }
+            self.waves
+                .entry(*wave)
+                .and_modify(|w| w.merge(data))
+                .or_insert_with(|| data.clone());
         }
     }
 
