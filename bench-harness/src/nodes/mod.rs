@@ -104,7 +104,6 @@ impl NodeNet {
         &self.fabric
     }
 
-    /// The registry's namespace.
     pub fn registry(&self) -> &Endpoint {
         self.fabric.registry()
     }
@@ -119,7 +118,6 @@ impl NodeNet {
         self.fabric.services().first()
     }
 
-    /// Node `n`'s runtime.
     pub fn runtime(&self, n: usize) -> Option<Arc<NodeRuntime>> {
         self.runtimes.get(n).cloned()
     }

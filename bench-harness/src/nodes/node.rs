@@ -162,7 +162,6 @@ impl Node {
         }
     }
 
-    /// The node index.
     pub fn index(&self) -> u32 {
         self.config.index
     }

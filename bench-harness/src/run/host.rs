@@ -174,7 +174,6 @@ impl CpuSampler {
         Self { stop, task }
     }
 
-    /// Stops and returns the summary.
     pub async fn finish(self) -> CpuUse {
         self.stop.send(()).ok();
         self.task.await.unwrap_or_default()

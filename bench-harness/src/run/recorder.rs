@@ -479,7 +479,6 @@ fn add_into(into: &mut Histogram<u64>, from: &Histogram<u64>) {
 }
 
 impl Recorder {
-    /// An empty recorder for `run`.
     pub fn new(run: RunKey) -> Self {
         Self {
             run,
@@ -487,7 +486,6 @@ impl Recorder {
         }
     }
 
-    /// The run this recorder belongs to.
     pub fn run(&self) -> &RunKey {
         &self.run
     }
@@ -746,7 +744,6 @@ impl Series {
         self.repetitions.iter().map(|(r, d)| (*r, d))
     }
 
-    /// One repetition's measurements.
     pub fn repetition(&self, repetition: u32) -> Option<&Repetition> {
         self.repetitions.get(&repetition)
     }
@@ -820,7 +817,6 @@ impl Series {
 }
 
 impl Recordings {
-    /// No measurements yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -837,7 +833,6 @@ impl Recordings {
             .insert(run.repetition, data);
     }
 
-    /// The series of (variant, target).
     pub fn series(&self, variant: &str, target: &str) -> Option<&Series> {
         self.series.get(&SeriesKey {
             variant: variant.to_owned(),
@@ -857,7 +852,6 @@ impl Recordings {
 }
 
 impl Summary {
-    /// The summary of a histogram of microseconds.
     pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();

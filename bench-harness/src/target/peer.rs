@@ -40,7 +40,6 @@ impl PeerKind {
         }
     }
 
-    /// The program it runs.
     pub fn program(self) -> &'static str {
         match self {
             Self::DistributionProxy => "docker-registry",

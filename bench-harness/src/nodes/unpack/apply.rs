@@ -82,7 +82,6 @@ impl Applier {
     /// Prepares to apply a layer to `root` (created if missing).
     ///
     /// # Errors
-    ///
     /// [`UnpackError::Root`] if the root cannot be created or is not a directory.
     pub(super) fn new(root: &Path, opts: &UnpackOptions) -> Result<Self, UnpackError> {
         let root = RootDir::open(root).map_err(|source| UnpackError::Root {
@@ -104,7 +103,6 @@ impl Applier {
         })
     }
 
-    /// Counters so far.
     pub(super) fn stats(&self) -> &LayerStats {
         &self.stats
     }
@@ -112,7 +110,6 @@ impl Applier {
     /// Applies entry number `index` (0-based, in archive order).
     ///
     /// # Errors
-    ///
     /// [`UnpackError::Refused`] for an entry that would escape the root or is malformed,
     /// [`UnpackError::EntryData`] when its data cannot be read, [`UnpackError::Apply`] when a
     /// filesystem call fails.
@@ -212,7 +209,6 @@ impl Applier {
     /// Applies deferred directory modes and mtimes, deepest-declared first.
     ///
     /// # Errors
-    ///
     /// [`UnpackError::Apply`] when a chmod or utimes fails.
     pub(super) fn finish(mut self) -> Result<LayerStats, UnpackError> {
         let deferred = std::mem::take(&mut self.deferred);

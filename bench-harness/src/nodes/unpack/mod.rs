@@ -270,7 +270,6 @@ pub enum UnpackError {
 /// Streaming: memory stays bounded by the buffers in `opts`, whatever the layer's size.
 ///
 /// # Errors
-///
 /// [`UnpackError::Root`] if `root` is unusable; [`UnpackError::Stream`] or
 /// [`UnpackError::EntryData`] if the blob is corrupt, truncated or not a tar;
 /// [`UnpackError::Refused`] for a member that would escape the root (absolute or `..` name,
@@ -336,7 +335,6 @@ fn apply_all(mut applier: Applier, decoded: impl Read) -> Result<LayerStats, Unp
 /// [`unpack_layer`] from a blob file.
 ///
 /// # Errors
-///
 /// [`UnpackError::OpenBlob`] if the file cannot be opened, else as [`unpack_layer`].
 pub fn unpack_layer_file(
     blob: &Path,

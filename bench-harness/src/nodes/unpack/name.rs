@@ -19,7 +19,6 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// `..` is applied lexically (`a/../b` is `b`), as containerd's `filepath.Clean` does.
 ///
 /// # Errors
-///
 /// [`Refusal::AbsoluteName`] for a name starting with `/`; [`Refusal::EscapingName`] when a
 /// `..` climbs above the root.
 pub(crate) fn clean(raw: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
@@ -72,7 +71,6 @@ pub(crate) enum Whiteout<'a> {
 /// Classifies a base name.
 ///
 /// # Errors
-///
 /// [`Refusal::InvalidWhiteout`] for `.wh.` followed by nothing, `.` or `..`.
 pub(crate) fn whiteout(base: &[u8]) -> Result<Whiteout<'_>, Refusal> {
     if base == OPAQUE_MARKER {

@@ -54,7 +54,6 @@ impl RootDir {
     /// root itself may be reached through symlinks.
     ///
     /// # Errors
-    ///
     /// The root cannot be created or canonicalised, or is not a directory.
     pub(super) fn open(path: &Path) -> io::Result<Self> {
         fs::create_dir_all(path)?;
@@ -98,7 +97,6 @@ impl RootDir {
     /// Returns `Ok(None)` only with [`Missing::Absent`] when some component does not exist.
     ///
     /// # Errors
-    ///
     /// A component is a file (or other non-directory), a symlink loop, or a failed
     /// `lstat`/`readlink`/`mkdir`.
     pub(super) fn resolve_dir(

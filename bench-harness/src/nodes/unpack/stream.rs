@@ -76,7 +76,6 @@ impl<R: Read> LayerStream<R> {
     /// Wraps `blob` (compressed as `compression`) behind a read buffer of `buffer_bytes`.
     ///
     /// # Errors
-    ///
     /// The zstd decoder cannot be created (allocation failure in libzstd).
     pub(crate) fn new(blob: R, compression: Compression, buffer_bytes: usize) -> io::Result<Self> {
         let buffered = BufReader::with_capacity(
