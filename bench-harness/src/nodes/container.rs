@@ -46,15 +46,12 @@ impl StartFiles {
         }
         all.sort();
         let total_files = all.len() as u64;
+        // At most one file per file in the snapshot: `all` is not empty when `want` is not 0.
         let want = readiness.files_to_read(total_files);
-        let paths = if want == 0 {
-            Vec::new()
-        } else {
-            let step = total_files as f64 / want as f64;
-            (0..want)
-                .map(|i| all[((i as f64 * step) as usize).min(all.len() - 1)].clone())
-                .collect()
-        };
+        let step = total_files as f64 / want as f64;
+        let paths = (0..want)
+            .map(|i| all[((i as f64 * step) as usize).min(all.len() - 1)].clone())
+            .collect();
         Ok(Self { paths, total_files })
     }
 }

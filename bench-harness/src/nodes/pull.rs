@@ -19,7 +19,7 @@ use oci_spec::image::ImageManifest;
 use tokio::io::{AsyncWriteExt as _, BufWriter};
 
 use crate::registry::shaping::ByteBucket;
-use crate::run::recorder::FailureKind;
+use crate::run::recorder::{BlobFirstByte, FailureKind};
 use stampede_oci::manifest::{descriptor_digest, select_platform};
 use stampede_oci::manifest_get::{self, ManifestGetError, ReceivedManifest};
 use stampede_oci::{
@@ -126,17 +126,7 @@ pub struct PullRecord {
     pub unpacked_by_client: bool,
     /// Every blob fetched (the config, then each layer not already in the store) with when it
     /// was asked for and its first body byte arrived; empty when the client does not observe it.
-    pub blob_timings: Vec<BlobTiming>,
-}
-
-/// When one blob was asked for and when its first body byte arrived.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobTiming {
-    pub digest: Digest,
-    /// Request sent.
-    pub requested: Instant,
-    /// First body byte received.
-    pub first_byte: Instant,
+    pub blob_timings: Vec<BlobFirstByte<Instant>>,
 }
 
 /// A manifest or index as fetched: its bytes, parsed form, digest and served media type.
@@ -226,7 +216,7 @@ impl Puller {
             unpacked_by_client: false,
             blob_timings: blobs()
                 .filter_map(|b| {
-                    Some(BlobTiming {
+                    Some(BlobFirstByte {
                         digest: b.digest.clone(),
                         requested: b.started,
                         first_byte: b.first_byte?,

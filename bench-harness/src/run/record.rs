@@ -24,7 +24,11 @@ pub(super) struct Recorded {
 
 /// Records the outcomes of the pods of one burst of `variant` (the `key`'s).
 pub(super) fn record(key: RunKey, variant: &Variant, outcomes: Vec<PodOutcome>) -> Recorded {
-    let mut images = NodeImages::new(variant);
+    let mut images = NodeImages {
+        variant,
+        recorded: HashSet::new(),
+        wave_blobs: BTreeMap::new(),
+    };
     let mut recorder = Recorder::new(key);
     let mut errors = Vec::new();
     for outcome in outcomes {
@@ -63,15 +67,7 @@ struct NodeImages<'a> {
     wave_blobs: BTreeMap<u32, (Duration, Vec<BlobFirstByte>)>,
 }
 
-impl<'a> NodeImages<'a> {
-    fn new(variant: &'a Variant) -> Self {
-        Self {
-            variant,
-            recorded: HashSet::new(),
-            wave_blobs: BTreeMap::new(),
-        }
-    }
-
+impl NodeImages<'_> {
     /// Records the images of a ready pod on `node` that the node has not had recorded yet, in
     /// the pod's wave (every pod has the same images, in the same order).
     fn record(

@@ -409,14 +409,14 @@ impl WaveData {
 }
 
 /// One blob one node fetched: when it asked and when the first body byte arrived, as offsets
-/// from the burst epoch.
+/// from the burst epoch (as instants while a pull still holds them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobFirstByte {
+pub struct BlobFirstByte<T = Duration> {
     pub digest: stampede_oci::Digest,
     /// Request sent.
-    pub requested: Duration,
+    pub requested: T,
     /// First body byte received.
-    pub first_byte: Duration,
+    pub first_byte: T,
 }
 
 /// Every repetition of one (variant, target), kept apart; merged histograms on demand.

@@ -126,11 +126,8 @@ impl Deployment {
         match &target.kind {
             TargetKind::Direct => setup.direct(),
             TargetKind::CacheDaemon { placement } => setup.cache_daemons(*placement).await,
-            TargetKind::Mirror { url: mirror } => {
-                let endpoints = (0..nodes)
-                    .map(|_| endpoint(target, mirror))
-                    .collect::<Result<_, _>>()?;
-                Ok(Self::at(endpoints, true))
+            TargetKind::Mirror { url } => {
+                Ok(Self::at(vec![endpoint(target, url)?; nodes as usize], true))
             }
             TargetKind::DistributionProxy | TargetKind::Nginx { .. } => setup.peer().await,
             // Its bursts run on the cluster (`run/kube.rs`); the harness's nodes never pull.
