@@ -158,11 +158,7 @@ impl NodeCaches {
     /// [`CacheError::Binary`], or [`LabError`]: a program is missing, a directory cannot be
     /// made, or a process exits or does not answer (the error names its log).
     pub fn start(spec: CacheSpec) -> Result<Self, CacheError> {
-        std::fs::create_dir_all(&spec.work).map_err(|source| LabError::Io {
-            what: "create",
-            path: spec.work.clone(),
-            source,
-        })?;
+        create_dir(&spec.work)?;
         let nodes = spec.fabric.nodes();
         let shared = match spec.kind {
             CacheKind::CacheDaemon(placement) => placement == Placement::Shared,
@@ -291,11 +287,7 @@ fn spawn_daemon(
     let (place, who, listen) = (at.place, at.who.as_str(), at.listen);
     let binary = cache_daemon_binary().ok_or(CacheError::Binary)?;
     let dir = spec.work.join(format!("cache-daemon-{who}"));
-    std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
-        what: "create",
-        path: dir.clone(),
-        source,
-    })?;
+    create_dir(&dir)?;
     let log = dir.join("cache-daemon.log");
     let mut cmd = place.command(&binary);
     cmd.arg("serve")
@@ -338,6 +330,14 @@ fn start_nginx(spec: &CacheSpec, at: &Placed<'_>) -> Result<Started, CacheError>
     ];
     let nginx = NginxCache::start_in(config, Some(at.place.netns()))?;
     Ok((Server::Nginx(nginx), logs))
+}
+
+fn create_dir(dir: &Path) -> Result<(), LabError> {
+    std::fs::create_dir_all(dir).map_err(|source| LabError::Io {
+        what: "create",
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// The flags every member of a cluster shares.

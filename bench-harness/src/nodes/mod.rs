@@ -113,11 +113,6 @@ impl NodeNet {
         self.fabric.nodes().get(n)
     }
 
-    /// The namespace of processes shared by every node; `None` when no target needs one.
-    pub fn service(&self) -> Option<&Endpoint> {
-        self.fabric.services().first()
-    }
-
     pub fn runtime(&self, n: usize) -> Option<Arc<NodeRuntime>> {
         self.runtimes.get(n).cloned()
     }

@@ -187,17 +187,13 @@ fn totals(samples: &[Sample]) -> WireTotals {
         let ((from, _, a), (to, _, b)) = (&pair[0], &pair[1]);
         let r = link(&a.registry, &b.registry);
         let n = links(&a.nodes, &b.nodes);
+        let up = n.iter().map(|l| l.upload_bytes).sum();
+        let down = n.iter().map(|l| l.download_bytes).sum();
         let spans = [
             (&mut out.registry_egress, r.upload_bytes),
             (&mut out.registry_ingress, r.download_bytes),
-            (
-                &mut out.nodes_upload,
-                n.iter().map(|l| l.upload_bytes).sum(),
-            ),
-            (
-                &mut out.nodes_download,
-                n.iter().map(|l| l.download_bytes).sum(),
-            ),
+            (&mut out.nodes_upload, up),
+            (&mut out.nodes_download, down),
         ];
         for (series, bytes) in spans {
             spread(series, *from, *to, bytes, interval_ms);

@@ -187,10 +187,9 @@ pub async fn run(scenario: Scenario, options: RunOptions) -> Result<RunResult, R
         net: net.as_ref(),
     };
     let gathered = bursts.run(&options).await?;
-    let link = match &net {
-        Some(net) => net.facts(),
-        None => origin.link_facts(),
-    };
+    let link = net
+        .as_ref()
+        .map_or_else(|| origin.link_facts(), NodeNet::facts);
     origin.shutdown().await;
     if let Some(net) = net {
         // Deleting namespaces runs `ip`: blocking work, off the runtime's threads.

@@ -463,12 +463,8 @@ impl Applier {
                     }
                     continue;
                 }
-                let gone = if kind.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                gone.map_err(|e| self.failed(index, "remove lower-layer entry", &path, e))?;
+                remove(&path, kind.is_dir())
+                    .map_err(|e| self.failed(index, "remove lower-layer entry", &path, e))?;
                 removed = true;
             }
         }
@@ -536,12 +532,7 @@ impl Applier {
     /// Removes whatever is at `path` (never following a symlink there).
     fn remove_existing(&mut self, index: u64, path: &Path) -> Result<(), UnpackError> {
         let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-        let gone = if is_dir {
-            fs::remove_dir_all(path)
-        } else {
-            fs::remove_file(path)
-        };
-        gone.map_err(|e| self.failed(index, "replace", path, e))?;
+        remove(path, is_dir).map_err(|e| self.failed(index, "replace", path, e))?;
         self.root.invalidate();
         Ok(())
     }
@@ -572,6 +563,15 @@ impl Applier {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// Removes the directory tree or the single entry (a symlink is never followed) at `path`.
+fn remove(path: &Path, is_dir: bool) -> io::Result<()> {
+    if is_dir {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
     }
 }
 
