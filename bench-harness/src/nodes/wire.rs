@@ -4,20 +4,17 @@
 //! the reads into [`WireTotals`]: what each node, service and the registry uploaded and
 //! downloaded during the burst, and the registry's egress and ingress and the nodes' summed
 //! upload and download as series on the burst's clock (bucket `i` covers `[i, i+1)` intervals
-//! from the epoch; bytes counted between two reads are spread over the time between them).
+//! from the epoch).
 //!
 //! Each read carries the time the kernel produced it (the midpoint of clock readings taken just
-//! around the read), and rates are bytes over the time actually elapsed between two reads, never
-//! over the nominal interval. An earlier sampler stamped each read after a thread had been
-//! started, had entered the hub and had been joined; on a loaded host that stamp came tens of
-//! milliseconds late and the next interval looked short, which is how a 50 Mbit/s link showed
-//! 100 ms buckets of 53-64 Mbit/s.
+//! around the read), and bytes counted between two reads are spread over the time actually
+//! elapsed between them, never over the nominal interval: on a loaded host a read comes tens of
+//! milliseconds late, and a nominal interval would show a 50 Mbit/s link at 53-64 Mbit/s.
 //!
 //! The counters are taken after the `tbf` shaping, so over any span `T` a link carries at most
-//! `rate x T + burst` (the tbf's bucket, 10 ms of its rate): a 100 ms bucket of a series never
-//! exceeds the rate by more than that bucket (10 %), whatever the timing of the reads. They
-//! include Ethernet, IP and TCP headers, so they run a few percent above the payload the
-//! registry's own accounting counts. This file samples and sums; the report draws.
+//! `rate x T + burst` (the tbf's bucket, 10 ms of its rate): a 100 ms bucket never exceeds the
+//! rate by more than 10 %. They include Ethernet, IP and TCP headers, so they run a few percent
+//! above the payload the registry's own accounting counts.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;

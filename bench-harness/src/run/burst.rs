@@ -1,12 +1,11 @@
-//! One burst of one (variant, target, repetition), in three steps: deploy the target and the
-//! nodes (`deploy.rs`), start every pod of the schedule at its offset from the epoch and wait
-//! for all of them (`pod.rs`), then record their milestones into the burst's recorder
-//! (`record.rs`). A `kubernetes` target's burst runs on its cluster instead (`kube.rs`).
+//! One burst of one (variant, target, repetition): deploy the target and the nodes
+//! (`deploy.rs`), run every pod of the schedule (`pod.rs`), record their milestones
+//! (`record.rs`); a `kubernetes` target's burst runs on its cluster instead (`kube.rs`).
 //!
-//! Around the pods run the burst's meters ([`Meters`]): the registry's accounting reset at the
-//! epoch, the shaped link's byte counter, the fabric's wire counters (nodes in namespaces) and
-//! the host's CPU. After the pods, a peer's upstream traffic that outlives its clients is
-//! waited out (`settle`) before the registry's accounting is read.
+//! Around the pods run the burst's [`Meters`]: the registry's accounting reset at the epoch, the
+//! shaped link's byte counter, the fabric's wire counters (nodes in namespaces) and the host's
+//! CPU. A peer's upstream traffic that outlives its clients is waited out (`settle`) before the
+//! registry's accounting is read.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

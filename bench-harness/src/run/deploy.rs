@@ -1,12 +1,9 @@
-//! The deploy step of a burst, and its teardown. Before the epoch: the target set up fresh for
-//! this burst (`target::Deployment::up`: per-node or shared caches, peers, or nothing for
-//! `direct`), every node's puller (the harness's own client, paced when the target leaves node
-//! links to the client, or a real client; for `ctr` each node's containerd is started here, all
-//! at once) and the nodes themselves, each with fresh content store and snapshot directory under
-//! the burst's work directory. After the pods: the cache processes' facts read, the peers' logs
-//! kept, the target torn down and the nodes dropped.
-//!
-//! Deploying times nothing: the burst's meters start after it, at the epoch.
+//! The deploy step of a burst, before the epoch, and its teardown. Deploying sets up the target
+//! fresh (`target::Deployment::up`), every node's puller (the harness's own client, paced when
+//! the target leaves node links to the client, or a real client: for `ctr` each node's
+//! containerd is started here, all at once) and the nodes, each with a fresh content store and
+//! snapshot directory under the burst's work directory; it times nothing. Teardown reads the
+//! cache processes' facts, keeps the peers' logs, stops the target and drops the nodes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

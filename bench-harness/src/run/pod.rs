@@ -1,12 +1,8 @@
 //! The pod step of a burst: one pod of the schedule as a task. It sleeps until its scheduled
-//! offset from the burst epoch, asks its node for its images (the variant's, then its
-//! sidecars': `nodes::node` shares one pull per image and node and queues pulls as kubelet
-//! does), starts its container (`nodes::container`: file reads, init, readiness probe), and
-//! hands back its milestones as a [`PodOutcome`]. A pod not ready within [`POD_DEADLINE`] of
+//! offset from the burst epoch, asks its node for its images (`nodes::node`), starts its
+//! container (`nodes::container`), and hands back its milestones as a [`PodOutcome`]: it records
+//! nothing, and a failure is an outcome, not an error. A pod not ready within [`POD_DEADLINE`] of
 //! its scheduled time fails as `timeout`.
-//!
-//! A pod only times: it records nothing (the record step does, once every pod is done) and a
-//! failure is an outcome, not an error.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

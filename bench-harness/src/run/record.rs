@@ -2,9 +2,7 @@
 //! [`Recorder`]. A ready pod's milestones are recorded as its phases; the images a node pulled
 //! are recorded once for that node (their layers, and their blobs' first bytes in the wave of
 //! the node's first ready pod), however many of its pods waited for them; a failed pod is
-//! counted by kind in its wave, and its message kept once as a sample for the report.
-//!
-//! This step does no I/O and measures nothing itself: the pods timed, the recorder keeps.
+//! counted by kind in its wave, and its message kept once as a sample. No I/O, no timing.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

@@ -70,12 +70,6 @@ impl RootDir {
         })
     }
 
-    /// The canonical host path of the root.
-    #[cfg(test)]
-    pub(super) fn host(&self) -> &Path {
-        &self.host
-    }
-
     /// Records that the cleaned name `rel` is the real directory `host` inside the root, as
     /// the caller has just created or checked it, so its children resolve without `lstat`.
     pub(super) fn remember(&mut self, rel: &[u8], host: &Path) {
@@ -205,7 +199,7 @@ mod tests {
     fn symlinks_in_components_resolve_inside_the_root() {
         let tmp = tempfile::tempdir().unwrap();
         let mut root = RootDir::open(&tmp.path().join("root")).unwrap();
-        let host = root.host().to_path_buf();
+        let host = root.host.clone();
         fs::create_dir_all(host.join("usr/lib")).unwrap();
         symlink("/", host.join("up")).unwrap();
         symlink("../../..", host.join("usr/climb")).unwrap();
