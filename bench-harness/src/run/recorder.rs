@@ -341,17 +341,7 @@ pub struct WaveData {
 
 impl WaveData {
     fn new(at_us: u64) -> Self {
-        Self {
-            at_us,
-            pull: new_histogram(),
-            ttfb: new_histogram(),
-            end_to_end: new_histogram(),
-            first_byte: new_histogram(),
-            first_byte_lag: new_histogram(),
-            ready_pods: 0,
-            failed_pods: 0,
-            last_ready_us: 0,
-        }
+        Self::from_parts(at_us, (0, 0, 0), std::array::from_fn(|_| new_histogram()))
     }
 
     /// A wave rebuilt from decoded parts (`result.rs`); histograms auto-resize.

@@ -297,11 +297,8 @@ impl Applier {
         } = meta;
         let (parent, base) = name::split_parent(cleaned);
         let path = self.host_path(index, parent, base)?;
-        let builder = {
-            let mut b = fs::DirBuilder::new();
-            b.mode(mode | OWNER_RWX);
-            b
-        };
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(mode | OWNER_RWX);
         let fresh = match builder.create(&path) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
