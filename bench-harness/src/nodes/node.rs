@@ -112,7 +112,6 @@ pub struct NodeConfig {
     pub dir: PathBuf,
     /// Images pulled at once; `None` for unlimited.
     pub max_parallel_image_pulls: Option<u32>,
-    /// Whether layers are unpacked.
     pub unpack: bool,
     /// The container start model (to choose start files once per image).
     pub readiness: Readiness,

@@ -39,7 +39,6 @@ const STDERR_TAIL_BYTES: usize = 600;
 /// How a node's real client is set up.
 #[derive(Debug, Clone)]
 pub struct RealPullerConfig {
-    /// `Skopeo` or `Ctr`.
     pub client: PullerKind,
     /// Where the node pulls from (registry, cache or peer); plain HTTP.
     pub endpoint: Endpoint,

@@ -424,7 +424,6 @@ pub struct Recordings {
 /// Summary numbers of a histogram, in microseconds (all 0 when it is empty).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
-    /// Samples.
     pub count: u64,
     pub min_us: u64,
     pub p50_us: u64,
@@ -432,7 +431,6 @@ pub struct Summary {
     pub p95_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
-    /// Arithmetic mean.
     pub mean_us: f64,
 }
 
@@ -474,10 +472,6 @@ impl Recorder {
             run,
             data: Repetition::new(),
         }
-    }
-
-    pub fn run(&self) -> &RunKey {
-        &self.run
     }
 
     /// Records a pod that became ready: every pod phase from its milestones, and its ready
@@ -707,7 +701,6 @@ impl Repetition {
         self.failures.values().sum()
     }
 
-    /// Pods that became ready.
     pub fn ready_pods(&self) -> u64 {
         self.ready_us.len() as u64
     }

@@ -56,7 +56,6 @@ impl PeerKind {
     }
 }
 
-/// The running server.
 #[derive(Debug)]
 enum Server {
     Distribution(DockerRegistry),

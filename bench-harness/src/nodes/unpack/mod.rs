@@ -169,7 +169,8 @@ impl fmt::Display for EntryName {
     }
 }
 
-/// Why an entry was refused: it would escape the root or is malformed.
+/// Why an entry was refused: it would escape the root or is malformed. A `target` is as written
+/// in the archive; a `path` is relative to the root.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The name starts with `/`.
@@ -180,28 +181,16 @@ pub enum Refusal {
     #[error("entry would replace the root directory")]
     ReplacesRoot,
     #[error("hard link target {target:?} is outside the root")]
-    HardLinkEscapes {
-        /// The target as written in the archive.
-        target: PathBuf,
-    },
+    HardLinkEscapes { target: PathBuf },
     #[error("hard link target {target:?} does not exist")]
-    HardLinkTargetMissing {
-        /// The target as written in the archive.
-        target: PathBuf,
-    },
+    HardLinkTargetMissing { target: PathBuf },
     #[error("symlink target {target:?} points outside the root")]
-    SymlinkEscapes {
-        /// The target as written in the archive.
-        target: PathBuf,
-    },
+    SymlinkEscapes { target: PathBuf },
     /// Resolving the entry's directory met more than 40 symlinks.
     #[error("too many levels of symlinks in the entry's directory")]
     SymlinkLoop,
     #[error("{path:?} in the root is not a directory")]
-    NotADirectory {
-        /// That component, relative to the root.
-        path: PathBuf,
-    },
+    NotADirectory { path: PathBuf },
     /// A whiteout of nothing, `.` or `..`.
     #[error("malformed whiteout name")]
     InvalidWhiteout,
@@ -216,7 +205,6 @@ pub enum Refusal {
 pub enum UnpackError {
     #[error("open layer blob {}", path.display())]
     OpenBlob {
-        /// The blob's path.
         path: PathBuf,
         #[source]
         source: io::Error,
