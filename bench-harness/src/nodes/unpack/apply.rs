@@ -156,15 +156,19 @@ impl Applier {
             mode,
             mtime,
         };
-        let result = self.apply_named(meta, &cleaned, entry);
+        let link = std::mem::take(&mut self.link);
+        let result = self.apply_named(meta, &cleaned, &link, entry);
         self.name = cleaned;
+        self.link = link;
         result
     }
 
+    /// Applies the entry whose cleaned name is `cleaned` (and link name `link`, for links).
     fn apply_named<R: Read>(
         &mut self,
         meta: Meta,
         cleaned: &[u8],
+        link: &[u8],
         entry: &mut tar::Entry<'_, R>,
     ) -> Result<(), UnpackError> {
         let index = meta.index;
@@ -196,8 +200,8 @@ impl Applier {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.regular(meta, parent, base, entry)
             }
-            EntryType::Symlink => self.symlink(index, parent, base),
-            EntryType::Link => self.hard_link(index, parent, base),
+            EntryType::Symlink => self.symlink(index, parent, base, link),
+            EntryType::Link => self.hard_link(index, parent, base, link),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 self.stats.skipped += 1;
                 Ok(())
@@ -342,14 +346,7 @@ impl Applier {
         Ok(())
     }
 
-    fn symlink(&mut self, index: u64, parent: &[u8], base: &[u8]) -> Result<(), UnpackError> {
-        let target = std::mem::take(&mut self.link);
-        let result = self.symlink_to(index, parent, base, &target);
-        self.link = target;
-        result
-    }
-
-    fn symlink_to(
+    fn symlink(
         &mut self,
         index: u64,
         parent: &[u8],
@@ -374,15 +371,27 @@ impl Applier {
         Ok(())
     }
 
-    fn hard_link(&mut self, index: u64, parent: &[u8], base: &[u8]) -> Result<(), UnpackError> {
-        let link = std::mem::take(&mut self.link);
+    fn hard_link(
+        &mut self,
+        index: u64,
+        parent: &[u8],
+        base: &[u8],
+        link: &[u8],
+    ) -> Result<(), UnpackError> {
         let mut cleaned = std::mem::take(&mut self.link_clean);
-        let result = self
-            .hard_link_target(index, &link, &mut cleaned)
-            .and_then(|target| self.hard_link_to(index, parent, base, &target));
-        self.link = link;
+        let target = self.hard_link_target(index, link, &mut cleaned);
         self.link_clean = cleaned;
-        result
+        let target = target?;
+        let path = self.host_path(index, parent, base)?;
+        if path != target {
+            // link(2) does not follow a symlink target: the new name links the symlink itself.
+            self.replacing(index, &path, "create hard link", || {
+                fs::hard_link(&target, &path)
+            })?;
+        }
+        self.stats.hard_links += 1;
+        self.created.insert(path);
+        Ok(())
     }
 
     /// The host path of a hard link's target, which must already exist inside the root.
@@ -405,25 +414,6 @@ impl Applier {
             return Err(self.refuse(index, Refusal::HardLinkTargetMissing { target: target() }));
         }
         Ok(path)
-    }
-
-    fn hard_link_to(
-        &mut self,
-        index: u64,
-        parent: &[u8],
-        base: &[u8],
-        target: &Path,
-    ) -> Result<(), UnpackError> {
-        let path = self.host_path(index, parent, base)?;
-        if path != target {
-            // link(2) does not follow a symlink target: the new name links the symlink itself.
-            self.replacing(index, &path, "create hard link", || {
-                fs::hard_link(target, &path)
-            })?;
-        }
-        self.stats.hard_links += 1;
-        self.created.insert(path);
-        Ok(())
     }
 
     fn whiteout(&mut self, index: u64, parent: &[u8], target: &[u8]) -> Result<(), UnpackError> {
