@@ -68,7 +68,8 @@ type Sample = (Duration, Duration, FabricBytes);
 /// stops it too, so no thread outlives the burst holding the fabric's counters open.
 #[derive(Debug)]
 pub struct WireSampler {
-    stop: Option<mpsc::Sender<()>>,
+    /// Dropping it wakes the thread, which then ends without another read.
+    stop: mpsc::Sender<()>,
     thread: Option<JoinHandle<Vec<Sample>>>,
 }
 
@@ -86,38 +87,22 @@ impl WireSampler {
                     Vec::new()
                 }
             });
-        let thread = match thread {
-            Ok(t) => Some(t),
-            Err(error) => {
-                tracing::warn!(%error, "cannot start the link counter thread");
-                None
-            }
-        };
-        Self {
-            stop: Some(stop),
-            thread,
-        }
+        let thread = thread
+            .inspect_err(|error| tracing::warn!(%error, "cannot start the link counter thread"))
+            .ok();
+        Self { stop, thread }
     }
 
     /// Takes a last sample, stops, and sums up the burst.
-    pub async fn finish(mut self) -> WireTotals {
-        if let Some(stop) = self.stop.take() {
-            stop.send(()).ok();
-        }
-        let samples = match self.thread.take() {
+    pub async fn finish(self) -> WireTotals {
+        self.stop.send(()).ok();
+        let samples = match self.thread {
             Some(thread) => tokio::task::spawn_blocking(move || thread.join().unwrap_or_default())
                 .await
                 .unwrap_or_default(),
             None => Vec::new(),
         };
         totals(&samples)
-    }
-}
-
-impl Drop for WireSampler {
-    fn drop(&mut self) {
-        // Dropping the sender wakes the thread, which then ends without another read.
-        self.stop.take();
     }
 }
 

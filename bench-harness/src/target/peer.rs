@@ -79,17 +79,13 @@ impl Peer {
     /// or does not answer (the error names its log).
     pub fn start(kind: PeerKind, upstream: SocketAddr, dir: &Path) -> Result<Self, LabError> {
         let addr = free_loopback_addr()?;
-        match kind {
+        let (server, logs) = match kind {
             PeerKind::DistributionProxy => {
                 let config =
                     RegistryConfig::proxy(addr, dir.join("data"), &format!("http://{upstream}"));
                 let registry = DockerRegistry::start(dir, &config, None)?;
                 let log = registry.log_path().to_owned();
-                Ok(Self {
-                    server: Server::Distribution(registry),
-                    addr,
-                    logs: vec![(log, "log")],
-                })
+                (Server::Distribution(registry), vec![(log, "log")])
             }
             PeerKind::Nginx => {
                 let config = NginxConfig::new(addr, upstream, dir);
@@ -97,13 +93,10 @@ impl Peer {
                     (config.access_log(), "access.log"),
                     (config.error_log(), "error.log"),
                 ];
-                Ok(Self {
-                    server: Server::Nginx(NginxCache::start(config)?),
-                    addr,
-                    logs,
-                })
+                (Server::Nginx(NginxCache::start(config)?), logs)
             }
-        }
+        };
+        Ok(Self { server, addr, logs })
     }
 
     /// `http://127.0.0.1:<port>`: where nodes pull.
