@@ -23,7 +23,7 @@ use crate::run::deploy::Fleet;
 use crate::run::host::{CpuSampler, CpuUse};
 use crate::run::pod::Pod;
 use crate::run::progress::Progress;
-use crate::run::record::{record, Recorded};
+use crate::run::record::record;
 use crate::run::recorder::{Recorder, RunKey};
 use crate::run::RunError;
 use crate::scenario::{Scenario, Target, TargetKind, Variant};
@@ -122,7 +122,7 @@ impl Burst<'_> {
         };
         let stem = format!("{}-{}-rep{}", key.target, key.variant, key.repetition);
         let caches = fleet.down(self.stage.logs, &stem).await;
-        let Recorded { recorder, errors } = record(key.clone(), self.variant, outcomes);
+        let (recorder, errors) = record(key.clone(), self.variant, outcomes);
         Ok(BurstOutput {
             key,
             recorder,

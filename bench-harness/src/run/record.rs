@@ -12,16 +12,14 @@ use crate::run::pod::PodOutcome;
 use crate::run::recorder::{BlobFirstByte, Recorder, RunKey};
 use crate::scenario::{PodSlot, Variant};
 
-/// What the record step made of a burst's pods.
-pub(super) struct Recorded {
-    /// Every pod's phases, every node's layers and blobs, failures by kind.
-    pub recorder: Recorder,
-    /// Each distinct failure message, in the order the pods are scheduled.
-    pub errors: Vec<String>,
-}
-
-/// Records the outcomes of the pods of one burst of `variant` (the `key`'s).
-pub(super) fn record(key: RunKey, variant: &Variant, outcomes: Vec<PodOutcome>) -> Recorded {
+/// Records the outcomes of the pods of one burst of `variant` (the `key`'s): the recorder (every
+/// pod's phases, every node's layers and blobs, failures by kind) and each distinct failure
+/// message, in the order the pods are scheduled.
+pub(super) fn record(
+    key: RunKey,
+    variant: &Variant,
+    outcomes: Vec<PodOutcome>,
+) -> (Recorder, Vec<String>) {
     let mut images = NodeImages {
         variant,
         recorded: HashSet::new(),
@@ -53,7 +51,7 @@ pub(super) fn record(key: RunKey, variant: &Variant, outcomes: Vec<PodOutcome>) 
         }
     }
     images.finish(&mut recorder);
-    Recorded { recorder, errors }
+    (recorder, errors)
 }
 
 /// The images nodes pulled, each recorded once per node.

@@ -34,16 +34,6 @@ enum Decoder<R: BufRead> {
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
-impl<R: BufRead> std::fmt::Debug for Decoder<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Plain(_) => "Decoder::Plain",
-            Self::Gzip(_) => "Decoder::Gzip",
-            Self::Zstd(_) => "Decoder::Zstd",
-        })
-    }
-}
-
 impl<R: BufRead> Decoder<R> {
     fn get_ref(&self) -> &R {
         match self {
@@ -65,7 +55,6 @@ impl<R: BufRead> Read for Decoder<R> {
 }
 
 /// The uncompressed tar stream of a layer, with its counters.
-#[derive(Debug)]
 pub(crate) struct LayerStream<R: Read> {
     decoder: Decoder<BufReader<Counted<R>>>,
     uncompressed_bytes: u64,
