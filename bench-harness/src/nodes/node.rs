@@ -1,16 +1,12 @@
 //! One simulated node: its container runtime's content store and snapshots, kubelet's image pull
 //! queue, and the rule that pods on the same node share one pull of an image.
 //!
-//! A pod asks its node for its images: the variant's own, then its sidecars', all at once and in
-//! that order. The first pod to ask for an image starts the node's pull of it, which waits for a
-//! slot in the node's pull queue (kubelet serialises image pulls unless
-//! `max_parallel_image_pulls` says otherwise), pulls with the runtime's download concurrency,
-//! then unpacks the layers in order into the node's snapshot directory. Every other pod asking
-//! for the same image waits for that same pull. A pod scheduled after an image landed finds it
-//! present and does not pull it. The pod starts once all its images are on the node.
-//!
-//! This module times and shares; the pull itself is `pull.rs` (the harness's own client) or
-//! `real_puller.rs` (skopeo, ctr), unpacking is `unpack`, the container start is `container.rs`.
+//! The first pod to ask for an image starts the node's pull of it, which waits for a slot in the
+//! node's pull queue (kubelet serialises image pulls unless `max_parallel_image_pulls` says
+//! otherwise), pulls with the runtime's download concurrency, then unpacks the layers in order
+//! into the node's snapshot directory. Every other pod asking for the same image waits for that
+//! same pull; a pod scheduled after an image landed finds it present. This module times and
+//! shares; the pull itself is `pull.rs` or `real_puller.rs`, unpacking is `unpack`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -189,10 +185,9 @@ impl Node {
     }
 
     /// Gets every image of a pod onto this node: asks for all of them at once, in the order
-    /// given (the main image, then its sidecars), and waits until all are there. With serialized
-    /// pulls a later image waits for its slot while the earlier ones are pulled, as under
-    /// kubelet; with parallel pulls they download side by side, where kubelet (starting a
-    /// pod's containers in turn) would pull them one after another: a lower bound.
+    /// given (the main image, then its sidecars), and waits until all are there. With parallel
+    /// pulls they download side by side, where kubelet (starting a pod's containers in turn)
+    /// would pull them one after another: a lower bound.
     ///
     /// # Errors
     /// The first of the node's pulls to fail; the pod does not start.

@@ -51,6 +51,13 @@ fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
     })
 }
 
+/// The fraction of CPU time busy between two reads; `None` unless both were read and time
+/// passed.
+fn busy_between(a: Option<CpuTimes>, b: Option<CpuTimes>) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    (b.total > a.total).then(|| (b.busy - a.busy) as f64 / (b.total - a.total) as f64)
+}
+
 /// CPU use over a burst.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CpuUse {
@@ -141,32 +148,20 @@ impl CpuSampler {
                     () = tokio::time::sleep(SAMPLE_EVERY) => {}
                 }
                 let now = read_cpu_times();
-                if let (Some(a), Some(b)) = (prev, now) {
-                    if b.total > a.total {
-                        let f = (b.busy - a.busy) as f64 / (b.total - a.total) as f64;
-                        busy_sum += f;
-                        samples += 1;
-                        if f > 0.95 {
-                            saturated += 1;
-                        }
+                if let Some(f) = busy_between(prev, now) {
+                    busy_sum += f;
+                    samples += 1;
+                    if f > 0.95 {
+                        saturated += 1;
                     }
                 }
                 prev = now;
             }
-            let (mean_busy, saturated_fraction) = match (first, prev) {
-                (Some(a), Some(b)) if b.total > a.total => (
-                    (b.busy - a.busy) as f64 / (b.total - a.total) as f64,
-                    f64::from(saturated) / f64::from(samples.max(1)),
-                ),
-                _ if samples > 0 => (
-                    busy_sum / f64::from(samples),
-                    f64::from(saturated) / f64::from(samples),
-                ),
-                _ => (0.0, 0.0),
-            };
+            let per_sample = busy_sum / f64::from(samples.max(1));
             CpuUse {
-                mean_busy,
-                saturated_fraction,
+                // Over the whole span when both ends were read, else the samples' mean.
+                mean_busy: busy_between(first, prev).unwrap_or(per_sample),
+                saturated_fraction: f64::from(saturated) / f64::from(samples.max(1)),
                 samples,
                 own_cpu_seconds: own().saturating_sub(own_start).as_secs_f64(),
             }

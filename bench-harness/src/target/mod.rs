@@ -279,6 +279,13 @@ impl Setup<'_> {
         }
     }
 
+    /// Every node's own upstream endpoint, in node order.
+    fn per_node(&self) -> Result<Vec<Endpoint>, TargetError> {
+        (0..self.nodes)
+            .map(|n| self.upstream_for(Some(n)))
+            .collect()
+    }
+
     /// A real registry has no per-node ports: its node links are paced by the clients.
     fn remote(&self) -> Option<&Remote> {
         match self.upstream {
@@ -289,12 +296,9 @@ impl Setup<'_> {
 
     /// `direct`: each node to its own port of the upstream.
     fn direct(&self) -> Result<Deployment, TargetError> {
-        let endpoints = (0..self.nodes)
-            .map(|n| self.upstream_for(Some(n)))
-            .collect::<Result<_, _>>()?;
         Ok(Deployment {
             ca_file: self.remote().and_then(|r| r.ca_file.clone()),
-            ..Deployment::at(endpoints, self.remote().is_some())
+            ..Deployment::at(self.per_node()?, self.remote().is_some())
         })
     }
 
@@ -302,9 +306,7 @@ impl Setup<'_> {
     /// for every node filling over the shared port.
     async fn cache_daemons(&self, placement: Placement) -> Result<Deployment, TargetError> {
         let upstreams: Vec<Endpoint> = match placement {
-            Placement::PerNode => (0..self.nodes)
-                .map(|n| self.upstream_for(Some(n)))
-                .collect::<Result<_, _>>()?,
+            Placement::PerNode => self.per_node()?,
             Placement::Shared => vec![self.upstream_for(None)?],
             Placement::Cluster => return Err(TargetFault::NeedsNamespaces.of(self.target)),
         };
