@@ -487,17 +487,16 @@ impl Puller {
         let got = verifier.bytes();
         let verified = verifier.finish();
         verify += t.elapsed();
-        if let Err(mismatch) = verified {
+        let mismatch = match verified {
+            Err(mismatch) => Some(mismatch.to_string()),
+            Ok(_) if got != size_bytes => {
+                Some(format!("got {got} bytes, descriptor says {size_bytes}"))
+            }
+            Ok(_) => None,
+        };
+        if let Some(detail) = mismatch {
             tokio::fs::remove_file(&partial).await.ok();
-            return Err(PullError::new(FailureKind::DigestMismatch, &what, mismatch));
-        }
-        if got != size_bytes {
-            tokio::fs::remove_file(&partial).await.ok();
-            return Err(PullError::new(
-                FailureKind::DigestMismatch,
-                &what,
-                format!("got {got} bytes, descriptor says {size_bytes}"),
-            ));
+            return Err(PullError::new(FailureKind::DigestMismatch, &what, detail));
         }
         tokio::fs::rename(&partial, &path)
             .await
