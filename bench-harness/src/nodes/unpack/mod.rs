@@ -117,15 +117,11 @@ impl DecodeThread {
 /// hard_links + whiteouts + opaque_dirs + skipped`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerStats {
-    /// Tar members seen.
     pub entries: u64,
-    /// Regular files written.
     pub regular_files: u64,
     /// Directories created or re-declared (the root's own `./` entry included).
     pub directories: u64,
-    /// Symlinks created.
     pub symlinks: u64,
-    /// Hard links created.
     pub hard_links: u64,
     /// `.wh.<name>` whiteouts applied (whether or not a lower entry was there to delete).
     pub whiteouts: u64,
@@ -134,7 +130,6 @@ pub struct LayerStats {
     /// Members deliberately not applied: device nodes, fifos, PAX global headers, AUFS
     /// `.wh..wh.*` metadata.
     pub skipped: u64,
-    /// Bytes written to regular files.
     pub file_bytes: u64,
     /// Bytes read from the blob (compressed, as stored).
     pub compressed_bytes: u64,
