@@ -87,10 +87,9 @@ pub async fn start(
     epoch: Instant,
     started: Duration,
 ) -> std::io::Result<Duration> {
-    let read = tokio::task::spawn_blocking(move || read_files(&files))
+    tokio::task::spawn_blocking(move || read_files(&files))
         .await
-        .map_err(std::io::Error::other)?;
-    read?;
+        .map_err(std::io::Error::other)??;
     let init_done = epoch.elapsed() + readiness.init;
     Ok(readiness.ready_offset(started, init_done))
 }
