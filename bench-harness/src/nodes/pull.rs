@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use http::{Method, StatusCode};
+use http::{header::RETRY_AFTER, Method, StatusCode};
 use http_body_util::BodyExt;
 use oci_spec::image::ImageManifest;
 use tokio::io::{AsyncWriteExt as _, BufWriter};
@@ -517,11 +517,7 @@ fn client_error(what: &str, e: ClientError) -> PullError {
 }
 
 fn retry_after<B>(resp: &http::Response<B>) -> Option<Duration> {
-    let v = resp
-        .headers()
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
+    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
