@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, OptionFuture};
 use tokio::task::JoinHandle;
 
 use crate::image::variant::{PullFrom, VariantImage};
@@ -205,10 +205,7 @@ impl Meters {
             settle(registry).await;
         }
         let snapshot = embedded.then(|| registry.accounting().snapshot());
-        let wire = match self.wire {
-            Some(w) => Some(w.finish().await),
-            None => None,
-        };
+        let wire = OptionFuture::from(self.wire.map(WireSampler::finish)).await;
         let link_bytes = match (self.link_before, origin.link_sent_bytes()) {
             (Some(before), Some(after)) if embedded => Some(after.saturating_sub(before)),
             _ => None,

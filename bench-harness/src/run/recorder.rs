@@ -789,13 +789,11 @@ impl Series {
 
     /// Adds a repetition's measurements (merging if it is already there).
     pub(crate) fn insert(&mut self, repetition: u32, mut data: Repetition) {
-        match self.repetitions.entry(repetition) {
-            std::collections::btree_map::Entry::Vacant(e) => {
-                data.ready_us.sort_unstable();
-                e.insert(data);
-            }
-            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&data),
-        }
+        data.ready_us.sort_unstable();
+        self.repetitions
+            .entry(repetition)
+            .and_modify(|r| r.merge(&data))
+            .or_insert(data);
     }
 }
 
