@@ -166,12 +166,28 @@ struct Group {
     failed: bool,
 }
 
+/// One node group's fetch of one blob of one pod image: indices into `groups`, `pod_images`
+/// and that image's `blobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fetch {
+    group: usize,
+    image: usize,
+    blob: usize,
+}
+
+impl Fetch {
+    fn new(group: usize, image: usize, blob: usize) -> Self {
+        Self { group, image, blob }
+    }
+
+    fn in_group(self, group: usize) -> Self {
+        Self { group, ..self }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Event {
-    Arrive {
-        group: usize,
-        pod: PodEntry,
-    },
+    Arrive(usize, PodEntry),
     Manifest {
         group: usize,
         image: usize,
@@ -183,55 +199,36 @@ enum Event {
         image: usize,
         step: u32,
     },
-    BlobRequest {
-        group: usize,
-        image: usize,
-        blob: usize,
-        attempt: u32,
-    },
-    BlobStart {
-        group: usize,
-        image: usize,
-        blob: usize,
-    },
-    FillRequest {
-        fill: usize,
-    },
-    FillStart {
-        fill: usize,
-    },
-    Serve {
-        group: usize,
-        image: usize,
-        blob: usize,
-    },
+    /// A blob GET to the registry, and its attempt.
+    BlobRequest(Fetch, u32),
+    BlobStart(Fetch),
+    FillRequest(usize),
+    FillStart(usize),
+    Serve(Fetch),
 }
 
 impl Event {
     fn group(&self) -> Option<usize> {
         match *self {
-            Self::Arrive { group, .. }
+            Self::Arrive(group, _)
             | Self::Manifest { group, .. }
-            | Self::ManifestDone { group, .. }
-            | Self::BlobRequest { group, .. }
-            | Self::BlobStart { group, .. }
-            | Self::Serve { group, .. } => Some(group),
-            Self::FillRequest { .. } | Self::FillStart { .. } => None,
+            | Self::ManifestDone { group, .. } => Some(group),
+            Self::BlobRequest(f, _) | Self::BlobStart(f) | Self::Serve(f) => Some(f.group),
+            Self::FillRequest(_) | Self::FillStart(_) => None,
         }
     }
 
-    fn with_group(self, g: usize) -> Self {
-        let mut e = self;
-        match &mut e {
-            Self::Arrive { group, .. }
+    fn with_group(mut self, g: usize) -> Self {
+        match &mut self {
+            Self::Arrive(group, _)
             | Self::Manifest { group, .. }
-            | Self::ManifestDone { group, .. }
-            | Self::BlobRequest { group, .. }
-            | Self::BlobStart { group, .. }
-            | Self::Serve { group, .. } => *group = g,
-            Self::FillRequest { .. } | Self::FillStart { .. } => {}
+            | Self::ManifestDone { group, .. } => {
+                *group = g;
+            }
+            Self::BlobRequest(f, _) | Self::BlobStart(f) | Self::Serve(f) => f.group = g,
+            Self::FillRequest(_) | Self::FillStart(_) => {}
         }
-        e
+        self
     }
 }
 
@@ -256,26 +253,16 @@ impl Ord for Timer {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
-    Blob {
-        group: usize,
-        image: usize,
-        blob: usize,
-    },
-    Unpack {
-        group: usize,
-        image: usize,
-        blob: usize,
-    },
-    Fill {
-        fill: usize,
-    },
+    Blob(Fetch),
+    Unpack(Fetch),
+    Fill(usize),
 }
 
 impl Owner {
     fn group(&self) -> Option<usize> {
-        match *self {
-            Self::Blob { group, .. } | Self::Unpack { group, .. } => Some(group),
-            Self::Fill { .. } => None,
+        match self {
+            Self::Blob(f) | Self::Unpack(f) => Some(f.group),
+            Self::Fill(_) => None,
         }
     }
 }
@@ -283,9 +270,7 @@ impl Owner {
 /// A waiter on a cache fill.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Waiter {
-    group: usize,
-    image: usize,
-    blob: usize,
+    fetch: Fetch,
     since: f64,
     /// Streams the fill as it lands (cache-daemon readers, nginx's lock holder) rather than
     /// waiting for it to complete (nginx's other requesters).
@@ -342,8 +327,8 @@ struct Sim<'a> {
     recorder: Recorder,
     cluster_depth: f64,
     /// Readers whose flow starts at a later moment (first byte after the tree's hops): when,
-    /// group, image, blob, the flow.
-    delayed: Vec<(f64, usize, usize, usize, FlowSpec)>,
+    /// whose, the flow.
+    delayed: Vec<(f64, Fetch, FlowSpec)>,
 }
 
 /// Models one burst.
@@ -602,17 +587,12 @@ impl<'a> Sim<'a> {
             let group = self.groups.len() - 1;
             for ((offset, wave), per_node) in signature {
                 let scheduled = offset as f64 / 1e9;
-                self.at(
+                let pod = PodEntry {
                     scheduled,
-                    Event::Arrive {
-                        group,
-                        pod: PodEntry {
-                            scheduled,
-                            wave,
-                            per_node,
-                        },
-                    },
-                );
+                    wave,
+                    per_node,
+                };
+                self.at(scheduled, Event::Arrive(group, pod));
             }
         }
     }
@@ -673,14 +653,14 @@ impl<'a> Sim<'a> {
     fn handle(&mut self, event: Event) {
         if let Some(g) = event.group() {
             if self.groups[g].failed {
-                if let Event::Arrive { pod, .. } = event {
+                if let Event::Arrive(_, pod) = event {
                     self.fail_pods(g, &[pod]);
                 }
                 return;
             }
         }
         match event {
-            Event::Arrive { group, pod } => self.arrive(group, pod),
+            Event::Arrive(group, pod) => self.arrive(group, pod),
             Event::Manifest {
                 group,
                 image,
@@ -691,19 +671,14 @@ impl<'a> Sim<'a> {
                 if step + 1 < self.pod_images[image].manifest_requests {
                     self.manifest(group, image, step + 1, 1);
                 } else {
-                    self.request_blob(group, image, 0);
+                    self.request_blob(Fetch::new(group, image, 0));
                 }
             }
-            Event::BlobRequest {
-                group,
-                image,
-                blob,
-                attempt,
-            } => self.registry_blob_request(group, image, blob, attempt),
-            Event::BlobStart { group, image, blob } => self.start_direct_flow(group, image, blob),
-            Event::FillRequest { fill } => self.fill_request(fill),
-            Event::FillStart { fill } => self.fill_start(fill),
-            Event::Serve { group, image, blob } => self.serve_present(group, image, blob, 0.0),
+            Event::BlobRequest(f, attempt) => self.registry_blob_request(f, attempt),
+            Event::BlobStart(f) => self.start_direct_flow(f),
+            Event::FillRequest(fill) => self.fill_request(fill),
+            Event::FillStart(fill) => self.fill_start(fill),
+            Event::Serve(f) => self.serve_present(f, 0.0),
         }
     }
 
@@ -760,7 +735,7 @@ impl<'a> Sim<'a> {
             });
             let overhead = self.ctr().map_or(0.0, |c| secs(c.pull_overhead.0));
             if image.manifest_requests == 0 {
-                self.request_blob(g, i, 0);
+                self.request_blob(Fetch::new(g, i, 0));
             } else if overhead > 0.0 {
                 // containerd's own cost per pull comes before its first request.
                 let first = Event::Manifest {
@@ -843,58 +818,46 @@ impl<'a> Sim<'a> {
         );
     }
 
-    fn request_blob(&mut self, g: usize, i: usize, b: usize) {
-        let key = self.pod_images[i].blobs[b].key.clone();
-        if let Some(pull) = self.groups[g].pulls[i].as_mut() {
-            pull.requested[b] = self.now;
+    fn request_blob(&mut self, f: Fetch) {
+        let key = self.pod_images[f.image].blobs[f.blob].key.clone();
+        if let Some(pull) = self.groups[f.group].pulls[f.image].as_mut() {
+            pull.requested[f.blob] = self.now;
             pull.fetching += 1;
         }
-        if self.groups[g].have.contains(&key) {
-            self.blob_fetched(g, i, b);
+        if self.groups[f.group].have.contains(&key) {
+            self.blob_fetched(f);
             return;
         }
         match self.via {
-            Via::Direct | Via::PerNodeCache => self.registry_blob_request(g, i, b, 1),
-            Via::SharedCache | Via::Nginx | Via::Cluster => self.cache_request(g, i, b),
+            Via::Direct | Via::PerNodeCache => self.registry_blob_request(f, 1),
+            Via::SharedCache | Via::Nginx | Via::Cluster => self.cache_request(f),
             Via::Distribution => {
                 if self.present.contains(&key) {
                     let lat = self.request_latency();
-                    self.serve_present(g, i, b, lat);
+                    self.serve_present(f, lat);
                 } else {
-                    self.registry_blob_request(g, i, b, 1);
+                    self.registry_blob_request(f, 1);
                 }
             }
         }
     }
 
-    fn registry_blob_request(&mut self, g: usize, i: usize, b: usize, attempt: u32) {
-        let retry = Event::BlobRequest {
-            group: g,
-            image: i,
-            blob: b,
-            attempt: attempt + 1,
-        };
-        let Some(g) = self.admit(g, "blob_get", attempt, retry) else {
+    fn registry_blob_request(&mut self, f: Fetch, attempt: u32) {
+        let retry = Event::BlobRequest(f, attempt + 1);
+        let Some(g) = self.admit(f.group, "blob_get", attempt, retry) else {
             return;
         };
-        let key = &self.pod_images[i].blobs[b].key;
+        let key = &self.pod_images[f.image].blobs[f.blob].key;
         self.served.blob_gets(key, self.groups[g].nodes as u64);
         let at = self.now + self.request_latency() + self.registry_latency();
-        self.at(
-            at,
-            Event::BlobStart {
-                group: g,
-                image: i,
-                blob: b,
-            },
-        );
+        self.at(at, Event::BlobStart(f.in_group(g)));
     }
 
     /// A blob streamed from the registry to every node of the group (direct, per-node cache,
     /// distribution's uncoalesced miss).
-    fn start_direct_flow(&mut self, g: usize, i: usize, b: usize) {
-        let blob = &self.pod_images[i].blobs[b];
-        let l = self.groups[g].links;
+    fn start_direct_flow(&mut self, f: Fetch) {
+        let blob = &self.pod_images[f.image].blobs[f.blob];
+        let l = self.groups[f.group].links;
         let r = self.rates;
         let (links, cap) = match self.via {
             Via::PerNodeCache => (
@@ -927,28 +890,21 @@ impl<'a> Sim<'a> {
             ),
         };
         let spec = FlowSpec {
-            count: self.groups[g].nodes,
+            count: self.groups[f.group].nodes,
             bytes: blob.bytes as f64,
             links,
             cap,
             leader: None,
         };
-        self.start_blob_flow(g, i, b, spec);
+        self.start_blob_flow(f, spec);
     }
 
-    fn start_blob_flow(&mut self, g: usize, i: usize, b: usize, spec: FlowSpec) {
-        if let Some(pull) = self.groups[g].pulls[i].as_mut() {
+    fn start_blob_flow(&mut self, f: Fetch, spec: FlowSpec) {
+        if let Some(pull) = self.groups[f.group].pulls[f.image].as_mut() {
             pull.first_byte.get_or_insert(self.now);
         }
         let flow = self.fabric.start(spec);
-        self.owners.insert(
-            flow,
-            Owner::Blob {
-                group: g,
-                image: i,
-                blob: b,
-            },
-        );
+        self.owners.insert(flow, Owner::Blob(f));
     }
 
     // ---- completions ----------------------------------------------------------------------
@@ -956,20 +912,21 @@ impl<'a> Sim<'a> {
     fn flow_done(&mut self, flow: FlowId) {
         self.fabric.remove(flow);
         match self.owners.remove(&flow) {
-            Some(Owner::Blob { group, image, blob }) => {
+            Some(Owner::Blob(f)) => {
                 if self.via == Via::Distribution {
-                    let key = self.pod_images[image].blobs[blob].key.clone();
+                    let key = self.pod_images[f.image].blobs[f.blob].key.clone();
                     self.present.insert(key);
                 }
-                self.blob_fetched(group, image, blob);
+                self.blob_fetched(f);
             }
-            Some(Owner::Unpack { group, image, blob }) => self.unpacked(group, image, blob),
-            Some(Owner::Fill { fill }) => self.fill_done(fill),
+            Some(Owner::Unpack(f)) => self.unpacked(f),
+            Some(Owner::Fill(fill)) => self.fill_done(fill),
             None => {}
         }
     }
 
-    fn blob_fetched(&mut self, g: usize, i: usize, b: usize) {
+    fn blob_fetched(&mut self, f: Fetch) {
+        let (g, i, b) = (f.group, f.image, f.blob);
         let image = self.pod_images[i];
         let blob = &image.blobs[b];
         self.groups[g].have.insert(blob.key.clone());
@@ -999,7 +956,7 @@ impl<'a> Sim<'a> {
             self.next_unpack(g);
         }
         if !unpack && blob.layer {
-            self.record_layer(g, i, b, 0.0);
+            self.record_layer(f, 0.0);
         }
         self.next_layers(g, i);
         self.maybe_pull_done(g, i);
@@ -1018,7 +975,7 @@ impl<'a> Sim<'a> {
             }
             let b = pull.next_layer;
             pull.next_layer += 1;
-            self.request_blob(g, i, b);
+            self.request_blob(Fetch::new(g, i, b));
         }
     }
 
@@ -1040,14 +997,7 @@ impl<'a> Sim<'a> {
             leader: None,
         });
         self.groups[g].unpack_busy = true;
-        self.owners.insert(
-            flow,
-            Owner::Unpack {
-                group: g,
-                image: i,
-                blob: b,
-            },
-        );
+        self.owners.insert(flow, Owner::Unpack(Fetch::new(g, i, b)));
     }
 
     /// Core-seconds per uncompressed byte to decompress and apply a layer.
@@ -1062,28 +1012,29 @@ impl<'a> Sim<'a> {
                 .map_or(0.0, |r| 1.0 / r.max(1.0))
     }
 
-    fn unpacked(&mut self, g: usize, i: usize, b: usize) {
+    fn unpacked(&mut self, f: Fetch) {
+        let g = f.group;
         self.groups[g].unpack_busy = false;
-        let started = self.groups[g].pulls[i]
+        let started = self.groups[g].pulls[f.image]
             .as_ref()
             .map_or(self.now, |p| p.unpack_from);
         let took = self.now - started;
-        self.record_layer(g, i, b, took);
+        self.record_layer(f, took);
         let now = self.now;
-        if let Some(pull) = self.groups[g].pulls[i].as_mut() {
+        if let Some(pull) = self.groups[g].pulls[f.image].as_mut() {
             pull.unpacking -= 1;
             pull.unpack_from = now;
         }
         self.next_unpack(g);
-        self.maybe_pull_done(g, i);
+        self.maybe_pull_done(g, f.image);
     }
 
-    fn record_layer(&mut self, g: usize, i: usize, b: usize, unpack: f64) {
-        let blob = &self.pod_images[i].blobs[b];
-        let Some(pull) = self.groups[g].pulls[i].as_ref() else {
+    fn record_layer(&mut self, f: Fetch, unpack: f64) {
+        let blob = &self.pod_images[f.image].blobs[f.blob];
+        let Some(pull) = self.groups[f.group].pulls[f.image].as_ref() else {
             return;
         };
-        let fetch = pull.fetched_at[b] - pull.requested[b];
+        let fetch = pull.fetched_at[f.blob] - pull.requested[f.blob];
         let p = self.setup.profile;
         let dec = p
             .decompress_rate(blob.compression)
@@ -1100,10 +1051,9 @@ impl<'a> Sim<'a> {
             decompress: dur(unpack * share),
             apply: dur(unpack * (1.0 - share)),
         };
-        let position = b - 1;
-        let name = &self.pod_images[i].name;
-        for _ in 0..self.groups[g].nodes as u64 {
-            self.recorder.layer(name, position, &times);
+        let name = &self.pod_images[f.image].name;
+        for _ in 0..self.groups[f.group].nodes as u64 {
+            self.recorder.layer(name, f.blob - 1, &times);
         }
     }
 
