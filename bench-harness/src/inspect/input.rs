@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use stampede_oci::client::read_body_limited;
 use stampede_oci::manifest::{select_platform, MAX_MANIFEST_BYTES};
 use stampede_oci::{
@@ -38,27 +39,20 @@ const BODY_IDLE: Duration = Duration::from_secs(120);
 pub enum ImageInput {
     /// An OCI image layout directory, and the tag of the entry to read.
     Layout {
-        /// The layout directory.
         path: PathBuf,
         /// `org.opencontainers.image.ref.name` of the entry; `None`: the only one.
         tag: Option<String>,
     },
     /// An image in a registry.
     Registry {
-        /// The reference.
         reference: ImageRef,
-        /// How to reach it.
         access: RegistryAccess,
     },
     /// A scenario's synthetic variant, generated (or found) in the image cache.
     Synthetic {
-        /// The variant name.
         variant: String,
-        /// Its spec.
         spec: SyntheticImage,
-        /// The scenario's seed.
         seed: u64,
-        /// The image cache.
         cache: PathBuf,
     },
 }
@@ -81,15 +75,11 @@ pub struct Opened {
     pub top: Descriptor,
     /// Every platform the top lists.
     pub listed: Vec<Platform>,
-    /// The platform inspected.
     pub platform: Platform,
-    /// Its manifest.
     pub manifest: Descriptor,
-    /// Its config.
     pub config: Descriptor,
     /// Its layers, base first.
     pub layers: Vec<Descriptor>,
-    /// Where the blobs are.
     pub blobs: Blobs,
 }
 
@@ -98,15 +88,15 @@ pub struct Opened {
 pub enum Blobs {
     /// Files of an OCI layout.
     Disk(LayoutImage),
-    /// A registry.
-    Remote {
-        /// The client.
-        client: RegistryClient,
-        /// The registry.
-        endpoint: Endpoint,
-        /// The repository.
-        repo: RepoName,
-    },
+    Remote(Repository),
+}
+
+/// A repository in a registry, and the client to reach it.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    client: RegistryClient,
+    endpoint: Endpoint,
+    repo: RepoName,
 }
 
 impl ImageInput {
@@ -321,11 +311,11 @@ async fn opened_remote(
         .iter()
         .map(Descriptor::of)
         .collect::<Result<Vec<_>, _>>()?;
-    let blobs = Blobs::Remote {
+    let blobs = Blobs::Remote(Repository {
         client,
         endpoint: remote.endpoint.clone(),
         repo: repo.clone(),
-    };
+    });
     // A plain manifest names its platform only in its config.
     let config_bytes = blobs.read_small(&config).await?;
     let platform = Platform::of_config(&config_bytes).unwrap_or_else(|| platform.clone());
@@ -391,31 +381,8 @@ impl Blobs {
                 .await
                 .map_err(InspectError::Task)?
             }
-            Self::Remote {
-                client,
-                endpoint,
-                repo,
-            } => {
-                let what = format!("GET blob {repo}@{}", d.digest);
-                let req = RegistryRequest::pull(
-                    Method::GET,
-                    repo.as_str(),
-                    format!("/v2/{repo}/blobs/{}", d.digest),
-                );
-                let resp =
-                    client
-                        .send(endpoint, &req)
-                        .await
-                        .map_err(|source| InspectError::Request {
-                            what: what.clone(),
-                            source,
-                        })?;
-                if !resp.status().is_success() {
-                    return Err(InspectError::Status {
-                        what,
-                        status: resp.status(),
-                    });
-                }
+            Self::Remote(r) => {
+                let (mut body, _) = r.get(&d.digest).await?;
                 let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
                 let scanner = tokio::task::spawn_blocking(move || {
                     f(Box::new(ChannelReader {
@@ -423,7 +390,6 @@ impl Blobs {
                         current: Bytes::new(),
                     }))
                 });
-                let mut body = resp.into_body();
                 loop {
                     let next = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
                         Err(_) => Some(Err(std::io::Error::other("body stalled"))),
@@ -463,44 +429,22 @@ impl Blobs {
             });
         }
         let digest = d.digest.clone();
-        let bytes =
-            match self {
-                Self::Disk(image) => {
-                    let path = image.blob_path(&d.digest);
-                    std::fs::read(&path).map_err(|source| InspectError::Io {
-                        what: format!("read blob {}", path.display()),
-                        source,
-                    })?
-                }
-                Self::Remote {
-                    client,
-                    endpoint,
-                    repo,
-                } => {
-                    let what = format!("GET blob {repo}@{digest}");
-                    let req = RegistryRequest::pull(
-                        Method::GET,
-                        repo.as_str(),
-                        format!("/v2/{repo}/blobs/{digest}"),
-                    );
-                    let resp = client.send(endpoint, &req).await.map_err(|source| {
-                        InspectError::Request {
-                            what: what.clone(),
-                            source,
-                        }
-                    })?;
-                    if !resp.status().is_success() {
-                        return Err(InspectError::Status {
-                            what,
-                            status: resp.status(),
-                        });
-                    }
-                    read_body_limited(resp.into_body(), MAX_MANIFEST_BYTES)
-                        .await
-                        .map_err(|source| InspectError::Body { what, source })?
-                        .to_vec()
-                }
-            };
+        let bytes = match self {
+            Self::Disk(image) => {
+                let path = image.blob_path(&d.digest);
+                std::fs::read(&path).map_err(|source| InspectError::Io {
+                    what: format!("read blob {}", path.display()),
+                    source,
+                })?
+            }
+            Self::Remote(r) => {
+                let (body, what) = r.get(&digest).await?;
+                read_body_limited(body, MAX_MANIFEST_BYTES)
+                    .await
+                    .map_err(|source| InspectError::Body { what, source })?
+                    .to_vec()
+            }
+        };
         let actual = Digest::of(&bytes);
         if actual != digest {
             return Err(InspectError::Io {
@@ -509,6 +453,26 @@ impl Blobs {
             });
         }
         Ok(bytes)
+    }
+}
+
+impl Repository {
+    /// GETs a blob: its body, and the request as errors name it.
+    async fn get(&self, digest: &Digest) -> Result<(Incoming, String), InspectError> {
+        let repo = &self.repo;
+        let what = format!("GET blob {repo}@{digest}");
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let req = RegistryRequest::pull(Method::GET, repo.as_str(), path);
+        let resp = self.client.send(&self.endpoint, &req).await;
+        let resp = resp.map_err(|source| InspectError::Request {
+            what: what.clone(),
+            source,
+        })?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            return Err(InspectError::Status { what, status });
+        }
+        Ok((resp.into_body(), what))
     }
 }
 

@@ -24,13 +24,10 @@ pub const SAMPLE_MAX_COMPRESSED_BYTES: u64 = 64 * 1024 * 1024;
 /// A measured unpack throughput for one compression format.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Throughput {
-    /// The format.
     pub compression: Compression,
     /// The layer unpacked.
     pub sample_layer: Digest,
-    /// Its compressed bytes.
     pub sample_compressed_bytes: u64,
-    /// Its uncompressed tar bytes.
     pub sample_uncompressed_bytes: u64,
     /// Regular files it wrote.
     pub sample_files: u64,

@@ -56,9 +56,7 @@ const SCAN_CONCURRENCY: usize = 2;
 /// How to inspect.
 #[derive(Debug, Clone)]
 pub struct InspectOptions {
-    /// The node platform picked from an index.
     pub platform: Platform,
-    /// Bandwidth the pull prediction assumes.
     pub bandwidth: Bandwidth,
     /// How many largest and wasted files to list.
     pub top_files: usize,
@@ -76,27 +74,21 @@ pub struct ImageCost {
     pub source: String,
     /// What the tag or reference resolved to (an index or a manifest).
     pub digest: Digest,
-    /// Its media type.
     pub media_type: String,
     /// Every platform the image offers.
     pub platforms: Vec<String>,
-    /// The platform inspected.
     pub platform: String,
     /// Its manifest.
     pub manifest_digest: Digest,
     /// Its config.
     pub config_digest: Digest,
-    /// Sums over the layers.
     pub totals: Totals,
-    /// Bytes shipped for nothing.
     pub waste: Waste,
-    /// Per layer, base first.
     pub layers: Vec<LayerCost>,
     /// The largest files of the final filesystem, largest first.
     pub largest_files: Vec<VisibleFile>,
     /// The largest files shipped for nothing, largest first.
     pub wasted_files: Vec<DeadFile>,
-    /// Predicted pull and unpack time.
     pub prediction: Prediction,
     /// Unpack throughput measured on this machine, per compression format.
     pub unpack_throughput: Vec<Throughput>,
@@ -107,7 +99,6 @@ pub struct ImageCost {
 /// Sums over an image's layers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Totals {
-    /// Number of layers.
     pub layers: usize,
     /// Layer blob bytes (compressed, as downloaded).
     pub compressed_bytes: u64,
@@ -142,13 +133,9 @@ pub struct Waste {
 pub struct LayerCost {
     /// Position, 0 = base.
     pub index: usize,
-    /// Blob digest.
     pub digest: Digest,
-    /// Media type.
     pub media_type: String,
-    /// Compression format.
     pub compression: Compression,
-    /// Blob bytes.
     pub compressed_bytes: u64,
     /// Tar stream bytes.
     pub uncompressed_bytes: u64,
@@ -158,11 +145,8 @@ pub struct LayerCost {
     pub diff_id: Digest,
     /// Regular files and their bytes.
     pub files: Count,
-    /// Directories.
     pub directories: u64,
-    /// Symbolic links.
     pub symlinks: u64,
-    /// Hard links.
     pub hard_links: u64,
     /// `.wh.` whiteouts.
     pub whiteouts: u64,
@@ -187,9 +171,7 @@ pub struct LayerCost {
 pub struct Prediction {
     /// The bandwidth assumed (`"200Mbit"`).
     pub bandwidth: String,
-    /// The same in bytes per second.
     pub bandwidth_bytes_per_sec: u64,
-    /// Bytes one pull downloads.
     pub pull_bytes: u64,
     /// `pull_bytes` at the bandwidth, in seconds (no latency, no contention).
     pub pull_seconds: f64,
@@ -205,12 +187,7 @@ pub struct Prediction {
 pub enum InspectError {
     /// The argument names nothing inspectable.
     #[error("image {arg:?}: {why}")]
-    Input {
-        /// The argument.
-        arg: String,
-        /// What is wrong.
-        why: String,
-    },
+    Input { arg: String, why: String },
     /// The scenario named by `--scenario` could not be loaded.
     #[error(transparent)]
     Scenario(#[from] crate::scenario::ScenarioError),
@@ -229,35 +206,27 @@ pub enum InspectError {
     /// A manifest could not be fetched.
     #[error("fetch {reference}")]
     Fetch {
-        /// The image.
         reference: String,
-        /// The cause.
         #[source]
         source: crate::nodes::pull::PullError,
     },
     /// A registry request got no answer.
     #[error("{what}")]
     Request {
-        /// The request.
         what: String,
-        /// The cause.
         #[source]
         source: stampede_oci::ClientError,
     },
     /// A registry answered with an error status.
     #[error("{what}: answered {status}")]
     Status {
-        /// The request.
         what: String,
-        /// The status.
         status: http::StatusCode,
     },
     /// A registry body could not be read.
     #[error("{what}")]
     Body {
-        /// The request.
         what: String,
-        /// The cause.
         #[source]
         source: stampede_oci::client::BodyError,
     },
@@ -268,29 +237,22 @@ pub enum InspectError {
     /// A layer could not be read.
     #[error("layer {index} ({digest})")]
     Scan {
-        /// Position of the layer.
         index: usize,
-        /// Its digest.
         digest: Digest,
-        /// The cause.
         #[source]
         source: ScanError,
     },
     /// The unpack measurement failed.
     #[error("measure unpack of layer {digest}")]
     Measure {
-        /// The sample layer.
         digest: Digest,
-        /// The cause.
         #[source]
         source: crate::nodes::unpack::UnpackError,
     },
     /// A local file operation failed.
     #[error("{what}")]
     Io {
-        /// What we were doing.
         what: String,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },
@@ -348,7 +310,7 @@ pub async fn inspect(
 
     let scans: Vec<scan::LayerScan> = stream::iter(opened.layers.iter().enumerate())
         .map(|(index, layer)| {
-            let keep = (samples.contains(&index) && matches!(opened.blobs, Blobs::Remote { .. }))
+            let keep = (samples.contains(&index) && matches!(opened.blobs, Blobs::Remote(_)))
                 .then(|| tee_path(layer));
             let (digest, declared) = (layer.digest.clone(), declared_compression(layer));
             opened.blobs.with_reader(layer, move |reader| {
@@ -384,7 +346,7 @@ pub async fn inspect(
         let layer = &opened.layers[index];
         let blob = match &opened.blobs {
             Blobs::Disk(image) => image.blob_path(&layer.digest),
-            Blobs::Remote { .. } => tee_path(layer),
+            Blobs::Remote(_) => tee_path(layer),
         };
         let (digest, compression, work) = (
             layer.digest.clone(),

@@ -16,9 +16,7 @@ use super::scan::{Member, MemberKind};
 /// A count of regular files and their content bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Count {
-    /// Regular files.
     pub files: u64,
-    /// Their content bytes.
     pub bytes: u64,
 }
 
@@ -43,24 +41,19 @@ pub enum Removal {
 /// A regular file that was shipped but is not in the final filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeadFile {
-    /// Its path.
     pub path: String,
-    /// Its content bytes.
     pub size_bytes: u64,
     /// The layer that shipped it (0-based, base first).
     pub layer: usize,
     /// The layer whose entry removed it.
     pub removed_by: usize,
-    /// How.
     pub how: Removal,
 }
 
 /// A regular file of the final filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VisibleFile {
-    /// Its path.
     pub path: String,
-    /// Its content bytes.
     pub size_bytes: u64,
     /// The layer it comes from.
     pub layer: usize,
@@ -86,7 +79,6 @@ pub struct OverlayResult {
     pub visible_files: Vec<VisibleFile>,
     /// Every file shipped for nothing, in the order they were removed.
     pub dead: Vec<DeadFile>,
-    /// Per layer, base first.
     pub layers: Vec<LayerWaste>,
 }
 
@@ -106,7 +98,6 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// An empty filesystem.
     pub fn new() -> Self {
         Self::default()
     }

@@ -20,11 +20,8 @@ use crate::nodes::unpack::{Refusal, DEFAULT_DECODE_BUFFER_BYTES, DEFAULT_READ_BU
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberKind {
-    /// A regular file.
     File,
-    /// A directory.
     Dir,
-    /// A symbolic link.
     Symlink,
     /// A hard link (ships no bytes of its own).
     HardLink,
@@ -42,7 +39,6 @@ pub struct Member {
     /// Cleaned path relative to the root (`usr/bin/app`); for a whiteout, the path it deletes;
     /// for an opaque marker, its directory (empty for the root).
     pub path: String,
-    /// What it is.
     pub kind: MemberKind,
     /// File content bytes (0 for everything but regular files).
     pub size_bytes: u64,
@@ -72,9 +68,7 @@ pub enum ScanError {
     /// The blob is corrupt, truncated or not a (compressed) tar.
     #[error("read layer stream after {members} members")]
     Read {
-        /// Members read before the failure.
         members: usize,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -82,11 +76,8 @@ pub enum ScanError {
     /// such layers too).
     #[error("member #{index} {name:?}: {reason}")]
     Refused {
-        /// Position in the archive.
         index: usize,
-        /// The name as written.
         name: String,
-        /// Why.
         reason: Refusal,
     },
 }

@@ -64,7 +64,6 @@ pub struct CalibrateArgs {
 /// What `model` did, for `main.rs` to print.
 #[derive(Debug)]
 pub struct Modelled {
-    /// The modelled result.
     pub result: RunResult,
     /// Where it and its reports were written.
     pub dir: PathBuf,
@@ -89,10 +88,11 @@ impl ModelArgs {
         if self.against.len() > 1 {
             return self.run_scaling(&overrides);
         }
-        let measured = match self.against.first() {
-            Some(path) => Some(RunResult::load(path)?),
-            None => None,
-        };
+        let measured = self
+            .against
+            .first()
+            .map(|p| RunResult::load(p))
+            .transpose()?;
         let (scenario, workspace) = match (&measured, &self.scenario) {
             (Some(m), _) => (measured_scenario(m, &overrides)?, PathBuf::from(".")),
             (None, Some(path)) => (
@@ -239,8 +239,7 @@ impl CalibrateArgs {
         .await?;
         let text = calibrate::to_toml(&profile)?;
         if let Some(path) = &self.out {
-            std::fs::write(path, &text)
-                .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+            write(path, &text)?;
         }
         Ok(text)
     }

@@ -29,7 +29,6 @@ const REQUESTS: usize = 50;
 /// What to measure with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Profile name.
     pub name: String,
     /// Content bytes per sample layer.
     pub layer_bytes: u64,
@@ -117,7 +116,7 @@ pub async fn measure(settings: &Settings) -> anyhow::Result<Profile> {
 pub fn to_toml(p: &Profile) -> anyhow::Result<String> {
     Ok(format!(
         "# Machine profile for `bench-harness model` (bench-harness/README.md, \"Fleet model\").\n{}",
-        p.to_toml()?
+        toml::to_string(p)?
     ))
 }
 

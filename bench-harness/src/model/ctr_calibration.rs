@@ -47,12 +47,7 @@ pub enum CtrCalibrationError {
     Containerd(#[source] stampede_lab::LabError),
     /// A `ctr` command failed.
     #[error("`{command}` failed: {stderr}")]
-    Ctr {
-        /// The command.
-        command: String,
-        /// Its standard error, trimmed.
-        stderr: String,
-    },
+    Ctr { command: String, stderr: String },
     /// A sample image could not be generated or served.
     #[error("prepare the ctr sample images")]
     Images(#[source] anyhow::Error),

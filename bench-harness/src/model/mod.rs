@@ -61,7 +61,6 @@ use stampede_lab::Machine;
 /// Why a model could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// The profile could not be loaded.
     #[error(transparent)]
     Profile(#[from] ProfileError),
     /// An image's sizes are unknown.
@@ -70,9 +69,7 @@ pub enum ModelError {
     /// The scenario has something the model cannot express (the message names the field).
     #[error("the model cannot run scenario {scenario}")]
     Sim {
-        /// The scenario's name.
         scenario: String,
-        /// What it cannot express.
         #[source]
         source: sim::SimError,
     },
@@ -81,7 +78,6 @@ pub enum ModelError {
 /// What a modelled run needs besides the scenario.
 #[derive(Debug, Clone)]
 pub struct Inputs<'a> {
-    /// The machine profile.
     pub profile: &'a Profile,
     /// The profile file as given, for the result.
     pub profile_path: Option<&'a Path>,
@@ -100,11 +96,12 @@ pub struct Inputs<'a> {
 pub fn run(scenario: &Scenario, inputs: &Inputs<'_>) -> Result<RunResult, ModelError> {
     let clock = Instant::now();
     let started_at = SystemTime::now();
+    let sim_error = |source| ModelError::Sim {
+        scenario: scenario.name.clone(),
+        source,
+    };
     for (index, t) in scenario.targets.iter().enumerate() {
-        sim::check_target(t, index).map_err(|source| ModelError::Sim {
-            scenario: scenario.name.clone(),
-            source,
-        })?;
+        sim::check_target(t, index).map_err(sim_error)?;
     }
     let images = image::images(scenario, inputs.measured_images)?;
     let mut recordings = Recordings::new();
@@ -132,10 +129,7 @@ pub fn run(scenario: &Scenario, inputs: &Inputs<'_>) -> Result<RunResult, ModelE
                 variant: v,
                 target: t,
             })
-            .map_err(|source| ModelError::Sim {
-                scenario: scenario.name.clone(),
-                source,
-            })?;
+            .map_err(sim_error)?;
             events += out.events;
             if out.upload_bytes_per_node > 0.0 {
                 warnings.push(format!(

@@ -55,18 +55,14 @@ pub const ARRIVAL_GRID: Duration = Duration::from_millis(100);
 /// Events after which a burst is abandoned as runaway (a bug, not a scenario).
 const MAX_EVENTS: u64 = 50_000_000;
 
-/// What one burst needs.
+/// What one burst needs: the scenario, the profile, every variant's image, and the (variant,
+/// target) pulled.
 #[derive(Debug, Clone, Copy)]
 pub struct Setup<'a> {
-    /// The scenario (arrival, registry, runtime, readiness).
     pub scenario: &'a Scenario,
-    /// The machine profile.
     pub profile: &'a Profile,
-    /// Every variant's image.
     pub images: &'a BTreeMap<String, Image>,
-    /// The variant pulled.
     pub variant: &'a Variant,
-    /// The target pulled through.
     pub target: &'a Target,
 }
 
@@ -75,11 +71,9 @@ pub struct Setup<'a> {
 pub struct Outcome {
     /// Per-pod and per-layer recordings, as a measured burst has them.
     pub recorder: Recorder,
-    /// What the registry served.
     pub served: Served,
     /// Bytes each node uploaded to peers, mean (cluster mode; 0 otherwise).
     pub upload_bytes_per_node: f64,
-    /// Events handled.
     pub events: u64,
 }
 
@@ -88,20 +82,10 @@ pub struct Outcome {
 pub enum SimError {
     /// A scenario field the model cannot express.
     #[error("{field}: {why}")]
-    Unsupported {
-        /// The field path.
-        field: String,
-        /// Why.
-        why: String,
-    },
+    Unsupported { field: String, why: String },
     /// The loop ran away.
     #[error("modelled burst of {variant}/{target} did not settle after {MAX_EVENTS} events")]
-    Runaway {
-        /// Variant.
-        variant: String,
-        /// Target.
-        target: String,
-    },
+    Runaway { variant: String, target: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,15 +345,11 @@ pub fn check_target(target: &Target, index: usize) -> Result<(), SimError> {
 fn via(target: &Target, index: usize) -> Result<Via, SimError> {
     Ok(match &target.kind {
         TargetKind::Direct => Via::Direct,
-        TargetKind::CacheDaemon {
-            placement: Placement::PerNode,
-        } => Via::PerNodeCache,
-        TargetKind::CacheDaemon {
-            placement: Placement::Shared,
-        } => Via::SharedCache,
-        TargetKind::CacheDaemon {
-            placement: Placement::Cluster,
-        } => Via::Cluster,
+        TargetKind::CacheDaemon { placement } => match placement {
+            Placement::PerNode => Via::PerNodeCache,
+            Placement::Shared => Via::SharedCache,
+            Placement::Cluster => Via::Cluster,
+        },
         TargetKind::Nginx {
             placement: Placement::Shared,
         } => Via::Nginx,
