@@ -372,10 +372,8 @@ impl Blobs {
             Self::Disk(image) => {
                 let path = image.blob_path(&d.digest);
                 tokio::task::spawn_blocking(move || {
-                    let file = std::fs::File::open(&path).map_err(|source| InspectError::Io {
-                        what: format!("open blob {}", path.display()),
-                        source,
-                    })?;
+                    let file = std::fs::File::open(&path)
+                        .map_err(InspectError::io(format!("open blob {}", path.display())))?;
                     f(Box::new(file))
                 })
                 .await
@@ -432,10 +430,8 @@ impl Blobs {
         let bytes = match self {
             Self::Disk(image) => {
                 let path = image.blob_path(&d.digest);
-                std::fs::read(&path).map_err(|source| InspectError::Io {
-                    what: format!("read blob {}", path.display()),
-                    source,
-                })?
+                std::fs::read(&path)
+                    .map_err(InspectError::io(format!("read blob {}", path.display())))?
             }
             Self::Remote(r) => {
                 let (body, what) = r.get(&digest).await?;

@@ -266,6 +266,11 @@ impl InspectError {
     pub fn is_platform_missing(&self) -> bool {
         matches!(self, Self::Manifest(ManifestError::PlatformMissing { .. }))
     }
+
+    /// For `map_err` on a local file operation: what we were doing.
+    fn io(what: String) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self::Io { what, source }
+    }
 }
 
 /// Reads `input` for `options.platform` and works out what it costs.
@@ -295,17 +300,13 @@ pub async fn inspect(
     } else {
         Vec::new()
     };
-    std::fs::create_dir_all(&options.work_dir).map_err(|source| InspectError::Io {
-        what: format!("create {}", options.work_dir.display()),
-        source,
-    })?;
+    let work = options.work_dir.display();
+    std::fs::create_dir_all(&options.work_dir)
+        .map_err(InspectError::io(format!("create {work}")))?;
     let tee_dir = tempfile::Builder::new()
         .prefix("stampede-inspect-")
         .tempdir_in(&options.work_dir)
-        .map_err(|source| InspectError::Io {
-            what: format!("create a directory in {}", options.work_dir.display()),
-            source,
-        })?;
+        .map_err(InspectError::io(format!("create a directory in {work}")))?;
     let tee_path = |d: &Descriptor| tee_dir.path().join(d.digest.hex());
 
     let scans: Vec<scan::LayerScan> = stream::iter(opened.layers.iter().enumerate())
@@ -314,16 +315,11 @@ pub async fn inspect(
                 .then(|| tee_path(layer));
             let (digest, declared) = (layer.digest.clone(), declared_compression(layer));
             opened.blobs.with_reader(layer, move |reader| {
-                let mut tee =
-                    match &keep {
-                        Some(path) => Some(std::fs::File::create(path).map_err(|source| {
-                            InspectError::Io {
-                                what: format!("create {}", path.display()),
-                                source,
-                            }
-                        })?),
-                        None => None,
-                    };
+                let create = |path: &PathBuf| {
+                    std::fs::File::create(path)
+                        .map_err(InspectError::io(format!("create {}", path.display())))
+                };
+                let mut tee = keep.as_ref().map(create).transpose()?;
                 scan::scan_layer(
                     reader,
                     &digest,
@@ -523,10 +519,7 @@ impl LayerCost {
     fn count_members(&mut self, members: &[Member]) {
         for m in members {
             match m.kind {
-                MemberKind::File => {
-                    self.files.files += 1;
-                    self.files.bytes += m.size_bytes;
-                }
+                MemberKind::File => self.files.add(m.size_bytes),
                 MemberKind::Dir => self.directories += 1,
                 MemberKind::Symlink => self.symlinks += 1,
                 MemberKind::HardLink => self.hard_links += 1,
@@ -542,23 +535,12 @@ impl Waste {
     /// What the `dead` files add up to, and their compressed size estimated from the ratio of
     /// the layer that shipped each.
     fn of(dead: &[DeadFile], layers: &[LayerCost]) -> Self {
-        let mut waste = Self {
-            overwritten: Count::default(),
-            deleted: Count::default(),
-            wasted_bytes: 0,
-            wasted_compressed_bytes_estimate: 0,
-        };
+        let (mut overwritten, mut deleted) = (Count::default(), Count::default());
         let mut estimate = 0.0;
         for dead in dead {
             match dead.how {
-                Removal::Overwritten => {
-                    waste.overwritten.files += 1;
-                    waste.overwritten.bytes += dead.size_bytes;
-                }
-                Removal::Deleted => {
-                    waste.deleted.files += 1;
-                    waste.deleted.bytes += dead.size_bytes;
-                }
+                Removal::Overwritten => overwritten.add(dead.size_bytes),
+                Removal::Deleted => deleted.add(dead.size_bytes),
             }
             let l = &layers[dead.layer];
             if l.uncompressed_bytes > 0 {
@@ -566,9 +548,12 @@ impl Waste {
                     / l.uncompressed_bytes as f64;
             }
         }
-        waste.wasted_bytes = waste.overwritten.bytes + waste.deleted.bytes;
-        waste.wasted_compressed_bytes_estimate = estimate.round() as u64;
-        waste
+        Self {
+            overwritten,
+            deleted,
+            wasted_bytes: overwritten.bytes + deleted.bytes,
+            wasted_compressed_bytes_estimate: estimate.round() as u64,
+        }
     }
 }
 

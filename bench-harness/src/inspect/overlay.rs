@@ -21,7 +21,8 @@ pub struct Count {
 }
 
 impl Count {
-    fn add(&mut self, bytes: u64) {
+    /// Counts one more file of `bytes`.
+    pub(super) fn add(&mut self, bytes: u64) {
         self.files += 1;
         self.bytes += bytes;
     }
@@ -111,7 +112,7 @@ impl Overlay {
         for m in members {
             match m.kind {
                 MemberKind::Whiteout => {
-                    self.remove(&m.path, true, layer, Removal::Deleted);
+                    self.remove(&m.path, layer, Removal::Deleted);
                 }
                 MemberKind::Opaque => {
                     self.remove_under(&m.path, layer, Removal::Deleted);
@@ -169,13 +170,11 @@ impl Overlay {
         self.result
     }
 
-    /// Removes `path` (when `itself`) and everything under it that lower layers put there.
-    fn remove(&mut self, path: &str, itself: bool, layer: usize, how: Removal) {
-        if itself {
-            if let Some(n) = self.nodes.get(path).copied().filter(|n| n.layer < layer) {
-                self.nodes.remove(path);
-                self.kill(path.to_owned(), n, layer, how);
-            }
+    /// Removes `path` and everything under it that lower layers put there.
+    fn remove(&mut self, path: &str, layer: usize, how: Removal) {
+        if let Some(n) = self.nodes.get(path).copied().filter(|n| n.layer < layer) {
+            self.nodes.remove(path);
+            self.kill(path.to_owned(), n, layer, how);
         }
         self.remove_under(path, layer, how);
     }

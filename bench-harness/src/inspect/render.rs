@@ -153,54 +153,58 @@ fn write_filesystem(out: &mut String, c: &ImageCost) {
 
 /// The largest files of the final filesystem, if any.
 fn write_largest_files(out: &mut String, c: &ImageCost) {
-    if c.largest_files.is_empty() {
-        return;
-    }
-    out.push_str("largest files\n");
-    let mut t = Table::new(&[
+    let columns = [
         ("size", Align::Right),
         ("layer", Align::Right),
         ("path", Align::Left),
-    ]);
-    for f in &c.largest_files {
-        t.row(cells(vec![
-            bytes(f.size_bytes),
-            f.layer.to_string(),
-            f.path.clone(),
-        ]));
-    }
-    out.push_str(&indent(&t.plain()));
-    out.push('\n');
+    ];
+    let rows = c
+        .largest_files
+        .iter()
+        .map(|f| vec![bytes(f.size_bytes), f.layer.to_string(), f.path.clone()]);
+    write_file_table(out, "largest files", &columns, rows);
 }
 
 /// The largest files shipped for nothing, with what removed them, if any.
 fn write_wasted_files(out: &mut String, c: &ImageCost) {
-    if c.wasted_files.is_empty() {
-        return;
-    }
-    out.push_str("largest files shipped for nothing\n");
-    let mut t = Table::new(&[
+    let columns = [
         ("size", Align::Right),
         ("layer", Align::Right),
         ("removed by", Align::Right),
         ("how", Align::Left),
         ("path", Align::Left),
-    ]);
-    for f in &c.wasted_files {
-        t.row(cells(vec![
+    ];
+    let rows = c.wasted_files.iter().map(|f| {
+        let how = match f.how {
+            Removal::Overwritten => "overwritten",
+            Removal::Deleted => "deleted",
+        };
+        vec![
             bytes(f.size_bytes),
             f.layer.to_string(),
             f.removed_by.to_string(),
-            match f.how {
-                Removal::Overwritten => "overwritten",
-                Removal::Deleted => "deleted",
-            }
-            .to_owned(),
+            how.to_owned(),
             f.path.clone(),
-        ]));
+        ]
+    });
+    write_file_table(out, "largest files shipped for nothing", &columns, rows);
+}
+
+/// A titled, indented table of files; nothing when there are none.
+fn write_file_table(
+    out: &mut String,
+    title: &str,
+    columns: &[(&str, Align)],
+    rows: impl ExactSizeIterator<Item = Vec<String>>,
+) {
+    if rows.len() == 0 {
+        return;
     }
-    out.push_str(&indent(&t.plain()));
-    out.push('\n');
+    let mut t = Table::new(columns);
+    for r in rows {
+        t.row(cells(r));
+    }
+    let _ = writeln!(out, "{title}\n{}", indent(&t.plain()));
 }
 
 /// The predicted pull and unpack times, and the unpack throughput they come from.

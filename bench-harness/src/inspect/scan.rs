@@ -199,14 +199,8 @@ fn member<R: Read>(
         _ => MemberKind::Other,
     };
     // Absolute names are read as relative to the root, as tar -x and most runtimes do.
-    let relative = {
-        let mut r: &[u8] = &raw;
-        while let Some(rest) = r.strip_prefix(b"/") {
-            r = rest;
-        }
-        r
-    };
-    clean(relative, cleaned).map_err(refused)?;
+    let slashes = raw.iter().take_while(|&&c| c == b'/').count();
+    clean(&raw[slashes..], cleaned).map_err(refused)?;
     let (parent, base) = split_parent(cleaned);
     let (kind, path) = match whiteout(base).map_err(refused)? {
         Whiteout::None => (kind, cleaned.as_slice()),

@@ -28,12 +28,8 @@
 //! # One modelled run
 //! `args::ModelArgs` -> scenario (with `--set`) + [`profile::Profile`] -> [`image::images`] ->
 //! per (variant, target) [`sim::burst`] -> recorder and registry totals -> [`RunResult`] with
-//! `model` set -> `result.json` and the reports, exactly as a measured run writes them.
-//!
-//! What it does not model (named in bench-harness/README.md): TCP slow start and per-connection
-//! ramp-up, file reads at container start (`readiness.read_fraction`), page-cache effects, the
-//! cluster's failure handling (dead peers, corrupt bytes), and CPU contention between nodes
-//! unless the profile says they share one host (`node.shared_host_cores`).
+//! `model` set -> `result.json` and the reports, exactly as a measured run writes them. What it
+//! does not model: bench-harness/README.md, "Fleet model".
 
 pub mod against;
 pub mod args;

@@ -1,10 +1,7 @@
-//! How caches answer a node's blob request in the model: a shared cache-daemon (one fill per
-//! blob, readers cut-through at the fill's pace), nginx's `proxy_cache_lock` (the lock holder
-//! streams, the others wait for the fill to complete and poll), and cluster mode (one fill per
-//! blob as stripes, passed down a fan-out tree with the tree's depth in hop latency). Fills are
-//! shared by blob key across node groups. Distribution's proxy does not coalesce, so it goes
-//! through the registry path in `mod.rs` and only uses [`Sim::serve_present`] once a blob is
-//! stored.
+//! How the coalescing caches (shared cache-daemon, nginx, cluster mode; `mod.rs` says how each
+//! behaves) answer a node's blob request: fills shared by blob key across node groups, their
+//! waiters and readers. Distribution's proxy does not coalesce: it takes the registry path in
+//! `mod.rs` and only uses [`Sim::serve_present`] once a blob is stored.
 
 use super::*;
 
@@ -20,9 +17,8 @@ impl Sim<'_> {
             Some(fill) => *fill,
             None => {
                 let bytes = self.pod_images[f.image].blobs[f.blob].bytes as f64;
-                let stripe = self.setup.profile.cluster.stripe.0.max(1) as f64;
                 let stripes = if self.via == Via::Cluster {
-                    (bytes / stripe).ceil().max(1.0) as u64
+                    self.stripes(bytes) as u64
                 } else {
                     1
                 };
@@ -74,6 +70,12 @@ impl Sim<'_> {
         }
     }
 
+    /// How many stripes cluster mode fetches a blob of `bytes` as.
+    fn stripes(&self, bytes: f64) -> f64 {
+        let stripe = self.setup.profile.cluster.stripe.0.max(1) as f64;
+        (bytes / stripe).ceil().max(1.0)
+    }
+
     fn hops(&self) -> f64 {
         if self.via == Via::Cluster {
             self.cluster_depth * secs(self.setup.profile.cluster.hop_latency.0)
@@ -84,10 +86,7 @@ impl Sim<'_> {
 
     pub(super) fn fill_request(&mut self, f: usize) {
         let stripes = self.fills[f].stripes;
-        let admitted = match &mut self.bucket {
-            Some(bk) => bk.admit(stripes, self.now),
-            None => stripes,
-        };
+        let admitted = self.tokens(stripes);
         self.served
             .requests("blob_get", stripes, stripes - admitted, self.now);
         if admitted < stripes {
@@ -155,9 +154,7 @@ impl Sim<'_> {
         let r = self.rates;
         let nodes = self.groups[f.group].nodes;
         let (links, cap) = if self.via == Via::Cluster {
-            let stripes = (blob.bytes as f64 / self.setup.profile.cluster.stripe.0.max(1) as f64)
-                .ceil()
-                .max(1.0);
+            let stripes = self.stripes(blob.bytes as f64);
             let fan_out = f64::from(self.setup.profile.cluster.fan_out.max(1));
             let upload = if cohort { (nodes - 1.0) / nodes } else { 1.0 };
             (

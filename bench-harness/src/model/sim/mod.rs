@@ -736,10 +736,7 @@ impl<'a> Sim<'a> {
     /// Returns the group that goes on, if any.
     fn admit(&mut self, g: usize, kind: &str, attempt: u32, retry: Event) -> Option<usize> {
         let wanted = self.groups[g].nodes as u64;
-        let admitted = match &mut self.bucket {
-            Some(b) => b.admit(wanted, self.now),
-            None => wanted,
-        };
+        let admitted = self.tokens(wanted);
         self.served
             .requests(kind, wanted, wanted - admitted, self.now);
         if admitted == wanted {
@@ -757,6 +754,14 @@ impl<'a> Sim<'a> {
             self.at(at, retry.with_group(throttled));
         }
         goes_on
+    }
+
+    /// Of `wanted` requests now, how many the registry's token bucket admits (all without one).
+    fn tokens(&mut self, wanted: u64) -> u64 {
+        let now = self.now;
+        self.bucket
+            .as_mut()
+            .map_or(wanted, |b| b.admit(wanted, now))
     }
 
     fn request_latency(&self) -> f64 {
@@ -839,35 +844,25 @@ impl<'a> Sim<'a> {
         let blob = &self.pod_images[f.image].blobs[f.blob];
         let l = self.groups[f.group].links;
         let r = self.rates;
-        let (links, cap) = match self.via {
-            Via::PerNodeCache => (
-                vec![
-                    (self.egress, 1.0),
-                    (l.down, 1.0),
-                    (l.disk, 2.0),
-                    (l.cpu, 2.0 * r.hash_cost),
-                ],
-                r.node_stream.min(r.cache_stream),
-            ),
-            Via::Distribution => (
-                vec![
-                    (self.egress, 1.0),
-                    (self.cache_serve, 1.0),
-                    (l.down, 1.0),
-                    (l.disk, 1.0),
-                    (l.cpu, r.hash_cost),
-                ],
-                r.node_stream.min(r.cache_stream),
-            ),
-            _ => (
-                vec![
-                    (self.egress, 1.0),
-                    (l.down, 1.0),
-                    (l.disk, 1.0),
-                    (l.cpu, r.hash_cost),
-                ],
-                r.node_stream,
-            ),
+        let mut links = vec![(self.egress, 1.0)];
+        if self.via == Via::Distribution {
+            links.push((self.cache_serve, 1.0));
+        }
+        // A per-node cache writes and hashes every byte once more on the node.
+        let copies = if self.via == Via::PerNodeCache {
+            2.0
+        } else {
+            1.0
+        };
+        links.extend([
+            (l.down, 1.0),
+            (l.disk, copies),
+            (l.cpu, copies * r.hash_cost),
+        ]);
+        let cap = if self.via == Via::Direct {
+            r.node_stream
+        } else {
+            r.node_stream.min(r.cache_stream)
         };
         let spec = FlowSpec {
             count: self.groups[f.group].nodes,
