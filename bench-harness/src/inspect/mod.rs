@@ -290,7 +290,7 @@ pub async fn inspect(
         .iter()
         .map(|l| {
             (
-                declared_compression(l).unwrap_or(Compression::Gzip),
+                Compression::from_media_type(&l.media_type).unwrap_or(Compression::Gzip),
                 l.size_bytes,
             )
         })
@@ -313,7 +313,8 @@ pub async fn inspect(
         .map(|(index, layer)| {
             let keep = (samples.contains(&index) && matches!(opened.blobs, Blobs::Remote(_)))
                 .then(|| tee_path(layer));
-            let (digest, declared) = (layer.digest.clone(), declared_compression(layer));
+            let digest = layer.digest.clone();
+            let declared = Compression::from_media_type(&layer.media_type);
             opened.blobs.with_reader(layer, move |reader| {
                 let create = |path: &PathBuf| {
                     std::fs::File::create(path)
@@ -633,11 +634,6 @@ fn warnings(
         }
     }
     warnings
-}
-
-/// The compression a layer's media type names, if it names one.
-fn declared_compression(d: &Descriptor) -> Option<Compression> {
-    Compression::from_media_type(&d.media_type)
 }
 
 /// `rootfs.diff_ids` of an image config, if it has them.

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize as _;
 use stampede_oci::Compression;
 
 use crate::image::SyntheticImage;
@@ -220,11 +221,10 @@ fn from_facts(name: &str, facts: &ImageFacts) -> Option<Image> {
         size(config, "size_bytes")?,
     )];
     for l in layers {
-        let compression = match l.get("compression").and_then(serde_json::Value::as_str) {
-            Some("zstd") => Compression::Zstd,
-            Some("none") => Compression::None,
-            _ => Compression::Gzip,
-        };
+        let compression = l
+            .get("compression")
+            .and_then(|c| Compression::deserialize(c).ok())
+            .unwrap_or(Compression::Gzip);
         blobs.push(Blob {
             key: l.get("digest")?.as_str()?.to_owned(),
             bytes: size(l, "compressed_bytes")?,

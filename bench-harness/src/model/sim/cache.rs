@@ -31,7 +31,7 @@ impl Sim<'_> {
                 });
                 let fill = self.fills.len() - 1;
                 self.fill_of.insert(key, fill);
-                let at = self.now + secs(self.setup.profile.cache.request_overhead.0);
+                let at = self.now + self.setup.profile.cache.request_overhead.0.as_secs_f64();
                 self.at(at, Event::FillRequest(fill));
                 fill
             }
@@ -78,7 +78,7 @@ impl Sim<'_> {
 
     fn hops(&self) -> f64 {
         if self.via == Via::Cluster {
-            self.cluster_depth * secs(self.setup.profile.cluster.hop_latency.0)
+            self.cluster_depth * self.setup.profile.cluster.hop_latency.0.as_secs_f64()
         } else {
             0.0
         }
@@ -216,7 +216,7 @@ impl Sim<'_> {
         self.fill_of.remove(&key);
         self.fills[f].flow = None;
         let waiters = std::mem::take(&mut self.fills[f].waiters);
-        let poll = secs(self.setup.profile.cache.lock_poll.0);
+        let poll = self.setup.profile.cache.lock_poll.0.as_secs_f64();
         for w in waiters {
             if w.streams {
                 // A reader still waiting for the fill to start (it finished first): serve whole.

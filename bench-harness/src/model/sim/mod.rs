@@ -388,9 +388,20 @@ pub const TBF_FRAMING: f64 = 1514.0 / 1448.0;
 fn shared_cache_rate(sc: &Scenario, p: &Profile) -> f64 {
     let cpu = p.cache.serve_rate.bytes_per_sec as f64;
     if sc.network.namespaces() {
-        cpu.min(rate(sc.registry.node_link) / TBF_FRAMING)
+        cpu.min(node_link_rate(sc))
     } else {
         cpu
+    }
+}
+
+/// Body bytes per second of a node's link: nodes as tasks pace `node_link` in user space on
+/// body bytes; as network namespaces it is a tbf.
+fn node_link_rate(sc: &Scenario) -> f64 {
+    let link = rate(sc.registry.node_link);
+    if sc.network.namespaces() {
+        link / TBF_FRAMING
+    } else {
+        link
     }
 }
 
@@ -404,10 +415,6 @@ pub fn ctr_costs<'p>(sc: &Scenario, p: &'p Profile) -> Option<&'p CtrCosts> {
 
 fn rate(b: Option<crate::scenario::units::Bandwidth>) -> f64 {
     b.map_or(f64::INFINITY, |b| b.bytes_per_sec as f64)
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 fn dur(s: f64) -> Duration {
@@ -424,17 +431,15 @@ impl<'a> Sim<'a> {
             .position(|t| t.name == setup.target.name)
             .unwrap_or(0);
         let via = via(setup.target, index)?;
-        let mut pod_images = Vec::new();
-        for name in std::iter::once(&setup.variant.name).chain(&setup.variant.sidecars) {
-            let image = setup
-                .images
-                .get(name)
-                .ok_or_else(|| SimError::Unsupported {
+        let pod_images = std::iter::once(&setup.variant.name)
+            .chain(&setup.variant.sidecars)
+            .map(|name| {
+                setup.images.get(name).ok_or_else(|| SimError::Unsupported {
                     field: format!("variants ({name})"),
                     why: "no sizes known for this image".into(),
-                })?;
-            pod_images.push(image);
-        }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut fabric = Fabric::new();
         // `egress` is paced in user space on body bytes; `netns_rate` is a kernel tbf.
         let egress_cap = rate(sc.registry.egress).min(rate(sc.registry.netns_rate) / TBF_FRAMING);
@@ -444,12 +449,7 @@ impl<'a> Sim<'a> {
             .node
             .shared_host_cores
             .map(|c| fabric.link(f64::from(c.max(1))));
-        // Nodes as tasks pace `node_link` in user space on body bytes; as namespaces it is a tbf.
-        let down = if sc.network.namespaces() {
-            rate(sc.registry.node_link) / TBF_FRAMING
-        } else {
-            rate(sc.registry.node_link)
-        };
+        let down = node_link_rate(sc);
         let rates = Rates {
             down,
             up: p.node.uplink.map_or(down, |u| u.bytes_per_sec as f64),
@@ -487,7 +487,7 @@ impl<'a> Sim<'a> {
                 .registry
                 .throttle
                 .as_ref()
-                .map_or(1.0, |t| secs(t.retry_after.0).min(MAX_RETRY_AFTER)),
+                .map_or(1.0, |t| t.retry_after.0.as_secs_f64().min(MAX_RETRY_AFTER)),
             served: Served::default(),
             fills: Vec::new(),
             fill_of: HashMap::new(),
@@ -713,7 +713,7 @@ impl<'a> Sim<'a> {
                 requested: vec![0.0; layers],
                 fetched_at: vec![0.0; layers],
             });
-            let overhead = self.ctr().map_or(0.0, |c| secs(c.pull_overhead.0));
+            let overhead = self.ctr().map_or(0.0, |c| c.pull_overhead.0.as_secs_f64());
             if image.manifest_requests == 0 {
                 self.request_blob(Fetch::new(g, i, 0));
             } else if overhead > 0.0 {
@@ -766,8 +766,8 @@ impl<'a> Sim<'a> {
 
     fn request_latency(&self) -> f64 {
         let p = self.setup.profile;
-        let node = secs(p.node.request_overhead.0);
-        let cache = secs(p.cache.request_overhead.0);
+        let node = p.node.request_overhead.0.as_secs_f64();
+        let cache = p.cache.request_overhead.0.as_secs_f64();
         match self.via {
             Via::Direct => node,
             _ => node + cache,
@@ -775,7 +775,7 @@ impl<'a> Sim<'a> {
     }
 
     fn registry_latency(&self) -> f64 {
-        secs(self.setup.scenario.registry.latency.0)
+        self.setup.scenario.registry.latency.0.as_secs_f64()
     }
 
     fn manifest(&mut self, g: usize, i: usize, step: u32, attempt: u32) {
