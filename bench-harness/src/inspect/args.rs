@@ -74,17 +74,16 @@ impl InspectArgs {
     /// # Errors
     /// [`InspectError`]: a bad flag or argument, or anything [`inspect`] refuses.
     pub async fn run(self) -> Result<String, InspectError> {
-        let bad = |arg: &str, why: String| InspectError::Input {
-            arg: arg.to_owned(),
-            why,
-        };
-        let scenario = match &self.scenario {
-            Some(path) => Some(Scenario::load(path, &[])?),
-            None => None,
-        };
+        let scenario = self
+            .scenario
+            .as_ref()
+            .map(|p| Scenario::load(p, &[]))
+            .transpose()?;
         let platform = match &self.platform {
-            Some(p) => Platform::parse(p)
-                .ok_or_else(|| bad(p, "--platform: write os/arch[/variant]".to_owned()))?,
+            Some(p) => Platform::parse(p).ok_or_else(|| InspectError::Input {
+                arg: p.clone(),
+                why: "--platform: write os/arch[/variant]".to_owned(),
+            })?,
             None => scenario
                 .as_ref()
                 .map_or_else(Platform::host, |s| s.platform.clone()),

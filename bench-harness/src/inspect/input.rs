@@ -1,10 +1,9 @@
 //! What `inspect` is pointed at and how its blobs are read. An argument is parsed once into an
 //! [`ImageInput`]: an OCI layout (`oci:DIR[:TAG]`, or a directory path), a scenario variant
 //! (`variant:NAME`), or a registry reference (`[docker://]REGISTRY/REPO[:TAG|@DIGEST]`). Opening
-//! it ([`ImageInput::open`]) resolves the tag, picks the platform (an index without it is
-//! [`InspectError::PlatformMissing`], naming what it has) and yields the descriptors plus a
-//! [`Blobs`] to stream layers from: files of a layout, or bodies from a registry, never whole in
-//! memory.
+//! it ([`ImageInput::open`]) resolves the tag, picks the platform (an index without it is an
+//! error naming what it has) and yields the descriptors plus a [`Blobs`] to stream layers from:
+//! files of a layout, or bodies from a registry, never whole in memory.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,7 +25,7 @@ use crate::image::generate::generate;
 use crate::image::layout_image::{Descriptor, LayoutImage};
 use crate::image::remote::RegistryAccess;
 use crate::image::{import_layout, SyntheticImage};
-use crate::nodes::pull::{Puller, PullerConfig};
+use crate::nodes::pull::{FetchedManifest, Puller, PullerConfig};
 use crate::scenario::{ImageSource, Scenario};
 
 /// Chunks in flight between a registry body and the blocking scanner.
@@ -183,8 +182,7 @@ impl ImageInput {
     /// Resolves the image and picks `platform`.
     ///
     /// # Errors
-    /// [`InspectError`]: an unreadable layout, a registry failure, or
-    /// [`InspectError::PlatformMissing`].
+    /// [`InspectError`]: an unreadable layout, a registry failure, or a missing platform.
     pub async fn open(&self, platform: &Platform) -> Result<Opened, InspectError> {
         match self {
             Self::Layout { path, tag } => {
@@ -272,11 +270,7 @@ async fn opened_remote(
         .fetch_manifest(repo, &reference.reference())
         .await
         .map_err(fetch)?;
-    let top_descriptor = Descriptor {
-        digest: top.digest.clone(),
-        media_type: top.media_type.clone().unwrap_or_default(),
-        size_bytes: top.bytes.len() as u64,
-    };
+    let top_descriptor = descriptor(&top);
     let (listed, manifest, image) = match top.manifest {
         Manifest::Index(index) => {
             let chosen = select_platform(&index, platform)?;
@@ -290,18 +284,14 @@ async fn opened_remote(
                 .iter()
                 .filter_map(stampede_oci::manifest::descriptor_platform)
                 .collect();
+            let child_descriptor = descriptor(&child);
             let Manifest::Image(m) = child.manifest else {
                 return Err(InspectError::Input {
                     arg: reference.to_string(),
                     why: "its index points at another index".into(),
                 });
             };
-            let descriptor = Descriptor {
-                digest: child.digest,
-                media_type: child.media_type.unwrap_or_default(),
-                size_bytes: child.bytes.len() as u64,
-            };
-            (listed, descriptor, m)
+            (listed, child_descriptor, m)
         }
         Manifest::Image(m) => (Vec::new(), top_descriptor.clone(), m),
     };
@@ -333,6 +323,14 @@ async fn opened_remote(
         layers,
         blobs,
     })
+}
+
+fn descriptor(m: &FetchedManifest) -> Descriptor {
+    Descriptor {
+        digest: m.digest.clone(),
+        media_type: m.media_type.clone().unwrap_or_default(),
+        size_bytes: m.bytes.len() as u64,
+    }
 }
 
 /// A blob body as a blocking reader: chunks arrive over a bounded channel from the task that

@@ -1,11 +1,9 @@
 //! One layer blob read once, as a stream: its digest verified as the compressed bytes pass,
-//! decompressed with the unpacker's decoder (`crate::nodes::unpack`), its tar stream hashed (the
-//! diff ID) and read member by member into a compact list of what the layer ships ([`Member`]):
-//! cleaned path, kind, size. File contents are skipped, never held.
-//!
-//! Names are cleaned as the unpacker cleans them and whiteouts classified by the same rules
-//! (`crate::nodes::unpack::name`), so what is counted here is what a node applies. What the members do
-//! to the layers below them is `overlay.rs`'s business.
+//! decompressed with the unpacker's decoder, its tar stream hashed (the diff ID) and read member
+//! by member into a compact list of what the layer ships ([`Member`]: cleaned path, kind, size;
+//! contents are skipped). Names are cleaned and whiteouts classified by the unpacker's own rules
+//! (`crate::nodes::unpack::name`), so what is counted is what a node applies; what the members do
+//! to lower layers is `overlay.rs`'s business.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 

@@ -124,16 +124,11 @@ impl Fabric {
             slot: self.active.len(),
         };
         self.dirty = true;
-        let id = match self.free.pop() {
-            Some(i) => {
-                self.flows[i as usize] = Some(flow);
-                i
-            }
-            None => {
-                self.flows.push(Some(flow));
-                u32::try_from(self.flows.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.flows.push(None);
+            u32::try_from(self.flows.len() - 1).unwrap_or(u32::MAX)
+        });
+        self.flows[id as usize] = Some(flow);
         self.active.push(id);
         FlowId(id)
     }

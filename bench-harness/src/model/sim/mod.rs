@@ -1051,18 +1051,12 @@ impl<'a> Sim<'a> {
         group.pulls[i] = None;
         group.images[i] = Some(ImageState::Present(times));
         group.pulling -= 1;
-        let ready: Vec<PodEntry> = {
-            let all_present = group
-                .images
-                .iter()
-                .all(|s| matches!(s, Some(ImageState::Present(_))));
-            if all_present {
-                std::mem::take(&mut group.waiting_pods)
-            } else {
-                Vec::new()
-            }
-        };
-        if !ready.is_empty() {
+        let all_present = group
+            .images
+            .iter()
+            .all(|s| matches!(s, Some(ImageState::Present(_))));
+        if all_present && !group.waiting_pods.is_empty() {
+            let ready = std::mem::take(&mut group.waiting_pods);
             let pulls = PullTimes::spanning(group.images.iter().filter_map(|s| match s {
                 Some(ImageState::Present(t)) => Some(*t),
                 _ => None,

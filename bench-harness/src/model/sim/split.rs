@@ -26,19 +26,13 @@ impl Sim<'_> {
         let links = new.links;
         self.groups.push(new);
         let ng = self.groups.len() - 1;
-        let map = |l: LinkId| {
-            if l == old.down {
-                links.down
-            } else if l == old.up {
-                links.up
-            } else if l == old.disk {
-                links.disk
-            } else if l == old.cpu {
-                links.cpu
-            } else {
-                l
-            }
-        };
+        let moved = [
+            (old.down, links.down),
+            (old.up, links.up),
+            (old.disk, links.disk),
+            (old.cpu, links.cpu),
+        ];
+        let map = |l: LinkId| moved.iter().find(|(o, _)| *o == l).map_or(l, |(_, n)| *n);
         let owned: Vec<(FlowId, Owner)> = self
             .owners
             .iter()
