@@ -51,28 +51,25 @@ pub(super) fn bandwidth(bytes_per_sec: f64) -> Bandwidth {
 /// # Errors
 /// When a sample cannot be generated, read, unpacked or written.
 pub async fn measure(settings: &Settings) -> anyhow::Result<Profile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("stampede-calibrate-");
     let work = match &settings.work_dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("stampede-calibrate-")
-            .tempdir_in(d)?,
-        None => tempfile::Builder::new()
-            .prefix("stampede-calibrate-")
-            .tempdir()?,
+        Some(d) => builder.tempdir_in(d)?,
+        None => builder.tempdir()?,
     };
     let root = work.path().to_owned();
     let layer_bytes = settings.layer_bytes;
     let cpu = tokio::task::spawn_blocking(move || measure_cpu(&root, layer_bytes)).await??;
     let request_overhead = measure_requests().await?;
-    let ctr = match super::ctr_calibration::measure(work.path(), layer_bytes).await {
-        Ok(costs) => Some(costs),
-        Err(error) => {
+    let ctr = super::ctr_calibration::measure(work.path(), layer_bytes)
+        .await
+        .map_err(|error| {
             let error = anyhow::Error::from(error);
             tracing::warn!(
                 "containerd's ctr not calibrated, the profile has no [ctr] table: {error:#}"
             );
-            None
-        }
-    };
+        })
+        .ok();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(Profile {
         name: settings.name.clone(),

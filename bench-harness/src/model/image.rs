@@ -83,18 +83,15 @@ pub fn images(
     scenario: &Scenario,
     measured: Option<&BTreeMap<String, ImageFacts>>,
 ) -> Result<BTreeMap<String, Image>, ImageError> {
-    let mut out = BTreeMap::new();
-    for (index, v) in scenario.variants.iter().enumerate() {
-        let from_facts = measured
-            .and_then(|m| m.get(&v.name))
-            .and_then(|f| from_facts(&v.name, f));
-        let image = match from_facts {
-            Some(i) => i,
-            None => from_source(index, v)?,
-        };
-        out.insert(v.name.clone(), image);
-    }
-    Ok(out)
+    let image = |(index, v): (usize, &Variant)| {
+        let facts = measured.and_then(|m| m.get(&v.name));
+        let image = facts.and_then(|f| from_facts(&v.name, f));
+        Ok((
+            v.name.clone(),
+            image.map_or_else(|| from_source(index, v), Ok)?,
+        ))
+    };
+    scenario.variants.iter().enumerate().map(image).collect()
 }
 
 fn from_source(index: usize, v: &Variant) -> Result<Image, ImageError> {

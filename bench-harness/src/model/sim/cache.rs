@@ -118,17 +118,14 @@ impl Sim<'_> {
         });
         self.owners.insert(flow, Owner::Fill(f));
         self.fills[f].flow = Some(flow);
-        let waiters: Vec<Waiter> = std::mem::take(&mut self.fills[f].waiters);
-        let mut keep = Vec::new();
-        for w in waiters {
-            if w.streams {
-                let at_hop = self.hops();
-                self.follow(w, flow, at_hop);
-            } else {
-                keep.push(w);
-            }
+        let (streaming, waiting): (Vec<Waiter>, _) = std::mem::take(&mut self.fills[f].waiters)
+            .into_iter()
+            .partition(|w| w.streams);
+        for w in streaming {
+            let at_hop = self.hops();
+            self.follow(w, flow, at_hop);
         }
-        self.fills[f].waiters = keep;
+        self.fills[f].waiters = waiting;
     }
 
     /// A reader streaming a fill in progress, held to its pace (cut-through).
