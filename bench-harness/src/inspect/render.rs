@@ -54,25 +54,22 @@ fn write_identity(out: &mut String, c: &ImageCost) {
     );
 }
 
-/// The layer table's text columns, left-aligned.
-const LAYER_TEXT_COLUMNS: [&str; 3] = ["layer", "digest", "format"];
-
-/// The layer table's number columns, right-aligned.
-const LAYER_NUMBER_COLUMNS: [&str; 9] = [
-    "compressed",
-    "uncompressed",
-    "ratio",
-    "files",
-    "file bytes",
-    "wasted",
-    "removes below",
-    "fetch",
-    "unpack",
-];
-
 /// One row per layer, a total row, and the legend.
 fn write_layers(out: &mut String, c: &ImageCost) {
-    let mut t = Table::text_then_numbers(&LAYER_TEXT_COLUMNS, &LAYER_NUMBER_COLUMNS);
+    let mut t = Table::text_then_numbers(
+        &["layer", "digest", "format"],
+        &[
+            "compressed",
+            "uncompressed",
+            "ratio",
+            "files",
+            "file bytes",
+            "wasted",
+            "removes below",
+            "fetch",
+            "unpack",
+        ],
+    );
     for l in &c.layers {
         t.row(cells(layer_row(l)));
     }

@@ -49,17 +49,13 @@ impl Metric {
         }
     }
 
-    /// The error, in percent, beyond which a row is flagged.
-    pub fn tolerance_percent(self) -> f64 {
-        match self {
-            Self::RegistryBytes => BYTES_TOLERANCE_PERCENT,
-            _ => TOLERANCE_PERCENT,
-        }
-    }
-
     /// Whether an error of `percent` is beyond this metric's tolerance.
     pub fn misses(self, percent: f64) -> bool {
-        percent.abs() > self.tolerance_percent()
+        let tolerance = match self {
+            Self::RegistryBytes => BYTES_TOLERANCE_PERCENT,
+            _ => TOLERANCE_PERCENT,
+        };
+        percent.abs() > tolerance
     }
 
     /// A value of this metric, with its unit.
