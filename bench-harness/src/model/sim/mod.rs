@@ -468,6 +468,7 @@ impl<'a> Sim<'a> {
         } else {
             (total_nodes.ln() / fan_out.ln()).ceil().max(0.0)
         };
+        let throttle = sc.registry.throttle.as_ref();
         Ok(Self {
             setup,
             via,
@@ -482,11 +483,8 @@ impl<'a> Sim<'a> {
             timers: BinaryHeap::new(),
             groups: Vec::new(),
             owners: HashMap::new(),
-            bucket: sc.registry.throttle.as_ref().map(Bucket::new),
-            retry_after: sc
-                .registry
-                .throttle
-                .as_ref()
+            bucket: throttle.map(Bucket::new),
+            retry_after: throttle
                 .map_or(1.0, |t| t.retry_after.0.as_secs_f64().min(MAX_RETRY_AFTER)),
             served: Served::default(),
             fills: Vec::new(),
