@@ -12,12 +12,8 @@ use crate::image::remote::RegistryAccess;
 use crate::scenario::units::Bandwidth;
 use crate::scenario::Scenario;
 
-/// `bench-harness inspect IMAGE [OTHER]`: what an image costs to pull and start, read from its
-/// manifest and layers; with a second image, what changed between them.
-///
-/// IMAGE is `oci:DIR[:TAG]` or a layout directory, `variant:NAME` of `--scenario`, or a
-/// registry reference `[docker://]REGISTRY/REPO[:TAG|@sha256:...]`. The registry flags apply to
-/// references; a scenario's registry variant brings its own settings.
+/// `bench-harness inspect IMAGE [OTHER]`. The registry flags apply to references; a scenario's
+/// registry variant brings its own settings.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// The image, and optionally a second one to compare it with. An image is one of:

@@ -138,7 +138,7 @@ impl Overlay {
                 | MemberKind::Other => {
                     // Nothing can be under a non-directory, whether its directory was declared
                     // or only implied by the paths below it.
-                    self.remove_under_any(&m.path, layer);
+                    self.remove_under(&m.path, layer, Removal::Overwritten);
                     if let Some(n) = self.nodes.get(&m.path).copied() {
                         self.kill(m.path.clone(), n, layer, Removal::Overwritten);
                     }
@@ -179,26 +179,17 @@ impl Overlay {
         self.remove_under(path, layer, how);
     }
 
-    /// Removes everything lower layers put under directory `dir` (`""`: the root).
+    /// Removes what is under directory `dir` (`""`: the root): a whiteout (`Deleted`) only what
+    /// lower layers put there; a non-directory replacing the directory (`Overwritten`) all of it.
     fn remove_under(&mut self, dir: &str, layer: usize, how: Removal) {
         let victims: Vec<(String, Node)> = self
             .under(dir)
-            .filter(|(_, n)| n.layer < layer)
+            .filter(|(_, n)| how == Removal::Overwritten || n.layer < layer)
             .map(|(p, n)| (p.clone(), *n))
             .collect();
         for (p, n) in victims {
             self.nodes.remove(&p);
             self.kill(p, n, layer, how);
-        }
-    }
-
-    /// Removes everything under `dir`, whichever layer put it there (a non-directory replaces
-    /// the directory).
-    fn remove_under_any(&mut self, dir: &str, layer: usize) {
-        let victims: Vec<(String, Node)> = self.under(dir).map(|(p, n)| (p.clone(), *n)).collect();
-        for (p, n) in victims {
-            self.nodes.remove(&p);
-            self.kill(p, n, layer, Removal::Overwritten);
         }
     }
 
