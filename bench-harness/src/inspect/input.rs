@@ -387,16 +387,15 @@ impl Blobs {
                     }))
                 });
                 loop {
-                    let next = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
-                        Err(_) => Some(Err(std::io::Error::other("body stalled"))),
-                        Ok(None) => None,
-                        Ok(Some(Err(e))) => Some(Err(std::io::Error::other(e))),
+                    let item = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
+                        Err(_) => Err(std::io::Error::other("body stalled")),
+                        Ok(None) => break,
+                        Ok(Some(Err(e))) => Err(std::io::Error::other(e)),
                         Ok(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(data) => Some(Ok(data)),
+                            Ok(data) => Ok(data),
                             Err(_) => continue,
                         },
                     };
-                    let Some(item) = next else { break };
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
                         // The scanner stopped early (its error is reported), or the body broke.

@@ -383,18 +383,11 @@ struct CostInputs<'a> {
 /// Adds up what the image costs: the layers' overlay, each layer's cost, the waste, the totals,
 /// the prediction and the warnings; the file lists keep the largest `options.top_files`.
 fn cost(inputs: CostInputs<'_>) -> ImageCost {
-    let CostInputs {
-        source,
-        opened,
-        scans,
-        declared_diff_ids,
-        throughput,
-        options,
-    } = inputs;
+    let (opened, scans, options) = (inputs.opened, inputs.scans, inputs.options);
     let mut fs = overlay_of(scans);
     let rates = Rates {
         bandwidth_bytes_per_sec: options.bandwidth.bytes_per_sec as f64,
-        throughput: &throughput,
+        throughput: &inputs.throughput,
     };
     let layers: Vec<LayerCost> = scans
         .iter()
@@ -405,10 +398,10 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
     let waste = Waste::of(&fs.dead, &layers);
     let totals = Totals::of(&layers, opened, fs.visible);
     let prediction = Prediction::of(totals.pull_bytes, &layers, &options.bandwidth, &rates);
-    let warnings = warnings(opened, options, declared_diff_ids, &layers);
+    let warnings = warnings(opened, options, inputs.declared_diff_ids, &layers);
     keep_largest(&mut fs, options.top_files);
     ImageCost {
-        source,
+        source: inputs.source,
         digest: opened.top.digest.clone(),
         media_type: opened.top.media_type.clone(),
         platforms: opened.listed.iter().map(ToString::to_string).collect(),
@@ -421,7 +414,7 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
         largest_files: fs.visible_files,
         wasted_files: fs.dead,
         prediction,
-        unpack_throughput: throughput,
+        unpack_throughput: inputs.throughput,
         warnings,
     }
 }

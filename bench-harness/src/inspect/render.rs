@@ -328,14 +328,12 @@ fn side_by_side(d: &VariantDiff) -> String {
         let (d, sign) = if b >= a { (b - a, "+") } else { (a - b, "-") };
         format!("{sign}{}", bytes(d))
     };
-    let signed_count = |a: u64, b: u64| format!("{:+}", b as i64 - a as i64);
+    let counts = |name: &str, x: u64, y: u64| {
+        let delta = format!("{:+}", y as i64 - x as i64);
+        cells(vec![name.into(), x.to_string(), y.to_string(), delta])
+    };
     let (a, b) = (&d.a, &d.b);
-    t.row(cells(vec![
-        "layers".into(),
-        a.layers.to_string(),
-        b.layers.to_string(),
-        signed_count(a.layers as u64, b.layers as u64),
-    ]));
+    t.row(counts("layers", a.layers as u64, b.layers as u64));
     for (name, x, y) in [
         ("compressed", a.compressed_bytes, b.compressed_bytes),
         ("uncompressed", a.uncompressed_bytes, b.uncompressed_bytes),
@@ -345,12 +343,7 @@ fn side_by_side(d: &VariantDiff) -> String {
     ] {
         t.row(cells(vec![name.into(), bytes(x), bytes(y), signed(x, y)]));
     }
-    t.row(cells(vec![
-        "files".into(),
-        a.files.to_string(),
-        b.files.to_string(),
-        signed_count(a.files, b.files),
-    ]));
+    t.row(counts("files", a.files, b.files));
     t.row(cells(vec![
         format!("pull at {}", d.bandwidth),
         seconds(a.pull_seconds),

@@ -139,13 +139,11 @@ fn measure_cpu(root: &Path, layer_bytes: u64) -> anyhow::Result<CpuRates> {
     let mut hash = Vec::new();
     let mut rates = [Vec::new(), Vec::new()];
     let mut apply = Vec::new();
-    for (k, compression) in [
+    let formats = [
         stampede_oci::Compression::Gzip,
         stampede_oci::Compression::Zstd,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ];
+    for (k, compression) in formats.into_iter().enumerate() {
         let image = generate(&spec(compression), 1, &images)?;
         let layer = &image.layers[0];
         let blob = image.blob_path(&layer.digest);

@@ -70,15 +70,13 @@ pub async fn measure(root: &Path, layer_bytes: u64) -> Result<CtrCosts, CtrCalib
     let mut large = None;
     for sample in 0..SAMPLES as u64 {
         let mut names = Vec::new();
-        for (k, bytes) in [
+        let sizes = [
             SMALL_LAYER_BYTES,
             SMALL_LAYER_BYTES,
             large_bytes,
             large_bytes,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        ];
+        for (k, bytes) in sizes.into_iter().enumerate() {
             let image = sample_image(bytes, 100 + sample * 4 + k as u64, &images)?;
             let repo = format!("calibrate/ctr{k}");
             let tag = format!("s{sample}");
