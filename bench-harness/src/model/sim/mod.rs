@@ -629,13 +629,11 @@ impl<'a> Sim<'a> {
     }
 
     fn handle(&mut self, event: Event) {
-        if let Some(g) = event.group() {
-            if self.groups[g].failed {
-                if let Event::Arrive(_, pod) = event {
-                    self.fail_pods(g, &[pod]);
-                }
-                return;
+        if let Some(g) = event.group().filter(|&g| self.groups[g].failed) {
+            if let Event::Arrive(_, pod) = event {
+                self.fail_pods(g, &[pod]);
             }
+            return;
         }
         match event {
             Event::Arrive(group, pod) => self.arrive(group, pod),
@@ -684,12 +682,8 @@ impl<'a> Sim<'a> {
     }
 
     fn start_pulls(&mut self, g: usize) {
-        let limit = self
-            .setup
-            .scenario
-            .runtime
-            .parallel_image_pulls_limit()
-            .unwrap_or(u32::MAX);
+        let runtime = &self.setup.scenario.runtime;
+        let limit = runtime.parallel_image_pulls_limit().unwrap_or(u32::MAX);
         while self.groups[g].pulling < limit {
             let Some(i) = self.groups[g].queue.pop_front() else {
                 break;
