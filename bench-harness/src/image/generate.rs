@@ -131,53 +131,28 @@ pub struct GeneratedImage {
     pub totals: Totals,
 }
 
+impl GeneratedLayer {
+    /// The layer as manifests list it.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            digest: self.digest.clone(),
+            media_type: self.media_type.clone(),
+            size_bytes: self.compressed_bytes,
+        }
+    }
+}
+
 impl GeneratedImage {
     /// The file holding blob `digest` (which may not be part of this image).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         blob_path(&self.layout_dir, digest)
     }
 
-    /// Whether [`GeneratedImage::top`] is an index (several platforms).
-    pub fn is_index(&self) -> bool {
-        matches!(
-            self.top.media_type.as_str(),
-            OCI_INDEX | DOCKER_MANIFEST_LIST
-        )
-    }
-
-    /// Every manifest and index, top first.
-    pub fn manifests(&self) -> Vec<&Descriptor> {
-        let mut out = vec![&self.top];
-        if self.is_index() {
-            out.extend(self.platforms.iter().map(|p| &p.manifest));
-        }
-        out
-    }
-
-    /// Every config and layer blob (each once), configs first.
-    pub fn blobs(&self) -> Vec<Descriptor> {
-        let mut out: Vec<Descriptor> = self.platforms.iter().map(|p| p.config.clone()).collect();
-        out.extend(self.layers.iter().map(|l| Descriptor {
-            digest: l.digest.clone(),
-            media_type: l.media_type.clone(),
-            size_bytes: l.compressed_bytes,
-        }));
-        let mut seen = std::collections::HashSet::new();
-        out.retain(|d| seen.insert(d.digest.clone()));
-        out
-    }
-
-    /// The image as any layout image: every platform with every layer.
+    /// The image as any layout image (every platform with every layer), for serving, reading
+    /// and its sums ([`LayoutImage::manifests`], [`LayoutImage::blobs`],
+    /// [`LayoutImage::pull_bytes`]).
     pub fn layout_image(&self) -> LayoutImage {
-        let layers: Vec<Descriptor> = self
-            .layers
-            .iter()
-            .map(|l| Descriptor {
-                digest: l.digest.clone(),
-                media_type: l.media_type.clone(),
-                size_bytes: l.compressed_bytes,
-            })
-            .collect();
+        let layers: Vec<Descriptor> = self.layers.iter().map(GeneratedLayer::descriptor).collect();
         LayoutImage {
             layout_dir: self.layout_dir.clone(),
             top: self.top.clone(),
@@ -193,19 +168,6 @@ impl GeneratedImage {
                 })
                 .collect(),
         }
-    }
-
-    /// Bytes a pull of platform `platform` (an index into [`GeneratedImage::platforms`])
-    /// downloads: the index if any, the manifest, the config and every layer.
-    /// `None` if there is no such platform.
-    pub fn pull_bytes(&self, platform: usize) -> Option<u64> {
-        let p = self.platforms.get(platform)?;
-        let index = if self.is_index() {
-            self.top.size_bytes
-        } else {
-            0
-        };
-        Some(index + p.manifest.size_bytes + p.config.size_bytes + self.totals.compressed_bytes)
     }
 }
 
@@ -334,12 +296,15 @@ fn load_complete(dir: &Path, key: &str) -> Option<GeneratedImage> {
         return None;
     }
     image.layout_dir = dir.to_owned();
-    let mut all: Vec<Descriptor> = image.manifests().into_iter().cloned().collect();
-    all.extend(image.blobs());
+    let layout = image.layout_image();
     let complete = dir.join(INDEX_FILE).is_file()
-        && all.iter().all(|d| {
-            fs::metadata(image.blob_path(&d.digest)).is_ok_and(|m| m.len() == d.size_bytes)
-        });
+        && layout
+            .manifests()
+            .into_iter()
+            .chain(&layout.blobs())
+            .all(|d| {
+                fs::metadata(layout.blob_path(&d.digest)).is_ok_and(|m| m.len() == d.size_bytes)
+            });
     complete.then_some(image)
 }
 
@@ -351,6 +316,11 @@ fn commit(
     key: &str,
     image: GeneratedImage,
 ) -> Result<GeneratedImage, GenerateError> {
+    let failed = |source| GenerateError::Commit {
+        from: temp_dir.to_owned(),
+        to: final_dir.to_owned(),
+        source,
+    };
     for _ in 0..2 {
         match fs::rename(temp_dir, final_dir) {
             Ok(()) => {
@@ -365,29 +335,15 @@ fn commit(
                     return Ok(theirs);
                 }
                 let stale = temp_dir.with_extension("stale");
-                if fs::rename(final_dir, &stale).is_err() {
-                    return Err(GenerateError::Commit {
-                        from: temp_dir.to_owned(),
-                        to: final_dir.to_owned(),
-                        source,
-                    });
-                }
+                fs::rename(final_dir, &stale).map_err(|_| failed(source))?;
                 fs::remove_dir_all(&stale).ok();
             }
-            Err(source) => {
-                return Err(GenerateError::Commit {
-                    from: temp_dir.to_owned(),
-                    to: final_dir.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => return Err(failed(source)),
         }
     }
-    Err(GenerateError::Commit {
-        from: temp_dir.to_owned(),
-        to: final_dir.to_owned(),
-        source: io::Error::other("the final directory keeps reappearing incomplete"),
-    })
+    Err(failed(io::Error::other(
+        "the final directory keeps reappearing incomplete",
+    )))
 }
 
 /// Builds the whole layout in `dir`; the returned image already names `final_dir`.
@@ -443,13 +399,7 @@ fn write_platform_image(
         config: descriptor_doc(&config, None),
         layers: layers
             .iter()
-            .map(|l| DescriptorDoc {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.compressed_bytes,
-                platform: None,
-                annotations: None,
-            })
+            .map(|l| descriptor_doc(&l.descriptor(), None))
             .collect(),
     };
     let manifest = write_json_blob(dir, "image manifest", media.manifest, &manifest)?;
@@ -1047,7 +997,7 @@ mod tests {
         }
         let top = fs::read(image.blob_path(&image.top.digest)).unwrap();
         let parsed = Manifest::parse(Some(&image.top.media_type), &top).unwrap();
-        assert_eq!(image.is_index(), spec.platforms.len() > 1);
+        assert_eq!(image.layout_image().is_index(), spec.platforms.len() > 1);
         if let Manifest::Index(i) = &parsed {
             assert_eq!(i.manifests().len(), spec.platforms.len());
         }

@@ -168,11 +168,6 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    /// Bytes written so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// The inner writer, the digest of everything written, and its length in bytes.
     pub fn finish(self) -> (W, Digest, u64) {
         let hex = hex::encode(self.hasher.finalize());

@@ -44,10 +44,6 @@ pub struct MirroredImage {
     /// The layout: the index (or manifest) the reference resolved to, and the nodes' platform
     /// when the index has it.
     pub image: LayoutImage,
-    /// What the reference resolved to: the index or manifest digest.
-    pub digest: Digest,
-    /// The nodes' platform manifest, when the image has that platform.
-    pub platform_digest: Option<Digest>,
     /// Blob bytes fetched from the real registry by this call (0 when the cache had them).
     pub fetched_bytes: u64,
     /// Why pulls of this image will fail, when they will: the index lacks the platform (the
@@ -154,45 +150,37 @@ pub async fn mirror(
         if held {
             tracing::info!(%reference, digest = %top.digest, dir = %dir.display(), "mirror reused");
             return Ok(MirroredImage {
-                platform_digest: chosen.as_ref().ok().cloned(),
-                platform_missing: chosen.err().map(|e| e.to_string()),
                 image,
-                digest: top.digest,
                 fetched_bytes: 0,
+                platform_missing: chosen.err().map(|e| e.to_string()),
             });
         }
     }
     let blobs = blobs_dir(&dir, "sha256");
     std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
     let mut fetched_bytes = 0;
-    let platform_digest = match &chosen {
-        Ok(digest) => {
-            // Config and layers first, through the puller (verified, renamed into place).
-            let puller = puller(&client, remote, platform, &blobs);
-            let record = puller
-                .pull(repo, &Reference::Digest(top.digest.clone()))
+    if let Ok(digest) = &chosen {
+        // Config and layers first, through the puller (verified, renamed into place).
+        let puller = puller(&client, remote, platform, &blobs);
+        let record = puller
+            .pull(repo, &Reference::Digest(top.digest.clone()))
+            .await
+            .map_err(fetch)?;
+        fetched_bytes = record.bytes_fetched;
+        if record.manifest_digest != top.digest {
+            let child = puller
+                .fetch_manifest(repo, &Reference::Digest(digest.clone()))
                 .await
                 .map_err(fetch)?;
-            fetched_bytes = record.bytes_fetched;
-            if record.manifest_digest != top.digest {
-                let child = puller
-                    .fetch_manifest(repo, &Reference::Digest(digest.clone()))
-                    .await
-                    .map_err(fetch)?;
-                write_blob(&blobs, &child.digest, &child.bytes)?;
-            }
-            Some(digest.clone())
+            write_blob(&blobs, &child.digest, &child.bytes)?;
         }
-        Err(_) => None,
-    };
+    }
     write_blob(&blobs, &top.digest, &top.bytes)?;
     write_index(&dir, &top)?;
     let image = import_layout(&dir, Some(LAYOUT_TAG)).map_err(MirrorError::Import)?;
     tracing::info!(%reference, digest = %top.digest, fetched_bytes, dir = %dir.display(), "mirrored");
     Ok(MirroredImage {
         image,
-        digest: top.digest,
-        platform_digest,
         fetched_bytes,
         platform_missing: chosen.err().map(|e| e.to_string()),
     })

@@ -106,15 +106,11 @@ pub async fn prepare(
             let image = tokio::task::spawn_blocking(move || generate(&spec, seed, &cache))
                 .await
                 .map_err(VariantImageError::Task)??;
-            let mut details = serde_json::to_value(&image).unwrap_or_default();
-            set_source(
-                &mut details,
-                json!({ "kind": "synthetic", "digest": image.top.digest }),
-            );
+            let source = json!({ "kind": "synthetic", "digest": image.top.digest });
             Ok(VariantImage {
                 facts: ImageFacts {
                     compressed_bytes: image.totals.compressed_bytes,
-                    details,
+                    details: details(&image, source),
                 },
                 pull: PullFrom::Embedded(image.layout_image()),
                 warnings: Vec::new(),
@@ -203,11 +199,10 @@ fn held(
         .or(source["path"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let warnings = missing
+    let mut warnings: Vec<String> = missing
         .iter()
         .map(|why| platform_warning(variant, &what, why))
         .collect();
-    let mut warnings: Vec<String> = warnings;
     if let Ok(p) = &chosen {
         if !p.platform.runs_on(platform) {
             warnings.push(platform_warning(
@@ -220,12 +215,10 @@ fn held(
             ));
         }
     }
-    let mut details = serde_json::to_value(&image).unwrap_or_default();
-    set_source(&mut details, source);
     VariantImage {
         facts: ImageFacts {
             compressed_bytes,
-            details,
+            details: details(&image, source),
         },
         pull: PullFrom::Embedded(image),
         warnings,
@@ -239,8 +232,11 @@ fn platform_warning(variant: &Variant, what: &str, why: &str) -> String {
     )
 }
 
-fn set_source(details: &mut Value, source: Value) {
-    if let Value::Object(map) = details {
+/// The image as JSON, with `source` saying where it came from.
+fn details(image: &impl serde::Serialize, source: Value) -> Value {
+    let mut details = serde_json::to_value(image).unwrap_or_default();
+    if let Value::Object(map) = &mut details {
         map.insert("source".to_owned(), source);
     }
+    details
 }
