@@ -58,7 +58,6 @@ pub enum ImportError {
 struct ConfigPlatform {
     os: String,
     architecture: String,
-    #[serde(default)]
     variant: Option<String>,
 }
 

@@ -17,7 +17,6 @@ pub struct SyntheticImage {
     #[serde(default = "default_compression")]
     pub compression: Compression,
     /// Compression level: gzip 1-9 (default 6), zstd 1-19 (default 3). Ignored for `"none"`.
-    #[serde(default)]
     pub level: Option<i32>,
     /// Platforms the image is built for, `os/arch[/variant]`. One platform gives a plain
     /// manifest; several give an index whose per-platform manifests share the same layers.
