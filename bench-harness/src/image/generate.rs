@@ -359,7 +359,7 @@ fn build(
         path: blobs.clone(),
         source,
     })?;
-    let platforms = spec.parsed_platforms()?;
+    let platforms = spec.parsed_platforms();
     let layers = build_layers(spec, seed, dir)?;
     let media = MediaTypes::of(spec.format);
     let platform_images = platforms
@@ -1075,7 +1075,7 @@ mod tests {
         };
         assert!(matches!(
             generate(&spec, 1, &missing),
-            Err(GenerateError::Spec(SpecError::NoLayers))
+            Err(GenerateError::Spec(SpecError(problems))) if problems[0].0 == "layers"
         ));
         assert!(!missing.exists());
     }

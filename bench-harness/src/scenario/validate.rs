@@ -16,7 +16,6 @@ use super::{
     Arrival, ImageSource, Placement, PullerKind, RegistrySource, Scenario, TargetKind, Variant,
     MAX_CTR_NODES, MAX_PODS,
 };
-use crate::image::SyntheticImage;
 
 /// One thing wrong with a scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,11 +60,6 @@ impl fmt::Display for Problems {
         Ok(())
     }
 }
-
-/// Gzip levels flate2 accepts; 0 stores without compressing.
-const GZIP_LEVELS: std::ops::RangeInclusive<i32> = 0..=9;
-/// Zstandard levels the `zstd` crate accepts (20-22 are the "ultra" levels).
-const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
 /// Every problem of `s`, in the order of the file's sections.
 pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
@@ -181,7 +175,9 @@ fn variants(s: &Scenario, found: &mut Found) {
         }
         match &v.source {
             ImageSource::Synthetic(spec) => {
-                synthetic(spec, &format!("variants[{i}].synthetic"), found)
+                for (field, message) in spec.problems() {
+                    found.add(format!("variants[{i}].synthetic.{field}"), message);
+                }
             }
             ImageSource::Registry(r) => registry(r, &format!("variants[{i}].registry"), found),
             ImageSource::Layout(l) => {
@@ -379,70 +375,6 @@ fn sidecars(s: &Scenario, i: usize, v: &Variant, found: &mut Found) {
                 ),
                 Some(_) => {}
             }
-        }
-    }
-}
-
-fn synthetic(spec: &SyntheticImage, path: &str, found: &mut Found) {
-    if spec.layers.is_empty() {
-        found.add(
-            format!("{path}.layers"),
-            "needs at least one [[...layers]] table",
-        );
-    }
-    for (i, layer) in spec.layers.iter().enumerate() {
-        let at = format!("{path}.layers[{i}]");
-        if layer.files == 0 {
-            found.add(format!("{at}.files"), "must be at least 1");
-        } else if layer.size.0 < u64::from(layer.files) {
-            found.add(
-                format!("{at}.size"),
-                format!(
-                    "{} is less than one byte for each of its {} files",
-                    layer.size, layer.files
-                ),
-            );
-        }
-        if !(0.0..=1.0).contains(&layer.compressibility) {
-            found.add(
-                format!("{at}.compressibility"),
-                format!("{} is not in [0, 1]", layer.compressibility),
-            );
-        }
-    }
-    let range = match spec.compression {
-        Compression::Gzip => Some(GZIP_LEVELS),
-        Compression::Zstd => Some(ZSTD_LEVELS),
-        Compression::None => None,
-    };
-    if let (Some(level), Some(range)) = (spec.level, range) {
-        if !range.contains(&level) {
-            found.add(
-                format!("{path}.level"),
-                format!(
-                    "{level} is not a {} level ({}-{})",
-                    spec.compression.name(),
-                    range.start(),
-                    range.end()
-                ),
-            );
-        }
-    }
-    if spec.platforms.is_empty() {
-        found.add(format!("{path}.platforms"), "needs at least one platform");
-    }
-    let mut seen = BTreeSet::new();
-    for (i, p) in spec.platforms.iter().enumerate() {
-        match Platform::parse(p) {
-            Some(parsed) if !seen.insert(parsed.to_string()) => found.add(
-                format!("{path}.platforms[{i}]"),
-                format!("{p:?} is listed twice"),
-            ),
-            Some(_) => {}
-            None => found.add(
-                format!("{path}.platforms[{i}]"),
-                format!("{p:?} is not a platform; write os/arch[/variant]"),
-            ),
         }
     }
 }
