@@ -183,7 +183,7 @@ pub struct RunArgs {
 pub enum CliError {
     /// An override is malformed (its message names the flag).
     #[error(transparent)]
-    Override(crate::scenario::OverrideError),
+    Override(#[from] crate::scenario::OverrideError),
     /// The scenario is unreadable or invalid.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
@@ -192,19 +192,13 @@ pub enum CliError {
     Result(#[from] ResultError),
     /// `--variants` or `--targets` is not two names.
     #[error("{flag} {raw:?}: give two names, BASELINE,CANDIDATE")]
-    Pair {
-        /// The flag.
-        flag: &'static str,
-        /// Its value.
-        raw: String,
-    },
+    Pair { flag: &'static str, raw: String },
     /// One result file and nothing to compare within it.
     #[error("one result file: say what to compare within it with --variants BASELINE,CANDIDATE or --targets BASELINE,CANDIDATE, or give a second result file")]
     NothingToCompare,
     /// `--target` names a target the scenario does not have.
     #[error("--target {name:?}: the scenario has targets {}", available.join(", "))]
     UnknownTarget {
-        /// The name given.
         name: String,
         /// The scenario's targets.
         available: Vec<String>,
@@ -221,7 +215,7 @@ impl RunArgs {
         let overrides = self
             .overrides
             .iter()
-            .map(|raw| Override::parse(raw).map_err(CliError::Override))
+            .map(|raw| Override::parse(raw))
             .collect::<Result<Vec<_>, _>>()?;
         let mut scenario = Scenario::load(&self.scenario, &overrides)?;
         if !self.targets.is_empty() {

@@ -186,9 +186,7 @@ pub enum GenerateError {
     /// A directory could not be created.
     #[error("create directory {path}")]
     CreateDir {
-        /// The directory.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -197,31 +195,23 @@ pub enum GenerateError {
     Layer {
         /// Index of the layer, base first.
         layer: usize,
-        /// The file being written.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
     /// Writing a JSON document or the layout's metadata failed.
     #[error("write {what} to {path}")]
     Write {
-        /// Which document.
         what: &'static str,
-        /// The file being written.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
     /// The finished layout could not be moved into place.
     #[error("move generated layout {from} to {to}")]
     Commit {
-        /// The temporary directory.
         from: PathBuf,
-        /// The final directory.
         to: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },

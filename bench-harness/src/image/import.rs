@@ -23,18 +23,14 @@ pub enum ImportError {
     /// The layout itself is unreadable, or a manifest in it is bad.
     #[error("import OCI layout {dir}")]
     Layout {
-        /// The layout directory.
         dir: PathBuf,
-        /// The cause.
         #[source]
         source: LayoutError,
     },
     /// A blob a held manifest needs is missing or has the wrong size.
     #[error("import OCI layout {dir}: blob {digest} ({size_bytes} bytes) is missing or has another size at {path}")]
     MissingBlob {
-        /// The layout directory.
         dir: PathBuf,
-        /// The blob.
         digest: Digest,
         /// The size its descriptor gives.
         size_bytes: u64,
@@ -44,11 +40,8 @@ pub enum ImportError {
     /// An image config is unreadable, not JSON of a config, or does not match its digest.
     #[error("import OCI layout {dir}: image config {digest}: {problem}")]
     Config {
-        /// The layout directory.
         dir: PathBuf,
-        /// The config.
         digest: Digest,
-        /// What is wrong.
         problem: String,
     },
 }

@@ -77,36 +77,28 @@ pub enum MirrorError {
     /// The real registry refused or failed.
     #[error("fetch {reference}")]
     Fetch {
-        /// The image.
         reference: String,
-        /// The cause.
         #[source]
         source: PullError,
     },
     /// A client could not be built (CA file).
     #[error("registry client for {reference}")]
     Client {
-        /// The image.
         reference: String,
-        /// The cause.
         #[source]
         source: stampede_oci::ClientError,
     },
     /// A manifest of the image is unusable.
     #[error("read manifest of {reference}")]
     Manifest {
-        /// The image.
         reference: String,
-        /// The cause.
         #[source]
         source: ManifestError,
     },
     /// Writing the layout failed.
     #[error("write {path}")]
     Write {
-        /// The file.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },

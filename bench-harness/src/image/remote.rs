@@ -79,9 +79,7 @@ pub enum RemoteError {
     /// The registry host does not make an endpoint URL.
     #[error("registry {registry}")]
     Endpoint {
-        /// The registry host.
         registry: String,
-        /// The cause.
         #[source]
         source: ClientError,
     },
@@ -171,20 +169,15 @@ impl RegistryAccess {
 }
 
 impl Remote {
-    /// Client settings for this registry: `base` with the extra CA file.
-    pub fn client_config(&self, base: ClientConfig) -> ClientConfig {
-        ClientConfig {
-            extra_ca_file: self.ca_file.clone().or(base.extra_ca_file),
-            ..base
-        }
-    }
-
-    /// A client for this registry built from `base` settings.
+    /// A client for this registry built from `base` settings and the extra CA file.
     ///
     /// # Errors
     /// [`ClientError::Tls`] when the CA file cannot be read.
     pub fn client(&self, base: ClientConfig) -> Result<RegistryClient, ClientError> {
-        RegistryClient::new(self.client_config(base))
+        RegistryClient::new(ClientConfig {
+            extra_ca_file: self.ca_file.clone().or(base.extra_ca_file),
+            ..base
+        })
     }
 }
 

@@ -314,15 +314,11 @@ fn empty(nodes: usize, bucket: Duration) -> AccountingSnapshot {
             shared: ListenerCounts::default(),
             nodes: vec![ListenerCounts::default(); nodes],
         },
-        series: empty_series(bucket),
+        series: Series {
+            bucket_ms: bucket.as_millis() as u64,
+            ..Series::default()
+        },
         ..AccountingSnapshot::default()
-    }
-}
-
-fn empty_series(bucket: Duration) -> Series {
-    Series {
-        bucket_ms: bucket.as_millis() as u64,
-        ..Series::default()
     }
 }
 

@@ -48,11 +48,8 @@ pub enum CatalogError {
     /// A manifest file of the layout could not be read.
     #[error("read manifest {digest} from {path}")]
     Read {
-        /// The manifest.
         digest: Digest,
-        /// Its file.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -61,7 +58,6 @@ pub enum CatalogError {
     Mismatch {
         /// What the image says the file holds.
         digest: Digest,
-        /// The file.
         path: PathBuf,
     },
 }

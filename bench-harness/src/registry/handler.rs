@@ -107,22 +107,10 @@ impl ErrorAnswer {
 
     /// The OCI error document.
     fn document(&self) -> Bytes {
-        #[derive(serde::Serialize)]
-        struct Errors {
-            errors: [Entry; 1],
-        }
-        #[derive(serde::Serialize)]
-        struct Entry {
-            code: &'static str,
-            message: &'static str,
-        }
-        let doc = Errors {
-            errors: [Entry {
-                code: self.code(),
-                message: self.message(),
-            }],
-        };
-        Bytes::from(serde_json::to_vec(&doc).expect("error document serializes"))
+        let doc = serde_json::json!({
+            "errors": [{ "code": self.code(), "message": self.message() }]
+        });
+        Bytes::from(doc.to_string())
     }
 }
 
@@ -230,17 +218,7 @@ impl Handler {
         }
         match route {
             Route::Base => {
-                let doc = Bytes::from_static(b"{}");
-                let len = doc.len() as u64;
-                let builder = Response::builder()
-                    .status(StatusCode::OK)
-                    .header(CONTENT_TYPE, "application/json")
-                    .header(CONTENT_LENGTH, len);
-                let content = Content {
-                    source: Source::Memory(doc),
-                    len,
-                    kind: BodyKind::Other,
-                };
+                let (builder, content) = json_document(StatusCode::OK, Bytes::from_static(b"{}"));
                 Ok(self.respond(builder, reply, content))
             }
             Route::Manifest { repo, reference } => {
@@ -370,12 +348,7 @@ impl Handler {
 
     fn error(&self, reply: Reply, answer: &ErrorAnswer) -> Response<ResponseBody> {
         self.accounting.error(answer.code());
-        let doc = answer.document();
-        let len = doc.len() as u64;
-        let mut builder = Response::builder()
-            .status(answer.status())
-            .header(CONTENT_TYPE, "application/json")
-            .header(CONTENT_LENGTH, len);
+        let (mut builder, content) = json_document(answer.status(), answer.document());
         match answer {
             ErrorAnswer::TooManyRequests(secs) => {
                 builder = builder.header(RETRY_AFTER, HeaderValue::from(*secs));
@@ -385,11 +358,21 @@ impl Handler {
             }
             _ => {}
         }
-        let content = Content {
-            source: Source::Memory(doc),
-            len,
-            kind: BodyKind::Other,
-        };
         self.respond(builder, reply, content)
     }
+}
+
+/// A small JSON document (the ping answer, an error) with its status.
+fn json_document(status: StatusCode, doc: Bytes) -> (http::response::Builder, Content) {
+    let len = doc.len() as u64;
+    let builder = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_LENGTH, len);
+    let content = Content {
+        source: Source::Memory(doc),
+        len,
+        kind: BodyKind::Other,
+    };
+    (builder, content)
 }

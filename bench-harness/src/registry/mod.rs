@@ -63,29 +63,6 @@ pub struct Listeners {
     pub nodes: Vec<TcpListener>,
 }
 
-impl Listeners {
-    /// Binds `1 + nodes` listeners on 127.0.0.1, each on a free port.
-    ///
-    /// # Errors
-    /// [`RegistryError::Bind`] naming the listener that could not be bound.
-    pub async fn bind_loopback(nodes: usize) -> Result<Self, RegistryError> {
-        let bind = |node: Option<usize>| async move {
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .await
-                .map_err(|source| RegistryError::Bind { node, source })
-        };
-        let shared = bind(None).await?;
-        let mut listeners = Vec::with_capacity(nodes);
-        for i in 0..nodes {
-            listeners.push(bind(Some(i)).await?);
-        }
-        Ok(Self {
-            shared,
-            nodes: listeners,
-        })
-    }
-}
-
 /// Why the registry could not start or take an image.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -94,7 +71,6 @@ pub enum RegistryError {
     Bind {
         /// The node whose listener it was; `None` for the shared one.
         node: Option<usize>,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -110,11 +86,8 @@ pub enum RegistryError {
     /// The image's layout on disk does not match it.
     #[error("add image as {repo}:{tag}")]
     Catalog {
-        /// Repository.
         repo: RepoName,
-        /// Tag.
         tag: String,
-        /// The cause.
         #[source]
         source: CatalogError,
     },
@@ -139,7 +112,20 @@ impl EmbeddedRegistry {
     /// # Errors
     /// [`RegistryError::Bind`] or [`RegistryError::LocalAddr`].
     pub async fn start(model: RegistryModel, nodes: usize) -> Result<Self, RegistryError> {
-        let listeners = Listeners::bind_loopback(nodes).await?;
+        let bind = |node: Option<usize>| async move {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .map_err(|source| RegistryError::Bind { node, source })
+        };
+        let shared = bind(None).await?;
+        let mut listeners = Vec::with_capacity(nodes);
+        for i in 0..nodes {
+            listeners.push(bind(Some(i)).await?);
+        }
+        let listeners = Listeners {
+            shared,
+            nodes: listeners,
+        };
         Self::serve(listeners, model, DEFAULT_SERIES_BUCKET)
     }
 

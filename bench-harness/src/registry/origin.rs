@@ -32,16 +32,13 @@ pub enum OriginError {
     /// The registry's listener could not be bound inside its namespace on the nodes' fabric.
     #[error("bind the embedded registry inside its namespace")]
     Fabric {
-        /// The cause.
         #[source]
         source: LabError,
     },
     /// The shaped link could not be made (not root, iproute2 missing, a failing `ip`/`tc`).
     #[error("registry.netns_rate = {rate}: cannot put the registry behind a kernel-shaped link (remove netns_rate to use only the embedded registry's own bandwidth model)")]
     Link {
-        /// The rate asked for.
         rate: Bandwidth,
-        /// The cause.
         #[source]
         source: LabError,
     },
@@ -73,14 +70,8 @@ impl Origin {
             let std = endpoint
                 .bind(0)
                 .map_err(|source| OriginError::Fabric { source })?;
-            let shared = std
-                .set_nonblocking(true)
-                .and_then(|()| TcpListener::from_std(std))
-                .map_err(|source| {
-                    OriginError::Registry(RegistryError::Bind { node: None, source })
-                })?;
             let listeners = Listeners {
-                shared,
+                shared: tokio_listener(std, None)?,
                 nodes: Vec::new(),
             };
             let registry = EmbeddedRegistry::serve(listeners, model.clone(), DEFAULT_SERIES_BUCKET)
@@ -112,12 +103,7 @@ impl Origin {
                 })
             })?
             .map_err(link_error)?;
-        let bind = |node: Option<usize>| -> Result<TcpListener, OriginError> {
-            let std: StdListener = link.bind(0).map_err(link_error)?;
-            std.set_nonblocking(true)
-                .and_then(|()| TcpListener::from_std(std))
-                .map_err(|source| OriginError::Registry(RegistryError::Bind { node, source }))
-        };
+        let bind = |node| tokio_listener(link.bind(0).map_err(link_error)?, node);
         let listeners = Listeners {
             shared: bind(None)?,
             nodes: (0..nodes)
@@ -180,4 +166,11 @@ impl Origin {
             }
         }
     }
+}
+
+/// `std` as a tokio listener; `node` names it in the error.
+fn tokio_listener(std: StdListener, node: Option<usize>) -> Result<TcpListener, OriginError> {
+    std.set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(std))
+        .map_err(|source| OriginError::Registry(RegistryError::Bind { node, source }))
 }

@@ -31,14 +31,10 @@ pub enum OverrideError {
     #[error(
         "--set {raw:?}: expected key.path=value, e.g. nodes=8 or targets[1].url=http://m:5000"
     )]
-    Syntax {
-        /// The override as given.
-        raw: String,
-    },
+    Syntax { raw: String },
     /// A path segment other than the last names something that is not a table.
     #[error("--set {raw}: {path} is not a table")]
     NotATable {
-        /// The override as given.
         raw: String,
         /// The path up to the offending segment.
         path: String,
@@ -46,7 +42,6 @@ pub enum OverrideError {
     /// An index past the end of an array, or an index on something that is not an array.
     #[error("--set {raw}: {path} has no entry {index} ({len} entries)")]
     NoSuchEntry {
-        /// The override as given.
         raw: String,
         /// The path of the array.
         path: String,
@@ -59,7 +54,6 @@ pub enum OverrideError {
     /// key, a wrong type).
     #[error("--set {raw}")]
     Rejected {
-        /// The override as given.
         raw: String,
         /// What the scenario's shape refused.
         #[source]
@@ -163,19 +157,6 @@ impl Override {
             }
             _ => Err(missing(0)),
         }
-    }
-}
-
-impl fmt::Display for Override {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
-    }
-}
-
-impl std::str::FromStr for Override {
-    type Err = OverrideError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
     }
 }
 
