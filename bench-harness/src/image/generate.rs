@@ -1,22 +1,15 @@
-//! Deterministic generation of a synthetic image into an OCI image layout, cached on disk.
-//!
-//! [`generate`] turns a [`SyntheticImage`] and a seed into `cache_dir/<key>/`, an OCI image
-//! layout, and describes it as a [`GeneratedImage`]. With `format = "oci"` the layout is what
-//! `skopeo copy oci:DIR:latest` and umoci read; with `"docker"` its blobs are the same kind but
-//! containers/image ignores `index.json` entries of Docker media types, so such layouts are for
-//! serving through the registry only. The same spec and seed give byte-identical blobs on any machine and run
-//! (for one build of this crate: the gzip and zstd encoders are pinned by `Cargo.lock`; bump
+//! Deterministic generation of a synthetic image into an OCI image layout, cached on disk:
+//! [`generate`] turns a [`SyntheticImage`] and a seed into `cache_dir/<key>/` and describes it as
+//! a [`GeneratedImage`]. With `format = "oci"` the layout is what `skopeo copy oci:DIR:latest` and
+//! umoci read; containers/image ignores `index.json` entries of Docker media types, so `"docker"`
+//! layouts are for serving through the registry only. The same spec and seed give byte-identical
+//! blobs on any machine (for one build: the encoders are pinned by `Cargo.lock`; bump
 //! [`GENERATOR_VERSION`] whenever output bytes may change). Layers stream from the content
-//! generator through tar framing, a hasher, the compressor and a second hasher into a file: no
-//! layer is ever held in memory. Layers are built in parallel, one thread per core.
-//!
-//! Concurrency: the layout is built in a private temporary directory next to its final place
-//! and renamed into place only after every file is synced and the completion marker written, so
-//! a reader sees either nothing or a complete layout, and two processes generating the same
-//! image race harmlessly (the loser deletes its copy and uses the winner's).
-//!
-//! This module does not serve anything (see `registry`) and does not decide where the cache
-//! lives (the caller passes `cache_dir`).
+//! generator through tar framing, a hasher, the compressor and a second hasher into a file, one
+//! thread per core, never whole in memory. The layout is built in a temporary directory and
+//! renamed into place once synced and marked complete, so a reader sees nothing or a complete
+//! layout, and two processes generating the same image race harmlessly (the loser uses the
+//! winner's).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};

@@ -1,13 +1,9 @@
-//! Importing an OCI image layout made elsewhere (`skopeo copy ... oci:DIR:tag`, `umoci`, a
-//! `docker buildx --output type=oci` unpacked) as a [`LayoutImage`], in place: nothing is
-//! copied, the layout's own blob files are served and inspected.
-//!
-//! The tag picks the `index.json` entry (`org.opencontainers.image.ref.name`); without a tag the
-//! layout must hold one image. Manifests, indexes and configs are read, bounded and verified
-//! against their digests; layer blobs are only checked for presence and size here (hashing
-//! gigabytes up front would cost more than the pull being measured; pullers and `inspect` verify
-//! them as they stream). Platforms an index lists whose manifest is not in the layout are listed
-//! but not held.
+//! Importing an OCI image layout made elsewhere (`skopeo copy ... oci:DIR:tag`, `umoci`, `docker
+//! buildx --output type=oci` unpacked) as a [`LayoutImage`], in place: nothing is copied. The tag
+//! picks the `index.json` entry (`org.opencontainers.image.ref.name`); without one the layout must
+//! hold one image. Manifests, indexes and configs are read, bounded and verified; layer blobs are
+//! only checked for presence and size (pullers and `inspect` verify them as they stream). An
+//! index's platforms whose manifest is not in the layout are listed but not held.
 
 use std::path::{Path, PathBuf};
 
@@ -55,9 +51,6 @@ struct ConfigPlatform {
 }
 
 /// Describes the image tagged `tag` (or the only image) in the layout at `dir`.
-///
-/// # Errors
-/// [`ImportError`] naming the layout and what is wrong with it.
 pub fn import_layout(dir: &Path, tag: Option<&str>) -> Result<LayoutImage, ImportError> {
     let layout_err = |source| ImportError::Layout {
         dir: dir.to_owned(),

@@ -1,11 +1,7 @@
-//! The OCI image layout on disk (`oci-layout`, `index.json`, `blobs/sha256/<hex>`): its paths,
-//! the JSON documents written into it (config, manifest, index) with a fixed field order, and a
-//! writer that hashes and counts bytes as they pass.
-//!
-//! The documents are our own serde structs rather than `oci-spec` builders so their bytes (and so
-//! their digests) depend only on this file: `serde_json`'s map order changes with a feature that
-//! another crate in the build may turn on. Tests parse them back with `oci-spec`.
-//! What goes into the layers and where the layout lives is `generate.rs`'s business.
+//! The OCI image layout on disk: its paths, the JSON documents written into it (config,
+//! manifest, index) and a writer that hashes and counts bytes as they pass. The documents are our
+//! own serde structs, not `oci-spec` builders, so their bytes (and digests) depend only on this
+//! file: `serde_json`'s map order changes with a feature another crate may turn on.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};

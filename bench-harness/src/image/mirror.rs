@@ -1,20 +1,13 @@
 //! Images of real registries: [`mirror`] fetches one once into an OCI layout in the image cache
 //! (`<cache>/mirror/<manifest digest hex>/`), verifying every digest, so repeated bursts are
 //! served by the embedded registry instead of hammering the real one; [`resolve_remote`] only
-//! reads the manifests, for variants pulled straight from the real registry.
-//!
-//! The tag is resolved on every run (one manifest request: tags move); everything below the
-//! resolved digest is content-addressed, so a layout already holding the nodes' platform is
-//! reused without another request. Only the nodes' platform is fetched: the index is kept whole
-//! (so nodes see every platform it lists) but only that platform's manifest, config and layers
-//! are held. An index without the nodes' platform is not an error here: the mirror holds the
-//! index alone, and every node's pull then fails as `platform_missing`, as it would against the
-//! real registry.
-//!
-//! Blobs land through the harness's own puller (`crate::nodes::pull`): streamed to disk, verified, then
-//! renamed into place, so an interrupted mirror leaves only whole, verified blobs behind.
-//! Manifests and `index.json` are written last, so a layout that imports with the platform held
-//! is complete.
+//! reads the manifests, for variants pulled straight from the real registry. The tag is resolved
+//! on every run (tags move); below it everything is content-addressed, so a layout already
+//! holding the nodes' platform is reused. Only that platform's manifest, config and layers are
+//! fetched, beside the whole index (an index without it is held alone, and nodes' pulls then fail
+//! as `platform_missing`, as against the real registry). Blobs land through the harness's own
+//! puller (`crate::nodes::pull`: verified, renamed into place); manifests and `index.json` are
+//! written last, so an interrupted mirror leaves no layout that imports as complete.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,16 +1,10 @@
 //! A real registry as an image source: how to reach it ([`RegistryAccess`]: plain HTTP or TLS
 //! with an extra CA file) and who we are there (anonymous, a docker `config.json`, or a user name
-//! with the password in an environment variable), resolved into a [`Remote`] (endpoint with
-//! credentials, client configuration) when a run or an inspection starts, never when a scenario
-//! is parsed.
-//!
-//! Secrets: a password is never written in a scenario or on a command line, only read from the
-//! environment variable or docker config the user names; [`stampede_oci::auth::Credentials`]
-//! redacts itself in `Debug`, and nothing here logs or stores it. Where credentials may be sent
-//! (the registry itself, a token realm within its trust boundary) is `stampede_oci::auth`'s rule,
-//! applied by the client.
-//!
-//! This module does no network I/O.
+//! with the password in an environment variable), resolved into a [`Remote`] when a run or an
+//! inspection starts, never when a scenario is parsed. A password is never written in a scenario
+//! or on a command line, and nothing here logs or stores it ([`stampede_oci::auth::Credentials`]
+//! redacts itself in `Debug`; where credentials may be sent is `stampede_oci::auth`'s rule). No
+//! network I/O.
 
 use std::path::{Path, PathBuf};
 

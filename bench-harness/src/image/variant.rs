@@ -1,11 +1,7 @@
-//! Each variant's image made ready for bursts, whatever its source: a synthetic spec generated
-//! into the image cache, an OCI layout imported in place, a real-registry image mirrored into the
-//! cache, or a real-registry image only resolved (`mirror = false`: nodes pull it straight from
-//! there). Also the facts `result.json` records about it: where it came from, the digest the
-//! reference resolved to, the bytes a node downloads.
-//!
-//! This module does not serve (the runner adds [`PullFrom::Embedded`] images to the embedded
-//! registry) and does not pull for nodes.
+//! Each variant's image made ready for bursts, whatever its source: generated, imported in place,
+//! mirrored into the cache, or only resolved (`mirror = false`: nodes pull it straight from the
+//! real registry); and the facts `result.json` records about it (its source, the digest the
+//! reference resolved to, the bytes a node downloads). Serving and pulling are not done here.
 
 use std::path::Path;
 use std::time::Instant;
@@ -91,9 +87,6 @@ pub async fn prepare_all(
 }
 
 /// Makes `variant`'s image ready.
-///
-/// # Errors
-/// [`VariantImageError`] naming what failed.
 pub async fn prepare(
     scenario: &Scenario,
     variant: &Variant,

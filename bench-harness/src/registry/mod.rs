@@ -1,12 +1,10 @@
 //! The embedded registry: the harness's default upstream (no Docker, no network). An in-process
-//! OCI distribution pull API on 127.0.0.1 that serves images from OCI layouts (generated
-//! synthetic images, imported layouts, mirrors of real registries) with the scenario's
-//! bandwidth, latency and throttling, and counts what it serves.
-//!
-//! It listens on one shared port and one port per simulated node: the shared egress limit
-//! applies to all of them, each node port also has its own link limit. A request goes:
-//! [`server`] (accept, HTTP/1.1) -> [`handler`] (throttle, the path parsed by `stampede_oci::api::Route`, [`catalog`]) -> a
-//! [`body`] whose chunks pass [`shaping`] and land in [`accounting`].
+//! OCI distribution pull API on 127.0.0.1 that serves images from OCI layouts with the
+//! scenario's bandwidth, latency and throttling ([`model`]), and counts what it serves. It
+//! listens on one shared port and one port per simulated node: the shared egress limit applies
+//! to all, each node port also has its own link limit. A request goes: [`server`] (accept,
+//! HTTP/1.1) -> [`handler`] (throttle, route, [`catalog`]) -> a [`body`] whose chunks pass
+//! [`shaping`] and land in [`accounting`]. [`origin`] starts it where a run wants it.
 //!
 //! ```no_run
 //! # async fn demo(image: &bench_harness::image::GeneratedImage) -> Result<(), Box<dyn std::error::Error>> {
@@ -18,10 +16,6 @@
 //! registry.shutdown().await;
 //! # Ok(()) }
 //! ```
-//!
-//! [`model`] describes the limits; [`origin`] starts the registry where a run wants it (on
-//! loopback, or behind a kernel-shaped link in a namespace of its own). This module does not
-//! parse scenarios or generate images.
 
 pub mod accounting;
 pub mod body;

@@ -1,13 +1,9 @@
 //! Where every burst's bytes come from: the embedded registry, listening on 127.0.0.1, or, with
-//! `registry.netns_rate`, inside a network namespace of its own behind a veth pair that
-//! `tc tbf` shapes to that rate (`stampede_lab::ShapedLink`). The registry still runs in this
-//! process, so its accounting stays registry-side truth, but its listeners are created inside
-//! the namespace: every client reaches it over the kernel-shaped link, whether a node pulling
-//! directly, our cache-daemon filling, or a peer (distribution, nginx) filling. The shaping then
-//! does not depend on the harness's own bandwidth model, which still applies on top when set.
-//!
-//! Asking for the shaped link without root (or without iproute2) fails the run with a message
-//! that says so; it never falls back to an unshaped run.
+//! `registry.netns_rate`, inside a network namespace of its own behind a veth pair that `tc tbf`
+//! shapes to that rate (`stampede_lab::ShapedLink`). The registry still runs in this process, so
+//! its accounting stays registry-side truth, but every client (node, cache, peer) reaches it over
+//! the kernel-shaped link; the harness's own bandwidth model still applies on top when set.
+//! Without root or iproute2 the shaped link fails the run, saying so; it never falls back.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 
@@ -58,9 +54,6 @@ impl Origin {
     /// Starts the registry for `nodes` node listeners under `model`, behind a shaped link when
     /// `model.netns_rate` is set. With `fabric` (nodes in namespaces), its one listener is
     /// bound inside that registry namespace instead, and the fabric shapes every link.
-    ///
-    /// # Errors
-    /// [`OriginError`] saying what failed.
     pub async fn start(
         model: &RegistryModel,
         nodes: usize,

@@ -1,18 +1,11 @@
 //! The scenario file: what a burst looks like (nodes, pods, arrival), which images are pulled
 //! ([`Variant`]), through what ([`Target`]), from a registry behaving how ([`RegistryModel`]), on
-//! nodes modelled how ([`Runtime`], [`Readiness`]), and what counts as success ([`Slo`]).
-//!
-//! This module owns parsing (with line numbers for the file's own mistakes), `--set` overrides
-//! ([`Override`]), validation (every problem at once, each with its field path) and the pod
-//! schedule derived from the arrival mode ([`Scenario::schedule`]). It does not generate images,
-//! start registries or run anything; the runner takes a validated [`Scenario`] and does that.
-//!
-//! Parsing goes in three steps: the TOML text into the file's shape (`file.rs`: flat tables,
-//! every table `deny_unknown_fields`, errors carry `line N`), then each override applied to the
-//! document as a `toml::Table` and the shape deserialized again (an error names the override),
-//! then the shape converted into the typed [`Scenario`] (`file.rs`) and checked (`validate.rs`).
-//! `Scenario` serializes back to the file's shape, so `result.json` carries a scenario that
-//! parses again. Quantities (byte sizes, bandwidths, durations) are written as [`units`] say.
+//! nodes modelled how ([`Runtime`], [`Readiness`]), and what counts as success ([`Slo`]). This
+//! module owns parsing (`file.rs`: the file's shape, mistakes with their line), `--set` overrides
+//! ([`Override`]), validation (`validate.rs`: every problem at once, each with its field path) and
+//! the pod schedule ([`Scenario::schedule`]); it runs nothing. `Scenario` serializes back to the
+//! file's shape, so `result.json` carries a scenario that parses again. Quantities (byte sizes,
+//! bandwidths, durations) are written as [`units`] say.
 
 mod file;
 mod kube;

@@ -1,10 +1,8 @@
-//! `--set key.path=value` overrides: parsing one from the command line and applying it to the
-//! scenario document. The value is a TOML literal (`8`, `true`, `"x"`, `[1, 2]`), or a plain
-//! string when it is not one (`100Mbit`, `ramp`). Paths are dotted keys with optional array
-//! indices, the same paths validation reports: `registry.egress`, `targets[1].url`.
-//!
-//! This file does not know the scenario's fields; the shape's own `deny_unknown_fields` refuses a
-//! key it does not have, and the error then names the override.
+//! `--set key.path=value` overrides: parsing one and applying it to the scenario document. The
+//! value is a TOML literal (`8`, `true`, `"x"`, `[1, 2]`), else a plain string (`100Mbit`). Paths
+//! are dotted keys with optional array indices, as validation reports them (`targets[1].url`).
+//! The scenario's fields are not known here: the shape's `deny_unknown_fields` refuses a key it
+//! does not have, and the error then names the override.
 
 use std::fmt;
 
