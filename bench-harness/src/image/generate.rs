@@ -245,29 +245,24 @@ pub fn generate(
         path: cache_dir.to_owned(),
         source,
     })?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let temp_dir = cache_dir.join(format!(
-        ".tmp-{}-{}-{nanos}",
-        &key[..16],
-        std::process::id()
-    ));
+    // Dropped at the end, it removes what a failed or losing attempt left behind.
+    let temp_dir = tempfile::Builder::new()
+        .prefix(&format!(".tmp-{}-", &key[..16]))
+        .tempdir_in(cache_dir)
+        .map_err(|source| GenerateError::CreateDir {
+            path: cache_dir.to_owned(),
+            source,
+        })?;
     let started = Instant::now();
-    let result = build(spec, seed, &key, &temp_dir, &final_dir)
-        .and_then(|image| commit(&temp_dir, &final_dir, &key, image));
-    if result.is_err() {
-        fs::remove_dir_all(&temp_dir).ok();
-    }
-    if let Ok(image) = &result {
-        tracing::info!(
-            dir = %final_dir.display(),
-            compressed_bytes = image.totals.compressed_bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "generated synthetic image"
-        );
-    }
-    result
+    let image = build(spec, seed, &key, temp_dir.path(), &final_dir)
+        .and_then(|image| commit(temp_dir.path(), &final_dir, &key, image))?;
+    tracing::info!(
+        dir = %final_dir.display(),
+        compressed_bytes = image.totals.compressed_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "generated synthetic image"
+    );
+    Ok(image)
 }
 
 /// The image in `dir` if it is a complete layout of `key` (marker present and matching, every
@@ -314,7 +309,6 @@ fn commit(
             }
             Err(source) if final_dir.exists() => {
                 if let Some(theirs) = load_complete(final_dir, key) {
-                    fs::remove_dir_all(temp_dir).ok();
                     return Ok(theirs);
                 }
                 let stale = temp_dir.with_extension("stale");

@@ -8,7 +8,6 @@ use stampede_oci::Platform;
 
 use std::path::PathBuf;
 
-use super::validate::Found;
 use super::{
     Arrival, ImageSource, KubeTarget, LayoutSource, Network, Placement, Problems, Readiness,
     RegistrySource, Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
@@ -166,7 +165,7 @@ impl ScenarioFile {
     /// problem leaves a gap, a valid placeholder stands in so the value checks still run without
     /// reporting the same mistake twice.
     pub(super) fn into_scenario(self, default_name: &str) -> Result<Scenario, Problems> {
-        let mut problems = Found::default();
+        let mut problems = Problems::default();
         let name = self.name.unwrap_or_else(|| default_name.to_owned());
         let platform = match self.platform {
             None => Platform::host(),
@@ -215,13 +214,13 @@ impl ScenarioFile {
         if problems.0.is_empty() {
             Ok(scenario)
         } else {
-            Err(Problems(problems.0))
+            Err(problems)
         }
     }
 }
 
 impl ArrivalFile {
-    fn into_arrival(self, problems: &mut Found) -> Arrival {
+    fn into_arrival(self, problems: &mut Problems) -> Arrival {
         let mode = self.mode.name();
         if self.mode != ArrivalMode::Ramp && self.over.is_some() {
             problems.add(
@@ -259,7 +258,7 @@ impl ArrivalFile {
 }
 
 impl VariantFile {
-    fn into_variant(self, index: usize, problems: &mut Found) -> Variant {
+    fn into_variant(self, index: usize, problems: &mut Problems) -> Variant {
         let given: Vec<&str> = [
             ("synthetic", self.synthetic.is_some()),
             ("registry", self.registry.is_some()),
@@ -334,7 +333,7 @@ fn placeholder_image() -> SyntheticImage {
 }
 
 impl TargetFile {
-    fn into_target(mut self, index: usize, problems: &mut Found) -> Target {
+    fn into_target(mut self, index: usize, problems: &mut Problems) -> Target {
         self.refuse_foreign(index, problems);
         if self.kind == KindFile::Nginx && self.placement == Some(Placement::Cluster) {
             problems.add(
@@ -372,10 +371,13 @@ impl TargetFile {
                 "must be at least 1 (leave it out for every node)",
             );
         }
-        let cluster = TargetKind::CacheDaemon {
-            placement: Placement::Cluster,
-        };
-        if self.kill_owner_after.is_some() && kind != cluster {
+        let cluster = matches!(
+            kind,
+            TargetKind::CacheDaemon {
+                placement: Placement::Cluster
+            }
+        );
+        if self.kill_owner_after.is_some() && !cluster {
             problems.add(
                 format!("targets[{index}].kill_owner_after"),
                 "only a cache-daemon target with placement = \"cluster\" has stripe owners to kill",
@@ -390,7 +392,7 @@ impl TargetFile {
     }
 
     /// A problem for each field set that does not go with the target's kind.
-    fn refuse_foreign(&self, index: usize, problems: &mut Found) {
+    fn refuse_foreign(&self, index: usize, problems: &mut Problems) {
         let kind = self.kind.name();
         let mut refuse = |field: &str| {
             problems.add(
@@ -422,7 +424,7 @@ impl TargetFile {
     }
 
     /// `kind = "kubernetes"`'s settings; `kubeconfig` is required.
-    fn kube(&mut self, index: usize, problems: &mut Found) -> TargetKind {
+    fn kube(&mut self, index: usize, problems: &mut Problems) -> TargetKind {
         let kubeconfig = self.kubeconfig.take().unwrap_or_else(|| {
             problems.add(
                 format!("targets[{index}].kubeconfig"),

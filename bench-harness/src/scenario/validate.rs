@@ -27,14 +27,10 @@ pub struct Problem {
 }
 
 /// Every problem found in a scenario; displays one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Problems(pub Vec<Problem>);
 
-/// The problems found so far, as the checks add them.
-#[derive(Debug, Default)]
-pub(super) struct Found(pub(super) Vec<Problem>);
-
-impl Found {
+impl Problems {
     pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
@@ -63,7 +59,7 @@ impl fmt::Display for Problems {
 
 /// Every problem of `s`, in the order of the file's sections.
 pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
-    let mut found = Found::default();
+    let mut found = Problems::default();
     name_and_counts(s, &mut found);
     arrival(s, &mut found);
     variants(s, &mut found);
@@ -78,7 +74,7 @@ pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
 }
 
 /// The run's name, and the counts that must be at least 1.
-fn name_and_counts(s: &Scenario, found: &mut Found) {
+fn name_and_counts(s: &Scenario, found: &mut Problems) {
     let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if s.name.is_empty() || !s.name.chars().all(name_char) {
         found.add(
@@ -105,7 +101,7 @@ fn name_and_counts(s: &Scenario, found: &mut Found) {
 }
 
 /// `arrival`, and the pods it adds up to.
-fn arrival(s: &Scenario, found: &mut Found) {
+fn arrival(s: &Scenario, found: &mut Problems) {
     match &s.arrival {
         Arrival::Burst => {}
         Arrival::Ramp { over } => {
@@ -152,7 +148,7 @@ fn arrival(s: &Scenario, found: &mut Found) {
 }
 
 /// `[[variants]]`: names, and each image source.
-fn variants(s: &Scenario, found: &mut Found) {
+fn variants(s: &Scenario, found: &mut Problems) {
     if s.variants.is_empty() {
         found.add("variants", "needs at least one [[variants]] table");
     }
@@ -199,7 +195,7 @@ fn variants(s: &Scenario, found: &mut Found) {
 }
 
 /// `[[targets]]`: names, mirror URLs, peers in front of variants pulled straight.
-fn targets(s: &Scenario, found: &mut Found) {
+fn targets(s: &Scenario, found: &mut Problems) {
     if s.targets.is_empty() {
         found.add("targets", "needs at least one [[targets]] table");
     }
@@ -244,7 +240,7 @@ fn targets(s: &Scenario, found: &mut Found) {
 }
 
 /// `[runtime] puller` and `[network]`: what each puller and nodes in namespaces can do.
-fn runtime(s: &Scenario, found: &mut Found) {
+fn runtime(s: &Scenario, found: &mut Problems) {
     if s.runtime.puller != PullerKind::Harness {
         for (i, v) in s.variants.iter().enumerate() {
             if pulled_straight(v) {
@@ -271,7 +267,7 @@ fn runtime(s: &Scenario, found: &mut Found) {
 }
 
 /// `[registry] throttle`, `[readiness]` and `[slo]` values.
-fn limits(s: &Scenario, found: &mut Found) {
+fn limits(s: &Scenario, found: &mut Problems) {
     if let Some(throttle) = &s.registry.throttle {
         if !(throttle.requests_per_second.is_finite() && throttle.requests_per_second > 0.0) {
             found.add(
@@ -300,7 +296,7 @@ fn limits(s: &Scenario, found: &mut Found) {
 
 /// `[network]`: what nodes in namespaces cannot do. (The placements only they can run are
 /// [`run_problems`]: the fleet model runs those with nodes as tasks too.)
-fn network(s: &Scenario, found: &mut Found) {
+fn network(s: &Scenario, found: &mut Problems) {
     if !s.network.namespaces() {
         return;
     }
@@ -335,7 +331,7 @@ fn network(s: &Scenario, found: &mut Found) {
 /// `variants[i].sidecars`: each names another variant, once; the pod's images all come from the
 /// embedded registry, so that in every burst they reach the node through the same target (a
 /// `mirror = false` variant is pulled straight from its own registry instead).
-fn sidecars(s: &Scenario, i: usize, v: &Variant, found: &mut Found) {
+fn sidecars(s: &Scenario, i: usize, v: &Variant, found: &mut Problems) {
     if !v.sidecars.is_empty() && pulled_straight(v) {
         found.add(
             format!("variants[{i}].sidecars"),
@@ -379,7 +375,7 @@ fn sidecars(s: &Scenario, i: usize, v: &Variant, found: &mut Found) {
     }
 }
 
-fn registry(r: &RegistrySource, path: &str, found: &mut Found) {
+fn registry(r: &RegistrySource, path: &str, found: &mut Problems) {
     if let Err(e) = ImageRef::parse(&r.image) {
         found.add(
             format!("{path}.image"),
