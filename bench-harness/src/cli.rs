@@ -1,7 +1,5 @@
 //! Command-line interface: raw flags become validated settings for one command (`run`,
-//! `report`, `compare`). `main.rs` prints the error chain once and maps outcomes to exit codes
-//! (0 pass, 1 SLO missed or regression gate crossed, 2 error, 3 a gate not judged because its
-//! series were host-bound).
+//! `report`, `compare`); `main.rs` dispatches them and maps outcomes to exit codes.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;

@@ -56,9 +56,7 @@ const TAR_BLOCK_BYTES: u64 = 512;
 /// One platform's image within a generated layout.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlatformImage {
-    /// The platform.
     pub platform: Platform,
-    /// Its image manifest.
     pub manifest: Descriptor,
     /// Its image config (configs differ per platform; layers are shared).
     pub config: Descriptor,
@@ -71,7 +69,6 @@ pub struct GeneratedLayer {
     pub digest: Digest,
     /// The layer media type the manifests use.
     pub media_type: String,
-    /// How the tar is compressed.
     pub compression: Compression,
     /// Blob length in bytes, as downloaded.
     pub compressed_bytes: u64,
@@ -88,7 +85,6 @@ pub struct GeneratedLayer {
 /// Sums over the layers of one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
-    /// Number of layers.
     pub layers: usize,
     /// Regular files in all layers.
     pub files: u64,
@@ -109,9 +105,7 @@ pub struct GeneratedImage {
     pub key: String,
     /// [`GENERATOR_VERSION`] at generation time.
     pub generator: String,
-    /// The seed.
     pub seed: u64,
-    /// Manifest flavour.
     pub format: ManifestFormat,
     /// What a tag resolves to: the index (manifest list) when there are several platforms,
     /// else the only platform's manifest.
@@ -120,7 +114,6 @@ pub struct GeneratedImage {
     pub platforms: Vec<PlatformImage>,
     /// Layers, base first.
     pub layers: Vec<GeneratedLayer>,
-    /// Sums over the layers.
     pub totals: Totals,
 }
 

@@ -24,7 +24,6 @@ pub struct DescriptorDoc {
     /// Media type of the referenced content.
     #[serde(rename = "mediaType")]
     pub media_type: String,
-    /// Its digest.
     pub digest: Digest,
     /// Its length in bytes.
     pub size: u64,
@@ -67,7 +66,6 @@ pub struct ManifestDoc {
     /// The manifest's own media type.
     #[serde(rename = "mediaType")]
     pub media_type: String,
-    /// The image config.
     pub config: DescriptorDoc,
     /// Layers, base first.
     pub layers: Vec<DescriptorDoc>,

@@ -17,7 +17,6 @@ use super::layout::blob_path;
 pub struct Descriptor {
     /// Its digest; also its file name under `blobs/sha256/`.
     pub digest: Digest,
-    /// Its media type.
     pub media_type: String,
     /// Its length in bytes.
     pub size_bytes: u64,
@@ -42,9 +41,7 @@ impl Descriptor {
 pub struct PlatformManifest {
     /// The platform, from the index entry or else the image config.
     pub platform: Platform,
-    /// Its image manifest.
     pub manifest: Descriptor,
-    /// Its image config.
     pub config: Descriptor,
     /// Its layers, base first.
     pub layers: Vec<Descriptor>,

@@ -49,7 +49,6 @@ pub struct MirroredImage {
 pub struct RemoteImage {
     /// The index or manifest digest the reference resolved to.
     pub digest: Digest,
-    /// Its media type.
     pub media_type: String,
     /// Every platform the index lists (for a plain manifest: empty, the config was not read).
     pub listed: Vec<Platform>,

@@ -29,7 +29,6 @@ pub enum PullFrom {
 /// A variant's image, ready.
 #[derive(Debug, Clone)]
 pub struct VariantImage {
-    /// Where nodes pull it from.
     pub pull: PullFrom,
     /// What `result.json` records about it.
     pub facts: ImageFacts,

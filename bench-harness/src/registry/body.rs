@@ -31,13 +31,10 @@ pub enum Source {
 /// Who pays for a body's bytes: the limits it passes and the counters it lands in.
 #[derive(Debug, Clone)]
 pub struct Meter {
-    /// Bandwidth limits.
     pub shaper: Arc<Shaper>,
-    /// Counters.
     pub accounting: Arc<Accounting>,
     /// The listener the response leaves through.
     pub listener: ListenerId,
-    /// What the bytes are.
     pub body: BodyKind,
 }
 

@@ -20,7 +20,6 @@ use crate::image::LayoutImage;
 pub struct ManifestEntry {
     /// The document's media type (the `Content-Type` it is served with).
     pub media_type: String,
-    /// The document.
     pub bytes: Bytes,
 }
 

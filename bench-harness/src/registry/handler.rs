@@ -36,27 +36,21 @@ const API_VERSION: &str = "docker-distribution-api-version";
 /// An answer that is not the content asked for, with its OCI error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ErrorAnswer {
-    /// 404 `NAME_UNKNOWN`.
     NameUnknown,
-    /// 404 `MANIFEST_UNKNOWN`.
     ManifestUnknown,
-    /// 404 `BLOB_UNKNOWN`.
     BlobUnknown,
-    /// 400 `NAME_INVALID`.
     NameInvalid,
-    /// 400 `DIGEST_INVALID`.
     DigestInvalid,
-    /// 400 `TAG_INVALID`.
     TagInvalid,
-    /// 416 `RANGE_INVALID`, for a blob of this many bytes.
+    /// For a blob of this many bytes.
     RangeInvalid(u64),
-    /// 404 `UNSUPPORTED`: an endpoint this registry does not have.
+    /// An endpoint this registry does not have.
     NoEndpoint,
-    /// 405 `UNSUPPORTED`: a method other than GET or HEAD.
+    /// A method other than GET or HEAD.
     Method,
-    /// 429 `TOOMANYREQUESTS`, retry after this many seconds.
+    /// Retry after this many seconds.
     TooManyRequests(u64),
-    /// 500 `UNKNOWN`: our fault (a layout file went missing); details only in the log.
+    /// Our fault (a layout file went missing); details only in the log.
     Internal,
 }
 

@@ -13,9 +13,9 @@ use super::{
     RegistrySource, Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
 };
 use crate::image::remote::RegistryAccess;
-use crate::image::{LayerSpec, SyntheticImage};
+use crate::image::SyntheticImage;
 use crate::registry::RegistryModel;
-use crate::scenario::units::{ByteSize, Span};
+use crate::scenario::units::Span;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -307,28 +307,17 @@ impl VariantFile {
                 format!("variants[{index}]"),
                 "needs an image source: a [variants.synthetic], [variants.registry] or [variants.layout] table",
             );
-            ImageSource::Synthetic(placeholder_image())
+            // A placeholder the value checks pass, so the mistake is reported once.
+            ImageSource::Layout(LayoutSource {
+                path: PathBuf::from("."),
+                tag: None,
+            })
         };
         Variant {
             name: self.name,
             source,
             sidecars: self.sidecars,
         }
-    }
-}
-
-fn placeholder_image() -> SyntheticImage {
-    SyntheticImage {
-        layers: vec![LayerSpec {
-            size: ByteSize(1),
-            files: 1,
-            file_sizes: Default::default(),
-            compressibility: 0.5,
-        }],
-        compression: stampede_oci::Compression::Gzip,
-        level: None,
-        platforms: vec!["linux/amd64".to_owned()],
-        format: Default::default(),
     }
 }
 

@@ -49,7 +49,7 @@ pub struct Scenario {
     /// Seeds image generation and anything else random, so a scenario is reproducible.
     pub seed: u64,
     /// Node platform, picked from image indexes. Defaults to the host's.
-    #[serde(serialize_with = "platform_serde::serialize")]
+    #[serde(serialize_with = "platform_str")]
     pub platform: Platform,
     /// When pods are scheduled relative to the burst epoch.
     pub arrival: Arrival,
@@ -795,12 +795,8 @@ pub(crate) mod opt_span_serde {
 }
 
 /// `Platform` as its `os/arch[/variant]` string.
-mod platform_serde {
-    use stampede_oci::Platform;
-
-    pub(super) fn serialize<S: serde::Serializer>(p: &Platform, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(p)
-    }
+fn platform_str<S: serde::Serializer>(p: &Platform, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(p)
 }
 
 impl<'de> serde::Deserialize<'de> for Scenario {
