@@ -1045,7 +1045,7 @@ mod tests {
         };
         assert!(matches!(
             generate(&spec, 1, &missing),
-            Err(GenerateError::Spec(SpecError(problems))) if problems[0].0 == "layers"
+            Err(GenerateError::Spec(SpecError(problems))) if problems.0[0].path == "layers"
         ));
         assert!(!missing.exists());
     }

@@ -6,6 +6,7 @@
 use stampede_oci::{Compression, Platform};
 
 use crate::scenario::units::ByteSize;
+use crate::scenario::Problems;
 
 /// A synthetic image, generated deterministically from this spec and a seed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -67,11 +68,11 @@ pub enum FileSizes {
     Lognormal,
 }
 
-/// Why a synthetic image spec cannot be generated: every problem, each as a field path within
-/// the spec (`layers[2].files`) and what is wrong.
+/// Why a synthetic image spec cannot be generated: every problem, each at its field path within
+/// the spec (`layers[2].files`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .0.iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("; "))]
-pub struct SpecError(pub Vec<(String, String)>);
+#[error("{}", .0.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct SpecError(pub Problems);
 
 impl SyntheticImage {
     /// Checks that the spec can be generated.
@@ -80,30 +81,25 @@ impl SyntheticImage {
     /// [`SpecError`] listing every problem.
     pub fn validate(&self) -> Result<(), SpecError> {
         let problems = self.problems();
-        if problems.is_empty() {
+        if problems.0.is_empty() {
             Ok(())
         } else {
             Err(SpecError(problems))
         }
     }
 
-    /// Every problem that keeps the spec from being generated, in the order of its fields: a field
-    /// path within the spec (`layers[2].files`) and what is wrong. Scenario validation reports
-    /// them under the variant's path.
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let mut add = |path: String, message: String| out.push((path, message));
+    /// Every problem that keeps the spec from being generated, in the order of its fields, each at
+    /// its path within the spec; scenario validation reports them under the variant's path.
+    pub fn problems(&self) -> Problems {
+        let mut out = Problems::default();
         if self.layers.is_empty() {
-            add(
-                "layers".into(),
-                "needs at least one [[...layers]] table".into(),
-            );
+            out.add("layers", "needs at least one [[...layers]] table");
         }
         for (i, layer) in self.layers.iter().enumerate() {
             if layer.files == 0 {
-                add(format!("layers[{i}].files"), "must be at least 1".into());
+                out.add(format!("layers[{i}].files"), "must be at least 1");
             } else if layer.size.0 < u64::from(layer.files) {
-                add(
+                out.add(
                     format!("layers[{i}].size"),
                     format!(
                         "{} is less than one byte for each of its {} files",
@@ -112,7 +108,7 @@ impl SyntheticImage {
                 );
             }
             if !(0.0..=1.0).contains(&layer.compressibility) {
-                add(
+                out.add(
                     format!("layers[{i}].compressibility"),
                     format!("{} is not in [0, 1]", layer.compressibility),
                 );
@@ -120,8 +116,8 @@ impl SyntheticImage {
         }
         if let (Some(level), Some(range)) = (self.level, level_range(self.compression)) {
             if !range.contains(&level) {
-                add(
-                    "level".into(),
+                out.add(
+                    "level",
                     format!(
                         "{level} is not a {} level ({}-{})",
                         self.compression.name(),
@@ -132,22 +128,22 @@ impl SyntheticImage {
             }
         }
         if self.format == ManifestFormat::Docker && self.compression == Compression::Zstd {
-            add(
-                "format".into(),
-                "\"docker\" cannot carry zstd layers (Docker schema2 has no zstd media type); use format = \"oci\" or gzip".into(),
+            out.add(
+                "format",
+                "\"docker\" cannot carry zstd layers (Docker schema2 has no zstd media type); use format = \"oci\" or gzip",
             );
         }
         if self.platforms.is_empty() {
-            add("platforms".into(), "needs at least one platform".into());
+            out.add("platforms", "needs at least one platform");
         }
         let mut seen = Vec::new();
         for (i, p) in self.platforms.iter().enumerate() {
             match Platform::parse(p) {
                 Some(parsed) if seen.contains(&parsed) => {
-                    add(format!("platforms[{i}]"), format!("{p:?} is listed twice"));
+                    out.add(format!("platforms[{i}]"), format!("{p:?} is listed twice"));
                 }
                 Some(parsed) => seen.push(parsed),
-                None => add(
+                None => out.add(
                     format!("platforms[{i}]"),
                     format!("{p:?} is not a platform; write os/arch[/variant]"),
                 ),
@@ -246,7 +242,12 @@ mod tests {
             (format!("platforms = []\n{layer}"), &["platforms"]),
         ];
         for (toml, want) in cases {
-            let got: Vec<String> = spec(toml).problems().into_iter().map(|p| p.0).collect();
+            let got: Vec<String> = spec(toml)
+                .problems()
+                .0
+                .into_iter()
+                .map(|p| p.path)
+                .collect();
             assert_eq!(got, *want, "{toml}");
         }
     }

@@ -31,7 +31,7 @@ pub struct Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
-    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -171,8 +171,8 @@ fn variants(s: &Scenario, found: &mut Problems) {
         }
         match &v.source {
             ImageSource::Synthetic(spec) => {
-                for (field, message) in spec.problems() {
-                    found.add(format!("variants[{i}].synthetic.{field}"), message);
+                for p in spec.problems().0 {
+                    found.add(format!("variants[{i}].synthetic.{}", p.path), p.message);
                 }
             }
             ImageSource::Registry(r) => registry(r, &format!("variants[{i}].registry"), found),
