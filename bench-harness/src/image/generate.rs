@@ -385,9 +385,7 @@ fn write_platform_image(
 fn config_doc(platform: &Platform, seed: u64, layers: &[GeneratedLayer]) -> ConfigDoc {
     ConfigDoc {
         created: CREATED.to_owned(),
-        architecture: platform.architecture.clone(),
-        os: platform.os.clone(),
-        variant: platform.variant.clone(),
+        platform: platform.into(),
         config: RunConfigDoc {
             env: vec![
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),

@@ -89,13 +89,9 @@ pub struct IndexDoc {
 pub struct ConfigDoc {
     /// Creation time, fixed at [`CREATED`].
     pub created: String,
-    /// GOARCH spelling.
-    pub architecture: String,
-    /// `linux`, ...
-    pub os: String,
-    /// CPU variant, when given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+    /// Its fields in place (`architecture`, `os`, `variant`): same bytes as written out.
+    #[serde(flatten)]
+    pub platform: PlatformDoc,
     /// How to run it.
     pub config: RunConfigDoc,
     /// The layers' uncompressed digests.
@@ -138,18 +134,11 @@ pub struct HistoryDoc {
 }
 
 /// A writer that hashes (sha256) and counts every byte written through it.
+#[derive(Debug)]
 pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
-}
-
-impl<W> std::fmt::Debug for HashingWriter<W> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashingWriter")
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<W: Write> HashingWriter<W> {
