@@ -29,8 +29,7 @@ pub enum Command {
     Run(RunArgs),
     /// Explain what an image costs to pull and start, or what changed between two images.
     Inspect(crate::inspect::InspectArgs),
-    /// Re-render report.md and report.html from a stored result.json (exit 1 if it missed an
-    /// SLO).
+    /// Re-render report.md and report.html from a stored result.json (exit 1 if it missed an SLO).
     Report(ReportArgs),
     /// Compare runs, variants or targets: differences of p50/p95/p99 per phase with bootstrap
     /// confidence intervals over repetitions; exit 1 when a --fail-if-slower gate is crossed, 3

@@ -1,15 +1,14 @@
 //! Deterministic generation of a synthetic image into an OCI image layout, cached on disk:
-//! [`generate`] turns a [`SyntheticImage`] and a seed into `cache_dir/<key>/` and describes it as
-//! a [`GeneratedImage`]. With `format = "oci"` the layout is what `skopeo copy oci:DIR:latest` and
+//! [`generate`] turns a [`SyntheticImage`] and a seed into `cache_dir/<key>/` and describes it as a
+//! [`GeneratedImage`]. With `format = "oci"` the layout is what `skopeo copy oci:DIR:latest` and
 //! umoci read; containers/image ignores `index.json` entries of Docker media types, so `"docker"`
 //! layouts are for serving through the registry only. The same spec and seed give byte-identical
 //! blobs on any machine (for one build: the encoders are pinned by `Cargo.lock`; bump
 //! [`GENERATOR_VERSION`] whenever output bytes may change). Layers stream from the content
 //! generator through tar framing, a hasher, the compressor and a second hasher into a file, one
-//! thread per core, never whole in memory. The layout is built in a temporary directory and
-//! renamed into place once synced and marked complete, so a reader sees nothing or a complete
-//! layout, and two processes generating the same image race harmlessly (the loser uses the
-//! winner's).
+//! thread per core, never whole in memory. The layout is built in a temporary directory and renamed
+//! into place once synced and marked complete, so a reader sees nothing or a complete layout, and
+//! two processes generating the same image race harmlessly (the loser uses the winner's).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -134,9 +133,8 @@ impl GeneratedImage {
         blob_path(&self.layout_dir, digest)
     }
 
-    /// The image as any layout image (every platform with every layer), for serving, reading
-    /// and its sums ([`LayoutImage::manifests`], [`LayoutImage::blobs`],
-    /// [`LayoutImage::pull_bytes`]).
+    /// The image as any layout image (every platform with every layer), for serving, reading and
+    /// its sums ([`LayoutImage::manifests`], [`LayoutImage::blobs`], [`LayoutImage::pull_bytes`]).
     pub fn layout_image(&self) -> LayoutImage {
         let layers: Vec<Descriptor> = self.layers.iter().map(GeneratedLayer::descriptor).collect();
         LayoutImage {

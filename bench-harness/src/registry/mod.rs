@@ -181,9 +181,8 @@ impl EmbeddedRegistry {
         })
     }
 
-    /// Serves `image` (a [`LayoutImage`], or anything that describes itself as one, such as a
-    /// `&GeneratedImage`) as `repo:tag` on every listener (a tag already there is moved). Reads
-    /// the image's manifests into memory and checks its blob files: a little blocking I/O.
+    /// Serves `image` (or what describes itself as one, such as a `&GeneratedImage`) as
+    /// `repo:tag` on every listener, through [`catalog::Catalog::add`] (a little blocking I/O).
     ///
     /// # Errors
     /// [`RegistryError::Repo`] or [`RegistryError::Tag`] for invalid names,

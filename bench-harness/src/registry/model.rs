@@ -1,8 +1,7 @@
 //! The registry model a scenario writes under `[registry]`: shared egress bandwidth, per-node link
 //! bandwidth, added latency per request, throttling, and optionally a kernel-shaped link in front
-//! of it all. The embedded registry (`mod.rs`) enforces the first four in its own code; the
-//! runner (`run/`) puts the registry behind the shaped link (`netns_rate`). This file only
-//! describes them.
+//! of it all. The embedded registry (`mod.rs`) enforces the first four in its own code; the runner
+//! (`run/`) puts the registry behind the shaped link (`netns_rate`). This file only describes them.
 
 use crate::scenario::units::{Bandwidth, Span};
 

@@ -148,8 +148,7 @@ impl Origin {
         }
     }
 
-    /// Stops the registry (in-flight responses get their grace period), then deletes the
-    /// namespace.
+    /// Stops the registry (in-flight responses get their grace period), then deletes the namespace.
     pub async fn shutdown(self) {
         let Self { registry, link } = self;
         registry.shutdown().await;

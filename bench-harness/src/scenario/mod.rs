@@ -135,9 +135,8 @@ pub enum ImageSource {
     Layout(LayoutSource),
 }
 
-/// `[variants.registry]`: an image in a real registry, pulled over HTTPS (or HTTP when
-/// `insecure`), anonymously or with credentials, with the Bearer token flow when the registry
-/// asks for it.
+/// `[variants.registry]`: an image in a real registry, pulled over HTTPS (or HTTP when `insecure`),
+/// anonymously or with credentials, with the Bearer token flow when the registry asks for it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RegistrySource {
     /// `registry/repo:tag` or `registry/repo@sha256:<hex>`, with Docker's normalisation
@@ -435,10 +434,8 @@ pub enum ScenarioError {
 }
 
 impl Scenario {
-    /// Reads and parses a scenario file; its file name is the origin in messages and its stem the
-    /// default name. Relative paths in image sources (`layout.path`, `registry.ca_file`,
-    /// `registry.docker_config`) are made relative to the file's directory; `~/` is left for
-    /// when the path is used.
+    /// Reads and parses a scenario file (its name is the origin in messages, its stem the default
+    /// name) and anchors its relative paths in the file's directory ([`Scenario::anchor_paths`]).
     ///
     /// # Errors
     /// [`ScenarioError::Read`] if the file cannot be read, otherwise as [`Scenario::parse`].
@@ -482,11 +479,8 @@ impl Scenario {
     /// `origin` names the text in messages (a file name); its file stem is the default `name`.
     ///
     /// # Errors
-    /// - [`ScenarioError::Parse`] for invalid TOML, unknown fields or wrong types in the text,
-    ///   with the line and column.
-    /// - [`ScenarioError::Override`] for an override that does not fit the document or names an
-    ///   unknown field or gives a wrong type.
-    /// - [`ScenarioError::Invalid`] listing every problem found by validation.
+    /// [`ScenarioError::Parse`] (with the line), [`ScenarioError::Override`] or
+    /// [`ScenarioError::Invalid`] (every problem validation found).
     pub fn parse(text: &str, origin: &str, overrides: &[Override]) -> Result<Self, ScenarioError> {
         let parse_error = |source| ScenarioError::Parse {
             origin: origin.to_owned(),
@@ -728,8 +722,7 @@ impl fmt::Display for Arrival {
     }
 }
 
-/// Consecutive nodes that get the same number of pods at once: the scenario's nodes, or a
-/// wave's.
+/// Consecutive nodes that get the same number of pods at once: the scenario's nodes, or a wave's.
 struct NodeGroup {
     first_node: u32,
     nodes: u32,
