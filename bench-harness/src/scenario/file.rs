@@ -382,33 +382,22 @@ impl TargetFile {
 
     /// A problem for each field set that does not go with the target's kind.
     fn refuse_foreign(&self, index: usize, problems: &mut Problems) {
-        let kind = self.kind.name();
-        let mut refuse = |field: &str| {
+        let kube = self.kind == KindFile::Kubernetes;
+        let cache = matches!(self.kind, KindFile::CacheDaemon | KindFile::Nginx);
+        let foreign = [
+            ("url", self.url.is_some() && self.kind != KindFile::Mirror),
+            ("placement", self.placement.is_some() && !cache),
+            ("kubeconfig", self.kubeconfig.is_some() && !kube),
+            ("namespace", self.namespace.is_some() && !kube),
+            ("pin_nodes", self.pin_nodes.is_some() && !kube),
+            ("command", self.command.is_some() && !kube),
+            ("timeout", self.timeout.is_some() && !kube),
+        ];
+        for (field, _) in foreign.into_iter().filter(|(_, refused)| *refused) {
             problems.add(
                 format!("targets[{index}].{field}"),
-                format!("not a setting of kind = \"{kind}\""),
+                format!("not a setting of kind = \"{}\"", self.kind.name()),
             );
-        };
-        if self.kind != KindFile::Mirror && self.url.is_some() {
-            refuse("url");
-        }
-        if !matches!(self.kind, KindFile::CacheDaemon | KindFile::Nginx) && self.placement.is_some()
-        {
-            refuse("placement");
-        }
-        if self.kind != KindFile::Kubernetes {
-            let kube_fields = [
-                ("kubeconfig", self.kubeconfig.is_some()),
-                ("namespace", self.namespace.is_some()),
-                ("pin_nodes", self.pin_nodes.is_some()),
-                ("command", self.command.is_some()),
-                ("timeout", self.timeout.is_some()),
-            ];
-            for (field, set) in kube_fields {
-                if set {
-                    refuse(field);
-                }
-            }
         }
     }
 
