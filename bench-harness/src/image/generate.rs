@@ -225,7 +225,10 @@ pub fn generate(
     seed: u64,
     cache_dir: &Path,
 ) -> Result<GeneratedImage, GenerateError> {
-    spec.validate()?;
+    let problems = spec.problems();
+    if !problems.0.is_empty() {
+        return Err(GenerateError::Spec(SpecError(problems)));
+    }
     let key = cache_key(spec, seed);
     let final_dir = cache_dir.join(&key);
     if let Some(image) = load_complete(&final_dir, &key) {
@@ -327,7 +330,12 @@ fn build(
         path: blobs.clone(),
         source,
     })?;
-    let platforms = spec.parsed_platforms();
+    // Every platform parses: `generate` checked the spec.
+    let platforms: Vec<Platform> = spec
+        .platforms
+        .iter()
+        .filter_map(|p| Platform::parse(p))
+        .collect();
     let layers = build_layers(spec, seed, dir)?;
     let media = MediaTypes::of(spec.format);
     let platform_images = platforms
@@ -600,6 +608,7 @@ enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
+    /// `level` unset: gzip 6, zstd 3.
     fn new(compression: Compression, level: Option<i32>, inner: W) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Self::None(inner),
@@ -666,8 +675,8 @@ fn build_layer(
     let l = &spec.layers[layer];
     let file = File::create(&partial).map_err(layer_err(&partial))?;
     let compressed = HashingWriter::new(BufWriter::with_capacity(FILE_BUFFER_BYTES, file));
-    let encoder = Encoder::new(spec.compression, spec.effective_level(), compressed)
-        .map_err(layer_err(&partial))?;
+    let encoder =
+        Encoder::new(spec.compression, spec.level, compressed).map_err(layer_err(&partial))?;
     let mut tar = HashingWriter::new(encoder);
     write_tar(&mut tar, spec, seed, layer).map_err(layer_err(&partial))?;
     let (encoder, diff_id, uncompressed_bytes) = tar.finish();
@@ -762,6 +771,25 @@ mod tests {
             files,
             file_sizes: FileSizes::Equal,
             compressibility,
+        }
+    }
+
+    #[test]
+    fn an_unset_level_compresses_as_gzip_6_and_zstd_3() {
+        let dir = tempfile::tempdir().unwrap();
+        for (compression, level) in [(Compression::Gzip, 6), (Compression::Zstd, 3)] {
+            let digest = |level| {
+                let spec = SyntheticImage {
+                    compression,
+                    level,
+                    ..small_spec()
+                };
+                generate(&spec, 1, dir.path()).unwrap().layers[0]
+                    .digest
+                    .clone()
+            };
+            assert_eq!(digest(None), digest(Some(level)), "{compression:?}");
+            assert_ne!(digest(None), digest(Some(1)), "{compression:?}");
         }
     }
 

@@ -75,19 +75,6 @@ pub enum FileSizes {
 pub struct SpecError(pub Problems);
 
 impl SyntheticImage {
-    /// Checks that the spec can be generated.
-    ///
-    /// # Errors
-    /// [`SpecError`] listing every problem.
-    pub fn validate(&self) -> Result<(), SpecError> {
-        let problems = self.problems();
-        if problems.0.is_empty() {
-            Ok(())
-        } else {
-            Err(SpecError(problems))
-        }
-    }
-
     /// Every problem that keeps the spec from being generated, in the order of its fields, each at
     /// its path within the spec; scenario validation reports them under the variant's path.
     pub fn problems(&self) -> Problems {
@@ -150,25 +137,6 @@ impl SyntheticImage {
             }
         }
         out
-    }
-
-    /// The platforms that parse, in the order written (all of them, once
-    /// [`SyntheticImage::validate`] passed).
-    pub fn parsed_platforms(&self) -> Vec<Platform> {
-        self.platforms
-            .iter()
-            .filter_map(|p| Platform::parse(p))
-            .collect()
-    }
-
-    /// The compression level in effect: the one given, else gzip 6 / zstd 3; `None` for
-    /// uncompressed layers.
-    pub fn effective_level(&self) -> Option<i32> {
-        match self.compression {
-            Compression::None => None,
-            Compression::Gzip => Some(self.level.unwrap_or(6)),
-            Compression::Zstd => Some(self.level.unwrap_or(3)),
-        }
     }
 }
 
@@ -253,22 +221,8 @@ mod tests {
     }
 
     #[test]
-    fn default_levels() {
-        let mut s = spec("[[layers]]\nsize = 1\nfiles = 1\n");
-        assert_eq!(s.effective_level(), Some(6));
-        s.compression = Compression::Zstd;
-        assert_eq!(s.effective_level(), Some(3));
-        s.level = Some(9);
-        assert_eq!(s.effective_level(), Some(9));
-        s.compression = Compression::None;
-        assert_eq!(s.effective_level(), None);
-    }
-
-    #[test]
     fn a_level_out_of_range_names_the_compression_plainly() {
-        let err = spec("level = 12\n[[layers]]\nsize = 1\nfiles = 1\n")
-            .validate()
-            .unwrap_err();
+        let err = SpecError(spec("level = 12\n[[layers]]\nsize = 1\nfiles = 1\n").problems());
         assert_eq!(err.to_string(), "level: 12 is not a gzip level (0-9)");
     }
 }
