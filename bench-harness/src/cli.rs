@@ -259,15 +259,11 @@ impl ReportArgs {
     /// [`CliError::Result`] when the file cannot be read or decoded.
     pub fn into_settings(self) -> Result<(RunResult, PathBuf), CliError> {
         let result = RunResult::load(&self.result)?;
-        let out = self.out.unwrap_or_else(|| parent_dir(&self.result));
+        let out = self.out.unwrap_or_else(|| match self.result.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        });
         Ok((result, out))
-    }
-}
-
-fn parent_dir(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
     }
 }
 

@@ -114,11 +114,7 @@ pub async fn prepare(
                 tokio::task::spawn_blocking(move || import_layout(&dir, tag_owned.as_deref()))
                     .await
                     .map_err(VariantImageError::Task)??;
-            let source = json!({
-                "kind": "layout",
-                "path": path,
-                "tag": tag,
-            });
+            let source = json!({ "kind": "layout", "path": path, "tag": tag });
             Ok(held(variant, image, source, platform, None))
         }
         ImageSource::Registry(r) => registry(variant, r, platform, cache).await,
