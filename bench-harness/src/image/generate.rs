@@ -447,10 +447,7 @@ fn write_layout_index(
     top: &Descriptor,
     platform_images: &[PlatformImage],
 ) -> Result<(), GenerateError> {
-    let single_platform = match platform_images {
-        [only] => Some(&only.platform),
-        _ => None,
-    };
+    let single_platform = (platform_images.len() == 1).then(|| &platform_images[0].platform);
     let mut entry = descriptor_doc(top, single_platform);
     entry.annotations = Some([(REF_NAME_ANNOTATION.to_owned(), LAYOUT_TAG.to_owned())].into());
     let layout_index = IndexDoc {

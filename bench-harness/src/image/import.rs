@@ -42,14 +42,6 @@ pub enum ImportError {
     },
 }
 
-/// The platform fields of an image config.
-#[derive(serde::Deserialize)]
-struct ConfigPlatform {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-}
-
 /// Describes the image tagged `tag` (or the only image) in the layout at `dir`.
 pub fn import_layout(dir: &Path, tag: Option<&str>) -> Result<LayoutImage, ImportError> {
     let layout_err = |source| ImportError::Layout {
@@ -211,12 +203,8 @@ fn config_platform(layout: &OciLayout, config: &Descriptor) -> Result<Platform, 
     if actual != config.digest {
         return Err(problem(format!("content hashes to {actual}")));
     }
-    let p: ConfigPlatform =
-        serde_json::from_slice(&bytes).map_err(|e| problem(format!("not an image config: {e}")))?;
-    Ok(Platform {
-        os: p.os,
-        architecture: p.architecture,
-        variant: p.variant.filter(|v| !v.is_empty()),
+    Platform::of_config(&bytes).ok_or_else(|| {
+        problem("not an image config: not JSON, or it names no os and architecture".to_owned())
     })
 }
 
