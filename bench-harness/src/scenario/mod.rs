@@ -82,12 +82,13 @@ pub enum Arrival {
     Burst,
     /// Pods' scheduled times spread evenly over `[0, over)`, round-robin across nodes.
     Ramp {
+        /// Length of the ramp; positive.
         #[serde(with = "span_serde")]
         over: Duration,
     },
     /// Groups of pods at given offsets, optionally on freshly added nodes.
     Waves {
-        /// In order of `at`.
+        /// At least one; `at` non-decreasing.
         waves: Vec<Wave>,
     },
 }
@@ -110,7 +111,7 @@ pub struct Wave {
 /// One image to pull, under a repository named after the variant.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Variant {
-    /// Unique; becomes the repository name.
+    /// `[a-z0-9][a-z0-9._-]*`, unique; becomes the repository name.
     pub name: String,
     #[serde(flatten)]
     pub source: ImageSource,
@@ -175,7 +176,7 @@ pub struct LayoutSource {
 /// Where nodes pull from.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Target {
-    /// Unique; defaults to the kind (`"cache-daemon"`).
+    /// Unique, `[a-z0-9][a-z0-9._-]*`; defaults to the kind (`"cache-daemon"`).
     pub name: String,
     #[serde(flatten)]
     pub kind: TargetKind,
