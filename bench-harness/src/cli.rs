@@ -1,7 +1,5 @@
 //! Command-line interface: raw flags become validated settings for one command (`run`,
-//! `report`, `compare`). `main.rs` prints the error chain once and maps outcomes to exit codes
-//! (0 pass, 1 SLO missed or regression gate crossed, 2 error, 3 a gate not judged because its
-//! series were host-bound).
+//! `report`, `compare`); `main.rs` dispatches them and maps outcomes to exit codes.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -31,8 +29,7 @@ pub enum Command {
     Run(RunArgs),
     /// Explain what an image costs to pull and start, or what changed between two images.
     Inspect(crate::inspect::InspectArgs),
-    /// Re-render report.md and report.html from a stored result.json (exit 1 if it missed an
-    /// SLO).
+    /// Re-render report.md and report.html from a stored result.json (exit 1 if it missed an SLO).
     Report(ReportArgs),
     /// Compare runs, variants or targets: differences of p50/p95/p99 per phase with bootstrap
     /// confidence intervals over repetitions; exit 1 when a --fail-if-slower gate is crossed, 3
@@ -183,7 +180,7 @@ pub struct RunArgs {
 pub enum CliError {
     /// An override is malformed (its message names the flag).
     #[error(transparent)]
-    Override(crate::scenario::OverrideError),
+    Override(#[from] crate::scenario::OverrideError),
     /// The scenario is unreadable or invalid.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
@@ -192,19 +189,13 @@ pub enum CliError {
     Result(#[from] ResultError),
     /// `--variants` or `--targets` is not two names.
     #[error("{flag} {raw:?}: give two names, BASELINE,CANDIDATE")]
-    Pair {
-        /// The flag.
-        flag: &'static str,
-        /// Its value.
-        raw: String,
-    },
+    Pair { flag: &'static str, raw: String },
     /// One result file and nothing to compare within it.
     #[error("one result file: say what to compare within it with --variants BASELINE,CANDIDATE or --targets BASELINE,CANDIDATE, or give a second result file")]
     NothingToCompare,
     /// `--target` names a target the scenario does not have.
     #[error("--target {name:?}: the scenario has targets {}", available.join(", "))]
     UnknownTarget {
-        /// The name given.
         name: String,
         /// The scenario's targets.
         available: Vec<String>,
@@ -221,7 +212,7 @@ impl RunArgs {
         let overrides = self
             .overrides
             .iter()
-            .map(|raw| Override::parse(raw).map_err(CliError::Override))
+            .map(|raw| Override::parse(raw))
             .collect::<Result<Vec<_>, _>>()?;
         let mut scenario = Scenario::load(&self.scenario, &overrides)?;
         if !self.targets.is_empty() {
@@ -268,15 +259,11 @@ impl ReportArgs {
     /// [`CliError::Result`] when the file cannot be read or decoded.
     pub fn into_settings(self) -> Result<(RunResult, PathBuf), CliError> {
         let result = RunResult::load(&self.result)?;
-        let out = self.out.unwrap_or_else(|| parent_dir(&self.result));
+        let out = self.out.unwrap_or_else(|| match self.result.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        });
         Ok((result, out))
-    }
-}
-
-fn parent_dir(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
     }
 }
 

@@ -17,23 +17,15 @@ use bench_harness::result::RunResult;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bench-harness: start runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(dispatch(cli.command)) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("bench-harness: {err:#}");
-            ExitCode::from(2)
-        }
-    }
+        .map_err(|e| anyhow::Error::new(e).context("start runtime"))
+        .and_then(|runtime| runtime.block_on(dispatch(cli.command)));
+    outcome.unwrap_or_else(|err| {
+        eprintln!("bench-harness: {err:#}");
+        ExitCode::from(2)
+    })
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {

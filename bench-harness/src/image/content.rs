@@ -1,11 +1,9 @@
 //! What goes inside a synthetic layer: how a layer's bytes are split into file sizes, and the
-//! deterministic bytes of each file.
-//!
-//! Every value here is a pure function of the seed, the layer and file index, and the spec, and
-//! is computed with integer arithmetic and IEEE basic operations only (no `ln`/`exp`/`cos` from
-//! the platform's libm, whose last bits differ between machines), so the same inputs give the
-//! same bytes on any machine. This module does no I/O: tar framing, compression and files are
-//! `generate.rs`'s business.
+//! deterministic bytes of each file. Every value is a pure function of the seed, the layer and
+//! file index, and the spec, computed with integer arithmetic and IEEE basic operations only (no
+//! `ln`/`exp` from the platform's libm, whose last bits differ between machines), so the same
+//! inputs give the same bytes on any machine. No I/O: tar, compression and files are
+//! `generate.rs`'s.
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

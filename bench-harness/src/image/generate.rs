@@ -1,22 +1,14 @@
-//! Deterministic generation of a synthetic image into an OCI image layout, cached on disk.
-//!
-//! [`generate`] turns a [`SyntheticImage`] and a seed into `cache_dir/<key>/`, an OCI image
-//! layout, and describes it as a [`GeneratedImage`]. With `format = "oci"` the layout is what
-//! `skopeo copy oci:DIR:latest` and umoci read; with `"docker"` its blobs are the same kind but
-//! containers/image ignores `index.json` entries of Docker media types, so such layouts are for
-//! serving through the registry only. The same spec and seed give byte-identical blobs on any machine and run
-//! (for one build of this crate: the gzip and zstd encoders are pinned by `Cargo.lock`; bump
+//! Deterministic generation of a synthetic image into an OCI image layout, cached on disk:
+//! [`generate`] turns a [`SyntheticImage`] and a seed into `cache_dir/<key>/` and describes it as a
+//! [`GeneratedImage`]. With `format = "oci"` the layout is what `skopeo copy oci:DIR:latest` and
+//! umoci read; containers/image ignores `index.json` entries of Docker media types, so `"docker"`
+//! layouts are for serving through the registry only. The same spec and seed give byte-identical
+//! blobs on any machine (for one build: the encoders are pinned by `Cargo.lock`; bump
 //! [`GENERATOR_VERSION`] whenever output bytes may change). Layers stream from the content
-//! generator through tar framing, a hasher, the compressor and a second hasher into a file: no
-//! layer is ever held in memory. Layers are built in parallel, one thread per core.
-//!
-//! Concurrency: the layout is built in a private temporary directory next to its final place
-//! and renamed into place only after every file is synced and the completion marker written, so
-//! a reader sees either nothing or a complete layout, and two processes generating the same
-//! image race harmlessly (the loser deletes its copy and uses the winner's).
-//!
-//! This module does not serve anything (see `registry`) and does not decide where the cache
-//! lives (the caller passes `cache_dir`).
+//! generator through tar framing, a hasher, the compressor and a second hasher into a file, one
+//! thread per core, never whole in memory. The layout is built in a temporary directory and renamed
+//! into place once synced and marked complete, so a reader sees nothing or a complete layout, and
+//! two processes generating the same image race harmlessly (the loser uses the winner's).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -63,9 +55,7 @@ const TAR_BLOCK_BYTES: u64 = 512;
 /// One platform's image within a generated layout.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlatformImage {
-    /// The platform.
     pub platform: Platform,
-    /// Its image manifest.
     pub manifest: Descriptor,
     /// Its image config (configs differ per platform; layers are shared).
     pub config: Descriptor,
@@ -78,7 +68,6 @@ pub struct GeneratedLayer {
     pub digest: Digest,
     /// The layer media type the manifests use.
     pub media_type: String,
-    /// How the tar is compressed.
     pub compression: Compression,
     /// Blob length in bytes, as downloaded.
     pub compressed_bytes: u64,
@@ -95,7 +84,6 @@ pub struct GeneratedLayer {
 /// Sums over the layers of one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
-    /// Number of layers.
     pub layers: usize,
     /// Regular files in all layers.
     pub files: u64,
@@ -116,9 +104,7 @@ pub struct GeneratedImage {
     pub key: String,
     /// [`GENERATOR_VERSION`] at generation time.
     pub generator: String,
-    /// The seed.
     pub seed: u64,
-    /// Manifest flavour.
     pub format: ManifestFormat,
     /// What a tag resolves to: the index (manifest list) when there are several platforms,
     /// else the only platform's manifest.
@@ -127,8 +113,18 @@ pub struct GeneratedImage {
     pub platforms: Vec<PlatformImage>,
     /// Layers, base first.
     pub layers: Vec<GeneratedLayer>,
-    /// Sums over the layers.
     pub totals: Totals,
+}
+
+impl GeneratedLayer {
+    /// The layer as manifests list it.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            digest: self.digest.clone(),
+            media_type: self.media_type.clone(),
+            size_bytes: self.compressed_bytes,
+        }
+    }
 }
 
 impl GeneratedImage {
@@ -137,47 +133,10 @@ impl GeneratedImage {
         blob_path(&self.layout_dir, digest)
     }
 
-    /// Whether [`GeneratedImage::top`] is an index (several platforms).
-    pub fn is_index(&self) -> bool {
-        matches!(
-            self.top.media_type.as_str(),
-            OCI_INDEX | DOCKER_MANIFEST_LIST
-        )
-    }
-
-    /// Every manifest and index, top first.
-    pub fn manifests(&self) -> Vec<&Descriptor> {
-        let mut out = vec![&self.top];
-        if self.is_index() {
-            out.extend(self.platforms.iter().map(|p| &p.manifest));
-        }
-        out
-    }
-
-    /// Every config and layer blob (each once), configs first.
-    pub fn blobs(&self) -> Vec<Descriptor> {
-        let mut out: Vec<Descriptor> = self.platforms.iter().map(|p| p.config.clone()).collect();
-        out.extend(self.layers.iter().map(|l| Descriptor {
-            digest: l.digest.clone(),
-            media_type: l.media_type.clone(),
-            size_bytes: l.compressed_bytes,
-        }));
-        let mut seen = std::collections::HashSet::new();
-        out.retain(|d| seen.insert(d.digest.clone()));
-        out
-    }
-
-    /// The image as any layout image: every platform with every layer.
+    /// The image as any layout image (every platform with every layer), for serving, reading and
+    /// its sums ([`LayoutImage::manifests`], [`LayoutImage::blobs`], [`LayoutImage::pull_bytes`]).
     pub fn layout_image(&self) -> LayoutImage {
-        let layers: Vec<Descriptor> = self
-            .layers
-            .iter()
-            .map(|l| Descriptor {
-                digest: l.digest.clone(),
-                media_type: l.media_type.clone(),
-                size_bytes: l.compressed_bytes,
-            })
-            .collect();
+        let layers: Vec<Descriptor> = self.layers.iter().map(GeneratedLayer::descriptor).collect();
         LayoutImage {
             layout_dir: self.layout_dir.clone(),
             top: self.top.clone(),
@@ -193,19 +152,6 @@ impl GeneratedImage {
                 })
                 .collect(),
         }
-    }
-
-    /// Bytes a pull of platform `platform` (an index into [`GeneratedImage::platforms`])
-    /// downloads: the index if any, the manifest, the config and every layer.
-    /// `None` if there is no such platform.
-    pub fn pull_bytes(&self, platform: usize) -> Option<u64> {
-        let p = self.platforms.get(platform)?;
-        let index = if self.is_index() {
-            self.top.size_bytes
-        } else {
-            0
-        };
-        Some(index + p.manifest.size_bytes + p.config.size_bytes + self.totals.compressed_bytes)
     }
 }
 
@@ -224,9 +170,7 @@ pub enum GenerateError {
     /// A directory could not be created.
     #[error("create directory {path}")]
     CreateDir {
-        /// The directory.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -235,31 +179,23 @@ pub enum GenerateError {
     Layer {
         /// Index of the layer, base first.
         layer: usize,
-        /// The file being written.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
     /// Writing a JSON document or the layout's metadata failed.
     #[error("write {what} to {path}")]
     Write {
-        /// Which document.
         what: &'static str,
-        /// The file being written.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
     /// The finished layout could not be moved into place.
     #[error("move generated layout {from} to {to}")]
     Commit {
-        /// The temporary directory.
         from: PathBuf,
-        /// The final directory.
         to: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -289,7 +225,10 @@ pub fn generate(
     seed: u64,
     cache_dir: &Path,
 ) -> Result<GeneratedImage, GenerateError> {
-    spec.validate()?;
+    let problems = spec.problems();
+    if !problems.0.is_empty() {
+        return Err(GenerateError::Spec(SpecError(problems)));
+    }
     let key = cache_key(spec, seed);
     let final_dir = cache_dir.join(&key);
     if let Some(image) = load_complete(&final_dir, &key) {
@@ -300,29 +239,24 @@ pub fn generate(
         path: cache_dir.to_owned(),
         source,
     })?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let temp_dir = cache_dir.join(format!(
-        ".tmp-{}-{}-{nanos}",
-        &key[..16],
-        std::process::id()
-    ));
+    // Dropped at the end, it removes what a failed or losing attempt left behind.
+    let temp_dir = tempfile::Builder::new()
+        .prefix(&format!(".tmp-{}-", &key[..16]))
+        .tempdir_in(cache_dir)
+        .map_err(|source| GenerateError::CreateDir {
+            path: cache_dir.to_owned(),
+            source,
+        })?;
     let started = Instant::now();
-    let result = build(spec, seed, &key, &temp_dir, &final_dir)
-        .and_then(|image| commit(&temp_dir, &final_dir, &key, image));
-    if result.is_err() {
-        fs::remove_dir_all(&temp_dir).ok();
-    }
-    if let Ok(image) = &result {
-        tracing::info!(
-            dir = %final_dir.display(),
-            compressed_bytes = image.totals.compressed_bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "generated synthetic image"
-        );
-    }
-    result
+    let image = build(spec, seed, &key, temp_dir.path(), &final_dir)
+        .and_then(|image| commit(temp_dir.path(), &final_dir, &key, image))?;
+    tracing::info!(
+        dir = %final_dir.display(),
+        compressed_bytes = image.totals.compressed_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "generated synthetic image"
+    );
+    Ok(image)
 }
 
 /// The image in `dir` if it is a complete layout of `key` (marker present and matching, every
@@ -334,12 +268,15 @@ fn load_complete(dir: &Path, key: &str) -> Option<GeneratedImage> {
         return None;
     }
     image.layout_dir = dir.to_owned();
-    let mut all: Vec<Descriptor> = image.manifests().into_iter().cloned().collect();
-    all.extend(image.blobs());
+    let layout = image.layout_image();
     let complete = dir.join(INDEX_FILE).is_file()
-        && all.iter().all(|d| {
-            fs::metadata(image.blob_path(&d.digest)).is_ok_and(|m| m.len() == d.size_bytes)
-        });
+        && layout
+            .manifests()
+            .into_iter()
+            .chain(&layout.blobs())
+            .all(|d| {
+                fs::metadata(layout.blob_path(&d.digest)).is_ok_and(|m| m.len() == d.size_bytes)
+            });
     complete.then_some(image)
 }
 
@@ -351,6 +288,11 @@ fn commit(
     key: &str,
     image: GeneratedImage,
 ) -> Result<GeneratedImage, GenerateError> {
+    let failed = |source| GenerateError::Commit {
+        from: temp_dir.to_owned(),
+        to: final_dir.to_owned(),
+        source,
+    };
     for _ in 0..2 {
         match fs::rename(temp_dir, final_dir) {
             Ok(()) => {
@@ -361,33 +303,18 @@ fn commit(
             }
             Err(source) if final_dir.exists() => {
                 if let Some(theirs) = load_complete(final_dir, key) {
-                    fs::remove_dir_all(temp_dir).ok();
                     return Ok(theirs);
                 }
                 let stale = temp_dir.with_extension("stale");
-                if fs::rename(final_dir, &stale).is_err() {
-                    return Err(GenerateError::Commit {
-                        from: temp_dir.to_owned(),
-                        to: final_dir.to_owned(),
-                        source,
-                    });
-                }
+                fs::rename(final_dir, &stale).map_err(|_| failed(source))?;
                 fs::remove_dir_all(&stale).ok();
             }
-            Err(source) => {
-                return Err(GenerateError::Commit {
-                    from: temp_dir.to_owned(),
-                    to: final_dir.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => return Err(failed(source)),
         }
     }
-    Err(GenerateError::Commit {
-        from: temp_dir.to_owned(),
-        to: final_dir.to_owned(),
-        source: io::Error::other("the final directory keeps reappearing incomplete"),
-    })
+    Err(failed(io::Error::other(
+        "the final directory keeps reappearing incomplete",
+    )))
 }
 
 /// Builds the whole layout in `dir`; the returned image already names `final_dir`.
@@ -403,7 +330,12 @@ fn build(
         path: blobs.clone(),
         source,
     })?;
-    let platforms = spec.parsed_platforms()?;
+    // Every platform parses: `generate` checked the spec.
+    let platforms: Vec<Platform> = spec
+        .platforms
+        .iter()
+        .filter_map(|p| Platform::parse(p))
+        .collect();
     let layers = build_layers(spec, seed, dir)?;
     let media = MediaTypes::of(spec.format);
     let platform_images = platforms
@@ -443,13 +375,7 @@ fn write_platform_image(
         config: descriptor_doc(&config, None),
         layers: layers
             .iter()
-            .map(|l| DescriptorDoc {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.compressed_bytes,
-                platform: None,
-                annotations: None,
-            })
+            .map(|l| descriptor_doc(&l.descriptor(), None))
             .collect(),
     };
     let manifest = write_json_blob(dir, "image manifest", media.manifest, &manifest)?;
@@ -465,9 +391,7 @@ fn write_platform_image(
 fn config_doc(platform: &Platform, seed: u64, layers: &[GeneratedLayer]) -> ConfigDoc {
     ConfigDoc {
         created: CREATED.to_owned(),
-        architecture: platform.architecture.clone(),
-        os: platform.os.clone(),
-        variant: platform.variant.clone(),
+        platform: platform.into(),
         config: RunConfigDoc {
             env: vec![
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
@@ -523,10 +447,7 @@ fn write_layout_index(
     top: &Descriptor,
     platform_images: &[PlatformImage],
 ) -> Result<(), GenerateError> {
-    let single_platform = match platform_images {
-        [only] => Some(&only.platform),
-        _ => None,
-    };
+    let single_platform = (platform_images.len() == 1).then(|| &platform_images[0].platform);
     let mut entry = descriptor_doc(top, single_platform);
     entry.annotations = Some([(REF_NAME_ANNOTATION.to_owned(), LAYOUT_TAG.to_owned())].into());
     let layout_index = IndexDoc {
@@ -684,6 +605,7 @@ enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
+    /// `level` unset: gzip 6, zstd 3.
     fn new(compression: Compression, level: Option<i32>, inner: W) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Self::None(inner),
@@ -750,8 +672,8 @@ fn build_layer(
     let l = &spec.layers[layer];
     let file = File::create(&partial).map_err(layer_err(&partial))?;
     let compressed = HashingWriter::new(BufWriter::with_capacity(FILE_BUFFER_BYTES, file));
-    let encoder = Encoder::new(spec.compression, spec.effective_level(), compressed)
-        .map_err(layer_err(&partial))?;
+    let encoder =
+        Encoder::new(spec.compression, spec.level, compressed).map_err(layer_err(&partial))?;
     let mut tar = HashingWriter::new(encoder);
     write_tar(&mut tar, spec, seed, layer).map_err(layer_err(&partial))?;
     let (encoder, diff_id, uncompressed_bytes) = tar.finish();
@@ -846,6 +768,25 @@ mod tests {
             files,
             file_sizes: FileSizes::Equal,
             compressibility,
+        }
+    }
+
+    #[test]
+    fn an_unset_level_compresses_as_gzip_6_and_zstd_3() {
+        let dir = tempfile::tempdir().unwrap();
+        for (compression, level) in [(Compression::Gzip, 6), (Compression::Zstd, 3)] {
+            let digest = |level| {
+                let spec = SyntheticImage {
+                    compression,
+                    level,
+                    ..small_spec()
+                };
+                generate(&spec, 1, dir.path()).unwrap().layers[0]
+                    .digest
+                    .clone()
+            };
+            assert_eq!(digest(None), digest(Some(level)), "{compression:?}");
+            assert_ne!(digest(None), digest(Some(1)), "{compression:?}");
         }
     }
 
@@ -1047,7 +988,7 @@ mod tests {
         }
         let top = fs::read(image.blob_path(&image.top.digest)).unwrap();
         let parsed = Manifest::parse(Some(&image.top.media_type), &top).unwrap();
-        assert_eq!(image.is_index(), spec.platforms.len() > 1);
+        assert_eq!(image.layout_image().is_index(), spec.platforms.len() > 1);
         if let Manifest::Index(i) = &parsed {
             assert_eq!(i.manifests().len(), spec.platforms.len());
         }
@@ -1125,7 +1066,7 @@ mod tests {
         };
         assert!(matches!(
             generate(&spec, 1, &missing),
-            Err(GenerateError::Spec(SpecError::NoLayers))
+            Err(GenerateError::Spec(SpecError(problems))) if problems.0[0].path == "layers"
         ));
         assert!(!missing.exists());
     }

@@ -1,13 +1,9 @@
-//! Importing an OCI image layout made elsewhere (`skopeo copy ... oci:DIR:tag`, `umoci`, a
-//! `docker buildx --output type=oci` unpacked) as a [`LayoutImage`], in place: nothing is
-//! copied, the layout's own blob files are served and inspected.
-//!
-//! The tag picks the `index.json` entry (`org.opencontainers.image.ref.name`); without a tag the
-//! layout must hold one image. Manifests, indexes and configs are read, bounded and verified
-//! against their digests; layer blobs are only checked for presence and size here (hashing
-//! gigabytes up front would cost more than the pull being measured; pullers and `inspect` verify
-//! them as they stream). Platforms an index lists whose manifest is not in the layout are listed
-//! but not held.
+//! Importing an OCI image layout made elsewhere (`skopeo copy ... oci:DIR:tag`, `umoci`, `docker
+//! buildx --output type=oci` unpacked) as a [`LayoutImage`], in place: nothing is copied. The tag
+//! picks the `index.json` entry (`org.opencontainers.image.ref.name`); without one the layout must
+//! hold one image. Manifests, indexes and configs are read, bounded and verified; layer blobs are
+//! only checked for presence and size (pullers and `inspect` verify them as they stream). An
+//! index's platforms whose manifest is not in the layout are listed but not held.
 
 use std::path::{Path, PathBuf};
 
@@ -23,18 +19,14 @@ pub enum ImportError {
     /// The layout itself is unreadable, or a manifest in it is bad.
     #[error("import OCI layout {dir}")]
     Layout {
-        /// The layout directory.
         dir: PathBuf,
-        /// The cause.
         #[source]
         source: LayoutError,
     },
     /// A blob a held manifest needs is missing or has the wrong size.
     #[error("import OCI layout {dir}: blob {digest} ({size_bytes} bytes) is missing or has another size at {path}")]
     MissingBlob {
-        /// The layout directory.
         dir: PathBuf,
-        /// The blob.
         digest: Digest,
         /// The size its descriptor gives.
         size_bytes: u64,
@@ -44,28 +36,13 @@ pub enum ImportError {
     /// An image config is unreadable, not JSON of a config, or does not match its digest.
     #[error("import OCI layout {dir}: image config {digest}: {problem}")]
     Config {
-        /// The layout directory.
         dir: PathBuf,
-        /// The config.
         digest: Digest,
-        /// What is wrong.
         problem: String,
     },
 }
 
-/// The platform fields of an image config.
-#[derive(serde::Deserialize)]
-struct ConfigPlatform {
-    os: String,
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
 /// Describes the image tagged `tag` (or the only image) in the layout at `dir`.
-///
-/// # Errors
-/// [`ImportError`] naming the layout and what is wrong with it.
 pub fn import_layout(dir: &Path, tag: Option<&str>) -> Result<LayoutImage, ImportError> {
     let layout_err = |source| ImportError::Layout {
         dir: dir.to_owned(),
@@ -226,12 +203,8 @@ fn config_platform(layout: &OciLayout, config: &Descriptor) -> Result<Platform, 
     if actual != config.digest {
         return Err(problem(format!("content hashes to {actual}")));
     }
-    let p: ConfigPlatform =
-        serde_json::from_slice(&bytes).map_err(|e| problem(format!("not an image config: {e}")))?;
-    Ok(Platform {
-        os: p.os,
-        architecture: p.architecture,
-        variant: p.variant.filter(|v| !v.is_empty()),
+    Platform::of_config(&bytes).ok_or_else(|| {
+        problem("not an image config: not JSON, or it names no os and architecture".to_owned())
     })
 }
 

@@ -1,11 +1,7 @@
-//! The OCI image layout on disk (`oci-layout`, `index.json`, `blobs/sha256/<hex>`): its paths,
-//! the JSON documents written into it (config, manifest, index) with a fixed field order, and a
-//! writer that hashes and counts bytes as they pass.
-//!
-//! The documents are our own serde structs rather than `oci-spec` builders so their bytes (and so
-//! their digests) depend only on this file: `serde_json`'s map order changes with a feature that
-//! another crate in the build may turn on. Tests parse them back with `oci-spec`.
-//! What goes into the layers and where the layout lives is `generate.rs`'s business.
+//! The OCI image layout on disk: its paths, the JSON documents written into it (config,
+//! manifest, index) and a writer that hashes and counts bytes as they pass. The documents are our
+//! own serde structs, not `oci-spec` builders, so their bytes (and digests) depend only on this
+//! file: `serde_json`'s map order changes with a feature another crate may turn on.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -28,7 +24,6 @@ pub struct DescriptorDoc {
     /// Media type of the referenced content.
     #[serde(rename = "mediaType")]
     pub media_type: String,
-    /// Its digest.
     pub digest: Digest,
     /// Its length in bytes.
     pub size: u64,
@@ -71,7 +66,6 @@ pub struct ManifestDoc {
     /// The manifest's own media type.
     #[serde(rename = "mediaType")]
     pub media_type: String,
-    /// The image config.
     pub config: DescriptorDoc,
     /// Layers, base first.
     pub layers: Vec<DescriptorDoc>,
@@ -95,13 +89,9 @@ pub struct IndexDoc {
 pub struct ConfigDoc {
     /// Creation time, fixed at [`CREATED`].
     pub created: String,
-    /// GOARCH spelling.
-    pub architecture: String,
-    /// `linux`, ...
-    pub os: String,
-    /// CPU variant, when given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+    /// Its fields in place (`architecture`, `os`, `variant`): same bytes as written out.
+    #[serde(flatten)]
+    pub platform: PlatformDoc,
     /// How to run it.
     pub config: RunConfigDoc,
     /// The layers' uncompressed digests.
@@ -144,18 +134,11 @@ pub struct HistoryDoc {
 }
 
 /// A writer that hashes (sha256) and counts every byte written through it.
+#[derive(Debug)]
 pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
-}
-
-impl<W> std::fmt::Debug for HashingWriter<W> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashingWriter")
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<W: Write> HashingWriter<W> {
@@ -166,11 +149,6 @@ impl<W: Write> HashingWriter<W> {
             hasher: Sha256::new(),
             bytes: 0,
         }
-    }
-
-    /// Bytes written so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
     }
 
     /// The inner writer, the digest of everything written, and its length in bytes.

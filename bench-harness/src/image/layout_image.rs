@@ -1,12 +1,8 @@
 //! [`LayoutImage`]: any image held in an OCI image layout on disk, described by its descriptors:
 //! what its tag resolves to (a manifest, or an index listing platforms), and per platform held
-//! in the layout its manifest, config and layers. The generator (`generate.rs`), the layout
-//! importer (`import.rs`) and the registry mirror (`mirror.rs`) all produce one; the embedded
-//! registry serves one (`crate::registry::catalog`) and `inspect` reads one.
-//!
-//! A layout may hold fewer platforms than its index lists (a mirror fetches only the nodes'
-//! platform): [`LayoutImage::listed`] is what the index offers, [`LayoutImage::platforms`] what
-//! is on disk. This module does no I/O.
+//! its manifest, config and layers. Generated, imported and mirrored images all end as one; the
+//! embedded registry serves one and `inspect` reads one. A layout may hold fewer platforms than
+//! its index lists ([`LayoutImage::listed`] against [`LayoutImage::platforms`]). No I/O.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -21,7 +17,6 @@ use super::layout::blob_path;
 pub struct Descriptor {
     /// Its digest; also its file name under `blobs/sha256/`.
     pub digest: Digest,
-    /// Its media type.
     pub media_type: String,
     /// Its length in bytes.
     pub size_bytes: u64,
@@ -46,9 +41,7 @@ impl Descriptor {
 pub struct PlatformManifest {
     /// The platform, from the index entry or else the image config.
     pub platform: Platform,
-    /// Its image manifest.
     pub manifest: Descriptor,
-    /// Its image config.
     pub config: Descriptor,
     /// Its layers, base first.
     pub layers: Vec<Descriptor>,

@@ -1,20 +1,13 @@
 //! Images of real registries: [`mirror`] fetches one once into an OCI layout in the image cache
 //! (`<cache>/mirror/<manifest digest hex>/`), verifying every digest, so repeated bursts are
 //! served by the embedded registry instead of hammering the real one; [`resolve_remote`] only
-//! reads the manifests, for variants pulled straight from the real registry.
-//!
-//! The tag is resolved on every run (one manifest request: tags move); everything below the
-//! resolved digest is content-addressed, so a layout already holding the nodes' platform is
-//! reused without another request. Only the nodes' platform is fetched: the index is kept whole
-//! (so nodes see every platform it lists) but only that platform's manifest, config and layers
-//! are held. An index without the nodes' platform is not an error here: the mirror holds the
-//! index alone, and every node's pull then fails as `platform_missing`, as it would against the
-//! real registry.
-//!
-//! Blobs land through the harness's own puller (`crate::nodes::pull`): streamed to disk, verified, then
-//! renamed into place, so an interrupted mirror leaves only whole, verified blobs behind.
-//! Manifests and `index.json` are written last, so a layout that imports with the platform held
-//! is complete.
+//! reads the manifests, for variants pulled straight from the real registry. The tag is resolved
+//! on every run (tags move); below it everything is content-addressed, so a layout already
+//! holding the nodes' platform is reused. Only that platform's manifest, config and layers are
+//! fetched, beside the whole index (an index without it is held alone, and nodes' pulls then fail
+//! as `platform_missing`, as against the real registry). Blobs land through the harness's own
+//! puller (`crate::nodes::pull`: verified, renamed into place); manifests and `index.json` are
+//! written last, so an interrupted mirror leaves no layout that imports as complete.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,10 +37,6 @@ pub struct MirroredImage {
     /// The layout: the index (or manifest) the reference resolved to, and the nodes' platform
     /// when the index has it.
     pub image: LayoutImage,
-    /// What the reference resolved to: the index or manifest digest.
-    pub digest: Digest,
-    /// The nodes' platform manifest, when the image has that platform.
-    pub platform_digest: Option<Digest>,
     /// Blob bytes fetched from the real registry by this call (0 when the cache had them).
     pub fetched_bytes: u64,
     /// Why pulls of this image will fail, when they will: the index lacks the platform (the
@@ -60,7 +49,6 @@ pub struct MirroredImage {
 pub struct RemoteImage {
     /// The index or manifest digest the reference resolved to.
     pub digest: Digest,
-    /// Its media type.
     pub media_type: String,
     /// Every platform the index lists (for a plain manifest: empty, the config was not read).
     pub listed: Vec<Platform>,
@@ -81,36 +69,28 @@ pub enum MirrorError {
     /// The real registry refused or failed.
     #[error("fetch {reference}")]
     Fetch {
-        /// The image.
         reference: String,
-        /// The cause.
         #[source]
         source: PullError,
     },
     /// A client could not be built (CA file).
     #[error("registry client for {reference}")]
     Client {
-        /// The image.
         reference: String,
-        /// The cause.
         #[source]
         source: stampede_oci::ClientError,
     },
     /// A manifest of the image is unusable.
     #[error("read manifest of {reference}")]
     Manifest {
-        /// The image.
         reference: String,
-        /// The cause.
         #[source]
         source: ManifestError,
     },
     /// Writing the layout failed.
     #[error("write {path}")]
     Write {
-        /// The file.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },
@@ -154,45 +134,37 @@ pub async fn mirror(
         if held {
             tracing::info!(%reference, digest = %top.digest, dir = %dir.display(), "mirror reused");
             return Ok(MirroredImage {
-                platform_digest: chosen.as_ref().ok().cloned(),
-                platform_missing: chosen.err().map(|e| e.to_string()),
                 image,
-                digest: top.digest,
                 fetched_bytes: 0,
+                platform_missing: chosen.err().map(|e| e.to_string()),
             });
         }
     }
     let blobs = blobs_dir(&dir, "sha256");
     std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
     let mut fetched_bytes = 0;
-    let platform_digest = match &chosen {
-        Ok(digest) => {
-            // Config and layers first, through the puller (verified, renamed into place).
-            let puller = puller(&client, remote, platform, &blobs);
-            let record = puller
-                .pull(repo, &Reference::Digest(top.digest.clone()))
+    if let Ok(digest) = &chosen {
+        // Config and layers first, through the puller (verified, renamed into place).
+        let puller = puller(&client, remote, platform, &blobs);
+        let record = puller
+            .pull(repo, &Reference::Digest(top.digest.clone()))
+            .await
+            .map_err(fetch)?;
+        fetched_bytes = record.bytes_fetched;
+        if record.manifest_digest != top.digest {
+            let child = puller
+                .fetch_manifest(repo, &Reference::Digest(digest.clone()))
                 .await
                 .map_err(fetch)?;
-            fetched_bytes = record.bytes_fetched;
-            if record.manifest_digest != top.digest {
-                let child = puller
-                    .fetch_manifest(repo, &Reference::Digest(digest.clone()))
-                    .await
-                    .map_err(fetch)?;
-                write_blob(&blobs, &child.digest, &child.bytes)?;
-            }
-            Some(digest.clone())
+            write_blob(&blobs, &child.digest, &child.bytes)?;
         }
-        Err(_) => None,
-    };
+    }
     write_blob(&blobs, &top.digest, &top.bytes)?;
     write_index(&dir, &top)?;
     let image = import_layout(&dir, Some(LAYOUT_TAG)).map_err(MirrorError::Import)?;
     tracing::info!(%reference, digest = %top.digest, fetched_bytes, dir = %dir.display(), "mirrored");
     Ok(MirroredImage {
         image,
-        digest: top.digest,
-        platform_digest,
         fetched_bytes,
         platform_missing: chosen.err().map(|e| e.to_string()),
     })

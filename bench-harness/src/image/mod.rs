@@ -4,9 +4,7 @@
 //! registries fetched once into the cache ([`mirror`]), reached through [`remote`] (endpoint,
 //! TLS, credentials). Each ends as a [`LayoutImage`]; [`variant`] makes each scenario variant's
 //! image ready for the bursts that way, or only resolves it when nodes pull it straight from a
-//! real registry.
-//!
-//! Serving them is the embedded registry's business (`crate::registry`).
+//! real registry. Serving them is `crate::registry`'s business.
 
 pub mod content;
 pub mod generate;

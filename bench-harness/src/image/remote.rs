@@ -1,16 +1,10 @@
 //! A real registry as an image source: how to reach it ([`RegistryAccess`]: plain HTTP or TLS
 //! with an extra CA file) and who we are there (anonymous, a docker `config.json`, or a user name
-//! with the password in an environment variable), resolved into a [`Remote`] (endpoint with
-//! credentials, client configuration) when a run or an inspection starts, never when a scenario
-//! is parsed.
-//!
-//! Secrets: a password is never written in a scenario or on a command line, only read from the
-//! environment variable or docker config the user names; [`stampede_oci::auth::Credentials`]
-//! redacts itself in `Debug`, and nothing here logs or stores it. Where credentials may be sent
-//! (the registry itself, a token realm within its trust boundary) is `stampede_oci::auth`'s rule,
-//! applied by the client.
-//!
-//! This module does no network I/O.
+//! with the password in an environment variable), resolved into a [`Remote`] when a run or an
+//! inspection starts, never when a scenario is parsed. A password is never written in a scenario
+//! or on a command line, and nothing here logs or stores it ([`stampede_oci::auth::Credentials`]
+//! redacts itself in `Debug`; where credentials may be sent is `stampede_oci::auth`'s rule). No
+//! network I/O.
 
 use std::path::{Path, PathBuf};
 
@@ -79,9 +73,7 @@ pub enum RemoteError {
     /// The registry host does not make an endpoint URL.
     #[error("registry {registry}")]
     Endpoint {
-        /// The registry host.
         registry: String,
-        /// The cause.
         #[source]
         source: ClientError,
     },
@@ -171,20 +163,15 @@ impl RegistryAccess {
 }
 
 impl Remote {
-    /// Client settings for this registry: `base` with the extra CA file.
-    pub fn client_config(&self, base: ClientConfig) -> ClientConfig {
-        ClientConfig {
-            extra_ca_file: self.ca_file.clone().or(base.extra_ca_file),
-            ..base
-        }
-    }
-
-    /// A client for this registry built from `base` settings.
+    /// A client for this registry built from `base` settings and the extra CA file.
     ///
     /// # Errors
     /// [`ClientError::Tls`] when the CA file cannot be read.
     pub fn client(&self, base: ClientConfig) -> Result<RegistryClient, ClientError> {
-        RegistryClient::new(self.client_config(base))
+        RegistryClient::new(ClientConfig {
+            extra_ca_file: self.ca_file.clone().or(base.extra_ca_file),
+            ..base
+        })
     }
 }
 

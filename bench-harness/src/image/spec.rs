@@ -6,6 +6,7 @@
 use stampede_oci::{Compression, Platform};
 
 use crate::scenario::units::ByteSize;
+use crate::scenario::Problems;
 
 /// A synthetic image, generated deterministically from this spec and a seed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -16,8 +17,7 @@ pub struct SyntheticImage {
     /// Layer compression: `"gzip"` (default), `"zstd"` or `"none"`.
     #[serde(default = "default_compression")]
     pub compression: Compression,
-    /// Compression level: gzip 1-9 (default 6), zstd 1-19 (default 3). Ignored for `"none"`.
-    #[serde(default)]
+    /// Compression level: gzip 0-9 (default 6), zstd 1-22 (default 3). Ignored for `"none"`.
     pub level: Option<i32>,
     /// Platforms the image is built for, `os/arch[/variant]`. One platform gives a plain
     /// manifest; several give an index whose per-platform manifests share the same layers.
@@ -68,124 +68,85 @@ pub enum FileSizes {
     Lognormal,
 }
 
-/// Why a synthetic image spec cannot be generated.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SpecError {
-    /// `layers` is empty.
-    #[error("a synthetic image needs at least one layer")]
-    NoLayers,
-    /// A layer has `files = 0`.
-    #[error("layer {layer} needs at least one file")]
-    NoFiles {
-        /// Index of the layer, base first.
-        layer: usize,
-    },
-    /// A layer's compressibility is not a number in 0.0..=1.0.
-    #[error("layer {layer}: compressibility {value} is outside 0.0..=1.0")]
-    Compressibility {
-        /// Index of the layer, base first.
-        layer: usize,
-        /// The value given.
-        value: f64,
-    },
-    /// The compression level is outside what the compressor accepts.
-    #[error("{} level {level} is outside {min}..={max}", .compression.name())]
-    Level {
-        /// The compression it was given for.
-        compression: Compression,
-        /// The level given.
-        level: i32,
-        /// Lowest accepted.
-        min: i32,
-        /// Highest accepted.
-        max: i32,
-    },
-    /// Docker schema2 has no zstd layer media type (skopeo and containers/image refuse one).
-    #[error("format \"docker\" cannot carry zstd layers; use format \"oci\" or gzip")]
-    DockerZstd,
-    /// `platforms` is empty.
-    #[error("a synthetic image needs at least one platform")]
-    NoPlatforms,
-    /// A platform is not `os/arch[/variant]`.
-    #[error("platform {0:?} is not os/arch[/variant]")]
-    Platform(String),
-    /// A platform is listed twice.
-    #[error("platform {0:?} is listed twice")]
-    DuplicatePlatform(String),
-}
+/// Why a synthetic image spec cannot be generated: every problem, each at its field path within
+/// the spec (`layers[2].files`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct SpecError(pub Problems);
 
 impl SyntheticImage {
-    /// Checks that the spec can be generated.
-    ///
-    /// # Errors
-    /// The first [`SpecError`] found, layers first.
-    pub fn validate(&self) -> Result<(), SpecError> {
+    /// Every problem that keeps the spec from being generated, in the order of its fields, each at
+    /// its path within the spec; scenario validation reports them under the variant's path.
+    pub fn problems(&self) -> Problems {
+        let mut out = Problems::default();
         if self.layers.is_empty() {
-            return Err(SpecError::NoLayers);
+            out.add("layers", "needs at least one [[...layers]] table");
         }
-        for (layer, l) in self.layers.iter().enumerate() {
-            if l.files == 0 {
-                return Err(SpecError::NoFiles { layer });
+        for (i, layer) in self.layers.iter().enumerate() {
+            if layer.files == 0 {
+                out.add(format!("layers[{i}].files"), "must be at least 1");
+            } else if layer.size.0 < u64::from(layer.files) {
+                out.add(
+                    format!("layers[{i}].size"),
+                    format!(
+                        "{} is less than one byte for each of its {} files",
+                        layer.size, layer.files
+                    ),
+                );
             }
-            if !(0.0..=1.0).contains(&l.compressibility) {
-                return Err(SpecError::Compressibility {
-                    layer,
-                    value: l.compressibility,
-                });
+            if !(0.0..=1.0).contains(&layer.compressibility) {
+                out.add(
+                    format!("layers[{i}].compressibility"),
+                    format!("{} is not in [0, 1]", layer.compressibility),
+                );
             }
         }
-        if let (Some(level), Some((min, max))) = (self.level, level_range(self.compression)) {
-            if !(min..=max).contains(&level) {
-                return Err(SpecError::Level {
-                    compression: self.compression,
-                    level,
-                    min,
-                    max,
-                });
+        if let (Some(level), Some(range)) = (self.level, level_range(self.compression)) {
+            if !range.contains(&level) {
+                out.add(
+                    "level",
+                    format!(
+                        "{level} is not a {} level ({}-{})",
+                        self.compression.name(),
+                        range.start(),
+                        range.end()
+                    ),
+                );
             }
         }
         if self.format == ManifestFormat::Docker && self.compression == Compression::Zstd {
-            return Err(SpecError::DockerZstd);
+            out.add(
+                "format",
+                "\"docker\" cannot carry zstd layers (Docker schema2 has no zstd media type); use format = \"oci\" or gzip",
+            );
         }
-        self.parsed_platforms().map(drop)
-    }
-
-    /// The platforms, parsed, in the order written.
-    ///
-    /// # Errors
-    /// [`SpecError::NoPlatforms`], [`SpecError::Platform`] or [`SpecError::DuplicatePlatform`].
-    pub fn parsed_platforms(&self) -> Result<Vec<Platform>, SpecError> {
         if self.platforms.is_empty() {
-            return Err(SpecError::NoPlatforms);
+            out.add("platforms", "needs at least one platform");
         }
-        let mut parsed: Vec<Platform> = Vec::with_capacity(self.platforms.len());
-        for p in &self.platforms {
-            let platform = Platform::parse(p).ok_or_else(|| SpecError::Platform(p.clone()))?;
-            if parsed.contains(&platform) {
-                return Err(SpecError::DuplicatePlatform(p.clone()));
+        let mut seen = Vec::new();
+        for (i, p) in self.platforms.iter().enumerate() {
+            match Platform::parse(p) {
+                Some(parsed) if seen.contains(&parsed) => {
+                    out.add(format!("platforms[{i}]"), format!("{p:?} is listed twice"));
+                }
+                Some(parsed) => seen.push(parsed),
+                None => out.add(
+                    format!("platforms[{i}]"),
+                    format!("{p:?} is not a platform; write os/arch[/variant]"),
+                ),
             }
-            parsed.push(platform);
         }
-        Ok(parsed)
-    }
-
-    /// The compression level in effect: the one given, else gzip 6 / zstd 3; `None` for
-    /// uncompressed layers.
-    pub fn effective_level(&self) -> Option<i32> {
-        match self.compression {
-            Compression::None => None,
-            Compression::Gzip => Some(self.level.unwrap_or(6)),
-            Compression::Zstd => Some(self.level.unwrap_or(3)),
-        }
+        out
     }
 }
 
-/// Levels accepted per compression, inclusive.
-fn level_range(compression: Compression) -> Option<(i32, i32)> {
+/// Levels each compressor accepts: flate2 takes gzip 0-9 (0 stores without compressing), the
+/// `zstd` crate 1-22 (20-22 are the "ultra" levels).
+fn level_range(compression: Compression) -> Option<std::ops::RangeInclusive<i32>> {
     match compression {
         Compression::None => None,
-        Compression::Gzip => Some((1, 9)),
-        Compression::Zstd => Some((1, 19)),
+        Compression::Gzip => Some(0..=9),
+        Compression::Zstd => Some(1..=22),
     }
 }
 
@@ -212,75 +173,56 @@ mod tests {
     #[test]
     fn validation_table() {
         let layer = "[[layers]]\nsize = \"1MiB\"\nfiles = 2\n";
-        let cases: &[(String, Result<(), SpecError>)] = &[
-            (layer.to_owned(), Ok(())),
-            ("layers = []".to_owned(), Err(SpecError::NoLayers)),
+        let cases: &[(String, &[&str])] = &[
+            (layer.to_owned(), &[]),
+            ("layers = []".to_owned(), &["layers"]),
             (
                 "[[layers]]\nsize = 1\nfiles = 0\n".to_owned(),
-                Err(SpecError::NoFiles { layer: 0 }),
+                &["layers[0].files"],
+            ),
+            (
+                "[[layers]]\nsize = 1\nfiles = 2\n".to_owned(),
+                &["layers[0].size"],
             ),
             (
                 format!("{layer}[[layers]]\nsize = 1\nfiles = 1\ncompressibility = 1.5\n"),
-                Err(SpecError::Compressibility {
-                    layer: 1,
-                    value: 1.5,
-                }),
+                &["layers[1].compressibility"],
             ),
+            (format!("level = 12\n{layer}"), &["level"]),
+            (format!("compression = \"zstd\"\nlevel = 22\n{layer}"), &[]),
             (
-                format!("level = 12\n{layer}"),
-                Err(SpecError::Level {
-                    compression: Compression::Gzip,
-                    level: 12,
-                    min: 1,
-                    max: 9,
-                }),
+                format!("compression = \"zstd\"\nlevel = 23\n{layer}"),
+                &["level"],
             ),
+            (format!("compression = \"none\"\nlevel = 99\n{layer}"), &[]),
             (
-                format!("compression = \"zstd\"\nlevel = 12\n{layer}"),
-                Ok(()),
-            ),
-            (
-                format!("compression = \"none\"\nlevel = 99\n{layer}"),
-                Ok(()),
+                format!("compression = \"zstd\"\nformat = \"docker\"\n{layer}"),
+                &["format"],
             ),
             (
                 format!("platforms = [\"linux\"]\n{layer}"),
-                Err(SpecError::Platform("linux".to_owned())),
+                &["platforms[0]"],
             ),
             (
                 format!("platforms = [\"linux/amd64\", \"linux/amd64\"]\n{layer}"),
-                Err(SpecError::DuplicatePlatform("linux/amd64".to_owned())),
+                &["platforms[1]"],
             ),
-            (
-                format!("platforms = []\n{layer}"),
-                Err(SpecError::NoPlatforms),
-            ),
+            (format!("platforms = []\n{layer}"), &["platforms"]),
         ];
         for (toml, want) in cases {
-            assert_eq!(&spec(toml).validate(), want, "{toml}");
+            let got: Vec<String> = spec(toml)
+                .problems()
+                .0
+                .into_iter()
+                .map(|p| p.path)
+                .collect();
+            assert_eq!(got, *want, "{toml}");
         }
     }
 
     #[test]
-    fn default_levels() {
-        let mut s = spec("[[layers]]\nsize = 1\nfiles = 1\n");
-        assert_eq!(s.effective_level(), Some(6));
-        s.compression = Compression::Zstd;
-        assert_eq!(s.effective_level(), Some(3));
-        s.level = Some(9);
-        assert_eq!(s.effective_level(), Some(9));
-        s.compression = Compression::None;
-        assert_eq!(s.effective_level(), None);
-    }
-
-    #[test]
     fn a_level_out_of_range_names_the_compression_plainly() {
-        let e = SpecError::Level {
-            compression: Compression::Gzip,
-            level: 12,
-            min: 1,
-            max: 9,
-        };
-        assert_eq!(e.to_string(), "gzip level 12 is outside 1..=9");
+        let err = SpecError(spec("level = 12\n[[layers]]\nsize = 1\nfiles = 1\n").problems());
+        assert_eq!(err.to_string(), "level: 12 is not a gzip level (0-9)");
     }
 }

@@ -1,11 +1,7 @@
-//! Each variant's image made ready for bursts, whatever its source: a synthetic spec generated
-//! into the image cache, an OCI layout imported in place, a real-registry image mirrored into the
-//! cache, or a real-registry image only resolved (`mirror = false`: nodes pull it straight from
-//! there). Also the facts `result.json` records about it: where it came from, the digest the
-//! reference resolved to, the bytes a node downloads.
-//!
-//! This module does not serve (the runner adds [`PullFrom::Embedded`] images to the embedded
-//! registry) and does not pull for nodes.
+//! Each variant's image made ready for bursts, whatever its source: generated, imported in place,
+//! mirrored into the cache, or only resolved (`mirror = false`: nodes pull it straight from the
+//! real registry); and the facts `result.json` records about it (its source, the digest the
+//! reference resolved to, the bytes a node downloads). Serving and pulling are not done here.
 
 use std::path::Path;
 use std::time::Instant;
@@ -33,7 +29,6 @@ pub enum PullFrom {
 /// A variant's image, ready.
 #[derive(Debug, Clone)]
 pub struct VariantImage {
-    /// Where nodes pull it from.
     pub pull: PullFrom,
     /// What `result.json` records about it.
     pub facts: ImageFacts,
@@ -91,9 +86,6 @@ pub async fn prepare_all(
 }
 
 /// Makes `variant`'s image ready.
-///
-/// # Errors
-/// [`VariantImageError`] naming what failed.
 pub async fn prepare(
     scenario: &Scenario,
     variant: &Variant,
@@ -106,15 +98,11 @@ pub async fn prepare(
             let image = tokio::task::spawn_blocking(move || generate(&spec, seed, &cache))
                 .await
                 .map_err(VariantImageError::Task)??;
-            let mut details = serde_json::to_value(&image).unwrap_or_default();
-            set_source(
-                &mut details,
-                json!({ "kind": "synthetic", "digest": image.top.digest }),
-            );
+            let source = json!({ "kind": "synthetic", "digest": image.top.digest });
             Ok(VariantImage {
                 facts: ImageFacts {
                     compressed_bytes: image.totals.compressed_bytes,
-                    details,
+                    details: details(&image, source),
                 },
                 pull: PullFrom::Embedded(image.layout_image()),
                 warnings: Vec::new(),
@@ -126,11 +114,7 @@ pub async fn prepare(
                 tokio::task::spawn_blocking(move || import_layout(&dir, tag_owned.as_deref()))
                     .await
                     .map_err(VariantImageError::Task)??;
-            let source = json!({
-                "kind": "layout",
-                "path": path,
-                "tag": tag,
-            });
+            let source = json!({ "kind": "layout", "path": path, "tag": tag });
             Ok(held(variant, image, source, platform, None))
         }
         ImageSource::Registry(r) => registry(variant, r, platform, cache).await,
@@ -203,11 +187,10 @@ fn held(
         .or(source["path"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let warnings = missing
+    let mut warnings: Vec<String> = missing
         .iter()
         .map(|why| platform_warning(variant, &what, why))
         .collect();
-    let mut warnings: Vec<String> = warnings;
     if let Ok(p) = &chosen {
         if !p.platform.runs_on(platform) {
             warnings.push(platform_warning(
@@ -220,12 +203,10 @@ fn held(
             ));
         }
     }
-    let mut details = serde_json::to_value(&image).unwrap_or_default();
-    set_source(&mut details, source);
     VariantImage {
         facts: ImageFacts {
             compressed_bytes,
-            details,
+            details: details(&image, source),
         },
         pull: PullFrom::Embedded(image),
         warnings,
@@ -239,8 +220,11 @@ fn platform_warning(variant: &Variant, what: &str, why: &str) -> String {
     )
 }
 
-fn set_source(details: &mut Value, source: Value) {
-    if let Value::Object(map) = details {
+/// The image as JSON, with `source` saying where it came from.
+fn details(image: &impl serde::Serialize, source: Value) -> Value {
+    let mut details = serde_json::to_value(image).unwrap_or_default();
+    if let Value::Object(map) = &mut details {
         map.insert("source".to_owned(), source);
     }
+    details
 }

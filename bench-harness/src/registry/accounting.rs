@@ -1,11 +1,8 @@
 //! Registry-side truth about what the embedded registry served: requests by kind, throttled
 //! answers, error codes, body bytes out (in total, per blob and manifest digest, per listener),
-//! and a time series of bytes and requests in fixed buckets since a settable epoch.
-//!
-//! One method per event, called by the handler; [`Accounting::snapshot`] gives a serializable
-//! copy for `result.json`, [`Accounting::reset`] starts over between repetitions. Body bytes are
-//! counted chunk by chunk as they are handed to the connection, so a client that disconnects
-//! mid-body is charged only for what was sent. This module does no I/O and knows nothing of HTTP.
+//! and a time series in fixed buckets since a settable epoch. One method per event, called by the
+//! handler and the bodies; [`Accounting::snapshot`] gives a serializable copy for `result.json`,
+//! [`Accounting::reset`] starts over between repetitions. No I/O, no HTTP.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -314,15 +311,11 @@ fn empty(nodes: usize, bucket: Duration) -> AccountingSnapshot {
             shared: ListenerCounts::default(),
             nodes: vec![ListenerCounts::default(); nodes],
         },
-        series: empty_series(bucket),
+        series: Series {
+            bucket_ms: bucket.as_millis() as u64,
+            ..Series::default()
+        },
         ..AccountingSnapshot::default()
-    }
-}
-
-fn empty_series(bucket: Duration) -> Series {
-    Series {
-        bucket_ms: bucket.as_millis() as u64,
-        ..Series::default()
     }
 }
 

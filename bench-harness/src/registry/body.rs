@@ -1,10 +1,7 @@
 //! Response bodies of the embedded registry: every body byte leaves in chunks that first pass
-//! the [`Shaper`] and are then counted by the [`Accounting`], so egress limits and byte counts
-//! apply alike to blobs (streamed from their files, never whole in memory), manifests, pings
-//! and error documents.
-//!
-//! A chunk is counted when it is handed to the connection; if the client goes away, hyper drops
-//! the body and nothing more is counted. This module does not decide what to send.
+//! the [`Shaper`] and are then counted by the [`Accounting`] as they are handed to the
+//! connection, for blobs (streamed from their files), manifests, pings and error documents alike;
+//! a client that goes away is charged only for what was sent. What to send is not decided here.
 
 use std::io;
 use std::sync::Arc;
@@ -34,13 +31,10 @@ pub enum Source {
 /// Who pays for a body's bytes: the limits it passes and the counters it lands in.
 #[derive(Debug, Clone)]
 pub struct Meter {
-    /// Bandwidth limits.
     pub shaper: Arc<Shaper>,
-    /// Counters.
     pub accounting: Arc<Accounting>,
     /// The listener the response leaves through.
     pub listener: ListenerId,
-    /// What the bytes are.
     pub body: BodyKind,
 }
 

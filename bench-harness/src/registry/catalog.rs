@@ -20,7 +20,6 @@ use crate::image::LayoutImage;
 pub struct ManifestEntry {
     /// The document's media type (the `Content-Type` it is served with).
     pub media_type: String,
-    /// The document.
     pub bytes: Bytes,
 }
 
@@ -48,11 +47,8 @@ pub enum CatalogError {
     /// A manifest file of the layout could not be read.
     #[error("read manifest {digest} from {path}")]
     Read {
-        /// The manifest.
         digest: Digest,
-        /// Its file.
         path: PathBuf,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -61,7 +57,6 @@ pub enum CatalogError {
     Mismatch {
         /// What the image says the file holds.
         digest: Digest,
-        /// The file.
         path: PathBuf,
     },
 }

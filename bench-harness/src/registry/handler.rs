@@ -36,27 +36,21 @@ const API_VERSION: &str = "docker-distribution-api-version";
 /// An answer that is not the content asked for, with its OCI error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ErrorAnswer {
-    /// 404 `NAME_UNKNOWN`.
     NameUnknown,
-    /// 404 `MANIFEST_UNKNOWN`.
     ManifestUnknown,
-    /// 404 `BLOB_UNKNOWN`.
     BlobUnknown,
-    /// 400 `NAME_INVALID`.
     NameInvalid,
-    /// 400 `DIGEST_INVALID`.
     DigestInvalid,
-    /// 400 `TAG_INVALID`.
     TagInvalid,
-    /// 416 `RANGE_INVALID`, for a blob of this many bytes.
+    /// For a blob of this many bytes.
     RangeInvalid(u64),
-    /// 404 `UNSUPPORTED`: an endpoint this registry does not have.
+    /// An endpoint this registry does not have.
     NoEndpoint,
-    /// 405 `UNSUPPORTED`: a method other than GET or HEAD.
+    /// A method other than GET or HEAD.
     Method,
-    /// 429 `TOOMANYREQUESTS`, retry after this many seconds.
+    /// Retry after this many seconds.
     TooManyRequests(u64),
-    /// 500 `UNKNOWN`: our fault (a layout file went missing); details only in the log.
+    /// Our fault (a layout file went missing); details only in the log.
     Internal,
 }
 
@@ -107,22 +101,10 @@ impl ErrorAnswer {
 
     /// The OCI error document.
     fn document(&self) -> Bytes {
-        #[derive(serde::Serialize)]
-        struct Errors {
-            errors: [Entry; 1],
-        }
-        #[derive(serde::Serialize)]
-        struct Entry {
-            code: &'static str,
-            message: &'static str,
-        }
-        let doc = Errors {
-            errors: [Entry {
-                code: self.code(),
-                message: self.message(),
-            }],
-        };
-        Bytes::from(serde_json::to_vec(&doc).expect("error document serializes"))
+        let doc = serde_json::json!({
+            "errors": [{ "code": self.code(), "message": self.message() }]
+        });
+        Bytes::from(doc.to_string())
     }
 }
 
@@ -230,17 +212,7 @@ impl Handler {
         }
         match route {
             Route::Base => {
-                let doc = Bytes::from_static(b"{}");
-                let len = doc.len() as u64;
-                let builder = Response::builder()
-                    .status(StatusCode::OK)
-                    .header(CONTENT_TYPE, "application/json")
-                    .header(CONTENT_LENGTH, len);
-                let content = Content {
-                    source: Source::Memory(doc),
-                    len,
-                    kind: BodyKind::Other,
-                };
+                let (builder, content) = json_document(StatusCode::OK, Bytes::from_static(b"{}"));
                 Ok(self.respond(builder, reply, content))
             }
             Route::Manifest { repo, reference } => {
@@ -370,12 +342,7 @@ impl Handler {
 
     fn error(&self, reply: Reply, answer: &ErrorAnswer) -> Response<ResponseBody> {
         self.accounting.error(answer.code());
-        let doc = answer.document();
-        let len = doc.len() as u64;
-        let mut builder = Response::builder()
-            .status(answer.status())
-            .header(CONTENT_TYPE, "application/json")
-            .header(CONTENT_LENGTH, len);
+        let (mut builder, content) = json_document(answer.status(), answer.document());
         match answer {
             ErrorAnswer::TooManyRequests(secs) => {
                 builder = builder.header(RETRY_AFTER, HeaderValue::from(*secs));
@@ -385,11 +352,21 @@ impl Handler {
             }
             _ => {}
         }
-        let content = Content {
-            source: Source::Memory(doc),
-            len,
-            kind: BodyKind::Other,
-        };
         self.respond(builder, reply, content)
     }
+}
+
+/// A small JSON document (the ping answer, an error) with its status.
+fn json_document(status: StatusCode, doc: Bytes) -> (http::response::Builder, Content) {
+    let len = doc.len() as u64;
+    let builder = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_LENGTH, len);
+    let content = Content {
+        source: Source::Memory(doc),
+        len,
+        kind: BodyKind::Other,
+    };
+    (builder, content)
 }

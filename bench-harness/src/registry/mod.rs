@@ -1,12 +1,10 @@
 //! The embedded registry: the harness's default upstream (no Docker, no network). An in-process
-//! OCI distribution pull API on 127.0.0.1 that serves images from OCI layouts (generated
-//! synthetic images, imported layouts, mirrors of real registries) with the scenario's
-//! bandwidth, latency and throttling, and counts what it serves.
-//!
-//! It listens on one shared port and one port per simulated node: the shared egress limit
-//! applies to all of them, each node port also has its own link limit. A request goes:
-//! [`server`] (accept, HTTP/1.1) -> [`handler`] (throttle, the path parsed by `stampede_oci::api::Route`, [`catalog`]) -> a
-//! [`body`] whose chunks pass [`shaping`] and land in [`accounting`].
+//! OCI distribution pull API on 127.0.0.1 that serves images from OCI layouts with the
+//! scenario's bandwidth, latency and throttling ([`model`]), and counts what it serves. It
+//! listens on one shared port and one port per simulated node: the shared egress limit applies
+//! to all, each node port also has its own link limit. A request goes: [`server`] (accept,
+//! HTTP/1.1) -> [`handler`] (throttle, route, [`catalog`]) -> a [`body`] whose chunks pass
+//! [`shaping`] and land in [`accounting`]. [`origin`] starts it where a run wants it.
 //!
 //! ```no_run
 //! # async fn demo(image: &bench_harness::image::GeneratedImage) -> Result<(), Box<dyn std::error::Error>> {
@@ -18,10 +16,6 @@
 //! registry.shutdown().await;
 //! # Ok(()) }
 //! ```
-//!
-//! [`model`] describes the limits; [`origin`] starts the registry where a run wants it (on
-//! loopback, or behind a kernel-shaped link in a namespace of its own). This module does not
-//! parse scenarios or generate images.
 
 pub mod accounting;
 pub mod body;
@@ -63,29 +57,6 @@ pub struct Listeners {
     pub nodes: Vec<TcpListener>,
 }
 
-impl Listeners {
-    /// Binds `1 + nodes` listeners on 127.0.0.1, each on a free port.
-    ///
-    /// # Errors
-    /// [`RegistryError::Bind`] naming the listener that could not be bound.
-    pub async fn bind_loopback(nodes: usize) -> Result<Self, RegistryError> {
-        let bind = |node: Option<usize>| async move {
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .await
-                .map_err(|source| RegistryError::Bind { node, source })
-        };
-        let shared = bind(None).await?;
-        let mut listeners = Vec::with_capacity(nodes);
-        for i in 0..nodes {
-            listeners.push(bind(Some(i)).await?);
-        }
-        Ok(Self {
-            shared,
-            nodes: listeners,
-        })
-    }
-}
-
 /// Why the registry could not start or take an image.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -94,7 +65,6 @@ pub enum RegistryError {
     Bind {
         /// The node whose listener it was; `None` for the shared one.
         node: Option<usize>,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -110,11 +80,8 @@ pub enum RegistryError {
     /// The image's layout on disk does not match it.
     #[error("add image as {repo}:{tag}")]
     Catalog {
-        /// Repository.
         repo: RepoName,
-        /// Tag.
         tag: String,
-        /// The cause.
         #[source]
         source: CatalogError,
     },
@@ -139,7 +106,20 @@ impl EmbeddedRegistry {
     /// # Errors
     /// [`RegistryError::Bind`] or [`RegistryError::LocalAddr`].
     pub async fn start(model: RegistryModel, nodes: usize) -> Result<Self, RegistryError> {
-        let listeners = Listeners::bind_loopback(nodes).await?;
+        let bind = |node: Option<usize>| async move {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .map_err(|source| RegistryError::Bind { node, source })
+        };
+        let shared = bind(None).await?;
+        let mut listeners = Vec::with_capacity(nodes);
+        for i in 0..nodes {
+            listeners.push(bind(Some(i)).await?);
+        }
+        let listeners = Listeners {
+            shared,
+            nodes: listeners,
+        };
         Self::serve(listeners, model, DEFAULT_SERIES_BUCKET)
     }
 
@@ -201,9 +181,8 @@ impl EmbeddedRegistry {
         })
     }
 
-    /// Serves `image` (a [`LayoutImage`], or anything that describes itself as one, such as a
-    /// `&GeneratedImage`) as `repo:tag` on every listener (a tag already there is moved). Reads
-    /// the image's manifests into memory and checks its blob files: a little blocking I/O.
+    /// Serves `image` (or what describes itself as one, such as a `&GeneratedImage`) as
+    /// `repo:tag` on every listener, through [`catalog::Catalog::add`] (a little blocking I/O).
     ///
     /// # Errors
     /// [`RegistryError::Repo`] or [`RegistryError::Tag`] for invalid names,

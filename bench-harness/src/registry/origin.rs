@@ -1,13 +1,9 @@
 //! Where every burst's bytes come from: the embedded registry, listening on 127.0.0.1, or, with
-//! `registry.netns_rate`, inside a network namespace of its own behind a veth pair that
-//! `tc tbf` shapes to that rate (`stampede_lab::ShapedLink`). The registry still runs in this
-//! process, so its accounting stays registry-side truth, but its listeners are created inside
-//! the namespace: every client reaches it over the kernel-shaped link, whether a node pulling
-//! directly, our cache-daemon filling, or a peer (distribution, nginx) filling. The shaping then
-//! does not depend on the harness's own bandwidth model, which still applies on top when set.
-//!
-//! Asking for the shaped link without root (or without iproute2) fails the run with a message
-//! that says so; it never falls back to an unshaped run.
+//! `registry.netns_rate`, inside a network namespace of its own behind a veth pair that `tc tbf`
+//! shapes to that rate (`stampede_lab::ShapedLink`). The registry still runs in this process, so
+//! its accounting stays registry-side truth, but every client (node, cache, peer) reaches it over
+//! the kernel-shaped link; the harness's own bandwidth model still applies on top when set.
+//! Without root or iproute2 the shaped link fails the run, saying so; it never falls back.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 
@@ -32,16 +28,13 @@ pub enum OriginError {
     /// The registry's listener could not be bound inside its namespace on the nodes' fabric.
     #[error("bind the embedded registry inside its namespace")]
     Fabric {
-        /// The cause.
         #[source]
         source: LabError,
     },
     /// The shaped link could not be made (not root, iproute2 missing, a failing `ip`/`tc`).
     #[error("registry.netns_rate = {rate}: cannot put the registry behind a kernel-shaped link (remove netns_rate to use only the embedded registry's own bandwidth model)")]
     Link {
-        /// The rate asked for.
         rate: Bandwidth,
-        /// The cause.
         #[source]
         source: LabError,
     },
@@ -61,9 +54,6 @@ impl Origin {
     /// Starts the registry for `nodes` node listeners under `model`, behind a shaped link when
     /// `model.netns_rate` is set. With `fabric` (nodes in namespaces), its one listener is
     /// bound inside that registry namespace instead, and the fabric shapes every link.
-    ///
-    /// # Errors
-    /// [`OriginError`] saying what failed.
     pub async fn start(
         model: &RegistryModel,
         nodes: usize,
@@ -73,14 +63,8 @@ impl Origin {
             let std = endpoint
                 .bind(0)
                 .map_err(|source| OriginError::Fabric { source })?;
-            let shared = std
-                .set_nonblocking(true)
-                .and_then(|()| TcpListener::from_std(std))
-                .map_err(|source| {
-                    OriginError::Registry(RegistryError::Bind { node: None, source })
-                })?;
             let listeners = Listeners {
-                shared,
+                shared: tokio_listener(std, None)?,
                 nodes: Vec::new(),
             };
             let registry = EmbeddedRegistry::serve(listeners, model.clone(), DEFAULT_SERIES_BUCKET)
@@ -112,12 +96,7 @@ impl Origin {
                 })
             })?
             .map_err(link_error)?;
-        let bind = |node: Option<usize>| -> Result<TcpListener, OriginError> {
-            let std: StdListener = link.bind(0).map_err(link_error)?;
-            std.set_nonblocking(true)
-                .and_then(|()| TcpListener::from_std(std))
-                .map_err(|source| OriginError::Registry(RegistryError::Bind { node, source }))
-        };
+        let bind = |node| tokio_listener(link.bind(0).map_err(link_error)?, node);
         let listeners = Listeners {
             shared: bind(None)?,
             nodes: (0..nodes)
@@ -169,8 +148,7 @@ impl Origin {
         }
     }
 
-    /// Stops the registry (in-flight responses get their grace period), then deletes the
-    /// namespace.
+    /// Stops the registry (in-flight responses get their grace period), then deletes the namespace.
     pub async fn shutdown(self) {
         let Self { registry, link } = self;
         registry.shutdown().await;
@@ -180,4 +158,11 @@ impl Origin {
             }
         }
     }
+}
+
+/// `std` as a tokio listener; `node` names it in the error.
+fn tokio_listener(std: StdListener, node: Option<usize>) -> Result<TcpListener, OriginError> {
+    std.set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(std))
+        .map_err(|source| OriginError::Registry(RegistryError::Bind { node, source }))
 }

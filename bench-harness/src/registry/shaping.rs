@@ -1,11 +1,8 @@
 //! The registry model's limits, enforced: byte buckets for the shared egress and each node's
-//! link (a body chunk is released only when both allow it), and a request bucket for throttling.
-//!
-//! Byte buckets are GCRA reservations ("virtual scheduling"): a chunk reserves its slot in the
-//! bucket's timeline under a short lock and then sleeps until that slot, so waiting costs no CPU,
-//! and streams that each reserve one chunk at a time are served in arrival order, round-robin:
-//! no stream can starve another. Times are `tokio::time` instants so tests can pause the clock.
-//! This module knows nothing of HTTP or of what the bytes are.
+//! link (a body chunk goes when both allow it), and a request bucket for throttling. Byte buckets
+//! are GCRA reservations: a chunk reserves its slot under a short lock, then sleeps until it, so
+//! waiting costs no CPU and streams reserving one chunk at a time are served round-robin (none
+//! starves). Times are `tokio::time` instants so tests can pause the clock. No HTTP here.
 
 use std::sync::Mutex;
 use std::time::Duration;

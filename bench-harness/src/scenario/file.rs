@@ -9,18 +9,17 @@ use stampede_oci::Platform;
 use std::path::PathBuf;
 
 use super::{
-    Arrival, ImageSource, KubeTarget, LayoutSource, Network, Placement, Problem, Problems,
-    Readiness, RegistrySource, Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
+    Arrival, ImageSource, KubeTarget, LayoutSource, Network, Placement, Problems, Readiness,
+    RegistrySource, Runtime, Scenario, Slo, Target, TargetKind, Variant, Wave,
 };
 use crate::image::remote::RegistryAccess;
-use crate::image::{LayerSpec, SyntheticImage};
+use crate::image::SyntheticImage;
 use crate::registry::RegistryModel;
-use crate::scenario::units::{ByteSize, Span};
+use crate::scenario::units::Span;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ScenarioFile {
-    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     description: String,
@@ -30,7 +29,6 @@ pub(super) struct ScenarioFile {
     repetitions: u32,
     #[serde(default)]
     seed: u64,
-    #[serde(default)]
     platform: Option<String>,
     #[serde(default)]
     arrival: ArrivalFile,
@@ -46,8 +44,7 @@ pub(super) struct ScenarioFile {
     readiness: Readiness,
     #[serde(default)]
     slo: Slo,
-    #[serde(default)]
-    model_profile: Option<std::path::PathBuf>,
+    model_profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -55,9 +52,7 @@ pub(super) struct ScenarioFile {
 struct ArrivalFile {
     #[serde(default)]
     mode: ArrivalMode,
-    #[serde(default)]
     over: Option<Span>,
-    #[serde(default)]
     waves: Option<Vec<Wave>>,
 }
 
@@ -74,11 +69,8 @@ enum ArrivalMode {
 #[serde(deny_unknown_fields)]
 struct VariantFile {
     name: String,
-    #[serde(default)]
     synthetic: Option<SyntheticImage>,
-    #[serde(default)]
     registry: Option<RegistryFile>,
-    #[serde(default)]
     layout: Option<LayoutFile>,
     #[serde(default)]
     sidecars: Vec<String>,
@@ -94,16 +86,11 @@ struct RegistryFile {
     mirror: bool,
     #[serde(default)]
     insecure: bool,
-    #[serde(default)]
     ca_file: Option<PathBuf>,
-    #[serde(default)]
     docker_config: Option<PathBuf>,
-    #[serde(default)]
     username: Option<String>,
-    #[serde(default)]
     password_env: Option<String>,
     /// Refused with a pointer to `password_env`: secrets never live in scenario files.
-    #[serde(default)]
     password: Option<serde::de::IgnoredAny>,
 }
 
@@ -111,7 +98,6 @@ struct RegistryFile {
 #[serde(deny_unknown_fields)]
 struct LayoutFile {
     path: PathBuf,
-    #[serde(default)]
     tag: Option<String>,
 }
 
@@ -119,25 +105,15 @@ struct LayoutFile {
 #[serde(deny_unknown_fields)]
 struct TargetFile {
     kind: KindFile,
-    #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     url: Option<String>,
-    #[serde(default)]
     placement: Option<Placement>,
-    #[serde(default)]
     nodes: Option<u32>,
-    #[serde(default)]
     kill_owner_after: Option<Span>,
-    #[serde(default)]
     kubeconfig: Option<PathBuf>,
-    #[serde(default)]
     namespace: Option<String>,
-    #[serde(default)]
     pin_nodes: Option<Vec<String>>,
-    #[serde(default)]
     command: Option<Vec<String>>,
-    #[serde(default)]
     timeout: Option<Span>,
 }
 
@@ -189,17 +165,17 @@ impl ScenarioFile {
     /// problem leaves a gap, a valid placeholder stands in so the value checks still run without
     /// reporting the same mistake twice.
     pub(super) fn into_scenario(self, default_name: &str) -> Result<Scenario, Problems> {
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         let name = self.name.unwrap_or_else(|| default_name.to_owned());
         let platform = match self.platform {
             None => Platform::host(),
             Some(p) => Platform::parse(&p).unwrap_or_else(|| {
-                problems.push(Problem::new(
+                problems.add(
                     "platform",
                     format!(
                         "{p:?} is not a platform; write os/arch[/variant], e.g. \"linux/amd64\""
                     ),
-                ));
+                );
                 Platform::host()
             }),
         };
@@ -234,46 +210,46 @@ impl ScenarioFile {
             slo: self.slo,
             model_profile: self.model_profile,
         };
-        problems.extend(scenario.validate());
-        if problems.is_empty() {
+        problems.0.extend(scenario.validate());
+        if problems.0.is_empty() {
             Ok(scenario)
         } else {
-            Err(Problems(problems))
+            Err(problems)
         }
     }
 }
 
 impl ArrivalFile {
-    fn into_arrival(self, problems: &mut Vec<Problem>) -> Arrival {
+    fn into_arrival(self, problems: &mut Problems) -> Arrival {
         let mode = self.mode.name();
         if self.mode != ArrivalMode::Ramp && self.over.is_some() {
-            problems.push(Problem::new(
+            problems.add(
                 "arrival.over",
                 format!("only for mode = \"ramp\", not \"{mode}\""),
-            ));
+            );
         }
         if self.mode != ArrivalMode::Waves && self.waves.is_some() {
-            problems.push(Problem::new(
+            problems.add(
                 "arrival.waves",
                 format!("only for mode = \"waves\", not \"{mode}\""),
-            ));
+            );
         }
         match self.mode {
             ArrivalMode::Burst => Arrival::Burst,
             ArrivalMode::Ramp => match self.over {
                 Some(over) => Arrival::Ramp { over: over.0 },
                 None => {
-                    problems.push(Problem::new("arrival.over", "required for mode = \"ramp\""));
+                    problems.add("arrival.over", "required for mode = \"ramp\"");
                     Arrival::Burst
                 }
             },
             ArrivalMode::Waves => match self.waves {
                 Some(waves) => Arrival::Waves { waves },
                 None => {
-                    problems.push(Problem::new(
+                    problems.add(
                         "arrival.waves",
                         "required for mode = \"waves\" (one [[arrival.waves]] table per wave)",
-                    ));
+                    );
                     Arrival::Burst
                 }
             },
@@ -282,7 +258,7 @@ impl ArrivalFile {
 }
 
 impl VariantFile {
-    fn into_variant(self, index: usize, problems: &mut Vec<Problem>) -> Variant {
+    fn into_variant(self, index: usize, problems: &mut Problems) -> Variant {
         let given: Vec<&str> = [
             ("synthetic", self.synthetic.is_some()),
             ("registry", self.registry.is_some()),
@@ -292,23 +268,23 @@ impl VariantFile {
         .filter_map(|(name, set)| set.then_some(name))
         .collect();
         if given.len() > 1 {
-            problems.push(Problem::new(
+            problems.add(
                 format!("variants[{index}]"),
                 format!(
                     "has {} image sources ({}); give exactly one",
                     given.len(),
                     given.join(", ")
                 ),
-            ));
+            );
         }
         let source = if let Some(spec) = self.synthetic {
             ImageSource::Synthetic(spec)
         } else if let Some(r) = self.registry {
             if r.password.is_some() {
-                problems.push(Problem::new(
+                problems.add(
                     format!("variants[{index}].registry.password"),
                     "never write a password in a scenario file: put it in an environment variable and name that variable with password_env",
-                ));
+                );
             }
             ImageSource::Registry(RegistrySource {
                 image: r.image,
@@ -327,11 +303,15 @@ impl VariantFile {
                 tag: l.tag,
             })
         } else {
-            problems.push(Problem::new(
+            problems.add(
                 format!("variants[{index}]"),
                 "needs an image source: a [variants.synthetic], [variants.registry] or [variants.layout] table",
-            ));
-            ImageSource::Synthetic(placeholder_image())
+            );
+            // A placeholder the value checks pass, so the mistake is reported once.
+            ImageSource::Layout(LayoutSource {
+                path: PathBuf::from("."),
+                tag: None,
+            })
         };
         Variant {
             name: self.name,
@@ -341,29 +321,14 @@ impl VariantFile {
     }
 }
 
-fn placeholder_image() -> SyntheticImage {
-    SyntheticImage {
-        layers: vec![LayerSpec {
-            size: ByteSize(1),
-            files: 1,
-            file_sizes: Default::default(),
-            compressibility: 0.5,
-        }],
-        compression: stampede_oci::Compression::Gzip,
-        level: None,
-        platforms: vec!["linux/amd64".to_owned()],
-        format: Default::default(),
-    }
-}
-
 impl TargetFile {
-    fn into_target(mut self, index: usize, problems: &mut Vec<Problem>) -> Target {
+    fn into_target(mut self, index: usize, problems: &mut Problems) -> Target {
         self.refuse_foreign(index, problems);
         if self.kind == KindFile::Nginx && self.placement == Some(Placement::Cluster) {
-            problems.push(Problem::new(
+            problems.add(
                 format!("targets[{index}].placement"),
                 "nginx runs \"shared\" (one for all nodes) or \"per-node\"; \"cluster\" is cache-daemon's mode",
-            ));
+            );
         }
         let kind = match self.kind {
             KindFile::Direct => TargetKind::Direct,
@@ -373,10 +338,10 @@ impl TargetFile {
             KindFile::Mirror => match self.url {
                 Some(url) => TargetKind::Mirror { url },
                 None => {
-                    problems.push(Problem::new(
+                    problems.add(
                         format!("targets[{index}].url"),
                         "required for kind = \"mirror\"",
-                    ));
+                    );
                     TargetKind::Direct
                 }
             },
@@ -390,19 +355,22 @@ impl TargetFile {
             KindFile::Kubernetes => self.kube(index, problems),
         };
         if self.nodes == Some(0) {
-            problems.push(Problem::new(
+            problems.add(
                 format!("targets[{index}].nodes"),
                 "must be at least 1 (leave it out for every node)",
-            ));
+            );
         }
-        let cluster = TargetKind::CacheDaemon {
-            placement: Placement::Cluster,
-        };
-        if self.kill_owner_after.is_some() && kind != cluster {
-            problems.push(Problem::new(
+        let cluster = matches!(
+            kind,
+            TargetKind::CacheDaemon {
+                placement: Placement::Cluster
+            }
+        );
+        if self.kill_owner_after.is_some() && !cluster {
+            problems.add(
                 format!("targets[{index}].kill_owner_after"),
                 "only a cache-daemon target with placement = \"cluster\" has stripe owners to kill",
-            ));
+            );
         }
         Target {
             name: self.name.unwrap_or_else(|| self.kind.name().to_owned()),
@@ -413,44 +381,33 @@ impl TargetFile {
     }
 
     /// A problem for each field set that does not go with the target's kind.
-    fn refuse_foreign(&self, index: usize, problems: &mut Vec<Problem>) {
-        let kind = self.kind.name();
-        let mut refuse = |field: &str| {
-            problems.push(Problem::new(
+    fn refuse_foreign(&self, index: usize, problems: &mut Problems) {
+        let kube = self.kind == KindFile::Kubernetes;
+        let cache = matches!(self.kind, KindFile::CacheDaemon | KindFile::Nginx);
+        let foreign = [
+            ("url", self.url.is_some() && self.kind != KindFile::Mirror),
+            ("placement", self.placement.is_some() && !cache),
+            ("kubeconfig", self.kubeconfig.is_some() && !kube),
+            ("namespace", self.namespace.is_some() && !kube),
+            ("pin_nodes", self.pin_nodes.is_some() && !kube),
+            ("command", self.command.is_some() && !kube),
+            ("timeout", self.timeout.is_some() && !kube),
+        ];
+        for (field, _) in foreign.into_iter().filter(|(_, refused)| *refused) {
+            problems.add(
                 format!("targets[{index}].{field}"),
-                format!("not a setting of kind = \"{kind}\""),
-            ));
-        };
-        if self.kind != KindFile::Mirror && self.url.is_some() {
-            refuse("url");
-        }
-        if !matches!(self.kind, KindFile::CacheDaemon | KindFile::Nginx) && self.placement.is_some()
-        {
-            refuse("placement");
-        }
-        if self.kind != KindFile::Kubernetes {
-            let kube_fields = [
-                ("kubeconfig", self.kubeconfig.is_some()),
-                ("namespace", self.namespace.is_some()),
-                ("pin_nodes", self.pin_nodes.is_some()),
-                ("command", self.command.is_some()),
-                ("timeout", self.timeout.is_some()),
-            ];
-            for (field, set) in kube_fields {
-                if set {
-                    refuse(field);
-                }
-            }
+                format!("not a setting of kind = \"{}\"", self.kind.name()),
+            );
         }
     }
 
     /// `kind = "kubernetes"`'s settings; `kubeconfig` is required.
-    fn kube(&mut self, index: usize, problems: &mut Vec<Problem>) -> TargetKind {
+    fn kube(&mut self, index: usize, problems: &mut Problems) -> TargetKind {
         let kubeconfig = self.kubeconfig.take().unwrap_or_else(|| {
-            problems.push(Problem::new(
+            problems.add(
                 format!("targets[{index}].kubeconfig"),
                 "required for kind = \"kubernetes\": the kubeconfig file whose current context reaches the cluster",
-            ));
+            );
             PathBuf::new()
         });
         TargetKind::Kubernetes(KubeTarget {

@@ -1,18 +1,11 @@
 //! The scenario file: what a burst looks like (nodes, pods, arrival), which images are pulled
 //! ([`Variant`]), through what ([`Target`]), from a registry behaving how ([`RegistryModel`]), on
-//! nodes modelled how ([`Runtime`], [`Readiness`]), and what counts as success ([`Slo`]).
-//!
-//! This module owns parsing (with line numbers for the file's own mistakes), `--set` overrides
-//! ([`Override`]), validation (every problem at once, each with its field path) and the pod
-//! schedule derived from the arrival mode ([`Scenario::schedule`]). It does not generate images,
-//! start registries or run anything; the runner takes a validated [`Scenario`] and does that.
-//!
-//! Parsing goes in three steps: the TOML text into the file's shape (`file.rs`: flat tables,
-//! every table `deny_unknown_fields`, errors carry `line N`), then each override applied to the
-//! document as a `toml::Table` and the shape deserialized again (an error names the override),
-//! then the shape converted into the typed [`Scenario`] (`file.rs`) and checked (`validate.rs`).
-//! `Scenario` serializes back to the file's shape, so `result.json` carries a scenario that
-//! parses again. Quantities (byte sizes, bandwidths, durations) are written as [`units`] say.
+//! nodes modelled how ([`Runtime`], [`Readiness`]), and what counts as success ([`Slo`]). This
+//! module owns parsing (`file.rs`: the file's shape, mistakes with their line), `--set` overrides
+//! ([`Override`]), validation (`validate.rs`: every problem at once, each with its field path) and
+//! the pod schedule ([`Scenario::schedule`]); it runs nothing. `Scenario` serializes back to the
+//! file's shape, so `result.json` carries a scenario that parses again. Quantities (byte sizes,
+//! bandwidths, durations) are written as [`units`] say.
 
 mod file;
 mod kube;
@@ -39,11 +32,8 @@ pub use validate::{Problem, Problems};
 /// task and a few hundred bytes of bookkeeping; beyond this a run would not fit the machine.
 pub const MAX_PODS: u64 = 1_000_000;
 
-/// A parsed, validated scenario: the runner's whole input besides the CLI.
-///
-/// Serializes to the same shape the file has (durations as `"250ms"`, sizes as `"32MiB"`), so the
-/// effective scenario (file plus overrides) recorded in `result.json` parses back with
-/// [`Scenario::parse`] or `serde_json`.
+/// A parsed, validated scenario: the runner's whole input besides the CLI. Serializes to the
+/// file's shape, so the effective scenario in `result.json` parses back.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Scenario {
     /// Scenario name; the file stem unless set. `[A-Za-z0-9._-]+`: it names the run directory.
@@ -52,16 +42,14 @@ pub struct Scenario {
     pub description: String,
     /// Nodes present at the burst epoch. At least 1.
     pub nodes: u32,
-    /// Pods each node starts, for `burst` and `ramp` arrival. At least 1. `waves` ignores it:
-    /// each wave says its own.
+    /// Pods each node starts, for `burst` and `ramp` arrival; at least 1 (waves say their own).
     pub pods_per_node: u32,
-    /// Bursts run per (variant, target); their samples merge, and per-repetition values are kept
-    /// for confidence intervals. At least 1.
+    /// Bursts per (variant, target), at least 1; each one's values are kept for intervals.
     pub repetitions: u32,
     /// Seeds image generation and anything else random, so a scenario is reproducible.
     pub seed: u64,
     /// Node platform, picked from image indexes. Defaults to the host's.
-    #[serde(serialize_with = "platform_serde::serialize")]
+    #[serde(serialize_with = "platform_str")]
     pub platform: Platform,
     /// When pods are scheduled relative to the burst epoch.
     pub arrival: Arrival,
@@ -80,9 +68,8 @@ pub struct Scenario {
     pub readiness: Readiness,
     /// Service-level objectives checked after the run; unset ones are not checked.
     pub slo: Slo,
-    /// The machine profile `bench-harness model` uses for this scenario unless `--profile` says
-    /// otherwise; [`Scenario::load`] makes a relative path relative to the scenario file. `run`
-    /// ignores it.
+    /// The machine profile `bench-harness model` uses unless `--profile` says otherwise (`run`
+    /// ignores it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_profile: Option<PathBuf>,
 }
@@ -126,7 +113,6 @@ pub struct Wave {
 pub struct Variant {
     /// `[a-z0-9][a-z0-9._-]*`, unique; becomes the repository name.
     pub name: String,
-    /// Where the image comes from.
     #[serde(flatten)]
     pub source: ImageSource,
     /// Other variants whose images every pod of this variant also needs (sidecars, init
@@ -136,8 +122,8 @@ pub struct Variant {
     pub sidecars: Vec<String>,
 }
 
-/// Where a variant's image comes from. Exactly one per variant; written as the key of its table
-/// (`[variants.synthetic]`, `[variants.registry]`, `[variants.layout]`).
+/// Where a variant's image comes from, written as the key of its table (`[variants.synthetic]`,
+/// `[variants.registry]`, `[variants.layout]`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -150,9 +136,8 @@ pub enum ImageSource {
     Layout(LayoutSource),
 }
 
-/// `[variants.registry]`: an image in a real registry, pulled over HTTPS (or HTTP when
-/// `insecure`), anonymously or with credentials, with the Bearer token flow when the registry
-/// asks for it.
+/// `[variants.registry]`: an image in a real registry, pulled over HTTPS (or HTTP when `insecure`),
+/// anonymously or with credentials, with the Bearer token flow when the registry asks for it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RegistrySource {
     /// `registry/repo:tag` or `registry/repo@sha256:<hex>`, with Docker's normalisation
@@ -163,7 +148,6 @@ pub struct RegistrySource {
     /// accounting works. `false`: nodes (or the target in front of them) pull straight from the
     /// real registry; registry-side accounting is then unavailable.
     pub mirror: bool,
-    /// How to reach the registry and who we are there.
     #[serde(flatten)]
     pub access: RegistryAccess,
 }
@@ -181,8 +165,7 @@ impl RegistrySource {
 /// `[variants.layout]`: an OCI image layout directory, served in place.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LayoutSource {
-    /// The layout directory (holding `oci-layout` and `index.json`). [`Scenario::load`] makes a
-    /// relative path relative to the scenario file's directory.
+    /// The layout directory (holding `oci-layout` and `index.json`).
     pub path: PathBuf,
     /// The `index.json` entry to use, by its `org.opencontainers.image.ref.name`; unset, the
     /// layout must hold exactly one image.
@@ -195,22 +178,17 @@ pub struct LayoutSource {
 pub struct Target {
     /// Unique, `[a-z0-9][a-z0-9._-]*`; defaults to the kind (`"cache-daemon"`).
     pub name: String,
-    /// What the target is, with its kind-specific settings.
     #[serde(flatten)]
     pub kind: TargetKind,
     /// Only the first this many nodes pull in this target's bursts (`None`: every node); `1`
     /// measures a single node's cold pull beside the whole burst, over the same links.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<u32>,
     /// A cluster target only: this long after the burst epoch, the node owning the first
     /// stripe of the variant's largest layer is killed with SIGKILL (its cache process and
     /// with it everything it was serving); its own pods are not scheduled, so every pod
     /// counted is another node's (`nodes/fault.rs`).
-    #[serde(
-        default,
-        with = "opt_span_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "opt_span_serde", skip_serializing_if = "Option::is_none")]
     pub kill_owner_after: Option<Duration>,
 }
 
@@ -388,26 +366,18 @@ pub struct Readiness {
 
 /// Service-level objectives; unset ones are not checked.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Slo {
     /// Limit on the 95th percentile of `end_to_end` (scheduled to ready) per (variant, target),
     /// failed pods counting as never ready. Positive.
-    #[serde(
-        default,
-        with = "opt_span_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "opt_span_serde", skip_serializing_if = "Option::is_none")]
     pub p95_ready: Option<Duration>,
     /// Limit on the 99th percentile of `pull` per (variant, target), failed pods counting as
     /// never pulled. Positive.
-    #[serde(
-        default,
-        with = "opt_span_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "opt_span_serde", skip_serializing_if = "Option::is_none")]
     pub p99_pull: Option<Duration>,
     /// Limit on bytes the registry sends in one repetition of one (variant, target).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_registry_egress: Option<ByteSize>,
 }
 
@@ -431,24 +401,17 @@ pub enum ScenarioError {
     /// The file could not be read.
     #[error("read scenario {path}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The file is not valid TOML or does not have the scenario's shape (unknown field, wrong
-    /// type). `line` and `column` are 1-based. The message names the file; the source gives
-    /// the line, the column and a snippet.
-    #[error("parse scenario {origin}{}", at_line(source.span().is_none(), *line, *column))]
+    /// type). The message names the file; the source gives the line, the column and a snippet.
+    #[error("parse scenario {origin}")]
     Parse {
         /// The file name given to [`Scenario::parse`].
         origin: String,
-        /// 1-based line of the mistake, when the parser located it.
-        line: Option<usize>,
-        /// 1-based column of the mistake, when the parser located it.
-        column: Option<usize>,
-        /// The parser's error, with a snippet of the line.
+        /// The parser's error, with the line, the column and a snippet.
         #[source]
         source: Box<toml::de::Error>,
     },
@@ -471,23 +434,9 @@ pub enum ScenarioError {
     },
 }
 
-/// ` at line N, column M`, unless the parser's own message (which has a span) says it already.
-fn at_line(unsaid: bool, line: Option<usize>, column: Option<usize>) -> String {
-    if !unsaid {
-        return String::new();
-    }
-    match (line, column) {
-        (Some(line), Some(column)) => format!(" at line {line}, column {column}"),
-        (Some(line), None) => format!(" at line {line}"),
-        _ => String::new(),
-    }
-}
-
 impl Scenario {
-    /// Reads and parses a scenario file; its file name is the origin in messages and its stem the
-    /// default name. Relative paths in image sources (`layout.path`, `registry.ca_file`,
-    /// `registry.docker_config`) are made relative to the file's directory; `~/` is left for
-    /// when the path is used.
+    /// Reads and parses a scenario file (its name is the origin in messages, its stem the default
+    /// name) and anchors its relative paths in the file's directory ([`Scenario::anchor_paths`]).
     ///
     /// # Errors
     /// [`ScenarioError::Read`] if the file cannot be read, otherwise as [`Scenario::parse`].
@@ -531,26 +480,12 @@ impl Scenario {
     /// `origin` names the text in messages (a file name); its file stem is the default `name`.
     ///
     /// # Errors
-    /// - [`ScenarioError::Parse`] for invalid TOML, unknown fields or wrong types in the text,
-    ///   with the line and column.
-    /// - [`ScenarioError::Override`] for an override that does not fit the document or names an
-    ///   unknown field or gives a wrong type.
-    /// - [`ScenarioError::Invalid`] listing every problem found by validation.
+    /// [`ScenarioError::Parse`] (with the line), [`ScenarioError::Override`] or
+    /// [`ScenarioError::Invalid`] (every problem validation found).
     pub fn parse(text: &str, origin: &str, overrides: &[Override]) -> Result<Self, ScenarioError> {
-        let parse_error = |source: toml::de::Error| {
-            let (line, column) = match source.span() {
-                Some(span) => {
-                    let (line, column) = line_column(text, span.start);
-                    (Some(line), Some(column))
-                }
-                None => (None, None),
-            };
-            ScenarioError::Parse {
-                origin: origin.to_owned(),
-                line,
-                column,
-                source: Box::new(source),
-            }
+        let parse_error = |source| ScenarioError::Parse {
+            origin: origin.to_owned(),
+            source: Box::new(source),
         };
         let mut shape: file::ScenarioFile = toml::from_str(text).map_err(parse_error)?;
         if !overrides.is_empty() {
@@ -702,11 +637,9 @@ impl Scenario {
         validate::problems(self)
     }
 
-    /// Things that are allowed but probably not meant, or that limit what a run can report, for
-    /// the report's warnings: a scenario platform missing from a synthetic image (every pull then
-    /// fails as `platform_missing`, which is what such a scenario measures), a compression level
-    /// given for uncompressed layers, a registry variant pulled without mirroring (no
-    /// registry-side accounting for it).
+    /// Things that are allowed but probably not meant, or that limit what a run can report (a
+    /// platform missing from a synthetic image, a variant without registry-side accounting), for
+    /// the report's warnings.
     pub fn warnings(&self) -> Vec<String> {
         validate::warnings(self)
     }
@@ -790,8 +723,7 @@ impl fmt::Display for Arrival {
     }
 }
 
-/// Consecutive nodes that get the same number of pods at once: the scenario's nodes, or a
-/// wave's.
+/// Consecutive nodes that get the same number of pods at once: the scenario's nodes, or a wave's.
 struct NodeGroup {
     first_node: u32,
     nodes: u32,
@@ -817,14 +749,6 @@ impl NodeGroup {
 
 fn saturate(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// 1-based line and column (in characters) of byte offset `at` in `text`.
-fn line_column(text: &str, at: usize) -> (usize, usize) {
-    let before = &text[..at.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 /// `Duration` as a [`crate::scenario::units::Span`] string (`"250ms"`).
@@ -865,12 +789,8 @@ pub(crate) mod opt_span_serde {
 }
 
 /// `Platform` as its `os/arch[/variant]` string.
-mod platform_serde {
-    use stampede_oci::Platform;
-
-    pub(super) fn serialize<S: serde::Serializer>(p: &Platform, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(p)
-    }
+fn platform_str<S: serde::Serializer>(p: &Platform, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(p)
 }
 
 impl<'de> serde::Deserialize<'de> for Scenario {

@@ -1,10 +1,8 @@
-//! `--set key.path=value` overrides: parsing one from the command line and applying it to the
-//! scenario document. The value is a TOML literal (`8`, `true`, `"x"`, `[1, 2]`), or a plain
-//! string when it is not one (`100Mbit`, `ramp`). Paths are dotted keys with optional array
-//! indices, the same paths validation reports: `registry.egress`, `targets[1].url`.
-//!
-//! This file does not know the scenario's fields; the shape's own `deny_unknown_fields` refuses a
-//! key it does not have, and the error then names the override.
+//! `--set key.path=value` overrides: parsing one and applying it to the scenario document. The
+//! value is a TOML literal (`8`, `true`, `"x"`, `[1, 2]`), else a plain string (`100Mbit`). Paths
+//! are dotted keys with optional array indices, as validation reports them (`targets[1].url`).
+//! The scenario's fields are not known here: the shape's `deny_unknown_fields` refuses a key it
+//! does not have, and the error then names the override.
 
 use std::fmt;
 
@@ -31,14 +29,10 @@ pub enum OverrideError {
     #[error(
         "--set {raw:?}: expected key.path=value, e.g. nodes=8 or targets[1].url=http://m:5000"
     )]
-    Syntax {
-        /// The override as given.
-        raw: String,
-    },
+    Syntax { raw: String },
     /// A path segment other than the last names something that is not a table.
     #[error("--set {raw}: {path} is not a table")]
     NotATable {
-        /// The override as given.
         raw: String,
         /// The path up to the offending segment.
         path: String,
@@ -46,7 +40,6 @@ pub enum OverrideError {
     /// An index past the end of an array, or an index on something that is not an array.
     #[error("--set {raw}: {path} has no entry {index} ({len} entries)")]
     NoSuchEntry {
-        /// The override as given.
         raw: String,
         /// The path of the array.
         path: String,
@@ -59,7 +52,6 @@ pub enum OverrideError {
     /// key, a wrong type).
     #[error("--set {raw}")]
     Rejected {
-        /// The override as given.
         raw: String,
         /// What the scenario's shape refused.
         #[source]
@@ -163,19 +155,6 @@ impl Override {
             }
             _ => Err(missing(0)),
         }
-    }
-}
-
-impl fmt::Display for Override {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
-    }
-}
-
-impl std::str::FromStr for Override {
-    type Err = OverrideError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
     }
 }
 

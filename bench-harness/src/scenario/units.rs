@@ -114,22 +114,6 @@ impl fmt::Display for Span {
     }
 }
 
-macro_rules! debug_as_display {
-    ($($t:ty),*) => {$(
-        impl fmt::Debug for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{self}")
-            }
-        }
-        impl serde::Serialize for $t {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-    )*};
-}
-debug_as_display!(Bandwidth, Span);
-
 struct QuantityVisitor<T>(std::marker::PhantomData<T>, &'static str);
 
 impl<T: FromStr<Err = UnitError>> serde::de::Visitor<'_> for QuantityVisitor<T> {
@@ -151,22 +135,30 @@ impl<T: FromStr<Err = UnitError>> serde::de::Visitor<'_> for QuantityVisitor<T> 
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Bandwidth {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(QuantityVisitor(
-            std::marker::PhantomData,
-            "a bandwidth such as \"200Mbit\"",
-        ))
-    }
+/// `Debug` as `Display`, and serde as the string form (`expecting` names it in errors).
+macro_rules! quantity_traits {
+    ($($t:ty: $expecting:literal),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{self}")
+            }
+        }
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(QuantityVisitor(std::marker::PhantomData, $expecting))
+            }
+        }
+    )*};
 }
-impl<'de> serde::Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(QuantityVisitor(
-            std::marker::PhantomData,
-            "a duration such as \"30s\"",
-        ))
-    }
-}
+quantity_traits!(
+    Bandwidth: "a bandwidth such as \"200Mbit\"",
+    Span: "a duration such as \"30s\""
+);
 
 #[cfg(test)]
 mod tests {

@@ -11,11 +11,11 @@ use std::time::Duration;
 use stampede_oci::reference::is_tag;
 use stampede_oci::{Compression, ImageRef, Platform};
 
+use super::units::Span;
 use super::{
     Arrival, ImageSource, Placement, PullerKind, RegistrySource, Scenario, TargetKind, Variant,
     MAX_CTR_NODES, MAX_PODS,
 };
-use crate::image::SyntheticImage;
 
 /// One thing wrong with a scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,15 +27,15 @@ pub struct Problem {
 }
 
 /// Every problem found in a scenario; displays one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Problems(pub Vec<Problem>);
 
-impl Problem {
-    pub(super) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
+impl Problems {
+    pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
             path: path.into(),
             message: message.into(),
-        }
+        });
     }
 }
 
@@ -57,39 +57,28 @@ impl fmt::Display for Problems {
     }
 }
 
-/// Gzip levels flate2 accepts; 0 stores without compressing.
-const GZIP_LEVELS: std::ops::RangeInclusive<i32> = 0..=9;
-/// Zstandard levels the `zstd` crate accepts (20-22 are the "ultra" levels).
-const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
-
 /// Every problem of `s`, in the order of the file's sections.
 pub(super) fn problems(s: &Scenario) -> Vec<Problem> {
-    let mut out = Vec::new();
-    let mut problem = |path: String, message: String| out.push(Problem { path, message });
-    name_and_counts(s, &mut problem);
-    arrival(s, &mut problem);
-    variants(s, &mut problem);
+    let mut found = Problems::default();
+    name_and_counts(s, &mut found);
+    arrival(s, &mut found);
+    variants(s, &mut found);
     for (i, v) in s.variants.iter().enumerate() {
-        sidecars(s, i, v, &mut problem);
+        sidecars(s, i, v, &mut found);
     }
-
-    targets(s, &mut problem);
-    super::kube::problems(s, &mut problem);
-    runtime(s, &mut problem);
-    limits(s, &mut problem);
-    out
+    targets(s, &mut found);
+    super::kube::problems(s, &mut |path, message| found.add(path, message));
+    runtime(s, &mut found);
+    limits(s, &mut found);
+    found.0
 }
 
 /// The run's name, and the counts that must be at least 1.
-fn name_and_counts(s: &Scenario, problem: &mut impl FnMut(String, String)) {
-    if s.name.is_empty()
-        || !s
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        problem(
-            "name".into(),
+fn name_and_counts(s: &Scenario, found: &mut Problems) {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if s.name.is_empty() || !s.name.chars().all(name_char) {
+        found.add(
+            "name",
             format!(
                 "{:?}: write letters, digits, '.', '_' or '-' (it names the run directory)",
                 s.name
@@ -106,42 +95,42 @@ fn name_and_counts(s: &Scenario, problem: &mut impl FnMut(String, String)) {
         ),
     ] {
         if value == 0 {
-            problem(field.into(), "must be at least 1".into());
+            found.add(field, "must be at least 1");
         }
     }
 }
 
 /// `arrival`, and the pods it adds up to.
-fn arrival(s: &Scenario, problem: &mut impl FnMut(String, String)) {
+fn arrival(s: &Scenario, found: &mut Problems) {
     match &s.arrival {
         Arrival::Burst => {}
         Arrival::Ramp { over } => {
             if over.is_zero() {
-                problem(
-                    "arrival.over".into(),
-                    "must be positive (for pods all at once, use mode = \"burst\")".into(),
+                found.add(
+                    "arrival.over",
+                    "must be positive (for pods all at once, use mode = \"burst\")",
                 );
             }
         }
         Arrival::Waves { waves } => {
             if waves.is_empty() {
-                problem("arrival.waves".into(), "needs at least one wave".into());
+                found.add("arrival.waves", "needs at least one wave");
             }
             let mut previous = Duration::ZERO;
             for (i, w) in waves.iter().enumerate() {
                 if w.pods_per_node == 0 {
-                    problem(
+                    found.add(
                         format!("arrival.waves[{i}].pods_per_node"),
-                        "must be at least 1".into(),
+                        "must be at least 1",
                     );
                 }
                 if w.at < previous {
-                    problem(
+                    found.add(
                         format!("arrival.waves[{i}].at"),
                         format!(
                             "{} is before the previous wave's {}; waves must be in order",
-                            crate::scenario::units::Span(w.at),
-                            crate::scenario::units::Span(previous)
+                            Span(w.at),
+                            Span(previous)
                         ),
                     );
                 }
@@ -151,25 +140,22 @@ fn arrival(s: &Scenario, problem: &mut impl FnMut(String, String)) {
     }
     let total_pods = s.total_pods_u64();
     if total_pods > MAX_PODS {
-        problem(
-            "nodes".into(),
+        found.add(
+            "nodes",
             format!("{total_pods} pods in total is more than the {MAX_PODS} a run can simulate"),
         );
     }
 }
 
 /// `[[variants]]`: names, and each image source.
-fn variants(s: &Scenario, problem: &mut impl FnMut(String, String)) {
+fn variants(s: &Scenario, found: &mut Problems) {
     if s.variants.is_empty() {
-        problem(
-            "variants".into(),
-            "needs at least one [[variants]] table".into(),
-        );
+        found.add("variants", "needs at least one [[variants]] table");
     }
     let mut seen = BTreeSet::new();
     for (i, v) in s.variants.iter().enumerate() {
         if !is_repo_component(&v.name) {
-            problem(
+            found.add(
                 format!("variants[{i}].name"),
                 format!(
                     "{:?}: write [a-z0-9][a-z0-9._-]* (it becomes a repository name)",
@@ -178,25 +164,27 @@ fn variants(s: &Scenario, problem: &mut impl FnMut(String, String)) {
             );
         }
         if !seen.insert(v.name.as_str()) {
-            problem(
+            found.add(
                 format!("variants[{i}].name"),
                 format!("{:?} is used by an earlier variant", v.name),
             );
         }
         match &v.source {
             ImageSource::Synthetic(spec) => {
-                synthetic(spec, &format!("variants[{i}].synthetic"), problem)
+                for p in spec.problems().0 {
+                    found.add(format!("variants[{i}].synthetic.{}", p.path), p.message);
+                }
             }
-            ImageSource::Registry(r) => registry(r, &format!("variants[{i}].registry"), problem),
+            ImageSource::Registry(r) => registry(r, &format!("variants[{i}].registry"), found),
             ImageSource::Layout(l) => {
                 if l.path.as_os_str().is_empty() {
-                    problem(
+                    found.add(
                         format!("variants[{i}].layout.path"),
-                        "must name the layout directory".into(),
+                        "must name the layout directory",
                     );
                 }
                 if let Some(tag) = l.tag.as_deref().filter(|t| !is_tag(t)) {
-                    problem(
+                    found.add(
                         format!("variants[{i}].layout.tag"),
                         format!("{tag:?} is not a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})"),
                     );
@@ -207,23 +195,20 @@ fn variants(s: &Scenario, problem: &mut impl FnMut(String, String)) {
 }
 
 /// `[[targets]]`: names, mirror URLs, peers in front of variants pulled straight.
-fn targets(s: &Scenario, problem: &mut impl FnMut(String, String)) {
+fn targets(s: &Scenario, found: &mut Problems) {
     if s.targets.is_empty() {
-        problem(
-            "targets".into(),
-            "needs at least one [[targets]] table".into(),
-        );
+        found.add("targets", "needs at least one [[targets]] table");
     }
     let mut seen = BTreeSet::new();
     for (i, t) in s.targets.iter().enumerate() {
         if !is_repo_component(&t.name) {
-            problem(
+            found.add(
                 format!("targets[{i}].name"),
                 format!("{:?}: write [a-z0-9][a-z0-9._-]*", t.name),
             );
         }
         if !seen.insert(t.name.as_str()) {
-            problem(
+            found.add(
                 format!("targets[{i}].name"),
                 format!(
                     "{:?} is used by an earlier target; give each target of the same kind a name",
@@ -233,7 +218,7 @@ fn targets(s: &Scenario, problem: &mut impl FnMut(String, String)) {
         }
         if let TargetKind::Mirror { url } = &t.kind {
             if let Err(why) = check_url(url) {
-                problem(format!("targets[{i}].url"), format!("{url:?}: {why}"));
+                found.add(format!("targets[{i}].url"), format!("{url:?}: {why}"));
             }
         }
         if matches!(
@@ -241,7 +226,7 @@ fn targets(s: &Scenario, problem: &mut impl FnMut(String, String)) {
             TargetKind::DistributionProxy | TargetKind::Nginx { .. }
         ) {
             for v in s.variants.iter().filter(|v| pulled_straight(v)) {
-                problem(
+                found.add(
                     format!("targets[{i}].kind"),
                     format!(
                         "{} is started in front of the embedded registry, but variant {} is pulled straight from a real registry (mirror = false); set mirror = true",
@@ -255,27 +240,24 @@ fn targets(s: &Scenario, problem: &mut impl FnMut(String, String)) {
 }
 
 /// `[runtime] puller` and `[network]`: what each puller and nodes in namespaces can do.
-fn runtime(s: &Scenario, problem: &mut impl FnMut(String, String)) {
-    match s.runtime.puller {
-        PullerKind::Harness => {}
-        PullerKind::Skopeo | PullerKind::Ctr => {
-            for (i, v) in s.variants.iter().enumerate() {
-                if pulled_straight(v) {
-                    problem(
-                        format!("variants[{i}].registry.mirror"),
-                        format!(
-                            "puller = \"{}\" pulls from the embedded registry or a target in front of it, without credentials; set mirror = true",
-                            s.runtime.puller.name()
-                        ),
-                    );
-                }
+fn runtime(s: &Scenario, found: &mut Problems) {
+    if s.runtime.puller != PullerKind::Harness {
+        for (i, v) in s.variants.iter().enumerate() {
+            if pulled_straight(v) {
+                found.add(
+                    format!("variants[{i}].registry.mirror"),
+                    format!(
+                        "puller = \"{}\" pulls from the embedded registry or a target in front of it, without credentials; set mirror = true",
+                        s.runtime.puller.name()
+                    ),
+                );
             }
         }
     }
-    network(s, problem);
+    network(s, found);
     if s.runtime.puller == PullerKind::Ctr && s.total_nodes() > MAX_CTR_NODES {
-        problem(
-            "runtime.puller".into(),
+        found.add(
+            "runtime.puller",
             format!(
                 "\"ctr\" runs one containerd per node; this scenario has {} nodes, at most {MAX_CTR_NODES} are allowed",
                 s.total_nodes()
@@ -285,89 +267,73 @@ fn runtime(s: &Scenario, problem: &mut impl FnMut(String, String)) {
 }
 
 /// `[registry] throttle`, `[readiness]` and `[slo]` values.
-fn limits(s: &Scenario, problem: &mut impl FnMut(String, String)) {
+fn limits(s: &Scenario, found: &mut Problems) {
     if let Some(throttle) = &s.registry.throttle {
         if !(throttle.requests_per_second.is_finite() && throttle.requests_per_second > 0.0) {
-            problem(
-                "registry.throttle.requests_per_second".into(),
+            found.add(
+                "registry.throttle.requests_per_second",
                 format!("{} must be a positive number", throttle.requests_per_second),
             );
         }
     }
-
     let fraction = s.readiness.read_fraction;
     if !(0.0..=1.0).contains(&fraction) {
-        problem(
-            "readiness.read_fraction".into(),
+        found.add(
+            "readiness.read_fraction",
             format!("{fraction} is not in [0, 1]"),
         );
     }
-    if s.readiness.probe_period.is_zero() {
-        problem("readiness.probe_period".into(), "must be positive".into());
-    }
-
     for (field, value) in [
+        ("readiness.probe_period", Some(s.readiness.probe_period)),
         ("slo.p95_ready", s.slo.p95_ready),
         ("slo.p99_pull", s.slo.p99_pull),
     ] {
         if value.is_some_and(|d| d.is_zero()) {
-            problem(field.into(), "must be positive".into());
+            found.add(field, "must be positive");
         }
     }
 }
 
 /// `[network]`: what nodes in namespaces cannot do. (The placements only they can run are
 /// [`run_problems`]: the fleet model runs those with nodes as tasks too.)
-fn network(s: &Scenario, problem: &mut impl FnMut(String, String)) {
-    let namespaces = s.network.namespaces();
+fn network(s: &Scenario, found: &mut Problems) {
+    if !s.network.namespaces() {
+        return;
+    }
     for (i, t) in s.targets.iter().enumerate() {
-        if !namespaces {
-            continue;
-        }
-        if let TargetKind::DistributionProxy = t.kind {
-            problem(
-                format!("targets[{i}].kind"),
-                "distribution-proxy runs on the host's loopback, which nodes in namespaces cannot reach; compare against nginx or cache-daemon, or use [network] nodes = \"tasks\"".into(),
-            );
-        }
-        if let TargetKind::Mirror { .. } = t.kind {
-            problem(
-                format!("targets[{i}].kind"),
-                "a mirror the harness did not start cannot be reached from nodes in namespaces (their network is a bridge of their own); use it with [network] nodes = \"tasks\"".into(),
+        let why = match t.kind {
+            TargetKind::DistributionProxy => "distribution-proxy runs on the host's loopback, which nodes in namespaces cannot reach; compare against nginx or cache-daemon, or use [network] nodes = \"tasks\"",
+            TargetKind::Mirror { .. } => "a mirror the harness did not start cannot be reached from nodes in namespaces (their network is a bridge of their own); use it with [network] nodes = \"tasks\"",
+            _ => continue,
+        };
+        found.add(format!("targets[{i}].kind"), why);
+    }
+    for (i, v) in s.variants.iter().enumerate() {
+        if pulled_straight(v) {
+            found.add(
+                format!("variants[{i}].registry.mirror"),
+                "nodes in namespaces reach only the embedded registry (their network is a bridge of their own); set mirror = true",
             );
         }
     }
-    if namespaces {
-        for (i, v) in s.variants.iter().enumerate() {
-            if pulled_straight(v) {
-                problem(
-                    format!("variants[{i}].registry.mirror"),
-                    "nodes in namespaces reach only the embedded registry (their network is a bridge of their own); set mirror = true".into(),
-                );
-            }
-        }
-        if s.total_nodes() as usize > stampede_lab::fabric::MAX_NODES {
-            problem(
-                "nodes".into(),
-                format!(
-                    "nodes in namespaces share one bridge, which takes at most {} nodes; this scenario has {}",
-                    stampede_lab::fabric::MAX_NODES,
-                    s.total_nodes()
-                ),
-            );
-        }
+    if s.total_nodes() as usize > stampede_lab::fabric::MAX_NODES {
+        found.add(
+            "nodes",
+            format!(
+                "nodes in namespaces share one bridge, which takes at most {} nodes; this scenario has {}",
+                stampede_lab::fabric::MAX_NODES,
+                s.total_nodes()
+            ),
+        );
     }
 }
 
 /// `variants[i].sidecars`: each names another variant, once; the pod's images all come from the
 /// embedded registry, so that in every burst they reach the node through the same target (a
 /// `mirror = false` variant is pulled straight from its own registry instead).
-fn sidecars(s: &Scenario, i: usize, v: &Variant, problem: &mut impl FnMut(String, String)) {
-    if v.sidecars.is_empty() {
-        return;
-    }
-    if pulled_straight(v) {
-        problem(
+fn sidecars(s: &Scenario, i: usize, v: &Variant, found: &mut Problems) {
+    if !v.sidecars.is_empty() && pulled_straight(v) {
+        found.add(
             format!("variants[{i}].sidecars"),
             format!(
                 "variant {} is pulled straight from its registry (mirror = false), but a pod's images must all come through the burst's target from the embedded registry; set mirror = true",
@@ -379,108 +345,39 @@ fn sidecars(s: &Scenario, i: usize, v: &Variant, problem: &mut impl FnMut(String
     for (j, name) in v.sidecars.iter().enumerate() {
         let path = format!("variants[{i}].sidecars[{j}]");
         if !seen.insert(name.as_str()) {
-            problem(path, format!("{name:?} is listed twice"));
-            continue;
-        }
-        if *name == v.name {
-            problem(
+            found.add(path, format!("{name:?} is listed twice"));
+        } else if *name == v.name {
+            found.add(
                 path,
                 format!("{name:?} is this variant itself; name other variants (its own image is pulled anyway)"),
             );
-            continue;
-        }
-        match s.variants.iter().find(|other| other.name == *name) {
-            None => {
-                let names: Vec<&str> = s.variants.iter().map(|o| o.name.as_str()).collect();
-                problem(
+        } else {
+            match s.variant(name) {
+                None => {
+                    let names: Vec<&str> = s.variants.iter().map(|o| o.name.as_str()).collect();
+                    found.add(
+                        path,
+                        format!(
+                            "{name:?} is not a variant of this scenario (variants: {})",
+                            names.join(", ")
+                        ),
+                    );
+                }
+                Some(other) if pulled_straight(other) => found.add(
                     path,
                     format!(
-                        "{name:?} is not a variant of this scenario (variants: {})",
-                        names.join(", ")
+                        "variant {name} is pulled straight from its registry (mirror = false), but a sidecar's image must come through the burst's target from the embedded registry like the main image; set mirror = true on {name}"
                     ),
-                );
+                ),
+                Some(_) => {}
             }
-            Some(other) if pulled_straight(other) => problem(
-                path,
-                format!(
-                    "variant {name} is pulled straight from its registry (mirror = false), but a sidecar's image must come through the burst's target from the embedded registry like the main image; set mirror = true on {name}"
-                ),
-            ),
-            Some(_) => {}
         }
     }
 }
 
-fn synthetic(spec: &SyntheticImage, path: &str, problem: &mut impl FnMut(String, String)) {
-    if spec.layers.is_empty() {
-        problem(
-            format!("{path}.layers"),
-            "needs at least one [[...layers]] table".into(),
-        );
-    }
-    for (i, layer) in spec.layers.iter().enumerate() {
-        let at = format!("{path}.layers[{i}]");
-        if layer.files == 0 {
-            problem(format!("{at}.files"), "must be at least 1".into());
-        } else if layer.size.0 < u64::from(layer.files) {
-            problem(
-                format!("{at}.size"),
-                format!(
-                    "{} is less than one byte for each of its {} files",
-                    layer.size, layer.files
-                ),
-            );
-        }
-        if !(0.0..=1.0).contains(&layer.compressibility) {
-            problem(
-                format!("{at}.compressibility"),
-                format!("{} is not in [0, 1]", layer.compressibility),
-            );
-        }
-    }
-    if let Some(level) = spec.level {
-        let range = match spec.compression {
-            Compression::Gzip => Some(GZIP_LEVELS),
-            Compression::Zstd => Some(ZSTD_LEVELS),
-            Compression::None => None,
-        };
-        if let Some(range) = range.filter(|r| !r.contains(&level)) {
-            problem(
-                format!("{path}.level"),
-                format!(
-                    "{level} is not a {} level ({}-{})",
-                    compression_name(spec.compression),
-                    range.start(),
-                    range.end()
-                ),
-            );
-        }
-    }
-    if spec.platforms.is_empty() {
-        problem(
-            format!("{path}.platforms"),
-            "needs at least one platform".into(),
-        );
-    }
-    let mut seen = BTreeSet::new();
-    for (i, p) in spec.platforms.iter().enumerate() {
-        match Platform::parse(p) {
-            Some(parsed) if !seen.insert(parsed.to_string()) => problem(
-                format!("{path}.platforms[{i}]"),
-                format!("{p:?} is listed twice"),
-            ),
-            Some(_) => {}
-            None => problem(
-                format!("{path}.platforms[{i}]"),
-                format!("{p:?} is not a platform; write os/arch[/variant]"),
-            ),
-        }
-    }
-}
-
-fn registry(r: &RegistrySource, path: &str, problem: &mut impl FnMut(String, String)) {
+fn registry(r: &RegistrySource, path: &str, found: &mut Problems) {
     if let Err(e) = ImageRef::parse(&r.image) {
-        problem(
+        found.add(
             format!("{path}.image"),
             format!(
                 "{:?}: {e}; write registry/repo:tag or registry/repo@sha256:<hex>",
@@ -489,7 +386,7 @@ fn registry(r: &RegistrySource, path: &str, problem: &mut impl FnMut(String, Str
         );
     }
     if let Err(e) = r.access.check() {
-        problem(path.to_owned(), e.to_string());
+        found.add(path, e.to_string());
     }
     if let Some(var) = &r.access.password_env {
         let mut chars = var.chars();
@@ -498,7 +395,7 @@ fn registry(r: &RegistrySource, path: &str, problem: &mut impl FnMut(String, Str
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            problem(
+            found.add(
                 format!("{path}.password_env"),
                 format!("{var:?} is not an environment variable name (the password goes in the variable, not here)"),
             );
@@ -510,7 +407,7 @@ fn registry(r: &RegistrySource, path: &str, problem: &mut impl FnMut(String, Str
         .as_deref()
         .filter(|u| u.is_empty() || u.contains(':'))
     {
-        problem(
+        found.add(
             format!("{path}.username"),
             format!("{user:?}: must be non-empty and without ':'"),
         );
@@ -522,12 +419,12 @@ pub(super) fn warnings(s: &Scenario) -> Vec<String> {
     for v in &s.variants {
         match &v.source {
             ImageSource::Synthetic(spec) => {
-                let platforms: Vec<Platform> = spec
+                let has_platform = spec
                     .platforms
                     .iter()
                     .filter_map(|p| Platform::parse(p))
-                    .collect();
-                if !platforms.iter().any(|p| matches_platform(&s.platform, p)) {
+                    .any(|p| p.runs_on(&s.platform));
+                if !has_platform {
                     out.push(format!(
                         "variant {}: the image has no {} manifest (it has {}); every pull will fail as platform_missing",
                         v.name,
@@ -565,26 +462,6 @@ fn pulled_straight(v: &Variant) -> bool {
     matches!(&v.source, ImageSource::Registry(r) if !r.mirror)
 }
 
-/// Whether a node of platform `node` would pick an image manifest for `image`, as
-/// `stampede_oci::manifest::select_platform` decides: os and architecture equal, and the variant
-/// equal when both have one.
-fn matches_platform(node: &Platform, image: &Platform) -> bool {
-    node.os == image.os
-        && node.architecture == image.architecture
-        && match (&node.variant, &image.variant) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        }
-}
-
-fn compression_name(c: Compression) -> &'static str {
-    match c {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Zstd => "zstd",
-    }
-}
-
 /// `[a-z0-9][a-z0-9._-]*`: a repository path component, lower case.
 fn is_repo_component(name: &str) -> bool {
     let mut chars = name.chars();
@@ -597,9 +474,8 @@ fn is_repo_component(name: &str) -> bool {
 
 fn check_url(url: &str) -> Result<(), &'static str> {
     let uri: http::Uri = url.parse().map_err(|_| "not a URL")?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err("write http://host[:port] or https://host[:port]"),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("write http://host[:port] or https://host[:port]");
     }
     if uri.authority().is_none() {
         return Err("has no host");
@@ -618,9 +494,9 @@ pub(super) fn run_problems(s: &Scenario) -> Vec<Problem> {
         .iter()
         .enumerate()
         .filter_map(|(i, t)| {
-            let placement = match t.kind {
-                TargetKind::CacheDaemon { placement } | TargetKind::Nginx { placement } => placement,
-                _ => return None,
+            let (TargetKind::CacheDaemon { placement } | TargetKind::Nginx { placement }) = t.kind
+            else {
+                return None;
             };
             let inside_every_node = placement == Placement::Cluster
                 || matches!(t.kind, TargetKind::Nginx { placement: Placement::PerNode });

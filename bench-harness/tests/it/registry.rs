@@ -183,7 +183,8 @@ async fn burst_of_pulls_is_counted_exactly() {
         }
 
         let p = &image.platforms[0];
-        let per_pull = 2 + image.pull_bytes(0).unwrap();
+        let layout = image.layout_image();
+        let per_pull = 2 + layout.pull_bytes(&layout.platforms[0]);
         assert_eq!(
             per_pull,
             2 + p.manifest.size_bytes + p.config.size_bytes + image.totals.compressed_bytes
@@ -212,7 +213,7 @@ async fn burst_of_pulls_is_counted_exactly() {
         );
         assert!(s.errors.is_empty(), "{:?}", s.errors);
         assert_eq!(s.blobs.len(), 4);
-        for blob in image.blobs() {
+        for blob in layout.blobs() {
             let c = &s.blobs[&blob.digest];
             assert_eq!((c.gets, c.range_gets, c.heads), (8, 0, 0));
             assert_eq!(c.bytes_out, 8 * blob.size_bytes);
