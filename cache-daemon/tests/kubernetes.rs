@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use stampede_lab::kubernetes::REGISTRY;
+use stampede_lab::kubernetes::{NODE, REGISTRY};
 use stampede_lab::{AccessEntry, AccessLog, KubeBed, RequestKind};
 
 /// Replicas of the workload, all on the one node.
@@ -57,7 +57,7 @@ fn daemonset_serves_kubelet_pulls_on_a_real_node() {
     assert_eq!(ready.trim(), "node1 True", "DaemonSet pods: {ready}");
 
     // Its init container wrote the node's hosts.toml for the bed's registry (and the others).
-    let hosts = bed.certs_dir().join(REGISTRY).join("hosts.toml");
+    let hosts = bed.certs_dir(NODE).join(REGISTRY).join("hosts.toml");
     let text =
         std::fs::read_to_string(&hosts).unwrap_or_else(|e| panic!("read {}: {e}", hosts.display()));
     assert!(text.starts_with("# Written by cache-daemon"), "{text}");
@@ -68,7 +68,10 @@ fn daemonset_serves_kubelet_pulls_on_a_real_node() {
     assert!(text.contains("[host.\"http://127.0.0.1:5050\"]"), "{text}");
     for registry in ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"] {
         assert!(
-            bed.certs_dir().join(registry).join("hosts.toml").is_file(),
+            bed.certs_dir(NODE)
+                .join(registry)
+                .join("hosts.toml")
+                .is_file(),
             "{registry}"
         );
     }
@@ -129,7 +132,7 @@ fn daemonset_serves_kubelet_pulls_on_a_real_node() {
 
     // The cache counts the same: bytes from upstream at least the 8 MiB layer.
     let metrics = bed
-        .command("curl")
+        .node_command(NODE, "curl")
         .args(["-sf", "http://127.0.0.1:5050/metrics"])
         .output()
         .unwrap();
