@@ -139,6 +139,10 @@ struct TargetFile {
     command: Option<Vec<String>>,
     #[serde(default)]
     timeout: Option<Span>,
+    #[serde(default)]
+    push_to: Option<String>,
+    #[serde(default)]
+    registry_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -435,6 +439,8 @@ impl TargetFile {
                 ("pin_nodes", self.pin_nodes.is_some()),
                 ("command", self.command.is_some()),
                 ("timeout", self.timeout.is_some()),
+                ("push_to", self.push_to.is_some()),
+                ("registry_log", self.registry_log.is_some()),
             ];
             for (field, set) in kube_fields {
                 if set {
@@ -459,6 +465,8 @@ impl TargetFile {
             pin_nodes: self.pin_nodes.take().unwrap_or_default(),
             command: self.command.take().unwrap_or_default(),
             timeout: self.timeout.map(|s| s.0),
+            push_to: self.push_to.take(),
+            registry_log: self.registry_log.take(),
         })
     }
 }
