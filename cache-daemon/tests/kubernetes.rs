@@ -312,7 +312,7 @@ fn cluster_mode_rollout_on_three_nodes_costs_the_registry_one_copy() {
             )
         })
         .sum();
-    eprintln!("registry sent {sent} bytes ({image_bytes}-byte image); nodes served {from_upstream} bytes as they came from the registry, {from_peers} from peers");
+    eprintln!("registry sent {sent} bytes ({image_bytes}-byte image); the caches counted {from_upstream} bytes served with source upstream, {from_peers} with source peer");
     assert!(
         from_peers >= image_bytes,
         "two of the three nodes got most of the image from peers: {from_peers} bytes"
