@@ -179,7 +179,7 @@ impl KubeBed {
         })
     }
 
-    /// The bed's directory (`logs/`, `pki/`, `containerd/certs.d/`, ...).
+    /// The bed's directory (`logs/`, `pki/`, `registry/`, one `nodeI/` per node, ...).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
