@@ -4,7 +4,9 @@
 //! without rights in the namespace, an image that does not exist) gives a plain error and leaves
 //! no pod behind. A scenario file with a `kind = "kubernetes"` target runs through the
 //! binary's `run` (inside the bed's network namespace, where its API server is) and its
-//! result.json has every phase for all 5 pods; a kubeconfig that cannot be read stops `run`
+//! result.json has every phase for all 5 pods of each variant, one of them an OCI layout the
+//! harness pushes to the bed's registry (`push_to`), with the registry's counts read from its
+//! access log (`registry_log`); a kubeconfig that cannot be read stops `run`
 //! before anything is prepared (no bed needed). Skipped (with a message) when the bed's binaries
 //! are not built, unless real parts are required.
 
