@@ -156,7 +156,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         metrics.clone(),
     ));
     let cluster = config.cluster.as_ref().map(|c| {
-        tracing::info!(peer_listen = %c.listen, advertise = %c.advertise, peers = ?c.peers, "cluster mode on: misses are shared with the other members");
+        tracing::info!(peer_listen = %c.listen, advertise = %c.advertise, peers = %c.peers, "cluster mode on: misses are shared with the other members");
         Arc::new(Cluster::new(
             c,
             crate::cluster::Parts {

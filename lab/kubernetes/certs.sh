@@ -2,12 +2,13 @@
 # The test bed's PKI and kubeconfigs, with openssl: a CA; the API server's serving certificate
 # (127.0.0.1, the node IP, the kubernetes Service IP 10.96.0.1 and its names); client
 # certificates for admin (system:masters), the API server towards kubelets, the
-# controller-manager, the scheduler and the node's kubelet (system:node:NODE); the kubelet's
-# serving certificate; the service-account signing key pair. Kubeconfigs point at
-# https://NODE_IP:6443 with the certificates embedded.
-# usage: certs.sh BED NODE NODE_IP
+# controller-manager, the scheduler and each node's kubelet (system:node:NODE, in
+# kubelet-NODE.kubeconfig); each kubelet's serving certificate (kubelet-serving-NODE); the
+# service-account signing key pair. Kubeconfigs point at https://API_IP:6443 with the
+# certificates embedded.
+# usage: certs.sh BED API_IP NODE=NODE_IP...
 set -euo pipefail
-BED=$1; NODE=$2; IP=$3
+BED=$1; IP=$2; shift 2
 P=$BED/pki; mkdir -p "$P"; cd "$P"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj "/CN=stampede-bed-ca" 2>/dev/null
 openssl genrsa -out sa.key 2048 2>/dev/null; openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
@@ -25,10 +26,13 @@ mk admin admin system:masters ""
 mk apiserver-kubelet-client kube-apiserver-kubelet-client system:masters ""
 mk controller-manager system:kube-controller-manager "" ""
 mk scheduler system:kube-scheduler "" ""
-mk kubelet "system:node:$NODE" system:nodes ""
-mk kubelet-serving "$NODE" "" "IP:127.0.0.1,IP:$IP,DNS:$NODE,DNS:localhost"
+for node in "$@"; do
+  name=${node%%=*}; ip=${node#*=}
+  mk "kubelet-$name" "system:node:$name" system:nodes ""
+  mk "kubelet-serving-$name" "$name" "" "IP:127.0.0.1,IP:$ip,DNS:$name,DNS:localhost"
+done
 b64() { base64 -w0 < "$1"; }
-for n in admin controller-manager scheduler kubelet; do
+for n in admin controller-manager scheduler $(for node in "$@"; do echo "kubelet-${node%%=*}"; done); do
   cat > "$n.kubeconfig" <<K
 apiVersion: v1
 kind: Config

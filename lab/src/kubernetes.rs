@@ -1,6 +1,9 @@
-//! [`KubeBed`]: a real one-node Kubernetes v1.20.2 (etcd, API server, controller-manager,
-//! scheduler, containerd 1.6 and kubelet) with an upstream registry, all inside a private network
-//! namespace, for tests that need real pods. The bed itself is the shell scripts in
+//! [`KubeBed`]: a real Kubernetes v1.20.2 (etcd, API server, controller-manager, scheduler, and
+//! one or more nodes of containerd 1.6 and kubelet) with an upstream registry, for tests that
+//! need real pods. The control plane and the registry share a private network namespace; each
+//! node has its own network namespace (its IP on a bridge there) and its own mount namespace
+//! (its own `/var/lib/kubelet`, `/var/log/pods`, `/var/lib/cache-daemon`,
+//! `/etc/containerd/certs.d`), as machines of a cluster do. The bed itself is the shell scripts in
 //! `lab/kubernetes/` (a person runs the same ones by hand; `lab/kubernetes/README.md`): this file
 //! starts them, holds the bed for the test's life and tears it down on drop, so there is one
 //! definition of the bed, not two.
@@ -10,8 +13,8 @@
 //! [`KubeBed::for_tests`] skips a test when the cache is empty, unless real parts are required
 //! (CI), where it builds it first.
 //!
-//! kubelet 1.20 writes `/var/log/pods` whatever its root directory, so one bed runs on a machine
-//! at a time: [`KubeBed::start`] waits for a machine-wide lock. A bed whose owner process died
+//! The nodes mount over fixed paths of the machine and take fixed cgroup names, so one bed runs
+//! on a machine at a time: [`KubeBed::start`] waits for a machine-wide lock. A bed whose owner process died
 //! (SIGINT, SIGKILL) is torn down by the next `up.sh`; one that a panic unwinds through is torn
 //! down by drop.
 
@@ -24,10 +27,12 @@ use crate::program::real_parts_required;
 
 /// Where `build.sh` keeps the binaries unless `STAMPEDE_KUBE_CACHE` says otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/stampede/kubernetes";
-/// The node's name.
+/// The first node's name (the only one of a one-node bed); the others are `node2`, `node3`...
 pub const NODE: &str = "node1";
-/// The node's IP on the bed's network (the API server listens there, port 6443).
-pub const NODE_IP: &str = "10.200.0.2";
+/// The API server's IP on the bed's network (port 6443), in [`KubeBed::netns`].
+pub const API_IP: &str = "10.200.0.2";
+/// Most nodes a bed runs (`up.sh` refuses more).
+pub const MAX_NODES: usize = 9;
 /// The upstream registry inside the bed (plain HTTP): images named `10.200.0.1:5000/...`.
 pub const REGISTRY: &str = "10.200.0.1:5000";
 /// The machine-wide lock that lets one bed run at a time.
@@ -89,22 +94,36 @@ fn script(name: &str, args: &[&str]) -> Result<String, LabError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The IP of node `i` (1-based) on the bed's network.
+pub fn node_ip(i: usize) -> String {
+    format!("10.200.0.{}", 10 + i)
+}
+
 /// A running test bed; torn down on drop.
 #[derive(Debug)]
 pub struct KubeBed {
     dir: PathBuf,
+    nodes: usize,
     /// Held for the bed's life: one bed per machine.
     _lock: File,
 }
 
 impl KubeBed {
-    /// For tests: a started bed, or `None` (the test skips, with a message) when this process is
-    /// not root or the binaries are not built. When real parts are required
+    /// For tests: a started one-node bed, or `None` (the test skips, with a message) when this
+    /// process is not root or the binaries are not built. When real parts are required
     /// (`STAMPEDE_REQUIRE_REAL=1`), builds them first and panics on any failure instead.
     ///
     /// # Panics
     /// Real parts required and the bed could not be built or started.
     pub fn for_tests() -> Option<Self> {
+        Self::for_tests_with(1)
+    }
+
+    /// [`KubeBed::for_tests`] with `nodes` nodes.
+    ///
+    /// # Panics
+    /// Real parts required and the bed could not be built or started.
+    pub fn for_tests_with(nodes: usize) -> Option<Self> {
         if !crate::program::root_or_skip("a Kubernetes test bed (network namespace, containerd)") {
             return None;
         }
@@ -120,19 +139,20 @@ impl KubeBed {
                 panic!("build the Kubernetes test bed (STAMPEDE_REQUIRE_REAL=1): {e}");
             }
         }
-        match Self::start() {
+        match Self::start(nodes) {
             Ok(bed) => Some(bed),
             Err(e) => panic!("start the Kubernetes test bed: {e}"),
         }
     }
 
-    /// Starts a bed in a new directory under `/tmp` named by this process's PID, after waiting
-    /// for any other bed on the machine to end.
+    /// Starts a bed of `nodes` nodes (1 to [`MAX_NODES`]) in a new directory under `/tmp` named
+    /// by this process's PID, after waiting for any other bed on the machine to end.
     ///
     /// # Errors
     /// The lock file cannot be opened, or `up.sh` failed (it tore down what it started; its
-    /// logs are kept beside the bed's directory, in `<dir>.logs`).
-    pub fn start() -> Result<Self, LabError> {
+    /// logs are kept beside the bed's directory, in `<dir>.logs`; it refuses a node count out of
+    /// range).
+    pub fn start(nodes: usize) -> Result<Self, LabError> {
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -148,18 +168,44 @@ impl KubeBed {
                 .map_or(0, |d| d.subsec_nanos())
         ));
         let owner = std::process::id().to_string();
-        script("up.sh", &[&dir.to_string_lossy(), &owner])?;
-        Ok(Self { dir, _lock: lock })
+        script(
+            "up.sh",
+            &[&dir.to_string_lossy(), &owner, &nodes.to_string()],
+        )?;
+        Ok(Self {
+            dir,
+            nodes,
+            _lock: lock,
+        })
     }
 
-    /// The bed's directory (`logs/`, `pki/`, `containerd/certs.d/`, ...).
+    /// The bed's directory (`logs/`, `pki/`, `registry/`, one `nodeI/` per node, ...).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The bed's network namespace, a file to give `nsenter --net=`.
+    /// The control plane's network namespace (the API server, the registry), a file to give
+    /// `nsenter --net=`.
     pub fn netns(&self) -> PathBuf {
         self.dir.join("netns")
+    }
+
+    /// The nodes' names, `node1` to `nodeN`.
+    pub fn nodes(&self) -> Vec<String> {
+        (1..=self.nodes).map(|i| format!("node{i}")).collect()
+    }
+
+    /// A node's network namespace (its host network: the cache DaemonSet's `127.0.0.1:5050`).
+    pub fn node_netns(&self, node: &str) -> PathBuf {
+        self.dir.join(node).join("netns")
+    }
+
+    /// A command running `program` inside `node`'s network namespace (add its arguments).
+    pub fn node_command(&self, node: &str, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.node_netns(node).display()))
+            .arg(program);
+        cmd
     }
 
     /// The admin kubeconfig (the API server at `https://10.200.0.2:6443`, reachable only inside
@@ -173,12 +219,13 @@ impl KubeBed {
         self.dir.join("logs/registry.log")
     }
 
-    /// The node's containerd registry host directory (its `/etc/containerd/certs.d`).
-    pub fn certs_dir(&self) -> PathBuf {
-        self.dir.join("containerd/certs.d")
+    /// A node's containerd registry host directory (its `/etc/containerd/certs.d`).
+    pub fn certs_dir(&self, node: &str) -> PathBuf {
+        self.dir.join(node).join("host/etc-containerd-certs.d")
     }
 
-    /// A command running `program` inside the bed's network namespace (add its arguments).
+    /// A command running `program` inside the control plane's network namespace (add its
+    /// arguments).
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.netns().display()))

@@ -28,8 +28,8 @@
 //! - [`distribution`]: [`DockerRegistry`], plain or proxy, configured from [`RegistryConfig`].
 //! - [`nginx`]: [`NginxCache`], the blob cache, configured from [`NginxConfig`].
 //! - [`containerd`]: [`Containerd`] on a temp root, for `ctr` pulls.
-//! - [`kubernetes`]: [`KubeBed`], a real one-node Kubernetes v1.20.2 with an upstream registry
-//!   in a private network namespace, started and torn down by the scripts in `lab/kubernetes/`.
+//! - [`kubernetes`]: [`KubeBed`], a real Kubernetes v1.20.2 of one or more nodes with an upstream registry
+//!   in private network and mount namespaces, started and torn down by the scripts in `lab/kubernetes/`.
 //! - [`machine`]: [`Machine`], the facts of the machine a run or bench happened on.
 //! - [`error`]: [`LabError`], what went wrong and doing what.
 //!

@@ -9,12 +9,15 @@
 //! What it owns: the Deployments' shape ([`deployment`]), the watch loop, clean-up, and the
 //! errors an operator can act on (a kubeconfig that does not reach a cluster, a namespace
 //! without rights, an image that cannot be pulled). What it does not: the API client
-//! (`stampede_kube`), the milestone bookkeeping ([`milestones`]), the histograms.
+//! (`stampede_kube`), the milestone bookkeeping ([`milestones`]), the histograms, the registry
+//! the cluster pulls from (pushing the harness's images there and reading its access log:
+//! [`registry`]).
 //!
 //! Every object carries the label `stampede.dev/burst=<id>`; clean-up deletes by that label, so
 //! nothing else in the namespace is touched.
 
 pub mod milestones;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -106,10 +109,19 @@ pub enum KubeTargetError {
     },
     /// A variant's image is not one the cluster can pull by name (validation refuses such a
     /// scenario; this guards scenarios built in code).
-    #[error("kubernetes target: variant {variant} has no image the cluster can pull by name; give it [variants.registry] with mirror = false")]
+    #[error("kubernetes target: variant {variant} has no image the cluster can pull by name; give it [variants.registry] with mirror = false, or give the target push_to")]
     NotNamed {
         /// The variant.
         variant: String,
+    },
+    /// The variant's image could not be pushed to the cluster's registry.
+    #[error("kubernetes target: variant {variant}")]
+    Push {
+        /// The variant.
+        variant: String,
+        /// skopeo's failure.
+        #[source]
+        source: registry::PushError,
     },
     /// Pods were still not ready at the deadline (they were deleted).
     #[error("kubernetes target: {pending} of {total} pods not ready within {deadline:?}")]

@@ -24,6 +24,7 @@
 //!   each target's ratio to cache-daemon.
 //! - [`nodes`]: with nodes in namespaces, what every link carried and what every cache process
 //!   cost.
+//! - [`kubelet`]: a kubernetes target's pull times as kubelet reported them.
 //! - [`chart`]: which charts a run report has and what each plots; [`svg`] draws them.
 //! - [`human`]: how numbers read (durations, sizes, bandwidths, percentages).
 //!
@@ -43,6 +44,7 @@ pub mod escape;
 pub mod facts;
 pub mod html;
 pub mod human;
+pub mod kubelet;
 pub mod markdown;
 pub mod nodes;
 pub mod run;

@@ -37,6 +37,7 @@ pub fn document(r: &RunResult) -> Document {
     body.extend(slo(r));
     body.extend(capacity(&Capacity::of(r)));
     body.extend(super::nodes::sections(r));
+    body.extend(super::kubelet::sections(r));
     body.push(Block::Only(Format::Html, charts(r)));
     body.push(Block::anchored(
         2,

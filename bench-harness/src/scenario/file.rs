@@ -115,6 +115,8 @@ struct TargetFile {
     pin_nodes: Option<Vec<String>>,
     command: Option<Vec<String>>,
     timeout: Option<Span>,
+    push_to: Option<String>,
+    registry_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -392,6 +394,8 @@ impl TargetFile {
             ("pin_nodes", self.pin_nodes.is_some() && !kube),
             ("command", self.command.is_some() && !kube),
             ("timeout", self.timeout.is_some() && !kube),
+            ("push_to", self.push_to.is_some() && !kube),
+            ("registry_log", self.registry_log.is_some() && !kube),
         ];
         for (field, _) in foreign.into_iter().filter(|(_, refused)| *refused) {
             problems.add(
@@ -416,6 +420,8 @@ impl TargetFile {
             pin_nodes: self.pin_nodes.take().unwrap_or_default(),
             command: self.command.take().unwrap_or_default(),
             timeout: self.timeout.map(|s| s.0),
+            push_to: self.push_to.take(),
+            registry_log: self.registry_log.take(),
         })
     }
 }

@@ -3,15 +3,16 @@
 //! cluster (`crate::kubernetes`) and records what the cluster reports.
 //!
 //! What it owns: the target's settings ([`KubeTarget`]) and their value checks ([`problems`]):
-//! a burst arrival, variants the cluster can pull by name (`[variants.registry]` with
-//! `mirror = false`, no sidecars), one scenario node per pinned cluster node, a namespace and
-//! node names Kubernetes accepts. Shape mistakes (a kubernetes field on another kind, a missing
+//! a burst arrival, variants the cluster can pull (by name: `[variants.registry]` with
+//! `mirror = false`; or pushed by the harness to `push_to`; no sidecars), one scenario node per
+//! pinned cluster node, a namespace and node names Kubernetes accepts, a registry URL. Shape mistakes (a kubernetes field on another kind, a missing
 //! `kubeconfig`) are `file.rs`'s.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Arrival, ImageSource, Scenario, TargetKind};
+use crate::kubernetes::registry::PushTarget;
 
 /// `[[targets]] kind = "kubernetes"`: where the cluster is and how its pods are placed.
 ///
@@ -40,6 +41,18 @@ pub struct KubeTarget {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// The registry the cluster pulls from (`http://HOST:PORT` or `https://HOST:PORT`): variants
+    /// the harness makes (synthetic, layout, mirrored) are pushed there with skopeo before the
+    /// epoch, as `HOST:PORT/stampede/<variant>:<digest prefix>`, the same bytes a namespace
+    /// target of the scenario pulls from the embedded registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_to: Option<String>,
+    /// That registry's access log (docker-registry's or nginx's), readable by the harness: what
+    /// it served after each epoch is the burst's registry count (bytes, GETs per blob, image
+    /// copies in the report). [`Scenario::load`] makes a relative path relative to the
+    /// scenario file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_log: Option<PathBuf>,
 }
 
 /// Every value problem of the scenario's kubernetes targets.
@@ -90,7 +103,10 @@ pub(super) fn problems(s: &Scenario, problem: &mut impl FnMut(String, String)) {
         if k.timeout == Some(Duration::ZERO) {
             problem(at("timeout"), "must be more than 0".into());
         }
-        variants(s, i, problem);
+        if let Some(Err(e)) = k.push_to.as_deref().map(PushTarget::parse) {
+            problem(at("push_to"), e);
+        }
+        variants(s, i, k.push_to.is_some(), problem);
     }
 }
 
@@ -106,16 +122,16 @@ pub(super) fn warnings(s: &Scenario) -> Vec<String> {
         .collect()
 }
 
-/// The cluster pulls each variant itself, by name: only a real registry's image not mirrored
-/// through the harness, and one image per pod.
-fn variants(s: &Scenario, target: usize, problem: &mut impl FnMut(String, String)) {
+/// The cluster pulls each variant itself, by name: a real registry's image not mirrored
+/// through the harness, or any image once the harness pushes it (`push_to`); one image per pod.
+fn variants(s: &Scenario, target: usize, pushed: bool, problem: &mut impl FnMut(String, String)) {
     for (j, v) in s.variants.iter().enumerate() {
         let named = matches!(&v.source, ImageSource::Registry(r) if !r.mirror);
-        if !named {
+        if !named && !pushed {
             problem(
                 format!("variants[{j}]"),
                 format!(
-                    "targets[{target}] is a kubernetes cluster, which pulls variant {} itself by name: give it [variants.registry] image = \"<an image the cluster can pull>\" and mirror = false (the harness does not push synthetic or layout images to the cluster's registry)",
+                    "targets[{target}] is a kubernetes cluster, which pulls variant {} itself by name: give it [variants.registry] image = \"<an image the cluster can pull>\" and mirror = false, or give the target push_to = \"http://HOST:PORT\" (the registry the cluster pulls from) for the harness to push it there",
                     v.name
                 ),
             );
@@ -216,6 +232,37 @@ mod tests {
         assert!(
             !got.iter().any(|p| p.starts_with("variants[0]")),
             "a registry variant with mirror = false is what the cluster pulls: {got:?}"
+        );
+    }
+
+    #[test]
+    fn a_pushed_variant_needs_a_registry_url() {
+        let base = "nodes = 1\npods_per_node = 2\n[[variants]]\nname = \"gen\"\n[variants.synthetic]\nlayers = [{ size = \"1MiB\", files = 1 }]\n[[targets]]\nkind = \"kubernetes\"\nkubeconfig = \"k\"\n";
+        let pushed = format!(
+            "{base}push_to = \"http://10.200.0.1:5000\"\nregistry_log = \"registry.log\"\n"
+        );
+        let mut s = Scenario::parse(&pushed, "k.toml", &[]).unwrap();
+        s.anchor_paths(std::path::Path::new("/bed"));
+        let TargetKind::Kubernetes(k) = &s.targets[0].kind else {
+            panic!("{:?}", s.targets[0].kind);
+        };
+        assert_eq!(k.push_to.as_deref(), Some("http://10.200.0.1:5000"));
+        assert_eq!(
+            k.registry_log.as_deref(),
+            Some(std::path::Path::new("/bed/registry.log"))
+        );
+        let got = problems(&format!("{base}push_to = \"10.200.0.1:5000\"\n"));
+        assert!(
+            got.iter()
+                .any(|p| p
+                    .starts_with("targets[0].push_to: \"10.200.0.1:5000\" is not a registry URL")),
+            "{got:?}"
+        );
+        let got = problems(base);
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("variants[0]: ") && p.contains("push_to")),
+            "{got:?}"
         );
     }
 }

@@ -451,7 +451,7 @@ impl Scenario {
     }
 
     /// Joins every relative, non-`~` path of the variants' image sources, `model_profile`
-    /// and kubernetes targets' kubeconfigs onto `base`.
+    /// and kubernetes targets' kubeconfigs and registry logs onto `base`.
     pub fn anchor_paths(&mut self, base: &Path) {
         let anchor = |p: &mut PathBuf| {
             if p.is_relative() && !p.starts_with("~") {
@@ -462,6 +462,7 @@ impl Scenario {
         for t in &mut self.targets {
             if let TargetKind::Kubernetes(k) = &mut t.kind {
                 anchor(&mut k.kubeconfig);
+                k.registry_log.iter_mut().for_each(anchor);
             }
         }
         for v in &mut self.variants {

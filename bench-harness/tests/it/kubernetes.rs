@@ -4,7 +4,9 @@
 //! without rights in the namespace, an image that does not exist) gives a plain error and leaves
 //! no pod behind. A scenario file with a `kind = "kubernetes"` target runs through the
 //! binary's `run` (inside the bed's network namespace, where its API server is) and its
-//! result.json has every phase for all 5 pods; a kubeconfig that cannot be read stops `run`
+//! result.json has every phase for all 5 pods of each variant, one of them an OCI layout the
+//! harness pushes to the bed's registry (`push_to`), with the registry's counts read from its
+//! access log (`registry_log`); a kubeconfig that cannot be read stops `run`
 //! before anything is prepared (no bed needed). Skipped (with a message) when the bed's binaries
 //! are not built, unless real parts are required.
 
@@ -194,9 +196,29 @@ fn a_burst_on_a_real_node_records_every_phase_and_cleans_up() {
     );
 }
 
-/// A scenario file whose one target is the bed's cluster: 5 pods of `image` pinned to its node.
-fn cluster_scenario(dir: &Path, kubeconfig: &Path, image: &str) -> std::path::PathBuf {
+/// A scenario file whose one target is the bed's cluster: 5 pods of `image` pinned to its node,
+/// and, with `pushed = (layout, registry log)`, 5 of a second variant, the OCI layout the
+/// harness pushes to the bed's registry, whose access log it reads.
+fn cluster_scenario(
+    dir: &Path,
+    kubeconfig: &Path,
+    image: &str,
+    pushed: Option<(&Path, &Path)>,
+) -> std::path::PathBuf {
     let path = dir.join("cluster.toml");
+    let (variant, push) = pushed.map_or_else(Default::default, |(layout, log)| {
+        (
+            format!(
+                "[[variants]]\nname = \"pushed\"\n[variants.layout]\npath = \"{}\"\ntag = \"app\"\n",
+                layout.display()
+            ),
+            format!(
+                "push_to = \"http://{}\"\nregistry_log = \"{}\"\n",
+                stampede_lab::kubernetes::REGISTRY,
+                log.display()
+            ),
+        )
+    });
     std::fs::write(
         &path,
         format!(
@@ -210,7 +232,7 @@ name = "app"
 image = "{image}"
 mirror = false
 insecure = true
-
+{variant}
 [[targets]]
 name = "bed"
 kind = "kubernetes"
@@ -219,7 +241,7 @@ namespace = "default"
 pin_nodes = ["{}"]
 command = ["sleep", "3600"]
 timeout = "3m"
-"#,
+{push}"#,
             kubeconfig.display(),
             stampede_lab::kubernetes::NODE
         ),
@@ -234,8 +256,26 @@ fn a_scenario_with_a_kubernetes_target_runs_through_run() {
         return;
     };
     let image = bed.push_app("scenario", "1", 4).unwrap();
+    // An image only the harness has (an OCI layout of busybox and 3 MiB), pushed by it.
+    let layout = bed.dir().join("images/pushed");
+    let busybox = stampede_lab::kubernetes::cache_dir().join("root/bin/busybox");
+    let built = std::process::Command::new(stampede_lab::kubernetes::scripts().join("images.sh"))
+        .args([
+            "app".as_ref(),
+            layout.as_os_str(),
+            busybox.as_os_str(),
+            "3".as_ref(),
+        ])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
     let dir = tempfile::tempdir().unwrap();
-    let scenario = cluster_scenario(dir.path(), &bed.kubeconfig(), &image);
+    let scenario = cluster_scenario(
+        dir.path(),
+        &bed.kubeconfig(),
+        &image,
+        Some((&layout.join("oci"), &bed.registry_log())),
+    );
     let out_dir = dir.path().join("out");
     let mut cmd = bed.command(BIN);
     cmd.arg("run")
@@ -284,6 +324,23 @@ fn a_scenario_with_a_kubernetes_target_runs_through_run() {
                 .all(|d| *d > Duration::ZERO && *d < Duration::from_secs(180)),
         "{pulls:?}"
     );
+    // The pushed variant ran too; the registry's access log says what it served after each
+    // epoch: the pushed image's layer (3 MiB and busybox) at least once, and the first
+    // variant's blobs too (both images were new to the node).
+    let pushed = result.series("pushed", "bed").expect("the pushed series");
+    let rep = pushed.data.repetition(0).expect("repetition 0");
+    assert_eq!(rep.ready_pods(), 5, "{text}");
+    let served = &pushed.registry[&0];
+    assert!(served.bytes_out >= 3 << 20, "{served:?}");
+    assert!(
+        !served.blob_gets.is_empty() && served.blob_gets.values().all(|n| *n >= 1),
+        "{served:?}"
+    );
+    let first = &series.registry[&0];
+    assert!(
+        first.bytes_out >= 4 << 20 && !first.blob_gets.is_empty(),
+        "{first:?}"
+    );
     let raw = std::fs::read_to_string(out_dir.join("result.json")).unwrap();
     assert!(raw.contains("\"kubelet_pull_us\""), "{raw}");
     let doc: serde_json::Value = serde_json::from_str(&raw).unwrap();
@@ -291,6 +348,7 @@ fn a_scenario_with_a_kubernetes_target_runs_through_run() {
     assert!(problems.is_empty(), "{problems:#?}");
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(md.contains("real pods on a Kubernetes cluster"), "{md}");
+    assert!(md.contains("Pulls as kubelet reported them"), "{md}");
     assert!(
         burst_pods(&bed).trim().is_empty(),
         "pods left: {}",
@@ -306,6 +364,7 @@ fn a_missing_kubeconfig_stops_run_before_anything_is_prepared() {
         dir.path(),
         &dir.path().join("no-such.kubeconfig"),
         "10.255.255.1:5000/app:1",
+        None,
     );
     let out = Child::spawn(
         std::process::Command::new(BIN)

@@ -68,6 +68,31 @@ pub enum PeerSource {
     Kubernetes(super::endpoints::ServiceRef),
 }
 
+/// In plain words, for the startup log: `the Endpoints of Kubernetes Service
+/// cache-daemon/cache-daemon-peers, port 5052`.
+impl std::fmt::Display for PeerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Static(members) => {
+                write!(f, "the fixed list")?;
+                for (i, m) in members.iter().enumerate() {
+                    write!(f, "{}{m}", if i == 0 { " " } else { ", " })?;
+                }
+                Ok(())
+            }
+            Self::Dns { name, port } => {
+                write!(f, "the addresses DNS gives for {name}, port {port}")
+            }
+            Self::File(path) => write!(f, "the file {}", path.display()),
+            Self::Kubernetes(s) => write!(
+                f,
+                "the Endpoints of Kubernetes Service {}/{}, port {}",
+                s.namespace, s.service, s.port
+            ),
+        }
+    }
+}
+
 /// A member address that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemberError {
@@ -327,6 +352,35 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_source_reads_in_plain_words() {
+        let kube = PeerSource::Kubernetes(super::super::endpoints::ServiceRef {
+            namespace: "cache-daemon".into(),
+            service: "cache-daemon-peers".into(),
+            port: 5052,
+        });
+        for (source, want) in [
+            (
+                kube,
+                "the Endpoints of Kubernetes Service cache-daemon/cache-daemon-peers, port 5052",
+            ),
+            (
+                PeerSource::Static(vec![m("10.0.0.5:5052"), m("10.0.0.6:5052")]),
+                "the fixed list 10.0.0.5:5052, 10.0.0.6:5052",
+            ),
+            (
+                PeerSource::Dns {
+                    name: "peers.svc".into(),
+                    port: 5052,
+                },
+                "the addresses DNS gives for peers.svc, port 5052",
+            ),
+            (PeerSource::File("/etc/peers".into()), "the file /etc/peers"),
+        ] {
+            assert_eq!(source.to_string(), want);
+        }
+    }
 
     fn m(s: &str) -> Member {
         parse_member(s).unwrap()
