@@ -72,41 +72,23 @@ pub enum Limit {
 /// A regression threshold: `p95:end_to_end:10%`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Gate {
-    /// Which quantile.
     pub quantile: Quantile,
-    /// Of which phase.
     pub phase: Phase,
-    /// How much slower is allowed.
     pub limit: Limit,
 }
 
-/// Why a quantile or gate did not parse.
+/// Why a quantile or gate did not parse; each variant carries the text given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
-    /// Not `QUANTILE:PHASE:LIMIT`.
-    #[error("{raw:?} is not QUANTILE:PHASE:LIMIT (e.g. p95:end_to_end:10%)")]
-    Shape {
-        /// The text given.
-        raw: String,
-    },
+    #[error("{0:?} is not QUANTILE:PHASE:LIMIT (e.g. p95:end_to_end:10%)")]
+    Shape(String),
     /// Not `p` followed by a number in (0, 100].
-    #[error("{raw:?} is not a quantile like p50, p95, p99.9")]
-    Quantile {
-        /// The text given.
-        raw: String,
-    },
-    /// Not a phase name.
-    #[error("{raw:?} is not a phase; phases are {}", Phase::ALL.map(Phase::name).join(", "))]
-    Phase {
-        /// The text given.
-        raw: String,
-    },
-    /// Not a percentage or a duration.
-    #[error("{raw:?} is not a limit like 10% or 200ms")]
-    Limit {
-        /// The text given.
-        raw: String,
-    },
+    #[error("{0:?} is not a quantile like p50, p95, p99.9")]
+    Quantile(String),
+    #[error("{0:?} is not a phase; phases are {phases}", phases = Phase::ALL.map(Phase::name).join(", "))]
+    Phase(String),
+    #[error("{0:?} is not a limit like 10% or 200ms")]
+    Limit(String),
 }
 
 /// What to compare with what.
@@ -115,19 +97,9 @@ pub enum Pairing {
     /// The same (variant, target) in the baseline run and the candidate run.
     SameSeries,
     /// Within one run: variant `baseline` against variant `candidate`, per target.
-    Variants {
-        /// Baseline variant.
-        baseline: String,
-        /// Candidate variant.
-        candidate: String,
-    },
+    Variants { baseline: String, candidate: String },
     /// Within one run: target `baseline` against target `candidate`, per variant.
-    Targets {
-        /// Baseline target.
-        baseline: String,
-        /// Candidate target.
-        candidate: String,
-    },
+    Targets { baseline: String, candidate: String },
 }
 
 /// How to compare.
@@ -154,51 +126,33 @@ pub struct Settings {
 pub struct Input<'a> {
     /// How the output names it (usually its path).
     pub name: &'a str,
-    /// The result.
     pub result: &'a RunResult,
 }
 
 /// Why the comparison could not be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CompareError {
-    /// A variant named in the pairing is not in the run.
-    #[error("variant {name:?} is not in {run}; it has {}", available.join(", "))]
-    UnknownVariant {
-        /// The name given.
+    /// A variant or target (`what`) named in the pairing is not in run `run`, which has
+    /// `available`.
+    #[error("{what} {name:?} is not in {run}; it has {}", available.join(", "))]
+    Unknown {
+        what: &'static str,
         name: String,
-        /// The run's name.
         run: String,
-        /// The run's variants.
         available: Vec<String>,
     },
-    /// A target named in the pairing is not in the run.
-    #[error("target {name:?} is not in {run}; it has {}", available.join(", "))]
-    UnknownTarget {
-        /// The name given.
-        name: String,
-        /// The run's name.
-        run: String,
-        /// The run's targets.
-        available: Vec<String>,
-    },
-    /// No pair of series with data on both sides.
+    /// No pair of series with data on both sides; the series with data on each side.
     #[error("nothing to compare: no (variant, target) has data on both sides (baseline: {}; candidate: {})", baseline.join(", "), candidate.join(", "))]
     NothingInCommon {
-        /// Series with data in the baseline.
         baseline: Vec<String>,
-        /// Series with data in the candidate.
         candidate: Vec<String>,
     },
-    /// A gate applies to a pair without enough repetitions to judge it.
+    /// A gate applies to a pair without enough repetitions (with data) to judge it.
     #[error("--fail-if-slower {gate}: {pair} has {baseline} baseline and {candidate} candidate repetitions; judging a regression needs at least 2 on each side")]
     TooFewRepetitions {
-        /// The gate.
         gate: String,
-        /// The pair.
         pair: String,
-        /// Baseline repetitions with data.
         baseline: usize,
-        /// Candidate repetitions with data.
         candidate: usize,
     },
     /// The confidence level is not strictly between 0 and 1.
@@ -213,12 +167,7 @@ pub enum CompareError {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Metric {
     /// A quantile of a pod phase, per repetition (microseconds).
-    Phase {
-        /// The phase.
-        phase: Phase,
-        /// The quantile.
-        quantile: Quantile,
-    },
+    Phase { phase: Phase, quantile: Quantile },
     /// Time from the epoch to this fraction of pods ready, per repetition (microseconds);
     /// repetitions that never got there are left out.
     TimeToReady(f64),
@@ -229,9 +178,7 @@ pub enum Metric {
 /// The unit of a metric's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
-    /// Microseconds.
     Micros,
-    /// Bytes.
     Bytes,
 }
 
@@ -264,11 +211,9 @@ pub enum Verdict {
 /// One row: a metric's per-repetition values on both sides and their difference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
-    /// What is compared.
     pub metric: Metric,
     /// Baseline observations, one per repetition with data.
     pub baseline: Vec<f64>,
-    /// Candidate observations.
     pub candidate: Vec<f64>,
     /// Mean of the candidate minus mean of the baseline (0 without data).
     pub estimate: f64,
@@ -276,7 +221,6 @@ pub struct Difference {
     pub relative: Option<f64>,
     /// Bootstrap interval, with at least 2 observations per side.
     pub interval: Option<Interval>,
-    /// The conclusion.
     pub verdict: Verdict,
 }
 
@@ -285,30 +229,23 @@ pub struct Difference {
 pub struct PairComparison {
     /// `full / direct` for the same series in two runs, else `full / direct → slim / direct`.
     pub label: String,
-    /// Baseline (variant, target).
+    /// (variant, target) of each side.
     pub baseline: (String, String),
-    /// Candidate (variant, target).
     pub candidate: (String, String),
-    /// Repetitions of the baseline series.
     pub baseline_repetitions: usize,
-    /// Repetitions of the candidate series.
     pub candidate_repetitions: usize,
-    /// Failed pods in the baseline series.
+    /// Failed pods of each side.
     pub baseline_failed: u64,
-    /// Failed pods in the candidate series.
     pub candidate_failed: u64,
-    /// Baseline repetitions whose burst was host-bound.
+    /// Repetitions of each side whose burst was host-bound.
     pub baseline_host_bound: Vec<u32>,
-    /// Candidate repetitions whose burst was host-bound.
     pub candidate_host_bound: Vec<u32>,
-    /// The rows.
     pub differences: Vec<Difference>,
 }
 
 /// A gate checked against one pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateOutcome {
-    /// The gate.
     pub gate: Gate,
     /// The pair's label.
     pub pair: String,
@@ -326,15 +263,12 @@ pub struct GateOutcome {
 pub struct Comparison {
     /// What is compared with what: `a.json → b.json`, `run.json: variant full → slim`.
     pub title: String,
-    /// The baseline's name.
+    /// Each side's name.
     pub baseline: String,
-    /// The candidate's name.
     pub candidate: String,
     /// One line describing each side (scenario, date, repetitions, revision).
     pub sides: [String; 2],
-    /// How it was compared.
     pub settings: Settings,
-    /// Per pair of series.
     pub pairs: Vec<PairComparison>,
     /// Every gate against every pair.
     pub gates: Vec<GateOutcome>,
@@ -365,9 +299,7 @@ impl Quantile {
         if fraction > 0.0 && fraction <= 1.0 {
             Ok(Self(fraction))
         } else {
-            Err(GateError::Quantile {
-                raw: fraction.to_string(),
-            })
+            Err(GateError::Quantile(fraction.to_string()))
         }
     }
 
@@ -392,7 +324,7 @@ impl FromStr for Quantile {
     type Err = GateError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || GateError::Quantile { raw: s.to_owned() };
+        let err = || GateError::Quantile(s.to_owned());
         let number = s
             .trim()
             .strip_prefix(['p', 'P'])
@@ -424,15 +356,11 @@ impl FromStr for Gate {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(':').map(str::trim).collect();
         let [q, phase, limit] = parts[..] else {
-            return Err(GateError::Shape { raw: s.to_owned() });
+            return Err(GateError::Shape(s.to_owned()));
         };
         let quantile = q.parse()?;
-        let phase = Phase::from_name(phase).ok_or_else(|| GateError::Phase {
-            raw: phase.to_owned(),
-        })?;
-        let limit_err = || GateError::Limit {
-            raw: limit.to_owned(),
-        };
+        let phase = Phase::from_name(phase).ok_or_else(|| GateError::Phase(phase.to_owned()))?;
+        let limit_err = || GateError::Limit(limit.to_owned());
         let limit = if let Some(p) = limit.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| limit_err())?;
             if !(p.is_finite() && p >= 0.0) {
@@ -669,15 +597,29 @@ fn has_data(s: &SeriesResult) -> bool {
     s.data.repetitions().next().is_some()
 }
 
-fn names(r: &RunResult, pick: impl Fn(&SeriesResult) -> &str) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    for s in &r.series {
-        let n = pick(s).to_owned();
-        if !v.contains(&n) {
-            v.push(n);
+/// `Ok` when run `input` has a series whose `what` (variant or target, as `pick` reads it) is
+/// `name`; else the names it has.
+fn known(
+    name: &str,
+    input: &Input<'_>,
+    what: &'static str,
+    pick: fn(&SeriesResult) -> &String,
+) -> Result<(), CompareError> {
+    let mut available: Vec<String> = Vec::new();
+    for s in &input.result.series {
+        if !available.contains(pick(s)) {
+            available.push(pick(s).clone());
         }
     }
-    v
+    if available.iter().any(|a| a == name) {
+        return Ok(());
+    }
+    Err(CompareError::Unknown {
+        what,
+        name: name.to_owned(),
+        run: input.name.to_owned(),
+        available,
+    })
 }
 
 /// The pairs of series `pairing` asks for.
@@ -697,16 +639,8 @@ fn pairs<'a>(
             baseline: bv,
             candidate: cv,
         } => {
-            for (name, input) in [(bv, baseline), (cv, candidate)] {
-                let available = names(input.result, |s| &s.variant);
-                if !available.contains(name) {
-                    return Err(CompareError::UnknownVariant {
-                        name: name.clone(),
-                        run: input.name.to_owned(),
-                        available,
-                    });
-                }
-            }
+            known(bv, baseline, "variant", |s| &s.variant)?;
+            known(cv, candidate, "variant", |s| &s.variant)?;
             b.series
                 .iter()
                 .filter(|s| &s.variant == bv)
@@ -717,16 +651,8 @@ fn pairs<'a>(
             baseline: bt,
             candidate: ct,
         } => {
-            for (name, input) in [(bt, baseline), (ct, candidate)] {
-                let available = names(input.result, |s| &s.target);
-                if !available.contains(name) {
-                    return Err(CompareError::UnknownTarget {
-                        name: name.clone(),
-                        run: input.name.to_owned(),
-                        available,
-                    });
-                }
-            }
+            known(bt, baseline, "target", |s| &s.target)?;
+            known(ct, candidate, "target", |s| &s.target)?;
             b.series
                 .iter()
                 .filter(|s| &s.target == bt)
@@ -831,18 +757,11 @@ impl Settings {
     /// The rows of every pair, in order: each phase at each quantile, the times to ready, then
     /// registry egress.
     fn metrics(&self) -> Vec<Metric> {
-        let mut metrics: Vec<Metric> = Vec::new();
-        for phase in &self.phases {
-            for quantile in &self.quantiles {
-                metrics.push(Metric::Phase {
-                    phase: *phase,
-                    quantile: *quantile,
-                });
-            }
-        }
-        metrics.extend(READY_FRACTIONS.map(Metric::TimeToReady));
-        metrics.push(Metric::Egress);
-        metrics
+        let phases = self.phases.iter().flat_map(|&phase| {
+            (self.quantiles.iter()).map(move |&quantile| Metric::Phase { phase, quantile })
+        });
+        let ready = READY_FRACTIONS.map(Metric::TimeToReady);
+        phases.chain(ready).chain([Metric::Egress]).collect()
     }
 }
 
@@ -1025,7 +944,21 @@ impl PairComparison {
         if !self.host_bound() {
             return None;
         }
-        let side = |name: &str, reps: &[u32], of: usize| {
+        let sides: Vec<String> = [
+            (
+                "baseline",
+                &self.baseline_host_bound,
+                self.baseline_repetitions,
+            ),
+            (
+                "candidate",
+                &self.candidate_host_bound,
+                self.candidate_repetitions,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, reps, _)| !reps.is_empty())
+        .map(|(name, reps, of)| {
             let list: Vec<String> = reps.iter().map(u32::to_string).collect();
             let noun = if reps.len() == 1 {
                 "repetition"
@@ -1033,22 +966,8 @@ impl PairComparison {
                 "repetitions"
             };
             format!("{name} {noun} {} ({} of {of})", list.join(", "), reps.len())
-        };
-        let mut sides = Vec::new();
-        if !self.baseline_host_bound.is_empty() {
-            sides.push(side(
-                "baseline",
-                &self.baseline_host_bound,
-                self.baseline_repetitions,
-            ));
-        }
-        if !self.candidate_host_bound.is_empty() {
-            sides.push(side(
-                "candidate",
-                &self.candidate_host_bound,
-                self.candidate_repetitions,
-            ));
-        }
+        })
+        .collect();
         Some(format!(
             "{}: host-bound bursts in {}: the host's CPUs were saturated, so differences may be the machine's rather than the change's; its rows are marked host-bound, and its gates are judged only with --judge-host-bound.",
             self.label,
@@ -1082,10 +1001,10 @@ mod tests {
     #[test]
     fn bad_gates_say_what_is_wrong() {
         let kind = |e: &GateError| match e {
-            GateError::Shape { .. } => "shape",
-            GateError::Quantile { .. } => "quantile",
-            GateError::Phase { .. } => "phase",
-            GateError::Limit { .. } => "limit",
+            GateError::Shape(_) => "shape",
+            GateError::Quantile(_) => "quantile",
+            GateError::Phase(_) => "phase",
+            GateError::Limit(_) => "limit",
         };
         let cases = [
             ("p95:end_to_end", "shape"),
@@ -1100,7 +1019,7 @@ mod tests {
             let e = raw.parse::<Gate>().unwrap_err();
             assert_eq!(kind(&e), want, "{raw}: {e}");
         }
-        assert!(GateError::Phase { raw: "x".into() }
+        assert!(GateError::Phase("x".into())
             .to_string()
             .contains("end_to_end"));
     }

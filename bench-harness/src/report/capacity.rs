@@ -38,11 +38,8 @@ pub struct Capacity {
 /// What one (variant, target) needed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesCapacity {
-    /// Variant name.
     pub variant: String,
-    /// Target name.
     pub target: String,
-    /// Pods scheduled per repetition.
     pub pods_per_repetition: u64,
     /// Time to 50 %, 95 %, 100 % ready ([`READY_FRACTIONS`]).
     pub time_to_ready: [ReadyTimes; 3],
@@ -56,9 +53,8 @@ pub struct SeriesCapacity {
 /// What one arrival wave of one (variant, target) needed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaveCapacity {
-    /// Wave number, from 0.
+    /// Wave number, from 0, and when it was scheduled, from the epoch.
     pub wave: u32,
-    /// When the wave was scheduled, from the epoch.
     pub at: Duration,
     /// Time from the wave's start until 50 %, 95 %, 100 % of the wave's pods were ready.
     pub time_to_ready: [ReadyTimes; 3],
@@ -70,7 +66,7 @@ pub struct WaveCapacity {
 /// Time from the burst epoch until `fraction` of the scheduled pods were ready, per repetition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadyTimes {
-    /// The fraction, 0..=1.
+    /// 0..=1.
     pub fraction: f64,
     /// Per repetition in order; `None` when failures kept that fraction from ever being ready.
     pub per_repetition: Vec<Option<Duration>>,
@@ -85,7 +81,6 @@ pub struct Egress {
     pub image_bytes: Option<u64>,
     /// Pods scheduled per repetition (for bytes per pod).
     pub pods: u64,
-    /// From the registry's time series, when recorded.
     pub traffic: Option<Traffic>,
 }
 
@@ -109,7 +104,6 @@ pub struct Traffic {
 /// repetition: mean egress, median times).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheSaving {
-    /// Variant name.
     pub variant: String,
     /// The cache or mirror target.
     pub target: String,

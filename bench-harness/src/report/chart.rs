@@ -31,17 +31,12 @@ struct TimeScale {
 
 impl TimeScale {
     fn for_max_us(max_us: f64) -> Self {
-        if max_us < 1e6 {
-            Self {
-                us_per_unit: 1e3,
-                unit: "ms",
-            }
+        let (us_per_unit, unit) = if max_us < 1e6 {
+            (1e3, "ms")
         } else {
-            Self {
-                us_per_unit: 1e6,
-                unit: "s",
-            }
-        }
+            (1e6, "s")
+        };
+        Self { us_per_unit, unit }
     }
 
     fn of(self, us: f64) -> f64 {
@@ -271,22 +266,19 @@ fn legend_with_repetitions(series: &[(usize, &SeriesResult)], reps: usize) -> Ve
     legend
 }
 
-/// What a registry traffic chart plots per bucket.
+/// What a registry traffic chart plots per bucket: egress rate (Mbit/s), egress since the
+/// epoch (MB), or requests per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TrafficView {
-    /// Egress rate, Mbit/s.
     Bandwidth,
-    /// Egress since the epoch, MB.
     Cumulative,
-    /// Requests per second.
     Requests,
 }
 
-/// One repetition's registry time series in a traffic chart.
+/// One repetition's registry time series in a traffic chart: the series' colour, the
+/// repetition's dash (its position).
 struct TrafficRun<'a> {
-    /// Colour index (the series').
     color: usize,
-    /// Dash index (the repetition's position).
     dash: usize,
     repetition: u32,
     series: &'a SeriesResult,

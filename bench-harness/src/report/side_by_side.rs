@@ -16,14 +16,13 @@ use crate::scenario::{Arrival, TargetKind};
 /// Every side-by-side figure of a run, or nothing when fewer than two targets recorded data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SideBySide {
-    /// Per variant, in the result's order.
+    /// In the result's order.
     pub variants: Vec<VariantRows>,
 }
 
 /// One variant's targets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VariantRows {
-    /// Variant name.
     pub variant: String,
     /// The baseline for ratios: the variant's first cache-daemon target, if any.
     pub baseline: Option<String>,
@@ -34,7 +33,6 @@ pub struct VariantRows {
 /// One target of a variant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetRow {
-    /// Target name.
     pub target: String,
     /// Per wave (one entry, wave 0, without waves).
     pub waves: Vec<WaveRow>,
@@ -48,14 +46,12 @@ pub struct TargetRow {
 /// One wave of a target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaveRow {
-    /// Wave number, from 0.
+    /// Wave number, from 0, and when it was scheduled, from the epoch.
     pub wave: u32,
-    /// When it was scheduled, from the epoch.
     pub at: Duration,
-    /// Its pods' pull phase, all repetitions merged.
+    /// Its pods' pull and time to first byte, all repetitions merged; TTFB is empty when the
+    /// client does not report it.
     pub pull: Summary,
-    /// Its pods' time to first byte (pull start to the first blob byte), all repetitions merged;
-    /// empty when the client does not report it.
     pub ttfb: Summary,
     /// Median over repetitions of the longest first-byte lag of any puller of any blob in the
     /// wave ([`WaveData::first_byte_lag`]); `None` when not observed.

@@ -106,7 +106,6 @@ pub struct Axis {
 pub struct Line {
     /// Legend text (and the line's tooltip).
     pub label: String,
-    /// Colour and dash.
     pub style: Style,
     /// Step line: each value holds until the next point's x (CDFs, counts over time).
     pub step: bool,
@@ -126,9 +125,7 @@ pub enum Rule {
 /// One legend entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegendEntry {
-    /// Text.
     pub label: String,
-    /// Swatch.
     pub style: Style,
 }
 
@@ -137,13 +134,9 @@ pub struct LegendEntry {
 pub struct LineChart {
     /// What the chart shows (the SVG `<title>`).
     pub title: String,
-    /// Horizontal axis.
     pub x: Axis,
-    /// Vertical axis.
     pub y: Axis,
-    /// The data.
     pub lines: Vec<Line>,
-    /// Reference lines.
     pub rules: Vec<Rule>,
     /// Legend entries; when empty, one per line.
     pub legend: Vec<LegendEntry>,
@@ -152,7 +145,6 @@ pub struct LineChart {
 /// Horizontal bars, each a stack of segments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackedBars {
-    /// What the chart shows.
     pub title: String,
     /// The value axis (horizontal).
     pub x: Axis,
@@ -176,7 +168,6 @@ pub struct Bar {
 /// Estimates with intervals, one row each, around a zero line (a forest plot).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalChart {
-    /// What the chart shows.
     pub title: String,
     /// The value axis (horizontal).
     pub x: Axis,
@@ -184,20 +175,15 @@ pub struct IntervalChart {
     pub rows: Vec<IntervalRow>,
 }
 
-/// One estimate with its interval.
+/// One estimate with its interval, in axis units, labelled left of the row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalRow {
-    /// Label left of the row.
     pub label: String,
-    /// Point estimate, axis units.
     pub estimate: f64,
-    /// Interval low end.
     pub low: f64,
-    /// Interval high end.
     pub high: f64,
     /// Filled marker when true, hollow otherwise.
     pub significant: bool,
-    /// Tooltip text.
     pub tooltip: String,
 }
 
@@ -412,15 +398,15 @@ impl Frame {
             bottom: MARGIN_TOP + row_height * rows.max(1) as f64,
         }
     }
+
+    /// Left, right, top, bottom.
+    fn edges(self) -> (f64, f64, f64, f64) {
+        (self.left, self.right, self.top, self.bottom)
+    }
 }
 
 fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
-    let Frame {
-        left,
-        right,
-        top,
-        bottom,
-    } = frame;
+    let (left, right, top, bottom) = frame.edges();
     for t in axis.ticks() {
         let x = axis.scale(t, left, right);
         let _ = writeln!(
@@ -464,17 +450,14 @@ impl LineChart {
         } else {
             self.legend.clone()
         };
-        let (legend_svg, legend_height) =
-            legend(&entries, frame.left, frame.bottom + 48.0, Swatch::Line);
-        let height = frame.bottom + 52.0 + legend_height + 6.0;
+        let (left, right, top, bottom) = frame.edges();
+        let (legend_svg, legend_height) = legend(&entries, left, bottom + 48.0, Swatch::Line);
         let mut out = String::new();
-        svg_open(&mut out, &self.title, height);
+        svg_open(&mut out, &self.title, bottom + 52.0 + legend_height + 6.0);
+        let width = right - left;
         let _ = writeln!(
             out,
-            "<rect class=\"plot\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{PLOT_HEIGHT:.1}\"/>",
-            frame.left,
-            frame.top,
-            frame.right - frame.left
+            "<rect class=\"plot\" x=\"{left:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" height=\"{PLOT_HEIGHT:.1}\"/>"
         );
         grid_y(&mut out, &self.y, frame);
         grid_x(&mut out, &self.x, frame);
@@ -519,12 +502,7 @@ impl LineChart {
 
     /// A reference line across the plot with its label inside the plot.
     fn rule(&self, out: &mut String, rule: &Rule, frame: Frame) {
-        let Frame {
-            left,
-            right,
-            top,
-            bottom,
-        } = frame;
+        let (left, right, top, bottom) = frame.edges();
         match rule {
             Rule::X(v, label) => {
                 let x = self.x.scale(*v, left, right);
@@ -553,12 +531,7 @@ impl LineChart {
 
 /// Horizontal grid lines with their tick values left of the plot, and the rotated axis label.
 fn grid_y(out: &mut String, axis: &Axis, frame: Frame) {
-    let Frame {
-        left,
-        right,
-        top,
-        bottom,
-    } = frame;
+    let (left, right, top, bottom) = frame.edges();
     for t in axis.ticks() {
         let y = axis.scale(t, bottom, top);
         let _ = writeln!(
@@ -583,12 +556,7 @@ fn grid_y(out: &mut String, axis: &Axis, frame: Frame) {
 
 /// The left and bottom axis lines of the plot.
 fn axes(out: &mut String, frame: Frame) {
-    let Frame {
-        left,
-        right,
-        top,
-        bottom,
-    } = frame;
+    let (left, right, top, bottom) = frame.edges();
     let _ = writeln!(
         out,
         "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
@@ -608,12 +576,7 @@ impl StackedBars {
         const BAR: f64 = 18.0;
         let labels = self.bars.iter().map(|b| b.label.as_str());
         let frame = Frame::labelled_rows(labels, self.bars.len(), ROW);
-        let Frame {
-            left,
-            right,
-            top,
-            bottom,
-        } = frame;
+        let (left, right, top, bottom) = frame.edges();
         let entries: Vec<LegendEntry> = self
             .segments
             .iter()
@@ -671,12 +634,7 @@ impl IntervalChart {
         const ROW: f64 = 24.0;
         let labels = self.rows.iter().map(|r| r.label.as_str());
         let frame = Frame::labelled_rows(labels, self.rows.len(), ROW);
-        let Frame {
-            left,
-            right,
-            top,
-            bottom,
-        } = frame;
+        let (left, right, top, bottom) = frame.edges();
         let height = bottom + 52.0 + LEGEND_ROW + 6.0;
         let mut out = String::new();
         svg_open(&mut out, &self.title, height);
