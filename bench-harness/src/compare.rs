@@ -229,9 +229,6 @@ pub struct Difference {
 pub struct PairComparison {
     /// `full / direct` for the same series in two runs, else `full / direct → slim / direct`.
     pub label: String,
-    /// (variant, target) of each side.
-    pub baseline: (String, String),
-    pub candidate: (String, String),
     pub baseline_repetitions: usize,
     pub candidate_repetitions: usize,
     /// Failed pods of each side.
@@ -263,9 +260,6 @@ pub struct GateOutcome {
 pub struct Comparison {
     /// What is compared with what: `a.json → b.json`, `run.json: variant full → slim`.
     pub title: String,
-    /// Each side's name.
-    pub baseline: String,
-    pub candidate: String,
     /// One line describing each side (scenario, date, repetitions, revision).
     pub sides: [String; 2],
     pub settings: Settings,
@@ -490,23 +484,17 @@ impl Difference {
         row: &str,
         settings: &Settings,
     ) -> Self {
-        let b = metric.observations(baseline);
-        let c = metric.observations(candidate);
-        if b.is_empty() || c.is_empty() {
-            return Self {
-                metric,
-                baseline: b,
-                candidate: c,
-                estimate: 0.0,
-                relative: None,
-                interval: None,
-                verdict: Verdict::NoData,
-            };
-        }
+        let (b, c) = (
+            metric.observations(baseline),
+            metric.observations(candidate),
+        );
+        let data = !b.is_empty() && !c.is_empty();
         let base_mean = mean(&b);
-        let estimate = mean(&c) - base_mean;
-        let relative = (base_mean > 0.0).then(|| estimate / base_mean);
-        let (interval, verdict) = if b.len() < 2 || c.len() < 2 {
+        let estimate = if data { mean(&c) - base_mean } else { 0.0 };
+        let relative = (data && base_mean > 0.0).then(|| estimate / base_mean);
+        let (interval, verdict) = if !data {
+            (None, Verdict::NoData)
+        } else if b.len() < 2 || c.len() < 2 {
             (None, Verdict::TooFewRepetitions)
         } else {
             let mut rng = ChaCha8Rng::seed_from_u64(row_seed(settings.seed, row));
@@ -720,8 +708,6 @@ pub fn compare(
     }
     Ok(Comparison {
         title: title(baseline, candidate, pairing),
-        baseline: baseline.name.to_owned(),
-        candidate: candidate.name.to_owned(),
         sides: [side_line(baseline), side_line(candidate)],
         notes: notes(baseline, candidate, &pairs_out),
         settings,
@@ -731,10 +717,8 @@ pub fn compare(
 }
 
 impl Settings {
-    /// These settings checked, with every gated phase and quantile added to the rows compared.
-    ///
-    /// # Errors
-    /// [`CompareError::Confidence`] or [`CompareError::Resamples`] when out of range.
+    /// These settings checked (confidence and resamples in range), with every gated phase and
+    /// quantile added to the rows compared.
     fn with_gated_rows(&self) -> Result<Self, CompareError> {
         if !(self.confidence > 0.0 && self.confidence < 1.0) {
             return Err(CompareError::Confidence(self.confidence));
@@ -890,8 +874,6 @@ impl PairComparison {
             .collect();
         Self {
             label,
-            baseline: (b.variant.clone(), b.target.clone()),
-            candidate: (c.variant.clone(), c.target.clone()),
             baseline_repetitions: b.data.repetitions().count(),
             candidate_repetitions: c.data.repetitions().count(),
             baseline_failed: b.data.failed_pods(),
@@ -902,12 +884,9 @@ impl PairComparison {
         }
     }
 
-    /// Every gate of `settings` judged on this pair's row; a host-bound pair's gates are left
-    /// unjudged unless [`Settings::judge_host_bound`].
-    ///
-    /// # Errors
-    /// [`CompareError::TooFewRepetitions`] when a gated row has fewer than 2 repetitions on a
-    /// side.
+    /// Every gate of `settings` judged on this pair's row (an error when a gated row has fewer
+    /// than 2 repetitions on a side); a host-bound pair's gates are left unjudged unless
+    /// [`Settings::judge_host_bound`].
     fn judge_gates(&self, settings: &Settings) -> Result<Vec<GateOutcome>, CompareError> {
         let judged = settings.judge_host_bound || !self.host_bound();
         let mut outcomes = Vec::new();

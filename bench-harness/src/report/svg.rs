@@ -302,16 +302,17 @@ fn text(out: &mut String, (x, y): (f64, f64), anchor: &str, class: &str, content
     );
 }
 
-/// A label ending at `x` (right-aligned) in at most `room` units: shortened to fit when it is
-/// longer, with the full text as its tooltip.
-fn end_label(out: &mut String, (x, y): (f64, f64), room: f64, class: &str, content: &str) {
-    let shown = fit(content, room);
+/// A row's label, ending [`LABEL_GAP`] left of the plot's `left` edge at `y`: shortened to fit
+/// the margin when it is longer, with the full text as its tooltip.
+fn end_label(out: &mut String, left: f64, y: f64, content: &str) {
+    let x = left - LABEL_GAP;
+    let shown = fit(content, x - LABEL_EDGE);
     if shown == content {
-        text(out, (x, y), "end", class, content);
+        text(out, (x, y), "end", "bar-label", content);
     } else {
         let _ = writeln!(
             out,
-            "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"end\" class=\"{class}\"><title>{}</title>{}</text>",
+            "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"end\" class=\"bar-label\"><title>{}</title>{}</text>",
             escape(content),
             escape(&shown)
         );
@@ -413,17 +414,13 @@ fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
             out,
             "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>"
         );
-        text(
-            out,
-            (x, bottom + 16.0),
-            "middle",
-            "tick",
-            &axis.tick_label(t),
-        );
+        let label = axis.tick_label(t);
+        text(out, (x, bottom + 16.0), "middle", "tick", &label);
     }
+    let middle = (left + right) / 2.0;
     text(
         out,
-        ((left + right) / 2.0, bottom + 36.0),
+        (middle, bottom + 36.0),
         "middle",
         "axis-label",
         &axis.label,
@@ -433,24 +430,23 @@ fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
 impl LineChart {
     /// The chart as an `<svg>` element.
     pub fn render(&self) -> String {
+        let (left, right, top) = (MARGIN_LEFT, WIDTH - MARGIN_RIGHT, MARGIN_TOP);
+        let bottom = top + PLOT_HEIGHT;
         let frame = Frame {
-            left: MARGIN_LEFT,
-            right: WIDTH - MARGIN_RIGHT,
-            top: MARGIN_TOP,
-            bottom: MARGIN_TOP + PLOT_HEIGHT,
+            left,
+            right,
+            top,
+            bottom,
         };
         let entries: Vec<LegendEntry> = if self.legend.is_empty() {
-            self.lines
-                .iter()
-                .map(|l| LegendEntry {
-                    label: l.label.clone(),
-                    style: l.style,
-                })
-                .collect()
+            let entry = |l: &Line| LegendEntry {
+                label: l.label.clone(),
+                style: l.style,
+            };
+            self.lines.iter().map(entry).collect()
         } else {
             self.legend.clone()
         };
-        let (left, right, top, bottom) = frame.edges();
         let (legend_svg, legend_height) = legend(&entries, left, bottom + 48.0, Swatch::Line);
         let mut out = String::new();
         svg_open(&mut out, &self.title, bottom + 52.0 + legend_height + 6.0);
@@ -538,13 +534,8 @@ fn grid_y(out: &mut String, axis: &Axis, frame: Frame) {
             out,
             "<line class=\"grid\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
         );
-        text(
-            out,
-            (left - 6.0, y + 4.0),
-            "end",
-            "tick",
-            &axis.tick_label(t),
-        );
+        let label = axis.tick_label(t);
+        text(out, (left - 6.0, y + 4.0), "end", "tick", &label);
     }
     let ly = (top + bottom) / 2.0;
     let _ = writeln!(
@@ -587,24 +578,14 @@ impl StackedBars {
             })
             .collect();
         let (legend_svg, legend_height) = legend(&entries, left, bottom + 48.0, Swatch::Block);
-        let height = bottom + 52.0 + legend_height + 6.0;
         let mut out = String::new();
-        svg_open(&mut out, &self.title, height);
+        svg_open(&mut out, &self.title, bottom + 52.0 + legend_height + 6.0);
         grid_x(&mut out, &self.x, frame);
         for (i, bar) in self.bars.iter().enumerate() {
             let y = top + ROW * i as f64 + (ROW - BAR) / 2.0;
-            end_label(
-                &mut out,
-                (left - LABEL_GAP, y + BAR / 2.0 + 4.0),
-                left - LABEL_GAP - LABEL_EDGE,
-                "bar-label",
-                &bar.label,
-            );
-            let _ = writeln!(
-                out,
-                "<g class=\"bar\" data-points=\"{}\">",
-                bar.values.len()
-            );
+            end_label(&mut out, left, y + BAR / 2.0 + 4.0, &bar.label);
+            let points = bar.values.len();
+            let _ = writeln!(out, "<g class=\"bar\" data-points=\"{points}\">");
             let mut at = 0.0;
             for (j, v) in bar.values.iter().enumerate() {
                 let x0 = self.x.scale(at, left, right);
@@ -635,9 +616,8 @@ impl IntervalChart {
         let labels = self.rows.iter().map(|r| r.label.as_str());
         let frame = Frame::labelled_rows(labels, self.rows.len(), ROW);
         let (left, right, top, bottom) = frame.edges();
-        let height = bottom + 52.0 + LEGEND_ROW + 6.0;
         let mut out = String::new();
-        svg_open(&mut out, &self.title, height);
+        svg_open(&mut out, &self.title, bottom + 52.0 + LEGEND_ROW + 6.0);
         grid_x(&mut out, &self.x, frame);
         let zero = self.x.scale(0.0, left, right);
         let _ = writeln!(
@@ -646,27 +626,14 @@ impl IntervalChart {
         );
         for (i, r) in self.rows.iter().enumerate() {
             let y = top + ROW * i as f64 + ROW / 2.0;
-            end_label(
-                &mut out,
-                (left - LABEL_GAP, y + 4.0),
-                left - LABEL_GAP - LABEL_EDGE,
-                "bar-label",
-                &r.label,
-            );
-            let (x0, x1) = (
-                self.x.scale(r.low, left, right),
-                self.x.scale(r.high, left, right),
-            );
-            let xe = self.x.scale(r.estimate, left, right);
+            end_label(&mut out, left, y + 4.0, &r.label);
+            let [x0, x1, xe] = [r.low, r.high, r.estimate].map(|v| self.x.scale(v, left, right));
+            let (y0, y1) = (y - 5.0, y + 5.0);
             let fill = if r.significant { PALETTE[1] } else { "#ffffff" };
             let _ = writeln!(
                 out,
-                "<g class=\"interval\" data-points=\"1\"><title>{}</title><line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\"/><line x1=\"{x0:.1}\" y1=\"{:.1}\" x2=\"{x0:.1}\" y2=\"{:.1}\"/><line x1=\"{x1:.1}\" y1=\"{:.1}\" x2=\"{x1:.1}\" y2=\"{:.1}\"/><circle cx=\"{xe:.1}\" cy=\"{y:.1}\" r=\"4.5\" fill=\"{fill}\"/></g>",
-                escape(&r.tooltip),
-                y - 5.0,
-                y + 5.0,
-                y - 5.0,
-                y + 5.0
+                "<g class=\"interval\" data-points=\"1\"><title>{}</title><line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\"/><line x1=\"{x0:.1}\" y1=\"{y0:.1}\" x2=\"{x0:.1}\" y2=\"{y1:.1}\"/><line x1=\"{x1:.1}\" y1=\"{y0:.1}\" x2=\"{x1:.1}\" y2=\"{y1:.1}\"/><circle cx=\"{xe:.1}\" cy=\"{y:.1}\" r=\"4.5\" fill=\"{fill}\"/></g>",
+                escape(&r.tooltip)
             );
         }
         axes(&mut out, frame);
@@ -675,18 +642,12 @@ impl IntervalChart {
             (6.0, PALETTE[1], "significant"),
             (116.0, "#ffffff", "not significant (interval includes 0)"),
         ] {
+            let x = left + dx;
             let _ = writeln!(
                 out,
-                "<circle cx=\"{:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"{fill}\" class=\"marker\"/>",
-                left + dx
+                "<circle cx=\"{x:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"{fill}\" class=\"marker\"/>"
             );
-            text(
-                &mut out,
-                (left + dx + 10.0, ly + 4.0),
-                "start",
-                "legend",
-                label,
-            );
+            text(&mut out, (x + 10.0, ly + 4.0), "start", "legend", label);
         }
         out.push_str("</svg>\n");
         out
