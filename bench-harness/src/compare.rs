@@ -109,13 +109,11 @@ pub struct Settings {
     pub phases: Vec<Phase>,
     /// Quantiles compared per phase (gated quantiles are added).
     pub quantiles: Vec<Quantile>,
-    /// Regression thresholds.
     pub gates: Vec<Gate>,
     /// Bootstrap resamples per row, at least [`MIN_RESAMPLES`].
     pub resamples: u32,
     /// Confidence level of the intervals, in (0, 1).
     pub confidence: f64,
-    /// Seed of the bootstrap RNG.
     pub seed: u64,
     /// Judge gates on pairs with host-bound repetitions too (`--judge-host-bound`).
     pub judge_host_bound: bool,
@@ -185,9 +183,8 @@ pub enum Unit {
 /// A confidence interval of a difference.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interval {
-    /// Low end, metric units.
+    /// Low and high end, metric units.
     pub low: f64,
-    /// High end, metric units.
     pub high: f64,
     /// The same interval relative to the baseline mean, when that is positive.
     pub relative: Option<(f64, f64)>,
@@ -229,14 +226,11 @@ pub struct Difference {
 pub struct PairComparison {
     /// `full / direct` for the same series in two runs, else `full / direct → slim / direct`.
     pub label: String,
-    pub baseline_repetitions: usize,
-    pub candidate_repetitions: usize,
-    /// Failed pods of each side.
-    pub baseline_failed: u64,
-    pub candidate_failed: u64,
-    /// Repetitions of each side whose burst was host-bound.
-    pub baseline_host_bound: Vec<u32>,
-    pub candidate_host_bound: Vec<u32>,
+    /// Per side (baseline, candidate): repetitions, failed pods, and the repetitions whose
+    /// burst was host-bound.
+    pub repetitions: [usize; 2],
+    pub failed: [u64; 2],
+    pub host_bound: [Vec<u32>; 2],
     pub differences: Vec<Difference>,
 }
 
@@ -244,9 +238,8 @@ pub struct PairComparison {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateOutcome {
     pub gate: Gate,
-    /// The pair's label.
+    /// The pair's label, and its row the gate judged.
     pub pair: String,
-    /// The row the gate judged.
     pub difference: Difference,
     /// Whether the gate was judged: false when the pair has host-bound repetitions and
     /// [`Settings::judge_host_bound`] is off.
@@ -264,7 +257,6 @@ pub struct Comparison {
     pub sides: [String; 2],
     pub settings: Settings,
     pub pairs: Vec<PairComparison>,
-    /// Every gate against every pair.
     pub gates: Vec<GateOutcome>,
     /// What the reader should know: few repetitions, failures, differing scenarios.
     pub notes: Vec<String>,
@@ -756,10 +748,11 @@ fn notes(baseline: &Input<'_>, candidate: &Input<'_>, pairs: &[PairComparison]) 
     let mut notes: Vec<String> = repetitions_note(pairs).into_iter().collect();
     notes.extend(pairs.iter().filter_map(PairComparison::host_bound_note));
     for p in pairs {
-        if p.baseline_failed + p.candidate_failed > 0 {
+        let [b, c] = p.failed;
+        if b + c > 0 {
             notes.push(format!(
-                "{}: {} baseline and {} candidate pods failed; phase quantiles cover only the pods that became ready, time to ready counts failures as never ready.",
-                p.label, p.baseline_failed, p.candidate_failed
+                "{}: {b} baseline and {c} candidate pods failed; phase quantiles cover only the pods that became ready, time to ready counts failures as never ready.",
+                p.label
             ));
         }
     }
@@ -772,11 +765,7 @@ fn notes(baseline: &Input<'_>, candidate: &Input<'_>, pairs: &[PairComparison]) 
 /// The warning when the side with the fewest repetitions has too few for a verdict, or for a
 /// trustworthy one.
 fn repetitions_note(pairs: &[PairComparison]) -> Option<String> {
-    let fewest = pairs
-        .iter()
-        .flat_map(|p| [p.baseline_repetitions, p.candidate_repetitions])
-        .min()
-        .unwrap_or(0);
+    let fewest = pairs.iter().flat_map(|p| p.repetitions).min().unwrap_or(0);
     if fewest < 2 {
         Some(format!(
             "Only {fewest} repetition on a side: without repetitions to resample there is no confidence interval and no verdict. Run the scenario with repetitions >= {FEW_REPETITIONS}."
@@ -874,12 +863,9 @@ impl PairComparison {
             .collect();
         Self {
             label,
-            baseline_repetitions: b.data.repetitions().count(),
-            candidate_repetitions: c.data.repetitions().count(),
-            baseline_failed: b.data.failed_pods(),
-            candidate_failed: c.data.failed_pods(),
-            baseline_host_bound: bound_reps(runs[0].result, b),
-            candidate_host_bound: bound_reps(runs[1].result, c),
+            repetitions: [b, c].map(|s| s.data.repetitions().count()),
+            failed: [b, c].map(|s| s.data.failed_pods()),
+            host_bound: [bound_reps(runs[0].result, b), bound_reps(runs[1].result, c)],
             differences,
         }
     }
@@ -915,7 +901,7 @@ impl PairComparison {
 
     /// Whether either side has a host-bound repetition.
     pub fn host_bound(&self) -> bool {
-        !(self.baseline_host_bound.is_empty() && self.candidate_host_bound.is_empty())
+        self.host_bound.iter().any(|reps| !reps.is_empty())
     }
 
     /// What the reader must know about a host-bound pair, or `None`.
@@ -923,30 +909,21 @@ impl PairComparison {
         if !self.host_bound() {
             return None;
         }
-        let sides: Vec<String> = [
-            (
-                "baseline",
-                &self.baseline_host_bound,
-                self.baseline_repetitions,
-            ),
-            (
-                "candidate",
-                &self.candidate_host_bound,
-                self.candidate_repetitions,
-            ),
-        ]
-        .into_iter()
-        .filter(|(_, reps, _)| !reps.is_empty())
-        .map(|(name, reps, of)| {
-            let list: Vec<String> = reps.iter().map(u32::to_string).collect();
-            let noun = if reps.len() == 1 {
-                "repetition"
-            } else {
-                "repetitions"
-            };
-            format!("{name} {noun} {} ({} of {of})", list.join(", "), reps.len())
-        })
-        .collect();
+        let sides: Vec<String> = ["baseline", "candidate"]
+            .into_iter()
+            .zip(&self.host_bound)
+            .zip(self.repetitions)
+            .filter(|((_, reps), _)| !reps.is_empty())
+            .map(|((name, reps), of)| {
+                let list: Vec<String> = reps.iter().map(u32::to_string).collect();
+                let noun = if reps.len() == 1 {
+                    "repetition"
+                } else {
+                    "repetitions"
+                };
+                format!("{name} {noun} {} ({} of {of})", list.join(", "), reps.len())
+            })
+            .collect();
         Some(format!(
             "{}: host-bound bursts in {}: the host's CPUs were saturated, so differences may be the machine's rather than the change's; its rows are marked host-bound, and its gates are judged only with --judge-host-bound.",
             self.label,

@@ -48,7 +48,6 @@ pub struct RunResult {
     pub started_at: SystemTime,
     /// Wall-clock length of the whole run, image generation included.
     pub duration: Duration,
-    /// Where the run happened.
     pub machine: Machine,
     /// One entry per (variant, target): the scenario's variants x targets in file order, then
     /// any other pair that was recorded.
@@ -69,7 +68,6 @@ pub struct RunResult {
 /// What a modelled run was modelled with.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelFacts {
-    /// The machine profile's name.
     pub profile: String,
     /// The profile file, as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,17 +461,13 @@ impl RunResult {
     /// [`ResultError::Write`] if the directory or file cannot be written,
     /// [`ResultError::Encode`] if a histogram cannot be encoded.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, ResultError> {
-        std::fs::create_dir_all(dir).map_err(|source| ResultError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        let error = |path: &Path| {
+            let path = path.to_owned();
+            |source| ResultError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(error(dir))?;
         let path = dir.join(FILE_NAME);
-        let mut json = self.to_json()?;
-        json.push('\n');
-        std::fs::write(&path, json).map_err(|source| ResultError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(&path, self.to_json()? + "\n").map_err(error(&path))?;
         Ok(path)
     }
 
@@ -584,16 +578,16 @@ struct SeriesWire {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PhaseWire {
-    summary: Summary,
-    histogram: String,
+    #[serde(flatten)]
+    merged: HistogramWire,
     repetitions: Vec<RepetitionHistogramWire>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RepetitionHistogramWire {
     repetition: u32,
-    summary: Summary,
-    histogram: String,
+    #[serde(flatten)]
+    histogram: HistogramWire,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -640,9 +634,11 @@ struct HistogramWire {
 
 impl HistogramWire {
     fn of<E: serde::ser::Error>(h: &Histogram<u64>) -> Result<Self, E> {
+        let histogram =
+            encode_histogram(h).map_err(|e| E::custom(format!("encode histogram: {e}")))?;
         Ok(Self {
             summary: Summary::of(h),
-            histogram: encoded(h)?,
+            histogram,
         })
     }
 }
@@ -689,26 +685,22 @@ struct TimeToReadyWire {
     p100: Option<u64>,
 }
 
-fn encoded<E: serde::ser::Error>(h: &Histogram<u64>) -> Result<String, E> {
-    encode_histogram(h).map_err(|e| E::custom(format!("encode histogram: {e}")))
-}
-
 fn phase_wire<E: serde::ser::Error>(
     merged: &Histogram<u64>,
     per_rep: impl Iterator<Item = (u32, Histogram<u64>)>,
 ) -> Result<PhaseWire, E> {
-    Ok(PhaseWire {
-        summary: Summary::of(merged),
-        histogram: encoded(merged)?,
-        repetitions: per_rep
-            .map(|(repetition, h)| {
-                Ok(RepetitionHistogramWire {
-                    repetition,
-                    summary: Summary::of(&h),
-                    histogram: encoded(&h)?,
-                })
+    let repetitions = per_rep
+        .map(|(repetition, h)| {
+            let histogram = HistogramWire::of(&h)?;
+            Ok(RepetitionHistogramWire {
+                repetition,
+                histogram,
             })
-            .collect::<Result<_, E>>()?,
+        })
+        .collect::<Result<_, E>>()?;
+    Ok(PhaseWire {
+        merged: HistogramWire::of(merged)?,
+        repetitions,
     })
 }
 
@@ -725,7 +717,7 @@ fn decode_phases<P: Ord + Copy>(
         let phase =
             parse(name).ok_or_else(|| format!("series {series}: unknown {what} {name:?}"))?;
         for r in &pw.repetitions {
-            let h = decode_histogram(&r.histogram).map_err(|e| {
+            let h = decode_histogram(&r.histogram.histogram).map_err(|e| {
                 format!(
                     "series {series}, {what} {name}, repetition {}: {e}",
                     r.repetition

@@ -343,38 +343,38 @@ fn traffic<'a>(totals: impl Iterator<Item = &'a RegistryTotals>) -> Option<Traff
 /// bandwidth of each is over its first bucket to its last bucket with bytes.
 fn traffic_of(all: &[(TrafficSeries, u64)]) -> Option<Traffic> {
     let bucket_ms = all.iter().map(|(s, _)| s.bucket_ms).max()?;
-    let per_sec = |count: u64, bucket_ms: u64| count as f64 * 1000.0 / bucket_ms as f64;
-    let mut t = Traffic {
-        bucket: Duration::from_millis(bucket_ms),
-        peak_bytes_per_sec: 0.0,
-        mean_bytes_per_sec: 0.0,
-        peak_requests_per_sec: 0.0,
-        throttled: 0,
+    let per_sec = |count: u64, s: &TrafficSeries| count as f64 * 1000.0 / s.bucket_ms as f64;
+    let peak = |counts: fn(&TrafficSeries) -> &[u64]| {
+        let peaks = all
+            .iter()
+            .map(|(s, _)| per_sec(counts(s).iter().copied().max().unwrap_or(0), s));
+        peaks.fold(0.0, f64::max)
     };
-    let mut means = Vec::new();
-    for (s, bytes_out) in all {
-        let peak_bytes = s.bytes_out.iter().copied().max().unwrap_or(0);
-        let peak_requests = s.requests.iter().copied().max().unwrap_or(0);
-        t.peak_bytes_per_sec = t.peak_bytes_per_sec.max(per_sec(peak_bytes, s.bucket_ms));
-        t.peak_requests_per_sec = t
-            .peak_requests_per_sec
-            .max(per_sec(peak_requests, s.bucket_ms));
-        t.throttled += s.throttled.iter().sum::<u64>();
-        if let Some(last) = s.bytes_out.iter().rposition(|b| *b > 0) {
-            let active_ms = (last as u64 + 1) * s.bucket_ms;
-            means.push(*bytes_out as f64 * 1000.0 / active_ms as f64);
-        }
-    }
-    if !means.is_empty() {
-        t.mean_bytes_per_sec = means.iter().sum::<f64>() / means.len() as f64;
-    }
-    Some(t)
+    let means: Vec<f64> = (all.iter())
+        .filter_map(|(s, bytes_out)| {
+            let last = s.bytes_out.iter().rposition(|b| *b > 0)?;
+            Some(*bytes_out as f64 * 1000.0 / ((last as u64 + 1) * s.bucket_ms) as f64)
+        })
+        .collect();
+    Some(Traffic {
+        bucket: Duration::from_millis(bucket_ms),
+        peak_bytes_per_sec: peak(|s| &s.bytes_out),
+        mean_bytes_per_sec: if means.is_empty() {
+            0.0
+        } else {
+            means.iter().sum::<f64>() / means.len() as f64
+        },
+        peak_requests_per_sec: peak(|s| &s.requests),
+        throttled: all
+            .iter()
+            .map(|(s, _)| s.throttled.iter().sum::<u64>())
+            .sum(),
+    })
 }
 
 impl ReadyTimes {
-    /// The median over repetitions (mean of the middle two for an even count); a repetition
-    /// that never got there counts as longer than any other. `None` when the median is such a
-    /// repetition or there is none.
+    /// The median over repetitions, a repetition that never got there counting as the longest
+    /// ([`median`](super::side_by_side::median)).
     pub fn median(&self) -> Option<Duration> {
         super::side_by_side::median(self.per_repetition.clone())
     }

@@ -263,7 +263,7 @@ pub fn document(c: &Comparison) -> Document {
 fn pair_line(p: &PairComparison) -> String {
     format!(
         "Repetitions: {} baseline, {} candidate. Failed pods: {} baseline, {} candidate. n = observations per side (baseline/candidate).",
-        p.baseline_repetitions, p.candidate_repetitions, p.baseline_failed, p.candidate_failed
+        p.repetitions[0], p.repetitions[1], p.failed[0], p.failed[1]
     )
 }
 

@@ -83,7 +83,6 @@ pub enum ParagraphKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inline {
     Text(String),
-    /// Bold.
     Strong(String),
     /// Machine text: a flag, a digest.
     Code(String),

@@ -86,9 +86,8 @@ fn fit(text: &str, room: f64) -> String {
 /// How a line or bar segment is drawn: colour and dash by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Style {
-    /// Index into [`PALETTE`].
+    /// Indexes into [`PALETTE`] and [`DASHES`].
     pub color: usize,
-    /// Index into [`DASHES`].
     pub dash: usize,
 }
 
@@ -116,9 +115,8 @@ pub struct Line {
 /// A labelled reference line across the plot (an SLO limit, the 95 % mark).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
-    /// Vertical, at this x.
+    /// Vertical, at this x; horizontal, at this y.
     X(f64, String),
-    /// Horizontal, at this y.
     Y(f64, String),
 }
 
@@ -142,11 +140,10 @@ pub struct LineChart {
     pub legend: Vec<LegendEntry>,
 }
 
-/// Horizontal bars, each a stack of segments.
+/// Horizontal bars, each a stack of segments, over a horizontal value axis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackedBars {
     pub title: String,
-    /// The value axis (horizontal).
     pub x: Axis,
     /// Segment names, in stacking order (the legend).
     pub segments: Vec<String>,
@@ -165,11 +162,11 @@ pub struct Bar {
     pub tooltips: Vec<String>,
 }
 
-/// Estimates with intervals, one row each, around a zero line (a forest plot).
+/// Estimates with intervals, one row each, around a zero line on a horizontal value axis (a
+/// forest plot).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalChart {
     pub title: String,
-    /// The value axis (horizontal).
     pub x: Axis,
     /// The rows, top to bottom.
     pub rows: Vec<IntervalRow>,
