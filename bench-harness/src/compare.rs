@@ -16,11 +16,9 @@
 //! verdict (a gate on such a pair is an error); with fewer than [`FEW_REPETITIONS`] the
 //! comparison says its intervals are rough.
 //!
-//! A pair with a host-bound repetition on either side (the host's CPUs were saturated during
-//! that burst, [`crate::run::host`]) is marked and noted, and its gates are not judged
-//! ([`GateOutcome::judged`] false) unless [`Settings::judge_host_bound`] asks for it: a
-//! saturated machine makes differences of its own, so two runs of the same commit can look
-//! significantly different. `main.rs` exits 3 when a gate went unjudged for that reason.
+//! A pair with a host-bound repetition on either side ([`crate::run::host`]) is marked and its
+//! gates are not judged unless [`Settings::judge_host_bound`]: a saturated machine makes
+//! differences of its own. `main.rs` exits 3 when a gate went unjudged for that reason.
 //!
 //! This module computes; `report/comparison.rs` renders Markdown and HTML.
 
@@ -277,18 +275,6 @@ impl Default for Settings {
 }
 
 impl Quantile {
-    /// The quantile `fraction` (0, 1].
-    ///
-    /// # Errors
-    /// [`GateError::Quantile`] when out of range.
-    pub fn new(fraction: f64) -> Result<Self, GateError> {
-        if fraction > 0.0 && fraction <= 1.0 {
-            Ok(Self(fraction))
-        } else {
-            Err(GateError::Quantile(fraction.to_string()))
-        }
-    }
-
     /// The fraction, (0, 1].
     pub fn fraction(self) -> f64 {
         self.0
@@ -317,7 +303,10 @@ impl FromStr for Quantile {
             .ok_or_else(err)?
             .parse::<f64>()
             .map_err(|_| err())?;
-        Self::new(number / 100.0).map_err(|_| err())
+        let fraction = number / 100.0;
+        (fraction > 0.0 && fraction <= 1.0)
+            .then_some(Self(fraction))
+            .ok_or_else(err)
     }
 }
 
@@ -374,7 +363,6 @@ impl Metric {
         }
     }
 
-    /// The unit of its values.
     pub fn unit(&self) -> Unit {
         match self {
             Self::Phase { .. } | Self::TimeToReady(_) => Unit::Micros,
@@ -511,17 +499,14 @@ impl Difference {
         }
     }
 
-    /// Mean of the baseline observations.
     pub fn baseline_mean(&self) -> f64 {
         mean(&self.baseline)
     }
 
-    /// Mean of the candidate observations.
     pub fn candidate_mean(&self) -> f64 {
         mean(&self.candidate)
     }
 
-    /// Whether the verdict is significant either way.
     pub fn significant(&self) -> bool {
         matches!(self.verdict, Verdict::Higher | Verdict::Lower)
     }
@@ -899,7 +884,6 @@ impl PairComparison {
         Ok(outcomes)
     }
 
-    /// Whether either side has a host-bound repetition.
     pub fn host_bound(&self) -> bool {
         self.host_bound.iter().any(|reps| !reps.is_empty())
     }

@@ -288,6 +288,14 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramDecodeErr
     Ok(h)
 }
 
+impl RegistryTotals {
+    /// Requests of every kind: the registry's own `total` when it counts one, else the sum.
+    pub fn total_requests(&self) -> u64 {
+        let sum = || self.requests.values().sum();
+        self.requests.get("total").copied().unwrap_or_else(sum)
+    }
+}
+
 impl RunResult {
     /// Assembles a result from the run's facts and the merged recordings: one series per
     /// scenario (variant, target) in file order (empty if nothing was recorded for it), then any

@@ -12,10 +12,8 @@
 //! wave's start), and egress is what the registry sent from the wave's start until the next
 //! wave's, its mean bandwidth over the wave's start to its last byte.
 //!
-//! The registry's time series lives inside each repetition's `RegistryTotals.snapshot` (the
-//! embedded registry's accounting snapshot, `series{bucket_ms, bytes_out[], requests[],
-//! throttled[]}`); [`registry_series`] reads it from there. This module only computes;
-//! `section.rs` turns what it returns into tables.
+//! The registry's time series is read from each repetition's stored totals
+//! ([`registry_series`]). This module only computes; `section.rs` turns it into tables.
 
 use std::time::Duration;
 
@@ -164,7 +162,6 @@ pub fn registry_egress_bytes(t: &RegistryTotals) -> u64 {
 }
 
 impl Capacity {
-    /// Computes every answer for `r`.
     pub fn of(r: &RunResult) -> Self {
         let series: Vec<SeriesCapacity> = r
             .series
@@ -389,14 +386,12 @@ impl ReadyTimes {
             .max()
     }
 
-    /// Repetitions that never got there.
     pub fn never(&self) -> usize {
         self.per_repetition.iter().filter(|d| d.is_none()).count()
     }
 }
 
 impl Egress {
-    /// Mean bytes per repetition.
     pub fn mean_bytes(&self) -> f64 {
         if self.per_repetition_bytes.is_empty() {
             return 0.0;
@@ -405,7 +400,6 @@ impl Egress {
             / self.per_repetition_bytes.len() as f64
     }
 
-    /// Largest bytes of any repetition.
     pub fn max_bytes(&self) -> u64 {
         self.per_repetition_bytes.iter().copied().max().unwrap_or(0)
     }

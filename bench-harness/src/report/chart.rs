@@ -16,7 +16,7 @@ use super::human;
 use super::svg::{Axis, Bar, LegendEntry, Line, LineChart, Rule, StackedBars, Style};
 use crate::registry::accounting::Series as TrafficSeries;
 use crate::result::{RunResult, SeriesResult};
-use crate::run::recorder::{LayerPhase, Phase};
+use crate::run::recorder::{LayerPhase, LayerSums, Phase};
 
 /// A SLO or link limit is drawn only if it is within this factor of the data, so a generous
 /// limit does not squash the curves against the axis.
@@ -450,12 +450,12 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
     if rows.is_empty() {
         return None;
     }
-    let per_layer: Vec<Vec<crate::run::recorder::LayerSums>> =
+    let per_layer: Vec<Vec<LayerSums>> =
         rows.iter().map(|(s, _)| s.data.merged_by_layer()).collect();
-    let layer_total = |l: &crate::run::recorder::LayerSums| {
+    let layer_total = |l: &LayerSums| {
         LayerPhase::STACKED
+            .map(|p| l.mean_us(p))
             .iter()
-            .map(|p| l.mean_us(*p))
             .sum::<f64>()
     };
     let max_us = rows
@@ -484,27 +484,15 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
         for l in layers {
             let size = layer_size(r, &l.image, l.position)
                 .map_or_else(String::new, |b| format!(", {}", human::bytes(b)));
+            let (label, nodes) = (series_label(s), human::count(l.count, "node"));
+            let means = LayerPhase::STACKED.map(|p| l.mean_us(p));
+            let tooltip = |(p, mean): (&LayerPhase, f64)| {
+                format!("{p} mean {} over {nodes}", human::us(mean.round() as u64))
+            };
             bars.push(Bar {
-                label: format!(
-                    "{}: {} layer {}{size}",
-                    series_label(s),
-                    l.image,
-                    l.position + 1
-                ),
-                values: LayerPhase::STACKED
-                    .iter()
-                    .map(|p| scale.of(l.mean_us(*p)))
-                    .collect(),
-                tooltips: LayerPhase::STACKED
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{p} mean {} over {}",
-                            human::us(l.mean_us(*p).round() as u64),
-                            human::count(l.count, "node")
-                        )
-                    })
-                    .collect(),
+                label: format!("{label}: {} layer {}{size}", l.image, l.position + 1),
+                values: means.iter().map(|m| scale.of(*m)).collect(),
+                tooltips: LayerPhase::STACKED.iter().zip(means).map(tooltip).collect(),
             });
         }
     }

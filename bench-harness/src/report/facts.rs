@@ -42,13 +42,9 @@ pub fn facts(r: &RunResult) -> Vec<Fact> {
         (Some(rev), _) => Cell::with(rev.clone(), Emphasis::Code),
         (None, _) => Cell::from("unknown"),
     };
+    let started = humantime::format_rfc3339_seconds(r.started_at).to_string();
     vec![
-        (
-            "started",
-            humantime::format_rfc3339_seconds(r.started_at)
-                .to_string()
-                .into(),
-        ),
+        ("started", started.into()),
         ("duration", human::duration(r.duration).into()),
         ("machine", machine.join(", ").into()),
         ("revision", revision),
@@ -87,14 +83,8 @@ pub fn warnings(r: &RunResult) -> Vec<String> {
 /// Where each variant's image came from, for variants not generated here (a real registry or an
 /// OCI layout): the source, its digests, and who served it. `None` when every image is synthetic.
 pub fn image_sources(r: &RunResult) -> Option<Table> {
-    let sourced: Vec<_> = r
-        .images
-        .iter()
-        .filter(|(_, f)| {
-            f.details
-                .get("source")
-                .is_some_and(serde_json::Value::is_object)
-        })
+    let sourced: Vec<_> = (r.images.iter())
+        .filter(|(_, f)| f.details["source"].is_object())
         .collect();
     if sourced.is_empty() {
         return None;
@@ -111,7 +101,7 @@ pub fn image_sources(r: &RunResult) -> Option<Table> {
     );
     for (variant, facts) in sourced {
         let s = &facts.details["source"];
-        let text = |key: &str| s.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let text = |key: &str| s[key].as_str().unwrap_or("").to_owned();
         let code = |key: &str| match text(key).as_str() {
             "" => Cell::from("-"),
             t => Cell::with(t, Emphasis::Code),

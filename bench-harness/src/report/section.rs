@@ -144,7 +144,6 @@ pub fn slo_line(r: &RunResult) -> String {
     format!("{passed} of {} passed.", r.slo.len())
 }
 
-/// Whether the capacity answers are per arrival wave.
 fn per_wave(c: &Capacity) -> bool {
     c.series.iter().any(|s| !s.waves.is_empty())
 }
@@ -367,13 +366,8 @@ pub fn savings(c: &Capacity) -> Option<Table> {
             s.variant.as_str().into(),
             format!("{} vs {}", s.target, s.direct).into(),
         ];
-        if waves {
-            cells.push(
-                s.wave
-                    .map_or_else(whole_burst, |(w, at)| wave_at(w, at))
-                    .into(),
-            );
-        }
+        let wave = s.wave.map_or_else(whole_burst, |(w, at)| wave_at(w, at));
+        cells.extend(waves.then(|| wave.into()));
         cells.extend([egress.into(), time(1).into(), time(2).into()]);
         t.row(cells);
     }
@@ -435,9 +429,7 @@ pub fn side_by_side(v: &VariantRows, waves: bool) -> Table {
     for row in &v.targets {
         for w in &row.waves {
             let mut cells = vec![Cell::from(row.target.as_str())];
-            if waves {
-                cells.push(wave_at(w.wave, w.at).into());
-            }
+            cells.extend(waves.then(|| wave_at(w.wave, w.at).into()));
             cells.extend([
                 human::us_if(w.pull.count, w.pull.p50_us).into(),
                 human::us_if(w.pull.count, w.pull.p95_us).into(),
@@ -484,14 +476,9 @@ pub fn side_by_side_upstream(v: &VariantRows) -> Table {
                 } else {
                     format!("{mean:.2} ({min} to {max})")
                 };
-                (
-                    gets.into(),
-                    u.image_copies
-                        .map_or_else(dash, |c| format!("{c:.2} x").into()),
-                    u.requests.to_string().into(),
-                    u.link_image_copies
-                        .map_or_else(dash, |c| format!("{c:.2} x").into()),
-                )
+                let requests = u.requests.to_string().into();
+                let link = ratio_cell(u.link_image_copies);
+                (gets.into(), ratio_cell(u.image_copies), requests, link)
             }
         };
         let bytes = |r: &TargetRow| r.upstream.as_ref().map(|u| u.bytes as f64);
@@ -553,9 +540,7 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
                 continue;
             };
             let mut cells = vec![Cell::from(row.target.as_str())];
-            if waves {
-                cells.push(wave_at(w.wave, w.at).into());
-            }
+            cells.extend(waves.then(|| wave_at(w.wave, w.at).into()));
             // Each figure of this wave's row against the baseline's: p50, p95, p99 of pull,
             // p50, p95 of TTFB (microseconds), then lag and all-ready (seconds).
             let figures = |x: &WaveRow| {
@@ -570,12 +555,8 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
                     secs(x.all_ready),
                 ]
             };
-            let (ours, theirs) = (figures(w), figures(b));
-            cells.extend(
-                ours.into_iter()
-                    .zip(theirs)
-                    .map(|(a, b)| ratio_cell(ratio(a, b))),
-            );
+            let ratios = figures(w).into_iter().zip(figures(b));
+            cells.extend(ratios.map(|(a, b)| ratio_cell(ratio(a, b))));
             t.row(cells);
         }
     }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::result::{RunResult, SeriesResult};
+use crate::result::{RegistryTotals, RunResult, SeriesResult};
 use crate::run::recorder::{Phase, Summary, WaveData};
 use crate::scenario::{Arrival, TargetKind};
 
@@ -191,12 +191,7 @@ impl Upstream {
         let requests = median_u64(
             s.registry
                 .values()
-                .map(|t| {
-                    t.requests
-                        .get("total")
-                        .copied()
-                        .unwrap_or_else(|| t.requests.values().sum())
-                })
+                .map(RegistryTotals::total_requests)
                 .collect(),
         );
         let links: Vec<u64> = s.registry.values().filter_map(|t| t.link_bytes).collect();

@@ -269,18 +269,8 @@ fn nice_step(span: f64) -> f64 {
     let raw = span / 5.0;
     let magnitude = 10f64.powf(raw.log10().floor());
     let n = raw / magnitude;
-    let m = if n <= 1.0 {
-        1.0
-    } else if n <= 2.0 {
-        2.0
-    } else if n <= 2.5 {
-        2.5
-    } else if n <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    m * magnitude
+    let m = [1.0, 2.0, 2.5, 5.0].into_iter().find(|m| n <= *m);
+    m.unwrap_or(10.0) * magnitude
 }
 
 fn svg_open(out: &mut String, title: &str, height: f64) {
