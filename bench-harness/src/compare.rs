@@ -719,7 +719,9 @@ impl Settings {
     /// registry egress.
     fn metrics(&self) -> Vec<Metric> {
         let phases = self.phases.iter().flat_map(|&phase| {
-            (self.quantiles.iter()).map(move |&quantile| Metric::Phase { phase, quantile })
+            self.quantiles
+                .iter()
+                .map(move |&quantile| Metric::Phase { phase, quantile })
         });
         let ready = READY_FRACTIONS.map(Metric::TimeToReady);
         phases.chain(ready).chain([Metric::Egress]).collect()

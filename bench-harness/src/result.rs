@@ -418,7 +418,9 @@ impl RunResult {
     /// series without it (a result written before it was stored) from the run's host-bound
     /// warnings.
     pub fn host_bound(&self) -> Vec<HostBound> {
-        let from_warnings: Vec<HostBound> = (self.warnings.iter())
+        let from_warnings: Vec<HostBound> = self
+            .warnings
+            .iter()
             .filter_map(|w| HostBound::from_warning(w))
             .collect();
         let mut out = Vec::new();

@@ -347,7 +347,8 @@ fn traffic_of(all: &[(TrafficSeries, u64)]) -> Option<Traffic> {
             .map(|(s, _)| per_sec(counts(s).iter().copied().max().unwrap_or(0), s));
         peaks.fold(0.0, f64::max)
     };
-    let means: Vec<f64> = (all.iter())
+    let means: Vec<f64> = all
+        .iter()
         .filter_map(|(s, bytes_out)| {
             let last = s.bytes_out.iter().rposition(|b| *b > 0)?;
             Some(*bytes_out as f64 * 1000.0 / ((last as u64 + 1) * s.bucket_ms) as f64)

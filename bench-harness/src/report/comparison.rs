@@ -172,6 +172,7 @@ fn gate_result(g: &GateOutcome) -> Cell {
     }
 }
 
+/// How many gates passed, crossed or went unjudged, and what crossing one means.
 fn gate_line(c: &Comparison) -> String {
     let all = c.gates.len();
     let crossed = c.gates.iter().filter(|g| g.crossed).count();
@@ -189,11 +190,7 @@ fn gate_line(c: &Comparison) -> String {
             " {unjudged} not judged: their series are host-bound (see the notes); --judge-host-bound judges them anyway."
         ));
     }
-    line
-}
-
-fn gate_semantics() -> &'static str {
-    "A gate fails when the candidate is significantly slower (the interval lies above 0) and the estimated difference exceeds the limit."
+    line + " A gate fails when the candidate is significantly slower (the interval lies above 0) and the estimated difference exceeds the limit."
 }
 
 /// The comparison as Markdown (`compare.md`).
@@ -233,14 +230,7 @@ pub fn document(c: &Comparison) -> Document {
     } else {
         let ok = c.passed() && c.unjudged().next().is_none();
         body.extend([
-            Block::paragraph(
-                ParagraphKind::Verdict(ok),
-                vec![Inline::Text(format!(
-                    "{} {}",
-                    gate_line(c),
-                    gate_semantics()
-                ))],
-            ),
+            Block::paragraph(ParagraphKind::Verdict(ok), vec![Inline::Text(gate_line(c))]),
             Block::Table(gate_table(c)),
         ]);
     }
@@ -358,13 +348,8 @@ pub fn summary(c: &Comparison) -> String {
         let _ = writeln!(out, "note: {n}");
     }
     for g in &c.gates {
-        let _ = writeln!(
-            out,
-            "gate {} on {}: {}",
-            g.gate,
-            g.pair,
-            gate_result(g).text
-        );
+        let result = gate_result(g).text;
+        let _ = writeln!(out, "gate {} on {}: {result}", g.gate, g.pair);
     }
     out
 }

@@ -83,7 +83,9 @@ pub fn warnings(r: &RunResult) -> Vec<String> {
 /// Where each variant's image came from, for variants not generated here (a real registry or an
 /// OCI layout): the source, its digests, and who served it. `None` when every image is synthetic.
 pub fn image_sources(r: &RunResult) -> Option<Table> {
-    let sourced: Vec<_> = (r.images.iter())
+    let sourced: Vec<_> = r
+        .images
+        .iter()
         .filter(|(_, f)| f.details["source"].is_object())
         .collect();
     if sourced.is_empty() {

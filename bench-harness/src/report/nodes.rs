@@ -15,22 +15,18 @@ use crate::result::{RegistryTotals, RunResult, SeriesResult};
 /// The sections (heading, how to read it, table), in order; none when no repetition was
 /// measured at the wire.
 pub fn sections(r: &RunResult) -> Vec<Block> {
-    let mut out = Vec::new();
-    if let Some(table) = links(r) {
-        out.extend([
-            Block::heading(2, "Links (kernel counters)"),
-            Block::text("What each veth link carried during a repetition, counted by the kernel after its tbf shaping (Ethernet, IP and TCP headers included), mean over repetitions. The registry's own count of response bodies is beside its wire egress. Node columns are per node: the median node and the busiest; copies are of the compressed image."),
-            Block::Table(table),
-        ]);
-    }
-    if let Some(table) = processes(r) {
-        out.extend([
-            Block::heading(2, "Cache processes"),
-            Block::text("Every cache process of the target, from the burst epoch to its end (user + system CPU with its children, as /proc counts it; peak resident memory is VmHWM), mean over repetitions. CPU per GB divides by the bytes all nodes downloaded over their links. The harness's own process (embedded registry, every node's client, unpacking) and the host's CPUs are beside it: a host near 100 % busy measured this machine, not the links."),
-            Block::Table(table),
-        ]);
-    }
-    out
+    let sections = [
+        (links(r), "Links (kernel counters)", "What each veth link carried during a repetition, counted by the kernel after its tbf shaping (Ethernet, IP and TCP headers included), mean over repetitions. The registry's own count of response bodies is beside its wire egress. Node columns are per node: the median node and the busiest; copies are of the compressed image."),
+        (processes(r), "Cache processes", "Every cache process of the target, from the burst epoch to its end (user + system CPU with its children, as /proc counts it; peak resident memory is VmHWM), mean over repetitions. CPU per GB divides by the bytes all nodes downloaded over their links. The harness's own process (embedded registry, every node's client, unpacking) and the host's CPUs are beside it: a host near 100 % busy measured this machine, not the links."),
+    ];
+    let blocks = sections.into_iter().filter_map(|(table, heading, how)| {
+        Some([
+            Block::heading(2, heading),
+            Block::text(how),
+            Block::Table(table?),
+        ])
+    });
+    blocks.flatten().collect()
 }
 
 /// Mean of `f` over the repetitions of `s` that were measured at the wire.

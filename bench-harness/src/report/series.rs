@@ -172,7 +172,9 @@ pub fn registry(r: &RunResult, s: &SeriesResult) -> Option<Table> {
 
 /// `28 (blob_get 20, manifest_get 8)`: the total, then the non-zero kinds.
 fn requests_line(totals: &RegistryTotals) -> String {
-    let kinds: Vec<String> = (totals.requests.iter())
+    let kinds: Vec<String> = totals
+        .requests
+        .iter()
         .filter(|(k, n)| **n > 0 && k.as_str() != "total")
         .map(|(k, n)| format!("{k} {n}"))
         .collect();

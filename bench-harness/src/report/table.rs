@@ -114,7 +114,10 @@ impl Table {
         }
         let mut out = String::new();
         for row in rows {
-            let cells: Vec<String> = (row.iter().zip(&widths).zip(&self.columns))
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .zip(&self.columns)
                 .map(|((cell, w), (_, align))| match align {
                     Align::Left => format!("{cell:<w$}"),
                     Align::Right => format!("{cell:>w$}"),
