@@ -33,14 +33,10 @@ fn signed(unit: Unit, v: f64) -> String {
 }
 
 fn difference_cell(d: &Difference) -> String {
-    let unit = d.metric.unit();
+    let estimate = signed(d.metric.unit(), d.estimate);
     match d.relative {
-        Some(r) => format!(
-            "{} ({})",
-            signed(unit, d.estimate),
-            human::signed_percent(r)
-        ),
-        None => signed(unit, d.estimate),
+        Some(r) => format!("{estimate} ({})", human::signed_percent(r)),
+        None => estimate,
     }
 }
 
@@ -55,19 +51,16 @@ fn difference_text(d: &Difference) -> String {
 
 fn interval_cell(d: &Difference) -> String {
     let unit = d.metric.unit();
-    match &d.interval {
-        None => "-".to_owned(),
-        Some(i) => {
-            let abs = format!("{} to {}", signed(unit, i.low), signed(unit, i.high));
-            match i.relative {
-                Some((lo, hi)) => format!(
-                    "{abs} ({} to {})",
-                    human::signed_percent(lo),
-                    human::signed_percent(hi)
-                ),
-                None => abs,
-            }
+    let Some(i) = &d.interval else {
+        return "-".to_owned();
+    };
+    let abs = format!("{} to {}", signed(unit, i.low), signed(unit, i.high));
+    match i.relative {
+        Some((lo, hi)) => {
+            let (lo, hi) = (human::signed_percent(lo), human::signed_percent(hi));
+            format!("{abs} ({lo} to {hi})")
         }
+        None => abs,
     }
 }
 
@@ -84,11 +77,8 @@ fn verdict_cell(d: &Difference, host_bound: bool) -> Cell {
         Verdict::TooFewRepetitions => ("too few repetitions", Emphasis::None),
         Verdict::NoData => ("no data", Emphasis::None),
     };
-    if host_bound {
-        Cell::with(format!("{text} (host-bound)"), emphasis)
-    } else {
-        Cell::with(text, emphasis)
-    }
+    let mark = if host_bound { " (host-bound)" } else { "" };
+    Cell::with(format!("{text}{mark}"), emphasis)
 }
 
 fn confidence(c: &Comparison) -> String {
@@ -265,18 +255,14 @@ fn forest(c: &Comparison, p: &PairComparison, index: usize) -> Option<Figure> {
         .filter_map(|d| {
             let r = d.relative?;
             let (lo, hi) = d.interval?.relative?;
+            let (name, diff, interval) = (d.metric.name(), difference_cell(d), interval_cell(d));
             Some(IntervalRow {
-                label: d.metric.name(),
+                tooltip: format!("{name}: {diff} [{interval}]"),
+                label: name,
                 estimate: r * 100.0,
                 low: lo * 100.0,
                 high: hi * 100.0,
                 significant: d.significant(),
-                tooltip: format!(
-                    "{}: {} [{}]",
-                    d.metric.name(),
-                    difference_cell(d),
-                    interval_cell(d)
-                ),
             })
         })
         .collect();

@@ -231,30 +231,18 @@ fn capacity_rows(
 
 fn ready_cell(t: &ReadyTimes) -> Cell {
     let n = t.per_repetition.len();
-    let never = t.never();
+    let never = format!("{} of {}", t.never(), human::count(n as u64, "repetition"));
     match (t.median(), t.worst()) {
-        (Some(median), Some(worst)) if n > 1 && worst != median => format!(
-            "{} (worst {})",
-            human::duration(median),
-            human::duration(worst)
-        )
-        .into(),
+        (Some(median), Some(worst)) if n > 1 && worst != median => {
+            let (median, worst) = (human::duration(median), human::duration(worst));
+            format!("{median} (worst {worst})").into()
+        }
         (Some(median), Some(_)) => human::duration(median).into(),
-        (Some(median), None) => Cell::with(
-            format!(
-                "{} (never in {never} of {})",
-                human::duration(median),
-                human::count(n as u64, "repetition")
-            ),
-            Emphasis::Fail,
-        ),
-        (None, _) => Cell::with(
-            format!(
-                "never (in {never} of {})",
-                human::count(n as u64, "repetition")
-            ),
-            Emphasis::Fail,
-        ),
+        (Some(median), None) => {
+            let median = human::duration(median);
+            Cell::with(format!("{median} (never in {never})"), Emphasis::Fail)
+        }
+        (None, _) => Cell::with(format!("never (in {never})"), Emphasis::Fail),
     }
 }
 
@@ -336,31 +324,16 @@ pub fn savings(c: &Capacity) -> Option<Table> {
         ],
     );
     for s in &c.savings {
+        let bytes = |b: f64| human::bytes(b.round() as u64);
         let egress = s.egress_bytes.map_or_else(
             || "-".to_owned(),
-            |(direct, other)| {
-                change(
-                    human::bytes(direct.round() as u64),
-                    human::bytes(other.round() as u64),
-                    direct,
-                    other,
-                )
-            },
+            |(d, o)| change(bytes(d), bytes(o), Some((d, o))),
         );
-        let time = |i: usize| -> String {
-            match s.time_to_ready[i] {
-                (Some(d), Some(o)) => change(
-                    human::duration(d),
-                    human::duration(o),
-                    d.as_secs_f64(),
-                    o.as_secs_f64(),
-                ),
-                (d, o) => format!(
-                    "{} \u{2192} {}",
-                    d.map_or_else(|| "never".to_owned(), human::duration),
-                    o.map_or_else(|| "never".to_owned(), human::duration)
-                ),
-            }
+        let time = |i: usize| {
+            let (d, o) = s.time_to_ready[i];
+            let show = |t: Option<Duration>| t.map_or_else(|| "never".to_owned(), human::duration);
+            let secs = d.zip(o).map(|(d, o)| (d.as_secs_f64(), o.as_secs_f64()));
+            change(show(d), show(o), secs)
         };
         let mut cells = vec![
             s.variant.as_str().into(),
@@ -374,14 +347,15 @@ pub fn savings(c: &Capacity) -> Option<Table> {
     Some(t)
 }
 
-fn change(from: String, to: String, a: f64, b: f64) -> String {
-    if a > 0.0 {
-        format!(
-            "{from} \u{2192} {to} ({})",
-            human::signed_percent((b - a) / a)
-        )
-    } else {
-        format!("{from} \u{2192} {to}")
+/// `from → to`, with the relative change of `values` when they are known and the first is
+/// positive.
+fn change(from: String, to: String, values: Option<(f64, f64)>) -> String {
+    match values {
+        Some((a, b)) if a > 0.0 => {
+            let change = human::signed_percent((b - a) / a);
+            format!("{from} \u{2192} {to} ({change})")
+        }
+        _ => format!("{from} \u{2192} {to}"),
     }
 }
 

@@ -187,18 +187,8 @@ pub struct IntervalRow {
 impl Axis {
     /// From 0 to a round value at or above `data_max` (1 when there is no positive data).
     pub fn from_zero(label: impl Into<String>, data_max: f64) -> Self {
-        let max = if data_max.is_finite() && data_max > 0.0 {
-            data_max
-        } else {
-            1.0
-        };
-        let step = nice_step(max);
-        Self {
-            label: label.into(),
-            min: 0.0,
-            max: (max / step).ceil() * step,
-            step,
-        }
+        let positive = data_max.is_finite() && data_max > 0.0;
+        Self::around_zero(label, 0.0, if positive { data_max } else { 1.0 })
     }
 
     /// Round bounds around `low..=high`, always including 0.
