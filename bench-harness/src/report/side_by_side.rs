@@ -117,12 +117,12 @@ impl SideBySide {
 impl TargetRow {
     fn of(r: &RunResult, s: &SeriesResult) -> Self {
         let numbers = s.data.wave_numbers();
-        let all_ready = median(
-            s.data
-                .repetitions()
-                .map(|(_, rep)| rep.timeline(s.pods_per_repetition).time_to(1.0))
-                .collect(),
-        );
+        let pods = s.pods_per_repetition;
+        let times = s
+            .data
+            .repetitions()
+            .map(|(_, rep)| rep.timeline(pods).time_to(1.0));
+        let all_ready = median(times.collect());
         let waves = if numbers.is_empty() {
             // A result written before waves were recorded: the whole repetition is one wave.
             vec![WaveRow {
@@ -187,13 +187,10 @@ impl Upstream {
             _ => (0.0, 0, 0),
         };
         let image = r.pod_image_bytes(&s.variant);
-        let bytes = median_u64(s.registry.values().map(|t| t.bytes_out).collect());
-        let requests = median_u64(
-            s.registry
-                .values()
-                .map(RegistryTotals::total_requests)
-                .collect(),
-        );
+        let median_of =
+            |f: fn(&RegistryTotals) -> u64| median_u64(s.registry.values().map(f).collect());
+        let bytes = median_of(|t| t.bytes_out);
+        let requests = median_of(RegistryTotals::total_requests);
         let links: Vec<u64> = s.registry.values().filter_map(|t| t.link_bytes).collect();
         let link = (!links.is_empty()).then(|| median_u64(links));
         Some(Self {
@@ -210,8 +207,7 @@ impl Upstream {
 /// middle two for an even count); `None` when the median is missing or there is none.
 pub fn median(mut v: Vec<Option<Duration>>) -> Option<Duration> {
     v.sort_by_key(|d| d.unwrap_or(Duration::MAX));
-    let n = v.len();
-    match n {
+    match v.len() {
         0 => None,
         n if n % 2 == 1 => v[n / 2],
         n => Some((v[n / 2 - 1]? + v[n / 2]?) / 2),
