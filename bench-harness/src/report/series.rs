@@ -193,13 +193,11 @@ fn blob_gets_line(mut gets: Vec<u64>) -> String {
     gets.sort_unstable();
     let (min, max) = (gets[0], gets[gets.len() - 1]);
     let median = gets[(gets.len() - 1) / 2];
+    let blobs = human::count(gets.len() as u64, "blob");
     if min == max {
-        format!("{} x {min}", human::count(gets.len() as u64, "blob"))
+        format!("{blobs} x {min}")
     } else {
-        format!(
-            "{}, {min} to {max} (median {median})",
-            human::count(gets.len() as u64, "blob")
-        )
+        format!("{blobs}, {min} to {max} (median {median})")
     }
 }
 
