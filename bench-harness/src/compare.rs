@@ -811,7 +811,6 @@ fn title(baseline: &Input<'_>, candidate: &Input<'_>, pairing: &Pairing) -> Stri
 }
 
 impl Comparison {
-    /// Whether no gate was crossed.
     pub fn passed(&self) -> bool {
         self.gates.iter().all(|g| !g.crossed)
     }

@@ -350,7 +350,6 @@ impl RunResult {
             .sum()
     }
 
-    /// The series of (variant, target).
     pub fn series(&self, variant: &str, target: &str) -> Option<&SeriesResult> {
         self.series
             .iter()

@@ -214,7 +214,6 @@ impl Axis {
         }
     }
 
-    /// The upper bound.
     pub fn max(&self) -> f64 {
         self.max
     }

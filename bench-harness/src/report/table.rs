@@ -57,7 +57,6 @@ impl From<&str> for Cell {
 }
 
 impl Cell {
-    /// A cell with `emphasis`.
     pub fn with(text: impl Into<String>, emphasis: Emphasis) -> Self {
         Self {
             text: text.into(),
@@ -67,7 +66,6 @@ impl Cell {
 }
 
 impl Table {
-    /// An empty table with these columns.
     pub fn new(columns: &[(&str, Align)]) -> Self {
         Self {
             columns: columns.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect(),
@@ -90,7 +88,6 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// Whether no row was added.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
