@@ -16,11 +16,9 @@
 //! verdict (a gate on such a pair is an error); with fewer than [`FEW_REPETITIONS`] the
 //! comparison says its intervals are rough.
 //!
-//! A pair with a host-bound repetition on either side (the host's CPUs were saturated during
-//! that burst, [`crate::run::host`]) is marked and noted, and its gates are not judged
-//! ([`GateOutcome::judged`] false) unless [`Settings::judge_host_bound`] asks for it: a
-//! saturated machine makes differences of its own, so two runs of the same commit can look
-//! significantly different. `main.rs` exits 3 when a gate went unjudged for that reason.
+//! A pair with a host-bound repetition on either side ([`crate::run::host`]) is marked and its
+//! gates are not judged unless [`Settings::judge_host_bound`]: a saturated machine makes
+//! differences of its own. `main.rs` exits 3 when a gate went unjudged for that reason.
 //!
 //! This module computes; `report/comparison.rs` renders Markdown and HTML.
 
@@ -72,41 +70,23 @@ pub enum Limit {
 /// A regression threshold: `p95:end_to_end:10%`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Gate {
-    /// Which quantile.
     pub quantile: Quantile,
-    /// Of which phase.
     pub phase: Phase,
-    /// How much slower is allowed.
     pub limit: Limit,
 }
 
-/// Why a quantile or gate did not parse.
+/// Why a quantile or gate did not parse; each variant carries the text given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
-    /// Not `QUANTILE:PHASE:LIMIT`.
-    #[error("{raw:?} is not QUANTILE:PHASE:LIMIT (e.g. p95:end_to_end:10%)")]
-    Shape {
-        /// The text given.
-        raw: String,
-    },
+    #[error("{0:?} is not QUANTILE:PHASE:LIMIT (e.g. p95:end_to_end:10%)")]
+    Shape(String),
     /// Not `p` followed by a number in (0, 100].
-    #[error("{raw:?} is not a quantile like p50, p95, p99.9")]
-    Quantile {
-        /// The text given.
-        raw: String,
-    },
-    /// Not a phase name.
-    #[error("{raw:?} is not a phase; phases are {}", Phase::ALL.map(Phase::name).join(", "))]
-    Phase {
-        /// The text given.
-        raw: String,
-    },
-    /// Not a percentage or a duration.
-    #[error("{raw:?} is not a limit like 10% or 200ms")]
-    Limit {
-        /// The text given.
-        raw: String,
-    },
+    #[error("{0:?} is not a quantile like p50, p95, p99.9")]
+    Quantile(String),
+    #[error("{0:?} is not a phase; phases are {phases}", phases = Phase::ALL.map(Phase::name).join(", "))]
+    Phase(String),
+    #[error("{0:?} is not a limit like 10% or 200ms")]
+    Limit(String),
 }
 
 /// What to compare with what.
@@ -115,19 +95,9 @@ pub enum Pairing {
     /// The same (variant, target) in the baseline run and the candidate run.
     SameSeries,
     /// Within one run: variant `baseline` against variant `candidate`, per target.
-    Variants {
-        /// Baseline variant.
-        baseline: String,
-        /// Candidate variant.
-        candidate: String,
-    },
+    Variants { baseline: String, candidate: String },
     /// Within one run: target `baseline` against target `candidate`, per variant.
-    Targets {
-        /// Baseline target.
-        baseline: String,
-        /// Candidate target.
-        candidate: String,
-    },
+    Targets { baseline: String, candidate: String },
 }
 
 /// How to compare.
@@ -137,13 +107,11 @@ pub struct Settings {
     pub phases: Vec<Phase>,
     /// Quantiles compared per phase (gated quantiles are added).
     pub quantiles: Vec<Quantile>,
-    /// Regression thresholds.
     pub gates: Vec<Gate>,
     /// Bootstrap resamples per row, at least [`MIN_RESAMPLES`].
     pub resamples: u32,
     /// Confidence level of the intervals, in (0, 1).
     pub confidence: f64,
-    /// Seed of the bootstrap RNG.
     pub seed: u64,
     /// Judge gates on pairs with host-bound repetitions too (`--judge-host-bound`).
     pub judge_host_bound: bool,
@@ -154,51 +122,33 @@ pub struct Settings {
 pub struct Input<'a> {
     /// How the output names it (usually its path).
     pub name: &'a str,
-    /// The result.
     pub result: &'a RunResult,
 }
 
 /// Why the comparison could not be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CompareError {
-    /// A variant named in the pairing is not in the run.
-    #[error("variant {name:?} is not in {run}; it has {}", available.join(", "))]
-    UnknownVariant {
-        /// The name given.
+    /// A variant or target (`what`) named in the pairing is not in run `run`, which has
+    /// `available`.
+    #[error("{what} {name:?} is not in {run}; it has {}", available.join(", "))]
+    Unknown {
+        what: &'static str,
         name: String,
-        /// The run's name.
         run: String,
-        /// The run's variants.
         available: Vec<String>,
     },
-    /// A target named in the pairing is not in the run.
-    #[error("target {name:?} is not in {run}; it has {}", available.join(", "))]
-    UnknownTarget {
-        /// The name given.
-        name: String,
-        /// The run's name.
-        run: String,
-        /// The run's targets.
-        available: Vec<String>,
-    },
-    /// No pair of series with data on both sides.
+    /// No pair of series with data on both sides; the series with data on each side.
     #[error("nothing to compare: no (variant, target) has data on both sides (baseline: {}; candidate: {})", baseline.join(", "), candidate.join(", "))]
     NothingInCommon {
-        /// Series with data in the baseline.
         baseline: Vec<String>,
-        /// Series with data in the candidate.
         candidate: Vec<String>,
     },
-    /// A gate applies to a pair without enough repetitions to judge it.
+    /// A gate applies to a pair without enough repetitions (with data) to judge it.
     #[error("--fail-if-slower {gate}: {pair} has {baseline} baseline and {candidate} candidate repetitions; judging a regression needs at least 2 on each side")]
     TooFewRepetitions {
-        /// The gate.
         gate: String,
-        /// The pair.
         pair: String,
-        /// Baseline repetitions with data.
         baseline: usize,
-        /// Candidate repetitions with data.
         candidate: usize,
     },
     /// The confidence level is not strictly between 0 and 1.
@@ -213,12 +163,7 @@ pub enum CompareError {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Metric {
     /// A quantile of a pod phase, per repetition (microseconds).
-    Phase {
-        /// The phase.
-        phase: Phase,
-        /// The quantile.
-        quantile: Quantile,
-    },
+    Phase { phase: Phase, quantile: Quantile },
     /// Time from the epoch to this fraction of pods ready, per repetition (microseconds);
     /// repetitions that never got there are left out.
     TimeToReady(f64),
@@ -229,18 +174,15 @@ pub enum Metric {
 /// The unit of a metric's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
-    /// Microseconds.
     Micros,
-    /// Bytes.
     Bytes,
 }
 
 /// A confidence interval of a difference.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interval {
-    /// Low end, metric units.
+    /// Low and high end, metric units.
     pub low: f64,
-    /// High end, metric units.
     pub high: f64,
     /// The same interval relative to the baseline mean, when that is positive.
     pub relative: Option<(f64, f64)>,
@@ -264,11 +206,9 @@ pub enum Verdict {
 /// One row: a metric's per-repetition values on both sides and their difference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
-    /// What is compared.
     pub metric: Metric,
     /// Baseline observations, one per repetition with data.
     pub baseline: Vec<f64>,
-    /// Candidate observations.
     pub candidate: Vec<f64>,
     /// Mean of the candidate minus mean of the baseline (0 without data).
     pub estimate: f64,
@@ -276,7 +216,6 @@ pub struct Difference {
     pub relative: Option<f64>,
     /// Bootstrap interval, with at least 2 observations per side.
     pub interval: Option<Interval>,
-    /// The conclusion.
     pub verdict: Verdict,
 }
 
@@ -285,34 +224,20 @@ pub struct Difference {
 pub struct PairComparison {
     /// `full / direct` for the same series in two runs, else `full / direct → slim / direct`.
     pub label: String,
-    /// Baseline (variant, target).
-    pub baseline: (String, String),
-    /// Candidate (variant, target).
-    pub candidate: (String, String),
-    /// Repetitions of the baseline series.
-    pub baseline_repetitions: usize,
-    /// Repetitions of the candidate series.
-    pub candidate_repetitions: usize,
-    /// Failed pods in the baseline series.
-    pub baseline_failed: u64,
-    /// Failed pods in the candidate series.
-    pub candidate_failed: u64,
-    /// Baseline repetitions whose burst was host-bound.
-    pub baseline_host_bound: Vec<u32>,
-    /// Candidate repetitions whose burst was host-bound.
-    pub candidate_host_bound: Vec<u32>,
-    /// The rows.
+    /// Per side (baseline, candidate): repetitions, failed pods, and the repetitions whose
+    /// burst was host-bound.
+    pub repetitions: [usize; 2],
+    pub failed: [u64; 2],
+    pub host_bound: [Vec<u32>; 2],
     pub differences: Vec<Difference>,
 }
 
 /// A gate checked against one pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateOutcome {
-    /// The gate.
     pub gate: Gate,
-    /// The pair's label.
+    /// The pair's label, and its row the gate judged.
     pub pair: String,
-    /// The row the gate judged.
     pub difference: Difference,
     /// Whether the gate was judged: false when the pair has host-bound repetitions and
     /// [`Settings::judge_host_bound`] is off.
@@ -326,17 +251,10 @@ pub struct GateOutcome {
 pub struct Comparison {
     /// What is compared with what: `a.json → b.json`, `run.json: variant full → slim`.
     pub title: String,
-    /// The baseline's name.
-    pub baseline: String,
-    /// The candidate's name.
-    pub candidate: String,
     /// One line describing each side (scenario, date, repetitions, revision).
     pub sides: [String; 2],
-    /// How it was compared.
     pub settings: Settings,
-    /// Per pair of series.
     pub pairs: Vec<PairComparison>,
-    /// Every gate against every pair.
     pub gates: Vec<GateOutcome>,
     /// What the reader should know: few repetitions, failures, differing scenarios.
     pub notes: Vec<String>,
@@ -357,20 +275,6 @@ impl Default for Settings {
 }
 
 impl Quantile {
-    /// The quantile `fraction` (0, 1].
-    ///
-    /// # Errors
-    /// [`GateError::Quantile`] when out of range.
-    pub fn new(fraction: f64) -> Result<Self, GateError> {
-        if fraction > 0.0 && fraction <= 1.0 {
-            Ok(Self(fraction))
-        } else {
-            Err(GateError::Quantile {
-                raw: fraction.to_string(),
-            })
-        }
-    }
-
     /// The fraction, (0, 1].
     pub fn fraction(self) -> f64 {
         self.0
@@ -392,14 +296,17 @@ impl FromStr for Quantile {
     type Err = GateError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || GateError::Quantile { raw: s.to_owned() };
+        let err = || GateError::Quantile(s.to_owned());
         let number = s
             .trim()
             .strip_prefix(['p', 'P'])
             .ok_or_else(err)?
             .parse::<f64>()
             .map_err(|_| err())?;
-        Self::new(number / 100.0).map_err(|_| err())
+        let fraction = number / 100.0;
+        (fraction > 0.0 && fraction <= 1.0)
+            .then_some(Self(fraction))
+            .ok_or_else(err)
     }
 }
 
@@ -424,15 +331,11 @@ impl FromStr for Gate {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(':').map(str::trim).collect();
         let [q, phase, limit] = parts[..] else {
-            return Err(GateError::Shape { raw: s.to_owned() });
+            return Err(GateError::Shape(s.to_owned()));
         };
         let quantile = q.parse()?;
-        let phase = Phase::from_name(phase).ok_or_else(|| GateError::Phase {
-            raw: phase.to_owned(),
-        })?;
-        let limit_err = || GateError::Limit {
-            raw: limit.to_owned(),
-        };
+        let phase = Phase::from_name(phase).ok_or_else(|| GateError::Phase(phase.to_owned()))?;
+        let limit_err = || GateError::Limit(limit.to_owned());
         let limit = if let Some(p) = limit.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| limit_err())?;
             if !(p.is_finite() && p >= 0.0) {
@@ -460,7 +363,6 @@ impl Metric {
         }
     }
 
-    /// The unit of its values.
     pub fn unit(&self) -> Unit {
         match self {
             Self::Phase { .. } | Self::TimeToReady(_) => Unit::Micros,
@@ -562,23 +464,17 @@ impl Difference {
         row: &str,
         settings: &Settings,
     ) -> Self {
-        let b = metric.observations(baseline);
-        let c = metric.observations(candidate);
-        if b.is_empty() || c.is_empty() {
-            return Self {
-                metric,
-                baseline: b,
-                candidate: c,
-                estimate: 0.0,
-                relative: None,
-                interval: None,
-                verdict: Verdict::NoData,
-            };
-        }
+        let (b, c) = (
+            metric.observations(baseline),
+            metric.observations(candidate),
+        );
+        let data = !b.is_empty() && !c.is_empty();
         let base_mean = mean(&b);
-        let estimate = mean(&c) - base_mean;
-        let relative = (base_mean > 0.0).then(|| estimate / base_mean);
-        let (interval, verdict) = if b.len() < 2 || c.len() < 2 {
+        let estimate = if data { mean(&c) - base_mean } else { 0.0 };
+        let relative = (data && base_mean > 0.0).then(|| estimate / base_mean);
+        let (interval, verdict) = if !data {
+            (None, Verdict::NoData)
+        } else if b.len() < 2 || c.len() < 2 {
             (None, Verdict::TooFewRepetitions)
         } else {
             let mut rng = ChaCha8Rng::seed_from_u64(row_seed(settings.seed, row));
@@ -603,17 +499,14 @@ impl Difference {
         }
     }
 
-    /// Mean of the baseline observations.
     pub fn baseline_mean(&self) -> f64 {
         mean(&self.baseline)
     }
 
-    /// Mean of the candidate observations.
     pub fn candidate_mean(&self) -> f64 {
         mean(&self.candidate)
     }
 
-    /// Whether the verdict is significant either way.
     pub fn significant(&self) -> bool {
         matches!(self.verdict, Verdict::Higher | Verdict::Lower)
     }
@@ -669,15 +562,29 @@ fn has_data(s: &SeriesResult) -> bool {
     s.data.repetitions().next().is_some()
 }
 
-fn names(r: &RunResult, pick: impl Fn(&SeriesResult) -> &str) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    for s in &r.series {
-        let n = pick(s).to_owned();
-        if !v.contains(&n) {
-            v.push(n);
+/// `Ok` when run `input` has a series whose `what` (variant or target, as `pick` reads it) is
+/// `name`; else the names it has.
+fn known(
+    name: &str,
+    input: &Input<'_>,
+    what: &'static str,
+    pick: fn(&SeriesResult) -> &String,
+) -> Result<(), CompareError> {
+    let mut available: Vec<String> = Vec::new();
+    for s in &input.result.series {
+        if !available.contains(pick(s)) {
+            available.push(pick(s).clone());
         }
     }
-    v
+    if available.iter().any(|a| a == name) {
+        return Ok(());
+    }
+    Err(CompareError::Unknown {
+        what,
+        name: name.to_owned(),
+        run: input.name.to_owned(),
+        available,
+    })
 }
 
 /// The pairs of series `pairing` asks for.
@@ -697,16 +604,8 @@ fn pairs<'a>(
             baseline: bv,
             candidate: cv,
         } => {
-            for (name, input) in [(bv, baseline), (cv, candidate)] {
-                let available = names(input.result, |s| &s.variant);
-                if !available.contains(name) {
-                    return Err(CompareError::UnknownVariant {
-                        name: name.clone(),
-                        run: input.name.to_owned(),
-                        available,
-                    });
-                }
-            }
+            known(bv, baseline, "variant", |s| &s.variant)?;
+            known(cv, candidate, "variant", |s| &s.variant)?;
             b.series
                 .iter()
                 .filter(|s| &s.variant == bv)
@@ -717,16 +616,8 @@ fn pairs<'a>(
             baseline: bt,
             candidate: ct,
         } => {
-            for (name, input) in [(bt, baseline), (ct, candidate)] {
-                let available = names(input.result, |s| &s.target);
-                if !available.contains(name) {
-                    return Err(CompareError::UnknownTarget {
-                        name: name.clone(),
-                        run: input.name.to_owned(),
-                        available,
-                    });
-                }
-            }
+            known(bt, baseline, "target", |s| &s.target)?;
+            known(ct, candidate, "target", |s| &s.target)?;
             b.series
                 .iter()
                 .filter(|s| &s.target == bt)
@@ -794,8 +685,6 @@ pub fn compare(
     }
     Ok(Comparison {
         title: title(baseline, candidate, pairing),
-        baseline: baseline.name.to_owned(),
-        candidate: candidate.name.to_owned(),
         sides: [side_line(baseline), side_line(candidate)],
         notes: notes(baseline, candidate, &pairs_out),
         settings,
@@ -805,10 +694,8 @@ pub fn compare(
 }
 
 impl Settings {
-    /// These settings checked, with every gated phase and quantile added to the rows compared.
-    ///
-    /// # Errors
-    /// [`CompareError::Confidence`] or [`CompareError::Resamples`] when out of range.
+    /// These settings checked (confidence and resamples in range), with every gated phase and
+    /// quantile added to the rows compared.
     fn with_gated_rows(&self) -> Result<Self, CompareError> {
         if !(self.confidence > 0.0 && self.confidence < 1.0) {
             return Err(CompareError::Confidence(self.confidence));
@@ -831,18 +718,13 @@ impl Settings {
     /// The rows of every pair, in order: each phase at each quantile, the times to ready, then
     /// registry egress.
     fn metrics(&self) -> Vec<Metric> {
-        let mut metrics: Vec<Metric> = Vec::new();
-        for phase in &self.phases {
-            for quantile in &self.quantiles {
-                metrics.push(Metric::Phase {
-                    phase: *phase,
-                    quantile: *quantile,
-                });
-            }
-        }
-        metrics.extend(READY_FRACTIONS.map(Metric::TimeToReady));
-        metrics.push(Metric::Egress);
-        metrics
+        let phases = self.phases.iter().flat_map(|&phase| {
+            self.quantiles
+                .iter()
+                .map(move |&quantile| Metric::Phase { phase, quantile })
+        });
+        let ready = READY_FRACTIONS.map(Metric::TimeToReady);
+        phases.chain(ready).chain([Metric::Egress]).collect()
     }
 }
 
@@ -853,10 +735,11 @@ fn notes(baseline: &Input<'_>, candidate: &Input<'_>, pairs: &[PairComparison]) 
     let mut notes: Vec<String> = repetitions_note(pairs).into_iter().collect();
     notes.extend(pairs.iter().filter_map(PairComparison::host_bound_note));
     for p in pairs {
-        if p.baseline_failed + p.candidate_failed > 0 {
+        let [b, c] = p.failed;
+        if b + c > 0 {
             notes.push(format!(
-                "{}: {} baseline and {} candidate pods failed; phase quantiles cover only the pods that became ready, time to ready counts failures as never ready.",
-                p.label, p.baseline_failed, p.candidate_failed
+                "{}: {b} baseline and {c} candidate pods failed; phase quantiles cover only the pods that became ready, time to ready counts failures as never ready.",
+                p.label
             ));
         }
     }
@@ -869,11 +752,7 @@ fn notes(baseline: &Input<'_>, candidate: &Input<'_>, pairs: &[PairComparison]) 
 /// The warning when the side with the fewest repetitions has too few for a verdict, or for a
 /// trustworthy one.
 fn repetitions_note(pairs: &[PairComparison]) -> Option<String> {
-    let fewest = pairs
-        .iter()
-        .flat_map(|p| [p.baseline_repetitions, p.candidate_repetitions])
-        .min()
-        .unwrap_or(0);
+    let fewest = pairs.iter().flat_map(|p| p.repetitions).min().unwrap_or(0);
     if fewest < 2 {
         Some(format!(
             "Only {fewest} repetition on a side: without repetitions to resample there is no confidence interval and no verdict. Run the scenario with repetitions >= {FEW_REPETITIONS}."
@@ -932,7 +811,6 @@ fn title(baseline: &Input<'_>, candidate: &Input<'_>, pairing: &Pairing) -> Stri
 }
 
 impl Comparison {
-    /// Whether no gate was crossed.
     pub fn passed(&self) -> bool {
         self.gates.iter().all(|g| !g.crossed)
     }
@@ -971,24 +849,16 @@ impl PairComparison {
             .collect();
         Self {
             label,
-            baseline: (b.variant.clone(), b.target.clone()),
-            candidate: (c.variant.clone(), c.target.clone()),
-            baseline_repetitions: b.data.repetitions().count(),
-            candidate_repetitions: c.data.repetitions().count(),
-            baseline_failed: b.data.failed_pods(),
-            candidate_failed: c.data.failed_pods(),
-            baseline_host_bound: bound_reps(runs[0].result, b),
-            candidate_host_bound: bound_reps(runs[1].result, c),
+            repetitions: [b, c].map(|s| s.data.repetitions().count()),
+            failed: [b, c].map(|s| s.data.failed_pods()),
+            host_bound: [bound_reps(runs[0].result, b), bound_reps(runs[1].result, c)],
             differences,
         }
     }
 
-    /// Every gate of `settings` judged on this pair's row; a host-bound pair's gates are left
-    /// unjudged unless [`Settings::judge_host_bound`].
-    ///
-    /// # Errors
-    /// [`CompareError::TooFewRepetitions`] when a gated row has fewer than 2 repetitions on a
-    /// side.
+    /// Every gate of `settings` judged on this pair's row (an error when a gated row has fewer
+    /// than 2 repetitions on a side); a host-bound pair's gates are left unjudged unless
+    /// [`Settings::judge_host_bound`].
     fn judge_gates(&self, settings: &Settings) -> Result<Vec<GateOutcome>, CompareError> {
         let judged = settings.judge_host_bound || !self.host_bound();
         let mut outcomes = Vec::new();
@@ -1015,9 +885,8 @@ impl PairComparison {
         Ok(outcomes)
     }
 
-    /// Whether either side has a host-bound repetition.
     pub fn host_bound(&self) -> bool {
-        !(self.baseline_host_bound.is_empty() && self.candidate_host_bound.is_empty())
+        self.host_bound.iter().any(|reps| !reps.is_empty())
     }
 
     /// What the reader must know about a host-bound pair, or `None`.
@@ -1025,30 +894,21 @@ impl PairComparison {
         if !self.host_bound() {
             return None;
         }
-        let side = |name: &str, reps: &[u32], of: usize| {
-            let list: Vec<String> = reps.iter().map(u32::to_string).collect();
-            let noun = if reps.len() == 1 {
-                "repetition"
-            } else {
-                "repetitions"
-            };
-            format!("{name} {noun} {} ({} of {of})", list.join(", "), reps.len())
-        };
-        let mut sides = Vec::new();
-        if !self.baseline_host_bound.is_empty() {
-            sides.push(side(
-                "baseline",
-                &self.baseline_host_bound,
-                self.baseline_repetitions,
-            ));
-        }
-        if !self.candidate_host_bound.is_empty() {
-            sides.push(side(
-                "candidate",
-                &self.candidate_host_bound,
-                self.candidate_repetitions,
-            ));
-        }
+        let sides: Vec<String> = ["baseline", "candidate"]
+            .into_iter()
+            .zip(&self.host_bound)
+            .zip(self.repetitions)
+            .filter(|((_, reps), _)| !reps.is_empty())
+            .map(|((name, reps), of)| {
+                let list: Vec<String> = reps.iter().map(u32::to_string).collect();
+                let noun = if reps.len() == 1 {
+                    "repetition"
+                } else {
+                    "repetitions"
+                };
+                format!("{name} {noun} {} ({} of {of})", list.join(", "), reps.len())
+            })
+            .collect();
         Some(format!(
             "{}: host-bound bursts in {}: the host's CPUs were saturated, so differences may be the machine's rather than the change's; its rows are marked host-bound, and its gates are judged only with --judge-host-bound.",
             self.label,
@@ -1082,10 +942,10 @@ mod tests {
     #[test]
     fn bad_gates_say_what_is_wrong() {
         let kind = |e: &GateError| match e {
-            GateError::Shape { .. } => "shape",
-            GateError::Quantile { .. } => "quantile",
-            GateError::Phase { .. } => "phase",
-            GateError::Limit { .. } => "limit",
+            GateError::Shape(_) => "shape",
+            GateError::Quantile(_) => "quantile",
+            GateError::Phase(_) => "phase",
+            GateError::Limit(_) => "limit",
         };
         let cases = [
             ("p95:end_to_end", "shape"),
@@ -1100,7 +960,7 @@ mod tests {
             let e = raw.parse::<Gate>().unwrap_err();
             assert_eq!(kind(&e), want, "{raw}: {e}");
         }
-        assert!(GateError::Phase { raw: "x".into() }
+        assert!(GateError::Phase("x".into())
             .to_string()
             .contains("end_to_end"));
     }

@@ -48,7 +48,6 @@ pub struct RunResult {
     pub started_at: SystemTime,
     /// Wall-clock length of the whole run, image generation included.
     pub duration: Duration,
-    /// Where the run happened.
     pub machine: Machine,
     /// One entry per (variant, target): the scenario's variants x targets in file order, then
     /// any other pair that was recorded.
@@ -69,7 +68,6 @@ pub struct RunResult {
 /// What a modelled run was modelled with.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelFacts {
-    /// The machine profile's name.
     pub profile: String,
     /// The profile file, as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,9 +84,7 @@ pub struct ModelFacts {
 /// What one (variant, target) measured over all repetitions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesResult {
-    /// Variant name.
     pub variant: String,
-    /// Target name.
     pub target: String,
     /// Pods scheduled in each repetition (the ready timeline's denominator).
     pub pods_per_repetition: u64,
@@ -161,59 +157,49 @@ pub struct ImageFacts {
 /// The outcome of one SLO for one (variant, target).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SloOutcome {
-    /// Variant name.
     pub variant: String,
-    /// Target name.
     pub target: String,
     /// Which objective, its limit and what was observed.
     #[serde(flatten)]
     pub check: SloCheck,
-    /// Whether the objective was met.
     pub pass: bool,
 }
 
-/// One objective with its limit and observation. Failed pods count as never ready / never
-/// pulled, so a quantile that falls among them is not observed (`None`) and fails.
+/// One objective with its limit (the scenario's `slo.*` of the same name) and observation.
+/// Failed pods count as never ready / never pulled, so a quantile that falls among them is not
+/// observed (`None`) and fails.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "check", rename_all = "snake_case")]
 pub enum SloCheck {
     /// 95th percentile of `end_to_end` over all repetitions.
     P95Ready {
-        /// The scenario's `slo.p95_ready`.
         #[serde(rename = "limit_us", with = "micros_serde")]
         limit: Duration,
-        /// The percentile, `None` when failures or missing data put it out of reach.
         #[serde(rename = "observed_us", with = "opt_micros_serde")]
         observed: Option<Duration>,
     },
     /// 99th percentile of `pull` over all repetitions.
     P99Pull {
-        /// The scenario's `slo.p99_pull`.
         #[serde(rename = "limit_us", with = "micros_serde")]
         limit: Duration,
-        /// The percentile, `None` when failures or missing data put it out of reach.
         #[serde(rename = "observed_us", with = "opt_micros_serde")]
         observed: Option<Duration>,
     },
     /// Registry egress of the worst repetition.
     MaxRegistryEgress {
-        /// The scenario's `slo.max_registry_egress`.
         limit_bytes: u64,
         /// The largest `bytes_out` of any repetition.
         observed_bytes: u64,
     },
 }
 
-/// The run's facts besides the measurements, for [`RunResult::new`].
+/// The run's facts besides the measurements, for [`RunResult::new`]; each field as in
+/// [`RunResult`].
 #[derive(Debug, Clone)]
 pub struct RunFacts {
-    /// The effective scenario.
     pub scenario: Scenario,
-    /// When the first burst started.
     pub started_at: SystemTime,
-    /// Wall-clock length of the run.
     pub duration: Duration,
-    /// Where the run happened.
     pub machine: Machine,
     /// The runner's warnings; the scenario's own ([`Scenario::warnings`]) are added by
     /// [`RunResult::new`].
@@ -223,27 +209,18 @@ pub struct RunFacts {
 /// Why a result could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ResultError {
-    /// There is no file at the path given.
     #[error("read result {path}: the file does not exist")]
-    Missing {
-        /// The path given.
-        path: PathBuf,
-    },
-    /// Reading the file failed.
+    Missing { path: PathBuf },
     #[error("read result {path}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
-    /// Creating the run directory or writing the file failed.
+    /// Creating the run directory (`path`) or writing the file failed.
     #[error("write result {path}")]
     Write {
-        /// The file or directory.
         path: PathBuf,
-        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -251,20 +228,13 @@ pub enum ResultError {
     /// histogram.
     #[error("decode result {path}")]
     Decode {
-        /// The file.
         path: PathBuf,
-        /// What did not fit.
         #[source]
         source: serde_json::Error,
     },
-    /// The file was written by a different schema version.
+    /// The file declares another schema version (`found`), or none.
     #[error("result {path} {}; this build reads schema_version {SCHEMA_VERSION}", declared_version(*.found))]
-    Version {
-        /// The file.
-        path: PathBuf,
-        /// The version it declares, if any.
-        found: Option<u64>,
-    },
+    Version { path: PathBuf, found: Option<u64> },
     /// Encoding to JSON failed (a histogram could not be encoded).
     #[error("encode result")]
     Encode(#[source] serde_json::Error),
@@ -316,6 +286,14 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramDecodeErr
         .map_err(HistogramDecodeError::Hdr)?;
     h.auto(true);
     Ok(h)
+}
+
+impl RegistryTotals {
+    /// Requests of every kind: the registry's own `total` when it counts one, else the sum.
+    pub fn total_requests(&self) -> u64 {
+        let sum = || self.requests.values().sum();
+        self.requests.get("total").copied().unwrap_or_else(sum)
+    }
 }
 
 impl RunResult {
@@ -372,7 +350,6 @@ impl RunResult {
             .sum()
     }
 
-    /// The series of (variant, target).
     pub fn series(&self, variant: &str, target: &str) -> Option<&SeriesResult> {
         self.series
             .iter()
@@ -447,25 +424,16 @@ impl RunResult {
             .collect();
         let mut out = Vec::new();
         for s in &self.series {
+            let stored = s.cpu.iter().filter(|(_, c)| c.host_bound());
+            out.extend(stored.map(|(rep, c)| HostBound {
+                variant: s.variant.clone(),
+                target: s.target.clone(),
+                repetition: *rep,
+                mean_busy: c.mean_busy,
+            }));
             if s.cpu.is_empty() {
-                out.extend(
-                    from_warnings
-                        .iter()
-                        .filter(|b| b.variant == s.variant && b.target == s.target)
-                        .cloned(),
-                );
-            } else {
-                out.extend(
-                    s.cpu
-                        .iter()
-                        .filter(|(_, c)| c.host_bound())
-                        .map(|(rep, c)| HostBound {
-                            variant: s.variant.clone(),
-                            target: s.target.clone(),
-                            repetition: *rep,
-                            mean_busy: c.mean_busy,
-                        }),
-                );
+                let of_s = |b: &&HostBound| b.variant == s.variant && b.target == s.target;
+                out.extend(from_warnings.iter().filter(of_s).cloned());
             }
         }
         out
@@ -502,17 +470,13 @@ impl RunResult {
     /// [`ResultError::Write`] if the directory or file cannot be written,
     /// [`ResultError::Encode`] if a histogram cannot be encoded.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, ResultError> {
-        std::fs::create_dir_all(dir).map_err(|source| ResultError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        let error = |path: &Path| {
+            let path = path.to_owned();
+            |source| ResultError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(error(dir))?;
         let path = dir.join(FILE_NAME);
-        let mut json = self.to_json()?;
-        json.push('\n');
-        std::fs::write(&path, json).map_err(|source| ResultError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(&path, self.to_json()? + "\n").map_err(error(&path))?;
         Ok(path)
     }
 
@@ -623,16 +587,16 @@ struct SeriesWire {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PhaseWire {
-    summary: Summary,
-    histogram: String,
+    #[serde(flatten)]
+    merged: HistogramWire,
     repetitions: Vec<RepetitionHistogramWire>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RepetitionHistogramWire {
     repetition: u32,
-    summary: Summary,
-    histogram: String,
+    #[serde(flatten)]
+    histogram: HistogramWire,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -679,9 +643,11 @@ struct HistogramWire {
 
 impl HistogramWire {
     fn of<E: serde::ser::Error>(h: &Histogram<u64>) -> Result<Self, E> {
+        let histogram =
+            encode_histogram(h).map_err(|e| E::custom(format!("encode histogram: {e}")))?;
         Ok(Self {
             summary: Summary::of(h),
-            histogram: encoded(h)?,
+            histogram,
         })
     }
 }
@@ -728,27 +694,48 @@ struct TimeToReadyWire {
     p100: Option<u64>,
 }
 
-fn encoded<E: serde::ser::Error>(h: &Histogram<u64>) -> Result<String, E> {
-    encode_histogram(h).map_err(|e| E::custom(format!("encode histogram: {e}")))
-}
-
 fn phase_wire<E: serde::ser::Error>(
     merged: &Histogram<u64>,
     per_rep: impl Iterator<Item = (u32, Histogram<u64>)>,
 ) -> Result<PhaseWire, E> {
-    Ok(PhaseWire {
-        summary: Summary::of(merged),
-        histogram: encoded(merged)?,
-        repetitions: per_rep
-            .map(|(repetition, h)| {
-                Ok(RepetitionHistogramWire {
-                    repetition,
-                    summary: Summary::of(&h),
-                    histogram: encoded(&h)?,
-                })
+    let repetitions = per_rep
+        .map(|(repetition, h)| {
+            let histogram = HistogramWire::of(&h)?;
+            Ok(RepetitionHistogramWire {
+                repetition,
+                histogram,
             })
-            .collect::<Result<_, E>>()?,
+        })
+        .collect::<Result<_, E>>()?;
+    Ok(PhaseWire {
+        merged: HistogramWire::of(merged)?,
+        repetitions,
     })
+}
+
+/// Per repetition, the histogram of each of `phases` (named as `parse` reads them), for the
+/// errors of series `series` as `what` (`phase`, `layer phase`).
+fn decode_phases<P: Ord + Copy>(
+    phases: &BTreeMap<String, PhaseWire>,
+    parse: fn(&str) -> Option<P>,
+    what: &str,
+    series: &str,
+) -> Result<BTreeMap<u32, BTreeMap<P, Histogram<u64>>>, String> {
+    let mut out: BTreeMap<u32, BTreeMap<P, Histogram<u64>>> = BTreeMap::new();
+    for (name, pw) in phases {
+        let phase =
+            parse(name).ok_or_else(|| format!("series {series}: unknown {what} {name:?}"))?;
+        for r in &pw.repetitions {
+            let h = decode_histogram(&r.histogram.histogram).map_err(|e| {
+                format!(
+                    "series {series}, {what} {name}, repetition {}: {e}",
+                    r.repetition
+                )
+            })?;
+            out.entry(r.repetition).or_default().insert(phase, h);
+        }
+    }
+    Ok(out)
 }
 
 impl SeriesResult {
@@ -805,37 +792,14 @@ impl SeriesResult {
     }
 
     fn from_wire(w: SeriesWire) -> Result<Self, String> {
-        let at = |what: &str, name: &str, rep: u32| {
-            format!(
-                "series {}/{}, {what} {name}, repetition {rep}",
-                w.variant, w.target
-            )
-        };
-        let mut phases: BTreeMap<u32, BTreeMap<Phase, Histogram<u64>>> = BTreeMap::new();
-        let mut layers: BTreeMap<u32, BTreeMap<LayerPhase, Histogram<u64>>> = BTreeMap::new();
-        for (name, pw) in &w.phases {
-            let phase = Phase::from_name(name).ok_or_else(|| {
-                format!("series {}/{}: unknown phase {name:?}", w.variant, w.target)
-            })?;
-            for r in &pw.repetitions {
-                let h = decode_histogram(&r.histogram)
-                    .map_err(|e| format!("{}: {e}", at("phase", name, r.repetition)))?;
-                phases.entry(r.repetition).or_default().insert(phase, h);
-            }
-        }
-        for (name, pw) in &w.layer_phases {
-            let phase = LayerPhase::from_name(name).ok_or_else(|| {
-                format!(
-                    "series {}/{}: unknown layer phase {name:?}",
-                    w.variant, w.target
-                )
-            })?;
-            for r in &pw.repetitions {
-                let h = decode_histogram(&r.histogram)
-                    .map_err(|e| format!("{}: {e}", at("layer phase", name, r.repetition)))?;
-                layers.entry(r.repetition).or_default().insert(phase, h);
-            }
-        }
+        let series = format!("{}/{}", w.variant, w.target);
+        let mut phases = decode_phases(&w.phases, Phase::from_name, "phase", &series)?;
+        let mut layers = decode_phases(
+            &w.layer_phases,
+            LayerPhase::from_name,
+            "layer phase",
+            &series,
+        )?;
         let mut data = Series::default();
         let mut registry = BTreeMap::new();
         let mut cpu = BTreeMap::new();
@@ -847,10 +811,7 @@ impl SeriesResult {
                 .map(WaveWire::into_wave)
                 .collect::<Result<_, _>>()
                 .map_err(|e| {
-                    format!(
-                        "series {}/{}, waves of repetition {}: {e}",
-                        w.variant, w.target, r.repetition
-                    )
+                    format!("series {series}, waves of repetition {}: {e}", r.repetition)
                 })?;
             let rep = Repetition::from_parts(RepetitionParts {
                 phases: phases.remove(&r.repetition).unwrap_or_default(),
@@ -877,8 +838,7 @@ impl SeriesResult {
         }
         if let Some(rep) = phases.keys().chain(layers.keys()).next() {
             return Err(format!(
-                "series {}/{}: histograms for repetition {rep}, which is not in repetitions",
-                w.variant, w.target
+                "series {series}: histograms for repetition {rep}, which is not in repetitions"
             ));
         }
         Ok(Self {

@@ -12,10 +12,8 @@
 //! wave's start), and egress is what the registry sent from the wave's start until the next
 //! wave's, its mean bandwidth over the wave's start to its last byte.
 //!
-//! The registry's time series lives inside each repetition's `RegistryTotals.snapshot` (the
-//! embedded registry's accounting snapshot, `series{bucket_ms, bytes_out[], requests[],
-//! throttled[]}`); [`registry_series`] reads it from there. This module only computes;
-//! `section.rs` turns what it returns into tables.
+//! The registry's time series is read from each repetition's stored totals
+//! ([`registry_series`]). This module only computes; `section.rs` turns it into tables.
 
 use std::time::Duration;
 
@@ -38,11 +36,8 @@ pub struct Capacity {
 /// What one (variant, target) needed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesCapacity {
-    /// Variant name.
     pub variant: String,
-    /// Target name.
     pub target: String,
-    /// Pods scheduled per repetition.
     pub pods_per_repetition: u64,
     /// Time to 50 %, 95 %, 100 % ready ([`READY_FRACTIONS`]).
     pub time_to_ready: [ReadyTimes; 3],
@@ -56,9 +51,8 @@ pub struct SeriesCapacity {
 /// What one arrival wave of one (variant, target) needed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaveCapacity {
-    /// Wave number, from 0.
+    /// Wave number, from 0, and when it was scheduled, from the epoch.
     pub wave: u32,
-    /// When the wave was scheduled, from the epoch.
     pub at: Duration,
     /// Time from the wave's start until 50 %, 95 %, 100 % of the wave's pods were ready.
     pub time_to_ready: [ReadyTimes; 3],
@@ -70,7 +64,7 @@ pub struct WaveCapacity {
 /// Time from the burst epoch until `fraction` of the scheduled pods were ready, per repetition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadyTimes {
-    /// The fraction, 0..=1.
+    /// 0..=1.
     pub fraction: f64,
     /// Per repetition in order; `None` when failures kept that fraction from ever being ready.
     pub per_repetition: Vec<Option<Duration>>,
@@ -85,7 +79,6 @@ pub struct Egress {
     pub image_bytes: Option<u64>,
     /// Pods scheduled per repetition (for bytes per pod).
     pub pods: u64,
-    /// From the registry's time series, when recorded.
     pub traffic: Option<Traffic>,
 }
 
@@ -109,7 +102,6 @@ pub struct Traffic {
 /// repetition: mean egress, median times).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheSaving {
-    /// Variant name.
     pub variant: String,
     /// The cache or mirror target.
     pub target: String,
@@ -170,7 +162,6 @@ pub fn registry_egress_bytes(t: &RegistryTotals) -> u64 {
 }
 
 impl Capacity {
-    /// Computes every answer for `r`.
     pub fn of(r: &RunResult) -> Self {
         let series: Vec<SeriesCapacity> = r
             .series
@@ -349,38 +340,39 @@ fn traffic<'a>(totals: impl Iterator<Item = &'a RegistryTotals>) -> Option<Traff
 /// bandwidth of each is over its first bucket to its last bucket with bytes.
 fn traffic_of(all: &[(TrafficSeries, u64)]) -> Option<Traffic> {
     let bucket_ms = all.iter().map(|(s, _)| s.bucket_ms).max()?;
-    let per_sec = |count: u64, bucket_ms: u64| count as f64 * 1000.0 / bucket_ms as f64;
-    let mut t = Traffic {
-        bucket: Duration::from_millis(bucket_ms),
-        peak_bytes_per_sec: 0.0,
-        mean_bytes_per_sec: 0.0,
-        peak_requests_per_sec: 0.0,
-        throttled: 0,
+    let per_sec = |count: u64, s: &TrafficSeries| count as f64 * 1000.0 / s.bucket_ms as f64;
+    let peak = |counts: fn(&TrafficSeries) -> &[u64]| {
+        let peaks = all
+            .iter()
+            .map(|(s, _)| per_sec(counts(s).iter().copied().max().unwrap_or(0), s));
+        peaks.fold(0.0, f64::max)
     };
-    let mut means = Vec::new();
-    for (s, bytes_out) in all {
-        let peak_bytes = s.bytes_out.iter().copied().max().unwrap_or(0);
-        let peak_requests = s.requests.iter().copied().max().unwrap_or(0);
-        t.peak_bytes_per_sec = t.peak_bytes_per_sec.max(per_sec(peak_bytes, s.bucket_ms));
-        t.peak_requests_per_sec = t
-            .peak_requests_per_sec
-            .max(per_sec(peak_requests, s.bucket_ms));
-        t.throttled += s.throttled.iter().sum::<u64>();
-        if let Some(last) = s.bytes_out.iter().rposition(|b| *b > 0) {
-            let active_ms = (last as u64 + 1) * s.bucket_ms;
-            means.push(*bytes_out as f64 * 1000.0 / active_ms as f64);
-        }
-    }
-    if !means.is_empty() {
-        t.mean_bytes_per_sec = means.iter().sum::<f64>() / means.len() as f64;
-    }
-    Some(t)
+    let means: Vec<f64> = all
+        .iter()
+        .filter_map(|(s, bytes_out)| {
+            let last = s.bytes_out.iter().rposition(|b| *b > 0)?;
+            Some(*bytes_out as f64 * 1000.0 / ((last as u64 + 1) * s.bucket_ms) as f64)
+        })
+        .collect();
+    Some(Traffic {
+        bucket: Duration::from_millis(bucket_ms),
+        peak_bytes_per_sec: peak(|s| &s.bytes_out),
+        mean_bytes_per_sec: if means.is_empty() {
+            0.0
+        } else {
+            means.iter().sum::<f64>() / means.len() as f64
+        },
+        peak_requests_per_sec: peak(|s| &s.requests),
+        throttled: all
+            .iter()
+            .map(|(s, _)| s.throttled.iter().sum::<u64>())
+            .sum(),
+    })
 }
 
 impl ReadyTimes {
-    /// The median over repetitions (mean of the middle two for an even count); a repetition
-    /// that never got there counts as longer than any other. `None` when the median is such a
-    /// repetition or there is none.
+    /// The median over repetitions, a repetition that never got there counting as the longest
+    /// ([`median`](super::side_by_side::median)).
     pub fn median(&self) -> Option<Duration> {
         super::side_by_side::median(self.per_repetition.clone())
     }
@@ -395,14 +387,12 @@ impl ReadyTimes {
             .max()
     }
 
-    /// Repetitions that never got there.
     pub fn never(&self) -> usize {
         self.per_repetition.iter().filter(|d| d.is_none()).count()
     }
 }
 
 impl Egress {
-    /// Mean bytes per repetition.
     pub fn mean_bytes(&self) -> f64 {
         if self.per_repetition_bytes.is_empty() {
             return 0.0;
@@ -411,7 +401,6 @@ impl Egress {
             / self.per_repetition_bytes.len() as f64
     }
 
-    /// Largest bytes of any repetition.
     pub fn max_bytes(&self) -> u64 {
         self.per_repetition_bytes.iter().copied().max().unwrap_or(0)
     }

@@ -16,7 +16,7 @@ use super::human;
 use super::svg::{Axis, Bar, LegendEntry, Line, LineChart, Rule, StackedBars, Style};
 use crate::registry::accounting::Series as TrafficSeries;
 use crate::result::{RunResult, SeriesResult};
-use crate::run::recorder::{LayerPhase, Phase};
+use crate::run::recorder::{LayerPhase, LayerSums, Phase};
 
 /// A SLO or link limit is drawn only if it is within this factor of the data, so a generous
 /// limit does not squash the curves against the axis.
@@ -31,17 +31,12 @@ struct TimeScale {
 
 impl TimeScale {
     fn for_max_us(max_us: f64) -> Self {
-        if max_us < 1e6 {
-            Self {
-                us_per_unit: 1e3,
-                unit: "ms",
-            }
+        let (us_per_unit, unit) = if max_us < 1e6 {
+            (1e3, "ms")
         } else {
-            Self {
-                us_per_unit: 1e6,
-                unit: "s",
-            }
-        }
+            (1e6, "s")
+        };
+        Self { us_per_unit, unit }
     }
 
     fn of(self, us: f64) -> f64 {
@@ -79,14 +74,12 @@ pub fn phase_cdfs(r: &RunResult) -> Vec<Figure> {
             _ => None,
         };
         let data_max_us = hists.iter().map(|(_, _, h)| h.max()).max().unwrap_or(0) as f64;
-        let limit_us = limit
-            .map(|(d, _, _)| d.as_micros() as f64)
-            .filter(|l| *l <= data_max_us * RULE_REACH);
-        let scale = TimeScale::for_max_us(data_max_us.max(limit_us.unwrap_or(0.0)));
-        let x = Axis::from_zero(
-            format!("{} ({})", phase_axis(phase), scale.unit),
-            scale.of(data_max_us.max(limit_us.unwrap_or(0.0))),
-        );
+        // The limit is drawn (and the axis reaches it) only when it is near the data.
+        let limit = limit.filter(|(d, _, _)| d.as_micros() as f64 <= data_max_us * RULE_REACH);
+        let max_us = data_max_us.max(limit.map_or(0.0, |(d, _, _)| d.as_micros() as f64));
+        let scale = TimeScale::for_max_us(max_us);
+        let (phase_title, phase_axis) = phase_words(phase);
+        let x = Axis::from_zero(format!("{phase_axis} ({})", scale.unit), scale.of(max_us));
         let lines = hists
             .iter()
             .map(|(i, s, h)| {
@@ -103,15 +96,12 @@ pub fn phase_cdfs(r: &RunResult) -> Vec<Figure> {
                 }
             })
             .collect();
-        let mut rules = Vec::new();
-        if let (Some((limit, q, name)), Some(us)) = (limit, limit_us) {
-            rules.push(Rule::X(
-                scale.of(us),
-                format!("{name} {}", human::duration(limit)),
-            ));
-            rules.push(Rule::Y(q, format!("{q:.0} %")));
-        }
-        let title = format!("{} CDF", phase_title(phase));
+        let rules = limit.map_or_else(Vec::new, |(limit, q, name)| {
+            let at = scale.of(limit.as_micros() as f64);
+            let label = format!("{name} {}", human::duration(limit));
+            vec![Rule::X(at, label), Rule::Y(q, format!("{q:.0} %"))]
+        });
+        let title = format!("{phase_title} CDF");
         let chart = LineChart {
             title: title.clone(),
             x,
@@ -129,9 +119,8 @@ pub fn phase_cdfs(r: &RunResult) -> Vec<Figure> {
             id: format!("cdf-{}", phase.name()),
             title,
             how_to_read: format!(
-                "A point (x, y) means y % of the pods had {} {} of at most x; further left is faster, and the gap between curves at 95 % is the p95 difference.{failures_note}",
+                "A point (x, y) means y % of the pods had {} {phase_title} of at most x; further left is faster, and the gap between curves at 95 % is the p95 difference.{failures_note}",
                 if matches!(phase, Phase::Unpack | Phase::EndToEnd) { "an" } else { "a" },
-                phase_title(phase)
             ),
             svg: chart.render(),
         });
@@ -139,25 +128,15 @@ pub fn phase_cdfs(r: &RunResult) -> Vec<Figure> {
     out
 }
 
-fn phase_title(phase: Phase) -> &'static str {
+/// A phase's name in a chart's title, and what its axis measures.
+fn phase_words(phase: Phase) -> (&'static str, &'static str) {
     match phase {
-        Phase::Queue => "queue time",
-        Phase::Pull => "pull time",
-        Phase::Unpack => "unpack time",
-        Phase::StartToReady => "start-to-ready time",
-        Phase::EndToEnd => "end-to-end time (scheduled to ready)",
-        Phase::Ttfb => "time to first byte",
-    }
-}
-
-fn phase_axis(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Queue => "scheduled to pull start",
-        Phase::Pull => "pull start to layers fetched",
-        Phase::Unpack => "layers fetched to unpacked",
-        Phase::StartToReady => "container start to ready",
-        Phase::EndToEnd => "scheduled to ready",
-        Phase::Ttfb => "pull start to first blob byte",
+        Phase::Queue => ("queue time", "scheduled to pull start"),
+        Phase::Pull => ("pull time", "pull start to layers fetched"),
+        Phase::Unpack => ("unpack time", "layers fetched to unpacked"),
+        Phase::StartToReady => ("start-to-ready time", "container start to ready"),
+        Phase::EndToEnd => ("end-to-end time (scheduled to ready)", "scheduled to ready"),
+        Phase::Ttfb => ("time to first byte", "pull start to first blob byte"),
     }
 }
 
@@ -165,18 +144,23 @@ fn phase_axis(phase: Phase) -> &'static str {
 /// ending at `x_end`.
 fn cdf_points(h: &Histogram<u64>, failed: u64, scale: TimeScale, x_end: f64) -> Vec<(f64, f64)> {
     let total = (h.len() + failed) as f64;
-    let mut points = vec![(0.0, 0.0)];
     let mut seen = 0u64;
-    for v in h.iter_recorded() {
+    let steps = h.iter_recorded().map(|v| {
         seen += v.count_at_value();
-        points.push((
+        (
             scale.of(v.value_iterated_to() as f64),
             seen as f64 * 100.0 / total,
-        ));
-    }
-    let last = points.last().map_or(0.0, |p| p.1);
-    points.push((x_end, last));
-    points
+        )
+    });
+    held(steps, x_end)
+}
+
+/// (0, 0), then `points`, then the last value held until `x_end`.
+fn held(points: impl Iterator<Item = (f64, f64)>, x_end: f64) -> Vec<(f64, f64)> {
+    let mut out = vec![(0.0, 0.0)];
+    out.extend(points);
+    out.push((x_end, out[out.len() - 1].1));
+    out
 }
 
 /// Per variant: pods ready over time since the burst epoch, a line per target and repetition.
@@ -202,21 +186,15 @@ pub fn ready_over_time(r: &RunResult) -> Vec<Figure> {
         for (i, s) in &series {
             for (k, (rep, data)) in s.data.repetitions().enumerate() {
                 reps = reps.max(k + 1);
-                let t = data.timeline(s.pods_per_repetition);
-                let mut points = vec![(0.0, 0.0)];
-                for (n, us) in data.ready_offsets_us().iter().enumerate() {
-                    points.push((
-                        scale.of(*us as f64),
-                        (n + 1) as f64 * 100.0 / t.pods() as f64,
-                    ));
-                }
-                let last = points.last().map_or(0.0, |p| p.1);
-                points.push((x.max(), last));
+                let pods = data.timeline(s.pods_per_repetition).pods() as f64;
+                let offsets = data.ready_offsets_us().iter().enumerate();
+                let ready =
+                    offsets.map(|(n, us)| (scale.of(*us as f64), (n + 1) as f64 * 100.0 / pods));
                 lines.push(Line {
                     label: format!("{} rep {rep}", series_label(s)),
                     style: Style { color: *i, dash: k },
                     step: true,
-                    points,
+                    points: held(ready, x.max()),
                 });
             }
         }
@@ -271,22 +249,19 @@ fn legend_with_repetitions(series: &[(usize, &SeriesResult)], reps: usize) -> Ve
     legend
 }
 
-/// What a registry traffic chart plots per bucket.
+/// What a registry traffic chart plots per bucket: egress rate (Mbit/s), egress since the
+/// epoch (MB), or requests per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TrafficView {
-    /// Egress rate, Mbit/s.
     Bandwidth,
-    /// Egress since the epoch, MB.
     Cumulative,
-    /// Requests per second.
     Requests,
 }
 
-/// One repetition's registry time series in a traffic chart.
+/// One repetition's registry time series in a traffic chart: the series' colour, the
+/// repetition's dash (its position).
 struct TrafficRun<'a> {
-    /// Colour index (the series').
     color: usize,
-    /// Dash index (the repetition's position).
     dash: usize,
     repetition: u32,
     series: &'a SeriesResult,
@@ -475,12 +450,12 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
     if rows.is_empty() {
         return None;
     }
-    let per_layer: Vec<Vec<crate::run::recorder::LayerSums>> =
+    let per_layer: Vec<Vec<LayerSums>> =
         rows.iter().map(|(s, _)| s.data.merged_by_layer()).collect();
-    let layer_total = |l: &crate::run::recorder::LayerSums| {
+    let layer_total = |l: &LayerSums| {
         LayerPhase::STACKED
+            .map(|p| l.mean_us(p))
             .iter()
-            .map(|p| l.mean_us(*p))
             .sum::<f64>()
     };
     let max_us = rows
@@ -509,27 +484,15 @@ pub fn layer_phases(r: &RunResult) -> Option<Figure> {
         for l in layers {
             let size = layer_size(r, &l.image, l.position)
                 .map_or_else(String::new, |b| format!(", {}", human::bytes(b)));
+            let (label, nodes) = (series_label(s), human::count(l.count, "node"));
+            let means = LayerPhase::STACKED.map(|p| l.mean_us(p));
+            let tooltip = |(p, mean): (&LayerPhase, f64)| {
+                format!("{p} mean {} over {nodes}", human::us(mean.round() as u64))
+            };
             bars.push(Bar {
-                label: format!(
-                    "{}: {} layer {}{size}",
-                    series_label(s),
-                    l.image,
-                    l.position + 1
-                ),
-                values: LayerPhase::STACKED
-                    .iter()
-                    .map(|p| scale.of(l.mean_us(*p)))
-                    .collect(),
-                tooltips: LayerPhase::STACKED
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{p} mean {} over {}",
-                            human::us(l.mean_us(*p).round() as u64),
-                            human::count(l.count, "node")
-                        )
-                    })
-                    .collect(),
+                label: format!("{label}: {} layer {}{size}", l.image, l.position + 1),
+                values: means.iter().map(|m| scale.of(*m)).collect(),
+                tooltips: LayerPhase::STACKED.iter().zip(means).map(tooltip).collect(),
             });
         }
     }

@@ -33,14 +33,10 @@ fn signed(unit: Unit, v: f64) -> String {
 }
 
 fn difference_cell(d: &Difference) -> String {
-    let unit = d.metric.unit();
+    let estimate = signed(d.metric.unit(), d.estimate);
     match d.relative {
-        Some(r) => format!(
-            "{} ({})",
-            signed(unit, d.estimate),
-            human::signed_percent(r)
-        ),
-        None => signed(unit, d.estimate),
+        Some(r) => format!("{estimate} ({})", human::signed_percent(r)),
+        None => estimate,
     }
 }
 
@@ -55,19 +51,16 @@ fn difference_text(d: &Difference) -> String {
 
 fn interval_cell(d: &Difference) -> String {
     let unit = d.metric.unit();
-    match &d.interval {
-        None => "-".to_owned(),
-        Some(i) => {
-            let abs = format!("{} to {}", signed(unit, i.low), signed(unit, i.high));
-            match i.relative {
-                Some((lo, hi)) => format!(
-                    "{abs} ({} to {})",
-                    human::signed_percent(lo),
-                    human::signed_percent(hi)
-                ),
-                None => abs,
-            }
+    let Some(i) = &d.interval else {
+        return "-".to_owned();
+    };
+    let abs = format!("{} to {}", signed(unit, i.low), signed(unit, i.high));
+    match i.relative {
+        Some((lo, hi)) => {
+            let (lo, hi) = (human::signed_percent(lo), human::signed_percent(hi));
+            format!("{abs} ({lo} to {hi})")
         }
+        None => abs,
     }
 }
 
@@ -84,11 +77,8 @@ fn verdict_cell(d: &Difference, host_bound: bool) -> Cell {
         Verdict::TooFewRepetitions => ("too few repetitions", Emphasis::None),
         Verdict::NoData => ("no data", Emphasis::None),
     };
-    if host_bound {
-        Cell::with(format!("{text} (host-bound)"), emphasis)
-    } else {
-        Cell::with(text, emphasis)
-    }
+    let mark = if host_bound { " (host-bound)" } else { "" };
+    Cell::with(format!("{text}{mark}"), emphasis)
 }
 
 fn confidence(c: &Comparison) -> String {
@@ -172,6 +162,7 @@ fn gate_result(g: &GateOutcome) -> Cell {
     }
 }
 
+/// How many gates passed, crossed or went unjudged, and what crossing one means.
 fn gate_line(c: &Comparison) -> String {
     let all = c.gates.len();
     let crossed = c.gates.iter().filter(|g| g.crossed).count();
@@ -189,11 +180,7 @@ fn gate_line(c: &Comparison) -> String {
             " {unjudged} not judged: their series are host-bound (see the notes); --judge-host-bound judges them anyway."
         ));
     }
-    line
-}
-
-fn gate_semantics() -> &'static str {
-    "A gate fails when the candidate is significantly slower (the interval lies above 0) and the estimated difference exceeds the limit."
+    line + " A gate fails when the candidate is significantly slower (the interval lies above 0) and the estimated difference exceeds the limit."
 }
 
 /// The comparison as Markdown (`compare.md`).
@@ -233,14 +220,7 @@ pub fn document(c: &Comparison) -> Document {
     } else {
         let ok = c.passed() && c.unjudged().next().is_none();
         body.extend([
-            Block::paragraph(
-                ParagraphKind::Verdict(ok),
-                vec![Inline::Text(format!(
-                    "{} {}",
-                    gate_line(c),
-                    gate_semantics()
-                ))],
-            ),
+            Block::paragraph(ParagraphKind::Verdict(ok), vec![Inline::Text(gate_line(c))]),
             Block::Table(gate_table(c)),
         ]);
     }
@@ -263,7 +243,7 @@ pub fn document(c: &Comparison) -> Document {
 fn pair_line(p: &PairComparison) -> String {
     format!(
         "Repetitions: {} baseline, {} candidate. Failed pods: {} baseline, {} candidate. n = observations per side (baseline/candidate).",
-        p.baseline_repetitions, p.candidate_repetitions, p.baseline_failed, p.candidate_failed
+        p.repetitions[0], p.repetitions[1], p.failed[0], p.failed[1]
     )
 }
 
@@ -275,18 +255,14 @@ fn forest(c: &Comparison, p: &PairComparison, index: usize) -> Option<Figure> {
         .filter_map(|d| {
             let r = d.relative?;
             let (lo, hi) = d.interval?.relative?;
+            let (name, diff, interval) = (d.metric.name(), difference_cell(d), interval_cell(d));
             Some(IntervalRow {
-                label: d.metric.name(),
+                tooltip: format!("{name}: {diff} [{interval}]"),
+                label: name,
                 estimate: r * 100.0,
                 low: lo * 100.0,
                 high: hi * 100.0,
                 significant: d.significant(),
-                tooltip: format!(
-                    "{}: {} [{}]",
-                    d.metric.name(),
-                    difference_cell(d),
-                    interval_cell(d)
-                ),
             })
         })
         .collect();
@@ -358,13 +334,8 @@ pub fn summary(c: &Comparison) -> String {
         let _ = writeln!(out, "note: {n}");
     }
     for g in &c.gates {
-        let _ = writeln!(
-            out,
-            "gate {} on {}: {}",
-            g.gate,
-            g.pair,
-            gate_result(g).text
-        );
+        let result = gate_result(g).text;
+        let _ = writeln!(out, "gate {} on {}: {result}", g.gate, g.pair);
     }
     out
 }

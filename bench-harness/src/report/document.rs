@@ -11,11 +11,10 @@ use super::table::{Cell, Table};
 /// A whole report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
-    /// The report's title (the page title and the top heading).
+    /// The page title and the top heading.
     pub title: String,
     /// What comes before the body: facts, warnings, the contents.
     pub header: Vec<Block>,
-    /// The report itself.
     pub body: Vec<Block>,
     /// How the page was made, at its foot. Page furniture: only HTML shows it.
     pub footer: Option<String>,
@@ -24,35 +23,28 @@ pub struct Document {
 /// One piece of a document.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Block {
-    /// A heading; `id` is its anchor where the format has anchors.
+    /// A heading, `level` 2 for a section, 3 for a subsection; `id` is its anchor (unique in
+    /// the document) where the format has anchors.
     Heading {
-        /// 2 for a section, 3 for a subsection.
         level: u8,
-        /// Anchor id, unique within the document.
         id: Option<String>,
-        /// The text.
         text: String,
     },
-    /// A paragraph.
     Paragraph(Paragraph),
     /// Label and value lines (the run's or comparison's facts).
     Facts(Vec<(&'static str, Cell)>),
-    /// A titled list the reader must see before the numbers (warnings, notes).
+    /// A titled list (`Warnings`, `Notes`) the reader must see before the numbers.
     Notices {
-        /// `Warnings`, `Notes`.
         title: &'static str,
-        /// One line each.
         items: Vec<String>,
     },
-    /// A table.
     Table(Table),
     /// Charts. Formats that cannot draw leave them out.
     Figures(Vec<Figure>),
-    /// Links to the document's sections, then `tail`; for formats that navigate a page.
+    /// Links to the document's sections (anchor id, label), then `tail`; for formats that
+    /// navigate a page.
     Contents {
-        /// (anchor id, label).
         links: Vec<(&'static str, &'static str)>,
-        /// After the links.
         tail: Vec<Inline>,
     },
     /// Blocks shown in one format only: the Markdown report points to the charts it cannot
@@ -63,18 +55,14 @@ pub enum Block {
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `report.md`, `compare.md`.
     Markdown,
-    /// `report.html`, `compare.html`.
     Html,
 }
 
 /// A paragraph: its runs of text and how it is set apart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paragraph {
-    /// The text.
     pub inlines: Vec<Inline>,
-    /// How the paragraph is set apart.
     pub kind: ParagraphKind,
 }
 
@@ -94,31 +82,24 @@ pub enum ParagraphKind {
 /// A run of text inside a paragraph.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inline {
-    /// Plain text.
     Text(String),
-    /// Bold.
     Strong(String),
     /// Machine text: a flag, a digest.
     Code(String),
     /// A link to `href` (a file next to the report).
     Link {
-        /// What it reads.
         text: String,
-        /// Where it goes.
         href: String,
     },
 }
 
-/// A chart: its SVG, a caption and a "how to read this" line.
+/// A chart: its `<svg>` element, a caption (`title`), a "how to read this" sentence, and an
+/// anchor `id` unique within the page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
-    /// Anchor id, unique within the page.
     pub id: String,
-    /// Caption.
     pub title: String,
-    /// One sentence on how to read it.
     pub how_to_read: String,
-    /// The `<svg>` element.
     pub svg: String,
 }
 

@@ -42,13 +42,9 @@ pub fn facts(r: &RunResult) -> Vec<Fact> {
         (Some(rev), _) => Cell::with(rev.clone(), Emphasis::Code),
         (None, _) => Cell::from("unknown"),
     };
+    let started = humantime::format_rfc3339_seconds(r.started_at).to_string();
     vec![
-        (
-            "started",
-            humantime::format_rfc3339_seconds(r.started_at)
-                .to_string()
-                .into(),
-        ),
+        ("started", started.into()),
         ("duration", human::duration(r.duration).into()),
         ("machine", machine.join(", ").into()),
         ("revision", revision),
@@ -90,11 +86,7 @@ pub fn image_sources(r: &RunResult) -> Option<Table> {
     let sourced: Vec<_> = r
         .images
         .iter()
-        .filter(|(_, f)| {
-            f.details
-                .get("source")
-                .is_some_and(serde_json::Value::is_object)
-        })
+        .filter(|(_, f)| f.details["source"].is_object())
         .collect();
     if sourced.is_empty() {
         return None;
@@ -111,7 +103,7 @@ pub fn image_sources(r: &RunResult) -> Option<Table> {
     );
     for (variant, facts) in sourced {
         let s = &facts.details["source"];
-        let text = |key: &str| s.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let text = |key: &str| s[key].as_str().unwrap_or("").to_owned();
         let code = |key: &str| match text(key).as_str() {
             "" => Cell::from("-"),
             t => Cell::with(t, Emphasis::Code),
@@ -212,27 +204,16 @@ fn variants_line(r: &RunResult) -> String {
                     .map_or_else(String::new, |b| format!(", {} per pod", human::bytes(b)));
                 format!(", with sidecars {}{per_pod}", v.sidecars.join(", "))
             };
-            match &v.source {
+            let source = match &v.source {
                 ImageSource::Synthetic(spec) => {
-                    let layers = spec.layers.len();
-                    let compression = spec.compression.name();
+                    let (layers, compression) = (spec.layers.len(), spec.compression.name());
                     let s = if layers == 1 { "" } else { "s" };
-                    format!(
-                        "{} ({layers} {compression} layer{s}{size}{sidecars})",
-                        v.name
-                    )
+                    format!("{layers} {compression} layer{s}")
                 }
-                ImageSource::Registry(src) => {
-                    format!("{} (registry {}{size}{sidecars})", v.name, src.image)
-                }
-                ImageSource::Layout(src) => {
-                    format!(
-                        "{} (OCI layout {}{size}{sidecars})",
-                        v.name,
-                        src.path.display()
-                    )
-                }
-            }
+                ImageSource::Registry(src) => format!("registry {}", src.image),
+                ImageSource::Layout(src) => format!("OCI layout {}", src.path.display()),
+            };
+            format!("{} ({source}{size}{sidecars})", v.name)
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -243,27 +224,21 @@ fn targets_line(sc: &Scenario) -> String {
         .iter()
         .map(|t| {
             let what = match &t.kind {
-                TargetKind::Direct => "straight from the registry".to_owned(),
-                TargetKind::CacheDaemon {
-                    placement: Placement::Shared,
-                } => "one cache-daemon shared by all nodes".to_owned(),
-                TargetKind::CacheDaemon {
-                    placement: Placement::PerNode,
-                } => "a cache-daemon per node".to_owned(),
-                TargetKind::CacheDaemon {
-                    placement: Placement::Cluster,
-                } => "a cache-daemon per node in cluster mode".to_owned(),
-                TargetKind::Mirror { url } => format!("mirror at {url}"),
-                TargetKind::DistributionProxy => {
-                    "Docker Distribution pull-through proxy".to_owned()
-                }
+                TargetKind::Direct => "straight from the registry",
+                TargetKind::CacheDaemon { placement } => match placement {
+                    Placement::Shared => "one cache-daemon shared by all nodes",
+                    Placement::PerNode => "a cache-daemon per node",
+                    Placement::Cluster => "a cache-daemon per node in cluster mode",
+                },
+                TargetKind::Mirror { url } => &format!("mirror at {url}"),
+                TargetKind::DistributionProxy => "Docker Distribution pull-through proxy",
                 TargetKind::Nginx {
                     placement: Placement::PerNode,
-                } => "an nginx caching proxy per node".to_owned(),
-                TargetKind::Nginx { .. } => "nginx caching proxy".to_owned(),
+                } => "an nginx caching proxy per node",
+                TargetKind::Nginx { .. } => "nginx caching proxy",
                 TargetKind::Kubernetes(k) => match &k.namespace {
-                    Some(ns) => format!("real pods on a Kubernetes cluster, namespace {ns}"),
-                    None => "real pods on a Kubernetes cluster".to_owned(),
+                    Some(ns) => &format!("real pods on a Kubernetes cluster, namespace {ns}"),
+                    None => "real pods on a Kubernetes cluster",
                 },
             };
             format!("{} ({what})", t.name)

@@ -31,8 +31,12 @@ pub fn us(us: u64) -> String {
 
 /// Signed microseconds for people (`+1.20 s`, `-35 ms`, `0 ms`).
 pub fn signed_us(v: f64) -> String {
-    let magnitude = us(v.abs().round() as u64);
-    if v.round() == 0.0 {
+    signed(v, v.round() == 0.0, us(v.abs().round() as u64))
+}
+
+/// `magnitude` (of `v`) with `v`'s sign, none when it reads as `zero`.
+fn signed(v: f64, zero: bool, magnitude: String) -> String {
+    if zero {
         magnitude
     } else if v > 0.0 {
         format!("+{magnitude}")
@@ -57,14 +61,7 @@ pub fn bytes(b: u64) -> String {
 
 /// Signed bytes (`+1.5 MB`, `-42.4 MB`).
 pub fn signed_bytes(v: f64) -> String {
-    let magnitude = bytes(v.abs().round() as u64);
-    if v.round() == 0.0 {
-        magnitude
-    } else if v > 0.0 {
-        format!("+{magnitude}")
-    } else {
-        format!("\u{2212}{magnitude}")
-    }
+    signed(v, v.round() == 0.0, bytes(v.abs().round() as u64))
 }
 
 /// A byte rate as bits per second: `800 kbit/s`, `339 Mbit/s`, `1.20 Gbit/s`.
@@ -103,13 +100,7 @@ pub fn signed_percent(fraction: f64) -> String {
     } else {
         format!("{:.0} %", p.abs())
     };
-    if magnitude.starts_with("0.0 ") {
-        magnitude
-    } else if p > 0.0 {
-        format!("+{magnitude}")
-    } else {
-        format!("\u{2212}{magnitude}")
-    }
+    signed(p, magnitude.starts_with("0.0 "), magnitude)
 }
 
 /// A count with its noun, singular for one: `1 variant`, `2 variants`, `0 repetitions`. Nouns

@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use crate::compare::Comparison;
 use crate::result::RunResult;
+use document::Document;
 
 pub mod capacity;
 pub mod chart;
@@ -56,30 +57,13 @@ pub mod table;
 
 pub use run::{HTML_FILE_NAME, MARKDOWN_FILE_NAME};
 
-/// Why a report could not be written.
+/// Why a report could not be written: the directory or file and the I/O error.
 #[derive(Debug, thiserror::Error)]
 #[error("write report {path}")]
 pub struct ReportError {
-    /// The file.
     pub path: PathBuf,
-    /// The I/O error.
     #[source]
     pub source: std::io::Error,
-}
-
-fn write(path: PathBuf, text: &str) -> Result<PathBuf, ReportError> {
-    std::fs::write(&path, text).map_err(|source| ReportError {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
-}
-
-fn create_dir(dir: &Path) -> Result<(), ReportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError {
-        path: dir.to_owned(),
-        source,
-    })
 }
 
 /// The Markdown report: header (scenario, date, machine, warnings), summary, SLO outcomes,
@@ -107,12 +91,11 @@ pub fn summary_table(r: &RunResult) -> String {
 /// # Errors
 /// [`ReportError`] if the directory or a file cannot be written.
 pub fn write_all(result: &RunResult, dir: &Path) -> Result<[PathBuf; 2], ReportError> {
-    create_dir(dir)?;
-    let doc = run::document(result);
-    Ok([
-        write(dir.join(MARKDOWN_FILE_NAME), &markdown::render(&doc))?,
-        write(dir.join(HTML_FILE_NAME), &html::render(&doc))?,
-    ])
+    write_both(
+        &run::document(result),
+        dir,
+        [MARKDOWN_FILE_NAME, HTML_FILE_NAME],
+    )
 }
 
 /// Writes `compare.md` and `compare.html` into `dir` (created if missing) and returns their
@@ -121,13 +104,20 @@ pub fn write_all(result: &RunResult, dir: &Path) -> Result<[PathBuf; 2], ReportE
 /// # Errors
 /// [`ReportError`] if the directory or a file cannot be written.
 pub fn write_comparison(c: &Comparison, dir: &Path) -> Result<[PathBuf; 2], ReportError> {
-    create_dir(dir)?;
-    let doc = comparison::document(c);
-    Ok([
-        write(
-            dir.join(comparison::MARKDOWN_FILE_NAME),
-            &markdown::render(&doc),
-        )?,
-        write(dir.join(comparison::HTML_FILE_NAME), &html::render(&doc))?,
-    ])
+    let names = [comparison::MARKDOWN_FILE_NAME, comparison::HTML_FILE_NAME];
+    write_both(&comparison::document(c), dir, names)
+}
+
+/// `doc` as Markdown and as HTML into `dir` (created if missing), under `names` in that order.
+fn write_both(doc: &Document, dir: &Path, names: [&str; 2]) -> Result<[PathBuf; 2], ReportError> {
+    let error = |path: &Path| {
+        let path = path.to_owned();
+        |source| ReportError { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(error(dir))?;
+    let paths = names.map(|n| dir.join(n));
+    for (path, text) in paths.iter().zip([markdown::render(doc), html::render(doc)]) {
+        std::fs::write(path, text).map_err(error(path))?;
+    }
+    Ok(paths)
 }

@@ -9,28 +9,24 @@
 
 use super::document::Block;
 use super::human;
-use super::table::Table;
+use super::table::{Cell, Table};
 use crate::result::{RegistryTotals, RunResult, SeriesResult};
 
 /// The sections (heading, how to read it, table), in order; none when no repetition was
 /// measured at the wire.
 pub fn sections(r: &RunResult) -> Vec<Block> {
-    let mut out = Vec::new();
-    if let Some(table) = links(r) {
-        out.extend([
-            Block::heading(2, "Links (kernel counters)"),
-            Block::text("What each veth link carried during a repetition, counted by the kernel after its tbf shaping (Ethernet, IP and TCP headers included), mean over repetitions. The registry's own count of response bodies is beside its wire egress. Node columns are per node: the median node and the busiest; copies are of the compressed image."),
-            Block::Table(table),
-        ]);
-    }
-    if let Some(table) = processes(r) {
-        out.extend([
-            Block::heading(2, "Cache processes"),
-            Block::text("Every cache process of the target, from the burst epoch to its end (user + system CPU with its children, as /proc counts it; peak resident memory is VmHWM), mean over repetitions. CPU per GB divides by the bytes all nodes downloaded over their links. The harness's own process (embedded registry, every node's client, unpacking) and the host's CPUs are beside it: a host near 100 % busy measured this machine, not the links."),
-            Block::Table(table),
-        ]);
-    }
-    out
+    let sections = [
+        (links(r), "Links (kernel counters)", "What each veth link carried during a repetition, counted by the kernel after its tbf shaping (Ethernet, IP and TCP headers included), mean over repetitions. The registry's own count of response bodies is beside its wire egress. Node columns are per node: the median node and the busiest; copies are of the compressed image."),
+        (processes(r), "Cache processes", "Every cache process of the target, from the burst epoch to its end (user + system CPU with its children, as /proc counts it; peak resident memory is VmHWM), mean over repetitions. CPU per GB divides by the bytes all nodes downloaded over their links. The harness's own process (embedded registry, every node's client, unpacking) and the host's CPUs are beside it: a host near 100 % busy measured this machine, not the links."),
+    ];
+    let blocks = sections.into_iter().filter_map(|(table, heading, how)| {
+        Some([
+            Block::heading(2, heading),
+            Block::text(how),
+            Block::Table(table?),
+        ])
+    });
+    blocks.flatten().collect()
 }
 
 /// Mean of `f` over the repetitions of `s` that were measured at the wire.
@@ -142,40 +138,30 @@ fn processes(r: &RunResult) -> Option<Table> {
             },
         );
         let has_caches = first.is_some();
-        let seconds = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} s"));
+        let busiest = |t: &RegistryTotals| {
+            let cpu = t.cache_processes.iter().map(|p| p.cpu_seconds);
+            cpu.reduce(f64::max)
+        };
+        let largest = |t: &RegistryTotals| {
+            let rss = t.cache_processes.iter().map(|p| p.peak_rss_bytes);
+            rss.max().map(|b| b as f64)
+        };
+        let cache_per_gb = |t: &RegistryTotals| Some(cpu(t) / pulled_gb(t)?);
+        let harness_per_gb = |t: &RegistryTotals| Some(t.cpu?.harness_cpu_seconds / pulled_gb(t)?);
+        let seconds =
+            |v: Option<f64>| Cell::from(v.map_or("-".to_owned(), |v| format!("{v:.2} s")));
+        let dash_or =
+            |v: Option<f64>, f: fn(f64) -> String| Cell::from(v.map_or("-".to_owned(), f));
         t.row([
             s.variant.clone().into(),
             s.target.clone().into(),
             label.into(),
-            seconds(mean(s, |t| has_caches.then(|| cpu(t)))).into(),
-            seconds(mean(s, |t| {
-                t.cache_processes
-                    .iter()
-                    .map(|p| p.cpu_seconds)
-                    .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))))
-            }))
-            .into(),
-            mean(s, |t| {
-                t.cache_processes
-                    .iter()
-                    .map(|p| p.peak_rss_bytes)
-                    .max()
-                    .map(|b| b as f64)
-            })
-            .map_or("-".to_owned(), |b| human::bytes(b as u64))
-            .into(),
-            seconds(mean(s, |t| {
-                has_caches.then_some(())?;
-                Some(cpu(t) / pulled_gb(t)?)
-            }))
-            .into(),
-            seconds(mean(s, |t| {
-                Some(t.cpu?.harness_cpu_seconds / pulled_gb(t)?)
-            }))
-            .into(),
-            mean(s, |t| t.cpu.map(|c| c.host_busy))
-                .map_or("-".to_owned(), human::percent)
-                .into(),
+            seconds(mean(s, |t| has_caches.then(|| cpu(t)))),
+            seconds(mean(s, busiest)),
+            dash_or(mean(s, largest), |b| human::bytes(b as u64)),
+            seconds(mean(s, |t| has_caches.then(|| cache_per_gb(t))?)),
+            seconds(mean(s, harness_per_gb)),
+            dash_or(mean(s, |t| t.cpu.map(|c| c.host_busy)), human::percent),
         ]);
     }
     any.then_some(t)

@@ -78,20 +78,14 @@ fn header(r: &RunResult, side_by_side: bool) -> Vec<Block> {
         text: name.to_owned(),
         href: name.to_owned(),
     };
-    out.push(Block::Only(
-        Format::Markdown,
-        vec![Block::paragraph(
-            ParagraphKind::Plain,
-            vec![
-                Inline::Text(
-                    "Charts (pods ready over time, latency CDFs, registry traffic, layer phases): "
-                        .into(),
-                ),
-                link(HTML_FILE_NAME),
-                Inline::Text(".".into()),
-            ],
-        )],
-    ));
+    let charts = "Charts (pods ready over time, latency CDFs, registry traffic, layer phases): ";
+    let where_charts = vec![
+        Inline::Text(charts.into()),
+        link(HTML_FILE_NAME),
+        Inline::Text(".".into()),
+    ];
+    let where_charts = Block::paragraph(ParagraphKind::Plain, where_charts);
+    out.push(Block::Only(Format::Markdown, vec![where_charts]));
     out.push(Block::Facts(facts::facts(r)));
     let warnings = facts::warnings(r);
     if !warnings.is_empty() {

@@ -144,7 +144,6 @@ pub fn slo_line(r: &RunResult) -> String {
     format!("{passed} of {} passed.", r.slo.len())
 }
 
-/// Whether the capacity answers are per arrival wave.
 fn per_wave(c: &Capacity) -> bool {
     c.series.iter().any(|s| !s.waves.is_empty())
 }
@@ -232,30 +231,18 @@ fn capacity_rows(
 
 fn ready_cell(t: &ReadyTimes) -> Cell {
     let n = t.per_repetition.len();
-    let never = t.never();
+    let never = format!("{} of {}", t.never(), human::count(n as u64, "repetition"));
     match (t.median(), t.worst()) {
-        (Some(median), Some(worst)) if n > 1 && worst != median => format!(
-            "{} (worst {})",
-            human::duration(median),
-            human::duration(worst)
-        )
-        .into(),
+        (Some(median), Some(worst)) if n > 1 && worst != median => {
+            let (median, worst) = (human::duration(median), human::duration(worst));
+            format!("{median} (worst {worst})").into()
+        }
         (Some(median), Some(_)) => human::duration(median).into(),
-        (Some(median), None) => Cell::with(
-            format!(
-                "{} (never in {never} of {})",
-                human::duration(median),
-                human::count(n as u64, "repetition")
-            ),
-            Emphasis::Fail,
-        ),
-        (None, _) => Cell::with(
-            format!(
-                "never (in {never} of {})",
-                human::count(n as u64, "repetition")
-            ),
-            Emphasis::Fail,
-        ),
+        (Some(median), None) => {
+            let median = human::duration(median);
+            Cell::with(format!("{median} (never in {never})"), Emphasis::Fail)
+        }
+        (None, _) => Cell::with(format!("never (in {never})"), Emphasis::Fail),
     }
 }
 
@@ -337,57 +324,38 @@ pub fn savings(c: &Capacity) -> Option<Table> {
         ],
     );
     for s in &c.savings {
+        let bytes = |b: f64| human::bytes(b.round() as u64);
         let egress = s.egress_bytes.map_or_else(
             || "-".to_owned(),
-            |(direct, other)| {
-                change(
-                    human::bytes(direct.round() as u64),
-                    human::bytes(other.round() as u64),
-                    direct,
-                    other,
-                )
-            },
+            |(d, o)| change(bytes(d), bytes(o), Some((d, o))),
         );
-        let time = |i: usize| -> String {
-            match s.time_to_ready[i] {
-                (Some(d), Some(o)) => change(
-                    human::duration(d),
-                    human::duration(o),
-                    d.as_secs_f64(),
-                    o.as_secs_f64(),
-                ),
-                (d, o) => format!(
-                    "{} \u{2192} {}",
-                    d.map_or_else(|| "never".to_owned(), human::duration),
-                    o.map_or_else(|| "never".to_owned(), human::duration)
-                ),
-            }
+        let time = |i: usize| {
+            let (d, o) = s.time_to_ready[i];
+            let show = |t: Option<Duration>| t.map_or_else(|| "never".to_owned(), human::duration);
+            let secs = d.zip(o).map(|(d, o)| (d.as_secs_f64(), o.as_secs_f64()));
+            change(show(d), show(o), secs)
         };
         let mut cells = vec![
             s.variant.as_str().into(),
             format!("{} vs {}", s.target, s.direct).into(),
         ];
-        if waves {
-            cells.push(
-                s.wave
-                    .map_or_else(whole_burst, |(w, at)| wave_at(w, at))
-                    .into(),
-            );
-        }
+        let wave = s.wave.map_or_else(whole_burst, |(w, at)| wave_at(w, at));
+        cells.extend(waves.then(|| wave.into()));
         cells.extend([egress.into(), time(1).into(), time(2).into()]);
         t.row(cells);
     }
     Some(t)
 }
 
-fn change(from: String, to: String, a: f64, b: f64) -> String {
-    if a > 0.0 {
-        format!(
-            "{from} \u{2192} {to} ({})",
-            human::signed_percent((b - a) / a)
-        )
-    } else {
-        format!("{from} \u{2192} {to}")
+/// `from → to`, with the relative change of `values` when they are known and the first is
+/// positive.
+fn change(from: String, to: String, values: Option<(f64, f64)>) -> String {
+    match values {
+        Some((a, b)) if a > 0.0 => {
+            let change = human::signed_percent((b - a) / a);
+            format!("{from} \u{2192} {to} ({change})")
+        }
+        _ => format!("{from} \u{2192} {to}"),
     }
 }
 
@@ -435,9 +403,7 @@ pub fn side_by_side(v: &VariantRows, waves: bool) -> Table {
     for row in &v.targets {
         for w in &row.waves {
             let mut cells = vec![Cell::from(row.target.as_str())];
-            if waves {
-                cells.push(wave_at(w.wave, w.at).into());
-            }
+            cells.extend(waves.then(|| wave_at(w.wave, w.at).into()));
             cells.extend([
                 human::us_if(w.pull.count, w.pull.p50_us).into(),
                 human::us_if(w.pull.count, w.pull.p95_us).into(),
@@ -484,14 +450,9 @@ pub fn side_by_side_upstream(v: &VariantRows) -> Table {
                 } else {
                     format!("{mean:.2} ({min} to {max})")
                 };
-                (
-                    gets.into(),
-                    u.image_copies
-                        .map_or_else(dash, |c| format!("{c:.2} x").into()),
-                    u.requests.to_string().into(),
-                    u.link_image_copies
-                        .map_or_else(dash, |c| format!("{c:.2} x").into()),
-                )
+                let requests = u.requests.to_string().into();
+                let link = ratio_cell(u.link_image_copies);
+                (gets.into(), ratio_cell(u.image_copies), requests, link)
             }
         };
         let bytes = |r: &TargetRow| r.upstream.as_ref().map(|u| u.bytes as f64);
@@ -553,9 +514,7 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
                 continue;
             };
             let mut cells = vec![Cell::from(row.target.as_str())];
-            if waves {
-                cells.push(wave_at(w.wave, w.at).into());
-            }
+            cells.extend(waves.then(|| wave_at(w.wave, w.at).into()));
             // Each figure of this wave's row against the baseline's: p50, p95, p99 of pull,
             // p50, p95 of TTFB (microseconds), then lag and all-ready (seconds).
             let figures = |x: &WaveRow| {
@@ -570,12 +529,8 @@ pub fn side_by_side_ratios(v: &VariantRows, waves: bool) -> Option<Table> {
                     secs(x.all_ready),
                 ]
             };
-            let (ours, theirs) = (figures(w), figures(b));
-            cells.extend(
-                ours.into_iter()
-                    .zip(theirs)
-                    .map(|(a, b)| ratio_cell(ratio(a, b))),
-            );
+            let ratios = figures(w).into_iter().zip(figures(b));
+            cells.extend(ratios.map(|(a, b)| ratio_cell(ratio(a, b))));
             t.row(cells);
         }
     }

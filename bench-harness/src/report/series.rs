@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::human;
 use super::table::{Align, Cell, Table};
-use crate::result::{RunResult, SeriesResult, READY_FRACTIONS};
+use crate::result::{RegistryTotals, RunResult, SeriesResult, READY_FRACTIONS};
 use crate::run::recorder::{LayerPhase, Phase, Summary};
 
 /// Rows of the "ready % over time" table, at most.
@@ -163,7 +163,7 @@ pub fn registry(r: &RunResult, s: &SeriesResult) -> Option<Table> {
             rep.to_string().into(),
             human::bytes(totals.bytes_out).into(),
             ratio.into(),
-            requests_line(&totals.requests).into(),
+            requests_line(totals).into(),
             blob_gets_line(totals.blob_gets.values().copied().collect()).into(),
         ]);
     }
@@ -171,16 +171,14 @@ pub fn registry(r: &RunResult, s: &SeriesResult) -> Option<Table> {
 }
 
 /// `28 (blob_get 20, manifest_get 8)`: the total, then the non-zero kinds.
-fn requests_line(requests: &std::collections::BTreeMap<String, u64>) -> String {
-    let kinds: Vec<String> = requests
+fn requests_line(totals: &RegistryTotals) -> String {
+    let kinds: Vec<String> = totals
+        .requests
         .iter()
         .filter(|(k, n)| **n > 0 && k.as_str() != "total")
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
-    let total = requests
-        .get("total")
-        .copied()
-        .unwrap_or_else(|| requests.values().sum());
+    let total = totals.total_requests();
     if kinds.is_empty() {
         total.to_string()
     } else {
@@ -195,13 +193,11 @@ fn blob_gets_line(mut gets: Vec<u64>) -> String {
     gets.sort_unstable();
     let (min, max) = (gets[0], gets[gets.len() - 1]);
     let median = gets[(gets.len() - 1) / 2];
+    let blobs = human::count(gets.len() as u64, "blob");
     if min == max {
-        format!("{} x {min}", human::count(gets.len() as u64, "blob"))
+        format!("{blobs} x {min}")
     } else {
-        format!(
-            "{}, {min} to {max} (median {median})",
-            human::count(gets.len() as u64, "blob")
-        )
+        format!("{blobs}, {min} to {max} (median {median})")
     }
 }
 
@@ -248,11 +244,9 @@ mod tests {
 
     #[test]
     fn requests_show_total_then_non_zero_kinds() {
-        let m = |pairs: &[(&str, u64)]| {
-            pairs
-                .iter()
-                .map(|(k, n)| ((*k).to_owned(), *n))
-                .collect::<std::collections::BTreeMap<_, _>>()
+        let m = |pairs: &[(&str, u64)]| RegistryTotals {
+            requests: pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+            ..RegistryTotals::default()
         };
         assert_eq!(
             requests_line(&m(&[

@@ -9,21 +9,20 @@
 
 use std::time::Duration;
 
-use crate::result::{RunResult, SeriesResult};
+use crate::result::{RegistryTotals, RunResult, SeriesResult};
 use crate::run::recorder::{Phase, Summary, WaveData};
 use crate::scenario::{Arrival, TargetKind};
 
 /// Every side-by-side figure of a run, or nothing when fewer than two targets recorded data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SideBySide {
-    /// Per variant, in the result's order.
+    /// In the result's order.
     pub variants: Vec<VariantRows>,
 }
 
 /// One variant's targets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VariantRows {
-    /// Variant name.
     pub variant: String,
     /// The baseline for ratios: the variant's first cache-daemon target, if any.
     pub baseline: Option<String>,
@@ -34,7 +33,6 @@ pub struct VariantRows {
 /// One target of a variant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetRow {
-    /// Target name.
     pub target: String,
     /// Per wave (one entry, wave 0, without waves).
     pub waves: Vec<WaveRow>,
@@ -48,14 +46,12 @@ pub struct TargetRow {
 /// One wave of a target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaveRow {
-    /// Wave number, from 0.
+    /// Wave number, from 0, and when it was scheduled, from the epoch.
     pub wave: u32,
-    /// When it was scheduled, from the epoch.
     pub at: Duration,
-    /// Its pods' pull phase, all repetitions merged.
+    /// Its pods' pull and time to first byte, all repetitions merged; TTFB is empty when the
+    /// client does not report it.
     pub pull: Summary,
-    /// Its pods' time to first byte (pull start to the first blob byte), all repetitions merged;
-    /// empty when the client does not report it.
     pub ttfb: Summary,
     /// Median over repetitions of the longest first-byte lag of any puller of any blob in the
     /// wave ([`WaveData::first_byte_lag`]); `None` when not observed.
@@ -121,12 +117,12 @@ impl SideBySide {
 impl TargetRow {
     fn of(r: &RunResult, s: &SeriesResult) -> Self {
         let numbers = s.data.wave_numbers();
-        let all_ready = median(
-            s.data
-                .repetitions()
-                .map(|(_, rep)| rep.timeline(s.pods_per_repetition).time_to(1.0))
-                .collect(),
-        );
+        let pods = s.pods_per_repetition;
+        let times = s
+            .data
+            .repetitions()
+            .map(|(_, rep)| rep.timeline(pods).time_to(1.0));
+        let all_ready = median(times.collect());
         let waves = if numbers.is_empty() {
             // A result written before waves were recorded: the whole repetition is one wave.
             vec![WaveRow {
@@ -191,18 +187,10 @@ impl Upstream {
             _ => (0.0, 0, 0),
         };
         let image = r.pod_image_bytes(&s.variant);
-        let bytes = median_u64(s.registry.values().map(|t| t.bytes_out).collect());
-        let requests = median_u64(
-            s.registry
-                .values()
-                .map(|t| {
-                    t.requests
-                        .get("total")
-                        .copied()
-                        .unwrap_or_else(|| t.requests.values().sum())
-                })
-                .collect(),
-        );
+        let median_of =
+            |f: fn(&RegistryTotals) -> u64| median_u64(s.registry.values().map(f).collect());
+        let bytes = median_of(|t| t.bytes_out);
+        let requests = median_of(RegistryTotals::total_requests);
         let links: Vec<u64> = s.registry.values().filter_map(|t| t.link_bytes).collect();
         let link = (!links.is_empty()).then(|| median_u64(links));
         Some(Self {
@@ -219,8 +207,7 @@ impl Upstream {
 /// middle two for an even count); `None` when the median is missing or there is none.
 pub fn median(mut v: Vec<Option<Duration>>) -> Option<Duration> {
     v.sort_by_key(|d| d.unwrap_or(Duration::MAX));
-    let n = v.len();
-    match n {
+    match v.len() {
         0 => None,
         n if n % 2 == 1 => v[n / 2],
         n => Some((v[n / 2 - 1]? + v[n / 2]?) / 2),

@@ -86,9 +86,8 @@ fn fit(text: &str, room: f64) -> String {
 /// How a line or bar segment is drawn: colour and dash by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Style {
-    /// Index into [`PALETTE`].
+    /// Indexes into [`PALETTE`] and [`DASHES`].
     pub color: usize,
-    /// Index into [`DASHES`].
     pub dash: usize,
 }
 
@@ -106,7 +105,6 @@ pub struct Axis {
 pub struct Line {
     /// Legend text (and the line's tooltip).
     pub label: String,
-    /// Colour and dash.
     pub style: Style,
     /// Step line: each value holds until the next point's x (CDFs, counts over time).
     pub step: bool,
@@ -117,18 +115,15 @@ pub struct Line {
 /// A labelled reference line across the plot (an SLO limit, the 95 % mark).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
-    /// Vertical, at this x.
+    /// Vertical, at this x; horizontal, at this y.
     X(f64, String),
-    /// Horizontal, at this y.
     Y(f64, String),
 }
 
 /// One legend entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegendEntry {
-    /// Text.
     pub label: String,
-    /// Swatch.
     pub style: Style,
 }
 
@@ -137,24 +132,18 @@ pub struct LegendEntry {
 pub struct LineChart {
     /// What the chart shows (the SVG `<title>`).
     pub title: String,
-    /// Horizontal axis.
     pub x: Axis,
-    /// Vertical axis.
     pub y: Axis,
-    /// The data.
     pub lines: Vec<Line>,
-    /// Reference lines.
     pub rules: Vec<Rule>,
     /// Legend entries; when empty, one per line.
     pub legend: Vec<LegendEntry>,
 }
 
-/// Horizontal bars, each a stack of segments.
+/// Horizontal bars, each a stack of segments, over a horizontal value axis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackedBars {
-    /// What the chart shows.
     pub title: String,
-    /// The value axis (horizontal).
     pub x: Axis,
     /// Segment names, in stacking order (the legend).
     pub segments: Vec<String>,
@@ -173,49 +162,33 @@ pub struct Bar {
     pub tooltips: Vec<String>,
 }
 
-/// Estimates with intervals, one row each, around a zero line (a forest plot).
+/// Estimates with intervals, one row each, around a zero line on a horizontal value axis (a
+/// forest plot).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalChart {
-    /// What the chart shows.
     pub title: String,
-    /// The value axis (horizontal).
     pub x: Axis,
     /// The rows, top to bottom.
     pub rows: Vec<IntervalRow>,
 }
 
-/// One estimate with its interval.
+/// One estimate with its interval, in axis units, labelled left of the row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalRow {
-    /// Label left of the row.
     pub label: String,
-    /// Point estimate, axis units.
     pub estimate: f64,
-    /// Interval low end.
     pub low: f64,
-    /// Interval high end.
     pub high: f64,
     /// Filled marker when true, hollow otherwise.
     pub significant: bool,
-    /// Tooltip text.
     pub tooltip: String,
 }
 
 impl Axis {
     /// From 0 to a round value at or above `data_max` (1 when there is no positive data).
     pub fn from_zero(label: impl Into<String>, data_max: f64) -> Self {
-        let max = if data_max.is_finite() && data_max > 0.0 {
-            data_max
-        } else {
-            1.0
-        };
-        let step = nice_step(max);
-        Self {
-            label: label.into(),
-            min: 0.0,
-            max: (max / step).ceil() * step,
-            step,
-        }
+        let positive = data_max.is_finite() && data_max > 0.0;
+        Self::around_zero(label, 0.0, if positive { data_max } else { 1.0 })
     }
 
     /// Round bounds around `low..=high`, always including 0.
@@ -241,7 +214,6 @@ impl Axis {
         }
     }
 
-    /// The upper bound.
     pub fn max(&self) -> f64 {
         self.max
     }
@@ -286,18 +258,8 @@ fn nice_step(span: f64) -> f64 {
     let raw = span / 5.0;
     let magnitude = 10f64.powf(raw.log10().floor());
     let n = raw / magnitude;
-    let m = if n <= 1.0 {
-        1.0
-    } else if n <= 2.0 {
-        2.0
-    } else if n <= 2.5 {
-        2.5
-    } else if n <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    m * magnitude
+    let m = [1.0, 2.0, 2.5, 5.0].into_iter().find(|m| n <= *m);
+    m.unwrap_or(10.0) * magnitude
 }
 
 fn svg_open(out: &mut String, title: &str, height: f64) {
@@ -316,16 +278,17 @@ fn text(out: &mut String, (x, y): (f64, f64), anchor: &str, class: &str, content
     );
 }
 
-/// A label ending at `x` (right-aligned) in at most `room` units: shortened to fit when it is
-/// longer, with the full text as its tooltip.
-fn end_label(out: &mut String, (x, y): (f64, f64), room: f64, class: &str, content: &str) {
-    let shown = fit(content, room);
+/// A row's label, ending [`LABEL_GAP`] left of the plot's `left` edge at `y`: shortened to fit
+/// the margin when it is longer, with the full text as its tooltip.
+fn end_label(out: &mut String, left: f64, y: f64, content: &str) {
+    let x = left - LABEL_GAP;
+    let shown = fit(content, x - LABEL_EDGE);
     if shown == content {
-        text(out, (x, y), "end", class, content);
+        text(out, (x, y), "end", "bar-label", content);
     } else {
         let _ = writeln!(
             out,
-            "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"end\" class=\"{class}\"><title>{}</title>{}</text>",
+            "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"end\" class=\"bar-label\"><title>{}</title>{}</text>",
             escape(content),
             escape(&shown)
         );
@@ -412,32 +375,28 @@ impl Frame {
             bottom: MARGIN_TOP + row_height * rows.max(1) as f64,
         }
     }
+
+    /// Left, right, top, bottom.
+    fn edges(self) -> (f64, f64, f64, f64) {
+        (self.left, self.right, self.top, self.bottom)
+    }
 }
 
 fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
-    let Frame {
-        left,
-        right,
-        top,
-        bottom,
-    } = frame;
+    let (left, right, top, bottom) = frame.edges();
     for t in axis.ticks() {
         let x = axis.scale(t, left, right);
         let _ = writeln!(
             out,
             "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>"
         );
-        text(
-            out,
-            (x, bottom + 16.0),
-            "middle",
-            "tick",
-            &axis.tick_label(t),
-        );
+        let label = axis.tick_label(t);
+        text(out, (x, bottom + 16.0), "middle", "tick", &label);
     }
+    let middle = (left + right) / 2.0;
     text(
         out,
-        ((left + right) / 2.0, bottom + 36.0),
+        (middle, bottom + 36.0),
         "middle",
         "axis-label",
         &axis.label,
@@ -447,34 +406,30 @@ fn grid_x(out: &mut String, axis: &Axis, frame: Frame) {
 impl LineChart {
     /// The chart as an `<svg>` element.
     pub fn render(&self) -> String {
+        let (left, right, top) = (MARGIN_LEFT, WIDTH - MARGIN_RIGHT, MARGIN_TOP);
+        let bottom = top + PLOT_HEIGHT;
         let frame = Frame {
-            left: MARGIN_LEFT,
-            right: WIDTH - MARGIN_RIGHT,
-            top: MARGIN_TOP,
-            bottom: MARGIN_TOP + PLOT_HEIGHT,
+            left,
+            right,
+            top,
+            bottom,
         };
         let entries: Vec<LegendEntry> = if self.legend.is_empty() {
-            self.lines
-                .iter()
-                .map(|l| LegendEntry {
-                    label: l.label.clone(),
-                    style: l.style,
-                })
-                .collect()
+            let entry = |l: &Line| LegendEntry {
+                label: l.label.clone(),
+                style: l.style,
+            };
+            self.lines.iter().map(entry).collect()
         } else {
             self.legend.clone()
         };
-        let (legend_svg, legend_height) =
-            legend(&entries, frame.left, frame.bottom + 48.0, Swatch::Line);
-        let height = frame.bottom + 52.0 + legend_height + 6.0;
+        let (legend_svg, legend_height) = legend(&entries, left, bottom + 48.0, Swatch::Line);
         let mut out = String::new();
-        svg_open(&mut out, &self.title, height);
+        svg_open(&mut out, &self.title, bottom + 52.0 + legend_height + 6.0);
+        let width = right - left;
         let _ = writeln!(
             out,
-            "<rect class=\"plot\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{PLOT_HEIGHT:.1}\"/>",
-            frame.left,
-            frame.top,
-            frame.right - frame.left
+            "<rect class=\"plot\" x=\"{left:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" height=\"{PLOT_HEIGHT:.1}\"/>"
         );
         grid_y(&mut out, &self.y, frame);
         grid_x(&mut out, &self.x, frame);
@@ -519,12 +474,7 @@ impl LineChart {
 
     /// A reference line across the plot with its label inside the plot.
     fn rule(&self, out: &mut String, rule: &Rule, frame: Frame) {
-        let Frame {
-            left,
-            right,
-            top,
-            bottom,
-        } = frame;
+        let (left, right, top, bottom) = frame.edges();
         match rule {
             Rule::X(v, label) => {
                 let x = self.x.scale(*v, left, right);
@@ -553,25 +503,15 @@ impl LineChart {
 
 /// Horizontal grid lines with their tick values left of the plot, and the rotated axis label.
 fn grid_y(out: &mut String, axis: &Axis, frame: Frame) {
-    let Frame {
-        left,
-        right,
-        top,
-        bottom,
-    } = frame;
+    let (left, right, top, bottom) = frame.edges();
     for t in axis.ticks() {
         let y = axis.scale(t, bottom, top);
         let _ = writeln!(
             out,
             "<line class=\"grid\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\"/>"
         );
-        text(
-            out,
-            (left - 6.0, y + 4.0),
-            "end",
-            "tick",
-            &axis.tick_label(t),
-        );
+        let label = axis.tick_label(t);
+        text(out, (left - 6.0, y + 4.0), "end", "tick", &label);
     }
     let ly = (top + bottom) / 2.0;
     let _ = writeln!(
@@ -583,12 +523,7 @@ fn grid_y(out: &mut String, axis: &Axis, frame: Frame) {
 
 /// The left and bottom axis lines of the plot.
 fn axes(out: &mut String, frame: Frame) {
-    let Frame {
-        left,
-        right,
-        top,
-        bottom,
-    } = frame;
+    let (left, right, top, bottom) = frame.edges();
     let _ = writeln!(
         out,
         "<path class=\"axis\" d=\"M{left:.1} {top:.1}V{bottom:.1}H{right:.1}\"/>"
@@ -608,12 +543,7 @@ impl StackedBars {
         const BAR: f64 = 18.0;
         let labels = self.bars.iter().map(|b| b.label.as_str());
         let frame = Frame::labelled_rows(labels, self.bars.len(), ROW);
-        let Frame {
-            left,
-            right,
-            top,
-            bottom,
-        } = frame;
+        let (left, right, top, bottom) = frame.edges();
         let entries: Vec<LegendEntry> = self
             .segments
             .iter()
@@ -624,24 +554,14 @@ impl StackedBars {
             })
             .collect();
         let (legend_svg, legend_height) = legend(&entries, left, bottom + 48.0, Swatch::Block);
-        let height = bottom + 52.0 + legend_height + 6.0;
         let mut out = String::new();
-        svg_open(&mut out, &self.title, height);
+        svg_open(&mut out, &self.title, bottom + 52.0 + legend_height + 6.0);
         grid_x(&mut out, &self.x, frame);
         for (i, bar) in self.bars.iter().enumerate() {
             let y = top + ROW * i as f64 + (ROW - BAR) / 2.0;
-            end_label(
-                &mut out,
-                (left - LABEL_GAP, y + BAR / 2.0 + 4.0),
-                left - LABEL_GAP - LABEL_EDGE,
-                "bar-label",
-                &bar.label,
-            );
-            let _ = writeln!(
-                out,
-                "<g class=\"bar\" data-points=\"{}\">",
-                bar.values.len()
-            );
+            end_label(&mut out, left, y + BAR / 2.0 + 4.0, &bar.label);
+            let points = bar.values.len();
+            let _ = writeln!(out, "<g class=\"bar\" data-points=\"{points}\">");
             let mut at = 0.0;
             for (j, v) in bar.values.iter().enumerate() {
                 let x0 = self.x.scale(at, left, right);
@@ -671,15 +591,9 @@ impl IntervalChart {
         const ROW: f64 = 24.0;
         let labels = self.rows.iter().map(|r| r.label.as_str());
         let frame = Frame::labelled_rows(labels, self.rows.len(), ROW);
-        let Frame {
-            left,
-            right,
-            top,
-            bottom,
-        } = frame;
-        let height = bottom + 52.0 + LEGEND_ROW + 6.0;
+        let (left, right, top, bottom) = frame.edges();
         let mut out = String::new();
-        svg_open(&mut out, &self.title, height);
+        svg_open(&mut out, &self.title, bottom + 52.0 + LEGEND_ROW + 6.0);
         grid_x(&mut out, &self.x, frame);
         let zero = self.x.scale(0.0, left, right);
         let _ = writeln!(
@@ -688,27 +602,14 @@ impl IntervalChart {
         );
         for (i, r) in self.rows.iter().enumerate() {
             let y = top + ROW * i as f64 + ROW / 2.0;
-            end_label(
-                &mut out,
-                (left - LABEL_GAP, y + 4.0),
-                left - LABEL_GAP - LABEL_EDGE,
-                "bar-label",
-                &r.label,
-            );
-            let (x0, x1) = (
-                self.x.scale(r.low, left, right),
-                self.x.scale(r.high, left, right),
-            );
-            let xe = self.x.scale(r.estimate, left, right);
+            end_label(&mut out, left, y + 4.0, &r.label);
+            let [x0, x1, xe] = [r.low, r.high, r.estimate].map(|v| self.x.scale(v, left, right));
+            let (y0, y1) = (y - 5.0, y + 5.0);
             let fill = if r.significant { PALETTE[1] } else { "#ffffff" };
             let _ = writeln!(
                 out,
-                "<g class=\"interval\" data-points=\"1\"><title>{}</title><line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\"/><line x1=\"{x0:.1}\" y1=\"{:.1}\" x2=\"{x0:.1}\" y2=\"{:.1}\"/><line x1=\"{x1:.1}\" y1=\"{:.1}\" x2=\"{x1:.1}\" y2=\"{:.1}\"/><circle cx=\"{xe:.1}\" cy=\"{y:.1}\" r=\"4.5\" fill=\"{fill}\"/></g>",
-                escape(&r.tooltip),
-                y - 5.0,
-                y + 5.0,
-                y - 5.0,
-                y + 5.0
+                "<g class=\"interval\" data-points=\"1\"><title>{}</title><line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\"/><line x1=\"{x0:.1}\" y1=\"{y0:.1}\" x2=\"{x0:.1}\" y2=\"{y1:.1}\"/><line x1=\"{x1:.1}\" y1=\"{y0:.1}\" x2=\"{x1:.1}\" y2=\"{y1:.1}\"/><circle cx=\"{xe:.1}\" cy=\"{y:.1}\" r=\"4.5\" fill=\"{fill}\"/></g>",
+                escape(&r.tooltip)
             );
         }
         axes(&mut out, frame);
@@ -717,18 +618,12 @@ impl IntervalChart {
             (6.0, PALETTE[1], "significant"),
             (116.0, "#ffffff", "not significant (interval includes 0)"),
         ] {
+            let x = left + dx;
             let _ = writeln!(
                 out,
-                "<circle cx=\"{:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"{fill}\" class=\"marker\"/>",
-                left + dx
+                "<circle cx=\"{x:.1}\" cy=\"{ly:.1}\" r=\"4.5\" fill=\"{fill}\" class=\"marker\"/>"
             );
-            text(
-                &mut out,
-                (left + dx + 10.0, ly + 4.0),
-                "start",
-                "legend",
-                label,
-            );
+            text(&mut out, (x + 10.0, ly + 4.0), "start", "legend", label);
         }
         out.push_str("</svg>\n");
         out

@@ -5,19 +5,16 @@
 //! This module knows nothing of results; `facts.rs`, `section.rs`, `series.rs`, `nodes.rs` and
 //! `comparison.rs` fill tables.
 
-/// How a column's cells are aligned.
+/// How a column's cells are aligned: text left, numbers right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Align {
-    /// Text columns.
     Left,
-    /// Number columns.
     Right,
 }
 
 /// How a cell is set apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Emphasis {
-    /// Plain.
     #[default]
     None,
     /// A passing outcome.
@@ -30,12 +27,10 @@ pub enum Emphasis {
     Strong,
 }
 
-/// One cell.
+/// One cell: its text, units included, and how it is set apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
-    /// The text, units included.
     pub text: String,
-    /// How it is set apart.
     pub emphasis: Emphasis,
 }
 
@@ -62,7 +57,6 @@ impl From<&str> for Cell {
 }
 
 impl Cell {
-    /// A cell with `emphasis`.
     pub fn with(text: impl Into<String>, emphasis: Emphasis) -> Self {
         Self {
             text: text.into(),
@@ -72,7 +66,6 @@ impl Cell {
 }
 
 impl Table {
-    /// An empty table with these columns.
     pub fn new(columns: &[(&str, Align)]) -> Self {
         Self {
             columns: columns.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect(),
@@ -95,24 +88,42 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// Whether no row was added.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
-    /// Plain text for a terminal: the header and the rows as space-aligned columns, each
-    /// aligned as its column says.
+    /// Plain text for a terminal: the header and the rows as columns two spaces apart, each
+    /// aligned as its column says; trailing spaces trimmed.
     pub fn plain(&self) -> String {
-        let header: Vec<String> = self.columns.iter().map(|(n, _)| n.clone()).collect();
-        let rows: Vec<Vec<String>> = std::iter::once(header)
+        let header = self.columns.iter().map(|(n, _)| n.as_str()).collect();
+        let rows: Vec<Vec<&str>> = std::iter::once(header)
             .chain(
                 self.rows
                     .iter()
-                    .map(|r| r.iter().map(|c| c.text.clone()).collect()),
+                    .map(|r| r.iter().map(|c| c.text.as_str()).collect()),
             )
             .collect();
-        let aligns: Vec<Align> = self.columns.iter().map(|(_, a)| *a).collect();
-        aligned_text(&rows, &aligns)
+        let mut widths = vec![0; self.columns.len()];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in rows {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .zip(&self.columns)
+                .map(|((cell, w), (_, align))| match align {
+                    Align::Left => format!("{cell:<w$}"),
+                    Align::Right => format!("{cell:>w$}"),
+                })
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
     }
 
     /// The columns: name and alignment.
@@ -124,38 +135,4 @@ impl Table {
     pub fn rows(&self) -> &[Vec<Cell>] {
         &self.rows
     }
-}
-
-/// Rows as space-aligned columns, two spaces apart, each aligned as `aligns` says (right when
-/// not said); trailing spaces trimmed.
-fn aligned_text<R: AsRef<[String]>>(rows: &[R], aligns: &[Align]) -> String {
-    let mut widths: Vec<usize> = Vec::new();
-    for row in rows {
-        for (i, cell) in row.as_ref().iter().enumerate() {
-            if widths.len() <= i {
-                widths.push(0);
-            }
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.as_ref().iter().zip(&widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = " ".repeat(w - cell.chars().count());
-            if aligns.get(i) == Some(&Align::Left) {
-                line.push_str(cell);
-                line.push_str(&pad);
-            } else {
-                line.push_str(&pad);
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }

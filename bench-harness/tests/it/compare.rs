@@ -177,7 +177,7 @@ fn variants_and_targets_compare_within_one_run() {
     };
     let err = compare(&input, &input, &unknown, &settings(&[])).unwrap_err();
     assert!(
-        matches!(&err, CompareError::UnknownTarget { name, .. } if name == "nginx"),
+        matches!(&err, CompareError::Unknown { what: "target", name, .. } if name == "nginx"),
         "{err}"
     );
     assert!(err.to_string().contains("it has direct"), "{err}");

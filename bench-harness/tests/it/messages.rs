@@ -288,8 +288,8 @@ fn results_without_stored_cpu_use_are_host_bound_by_their_warnings() {
         &settings,
     )
     .unwrap();
-    assert_eq!(c.pairs[0].baseline_host_bound, vec![2]);
-    assert!(c.pairs[0].candidate_host_bound.is_empty());
+    assert_eq!(c.pairs[0].host_bound[0], vec![2]);
+    assert!(c.pairs[0].host_bound[1].is_empty());
     assert!(!c.gates[0].judged && !c.gates[0].crossed);
     assert!(
         c.notes.iter().any(|n| n.contains("host-bound")),
