@@ -12,12 +12,8 @@ use crate::image::remote::RegistryAccess;
 use crate::scenario::units::Bandwidth;
 use crate::scenario::Scenario;
 
-/// `bench-harness inspect IMAGE [OTHER]`: what an image costs to pull and start, read from its
-/// manifest and layers; with a second image, what changed between them.
-///
-/// IMAGE is `oci:DIR[:TAG]` or a layout directory, `variant:NAME` of `--scenario`, or a
-/// registry reference `[docker://]REGISTRY/REPO[:TAG|@sha256:...]`. The registry flags apply to
-/// references; a scenario's registry variant brings its own settings.
+/// `bench-harness inspect IMAGE [OTHER]`. The registry flags apply to references; a scenario's
+/// registry variant brings its own settings.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// The image, and optionally a second one to compare it with. An image is one of:
@@ -74,17 +70,16 @@ impl InspectArgs {
     /// # Errors
     /// [`InspectError`]: a bad flag or argument, or anything [`inspect`] refuses.
     pub async fn run(self) -> Result<String, InspectError> {
-        let bad = |arg: &str, why: String| InspectError::Input {
-            arg: arg.to_owned(),
-            why,
-        };
-        let scenario = match &self.scenario {
-            Some(path) => Some(Scenario::load(path, &[])?),
-            None => None,
-        };
+        let scenario = self
+            .scenario
+            .as_ref()
+            .map(|p| Scenario::load(p, &[]))
+            .transpose()?;
         let platform = match &self.platform {
-            Some(p) => Platform::parse(p)
-                .ok_or_else(|| bad(p, "--platform: write os/arch[/variant]".to_owned()))?,
+            Some(p) => Platform::parse(p).ok_or_else(|| InspectError::Input {
+                arg: p.clone(),
+                why: "--platform: write os/arch[/variant]".to_owned(),
+            })?,
             None => scenario
                 .as_ref()
                 .map_or_else(Platform::host, |s| s.platform.clone()),

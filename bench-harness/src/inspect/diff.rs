@@ -30,13 +30,9 @@ pub enum Change {
 /// One image's layer, as the diff shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LayerSide {
-    /// Blob digest.
     pub digest: Digest,
-    /// Compression format.
     pub compression: Compression,
-    /// Blob bytes.
     pub compressed_bytes: u64,
-    /// Tar bytes.
     pub uncompressed_bytes: u64,
     /// Regular files shipped.
     pub files: u64,
@@ -47,11 +43,8 @@ pub struct LayerSide {
 pub struct LayerRow {
     /// Position, 0 = base.
     pub position: usize,
-    /// A's layer here.
     pub a: Option<LayerSide>,
-    /// B's layer here.
     pub b: Option<LayerSide>,
-    /// How they compare.
     pub change: Change,
     /// Whether B's layer here is a blob A has (anywhere): a node holding A skips it.
     pub b_held_by_a: bool,
@@ -60,23 +53,17 @@ pub struct LayerRow {
 /// One image's totals, as the diff shows them.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Side {
-    /// The image as given.
     pub source: String,
     /// What it resolved to.
     pub digest: Digest,
-    /// Layers.
     pub layers: usize,
-    /// Layer blob bytes.
     pub compressed_bytes: u64,
-    /// Tar bytes.
     pub uncompressed_bytes: u64,
     /// Regular files of the final filesystem.
     pub files: u64,
-    /// Their bytes.
     pub file_bytes: u64,
     /// Bytes shipped for nothing.
     pub wasted_bytes: u64,
-    /// Bytes a cold pull downloads.
     pub pull_bytes: u64,
     /// Predicted cold pull time, in seconds.
     pub pull_seconds: f64,
@@ -89,7 +76,6 @@ pub struct Side {
 pub struct Wire {
     /// Layers (distinct blobs) both images have.
     pub shared_layers: usize,
-    /// Their bytes.
     pub shared_bytes: u64,
     /// B's pull on a node that already holds A: B's manifest(s), config and the layers A lacks.
     pub b_after_a_bytes: u64,
@@ -108,13 +94,9 @@ pub struct Wire {
 /// A and B compared.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct VariantDiff {
-    /// The first image.
     pub a: Side,
-    /// The second image.
     pub b: Side,
-    /// Position by position.
     pub layers: Vec<LayerRow>,
-    /// What it means on the wire.
     pub wire: Wire,
     /// The bandwidth the times assume (`"200Mbit"`).
     pub bandwidth: String,

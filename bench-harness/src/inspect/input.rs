@@ -1,10 +1,9 @@
 //! What `inspect` is pointed at and how its blobs are read. An argument is parsed once into an
 //! [`ImageInput`]: an OCI layout (`oci:DIR[:TAG]`, or a directory path), a scenario variant
 //! (`variant:NAME`), or a registry reference (`[docker://]REGISTRY/REPO[:TAG|@DIGEST]`). Opening
-//! it ([`ImageInput::open`]) resolves the tag, picks the platform (an index without it is
-//! [`InspectError::PlatformMissing`], naming what it has) and yields the descriptors plus a
-//! [`Blobs`] to stream layers from: files of a layout, or bodies from a registry, never whole in
-//! memory.
+//! it ([`ImageInput::open`]) resolves the tag, picks the platform (an index without it is an
+//! error naming what it has) and yields the descriptors plus a [`Blobs`] to stream layers from:
+//! files of a layout, or bodies from a registry, never whole in memory.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use stampede_oci::client::read_body_limited;
 use stampede_oci::manifest::{select_platform, MAX_MANIFEST_BYTES};
 use stampede_oci::{
@@ -25,7 +25,7 @@ use crate::image::generate::generate;
 use crate::image::layout_image::{Descriptor, LayoutImage};
 use crate::image::remote::RegistryAccess;
 use crate::image::{import_layout, SyntheticImage};
-use crate::nodes::pull::{Puller, PullerConfig};
+use crate::nodes::pull::{FetchedManifest, Puller, PullerConfig};
 use crate::scenario::{ImageSource, Scenario};
 
 /// Chunks in flight between a registry body and the blocking scanner.
@@ -38,27 +38,20 @@ const BODY_IDLE: Duration = Duration::from_secs(120);
 pub enum ImageInput {
     /// An OCI image layout directory, and the tag of the entry to read.
     Layout {
-        /// The layout directory.
         path: PathBuf,
         /// `org.opencontainers.image.ref.name` of the entry; `None`: the only one.
         tag: Option<String>,
     },
     /// An image in a registry.
     Registry {
-        /// The reference.
         reference: ImageRef,
-        /// How to reach it.
         access: RegistryAccess,
     },
     /// A scenario's synthetic variant, generated (or found) in the image cache.
     Synthetic {
-        /// The variant name.
         variant: String,
-        /// Its spec.
         spec: SyntheticImage,
-        /// The scenario's seed.
         seed: u64,
-        /// The image cache.
         cache: PathBuf,
     },
 }
@@ -81,15 +74,11 @@ pub struct Opened {
     pub top: Descriptor,
     /// Every platform the top lists.
     pub listed: Vec<Platform>,
-    /// The platform inspected.
     pub platform: Platform,
-    /// Its manifest.
     pub manifest: Descriptor,
-    /// Its config.
     pub config: Descriptor,
     /// Its layers, base first.
     pub layers: Vec<Descriptor>,
-    /// Where the blobs are.
     pub blobs: Blobs,
 }
 
@@ -98,15 +87,15 @@ pub struct Opened {
 pub enum Blobs {
     /// Files of an OCI layout.
     Disk(LayoutImage),
-    /// A registry.
-    Remote {
-        /// The client.
-        client: RegistryClient,
-        /// The registry.
-        endpoint: Endpoint,
-        /// The repository.
-        repo: RepoName,
-    },
+    Remote(Repository),
+}
+
+/// A repository in a registry, and the client to reach it.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    client: RegistryClient,
+    endpoint: Endpoint,
+    repo: RepoName,
 }
 
 impl ImageInput {
@@ -193,8 +182,7 @@ impl ImageInput {
     /// Resolves the image and picks `platform`.
     ///
     /// # Errors
-    /// [`InspectError`]: an unreadable layout, a registry failure, or
-    /// [`InspectError::PlatformMissing`].
+    /// [`InspectError`]: an unreadable layout, a registry failure, or a missing platform.
     pub async fn open(&self, platform: &Platform) -> Result<Opened, InspectError> {
         match self {
             Self::Layout { path, tag } => {
@@ -282,11 +270,7 @@ async fn opened_remote(
         .fetch_manifest(repo, &reference.reference())
         .await
         .map_err(fetch)?;
-    let top_descriptor = Descriptor {
-        digest: top.digest.clone(),
-        media_type: top.media_type.clone().unwrap_or_default(),
-        size_bytes: top.bytes.len() as u64,
-    };
+    let top_descriptor = descriptor(&top);
     let (listed, manifest, image) = match top.manifest {
         Manifest::Index(index) => {
             let chosen = select_platform(&index, platform)?;
@@ -300,18 +284,14 @@ async fn opened_remote(
                 .iter()
                 .filter_map(stampede_oci::manifest::descriptor_platform)
                 .collect();
+            let child_descriptor = descriptor(&child);
             let Manifest::Image(m) = child.manifest else {
                 return Err(InspectError::Input {
                     arg: reference.to_string(),
                     why: "its index points at another index".into(),
                 });
             };
-            let descriptor = Descriptor {
-                digest: child.digest,
-                media_type: child.media_type.unwrap_or_default(),
-                size_bytes: child.bytes.len() as u64,
-            };
-            (listed, descriptor, m)
+            (listed, child_descriptor, m)
         }
         Manifest::Image(m) => (Vec::new(), top_descriptor.clone(), m),
     };
@@ -321,11 +301,11 @@ async fn opened_remote(
         .iter()
         .map(Descriptor::of)
         .collect::<Result<Vec<_>, _>>()?;
-    let blobs = Blobs::Remote {
+    let blobs = Blobs::Remote(Repository {
         client,
         endpoint: remote.endpoint.clone(),
         repo: repo.clone(),
-    };
+    });
     // A plain manifest names its platform only in its config.
     let config_bytes = blobs.read_small(&config).await?;
     let platform = Platform::of_config(&config_bytes).unwrap_or_else(|| platform.clone());
@@ -343,6 +323,14 @@ async fn opened_remote(
         layers,
         blobs,
     })
+}
+
+fn descriptor(m: &FetchedManifest) -> Descriptor {
+    Descriptor {
+        digest: m.digest.clone(),
+        media_type: m.media_type.clone().unwrap_or_default(),
+        size_bytes: m.bytes.len() as u64,
+    }
 }
 
 /// A blob body as a blocking reader: chunks arrive over a bounded channel from the task that
@@ -382,40 +370,15 @@ impl Blobs {
             Self::Disk(image) => {
                 let path = image.blob_path(&d.digest);
                 tokio::task::spawn_blocking(move || {
-                    let file = std::fs::File::open(&path).map_err(|source| InspectError::Io {
-                        what: format!("open blob {}", path.display()),
-                        source,
-                    })?;
+                    let file = std::fs::File::open(&path)
+                        .map_err(InspectError::io(format!("open blob {}", path.display())))?;
                     f(Box::new(file))
                 })
                 .await
                 .map_err(InspectError::Task)?
             }
-            Self::Remote {
-                client,
-                endpoint,
-                repo,
-            } => {
-                let what = format!("GET blob {repo}@{}", d.digest);
-                let req = RegistryRequest::pull(
-                    Method::GET,
-                    repo.as_str(),
-                    format!("/v2/{repo}/blobs/{}", d.digest),
-                );
-                let resp =
-                    client
-                        .send(endpoint, &req)
-                        .await
-                        .map_err(|source| InspectError::Request {
-                            what: what.clone(),
-                            source,
-                        })?;
-                if !resp.status().is_success() {
-                    return Err(InspectError::Status {
-                        what,
-                        status: resp.status(),
-                    });
-                }
+            Self::Remote(r) => {
+                let (mut body, _) = r.get(&d.digest).await?;
                 let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
                 let scanner = tokio::task::spawn_blocking(move || {
                     f(Box::new(ChannelReader {
@@ -423,18 +386,16 @@ impl Blobs {
                         current: Bytes::new(),
                     }))
                 });
-                let mut body = resp.into_body();
                 loop {
-                    let next = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
-                        Err(_) => Some(Err(std::io::Error::other("body stalled"))),
-                        Ok(None) => None,
-                        Ok(Some(Err(e))) => Some(Err(std::io::Error::other(e))),
+                    let item = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
+                        Err(_) => Err(std::io::Error::other("body stalled")),
+                        Ok(None) => break,
+                        Ok(Some(Err(e))) => Err(std::io::Error::other(e)),
                         Ok(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(data) => Some(Ok(data)),
+                            Ok(data) => Ok(data),
                             Err(_) => continue,
                         },
                     };
-                    let Some(item) = next else { break };
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
                         // The scanner stopped early (its error is reported), or the body broke.
@@ -463,44 +424,20 @@ impl Blobs {
             });
         }
         let digest = d.digest.clone();
-        let bytes =
-            match self {
-                Self::Disk(image) => {
-                    let path = image.blob_path(&d.digest);
-                    std::fs::read(&path).map_err(|source| InspectError::Io {
-                        what: format!("read blob {}", path.display()),
-                        source,
-                    })?
-                }
-                Self::Remote {
-                    client,
-                    endpoint,
-                    repo,
-                } => {
-                    let what = format!("GET blob {repo}@{digest}");
-                    let req = RegistryRequest::pull(
-                        Method::GET,
-                        repo.as_str(),
-                        format!("/v2/{repo}/blobs/{digest}"),
-                    );
-                    let resp = client.send(endpoint, &req).await.map_err(|source| {
-                        InspectError::Request {
-                            what: what.clone(),
-                            source,
-                        }
-                    })?;
-                    if !resp.status().is_success() {
-                        return Err(InspectError::Status {
-                            what,
-                            status: resp.status(),
-                        });
-                    }
-                    read_body_limited(resp.into_body(), MAX_MANIFEST_BYTES)
-                        .await
-                        .map_err(|source| InspectError::Body { what, source })?
-                        .to_vec()
-                }
-            };
+        let bytes = match self {
+            Self::Disk(image) => {
+                let path = image.blob_path(&d.digest);
+                std::fs::read(&path)
+                    .map_err(InspectError::io(format!("read blob {}", path.display())))?
+            }
+            Self::Remote(r) => {
+                let (body, what) = r.get(&digest).await?;
+                read_body_limited(body, MAX_MANIFEST_BYTES)
+                    .await
+                    .map_err(|source| InspectError::Body { what, source })?
+                    .to_vec()
+            }
+        };
         let actual = Digest::of(&bytes);
         if actual != digest {
             return Err(InspectError::Io {
@@ -509,6 +446,26 @@ impl Blobs {
             });
         }
         Ok(bytes)
+    }
+}
+
+impl Repository {
+    /// GETs a blob: its body, and the request as errors name it.
+    async fn get(&self, digest: &Digest) -> Result<(Incoming, String), InspectError> {
+        let repo = &self.repo;
+        let what = format!("GET blob {repo}@{digest}");
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let req = RegistryRequest::pull(Method::GET, repo.as_str(), path);
+        let resp = self.client.send(&self.endpoint, &req).await;
+        let resp = resp.map_err(|source| InspectError::Request {
+            what: what.clone(),
+            source,
+        })?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            return Err(InspectError::Status { what, status });
+        }
+        Ok((resp.into_body(), what))
     }
 }
 

@@ -1,15 +1,11 @@
-//! How fast this machine unpacks an image's layers, measured rather than guessed: one of the
-//! image's own layers per compression format it uses is unpacked with the harness's unpacker
-//! (`crate::nodes::unpack`, the same code a simulated node runs) into a fresh temporary directory, and
-//! the wall time (decompression plus applying the entries) gives a throughput in uncompressed tar
-//! bytes per second. Predicted unpack time of a layer is then its uncompressed size over the
-//! throughput of its format.
-//!
-//! The sample is the largest layer of that format at most [`SAMPLE_MAX_COMPRESSED_BYTES`]
-//! compressed (else the smallest), so the measurement is short but not dominated by fixed costs.
-//! The blob is read from the page cache (it was just read or downloaded), as a node's is right
-//! after its pull; the snapshot is written without fsync, as the unpacker always does. One run,
-//! no warm-up: a figure for planning, not a benchmark (`cargo bench` has those).
+//! How fast this machine unpacks an image's layers, measured rather than guessed: per
+//! compression format the image uses, one of its own layers (the largest of at most
+//! [`SAMPLE_MAX_COMPRESSED_BYTES`] compressed, else the smallest) is unpacked by the harness's
+//! unpacker (`crate::nodes::unpack`, the code a simulated node runs) into a fresh temporary
+//! directory, from the page cache and without fsync, as a node's is right after its pull. The
+//! wall time gives uncompressed tar bytes per second; a layer's predicted unpack time is its
+//! uncompressed size over its format's throughput. One run, no warm-up: a figure for planning,
+//! not a benchmark.
 
 use std::path::Path;
 use std::time::Instant;
@@ -24,13 +20,10 @@ pub const SAMPLE_MAX_COMPRESSED_BYTES: u64 = 64 * 1024 * 1024;
 /// A measured unpack throughput for one compression format.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Throughput {
-    /// The format.
     pub compression: Compression,
     /// The layer unpacked.
     pub sample_layer: Digest,
-    /// Its compressed bytes.
     pub sample_compressed_bytes: u64,
-    /// Its uncompressed tar bytes.
     pub sample_uncompressed_bytes: u64,
     /// Regular files it wrote.
     pub sample_files: u64,

@@ -56,9 +56,7 @@ const SCAN_CONCURRENCY: usize = 2;
 /// How to inspect.
 #[derive(Debug, Clone)]
 pub struct InspectOptions {
-    /// The node platform picked from an index.
     pub platform: Platform,
-    /// Bandwidth the pull prediction assumes.
     pub bandwidth: Bandwidth,
     /// How many largest and wasted files to list.
     pub top_files: usize,
@@ -76,27 +74,21 @@ pub struct ImageCost {
     pub source: String,
     /// What the tag or reference resolved to (an index or a manifest).
     pub digest: Digest,
-    /// Its media type.
     pub media_type: String,
     /// Every platform the image offers.
     pub platforms: Vec<String>,
-    /// The platform inspected.
     pub platform: String,
     /// Its manifest.
     pub manifest_digest: Digest,
     /// Its config.
     pub config_digest: Digest,
-    /// Sums over the layers.
     pub totals: Totals,
-    /// Bytes shipped for nothing.
     pub waste: Waste,
-    /// Per layer, base first.
     pub layers: Vec<LayerCost>,
     /// The largest files of the final filesystem, largest first.
     pub largest_files: Vec<VisibleFile>,
     /// The largest files shipped for nothing, largest first.
     pub wasted_files: Vec<DeadFile>,
-    /// Predicted pull and unpack time.
     pub prediction: Prediction,
     /// Unpack throughput measured on this machine, per compression format.
     pub unpack_throughput: Vec<Throughput>,
@@ -107,7 +99,6 @@ pub struct ImageCost {
 /// Sums over an image's layers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Totals {
-    /// Number of layers.
     pub layers: usize,
     /// Layer blob bytes (compressed, as downloaded).
     pub compressed_bytes: u64,
@@ -142,13 +133,9 @@ pub struct Waste {
 pub struct LayerCost {
     /// Position, 0 = base.
     pub index: usize,
-    /// Blob digest.
     pub digest: Digest,
-    /// Media type.
     pub media_type: String,
-    /// Compression format.
     pub compression: Compression,
-    /// Blob bytes.
     pub compressed_bytes: u64,
     /// Tar stream bytes.
     pub uncompressed_bytes: u64,
@@ -158,11 +145,8 @@ pub struct LayerCost {
     pub diff_id: Digest,
     /// Regular files and their bytes.
     pub files: Count,
-    /// Directories.
     pub directories: u64,
-    /// Symbolic links.
     pub symlinks: u64,
-    /// Hard links.
     pub hard_links: u64,
     /// `.wh.` whiteouts.
     pub whiteouts: u64,
@@ -187,9 +171,7 @@ pub struct LayerCost {
 pub struct Prediction {
     /// The bandwidth assumed (`"200Mbit"`).
     pub bandwidth: String,
-    /// The same in bytes per second.
     pub bandwidth_bytes_per_sec: u64,
-    /// Bytes one pull downloads.
     pub pull_bytes: u64,
     /// `pull_bytes` at the bandwidth, in seconds (no latency, no contention).
     pub pull_seconds: f64,
@@ -205,12 +187,7 @@ pub struct Prediction {
 pub enum InspectError {
     /// The argument names nothing inspectable.
     #[error("image {arg:?}: {why}")]
-    Input {
-        /// The argument.
-        arg: String,
-        /// What is wrong.
-        why: String,
-    },
+    Input { arg: String, why: String },
     /// The scenario named by `--scenario` could not be loaded.
     #[error(transparent)]
     Scenario(#[from] crate::scenario::ScenarioError),
@@ -229,35 +206,27 @@ pub enum InspectError {
     /// A manifest could not be fetched.
     #[error("fetch {reference}")]
     Fetch {
-        /// The image.
         reference: String,
-        /// The cause.
         #[source]
         source: crate::nodes::pull::PullError,
     },
     /// A registry request got no answer.
     #[error("{what}")]
     Request {
-        /// The request.
         what: String,
-        /// The cause.
         #[source]
         source: stampede_oci::ClientError,
     },
     /// A registry answered with an error status.
     #[error("{what}: answered {status}")]
     Status {
-        /// The request.
         what: String,
-        /// The status.
         status: http::StatusCode,
     },
     /// A registry body could not be read.
     #[error("{what}")]
     Body {
-        /// The request.
         what: String,
-        /// The cause.
         #[source]
         source: stampede_oci::client::BodyError,
     },
@@ -268,29 +237,22 @@ pub enum InspectError {
     /// A layer could not be read.
     #[error("layer {index} ({digest})")]
     Scan {
-        /// Position of the layer.
         index: usize,
-        /// Its digest.
         digest: Digest,
-        /// The cause.
         #[source]
         source: ScanError,
     },
     /// The unpack measurement failed.
     #[error("measure unpack of layer {digest}")]
     Measure {
-        /// The sample layer.
         digest: Digest,
-        /// The cause.
         #[source]
         source: crate::nodes::unpack::UnpackError,
     },
     /// A local file operation failed.
     #[error("{what}")]
     Io {
-        /// What we were doing.
         what: String,
-        /// The cause.
         #[source]
         source: std::io::Error,
     },
@@ -303,6 +265,11 @@ impl InspectError {
     /// Whether the image lacks the platform asked for.
     pub fn is_platform_missing(&self) -> bool {
         matches!(self, Self::Manifest(ManifestError::PlatformMissing { .. }))
+    }
+
+    /// For `map_err` on a local file operation: what we were doing.
+    fn io(what: String) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self::Io { what, source }
     }
 }
 
@@ -323,7 +290,7 @@ pub async fn inspect(
         .iter()
         .map(|l| {
             (
-                declared_compression(l).unwrap_or(Compression::Gzip),
+                Compression::from_media_type(&l.media_type).unwrap_or(Compression::Gzip),
                 l.size_bytes,
             )
         })
@@ -333,35 +300,27 @@ pub async fn inspect(
     } else {
         Vec::new()
     };
-    std::fs::create_dir_all(&options.work_dir).map_err(|source| InspectError::Io {
-        what: format!("create {}", options.work_dir.display()),
-        source,
-    })?;
+    let work = options.work_dir.display();
+    std::fs::create_dir_all(&options.work_dir)
+        .map_err(InspectError::io(format!("create {work}")))?;
     let tee_dir = tempfile::Builder::new()
         .prefix("stampede-inspect-")
         .tempdir_in(&options.work_dir)
-        .map_err(|source| InspectError::Io {
-            what: format!("create a directory in {}", options.work_dir.display()),
-            source,
-        })?;
+        .map_err(InspectError::io(format!("create a directory in {work}")))?;
     let tee_path = |d: &Descriptor| tee_dir.path().join(d.digest.hex());
 
     let scans: Vec<scan::LayerScan> = stream::iter(opened.layers.iter().enumerate())
         .map(|(index, layer)| {
-            let keep = (samples.contains(&index) && matches!(opened.blobs, Blobs::Remote { .. }))
+            let keep = (samples.contains(&index) && matches!(opened.blobs, Blobs::Remote(_)))
                 .then(|| tee_path(layer));
-            let (digest, declared) = (layer.digest.clone(), declared_compression(layer));
+            let digest = layer.digest.clone();
+            let declared = Compression::from_media_type(&layer.media_type);
             opened.blobs.with_reader(layer, move |reader| {
-                let mut tee =
-                    match &keep {
-                        Some(path) => Some(std::fs::File::create(path).map_err(|source| {
-                            InspectError::Io {
-                                what: format!("create {}", path.display()),
-                                source,
-                            }
-                        })?),
-                        None => None,
-                    };
+                let create = |path: &PathBuf| {
+                    std::fs::File::create(path)
+                        .map_err(InspectError::io(format!("create {}", path.display())))
+                };
+                let mut tee = keep.as_ref().map(create).transpose()?;
                 scan::scan_layer(
                     reader,
                     &digest,
@@ -384,7 +343,7 @@ pub async fn inspect(
         let layer = &opened.layers[index];
         let blob = match &opened.blobs {
             Blobs::Disk(image) => image.blob_path(&layer.digest),
-            Blobs::Remote { .. } => tee_path(layer),
+            Blobs::Remote(_) => tee_path(layer),
         };
         let (digest, compression, work) = (
             layer.digest.clone(),
@@ -424,18 +383,11 @@ struct CostInputs<'a> {
 /// Adds up what the image costs: the layers' overlay, each layer's cost, the waste, the totals,
 /// the prediction and the warnings; the file lists keep the largest `options.top_files`.
 fn cost(inputs: CostInputs<'_>) -> ImageCost {
-    let CostInputs {
-        source,
-        opened,
-        scans,
-        declared_diff_ids,
-        throughput,
-        options,
-    } = inputs;
+    let (opened, scans, options) = (inputs.opened, inputs.scans, inputs.options);
     let mut fs = overlay_of(scans);
     let rates = Rates {
         bandwidth_bytes_per_sec: options.bandwidth.bytes_per_sec as f64,
-        throughput: &throughput,
+        throughput: &inputs.throughput,
     };
     let layers: Vec<LayerCost> = scans
         .iter()
@@ -446,10 +398,10 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
     let waste = Waste::of(&fs.dead, &layers);
     let totals = Totals::of(&layers, opened, fs.visible);
     let prediction = Prediction::of(totals.pull_bytes, &layers, &options.bandwidth, &rates);
-    let warnings = warnings(opened, options, declared_diff_ids, &layers);
+    let warnings = warnings(opened, options, inputs.declared_diff_ids, &layers);
     keep_largest(&mut fs, options.top_files);
     ImageCost {
-        source,
+        source: inputs.source,
         digest: opened.top.digest.clone(),
         media_type: opened.top.media_type.clone(),
         platforms: opened.listed.iter().map(ToString::to_string).collect(),
@@ -462,7 +414,7 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
         largest_files: fs.visible_files,
         wasted_files: fs.dead,
         prediction,
-        unpack_throughput: throughput,
+        unpack_throughput: inputs.throughput,
         warnings,
     }
 }
@@ -561,10 +513,7 @@ impl LayerCost {
     fn count_members(&mut self, members: &[Member]) {
         for m in members {
             match m.kind {
-                MemberKind::File => {
-                    self.files.files += 1;
-                    self.files.bytes += m.size_bytes;
-                }
+                MemberKind::File => self.files.add(m.size_bytes),
                 MemberKind::Dir => self.directories += 1,
                 MemberKind::Symlink => self.symlinks += 1,
                 MemberKind::HardLink => self.hard_links += 1,
@@ -580,23 +529,12 @@ impl Waste {
     /// What the `dead` files add up to, and their compressed size estimated from the ratio of
     /// the layer that shipped each.
     fn of(dead: &[DeadFile], layers: &[LayerCost]) -> Self {
-        let mut waste = Self {
-            overwritten: Count::default(),
-            deleted: Count::default(),
-            wasted_bytes: 0,
-            wasted_compressed_bytes_estimate: 0,
-        };
+        let (mut overwritten, mut deleted) = (Count::default(), Count::default());
         let mut estimate = 0.0;
         for dead in dead {
             match dead.how {
-                Removal::Overwritten => {
-                    waste.overwritten.files += 1;
-                    waste.overwritten.bytes += dead.size_bytes;
-                }
-                Removal::Deleted => {
-                    waste.deleted.files += 1;
-                    waste.deleted.bytes += dead.size_bytes;
-                }
+                Removal::Overwritten => overwritten.add(dead.size_bytes),
+                Removal::Deleted => deleted.add(dead.size_bytes),
             }
             let l = &layers[dead.layer];
             if l.uncompressed_bytes > 0 {
@@ -604,9 +542,12 @@ impl Waste {
                     / l.uncompressed_bytes as f64;
             }
         }
-        waste.wasted_bytes = waste.overwritten.bytes + waste.deleted.bytes;
-        waste.wasted_compressed_bytes_estimate = estimate.round() as u64;
-        waste
+        Self {
+            overwritten,
+            deleted,
+            wasted_bytes: overwritten.bytes + deleted.bytes,
+            wasted_compressed_bytes_estimate: estimate.round() as u64,
+        }
     }
 }
 
@@ -686,11 +627,6 @@ fn warnings(
         }
     }
     warnings
-}
-
-/// The compression a layer's media type names, if it names one.
-fn declared_compression(d: &Descriptor) -> Option<Compression> {
-    Compression::from_media_type(&d.media_type)
 }
 
 /// `rootfs.diff_ids` of an image config, if it has them.

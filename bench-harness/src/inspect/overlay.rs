@@ -16,14 +16,13 @@ use super::scan::{Member, MemberKind};
 /// A count of regular files and their content bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Count {
-    /// Regular files.
     pub files: u64,
-    /// Their content bytes.
     pub bytes: u64,
 }
 
 impl Count {
-    fn add(&mut self, bytes: u64) {
+    /// Counts one more file of `bytes`.
+    pub(super) fn add(&mut self, bytes: u64) {
         self.files += 1;
         self.bytes += bytes;
     }
@@ -43,24 +42,19 @@ pub enum Removal {
 /// A regular file that was shipped but is not in the final filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeadFile {
-    /// Its path.
     pub path: String,
-    /// Its content bytes.
     pub size_bytes: u64,
     /// The layer that shipped it (0-based, base first).
     pub layer: usize,
     /// The layer whose entry removed it.
     pub removed_by: usize,
-    /// How.
     pub how: Removal,
 }
 
 /// A regular file of the final filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VisibleFile {
-    /// Its path.
     pub path: String,
-    /// Its content bytes.
     pub size_bytes: u64,
     /// The layer it comes from.
     pub layer: usize,
@@ -86,7 +80,6 @@ pub struct OverlayResult {
     pub visible_files: Vec<VisibleFile>,
     /// Every file shipped for nothing, in the order they were removed.
     pub dead: Vec<DeadFile>,
-    /// Per layer, base first.
     pub layers: Vec<LayerWaste>,
 }
 
@@ -106,7 +99,6 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// An empty filesystem.
     pub fn new() -> Self {
         Self::default()
     }
@@ -120,7 +112,7 @@ impl Overlay {
         for m in members {
             match m.kind {
                 MemberKind::Whiteout => {
-                    self.remove(&m.path, true, layer, Removal::Deleted);
+                    self.remove(&m.path, layer, Removal::Deleted);
                 }
                 MemberKind::Opaque => {
                     self.remove_under(&m.path, layer, Removal::Deleted);
@@ -146,7 +138,7 @@ impl Overlay {
                 | MemberKind::Other => {
                     // Nothing can be under a non-directory, whether its directory was declared
                     // or only implied by the paths below it.
-                    self.remove_under_any(&m.path, layer);
+                    self.remove_under(&m.path, layer, Removal::Overwritten);
                     if let Some(n) = self.nodes.get(&m.path).copied() {
                         self.kill(m.path.clone(), n, layer, Removal::Overwritten);
                     }
@@ -178,37 +170,26 @@ impl Overlay {
         self.result
     }
 
-    /// Removes `path` (when `itself`) and everything under it that lower layers put there.
-    fn remove(&mut self, path: &str, itself: bool, layer: usize, how: Removal) {
-        if itself {
-            if let Some(n) = self.nodes.get(path).copied().filter(|n| n.layer < layer) {
-                self.nodes.remove(path);
-                self.kill(path.to_owned(), n, layer, how);
-            }
+    /// Removes `path` and everything under it that lower layers put there.
+    fn remove(&mut self, path: &str, layer: usize, how: Removal) {
+        if let Some(n) = self.nodes.get(path).copied().filter(|n| n.layer < layer) {
+            self.nodes.remove(path);
+            self.kill(path.to_owned(), n, layer, how);
         }
         self.remove_under(path, layer, how);
     }
 
-    /// Removes everything lower layers put under directory `dir` (`""`: the root).
+    /// Removes what is under directory `dir` (`""`: the root): a whiteout (`Deleted`) only what
+    /// lower layers put there; a non-directory replacing the directory (`Overwritten`) all of it.
     fn remove_under(&mut self, dir: &str, layer: usize, how: Removal) {
         let victims: Vec<(String, Node)> = self
             .under(dir)
-            .filter(|(_, n)| n.layer < layer)
+            .filter(|(_, n)| how == Removal::Overwritten || n.layer < layer)
             .map(|(p, n)| (p.clone(), *n))
             .collect();
         for (p, n) in victims {
             self.nodes.remove(&p);
             self.kill(p, n, layer, how);
-        }
-    }
-
-    /// Removes everything under `dir`, whichever layer put it there (a non-directory replaces
-    /// the directory).
-    fn remove_under_any(&mut self, dir: &str, layer: usize) {
-        let victims: Vec<(String, Node)> = self.under(dir).map(|(p, n)| (p.clone(), *n)).collect();
-        for (p, n) in victims {
-            self.nodes.remove(&p);
-            self.kill(p, n, layer, Removal::Overwritten);
         }
     }
 

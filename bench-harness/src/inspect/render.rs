@@ -54,25 +54,22 @@ fn write_identity(out: &mut String, c: &ImageCost) {
     );
 }
 
-/// The layer table's text columns, left-aligned.
-const LAYER_TEXT_COLUMNS: [&str; 3] = ["layer", "digest", "format"];
-
-/// The layer table's number columns, right-aligned.
-const LAYER_NUMBER_COLUMNS: [&str; 9] = [
-    "compressed",
-    "uncompressed",
-    "ratio",
-    "files",
-    "file bytes",
-    "wasted",
-    "removes below",
-    "fetch",
-    "unpack",
-];
-
 /// One row per layer, a total row, and the legend.
 fn write_layers(out: &mut String, c: &ImageCost) {
-    let mut t = Table::text_then_numbers(&LAYER_TEXT_COLUMNS, &LAYER_NUMBER_COLUMNS);
+    let mut t = Table::text_then_numbers(
+        &["layer", "digest", "format"],
+        &[
+            "compressed",
+            "uncompressed",
+            "ratio",
+            "files",
+            "file bytes",
+            "wasted",
+            "removes below",
+            "fetch",
+            "unpack",
+        ],
+    );
     for l in &c.layers {
         t.row(cells(layer_row(l)));
     }
@@ -153,54 +150,58 @@ fn write_filesystem(out: &mut String, c: &ImageCost) {
 
 /// The largest files of the final filesystem, if any.
 fn write_largest_files(out: &mut String, c: &ImageCost) {
-    if c.largest_files.is_empty() {
-        return;
-    }
-    out.push_str("largest files\n");
-    let mut t = Table::new(&[
+    let columns = [
         ("size", Align::Right),
         ("layer", Align::Right),
         ("path", Align::Left),
-    ]);
-    for f in &c.largest_files {
-        t.row(cells(vec![
-            bytes(f.size_bytes),
-            f.layer.to_string(),
-            f.path.clone(),
-        ]));
-    }
-    out.push_str(&indent(&t.plain()));
-    out.push('\n');
+    ];
+    let rows = c
+        .largest_files
+        .iter()
+        .map(|f| vec![bytes(f.size_bytes), f.layer.to_string(), f.path.clone()]);
+    write_file_table(out, "largest files", &columns, rows);
 }
 
 /// The largest files shipped for nothing, with what removed them, if any.
 fn write_wasted_files(out: &mut String, c: &ImageCost) {
-    if c.wasted_files.is_empty() {
-        return;
-    }
-    out.push_str("largest files shipped for nothing\n");
-    let mut t = Table::new(&[
+    let columns = [
         ("size", Align::Right),
         ("layer", Align::Right),
         ("removed by", Align::Right),
         ("how", Align::Left),
         ("path", Align::Left),
-    ]);
-    for f in &c.wasted_files {
-        t.row(cells(vec![
+    ];
+    let rows = c.wasted_files.iter().map(|f| {
+        let how = match f.how {
+            Removal::Overwritten => "overwritten",
+            Removal::Deleted => "deleted",
+        };
+        vec![
             bytes(f.size_bytes),
             f.layer.to_string(),
             f.removed_by.to_string(),
-            match f.how {
-                Removal::Overwritten => "overwritten",
-                Removal::Deleted => "deleted",
-            }
-            .to_owned(),
+            how.to_owned(),
             f.path.clone(),
-        ]));
+        ]
+    });
+    write_file_table(out, "largest files shipped for nothing", &columns, rows);
+}
+
+/// A titled, indented table of files; nothing when there are none.
+fn write_file_table(
+    out: &mut String,
+    title: &str,
+    columns: &[(&str, Align)],
+    rows: impl ExactSizeIterator<Item = Vec<String>>,
+) {
+    if rows.len() == 0 {
+        return;
     }
-    out.push_str(&indent(&t.plain()));
-    out.push('\n');
+    let mut t = Table::new(columns);
+    for r in rows {
+        t.row(cells(r));
+    }
+    let _ = writeln!(out, "{title}\n{}", indent(&t.plain()));
 }
 
 /// The predicted pull and unpack times, and the unpack throughput they come from.
@@ -327,14 +328,12 @@ fn side_by_side(d: &VariantDiff) -> String {
         let (d, sign) = if b >= a { (b - a, "+") } else { (a - b, "-") };
         format!("{sign}{}", bytes(d))
     };
-    let signed_count = |a: u64, b: u64| format!("{:+}", b as i64 - a as i64);
+    let counts = |name: &str, x: u64, y: u64| {
+        let delta = format!("{:+}", y as i64 - x as i64);
+        cells(vec![name.into(), x.to_string(), y.to_string(), delta])
+    };
     let (a, b) = (&d.a, &d.b);
-    t.row(cells(vec![
-        "layers".into(),
-        a.layers.to_string(),
-        b.layers.to_string(),
-        signed_count(a.layers as u64, b.layers as u64),
-    ]));
+    t.row(counts("layers", a.layers as u64, b.layers as u64));
     for (name, x, y) in [
         ("compressed", a.compressed_bytes, b.compressed_bytes),
         ("uncompressed", a.uncompressed_bytes, b.uncompressed_bytes),
@@ -344,12 +343,7 @@ fn side_by_side(d: &VariantDiff) -> String {
     ] {
         t.row(cells(vec![name.into(), bytes(x), bytes(y), signed(x, y)]));
     }
-    t.row(cells(vec![
-        "files".into(),
-        a.files.to_string(),
-        b.files.to_string(),
-        signed_count(a.files, b.files),
-    ]));
+    t.row(counts("files", a.files, b.files));
     t.row(cells(vec![
         format!("pull at {}", d.bandwidth),
         seconds(a.pull_seconds),

@@ -1,11 +1,9 @@
 //! One layer blob read once, as a stream: its digest verified as the compressed bytes pass,
-//! decompressed with the unpacker's decoder (`crate::nodes::unpack`), its tar stream hashed (the
-//! diff ID) and read member by member into a compact list of what the layer ships ([`Member`]):
-//! cleaned path, kind, size. File contents are skipped, never held.
-//!
-//! Names are cleaned as the unpacker cleans them and whiteouts classified by the same rules
-//! (`crate::nodes::unpack::name`), so what is counted here is what a node applies. What the members do
-//! to the layers below them is `overlay.rs`'s business.
+//! decompressed with the unpacker's decoder, its tar stream hashed (the diff ID) and read member
+//! by member into a compact list of what the layer ships ([`Member`]: cleaned path, kind, size;
+//! contents are skipped). Names are cleaned and whiteouts classified by the unpacker's own rules
+//! (`crate::nodes::unpack::name`), so what is counted is what a node applies; what the members do
+//! to lower layers is `overlay.rs`'s business.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
@@ -20,11 +18,8 @@ use crate::nodes::unpack::{Refusal, DEFAULT_DECODE_BUFFER_BYTES, DEFAULT_READ_BU
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberKind {
-    /// A regular file.
     File,
-    /// A directory.
     Dir,
-    /// A symbolic link.
     Symlink,
     /// A hard link (ships no bytes of its own).
     HardLink,
@@ -42,7 +37,6 @@ pub struct Member {
     /// Cleaned path relative to the root (`usr/bin/app`); for a whiteout, the path it deletes;
     /// for an opaque marker, its directory (empty for the root).
     pub path: String,
-    /// What it is.
     pub kind: MemberKind,
     /// File content bytes (0 for everything but regular files).
     pub size_bytes: u64,
@@ -72,9 +66,7 @@ pub enum ScanError {
     /// The blob is corrupt, truncated or not a (compressed) tar.
     #[error("read layer stream after {members} members")]
     Read {
-        /// Members read before the failure.
         members: usize,
-        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -82,11 +74,8 @@ pub enum ScanError {
     /// such layers too).
     #[error("member #{index} {name:?}: {reason}")]
     Refused {
-        /// Position in the archive.
         index: usize,
-        /// The name as written.
         name: String,
-        /// Why.
         reason: Refusal,
     },
 }
@@ -208,14 +197,8 @@ fn member<R: Read>(
         _ => MemberKind::Other,
     };
     // Absolute names are read as relative to the root, as tar -x and most runtimes do.
-    let relative = {
-        let mut r: &[u8] = &raw;
-        while let Some(rest) = r.strip_prefix(b"/") {
-            r = rest;
-        }
-        r
-    };
-    clean(relative, cleaned).map_err(refused)?;
+    let slashes = raw.iter().take_while(|&&c| c == b'/').count();
+    clean(&raw[slashes..], cleaned).map_err(refused)?;
     let (parent, base) = split_parent(cleaned);
     let (kind, path) = match whiteout(base).map_err(refused)? {
         Whiteout::None => (kind, cleaned.as_slice()),

@@ -27,9 +27,7 @@ pub const BYTES_TOLERANCE_PERCENT: f64 = 2.0;
 /// What a row measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
-    /// Median pull.
     PullP50,
-    /// 95th percentile pull.
     PullP95,
     /// Time until every pod was ready.
     AllReady,
@@ -51,17 +49,13 @@ impl Metric {
         }
     }
 
-    /// The error, in percent, beyond which a row is flagged.
-    pub fn tolerance_percent(self) -> f64 {
-        match self {
-            Self::RegistryBytes => BYTES_TOLERANCE_PERCENT,
-            _ => TOLERANCE_PERCENT,
-        }
-    }
-
     /// Whether an error of `percent` is beyond this metric's tolerance.
     pub fn misses(self, percent: f64) -> bool {
-        percent.abs() > self.tolerance_percent()
+        let tolerance = match self {
+            Self::RegistryBytes => BYTES_TOLERANCE_PERCENT,
+            _ => TOLERANCE_PERCENT,
+        };
+        percent.abs() > tolerance
     }
 
     /// A value of this metric, with its unit.
@@ -79,15 +73,11 @@ impl Metric {
 /// One comparison.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    /// Variant.
     pub variant: String,
-    /// Target.
     pub target: String,
-    /// What.
     pub metric: Metric,
     /// The model's value (seconds, bytes, or bytes per second).
     pub model: Option<f64>,
-    /// The measurement's.
     pub measured: Option<f64>,
 }
 
@@ -97,6 +87,26 @@ impl Row {
         let (m, x) = (self.model?, self.measured?);
         (x > 0.0).then(|| (m - x) / x * 100.0)
     }
+
+    /// A value of this row with its unit, `-` when there is none.
+    pub fn show(&self, v: Option<f64>) -> String {
+        v.map_or_else(|| "-".to_owned(), |v| self.metric.show(v))
+    }
+
+    /// The error (`+3.0 %`), marked `**!**` beyond the metric's tolerance.
+    pub fn error_text(&self) -> Option<String> {
+        self.error_percent().map(|e| {
+            let mark = if self.metric.misses(e) { " **!**" } else { "" };
+            format!("{e:+.1} %{mark}")
+        })
+    }
+}
+
+/// The measured run's machine: `2 cores, AMD EPYC`.
+pub fn machine(measured: &RunResult) -> String {
+    let m = &measured.machine;
+    let cpu = m.cpu_model.as_deref().unwrap_or("unknown CPU");
+    format!("{} cores, {cpu}", m.cores)
 }
 
 /// Every row for the series both results have.
@@ -178,32 +188,24 @@ pub fn markdown(rows: &[Row], measured: &RunResult, profile: &Profile) -> String
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# {}: model against measurement\n\nModel profile: `{}`. Measured on: {} cores, {}, started {}. Error = (model - measured) / measured; rows beyond ±{TOLERANCE_PERCENT:.0} % (registry bytes: ±{BYTES_TOLERANCE_PERCENT:.0} %) are marked.\n",
+        "# {}: model against measurement\n\nModel profile: `{}`. Measured on: {}, started {}. Error = (model - measured) / measured; rows beyond ±{TOLERANCE_PERCENT:.0} % (registry bytes: ±{BYTES_TOLERANCE_PERCENT:.0} %) are marked.\n",
         measured.scenario.name,
         profile.name,
-        measured.machine.cores,
-        measured.machine.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        machine(measured),
         humantime::format_rfc3339_seconds(measured.started_at),
     );
     out.push_str("| variant | target | metric | model | measured | error |\n");
     out.push_str("| --- | --- | --- | --: | --: | --: |\n");
     for r in rows {
-        let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| r.metric.show(v));
-        let error = r.error_percent().map_or_else(
-            || "-".to_owned(),
-            |e| {
-                let mark = if r.metric.misses(e) { " **!**" } else { "" };
-                format!("{e:+.1} %{mark}")
-            },
-        );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {error} |",
+            "| {} | {} | {} | {} | {} | {} |",
             r.variant,
             r.target,
             r.metric.name(),
-            show(r.model),
-            show(r.measured)
+            r.show(r.model),
+            r.show(r.measured),
+            r.error_text().unwrap_or_else(|| "-".to_owned())
         );
     }
     out

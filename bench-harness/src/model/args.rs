@@ -64,7 +64,6 @@ pub struct CalibrateArgs {
 /// What `model` did, for `main.rs` to print.
 #[derive(Debug)]
 pub struct Modelled {
-    /// The modelled result.
     pub result: RunResult,
     /// Where it and its reports were written.
     pub dir: PathBuf,
@@ -89,10 +88,11 @@ impl ModelArgs {
         if self.against.len() > 1 {
             return self.run_scaling(&overrides);
         }
-        let measured = match self.against.first() {
-            Some(path) => Some(RunResult::load(path)?),
-            None => None,
-        };
+        let measured = self
+            .against
+            .first()
+            .map(|p| RunResult::load(p))
+            .transpose()?;
         let (scenario, workspace) = match (&measured, &self.scenario) {
             (Some(m), _) => (measured_scenario(m, &overrides)?, PathBuf::from(".")),
             (None, Some(path)) => (
@@ -103,14 +103,8 @@ impl ModelArgs {
             ),
             (None, None) => anyhow::bail!("give a scenario file or --against RESULT.json"),
         };
-        let profile = self.profile(&scenario)?;
-        self.model_one(&One {
-            scenario: &scenario,
-            profile: &profile,
-            measured: measured.as_ref(),
-            workspace: &workspace,
-            dir: self.out.clone(),
-        })
+        let one = self.model_one(&scenario, measured.as_ref(), &workspace, self.out.clone())?;
+        Ok(one.0)
     }
 
     /// The profile: --profile, else the scenario's `model_profile`, else the default.
@@ -123,20 +117,24 @@ impl ModelArgs {
         Ok((Profile::load(&path)?, path))
     }
 
-    /// Models `scenario` once and writes its result, reports and (beside a measurement)
-    /// `against.md` into `dir`, or a fresh run directory.
-    fn model_one(&self, one: &One<'_>) -> anyhow::Result<Modelled> {
-        let (scenario, measured) = (one.scenario, one.measured);
-        let (profile, profile_path) = one.profile;
-        let workspace = one.workspace;
+    /// Models `scenario` once with its profile (returned too) and writes its result, reports
+    /// and (beside a measurement) `against.md` into `dir`, or a fresh run directory.
+    fn model_one(
+        &self,
+        scenario: &Scenario,
+        measured: Option<&RunResult>,
+        workspace: &Path,
+        dir: Option<PathBuf>,
+    ) -> anyhow::Result<(Modelled, Profile)> {
+        let (profile, profile_path) = self.profile(scenario)?;
         let inputs = Inputs {
-            profile,
-            profile_path: Some(profile_path),
+            profile: &profile,
+            profile_path: Some(&profile_path),
             measured_images: measured.map(|m| &m.images),
             workspace,
         };
         let result = super::run(scenario, &inputs)?;
-        let dir = one.dir.clone().unwrap_or_else(|| {
+        let dir = dir.unwrap_or_else(|| {
             RunResult::run_dir(
                 &self.results,
                 &format!("{}-model", scenario.name),
@@ -147,17 +145,18 @@ impl ModelArgs {
         crate::report::write_all(&result, &dir)?;
         let against = match measured {
             Some(m) => {
-                let table = against::markdown(&against::rows(&result, m), m, profile);
+                let table = against::markdown(&against::rows(&result, m), m, &profile);
                 write(&dir.join(against::FILE_NAME), &table)?;
                 Some(table)
             }
             None => None,
         };
-        Ok(Modelled {
+        let modelled = Modelled {
             result,
             dir,
             against,
-        })
+        };
+        Ok((modelled, profile))
     }
 
     /// Several measured runs (one scenario at several node counts): each modelled into
@@ -174,21 +173,14 @@ impl ModelArgs {
         for path in &self.against {
             let measured = RunResult::load(path)?;
             let scenario = measured_scenario(&measured, overrides)?;
-            let profile = self.profile(&scenario)?;
             let dir = out.join(format!(
                 "{}-{}-nodes",
                 scenario.name,
                 scenario.total_nodes()
             ));
-            let one = self.model_one(&One {
-                scenario: &scenario,
-                profile: &profile,
-                measured: Some(&measured),
-                workspace: Path::new("."),
-                dir: Some(dir),
-            })?;
-            columns.push(scaling::Column::new(&measured, &one.result));
-            last = Some((one, profile.0));
+            let one = self.model_one(&scenario, Some(&measured), Path::new("."), Some(dir))?;
+            columns.push(scaling::Column::new(&measured, &one.0.result));
+            last = Some(one);
         }
         let Some((mut one, profile)) = last else {
             anyhow::bail!("give a scenario file or --against RESULT.json");
@@ -198,17 +190,6 @@ impl ModelArgs {
         one.against = Some(table);
         Ok(one)
     }
-}
-
-/// What one modelled run needs.
-struct One<'a> {
-    scenario: &'a Scenario,
-    /// The profile and the file it came from.
-    profile: &'a (Profile, PathBuf),
-    measured: Option<&'a RunResult>,
-    workspace: &'a Path,
-    /// Where its outputs go; `None`: a fresh run directory.
-    dir: Option<PathBuf>,
 }
 
 /// A measured run's scenario, with `--set` applied.
@@ -239,8 +220,7 @@ impl CalibrateArgs {
         .await?;
         let text = calibrate::to_toml(&profile)?;
         if let Some(path) = &self.out {
-            std::fs::write(path, &text)
-                .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+            write(path, &text)?;
         }
         Ok(text)
     }

@@ -1,21 +1,14 @@
 //! `calibrate`'s measurement of containerd's `ctr` as a puller ([`CtrCosts`]): kubelet pulls
-//! with containerd, not with the harness's client, so a profile for real nodes needs the real
-//! client's costs too.
-//!
-//! One containerd on a temporary root (`stampede_lab::Containerd`) pulls generated images from
-//! the embedded registry on loopback, every image fresh (its own seed, so its own digests:
-//! containerd shares content between its namespaces, and a blob it holds is not fetched
-//! again). Per sample, four cold pulls, each timed from starting `ctr` to its exit:
-//! `ctr content fetch` and `ctr images pull` of a one-layer image of 64 KiB, and of one of
-//! the sample layer's size. Then, medians of [`SAMPLES`]:
-//! - `pull_overhead`: the small `images pull` (the `ctr` process, resolve, manifest and config
-//!   requests, commits, the image record; its bytes are negligible);
-//! - `stream_rate`: the large layer's bytes over the large `content fetch` less the small one;
-//! - `unpack`: the large layer's uncompressed bytes over the large `images pull` less the large
-//!   `content fetch` (containerd 1.6 unpacks after the fetch, decompression and apply together).
-//!
-//! Needs root, `containerd` and `ctr`; without them [`measure`] says why and the profile has no
-//! `[ctr]` table. This file measures; the model reads the table (`sim/`).
+//! with containerd, not with the harness's client, so a profile for real nodes needs its costs.
+//! One containerd on a temporary root (`stampede_lab::Containerd`) pulls generated one-layer
+//! images from the embedded registry on loopback, each with its own seed (containerd shares
+//! content between its namespaces, so a blob it holds is not fetched again). Per sample, four
+//! cold runs of `ctr`, each timed from its start to its exit: `content fetch` and `images pull`
+//! of a 64 KiB image and of one of the sample layer's size. Medians of [`SAMPLES`] then give
+//! `pull_overhead` (the small pull), `stream_rate` (the large layer's bytes over the large fetch
+//! less the small one) and `unpack` (its uncompressed bytes over the large pull less the large
+//! fetch: containerd 1.6 unpacks after fetching). Needs root, `containerd` and `ctr`; without
+//! them [`measure`] says why and the profile has no `[ctr]` table.
 
 use std::path::Path;
 use std::process::Command;
@@ -47,12 +40,7 @@ pub enum CtrCalibrationError {
     Containerd(#[source] stampede_lab::LabError),
     /// A `ctr` command failed.
     #[error("`{command}` failed: {stderr}")]
-    Ctr {
-        /// The command.
-        command: String,
-        /// Its standard error, trimmed.
-        stderr: String,
-    },
+    Ctr { command: String, stderr: String },
     /// A sample image could not be generated or served.
     #[error("prepare the ctr sample images")]
     Images(#[source] anyhow::Error),
@@ -82,15 +70,13 @@ pub async fn measure(root: &Path, layer_bytes: u64) -> Result<CtrCosts, CtrCalib
     let mut large = None;
     for sample in 0..SAMPLES as u64 {
         let mut names = Vec::new();
-        for (k, bytes) in [
+        let sizes = [
             SMALL_LAYER_BYTES,
             SMALL_LAYER_BYTES,
             large_bytes,
             large_bytes,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        ];
+        for (k, bytes) in sizes.into_iter().enumerate() {
             let image = sample_image(bytes, 100 + sample * 4 + k as u64, &images)?;
             let repo = format!("calibrate/ctr{k}");
             let tag = format!("s{sample}");

@@ -1,5 +1,5 @@
 //! The fabric: links with a capacity and the flows crossing them, rates shared max-min fairly by
-//! progressive filling. It knows nothing of nodes, images or registries; `sim.rs` decides which
+//! progressive filling. It knows nothing of nodes, images or registries; `sim/` decides which
 //! links a transfer crosses.
 //!
 //! A flow is a *class* of `count` identical transfers (one per node of a node group): each member
@@ -87,7 +87,6 @@ pub struct Fabric {
 }
 
 impl Fabric {
-    /// An empty fabric.
     pub fn new() -> Self {
         Self::default()
     }
@@ -104,11 +103,6 @@ impl Fabric {
         LinkId(u32::try_from(self.links.len() - 1).unwrap_or(u32::MAX))
     }
 
-    /// A link's capacity.
-    pub fn capacity(&self, link: LinkId) -> f64 {
-        self.links[link.0 as usize].capacity
-    }
-
     /// Changes a link's capacity (a node group splitting hands part of its NICs to the new
     /// group).
     pub fn set_capacity(&mut self, link: LinkId, capacity: f64) {
@@ -121,7 +115,6 @@ impl Fabric {
         self.links[link.0 as usize].carried
     }
 
-    /// Starts a flow.
     pub fn start(&mut self, spec: FlowSpec) -> FlowId {
         let flow = Flow {
             spec,
@@ -131,16 +124,11 @@ impl Fabric {
             slot: self.active.len(),
         };
         self.dirty = true;
-        let id = match self.free.pop() {
-            Some(i) => {
-                self.flows[i as usize] = Some(flow);
-                i
-            }
-            None => {
-                self.flows.push(Some(flow));
-                u32::try_from(self.flows.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.flows.push(None);
+            u32::try_from(self.flows.len() - 1).unwrap_or(u32::MAX)
+        });
+        self.flows[id as usize] = Some(flow);
         self.active.push(id);
         FlowId(id)
     }
@@ -159,14 +147,8 @@ impl Fabric {
         }
     }
 
-    /// Whether the flow exists.
     pub fn exists(&self, id: FlowId) -> bool {
         self.flows.get(id.0 as usize).is_some_and(Option::is_some)
-    }
-
-    /// Members of a flow.
-    pub fn count(&self, id: FlowId) -> f64 {
-        self.flow(id).spec.count
     }
 
     /// Changes the members of a flow (a node group split off some of its nodes).
@@ -189,17 +171,6 @@ impl Fabric {
             f.done = old.done;
         }
         new
-    }
-
-    /// Bytes one member of the flow has moved.
-    pub fn done(&self, id: FlowId) -> f64 {
-        self.flow(id).done
-    }
-
-    /// Current rate of one member, bytes per second.
-    pub fn rate(&mut self, id: FlowId) -> f64 {
-        self.settle();
-        self.flow(id).rate
     }
 
     fn flow(&self, id: FlowId) -> &Flow {
@@ -449,6 +420,14 @@ impl Fabric {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Fabric {
+        /// Current rate of one member, bytes per second.
+        fn rate(&mut self, id: FlowId) -> f64 {
+            self.settle();
+            self.flow(id).rate
+        }
+    }
 
     fn spec(count: f64, bytes: f64, links: &[LinkId]) -> FlowSpec {
         FlowSpec {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize as _;
 use stampede_oci::Compression;
 
 use crate::image::SyntheticImage;
@@ -41,7 +42,6 @@ pub struct Blob {
 /// An image as the model pulls it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
-    /// The variant's name.
     pub name: String,
     /// Manifest GETs per pull (index and platform manifest, or one manifest).
     pub manifest_requests: u32,
@@ -63,20 +63,12 @@ impl Image {
 pub enum ImageError {
     /// The model has no sizes for this source.
     #[error("variants[{index}].registry ({name}): the model reads layer sizes from a synthetic spec, an OCI layout or a measured result, not from a remote registry; copy the image into a layout (skopeo copy docker://IMAGE oci:DIR:TAG) and use [variants.layout], or model a measured run with --against")]
-    Remote {
-        /// Variant index.
-        index: usize,
-        /// Variant name.
-        name: String,
-    },
+    Remote { index: usize, name: String },
     /// The layout could not be read.
     #[error("variants[{index}].layout ({name}): read the layout")]
     Layout {
-        /// Variant index.
         index: usize,
-        /// Variant name.
         name: String,
-        /// The cause.
         #[source]
         source: Box<crate::image::import::ImportError>,
     },
@@ -91,18 +83,15 @@ pub fn images(
     scenario: &Scenario,
     measured: Option<&BTreeMap<String, ImageFacts>>,
 ) -> Result<BTreeMap<String, Image>, ImageError> {
-    let mut out = BTreeMap::new();
-    for (index, v) in scenario.variants.iter().enumerate() {
-        let from_facts = measured
-            .and_then(|m| m.get(&v.name))
-            .and_then(|f| from_facts(&v.name, f));
-        let image = match from_facts {
-            Some(i) => i,
-            None => from_source(index, v)?,
-        };
-        out.insert(v.name.clone(), image);
-    }
-    Ok(out)
+    let image = |(index, v): (usize, &Variant)| {
+        let facts = measured.and_then(|m| m.get(&v.name));
+        let image = facts.and_then(|f| from_facts(&v.name, f));
+        Ok((
+            v.name.clone(),
+            image.map_or_else(|| from_source(index, v), Ok)?,
+        ))
+    };
+    scenario.variants.iter().enumerate().map(image).collect()
 }
 
 fn from_source(index: usize, v: &Variant) -> Result<Image, ImageError> {
@@ -128,7 +117,7 @@ fn from_source(index: usize, v: &Variant) -> Result<Image, ImageError> {
 /// A synthetic image's sizes, estimated as the generator makes them: incompressible content
 /// stays its size, compressible content shrinks to [`COMPRESSIBLE_RATIO`].
 pub fn synthetic(name: &str, spec: &SyntheticImage) -> Image {
-    let blobs = std::iter::once(config_blob(name, SMALL_DOCUMENT_BYTES))
+    let blobs = std::iter::once(config_blob(format!("{name}/config"), SMALL_DOCUMENT_BYTES))
         .chain(spec.layers.iter().enumerate().map(|(i, l)| {
             let content = l.size.0;
             let tar = content + u64::from(l.files) * TAR_BYTES_PER_FILE;
@@ -149,18 +138,27 @@ pub fn synthetic(name: &str, spec: &SyntheticImage) -> Image {
             }
         }))
         .collect();
-    let index = spec.platforms.len() > 1;
+    let requests = manifest_requests(spec.platforms.len() > 1);
     Image {
         name: name.to_owned(),
-        manifest_requests: if index { 2 } else { 1 },
-        manifest_bytes: if index { 2 } else { 1 } * SMALL_DOCUMENT_BYTES,
+        manifest_requests: requests,
+        manifest_bytes: u64::from(requests) * SMALL_DOCUMENT_BYTES,
         blobs,
     }
 }
 
-fn config_blob(name: &str, bytes: u64) -> Blob {
+/// Manifest GETs per pull: the index, then the platform's manifest; or the one manifest.
+fn manifest_requests(index: bool) -> u32 {
+    if index {
+        2
+    } else {
+        1
+    }
+}
+
+fn config_blob(key: String, bytes: u64) -> Blob {
     Blob {
-        key: format!("{name}/config"),
+        key,
         bytes,
         uncompressed_bytes: bytes,
         compression: Compression::None,
@@ -177,13 +175,10 @@ fn from_layout(name: &str, layout: &crate::image::LayoutImage) -> Image {
     let mut manifest_bytes = 0;
     if let Some(p) = platform {
         manifest_bytes += p.manifest.size_bytes;
-        blobs.push(Blob {
-            key: p.config.digest.to_string(),
-            bytes: p.config.size_bytes,
-            uncompressed_bytes: p.config.size_bytes,
-            compression: Compression::None,
-            layer: false,
-        });
+        blobs.push(config_blob(
+            p.config.digest.to_string(),
+            p.config.size_bytes,
+        ));
         for l in &p.layers {
             let compression =
                 Compression::from_media_type(&l.media_type).unwrap_or(Compression::Gzip);
@@ -206,7 +201,7 @@ fn from_layout(name: &str, layout: &crate::image::LayoutImage) -> Image {
     }
     Image {
         name: name.to_owned(),
-        manifest_requests: if index { 2 } else { 1 },
+        manifest_requests: manifest_requests(index),
         manifest_bytes,
         blobs,
     }
@@ -218,19 +213,15 @@ fn from_facts(name: &str, facts: &ImageFacts) -> Option<Image> {
     let platform = facts.details.get("platforms")?.as_array()?.first()?;
     let size = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64);
     let config = platform.get("config")?;
-    let mut blobs = vec![Blob {
-        key: config.get("digest")?.as_str()?.to_owned(),
-        bytes: size(config, "size_bytes")?,
-        uncompressed_bytes: size(config, "size_bytes")?,
-        compression: Compression::None,
-        layer: false,
-    }];
+    let mut blobs = vec![config_blob(
+        config.get("digest")?.as_str()?.to_owned(),
+        size(config, "size_bytes")?,
+    )];
     for l in layers {
-        let compression = match l.get("compression").and_then(serde_json::Value::as_str) {
-            Some("zstd") => Compression::Zstd,
-            Some("none") => Compression::None,
-            _ => Compression::Gzip,
-        };
+        let compression = l
+            .get("compression")
+            .and_then(|c| Compression::deserialize(c).ok())
+            .unwrap_or(Compression::Gzip);
         blobs.push(Blob {
             key: l.get("digest")?.as_str()?.to_owned(),
             bytes: size(l, "compressed_bytes")?,
@@ -247,7 +238,7 @@ fn from_facts(name: &str, facts: &ImageFacts) -> Option<Image> {
         .map_or(1, Vec::len);
     Some(Image {
         name: name.to_owned(),
-        manifest_requests: if platforms > 1 { 2 } else { 1 },
+        manifest_requests: manifest_requests(platforms > 1),
         manifest_bytes: facts.compressed_bytes.saturating_sub(blob_bytes),
         blobs,
     })

@@ -28,12 +28,8 @@
 //! # One modelled run
 //! `args::ModelArgs` -> scenario (with `--set`) + [`profile::Profile`] -> [`image::images`] ->
 //! per (variant, target) [`sim::burst`] -> recorder and registry totals -> [`RunResult`] with
-//! `model` set -> `result.json` and the reports, exactly as a measured run writes them.
-//!
-//! What it does not model (named in bench-harness/README.md): TCP slow start and per-connection
-//! ramp-up, file reads at container start (`readiness.read_fraction`), page-cache effects, the
-//! cluster's failure handling (dead peers, corrupt bytes), and CPU contention between nodes
-//! unless the profile says they share one host (`node.shared_host_cores`).
+//! `model` set -> `result.json` and the reports, exactly as a measured run writes them. What it
+//! does not model: bench-harness/README.md, "Fleet model".
 
 pub mod against;
 pub mod args;
@@ -61,7 +57,6 @@ use stampede_lab::Machine;
 /// Why a model could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// The profile could not be loaded.
     #[error(transparent)]
     Profile(#[from] ProfileError),
     /// An image's sizes are unknown.
@@ -70,9 +65,7 @@ pub enum ModelError {
     /// The scenario has something the model cannot express (the message names the field).
     #[error("the model cannot run scenario {scenario}")]
     Sim {
-        /// The scenario's name.
         scenario: String,
-        /// What it cannot express.
         #[source]
         source: sim::SimError,
     },
@@ -81,7 +74,6 @@ pub enum ModelError {
 /// What a modelled run needs besides the scenario.
 #[derive(Debug, Clone)]
 pub struct Inputs<'a> {
-    /// The machine profile.
     pub profile: &'a Profile,
     /// The profile file as given, for the result.
     pub profile_path: Option<&'a Path>,
@@ -100,11 +92,12 @@ pub struct Inputs<'a> {
 pub fn run(scenario: &Scenario, inputs: &Inputs<'_>) -> Result<RunResult, ModelError> {
     let clock = Instant::now();
     let started_at = SystemTime::now();
+    let sim_error = |source| ModelError::Sim {
+        scenario: scenario.name.clone(),
+        source,
+    };
     for (index, t) in scenario.targets.iter().enumerate() {
-        sim::check_target(t, index).map_err(|source| ModelError::Sim {
-            scenario: scenario.name.clone(),
-            source,
-        })?;
+        sim::check_target(t, index).map_err(sim_error)?;
     }
     let images = image::images(scenario, inputs.measured_images)?;
     let mut recordings = Recordings::new();
@@ -132,10 +125,7 @@ pub fn run(scenario: &Scenario, inputs: &Inputs<'_>) -> Result<RunResult, ModelE
                 variant: v,
                 target: t,
             })
-            .map_err(|source| ModelError::Sim {
-                scenario: scenario.name.clone(),
-                source,
-            })?;
+            .map_err(sim_error)?;
             events += out.events;
             if out.upload_bytes_per_node > 0.0 {
                 warnings.push(format!(

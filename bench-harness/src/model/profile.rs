@@ -1,12 +1,9 @@
 //! The machine profile: what a node of a given type does per byte and per request, as the model
 //! needs it (decompression and unpack rates per compression, hash rate, disk write, client and
 //! cache overhead), containerd's `ctr` where it is the puller, and the cluster mode's shape
-//! (stripe size, fan-out). A TOML file, measured
-//! by `bench-harness calibrate` on the machine it runs on or written by hand for node types one
-//! cannot run on; every table refuses unknown keys.
-//!
-//! This module parses and checks the file; it measures nothing (`calibrate.rs` does) and runs
-//! nothing (`sim.rs` does).
+//! (stripe size, fan-out). A TOML file, measured by `bench-harness calibrate` on the machine it
+//! runs on or written by hand for node types one cannot run on; every table refuses unknown
+//! keys. This module parses and checks the file; it measures nothing and runs nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +18,6 @@ pub struct Profile {
     /// Where the numbers come from (calibrate's command line, a datasheet, ...).
     #[serde(default)]
     pub source: String,
-    /// Per-node costs.
     pub node: NodeCosts,
     /// Decompression and unpack rates by layer compression.
     pub unpack: UnpackRates,
@@ -82,9 +78,7 @@ pub struct NodeCosts {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnpackRates {
-    /// Decompressing gzip.
     pub gzip_decompress: Bandwidth,
-    /// Decompressing zstd.
     pub zstd_decompress: Bandwidth,
     /// Writing tar entries into a snapshot directory.
     pub apply: Bandwidth,
@@ -113,7 +107,6 @@ pub struct CacheCosts {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterShape {
-    /// Bytes per stripe.
     pub stripe: ByteSize,
     /// Children a node passes a stripe to.
     pub fan_out: u32,
@@ -141,16 +134,13 @@ pub enum ProfileError {
     /// The file could not be read.
     #[error("read machine profile {path} (write one with `bench-harness calibrate --out FILE`, or pass --profile)")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// Not TOML, an unknown key or a wrong type.
     #[error("parse machine profile {path}")]
     Parse {
-        /// The file.
         path: PathBuf,
         /// What the parser said (it names the key and the line).
         #[source]
@@ -158,12 +148,7 @@ pub enum ProfileError {
     },
     /// A value the model cannot use.
     #[error("machine profile {path}: {problem}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, with the key.
-        problem: String,
-    },
+    Invalid { path: PathBuf, problem: String },
 }
 
 impl Profile {
@@ -209,14 +194,6 @@ impl Profile {
         Ok(profile)
     }
 
-    /// The profile as TOML text.
-    ///
-    /// # Errors
-    /// Only if serialization fails (it does not for valid profiles).
-    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
-        toml::to_string(self)
-    }
-
     /// Decompression rate for `compression`, bytes per second; `None` for uncompressed layers.
     pub fn decompress_rate(&self, compression: stampede_oci::Compression) -> Option<f64> {
         use stampede_oci::Compression as C;
@@ -255,7 +232,7 @@ serve_rate = "2GB/s"
         let p = Profile::parse(GOOD, Path::new("p.toml")).unwrap();
         assert_eq!(p.cluster.fan_out, 2);
         assert_eq!(p.cache.lock_poll.0, std::time::Duration::from_millis(500));
-        let again = Profile::parse(&p.to_toml().unwrap(), Path::new("q.toml")).unwrap();
+        let again = Profile::parse(&toml::to_string(&p).unwrap(), Path::new("q.toml")).unwrap();
         assert_eq!(again, p);
         assert_eq!(p.ctr, None);
         let ctr = format!(
@@ -265,7 +242,7 @@ serve_rate = "2GB/s"
         let c = p.ctr.as_ref().expect("ctr costs");
         assert_eq!(c.pull_overhead.0, std::time::Duration::from_millis(300));
         assert_eq!(c.unpack.bytes_per_sec, 60_000_000);
-        let again = Profile::parse(&p.to_toml().unwrap(), Path::new("q.toml")).unwrap();
+        let again = Profile::parse(&toml::to_string(&p).unwrap(), Path::new("q.toml")).unwrap();
         assert_eq!(again, p);
         let err =
             Profile::parse(&ctr.replace("unpack =", "unpak ="), Path::new("p.toml")).unwrap_err();

@@ -97,11 +97,6 @@ impl Served {
         }
     }
 
-    /// Peak bytes per second over one bucket.
-    pub fn peak_bytes_per_sec(&self) -> f64 {
-        self.bytes.iter().copied().fold(0.0, f64::max) / BUCKET_SECONDS
-    }
-
     /// The totals a result stores, with a snapshot holding the time series the report charts.
     pub fn totals(&self) -> RegistryTotals {
         let len = self
@@ -158,6 +153,10 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, index: usize) {
 mod tests {
     use super::*;
 
+    fn peak_bytes_per_sec(s: &Served) -> f64 {
+        s.bytes.iter().copied().fold(0.0, f64::max) / BUCKET_SECONDS
+    }
+
     #[test]
     fn the_bucket_admits_its_burst_then_its_rate() {
         let mut b = Bucket::new(&Throttle {
@@ -177,7 +176,7 @@ mod tests {
         s.bytes(1000.0, 0.05, 0.25);
         let t = s.totals();
         assert_eq!(t.bytes_out, 1000);
-        assert!((s.peak_bytes_per_sec() - 5000.0).abs() < 1e-6);
+        assert!((peak_bytes_per_sec(&s) - 5000.0).abs() < 1e-6);
         // Long spans with edges that are not multiples of the bucket lose nothing.
         let mut s = Served::default();
         for (from, to) in [(0.0, 4.3), (4.3, 40.8), (40.8, 40.8), (40.8, 81.37)] {

@@ -42,13 +42,8 @@ impl Column {
             rows: against::rows(modelled, measured),
             host_busy: (!busy.is_empty()).then(|| busy.iter().sum::<f64>() / busy.len() as f64),
             measured_on: format!(
-                "{} cores, {}, {}",
-                measured.machine.cores,
-                measured
-                    .machine
-                    .cpu_model
-                    .as_deref()
-                    .unwrap_or("unknown CPU"),
+                "{}, {}",
+                against::machine(measured),
                 humantime::format_rfc3339_seconds(measured.started_at)
             ),
         }
@@ -112,12 +107,10 @@ pub fn markdown(columns: &[Column], profile: &Profile) -> String {
 }
 
 fn cell_text(r: &Row) -> String {
-    let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| r.metric.show(v));
-    let error = r.error_percent().map_or_else(String::new, |e| {
-        let mark = if r.metric.misses(e) { " **!**" } else { "" };
-        format!(" ({e:+.1} %{mark})")
-    });
-    format!("{} / {}{error}", show(r.model), show(r.measured))
+    let error = r
+        .error_text()
+        .map_or_else(String::new, |e| format!(" ({e})"));
+    format!("{} / {}{error}", r.show(r.model), r.show(r.measured))
 }
 
 #[cfg(test)]

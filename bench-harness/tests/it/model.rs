@@ -646,7 +646,7 @@ fn a_ctr_pull_pays_the_profiles_ctr_overhead_and_unpack_rate() {
         Profile::parse(
             &format!(
                 "{}\n[ctr]\npull_overhead = \"700ms\"\nstream_rate = \"3000MB/s\"\nunpack = \"20MB/s\"\n",
-                plain.to_toml().unwrap()
+                toml::to_string(&plain).unwrap()
             ),
             Path::new("ctr.toml"),
         )

@@ -1,28 +1,24 @@
-//! How caches answer a node's blob request in the model: a shared cache-daemon (one fill per
-//! blob, readers cut-through at the fill's pace), nginx's `proxy_cache_lock` (the lock holder
-//! streams, the others wait for the fill to complete and poll), and cluster mode (one fill per
-//! blob as stripes, passed down a fan-out tree with the tree's depth in hop latency). Fills are
-//! shared by blob key across node groups. Distribution's proxy does not coalesce, so it goes
-//! through the registry path in `mod.rs` and only uses [`Sim::serve_present`] once a blob is
-//! stored.
+//! How the coalescing caches (shared cache-daemon, nginx, cluster mode; `mod.rs` says how each
+//! behaves) answer a node's blob request: fills shared by blob key across node groups, their
+//! waiters and readers. Distribution's proxy does not coalesce: it takes the registry path in
+//! `mod.rs` and only uses [`Sim::serve_present`] once a blob is stored.
 
 use super::*;
 
 impl Sim<'_> {
-    pub(super) fn cache_request(&mut self, g: usize, i: usize, b: usize) {
-        let key = self.pod_images[i].blobs[b].key.clone();
+    pub(super) fn cache_request(&mut self, f: Fetch) {
+        let key = self.pod_images[f.image].blobs[f.blob].key.clone();
         let lat = self.request_latency();
         if self.present.contains(&key) {
-            self.serve_present(g, i, b, lat);
+            self.serve_present(f, lat);
             return;
         }
         let fill = match self.fill_of.get(&key) {
-            Some(f) => *f,
+            Some(fill) => *fill,
             None => {
-                let bytes = self.pod_images[i].blobs[b].bytes as f64;
-                let stripe = self.setup.profile.cluster.stripe.0.max(1) as f64;
+                let bytes = self.pod_images[f.image].blobs[f.blob].bytes as f64;
                 let stripes = if self.via == Via::Cluster {
-                    (bytes / stripe).ceil().max(1.0) as u64
+                    self.stripes(bytes) as u64
                 } else {
                     1
                 };
@@ -33,11 +29,11 @@ impl Sim<'_> {
                     waiters: Vec::new(),
                     stripes,
                 });
-                let f = self.fills.len() - 1;
-                self.fill_of.insert(key, f);
-                let at = self.now + secs(self.setup.profile.cache.request_overhead.0);
-                self.at(at, Event::FillRequest { fill: f });
-                f
+                let fill = self.fills.len() - 1;
+                self.fill_of.insert(key, fill);
+                let at = self.now + self.setup.profile.cache.request_overhead.0.as_secs_f64();
+                self.at(at, Event::FillRequest(fill));
+                fill
             }
         };
         let fresh = self.fills[fill].flow.is_none() && self.fills[fill].waiters.is_empty();
@@ -45,13 +41,11 @@ impl Sim<'_> {
         if self.via == Via::Nginx {
             // The lock holder streams the fill; every other requester waits for it to finish.
             if fresh {
-                if self.groups[g].nodes > 1.0 {
-                    let rest = self.groups[g].nodes - 1.0;
-                    let waiting = self.split(g, rest);
+                if self.groups[f.group].nodes > 1.0 {
+                    let rest = self.groups[f.group].nodes - 1.0;
+                    let waiting = self.split(f.group, rest);
                     self.fills[fill].waiters.push(Waiter {
-                        group: waiting,
-                        image: i,
-                        blob: b,
+                        fetch: f.in_group(waiting),
                         since: self.now,
                         streams: false,
                         cohort: false,
@@ -62,9 +56,7 @@ impl Sim<'_> {
             }
         }
         let waiter = Waiter {
-            group: g,
-            image: i,
-            blob: b,
+            fetch: f,
             since: self.now,
             streams,
             cohort: fresh,
@@ -78,9 +70,15 @@ impl Sim<'_> {
         }
     }
 
+    /// How many stripes cluster mode fetches a blob of `bytes` as.
+    fn stripes(&self, bytes: f64) -> f64 {
+        let stripe = self.setup.profile.cluster.stripe.0.max(1) as f64;
+        (bytes / stripe).ceil().max(1.0)
+    }
+
     fn hops(&self) -> f64 {
         if self.via == Via::Cluster {
-            self.cluster_depth * secs(self.setup.profile.cluster.hop_latency.0)
+            self.cluster_depth * self.setup.profile.cluster.hop_latency.0.as_secs_f64()
         } else {
             0.0
         }
@@ -88,22 +86,19 @@ impl Sim<'_> {
 
     pub(super) fn fill_request(&mut self, f: usize) {
         let stripes = self.fills[f].stripes;
-        let admitted = match &mut self.bucket {
-            Some(bk) => bk.admit(stripes, self.now),
-            None => stripes,
-        };
+        let admitted = self.tokens(stripes);
         self.served
             .requests("blob_get", stripes, stripes - admitted, self.now);
         if admitted < stripes {
             // The fill's owners retry the whole blob; the throttled stripes' tokens are spent.
             let at = self.now + self.retry_after;
-            self.at(at, Event::FillRequest { fill: f });
+            self.at(at, Event::FillRequest(f));
             return;
         }
         let key = self.fills[f].key.clone();
         self.served.blob_gets(&key, stripes);
         let at = self.now + self.registry_latency();
-        self.at(at, Event::FillStart { fill: f });
+        self.at(at, Event::FillStart(f));
     }
 
     pub(super) fn fill_start(&mut self, f: usize) {
@@ -121,59 +116,42 @@ impl Sim<'_> {
             cap,
             leader: None,
         });
-        self.owners.insert(flow, Owner::Fill { fill: f });
+        self.owners.insert(flow, Owner::Fill(f));
         self.fills[f].flow = Some(flow);
-        let waiters: Vec<Waiter> = std::mem::take(&mut self.fills[f].waiters);
-        let mut keep = Vec::new();
-        for w in waiters {
-            if w.streams {
-                let at_hop = self.hops();
-                self.follow(w, flow, at_hop);
-            } else {
-                keep.push(w);
-            }
+        let (streaming, waiting): (Vec<Waiter>, _) = std::mem::take(&mut self.fills[f].waiters)
+            .into_iter()
+            .partition(|w| w.streams);
+        for w in streaming {
+            let at_hop = self.hops();
+            self.follow(w, flow, at_hop);
         }
-        self.fills[f].waiters = keep;
+        self.fills[f].waiters = waiting;
     }
 
     /// A reader streaming a fill in progress, held to its pace (cut-through).
     fn follow(&mut self, w: Waiter, leader: FlowId, delay: f64) {
-        let spec = self.reader_spec((w.group, w.image, w.blob), Some(leader), w.cohort);
+        let spec = self.reader_spec(w.fetch, Some(leader), w.cohort);
         if delay > 0.0 {
             // The first byte reaches the reader after `delay`; model it as the reader starting
             // late, behind its leader, catching up at its own pace.
             let start = self.now + delay;
-            self.delayed.push((start, w.group, w.image, w.blob, spec));
-            self.at(
-                start,
-                Event::Serve {
-                    group: w.group,
-                    image: w.image,
-                    blob: w.blob,
-                },
-            );
+            self.delayed.push((start, w.fetch, spec));
+            self.at(start, Event::Serve(w.fetch));
             return;
         }
-        self.start_blob_flow(w.group, w.image, w.blob, spec);
+        self.start_blob_flow(w.fetch, spec);
     }
 
-    /// The flow of group `g` reading blob `b` of image `i` from a cache or the cluster,
-    /// following `leader` (the fill) when it is in progress; `cohort`: the group whose request
-    /// started the fill (its cluster upload weight).
-    fn reader_spec(
-        &self,
-        (g, i, b): (usize, usize, usize),
-        leader: Option<FlowId>,
-        cohort: bool,
-    ) -> FlowSpec {
-        let blob = &self.pod_images[i].blobs[b];
-        let l = self.groups[g].links;
+    /// The flow of a group reading a blob from a cache or the cluster, following `leader` (the
+    /// fill) when it is in progress; `cohort`: the group whose request started the fill (its
+    /// cluster upload weight).
+    fn reader_spec(&self, f: Fetch, leader: Option<FlowId>, cohort: bool) -> FlowSpec {
+        let blob = &self.pod_images[f.image].blobs[f.blob];
+        let l = self.groups[f.group].links;
         let r = self.rates;
-        let nodes = self.groups[g].nodes;
+        let nodes = self.groups[f.group].nodes;
         let (links, cap) = if self.via == Via::Cluster {
-            let stripes = (blob.bytes as f64 / self.setup.profile.cluster.stripe.0.max(1) as f64)
-                .ceil()
-                .max(1.0);
+            let stripes = self.stripes(blob.bytes as f64);
             let fan_out = f64::from(self.setup.profile.cluster.fan_out.max(1));
             let upload = if cohort { (nodes - 1.0) / nodes } else { 1.0 };
             (
@@ -208,33 +186,25 @@ impl Sim<'_> {
     }
 
     /// Serves a blob the cache (or the cluster) holds whole, after `delay`.
-    pub(super) fn serve_present(&mut self, g: usize, i: usize, b: usize, delay: f64) {
+    pub(super) fn serve_present(&mut self, f: Fetch, delay: f64) {
         if let Some(pos) = self
             .delayed
             .iter()
-            .position(|d| d.1 == g && d.2 == i && d.3 == b && d.0 <= self.now)
+            .position(|d| d.1 == f && d.0 <= self.now)
         {
-            let (_, g, i, b, mut spec) = self.delayed.swap_remove(pos);
+            let (_, f, mut spec) = self.delayed.swap_remove(pos);
             if spec.leader.is_some_and(|l| !self.fabric.exists(l)) {
                 spec.leader = None;
             }
-            self.start_blob_flow(g, i, b, spec);
+            self.start_blob_flow(f, spec);
             return;
         }
         if delay > 0.0 {
-            let at = self.now + delay;
-            self.at(
-                at,
-                Event::Serve {
-                    group: g,
-                    image: i,
-                    blob: b,
-                },
-            );
+            self.at(self.now + delay, Event::Serve(f));
             return;
         }
-        let spec = self.reader_spec((g, i, b), None, false);
-        self.start_blob_flow(g, i, b, spec);
+        let spec = self.reader_spec(f, None, false);
+        self.start_blob_flow(f, spec);
     }
 
     pub(super) fn fill_done(&mut self, f: usize) {
@@ -243,11 +213,11 @@ impl Sim<'_> {
         self.fill_of.remove(&key);
         self.fills[f].flow = None;
         let waiters = std::mem::take(&mut self.fills[f].waiters);
-        let poll = secs(self.setup.profile.cache.lock_poll.0);
+        let poll = self.setup.profile.cache.lock_poll.0.as_secs_f64();
         for w in waiters {
             if w.streams {
                 // A reader still waiting for the fill to start (it finished first): serve whole.
-                self.serve_present(w.group, w.image, w.blob, 0.0);
+                self.serve_present(w.fetch, 0.0);
             } else {
                 // nginx: the waiter looks again every lock_poll after it asked.
                 let waited = self.now - w.since;
@@ -257,14 +227,7 @@ impl Sim<'_> {
                     0.0
                 };
                 let at = (w.since + polls * poll).max(self.now);
-                self.at(
-                    at,
-                    Event::Serve {
-                        group: w.group,
-                        image: w.image,
-                        blob: w.blob,
-                    },
-                );
+                self.at(at, Event::Serve(w.fetch));
             }
         }
     }

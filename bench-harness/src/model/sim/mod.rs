@@ -55,18 +55,14 @@ pub const ARRIVAL_GRID: Duration = Duration::from_millis(100);
 /// Events after which a burst is abandoned as runaway (a bug, not a scenario).
 const MAX_EVENTS: u64 = 50_000_000;
 
-/// What one burst needs.
+/// What one burst needs: the scenario, the profile, every variant's image, and the (variant,
+/// target) pulled.
 #[derive(Debug, Clone, Copy)]
 pub struct Setup<'a> {
-    /// The scenario (arrival, registry, runtime, readiness).
     pub scenario: &'a Scenario,
-    /// The machine profile.
     pub profile: &'a Profile,
-    /// Every variant's image.
     pub images: &'a BTreeMap<String, Image>,
-    /// The variant pulled.
     pub variant: &'a Variant,
-    /// The target pulled through.
     pub target: &'a Target,
 }
 
@@ -75,11 +71,9 @@ pub struct Setup<'a> {
 pub struct Outcome {
     /// Per-pod and per-layer recordings, as a measured burst has them.
     pub recorder: Recorder,
-    /// What the registry served.
     pub served: Served,
     /// Bytes each node uploaded to peers, mean (cluster mode; 0 otherwise).
     pub upload_bytes_per_node: f64,
-    /// Events handled.
     pub events: u64,
 }
 
@@ -88,20 +82,10 @@ pub struct Outcome {
 pub enum SimError {
     /// A scenario field the model cannot express.
     #[error("{field}: {why}")]
-    Unsupported {
-        /// The field path.
-        field: String,
-        /// Why.
-        why: String,
-    },
+    Unsupported { field: String, why: String },
     /// The loop ran away.
     #[error("modelled burst of {variant}/{target} did not settle after {MAX_EVENTS} events")]
-    Runaway {
-        /// Variant.
-        variant: String,
-        /// Target.
-        target: String,
-    },
+    Runaway { variant: String, target: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,12 +150,28 @@ struct Group {
     failed: bool,
 }
 
+/// One node group's fetch of one blob of one pod image: indices into `groups`, `pod_images`
+/// and that image's `blobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fetch {
+    group: usize,
+    image: usize,
+    blob: usize,
+}
+
+impl Fetch {
+    fn new(group: usize, image: usize, blob: usize) -> Self {
+        Self { group, image, blob }
+    }
+
+    fn in_group(self, group: usize) -> Self {
+        Self { group, ..self }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Event {
-    Arrive {
-        group: usize,
-        pod: PodEntry,
-    },
+    Arrive(usize, PodEntry),
     Manifest {
         group: usize,
         image: usize,
@@ -183,55 +183,36 @@ enum Event {
         image: usize,
         step: u32,
     },
-    BlobRequest {
-        group: usize,
-        image: usize,
-        blob: usize,
-        attempt: u32,
-    },
-    BlobStart {
-        group: usize,
-        image: usize,
-        blob: usize,
-    },
-    FillRequest {
-        fill: usize,
-    },
-    FillStart {
-        fill: usize,
-    },
-    Serve {
-        group: usize,
-        image: usize,
-        blob: usize,
-    },
+    /// A blob GET to the registry, and its attempt.
+    BlobRequest(Fetch, u32),
+    BlobStart(Fetch),
+    FillRequest(usize),
+    FillStart(usize),
+    Serve(Fetch),
 }
 
 impl Event {
     fn group(&self) -> Option<usize> {
         match *self {
-            Self::Arrive { group, .. }
+            Self::Arrive(group, _)
             | Self::Manifest { group, .. }
-            | Self::ManifestDone { group, .. }
-            | Self::BlobRequest { group, .. }
-            | Self::BlobStart { group, .. }
-            | Self::Serve { group, .. } => Some(group),
-            Self::FillRequest { .. } | Self::FillStart { .. } => None,
+            | Self::ManifestDone { group, .. } => Some(group),
+            Self::BlobRequest(f, _) | Self::BlobStart(f) | Self::Serve(f) => Some(f.group),
+            Self::FillRequest(_) | Self::FillStart(_) => None,
         }
     }
 
-    fn with_group(self, g: usize) -> Self {
-        let mut e = self;
-        match &mut e {
-            Self::Arrive { group, .. }
+    fn with_group(mut self, g: usize) -> Self {
+        match &mut self {
+            Self::Arrive(group, _)
             | Self::Manifest { group, .. }
-            | Self::ManifestDone { group, .. }
-            | Self::BlobRequest { group, .. }
-            | Self::BlobStart { group, .. }
-            | Self::Serve { group, .. } => *group = g,
-            Self::FillRequest { .. } | Self::FillStart { .. } => {}
+            | Self::ManifestDone { group, .. } => {
+                *group = g;
+            }
+            Self::BlobRequest(f, _) | Self::BlobStart(f) | Self::Serve(f) => f.group = g,
+            Self::FillRequest(_) | Self::FillStart(_) => {}
         }
-        e
+        self
     }
 }
 
@@ -256,26 +237,16 @@ impl Ord for Timer {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
-    Blob {
-        group: usize,
-        image: usize,
-        blob: usize,
-    },
-    Unpack {
-        group: usize,
-        image: usize,
-        blob: usize,
-    },
-    Fill {
-        fill: usize,
-    },
+    Blob(Fetch),
+    Unpack(Fetch),
+    Fill(usize),
 }
 
 impl Owner {
     fn group(&self) -> Option<usize> {
-        match *self {
-            Self::Blob { group, .. } | Self::Unpack { group, .. } => Some(group),
-            Self::Fill { .. } => None,
+        match self {
+            Self::Blob(f) | Self::Unpack(f) => Some(f.group),
+            Self::Fill(_) => None,
         }
     }
 }
@@ -283,9 +254,7 @@ impl Owner {
 /// A waiter on a cache fill.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Waiter {
-    group: usize,
-    image: usize,
-    blob: usize,
+    fetch: Fetch,
     since: f64,
     /// Streams the fill as it lands (cache-daemon readers, nginx's lock holder) rather than
     /// waiting for it to complete (nginx's other requesters).
@@ -342,8 +311,8 @@ struct Sim<'a> {
     recorder: Recorder,
     cluster_depth: f64,
     /// Readers whose flow starts at a later moment (first byte after the tree's hops): when,
-    /// group, image, blob, the flow.
-    delayed: Vec<(f64, usize, usize, usize, FlowSpec)>,
+    /// whose, the flow.
+    delayed: Vec<(f64, Fetch, FlowSpec)>,
 }
 
 /// Models one burst.
@@ -376,15 +345,11 @@ pub fn check_target(target: &Target, index: usize) -> Result<(), SimError> {
 fn via(target: &Target, index: usize) -> Result<Via, SimError> {
     Ok(match &target.kind {
         TargetKind::Direct => Via::Direct,
-        TargetKind::CacheDaemon {
-            placement: Placement::PerNode,
-        } => Via::PerNodeCache,
-        TargetKind::CacheDaemon {
-            placement: Placement::Shared,
-        } => Via::SharedCache,
-        TargetKind::CacheDaemon {
-            placement: Placement::Cluster,
-        } => Via::Cluster,
+        TargetKind::CacheDaemon { placement } => match placement {
+            Placement::PerNode => Via::PerNodeCache,
+            Placement::Shared => Via::SharedCache,
+            Placement::Cluster => Via::Cluster,
+        },
         TargetKind::Nginx {
             placement: Placement::Shared,
         } => Via::Nginx,
@@ -423,9 +388,20 @@ pub const TBF_FRAMING: f64 = 1514.0 / 1448.0;
 fn shared_cache_rate(sc: &Scenario, p: &Profile) -> f64 {
     let cpu = p.cache.serve_rate.bytes_per_sec as f64;
     if sc.network.namespaces() {
-        cpu.min(rate(sc.registry.node_link) / TBF_FRAMING)
+        cpu.min(node_link_rate(sc))
     } else {
         cpu
+    }
+}
+
+/// Body bytes per second of a node's link: nodes as tasks pace `node_link` in user space on
+/// body bytes; as network namespaces it is a tbf.
+fn node_link_rate(sc: &Scenario) -> f64 {
+    let link = rate(sc.registry.node_link);
+    if sc.network.namespaces() {
+        link / TBF_FRAMING
+    } else {
+        link
     }
 }
 
@@ -439,10 +415,6 @@ pub fn ctr_costs<'p>(sc: &Scenario, p: &'p Profile) -> Option<&'p CtrCosts> {
 
 fn rate(b: Option<crate::scenario::units::Bandwidth>) -> f64 {
     b.map_or(f64::INFINITY, |b| b.bytes_per_sec as f64)
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 fn dur(s: f64) -> Duration {
@@ -459,17 +431,15 @@ impl<'a> Sim<'a> {
             .position(|t| t.name == setup.target.name)
             .unwrap_or(0);
         let via = via(setup.target, index)?;
-        let mut pod_images = Vec::new();
-        for name in std::iter::once(&setup.variant.name).chain(&setup.variant.sidecars) {
-            let image = setup
-                .images
-                .get(name)
-                .ok_or_else(|| SimError::Unsupported {
+        let pod_images = std::iter::once(&setup.variant.name)
+            .chain(&setup.variant.sidecars)
+            .map(|name| {
+                setup.images.get(name).ok_or_else(|| SimError::Unsupported {
                     field: format!("variants ({name})"),
                     why: "no sizes known for this image".into(),
-                })?;
-            pod_images.push(image);
-        }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut fabric = Fabric::new();
         // `egress` is paced in user space on body bytes; `netns_rate` is a kernel tbf.
         let egress_cap = rate(sc.registry.egress).min(rate(sc.registry.netns_rate) / TBF_FRAMING);
@@ -479,12 +449,7 @@ impl<'a> Sim<'a> {
             .node
             .shared_host_cores
             .map(|c| fabric.link(f64::from(c.max(1))));
-        // Nodes as tasks pace `node_link` in user space on body bytes; as namespaces it is a tbf.
-        let down = if sc.network.namespaces() {
-            rate(sc.registry.node_link) / TBF_FRAMING
-        } else {
-            rate(sc.registry.node_link)
-        };
+        let down = node_link_rate(sc);
         let rates = Rates {
             down,
             up: p.node.uplink.map_or(down, |u| u.bytes_per_sec as f64),
@@ -503,6 +468,7 @@ impl<'a> Sim<'a> {
         } else {
             (total_nodes.ln() / fan_out.ln()).ceil().max(0.0)
         };
+        let throttle = sc.registry.throttle.as_ref();
         Ok(Self {
             setup,
             via,
@@ -517,12 +483,9 @@ impl<'a> Sim<'a> {
             timers: BinaryHeap::new(),
             groups: Vec::new(),
             owners: HashMap::new(),
-            bucket: sc.registry.throttle.as_ref().map(Bucket::new),
-            retry_after: sc
-                .registry
-                .throttle
-                .as_ref()
-                .map_or(1.0, |t| secs(t.retry_after.0).min(MAX_RETRY_AFTER)),
+            bucket: throttle.map(Bucket::new),
+            retry_after: throttle
+                .map_or(1.0, |t| t.retry_after.0.as_secs_f64().min(MAX_RETRY_AFTER)),
             served: Served::default(),
             fills: Vec::new(),
             fill_of: HashMap::new(),
@@ -602,17 +565,12 @@ impl<'a> Sim<'a> {
             let group = self.groups.len() - 1;
             for ((offset, wave), per_node) in signature {
                 let scheduled = offset as f64 / 1e9;
-                self.at(
+                let pod = PodEntry {
                     scheduled,
-                    Event::Arrive {
-                        group,
-                        pod: PodEntry {
-                            scheduled,
-                            wave,
-                            per_node,
-                        },
-                    },
-                );
+                    wave,
+                    per_node,
+                };
+                self.at(scheduled, Event::Arrive(group, pod));
             }
         }
     }
@@ -671,16 +629,14 @@ impl<'a> Sim<'a> {
     }
 
     fn handle(&mut self, event: Event) {
-        if let Some(g) = event.group() {
-            if self.groups[g].failed {
-                if let Event::Arrive { pod, .. } = event {
-                    self.fail_pods(g, &[pod]);
-                }
-                return;
+        if let Some(g) = event.group().filter(|&g| self.groups[g].failed) {
+            if let Event::Arrive(_, pod) = event {
+                self.fail_pods(g, &[pod]);
             }
+            return;
         }
         match event {
-            Event::Arrive { group, pod } => self.arrive(group, pod),
+            Event::Arrive(group, pod) => self.arrive(group, pod),
             Event::Manifest {
                 group,
                 image,
@@ -691,19 +647,14 @@ impl<'a> Sim<'a> {
                 if step + 1 < self.pod_images[image].manifest_requests {
                     self.manifest(group, image, step + 1, 1);
                 } else {
-                    self.request_blob(group, image, 0);
+                    self.request_blob(Fetch::new(group, image, 0));
                 }
             }
-            Event::BlobRequest {
-                group,
-                image,
-                blob,
-                attempt,
-            } => self.registry_blob_request(group, image, blob, attempt),
-            Event::BlobStart { group, image, blob } => self.start_direct_flow(group, image, blob),
-            Event::FillRequest { fill } => self.fill_request(fill),
-            Event::FillStart { fill } => self.fill_start(fill),
-            Event::Serve { group, image, blob } => self.serve_present(group, image, blob, 0.0),
+            Event::BlobRequest(f, attempt) => self.registry_blob_request(f, attempt),
+            Event::BlobStart(f) => self.start_direct_flow(f),
+            Event::FillRequest(fill) => self.fill_request(fill),
+            Event::FillStart(fill) => self.fill_start(fill),
+            Event::Serve(f) => self.serve_present(f, 0.0),
         }
     }
 
@@ -731,12 +682,8 @@ impl<'a> Sim<'a> {
     }
 
     fn start_pulls(&mut self, g: usize) {
-        let limit = self
-            .setup
-            .scenario
-            .runtime
-            .parallel_image_pulls_limit()
-            .unwrap_or(u32::MAX);
+        let runtime = &self.setup.scenario.runtime;
+        let limit = runtime.parallel_image_pulls_limit().unwrap_or(u32::MAX);
         while self.groups[g].pulling < limit {
             let Some(i) = self.groups[g].queue.pop_front() else {
                 break;
@@ -758,9 +705,9 @@ impl<'a> Sim<'a> {
                 requested: vec![0.0; layers],
                 fetched_at: vec![0.0; layers],
             });
-            let overhead = self.ctr().map_or(0.0, |c| secs(c.pull_overhead.0));
+            let overhead = self.ctr().map_or(0.0, |c| c.pull_overhead.0.as_secs_f64());
             if image.manifest_requests == 0 {
-                self.request_blob(g, i, 0);
+                self.request_blob(Fetch::new(g, i, 0));
             } else if overhead > 0.0 {
                 // containerd's own cost per pull comes before its first request.
                 let first = Event::Manifest {
@@ -781,10 +728,7 @@ impl<'a> Sim<'a> {
     /// Returns the group that goes on, if any.
     fn admit(&mut self, g: usize, kind: &str, attempt: u32, retry: Event) -> Option<usize> {
         let wanted = self.groups[g].nodes as u64;
-        let admitted = match &mut self.bucket {
-            Some(b) => b.admit(wanted, self.now),
-            None => wanted,
-        };
+        let admitted = self.tokens(wanted);
         self.served
             .requests(kind, wanted, wanted - admitted, self.now);
         if admitted == wanted {
@@ -804,10 +748,18 @@ impl<'a> Sim<'a> {
         goes_on
     }
 
+    /// Of `wanted` requests now, how many the registry's token bucket admits (all without one).
+    fn tokens(&mut self, wanted: u64) -> u64 {
+        let now = self.now;
+        self.bucket
+            .as_mut()
+            .map_or(wanted, |b| b.admit(wanted, now))
+    }
+
     fn request_latency(&self) -> f64 {
         let p = self.setup.profile;
-        let node = secs(p.node.request_overhead.0);
-        let cache = secs(p.cache.request_overhead.0);
+        let node = p.node.request_overhead.0.as_secs_f64();
+        let cache = p.cache.request_overhead.0.as_secs_f64();
         match self.via {
             Via::Direct => node,
             _ => node + cache,
@@ -815,7 +767,7 @@ impl<'a> Sim<'a> {
     }
 
     fn registry_latency(&self) -> f64 {
-        secs(self.setup.scenario.registry.latency.0)
+        self.setup.scenario.registry.latency.0.as_secs_f64()
     }
 
     fn manifest(&mut self, g: usize, i: usize, step: u32, attempt: u32) {
@@ -843,112 +795,83 @@ impl<'a> Sim<'a> {
         );
     }
 
-    fn request_blob(&mut self, g: usize, i: usize, b: usize) {
-        let key = self.pod_images[i].blobs[b].key.clone();
-        if let Some(pull) = self.groups[g].pulls[i].as_mut() {
-            pull.requested[b] = self.now;
+    fn request_blob(&mut self, f: Fetch) {
+        let key = self.pod_images[f.image].blobs[f.blob].key.clone();
+        if let Some(pull) = self.groups[f.group].pulls[f.image].as_mut() {
+            pull.requested[f.blob] = self.now;
             pull.fetching += 1;
         }
-        if self.groups[g].have.contains(&key) {
-            self.blob_fetched(g, i, b);
+        if self.groups[f.group].have.contains(&key) {
+            self.blob_fetched(f);
             return;
         }
         match self.via {
-            Via::Direct | Via::PerNodeCache => self.registry_blob_request(g, i, b, 1),
-            Via::SharedCache | Via::Nginx | Via::Cluster => self.cache_request(g, i, b),
+            Via::Direct | Via::PerNodeCache => self.registry_blob_request(f, 1),
+            Via::SharedCache | Via::Nginx | Via::Cluster => self.cache_request(f),
             Via::Distribution => {
                 if self.present.contains(&key) {
                     let lat = self.request_latency();
-                    self.serve_present(g, i, b, lat);
+                    self.serve_present(f, lat);
                 } else {
-                    self.registry_blob_request(g, i, b, 1);
+                    self.registry_blob_request(f, 1);
                 }
             }
         }
     }
 
-    fn registry_blob_request(&mut self, g: usize, i: usize, b: usize, attempt: u32) {
-        let retry = Event::BlobRequest {
-            group: g,
-            image: i,
-            blob: b,
-            attempt: attempt + 1,
-        };
-        let Some(g) = self.admit(g, "blob_get", attempt, retry) else {
+    fn registry_blob_request(&mut self, f: Fetch, attempt: u32) {
+        let retry = Event::BlobRequest(f, attempt + 1);
+        let Some(g) = self.admit(f.group, "blob_get", attempt, retry) else {
             return;
         };
-        let key = &self.pod_images[i].blobs[b].key;
+        let key = &self.pod_images[f.image].blobs[f.blob].key;
         self.served.blob_gets(key, self.groups[g].nodes as u64);
         let at = self.now + self.request_latency() + self.registry_latency();
-        self.at(
-            at,
-            Event::BlobStart {
-                group: g,
-                image: i,
-                blob: b,
-            },
-        );
+        self.at(at, Event::BlobStart(f.in_group(g)));
     }
 
     /// A blob streamed from the registry to every node of the group (direct, per-node cache,
     /// distribution's uncoalesced miss).
-    fn start_direct_flow(&mut self, g: usize, i: usize, b: usize) {
-        let blob = &self.pod_images[i].blobs[b];
-        let l = self.groups[g].links;
+    fn start_direct_flow(&mut self, f: Fetch) {
+        let blob = &self.pod_images[f.image].blobs[f.blob];
+        let l = self.groups[f.group].links;
         let r = self.rates;
-        let (links, cap) = match self.via {
-            Via::PerNodeCache => (
-                vec![
-                    (self.egress, 1.0),
-                    (l.down, 1.0),
-                    (l.disk, 2.0),
-                    (l.cpu, 2.0 * r.hash_cost),
-                ],
-                r.node_stream.min(r.cache_stream),
-            ),
-            Via::Distribution => (
-                vec![
-                    (self.egress, 1.0),
-                    (self.cache_serve, 1.0),
-                    (l.down, 1.0),
-                    (l.disk, 1.0),
-                    (l.cpu, r.hash_cost),
-                ],
-                r.node_stream.min(r.cache_stream),
-            ),
-            _ => (
-                vec![
-                    (self.egress, 1.0),
-                    (l.down, 1.0),
-                    (l.disk, 1.0),
-                    (l.cpu, r.hash_cost),
-                ],
-                r.node_stream,
-            ),
+        let mut links = vec![(self.egress, 1.0)];
+        if self.via == Via::Distribution {
+            links.push((self.cache_serve, 1.0));
+        }
+        // A per-node cache writes and hashes every byte once more on the node.
+        let copies = if self.via == Via::PerNodeCache {
+            2.0
+        } else {
+            1.0
+        };
+        links.extend([
+            (l.down, 1.0),
+            (l.disk, copies),
+            (l.cpu, copies * r.hash_cost),
+        ]);
+        let cap = if self.via == Via::Direct {
+            r.node_stream
+        } else {
+            r.node_stream.min(r.cache_stream)
         };
         let spec = FlowSpec {
-            count: self.groups[g].nodes,
+            count: self.groups[f.group].nodes,
             bytes: blob.bytes as f64,
             links,
             cap,
             leader: None,
         };
-        self.start_blob_flow(g, i, b, spec);
+        self.start_blob_flow(f, spec);
     }
 
-    fn start_blob_flow(&mut self, g: usize, i: usize, b: usize, spec: FlowSpec) {
-        if let Some(pull) = self.groups[g].pulls[i].as_mut() {
+    fn start_blob_flow(&mut self, f: Fetch, spec: FlowSpec) {
+        if let Some(pull) = self.groups[f.group].pulls[f.image].as_mut() {
             pull.first_byte.get_or_insert(self.now);
         }
         let flow = self.fabric.start(spec);
-        self.owners.insert(
-            flow,
-            Owner::Blob {
-                group: g,
-                image: i,
-                blob: b,
-            },
-        );
+        self.owners.insert(flow, Owner::Blob(f));
     }
 
     // ---- completions ----------------------------------------------------------------------
@@ -956,20 +879,21 @@ impl<'a> Sim<'a> {
     fn flow_done(&mut self, flow: FlowId) {
         self.fabric.remove(flow);
         match self.owners.remove(&flow) {
-            Some(Owner::Blob { group, image, blob }) => {
+            Some(Owner::Blob(f)) => {
                 if self.via == Via::Distribution {
-                    let key = self.pod_images[image].blobs[blob].key.clone();
+                    let key = self.pod_images[f.image].blobs[f.blob].key.clone();
                     self.present.insert(key);
                 }
-                self.blob_fetched(group, image, blob);
+                self.blob_fetched(f);
             }
-            Some(Owner::Unpack { group, image, blob }) => self.unpacked(group, image, blob),
-            Some(Owner::Fill { fill }) => self.fill_done(fill),
+            Some(Owner::Unpack(f)) => self.unpacked(f),
+            Some(Owner::Fill(fill)) => self.fill_done(fill),
             None => {}
         }
     }
 
-    fn blob_fetched(&mut self, g: usize, i: usize, b: usize) {
+    fn blob_fetched(&mut self, f: Fetch) {
+        let (g, i, b) = (f.group, f.image, f.blob);
         let image = self.pod_images[i];
         let blob = &image.blobs[b];
         self.groups[g].have.insert(blob.key.clone());
@@ -999,7 +923,7 @@ impl<'a> Sim<'a> {
             self.next_unpack(g);
         }
         if !unpack && blob.layer {
-            self.record_layer(g, i, b, 0.0);
+            self.record_layer(f, 0.0);
         }
         self.next_layers(g, i);
         self.maybe_pull_done(g, i);
@@ -1018,7 +942,7 @@ impl<'a> Sim<'a> {
             }
             let b = pull.next_layer;
             pull.next_layer += 1;
-            self.request_blob(g, i, b);
+            self.request_blob(Fetch::new(g, i, b));
         }
     }
 
@@ -1040,14 +964,7 @@ impl<'a> Sim<'a> {
             leader: None,
         });
         self.groups[g].unpack_busy = true;
-        self.owners.insert(
-            flow,
-            Owner::Unpack {
-                group: g,
-                image: i,
-                blob: b,
-            },
-        );
+        self.owners.insert(flow, Owner::Unpack(Fetch::new(g, i, b)));
     }
 
     /// Core-seconds per uncompressed byte to decompress and apply a layer.
@@ -1062,28 +979,29 @@ impl<'a> Sim<'a> {
                 .map_or(0.0, |r| 1.0 / r.max(1.0))
     }
 
-    fn unpacked(&mut self, g: usize, i: usize, b: usize) {
+    fn unpacked(&mut self, f: Fetch) {
+        let g = f.group;
         self.groups[g].unpack_busy = false;
-        let started = self.groups[g].pulls[i]
+        let started = self.groups[g].pulls[f.image]
             .as_ref()
             .map_or(self.now, |p| p.unpack_from);
         let took = self.now - started;
-        self.record_layer(g, i, b, took);
+        self.record_layer(f, took);
         let now = self.now;
-        if let Some(pull) = self.groups[g].pulls[i].as_mut() {
+        if let Some(pull) = self.groups[g].pulls[f.image].as_mut() {
             pull.unpacking -= 1;
             pull.unpack_from = now;
         }
         self.next_unpack(g);
-        self.maybe_pull_done(g, i);
+        self.maybe_pull_done(g, f.image);
     }
 
-    fn record_layer(&mut self, g: usize, i: usize, b: usize, unpack: f64) {
-        let blob = &self.pod_images[i].blobs[b];
-        let Some(pull) = self.groups[g].pulls[i].as_ref() else {
+    fn record_layer(&mut self, f: Fetch, unpack: f64) {
+        let blob = &self.pod_images[f.image].blobs[f.blob];
+        let Some(pull) = self.groups[f.group].pulls[f.image].as_ref() else {
             return;
         };
-        let fetch = pull.fetched_at[b] - pull.requested[b];
+        let fetch = pull.fetched_at[f.blob] - pull.requested[f.blob];
         let p = self.setup.profile;
         let dec = p
             .decompress_rate(blob.compression)
@@ -1100,10 +1018,9 @@ impl<'a> Sim<'a> {
             decompress: dur(unpack * share),
             apply: dur(unpack * (1.0 - share)),
         };
-        let position = b - 1;
-        let name = &self.pod_images[i].name;
-        for _ in 0..self.groups[g].nodes as u64 {
-            self.recorder.layer(name, position, &times);
+        let name = &self.pod_images[f.image].name;
+        for _ in 0..self.groups[f.group].nodes as u64 {
+            self.recorder.layer(name, f.blob - 1, &times);
         }
     }
 
@@ -1126,18 +1043,12 @@ impl<'a> Sim<'a> {
         group.pulls[i] = None;
         group.images[i] = Some(ImageState::Present(times));
         group.pulling -= 1;
-        let ready: Vec<PodEntry> = {
-            let all_present = group
-                .images
-                .iter()
-                .all(|s| matches!(s, Some(ImageState::Present(_))));
-            if all_present {
-                std::mem::take(&mut group.waiting_pods)
-            } else {
-                Vec::new()
-            }
-        };
-        if !ready.is_empty() {
+        let all_present = group
+            .images
+            .iter()
+            .all(|s| matches!(s, Some(ImageState::Present(_))));
+        if all_present && !group.waiting_pods.is_empty() {
+            let ready = std::mem::take(&mut group.waiting_pods);
             let pulls = PullTimes::spanning(group.images.iter().filter_map(|s| match s {
                 Some(ImageState::Present(t)) => Some(*t),
                 _ => None,

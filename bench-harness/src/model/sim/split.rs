@@ -26,19 +26,13 @@ impl Sim<'_> {
         let links = new.links;
         self.groups.push(new);
         let ng = self.groups.len() - 1;
-        let map = |l: LinkId| {
-            if l == old.down {
-                links.down
-            } else if l == old.up {
-                links.up
-            } else if l == old.disk {
-                links.disk
-            } else if l == old.cpu {
-                links.cpu
-            } else {
-                l
-            }
-        };
+        let moved = [
+            (old.down, links.down),
+            (old.up, links.up),
+            (old.disk, links.disk),
+            (old.cpu, links.cpu),
+        ];
+        let map = |l: LinkId| moved.iter().find(|(o, _)| *o == l).map_or(l, |(_, n)| *n);
         let owned: Vec<(FlowId, Owner)> = self
             .owners
             .iter()
@@ -49,58 +43,47 @@ impl Sim<'_> {
             let copy = self.fabric.clone_flow(flow, nodes, map);
             self.fabric.set_count(flow, keep);
             let moved = match owner {
-                Owner::Blob { image, blob, .. } => Owner::Blob {
-                    group: ng,
-                    image,
-                    blob,
-                },
-                Owner::Unpack { image, blob, .. } => Owner::Unpack {
-                    group: ng,
-                    image,
-                    blob,
-                },
-                Owner::Fill { fill } => Owner::Fill { fill },
+                Owner::Blob(f) => Owner::Blob(f.in_group(ng)),
+                Owner::Unpack(f) => Owner::Unpack(f.in_group(ng)),
+                Owner::Fill(fill) => Owner::Fill(fill),
             };
             self.owners.insert(copy, moved);
         }
-        let copies: Vec<Event> = self
+        let copies: Vec<(f64, Event)> = self
             .timers
             .iter()
             .filter(|Reverse(t)| t.event.group() == Some(g))
-            .map(|Reverse(t)| t.event.with_group(ng))
+            .map(|Reverse(t)| (t.at, t.event.with_group(ng)))
             .collect();
-        let ats: Vec<f64> = self
-            .timers
-            .iter()
-            .filter(|Reverse(t)| t.event.group() == Some(g))
-            .map(|Reverse(t)| t.at)
-            .collect();
-        for (at, e) in ats.into_iter().zip(copies) {
+        for (at, e) in copies {
             self.at(at, e);
         }
         for fill in &mut self.fills {
             let extra: Vec<Waiter> = fill
                 .waiters
                 .iter()
-                .filter(|w| w.group == g)
-                .map(|w| Waiter { group: ng, ..*w })
+                .filter(|w| w.fetch.group == g)
+                .map(|w| Waiter {
+                    fetch: w.fetch.in_group(ng),
+                    ..*w
+                })
                 .collect();
             fill.waiters.extend(extra);
         }
         let delayed: Vec<_> = self
             .delayed
             .iter()
-            .filter(|d| d.1 == g)
+            .filter(|d| d.1.group == g)
             .map(|d| {
-                let mut spec = d.4.clone();
+                let mut spec = d.2.clone();
                 spec.count = nodes;
                 spec.links = spec.links.iter().map(|(l, w)| (map(*l), *w)).collect();
-                (d.0, ng, d.2, d.3, spec)
+                (d.0, d.1.in_group(ng), spec)
             })
             .collect();
         for d in &mut self.delayed {
-            if d.1 == g {
-                d.4.count = keep;
+            if d.1.group == g {
+                d.2.count = keep;
             }
         }
         self.delayed.extend(delayed);
