@@ -1082,16 +1082,14 @@ impl<'a> Sim<'a> {
         self.groups[g].failed = true;
         let pods = std::mem::take(&mut self.groups[g].waiting_pods);
         self.fail_pods(g, &pods);
-        let flows: Vec<FlowId> = self
-            .owners
-            .iter()
-            .filter(|(_, o)| o.group() == Some(g))
-            .map(|(f, _)| *f)
-            .collect();
-        for f in flows {
-            self.owners.remove(&f);
-            self.fabric.remove(f);
-        }
+        let fabric = &mut self.fabric;
+        self.owners.retain(|f, o| {
+            let owned = o.group() == Some(g);
+            if owned {
+                fabric.remove(*f);
+            }
+            !owned
+        });
     }
 
     fn fail_pods(&mut self, g: usize, pods: &[PodEntry]) {
