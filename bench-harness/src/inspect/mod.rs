@@ -325,7 +325,7 @@ pub async fn inspect(
                     reader,
                     &digest,
                     declared,
-                    tee.as_mut().map(|f| f as &mut dyn std::io::Write),
+                    tee.as_mut().map(|f| f as &mut (dyn std::io::Write + Send)),
                 )
                 .map_err(|source| InspectError::Scan {
                     index,
