@@ -414,14 +414,15 @@ impl Blobs {
     /// # Errors
     /// [`InspectError`] when it cannot be read, is too large or does not match.
     pub async fn read_small(&self, d: &Descriptor) -> Result<Vec<u8>, InspectError> {
+        let refused = |why: String| InspectError::Io {
+            what: format!("read config {}", d.digest),
+            source: std::io::Error::other(why),
+        };
         if d.size_bytes > MAX_MANIFEST_BYTES {
-            return Err(InspectError::Io {
-                what: format!("read config {}", d.digest),
-                source: std::io::Error::other(format!(
-                    "{} bytes is more than the {MAX_MANIFEST_BYTES} read",
-                    d.size_bytes
-                )),
-            });
+            let size = d.size_bytes;
+            return Err(refused(format!(
+                "{size} bytes is more than the {MAX_MANIFEST_BYTES} read"
+            )));
         }
         let digest = d.digest.clone();
         let bytes = match self {
@@ -440,10 +441,7 @@ impl Blobs {
         };
         let actual = Digest::of(&bytes);
         if actual != digest {
-            return Err(InspectError::Io {
-                what: format!("read config {digest}"),
-                source: std::io::Error::other(format!("content hashes to {actual}")),
-            });
+            return Err(refused(format!("content hashes to {actual}")));
         }
         Ok(bytes)
     }

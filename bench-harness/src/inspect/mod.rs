@@ -325,7 +325,7 @@ pub async fn inspect(
                     reader,
                     &digest,
                     declared,
-                    tee.as_mut().map(|f| f as &mut dyn std::io::Write),
+                    tee.as_mut().map(|f| f as &mut (dyn std::io::Write + Send)),
                 )
                 .map_err(|source| InspectError::Scan {
                     index,
@@ -380,11 +380,18 @@ struct CostInputs<'a> {
     options: &'a InspectOptions,
 }
 
-/// Adds up what the image costs: the layers' overlay, each layer's cost, the waste, the totals,
-/// the prediction and the warnings; the file lists keep the largest `options.top_files`.
+/// Adds up what the image costs: the layers' overlay (applied in order: the final filesystem and
+/// what each layer ships for nothing), each layer's cost, the waste, the totals, the prediction
+/// and the warnings; the file lists keep the largest `options.top_files`.
 fn cost(inputs: CostInputs<'_>) -> ImageCost {
     let (opened, scans, options) = (inputs.opened, inputs.scans, inputs.options);
-    let mut fs = overlay_of(scans);
+    let mut overlay = overlay::Overlay::new();
+    for (i, s) in scans.iter().enumerate() {
+        overlay.apply(i, &s.members);
+    }
+    let mut fs = overlay.finish();
+    // One entry per layer, even for layers without files.
+    fs.layers.resize(scans.len(), LayerWaste::default());
     let rates = Rates {
         bandwidth_bytes_per_sec: options.bandwidth.bytes_per_sec as f64,
         throughput: &inputs.throughput,
@@ -417,18 +424,6 @@ fn cost(inputs: CostInputs<'_>) -> ImageCost {
         unpack_throughput: inputs.throughput,
         warnings,
     }
-}
-
-/// The scanned layers applied in order: the final filesystem and what each layer ships for
-/// nothing (one entry per layer, even for layers without files).
-fn overlay_of(scans: &[scan::LayerScan]) -> overlay::OverlayResult {
-    let mut overlay = overlay::Overlay::new();
-    for (i, s) in scans.iter().enumerate() {
-        overlay.apply(i, &s.members);
-    }
-    let mut fs = overlay.finish();
-    fs.layers.resize(scans.len(), LayerWaste::default());
-    fs
 }
 
 /// Keeps the `top_files` largest visible and dead files, largest first (ties by path).

@@ -111,12 +111,8 @@ impl Overlay {
         }
         for m in members {
             match m.kind {
-                MemberKind::Whiteout => {
-                    self.remove(&m.path, layer, Removal::Deleted);
-                }
-                MemberKind::Opaque => {
-                    self.remove_under(&m.path, layer, Removal::Deleted);
-                }
+                MemberKind::Whiteout => self.remove(&m.path, layer, Removal::Deleted),
+                MemberKind::Opaque => self.remove_under(&m.path, layer, Removal::Deleted),
                 MemberKind::Dir => {
                     match self.nodes.get(&m.path).copied() {
                         Some(n) if n.dir => continue,
@@ -182,8 +178,15 @@ impl Overlay {
     /// Removes what is under directory `dir` (`""`: the root): a whiteout (`Deleted`) only what
     /// lower layers put there; a non-directory replacing the directory (`Overwritten`) all of it.
     fn remove_under(&mut self, dir: &str, layer: usize, how: Removal) {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let victims: Vec<(String, Node)> = self
-            .under(dir)
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
             .filter(|(_, n)| how == Removal::Overwritten || n.layer < layer)
             .map(|(p, n)| (p.clone(), *n))
             .collect();
@@ -191,17 +194,6 @@ impl Overlay {
             self.nodes.remove(&p);
             self.kill(p, n, layer, how);
         }
-    }
-
-    fn under<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        self.nodes
-            .range(prefix.clone()..)
-            .take_while(move |(p, _)| p.starts_with(&prefix))
     }
 
     /// Books `n` (already gone from the tree) as removed by `layer`.

@@ -84,7 +84,7 @@ pub enum ScanError {
 struct Verified<'a, R> {
     inner: R,
     verifier: Verifier,
-    tee: Option<&'a mut dyn Write>,
+    tee: Option<&'a mut (dyn Write + Send)>,
 }
 
 impl<R: Read> Read for Verified<'_, R> {
@@ -118,11 +118,11 @@ impl<R: Read> Read for Hashed<R> {
 ///
 /// # Errors
 /// [`ScanError`]: a digest mismatch, a corrupt stream, or a member the unpacker would refuse.
-pub fn scan_layer<R: Read>(
+pub fn scan_layer<R: Read + Send>(
     blob: R,
     digest: &Digest,
     compression: Option<Compression>,
-    tee: Option<&mut dyn Write>,
+    tee: Option<&mut (dyn Write + Send)>,
 ) -> Result<LayerScan, ScanError> {
     let read_err = |members| move |source| ScanError::Read { members, source };
     let mut verified = BufReader::with_capacity(

@@ -149,11 +149,7 @@ pub fn synthetic(name: &str, spec: &SyntheticImage) -> Image {
 
 /// Manifest GETs per pull: the index, then the platform's manifest; or the one manifest.
 fn manifest_requests(index: bool) -> u32 {
-    if index {
-        2
-    } else {
-        1
-    }
+    1 + u32::from(index)
 }
 
 fn config_blob(key: String, bytes: u64) -> Blob {

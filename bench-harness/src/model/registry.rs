@@ -131,10 +131,7 @@ impl Served {
             requests: self.kinds.clone(),
             blob_gets: self.blob_gets.clone(),
             snapshot: Some(snapshot),
-            link_bytes: None,
-            wire: None,
-            cache_processes: Vec::new(),
-            cpu: None,
+            ..RegistryTotals::default()
         }
     }
 }

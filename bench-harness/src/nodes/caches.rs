@@ -123,7 +123,8 @@ impl Server {
 /// A started server and its log files, each with the suffix it is kept under.
 type Started = (Server, Vec<(PathBuf, &'static str)>);
 
-/// The cache processes of one burst; stopped on drop.
+/// The cache processes of one burst; dropping stops them (blocking): SIGTERM by PID, then
+/// SIGKILL to stragglers and their children.
 #[derive(Debug)]
 pub struct NodeCaches {
     processes: Vec<CacheProcess>,
@@ -212,18 +213,13 @@ impl NodeCaches {
                 start: None,
             });
         }
-        caches.wait_ready()?;
-        Ok(caches)
-    }
-
-    fn wait_ready(&mut self) -> Result<(), LabError> {
-        for p in &mut self.processes {
+        for p in &mut caches.processes {
             if let Server::Daemon(proc) = &mut p.server {
                 // nginx was waited for as it started.
                 wait_ready_in(proc, Some(&p.netns), p.addr, &p.logs[0].0, START_LIMIT)?;
             }
         }
-        Ok(())
+        Ok(caches)
     }
 
     /// The process id of node `n`'s own cache process; `None` for a shared cache.
@@ -265,15 +261,9 @@ impl NodeCaches {
     }
 
     /// Every process's log files and the names they are kept under
-    /// (`target::copy_logs`): `<stem>.<who>.<suffix>`.
+    /// (`Deployment::keep_logs`): `<stem>.<who>.<suffix>`.
     pub fn log_files<'a>(&'a self, stem: &'a str) -> impl Iterator<Item = (&'a Path, String)> + 'a {
         self.processes.iter().flat_map(move |p| p.log_files(stem))
-    }
-
-    /// Stops every process (as dropping does): SIGTERM by PID, then SIGKILL to stragglers and
-    /// their children. Blocking.
-    pub fn stop(self) {
-        drop(self);
     }
 }
 

@@ -70,11 +70,6 @@ impl NodePuller {
             Self::Real(p) => p.pull(repo, reference).await,
         }
     }
-
-    /// Whether this is the harness's own client, which times every layer.
-    fn times_layers(&self) -> bool {
-        !matches!(self, Self::Real(_))
-    }
 }
 
 /// Why a node's pull of an image failed.
@@ -269,7 +264,7 @@ impl Node {
             layers,
             start_files: Arc::new(start_files),
             bytes_fetched: record.bytes_fetched,
-            layers_timed: self.puller.times_layers(),
+            layers_timed: !matches!(self.puller, NodePuller::Real(_)),
             blob_timings: record
                 .blob_timings
                 .iter()

@@ -390,8 +390,11 @@ impl Puller {
                         format!("still 429 after {throttled} attempts"),
                     ));
                 }
-                let wait = retry_after(&resp)
-                    .unwrap_or(Duration::from_secs(1))
+                let wait = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs)
                     .min(MAX_RETRY_AFTER);
                 tokio::time::sleep(wait).await;
                 continue;
@@ -439,12 +442,11 @@ impl Puller {
             format!("/v2/{repo}/blobs/{digest}"),
         );
         let (resp, throttled) = self.send(&req, &what).await?;
+        let failed = |e: std::io::Error| PullError::other(&what, e);
         let partial = path.with_extension("partial");
         // tokio's `File` writes on the blocking pool, one write at a time, so the async side
         // never blocks on disk; the buffer gives the file few large writes.
-        let file = tokio::fs::File::create(&partial)
-            .await
-            .map_err(|e| PullError::other(&what, e))?;
+        let file = tokio::fs::File::create(&partial).await.map_err(failed)?;
         let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
         let mut verifier = Verifier::new(digest.clone());
         let mut verify = Duration::ZERO;
@@ -473,16 +475,10 @@ impl Puller {
                 let t = Instant::now();
                 verifier.update(&data);
                 verify += t.elapsed();
-                writer
-                    .write_all(&data)
-                    .await
-                    .map_err(|e| PullError::other(&what, e))?;
+                writer.write_all(&data).await.map_err(failed)?;
             }
         }
-        writer
-            .flush()
-            .await
-            .map_err(|e| PullError::other(&what, e))?;
+        writer.flush().await.map_err(failed)?;
         let t = Instant::now();
         let got = verifier.bytes();
         let verified = verifier.finish();
@@ -498,9 +494,7 @@ impl Puller {
             tokio::fs::remove_file(&partial).await.ok();
             return Err(PullError::new(FailureKind::DigestMismatch, &what, detail));
         }
-        tokio::fs::rename(&partial, &path)
-            .await
-            .map_err(|e| PullError::other(&what, e))?;
+        tokio::fs::rename(&partial, &path).await.map_err(failed)?;
         Ok((done(first_byte, verify, false), throttled))
     }
 }
@@ -514,11 +508,6 @@ fn client_error(what: &str, e: ClientError) -> PullError {
         _ => FailureKind::Other,
     };
     PullError::new(kind, what, stampede_oci::error_chain(&e))
-}
-
-fn retry_after<B>(resp: &http::Response<B>) -> Option<Duration> {
-    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]

@@ -178,15 +178,10 @@ impl RealPuller {
         let bytes = tokio::fs::read(out.join("manifest.json"))
             .await
             .map_err(|e| PullError::other(&what, e))?;
-        let manifest = match Manifest::parse(None, &bytes) {
-            Ok(Manifest::Image(m)) => m,
-            Ok(Manifest::Index(_)) => {
-                return Err(PullError::other(
-                    &what,
-                    "wrote an index, not the node's platform manifest",
-                ))
-            }
-            Err(e) => return Err(PullError::other(&what, e)),
+        let parsed = Manifest::parse(None, &bytes).map_err(|e| PullError::other(&what, e))?;
+        let Manifest::Image(manifest) = parsed else {
+            let why = "wrote an index, not the node's platform manifest";
+            return Err(PullError::other(&what, why));
         };
         let mut layers = Vec::with_capacity(manifest.layers().len());
         let mut bytes_fetched = manifest.config().size();

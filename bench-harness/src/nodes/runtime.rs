@@ -92,9 +92,8 @@ impl NodeRuntime {
 
 impl Drop for NodeRuntime {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop.send(()).ok();
-        }
+        // Dropping the sender ends the runtime's wait.
+        self.stop.take();
         if let Some(thread) = self.thread.take() {
             thread.join().ok();
         }

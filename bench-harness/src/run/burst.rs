@@ -152,11 +152,6 @@ impl Burst<'_> {
         let victim = kill.map(|k| k.node);
         (move |n| n < pulling && Some(n) != victim, killer)
     }
-
-    /// Whether the registry the nodes' bytes come from is the embedded one, which counts.
-    fn embedded(&self) -> bool {
-        matches!(self.image.pull, PullFrom::Embedded(_))
-    }
 }
 
 /// The burst's meters, running from the epoch until every pod is done.
@@ -200,7 +195,8 @@ impl Meters {
         let cpu = self.cpu.finish().await;
         let origin = burst.stage.origin;
         let registry = origin.registry();
-        let embedded = burst.embedded();
+        // Only the embedded registry counts what it serves.
+        let embedded = matches!(burst.image.pull, PullFrom::Embedded(_));
         if embedded && PeerKind::of(&burst.target.kind).is_some() {
             settle(registry).await;
         }

@@ -50,7 +50,9 @@ pub(super) fn record(
             }
         }
     }
-    images.finish(&mut recorder);
+    for (wave, (scheduled, blobs)) in images.wave_blobs {
+        recorder.wave_blobs(wave, scheduled, &blobs);
+    }
     (recorder, errors)
 }
 
@@ -94,13 +96,6 @@ impl NodeImages<'_> {
                 .entry(slot.wave)
                 .or_insert((slot.offset, Vec::new()));
             blobs.extend(image.blob_timings.iter().cloned());
-        }
-    }
-
-    /// Hands each wave's blob first bytes to the recorder.
-    fn finish(self, recorder: &mut Recorder) {
-        for (wave, (scheduled, blobs)) in self.wave_blobs {
-            recorder.wave_blobs(wave, scheduled, &blobs);
         }
     }
 }

@@ -128,12 +128,6 @@ named! {
     }
 }
 
-impl Phase {
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
 impl LayerPhase {
     /// The phases that follow one another in a layer's life, without overlap: what a stacked
     /// bar of the time per layer shows (`first_byte` is inside `fetch`).
@@ -143,10 +137,6 @@ impl LayerPhase {
         LayerPhase::Decompress,
         LayerPhase::Apply,
     ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// When one pod's milestones happened, each as an offset from the burst epoch.
@@ -526,15 +516,10 @@ impl Recorder {
 
     fn add_layer(&mut self, image: &str, position: usize, t: &LayerTimes, fetch_timed: bool) {
         let d = &mut self.data;
-        let phases = [
-            (LayerPhase::Fetch, t.fetch),
-            (LayerPhase::Verify, t.verify),
-            (LayerPhase::Decompress, t.decompress),
-            (LayerPhase::Apply, t.apply),
-        ];
+        let values = [t.fetch, t.verify, t.decompress, t.apply];
         let skip = if fetch_timed { 0 } else { 2 };
-        for (phase, value) in &phases[skip..] {
-            record_us(&mut d.layers[phase.index()], micros(*value));
+        for (phase, value) in LayerPhase::STACKED.into_iter().zip(values).skip(skip) {
+            record_us(&mut d.layers[phase as usize], micros(value));
         }
         let timed = |v: Duration| if fetch_timed { micros(v) } else { 0 };
         d.add_layer_sums(&LayerSums {
@@ -563,7 +548,7 @@ impl Recorder {
             let ttfb = micros(b.first_byte.saturating_sub(b.requested));
             let first = earliest[&b.digest];
             let lag = micros(b.first_byte.saturating_sub(b.requested.max(first)));
-            record_us(&mut self.data.layers[LayerPhase::FirstByte.index()], ttfb);
+            record_us(&mut self.data.layers[LayerPhase::FirstByte as usize], ttfb);
             let w = self.data.wave(wave, scheduled);
             record_us(&mut w.first_byte, ttfb);
             record_us(&mut w.first_byte_lag, lag);
@@ -639,17 +624,17 @@ impl Repetition {
         r.ready_us.sort_unstable();
         for (phase, mut h) in parts.phases {
             h.auto(true);
-            r.phases[phase.index()] = h;
+            r.phases[phase as usize] = h;
         }
         for (phase, mut h) in parts.layers {
             h.auto(true);
-            r.layers[phase.index()] = h;
+            r.layers[phase as usize] = h;
         }
         r
     }
 
     fn record(&mut self, phase: Phase, value: Duration) {
-        record_us(&mut self.phases[phase.index()], micros(value));
+        record_us(&mut self.phases[phase as usize], micros(value));
     }
 
     fn merge(&mut self, other: &Repetition) {
@@ -683,12 +668,12 @@ impl Repetition {
 
     /// The histogram of a pod phase, in microseconds.
     pub fn phase(&self, phase: Phase) -> &Histogram<u64> {
-        &self.phases[phase.index()]
+        &self.phases[phase as usize]
     }
 
     /// The histogram of a layer phase, in microseconds.
     pub fn layer(&self, phase: LayerPhase) -> &Histogram<u64> {
-        &self.layers[phase.index()]
+        &self.layers[phase as usize]
     }
 
     /// Failed pods by kind; kinds that did not occur are absent.
@@ -743,12 +728,12 @@ impl Series {
 
     /// A pod phase over all repetitions.
     pub fn merged(&self, phase: Phase) -> Histogram<u64> {
-        self.all().phases[phase.index()].clone()
+        self.all().phases[phase as usize].clone()
     }
 
     /// A layer phase over all repetitions.
     pub fn merged_layer(&self, phase: LayerPhase) -> Histogram<u64> {
-        self.all().layers[phase.index()].clone()
+        self.all().layers[phase as usize].clone()
     }
 
     /// Per image and layer position, summed over every repetition.

@@ -202,18 +202,35 @@ impl Deployment {
             .unwrap_or_default()
     }
 
-    /// Copies a peer's or the cache processes' logs into `dir` as `<stem>.*`; nothing for other
-    /// targets.
+    /// Copies a peer's or the cache processes' logs into `dir` as `<stem>.*` (made only if there
+    /// is a log to keep); returns the files written. A log that cannot be copied is skipped with
+    /// a warning: logs are for reading, not for the result.
     pub fn keep_logs(&self, dir: &Path, stem: &str) -> Vec<PathBuf> {
         let peer = self.peer.iter().flat_map(|p| p.log_files(stem));
         let caches = self.caches.iter().flat_map(|c| c.log_files(stem));
-        copy_logs(dir, peer.chain(caches))
+        let mut logs = peer.chain(caches).peekable();
+        if logs.peek().is_none() {
+            return Vec::new();
+        }
+        if let Err(error) = std::fs::create_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot create the logs directory");
+            return Vec::new();
+        }
+        let mut kept = Vec::new();
+        for (from, name) in logs {
+            let to = dir.join(name);
+            match std::fs::copy(from, &to) {
+                Ok(_) => kept.push(to),
+                Err(error) => tracing::warn!(from = %from.display(), %error, "cannot keep a log"),
+            }
+        }
+        kept
     }
 
     /// Stops whatever `up` started.
     pub async fn down(self) {
         if let Some(caches) = self.caches {
-            if let Err(error) = tokio::task::spawn_blocking(move || caches.stop()).await {
+            if let Err(error) = tokio::task::spawn_blocking(move || drop(caches)).await {
                 tracing::warn!(%error, "stopping the cache processes failed");
             }
         }
@@ -226,29 +243,6 @@ impl Deployment {
             }
         }
     }
-}
-
-/// Copies each log file into `dir` under the name given with it; returns the files written.
-/// `dir` is made only if there is a log to keep. A log that cannot be copied is skipped with a
-/// warning: logs are for reading, not for the result.
-fn copy_logs<'a>(dir: &Path, logs: impl Iterator<Item = (&'a Path, String)>) -> Vec<PathBuf> {
-    let mut logs = logs.peekable();
-    if logs.peek().is_none() {
-        return Vec::new();
-    }
-    if let Err(error) = std::fs::create_dir_all(dir) {
-        tracing::warn!(dir = %dir.display(), %error, "cannot create the logs directory");
-        return Vec::new();
-    }
-    let mut kept = Vec::new();
-    for (from, name) in logs {
-        let to = dir.join(name);
-        match std::fs::copy(from, &to) {
-            Ok(_) => kept.push(to),
-            Err(error) => tracing::warn!(from = %from.display(), %error, "cannot keep a log"),
-        }
-    }
-    kept
 }
 
 /// `url` as an endpoint of `target`'s nodes.

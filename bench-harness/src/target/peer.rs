@@ -104,7 +104,7 @@ impl Peer {
         format!("http://{}", self.addr)
     }
 
-    /// Its log files and the names they are kept under (`target::copy_logs`): `<stem>.log`
+    /// Its log files and the names they are kept under (`Deployment::keep_logs`): `<stem>.log`
     /// (distribution: one log) or `<stem>.access.log` and `<stem>.error.log` (nginx).
     pub fn log_files<'a>(&'a self, stem: &'a str) -> impl Iterator<Item = (&'a Path, String)> + 'a {
         self.logs

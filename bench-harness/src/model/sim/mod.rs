@@ -169,20 +169,20 @@ impl Fetch {
     }
 }
 
+/// One node group's manifest request `step` (0: the first) for one pod image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    group: usize,
+    image: usize,
+    step: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Event {
     Arrive(usize, PodEntry),
-    Manifest {
-        group: usize,
-        image: usize,
-        step: u32,
-        attempt: u32,
-    },
-    ManifestDone {
-        group: usize,
-        image: usize,
-        step: u32,
-    },
+    /// A manifest GET to the registry, and its attempt.
+    Manifest(Step, u32),
+    ManifestDone(Step),
     /// A blob GET to the registry, and its attempt.
     BlobRequest(Fetch, u32),
     BlobStart(Fetch),
@@ -194,9 +194,8 @@ enum Event {
 impl Event {
     fn group(&self) -> Option<usize> {
         match *self {
-            Self::Arrive(group, _)
-            | Self::Manifest { group, .. }
-            | Self::ManifestDone { group, .. } => Some(group),
+            Self::Arrive(group, _) => Some(group),
+            Self::Manifest(m, _) | Self::ManifestDone(m) => Some(m.group),
             Self::BlobRequest(f, _) | Self::BlobStart(f) | Self::Serve(f) => Some(f.group),
             Self::FillRequest(_) | Self::FillStart(_) => None,
         }
@@ -204,11 +203,8 @@ impl Event {
 
     fn with_group(mut self, g: usize) -> Self {
         match &mut self {
-            Self::Arrive(group, _)
-            | Self::Manifest { group, .. }
-            | Self::ManifestDone { group, .. } => {
-                *group = g;
-            }
+            Self::Arrive(group, _) => *group = g,
+            Self::Manifest(m, _) | Self::ManifestDone(m) => m.group = g,
             Self::BlobRequest(f, _) | Self::BlobStart(f) | Self::Serve(f) => f.group = g,
             Self::FillRequest(_) | Self::FillStart(_) => {}
         }
@@ -637,17 +633,18 @@ impl<'a> Sim<'a> {
         }
         match event {
             Event::Arrive(group, pod) => self.arrive(group, pod),
-            Event::Manifest {
-                group,
-                image,
-                step,
-                attempt,
-            } => self.manifest(group, image, step, attempt),
-            Event::ManifestDone { group, image, step } => {
-                if step + 1 < self.pod_images[image].manifest_requests {
-                    self.manifest(group, image, step + 1, 1);
+            Event::Manifest(m, attempt) => self.manifest(m, attempt),
+            Event::ManifestDone(m) => {
+                if m.step + 1 < self.pod_images[m.image].manifest_requests {
+                    self.manifest(
+                        Step {
+                            step: m.step + 1,
+                            ..m
+                        },
+                        1,
+                    );
                 } else {
-                    self.request_blob(Fetch::new(group, image, 0));
+                    self.request_blob(Fetch::new(m.group, m.image, 0));
                 }
             }
             Event::BlobRequest(f, attempt) => self.registry_blob_request(f, attempt),
@@ -706,19 +703,18 @@ impl<'a> Sim<'a> {
                 fetched_at: vec![0.0; layers],
             });
             let overhead = self.ctr().map_or(0.0, |c| c.pull_overhead.0.as_secs_f64());
+            let first = Step {
+                group: g,
+                image: i,
+                step: 0,
+            };
             if image.manifest_requests == 0 {
                 self.request_blob(Fetch::new(g, i, 0));
             } else if overhead > 0.0 {
                 // containerd's own cost per pull comes before its first request.
-                let first = Event::Manifest {
-                    group: g,
-                    image: i,
-                    step: 0,
-                    attempt: 1,
-                };
-                self.at(self.now + overhead, first);
+                self.at(self.now + overhead, Event::Manifest(first, 1));
             } else {
-                self.manifest(g, i, 0, 1);
+                self.manifest(first, 1);
             }
         }
     }
@@ -770,29 +766,17 @@ impl<'a> Sim<'a> {
         self.setup.scenario.registry.latency.0.as_secs_f64()
     }
 
-    fn manifest(&mut self, g: usize, i: usize, step: u32, attempt: u32) {
-        let retry = Event::Manifest {
-            group: g,
-            image: i,
-            step,
-            attempt: attempt + 1,
-        };
-        let Some(g) = self.admit(g, "manifest_get", attempt, retry) else {
+    fn manifest(&mut self, m: Step, attempt: u32) {
+        let retry = Event::Manifest(m, attempt + 1);
+        let Some(group) = self.admit(m.group, "manifest_get", attempt, retry) else {
             return;
         };
-        let image = self.pod_images[i];
+        let image = self.pod_images[m.image];
         let each = image.manifest_bytes as f64 / f64::from(image.manifest_requests.max(1));
         self.served
-            .bytes(each * self.groups[g].nodes, self.now, self.now);
+            .bytes(each * self.groups[group].nodes, self.now, self.now);
         let at = self.now + self.request_latency() + self.registry_latency();
-        self.at(
-            at,
-            Event::ManifestDone {
-                group: g,
-                image: i,
-                step,
-            },
-        );
+        self.at(at, Event::ManifestDone(Step { group, ..m }));
     }
 
     fn request_blob(&mut self, f: Fetch) {
@@ -1082,16 +1066,14 @@ impl<'a> Sim<'a> {
         self.groups[g].failed = true;
         let pods = std::mem::take(&mut self.groups[g].waiting_pods);
         self.fail_pods(g, &pods);
-        let flows: Vec<FlowId> = self
-            .owners
-            .iter()
-            .filter(|(_, o)| o.group() == Some(g))
-            .map(|(f, _)| *f)
-            .collect();
-        for f in flows {
-            self.owners.remove(&f);
-            self.fabric.remove(f);
-        }
+        let fabric = &mut self.fabric;
+        self.owners.retain(|f, o| {
+            let owned = o.group() == Some(g);
+            if owned {
+                fabric.remove(*f);
+            }
+            !owned
+        });
     }
 
     fn fail_pods(&mut self, g: usize, pods: &[PodEntry]) {

@@ -6,81 +6,64 @@
 //! buffer and the decoder's window (gzip 32 KiB; zstd up to 128 MiB for frames that ask for
 //! it, the decoder's default limit), never by the size of the layer.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flate2::bufread::MultiGzDecoder;
 use stampede_oci::Compression;
 
-/// A reader that counts the bytes it hands out.
+/// A reader that counts the bytes it hands out where the stream can read them.
 #[derive(Debug)]
 struct Counted<R> {
     inner: R,
-    bytes: u64,
+    bytes: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
 
-/// The decoder for one compression over a buffered blob (gzip boxed: its state is large).
-enum Decoder<R: BufRead> {
-    Plain(R),
-    Gzip(Box<MultiGzDecoder<R>>),
-    Zstd(zstd::stream::read::Decoder<'static, R>),
-}
-
-impl<R: BufRead> Decoder<R> {
-    fn get_ref(&self) -> &R {
-        match self {
-            Self::Plain(r) => r,
-            Self::Gzip(d) => d.get_ref(),
-            Self::Zstd(d) => d.get_ref(),
-        }
-    }
-}
-
-impl<R: BufRead> Read for Decoder<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(r) => r.read(buf),
-            Self::Gzip(d) => d.read(buf),
-            Self::Zstd(d) => d.read(buf),
-        }
-    }
-}
-
 /// The uncompressed tar stream of a layer, with its counters.
-pub(crate) struct LayerStream<R: Read> {
-    decoder: Decoder<BufReader<Counted<R>>>,
+pub(crate) struct LayerStream<'r> {
+    /// The decoder for the blob's compression over the buffered, counted blob.
+    decoder: Box<dyn Read + Send + 'r>,
+    compressed_bytes: Arc<AtomicU64>,
     uncompressed_bytes: u64,
     decompress: Duration,
 }
 
-impl<R: Read> LayerStream<R> {
+impl<'r> LayerStream<'r> {
     /// Wraps `blob` (compressed as `compression`) behind a read buffer of `buffer_bytes`.
     ///
     /// # Errors
     /// The zstd decoder cannot be created (allocation failure in libzstd).
-    pub(crate) fn new(blob: R, compression: Compression, buffer_bytes: usize) -> io::Result<Self> {
+    pub(crate) fn new<R: Read + Send + 'r>(
+        blob: R,
+        compression: Compression,
+        buffer_bytes: usize,
+    ) -> io::Result<Self> {
+        let compressed_bytes = Arc::new(AtomicU64::new(0));
         let buffered = BufReader::with_capacity(
             buffer_bytes.max(8 * 1024),
             Counted {
                 inner: blob,
-                bytes: 0,
+                bytes: Arc::clone(&compressed_bytes),
             },
         );
-        let decoder = match compression {
-            Compression::None => Decoder::Plain(buffered),
-            Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(buffered))),
-            Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        let decoder: Box<dyn Read + Send + 'r> = match compression {
+            Compression::None => Box::new(buffered),
+            Compression::Gzip => Box::new(MultiGzDecoder::new(buffered)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
         };
         Ok(Self {
             decoder,
+            compressed_bytes,
             uncompressed_bytes: 0,
             decompress: Duration::ZERO,
         })
@@ -88,7 +71,7 @@ impl<R: Read> LayerStream<R> {
 
     /// Bytes read from the blob so far (compressed).
     pub(crate) fn compressed_bytes(&self) -> u64 {
-        self.decoder.get_ref().get_ref().bytes
+        self.compressed_bytes.load(Ordering::Relaxed)
     }
 
     /// Bytes of tar stream produced so far (uncompressed).
@@ -102,7 +85,7 @@ impl<R: Read> LayerStream<R> {
     }
 }
 
-impl<R: Read> Read for LayerStream<R> {
+impl Read for LayerStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let started = Instant::now();
         let result = self.decoder.read(buf);
