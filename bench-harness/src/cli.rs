@@ -117,7 +117,6 @@ fn parse_phase(raw: &str) -> Result<Phase, String> {
 pub struct NamedResult {
     /// The path as given.
     pub name: String,
-    /// The result.
     pub result: RunResult,
 }
 

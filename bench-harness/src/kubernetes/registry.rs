@@ -75,20 +75,13 @@ pub enum PushError {
     /// skopeo could not be started, or its source layout not written.
     #[error("push {name} with skopeo")]
     Spawn {
-        /// The image's name.
         name: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// skopeo failed.
     #[error("push {name} with skopeo: {stderr}")]
-    Failed {
-        /// The image's name.
-        name: String,
-        /// skopeo's words.
-        stderr: String,
-    },
+    Failed { name: String, stderr: String },
 }
 
 /// Pushes `image` (every platform of an index when its layout holds them all; digests
@@ -105,13 +98,12 @@ pub async fn push(image: &LayoutImage, name: &str, tls: bool) -> Result<(), Push
         std::process::id(),
         image.top.digest.to_string().replace(':', "-")
     ));
-    let made = single_image_layout(image, &dir).map_err(|source| PushError::Spawn {
-        name: name.to_owned(),
-        source,
-    });
-    let out = match made {
+    let out = match single_image_layout(image, &dir) {
         Ok(()) => run_skopeo(image, &dir, name, tls).await,
-        Err(e) => Err(e),
+        Err(source) => Err(PushError::Spawn {
+            name: name.to_owned(),
+            source,
+        }),
     };
     let _ = std::fs::remove_dir_all(&dir);
     out

@@ -42,7 +42,6 @@ pub enum BodyKind {
 /// `throttled` if it was answered 429 instead of being served.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestCounts {
-    /// All requests.
     pub total: u64,
     /// `/v2/` pings.
     pub ping: u64,
@@ -63,9 +62,7 @@ pub struct RequestCounts {
 /// Response body bytes by what they carried.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BodyBytes {
-    /// Blob bodies.
     pub blobs: u64,
-    /// Manifest bodies.
     pub manifests: u64,
     /// Ping and error documents.
     pub other: u64,
@@ -98,7 +95,6 @@ pub struct ListenerCounts {
 /// Per-listener counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListenerSnapshot {
-    /// The shared listener.
     pub shared: ListenerCounts,
     /// Node listeners, by node index.
     pub nodes: Vec<ListenerCounts>,
@@ -124,7 +120,6 @@ pub struct Series {
 pub struct AccountingSnapshot {
     /// Milliseconds from the epoch to the snapshot.
     pub elapsed_ms: u64,
-    /// Requests by kind.
     pub requests: RequestCounts,
     /// Error answers by OCI error code (`BLOB_UNKNOWN`, `TOOMANYREQUESTS`, ...).
     pub errors: BTreeMap<String, u64>,
@@ -136,7 +131,6 @@ pub struct AccountingSnapshot {
     pub blobs: BTreeMap<Digest, ObjectCounts>,
     /// Per manifest digest served through `/manifests/` (tags resolved to digests).
     pub manifests: BTreeMap<Digest, ObjectCounts>,
-    /// Per listener.
     pub listeners: ListenerSnapshot,
     /// Over time.
     pub series: Series,
