@@ -390,7 +390,8 @@ impl Metric {
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
+/// The mean of `v`, 0 when it is empty.
+pub(crate) fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         0.0
     } else {
@@ -399,10 +400,7 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 fn resampled_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
-    let mut sum = 0.0;
-    for _ in 0..v.len() {
-        sum += v[rng.random_range(0..v.len())];
-    }
+    let sum: f64 = (0..v.len()).map(|_| v[rng.random_range(0..v.len())]).sum();
     sum / v.len() as f64
 }
 

@@ -21,7 +21,7 @@ pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use stampede_kube::{Access, KubeClient, KubeError, Watch};
@@ -175,7 +175,10 @@ pub async fn burst(config: &KubeBurstConfig) -> Result<KubeBurst, KubeTargetErro
         .clone()
         .unwrap_or_else(|| access.namespace.clone());
     let client = KubeClient::new(access).map_err(KubeTargetError::Cluster)?;
-    let id = format!("b{}-{}", std::process::id(), epoch_millis() % 100_000_000);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let id = format!("b{}-{}", std::process::id(), millis % 100_000_000);
     let api = Api {
         client,
         namespace,
@@ -186,12 +189,6 @@ pub async fn burst(config: &KubeBurstConfig) -> Result<KubeBurst, KubeTargetErro
     let seen = outcome?;
     cleaned?;
     Ok(seen)
-}
-
-fn epoch_millis() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }
 
 /// The burst's view of the API: one namespace, one burst label.

@@ -15,6 +15,9 @@ use std::process::Stdio;
 use stampede_lab::{AccessEntry, AccessLog, RequestKind};
 use stampede_oci::Digest;
 
+use crate::image::layout::{
+    DescriptorDoc, IndexDoc, INDEX_FILE, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE,
+};
 use crate::image::LayoutImage;
 use crate::registry::accounting::{AccountingSnapshot, ObjectCounts};
 
@@ -111,22 +114,11 @@ pub async fn push(image: &LayoutImage, name: &str, tls: bool) -> Result<(), Push
 
 /// `dir` as an OCI layout holding `image` alone, tagged `push`.
 fn single_image_layout(image: &LayoutImage, dir: &Path) -> std::io::Result<()> {
-    use crate::image::layout::{
-        INDEX_FILE, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
-    };
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(OCI_LAYOUT_FILE), OCI_LAYOUT_CONTENT)?;
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": image.top.media_type,
-            "digest": image.top.digest.to_string(),
-            "size": image.top.size_bytes,
-            "annotations": { REF_NAME_ANNOTATION: "push" },
-        }],
-    });
-    std::fs::write(dir.join(INDEX_FILE), index.to_string())?;
+    let index = IndexDoc::tagged(DescriptorDoc::of(&image.top, None), "push");
+    std::fs::write(dir.join(INDEX_FILE), serde_json::to_vec(&index)?)?;
     std::os::unix::fs::symlink(
         std::path::absolute(image.layout_dir.join("blobs"))?,
         dir.join("blobs"),
@@ -192,16 +184,7 @@ pub fn snapshot(entries: &[AccessEntry]) -> AccountingSnapshot {
     let mut s = AccountingSnapshot::default();
     for e in entries {
         let kind = e.kind();
-        let r = &mut s.requests;
-        r.total += 1;
-        *match kind {
-            RequestKind::Ping => &mut r.ping,
-            RequestKind::ManifestGet => &mut r.manifest_get,
-            RequestKind::ManifestHead => &mut r.manifest_head,
-            RequestKind::BlobGet => &mut r.blob_get,
-            RequestKind::BlobHead => &mut r.blob_head,
-            RequestKind::Other => &mut r.other,
-        } += 1;
+        s.requests.count(kind);
         s.bytes_out += e.bytes;
         let is_blob = matches!(kind, RequestKind::BlobGet | RequestKind::BlobHead);
         if is_blob {

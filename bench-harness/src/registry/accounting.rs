@@ -136,6 +136,21 @@ pub struct AccountingSnapshot {
     pub series: Series,
 }
 
+impl RequestCounts {
+    /// Counts one request of `kind` (not a throttled one).
+    pub fn count(&mut self, kind: RequestKind) {
+        self.total += 1;
+        *match kind {
+            RequestKind::Ping => &mut self.ping,
+            RequestKind::ManifestGet => &mut self.manifest_get,
+            RequestKind::ManifestHead => &mut self.manifest_head,
+            RequestKind::BlobGet => &mut self.blob_get,
+            RequestKind::BlobHead => &mut self.blob_head,
+            RequestKind::Other => &mut self.other,
+        } += 1;
+    }
+}
+
 impl AccountingSnapshot {
     /// GETs served of blob `digest` (0 if never asked for).
     pub fn blob_gets(&self, digest: &Digest) -> u64 {
@@ -208,15 +223,7 @@ impl Accounting {
         let mut state = self.lock();
         let bucket = state.bucket_index(at, self.bucket);
         let s = &mut state.snapshot;
-        s.requests.total += 1;
-        *match kind {
-            RequestKind::Ping => &mut s.requests.ping,
-            RequestKind::ManifestGet => &mut s.requests.manifest_get,
-            RequestKind::ManifestHead => &mut s.requests.manifest_head,
-            RequestKind::BlobGet => &mut s.requests.blob_get,
-            RequestKind::BlobHead => &mut s.requests.blob_head,
-            RequestKind::Other => &mut s.requests.other,
-        } += 1;
+        s.requests.count(kind);
         listener_counts(&mut s.listeners, listener).requests += 1;
         grow(&mut s.series, bucket).requests[bucket] += 1;
     }
