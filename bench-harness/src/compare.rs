@@ -151,10 +151,8 @@ pub enum CompareError {
         baseline: usize,
         candidate: usize,
     },
-    /// The confidence level is not strictly between 0 and 1.
     #[error("confidence {0} is not between 0 and 1 (e.g. 0.95)")]
     Confidence(f64),
-    /// Too few bootstrap resamples for an interval.
     #[error("{0} resamples are too few for an interval; use at least {MIN_RESAMPLES}")]
     Resamples(u32),
 }

@@ -167,7 +167,6 @@ pub enum GenerateError {
     /// The spec cannot be generated.
     #[error("invalid synthetic image spec")]
     Spec(#[from] SpecError),
-    /// A directory could not be created.
     #[error("create directory {path}")]
     CreateDir {
         path: PathBuf,

@@ -86,14 +86,12 @@ pub enum MirrorError {
         #[source]
         source: ManifestError,
     },
-    /// Writing the layout failed.
     #[error("write {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// The layout written does not read back.
     #[error("read back the mirrored layout")]
     Import(#[source] ImportError),
 }

@@ -88,14 +88,12 @@ pub enum KubeTargetError {
     /// cause, so it is not also a source: an error chain would say it twice).
     #[error("kubernetes target: {0}")]
     Cluster(KubeError),
-    /// The credentials may not create Deployments in the namespace.
     #[error("kubernetes target: the kubeconfig's user may not create Deployments in namespace {namespace}: {message}")]
     Forbidden {
         namespace: String,
         /// The API server's words.
         message: String,
     },
-    /// The namespace does not exist.
     #[error("kubernetes target: namespace {0} does not exist")]
     NoNamespace(String),
     /// A pod's image could not be pulled (the pods were deleted).

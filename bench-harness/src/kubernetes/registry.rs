@@ -82,7 +82,6 @@ pub enum PushError {
         #[source]
         source: std::io::Error,
     },
-    /// skopeo failed.
     #[error("push {name} with skopeo: {stderr}")]
     Failed { name: String, stderr: String },
 }

@@ -398,7 +398,6 @@ pub struct PodSlot {
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    /// The file could not be read.
     #[error("read scenario {path}")]
     Read {
         path: PathBuf,
@@ -411,7 +410,6 @@ pub enum ScenarioError {
     Parse {
         /// The file name given to [`Scenario::parse`].
         origin: String,
-        /// The parser's error, with the line, the column and a snippet.
         #[source]
         source: Box<toml::de::Error>,
     },
@@ -420,7 +418,6 @@ pub enum ScenarioError {
     Override {
         /// The file name given to [`Scenario::parse`].
         origin: String,
-        /// What was wrong with the override.
         #[source]
         source: OverrideError,
     },
@@ -429,7 +426,6 @@ pub enum ScenarioError {
     Invalid {
         /// The file name given to [`Scenario::parse`].
         origin: String,
-        /// Every problem found, each with its field path.
         problems: Problems,
     },
 }
