@@ -815,11 +815,6 @@ impl Comparison {
     pub fn unjudged(&self) -> impl Iterator<Item = &GateOutcome> {
         self.gates.iter().filter(|g| !g.judged)
     }
-
-    /// Pairs with a host-bound repetition on either side.
-    pub fn host_bound_pairs(&self) -> impl Iterator<Item = &PairComparison> {
-        self.pairs.iter().filter(|p| p.host_bound())
-    }
 }
 
 impl PairComparison {
