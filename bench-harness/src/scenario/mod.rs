@@ -163,7 +163,8 @@ impl RegistrySource {
 }
 
 /// `[variants.layout]`: an OCI image layout directory, served in place.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LayoutSource {
     /// The layout directory (holding `oci-layout` and `index.json`).
     pub path: PathBuf,

@@ -52,7 +52,6 @@ pub enum OverrideError {
     #[error("--set {raw}")]
     Rejected {
         raw: String,
-        /// What the scenario's shape refused.
         #[source]
         source: Box<toml::de::Error>,
     },
