@@ -308,14 +308,13 @@ impl CompareArgs {
             (None, None) if candidate.is_none() => return Err(CliError::NothingToCompare),
             (None, None) => Pairing::SameSeries,
         };
-        let defaults = CompareSettings::default();
         Ok(CompareJob {
             baseline,
             candidate,
             pairing,
             settings: CompareSettings {
                 phases: if self.phases.is_empty() {
-                    defaults.phases
+                    crate::compare::DEFAULT_PHASES.to_vec()
                 } else {
                     self.phases
                 },
