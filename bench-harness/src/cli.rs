@@ -117,7 +117,6 @@ fn parse_phase(raw: &str) -> Result<Phase, String> {
 pub struct NamedResult {
     /// The path as given.
     pub name: String,
-    /// The result.
     pub result: RunResult,
 }
 
@@ -187,13 +186,10 @@ pub enum CliError {
     /// A result file could not be loaded.
     #[error(transparent)]
     Result(#[from] ResultError),
-    /// `--variants` or `--targets` is not two names.
     #[error("{flag} {raw:?}: give two names, BASELINE,CANDIDATE")]
     Pair { flag: &'static str, raw: String },
-    /// One result file and nothing to compare within it.
     #[error("one result file: say what to compare within it with --variants BASELINE,CANDIDATE or --targets BASELINE,CANDIDATE, or give a second result file")]
     NothingToCompare,
-    /// `--target` names a target the scenario does not have.
     #[error("--target {name:?}: the scenario has targets {}", available.join(", "))]
     UnknownTarget {
         name: String,
@@ -312,14 +308,13 @@ impl CompareArgs {
             (None, None) if candidate.is_none() => return Err(CliError::NothingToCompare),
             (None, None) => Pairing::SameSeries,
         };
-        let defaults = CompareSettings::default();
         Ok(CompareJob {
             baseline,
             candidate,
             pairing,
             settings: CompareSettings {
                 phases: if self.phases.is_empty() {
-                    defaults.phases
+                    crate::compare::DEFAULT_PHASES.to_vec()
                 } else {
                     self.phases
                 },

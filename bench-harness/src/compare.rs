@@ -151,10 +151,8 @@ pub enum CompareError {
         baseline: usize,
         candidate: usize,
     },
-    /// The confidence level is not strictly between 0 and 1.
     #[error("confidence {0} is not between 0 and 1 (e.g. 0.95)")]
     Confidence(f64),
-    /// Too few bootstrap resamples for an interval.
     #[error("{0} resamples are too few for an interval; use at least {MIN_RESAMPLES}")]
     Resamples(u32),
 }
@@ -390,7 +388,8 @@ impl Metric {
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
+/// The mean of `v`, 0 when it is empty.
+pub(crate) fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         0.0
     } else {
@@ -399,10 +398,7 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 fn resampled_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
-    let mut sum = 0.0;
-    for _ in 0..v.len() {
-        sum += v[rng.random_range(0..v.len())];
-    }
+    let sum: f64 = (0..v.len()).map(|_| v[rng.random_range(0..v.len())]).sum();
     sum / v.len() as f64
 }
 
@@ -818,11 +814,6 @@ impl Comparison {
     /// Gates left unjudged because their pair has host-bound repetitions.
     pub fn unjudged(&self) -> impl Iterator<Item = &GateOutcome> {
         self.gates.iter().filter(|g| !g.judged)
-    }
-
-    /// Pairs with a host-bound repetition on either side.
-    pub fn host_bound_pairs(&self) -> impl Iterator<Item = &PairComparison> {
-        self.pairs.iter().filter(|p| p.host_bound())
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use bench_harness::cli::{Cli, Command, CompareJob, RunJob};
-use bench_harness::compare::{self, Input};
+use bench_harness::compare::{self, Input, PairComparison};
 use bench_harness::report::{self, human, section};
 use bench_harness::result::RunResult;
 
@@ -149,10 +149,12 @@ fn run_compare(job: CompareJob) -> anyhow::Result<ExitCode> {
         }
         None => print!("{}", report::comparison::markdown(&comparison)),
     }
-    for p in comparison.host_bound_pairs() {
-        if let Some(note) = p.host_bound_note() {
-            eprintln!("bench-harness: warning: {note}");
-        }
+    for note in comparison
+        .pairs
+        .iter()
+        .filter_map(PairComparison::host_bound_note)
+    {
+        eprintln!("bench-harness: warning: {note}");
     }
     let crossed = comparison.gates.iter().filter(|g| g.crossed).count();
     let unjudged: Vec<String> = comparison

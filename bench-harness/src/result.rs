@@ -252,12 +252,10 @@ fn declared_version(found: Option<u64>) -> String {
 /// Why a stored histogram could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum HistogramDecodeError {
-    /// Not base64.
     #[error("histogram is not base64")]
-    Base64(#[source] base64::DecodeError),
-    /// Not an HdrHistogram V2 (deflate) encoding.
+    Base64(#[from] base64::DecodeError),
     #[error("histogram is not an HdrHistogram V2 encoding")]
-    Hdr(#[source] hdrhistogram::serialization::DeserializeError),
+    Hdr(#[from] hdrhistogram::serialization::DeserializeError),
 }
 
 /// Encodes a histogram as HdrHistogram V2 deflate, in standard base64 (`HISTFAAA...`).
@@ -278,12 +276,8 @@ pub fn encode_histogram(
 /// # Errors
 /// [`HistogramDecodeError`] when the text is not base64 or not a V2 encoding.
 pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramDecodeError> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(HistogramDecodeError::Base64)?;
-    let mut h: Histogram<u64> = HdrDeserializer::new()
-        .deserialize(&mut Cursor::new(bytes))
-        .map_err(HistogramDecodeError::Hdr)?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
+    let mut h: Histogram<u64> = HdrDeserializer::new().deserialize(&mut Cursor::new(bytes))?;
     h.auto(true);
     Ok(h)
 }

@@ -27,8 +27,8 @@ use stampede_oci::{Compression, Digest, Platform};
 use super::content::{file_sizes, FileContent};
 use super::layout::{
     blob_path, blobs_dir, ConfigDoc, DescriptorDoc, HashingWriter, HistoryDoc, IndexDoc,
-    ManifestDoc, PlatformDoc, RootFsDoc, RunConfigDoc, CREATED, INDEX_FILE, LAYOUT_TAG,
-    OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
+    ManifestDoc, RootFsDoc, RunConfigDoc, CREATED, INDEX_FILE, LAYOUT_TAG, OCI_LAYOUT_CONTENT,
+    OCI_LAYOUT_FILE,
 };
 use super::layout_image::{LayoutImage, PlatformManifest};
 use super::spec::{ManifestFormat, SpecError, SyntheticImage};
@@ -167,7 +167,6 @@ pub enum GenerateError {
     /// The spec cannot be generated.
     #[error("invalid synthetic image spec")]
     Spec(#[from] SpecError),
-    /// A directory could not be created.
     #[error("create directory {path}")]
     CreateDir {
         path: PathBuf,
@@ -372,10 +371,10 @@ fn write_platform_image(
     let manifest = ManifestDoc {
         schema_version: 2,
         media_type: media.manifest.to_owned(),
-        config: descriptor_doc(&config, None),
+        config: DescriptorDoc::of(&config, None),
         layers: layers
             .iter()
-            .map(|l| descriptor_doc(&l.descriptor(), None))
+            .map(|l| DescriptorDoc::of(&l.descriptor(), None))
             .collect(),
     };
     let manifest = write_json_blob(dir, "image manifest", media.manifest, &manifest)?;
@@ -434,7 +433,7 @@ fn write_top(
         media_type: media.index.to_owned(),
         manifests: platform_images
             .iter()
-            .map(|p| descriptor_doc(&p.manifest, Some(&p.platform)))
+            .map(|p| DescriptorDoc::of(&p.manifest, Some(&p.platform)))
             .collect(),
     };
     write_json_blob(dir, "image index", media.index, &index)
@@ -448,13 +447,7 @@ fn write_layout_index(
     platform_images: &[PlatformImage],
 ) -> Result<(), GenerateError> {
     let single_platform = (platform_images.len() == 1).then(|| &platform_images[0].platform);
-    let mut entry = descriptor_doc(top, single_platform);
-    entry.annotations = Some([(REF_NAME_ANNOTATION.to_owned(), LAYOUT_TAG.to_owned())].into());
-    let layout_index = IndexDoc {
-        schema_version: 2,
-        media_type: OCI_INDEX.to_owned(),
-        manifests: vec![entry],
-    };
+    let layout_index = IndexDoc::tagged(DescriptorDoc::of(top, single_platform), LAYOUT_TAG);
     let index_json = serde_json::to_vec(&layout_index).expect("index serializes");
     write_synced(&dir.join(INDEX_FILE), "index.json", &index_json)?;
     write_synced(&dir.join(OCI_LAYOUT_FILE), "oci-layout", OCI_LAYOUT_CONTENT)
@@ -516,16 +509,6 @@ impl MediaTypes {
             (ManifestFormat::Docker, Compression::None) => DOCKER_LAYER_TAR,
             (_, c) => c.oci_media_type(),
         }
-    }
-}
-
-fn descriptor_doc(d: &Descriptor, platform: Option<&Platform>) -> DescriptorDoc {
-    DescriptorDoc {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size_bytes,
-        platform: platform.map(PlatformDoc::from),
-        annotations: None,
     }
 }
 
@@ -977,7 +960,7 @@ mod tests {
         let entry = &index.manifests()[0];
         assert_eq!(entry.digest().to_string(), image.top.digest.to_string());
         assert_eq!(
-            entry.annotations().as_ref().unwrap()[REF_NAME_ANNOTATION],
+            entry.annotations().as_ref().unwrap()[crate::image::layout::REF_NAME_ANNOTATION],
             LAYOUT_TAG
         );
         // Every blob is named by its digest.

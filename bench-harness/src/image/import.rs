@@ -44,10 +44,7 @@ pub enum ImportError {
 
 /// Describes the image tagged `tag` (or the only image) in the layout at `dir`.
 pub fn import_layout(dir: &Path, tag: Option<&str>) -> Result<LayoutImage, ImportError> {
-    let layout_err = |source| ImportError::Layout {
-        dir: dir.to_owned(),
-        source,
-    };
+    let layout_err = layout_error(dir);
     let layout = OciLayout::open(dir).map_err(layout_err)?;
     let entry = layout.resolve(tag).map_err(layout_err)?.clone();
     let (bytes, top_manifest) = layout
@@ -69,10 +66,8 @@ pub fn import_layout(dir: &Path, tag: Option<&str>) -> Result<LayoutImage, Impor
         Manifest::Index(index) => {
             for d in index.manifests() {
                 let digest = descriptor_digest(d).map_err(|source| {
-                    layout_err(LayoutError::Descriptor {
-                        path: layout.blob_path(&entry.digest),
-                        source,
-                    })
+                    let path = layout.blob_path(&entry.digest);
+                    layout_err(LayoutError::Descriptor { path, source })
                 })?;
                 let declared = descriptor_platform(d);
                 let media_type = d.media_type().to_string();
@@ -107,6 +102,14 @@ pub fn import_layout(dir: &Path, tag: Option<&str>) -> Result<LayoutImage, Impor
     })
 }
 
+/// How a failure of the layout at `dir` is reported.
+fn layout_error(dir: &Path) -> impl Fn(LayoutError) -> ImportError + Copy + '_ {
+    move |source| ImportError::Layout {
+        dir: dir.to_owned(),
+        source,
+    }
+}
+
 /// The media type to serve a manifest with: the pointing descriptor's, else the document's own
 /// `mediaType`, else OCI by shape.
 fn media_type_of(declared: &str, bytes: &[u8]) -> String {
@@ -137,23 +140,17 @@ fn platform_manifest(
     manifest: Descriptor,
     declared: Option<Platform>,
 ) -> Result<PlatformManifest, ImportError> {
-    let dir = layout.root().to_owned();
+    let layout_err = layout_error(layout.root());
     let (_, parsed) = layout
         .read_manifest(&manifest.digest, Some(&manifest.media_type))
-        .map_err(|source| ImportError::Layout {
-            dir: dir.clone(),
-            source,
-        })?;
+        .map_err(layout_err)?;
     let Manifest::Image(image) = parsed else {
         unreachable!("callers pass image manifests only");
     };
     let descriptor = |d: &oci_spec::image::Descriptor| {
-        Descriptor::of(d).map_err(|source| ImportError::Layout {
-            dir: dir.clone(),
-            source: LayoutError::Descriptor {
-                path: layout.blob_path(&manifest.digest),
-                source,
-            },
+        Descriptor::of(d).map_err(|source| {
+            let path = layout.blob_path(&manifest.digest);
+            layout_err(LayoutError::Descriptor { path, source })
         })
     };
     let config = descriptor(image.config())?;
@@ -165,7 +162,7 @@ fn platform_manifest(
     for blob in std::iter::once(&config).chain(&layers) {
         if !layout.has_blob(&blob.digest, blob.size_bytes) {
             return Err(ImportError::MissingBlob {
-                dir,
+                dir: layout.root().to_owned(),
                 digest: blob.digest.clone(),
                 size_bytes: blob.size_bytes,
                 path: layout.blob_path(&blob.digest),

@@ -84,6 +84,31 @@ pub struct IndexDoc {
     pub manifests: Vec<DescriptorDoc>,
 }
 
+impl DescriptorDoc {
+    /// How a manifest or index lists `d`, with `platform` for an index's entry.
+    pub fn of(d: &super::layout_image::Descriptor, platform: Option<&Platform>) -> Self {
+        Self {
+            media_type: d.media_type.clone(),
+            digest: d.digest.clone(),
+            size: d.size_bytes,
+            platform: platform.map(PlatformDoc::from),
+            annotations: None,
+        }
+    }
+}
+
+impl IndexDoc {
+    /// A layout's `index.json` whose one entry, `entry`, is tagged `tag`.
+    pub fn tagged(mut entry: DescriptorDoc, tag: &str) -> Self {
+        entry.annotations = Some([(REF_NAME_ANNOTATION.to_owned(), tag.to_owned())].into());
+        Self {
+            schema_version: 2,
+            media_type: stampede_oci::manifest::OCI_INDEX.to_owned(),
+            manifests: vec![entry],
+        }
+    }
+}
+
 /// An image config: platform, root filesystem diff IDs, history and a command.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConfigDoc {

@@ -18,7 +18,6 @@ pub struct Descriptor {
     /// Its digest; also its file name under `blobs/sha256/`.
     pub digest: Digest,
     pub media_type: String,
-    /// Its length in bytes.
     pub size_bytes: u64,
 }
 

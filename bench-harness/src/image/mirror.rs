@@ -19,8 +19,7 @@ use stampede_oci::{
 
 use super::import::{import_layout, ImportError};
 use super::layout::{
-    blobs_dir, DescriptorDoc, IndexDoc, INDEX_FILE, LAYOUT_TAG, OCI_LAYOUT_CONTENT,
-    OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
+    blobs_dir, DescriptorDoc, IndexDoc, INDEX_FILE, LAYOUT_TAG, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE,
 };
 use super::layout_image::LayoutImage;
 use crate::image::remote::Remote;
@@ -87,14 +86,12 @@ pub enum MirrorError {
         #[source]
         source: ManifestError,
     },
-    /// Writing the layout failed.
     #[error("write {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// The layout written does not read back.
     #[error("read back the mirrored layout")]
     Import(#[source] ImportError),
 }
@@ -322,17 +319,14 @@ fn write_index(dir: &Path, top: &FetchedManifest) -> Result<(), MirrorError> {
             Manifest::Index(_) => stampede_oci::manifest::OCI_INDEX.to_owned(),
             Manifest::Image(_) => stampede_oci::manifest::OCI_MANIFEST.to_owned(),
         });
-    let index = IndexDoc {
-        schema_version: 2,
-        media_type: stampede_oci::manifest::OCI_INDEX.to_owned(),
-        manifests: vec![DescriptorDoc {
-            media_type,
-            digest: top.digest.clone(),
-            size: top.bytes.len() as u64,
-            platform: None,
-            annotations: Some([(REF_NAME_ANNOTATION.to_owned(), LAYOUT_TAG.to_owned())].into()),
-        }],
+    let entry = DescriptorDoc {
+        media_type,
+        digest: top.digest.clone(),
+        size: top.bytes.len() as u64,
+        platform: None,
+        annotations: None,
     };
+    let index = IndexDoc::tagged(entry, LAYOUT_TAG);
     write_atomically(&dir.join(OCI_LAYOUT_FILE), OCI_LAYOUT_CONTENT)?;
     write_atomically(
         &dir.join(INDEX_FILE),

@@ -55,19 +55,14 @@ pub enum RemoteError {
     /// `username` is given without `password_env`, or the other way round.
     #[error("username and password_env go together (the password is read from the environment variable password_env names)")]
     HalfCredentials,
-    /// Both a docker config and a user name are given.
     #[error("give either docker_config or username/password_env, not both")]
     TwoCredentialSources,
-    /// `insecure` (plain HTTP) with a CA file, which only TLS uses.
     #[error("insecure (plain HTTP) and ca_file (for TLS) do not go together")]
     InsecureWithCa,
-    /// The password's environment variable is not set or empty.
     #[error("environment variable {0} (password_env) is not set or is empty")]
     PasswordUnset(String),
-    /// The docker config could not be read.
     #[error(transparent)]
     DockerConfig(#[from] DockerConfigError),
-    /// The CA file does not exist.
     #[error("ca_file {0} does not exist")]
     CaFile(PathBuf),
     /// The registry host does not make an endpoint URL.
@@ -109,10 +104,8 @@ impl RegistryAccess {
     pub fn resolve(&self, reference: &ImageRef) -> Result<Remote, RemoteError> {
         self.check()?;
         let ca_file = self.ca_file.as_deref().map(expand_home);
-        if let Some(ca) = &ca_file {
-            if !ca.is_file() {
-                return Err(RemoteError::CaFile(ca.clone()));
-            }
+        if let Some(ca) = ca_file.as_ref().filter(|ca| !ca.is_file()) {
+            return Err(RemoteError::CaFile(ca.clone()));
         }
         let (credentials, credentials_from) = match (&self.username, &self.password_env) {
             (Some(username), Some(var)) => {

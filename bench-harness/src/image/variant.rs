@@ -39,24 +39,20 @@ pub struct VariantImage {
 /// Why a variant's image could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub enum VariantImageError {
-    /// Generation of a synthetic image failed.
     #[error(transparent)]
     Generate(#[from] GenerateError),
-    /// An OCI layout could not be imported.
     #[error(transparent)]
     Import(#[from] ImportError),
-    /// The image reference is invalid.
     #[error("image reference")]
     Reference(#[from] ReferenceError),
     /// The registry access could not be resolved (credentials, CA file).
     #[error(transparent)]
     Remote(#[from] RemoteError),
-    /// The real registry could not be read or mirrored.
     #[error(transparent)]
     Mirror(#[from] MirrorError),
     /// A blocking task died.
     #[error("image preparation task")]
-    Task(#[source] tokio::task::JoinError),
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Makes every variant of `scenario` ready, in order, using `cache` for generated and mirrored
@@ -95,9 +91,8 @@ pub async fn prepare(
     match &variant.source {
         ImageSource::Synthetic(spec) => {
             let (spec, seed, cache) = (spec.clone(), scenario.seed, cache.to_owned());
-            let image = tokio::task::spawn_blocking(move || generate(&spec, seed, &cache))
-                .await
-                .map_err(VariantImageError::Task)??;
+            let image =
+                tokio::task::spawn_blocking(move || generate(&spec, seed, &cache)).await??;
             let source = json!({ "kind": "synthetic", "digest": image.top.digest });
             Ok(VariantImage {
                 facts: ImageFacts {
@@ -110,10 +105,8 @@ pub async fn prepare(
         }
         ImageSource::Layout(LayoutSource { path, tag }) => {
             let (dir, tag_owned) = (path.clone(), tag.clone());
-            let image =
-                tokio::task::spawn_blocking(move || import_layout(&dir, tag_owned.as_deref()))
-                    .await
-                    .map_err(VariantImageError::Task)??;
+            let import = move || import_layout(&dir, tag_owned.as_deref());
+            let image = tokio::task::spawn_blocking(import).await??;
             let source = json!({ "kind": "layout", "path": path, "tag": tag });
             Ok(held(variant, image, source, platform, None))
         }

@@ -21,10 +21,10 @@ pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use stampede_kube::{Access, KubeClient, KubeError};
+use stampede_kube::{Access, KubeClient, KubeError, Watch};
 
 use crate::run::recorder::{FailureKind, Recorder};
 use milestones::Milestones;
@@ -88,15 +88,12 @@ pub enum KubeTargetError {
     /// cause, so it is not also a source: an error chain would say it twice).
     #[error("kubernetes target: {0}")]
     Cluster(KubeError),
-    /// The credentials may not create Deployments in the namespace.
     #[error("kubernetes target: the kubeconfig's user may not create Deployments in namespace {namespace}: {message}")]
     Forbidden {
-        /// The namespace.
         namespace: String,
         /// The API server's words.
         message: String,
     },
-    /// The namespace does not exist.
     #[error("kubernetes target: namespace {0} does not exist")]
     NoNamespace(String),
     /// A pod's image could not be pulled (the pods were deleted).
@@ -110,16 +107,11 @@ pub enum KubeTargetError {
     /// A variant's image is not one the cluster can pull by name (validation refuses such a
     /// scenario; this guards scenarios built in code).
     #[error("kubernetes target: variant {variant} has no image the cluster can pull by name; give it [variants.registry] with mirror = false, or give the target push_to")]
-    NotNamed {
-        /// The variant.
-        variant: String,
-    },
+    NotNamed { variant: String },
     /// The variant's image could not be pushed to the cluster's registry.
     #[error("kubernetes target: variant {variant}")]
     Push {
-        /// The variant.
         variant: String,
-        /// skopeo's failure.
         #[source]
         source: registry::PushError,
     },
@@ -130,7 +122,6 @@ pub enum KubeTargetError {
         pending: usize,
         /// Pods in the burst.
         total: usize,
-        /// The deadline.
         deadline: Duration,
     },
 }
@@ -182,7 +173,10 @@ pub async fn burst(config: &KubeBurstConfig) -> Result<KubeBurst, KubeTargetErro
         .clone()
         .unwrap_or_else(|| access.namespace.clone());
     let client = KubeClient::new(access).map_err(KubeTargetError::Cluster)?;
-    let id = format!("b{}-{}", std::process::id(), epoch_millis() % 100_000_000);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let id = format!("b{}-{}", std::process::id(), millis % 100_000_000);
     let api = Api {
         client,
         namespace,
@@ -193,12 +187,6 @@ pub async fn burst(config: &KubeBurstConfig) -> Result<KubeBurst, KubeTargetErro
     let seen = outcome?;
     cleaned?;
     Ok(seen)
-}
-
-fn epoch_millis() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }
 
 /// The burst's view of the API: one namespace, one burst label.
@@ -217,41 +205,11 @@ impl Api {
         let ns = &self.namespace;
         // Start watching before creating anything: list for a resource version, watch from it.
         let pods_path = format!("/api/v1/namespaces/{ns}/pods?{}", self.selector());
-        let listed = self
-            .client
-            .get(&pods_path)
-            .await
-            .map_err(|e| self.classify(e))?;
         let events_path =
             format!("/api/v1/namespaces/{ns}/events?fieldSelector=involvedObject.kind%3DPod");
-        let events = self
-            .client
-            .get(&events_path)
-            .await
-            .map_err(|e| self.classify(e))?;
-        let since = |v: &Value| {
-            v["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        };
         let timeout = config.deadline.as_secs().max(1);
-        let mut pod_watch = self
-            .client
-            .watch(&format!(
-                "{pods_path}&resourceVersion={}&timeoutSeconds={timeout}",
-                since(&listed)
-            ))
-            .await
-            .map_err(|e| self.classify(e))?;
-        let mut event_watch = self
-            .client
-            .watch(&format!(
-                "{events_path}&resourceVersion={}&timeoutSeconds={timeout}",
-                since(&events)
-            ))
-            .await
-            .map_err(|e| self.classify(e))?;
+        let mut pod_watch = self.watch_from_now(&pods_path, timeout).await?;
+        let mut event_watch = self.watch_from_now(&events_path, timeout).await?;
 
         let epoch = Instant::now();
         let total = self.create_all(config).await?;
@@ -298,6 +256,14 @@ impl Api {
         Ok(seen)
     }
 
+    /// Lists `path` for a resource version and watches it from there.
+    async fn watch_from_now(&self, path: &str, timeout: u64) -> Result<Watch, KubeTargetError> {
+        let listed = self.classified(self.client.get(path).await)?;
+        let since = listed["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        let from = format!("{path}&resourceVersion={since}&timeoutSeconds={timeout}");
+        self.classified(self.client.watch(&from).await)
+    }
+
     /// Creates every Deployment; returns how many pods they make.
     async fn create_all(&self, config: &KubeBurstConfig) -> Result<usize, KubeTargetError> {
         let path = format!("/apis/apps/v1/namespaces/{}/deployments", self.namespace);
@@ -311,10 +277,7 @@ impl Api {
             for (j, node) in nodes.iter().enumerate() {
                 let name = format!("stampede-{}-{i}-{j}", self.id);
                 let body = deployment(&self.id, &name, image, *node, config);
-                self.client
-                    .post(&path, &body)
-                    .await
-                    .map_err(|e| self.classify(e))?;
+                self.classified(self.client.post(&path, &body).await)?;
                 pods += config.replicas as usize;
             }
         }
@@ -330,15 +293,13 @@ impl Api {
         let pods = format!("/api/v1/namespaces/{ns}/pods?{sel}");
         let ignore_gone = |r: Result<Value, KubeError>| match r {
             Err(e) if e.status() == Some(404) => Ok(()),
-            r => r.map(drop),
+            r => self.classified(r).map(drop),
         };
-        ignore_gone(self.client.delete(&deployments, Some(&now)).await)
-            .map_err(|e| self.classify(e))?;
+        ignore_gone(self.client.delete(&deployments, Some(&now)).await)?;
         let start = Instant::now();
         loop {
-            ignore_gone(self.client.delete(&pods, Some(&now)).await)
-                .map_err(|e| self.classify(e))?;
-            let left = self.client.get(&pods).await.map_err(|e| self.classify(e))?;
+            ignore_gone(self.client.delete(&pods, Some(&now)).await)?;
+            let left = self.classified(self.client.get(&pods).await)?;
             if left["items"].as_array().is_none_or(Vec::is_empty) {
                 return Ok(());
             }
@@ -354,8 +315,9 @@ impl Api {
         }
     }
 
-    fn classify(&self, e: KubeError) -> KubeTargetError {
-        match e {
+    /// An API answer, its error in the words an operator can act on.
+    fn classified<T>(&self, r: Result<T, KubeError>) -> Result<T, KubeTargetError> {
+        r.map_err(|e| match e {
             KubeError::Status {
                 status: 403,
                 message,
@@ -372,7 +334,7 @@ impl Api {
                 KubeTargetError::NoNamespace(self.namespace.clone())
             }
             e => KubeTargetError::Cluster(e),
-        }
+        })
     }
 
     fn ended(&self, what: &str) -> KubeTargetError {

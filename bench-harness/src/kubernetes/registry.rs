@@ -15,6 +15,9 @@ use std::process::Stdio;
 use stampede_lab::{AccessEntry, AccessLog, RequestKind};
 use stampede_oci::Digest;
 
+use crate::image::layout::{
+    DescriptorDoc, IndexDoc, INDEX_FILE, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE,
+};
 use crate::image::LayoutImage;
 use crate::registry::accounting::{AccountingSnapshot, ObjectCounts};
 
@@ -75,20 +78,12 @@ pub enum PushError {
     /// skopeo could not be started, or its source layout not written.
     #[error("push {name} with skopeo")]
     Spawn {
-        /// The image's name.
         name: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
-    /// skopeo failed.
     #[error("push {name} with skopeo: {stderr}")]
-    Failed {
-        /// The image's name.
-        name: String,
-        /// skopeo's words.
-        stderr: String,
-    },
+    Failed { name: String, stderr: String },
 }
 
 /// Pushes `image` (every platform of an index when its layout holds them all; digests
@@ -105,13 +100,12 @@ pub async fn push(image: &LayoutImage, name: &str, tls: bool) -> Result<(), Push
         std::process::id(),
         image.top.digest.to_string().replace(':', "-")
     ));
-    let made = single_image_layout(image, &dir).map_err(|source| PushError::Spawn {
-        name: name.to_owned(),
-        source,
-    });
-    let out = match made {
+    let out = match single_image_layout(image, &dir) {
         Ok(()) => run_skopeo(image, &dir, name, tls).await,
-        Err(e) => Err(e),
+        Err(source) => Err(PushError::Spawn {
+            name: name.to_owned(),
+            source,
+        }),
     };
     let _ = std::fs::remove_dir_all(&dir);
     out
@@ -119,22 +113,11 @@ pub async fn push(image: &LayoutImage, name: &str, tls: bool) -> Result<(), Push
 
 /// `dir` as an OCI layout holding `image` alone, tagged `push`.
 fn single_image_layout(image: &LayoutImage, dir: &Path) -> std::io::Result<()> {
-    use crate::image::layout::{
-        INDEX_FILE, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION,
-    };
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(OCI_LAYOUT_FILE), OCI_LAYOUT_CONTENT)?;
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": image.top.media_type,
-            "digest": image.top.digest.to_string(),
-            "size": image.top.size_bytes,
-            "annotations": { REF_NAME_ANNOTATION: "push" },
-        }],
-    });
-    std::fs::write(dir.join(INDEX_FILE), index.to_string())?;
+    let index = IndexDoc::tagged(DescriptorDoc::of(&image.top, None), "push");
+    std::fs::write(dir.join(INDEX_FILE), serde_json::to_vec(&index)?)?;
     std::os::unix::fs::symlink(
         std::path::absolute(image.layout_dir.join("blobs"))?,
         dir.join("blobs"),
@@ -200,16 +183,7 @@ pub fn snapshot(entries: &[AccessEntry]) -> AccountingSnapshot {
     let mut s = AccountingSnapshot::default();
     for e in entries {
         let kind = e.kind();
-        let r = &mut s.requests;
-        r.total += 1;
-        *match kind {
-            RequestKind::Ping => &mut r.ping,
-            RequestKind::ManifestGet => &mut r.manifest_get,
-            RequestKind::ManifestHead => &mut r.manifest_head,
-            RequestKind::BlobGet => &mut r.blob_get,
-            RequestKind::BlobHead => &mut r.blob_head,
-            RequestKind::Other => &mut r.other,
-        } += 1;
+        s.requests.count(kind);
         s.bytes_out += e.bytes;
         let is_blob = matches!(kind, RequestKind::BlobGet | RequestKind::BlobHead);
         if is_blob {

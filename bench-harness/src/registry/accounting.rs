@@ -42,7 +42,6 @@ pub enum BodyKind {
 /// `throttled` if it was answered 429 instead of being served.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestCounts {
-    /// All requests.
     pub total: u64,
     /// `/v2/` pings.
     pub ping: u64,
@@ -63,9 +62,7 @@ pub struct RequestCounts {
 /// Response body bytes by what they carried.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BodyBytes {
-    /// Blob bodies.
     pub blobs: u64,
-    /// Manifest bodies.
     pub manifests: u64,
     /// Ping and error documents.
     pub other: u64,
@@ -98,7 +95,6 @@ pub struct ListenerCounts {
 /// Per-listener counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListenerSnapshot {
-    /// The shared listener.
     pub shared: ListenerCounts,
     /// Node listeners, by node index.
     pub nodes: Vec<ListenerCounts>,
@@ -124,7 +120,6 @@ pub struct Series {
 pub struct AccountingSnapshot {
     /// Milliseconds from the epoch to the snapshot.
     pub elapsed_ms: u64,
-    /// Requests by kind.
     pub requests: RequestCounts,
     /// Error answers by OCI error code (`BLOB_UNKNOWN`, `TOOMANYREQUESTS`, ...).
     pub errors: BTreeMap<String, u64>,
@@ -136,10 +131,24 @@ pub struct AccountingSnapshot {
     pub blobs: BTreeMap<Digest, ObjectCounts>,
     /// Per manifest digest served through `/manifests/` (tags resolved to digests).
     pub manifests: BTreeMap<Digest, ObjectCounts>,
-    /// Per listener.
     pub listeners: ListenerSnapshot,
     /// Over time.
     pub series: Series,
+}
+
+impl RequestCounts {
+    /// Counts one request of `kind` (not a throttled one).
+    pub fn count(&mut self, kind: RequestKind) {
+        self.total += 1;
+        *match kind {
+            RequestKind::Ping => &mut self.ping,
+            RequestKind::ManifestGet => &mut self.manifest_get,
+            RequestKind::ManifestHead => &mut self.manifest_head,
+            RequestKind::BlobGet => &mut self.blob_get,
+            RequestKind::BlobHead => &mut self.blob_head,
+            RequestKind::Other => &mut self.other,
+        } += 1;
+    }
 }
 
 impl AccountingSnapshot {
@@ -214,15 +223,7 @@ impl Accounting {
         let mut state = self.lock();
         let bucket = state.bucket_index(at, self.bucket);
         let s = &mut state.snapshot;
-        s.requests.total += 1;
-        *match kind {
-            RequestKind::Ping => &mut s.requests.ping,
-            RequestKind::ManifestGet => &mut s.requests.manifest_get,
-            RequestKind::ManifestHead => &mut s.requests.manifest_head,
-            RequestKind::BlobGet => &mut s.requests.blob_get,
-            RequestKind::BlobHead => &mut s.requests.blob_head,
-            RequestKind::Other => &mut s.requests.other,
-        } += 1;
+        s.requests.count(kind);
         listener_counts(&mut s.listeners, listener).requests += 1;
         grow(&mut s.series, bucket).requests[bucket] += 1;
     }

@@ -28,7 +28,6 @@ pub struct ManifestEntry {
 pub struct BlobEntry {
     /// The file in an image layout.
     pub path: PathBuf,
-    /// Its length in bytes.
     pub size_bytes: u64,
 }
 

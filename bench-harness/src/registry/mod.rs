@@ -68,7 +68,6 @@ pub enum RegistryError {
         #[source]
         source: io::Error,
     },
-    /// A listener's address could not be read.
     #[error("read the address of a registry listener")]
     LocalAddr(#[source] io::Error),
     /// The repository name breaks the distribution grammar.

@@ -24,13 +24,10 @@ pub const NETNS_PREFIX: &str = "stampede-up-";
 pub enum OriginError {
     /// The registry could not bind or serve.
     #[error("embedded registry")]
-    Registry(#[source] RegistryError),
+    Registry(#[from] RegistryError),
     /// The registry's listener could not be bound inside its namespace on the nodes' fabric.
     #[error("bind the embedded registry inside its namespace")]
-    Fabric {
-        #[source]
-        source: LabError,
-    },
+    Fabric(#[source] LabError),
     /// The shaped link could not be made (not root, iproute2 missing, a failing `ip`/`tc`).
     #[error("registry.netns_rate = {rate}: cannot put the registry behind a kernel-shaped link (remove netns_rate to use only the embedded registry's own bandwidth model)")]
     Link {
@@ -60,24 +57,20 @@ impl Origin {
         fabric: Option<&stampede_lab::Endpoint>,
     ) -> Result<Self, OriginError> {
         if let Some(endpoint) = fabric {
-            let std = endpoint
-                .bind(0)
-                .map_err(|source| OriginError::Fabric { source })?;
+            let std = endpoint.bind(0).map_err(OriginError::Fabric)?;
             let listeners = Listeners {
                 shared: tokio_listener(std, None)?,
                 nodes: Vec::new(),
             };
-            let registry = EmbeddedRegistry::serve(listeners, model.clone(), DEFAULT_SERIES_BUCKET)
-                .map_err(OriginError::Registry)?;
+            let registry =
+                EmbeddedRegistry::serve(listeners, model.clone(), DEFAULT_SERIES_BUCKET)?;
             return Ok(Self {
                 registry,
                 link: None,
             });
         }
         let Some(rate) = model.netns_rate else {
-            let registry = EmbeddedRegistry::start(model.clone(), nodes)
-                .await
-                .map_err(OriginError::Registry)?;
+            let registry = EmbeddedRegistry::start(model.clone(), nodes).await?;
             return Ok(Self {
                 registry,
                 link: None,
@@ -103,8 +96,7 @@ impl Origin {
                 .map(|n| bind(Some(n)))
                 .collect::<Result<_, _>>()?,
         };
-        let registry = EmbeddedRegistry::serve(listeners, model.clone(), DEFAULT_SERIES_BUCKET)
-            .map_err(OriginError::Registry)?;
+        let registry = EmbeddedRegistry::serve(listeners, model.clone(), DEFAULT_SERIES_BUCKET)?;
         tracing::info!(
             namespace = link.netns(),
             address = %link.upstream_ip(),
@@ -164,5 +156,5 @@ impl Origin {
 fn tokio_listener(std: StdListener, node: Option<usize>) -> Result<TcpListener, OriginError> {
     std.set_nonblocking(true)
         .and_then(|()| TcpListener::from_std(std))
-        .map_err(|source| OriginError::Registry(RegistryError::Bind { node, source }))
+        .map_err(|source| RegistryError::Bind { node, source }.into())
 }

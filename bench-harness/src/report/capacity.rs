@@ -309,15 +309,13 @@ impl WaveCapacity {
 fn window(series: &TrafficSeries, from_us: u64, until_us: Option<u64>) -> (TrafficSeries, u64) {
     let bucket_us = series.bucket_ms * 1000;
     let len = series.bytes_out.len();
-    let first = usize::try_from(from_us / bucket_us)
-        .unwrap_or(usize::MAX)
-        .min(len);
-    let end = until_us.map_or(len, |u| {
-        usize::try_from(u / bucket_us)
+    let bucket = |us: u64| {
+        usize::try_from(us / bucket_us)
             .unwrap_or(usize::MAX)
             .min(len)
-    });
-    let end = end.max(first);
+    };
+    let first = bucket(from_us);
+    let end = until_us.map_or(len, bucket).max(first);
     let slice = |v: &[u64]| v.get(first..end.min(v.len())).unwrap_or_default().to_vec();
     let out = TrafficSeries {
         bucket_ms: series.bucket_ms,
@@ -357,11 +355,7 @@ fn traffic_of(all: &[(TrafficSeries, u64)]) -> Option<Traffic> {
     Some(Traffic {
         bucket: Duration::from_millis(bucket_ms),
         peak_bytes_per_sec: peak(|s| &s.bytes_out),
-        mean_bytes_per_sec: if means.is_empty() {
-            0.0
-        } else {
-            means.iter().sum::<f64>() / means.len() as f64
-        },
+        mean_bytes_per_sec: crate::compare::mean(&means),
         peak_requests_per_sec: peak(|s| &s.requests),
         throttled: all
             .iter()

@@ -261,8 +261,7 @@ enum TrafficView {
 /// One repetition's registry time series in a traffic chart: the series' colour, the
 /// repetition's dash (its position).
 struct TrafficRun<'a> {
-    color: usize,
-    dash: usize,
+    style: Style,
     repetition: u32,
     series: &'a SeriesResult,
     data: TrafficSeries,
@@ -278,8 +277,7 @@ pub fn registry_traffic(r: &RunResult) -> Vec<Figure> {
             for (k, (rep, totals)) in s.registry.iter().enumerate() {
                 if let Some(data) = registry_series(totals) {
                     runs.push(TrafficRun {
-                        color: *i,
-                        dash: k,
+                        style: Style { color: *i, dash: k },
                         repetition: *rep,
                         series: s,
                         data,
@@ -290,7 +288,7 @@ pub fn registry_traffic(r: &RunResult) -> Vec<Figure> {
         if runs.is_empty() {
             continue;
         }
-        let reps = runs.iter().map(|t| t.dash + 1).max().unwrap_or(0);
+        let reps = runs.iter().map(|t| t.style.dash + 1).max().unwrap_or(0);
         let legend = legend_with_repetitions(&series, reps);
         for view in [
             TrafficView::Bandwidth,
@@ -430,10 +428,7 @@ fn traffic_line(t: &TrafficRun<'_>, view: TrafficView, x_end: f64) -> Line {
     points.push((x_end, last));
     Line {
         label: format!("{} rep {}", series_label(t.series), t.repetition),
-        style: Style {
-            color: t.color,
-            dash: t.dash,
-        },
+        style: t.style,
         step: view != TrafficView::Cumulative,
         points,
     }

@@ -106,15 +106,10 @@ fn pair_table(c: &Comparison, p: &PairComparison) -> Table {
         ("verdict", Align::Left),
     ]);
     for d in &p.differences {
-        let unit = d.metric.unit();
-        let (base, cand) = if d.verdict == Verdict::NoData {
-            ("-".to_owned(), "-".to_owned())
-        } else {
-            (
-                value(unit, d.baseline_mean()),
-                value(unit, d.candidate_mean()),
-            )
-        };
+        let [base, cand] = [d.baseline_mean(), d.candidate_mean()].map(|m| match d.verdict {
+            Verdict::NoData => "-".to_owned(),
+            _ => value(d.metric.unit(), m),
+        });
         t.row([
             d.metric.name().into(),
             format!("{}/{}", d.baseline.len(), d.candidate.len()).into(),

@@ -249,12 +249,8 @@ fn targets_line(sc: &Scenario) -> String {
 
 fn registry_line(sc: &Scenario) -> String {
     let reg = &sc.registry;
-    let egress = reg
-        .egress
-        .map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
-    let link = reg
-        .node_link
-        .map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+    let [egress, link] = [reg.egress, reg.node_link]
+        .map(|b| b.map_or_else(|| "unlimited".to_owned(), |b| b.to_string()));
     let throttle = match &reg.throttle {
         Some(t) => format!(
             "throttled above {} req/s (burst {})",

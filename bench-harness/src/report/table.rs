@@ -43,10 +43,7 @@ pub struct Table {
 
 impl From<String> for Cell {
     fn from(text: String) -> Self {
-        Self {
-            text,
-            emphasis: Emphasis::None,
-        }
+        Self::with(text, Emphasis::None)
     }
 }
 

@@ -71,7 +71,7 @@ struct VariantFile {
     name: String,
     synthetic: Option<SyntheticImage>,
     registry: Option<RegistryFile>,
-    layout: Option<LayoutFile>,
+    layout: Option<LayoutSource>,
     #[serde(default)]
     sidecars: Vec<String>,
 }
@@ -92,13 +92,6 @@ struct RegistryFile {
     password_env: Option<String>,
     /// Refused with a pointer to `password_env`: secrets never live in scenario files.
     password: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LayoutFile {
-    path: PathBuf,
-    tag: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -213,11 +206,7 @@ impl ScenarioFile {
             model_profile: self.model_profile,
         };
         problems.0.extend(scenario.validate());
-        if problems.0.is_empty() {
-            Ok(scenario)
-        } else {
-            Err(problems)
-        }
+        problems.0.is_empty().then_some(scenario).ok_or(problems)
     }
 }
 
@@ -300,10 +289,7 @@ impl VariantFile {
                 },
             })
         } else if let Some(l) = self.layout {
-            ImageSource::Layout(LayoutSource {
-                path: l.path,
-                tag: l.tag,
-            })
+            ImageSource::Layout(l)
         } else {
             problems.add(
                 format!("variants[{index}]"),

@@ -74,13 +74,11 @@ pub(super) fn problems(s: &Scenario, problem: &mut impl FnMut(String, String)) {
                 "not a setting of kind = \"kubernetes\": the cluster's scheduler places the pods (or pin them with pin_nodes)".into(),
             );
         }
-        if let Some(ns) = &k.namespace {
-            if !is_dns_label(ns) {
-                problem(
-                    at("namespace"),
-                    format!("{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"),
-                );
-            }
+        if let Some(ns) = k.namespace.as_ref().filter(|ns| !is_dns_label(ns)) {
+            problem(
+                at("namespace"),
+                format!("{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"),
+            );
         }
         for (j, node) in k.pin_nodes.iter().enumerate() {
             if node.is_empty() || node.len() > 253 || node.chars().any(char::is_whitespace) {

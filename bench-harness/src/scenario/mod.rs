@@ -163,7 +163,8 @@ impl RegistrySource {
 }
 
 /// `[variants.layout]`: an OCI image layout directory, served in place.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LayoutSource {
     /// The layout directory (holding `oci-layout` and `index.json`).
     pub path: PathBuf,
@@ -398,7 +399,6 @@ pub struct PodSlot {
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    /// The file could not be read.
     #[error("read scenario {path}")]
     Read {
         path: PathBuf,
@@ -411,7 +411,6 @@ pub enum ScenarioError {
     Parse {
         /// The file name given to [`Scenario::parse`].
         origin: String,
-        /// The parser's error, with the line, the column and a snippet.
         #[source]
         source: Box<toml::de::Error>,
     },
@@ -420,7 +419,6 @@ pub enum ScenarioError {
     Override {
         /// The file name given to [`Scenario::parse`].
         origin: String,
-        /// What was wrong with the override.
         #[source]
         source: OverrideError,
     },
@@ -429,7 +427,6 @@ pub enum ScenarioError {
     Invalid {
         /// The file name given to [`Scenario::parse`].
         origin: String,
-        /// Every problem found, each with its field path.
         problems: Problems,
     },
 }

@@ -43,7 +43,6 @@ pub enum OverrideError {
         raw: String,
         /// The path of the array.
         path: String,
-        /// The index asked for.
         index: usize,
         /// Entries the array has (0 if it is not an array).
         len: usize,
@@ -53,7 +52,6 @@ pub enum OverrideError {
     #[error("--set {raw}")]
     Rejected {
         raw: String,
-        /// What the scenario's shape refused.
         #[source]
         source: Box<toml::de::Error>,
     },

@@ -93,23 +93,17 @@ impl FromStr for Span {
 impl fmt::Display for Bandwidth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bits = self.bytes_per_sec.saturating_mul(8);
-        if bits.is_multiple_of(1_000_000_000) {
-            write!(f, "{}Gbit", bits / 1_000_000_000)
-        } else if bits.is_multiple_of(1_000_000) {
-            write!(f, "{}Mbit", bits / 1_000_000)
-        } else if bits.is_multiple_of(1000) {
-            write!(f, "{}kbit", bits / 1000)
-        } else {
-            write!(f, "{}B/s", self.bytes_per_sec)
+        for (per, unit) in [(1_000_000_000, "Gbit"), (1_000_000, "Mbit"), (1000, "kbit")] {
+            if bits.is_multiple_of(per) {
+                return write!(f, "{}{unit}", bits / per);
+            }
         }
+        write!(f, "{}B/s", self.bytes_per_sec)
     }
 }
 
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_zero() {
-            return f.write_str("0s");
-        }
         write!(f, "{}", humantime::format_duration(self.0))
     }
 }
