@@ -59,8 +59,9 @@ pub const SLOW_HOLD_TIME: Duration = Duration::from_millis(8);
 const QUEUE_BATCHES: usize = 16;
 /// Most slices one `pwritev` takes (Linux's `IOV_MAX` is 1024).
 const MAX_SLICES: usize = 512;
-/// Most bytes one `pwritev` takes.
-pub const WRITE_BYTES: usize = 256 * 1024;
+/// Most bytes one `pwritev` takes (a fast link's frames, one socket read each of at most about
+/// 400 KiB, are never cut).
+pub const WRITE_BYTES: usize = 512 * 1024;
 
 /// What the network stage hands the writer.
 #[derive(Debug)]
@@ -351,9 +352,10 @@ impl Writer {
 /// Why the limit: the page cache sizes the folios it allocates for a write by the write's length
 /// (as far as the offset is aligned). On the 2-vCPU VM of the README's measurements, 512 MiB
 /// written to a new file in aligned 1 MiB writes took 0.75-0.85 CPU-s and in 64-384 KiB writes
-/// 0.12-0.16 (unaligned 1 MiB writes, which get small folios: 0.15), most likely because large
-/// free blocks are the ones the guest had handed back to the host. A slow link's batches reach
-/// [`SLOW_HOLD_BYTES`], so their writes are cut.
+/// 0.12-0.16 (unaligned 1 MiB writes, which get small folios: 0.15; 512 KiB writes: 0.18-0.27),
+/// most likely because large free blocks are the ones the guest had handed back to the host.
+/// A slow link's batches reach [`SLOW_HOLD_BYTES`], so their writes are cut. A limit of
+/// 256 KiB, which cut a fast link's frames in two, measured no better.
 fn write_all_at(file: &File, frames: &[Bytes], mut offset: u64) -> io::Result<()> {
     let limit = WRITE_BYTES;
     // Frames cut to at most `limit` bytes each, so that a call of whole slices never needs to
