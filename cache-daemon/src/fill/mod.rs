@@ -2,9 +2,10 @@
 //! hashing it, then commit it (verified) or fail the flight (nothing committed, followers cut).
 //!
 //! Two stages run in parallel: this task receives frames from the upstream connection (or the
-//! cluster's stripes) and hands them, in batches of about [`writer::HOLD_BYTES`] and shared,
-//! not copied, to a blocking writer thread, which writes each batch to the temp file with one
-//! positional write, reports progress to followers (waking them every [`NOTIFY_BYTES`], or
+//! cluster's stripes) and hands them, in batches of about [`writer::HOLD_BYTES`] (up to
+//! [`writer::SLOW_HOLD_BYTES`] every [`writer::SLOW_HOLD_TIME`] off a slow link) and shared,
+//! not copied, to a blocking writer thread, which writes each batch to the temp file with few
+//! positional writes, reports progress to followers (waking them every [`NOTIFY_BYTES`], or
 //! whenever it has caught up with the network, so a hundred followers are not woken per
 //! packet) and then hashes it (`writer`). Followers never wait for the hash; only the commit
 //! (and so every response's last byte) does.

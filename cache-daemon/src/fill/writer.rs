@@ -6,10 +6,16 @@
 //! Why batches: off a slow link every frame is a few KiB (one socket read each), and handing
 //! each on woke the writer, and through it every follower, per frame; thread switches and
 //! wake-ups were about 40 % of the daemon's CPU in a 200 Mbit/s cold burst. The feeder holds
-//! frames until [`HOLD_BYTES`] have come or [`HOLD_TIME`] has passed since the first one held,
-//! and on a slow link it lets the bytes gather in the socket meanwhile rather than asking for
-//! them packet by packet ([`Feeder::next_frame`]), so followers see a byte a few milliseconds
-//! later than before at most.
+//! frames until [`HOLD_BYTES`] have come or [`HOLD_TIME`] has passed since the first one held.
+//! On a slow link (a batch went on by time, short of its bytes) it lets the bytes gather in the
+//! socket for [`SLOW_HOLD_TIME`] rather than asking for them packet by packet, and takes them
+//! as one batch of up to [`SLOW_HOLD_BYTES`] ([`Feeder::next_frame`]): fewer, larger batches
+//! mean fewer wake-ups of the writer and of every follower, and larger `sendfile` calls to
+//! each follower (the cost per call, and per short packet through the kernel, was most of a
+//! cold burst's CPU once the bytes themselves were sent by the kernel). Followers of a slow
+//! link see a byte at most about [`SLOW_HOLD_TIME`] later than it came.
+//!
+//! Why at most [`WRITE_BYTES`] per write: see [`write_all_at`].
 //!
 //! Why the hash is on the writer thread: it used to have a thread of its own, woken per frame;
 //! waking a third thread cost more CPU than the overlap saved. Hashed after followers were
@@ -43,11 +49,19 @@ pub const NOTIFY_BYTES: u64 = 64 * 1024;
 pub const HOLD_BYTES: u64 = 64 * 1024;
 /// Longest the network stage holds a frame before handing it to the writer.
 pub const HOLD_TIME: Duration = Duration::from_millis(2);
+/// On a slow link (the last batch went on short of its bytes), the bytes held before handing
+/// frames on: a link that brings this much within [`SLOW_HOLD_TIME`] is fast again.
+pub const SLOW_HOLD_BYTES: u64 = 1024 * 1024;
+/// On a slow link, how long the bytes gather in the socket before they are taken as one batch.
+pub const SLOW_HOLD_TIME: Duration = Duration::from_millis(8);
 /// Batches queued between the network stage and the writer (each at least [`HOLD_BYTES`]
 /// unless [`HOLD_TIME`] sent it early, so a fast link queues a few MiB at most).
 const QUEUE_BATCHES: usize = 16;
 /// Most slices one `pwritev` takes (Linux's `IOV_MAX` is 1024).
 const MAX_SLICES: usize = 512;
+/// Most bytes one `pwritev` takes (a fast link's frames, one socket read each of at most about
+/// 400 KiB, are never cut).
+pub const WRITE_BYTES: usize = 512 * 1024;
 
 /// What the network stage hands the writer.
 #[derive(Debug)]
@@ -130,7 +144,8 @@ pub struct Feeder {
     received_bytes: u64,
     /// Where the bytes end, when known.
     end_bytes: Option<u64>,
-    /// The last batch went on short of [`HOLD_BYTES`]: the link is slow.
+    /// The last batch went on by time, short of its bytes ([`HOLD_BYTES`], or
+    /// [`SLOW_HOLD_BYTES`] once slow): the link is slow.
     slow: bool,
 }
 
@@ -150,6 +165,24 @@ where
 }
 
 impl Feeder {
+    /// Bytes held before they go on: [`HOLD_BYTES`], or [`SLOW_HOLD_BYTES`] on a slow link.
+    fn hold_bytes(&self) -> u64 {
+        if self.slow {
+            SLOW_HOLD_BYTES
+        } else {
+            HOLD_BYTES
+        }
+    }
+
+    /// Longest a frame is held: [`HOLD_TIME`], or [`SLOW_HOLD_TIME`] on a slow link.
+    fn hold_time(&self) -> Duration {
+        if self.slow {
+            SLOW_HOLD_TIME
+        } else {
+            HOLD_TIME
+        }
+    }
+
     /// Bytes pushed so far (held or handed on).
     pub fn received_bytes(&self) -> u64 {
         self.received_bytes
@@ -164,10 +197,11 @@ impl Feeder {
     /// The next data frame of `body`, waiting at most `idle` for it. While frames are held, it
     /// hands them on by [`HOLD_TIME`] after the first one came.
     ///
-    /// On a slow link (the last batch went on by time, short of [`HOLD_BYTES`]) it does not ask
+    /// On a slow link (the last batch went on by time, short of its bytes) it does not ask
     /// for frames as they come: it lets the link's bytes gather in the socket until the batch
-    /// is due, then takes what has arrived without waiting, and hands the batch on once
-    /// nothing more is ready. Asked for frame by frame, a slow link's connection would wake two
+    /// is due ([`SLOW_HOLD_TIME`] after its first frame), then takes what has arrived without
+    /// waiting, and hands the batch on once nothing more is ready (or [`SLOW_HOLD_BYTES`] are
+    /// held: the link is fast again). Asked for frame by frame, a slow link's connection would wake two
     /// tasks per packet; this way one socket read takes what a few milliseconds brought. A fast
     /// link fills a batch before it is due and is never made to wait.
     pub async fn next_frame<B>(&mut self, body: &mut B, idle: Duration) -> Next
@@ -177,7 +211,7 @@ impl Feeder {
     {
         let idle_until = Instant::now() + idle;
         loop {
-            let got = match self.held_since.map(|since| since + HOLD_TIME) {
+            let got = match self.held_since.map(|since| since + self.hold_time()) {
                 Some(due) if self.slow && self.end_bytes != Some(self.received_bytes) => {
                     tokio::time::sleep_until(due).await;
                     ready_frame(body).await
@@ -210,7 +244,7 @@ impl Feeder {
     }
 
     /// Appends the next bytes of the blob, handing the held batch on once it has
-    /// [`HOLD_BYTES`]. `false`: the writer stopped (its own error says why).
+    /// [`HOLD_BYTES`] ([`SLOW_HOLD_BYTES`] on a slow link). `false`: the writer stopped (its own error says why).
     pub async fn push(&mut self, data: Bytes) -> bool {
         if data.is_empty() {
             return true;
@@ -220,7 +254,7 @@ impl Feeder {
         self.held_bytes += len;
         self.held.push(data);
         self.held_since.get_or_insert_with(Instant::now);
-        if self.held_bytes >= HOLD_BYTES {
+        if self.held_bytes >= self.hold_bytes() {
             return self.hand_on().await;
         }
         true
@@ -232,7 +266,7 @@ impl Feeder {
             return true;
         }
         let frames = std::mem::take(&mut self.held);
-        self.slow = self.held_bytes < HOLD_BYTES;
+        self.slow = self.held_bytes < self.hold_bytes();
         self.held_bytes = 0;
         self.held_since = None;
         self.tx.send(ToWriter::Frames(frames)).await.is_ok()
@@ -312,17 +346,36 @@ impl Writer {
     }
 }
 
-/// Writes `frames` one after another at `offset` of `file`, with as few `pwritev` calls as
-/// the kernel allows.
+/// Writes `frames` one after another at `offset` of `file`, at most [`WRITE_BYTES`] per
+/// `pwritev` call.
+///
+/// Why the limit: the page cache sizes the folios it allocates for a write by the write's length
+/// (as far as the offset is aligned). On the 2-vCPU VM of the README's measurements, 512 MiB
+/// written to a new file in aligned 1 MiB writes took 0.75-0.85 CPU-s and in 64-384 KiB writes
+/// 0.12-0.16 (unaligned 1 MiB writes, which get small folios: 0.15; 512 KiB writes: 0.18-0.27),
+/// most likely because large free blocks are the ones the guest had handed back to the host.
+/// A slow link's batches reach [`SLOW_HOLD_BYTES`], so their writes are cut. A limit of
+/// 256 KiB, which cut a fast link's frames in two, measured no better.
 fn write_all_at(file: &File, frames: &[Bytes], mut offset: u64) -> io::Result<()> {
+    let limit = WRITE_BYTES;
+    // Frames cut to at most `limit` bytes each, so that a call of whole slices never needs to
+    // take more than `limit`.
     let mut slices: Vec<IoSlice<'_>> = frames
         .iter()
+        .flat_map(|f| f.chunks(limit))
         .filter(|f| !f.is_empty())
-        .map(|f| IoSlice::new(f))
+        .map(IoSlice::new)
         .collect();
     let mut left = &mut slices[..];
     while !left.is_empty() {
-        let take = left.len().min(MAX_SLICES);
+        let mut take = 0;
+        let mut take_bytes = 0;
+        while take < left.len().min(MAX_SLICES)
+            && (take == 0 || take_bytes + left[take].len() <= limit)
+        {
+            take_bytes += left[take].len();
+            take += 1;
+        }
         match rustix::io::pwritev(file, &left[..take], offset) {
             Ok(0) => {
                 return Err(io::Error::new(
@@ -397,6 +450,82 @@ mod tests {
             content.len() as u64
         );
         guard.done();
+    }
+
+    #[test]
+    fn writes_are_cut_to_the_write_limit_and_land_whole() {
+        let sizes = [3, WRITE_BYTES * 2 + 5, 700, WRITE_BYTES, 1];
+        let total = sizes.iter().sum::<usize>() + 100_000;
+        let content: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let mut frames = Vec::new();
+        let mut at = 0;
+        for size in sizes {
+            frames.push(Bytes::copy_from_slice(&content[at..at + size]));
+            at += size;
+        }
+        frames.push(Bytes::copy_from_slice(&content[at..]));
+        let file = tempfile::tempfile().unwrap();
+        write_all_at(&file, &frames, 10).unwrap();
+        let mut have = vec![0; content.len()];
+        file.read_exact_at(&mut have, 10).unwrap();
+        assert!(have == content);
+    }
+
+    // Real time: the clock cannot be paused while the writer's blocking thread runs.
+    #[tokio::test]
+    async fn a_slow_link_is_taken_in_larger_batches() {
+        let flights = Arc::new(Flights::default());
+        let digest = Digest::of(b"slow link");
+        let Claim::Leader(guard) = flights.claim(&digest, || false) else {
+            panic!("first claim leads");
+        };
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let (mut feeder, writer) = spawn(file, guard.progress_writer(), None);
+        let (tx, rx) = mpsc::channel::<Result<hyper::body::Frame<Bytes>, io::Error>>(4);
+        let mut body = http_body_util::StreamBody::new(Box::pin(stream_of(rx)));
+        let idle = Duration::from_secs(30);
+        let frame = |n: usize| Bytes::from(vec![7u8; n]);
+        // A fast link: a batch of HOLD_BYTES goes on at once.
+        assert!(feeder.push(frame(HOLD_BYTES as usize)).await);
+        assert_eq!(feeder.held_bytes, 0);
+        assert!(!feeder.slow);
+        // A few bytes, then nothing within HOLD_TIME: they go on by time, and the link is slow.
+        assert!(feeder.push(frame(10)).await);
+        tx.send(Ok(hyper::body::Frame::data(frame(20))))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let Next::Data(data) = feeder.next_frame(&mut body, idle).await else {
+            panic!("a frame was ready");
+        };
+        assert!(feeder.push(data).await);
+        let next = tokio::time::timeout(SLOW_HOLD_TIME * 4, feeder.next_frame(&mut body, idle));
+        assert!(next.await.is_err(), "nothing more came");
+        assert_eq!(feeder.held_bytes, 0, "the held bytes went on by time");
+        assert!(feeder.slow);
+        assert!(started.elapsed() >= HOLD_TIME);
+        // Slow: HOLD_BYTES and more are held (up to SLOW_HOLD_BYTES), for SLOW_HOLD_TIME.
+        assert!(feeder.push(frame(HOLD_BYTES as usize * 2)).await);
+        assert_eq!(feeder.held_bytes, HOLD_BYTES * 2, "held, not handed on");
+        let held_at = Instant::now();
+        let next = tokio::time::timeout(SLOW_HOLD_TIME * 4, feeder.next_frame(&mut body, idle));
+        assert!(next.await.is_err(), "nothing more came");
+        assert_eq!(feeder.held_bytes, 0, "handed on once due");
+        assert!(held_at.elapsed() >= SLOW_HOLD_TIME);
+        // A link that brings SLOW_HOLD_BYTES within the hold is fast again.
+        assert!(feeder.push(frame(SLOW_HOLD_BYTES as usize)).await);
+        assert_eq!(feeder.held_bytes, 0);
+        assert!(!feeder.slow);
+        drop(tx);
+        feeder.finish().await;
+        let written = writer.await.unwrap().result.unwrap();
+        assert_eq!(written, HOLD_BYTES * 3 + 30 + SLOW_HOLD_BYTES);
+        guard.done();
+    }
+
+    /// A stream of the frames sent on `rx`.
+    fn stream_of<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
     }
 
     #[tokio::test]
