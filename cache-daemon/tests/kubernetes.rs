@@ -17,26 +17,18 @@ use stampede_lab::{AccessCounts, AccessEntry, AccessLog, KubeBed, RequestKind};
 /// Replicas of the workload, all on the one node.
 const REPLICAS: u32 = 3;
 
-fn workload(image: &str) -> String {
-    format!(
-        r#"{{"apiVersion": "apps/v1", "kind": "Deployment",
-  "metadata": {{"name": "through-cache", "namespace": "default"}},
-  "spec": {{"replicas": {REPLICAS}, "selector": {{"matchLabels": {{"app": "through-cache"}}}},
-    "template": {{"metadata": {{"labels": {{"app": "through-cache"}}}},
-      "spec": {{"automountServiceAccountToken": false, "terminationGracePeriodSeconds": 0,
-        "containers": [{{"name": "app", "image": "{image}", "command": ["sleep", "3600"]}}]}}}}}}}}"#
-    )
-}
-
-/// A Deployment of `replicas` pods of `image` pinned to `node`.
-fn pinned(name: &str, image: &str, node: &str, replicas: u32) -> String {
+/// A Deployment of `replicas` pods of `image`, pinned to `node` when given.
+fn deployment(name: &str, image: &str, node: Option<&str>, replicas: u32) -> String {
+    let selector = node.map_or_else(String::new, |node| {
+        format!(r#""nodeSelector": {{"kubernetes.io/hostname": "{node}"}},"#)
+    });
     format!(
         r#"{{"apiVersion": "apps/v1", "kind": "Deployment",
   "metadata": {{"name": "{name}", "namespace": "default"}},
   "spec": {{"replicas": {replicas}, "selector": {{"matchLabels": {{"app": "{name}"}}}},
     "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
       "spec": {{"automountServiceAccountToken": false, "terminationGracePeriodSeconds": 0,
-        "nodeSelector": {{"kubernetes.io/hostname": "{node}"}},
+        {selector}
         "containers": [{{"name": "app", "image": "{image}", "command": ["sleep", "3600"]}}]}}}}}}}}"#
     )
 }
@@ -126,7 +118,7 @@ fn daemonset_serves_kubelet_pulls_on_a_real_node() {
     let log = AccessLog::new(bed.registry_log());
     let before = log.offset();
     let spec = bed.dir().join("workload.json");
-    std::fs::write(&spec, workload(&image)).unwrap();
+    std::fs::write(&spec, deployment("through-cache", &image, None, REPLICAS)).unwrap();
     bed.kubectl(&["apply", "-f", &spec.to_string_lossy()])
         .unwrap();
     bed.kubectl(&[
@@ -240,7 +232,11 @@ fn cluster_mode_rollout_on_three_nodes_costs_the_registry_one_copy() {
     let before = log.offset();
     for (i, node) in nodes.iter().enumerate() {
         let spec = bed.dir().join(format!("rollout-{i}.json"));
-        std::fs::write(&spec, pinned(&format!("rollout-{i}"), &image, node, 2)).unwrap();
+        std::fs::write(
+            &spec,
+            deployment(&format!("rollout-{i}"), &image, Some(node), 2),
+        )
+        .unwrap();
         bed.kubectl(&["apply", "-f", &spec.to_string_lossy()])
             .unwrap();
     }
