@@ -74,24 +74,7 @@ pub fn build() -> Result<(), LabError> {
 }
 
 fn script(name: &str, args: &[&str]) -> Result<String, LabError> {
-    let path = scripts().join(name);
-    let command = format!("{} {}", path.display(), args.join(" "));
-    let out = Command::new(&path)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| LabError::Spawn {
-            what: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            command,
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::process::run(&scripts().join(name).to_string_lossy(), args)
 }
 
 /// The IP of node `i` (1-based) on the bed's network.
