@@ -9,12 +9,12 @@ use clap::Parser as _;
 
 use cache_daemon::cli::{Cli, Command, LogFormat, ServeArgs};
 
-/// jemalloc, not glibc's malloc: every upstream read lands in a new buffer of up to
-/// [`cache_daemon::upstream::READ_BUF_BYTES`] that lives until the writer thread has written and
-/// hashed it, and glibc gave those buffers back to the kernel as they were freed and faulted
-/// fresh pages in for the next ones: about 62,000 page faults and 0.16 CPU-s per cold GiB, 9 %
-/// of the daemon's CPU (cache-daemon/README.md, issue 18). jemalloc keeps freed pages for reuse
-/// and returns them after its decay time (10 s) once the fill is over.
+/// jemalloc, not glibc's malloc. Every upstream read lands in a new buffer of up to about
+/// 400 KiB (hyper's read size) that lives until the writer thread has written and hashed it.
+/// glibc handed those buffers back to the kernel as they were freed and faulted fresh pages in
+/// for the next ones: about 62,000 page faults per cold GiB and 8 % of the daemon's CPU. With
+/// jemalloc it is about 6,500, since freed pages are kept for reuse and returned to the kernel
+/// after its decay time (10 s). Measured in cache-daemon/README.md (issue 18).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

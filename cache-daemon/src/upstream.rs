@@ -39,13 +39,6 @@ use crate::metrics::{Kind, Metrics};
 /// `Retry-After` assumed when a 429 carries none.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Most bytes one upstream (or peer) connection reads from its socket at once, and so the largest
-/// frame of a blob body: 1 MiB, not hyper's default of about 400 KiB, so that a fast link takes
-/// fewer reads, frames, writer hand-offs and follower wake-ups per byte (measured in
-/// cache-daemon/README.md, issue 18). A frame's memory is freed once the writer has written and
-/// hashed it and the in-memory window has moved past it.
-pub const READ_BUF_BYTES: usize = 1 << 20;
-
 /// Caller checks in flight at once per upstream; more wait for a slot (each is bounded by the
 /// response timeout), so distinct callers cannot open unbounded upstream connections.
 pub const CALLER_CHECKS_PER_UPSTREAM: usize = 16;
@@ -91,7 +84,6 @@ impl Upstreams {
             extra_ca_file: config.ca_file,
             user_agent: concat!("cache-daemon/", env!("CARGO_PKG_VERSION")).to_owned(),
             trusted_realm_hosts: config.trusted_token_hosts,
-            read_buf_bytes: Some(READ_BUF_BYTES),
             ..ClientConfig::default()
         })?;
         Ok(Self {

@@ -44,9 +44,6 @@ pub struct ClientConfig {
     pub max_idle_per_host: usize,
     /// Token realm hosts trusted with credentials beyond the same-domain rule.
     pub trusted_realm_hosts: Vec<String>,
-    /// Most bytes a connection reads from its socket at once, and so the largest body frame
-    /// (hyper's `max_buf_size`); `None` keeps hyper's default, about 400 KiB.
-    pub read_buf_bytes: Option<usize>,
 }
 
 impl Default for ClientConfig {
@@ -58,7 +55,6 @@ impl Default for ClientConfig {
             user_agent: concat!("stampede/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_idle_per_host: 64,
             trusted_realm_hosts: Vec::new(),
-            read_buf_bytes: None,
         }
     }
 }
@@ -276,13 +272,10 @@ impl RegistryClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let mut http = Client::builder(TokioExecutor::new());
-        http.pool_max_idle_per_host(config.max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(60));
-        if let Some(bytes) = config.read_buf_bytes {
-            http.http1_max_buf_size(bytes);
-        }
-        let http = http.build(https);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
         Ok(Self {
             http,
             config: Arc::new(config),

@@ -123,7 +123,6 @@ impl PeerClient {
         connector.set_nodelay(true);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .http1_max_buf_size(crate::upstream::READ_BUF_BYTES)
             .build(connector);
         Self {
             http,
