@@ -436,17 +436,28 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt as _;
 
-    use crate::flight::{Claim, Flights};
+    use crate::flight::{Claim, FillGuard, Flights};
     use stampede_oci::Digest;
+
+    /// The fill of `digest`, led by the caller (its own flights).
+    fn lead(digest: &Digest) -> FillGuard {
+        let flights = Arc::new(Flights::default());
+        let Claim::Leader(guard) = flights.claim(digest, || false) else {
+            panic!("first claim leads");
+        };
+        guard
+    }
+
+    /// A new unlinked file for the writer to fill.
+    fn temp_file() -> Arc<File> {
+        Arc::new(tempfile::tempfile().unwrap())
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batches_land_in_order_hashed_and_flushed() {
         let content: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         let digest = Digest::of(&content);
-        let flights = Arc::new(Flights::default());
-        let Claim::Leader(guard) = flights.claim(&digest, || false) else {
-            panic!("first claim leads");
-        };
+        let guard = lead(&digest);
         let file = Arc::new(tempfile::tempfile().unwrap());
         let (mut feeder, writer) = spawn(
             file.clone(),
@@ -511,13 +522,8 @@ mod tests {
     // Real time: the clock cannot be paused while the writer's blocking thread runs.
     #[tokio::test]
     async fn a_slow_link_is_taken_in_larger_batches() {
-        let flights = Arc::new(Flights::default());
-        let digest = Digest::of(b"slow link");
-        let Claim::Leader(guard) = flights.claim(&digest, || false) else {
-            panic!("first claim leads");
-        };
-        let file = Arc::new(tempfile::tempfile().unwrap());
-        let (mut feeder, writer) = spawn(file, guard.progress_writer(), None);
+        let guard = lead(&Digest::of(b"slow link"));
+        let (mut feeder, writer) = spawn(temp_file(), guard.progress_writer(), None);
         let (tx, rx) = mpsc::channel::<Result<hyper::body::Frame<Bytes>, io::Error>>(4);
         let mut body = http_body_util::StreamBody::new(Box::pin(stream_of(rx)));
         let idle = Duration::from_secs(30);
@@ -602,13 +608,8 @@ mod tests {
 
     #[tokio::test]
     async fn held_frames_go_to_the_writer_within_the_hold_time_while_the_body_waits() {
-        let flights = Arc::new(Flights::default());
-        let digest = Digest::of(b"slow");
-        let Claim::Leader(guard) = flights.claim(&digest, || false) else {
-            panic!("first claim leads");
-        };
-        let file = Arc::new(tempfile::tempfile().unwrap());
-        let (mut feeder, writer) = spawn(file, guard.progress_writer(), None);
+        let guard = lead(&Digest::of(b"slow"));
+        let (mut feeder, writer) = spawn(temp_file(), guard.progress_writer(), None);
         let mut progress = guard.flight().subscribe();
         assert!(feeder.push(Bytes::from_static(b"few bytes")).await);
         // A body that sends nothing more for a while: the held bytes must not wait for it.
