@@ -1,7 +1,8 @@
 //! `cargo bench -p cache-daemon --bench mirror`: what only the daemon's own bench measures,
 //! cache-daemon side by side with nginx (`proxy_cache_lock`), distribution in proxy mode and the
 //! origin itself ("direct"), on this machine, in one run: hot serving under `wrk`, and resident
-//! memory while 256 clients stream one blob. Needs root (network namespace, `tc`), Debian's
+//! memory while 256 clients stream one blob, and a cold pull of a large blob through each cache
+//! beside the floor of the work itself (`floor`). Needs root (network namespace, `tc`), Debian's
 //! `docker-registry`, and `wrk`; nginx is optional (a missing peer is skipped). The cold burst and
 //! the cold large pull it used to time are bench-harness scenarios against the real binary
 //! (`scenarios/daemon-cold-burst.toml`, `scenarios/daemon-large-blob.toml`).
@@ -12,10 +13,11 @@
 //! namespace. A second origin process on the host's loopback serves the same store unshaped, for
 //! the hot runs.
 //!
-//! Scenarios are chosen by name on the command line (`hot`, `rss`; default both), e.g.
-//! `cargo bench -p cache-daemon --bench mirror -- hot`. Environment: `MIRROR_REPS` (3),
+//! Scenarios are chosen by name on the command line (`hot`, `rss`, `floor`; default all three),
+//! e.g. `cargo bench -p cache-daemon --bench mirror -- hot`. Environment: `MIRROR_REPS` (3),
 //! `MIRROR_TARGETS` (`cache-daemon,nginx,distribution,direct`), `MIRROR_HOT_SECS` (5),
 //! `MIRROR_BURST_MIB` (32, the memory scenario's blob), `MIRROR_RATE_MBIT` (200),
+//! `MIRROR_FLOOR_MIB` (1024, the floor scenario's blob),
 //! `MIRROR_BASELINE_BIN` (another cache-daemon binary, e.g. an older commit's, measured beside
 //! this build as `cache-daemon-baseline`).
 //!
@@ -31,7 +33,8 @@
 //! - `target`: cache-daemon, nginx, distribution, direct: started fresh per measurement.
 //! - `client`: the timed burst client; registry pushes.
 //! - `wrk`, `rss`, `cpu`: the hot-path load tool, the memory sampler, CPU time per process.
-//! - `scenario`: the two measurements.
+//! - `floor`: the floor of a verified cold fill, the simplest program doing the work.
+//! - `scenario`: the three measurements.
 //! - `machine`, `report`: what the summary says about where and what.
 
 #[path = "mirror/client.rs"]
@@ -43,6 +46,8 @@ mod data;
 #[path = "mirror/entry.rs"]
 mod entry;
 use entry::env_num;
+#[path = "mirror/floor.rs"]
+mod floor;
 #[path = "mirror/machine.rs"]
 mod machine;
 #[path = "mirror/report.rs"]
@@ -86,6 +91,7 @@ const SHA_PROBE_BYTES: usize = 256 << 20;
 enum Scenario {
     Hot,
     Rss,
+    Floor,
 }
 
 /// Validated settings from arguments and environment.
@@ -97,6 +103,7 @@ struct Settings {
     hot_duration: Duration,
     burst_bytes: u64,
     rate_mbit: u32,
+    floor_bytes: u64,
 }
 
 impl Settings {
@@ -107,14 +114,15 @@ impl Settings {
             scenarios.push(match arg.as_str() {
                 "hot" => Scenario::Hot,
                 "rss" => Scenario::Rss,
+                "floor" => Scenario::Floor,
                 "cold" | "big" => bail!(
-                    "scenario {arg:?} moved to bench-harness: run scenarios/daemon-cold-burst.toml or scenarios/daemon-large-blob.toml (see scenarios/README.md)"
+                    "scenario {arg:?} moved to bench-harness: run scenarios/daemon-cold-burst.toml or scenarios/daemon-large-blob.toml (see scenarios/README.md); the cold pull beside its floor is scenario floor"
                 ),
-                other => bail!("unknown scenario {other:?}: expected hot or rss"),
+                other => bail!("unknown scenario {other:?}: expected hot, rss or floor"),
             });
         }
         if scenarios.is_empty() {
-            scenarios = vec![Scenario::Hot, Scenario::Rss];
+            scenarios = vec![Scenario::Hot, Scenario::Rss, Scenario::Floor];
         }
         let kinds = match std::env::var("MIRROR_TARGETS") {
             Ok(list) => list
@@ -136,6 +144,7 @@ impl Settings {
             hot_duration: Duration::from_secs(env_num("MIRROR_HOT_SECS", 5u64)?.max(1)),
             burst_bytes: env_num("MIRROR_BURST_MIB", 32u64)?.max(1) << 20,
             rate_mbit: env_num("MIRROR_RATE_MBIT", 200u32)?.max(1),
+            floor_bytes: env_num("MIRROR_FLOOR_MIB", 1024u64)?.max(1) << 20,
         })
     }
 
@@ -150,12 +159,15 @@ struct Content {
     burst: data::BlobFile,
     large: data::BlobFile,
     small: data::BlobFile,
+    /// The floor scenario's blob, when it runs.
+    floor: Option<data::BlobFile>,
     manifest: stampede_oci::Digest,
 }
 
 fn make_content(
     dir: &std::path::Path,
     burst_bytes: u64,
+    floor_bytes: Option<u64>,
 ) -> anyhow::Result<(Content, Vec<data::BlobFile>, bytes::Bytes)> {
     std::fs::create_dir_all(dir)?;
     let burst = data::random_blob(dir, "burst", burst_bytes, 1)?;
@@ -167,12 +179,17 @@ fn make_content(
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
     )?;
     let (manifest_bytes, manifest) = data::manifest(&config, &[&small, &large]);
-    let all = vec![burst.clone(), large.clone(), small.clone(), config];
+    let floor = floor_bytes
+        .map(|size| data::random_blob(dir, "floor", size, 4))
+        .transpose()?;
+    let mut all = vec![burst.clone(), large.clone(), small.clone(), config];
+    all.extend(floor.clone());
     Ok((
         Content {
             burst,
             large,
             small,
+            floor,
             manifest,
         },
         all,
@@ -196,7 +213,10 @@ async fn origins(settings: &Settings, work: &std::path::Path) -> anyhow::Result<
     let (content, blobs, manifest_bytes) = {
         let dir = content_dir.clone();
         let burst_bytes = settings.burst_bytes;
-        tokio::task::spawn_blocking(move || make_content(&dir, burst_bytes)).await??
+        let floor_bytes = settings
+            .wants(Scenario::Floor)
+            .then_some(settings.floor_bytes);
+        tokio::task::spawn_blocking(move || make_content(&dir, burst_bytes, floor_bytes)).await??
     };
     let origin_data = work.join("origin-data");
     let loopback = Origin::start(
@@ -291,7 +311,7 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
     };
     let sha256_bps =
         tokio::task::spawn_blocking(|| scenario::sha256_speed(SHA_PROBE_BYTES)).await?;
-    let (mut hot, mut rss) = (vec![], vec![]);
+    let (mut hot, mut rss, mut cold) = (vec![], vec![], vec![]);
     if settings.wants(Scenario::Hot) {
         eprintln!("mirror: hot (load {})", machine::load_average());
         let paths = HotPaths {
@@ -304,6 +324,10 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
     if let Some((_, origin)) = shaped.as_ref().filter(|_| settings.wants(Scenario::Rss)) {
         eprintln!("mirror: memory (load {})", machine::load_average());
         rss = scenario::rss(&bed, origin, &content.burst).await?;
+    }
+    if let Some(blob) = content.floor.as_ref() {
+        eprintln!("mirror: floor (load {})", machine::load_average());
+        cold = scenario::floor(&bed, &loopback, blob).await?;
     }
     if let Some((link, origin)) = shaped {
         origin.stop();
@@ -320,6 +344,8 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
         sha256_bps,
         hot: &hot,
         rss: &rss,
+        cold: &cold,
+        floor_bytes: settings.floor_bytes,
         skipped: &skipped,
     }))
 }

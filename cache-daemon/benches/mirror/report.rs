@@ -1,12 +1,13 @@
 //! Statistics over the runs (medians over repetitions, nearest-rank p95 over clients) and the
-//! Markdown summary: the machine, one table per scenario with ratios to cache-daemon, and the
-//! issue's goals, each with its bar, the measured value and whether it was met.
+//! Markdown summary: the machine, one table per scenario with ratios to cache-daemon (the floor
+//! scenario's to the floor), and the issue's goals, each with its bar, the measured value and
+//! whether it was met.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::machine::Machine;
-use crate::scenario::{HotRun, HotTest, RssRun, RSS_CLIENTS};
+use crate::scenario::{ColdRun, ColdServer, HotRun, HotTest, RssRun, COLD_SETTLE, RSS_CLIENTS};
 use crate::target::Kind;
 
 /// The median; `None` for no values.
@@ -46,6 +47,10 @@ pub struct Inputs<'a> {
     pub hot: &'a [HotRun],
     /// Memory runs.
     pub rss: &'a [RssRun],
+    /// Cold pulls of the floor scenario.
+    pub cold: &'a [ColdRun],
+    /// Size of the floor scenario's blob.
+    pub floor_bytes: u64,
     /// Targets skipped (not installed).
     pub skipped: &'a [Kind],
 }
@@ -93,6 +98,7 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
     render_hot(&mut out, i);
     render_rss(&mut out, i);
+    render_cold(&mut out, i);
     render_goals(&mut out, i);
     out
 }
@@ -220,6 +226,80 @@ fn render_rss(out: &mut String, i: &Inputs<'_>) {
     }
 }
 
+/// Bytes per GiB.
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// The cold runs of `server`.
+fn cold_runs<'a>(i: &'a Inputs<'_>, server: ColdServer) -> Vec<&'a ColdRun> {
+    i.cold.iter().filter(|r| r.server == server).collect()
+}
+
+/// Median CPU seconds per GiB of `server`'s cold pulls.
+fn cold_cpu_per_gib(i: &Inputs<'_>, server: ColdServer) -> Option<f64> {
+    median(
+        cold_runs(i, server)
+            .iter()
+            .map(|r| r.cpu_secs / (r.bytes as f64 / GIB))
+            .collect(),
+    )
+}
+
+/// Everyone who served a cold pull, in the report's order (the floor last).
+fn cold_servers(i: &Inputs<'_>) -> Vec<ColdServer> {
+    Kind::ALL
+        .into_iter()
+        .map(ColdServer::Cache)
+        .chain([ColdServer::Floor])
+        .filter(|s| !cold_runs(i, *s).is_empty())
+        .collect()
+}
+
+fn render_cold(out: &mut String, i: &Inputs<'_>) {
+    if i.cold.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n### Cold pull beside its floor: one client, a cold {:.0} MiB blob, origin on loopback\n",
+        i.floor_bytes as f64 / 1048576.0
+    );
+    let _ = writeln!(
+        out,
+        "The floor is the least work a cache that verifies what it serves must do: one thread, one socket read of at most 512 KiB at a time (one receive copy), sha256 of it, one write to a temp file, `sendfile` of it to the client, and an `fsync` and digest check at the end (`benches/mirror/floor.rs`). \
+         A cache's CPU is its processes' from the request until {} ms after the last byte (its commit); the floor's is its thread's until its file is synced and verified. \
+         On loopback the kernel charges the client's TCP receive to the sender, so every row includes it. nginx verifies nothing.\n",
+        COLD_SETTLE.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "| server | runs | CPU-s per GiB (median) | range | ÷ floor | wall s (median) |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | --- | ---: | ---: |");
+    let floor = cold_cpu_per_gib(i, ColdServer::Floor).unwrap_or(f64::NAN);
+    for server in cold_servers(i) {
+        let runs = cold_runs(i, server);
+        let per_gib: Vec<f64> = runs
+            .iter()
+            .map(|r| r.cpu_secs / (r.bytes as f64 / GIB))
+            .collect();
+        let lo = per_gib.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = per_gib.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let med = median(per_gib).unwrap_or(f64::NAN);
+        let wall = median(runs.iter().map(|r| secs(r.wall)).collect()).unwrap_or(f64::NAN);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {}-{} | {} | {} |",
+            server.name(),
+            runs.len(),
+            f(med, 2),
+            f(lo, 2),
+            f(hi, 2),
+            f(med / floor, 2),
+            f(wall, 2)
+        );
+    }
+}
+
 fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "met",
@@ -251,6 +331,18 @@ fn render_goals(out: &mut String, i: &Inputs<'_>) {
         );
     }
     render_cpu_goals(out, i);
+    if !i.cold.is_empty() {
+        let d = cold_cpu_per_gib(i, ColdServer::Cache(Kind::Daemon));
+        let floor = cold_cpu_per_gib(i, ColdServer::Floor);
+        let _ = writeln!(
+            out,
+            "| cold {:.0} MiB pull, unshaped: daemon CPU-s per GiB (floor of the work here: {}) | ≤ 1.5 | {} | {} |",
+            i.floor_bytes as f64 / 1048576.0,
+            f(floor.unwrap_or(f64::NAN), 2),
+            f(d.unwrap_or(f64::NAN), 2),
+            verdict(d.map(|d| d <= 1.5))
+        );
+    }
     let peak = i
         .rss
         .iter()

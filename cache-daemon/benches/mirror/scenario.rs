@@ -3,7 +3,9 @@
 //! burst and the cold large pull are bench-harness scenarios, `scenarios/daemon-*.toml`):
 //! - [`hot`]: wrk on a cached 64 MiB blob, a 1 KiB blob and a manifest by digest, with the
 //!   target's CPU time per run;
-//! - [`rss`]: 256 clients streaming one blob, cold then hot, while RSS is sampled.
+//! - [`rss`]: 256 clients streaming one blob, cold then hot, while RSS is sampled;
+//! - [`floor`]: one client's cold pull of a large blob on loopback through each cache and
+//!   through the floor of the work (`floor.rs`), with the CPU time each spent.
 //!
 //! Scenarios only measure and return runs; `report.rs` computes statistics and renders them.
 
@@ -18,6 +20,7 @@ use stampede_oci::Digest;
 use crate::client::{self, BurstSpec};
 use crate::cpu::{Counted, CpuClock};
 use crate::data::BlobFile;
+use crate::floor::Floor;
 use crate::rss::{self, Sampler};
 use crate::target::{Kind, Target};
 use crate::upstream::Origin;
@@ -256,6 +259,122 @@ pub async fn rss(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<
         }
     }
     Ok(runs)
+}
+
+/// Who serves a cold pull in the floor scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColdServer {
+    /// A cache, started fresh with an empty store.
+    Cache(Kind),
+    /// The floor of the work (`floor.rs`).
+    Floor,
+}
+
+impl ColdServer {
+    /// Name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColdServer::Cache(kind) => kind.name(),
+            ColdServer::Floor => "floor",
+        }
+    }
+}
+
+/// One cold pull.
+#[derive(Debug, Clone)]
+pub struct ColdRun {
+    /// Who served it.
+    pub server: ColdServer,
+    /// CPU seconds the server used: a cache's processes from the request until its commit
+    /// settled ([`COLD_SETTLE`] after the last byte), the floor's thread until its file was
+    /// synced and verified.
+    pub cpu_secs: f64,
+    /// From the request to the client's last byte.
+    pub wall: Duration,
+    /// Bytes the client got.
+    pub bytes: u64,
+}
+
+/// Bound on one cold pull.
+const COLD_LIMIT: Duration = Duration::from_secs(120);
+/// A cache's CPU is read this long after the client's last byte, so its commit (the `fsync`
+/// and rename after the last byte went out) is counted.
+pub const COLD_SETTLE: Duration = Duration::from_millis(300);
+
+/// One client pulls `blob`, cold, through each cache in `bed.kinds` (distribution and direct
+/// are not caches that verify, and are left out) and through the floor, on the unshaped origin.
+///
+/// # Errors
+/// A target cannot be started, a pull fails or comes back short.
+pub async fn floor(bed: &Bed, origin: &Origin, blob: &BlobFile) -> anyhow::Result<Vec<ColdRun>> {
+    let mut servers: Vec<ColdServer> = bed
+        .kinds
+        .iter()
+        .filter(|k| matches!(k, Kind::Daemon | Kind::Baseline | Kind::Nginx))
+        .map(|k| ColdServer::Cache(*k))
+        .collect();
+    servers.push(ColdServer::Floor);
+    let path = blob.path_in(REPO);
+    let mut runs = Vec::new();
+    for rep in 0..bed.reps {
+        let mut order = servers.clone();
+        order.rotate_left(rep % servers.len());
+        for server in order {
+            let run = match server {
+                ColdServer::Cache(kind) => {
+                    let target = Target::start(kind, origin.addr, &bed.work)?;
+                    let clock =
+                        CpuClock::start(vec![target.pid().map_or(Counted::Nothing, Counted::Tree)]);
+                    let (wall, bytes) = cold_pull(target.addr, &path, blob.size_bytes).await?;
+                    tokio::time::sleep(COLD_SETTLE).await;
+                    let cpu_secs = clock.read()[0];
+                    target.stop();
+                    ColdRun {
+                        server,
+                        cpu_secs,
+                        wall,
+                        bytes,
+                    }
+                }
+                ColdServer::Floor => {
+                    let floor = Floor::start(origin.addr, &path, blob.digest.clone(), &bed.work)?;
+                    let (wall, bytes) = cold_pull(floor.addr, &path, blob.size_bytes).await?;
+                    let fill = tokio::task::spawn_blocking(move || floor.finish()).await??;
+                    if fill.bytes != bytes {
+                        bail!("the floor filled {} bytes but sent {bytes}", fill.bytes);
+                    }
+                    ColdRun {
+                        server,
+                        cpu_secs: fill.cpu_secs,
+                        wall,
+                        bytes,
+                    }
+                }
+            };
+            progress(format_args!(
+                "{:<22} cold {:.0} MiB: {:.2} CPU-s, {:.2} s",
+                server.name(),
+                blob.size_bytes as f64 / 1048576.0,
+                run.cpu_secs,
+                run.wall.as_secs_f64()
+            ));
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// One GET of `path` from `addr`, drained: the wall time and the bytes, which must be `size`.
+async fn cold_pull(addr: SocketAddr, path: &str, size: u64) -> anyhow::Result<(Duration, u64)> {
+    let started = Instant::now();
+    let (status, _, bytes) = tokio::time::timeout(COLD_LIMIT, client::drain(addr, path))
+        .await
+        .with_context(|| format!("cold pull of {path} took longer than {COLD_LIMIT:?}"))??;
+    let wall = started.elapsed();
+    if status != http::StatusCode::OK || bytes != size {
+        bail!("cold pull of {path}: {status}, {bytes} of {size} bytes");
+    }
+    Ok((wall, bytes))
 }
 
 /// Single-core sha256 speed on this machine, bytes per second, over `bytes` of buffer.
