@@ -11,7 +11,7 @@
 //! host namespace over a veth pair whose namespace end is shaped with `tc tbf rate 200mbit`
 //! (the memory scenario's cold fill); the caches and this process's clients stay in the host
 //! namespace. A second origin process on the host's loopback serves the same store unshaped, for
-//! the hot runs.
+//! the hot runs and the floor scenario.
 //!
 //! Scenarios are chosen by name on the command line (`hot`, `rss`, `floor`; default all three),
 //! e.g. `cargo bench -p cache-daemon --bench mirror -- hot`. Environment: `MIRROR_REPS` (3),
