@@ -197,8 +197,8 @@ fn make_content(
     ))
 }
 
-/// What the scenarios pull from: the content, pushed to an origin on loopback, and (for the
-/// cold and memory scenarios) a second origin over the same store behind the shaped link.
+/// What the scenarios pull from: the content, pushed to an origin on loopback (hot, floor), and
+/// (for the memory scenario) a second origin over the same store behind the shaped link.
 struct Origins {
     content: Content,
     loopback: Origin,
