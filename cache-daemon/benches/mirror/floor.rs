@@ -23,7 +23,7 @@ use stampede_oci::digest::Hasher;
 use stampede_oci::Digest;
 
 /// Bytes one socket read takes at most (about what hyper's reads reach off a fast link).
-const READ_BYTES: usize = 512 * 1024;
+pub const READ_BYTES: usize = 512 * 1024;
 /// Longest any socket call may block.
 const IO_LIMIT: Duration = Duration::from_secs(60);
 /// Longest a request or response head may be.

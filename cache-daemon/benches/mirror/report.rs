@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::floor::READ_BYTES;
 use crate::machine::Machine;
 use crate::scenario::{ColdRun, ColdServer, HotRun, HotTest, RssRun, COLD_SETTLE, RSS_CLIENTS};
 use crate::target::Kind;
@@ -226,9 +227,6 @@ fn render_rss(out: &mut String, i: &Inputs<'_>) {
     }
 }
 
-/// Bytes per GiB.
-const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-
 /// The cold runs of `server`.
 fn cold_runs<'a>(i: &'a Inputs<'_>, server: ColdServer) -> Vec<&'a ColdRun> {
     i.cold.iter().filter(|r| r.server == server).collect()
@@ -239,7 +237,7 @@ fn cold_cpu_per_gib(i: &Inputs<'_>, server: ColdServer) -> Option<f64> {
     median(
         cold_runs(i, server)
             .iter()
-            .map(|r| r.cpu_secs / (r.bytes as f64 / GIB))
+            .map(|r| r.cpu_per_gib())
             .collect(),
     )
 }
@@ -265,9 +263,10 @@ fn render_cold(out: &mut String, i: &Inputs<'_>) {
     );
     let _ = writeln!(
         out,
-        "The floor is the least work a cache that verifies what it serves must do: one thread, one socket read of at most 512 KiB at a time (one receive copy), sha256 of it, one write to a temp file, `sendfile` of it to the client, and an `fsync` and digest check at the end (`benches/mirror/floor.rs`). \
+        "The floor is the least work a cache that verifies what it serves must do: one thread, one socket read of at most {} KiB at a time (one receive copy), sha256 of it, one write to a temp file, `sendfile` of it to the client, and an `fsync` and digest check at the end (`benches/mirror/floor.rs`). \
          A cache's CPU is its processes' from the request until {} ms after the last byte (its commit); the floor's is its thread's until its file is synced and verified. \
          On loopback the kernel charges the client's TCP receive to the sender, so every row includes it. nginx verifies nothing.\n",
+        READ_BYTES / 1024,
         COLD_SETTLE.as_millis()
     );
     let _ = writeln!(
@@ -278,10 +277,7 @@ fn render_cold(out: &mut String, i: &Inputs<'_>) {
     let floor = cold_cpu_per_gib(i, ColdServer::Floor).unwrap_or(f64::NAN);
     for server in cold_servers(i) {
         let runs = cold_runs(i, server);
-        let per_gib: Vec<f64> = runs
-            .iter()
-            .map(|r| r.cpu_secs / (r.bytes as f64 / GIB))
-            .collect();
+        let per_gib: Vec<f64> = runs.iter().map(|r| r.cpu_per_gib()).collect();
         let lo = per_gib.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = per_gib.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let med = median(per_gib).unwrap_or(f64::NAN);

@@ -295,6 +295,13 @@ pub struct ColdRun {
     pub bytes: u64,
 }
 
+impl ColdRun {
+    /// CPU seconds per GiB pulled.
+    pub fn cpu_per_gib(&self) -> f64 {
+        self.cpu_secs / (self.bytes as f64 / (1u64 << 30) as f64)
+    }
+}
+
 /// Bound on one cold pull.
 const COLD_LIMIT: Duration = Duration::from_secs(120);
 /// A cache's CPU is read this long after the client's last byte, so its commit (the `fsync`

@@ -458,7 +458,7 @@ mod tests {
         let content: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         let digest = Digest::of(&content);
         let guard = lead(&digest);
-        let file = Arc::new(tempfile::tempfile().unwrap());
+        let file = temp_file();
         let (mut feeder, writer) = spawn(
             file.clone(),
             guard.progress_writer(),
